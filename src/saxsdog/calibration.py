@@ -1,0 +1,405 @@
+"""The calibration: validated configuration plus the integrators it defines.
+
+A calibration file (JSON, seed 001 §4.1) loads unchanged; it is validated against the
+schema shipped in ``saxsdog/schemas/calibration.schema.json`` and completed with the
+schema's defaults.  Each entry of ``Masks`` gives a radial (or Phi-mode) integrator,
+each entry of ``Slices`` a GISAXS slice; ``GISAXSmode`` keeps only the slices.
+
+>>> cal = Calibration("cal.json")                      # doctest: +SKIP
+>>> q, I = cal.integrate(image)                         # doctest: +SKIP
+>>> I, stddev, poisson = cal.integrate_with_errors(image)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from .core.geometry import Geometry
+from .core.integrators import (Curve, Integrator, PhiIntegrator, RadialIntegrator, SliceIntegrator,
+                               integral_parameters)
+from .core.operator import (BinningOperator, build_phi_operator, build_radial_operator,
+                            build_slice_operator)
+from .errors import CalibrationError, MaskError
+from .io.chi import format_chi, atomic_write_bytes
+from .io.masks import read_mask, read_mask_bytes
+from .io.operator_cache import OperatorCache, default_cache_dir, operator_key
+
+__all__ = ["Calibration", "Slice", "load_schema", "validate_calibration"]
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=None)
+def _schema_text() -> str:
+    return resources.files("saxsdog.schemas").joinpath("calibration.schema.json").read_text()
+
+
+def load_schema() -> dict[str, Any]:
+    """The calibration JSON Schema (a fresh copy)."""
+    return json.loads(_schema_text())
+
+
+@lru_cache(maxsize=None)
+def _validator():
+    import jsonschema
+
+    schema = load_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def _json_path(parts: Iterable[Any]) -> str:
+    out = "$"
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def _expected(error) -> str:
+    v, val = error.validator, error.validator_value
+    if v == "type":
+        return f"a value of type {val}"
+    if v == "enum":
+        return "one of " + ", ".join(repr(x) for x in val)
+    if v == "minimum":
+        return f"a number >= {val}"
+    if v == "exclusiveMinimum":
+        return f"a number > {val}"
+    if v == "maximum":
+        return f"a number <= {val}"
+    if v == "exclusiveMaximum":
+        return f"a number < {val}"
+    if v == "minItems":
+        return f"at least {val} item(s)"
+    if v == "maxItems":
+        return f"at most {val} item(s)"
+    if v in ("oneOf", "anyOf"):
+        return error.schema.get("description", "one of the allowed forms")
+    if v == "required":
+        return "this field to be present"
+    return f"{v} {val!r}"
+
+
+def validate_calibration(config: Any) -> None:
+    """Validate a calibration dict against the shipped schema.
+
+    Raises
+    ------
+    CalibrationError
+        For the most relevant violation, naming its JSON path, value and expectation.
+    """
+    import jsonschema
+
+    if not isinstance(config, dict):
+        raise CalibrationError("a calibration must be a JSON object", "$", config, "a JSON object")
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(config))
+    if error is None:
+        return
+    parts = list(error.absolute_path)
+    if error.validator == "required":
+        missing = next((f for f in error.validator_value if f not in error.instance), None)
+        raise CalibrationError(f"missing required field {missing!r}", _json_path(parts + [missing]),
+                               None, _expected(error))
+    if error.validator in ("oneOf", "anyOf"):
+        raise CalibrationError(error.schema.get("description", error.message), _json_path(parts),
+                               None, _expected(error))
+    raise CalibrationError(f"bad value {error.instance!r}", _json_path(parts), error.instance,
+                           _expected(error))
+
+
+def _apply_defaults(instance: Any, schema: Mapping[str, Any]) -> Any:
+    """Fill missing object properties with the schema's defaults, recursively."""
+    if isinstance(instance, dict) and "properties" in schema:
+        for key, sub in schema["properties"].items():
+            if key not in instance and "default" in sub and not _is_alias(key, instance):
+                instance[key] = copy.deepcopy(sub["default"])
+            if key in instance:
+                instance[key] = _apply_defaults(instance[key], sub)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [_apply_defaults(item, schema["items"]) for item in instance]
+    return instance
+
+
+_ALIASES = {"DedectorDistanceMM": "DetectorDistanceMM", "Imagesize": "ImageSize"}
+
+
+def _is_alias(key: str, instance: Mapping[str, Any]) -> bool:
+    """A default is not added where the field's accepted alternative spelling is present."""
+    other = _ALIASES.get(key) or {v: k for k, v in _ALIASES.items()}.get(key)
+    return other is not None and other in instance
+
+
+def _output_suffix(kind: str, index: int) -> str:
+    """File-name suffix of the index-th integrator (the original's naming)."""
+    return "" if index == 0 else f"_c{kind[0]}{index}"
+
+
+class Calibration:
+    """A validated calibration and its integrators.
+
+    Parameters
+    ----------
+    source
+        Path of a calibration JSON file, or the calibration as a dict.
+    base_dir
+        Folder that relative ``MaskFile`` paths resolve against; default: the
+        calibration file's folder (or the current folder for a dict).
+    attachments
+        Mask contents sent with the calibration (e.g. over the network), keyed by mask
+        index or by the ``MaskFile`` string; used instead of reading the file.
+    cache
+        ``True``: the default operator cache; ``False``/``None``: no cache; a path: that
+        cache folder.
+    method
+        Integration kernel (``"numba"`` or ``"scipy"``); default the fastest available.
+
+    Raises
+    ------
+    CalibrationError
+        Invalid calibration or mask (the message names the JSON path).
+    """
+
+    def __init__(self, source: str | os.PathLike[str] | Mapping[str, Any], *,
+                 base_dir: str | os.PathLike[str] | None = None,
+                 attachments: Mapping[int | str, bytes] | None = None,
+                 cache: bool | str | os.PathLike[str] | None = True,
+                 method: str | None = None):
+        if isinstance(source, Mapping):
+            raw = copy.deepcopy(dict(source))
+            self.path: Path | None = None
+            default_base = Path.cwd()
+        else:
+            self.path = Path(source)
+            try:
+                raw = json.loads(self.path.read_text())
+            except FileNotFoundError:
+                raise CalibrationError("calibration file not found", "$", str(source),
+                                       "an existing JSON file") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CalibrationError(f"cannot read calibration file: {exc}", "$", str(source)) from None
+            except json.JSONDecodeError as exc:
+                raise CalibrationError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                                       "$", str(source), "a JSON object") from None
+            default_base = self.path.resolve().parent
+        validate_calibration(raw)
+        self.raw: dict[str, Any] = raw
+        self.config: dict[str, Any] = _apply_defaults(copy.deepcopy(raw), load_schema())
+        self.base_dir = Path(base_dir) if base_dir is not None else default_base
+        self.method = method
+        self._attachments = dict(attachments or {})
+        if cache is True:
+            cache_dir = default_cache_dir()
+        elif cache in (False, None):
+            cache_dir = None
+        else:
+            cache_dir = Path(cache)
+        self.cache = OperatorCache(cache_dir) if cache_dir is not None else None
+        self.geometry = self._geometry()
+        self._masks: dict[int, np.ndarray] = {}
+        self.integrators: list[Integrator] = self._build_integrators()
+
+    # -- configuration ---------------------------------------------------------------
+    def _geometry(self) -> Geometry:
+        g = self.config["Geometry"]
+        distance = g.get("DedectorDistanceMM", g.get("DetectorDistanceMM"))
+        size = g.get("Imagesize", g.get("ImageSize"))
+        px = g["PixelSizeMicroM"]
+        px = (float(px[0]), float(px[-1]))
+        tilt = g.get("Tilt", {})
+        return Geometry(
+            shape=(int(size[0]), int(size[1])),
+            beam_center=(float(g["BeamCenter"][0]), float(g["BeamCenter"][1])),
+            distance_mm=float(distance),
+            pixel_size_um=px,
+            wavelength_A=float(self.config["Wavelength"]),
+            tilt_deg=float(tilt.get("TiltAngleDeg", 0.0)),
+            tilt_rotation_deg=float(tilt.get("TiltRotDeg", 0.0)),
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Image shape ``(rows, cols)``."""
+        return self.geometry.shape
+
+    @property
+    def polarization(self) -> tuple[float, float] | None:
+        """``(fraction, angle_deg)`` or ``None``."""
+        p = self.config.get("PolarizationCorrection")
+        return None if p is None else (float(p["Fraction"]), float(p["Angle"]))
+
+    def mask(self, index: int) -> np.ndarray | None:
+        """Validity map of ``Masks[index]`` (``None`` for an empty MaskFile)."""
+        if index not in self._masks:
+            entry = self.config["Masks"][index]
+            name = entry["MaskFile"]
+            json_path = f"$.Masks[{index}].MaskFile"
+            content = self._attachments.get(index, self._attachments.get(name))
+            if content is not None:
+                self._masks[index] = read_mask_bytes(content, name, self.shape, json_path)
+            elif name == "":
+                self._masks[index] = None
+            else:
+                p = Path(name)
+                if not p.is_absolute():
+                    p = self.base_dir / p
+                self._masks[index] = read_mask(p, self.shape, json_path)
+        return self._masks[index]
+
+    # -- operators -------------------------------------------------------------------
+    def _cached(self, params: dict[str, Any], mask: np.ndarray | None, build) -> BinningOperator:
+        if self.cache is None:
+            return build()
+        key = operator_key(params, mask)
+        op = self.cache.load(key)
+        if op is None:
+            log.info("building %s operator (not in cache %s)", params.get("kind"), self.cache.directory)
+            op = build()
+            self.cache.store(key, op)
+        return op
+
+    def _geometry_params(self) -> dict[str, Any]:
+        g = self.geometry
+        return {"shape": list(g.shape), "beam_center": list(g.beam_center), "distance": g.distance_mm,
+                "pixel": list(g.pixel_size_um), "wavelength": g.wavelength_A, "tilt": g.tilt_deg,
+                "rot": g.tilt_rotation_deg}
+
+    def _build_integrators(self) -> list[Integrator]:
+        integrators: list[Integrator] = []
+        gparams = self._geometry_params()
+        if not self.config.get("GISAXSmode", False):
+            for i, entry in enumerate(self.config["Masks"]):
+                mask = self.mask(i)
+                ov = int(entry["Oversampling"])
+                pol = self.polarization
+                if entry.get("Phi-mode", False):
+                    q_stop = float(entry["qStop"]) if entry["qStop"] > 0 else np.inf
+                    q_range = (float(entry["qStart"]), q_stop)
+                    params = {"kind": "Phi", **gparams, "ov": ov, "q_range": [q_range[0], str(q_stop)],
+                              "pol": pol}
+                    op = self._cached(params, mask, lambda: build_phi_operator(
+                        self.geometry, mask, ov, q_range, polarization=pol))
+                    integrators.append(PhiIntegrator(op, entry, entry.get("Name", ""), self.method))
+                else:
+                    ppre = float(entry["PixelPerRadialElement"])
+                    params = {"kind": "Radial", **gparams, "ov": ov, "ppre": ppre, "pol": pol}
+                    op = self._cached(params, mask, lambda: build_radial_operator(
+                        self.geometry, mask, ov, ppre, polarization=pol))
+                    integrators.append(RadialIntegrator(op, entry, entry.get("Name", ""), self.method))
+        for j, entry in enumerate(self.config.get("Slices", [])):
+            integrators.append(Slice(self, entry, index=j))
+        if not integrators:
+            raise CalibrationError("nothing to integrate: no masks" +
+                                   (" and no slices in GISAXSmode" if self.config.get("GISAXSmode") else ""),
+                                   "$.Masks", self.raw.get("Masks"), "at least one mask or slice")
+        return integrators
+
+    # -- the original's API, in snake_case -------------------------------------------
+    @property
+    def radial(self) -> Integrator:
+        """The first integrator (the one :meth:`integrate` uses)."""
+        return self.integrators[0]
+
+    @property
+    def q(self) -> np.ndarray:
+        """Bin centres of the first integrator."""
+        return self.radial.x
+
+    def integrate(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integrate an image with the first integrator.
+
+        Returns
+        -------
+        (q, I)
+            Bin centres (nm⁻¹) and mean intensity (counts/pixel).
+        """
+        return self.radial.x, self.radial.integrate(image)
+
+    def integrate_with_errors(self, image: np.ndarray) -> np.ndarray:
+        """Intensity, standard deviation and Poisson error, as rows of one array."""
+        return np.array(self.radial.integrate_with_errors(image))
+
+    def integral_parameters(self, intensity: np.ndarray) -> dict[str, float | None]:
+        """I0, I1, I2, invariant and correlation length of a curve of the first integrator."""
+        entry = self.radial.config
+        return integral_parameters(self.radial.x, intensity, float(entry.get("qStart", 0.0)),
+                                   entry.get("qStop"))
+
+    def curves(self, image: np.ndarray) -> list[Curve]:
+        """All integrators' curves (with errors and classifiers) for one image."""
+        return [it.curve(image) for it in self.integrators]
+
+    def output_suffixes(self) -> list[str]:
+        """File-name suffix of each integrator's output (``""`` for the first)."""
+        return [_output_suffix(it.kind, i) for i, it in enumerate(self.integrators)]
+
+    def chi_bytes(self, curves: list[Curve]) -> list[bytes]:
+        """Render curves as ``.chi`` file contents (x, I, Poisson error)."""
+        out = []
+        for it, c in zip(self.integrators, curves):
+            labels = [it.x_label, "Intensity (Count/Pixel)", "Error Margin"]
+            out.append(format_chi((c.x, c.intensity, c.poisson), self.raw, c.parameters, labels))
+        return out
+
+    def write_chi(self, image: np.ndarray, path: str | os.PathLike[str]) -> list[Path]:
+        """Integrate an image and write every integrator's ``.chi`` file atomically.
+
+        The first integrator writes ``path``; later ones add ``_c<kind letter><n>`` before
+        the extension, as the original.
+
+        Returns
+        -------
+        list of Path
+            The files written.
+        """
+        path = Path(path)
+        stem = path.name[:-4] if path.name.endswith(".chi") else path.name
+        written = []
+        for suffix, content in zip(self.output_suffixes(), self.chi_bytes(self.curves(image))):
+            target = path.with_name(stem + suffix + ".chi")
+            atomic_write_bytes(target, content)
+            written.append(target)
+        return written
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{it.kind}({it.operator.n_bins} bins)" for it in self.integrators)
+        return f"<Calibration {self.config.get('Title', '')!r} {self.shape[0]}x{self.shape[1]}: {kinds}>"
+
+
+class Slice(SliceIntegrator):
+    """A GISAXS slice of a calibration (seed 001 §5.8).
+
+    Parameters
+    ----------
+    calibration
+        The calibration (geometry and masks).
+    config
+        The slice entry: Direction, Plane, CutPosition, CutMargin, IncidentAngle, MaskRef.
+    index
+        Position in ``Slices`` (for error messages).
+    """
+
+    def __init__(self, calibration: Calibration, config: Mapping[str, Any], index: int = 0):
+        entry = _apply_defaults(dict(config), load_schema()["properties"]["Slices"]["items"])
+        ref = int(entry["MaskRef"])
+        json_path = f"$.Slices[{index}]"
+        if ref >= len(calibration.config["Masks"]):
+            raise CalibrationError(f"MaskRef {ref} names no mask ({len(calibration.config['Masks'])} defined)",
+                                   json_path + ".MaskRef", ref, "-1 or the index of a mask")
+        mask = calibration.mask(ref) if ref >= 0 else None
+        try:
+            op = build_slice_operator(calibration.geometry, mask, entry["Direction"], entry["Plane"],
+                                      int(entry["CutPosition"]), int(entry["CutMargin"]),
+                                      float(entry["IncidentAngle"]))
+        except ValueError as exc:
+            raise CalibrationError(str(exc), json_path, entry.get("CutPosition"),
+                                   "a band inside the detector") from None
+        super().__init__(op, entry, f"slice{index}", calibration.method)

@@ -1,0 +1,88 @@
+"""Mask files: FIT2D ``.msk`` and images (TIFF, EDF, CBF, NPY) through fabio / NumPy.
+
+Masks are returned as *validity* maps in image orientation (row 0 at the top, as images
+are read): ``True`` where a pixel is used.  In a mask image a non-zero value means
+*masked*; in a FIT2D ``.msk`` a set bit means masked, and fabio returns it in FIT2D
+orientation (bottom row first), so it is flipped vertically, as the original did.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MaskError
+
+__all__ = ["read_mask", "read_mask_bytes", "MASK_SUFFIXES"]
+
+MASK_SUFFIXES = (".msk", ".tif", ".tiff", ".edf", ".cbf", ".npy")
+
+
+def _masked_to_valid(masked: np.ndarray) -> np.ndarray:
+    return np.asarray(masked) == 0
+
+
+def read_mask(path: str | os.PathLike[str], shape: tuple[int, int] | None = None,
+              json_path: str = "$.Masks[0].MaskFile") -> np.ndarray:
+    """Read a mask file as a boolean validity map.
+
+    Parameters
+    ----------
+    path
+        The mask file.
+    shape
+        Expected ``(rows, cols)``; a different shape is an error.
+    json_path
+        Where the file name came from, for error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``bool`` array, ``True`` = pixel used.
+
+    Raises
+    ------
+    MaskError
+        Missing, unreadable or wrongly sized mask.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MaskError("mask file not found", json_path, str(path), "an existing mask file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            masked = np.load(path, allow_pickle=False)
+            if masked.ndim != 2:
+                raise ValueError(f"expected a 2-D array, got {masked.ndim} dimensions")
+            valid = _masked_to_valid(masked)
+        else:
+            import fabio
+
+            data = fabio.open(str(path)).data
+            if suffix == ".msk":
+                data = np.flipud(data)
+            valid = _masked_to_valid(data)
+    except MaskError:
+        raise
+    except Exception as exc:  # fabio raises many different types for bad files
+        raise MaskError(f"cannot read mask file: {exc}", json_path, str(path),
+                        "a FIT2D .msk, TIFF, EDF, CBF or NPY mask") from None
+    if shape is not None and valid.shape != tuple(shape):
+        raise MaskError(f"mask shape {valid.shape[0]}x{valid.shape[1]} differs from the image size "
+                        f"{shape[0]}x{shape[1]}", json_path, str(path), "a mask of the detector's size")
+    return np.ascontiguousarray(valid)
+
+
+def read_mask_bytes(content: bytes, name: str, shape: tuple[int, int] | None = None,
+                    json_path: str = "$.Masks[0].MaskFile") -> np.ndarray:
+    """Read a mask sent as bytes (e.g. a network attachment); ``name`` gives the format."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in MASK_SUFFIXES:
+        raise MaskError(f"unknown mask format {suffix!r}", json_path, name, " or ".join(MASK_SUFFIXES))
+    with tempfile.TemporaryDirectory(prefix="saxsdog-mask-") as tmp:
+        p = Path(tmp) / ("mask" + suffix)
+        p.write_bytes(content)
+        return read_mask(p, shape, json_path)
