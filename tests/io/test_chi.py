@@ -1,0 +1,75 @@
+"""The .chi format: byte compatibility with the original writer and reading all variants."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from saxsdog.io.chi import RADIAL_LABELS, format_chi, read_chi, write_chi
+
+
+def original_writer(columns, calibration, parameters, labels) -> bytes:
+    """The original's call: numpy.savetxt with a four-line JSON header."""
+    data = np.array(columns).T
+    header = (json.dumps(calibration) + "\n" + json.dumps(parameters) + "\n" + json.dumps(labels)
+              + "\n" + "   " + str(data.shape[0]))
+    buf = io.BytesIO()
+    np.savetxt(buf, data, fmt="%.18e", delimiter=" ", newline="\n ", header=header, comments="")
+    return buf.getvalue()
+
+
+def test_bytes_identical_to_numpy_savetxt():
+    rng = np.random.default_rng(0)
+    cols = [np.linspace(0.001, 5, 257), rng.random(257) * 1e4, rng.random(257)]
+    cal = {"Title": "x", "Wavelength": 1.54}
+    par = {"I0": 1.5, "I1": 2.0, "I2": 3.25}
+    ours = format_chi(cols, cal, par, RADIAL_LABELS)
+    assert ours == original_writer(cols, cal, par, RADIAL_LABELS)
+    assert ours.endswith(b"\n ")
+    assert ours.split(b"\n")[4].startswith(b" ")
+
+
+def test_nan_never_reaches_a_file(tmp_path):
+    write_chi(tmp_path / "a.chi", [np.array([1.0, 2.0]), np.array([np.nan, 3.0]), np.array([np.inf, 1.0])])
+    text = (tmp_path / "a.chi").read_text()
+    assert "nan" not in text.lower() and "inf" not in text.lower()
+    back = read_chi(tmp_path / "a.chi")
+    assert back.intensity.tolist() == [0.0, 3.0] and back.error.tolist() == [0.0, 1.0]
+
+
+def test_reads_original_2014_output(data_dir):
+    c = read_chi(data_dir / "reference" / "buf1_00000.saxsdog.chi")
+    assert c.q.size == 1003 and c.error is not None
+    assert c.calibration is None and c.header[1] == "q [nm^-1]"
+    assert np.isclose(c.q[0], 3.366602370545553665e-03)
+
+
+def test_reads_fit2d_output(data_dir):
+    c = read_chi(data_dir / "reference" / "buf1_00000.fit2d.chi")
+    assert c.q.size == 1002 and c.error is None
+    assert np.isclose(c.intensity[13], 4.2949194e03)
+
+
+def test_row_count_mismatch_is_an_error(tmp_path):
+    p = tmp_path / "bad.chi"
+    p.write_text("{}\n{}\n[]\n   3\n 1 2 3\n")
+    with pytest.raises(ValueError, match="announces 3 rows"):
+        read_chi(p)
+    p.write_text("hello\nworld\n")
+    with pytest.raises(ValueError, match="not a .chi file"):
+        read_chi(p)
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    import os
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        write_chi(tmp_path / "a.chi", [np.arange(3.0)] * 3)
+    assert list(tmp_path.iterdir()) == []

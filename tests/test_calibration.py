@@ -1,0 +1,233 @@
+"""Loading, validation, defaults, masks, cache and the integration API of Calibration."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from saxsdog import Calibration, CalibrationError
+from saxsdog.calibration import load_schema, validate_calibration
+from saxsdog.io.chi import read_chi
+
+
+def small_cal(**over):
+    cal = {
+        "Geometry": {"Tilt": {"TiltRotDeg": 20.0, "TiltAngleDeg": 1.0}, "BeamCenter": [40.0, 30.0],
+                     "DedectorDistanceMM": 300.0, "PixelSizeMicroM": [172.0], "Imagesize": [64, 48]},
+        "Masks": [{"MaskFile": "", "Oversampling": 2, "PixelPerRadialElement": 1, "qStart": 0.1, "qStop": 1.0}],
+        "Wavelength": 1.54,
+    }
+    cal.update(over)
+    return cal
+
+
+def test_cal_json_loads_unchanged(data_dir):
+    raw = json.loads((data_dir / "cal.json").read_text())
+    cal = Calibration(data_dir / "cal.json", cache=False)
+    assert cal.raw == raw
+    assert cal.shape == (1043, 981)
+    assert cal.geometry.distance_mm == 1031.657
+    assert cal.geometry.beam_center == (808.37, 387.772)
+    assert cal.mask(0).sum() == 666_395  # data/README
+
+
+def test_relative_maskfile_resolves_against_calibration_folder(data_dir, tmp_path, monkeypatch):
+    shutil.copy(data_dir / "cal.json", tmp_path / "cal.json")
+    shutil.copy(data_dir / "AAA_integ.msk", tmp_path / "AAA_integ.msk")
+    monkeypatch.chdir(data_dir.parent)  # somewhere else: must not matter
+    cal = Calibration(tmp_path / "cal.json", cache=False)
+    assert cal.mask(0).sum() == 666_395
+
+
+def test_defaults_are_applied():
+    cal = Calibration(small_cal(), cache=False)
+    c = cal.config
+    assert c["Title"] == "" and c["Threads"] == 2 and c["GISAXSmode"] is False
+    assert c["Live-Filelisting"] is True and c["OverwriteFiles"] is True and c["Slices"] == []
+    assert c["Masks"][0]["Phi-mode"] is False and c["Masks"][0]["Name"] == ""
+    assert "DetectorDistanceMM" not in c["Geometry"]  # no default added beside the used spelling
+    assert cal.raw == small_cal()  # the user's dict is untouched
+
+
+def test_schema_defaults_are_valid_values():
+    """Every default in the schema passes the schema's own constraints."""
+    schema = load_schema()
+    cal = small_cal()
+    validate_calibration(cal)
+    full = Calibration(cal, cache=False).config
+    validate_calibration(full)
+
+
+def test_alternative_spellings_and_single_pixel_size():
+    cal = small_cal()
+    g = cal["Geometry"]
+    g["DetectorDistanceMM"] = g.pop("DedectorDistanceMM")
+    g["ImageSize"] = g.pop("Imagesize")
+    g["PixelSizeMicroM"] = [100.0, 172.0]
+    c = Calibration(cal, cache=False)
+    assert c.geometry.distance_mm == 300.0 and c.shape == (64, 48)
+    assert c.geometry.pixel_size_um == (100.0, 172.0)
+
+
+@pytest.mark.parametrize("mutate,path,fragment", [
+    (lambda c: c.pop("Wavelength"), "$.Wavelength", "missing"),
+    (lambda c: c["Geometry"].pop("BeamCenter"), "$.Geometry.BeamCenter", "missing"),
+    (lambda c: c["Geometry"].__setitem__("BeamCenter", "middle"), "$.Geometry.BeamCenter", "type"),
+    (lambda c: c.__setitem__("Wavelength", "1.54"), "$.Wavelength", "type"),
+    (lambda c: c["Geometry"].__setitem__("DedectorDistanceMM", -5.0), "$.Geometry.DedectorDistanceMM", "> 0"),
+    (lambda c: c["Geometry"].__setitem__("DetectorDistanceMM", 5.0), "$.Geometry", "exactly one"),
+    (lambda c: c["Geometry"].__setitem__("PixelSizeMicroM", [1, 2, 3]), "$.Geometry.PixelSizeMicroM", "at most"),
+    (lambda c: c["Masks"][0].__setitem__("Oversampling", 0), "$.Masks[0].Oversampling", ">= 1"),
+    (lambda c: c.__setitem__("Slices", [{"Direction": "z", "Plane": "InPlane", "CutPosition": 3}]),
+     "$.Slices[0].Direction", "one of"),
+])
+def test_bad_calibrations_name_the_json_path(mutate, path, fragment):
+    cal = small_cal()
+    mutate(cal)
+    with pytest.raises(CalibrationError) as info:
+        Calibration(cal, cache=False)
+    assert info.value.path == path
+    assert fragment in str(info.value)
+
+
+def test_missing_mask_file(tmp_path):
+    cal = small_cal()
+    cal["Masks"].append({"MaskFile": "nowhere.msk"})
+    with pytest.raises(CalibrationError) as info:
+        Calibration(cal, base_dir=tmp_path, cache=False)
+    assert info.value.path == "$.Masks[1].MaskFile"
+    assert "not found" in str(info.value) and "nowhere.msk" in str(info.value.value)
+
+
+def test_mask_of_wrong_size(tmp_path):
+    np.save(tmp_path / "m.npy", np.zeros((10, 10)))
+    cal = small_cal()
+    cal["Masks"][0]["MaskFile"] = "m.npy"
+    with pytest.raises(CalibrationError, match="differs from the image size"):
+        Calibration(cal, base_dir=tmp_path, cache=False)
+
+
+def test_unreadable_calibration_files(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(CalibrationError, match="not valid JSON"):
+        Calibration(tmp_path / "bad.json")
+    with pytest.raises(CalibrationError, match="not found"):
+        Calibration(tmp_path / "absent.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(CalibrationError, match="JSON object"):
+        Calibration(tmp_path / "list.json")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif", ".edf"])
+def test_mask_formats_nonzero_means_masked(tmp_path, suffix):
+    import fabio.edfimage
+    import fabio.tifimage
+
+    masked = np.zeros((64, 48), np.uint8)
+    masked[:10] = 1
+    if suffix == ".npy":
+        np.save(tmp_path / "m.npy", masked)
+    elif suffix == ".tif":
+        fabio.tifimage.TifImage(data=masked).write(str(tmp_path / "m.tif"))
+    else:
+        fabio.edfimage.EdfImage(data=masked).write(str(tmp_path / "m.edf"))
+    cal = small_cal()
+    cal["Masks"][0]["MaskFile"] = "m" + suffix
+    c = Calibration(cal, base_dir=tmp_path, cache=False)
+    assert np.array_equal(c.mask(0), masked == 0)
+    img = np.ones((64, 48))
+    img[:10] = 1e6  # masked rows must not leak into the curve
+    _, I = c.integrate(img)
+    assert np.allclose(I[I > 0], 1.0)
+
+
+def test_mask_attachment_instead_of_file(data_dir):
+    cal = json.loads((data_dir / "cal.json").read_text())
+    cal["Masks"][0]["MaskFile"] = "sent-over-the-wire.msk"
+    c = Calibration(cal, attachments={0: (data_dir / "AAA_integ.msk").read_bytes()}, cache=False)
+    assert c.mask(0).sum() == 666_395
+
+
+def test_operator_cache_roundtrip(tmp_path):
+    c1 = Calibration(small_cal(), cache=tmp_path / "cache")
+    files = list((tmp_path / "cache").glob("*.npz"))
+    assert len(files) == 1
+    c2 = Calibration(small_cal(), cache=tmp_path / "cache")
+    a, b = c1.radial.operator, c2.radial.operator
+    assert np.array_equal(a.bins, b.bins) and np.array_equal(a.counts, b.counts) and np.array_equal(a.x, b.x)
+    # anything affecting the operator gives a new entry
+    other = small_cal()
+    other["Wavelength"] = 1.0
+    Calibration(other, cache=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    # a corrupt entry is ignored and rebuilt
+    files[0].write_bytes(b"garbage")
+    c3 = Calibration(small_cal(), cache=tmp_path / "cache")
+    assert np.array_equal(c3.radial.operator.bins, a.bins)
+
+
+def test_cache_can_be_disabled(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAXSDOG_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setenv("SAXSDOG_NO_CACHE", "1")
+    Calibration(small_cal())
+    assert not (tmp_path / "c").exists()
+    monkeypatch.delenv("SAXSDOG_NO_CACHE")
+    Calibration(small_cal())
+    assert len(list((tmp_path / "c").glob("*.npz"))) == 1
+
+
+def test_integrate_api_shapes_and_errors():
+    c = Calibration(small_cal(), cache=False)
+    img = np.random.default_rng(0).poisson(20, (64, 48))
+    q, I = c.integrate(img)
+    out = c.integrate_with_errors(img)
+    assert out.shape == (3, q.size) and np.allclose(out[0], I)
+    p = c.integral_parameters(I)
+    assert set(p) == {"I0", "I1", "I2", "invariant", "correlation_length"}
+    sel = (q >= 0.1) & (q <= 1.0)
+    assert np.isclose(p["I0"], I[sel].sum() * (q[1] - q[0]))
+
+
+def test_several_masks_phi_mode_and_slices_give_several_integrators(tmp_path):
+    cal = small_cal()
+    cal["Masks"].append({"MaskFile": "", "Oversampling": 1, "Phi-mode": True, "qStart": 0.2, "qStop": 0.8})
+    cal["Slices"] = [{"Direction": "x", "Plane": "InPlane", "CutPosition": 20, "CutMargin": 2, "MaskRef": -1},
+                     {"Direction": "y", "Plane": "Vertical", "CutPosition": 10, "CutMargin": 1,
+                      "IncidentAngle": 0.3, "MaskRef": 0}]
+    c = Calibration(cal, cache=False)
+    assert [it.kind for it in c.integrators] == ["Radial", "Phi", "Slice", "Slice"]
+    assert c.output_suffixes() == ["", "_cP1", "_cS2", "_cS3"]
+    img = np.random.default_rng(0).poisson(20, (64, 48)).astype(np.int32)
+    written = c.write_chi(img, tmp_path / "frame_00001.chi")
+    assert [p.name for p in written] == ["frame_00001.chi", "frame_00001_cP1.chi",
+                                         "frame_00001_cS2.chi", "frame_00001_cS3.chi"]
+    phi = read_chi(written[1])
+    assert phi.x.size == 360 and phi.labels[0] == "Azimuth [deg]"
+    gisaxs = copy.deepcopy(cal)
+    gisaxs["GISAXSmode"] = True
+    assert [it.kind for it in Calibration(gisaxs, cache=False).integrators] == ["Slice", "Slice"]
+
+
+def test_slice_maskref_out_of_range():
+    cal = small_cal(Slices=[{"Direction": "x", "Plane": "InPlane", "CutPosition": 20, "MaskRef": 3}])
+    with pytest.raises(CalibrationError) as info:
+        Calibration(cal, cache=False)
+    assert info.value.path == "$.Slices[0].MaskRef"
+
+
+def test_write_chi_roundtrip_and_header(tmp_path):
+    c = Calibration(small_cal(), cache=False)
+    img = np.random.default_rng(1).poisson(20, (64, 48))
+    (path,) = c.write_chi(img, tmp_path / "a.chi")
+    back = read_chi(path)
+    I, _, poisson = c.integrate_with_errors(img)
+    assert np.allclose(back.q, c.q, rtol=1e-15) and np.allclose(back.intensity, I, rtol=1e-15)
+    assert np.allclose(back.error, poisson, rtol=1e-15)
+    assert back.calibration == small_cal()
+    assert back.parameters == pytest.approx(c.integral_parameters(I))
+    assert back.labels == ["Scattering Vector  q [$nm^{-1}$]", "Intensity (Count/Pixel)", "Error Margin"]
+    assert not list(tmp_path.glob("*.part"))
