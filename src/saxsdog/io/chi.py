@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -166,7 +167,9 @@ def read_chi(path: str | os.PathLike[str]) -> ChiData:
     with open(path, "r", encoding="latin-1") as fh:
         header = [fh.readline().rstrip("\n") for _ in range(4)]
         try:
-            data = np.loadtxt(fh, ndmin=2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # an empty table is checked below
+                data = np.loadtxt(fh, ndmin=2)
         except ValueError as exc:
             raise ValueError(f"{path}: not a .chi file ({exc})") from None
     if data.size == 0:

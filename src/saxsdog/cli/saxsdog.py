@@ -1,0 +1,265 @@
+"""``saxsdog``: integrate the images of a directory, optionally watching for new ones."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="saxsdog",
+        description="Convert the 2D scattering images in DIRECTORY (recursively) into 1D curves "
+                    "(.chi files), optionally watching for new images.",
+        epilog="Examples:\n  saxsdog -c cal.json /data/run42            process what is there\n"
+               "  saxsdog -c cal.json -w -o /data/out /data/run42   and keep watching\n"
+               "  saxsdog -c cal.json -r /data/run42         resume: only the missing ones\n"
+               "  saxsdog --demo                              synthetic data, no setup needed",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("directory", nargs="?", help="directory with images (searched recursively)")
+    p.add_argument("-c", "--calibration", metavar="FILE", help="calibration file (JSON)")
+    p.add_argument("-t", "--threads", type=int, metavar="N",
+                   help="worker processes (default: the calibration's Threads)")
+    p.add_argument("-m", "--plotmonitor", action="store_true",
+                   help="show a live plot of the latest curve (a PNG in results/ without a display)")
+    p.add_argument("-w", "--watch", action="store_true",
+                   help="watch the directory recursively for new images (until Ctrl-C)")
+    p.add_argument("-r", "--resume", action="store_true", help="skip images whose outputs exist")
+    p.add_argument("-o", "--out", metavar="OUTDIR", help="write every output into OUTDIR")
+    p.add_argument("-R", "--relpath", default="../work", metavar="RELPATH",
+                   help="output directory relative to each image (default: ../work)")
+    p.add_argument("-s", "--svg", action="store_true", help="also write a plot of each curve (SVG)")
+    p.add_argument("-p", "--png", action="store_true", help="also write a PNG of each image")
+    p.add_argument("-P", "--profile", action="store_true", help="print per-stage timings at the end")
+    p.add_argument("-S", "--silent", action="store_true",
+                   help="less output: plain progress lines instead of a progress bar")
+    p.add_argument("-n", "--nowalk", action="store_true",
+                   help="do not process images already there (only new ones, with -w)")
+    p.add_argument("-D", "--walkdirinthreads", action="store_true",
+                   help="scan the sub-directories in parallel threads")
+    p.add_argument("--format", choices=["chi"], default="chi", help="output format (default: chi)")
+    p.add_argument("--retry-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="keep retrying incomplete images this long (default: 10)")
+    p.add_argument("--demo", nargs="?", type=int, const=200, metavar="N",
+                   help="make N synthetic Pilatus 1M images with a known answer (default 200), "
+                        "process them and check the curves")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+    p.add_argument("-V", "--version", action="version", version="saxsdog " + _version())
+    return p
+
+
+def _version() -> str:
+    from saxsdog import __version__
+
+    return __version__
+
+
+class Progress:
+    """A tqdm bar on a terminal, else plain lines every few seconds."""
+
+    def __init__(self, plain: bool, total: int, stream=sys.stderr):
+        self.plain = plain or not stream.isatty()
+        self.stream = stream
+        self.total = total
+        self._last = 0.0
+        self._bar = None
+        if not self.plain:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total or None, unit="img", dynamic_ncols=True, file=stream,
+                             smoothing=0.1)
+
+    def update(self, done: int, total: int, fps: float, failed: int) -> None:
+        if self._bar is not None:
+            if total and self._bar.total != total:
+                self._bar.total = total
+            self._bar.n = done
+            self._bar.set_postfix_str(f"{fps:.0f} frames/s, {failed} failed", refresh=False)
+            self._bar.refresh()
+        elif time.monotonic() - self._last >= 2.0:
+            self._last = time.monotonic()
+            print(f"saxsdog: {done}/{total} images, {fps:.0f} frames/s, {failed} failed",
+                  file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _run_demo(args, out) -> tuple[str, str, Path]:
+    from saxsdog.demo import make_dataset
+
+    workdir = Path(tempfile.mkdtemp(prefix="saxsdog-demo-"))
+    n = args.demo
+    print(f"saxsdog demo: writing {n} synthetic Pilatus 1M images to {workdir}/images ...", file=out)
+    t = time.perf_counter()
+    cal = make_dataset(workdir, n)
+    print(f"  made in {time.perf_counter() - t:.1f} s", file=out)
+    return str(cal), str(workdir / "images"), workdir
+
+
+def _check_demo(workdir: Path, n: int, out) -> bool:
+    """Compare the demo's curves with the model they were drawn from."""
+    import numpy as np
+
+    from saxsdog.demo import guinier, rg_of
+    from saxsdog.io.chi import read_chi
+
+    worst = 0.0
+    files = sorted((workdir / "work").glob("demo_*.chi"))
+    for f in files:
+        i = int(f.stem.split("_")[1])
+        c = read_chi(f)
+        sel = (c.intensity > 0) & (c.q > 0.1) & (c.q < 1.0)
+        # the mean over a bin of the model differs from the model at the centre by O(dq²)
+        dev = np.abs(c.intensity[sel] - guinier(c.q[sel], rg_of(i, n))) / c.error[sel]
+        worst = max(worst, float(np.median(dev)))
+    ok = len(files) == n and worst < 1.5
+    print(f"  check: {len(files)}/{n} curves; median deviation from the known model "
+          f"{worst:.2f} σ (Poisson) -> {'OK' if ok else 'MISMATCH'}", file=out)
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = sys.stdout
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    workdir = None
+    if args.demo is not None:
+        if args.demo < 1:
+            print("saxsdog: --demo needs at least one image", file=sys.stderr)
+            return EXIT_USAGE
+        args.calibration, args.directory, workdir = _run_demo(args, out)
+    if not args.directory:
+        print("saxsdog: error: a DIRECTORY is needed (or --demo); see saxsdog --help", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.calibration:
+        print("saxsdog: error: a calibration is needed: -c FILE", file=sys.stderr)
+        return EXIT_USAGE
+    root = Path(args.directory)
+    if not root.is_dir():
+        print(f"saxsdog: error: {root} is not a directory", file=sys.stderr)
+        return EXIT_USAGE
+
+    from saxsdog.calibration import Calibration
+    from saxsdog.errors import CalibrationError
+    from saxsdog.pipeline import QueueOptions
+    from saxsdog.pipeline.naming import results_dir
+    from saxsdog.pipeline.queue import ImageQueue
+
+    t0 = time.perf_counter()
+    try:
+        cal = Calibration(args.calibration)
+    except CalibrationError as exc:
+        print(f"saxsdog: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    startup = time.perf_counter() - t0
+    conf = cal.config
+    options = QueueOptions(
+        workers=args.threads or int(conf.get("Threads", 2)),
+        out_dir=Path(args.out).resolve() if args.out else None,
+        relpath=args.relpath,
+        resume=args.resume,
+        overwrite=bool(conf.get("OverwriteFiles", True)),
+        directories=list(conf.get("Directory", [])),
+        live_filelist=bool(conf.get("Live-Filelisting", True)),
+        write_svg=args.svg, write_png=args.png,
+        retry_timeout=args.retry_timeout,
+        output_format=args.format,
+        keep_curves=args.plotmonitor,
+    )
+    if args.resume:
+        _remove_partials(root, options)
+    monitor = None
+    if args.plotmonitor:
+        from saxsdog.pipeline.plots import PlotMonitor
+
+        monitor = PlotMonitor(results_dir(root, options) / "monitor.png")
+    queue = ImageQueue(cal, root, options)
+    if not args.silent:
+        print(f"saxsdog: {cal!r}; {options.workers} workers; calibration ready in {startup:.2f} s", file=out)
+    queue.start()
+    total = 0 if args.nowalk else queue.fill_from_directory(args.walkdirinthreads)
+    if args.watch:
+        queue.watch()
+        print(f"saxsdog: watching {root.resolve()} (Ctrl-C to stop)", file=out, flush=True)
+    progress = Progress(args.silent, total)
+    interrupted = False
+    last_plot = 0.0
+    try:
+        while True:
+            idle = queue.wait_until_idle(0.25)
+            st = queue.stats()
+            done = st["images_processed"] + st["images_skipped"] + st["images_failed"]
+            progress.update(done, max(total, st["images_queued"]), st["frames_per_second"],
+                            st["images_failed"])
+            latest = queue.history.latest
+            if monitor is not None and latest is not None and latest.curve and time.monotonic() - last_plot > 1:
+                last_plot = time.monotonic()
+                monitor.update(latest.curve["x"], latest.curve["I"], latest.curve["err"],
+                               os.path.basename(latest.path))
+            if idle and not args.watch:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+        queue.stop()
+    if monitor is not None and queue.history.latest is not None and queue.history.latest.curve:
+        c = queue.history.latest.curve
+        monitor.update(c["x"], c["I"], c["err"], os.path.basename(queue.history.latest.path))
+    return _summary(queue, interrupted, args, out, workdir)
+
+
+def _remove_partials(root: Path, options) -> None:
+    """Temporary files left by a killed run (outputs are written to .part then renamed)."""
+    from saxsdog.pipeline.naming import results_dir
+
+    top = Path(options.out_dir) if options.out_dir else results_dir(root, options).parent
+    if top.is_dir():
+        for p in top.rglob(".*.part"):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
+def _summary(queue, interrupted: bool, args, out, workdir) -> int:
+    st = queue.stats()
+    h = queue.history
+    print(f"saxsdog: {st['images_processed']} processed, {st['images_skipped']} skipped (outputs existed), "
+          f"{st['images_failed']} failed; {st['overall_frames_per_second']:.1f} frames/s", file=out)
+    if queue.ignored_files:
+        print(f"saxsdog: {queue.ignored_files} file(s) ignored (not images)", file=out)
+    if st["worker_restarts"]:
+        print(f"saxsdog: {st['worker_restarts']} worker(s) died and were replaced; their images were redone",
+              file=out)
+    if args.profile:
+        stages = st["stage_seconds"]
+        print("saxsdog: mean per frame: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in stages.items()),
+              file=out)
+    for path, reason in sorted(h.failures.items()):
+        print(f"FAILED {path}: {reason}", file=out)
+    if interrupted:
+        print("saxsdog: interrupted; run again with -r to process the remaining images", file=out)
+        return EXIT_INTERRUPTED
+    if workdir is not None:
+        from saxsdog.cli.saxsdog import _check_demo
+
+        ok = _check_demo(workdir, args.demo, out)
+        print(f"  outputs in {workdir}/work", file=out)
+        if not ok:
+            return EXIT_FAILED
+    return EXIT_FAILED if h.failures else EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

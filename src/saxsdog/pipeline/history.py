@@ -1,0 +1,92 @@
+"""History of processed images and running statistics."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from .tasks import ImageResult
+
+_STAGES = ("read", "integrate", "write")
+
+
+class History:
+    """Per-image records and queue statistics (thread-safe).
+
+    Each record: path, frame, outputs, parameters, image_time, processed_at, timings,
+    error.  Statistics: frames/s over the last ``window`` seconds and overall, images
+    processed, failures, per-stage mean timings.
+    """
+
+    def __init__(self, window: float = 5.0, max_records: int = 1_000_000):
+        self._lock = threading.Lock()
+        self.records: list[dict[str, Any]] = []
+        self.failures: dict[str, str] = {}
+        self.window = window
+        self._recent: deque[float] = deque()
+        self._stage_sum = dict.fromkeys(_STAGES, 0.0)
+        self._stage_n = 0
+        self.processed = 0
+        self.skipped = 0
+        self.started = time.time()
+        self.first_result: float | None = None
+        self.last_result: float | None = None
+        self.max_records = max_records
+        self.latest: ImageResult | None = None
+
+    def add(self, result: ImageResult) -> None:
+        """Record one frame's result."""
+        now = time.time()
+        with self._lock:
+            if result.error is not None:
+                self.failures[result.path] = result.error
+            elif result.skipped:
+                self.skipped += 1
+            else:
+                self.processed += 1
+                self.failures.pop(result.path, None)
+                self._recent.append(now)
+                self.first_result = self.first_result or now
+                self.last_result = now
+                for s in _STAGES:
+                    self._stage_sum[s] += result.timings.get(s, 0.0)
+                self._stage_n += 1
+                self.latest = result
+            if len(self.records) < self.max_records:
+                self.records.append({
+                    "path": result.path, "frame": result.frame, "outputs": result.outputs,
+                    "parameters": result.parameters, "image_time": result.image_time,
+                    "processed_at": result.processed_at, "timings": result.timings,
+                    "error": result.error, "skipped": result.skipped,
+                })
+
+    def frames_per_second(self) -> float:
+        """Rate over the last ``window`` seconds."""
+        now = time.time()
+        with self._lock:
+            while self._recent and self._recent[0] < now - self.window:
+                self._recent.popleft()
+            if not self._recent:
+                return 0.0
+            span = max(now - max(self._recent[0], self.started), 1e-3)
+            return len(self._recent) / min(span, self.window)
+
+    def overall_rate(self) -> float:
+        """Frames per second from the first to the last result."""
+        with self._lock:
+            if self.processed < 2 or self.first_result is None or self.last_result is None:
+                return 0.0
+            return (self.processed - 1) / max(self.last_result - self.first_result, 1e-9)
+
+    def stage_means(self) -> dict[str, float]:
+        """Mean seconds per frame in each stage."""
+        with self._lock:
+            n = max(self._stage_n, 1)
+            return {s: self._stage_sum[s] / n for s in _STAGES}
+
+    def snapshot(self, since: int = 0) -> list[dict[str, Any]]:
+        """Records from index ``since`` on."""
+        with self._lock:
+            return list(self.records[since:])

@@ -1,0 +1,54 @@
+"""Typed options of an image queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class QueueOptions:
+    """How a queue processes and where it writes.
+
+    Attributes
+    ----------
+    workers
+        Worker processes.
+    out_dir
+        Single output folder (``-o``); images from sub-folders get the relative path
+        components joined with ``_`` in front of their name, so they never collide.
+    relpath
+        Output folder relative to each image's folder (``-R``), used without ``out_dir``.
+    resume
+        Skip images whose outputs all exist (``-r``).
+    overwrite
+        ``OverwriteFiles`` of the calibration: when false, existing outputs are kept.
+    directories
+        ``Directory`` of the calibration: sub-folders to process (empty or ``.``: all).
+    live_filelist
+        Keep ``results/filelist.txt`` with I0, I1, I2 per image.
+    write_svg, write_png
+        Also write a plot of each curve (SVG) / a PNG of each image.
+    retry_timeout
+        Seconds to keep retrying an incomplete image before reporting it.
+    retry_initial
+        First back-off delay in seconds (doubles each retry).
+    output_format
+        ``"chi"`` (NXcanSAS once available).
+    keep_curves
+        Send each image's first curve back to the coordinator (for live plots).
+    """
+
+    workers: int = 2
+    out_dir: Path | None = None
+    relpath: str = "../work"
+    resume: bool = False
+    overwrite: bool = True
+    directories: list[str] = field(default_factory=list)
+    live_filelist: bool = True
+    write_svg: bool = False
+    write_png: bool = False
+    retry_timeout: float = 10.0
+    retry_initial: float = 0.05
+    output_format: str = "chi"
+    keep_curves: bool = False

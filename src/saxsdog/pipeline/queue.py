@@ -1,0 +1,283 @@
+"""The image queue: de-duplication, retries with back-off, dispatch and sinks.
+
+One dispatcher thread owns all bookkeeping; other threads only push paths through a
+thread-safe inbox.  Results go to the history, the live file list and any callbacks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import queue as _queue
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+from ..calibration import Calibration
+from .history import History
+from .naming import in_directories, results_dir
+from .options import QueueOptions
+from .pool import WorkerPool
+from .sources import DirectoryWatcher, walk_images
+from .tasks import ImageResult, ImageTask
+from .worker import ImageProcessor
+
+log = logging.getLogger(__name__)
+
+ResultCallback = Callable[[ImageResult], None]
+
+
+def _signature(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+class LiveFileList:
+    """``results/filelist.txt``: one tab-separated line per processed image."""
+
+    HEADER = "file\toutput\tI0\tI1\tI2\timage_time\n"
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists() or path.stat().st_size == 0
+        self._fh = open(path, "a", buffering=1)
+        if new:
+            self._fh.write(self.HEADER)
+
+    def add(self, result: ImageResult) -> None:
+        if result.error is not None or not result.outputs:
+            return
+        params = next(iter(result.parameters.values()), {})
+        vals = [params.get(k, "") for k in ("I0", "I1", "I2")]
+        self._fh.write("\t".join([result.path if result.frame == 0 else f"{result.path}#{result.frame}",
+                                  result.outputs[0], *map(str, vals), str(result.image_time or "")]) + "\n")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class ImageQueue:
+    """Process the images of a directory with a pool of worker processes.
+
+    Parameters
+    ----------
+    calibration
+        The calibration (built before the workers are forked, so they share it).
+    root
+        The directory processed; output names and the Directory filter are relative to it.
+    options
+        Queue options.
+    on_result
+        Called in the dispatcher thread for every frame result.
+    """
+
+    def __init__(self, calibration: Calibration, root: str | os.PathLike[str],
+                 options: QueueOptions | None = None, on_result: ResultCallback | None = None):
+        self.calibration = calibration
+        self.root = os.path.abspath(root)
+        self.options = options or QueueOptions()
+        self.history = History()
+        self._callbacks: list[ResultCallback] = [on_result] if on_result else []
+        self._inbox: _queue.SimpleQueue = _queue.SimpleQueue()
+        self._pending: deque[ImageTask] = deque()
+        self._retry: list[tuple[float, int, ImageTask]] = []
+        self._state: dict[str, str] = {}  # path -> pending | inflight | retry | done | failed
+        self._signature: dict[str, tuple[int, int] | None] = {}
+        self._seq = 0
+        self._stop = threading.Event()
+        self._abort = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread: threading.Thread | None = None
+        self._watcher: DirectoryWatcher | None = None
+        self._pool: WorkerPool | None = None
+        self.ignored_files = 0
+        self._restarts_before = 0
+        self.queued_total = 0
+        self.filelist: LiveFileList | None = None
+        if self.options.live_filelist:
+            self.filelist = LiveFileList(results_dir(self.root, self.options) / "filelist.txt")
+
+    # -- control ---------------------------------------------------------------------
+    def add_callback(self, fn: ResultCallback) -> None:
+        self._callbacks.append(fn)
+
+    def start(self) -> "ImageQueue":
+        """Fork the workers and start dispatching."""
+        if self._thread is not None:
+            return self
+        # Compile the kernels in the parent so forked workers inherit them.
+        import numpy as np
+
+        self.calibration.curves(np.zeros(self.calibration.shape, dtype=np.int32))
+        cal, opts = self.calibration, self.options
+        self._pool = WorkerPool(lambda: ImageProcessor(cal, opts), opts.workers)
+        self._thread = threading.Thread(target=self._run, name="saxsdog-dispatcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def push(self, path: str | os.PathLike[str]) -> None:
+        """Queue an image file (thread-safe; duplicates are merged)."""
+        self._idle.clear()
+        self._inbox.put(os.path.abspath(path))
+
+    def fill_from_directory(self, in_threads: bool = False) -> int:
+        """Queue every image already in the directory; returns how many."""
+        images, ignored = walk_images(self.root, self.options.directories, in_threads)
+        self.ignored_files += ignored
+        for p in images:
+            self.push(p)
+        return len(images)
+
+    def watch(self) -> None:
+        """Also queue images that appear later (recursively)."""
+        if self._watcher is None:
+            self._watcher = DirectoryWatcher(self.root, self.push)
+            self._watcher.start()
+
+    def wait_until_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is queued, retrying or being processed."""
+        return self._idle.wait(timeout)
+
+    def stop(self, abort: bool = False, timeout: float = 30.0) -> None:
+        """Stop watching and dispatching; ``abort`` drops queued work and kills workers."""
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        self._abort = abort
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._pool is not None:
+            self._restarts_before += self._pool.restarts
+            if abort:
+                self._pool.terminate()
+            else:
+                self._pool.close()
+            self._pool = None
+        if self.filelist is not None:
+            self.filelist.close()
+            self.filelist = None
+
+    # -- state -----------------------------------------------------------------------
+    @property
+    def queue_length(self) -> int:
+        """Images waiting, retrying or being processed."""
+        return sum(1 for s in self._state.values() if s in ("pending", "inflight", "retry"))
+
+    def worker_pids(self) -> list[int]:
+        return self._pool.pids() if self._pool else []
+
+    @property
+    def worker_restarts(self) -> int:
+        return self._restarts_before + (self._pool.restarts if self._pool else 0)
+
+    def stats(self) -> dict[str, Any]:
+        """Frames/s, queue length, images processed, failures and per-stage timings."""
+        h = self.history
+        return {
+            "frames_per_second": h.frames_per_second(),
+            "overall_frames_per_second": h.overall_rate(),
+            "queue_length": self.queue_length,
+            "images_processed": h.processed,
+            "images_skipped": h.skipped,
+            "images_failed": len(h.failures),
+            "images_queued": self.queued_total,
+            "stage_seconds": h.stage_means(),
+            "worker_restarts": self.worker_restarts,
+        }
+
+    # -- the dispatcher --------------------------------------------------------------
+    def _accept(self, path: str) -> None:
+        state = self._state.get(path)
+        if state in ("pending", "inflight", "retry"):
+            return
+        sig = _signature(path)
+        if state in ("done", "failed") and sig == self._signature.get(path):
+            return  # same content as already handled
+        if not in_directories(path, self.root, self.options.directories):
+            return
+        self._state[path] = "pending"
+        self._signature[path] = sig
+        self._pending.append(ImageTask(path, self.root, 0, time.monotonic()))
+        self.queued_total += 1
+
+    def _handle(self, task: ImageTask, results: list[ImageResult]) -> None:
+        retry = next((r for r in results if r.error is not None and r.retryable), None)
+        if retry is not None:
+            waited = time.monotonic() - task.first_seen
+            if waited < self.options.retry_timeout and not self._stop.is_set():
+                delay = min(2.0, self.options.retry_initial * (2 ** task.attempt))
+                nxt = ImageTask(task.path, task.root, task.attempt + 1, task.first_seen)
+                self._seq += 1
+                heapq.heappush(self._retry, (time.monotonic() + delay, self._seq, nxt))
+                self._state[task.path] = "retry"
+                # frames that did succeed are still recorded
+                results = [r for r in results if r.error is None]
+            else:
+                retry.error = f"still incomplete after {waited:.1f} s: {retry.error}"
+                retry.retryable = False
+                self._state[task.path] = "failed"
+        else:
+            failed = any(r.error is not None for r in results)
+            self._state[task.path] = "failed" if failed else "done"
+            self._signature[task.path] = _signature(task.path)
+        for r in results:
+            self.history.add(r)
+            if self.filelist is not None:
+                self.filelist.add(r)
+            for fn in self._callbacks:
+                try:
+                    fn(r)
+                except Exception:  # a broken sink must not stop processing
+                    log.exception("result callback failed")
+
+    def _run(self) -> None:
+        pool = self._pool
+        assert pool is not None
+        while True:
+            while True:
+                try:
+                    self._accept(self._inbox.get_nowait())
+                except _queue.Empty:
+                    break
+            if self._stop.is_set() and (self._abort or True):
+                if self._abort or (not self._pending and not self._retry and pool.inflight == 0):
+                    break
+                if not self._abort:
+                    # graceful stop: finish what is in flight, drop the rest
+                    for t in self._pending:
+                        self._state[t.path] = "failed"
+                    self._pending.clear()
+                    self._retry.clear()
+            now = time.monotonic()
+            while self._retry and self._retry[0][0] <= now:
+                _, _, task = heapq.heappop(self._retry)
+                self._state[task.path] = "pending"
+                self._pending.append(task)
+            while self._pending and pool.capacity > 0:
+                task = self._pending[0]
+                if not pool.submit(task):
+                    break
+                self._pending.popleft()
+                self._state[task.path] = "inflight"
+            busy = bool(self._pending or self._retry or pool.inflight)
+            if not busy and self._inbox.empty():
+                self._idle.set()
+            timeout = 0.05
+            if self._retry:
+                timeout = max(0.0, min(timeout, self._retry[0][0] - time.monotonic()))
+            done, orphaned = pool.poll(timeout)
+            for task, results in done:
+                self._handle(task, results)
+            for task in orphaned:  # their worker died: nothing is lost
+                self._state[task.path] = "pending"
+                self._pending.appendleft(task)

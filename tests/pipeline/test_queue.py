@@ -1,0 +1,223 @@
+"""The image queue: outputs identical to the library, retries, failures, dead workers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saxsdog import Calibration
+from saxsdog.io.chi import read_chi
+from saxsdog.pipeline import QueueOptions
+from saxsdog.pipeline.naming import output_base, in_directories
+from saxsdog.pipeline.queue import ImageQueue
+
+
+def link_images(src: Path, folder: Path, n: int, prefix: str = "img") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    first = folder / f"{prefix}_00000.tif"
+    shutil.copy(src, first)
+    paths = [first]
+    for i in range(1, n):
+        p = folder / f"{prefix}_{i:05d}.tif"
+        os.link(first, p)
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture
+def cal(data_dir):
+    return Calibration(data_dir / "cal.json")
+
+
+def run_queue(cal, root, **opts) -> ImageQueue:
+    q = ImageQueue(cal, root, QueueOptions(**opts)).start()
+    q.fill_from_directory()
+    assert q.wait_until_idle(120)
+    q.stop()
+    return q
+
+
+def test_outputs_identical_to_library(cal, data_dir, tmp_path):
+    images = link_images(data_dir / "buf1_00000.tif", tmp_path / "run", 12)
+    q = run_queue(cal, tmp_path / "run", workers=2)
+    assert q.history.processed == 12 and not q.history.failures
+    expected = tmp_path / "expected.chi"
+    import fabio
+
+    cal.write_chi(fabio.open(str(images[0])).data, expected)
+    for img in images:
+        out = tmp_path / "work" / (img.stem + ".chi")
+        assert out.read_bytes() == expected.read_bytes()
+    lines = (tmp_path / "work" / "results" / "filelist.txt").read_text().splitlines()
+    assert lines[0].startswith("file\toutput\tI0") and len(lines) == 13
+    i0 = float(lines[1].split("\t")[2])
+    assert np.isclose(i0, read_chi(expected).parameters["I0"])
+
+
+def test_bad_files_are_reported_and_the_rest_succeed(cal, data_dir, tmp_path):
+    root = tmp_path / "run"
+    link_images(data_dir / "buf1_00000.tif", root, 5)
+    raw = (data_dir / "buf1_00000.tif").read_bytes()
+    (root / "truncated.tif").write_bytes(raw[: len(raw) // 2])
+    import tifffile
+
+    tifffile.imwrite(root / "small.tif", np.zeros((100, 100), np.int32))
+    (root / "fake.tif").write_text("this is not an image")
+    (root / "notes.txt").write_text("ignored")
+    q = run_queue(cal, root, retry_timeout=0.5)
+    f = q.history.failures
+    assert q.history.processed == 5
+    assert set(map(lambda p: Path(p).name, f)) == {"truncated.tif", "small.tif", "fake.tif"}
+    assert "incomplete" in f[str(root / "truncated.tif")]
+    assert "100" in f[str(root / "small.tif")] and "1043" in f[str(root / "small.tif")]
+    assert q.ignored_files == 1
+
+
+def test_killed_worker_loses_nothing(cal, data_dir, tmp_path):
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 150)
+    q = ImageQueue(cal, root, QueueOptions(workers=2)).start()
+    q.fill_from_directory()
+    deadline = time.monotonic() + 30
+    while q.history.processed < 20 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim = q.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    assert q.wait_until_idle(120)
+    q.stop()
+    assert q.worker_restarts >= 1
+    assert not q.history.failures
+    paths = [r["path"] for r in q.history.records if not r["error"]]
+    assert sorted(paths) == sorted(map(str, images))  # every image exactly once
+    outs = sorted((tmp_path / "work").glob("*.chi"))
+    assert len(outs) == 150 and all(read_chi(o).q.size == 1003 for o in outs)
+
+
+def test_image_completed_late_is_retried(cal, data_dir, tmp_path):
+    root = tmp_path / "run"
+    root.mkdir()
+    raw = (data_dir / "buf1_00000.tif").read_bytes()
+    target = root / "late.tif"
+    target.write_bytes(raw[:1000])
+    q = ImageQueue(cal, root, QueueOptions(retry_timeout=20, retry_initial=0.02)).start()
+    q.push(target)
+    time.sleep(0.3)
+    with open(target, "ab") as fh:
+        fh.write(raw[1000:])
+    assert q.wait_until_idle(30)
+    q.stop()
+    assert q.history.processed == 1 and not q.history.failures
+    assert len([r for r in q.history.records if not r["error"]]) == 1
+
+
+def test_push_duplicates_are_merged(cal, data_dir, tmp_path):
+    root = tmp_path / "run"
+    (img,) = link_images(data_dir / "buf1_00000.tif", root, 1)
+    q = ImageQueue(cal, root, QueueOptions()).start()
+    for _ in range(20):
+        q.push(img)
+    assert q.wait_until_idle(30)
+    for _ in range(5):  # unchanged file: not processed again
+        q.push(img)
+    assert q.wait_until_idle(30)
+    q.stop()
+    assert q.history.processed == 1
+
+
+def test_out_dir_joins_subdirectories(cal, data_dir, tmp_path):
+    root = tmp_path / "run"
+    link_images(data_dir / "buf1_00000.tif", root / "a" / "b", 1, "x")
+    link_images(data_dir / "buf1_00000.tif", root / "c", 1, "x")
+    link_images(data_dir / "buf1_00000.tif", root, 1, "x")
+    run_queue(cal, root, out_dir=tmp_path / "out")
+    names = sorted(p.name for p in (tmp_path / "out").glob("*.chi"))
+    assert names == ["a_b_x_00000.chi", "c_x_00000.chi", "x_00000.chi"]
+
+
+def test_directory_filter_and_naming_helpers(tmp_path):
+    root = tmp_path
+    assert in_directories(root / "a" / "x.tif", root, ["a"])
+    assert in_directories(root / "a" / "b" / "x.tif", root, ["a"])
+    assert not in_directories(root / "c" / "x.tif", root, ["a"])
+    assert in_directories(root / "c" / "x.tif", root, ["."])
+    opts = QueueOptions()
+    assert output_base(root / "s" / "x.tif", root, opts) == root / "work" / "x"
+    assert output_base(root / "m.h5", root, opts, frame=3) == root.parent / "work" / "m_00003"
+
+
+def test_resume_skips_existing_outputs(cal, data_dir, tmp_path):
+    root = tmp_path / "run"
+    link_images(data_dir / "buf1_00000.tif", root, 6)
+    run_queue(cal, root)
+    victim = tmp_path / "work" / "img_00003.chi"
+    victim.unlink()
+    q = run_queue(cal, root, resume=True)
+    assert q.history.processed == 1 and q.history.skipped == 5
+    assert victim.is_file()
+
+
+def test_overwrite_false_keeps_existing(data_dir, tmp_path):
+    import json
+
+    conf = json.loads((data_dir / "cal.json").read_text())
+    conf["OverwriteFiles"] = False
+    cal = Calibration(conf, base_dir=data_dir)
+    root = tmp_path / "run"
+    link_images(data_dir / "buf1_00000.tif", root, 2)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "img_00000.chi").write_text("keep me")
+    q = run_queue(cal, root, overwrite=False)
+    assert (tmp_path / "work" / "img_00000.chi").read_text() == "keep me"
+    assert q.history.processed == 1
+
+
+def test_multiframe_hdf5_gives_one_result_per_frame(cal, real_image, tmp_path):
+    import h5py
+
+    root = tmp_path / "run"
+    root.mkdir()
+    stack = np.stack([real_image, real_image * 2, real_image * 3])
+    with h5py.File(root / "scan_master.h5", "w") as f:
+        f.create_dataset("entry/data/data_000001", data=stack, chunks=(1, *real_image.shape))
+    q = run_queue(cal, root)
+    assert q.history.processed == 3
+    outs = sorted((tmp_path / "work").glob("*.chi"))
+    assert [o.name for o in outs] == [f"scan_master_{i:05d}.chi" for i in range(3)]
+    i = [read_chi(o).intensity for o in outs]
+    assert np.allclose(i[1], 2 * i[0]) and np.allclose(i[2], 3 * i[0])
+
+
+def test_watch_picks_up_new_images_in_subdirectories(cal, data_dir, tmp_path):
+    root = tmp_path / "run"
+    root.mkdir()
+    q = ImageQueue(cal, root, QueueOptions()).start()
+    q.watch()
+    time.sleep(0.3)
+    (root / "sub" / "deeper").mkdir(parents=True)
+    shutil.copy(data_dir / "buf1_00000.tif", root / "sub" / "deeper" / "new.tif")
+    shutil.copy(data_dir / "buf1_00000.tif", root / "top.tif")
+    deadline = time.monotonic() + 20
+    while q.history.processed < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    q.stop()
+    assert q.history.processed == 2
+    assert (root / "sub" / "work" / "new.chi").is_file() and (tmp_path / "work" / "top.chi").is_file()
+
+
+def test_stats_report_rates_and_stages(cal, data_dir, tmp_path):
+    link_images(data_dir / "buf1_00000.tif", tmp_path / "run", 10)
+    q = run_queue(cal, tmp_path / "run")
+    st = q.stats()
+    assert st["images_processed"] == 10 and st["queue_length"] == 0
+    assert st["overall_frames_per_second"] > 0
+    assert set(st["stage_seconds"]) == {"read", "integrate", "write"}
+    assert all(v > 0 for v in st["stage_seconds"].values())
+    rec = q.history.records[0]
+    assert rec["image_time"] is not None and rec["parameters"]["R0"]["I0"] > 0
