@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 ResultCallback = Callable[[ImageResult], None]
 
 
+def local_pool(calibration: Calibration, options: QueueOptions) -> WorkerPool:
+    """The default execution backend: forked local worker processes."""
+    return WorkerPool(lambda: ImageProcessor(calibration, options), options.workers)
+
+
 def _signature(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -76,10 +81,16 @@ class ImageQueue:
         Queue options.
     on_result
         Called in the dispatcher thread for every frame result.
+    pool_factory
+        ``factory(calibration, options)`` returning the execution backend: an object with
+        ``submit(task) -> bool``, ``poll(timeout) -> (done, orphaned)``, ``capacity``,
+        ``inflight``, ``restarts``, ``pids()``, ``close()`` and ``terminate()`` (see
+        :class:`~saxsdog.pipeline.pool.WorkerPool`).  Default: :func:`local_pool`.
     """
 
     def __init__(self, calibration: Calibration, root: str | os.PathLike[str],
-                 options: QueueOptions | None = None, on_result: ResultCallback | None = None):
+                 options: QueueOptions | None = None, on_result: ResultCallback | None = None,
+                 pool_factory: Callable[[Calibration, QueueOptions], Any] | None = None):
         self.calibration = calibration
         self.root = os.path.abspath(root)
         self.options = options or QueueOptions()
@@ -97,7 +108,8 @@ class ImageQueue:
         self._idle.set()
         self._thread: threading.Thread | None = None
         self._watcher: DirectoryWatcher | None = None
-        self._pool: WorkerPool | None = None
+        self._pool: Any = None
+        self._pool_factory = pool_factory or local_pool
         self.ignored_files = 0
         self._restarts_before = 0
         self.queued_total = 0
@@ -117,8 +129,7 @@ class ImageQueue:
         import numpy as np
 
         self.calibration.curves(np.zeros(self.calibration.shape, dtype=np.int32))
-        cal, opts = self.calibration, self.options
-        self._pool = WorkerPool(lambda: ImageProcessor(cal, opts), opts.workers)
+        self._pool = self._pool_factory(self.calibration, self.options)
         self._thread = threading.Thread(target=self._run, name="saxsdog-dispatcher", daemon=True)
         self._thread.start()
         return self
