@@ -1,0 +1,491 @@
+"""FIT2D calibration results -> saxsdog calibration.
+
+FIT2D reports a refined powder calibration as ``INFO:`` lines, e.g.::
+
+    INFO: Refined Beam centre =      387.772     808.370 (pixels)
+    INFO: Refined sample to detector distance =     1031.657 mm
+    INFO: Refined wavelength =      1.54000 Angstroms
+    INFO: Refined tilt plane rotation angle =       73.569 degrees
+    INFO: Refined tilt angle =       -0.560 degrees
+
+and its integration macros (``.mac``) carry the same numbers as keyword/value line
+pairs (``X-BEAM CENTRE`` / ``387.772``, ``X-PIXEL SIZE`` / ``172.0000``, ...).  Both
+layouts are understood; the word "Refined" is optional.  When a quantity appears several
+times (a log of successive refinements) the last occurrence wins.
+
+The saxsdog calibration uses FIT2D's conventions unchanged, so the numbers are copied,
+not transformed: ``BeamCenter = [Y, X]`` (Y counted from the bottom edge, X from the
+left edge, pixels), ``Tilt.TiltRotDeg`` / ``Tilt.TiltAngleDeg`` in degrees,
+``DedectorDistanceMM`` in mm, ``PixelSizeMicroM = [vertical (Y), horizontal (X)]`` in µm
+and ``Wavelength`` in Å.
+
+This module also holds :class:`CalibrationGeometry`, the geometry part of a calibration
+dictionary read with the accepted key aliases; the PONI and Nika converters build on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from saxsdog.errors import CalibrationError
+
+__all__ = [
+    "CalibrationGeometry",
+    "Fit2DParseError",
+    "default_calibration",
+    "fit2d_to_calibration",
+    "merge_calibration",
+    "parse_fit2d",
+    "read_image_size",
+    "update_geometry",
+]
+
+#: Keys of the values :func:`parse_fit2d` returns, with what each one is.
+FIELD_DESCRIPTIONS: dict[str, str] = {
+    "beam_x": "beam centre X (pixels from the left edge)",
+    "beam_y": "beam centre Y (pixels from the bottom edge)",
+    "distance_mm": "sample to detector distance (mm)",
+    "wavelength_A": "wavelength (Å)",
+    "tilt_rot_deg": "tilt plane rotation (degrees)",
+    "tilt_angle_deg": "tilt angle (degrees)",
+    "pixel_h_um": "horizontal (X) pixel size (µm)",
+    "pixel_v_um": "vertical (Y) pixel size (µm)",
+}
+
+_DISTANCE_KEYS = ("DedectorDistanceMM", "DetectorDistanceMM")
+_IMAGESIZE_KEYS = ("Imagesize", "ImageSize")
+
+_DEFAULT_CALIBRATION: dict[str, Any] = {
+    "Title": "Converted calibration",
+    "Geometry": {
+        "Tilt": {"TiltAngleDeg": 0.0, "TiltRotDeg": 0.0},
+        "DedectorDistanceMM": 1000.0,
+        "BeamCenter": [800.0, 400.0],
+        # The detector of the original beamline (Pilatus 1M); a template given by
+        # the user replaces it.
+        "Imagesize": [1043, 981],
+        "PixelSizeMicroM": [172.0, 172.0],
+    },
+    "Directory": [],
+    "Masks": [],
+    "Slices": [],
+    "GISAXSmode": False,
+    "Wavelength": 1.54,
+    "Live-Filelisting": True,
+    "OverwriteFiles": True,
+    "Threads": 2,
+}
+
+
+class Fit2DParseError(ValueError):
+    """The text holds no usable FIT2D calibration values."""
+
+
+def default_calibration() -> dict[str, Any]:
+    """Return a fresh copy of the minimal valid calibration used when no template is given.
+
+    Its geometry is that of the original beamline's Pilatus 1M (1043 × 981 pixels of
+    172 µm); it has no masks.
+    """
+    return copy.deepcopy(_DEFAULT_CALIBRATION)
+
+
+# --------------------------------------------------------------------------------------
+# The geometry part of a calibration dictionary
+# --------------------------------------------------------------------------------------
+
+
+def _number(value: Any, path: str, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CalibrationError("not a finite number", path, value, "a number")
+    if positive and value <= 0:
+        raise CalibrationError("must be positive", path, value, "a number > 0")
+    return float(value)
+
+
+def _present(mapping: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        if key in mapping:
+            return key
+    return None
+
+
+def read_image_size(cal: Mapping[str, Any]) -> tuple[int, int] | None:
+    """Return ``Geometry.Imagesize`` (or ``ImageSize``) as ``(rows, cols)``, ``None`` if absent.
+
+    Raises
+    ------
+    CalibrationError
+        If the field is present but not two positive integers.
+    """
+    geo = cal.get("Geometry") if isinstance(cal, Mapping) else None
+    key = _present(geo, _IMAGESIZE_KEYS) if isinstance(geo, Mapping) else None
+    if key is None:
+        return None
+    size = geo[key]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(n, (int, float)) and not isinstance(n, bool)
+                       and float(n).is_integer() and n >= 1 for n in size)):
+        raise CalibrationError("malformed", f"$.Geometry.{key}", size, "[rows, columns], positive integers")
+    return int(size[0]), int(size[1])
+
+
+@dataclass(frozen=True)
+class CalibrationGeometry:
+    """Geometry of a saxsdog calibration, in FIT2D conventions.
+
+    Parameters
+    ----------
+    beam_x
+        Beam centre X in pixels from the left image edge (``BeamCenter[1]``).
+    beam_y
+        Beam centre Y in pixels from the bottom image edge (``BeamCenter[0]``).
+    distance_mm
+        Sample to beam-centre distance along the beam (``DedectorDistanceMM``).
+    pixel_v_um, pixel_h_um
+        Vertical and horizontal pixel size in µm (``PixelSizeMicroM``).
+    tilt_angle_deg, tilt_rot_deg
+        ``Tilt.TiltAngleDeg`` and ``Tilt.TiltRotDeg``.
+    rows, cols
+        Image size (``Imagesize``), or ``None`` if the calibration has none.
+    wavelength_A
+        ``Wavelength`` in Å, or ``None`` if the calibration has none.
+    """
+
+    beam_x: float
+    beam_y: float
+    distance_mm: float
+    pixel_v_um: float
+    pixel_h_um: float
+    tilt_angle_deg: float = 0.0
+    tilt_rot_deg: float = 0.0
+    rows: int | None = None
+    cols: int | None = None
+    wavelength_A: float | None = None
+
+    @classmethod
+    def from_calibration(cls, cal: Mapping[str, Any]) -> "CalibrationGeometry":
+        """Read the geometry of a calibration dictionary.
+
+        Accepts ``DetectorDistanceMM`` for ``DedectorDistanceMM``, ``ImageSize`` for
+        ``Imagesize``, a single pixel size (square pixels) and a missing ``Tilt``
+        (no tilt).
+
+        Raises
+        ------
+        CalibrationError
+            Naming the JSON path of a missing or invalid field.
+        """
+        if not isinstance(cal, Mapping):
+            raise CalibrationError("a calibration must be a JSON object", "$", type(cal).__name__, "an object")
+        geo = cal.get("Geometry")
+        if not isinstance(geo, Mapping):
+            raise CalibrationError("missing or not an object", "$.Geometry", geo, "an object")
+
+        centre = geo.get("BeamCenter")
+        if not isinstance(centre, (list, tuple)) or len(centre) != 2:
+            raise CalibrationError("missing or malformed", "$.Geometry.BeamCenter", centre, "[Y, X] in pixels")
+        beam_y = _number(centre[0], "$.Geometry.BeamCenter[0]")
+        beam_x = _number(centre[1], "$.Geometry.BeamCenter[1]")
+
+        dkey = _present(geo, _DISTANCE_KEYS)
+        if dkey is None:
+            raise CalibrationError("missing", "$.Geometry.DedectorDistanceMM", None, "the distance in mm")
+        distance = _number(geo[dkey], f"$.Geometry.{dkey}", positive=True)
+
+        pixel = geo.get("PixelSizeMicroM")
+        if isinstance(pixel, (int, float)) and not isinstance(pixel, bool):
+            pixel = [pixel]
+        if not isinstance(pixel, (list, tuple)) or len(pixel) not in (1, 2):
+            raise CalibrationError("missing or malformed", "$.Geometry.PixelSizeMicroM", pixel,
+                                   "[size] or [vertical, horizontal] in µm")
+        pixel_v = _number(pixel[0], "$.Geometry.PixelSizeMicroM[0]", positive=True)
+        pixel_h = _number(pixel[-1], f"$.Geometry.PixelSizeMicroM[{len(pixel) - 1}]", positive=True)
+
+        tilt = geo.get("Tilt", {})
+        if not isinstance(tilt, Mapping):
+            raise CalibrationError("not an object", "$.Geometry.Tilt", tilt, "{TiltRotDeg, TiltAngleDeg}")
+        tilt_angle = _number(tilt.get("TiltAngleDeg", 0.0), "$.Geometry.Tilt.TiltAngleDeg")
+        tilt_rot = _number(tilt.get("TiltRotDeg", 0.0), "$.Geometry.Tilt.TiltRotDeg")
+
+        size = read_image_size(cal)
+        rows, cols = size if size is not None else (None, None)
+
+        wavelength = None
+        if "Wavelength" in cal:
+            wavelength = _number(cal["Wavelength"], "$.Wavelength", positive=True)
+
+        return cls(beam_x=beam_x, beam_y=beam_y, distance_mm=distance, pixel_v_um=pixel_v,
+                   pixel_h_um=pixel_h, tilt_angle_deg=tilt_angle, tilt_rot_deg=tilt_rot,
+                   rows=rows, cols=cols, wavelength_A=wavelength)
+
+    def apply_to(self, cal: Mapping[str, Any]) -> dict[str, Any]:
+        """Return a copy of ``cal`` carrying this geometry (see :func:`update_geometry`)."""
+        return update_geometry(cal, asdict(self))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dictionary."""
+        return asdict(self)
+
+    def pyfai_fit2d(self) -> dict[str, float]:
+        """Keyword arguments for pyFAI's ``Geometry.setFit2D`` for the image as read.
+
+        pyFAI indexes the image as read (row 0 at the top), so the vertical centre is
+        counted from the top edge and the tilt plane rotation changes sign::
+
+            setFit2D(directDist=d, centerX=X, centerY=rows - Y, tilt=TiltAngleDeg,
+                     tiltPlanRotation=-TiltRotDeg, pixelX=horizontal, pixelY=vertical,
+                     wavelength=Å)
+
+        Raises
+        ------
+        CalibrationError
+            If the image size (needed to flip Y) is unknown.
+        """
+        if self.rows is None:
+            raise CalibrationError("missing", "$.Geometry.Imagesize", None,
+                                   "[rows, columns]: needed to convert the beam centre")
+        kwargs = {
+            "directDist": self.distance_mm,
+            "centerX": self.beam_x,
+            "centerY": self.rows - self.beam_y,
+            "tilt": self.tilt_angle_deg,
+            "tiltPlanRotation": -self.tilt_rot_deg,
+            "pixelX": self.pixel_h_um,
+            "pixelY": self.pixel_v_um,
+        }
+        if self.wavelength_A is not None:
+            kwargs["wavelength"] = self.wavelength_A
+        return kwargs
+
+
+def update_geometry(cal: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a deep copy of ``cal`` with geometry values written into it.
+
+    Parameters
+    ----------
+    cal
+        The calibration (template) to update; it is not modified.
+    values
+        Any of the :class:`CalibrationGeometry` field names (``beam_x``, ``beam_y``,
+        ``distance_mm``, ``pixel_v_um``, ``pixel_h_um``, ``tilt_angle_deg``,
+        ``tilt_rot_deg``, ``rows``, ``cols``, ``wavelength_A``); ``None`` values and
+        missing keys leave the template's value alone.
+
+    Notes
+    -----
+    A distance or image size is written under the spelling the template already uses
+    (``DetectorDistanceMM`` / ``ImageSize`` are kept), otherwise under the original's
+    ``DedectorDistanceMM`` / ``Imagesize``.  A single-valued ``PixelSizeMicroM`` stays
+    single-valued while the pixels stay square.
+    """
+    unknown = set(values) - {f.name for f in fields(CalibrationGeometry)}
+    if unknown:
+        raise TypeError(f"update_geometry: unknown geometry field(s) {sorted(unknown)}")
+    out = copy.deepcopy(dict(cal))
+    geo = out.get("Geometry")
+    geo = dict(geo) if isinstance(geo, Mapping) else {}
+    out["Geometry"] = geo
+    v = {k: val for k, val in values.items() if val is not None}
+
+    if "beam_x" in v or "beam_y" in v:
+        old = geo.get("BeamCenter")
+        old_y, old_x = old if isinstance(old, (list, tuple)) and len(old) == 2 else (None, None)
+        y, x = v.get("beam_y", old_y), v.get("beam_x", old_x)
+        if x is None or y is None:
+            raise CalibrationError(f"only the {'X' if y is None else 'Y'} beam centre coordinate is given "
+                                   "and the template has no BeamCenter to complete it",
+                                   "$.Geometry.BeamCenter", old, "[Y, X] in pixels")
+        geo["BeamCenter"] = [float(y), float(x)]
+    if "distance_mm" in v:
+        geo[_present(geo, _DISTANCE_KEYS) or _DISTANCE_KEYS[0]] = float(v["distance_mm"])
+    if "tilt_angle_deg" in v or "tilt_rot_deg" in v:
+        tilt = dict(geo.get("Tilt") or {})
+        if "tilt_angle_deg" in v:
+            tilt["TiltAngleDeg"] = float(v["tilt_angle_deg"])
+        if "tilt_rot_deg" in v:
+            tilt["TiltRotDeg"] = float(v["tilt_rot_deg"])
+        tilt.setdefault("TiltAngleDeg", 0.0)
+        tilt.setdefault("TiltRotDeg", 0.0)
+        geo["Tilt"] = tilt
+    if "pixel_v_um" in v or "pixel_h_um" in v:
+        old = geo.get("PixelSizeMicroM")
+        if isinstance(old, (int, float)) and not isinstance(old, bool):
+            old = [old]
+        old = list(old) if isinstance(old, (list, tuple)) and old else []
+        pv = v.get("pixel_v_um", old[0] if old else v.get("pixel_h_um"))
+        ph = v.get("pixel_h_um", old[-1] if old else v.get("pixel_v_um"))
+        geo["PixelSizeMicroM"] = [float(pv)] if (len(old) == 1 and pv == ph) else [float(pv), float(ph)]
+    if "rows" in v or "cols" in v:
+        key = _present(geo, _IMAGESIZE_KEYS) or _IMAGESIZE_KEYS[0]
+        old = geo.get(key)
+        old = list(old) if isinstance(old, (list, tuple)) and len(old) == 2 else [None, None]
+        size = [v.get("rows", old[0]), v.get("cols", old[1])]
+        if None in size:
+            raise CalibrationError("image size incomplete", f"$.Geometry.{key}", old, "[rows, columns]")
+        geo[key] = [int(size[0]), int(size[1])]
+    if "wavelength_A" in v:
+        out["Wavelength"] = float(v["wavelength_A"])
+    return out
+
+
+def merge_calibration(template: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy the fields of an (older) calibration into a template.
+
+    Objects are merged key by key, everything else (numbers, strings, lists such as
+    ``Masks``) replaces the template's value.  A distance or image size spelled
+    differently in ``data`` (``DetectorDistanceMM`` vs ``DedectorDistanceMM``, ``ImageSize``
+    vs ``Imagesize``) replaces the template's field under the template's spelling, so the
+    result never holds both.
+
+    Parameters
+    ----------
+    template, data
+        Calibration dictionaries; neither is modified.
+
+    Returns
+    -------
+    dict
+        The merged calibration.
+    """
+    data = copy.deepcopy(dict(data))
+    geo_in, geo_t = data.get("Geometry"), template.get("Geometry")
+    if isinstance(geo_in, dict) and isinstance(geo_t, Mapping):
+        for keys in (_DISTANCE_KEYS, _IMAGESIZE_KEYS):
+            key_in, key_t = _present(geo_in, keys), _present(geo_t, keys)
+            if key_in is not None and key_t is not None and key_in != key_t:
+                geo_in[key_t] = geo_in.pop(key_in)
+
+    def merge(base: Any, new: Any) -> Any:
+        if isinstance(base, Mapping) and isinstance(new, Mapping):
+            out = dict(base)
+            for key, value in new.items():
+                out[key] = merge(base.get(key), value)
+            return out
+        return new
+
+    return merge(copy.deepcopy(dict(template)), data)
+
+
+# --------------------------------------------------------------------------------------
+# Parsing FIT2D text
+# --------------------------------------------------------------------------------------
+
+_NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eEdD][-+]?\d+)?)"
+
+#: ``INFO:``-style lines: regular expression -> field names of its numbers.
+_INFO_PATTERNS: list[tuple[re.Pattern[str], tuple[str, ...]]] = [
+    (re.compile(r"beam\s+cent(?:re|er)\s*=\s*" + _NUM + r"\s+" + _NUM + r"\s*\(\s*pixels?\s*\)", re.I),
+     ("beam_x", "beam_y")),
+    (re.compile(r"sample\s+to\s+detector\s+distance\s*=\s*" + _NUM + r"\s*mm", re.I), ("distance_mm",)),
+    (re.compile(r"wavelength\s*=\s*" + _NUM + r"\s*(?:angstroms?|Å)", re.I), ("wavelength_A",)),
+    (re.compile(r"tilt\s+plane\s+rotation(?:\s+angle)?\s*=\s*" + _NUM, re.I), ("tilt_rot_deg",)),
+    (re.compile(r"\btilt\s+angle\s*=\s*" + _NUM, re.I), ("tilt_angle_deg",)),
+    (re.compile(r"\bx[-\s]*pixel\s+size\s*(?:\(\s*microns?\s*\))?\s*=\s*" + _NUM, re.I), ("pixel_h_um",)),
+    (re.compile(r"\by[-\s]*pixel\s+size\s*(?:\(\s*microns?\s*\))?\s*=\s*" + _NUM, re.I), ("pixel_v_um",)),
+]
+
+#: FIT2D macro keywords whose value follows on the next line.
+_MACRO_KEYWORDS: dict[str, str] = {
+    "X-BEAM CENTRE": "beam_x",
+    "Y-BEAM CENTRE": "beam_y",
+    "DISTANCE": "distance_mm",
+    "WAVELENGTH": "wavelength_A",
+    "TILT ROTATION": "tilt_rot_deg",
+    "ANGLE OF TILT": "tilt_angle_deg",
+    "X-PIXEL SIZE": "pixel_h_um",
+    "Y-PIXEL SIZE": "pixel_v_um",
+}
+
+_POSITIVE = {"distance_mm", "wavelength_A", "pixel_h_um", "pixel_v_um"}
+_FULL_NUMBER = re.compile(r"^\s*" + _NUM + r"\s*$")
+
+
+def _to_float(text: str) -> float:
+    return float(text.replace("d", "e").replace("D", "e"))
+
+
+def parse_fit2d(text: str) -> dict[str, float]:
+    """Extract calibration values from FIT2D output or a FIT2D integration macro.
+
+    Parameters
+    ----------
+    text
+        The ``INFO:`` lines FIT2D prints after a calibration (the ``calibration.txt``
+        the original converter read), or a FIT2D macro with keyword/value line pairs.
+
+    Returns
+    -------
+    dict
+        The values found, keyed by the names of :data:`FIELD_DESCRIPTIONS`.  Quantities
+        absent from the text are absent from the dictionary.
+
+    Raises
+    ------
+    Fit2DParseError
+        If no value is found, a value is not finite, or a distance, wavelength or pixel
+        size is not positive.
+    """
+    found: dict[str, tuple[float, int]] = {}
+    lines = text.splitlines()
+    for lineno, line in enumerate(lines, start=1):
+        for pattern, fields in _INFO_PATTERNS:
+            match = pattern.search(line)
+            if match:
+                for field, number in zip(fields, match.groups()):
+                    found[field] = (_to_float(number), lineno)
+        keyword = line.strip().upper()
+        if keyword in _MACRO_KEYWORDS and lineno < len(lines):
+            value = _FULL_NUMBER.match(lines[lineno])
+            if value:
+                found[_MACRO_KEYWORDS[keyword]] = (_to_float(value.group(1)), lineno + 1)
+    if not found:
+        raise Fit2DParseError(
+            "no FIT2D calibration values found; expected lines such as "
+            "'INFO: Refined Beam centre = 387.772 808.370 (pixels)', "
+            "'INFO: Refined sample to detector distance = 1031.657 mm' "
+            "or FIT2D macro keywords such as 'X-BEAM CENTRE' followed by a number")
+    values: dict[str, float] = {}
+    for field, (value, lineno) in found.items():
+        if not math.isfinite(value):
+            raise Fit2DParseError(f"line {lineno}: {FIELD_DESCRIPTIONS[field]} is not finite ({value})")
+        if field in _POSITIVE and value <= 0:
+            raise Fit2DParseError(f"line {lineno}: {FIELD_DESCRIPTIONS[field]} must be positive, got {value}")
+        values[field] = value
+    return values
+
+
+def fit2d_to_calibration(text: str, template: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Convert FIT2D calibration text into a saxsdog calibration.
+
+    Parameters
+    ----------
+    text
+        FIT2D output or macro, see :func:`parse_fit2d`.
+    template
+        Calibration whose other fields (masks, image size, options, and any geometry
+        value the text lacks) are kept; :func:`default_calibration` if ``None``.  It is
+        not modified.
+
+    Returns
+    -------
+    dict
+        The template updated with every value found in the text.
+
+    Raises
+    ------
+    Fit2DParseError
+        If the text holds no usable values.
+    CalibrationError
+        If the result lacks a geometry field that neither the text nor the template
+        provides, or a template field is malformed.
+    """
+    values = parse_fit2d(text)
+    base = default_calibration() if template is None else template
+    result = update_geometry(base, values)
+    CalibrationGeometry.from_calibration(result)  # complete and well-formed?
+    return result

@@ -1,0 +1,179 @@
+"""The saxsconverter command, run in-process."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from saxsdog.cli.converter import main
+
+FIT2D_INFO = """\
+INFO: Refined Beam centre =      387.772     808.370 (pixels)
+INFO: Refined Beam centre =       66.697     139.040 (mm)
+INFO: Refined sample to detector distance =     1031.657 mm
+INFO: Refined wavelength =      1.54000 Angstroms
+INFO: Refined tilt plane rotation angle =       73.569 degrees
+INFO: Refined tilt angle =       -0.560 degrees
+"""
+
+
+@pytest.fixture
+def info_file(tmp_path: Path) -> Path:
+    path = tmp_path / "calibration.txt"
+    path.write_text(FIT2D_INFO)
+    return path
+
+
+@pytest.fixture
+def cal_json_path(data_dir: Path) -> Path:
+    return data_dir / "cal.json"
+
+
+def _geometry(path: Path) -> dict:
+    return json.loads(path.read_text())["Geometry"]
+
+
+def test_fit2d_text_to_json_file(tmp_path: Path, info_file: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out.json"
+    assert main([str(info_file), "-o", str(out)]) == 0
+    cal = json.loads(out.read_text())
+    assert cal["Geometry"]["BeamCenter"] == [808.37, 387.772]
+    assert cal["Geometry"]["Tilt"] == {"TiltAngleDeg": -0.56, "TiltRotDeg": 73.569}
+    assert cal["Geometry"]["DedectorDistanceMM"] == 1031.657
+    assert cal["Wavelength"] == 1.54
+    err = capsys.readouterr().err
+    assert f"wrote {out}" in err and "no template given" in err
+
+
+def test_positional_output_and_template(tmp_path: Path, info_file: Path, cal_json_path: Path) -> None:
+    out = tmp_path / "out.json"
+    assert main(["-q", "-t", str(cal_json_path), str(info_file), str(out)]) == 0
+    reference = json.loads(cal_json_path.read_text())
+    assert json.loads(out.read_text()) == reference  # the text holds exactly cal.json's geometry
+
+
+def test_existing_output_serves_as_template(tmp_path: Path, info_file: Path) -> None:
+    out = tmp_path / "out.json"
+    existing = {"Title": "keep me", "Geometry": {"BeamCenter": [1.0, 2.0], "DedectorDistanceMM": 5.0,
+                                                  "PixelSizeMicroM": [75.0], "Imagesize": [100, 200]},
+                "Masks": [{"MaskFile": "x.msk"}], "Wavelength": 1.0}
+    out.write_text(json.dumps(existing))
+    assert main(["-q", str(info_file), str(out)]) == 0
+    cal = json.loads(out.read_text())
+    assert cal["Title"] == "keep me" and cal["Masks"] == [{"MaskFile": "x.msk"}]
+    assert cal["Geometry"]["Imagesize"] == [100, 200] and cal["Geometry"]["PixelSizeMicroM"] == [75.0]
+    assert cal["Geometry"]["BeamCenter"] == [808.37, 387.772]
+
+
+def test_older_calibration_json_input(tmp_path: Path, cal_json_path: Path) -> None:
+    old = tmp_path / "old.saxsconf"
+    old.write_text(json.dumps({"Geometry": {"DetectorDistanceMM": 900.0}, "Wavelength": 1.2, "Threads": 4}))
+    out = tmp_path / "new.json"
+    assert main(["-q", "-t", str(cal_json_path), str(old), str(out)]) == 0
+    cal = json.loads(out.read_text())
+    assert cal["Geometry"]["DedectorDistanceMM"] == 900.0 and "DetectorDistanceMM" not in cal["Geometry"]
+    assert (cal["Wavelength"], cal["Threads"]) == (1.2, 4)
+    assert cal["Masks"] == json.loads(cal_json_path.read_text())["Masks"]
+
+
+def test_prints_json_without_output(info_file: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["-q", str(info_file)]) == 0
+    cal = json.loads(capsys.readouterr().out)
+    assert cal["Geometry"]["BeamCenter"] == [808.37, 387.772]
+
+
+def test_nika_pairs_and_file(tmp_path: Path) -> None:
+    out = tmp_path / "nika.json"
+    nika_file = tmp_path / "nika.txt"
+    nika_file.write_text("BeamCenterX=100;BeamCenterY=200;SampleToCCDDistance=750\n")
+    assert main(["-q", "--nika", str(nika_file), "PixelSize=0.1", "Wavelength=1.3", "-o", str(out)]) == 0
+    cal = json.loads(out.read_text())
+    rows = cal["Geometry"]["Imagesize"][0]
+    assert cal["Geometry"]["BeamCenter"] == [rows - 200.5, 100.5]
+    assert cal["Geometry"]["PixelSizeMicroM"] == [100.0, 100.0]
+    assert cal["Geometry"]["DedectorDistanceMM"] == 750.0 and cal["Wavelength"] == 1.3
+
+
+def test_poni_export_and_import(tmp_path: Path, cal_json_path: Path) -> None:
+    pytest.importorskip("pyFAI")
+    poni = tmp_path / "cal.poni"
+    assert main(["-q", "-t", str(cal_json_path), "--to-poni", str(poni)]) == 0
+    assert "Detector_config" in poni.read_text()
+    out = tmp_path / "back.json"
+    # "--from-poni FILE OUT" takes the lone positional as the output.
+    assert main(["-q", "--from-poni", str(poni), "-t", str(cal_json_path), str(out)]) == 0
+    back, reference = _geometry(out), _geometry(cal_json_path)
+    assert back["Imagesize"] == reference["Imagesize"]
+    for key, expected in (("BeamCenter", reference["BeamCenter"]),
+                          ("PixelSizeMicroM", reference["PixelSizeMicroM"])):
+        assert back[key] == pytest.approx(expected, abs=1e-9)
+    assert back["DedectorDistanceMM"] == pytest.approx(reference["DedectorDistanceMM"], abs=1e-9)
+    for key in ("TiltAngleDeg", "TiltRotDeg"):
+        assert back["Tilt"][key] == pytest.approx(reference["Tilt"][key], abs=1e-9)
+
+
+def test_help_lists_options(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ("--template", "--output", "--nika", "--from-poni", "--to-poni"):
+        assert option in text
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("this is no calibration\n", "no FIT2D calibration values found"),
+    ("INFO: Refined sample to detector distance = -3 mm\n", "must be positive"),
+    ("[1, 2, 3]\n", "JSON but not a calibration object"),
+    ('{"Geometry": {"BeamCenter": "middle"}}', r"\$\.Geometry\.BeamCenter"),
+])
+def test_malformed_input_exits_2_naming_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                    content: str, message: str) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_text(content)
+    assert main([str(path), "-o", str(tmp_path / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("saxsconverter: error: ")
+    assert re.search(message, err), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["missing.txt"], "input missing.txt: no such file"),
+    (["-t", "missing.json", "x.txt"], "template missing.json: no such file"),
+    ([], "nothing to convert"),
+    (["--from-poni", "missing.poni", "-o", "o.json"], "missing.poni: no such file"),
+    (["--nika", "BeamCenterX=1", "--from-poni", "a.poni"], "give only one input"),
+    (["a.txt", "b.json", "-o", "c.json"], "two different outputs"),
+])
+def test_usage_errors_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                             argv: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_invalid_template_json_exits_2(tmp_path: Path, info_file: Path, capsys: pytest.CaptureFixture) -> None:
+    template = tmp_path / "t.json"
+    template.write_text("{not json")
+    assert main([str(info_file), "-t", str(template)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_invalid_template_calibration_exits_2(tmp_path: Path, info_file: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    template = tmp_path / "t.json"
+    template.write_text(json.dumps({"Geometry": {"Imagesize": [10, 10], "PixelSizeMicroM": [100.0]},
+                                    "Masks": [], "Wavelength": 1.0, "Threads": 0}))
+    assert main([str(info_file), "-t", str(template), "-o", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert "$.Threads" in err and "Traceback" not in err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_unknown_option_exits_2(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--no-such-option"]) == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
