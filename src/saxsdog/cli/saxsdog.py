@@ -201,11 +201,10 @@ def main(argv: list[str] | None = None) -> int:
             done = st["images_processed"] + st["images_skipped"] + st["images_failed"]
             progress.update(done, max(total, st["images_queued"]), st["frames_per_second"],
                             st["images_failed"])
-            latest = queue.history.latest
-            if monitor is not None and latest is not None and latest.curve and time.monotonic() - last_plot > 1:
+            latest = queue.history.latest_curves
+            if monitor is not None and latest is not None and latest.curves and time.monotonic() - last_plot > 1:
                 last_plot = time.monotonic()
-                monitor.update(latest.curve["x"], latest.curve["I"], latest.curve["err"],
-                               os.path.basename(latest.path))
+                monitor.update(*latest.curves[0]["array"][:3], os.path.basename(latest.path))
             if idle and not args.watch:
                 break
     except KeyboardInterrupt:
@@ -213,9 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         progress.close()
         queue.stop()
-    if monitor is not None and queue.history.latest is not None and queue.history.latest.curve:
-        c = queue.history.latest.curve
-        monitor.update(c["x"], c["I"], c["err"], os.path.basename(queue.history.latest.path))
+    latest = queue.history.latest_curves
+    if monitor is not None and latest is not None and latest.curves:
+        monitor.update(*latest.curves[0]["array"][:3], os.path.basename(latest.path))
     return _summary(queue, interrupted, args, out, workdir)
 
 

@@ -35,6 +35,7 @@ class History:
         self.last_result: float | None = None
         self.max_records = max_records
         self.latest: ImageResult | None = None
+        self.latest_curves: ImageResult | None = None
 
     def add(self, result: ImageResult) -> None:
         """Record one frame's result."""
@@ -54,6 +55,8 @@ class History:
                     self._stage_sum[s] += result.timings.get(s, 0.0)
                 self._stage_n += 1
                 self.latest = result
+                if result.curves:
+                    self.latest_curves = result
             if len(self.records) < self.max_records:
                 self.records.append({
                     "path": result.path, "frame": result.frame, "outputs": result.outputs,

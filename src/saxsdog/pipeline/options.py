@@ -36,7 +36,8 @@ class QueueOptions:
     output_format
         ``"chi"`` (NXcanSAS once available).
     keep_curves
-        Send each image's first curve back to the coordinator (for live plots).
+        Send the curves back to the coordinator (for live plots), at most every
+        ``curve_interval`` seconds per worker.
     """
 
     workers: int = 2
@@ -52,3 +53,4 @@ class QueueOptions:
     retry_initial: float = 0.05
     output_format: str = "chi"
     keep_curves: bool = False
+    curve_interval: float = 0.1

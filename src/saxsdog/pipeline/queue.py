@@ -86,11 +86,16 @@ class ImageQueue:
         ``submit(task) -> bool``, ``poll(timeout) -> (done, orphaned)``, ``capacity``,
         ``inflight``, ``restarts``, ``pids()``, ``close()`` and ``terminate()`` (see
         :class:`~saxsdog.pipeline.pool.WorkerPool`).  Default: :func:`local_pool`.
+    tracker
+        Optional persistent record (the server's ledger), called from the dispatcher
+        thread: ``should_accept(path, signature, force) -> bool``,
+        ``queued(path, signature)``, ``finished(path, results, signature)``, ``tick()``.
     """
 
     def __init__(self, calibration: Calibration, root: str | os.PathLike[str],
                  options: QueueOptions | None = None, on_result: ResultCallback | None = None,
-                 pool_factory: Callable[[Calibration, QueueOptions], Any] | None = None):
+                 pool_factory: Callable[[Calibration, QueueOptions], Any] | None = None,
+                 tracker: Any = None):
         self.calibration = calibration
         self.root = os.path.abspath(root)
         self.options = options or QueueOptions()
@@ -110,6 +115,7 @@ class ImageQueue:
         self._watcher: DirectoryWatcher | None = None
         self._pool: Any = None
         self._pool_factory = pool_factory or local_pool
+        self.tracker = tracker
         self.ignored_files = 0
         self._restarts_before = 0
         self.queued_total = 0
@@ -134,17 +140,20 @@ class ImageQueue:
         self._thread.start()
         return self
 
-    def push(self, path: str | os.PathLike[str]) -> None:
-        """Queue an image file (thread-safe; duplicates are merged)."""
-        self._idle.clear()
-        self._inbox.put(os.path.abspath(path))
+    def push(self, path: str | os.PathLike[str], force: bool = False) -> None:
+        """Queue an image file (thread-safe; duplicates are merged).
 
-    def fill_from_directory(self, in_threads: bool = False) -> int:
+        ``force`` processes it again even if it was processed already (``readdir``).
+        """
+        self._idle.clear()
+        self._inbox.put((os.path.abspath(path), force))
+
+    def fill_from_directory(self, in_threads: bool = False, force: bool = False) -> int:
         """Queue every image already in the directory; returns how many."""
         images, ignored = walk_images(self.root, self.options.directories, in_threads)
         self.ignored_files += ignored
         for p in images:
-            self.push(p)
+            self.push(p, force)
         return len(images)
 
     def watch(self) -> None:
@@ -207,15 +216,19 @@ class ImageQueue:
         }
 
     # -- the dispatcher --------------------------------------------------------------
-    def _accept(self, path: str) -> None:
+    def _accept(self, path: str, force: bool = False) -> None:
         state = self._state.get(path)
         if state in ("pending", "inflight", "retry"):
             return
         sig = _signature(path)
-        if state in ("done", "failed") and sig == self._signature.get(path):
+        if not force and state in ("done", "failed") and sig == self._signature.get(path):
             return  # same content as already handled
         if not in_directories(path, self.root, self.options.directories):
             return
+        if self.tracker is not None:
+            if not self.tracker.should_accept(path, sig, force):
+                return
+            self.tracker.queued(path, sig)
         self._state[path] = "pending"
         self._signature[path] = sig
         self._pending.append(ImageTask(path, self.root, 0, time.monotonic()))
@@ -237,10 +250,14 @@ class ImageQueue:
                 retry.error = f"still incomplete after {waited:.1f} s: {retry.error}"
                 retry.retryable = False
                 self._state[task.path] = "failed"
+                if self.tracker is not None:
+                    self.tracker.finished(task.path, results, _signature(task.path))
         else:
             failed = any(r.error is not None for r in results)
             self._state[task.path] = "failed" if failed else "done"
             self._signature[task.path] = _signature(task.path)
+            if self.tracker is not None:
+                self.tracker.finished(task.path, results, self._signature[task.path])
         for r in results:
             self.history.add(r)
             if self.filelist is not None:
@@ -257,7 +274,7 @@ class ImageQueue:
         while True:
             while True:
                 try:
-                    self._accept(self._inbox.get_nowait())
+                    self._accept(*self._inbox.get_nowait())
                 except _queue.Empty:
                     break
             if self._stop.is_set() and (self._abort or True):
@@ -281,6 +298,8 @@ class ImageQueue:
                 self._pending.popleft()
                 self._state[task.path] = "inflight"
             busy = bool(self._pending or self._retry or pool.inflight)
+            if self.tracker is not None:
+                self.tracker.tick()
             if not busy and self._inbox.empty():
                 self._idle.set()
             timeout = 0.05

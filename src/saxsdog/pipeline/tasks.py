@@ -50,8 +50,9 @@ class ImageResult:
         The failure may go away (file still being written).
     skipped
         Outputs existed already (resume / OverwriteFiles false).
-    curve
-        ``{"x": [...], "I": [...], "err": [...]}`` of the first integrator when requested.
+    curves
+        When requested, every integrator's curve as the original's graph objects:
+        ``{"kind", "conf", "columnLabels", "array": [x, I, err, stddev]}`` (NumPy arrays).
     """
 
     path: str
@@ -66,7 +67,7 @@ class ImageResult:
     processed_at: float = 0.0
     worker: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
-    curve: dict[str, Any] | None = None
+    curves: list[dict[str, Any]] | None = None
 
     @property
     def ok(self) -> bool:

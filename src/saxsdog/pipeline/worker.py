@@ -34,6 +34,7 @@ class ImageProcessor:
         self.options = options
         self.suffixes = calibration.output_suffixes()
         self.keys = [f"{it.kind[0]}{i}" for i, it in enumerate(calibration.integrators)]
+        self._last_curves = -1e9
 
     def outputs_for(self, task: ImageTask, frame: int | None) -> list[Path]:
         """All output files of one frame (``frame=None`` for single-frame files)."""
@@ -93,17 +94,21 @@ class ImageProcessor:
             except OSError:
                 image_time = None
         parameters = {k: c.parameters for k, c in zip(self.keys, curves) if c.parameters}
-        curve = None
-        if self.options.keep_curves:
-            c = curves[0]
-            curve = {"x": c.x.tolist(), "I": c.intensity.tolist(), "err": c.poisson.tolist(),
-                     "stddev": c.stddev.tolist()}
+        graphs = None
+        now = time.monotonic()
+        if self.options.keep_curves and now - self._last_curves >= self.options.curve_interval:
+            # a live plot needs only the latest curves: send them at a bounded rate
+            self._last_curves = now
+            graphs = [{"kind": it.kind, "conf": {"Name": it.name, "suffix": sfx},
+                       "columnLabels": [it.x_label, "Intensity (Count/Pixel)", "Error Margin", "Standard Deviation"],
+                       "array": [c.x, c.intensity, c.poisson, c.stddev]}
+                      for it, c, sfx in zip(self.calibration.integrators, curves, self.suffixes)]
         return ImageResult(
             path=task.path, frame=frame.index, outputs=[str(p) for p in outputs], parameters=parameters,
             image_time=image_time, timings={"read": read_s, "integrate": t1 - t0, "write": t2 - t1},
             processed_at=time.time(), worker=os.getpid(),
             metadata={k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))},
-            curve=curve,
+            curves=graphs,
         )
 
 

@@ -1,0 +1,461 @@
+"""Scale-out execution backend: the queue's image tasks on a ``dask.distributed`` cluster.
+
+:class:`DaskPool` offers the same interface as the local
+:class:`~saxsdog.pipeline.pool.WorkerPool` (``submit``, ``poll``, ``capacity``,
+``inflight``, ``restarts``, ``pids``, ``close``, ``terminate``), so an
+:class:`~saxsdog.pipeline.queue.ImageQueue` runs unchanged on a cluster::
+
+    ImageQueue(cal, root, options, pool_factory=dask_pool_factory("tcp://host:8786"))
+
+Design
+------
+* The calibration (its built operators are several MB of numpy arrays) travels to each
+  worker **once**, inside a :class:`distributed.WorkerPlugin`; the scheduler also hands it
+  to workers that join (or are restarted) later.  Tasks carry only a token and file paths.
+* Image tasks are grouped into batches (one dask task per ``batch_size`` images) so the
+  scheduler's per-task cost (~1 ms) is small against the work (~8 ms per image and core).
+  ``submit`` accumulates; a batch is sent when full or at the next ``poll``, so at low
+  image rates nothing waits for a batch to fill.
+* Results come back through futures' done callbacks; ``poll`` gathers every finished batch
+  in one request and returns the very :class:`ImageResult` objects the workers made.
+  Outputs are written by the workers (shared storage), atomically.
+* A worker dying mid-batch: the scheduler re-runs the batch elsewhere (up to its
+  ``allowed-failures``); if it gives up (``KilledWorker``) the batch's images are returned
+  as orphaned so the queue re-queues them, and after ``max_losses`` such losses an image is
+  reported as failed instead (a file that kills every worker must not loop forever).  A
+  redo rewrites identical outputs atomically, so nothing is corrupted or duplicated.
+* Losing the scheduler: ``poll`` raises :class:`SchedulerUnreachable` naming the address;
+  the work done so far is on disk and ``saxsdog -r`` completes the run.
+
+Workers of a remote cluster must have the same saxsdog version installed (tasks refer to
+functions of this module) and see the image and output paths under the same names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as _queue
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+try:
+    from distributed import Client, Future, LocalCluster, WorkerPlugin
+    from distributed.scheduler import KilledWorker
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("the Dask backend needs dask.distributed: pip install 'dask[distributed]>=2024.1'") from exc
+
+from ..calibration import Calibration
+from ..errors import SaxsdogError
+from .options import QueueOptions
+from .tasks import ImageResult, ImageTask
+from .worker import ImageProcessor
+
+log = logging.getLogger(__name__)
+
+#: Images per dask task by default: ~60 ms of work per batch keeps the scheduler's
+#: per-task cost around 2 % while a killed worker loses little.
+DEFAULT_BATCH_SIZE = 8
+#: Batches per worker thread kept in flight (one running, one ready to start).
+PREFETCH = 2
+#: How often ``poll`` asks the scheduler for the worker list (restarts, capacity).
+WORKER_REFRESH_S = 0.5
+
+
+class SchedulerUnreachable(SaxsdogError):
+    """The Dask scheduler cannot be reached (never could, or the connection was lost).
+
+    Parameters
+    ----------
+    address
+        The scheduler address.
+    reason
+        What happened.
+    """
+
+    def __init__(self, address: str, reason: str):
+        self.address = address
+        self.reason = reason
+        super().__init__(f"Dask scheduler {address} unreachable: {reason}; outputs written so far are "
+                         f"complete, run again with -r to process the remaining images")
+
+
+# -- worker side ---------------------------------------------------------------------------
+#: The processors installed on this worker process, by pool token.
+_PROCESSORS: dict[str, ImageProcessor] = {}
+#: How many times this process unpickled each pool's calibration (diagnostics and tests:
+#: it must stay 1 per worker process, whatever the number of tasks).
+_CALIBRATION_LOADS: dict[str, int] = {}
+_INSTALL_LOCK = threading.Lock()
+
+
+class _Payload:
+    """The calibration and options of one pool, counting its own unpickling."""
+
+    def __init__(self, token: str, calibration: Calibration, options: QueueOptions):
+        self.token = token
+        self.calibration = calibration
+        self.options = options
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        _CALIBRATION_LOADS[self.token] = _CALIBRATION_LOADS.get(self.token, 0) + 1
+
+
+class SaxsdogPlugin(WorkerPlugin):
+    """Installs one pool's :class:`ImageProcessor` on every worker, once.
+
+    Parameters
+    ----------
+    token
+        Identifies the pool (several pools may share a cluster).
+    calibration, options
+        What the processor needs.
+    """
+
+    def __init__(self, token: str, calibration: Calibration, options: QueueOptions):
+        self.token = token
+        self.name = f"saxsdog-{token}"
+        self.payload = _Payload(token, calibration, options)
+
+    def setup(self, worker: Any = None) -> None:
+        _install(self.token, self.payload)
+
+    def teardown(self, worker: Any = None) -> None:
+        # frees the operator when the pool closes, on a cluster that lives on
+        _PROCESSORS.pop(self.token, None)
+
+
+def _install(token: str, payload: _Payload) -> ImageProcessor:
+    with _INSTALL_LOCK:
+        proc = _PROCESSORS.get(token)
+        if proc is None:
+            import numpy as np
+
+            proc = ImageProcessor(payload.calibration, payload.options)
+            # load/compile the kernels now rather than in the first batch
+            payload.calibration.curves(np.zeros(payload.calibration.shape, dtype=np.int32))
+            _PROCESSORS[token] = proc
+        return proc
+
+
+def _processor(token: str) -> ImageProcessor:
+    proc = _PROCESSORS.get(token)
+    if proc is not None:
+        return proc
+    # The plugin's setup normally ran when the worker registered; should a task win that
+    # race, install from the plugin object the worker already holds (not a new copy).
+    from distributed import get_worker
+
+    plugin = get_worker().plugins.get(f"saxsdog-{token}")
+    if plugin is None:
+        raise RuntimeError(f"saxsdog calibration {token} is not installed on this worker")
+    return _install(token, plugin.payload)
+
+
+def process_batch(token: str, tasks: list[ImageTask]) -> list[list[ImageResult]]:
+    """The dask task: process each image of a batch with the worker's installed processor."""
+    proc = _processor(token)
+    return [proc.process(t) for t in tasks]
+
+
+def _worker_state(token: str) -> dict[str, Any]:
+    """Diagnostics run on a worker: its pid and how often it received the calibration."""
+    return {"pid": os.getpid(), "calibration_loads": _CALIBRATION_LOADS.get(token, 0),
+            "installed": token in _PROCESSORS}
+
+
+# -- client side ---------------------------------------------------------------------------
+class DaskPool:
+    """Runs :class:`ImageTask` batches on a Dask cluster; a drop-in for ``WorkerPool``.
+
+    Parameters
+    ----------
+    calibration
+        The built calibration; sent to each worker once.
+    options
+        Queue options (``workers`` sizes the cluster started for ``address="local"``).
+    address
+        Scheduler address such as ``"tcp://10.0.0.5:8786"``, or ``"local"`` to start a
+        ``LocalCluster`` of ``options.workers`` single-threaded processes owned (and closed)
+        by the pool.
+    batch_size
+        Images per dask task.
+    retries
+        Dask retries of a batch whose task raised (the processor itself never raises).
+    max_losses
+        A batch lost with its worker this many times fails its images instead of
+        re-queueing them again.
+    connect_timeout
+        Seconds to wait for the scheduler before raising :class:`SchedulerUnreachable`.
+
+    Raises
+    ------
+    SchedulerUnreachable
+        When no scheduler answers at ``address``.
+    """
+
+    def __init__(self, calibration: Calibration, options: QueueOptions, address: str, *,
+                 batch_size: int = DEFAULT_BATCH_SIZE, retries: int = 1, max_losses: int = 3,
+                 connect_timeout: float = 5.0):
+        self.address = address
+        self.batch_size = max(1, int(batch_size))
+        self.retries = retries
+        self.max_losses = max_losses
+        self.restarts = 0
+        self.token = uuid.uuid4().hex[:12]
+        self._cluster: LocalCluster | None = None
+        self._batch: list[ImageTask] = []
+        self._futures: dict[str, tuple[Future, list[ImageTask]]] = {}  # key -> (future, tasks)
+        self._finished: _queue.SimpleQueue[str] = _queue.SimpleQueue()
+        self._losses: dict[str, int] = {}
+        self._n = 0
+        self._workers: set[str] = set()
+        self._threads = 1
+        self._refreshed = 0.0
+        self._closed = False
+        if address == "local":
+            # single-threaded processes: the kernels are single-threaded and hold the GIL
+            # while reading/writing; any free port for the scheduler's HTTP server (a second
+            # cluster on the machine must not clash with the default 8787)
+            self._cluster = LocalCluster(n_workers=max(1, options.workers), threads_per_worker=1,
+                                         processes=True, dashboard_address=":0")
+            address = self._cluster.scheduler_address
+        try:
+            self.client = Client(address, timeout=connect_timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            self._close_cluster()
+            raise SchedulerUnreachable(self.address, f"no answer within {connect_timeout:g} s ({exc})") from exc
+        try:
+            self._plugin = SaxsdogPlugin(self.token, calibration, options)
+            self.client.register_plugin(self._plugin)
+            self._refresh_workers(force=True)
+        except BaseException:
+            self.terminate()
+            raise
+
+    # -- capacity --------------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        """How many more images can be handed out now."""
+        return self._threads * self.batch_size * PREFETCH - self.inflight
+
+    @property
+    def inflight(self) -> int:
+        """Images submitted and not yet reported (including a batch being filled)."""
+        return len(self._batch) + sum(len(t) for _, t in self._futures.values())
+
+    def _refresh_workers(self, force: bool = False) -> None:
+        """Follow the scheduler's worker list: lost workers count as restarts."""
+        now = time.monotonic()
+        if not force and now - self._refreshed < WORKER_REFRESH_S:
+            return
+        self._refreshed = now
+        try:
+            nthreads = self.client.nthreads(callback_timeout=5)
+        except Exception as exc:
+            self._check_connected(exc)
+            return  # transient: try again next time
+        current = set(nthreads)
+        lost = self._workers - current
+        if lost:
+            log.warning("%d Dask worker(s) lost (%s); their batches are redone elsewhere",
+                        len(lost), ", ".join(sorted(lost)))
+            self.restarts += len(lost)
+        self._workers = current
+        # never zero: batches may wait on the scheduler for workers that are starting
+        self._threads = max(1, sum(nthreads.values()))
+
+    def _check_connected(self, exc: BaseException | None = None) -> None:
+        if self.client.status not in ("running", "newly-created"):
+            reason = f"connection lost (client {self.client.status})"
+            if exc is not None:
+                reason += f": {exc}"
+            raise SchedulerUnreachable(self.address, reason)
+
+    # -- work --------------------------------------------------------------------------------
+    def pids(self) -> list[int]:
+        """Process ids of the workers (as seen on their hosts)."""
+        try:
+            return sorted(self.client.run(os.getpid, on_error="ignore").values())
+        except Exception:
+            return []
+
+    def worker_state(self) -> dict[str, dict[str, Any]]:
+        """Per worker: pid, how often it received the calibration, whether it is installed."""
+        return self.client.run(_worker_state, self.token, on_error="ignore")
+
+    def submit(self, task: ImageTask) -> bool:
+        """Add an image to the current batch (sent when full); ``False`` when saturated."""
+        if self.capacity <= 0:
+            return False
+        self._batch.append(task)
+        if len(self._batch) >= self.batch_size:
+            self._flush()
+        return True
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        tasks, self._batch = self._batch, []
+        self._n += 1
+        key = f"saxsdog-batch-{self.token}-{self._n}"
+        fut = self.client.submit(process_batch, self.token, tasks, key=key, pure=False,
+                                 retries=self.retries)
+        self._futures[key] = (fut, tasks)
+        # runs in dask's callback thread: only hand the key over
+        fut.add_done_callback(lambda f, key=key: self._finished.put(key))
+
+    def poll(self, timeout: float) -> tuple[list[tuple[ImageTask, list[ImageResult]]], list[ImageTask]]:
+        """Send any partial batch, then wait up to ``timeout`` for finished batches.
+
+        Returns
+        -------
+        (done, orphaned)
+            Finished images with their results, and images whose batch was lost (to
+            re-queue).
+
+        Raises
+        ------
+        SchedulerUnreachable
+            When the connection to the scheduler is lost.
+        """
+        self._check_connected()
+        self._flush()
+        keys: list[str] = []
+        if self._futures:
+            try:
+                keys.append(self._finished.get(timeout=max(0.0, timeout)))
+            except _queue.Empty:
+                pass
+        elif timeout > 0:
+            time.sleep(timeout)  # nothing in flight: do not spin
+        while True:
+            try:
+                keys.append(self._finished.get_nowait())
+            except _queue.Empty:
+                break
+        self._refresh_workers()
+        done: list[tuple[ImageTask, list[ImageResult]]] = []
+        orphaned: list[ImageTask] = []
+        finished: list[tuple[Future, list[ImageTask]]] = []
+        for key in keys:
+            entry = self._futures.pop(key, None)
+            if entry is None:
+                continue
+            fut, tasks = entry
+            if fut.status == "finished":
+                finished.append(entry)
+            elif fut.status == "cancelled":
+                self._check_connected()  # the client cancels everything when it loses the scheduler
+                log.warning("batch %s was cancelled; re-queueing %d image(s)", key, len(tasks))
+                orphaned.extend(tasks)
+            else:
+                self._lost(key, fut, tasks, done, orphaned)
+        if finished:
+            try:
+                values = self.client.gather([f for f, _ in finished])
+            except Exception as exc:
+                self._check_connected(exc)
+                # e.g. the worker holding a result died before it was fetched
+                log.warning("could not fetch %d batch result(s) (%s); re-queueing them", len(finished), exc)
+                for fut, tasks in finished:
+                    fut.release()
+                    orphaned.extend(tasks)
+            else:
+                for (fut, tasks), batch in zip(finished, values):
+                    done.extend(zip(tasks, batch))
+                    fut.release()  # the worker may forget the result now
+        return done, orphaned
+
+    def _lost(self, key: str, fut: Future, tasks: list[ImageTask],
+              done: list[tuple[ImageTask, list[ImageResult]]], orphaned: list[ImageTask]) -> None:
+        """A batch that erred: re-queue its images (bounded), or report them failed."""
+        try:
+            exc: BaseException | None = fut.exception(timeout=5)
+        except Exception as e:  # pragma: no cover - defensive
+            exc = e
+        fut.release()
+        name = type(exc).__name__
+        if isinstance(exc, KilledWorker):
+            log.warning("batch %s lost with its worker(s); re-queueing %d image(s)", key, len(tasks))
+            for t in tasks:
+                n = self._losses[t.path] = self._losses.get(t.path, 0) + 1
+                if n < self.max_losses:
+                    orphaned.append(t)
+                else:
+                    done.append((t, [ImageResult(t.path, error=f"its worker died {n} times while "
+                                                               f"processing it", processed_at=time.time())]))
+        else:
+            # the task itself raised (after its retries): report, never loop
+            for t in tasks:
+                done.append((t, [ImageResult(t.path, error=f"Dask task failed: {name}: {exc}",
+                                             processed_at=time.time())]))
+
+    # -- shutdown --------------------------------------------------------------------------
+    def close(self, timeout: float = 5.0) -> None:
+        """Free the calibration on the workers and disconnect (stops an owned cluster).
+
+        The queue calls this once nothing is in flight; batches still running are left to
+        finish on their own (their outputs are atomic).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.client.status == "running":
+                self._refresh_workers(force=True)
+                self.client.unregister_worker_plugin(self._plugin.name)
+        except Exception as exc:
+            log.debug("while unregistering the saxsdog plugin: %s", exc)
+        self._shutdown(timeout)
+
+    def terminate(self) -> None:
+        """Drop everything in flight and disconnect now (abort)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.client.status == "running" and self._futures:
+                self.client.cancel([f for f, _ in self._futures.values()], force=True)
+        except Exception:
+            pass
+        self._shutdown(2.0)
+
+    def _shutdown(self, timeout: float) -> None:
+        self._futures.clear()
+        self._batch.clear()
+        client = getattr(self, "client", None)
+        if client is not None:
+            try:
+                client.close(timeout=timeout)
+            except Exception as exc:
+                log.debug("while closing the Dask client: %s", exc)
+        self._close_cluster()
+
+    def _close_cluster(self) -> None:
+        if self._cluster is not None:
+            try:
+                self._cluster.close()
+            except Exception as exc:
+                log.debug("while closing the local Dask cluster: %s", exc)
+            self._cluster = None
+
+
+def dask_pool_factory(address: str, **kwargs: Any) -> Callable[[Calibration, QueueOptions], DaskPool]:
+    """A ``pool_factory`` for :class:`~saxsdog.pipeline.queue.ImageQueue`.
+
+    Parameters
+    ----------
+    address
+        Scheduler address, or ``"local"`` for a ``LocalCluster`` owned by the pool.
+    **kwargs
+        Passed to :class:`DaskPool` (``batch_size``, ``connect_timeout``, ...).
+    """
+
+    def factory(calibration: Calibration, options: QueueOptions) -> DaskPool:
+        return DaskPool(calibration, options, address, **kwargs)
+
+    return factory

@@ -1,0 +1,241 @@
+"""One running queue of the server: calibration, image queue, ledger, reconciliation.
+
+The queue's definition (calibration, directory, mask attachments) is saved in the state
+directory so a server restarted after a crash resumes it: unfinished ledger rows are
+queued again and a reconciliation scan finds images whose feeder events were lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from ..calibration import Calibration
+from ..errors import CalibrationError
+from ..io.chi import atomic_write_bytes
+from ..io.images import is_image_file
+from ..pipeline import QueueOptions
+from ..pipeline.queue import ImageQueue
+from ..pipeline.sources import walk_images
+from .ledger import Ledger
+from .paths import PathOutsideBase, resolve_inside
+
+log = logging.getLogger(__name__)
+
+
+def _sig_text(sig: tuple[int, int] | None) -> str | None:
+    return None if sig is None else f"{sig[0]}:{sig[1]}"
+
+
+class LedgerTracker:
+    """Connects an :class:`ImageQueue` to the ledger (called in the dispatcher thread)."""
+
+    def __init__(self, ledger: Ledger, queue_id: str):
+        self.ledger = ledger
+        self.queue_id = queue_id
+
+    def should_accept(self, path: str, signature, force: bool) -> bool:
+        if force:
+            return True
+        row = self.ledger.state(self.queue_id, path)
+        if row is None:
+            return True
+        state, old = row
+        if state == "preexisting":
+            return False
+        if state in ("done", "failed") and old == _sig_text(signature):
+            return False  # processed already, file unchanged
+        return True  # queued before a crash, or changed since
+
+    def queued(self, path: str, signature) -> None:
+        self.ledger.mark_queued(self.queue_id, path, _sig_text(signature))
+
+    def finished(self, path: str, results, signature) -> None:
+        for r in results:
+            self.ledger.mark_result(self.queue_id, r, _sig_text(signature))
+
+    def tick(self) -> None:
+        self.ledger.maybe_commit()
+
+
+class QueueSession:
+    """A queue started by ``new``: everything the server needs to run and report on it.
+
+    Parameters
+    ----------
+    basedir
+        The server's base directory (nothing outside it is ever read or listed).
+    state_dir
+        Where the ledger and the saved queue live.
+    ledger
+        The server's ledger.
+    directory
+        The queue's directory, relative to ``basedir`` (list of components or a string).
+    calibration
+        The calibration dict.
+    attachments
+        Mask file contents, keyed by mask index.
+    options
+        Queue options (outputs, workers, ...).
+    queue_id
+        Reuse an id (restoring after a restart); ``None`` for a new queue.
+    pool_factory
+        Execution backend for the image queue (default: local worker processes).
+    """
+
+    def __init__(self, basedir: Path, state_dir: Path, ledger: Ledger, directory, calibration: dict[str, Any],
+                 attachments: dict[int, bytes], options: QueueOptions, queue_id: str | None = None,
+                 pool_factory: Callable | None = None):
+        self.basedir = Path(os.path.realpath(basedir))
+        self.state_dir = state_dir
+        self.ledger = ledger
+        self.directory_arg = directory
+        self.directory = resolve_inside(self.basedir, directory)
+        if not self.directory.is_dir():
+            raise PathOutsideBase(f"{directory!r} is not a directory inside the base directory")
+        self.calibration_raw = calibration
+        self.attachments = attachments
+        self.options = options
+        self.restored = queue_id is not None
+        self.queue_id = queue_id or uuid.uuid4().hex
+        self._check_mask_paths()
+        self.calibration = Calibration(calibration, base_dir=self.directory, attachments=attachments)
+        self.tracker = LedgerTracker(ledger, self.queue_id)
+        self.queue = ImageQueue(self.calibration, self.directory, options, tracker=self.tracker,
+                                pool_factory=pool_factory)
+        self.started = time.time()
+        self._rescan_stop = threading.Event()
+        self._rescan_thread: threading.Thread | None = None
+        self.events_rejected = 0
+
+    def _check_mask_paths(self) -> None:
+        """Mask files not sent as attachments must lie inside the base directory."""
+        masks = self.calibration_raw.get("Masks", []) if isinstance(self.calibration_raw, dict) else []
+        for i, m in enumerate(masks if isinstance(masks, list) else []):
+            name = m.get("MaskFile", "") if isinstance(m, dict) else ""
+            if i in self.attachments or not isinstance(name, str) or name == "":
+                continue
+            p = Path(name) if os.path.isabs(name) else self.directory / name
+            try:
+                resolve_inside(self.basedir, p)
+            except PathOutsideBase:
+                raise CalibrationError("mask file outside the server's base directory; send it as an attachment",
+                                       f"$.Masks[{i}].MaskFile", name, "a path inside the base directory") from None
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self, watch: bool = False, rescan_interval: float = 30.0) -> None:
+        """Start processing: new files only (a new queue), or resume (a restored one)."""
+        self.queue.start()
+        if self.restored:
+            for path in self.ledger.unfinished(self.queue_id):
+                self.queue.push(path)
+            self.reconcile()
+        else:
+            images, _ = walk_images(self.directory, self.options.directories)
+            self.ledger.mark_preexisting(self.queue_id, [(p, _sig_text(_stat_sig(p))) for p in images])
+            self.save()
+        if watch:
+            self.queue.watch()
+        if rescan_interval > 0:
+            self._rescan_thread = threading.Thread(target=self._rescan_loop, args=(rescan_interval,),
+                                                   name="saxsdog-reconcile", daemon=True)
+            self._rescan_thread.start()
+
+    def save(self) -> None:
+        """Persist the queue definition so a restarted server resumes it."""
+        record = {
+            "queue_id": self.queue_id,
+            "directory": self.directory_arg,
+            "calibration": self.calibration_raw,
+            "attachments": {str(k): base64.b64encode(v).decode() for k, v in self.attachments.items()},
+            "started": self.started,
+        }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.state_dir / "queue.json", json.dumps(record).encode())
+        self.ledger.set_meta("current_queue", self.queue_id)
+
+    @staticmethod
+    def load_saved(state_dir: Path) -> dict[str, Any] | None:
+        p = state_dir / "queue.json"
+        if not p.is_file():
+            return None
+        try:
+            rec = json.loads(p.read_text())
+            rec["attachments"] = {int(k): base64.b64decode(v) for k, v in rec.get("attachments", {}).items()}
+            return rec
+        except (OSError, ValueError, KeyError) as exc:
+            log.error("ignoring unreadable saved queue %s: %s", p, exc)
+            return None
+
+    def forget(self) -> None:
+        """The queue was closed on purpose: do not resume it after a restart."""
+        try:
+            (self.state_dir / "queue.json").unlink()
+        except FileNotFoundError:
+            pass
+
+    def stop(self, abort: bool = False) -> None:
+        self._rescan_stop.set()
+        self.queue.stop(abort=abort)
+        self.ledger.commit()
+
+    # -- sources ---------------------------------------------------------------------
+    def reconcile(self) -> int:
+        """Queue images the ledger has never seen (their events were lost)."""
+        known = self.ledger.known(self.queue_id)
+        images, _ = walk_images(self.directory, self.options.directories)
+        n = 0
+        for p in images:
+            if p not in known:
+                self.queue.push(p)
+                n += 1
+        if n:
+            log.info("reconciliation found %d image(s) without events", n)
+        return n
+
+    def _rescan_loop(self, interval: float) -> None:
+        while not self._rescan_stop.wait(interval):
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("reconciliation scan failed")
+
+    def feeder_event(self, path: str) -> str | None:
+        """Handle a 'new file' event; returns why it was rejected, or ``None``."""
+        try:
+            real = resolve_inside(self.basedir, path)
+        except PathOutsideBase as exc:
+            self.events_rejected += 1
+            return str(exc)
+        if self.directory != real and self.directory not in real.parents:
+            self.events_rejected += 1
+            return f"{path!r} is not in the queue's directory"
+        if not is_image_file(real):
+            self.events_rejected += 1
+            return f"{path!r} is not an image file"
+        self.queue.push(real)
+        return None
+
+    def readdir(self) -> int:
+        """Queue every image in the directory again (processes them anew)."""
+        return self.queue.fill_from_directory(force=True)
+
+
+def _stat_sig(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+def calibration_digest(calibration: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(calibration, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,212 @@
+"""The command handler in-process: commands, ledger, restarts, path safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from saxsdog.pipeline import QueueOptions
+from saxsdog.server.handler import CommandHandler
+from saxsdog.server.ledger import Ledger
+from saxsdog.server.paths import PathOutsideBase, resolve_inside
+
+
+@pytest.fixture
+def base(tmp_path, data_dir):
+    b = tmp_path / "base"
+    (b / "run").mkdir(parents=True)
+    shutil.copy(data_dir / "buf1_00000.tif", b / "template.tif")
+    return b
+
+
+def add_images(base: Path, n: int, start: int = 0, sub: str = "run") -> list[Path]:
+    out = []
+    for i in range(start, start + n):
+        p = base / sub / f"img_{i:05d}.tif"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        os.link(base / "template.tif", p)
+        out.append(p)
+    return out
+
+
+def new_request(data_dir) -> tuple[dict, list[bytes]]:
+    cal = json.loads((data_dir / "cal.json").read_text())
+    return {"calibration": cal, "directory": ["run"]}, [(data_dir / "AAA_integ.msk").read_bytes()]
+
+
+def wait_for(cond, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def make_handler(base, **kw) -> CommandHandler:
+    return CommandHandler(base, QueueOptions(workers=2, keep_curves=True, curve_interval=0.0), rescan_interval=0, **kw)
+
+
+def test_new_feed_stat_history(base, data_dir):
+    h = make_handler(base)
+    try:
+        arg, att = new_request(data_dir)
+        r = h.execute("new", arg, att)
+        assert r["result"] == "new queue", r
+        for p in add_images(base, 20):
+            assert h.session.feeder_event(str(p)) is None
+        assert wait_for(lambda: h.stat()["images processed"] == 20)
+        st = h.execute("stat")["data"]["stat"]
+        assert st["queue length"] == 0 and st["images processed"] == 20 and st["images failed"] == 0
+        for key in ("time interval", "frames per sec", "pics"):
+            assert key in st
+        files = h.execute("fileslist")["data"]["fileslist"]
+        assert len(files) == 20 and all(v["state"] == "done" for v in files.values())
+        assert all(v["outputs"][0].startswith("work/") for v in files.values())
+        hist = h.execute("plotdata")["data"]["history"]
+        assert len(hist["I0"]) == 20 and all(i0 > 0 for i0 in hist["I0"])
+        assert all(t is not None for t in hist["time"])
+        plot = h.execute("plot")["data"]
+        assert plot["filename"].startswith("run/img_") and len(plot["graphs"]) == 1
+        assert plot["graphs"][0]["kind"] == "Radial" and len(plot["graphs"][0]["array"][0]) == 1003
+        assert plot["IntegralParameters"]["R0"]["I0"] > 0
+        got = h.execute("get")["data"]
+        assert got["cal"]["Geometry"]["DedectorDistanceMM"] == 1031.657
+        assert len(list((base / "work").glob("*.chi"))) == 20
+    finally:
+        h.shutdown()
+
+
+def test_preexisting_files_wait_for_readdir(base, data_dir):
+    add_images(base, 5)
+    h = make_handler(base)
+    try:
+        h.execute("new", *new_request(data_dir))
+        time.sleep(0.5)
+        assert h.stat()["images processed"] == 0
+        r = h.execute("readdir")
+        assert r["result"] == "directory refilled queue" and r["data"]["queued"] == 5
+        assert wait_for(lambda: h.stat()["images processed"] == 5)
+    finally:
+        h.shutdown()
+
+
+def test_files_without_events_are_found_by_reconciliation(base, data_dir):
+    h = make_handler(base)
+    try:
+        h.execute("new", *new_request(data_dir))
+        add_images(base, 7, sub="run/sub")  # no feeder events at all
+        assert h.session.reconcile() == 7
+        assert wait_for(lambda: h.stat()["images processed"] == 7)
+        assert h.session.reconcile() == 0  # known now
+    finally:
+        h.shutdown()
+
+
+def test_restart_resumes_without_duplicates(base, data_dir):
+    h = make_handler(base)
+    h.execute("new", *new_request(data_dir))
+    imgs = add_images(base, 30)
+    for p in imgs[:10]:
+        h.session.feeder_event(str(p))
+    assert wait_for(lambda: h.stat()["images processed"] == 10)
+    qid = h.session.queue_id
+    h.shutdown()  # server stops; the remaining 20 images had no events
+    h2 = make_handler(base)
+    try:
+        assert h2.restore() and h2.session.queue_id == qid
+        assert wait_for(lambda: h2.stat()["images processed"] == 30)
+        counts = h2.ledger.counts(qid)
+        assert counts == {"done": 30}
+        assert len(list((base / "work").glob("*.chi"))) == 30
+    finally:
+        h2.shutdown()
+
+
+def test_close_forgets_and_abort(base, data_dir):
+    h = make_handler(base)
+    try:
+        h.execute("new", *new_request(data_dir))
+        assert h.execute("close")["result"] == "queue closed"
+        assert h.execute("stat")["result"] == "stat"
+        assert h.execute("plot")["result"] == "Error"
+        assert "no queue" in h.execute("readdir")["data"]["Error"]
+        h.execute("new", *new_request(data_dir))
+        assert h.execute("abort")["result"] == "queue stopped emptied and closed"
+    finally:
+        h.shutdown()
+    h2 = make_handler(base)
+    assert not h2.restore()  # a closed queue is not resumed
+    h2.shutdown()
+
+
+def test_invalid_calibration_and_unknown_command(base, data_dir):
+    h = make_handler(base)
+    try:
+        arg, att = new_request(data_dir)
+        arg["calibration"]["Geometry"]["DedectorDistanceMM"] = -1
+        r = h.execute("new", arg, att)
+        assert r["result"] == "Error" and "$.Geometry.DedectorDistanceMM" in r["data"]["Error"]
+        r = h.execute("selfdestruct")
+        assert r["result"] == "Error" and "unknown command" in r["data"]["Error"]
+        assert h.execute("new", {"calibration": "x"})["result"] == "Error"
+    finally:
+        h.shutdown()
+
+
+def test_paths_never_leave_the_base(base, data_dir, tmp_path):
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "passwords.tif").write_text("no")
+    os.symlink(outside, base / "run" / "escape")
+    h = make_handler(base)
+    try:
+        for bad in ["../..", "/etc", "run/escape", ["..", "secret"], "run/../../secret"]:
+            r = h.execute("listdir", {"directory": bad})
+            assert r["result"] == "Error" and "outside" in r["data"]["Error"], bad
+        listing = h.execute("listdir", {"directory": "run"})["data"]["dircontent"]
+        assert "escape" not in listing["directories"]
+        arg, att = new_request(data_dir)
+        arg["directory"] = ["..", "secret"]
+        assert "outside" in h.execute("new", arg, att)["data"]["Error"]
+        arg, _ = new_request(data_dir)
+        arg["calibration"]["Masks"][0]["MaskFile"] = str(data_dir / "AAA_integ.msk")
+        r = h.execute("new", arg, [])
+        assert r["result"] == "Error" and "$.Masks[0].MaskFile" in r["data"]["Error"]
+        h.execute("new", *new_request(data_dir))
+        assert "outside" in h.session.feeder_event(str(outside / "passwords.tif"))
+        assert "outside" in h.session.feeder_event("../../etc/passwd")
+        assert "outside" in h.session.feeder_event(str(base / "run" / "escape" / "passwords.tif"))
+        assert "not an image" in h.session.feeder_event(str(base / "run"))
+    finally:
+        h.shutdown()
+
+
+def test_resolve_inside(tmp_path):
+    (tmp_path / "a").mkdir()
+    assert resolve_inside(tmp_path, ["a"]) == tmp_path.resolve() / "a"
+    assert resolve_inside(tmp_path, ".") == tmp_path.resolve()
+    assert resolve_inside(tmp_path, str(tmp_path / "a")) == tmp_path.resolve() / "a"
+    for bad in ["..", "/", "a/../..", "a\x00b", [1, 2]]:
+        with pytest.raises(PathOutsideBase):
+            resolve_inside(tmp_path, bad)
+
+
+def test_ledger_persists_across_connections(tmp_path):
+    from saxsdog.pipeline.tasks import ImageResult
+
+    led = Ledger(tmp_path / "l.sqlite")
+    led.mark_queued("q", "/a.tif", "1:2")
+    led.mark_queued("q", "/b.tif", "1:2")
+    led.mark_result("q", ImageResult("/a.tif", outputs=["/a.chi"], parameters={"R0": {"I0": 1.0}},
+                                     processed_at=1.0), "1:2")
+    led.commit()
+    led2 = Ledger(tmp_path / "l.sqlite")  # as after a restart (no close: like a crash)
+    assert led2.unfinished("q") == ["/b.tif"]
+    assert led2.counts("q") == {"done": 1, "queued": 1}
+    assert led2.history("q")[0]["parameters"] == {"R0": {"I0": 1.0}}
