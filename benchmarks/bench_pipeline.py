@@ -37,22 +37,6 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def make_links(src: Path, folder: Path, n: int) -> list[Path]:
-    import shutil
-
-    folder.mkdir(parents=True)
-    first = folder / "img_00000.tif"
-    shutil.copy(src, first)
-    paths = [first]
-    for i in range(1, n):
-        p = folder / f"img_{i:05d}.tif"
-        os.link(first, p)
-        paths.append(p)
-    for p in paths[:1]:
-        p.read_bytes()  # page cache
-    return paths
-
-
 def main() -> None:
     here = Path(__file__).resolve().parent
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,6 +47,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from saxsdog import Calibration
+    from saxsdog.testing import link_images
     from saxsdog.pipeline import QueueOptions
     from saxsdog.pipeline.queue import ImageQueue
 
@@ -70,7 +55,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["SAXSDOG_CACHE_DIR"] = str(tmp / "cache")
-        paths = make_links(args.data / "buf1_00000.tif", tmp / "run", args.images)
+        paths = link_images(args.data / "buf1_00000.tif", tmp / "run", args.images)
 
         Calibration(args.data / "cal.json")  # fill the cache
         # start-up of the command with a cached operator, until the calibration is ready

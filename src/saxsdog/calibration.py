@@ -28,7 +28,7 @@ from .core.integrators import (Curve, Integrator, PhiIntegrator, RadialIntegrato
                                integral_parameters)
 from .core.operator import (BinningOperator, build_phi_operator, build_radial_operator,
                             build_slice_operator)
-from .errors import CalibrationError, MaskError
+from .errors import CalibrationError
 from .io.chi import format_chi, atomic_write_bytes
 from .io.masks import read_mask, read_mask_bytes
 from .io.operator_cache import OperatorCache, default_cache_dir, operator_key

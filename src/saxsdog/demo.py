@@ -82,7 +82,7 @@ def make_dataset(folder: str | os.PathLike[str], n_images: int = 100, seed: int 
     for i in range(n_images):
         img = rng.poisson(guinier(q, rg_of(i, n_images))).astype(np.int32)
         img[mask != 0] = -1
-        desc = f"# Pixel_size 172e-6 m x 172e-6 m\n# Exposure_time 1.0 s\n# Wavelength 1.54 A\n"
+        desc = "# Pixel_size 172e-6 m x 172e-6 m\n# Exposure_time 1.0 s\n# Wavelength 1.54 A\n"
         tifffile.imwrite(folder / "images" / f"demo_{i:05d}.tif", img, description=desc)
         if progress:
             progress(i + 1)

@@ -11,22 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from saxsdog.testing import link_images
+
 SAXSDOG = [sys.executable, "-m", "saxsdog.cli.saxsdog"]
-
-
-def link_images(src: Path, folder: Path, n: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    first = folder / "img_00000.tif"
-    shutil.copy(src, first)
-    out = [first]
-    for i in range(1, n):
-        p = folder / f"img_{i:05d}.tif"
-        os.link(first, p)
-        out.append(p)
-    return out
 
 
 def run(args, **kw) -> subprocess.CompletedProcess:

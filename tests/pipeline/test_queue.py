@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -17,18 +16,7 @@ from saxsdog.io.chi import read_chi
 from saxsdog.pipeline import QueueOptions
 from saxsdog.pipeline.naming import output_base, in_directories
 from saxsdog.pipeline.queue import ImageQueue
-
-
-def link_images(src: Path, folder: Path, n: int, prefix: str = "img") -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    first = folder / f"{prefix}_00000.tif"
-    shutil.copy(src, first)
-    paths = [first]
-    for i in range(1, n):
-        p = folder / f"{prefix}_{i:05d}.tif"
-        os.link(first, p)
-        paths.append(p)
-    return paths
+from saxsdog.testing import link_images
 
 
 @pytest.fixture

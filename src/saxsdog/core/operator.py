@@ -230,6 +230,26 @@ def _row_blocks(geometry: Geometry, ov: int):
         yield slice(r0, min(nrows, r0 + step))
 
 
+def _label_subpixels(geometry: Geometry, valid_mask: np.ndarray | None, ov: int, label_fn) -> list:
+    """Label every sub-pixel block by block and aggregate per pixel.
+
+    ``label_fn(q, dx, dy)`` gets q (nm⁻¹) and the offsets from the beam centre (mm) of a
+    block's sub-pixels and returns integer labels (negative: not counted).
+    """
+    valid = _check_mask(valid_mask, geometry.shape)
+    _, col_coords = geometry.pixel_centers(ov)
+    ncols = geometry.shape[1]
+    parts = []
+    for rows in _row_blocks(geometry, ov):
+        row_coords, _ = geometry.pixel_centers(ov, rows)
+        dx, dy = geometry._offsets_mm(row_coords[:, None], col_coords[None, :])
+        q = geometry.q_factor * np.sqrt(geometry.sin2_theta_half(dx, dy))
+        first = rows.start * ncols
+        block_valid = None if valid is None else valid[first: rows.stop * ncols]
+        parts.append(_aggregate_block(label_fn(q, dx, dy), ov, first, ncols, block_valid))
+    return parts
+
+
 def _check_mask(valid_mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
     if valid_mask is None:
         return None
@@ -297,19 +317,12 @@ def build_radial_operator(geometry: Geometry, valid_mask: np.ndarray | None = No
     ov = int(oversampling)
     if not 1 <= ov <= 15:
         raise ValueError("oversampling must be between 1 and 15")
-    valid = _check_mask(valid_mask, geometry.shape)
     n_bins, dq = radial_bins(geometry, pixels_per_bin)
-    _, col_coords = geometry.pixel_centers(ov)
-    ncols = geometry.shape[1]
-    parts = []
-    for rows in _row_blocks(geometry, ov):
-        row_coords, _ = geometry.pixel_centers(ov, rows)
-        dx, dy = geometry._offsets_mm(row_coords[:, None], col_coords[None, :])
-        q = geometry.q_factor * np.sqrt(geometry.sin2_theta_half(dx, dy))
-        labels = np.minimum((q / dq).astype(np.int64), n_bins - 1)
-        first = rows.start * ncols
-        block_valid = None if valid is None else valid[first: rows.stop * ncols]
-        parts.append(_aggregate_block(labels, ov, first, ncols, block_valid))
+
+    def labels(q, dx, dy):
+        return np.minimum((q / dq).astype(np.int64), n_bins - 1)
+
+    parts = _label_subpixels(geometry, valid_mask, ov, labels)
     correction = None
     if polarization is not None:
         correction = 1.0 / polarization_factor(geometry, *polarization).ravel()
@@ -332,20 +345,14 @@ def build_phi_operator(geometry: Geometry, valid_mask: np.ndarray | None = None,
     if not 1 <= ov <= 15:
         raise ValueError("oversampling must be between 1 and 15")
     q_start, q_stop = q_range
-    valid = _check_mask(valid_mask, geometry.shape)
-    _, col_coords = geometry.pixel_centers(ov)
-    ncols = geometry.shape[1]
-    parts = []
-    for rows in _row_blocks(geometry, ov):
-        row_coords, _ = geometry.pixel_centers(ov, rows)
-        dx, dy = geometry._offsets_mm(row_coords[:, None], col_coords[None, :])
-        q = geometry.q_factor * np.sqrt(geometry.sin2_theta_half(dx, dy))
+
+    def labels(q, dx, dy):
         psi = np.degrees(np.arctan2(dy, dx))
-        labels = np.floor((psi + 180.0) / 360.0 * n_bins).astype(np.int64) % n_bins
-        labels[(q < q_start) | (q >= q_stop)] = -1
-        first = rows.start * ncols
-        block_valid = None if valid is None else valid[first: rows.stop * ncols]
-        parts.append(_aggregate_block(labels, ov, first, ncols, block_valid))
+        lab = np.floor((psi + 180.0) / 360.0 * n_bins).astype(np.int64) % n_bins
+        lab[(q < q_start) | (q >= q_stop)] = -1
+        return lab
+
+    parts = _label_subpixels(geometry, valid_mask, ov, labels)
     correction = None
     if polarization is not None:
         correction = 1.0 / polarization_factor(geometry, *polarization).ravel()

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 import signal
 from multiprocessing.connection import Connection, wait
-from typing import Callable, Iterable
+from typing import Callable
 
 from .tasks import ImageResult, ImageTask
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from ..io.images import is_image_file
 from .naming import in_directories
