@@ -1,0 +1,163 @@
+"""The network file: writing (0600, strong secret), loading, selecting, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+
+import pytest
+
+from saxsdog.errors import SaxsdogError
+from saxsdog.protocol.netconf import (NetworkConfigError, add_network_arguments, add_network_entry,
+                                      default_network_path, generate_secret, load_network,
+                                      make_entry, redacted, select_server, server_from_args,
+                                      url_port, write_network)
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+
+URL_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@posix_only
+def test_written_with_mode_0600_even_with_a_permissive_umask(tmp_path):
+    old = os.umask(0o000)
+    try:
+        path = write_network([make_entry(name="A")], tmp_path / "net")
+    finally:
+        os.umask(old)
+    assert _mode(path) == 0o600
+
+
+@posix_only
+def test_overwriting_a_readable_file_makes_it_private(tmp_path):
+    path = tmp_path / "net"
+    path.write_text("[]")
+    os.chmod(path, 0o644)
+    write_network([make_entry()], path)
+    assert _mode(path) == 0o600
+
+
+def test_secret_has_at_least_256_bits():
+    secrets_ = {generate_secret() for _ in range(20)}
+    assert len(secrets_) == 20
+    for s in secrets_:
+        assert len(s) >= 43  # 43 url-safe characters carry >= 256 bits
+        assert set(s) <= URL_SAFE
+    assert len(make_entry()["Secret"]) >= 43
+
+
+def test_round_trip_and_select(tmp_path):
+    a = make_entry("tcp://localhost:7777", "tcp://localhost:5555", "A")
+    b = make_entry("tcp://node2:7778", "tcp://node2:5556", "B")
+    path = write_network([a, b], tmp_path / "net")
+    loaded = load_network(path)
+    assert loaded == [a, b]
+    assert select_server(loaded, 1)["Name"] == "B"
+    assert select_server(loaded, 0)["Server"] == "tcp://localhost:7777"
+    with pytest.raises(NetworkConfigError, match=r"no server number 2 .*0: 'A'.*1: 'B'"):
+        select_server(loaded, 2)
+    with pytest.raises(NetworkConfigError):
+        select_server(loaded, -1)
+
+
+def test_append_entries(tmp_path):
+    path = tmp_path / "net"
+    add_network_entry(make_entry(name="A"), path)
+    _, entries = add_network_entry(make_entry(name="B"), path)
+    assert [e["Name"] for e in load_network(path)] == ["A", "B"] == [e["Name"] for e in entries]
+    add_network_entry(make_entry(name="C"), path, replace=True)
+    assert [e["Name"] for e in load_network(path)] == ["C"]
+
+
+def test_the_original_format_loads(tmp_path):
+    path = tmp_path / "net"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump([{"Server": "tcp://hostname:7777", "Feeder": "tcp://hostname:5555",
+                    "Secret": "Some large random string.", "Name": "Pilatus1M"}], fh)
+    assert load_network(path)[0]["Name"] == "Pilatus1M"
+
+
+def _write(path, text: str, mode: int = 0o600):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, mode)
+    return path
+
+
+SECRET = "a-secret-value-that-must-not-leak-0123456789"
+
+
+@pytest.mark.parametrize("text,match", [
+    ("{not json", r"not valid JSON.*line 1 column 2"),
+    ("[]", "empty"),
+    ('"x"', "expected a JSON list"),
+    ('[{"Server": "tcp://h:7777"}]', r"\$\[0\].*missing required field 'Secret'"),
+    ('[{"Secret": "%s"}]' % SECRET, r"missing required field 'Server'"),
+    ('[{"Server": "http://h:7777", "Secret": "%s"}]' % SECRET, r"\$\[0\]\.Server.*tcp://"),
+    ('[{"Server": "tcp://h:7777", "Secret": "short"}]', r"\$\[0\]\.Secret.*at least 16"),
+    ('[{"Server": "tcp://h:7777", "Secret": 123456789012345678}]', r"\$\[0\]\.Secret"),
+])
+def test_bad_files_give_clear_errors(tmp_path, text, match):
+    path = _write(tmp_path / "net", text)
+    with pytest.raises(NetworkConfigError, match=match) as info:
+        load_network(path)
+    assert str(path) in str(info.value)
+    assert SECRET not in str(info.value) and "short" not in str(info.value).split("Secret")[-1]
+
+
+def test_missing_file_says_how_to_make_one(tmp_path):
+    with pytest.raises(NetworkConfigError, match="no network file at .*saxsnetconf"):
+        load_network(tmp_path / "nothing-here")
+
+
+@posix_only
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_group_or_world_accessible_file_is_refused(tmp_path, mode):
+    path = write_network([make_entry()], tmp_path / "net")
+    os.chmod(path, mode)
+    with pytest.raises(NetworkConfigError, match=rf"mode {mode:04o}.*chmod 600"):
+        load_network(path)
+    with pytest.warns(UserWarning, match="chmod 600"):
+        assert load_network(path, allow_insecure=True)
+
+
+def test_errors_are_saxsdog_errors():
+    assert issubclass(NetworkConfigError, SaxsdogError)
+
+
+def test_redacted_hides_the_secret():
+    e = make_entry()
+    shown = redacted(e)
+    assert shown["Secret"] == "<hidden>" and e["Secret"] not in json.dumps(shown)
+
+
+def test_make_entry_checks_urls():
+    with pytest.raises(NetworkConfigError, match="server URL 'localhost:7777'"):
+        make_entry(server="localhost:7777")
+    with pytest.raises(NetworkConfigError, match="feeder URL"):
+        make_entry(feeder="tcp://host:99999")
+    assert url_port("tcp://[::1]:7777") == 7777
+
+
+def test_default_path_honours_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAXSDOG_NETWORK", str(tmp_path / "x"))
+    assert default_network_path() == tmp_path / "x"
+    monkeypatch.delenv("SAXSDOG_NETWORK")
+    assert default_network_path().name == ".saxsdognetwork"
+
+
+def test_argparse_helper(tmp_path):
+    path = write_network([make_entry(name="A"), make_entry(name="B")], tmp_path / "net")
+    parser = add_network_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--network", str(path), "-N", "1"])
+    assert (args.network, args.serverno) == (str(path), 1)
+    assert server_from_args(args)["Name"] == "B"
+    assert parser.parse_args([]).serverno == 0
