@@ -89,9 +89,23 @@ def test_preexisting_files_wait_for_readdir(base, data_dir):
         h.execute("new", *new_request(data_dir))
         time.sleep(0.5)
         assert h.stat()["images processed"] == 0
+        assert h.session.reconcile() == 0  # the scan leaves them alone
         r = h.execute("readdir")
         assert r["result"] == "directory refilled queue" and r["data"]["queued"] == 5
         assert wait_for(lambda: h.stat()["images processed"] == 5)
+    finally:
+        h.shutdown()
+
+
+def test_events_for_preexisting_files_are_processed(base, data_dir):
+    imgs = add_images(base, 3)
+    h = make_handler(base)
+    try:
+        h.execute("new", *new_request(data_dir))
+        assert h.session.feeder_event(str(imgs[1])) is None
+        assert wait_for(lambda: h.stat()["images processed"] == 1)
+        time.sleep(0.3)
+        assert h.stat()["images processed"] == 1
     finally:
         h.shutdown()
 
@@ -170,7 +184,7 @@ def test_paths_never_leave_the_base(base, data_dir, tmp_path):
             r = h.execute("listdir", {"directory": bad})
             assert r["result"] == "Error" and "outside" in r["data"]["Error"], bad
         listing = h.execute("listdir", {"directory": "run"})["data"]["dircontent"]
-        assert "escape" not in listing["directories"]
+        assert listing == [] and h.execute("listdir", {"directory": ["run"]})["data"]["directory"] == ["run"]
         arg, att = new_request(data_dir)
         arg["directory"] = ["..", "secret"]
         assert "outside" in h.execute("new", arg, att)["data"]["Error"]

@@ -140,6 +140,7 @@ class CommandHandler:
                     "images processed": 0, "pics": 0, "images failed": 0, "time": now,
                     "start time": self.started, "mergecount": 0}
         st = s.queue.stats()
+        self.ledger.commit()  # report only what is durable
         counts = self.ledger.counts(s.queue_id)
         return {
             "time interval": now - s.started,
@@ -251,23 +252,21 @@ class CommandHandler:
         path = resolve_inside(self.basedir, requested)
         if not path.is_dir():
             raise CommandError(f"{requested!r} is not a directory")
-        dirs, images, others = [], [], []
+        entries = []
         for entry in sorted(os.scandir(path), key=lambda e: e.name):
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
+            isdir = entry.is_dir()
+            if isdir:
                 try:  # a symlinked folder pointing outside is not shown
                     resolve_inside(self.basedir, entry.path)
                 except PathOutsideBase:
                     continue
-                dirs.append(entry.name)
-            elif is_image_file(entry.name):
-                images.append(entry.name)
-            else:
-                others.append(entry.name)
-        return {"result": "dircontent", "data": {"dircontent": {
-            "path": relative_to_base(self.basedir, path), "directories": dirs, "images": images,
-            "files": others}}}
+            entries.append({"isdir": isdir, "path": entry.name,
+                            "image": (not isdir) and is_image_file(entry.name)})
+        rel = relative_to_base(self.basedir, path)
+        return {"result": "dircontent", "data": {
+            "dircontent": entries, "directory": [] if rel == "." else rel.split(os.sep)}}
 
     def cmd_mergedata(self, arg, attachments) -> dict[str, Any]:
         try:

@@ -49,8 +49,8 @@ class LedgerTracker:
         if row is None:
             return True
         state, old = row
-        if state == "preexisting":
-            return False
+        # 'preexisting' files are accepted here: an explicit event (feeder, watch) asks for
+        # them; only the reconciliation scan leaves them alone (it queues unknown files only).
         if state in ("done", "failed") and old == _sig_text(signature):
             return False  # processed already, file unchanged
         return True  # queued before a crash, or changed since

@@ -1,0 +1,126 @@
+"""Benchmark: the server fed by the feeder at a fixed rate; losses and latency.
+
+Usage::
+
+    python benchmarks/bench_server.py [--rate 200] [--duration 60] [--workers 2]
+
+Starts ``saxsdogserver`` (a subprocess, as users run it) on a temporary base directory,
+sends ``new`` with the real calibration and mask, then announces hard links of the real
+Pilatus 1M image at ``--rate`` events/s for ``--duration`` seconds.  Latency is measured
+from the announcement to the image's entry in the ledger/history (both wall clocks of
+this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    here = Path(__file__).resolve().parent
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=here.parent / ".." / "shared" / "data")
+    ap.add_argument("--rate", type=float, default=200.0, help="events per second")
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of announcements")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+
+    from saxsdog.feeder import Feeder
+    from saxsdog.protocol.client import LeashClient, build_new_request
+    from saxsdog.testing import link_images
+
+    n = int(args.rate * args.duration)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        base = tmp / "base"
+        images = link_images(args.data / "buf1_00000.tif", base / "run", n)
+        port, fport = free_port(), free_port()
+        network = tmp / "network.json"
+        subprocess.run([sys.executable, "-m", "saxsdog.cli.netconf", "--server", f"tcp://127.0.0.1:{port}",
+                        "--feeder", f"tcp://127.0.0.1:{fport}", "--network", str(network), "--non-interactive",
+                        "--replace"], check=True, capture_output=True)
+        secret = json.loads(network.read_text())[0]["Secret"]
+        env = {**os.environ, "SAXSDOG_CACHE_DIR": str(tmp / "cache")}
+        server = subprocess.Popen([sys.executable, "-m", "saxsdog.cli.server", str(base), "--network", str(network),
+                                   "-t", str(args.workers), "--rescan", "0", "--no-http"], stdout=subprocess.PIPE, text=True,
+                                  env=env, start_new_session=True)
+        try:
+            assert "serving" in server.stdout.readline()
+            arg, att = build_new_request(str(args.data / "cal.json"), str(args.data / "AAA_integ.msk"), "run")
+            with LeashClient(f"tcp://127.0.0.1:{port}", secret, timeout=60) as c:
+                assert c.request("new", arg, att)["result"] == "new queue"
+            announced: dict[str, float] = {}
+            with Feeder(f"tcp://127.0.0.1:{fport}") as feeder:
+                assert feeder.wait_for_subscriber(10)
+                time.sleep(0.5)
+                t0 = time.perf_counter()
+                wall0 = time.time()
+                max_queue = 0
+                with LeashClient(f"tcp://127.0.0.1:{port}", secret, timeout=60) as c:
+                    for i, p in enumerate(images):
+                        target = t0 + i / args.rate
+                        delay = target - time.perf_counter()
+                        if delay > 0:
+                            time.sleep(delay)
+                        announced[str(p)] = time.time()
+                        feeder.announce(p)
+                        if i % int(args.rate) == 0:
+                            max_queue = max(max_queue, c.request("stat")["data"]["stat"]["queue length"])
+                    send_time = time.time() - wall0
+                    deadline = time.monotonic() + 120
+                    while time.monotonic() < deadline:
+                        st = c.request("stat")["data"]["stat"]
+                        if st["images processed"] + st["images failed"] >= n and st["queue length"] == 0:
+                            break
+                        time.sleep(0.2)
+            print("final stat:", st)
+            db = sqlite3.connect(str(base / ".saxsdog" / "ledger.sqlite"))
+            rows = db.execute("SELECT path, state, updated FROM images WHERE state != 'preexisting'").fetchall()
+            db.close()
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+
+    done = [(p, u) for p, s, u in rows if s == "done"]
+    if not done:
+        raise SystemExit(f"nothing processed: {len(rows)} ledger rows, e.g. {rows[:3]}")
+    lat = np.array([u - announced[p] for p, u in done if p in announced]) * 1e3
+    lost = n - len(done)
+    print(f"\nServer: {args.workers} workers, feeder at {args.rate:.0f} events/s for {args.duration:.0f} s "
+          f"({n} Pilatus 1M images, real calibration and mask)")
+    print(f"{'measurement':<44} {'value':>12}  target")
+    print("-" * 66)
+    print(f"{'events announced':<44} {n:>12d}")
+    print(f"{'actual announce rate (events/s)':<44} {n / send_time:>12.1f}")
+    print(f"{'images processed (ledger rows done)':<44} {len(done):>12d}")
+    print(f"{'lost (announced, not processed)':<44} {lost:>12d}  0")
+    print(f"{'largest queue length seen':<44} {max_queue:>12d}")
+    print(f"{'latency event -> history, p50 (ms)':<44} {np.percentile(lat, 50):>12.1f}  < 20")
+    print(f"{'latency event -> history, p90 (ms)':<44} {np.percentile(lat, 90):>12.1f}")
+    print(f"{'latency event -> history, p99 (ms)':<44} {np.percentile(lat, 99):>12.1f}")
+    print(f"{'latency event -> history, max (ms)':<44} {lat.max():>12.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""The server as users run it: real processes and sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from saxsdog.feeder import Feeder
+from saxsdog.io.chi import read_chi
+from saxsdog.protocol.client import LeashClient, build_new_request
+from saxsdog.protocol.messages import decode_response, encode_request
+from saxsdog.protocol.signing import sign_request
+from saxsdog.testing import link_images
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A saxsdogserver subprocess with its network file."""
+
+    def __init__(self, tmp: Path, base: Path, extra: list[str] = ()):
+        self.port, self.fport = free_port(), free_port()
+        self.network = tmp / "network.json"
+        if not self.network.exists():
+            subprocess.run([sys.executable, "-m", "saxsdog.cli.netconf", "--server",
+                            f"tcp://127.0.0.1:{self.port}", "--feeder", f"tcp://127.0.0.1:{self.fport}",
+                            "--network", str(self.network), "--non-interactive", "--replace"],
+                           check=True, capture_output=True, timeout=60)
+        entry = json.loads(self.network.read_text())[0]
+        self.port = int(entry["Server"].rsplit(":", 1)[1])
+        self.fport = int(entry["Feeder"].rsplit(":", 1)[1])
+        self.secret = entry["Secret"]
+        self.url = entry["Server"]
+        self.base = base
+        self.args = [sys.executable, "-m", "saxsdog.cli.server", str(base), "--network", str(self.network),
+                     "-t", "2", "--no-http", *extra]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Server":
+        self.log = open(self.base.parent / "server.log", "a")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     start_new_session=True)
+        line = self.proc.stdout.readline()
+        assert "serving" in line, line + (self.base.parent / "server.log").read_text()
+        return self
+
+    def client(self, secret: str | None = None, timeout: float = 20.0) -> LeashClient:
+        return LeashClient(self.url, secret or self.secret, timeout=timeout)
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)  # server and its workers
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def base(tmp_path, data_dir):
+    b = tmp_path / "base"
+    (b / "run").mkdir(parents=True)
+    return b
+
+
+def start_queue(server: Server, data_dir: Path, directory: str = "run") -> None:
+    arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), directory)
+    with server.client() as c:
+        r = c.request("new", arg, att)
+    assert r["result"] == "new queue", r
+
+
+def wait_done(server: Server, n: int, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    st = {}
+    with server.client() as c:
+        while time.monotonic() < deadline:
+            st = c.request("stat")["data"]["stat"]
+            if st["images processed"] >= n and st["queue length"] == 0:
+                return st
+            time.sleep(0.2)
+    raise AssertionError(f"not done in time: {st}")
+
+
+def ledger_rows(base: Path) -> list[tuple]:
+    db = sqlite3.connect(str(base / ".saxsdog" / "ledger.sqlite"))
+    try:
+        return db.execute("SELECT path, state FROM images WHERE state != 'preexisting'").fetchall()
+    finally:
+        db.close()
+
+
+def announce_all(server: Server, paths) -> None:
+    with Feeder(f"tcp://127.0.0.1:{server.fport}") as f:
+        assert f.wait_for_subscriber(10)
+        time.sleep(0.2)
+        for p in paths:
+            f.announce(p)
+            time.sleep(0.002)
+        time.sleep(0.5)
+
+
+def test_end_to_end_300_images(tmp_path, base, data_dir):
+    server = Server(tmp_path, base, ["--rescan", "0"]).start()
+    try:
+        start_queue(server, data_dir)
+        images = link_images(data_dir / "buf1_00000.tif", base / "run", 300)
+        announce_all(server, images)
+        st = wait_done(server, 300)
+        assert st["images failed"] == 0
+        with server.client() as c:
+            files = c.request("fileslist")["data"]["fileslist"]
+            hist = c.request("plotdata")["data"]["history"]
+            plot = c.request("plot")["data"]
+            cal = c.request("get")["data"]["cal"]
+        assert len(files) == 300 and all(v["state"] == "done" for v in files.values())
+        assert len(hist["I0"]) == 300
+        ref = read_chi(base / "work" / "img_00000.chi").parameters
+        assert all(abs(i0 - ref["I0"]) < 1e-9 * ref["I0"] for i0 in hist["I0"])
+        assert len(plot["graphs"][0]["array"][1]) == 1003 and plot["filename"].startswith("run/")
+        assert cal["Geometry"]["BeamCenter"] == [808.37, 387.772]
+        assert len(list((base / "work").glob("*.chi"))) == 300
+    finally:
+        server.stop()
+
+
+def test_killed_server_resumes_exactly_once(tmp_path, base, data_dir):
+    server = Server(tmp_path, base, ["--rescan", "1"]).start()
+    start_queue(server, data_dir)
+    images = link_images(data_dir / "buf1_00000.tif", base / "run", 300)
+    with Feeder(f"tcp://127.0.0.1:{server.fport}") as f:
+        assert f.wait_for_subscriber(10)
+        time.sleep(0.2)
+        for p in images:
+            f.announce(p)
+        work = base / "work"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(work.glob("*.chi"))) < 80:
+            time.sleep(0.01)
+        server.kill()
+    done_before = len(list(work.glob("*.chi")))
+    assert done_before < 300, "the kill must land mid-run"
+    server.start()  # same state dir: resumes the saved queue
+    try:
+        wait_done(server, 300)
+        rows = ledger_rows(base)
+        assert len(rows) == 300 and {s for _, s in rows} == {"done"}
+        assert len({p for p, _ in rows}) == 300
+        outs = sorted(work.glob("*.chi"))
+        assert len(outs) == 300 and not list(work.glob(".*.part"))
+        size = outs[0].stat().st_size
+        assert all(o.stat().st_size == size for o in outs)  # every output whole
+    finally:
+        server.stop()
+
+
+def test_killed_worker_loses_nothing(tmp_path, base, data_dir):
+    server = Server(tmp_path, base, ["--rescan", "0"]).start()
+    try:
+        start_queue(server, data_dir)
+        images = link_images(data_dir / "buf1_00000.tif", base / "run", 300)
+        with Feeder(f"tcp://127.0.0.1:{server.fport}") as f:
+            assert f.wait_for_subscriber(10)
+            time.sleep(0.2)
+            for p in images:
+                f.announce(p)
+            time.sleep(0.3)
+            children = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True,
+                                      text=True).stdout.split()
+            assert children, "the server has worker processes"
+            os.kill(int(children[0]), signal.SIGKILL)
+        st = wait_done(server, 300)
+        assert st["worker restarts"] >= 1 and st["images failed"] == 0
+        rows = ledger_rows(base)
+        assert len(rows) == 300 and {s for _, s in rows} == {"done"}
+        assert len(list((base / "work").glob("*.chi"))) == 300
+    finally:
+        server.stop()
+
+
+def test_lost_events_and_unannounced_files_are_processed(tmp_path, base, data_dir):
+    server = Server(tmp_path, base, ["--rescan", "0.5"]).start()
+    try:
+        start_queue(server, data_dir)
+        # announced before anybody listens: PUB drops these events
+        early = link_images(data_dir / "buf1_00000.tif", base / "run", 10, prefix="early")
+        with Feeder(f"tcp://127.0.0.1:{free_port()}") as lonely:
+            for p in early:
+                lonely.announce(p)
+        # and files that appear with no event at all
+        link_images(data_dir / "buf1_00000.tif", base / "run" / "sub", 15, prefix="silent")
+        wait_done(server, 25, timeout=60)
+        assert len(ledger_rows(base)) == 25
+    finally:
+        server.stop()
+
+
+def raw_request(server: Server, frames: list[bytes]) -> dict:
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(server.url)
+    try:
+        s.send_multipart(frames)
+        assert s.poll(20000), "the server did not answer"
+        return decode_response(s.recv_multipart())
+    finally:
+        s.close(0)
+
+
+def test_refusals_and_the_server_keeps_serving(tmp_path, base, data_dir):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, base / "run" / "link")
+    server = Server(tmp_path, base, ["--rescan", "0", "--max-message-bytes", str(1 << 20)]).start()
+    try:
+        def expect_error(frames, fragment):
+            r = raw_request(server, frames)
+            assert r["result"] == "Error", r
+            assert fragment.lower() in r["data"]["Error"].lower(), r
+            assert server.secret not in json.dumps(r)
+
+        good = sign_request("stat", secret=server.secret)
+        expect_error(encode_request(sign_request("stat", secret="wrong secret")), "signature")
+        expect_error(encode_request(sign_request("stat", secret=server.secret, now=time.time() - 3600)), "time")
+        r = raw_request(server, encode_request(good))
+        assert r["result"] == "stat"
+        expect_error(encode_request(good), "replay")
+        expect_error([b"{not json"], "json")
+        expect_error([b"[1, 2, 3]"], "object")
+        expect_error(encode_request(sign_request("selfdestruct", secret=server.secret)), "selfdestruct")
+        bad_cal = json.loads((data_dir / "cal.json").read_text())
+        bad_cal["Geometry"]["DedectorDistanceMM"] = -3
+        expect_error(encode_request(sign_request("new", {"calibration": bad_cal, "directory": ["run"]},
+                                                 secret=server.secret)), "DedectorDistanceMM")
+        # refused twice over: by the request schema ('..' is no path component) and by the
+        # base-directory check behind it (tests/server/test_handler.py exercises that one)
+        expect_error(encode_request(sign_request("listdir", {"directory": ["..", ".."]}, secret=server.secret)),
+                     "'..'")
+        expect_error(encode_request(sign_request("listdir", {"directory": ["run", "link"]}, secret=server.secret)),
+                     "outside")
+        big = os.urandom(2 << 20)
+        expect_error(encode_request(sign_request("new", {"calibration": bad_cal}, secret=server.secret,
+                                                 attachments=[big]), [big]), "large")
+        with server.client() as c:  # still serving after all of that
+            assert c.request("stat")["result"] == "stat"
+            assert c.request("listdir", {"directory": ["run"]})["result"] == "dircontent"
+        assert server.proc.poll() is None
+        log = (base.parent / "server.log").read_text()
+        assert server.secret not in log
+    finally:
+        server.stop()
