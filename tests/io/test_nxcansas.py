@@ -1,0 +1,306 @@
+"""NXcanSAS files: SasView's loader (sasdata) reads every file we write, exactly."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from saxsdog.io.nxcansas import (NXCANSAS_VERSION, NXcanSASRunWriter, geometry_fields,
+                                 read_nxcansas, write_nxcansas)
+
+CAL = {
+    "Title": "test",
+    "Geometry": {
+        "Tilt": {"TiltAngleDeg": -0.56, "TiltRotDeg": 73.569},
+        "DedectorDistanceMM": 1031.657,
+        "BeamCenter": [808.37, 387.772],
+        "Imagesize": [1043, 981],
+        "PixelSizeMicroM": [172.0, 172.0],
+    },
+    "Masks": [{"MaskFile": "AAA_integ.msk", "Oversampling": 3, "PixelPerRadialElement": 1,
+               "qStart": 0.0, "qStop": 5.0}],
+    "Wavelength": 1.54,
+}
+
+
+def make_frames(n: int, nq: int = 200, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    q = np.linspace(0.05, 5.0, nq)
+    frames = []
+    for k in range(n):
+        intensity = rng.random(nq) * 1e4 + 1.0 + 1000.0 * k  # every frame distinct
+        frames.append({
+            "name": f"img_{k:05d}.tif",
+            "q": q,
+            "I": intensity,
+            "Idev": np.sqrt(intensity) / 7.0 + rng.random(nq) * 1e-3,
+            "metadata": {"date": f"2014-01-31T12:26:{k % 60:02d}.000",
+                         "timestamp": 1391171212.0 + k, "exposure_time": 0.5,
+                         "detector": "PILATUS 1M", "frame": k},
+            "parameters": {"I0": 10.0 + k, "I1": 20.5, "I2": 30.25, "invariant": 30.25,
+                           "correlation_length": None if k == 0 else 2.125},
+        })
+    return frames
+
+
+# --------------------------------------------------------------------------- #
+# sasdata (SasView's loader)
+# --------------------------------------------------------------------------- #
+
+
+def sasdata_load(path: Path) -> list:
+    """Load with sasdata's NXcanSAS reader, both through the Loader and the reader class."""
+    pytest.importorskip("sasdata", reason="sasdata (SasView's loader) is not installed: "
+                                          "pip install sasdata")
+    from sasdata.dataloader.loader import Loader
+    from sasdata.dataloader.readers.cansas_reader_HDF5 import Reader
+
+    via_loader = Loader().load(str(path))
+    via_reader = Reader().read(str(path))
+    assert len(via_loader) == len(via_reader)
+    for a, b in zip(via_loader, via_reader):
+        np.testing.assert_array_equal(a.y, b.y)
+    return via_loader
+
+
+def to_per_nm(data) -> np.ndarray:
+    """sasdata converts Q to 1/Å on load; convert back with its own unit converter."""
+    from sasdata.data_util.nxsunit import Converter
+
+    unit = data.x_unit  # sasdata formats "1/A" as "A^{-1}"
+    if unit.endswith("^{-1}"):
+        unit = "1/" + unit[: -len("^{-1}")]
+    return np.asarray(Converter(unit)(data.x, units="1/nm"))
+
+
+def assert_same_curve(data, frame: dict) -> None:
+    q = to_per_nm(data)
+    np.testing.assert_allclose(q, frame["q"], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(data.y, frame["I"], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(data.dy, frame["Idev"], rtol=1e-12, atol=0)
+
+
+def test_sasdata_reads_single_image_file(tmp_path):
+    frame = make_frames(1)[0]
+    path = write_nxcansas(tmp_path / "img_00000.h5", [frame], CAL, title="one image")
+    (data,) = sasdata_load(path)
+    assert_same_curve(data, frame)
+    assert data.title == "img_00000.tif"
+    assert data.errors == []
+    assert data.y_unit == "arbitrary"
+    assert data.source.wavelength == pytest.approx(1.54)
+    assert data.detector[0].distance == pytest.approx(1031.657)
+    assert data.detector[0].distance_unit == "mm"
+    assert data.detector[0].beam_center.x == pytest.approx(387.772 * 0.172)
+    assert data.detector[0].pixel_size.y == pytest.approx(0.172)
+    assert data.meta_data["I0"] == pytest.approx(10.0)
+    assert data.meta_data["exposure_time"] == pytest.approx(0.5)
+
+
+def test_sasdata_reads_every_frame_of_a_run_file(tmp_path):
+    frames = make_frames(7)
+    path = write_nxcansas(tmp_path / "run.h5", frames, CAL, title="run 1")
+    loaded = sasdata_load(path)
+    assert [d.title for d in loaded] == [f["name"] for f in frames]
+    for data, frame in zip(loaded, frames):
+        assert_same_curve(data, frame)
+        assert data.run == ["run 1"]
+        assert data.meta_data["I0"] == pytest.approx(frame["parameters"]["I0"])
+
+
+def test_streaming_writer_is_atomic_and_sasdata_reads_it(tmp_path):
+    frames = make_frames(150, nq=120, seed=3)
+    final = tmp_path / "stream.h5"
+    with NXcanSASRunWriter(final, frames[0]["q"], CAL, "stream", flush_every=16) as w:
+        for fr in frames:
+            w.append(fr["name"], fr["I"], fr["Idev"], fr["metadata"], fr["parameters"])
+            # Never visible under its final name before close().
+            assert not final.exists()
+        assert w.count >= 144  # written in blocks of 16
+        parts = list(tmp_path.glob(".stream.h5.*.part"))
+        assert len(parts) == 1
+    assert final.exists()
+    assert list(tmp_path.glob("*.part")) == []
+    loaded = sasdata_load(final)
+    assert len(loaded) == 150
+    for data, frame in zip(loaded, frames):
+        assert data.title == frame["name"]
+        assert_same_curve(data, frame)
+
+
+def test_frames_with_other_q_grids(tmp_path):
+    frames = make_frames(3, nq=80)
+    frames[1] = dict(frames[1], q=np.linspace(0.1, 3.0, 50), I=np.arange(1.0, 51.0),
+                     Idev=np.full(50, 0.25))
+    frames[2] = dict(frames[2], q=frames[2]["q"] * 1.5)
+    path = write_nxcansas(tmp_path / "mixed.h5", frames, CAL)
+    loaded = sasdata_load(path)
+    assert len(loaded) == 3
+    for data, frame in zip(loaded, frames):
+        assert_same_curve(data, frame)
+    back = read_nxcansas(path)
+    for got, frame in zip(back, frames):
+        np.testing.assert_array_equal(got["q"], frame["q"])
+
+
+@pytest.mark.slow
+def test_real_curve_of_the_example_calibration(tmp_path, real_calibration, real_image, data_dir):
+    """buf1_00000.tif integrated with cal.json, written and loaded by SasView's loader."""
+    curve = real_calibration.curves(real_image)[0]
+    frame = {"name": "buf1_00000.tif", "q": curve.x, "I": curve.intensity,
+             "Idev": curve.poisson, "parameters": curve.parameters}
+    path = write_nxcansas(tmp_path / "buf1_00000.h5", [frame], real_calibration.raw)
+    (data,) = sasdata_load(path)
+    assert_same_curve(data, frame)
+
+
+# --------------------------------------------------------------------------- #
+# The NXcanSAS structure itself
+# --------------------------------------------------------------------------- #
+
+
+def test_required_nxcansas_attributes(tmp_path):
+    frames = make_frames(3)
+    path = write_nxcansas(tmp_path / "run.h5", frames, CAL, title="attrs")
+    with h5py.File(path, "r") as f:
+        assert f.attrs["NX_class"] == "NXroot"
+        assert f.attrs["default"] == "sasentry01"
+        assert int(f.attrs["frames"]) == 3
+        names = list(f.keys())
+        assert names == ["sasentry01", "sasentry02", "sasentry03"]
+        addresses = set()
+        for name, frame in zip(names, frames):
+            e = f[name]
+            assert e.attrs["NX_class"] == "NXentry"
+            assert e.attrs["canSAS_class"] == "SASentry"
+            assert e.attrs["version"] == NXCANSAS_VERSION == "1.1"
+            assert e.attrs["default"] == "sasdata01"
+            assert e["definition"][()].decode() == "NXcanSAS"
+            assert e["title"][()].decode() == frame["name"]
+            assert e["run"][()].decode() == "attrs"
+            d = e["sasdata01"]
+            assert d.attrs["NX_class"] == "NXdata"
+            assert d.attrs["canSAS_class"] == "SASdata"
+            assert d.attrs["signal"] == "I"
+            assert d.attrs["I_axes"] == "Q"
+            assert list(d.attrs["Q_indices"]) == [0]
+            assert d.attrs["timestamp"] == frame["metadata"]["date"]
+            assert d["Q"].attrs["units"] == "1/nm"
+            assert d["I"].attrs["units"] == "arbitrary"
+            assert d["I"].attrs["uncertainties"] == "Idev"
+            assert d["Idev"].attrs["units"] == "arbitrary"
+            assert d["I"].shape == d["Idev"].shape == d["Q"].shape == (200,)
+            np.testing.assert_array_equal(d["I"][()], frame["I"])
+            addresses.add(h5py.h5o.get_info(d["Q"].id).addr)
+            inst = e["sasinstrument"]
+            assert inst.attrs["canSAS_class"] == "SASinstrument"
+            assert inst.attrs["NX_class"] == "NXinstrument"
+            det = inst["sasdetector"]
+            assert det.attrs["canSAS_class"] == "SASdetector"
+            assert det["SDD"][()] == pytest.approx(1031.657) and det["SDD"].attrs["units"] == "mm"
+            assert det["distance"][()] == pytest.approx(1031.657)
+            assert det["beam_center_y"][()] == pytest.approx(808.37 * 0.172)
+            assert det["x_pixel_size"][()] == pytest.approx(0.172)
+            assert det["x_pixel_size"].attrs["units"] == "mm"
+            src = inst["sassource"]
+            assert src.attrs["canSAS_class"] == "SASsource"
+            assert src["incident_wavelength"][()] == pytest.approx(1.54)
+            assert src["incident_wavelength"].attrs["units"] == "angstrom"
+            assert inst["monochromator"].attrs["NX_class"] == "NXmonochromator"
+            proc = e["sasprocess"]
+            assert proc.attrs["canSAS_class"] == "SASprocess"
+            assert json.loads(proc["calibration"][()]) == CAL
+            assert e["parameters"]["I0"][()] == frame["parameters"]["I0"]
+            assert e["image"]["exposure_time"].attrs["units"] == "s"
+        # The q grid is stored once and hard-linked into every entry.
+        assert len(addresses) == 1
+
+
+def test_read_back_metadata_and_parameters(tmp_path):
+    frames = make_frames(2)
+    path = write_nxcansas(tmp_path / "meta.h5", frames, CAL)
+    back = read_nxcansas(path)
+    assert len(back) == 2
+    first = back[0]
+    assert first["name"] == "img_00000.tif"
+    assert first["q_units"] == "1/nm" and first["I_units"] == "arbitrary"
+    assert first["metadata"] == frames[0]["metadata"]
+    assert isinstance(first["metadata"]["frame"], int)
+    assert first["parameters"]["I0"] == 10.0
+    assert math.isnan(first["parameters"]["correlation_length"])  # None is stored as NaN
+    assert back[1]["parameters"]["correlation_length"] == 2.125
+    assert first["calibration"] == CAL
+    assert first["timestamp"] == "2014-01-31T12:26:00.000"
+    np.testing.assert_array_equal(back[1]["Idev"], frames[1]["Idev"])
+
+
+def test_exception_in_context_leaves_no_file(tmp_path):
+    final = tmp_path / "broken.h5"
+    frames = make_frames(3)
+    with pytest.raises(RuntimeError):
+        with NXcanSASRunWriter(final, frames[0]["q"], CAL) as w:
+            w.append(frames[0]["name"], frames[0]["I"], frames[0]["Idev"])
+            w.flush()
+            raise RuntimeError("worker died")
+    assert not final.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_append_checks_lengths_and_closed_state(tmp_path):
+    q = np.linspace(0.1, 1.0, 10)
+    w = NXcanSASRunWriter(tmp_path / "x.h5", q)
+    with pytest.raises(ValueError, match="same length"):
+        w.append("a", np.ones(9), np.ones(10))
+    w.append("a", np.ones(10), np.ones(10))
+    assert w.close() == tmp_path / "x.h5"
+    with pytest.raises(ValueError, match="closed"):
+        w.append("b", np.ones(10), np.ones(10))
+    assert len(read_nxcansas(tmp_path / "x.h5")) == 1
+
+
+def test_write_nxcansas_rejects_bad_frames(tmp_path):
+    with pytest.raises(ValueError, match="at least one frame"):
+        write_nxcansas(tmp_path / "x.h5", [])
+    with pytest.raises(ValueError, match="'Idev'"):
+        write_nxcansas(tmp_path / "x.h5", [{"name": "a", "q": [1.0, 2.0], "I": [1.0, 2.0]}])
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_read_generic_multiframe_nxcansas(tmp_path):
+    """Files from elsewhere with I(Time, Q) are split into frames."""
+    path = tmp_path / "other.h5"
+    q = np.linspace(0.1, 1, 20)
+    stack = np.arange(60.0).reshape(3, 20)
+    with h5py.File(path, "w") as f:
+        e = f.create_group("entry")
+        e.attrs.update({"NX_class": "NXentry", "canSAS_class": "SASentry", "version": "1.1"})
+        e["title"] = "series"
+        d = e.create_group("data")
+        d.attrs.update({"NX_class": "NXdata", "canSAS_class": "SASdata", "signal": "I",
+                        "I_axes": "Time,Q", "Q_indices": [1]})
+        d["I"] = stack
+        d["I"].attrs["uncertainties"] = "Idev"
+        d["Idev"] = stack / 10
+        d["Q"] = q
+        d["Time"] = [0.0, 1.0, 2.0]
+    back = read_nxcansas(path)
+    assert [b["name"] for b in back] == ["series#0", "series#1", "series#2"]
+    np.testing.assert_array_equal(back[2]["I"], stack[2])
+    np.testing.assert_array_equal(back[1]["Idev"], stack[1] / 10)
+
+
+def test_geometry_fields_units():
+    geo = geometry_fields({"Geometry": {"PixelSizeMicroM": [100.0, 172.0], "BeamCenter": [10.0, 20.0],
+                                        "DetectorDistanceMM": 500.0}, "Wavelength": 1.0})
+    det = geo["detector"]
+    assert det["y_pixel_size"] == (0.1, "mm") and det["x_pixel_size"] == (0.172, "mm")
+    assert det["beam_center_y"][0] == pytest.approx(1.0)
+    assert det["beam_center_x"][0] == pytest.approx(3.44)
+    assert det["SDD"] == (500.0, "mm")
+    assert geo["source"]["incident_wavelength"] == (1.0, "angstrom")
+    assert geometry_fields(None) == {"detector": {}, "source": {}}
