@@ -1,0 +1,233 @@
+"""The Dask backend: same outputs as the local pool, no image lost, operator shipped once.
+
+Each test uses a ``LocalCluster`` of single-threaded worker processes (the scale-out path
+without a real cluster).  Skipped only when ``dask.distributed`` is not installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed", reason="dask.distributed is not installed (pip install 'dask[distributed]')")
+
+import dask  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+
+from saxsdog.errors import SaxsdogError  # noqa: E402
+from saxsdog.io.chi import read_chi  # noqa: E402
+from saxsdog.pipeline import QueueOptions  # noqa: E402
+from saxsdog.pipeline.dask_pool import DaskPool, SchedulerUnreachable, dask_pool_factory  # noqa: E402
+from saxsdog.pipeline.queue import ImageQueue  # noqa: E402
+from saxsdog.pipeline.tasks import ImageTask  # noqa: E402
+
+N_IMAGES = 300
+DATA_DIR = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+
+
+def link_images(src: Path, folder: Path, n: int) -> list[Path]:
+    """``n`` hard links of one copy of ``src`` (as in test_queue)."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    first = folder / "img_00000.tif"
+    shutil.copy(src, first)
+    paths = [first]
+    for i in range(1, n):
+        p = folder / f"img_{i:05d}.tif"
+        os.link(first, p)
+        paths.append(p)
+    return paths
+
+
+def _cluster(**config) -> LocalCluster:
+    # the scheduler runs in this process, so config set here reaches it
+    with dask.config.set(config):
+        return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = _cluster()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """300 hard links of one real Pilatus 1M image (one copy in the page cache)."""
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"real test data not available (expected at {DATA_DIR})")
+    root = tmp_path_factory.mktemp("dask") / "run"
+    return root, link_images(DATA_DIR / "buf1_00000.tif", root, N_IMAGES)
+
+
+def _wait_for_workers(address: str, n: int = 2) -> None:
+    """Let a cluster whose worker was killed get its replacement back."""
+    with Client(address, set_as_default=False) as c:
+        c.wait_for_workers(n, timeout=60)
+
+
+def run(cal, root: Path, out: Path, pool_factory=None, **opts) -> ImageQueue:
+    q = ImageQueue(cal, root, QueueOptions(out_dir=out, **opts), pool_factory=pool_factory).start()
+    q.fill_from_directory()
+    assert q.wait_until_idle(120)
+    q.stop()
+    return q
+
+
+def assert_each_image_once(q: ImageQueue, images: list[Path], out: Path, reference: bytes) -> None:
+    assert not q.history.failures
+    paths = Counter(r["path"] for r in q.history.records if not r["error"])
+    assert sorted(paths) == sorted(map(str, images)) and set(paths.values()) == {1}
+    outs = sorted(out.glob("*.chi"))
+    assert len(outs) == len(images)
+    assert all(o.read_bytes() == reference for o in outs)  # complete, never half-written
+
+
+def test_outputs_byte_identical_to_local_pool(real_calibration, images, tmp_path):
+    root, paths = images
+    local = run(real_calibration, root, tmp_path / "local", workers=2)
+    pools = []
+
+    def factory(cal, options):
+        pools.append(dask_pool_factory("local")(cal, options))  # owns its LocalCluster
+        return pools[0]
+
+    dsk = run(real_calibration, root, tmp_path / "dask", pool_factory=factory, workers=2)
+    assert local.history.processed == dsk.history.processed == N_IMAGES
+    assert not local.history.failures and not dsk.history.failures
+    a = sorted(p.name for p in (tmp_path / "local").glob("*.chi"))
+    b = sorted(p.name for p in (tmp_path / "dask").glob("*.chi"))
+    assert a == b and len(a) == N_IMAGES
+    for name in a:
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "dask" / name).read_bytes()
+    # the same results reach the history and the live file list
+    la = (tmp_path / "local" / "results" / "filelist.txt").read_text().splitlines()
+    lb = (tmp_path / "dask" / "results" / "filelist.txt").read_text().splitlines()
+
+    def strip(lines: list[str]) -> list[str]:  # file, output, I0, I1, I2; output folder unified
+        return sorted("\t".join(line.split("\t")[:5]).replace("/dask/", "/X/").replace("/local/", "/X/")
+                      for line in lines)
+
+    assert strip(la) == strip(lb)
+    assert dsk.history.latest.worker not in (0, os.getpid())  # it ran in a worker process
+    assert pools[0]._cluster is None  # the owned cluster was closed with the pool
+
+
+def test_operator_is_shipped_once_per_worker(real_calibration, cluster, images, tmp_path):
+    root, paths = images
+    subset = paths[:40]
+    pool = DaskPool(real_calibration, QueueOptions(out_dir=tmp_path / "out"), cluster.scheduler_address,
+                    batch_size=2)
+    try:
+        assert pool.capacity > 0
+        pending = [ImageTask(str(p), str(root)) for p in subset]
+        done = []
+        while pending or pool.inflight:
+            while pending and pool.submit(pending[0]):
+                pending.pop(0)
+            d, orphaned = pool.poll(0.1)
+            assert not orphaned
+            done.extend(d)
+        assert sorted(t.path for t, _ in done) == sorted(map(str, subset))
+        by_worker = Counter(rs[0].worker for _, rs in done)
+        state = pool.worker_state()
+        assert len(state) == 2 and set(by_worker) <= {s["pid"] for s in state.values()}
+        # 20 dask tasks ran, yet each worker process unpickled the calibration exactly once
+        assert all(s["installed"] and s["calibration_loads"] == 1 for s in state.values())
+        assert max(by_worker.values()) > 2  # so a per-task shipment would have shown
+        if sys.platform.startswith("linux"):  # the nanny's malloc trim setting was undone
+            assert all(s["malloc_tuned"] for s in state.values())
+    finally:
+        pool.close()
+    # closing the pool frees the operator on a cluster that lives on
+    with Client(cluster.scheduler_address, set_as_default=False) as c:
+        from saxsdog.pipeline.dask_pool import _worker_state
+
+        assert not any(s["installed"] for s in c.run(_worker_state, pool.token).values())
+
+
+def test_killed_worker_loses_nothing(real_calibration, cluster, images, tmp_path):
+    root, paths = images
+    _wait_for_workers(cluster.scheduler_address)
+    out = tmp_path / "out"
+    q = ImageQueue(real_calibration, root, QueueOptions(out_dir=out),
+                   pool_factory=dask_pool_factory(cluster.scheduler_address)).start()
+    q.fill_from_directory()
+    deadline = time.monotonic() + 60
+    while q.history.processed < 40 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert q.history.processed < N_IMAGES  # the kill happens mid-run
+    os.kill(q.worker_pids()[0], signal.SIGKILL)
+    assert q.wait_until_idle(120)
+    q.stop()
+    assert q.worker_restarts >= 1
+    reference = (out / paths[0].with_suffix(".chi").name).read_bytes()
+    assert read_chi(out / paths[0].with_suffix(".chi").name).q.size == 1003
+    assert_each_image_once(q, paths, out, reference)
+
+
+def test_batch_given_up_by_dask_is_requeued(real_calibration, images, tmp_path, caplog):
+    """With ``allowed-failures`` 0 dask does not retry: the pool re-queues the batch itself."""
+    root, paths = images
+    c = _cluster(**{"distributed.scheduler.allowed-failures": 0})
+    try:
+        out = tmp_path / "out"
+        q = ImageQueue(real_calibration, root, QueueOptions(out_dir=out),
+                       pool_factory=dask_pool_factory(c.scheduler_address)).start()
+        with caplog.at_level(logging.WARNING, logger="saxsdog.pipeline.dask_pool"):
+            q.fill_from_directory()
+            deadline = time.monotonic() + 60
+            while q.history.processed < 40 and time.monotonic() < deadline:
+                time.sleep(0.002)
+            os.kill(q.worker_pids()[0], signal.SIGKILL)
+            assert q.wait_until_idle(120)
+            q.stop()
+        assert any("lost with its worker" in r.getMessage() for r in caplog.records)
+        reference = (out / paths[0].with_suffix(".chi").name).read_bytes()
+        assert_each_image_once(q, paths, out, reference)
+    finally:
+        c.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_scheduler_is_a_clear_error(real_calibration):
+    address = f"tcp://127.0.0.1:{_free_port()}"  # nobody listens there
+    with pytest.raises(SchedulerUnreachable) as err:
+        DaskPool(real_calibration, QueueOptions(), address, connect_timeout=1.0)
+    assert isinstance(err.value, SaxsdogError)
+    assert address in str(err.value)
+
+
+def test_scheduler_lost_mid_run_raises(real_calibration, images, tmp_path):
+    root, paths = images
+    # a thread worker is enough here and starts fast
+    c = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0")
+    address = c.scheduler_address
+    pool = DaskPool(real_calibration, QueueOptions(out_dir=tmp_path / "out"), address, connect_timeout=1.0)
+    try:
+        for p in paths[:8]:
+            assert pool.submit(ImageTask(str(p), str(root)))
+        pool.poll(0)
+        c.close()
+        with pytest.raises(SchedulerUnreachable) as err:
+            for _ in range(600):  # bounded: fails rather than hangs if it never notices
+                pool.poll(0.05)
+        assert address in str(err.value) and "-r" in str(err.value)
+    finally:
+        pool.close()  # what ImageQueue.stop() does after the error: must not hang
+        c.close()
