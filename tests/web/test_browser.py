@@ -1,0 +1,236 @@
+"""The web leash in a real headless Chromium (Debian's), driven by Playwright.
+
+Needs ``/usr/bin/chromium`` (``apt-get install chromium``) and the ``playwright`` Python
+package; Playwright's own browser download is never used.  Screenshots go to the test's
+``tmp_path`` and, when ``SAXSDOG_ARTIFACTS`` is set, into that folder too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from webleash_helpers import SECRET, add_images, wait_for
+
+CHROMIUM = Path(os.environ.get("SAXSDOG_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+TIMEOUT_MS = 30_000
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    profile = tempfile.mkdtemp(prefix="saxsdog-chromium-")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                               args=CHROMIUM_ARGS + [f"--disk-cache-dir={profile}/cache"])
+        yield b
+        b.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=False)
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    pg.problems = []  # JavaScript exceptions and console errors
+    pg.on("pageerror", lambda exc: pg.problems.append(f"page error: {exc}"))
+    pg.on("console", lambda msg: msg.type == "error" and pg.problems.append(f"console: {msg.text}"))
+    yield pg
+    context.close()
+
+
+def shoot(page, tmp_path: Path, name: str) -> Path:
+    out = tmp_path / name
+    page.screenshot(path=str(out), full_page=True)
+    artifacts = os.environ.get("SAXSDOG_ARTIFACTS")
+    if artifacts:
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        shutil.copy(out, Path(artifacts) / name)
+    return out
+
+
+def log_in(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("#login-form", state="visible")
+    page.fill("#secret", SECRET)
+    page.click("#login-button")
+    page.wait_for_selector("#app", state="visible")
+    page.wait_for_selector('#cal-form fieldset[data-path="$"]')  # the form generated from the schema
+    assert page.input_value("#secret") == ""  # the form forgets the secret
+
+
+def field(path: str) -> str:
+    return f'#cal-form [data-path-input="{path}"]'
+
+
+def err(path: str) -> str:
+    return f'#cal-form [data-err-path="{path}"]'
+
+
+def test_calibrate_start_and_watch(page, server, handler, base, data_dir, tmp_path):
+    log_in(page, server.url)
+    assert page.is_visible("#conn") and page.wait_for_function(
+        "() => document.querySelector('#conn').textContent === 'live'")
+
+    # -- the calibration form comes from the JSON Schema -------------------------------
+    distance = field("$.Geometry.DedectorDistanceMM")
+    page.wait_for_selector(distance)
+    assert page.get_attribute(distance, "title")  # the schema's description as tooltip
+    assert page.locator(field('$.Slices')).count() == 0 and page.locator('[data-add="$.Slices"]').count() == 1
+    page.fill(distance, "-5")
+    page.wait_for_function(f"() => document.querySelector('{err('$.Geometry.DedectorDistanceMM')}').textContent.includes('> 0')")
+    assert "invalid" in page.get_attribute(distance, "class")
+    page.fill(distance, "abc")
+    page.wait_for_function(f"() => document.querySelector('{err('$.Geometry.DedectorDistanceMM')}').textContent.includes('not a number')")
+    # a problem only the server finds (both spellings of the distance) shows at its object
+    page.click('[data-add="$.Geometry.DetectorDistanceMM"]')
+    page.wait_for_function(f"() => document.querySelector('{err('$.Geometry')}').textContent.includes('exactly one of')")
+    assert "$.Geometry" in page.text_content("#cal-summary")
+    page.click('#cal-form [data-path="$.Geometry.DetectorDistanceMM"] button.remove')
+    page.wait_for_function(f"() => document.querySelector('{err('$.Geometry')}').textContent === ''")
+    # arrays: add and remove items
+    page.click('[data-add="$.Masks"]')
+    page.wait_for_selector(field("$.Masks[1].MaskFile"))
+    page.click('#cal-form [data-path="$.Masks[1]"] > legend button.remove')
+    page.wait_for_selector(field("$.Masks[1].MaskFile"), state="detached")
+    shoot(page, tmp_path, "leash-calibration-errors.png")
+
+    # -- load cal.json and the mask, preview, directory, start ----------------------------
+    page.set_input_files("#cal-file", str(data_dir / "cal.json"))
+    page.wait_for_function(f"() => document.querySelector('{field('$.Geometry.DedectorDistanceMM')}').value === '1031.657'")
+    page.wait_for_function("() => document.querySelector('#cal-summary').textContent.includes('valid')")
+    assert page.text_content(err("$.Geometry.DedectorDistanceMM")) == ""
+    assert page.is_checked(field("$.Live-Filelisting"))
+    assert page.locator(f"select{field('$.Masks[0].Phi-mode')}").count() == 0  # booleans are checkboxes
+    page.set_input_files("#mask-file-0", str(data_dir / "AAA_integ.msk"))
+    page.wait_for_function("() => document.querySelector('#mask-name-0').textContent.includes('AAA_integ.msk')")
+
+    page.fill("#preview-image", "template.tif")
+    page.click("#preview-button")
+    page.wait_for_function("() => (() => { const i = document.querySelector('#preview-img');"
+                           " return !i.hidden && i.complete && i.naturalWidth > 300; })()")
+
+    page.click("#browse-dir")
+    page.click("#browser li.dir:text-is('run')")
+    page.wait_for_function("() => document.querySelector('#browser .path').textContent === '/run'")
+    page.click("#browser button:text('Use this directory')")
+    assert page.input_value("#directory") == "run"
+    shoot(page, tmp_path, "leash-calibration.png")
+
+    page.click("#start-queue")
+    page.wait_for_function("() => document.querySelector('#start-msg').textContent.includes('Queue started')")
+    assert wait_for(lambda: handler.session is not None, 30)
+    assert handler.session.calibration_raw["Geometry"]["DedectorDistanceMM"] == 1031.657
+
+    # -- images arrive: the Plots tab shows the latest curve ---------------------------
+    for p in add_images(base, 5):
+        assert handler.session.feeder_event(str(p)) is None
+    page.click('.tabs button[data-tab="plots"]')
+    page.wait_for_function("() => document.querySelector('#plot-file').textContent.startsWith('run/img_')")
+    page.wait_for_selector("#plot-main .scatterlayer .trace")
+    assert page.locator("#plot-main .scatterlayer .trace").count() >= 2  # the curve and its error band
+    assert re.match(r"^\d", page.text_content("#plot-params tr:nth-child(2) td:nth-child(2)"))
+    page.check("#band-std")
+    page.check("#logx")
+    page.wait_for_selector("#plot-main .xaxislayer-above .xtick")
+    assert page.locator("#plot-main .scatterlayer .trace").count() >= 3
+    shoot(page, tmp_path, "leash-plots.png")
+
+    # -- the History tab follows the queue ----------------------------------------------
+    assert wait_for(lambda: handler.stat()["images processed"] == 5, 60)
+    page.click('.tabs button[data-tab="history"]')
+    page.wait_for_function("() => document.querySelector('#hist-count').textContent.startsWith('5 image')")
+    for p in add_images(base, 4, start=5):
+        handler.session.feeder_event(str(p))
+    page.wait_for_function("() => document.querySelector('#hist-count').textContent.startsWith('9 image')", timeout=60_000)
+    assert page.locator("#hist-i0 .scatterlayer .point").count() == 9
+    assert page.locator("#hist-corr .scatterlayer .point").count() == 9
+    assert page.locator("#hist-dir option[value='run']").count() == 1
+    page.select_option("#hist-dir", "run")
+    page.wait_for_function("() => document.querySelector('#hist-count').textContent.includes('in run')")
+    shoot(page, tmp_path, "leash-history.png")
+
+    # -- the Server tab shows the statistics ---------------------------------------------
+    page.click('.tabs button[data-tab="server"]')
+    page.wait_for_function("() => document.querySelector('#stat-table').textContent.includes('images processed9')")
+    page.wait_for_function("() => document.querySelector('#state-table').textContent.includes('done9')")
+    assert "integrate" in page.text_content("#stage-table")
+    shoot(page, tmp_path, "leash-server.png")
+    page.click('.tabs button[data-tab="consolidate"]')
+    page.click("#merge-get")
+    page.wait_for_function("() => document.querySelector('#merge-msg').textContent.length > 0")
+    assert "error" in page.get_attribute("#merge-msg", "class")  # nothing merged yet: the server says why
+
+    page.click('.tabs button[data-tab="plots"]')
+    page.wait_for_selector("#plot-main .scatterlayer .trace")
+    shoot(page, tmp_path, "leash.png")
+    assert not page.problems, page.problems
+
+
+def test_launch_link_logs_in_once(browser, server, tmp_path):
+    code = server.app.state.auth.new_launch_code()
+    context = browser.new_context()
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(f"{server.url}/#code={code}")
+        pg.wait_for_selector("#app", state="visible")
+        assert "#code" not in pg.url  # the fragment is dropped from the address bar
+        pg.reload()  # the HttpOnly cookie keeps the session
+        pg.wait_for_selector("#app", state="visible")
+    finally:
+        context.close()
+    context = browser.new_context()
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(f"{server.url}/#code={code}")  # used already
+        pg.wait_for_selector("#login", state="visible")
+        assert "already used or has expired" in pg.text_content("#login-error")
+        pg.fill("#secret", "not the secret")
+        pg.click("#login-button")
+        pg.wait_for_function("() => document.querySelector('#login-error').textContent.includes('Wrong secret')")
+        assert pg.is_hidden("#app")
+        shoot(pg, tmp_path, "leash-login.png")
+    finally:
+        context.close()
+
+
+def test_fit2d_and_poni_imports(page, server, data_dir, tmp_path):
+    log_in(page, server.url)
+    page.set_input_files("#cal-file", str(data_dir / "cal.json"))
+    page.wait_for_function(f"() => document.querySelector('{field('$.Geometry.DedectorDistanceMM')}').value === '1031.657'")
+    page.click("#fit2d-paste summary")
+    page.fill("#fit2d-text", "INFO: Refined sample to detector distance =     2000.5 mm\n"
+                             "INFO: Refined wavelength =      1.00000 Angstroms\n")
+    page.click("#fit2d-convert")
+    page.wait_for_function(f"() => document.querySelector('{field('$.Geometry.DedectorDistanceMM')}').value === '2000.5'")
+    assert page.input_value(field("$.Wavelength")) == "1"
+    assert page.input_value(field("$.Masks[0].MaskFile")) == "AAA_integ.msk"  # the rest is kept
+    page.fill("#fit2d-text", "no numbers here")
+    page.click("#fit2d-convert")
+    page.wait_for_function("() => document.querySelector('#cal-msg').textContent.includes('FIT2D import failed')")
+
+    pytest.importorskip("pyFAI")
+    import json
+
+    from saxsdog.io.poni import calibration_to_poni_text
+
+    poni = tmp_path / "geometry.poni"
+    poni.write_text(calibration_to_poni_text(json.loads((data_dir / "cal.json").read_text())))
+    page.set_input_files("#poni-file", str(poni))
+    page.wait_for_function("() => document.querySelector('#cal-msg').textContent.includes('PONI')")
+    value = float(page.input_value(field("$.Geometry.DedectorDistanceMM")))
+    assert value == pytest.approx(1031.657, rel=1e-6)
+    page.wait_for_function("() => document.querySelector('#cal-summary').textContent.includes('valid')")
