@@ -29,7 +29,7 @@ from .core.integrators import (Curve, Integrator, PhiIntegrator, RadialIntegrato
 from .core.operator import (BinningOperator, build_phi_operator, build_radial_operator,
                             build_slice_operator)
 from .errors import CalibrationError
-from .io.chi import format_chi, atomic_write_bytes
+from .io.chi import ChiFormatter, atomic_write_bytes
 from .io.masks import read_mask, read_mask_bytes
 from .io.operator_cache import OperatorCache, default_cache_dir, operator_key
 
@@ -205,6 +205,7 @@ class Calibration:
         self.cache = OperatorCache(cache_dir) if cache_dir is not None else None
         self.geometry = self._geometry()
         self._masks: dict[int, np.ndarray] = {}
+        self._formatters: list[ChiFormatter] | None = None
         self.integrators: list[Integrator] = self._build_integrators()
 
     # -- configuration ---------------------------------------------------------------
@@ -343,11 +344,10 @@ class Calibration:
 
     def chi_bytes(self, curves: list[Curve]) -> list[bytes]:
         """Render curves as ``.chi`` file contents (x, I, Poisson error)."""
-        out = []
-        for it, c in zip(self.integrators, curves):
-            labels = [it.x_label, "Intensity (Count/Pixel)", "Error Margin"]
-            out.append(format_chi((c.x, c.intensity, c.poisson), self.raw, c.parameters, labels))
-        return out
+        if self._formatters is None:
+            self._formatters = [ChiFormatter(it.x, self.raw, [it.x_label, "Intensity (Count/Pixel)", "Error Margin"])
+                                for it in self.integrators]
+        return [f.render(c.intensity, c.poisson, c.parameters) for f, c in zip(self._formatters, curves)]
 
     def write_chi(self, image: np.ndarray, path: str | os.PathLike[str]) -> list[Path]:
         """Integrate an image and write every integrator's ``.chi`` file atomically.

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from saxsdog.io.chi import RADIAL_LABELS, format_chi, read_chi, write_chi
+from saxsdog.io.chi import RADIAL_LABELS, ChiFormatter, format_chi, read_chi, write_chi
 
 
 def original_writer(columns, calibration, parameters, labels) -> bytes:
@@ -73,3 +73,14 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_chi(tmp_path / "a.chi", [np.arange(3.0)] * 3)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cached_formatter_gives_the_same_bytes():
+    rng = np.random.default_rng(3)
+    q = np.linspace(0.001, 5, 300)
+    f = ChiFormatter(q, {"Title": "t"}, RADIAL_LABELS)
+    for _ in range(3):
+        i, e = rng.random(300) * 1e5, rng.random(300)
+        i[:7] = np.nan
+        par = {"I0": float(rng.random())}
+        assert f.render(i, e, par) == format_chi([q, i, e], {"Title": "t"}, par, RADIAL_LABELS)

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-D", "--walkdirinthreads", action="store_true",
                    help="scan the sub-directories in parallel threads")
     p.add_argument("--format", choices=["chi"], default="chi", help="output format (default: chi)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the workers on a Dask cluster: its scheduler address (tcp://host:8786), or "
+                        "'local' for a local Dask cluster of -t processes (needs dask[distributed])")
     p.add_argument("--retry-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="keep retrying incomplete images this long (default: 10)")
     p.add_argument("--demo", nargs="?", type=int, const=200, metavar="N",
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
     from saxsdog.calibration import Calibration
-    from saxsdog.errors import CalibrationError
+    from saxsdog.errors import CalibrationError, SaxsdogError
     from saxsdog.pipeline import QueueOptions
     from saxsdog.pipeline.naming import results_dir
     from saxsdog.pipeline.queue import ImageQueue
@@ -183,10 +186,26 @@ def main(argv: list[str] | None = None) -> int:
         from saxsdog.pipeline.plots import PlotMonitor
 
         monitor = PlotMonitor(results_dir(root, options) / "monitor.png")
-    queue = ImageQueue(cal, root, options)
+    pool_factory = None
+    if args.scheduler:
+        try:
+            from saxsdog.pipeline.dask_pool import dask_pool_factory
+        except ImportError as exc:
+            print(f"saxsdog: error: --scheduler: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        pool_factory = dask_pool_factory(args.scheduler)
+        if not args.verbose:  # distributed logs every connection at INFO
+            logging.getLogger("distributed").setLevel(logging.WARNING)
+    queue = ImageQueue(cal, root, options, pool_factory=pool_factory)
     if not args.silent:
-        print(f"saxsdog: {cal!r}; {options.workers} workers; calibration ready in {startup:.2f} s", file=out)
-    queue.start()
+        where = f"Dask scheduler {args.scheduler}" if args.scheduler else f"{options.workers} workers"
+        print(f"saxsdog: {cal!r}; {where}; calibration ready in {startup:.2f} s", file=out)
+    try:
+        queue.start()
+    except SaxsdogError as exc:  # SchedulerUnreachable: nobody answers at ADDRESS
+        queue.stop()
+        print(f"saxsdog: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     total = 0 if args.nowalk else queue.fill_from_directory(args.walkdirinthreads)
     if args.watch:
         queue.watch()
@@ -205,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             if monitor is not None and latest is not None and latest.curves and time.monotonic() - last_plot > 1:
                 last_plot = time.monotonic()
                 monitor.update(*latest.curves[0]["array"][:3], os.path.basename(latest.path))
-            if idle and not args.watch:
+            if idle and (not args.watch or queue.error is not None):
                 break
     except KeyboardInterrupt:
         interrupted = True
@@ -247,6 +266,9 @@ def _summary(queue, interrupted: bool, args, out, workdir) -> int:
               file=out)
     for path, reason in sorted(h.failures.items()):
         print(f"FAILED {path}: {reason}", file=out)
+    if queue.error is not None:  # e.g. the Dask scheduler became unreachable (message says -r)
+        print(f"saxsdog: error: {queue.error}", file=sys.stderr)
+        return EXIT_FAILED
     if interrupted:
         print("saxsdog: interrupted; run again with -r to process the remaining images", file=out)
         return EXIT_INTERRUPTED

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import threading
+from itertools import chain
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,15 +112,41 @@ def format_chi(columns: Sequence[np.ndarray], calibration: dict[str, Any] | None
     return (_header(calibration, parameters, labels, nrows) + "\n " + body).encode("latin-1")
 
 
+class ChiFormatter:
+    """Renders curves that share an x column (one integrator's) faster than :func:`format_chi`.
+
+    The x column and the calibration line are formatted once; each curve then costs only
+    its intensity and error columns.  The bytes are identical to :func:`format_chi`'s.
+    """
+
+    def __init__(self, x: np.ndarray, calibration: dict[str, Any] | None, labels: Sequence[str]):
+        x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        self._x = ["%.18e" % v for v in x.tolist()]
+        self._row = "%s %.18e %.18e\n " * len(self._x)
+        self._calibration = json.dumps(calibration if calibration is not None else {}) + "\n"
+        self._tail = json.dumps(list(labels)) + "\n" + "   " + str(len(self._x)) + "\n "
+
+    def render(self, intensity: np.ndarray, error: np.ndarray, parameters: dict[str, Any] | None) -> bytes:
+        """The ``.chi`` bytes of one curve."""
+        cols = np.nan_to_num(np.column_stack([intensity, error]).astype(np.float64), nan=0.0,
+                             posinf=0.0, neginf=0.0)
+        values = chain.from_iterable(zip(self._x, cols[:, 0].tolist(), cols[:, 1].tolist()))
+        body = self._row % tuple(values)
+        head = self._calibration + json.dumps(parameters if parameters is not None else {}) + "\n" + self._tail
+        return (head + body).encode("latin-1")
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], content: bytes) -> None:
     """Write a file atomically: a temporary file in the same folder, then rename.
 
-    A reader (or a crash) never sees a half-written file.
+    A reader (or a crash) never sees a half-written file.  The temporary name is unique
+    per process (writers of the same file in different processes never collide) and
+    hidden, so directory scans ignore it.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".part", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "wb") as fh:
             fh.write(content)
         os.replace(tmp, path)
     except BaseException:

@@ -109,8 +109,9 @@ class WorkerPool:
         w.inflight[task_id] = task
         return True
 
-    def poll(self, timeout: float) -> tuple[list[tuple[ImageTask, list[ImageResult]]], list[ImageTask]]:
-        """Wait up to ``timeout`` for results.
+    def poll(self, timeout: float, wakeup: int | None = None
+             ) -> tuple[list[tuple[ImageTask, list[ImageResult]]], list[ImageTask]]:
+        """Wait up to ``timeout`` for results (or until ``wakeup``, a file descriptor, is readable).
 
         Returns
         -------
@@ -121,9 +122,11 @@ class WorkerPool:
         orphaned: list[ImageTask] = []
         conns = {w.conn: w for w in self.workers}
         sentinels = {w.process.sentinel: w for w in self.workers}
-        ready = wait(list(conns) + list(sentinels), timeout)
+        ready = wait(list(conns) + list(sentinels) + ([wakeup] if wakeup is not None else []), timeout)
         dead: set[_Worker] = set()
         for obj in ready:
+            if obj == wakeup:
+                continue
             if obj in conns:
                 w = conns[obj]
                 try:

@@ -12,11 +12,13 @@ import os
 import queue as _queue
 import threading
 import time
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
 from ..calibration import Calibration
+from ..errors import SaxsdogError
 from .history import History
 from .naming import in_directories, results_dir
 from .options import QueueOptions
@@ -33,6 +35,14 @@ ResultCallback = Callable[[ImageResult], None]
 def local_pool(calibration: Calibration, options: QueueOptions) -> WorkerPool:
     """The default execution backend: forked local worker processes."""
     return WorkerPool(lambda: ImageProcessor(calibration, options), options.workers)
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _signature(path: str) -> tuple[int, int] | None:
@@ -102,6 +112,12 @@ class ImageQueue:
         self.history = History()
         self._callbacks: list[ResultCallback] = [on_result] if on_result else []
         self._inbox: _queue.SimpleQueue = _queue.SimpleQueue()
+        # A push writes a byte here so the dispatcher wakes at once instead of at the end
+        # of its poll timeout (this is what keeps event-to-result latency low).
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        weakref.finalize(self, _close_fds, self._wake_r, self._wake_w)
         self._pending: deque[ImageTask] = deque()
         self._retry: list[tuple[float, int, ImageTask]] = []
         self._state: dict[str, str] = {}  # path -> pending | inflight | retry | done | failed
@@ -115,6 +131,8 @@ class ImageQueue:
         self._watcher: DirectoryWatcher | None = None
         self._pool: Any = None
         self._pool_factory = pool_factory or local_pool
+        #: Why dispatching stopped on its own (e.g. the Dask scheduler became unreachable).
+        self.error: SaxsdogError | None = None
         self.tracker = tracker
         self.ignored_files = 0
         self._restarts_before = 0
@@ -147,6 +165,10 @@ class ImageQueue:
         """
         self._idle.clear()
         self._inbox.put((os.path.abspath(path), force))
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (the dispatcher is awake anyway) or closed
 
     def fill_from_directory(self, in_threads: bool = False, force: bool = False) -> int:
         """Queue every image already in the directory; returns how many."""
@@ -173,6 +195,10 @@ class ImageQueue:
             self._watcher = None
         self._abort = abort
         self._stop.set()
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:
+            pass
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -269,6 +295,15 @@ class ImageQueue:
                     log.exception("result callback failed")
 
     def _run(self) -> None:
+        try:
+            self._dispatch()
+        except SaxsdogError as exc:  # the execution backend is gone (SchedulerUnreachable)
+            log.error("%s", exc)
+            self.error = exc
+            self._stop.set()
+            self._idle.set()  # wake wait_until_idle(); the caller checks .error
+
+    def _dispatch(self) -> None:
         pool = self._pool
         assert pool is not None
         while True:
@@ -305,7 +340,12 @@ class ImageQueue:
             timeout = 0.05
             if self._retry:
                 timeout = max(0.0, min(timeout, self._retry[0][0] - time.monotonic()))
-            done, orphaned = pool.poll(timeout)
+            done, orphaned = pool.poll(timeout, wakeup=self._wake_r)
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
             for task, results in done:
                 self._handle(task, results)
             for task in orphaned:  # their worker died: nothing is lost
