@@ -155,7 +155,11 @@ class Calibration:
         calibration file's folder (or the current folder for a dict).
     attachments
         Mask contents sent with the calibration (e.g. over the network), keyed by mask
-        index or by the ``MaskFile`` string; used instead of reading the file.
+        index or by the ``MaskFile`` string; used instead of reading the file.  Empty
+        content means no mask.
+    attachment_names
+        File names of the attachments by mask index (their suffix tells the format);
+        default: the ``MaskFile``.
     cache
         ``True``: the default operator cache; ``False``/``None``: no cache; a path: that
         cache folder.
@@ -171,6 +175,7 @@ class Calibration:
     def __init__(self, source: str | os.PathLike[str] | Mapping[str, Any], *,
                  base_dir: str | os.PathLike[str] | None = None,
                  attachments: Mapping[int | str, bytes] | None = None,
+                 attachment_names: Mapping[int, str] | None = None,
                  cache: bool | str | os.PathLike[str] | None = True,
                  method: str | None = None):
         if isinstance(source, Mapping):
@@ -196,6 +201,7 @@ class Calibration:
         self.base_dir = Path(base_dir) if base_dir is not None else default_base
         self.method = method
         self._attachments = dict(attachments or {})
+        self._attachment_names = dict(attachment_names or {})
         if cache is True:
             cache_dir = default_cache_dir()
         elif cache in (False, None):
@@ -244,8 +250,11 @@ class Calibration:
             name = entry["MaskFile"]
             json_path = f"$.Masks[{index}].MaskFile"
             content = self._attachments.get(index, self._attachments.get(name))
-            if content is not None:
-                self._masks[index] = read_mask_bytes(content, name, self.shape, json_path)
+            if content is not None and len(content) == 0:
+                self._masks[index] = None
+            elif content is not None:
+                fmt_name = self._attachment_names.get(index) or name
+                self._masks[index] = read_mask_bytes(content, fmt_name, self.shape, json_path)
             elif name == "":
                 self._masks[index] = None
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import json
 
 import numpy as np
@@ -84,3 +85,21 @@ def test_cached_formatter_gives_the_same_bytes():
         i[:7] = np.nan
         par = {"I0": float(rng.random())}
         assert f.render(i, e, par) == format_chi([q, i, e], {"Title": "t"}, par, RADIAL_LABELS)
+
+
+def test_stale_partials_of_dead_writers_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / "sub").mkdir()
+    stale = tmp_path / "sub" / f".a.chi.{dead}.1234.part"
+    live = tmp_path / f".b.chi.{os.getpid()}.1234.part"
+    other = tmp_path / ".notes.part"
+    for p in (stale, live, other):
+        p.write_text("x")
+    from saxsdog.io.chi import remove_stale_partials
+
+    assert remove_stale_partials(tmp_path) == 1
+    assert not stale.exists() and live.exists() and other.exists()

@@ -209,3 +209,19 @@ def test_stats_report_rates_and_stages(cal, data_dir, tmp_path):
     assert all(v > 0 for v in st["stage_seconds"].values())
     rec = q.history.records[0]
     assert rec["image_time"] is not None and rec["parameters"]["R0"]["I0"] > 0
+
+
+def test_abort_kills_workers_even_with_a_parent_sigterm_handler(cal, data_dir, tmp_path):
+    """Workers forked from a process with its own SIGTERM handler still die on abort."""
+    previous = signal.signal(signal.SIGTERM, lambda *a: None)
+    try:
+        link_images(data_dir / "buf1_00000.tif", tmp_path / "run", 2)
+        q = ImageQueue(cal, tmp_path / "run", QueueOptions(workers=2)).start()
+        pids = q.worker_pids()
+        q.stop(abort=True)
+        time.sleep(0.2)
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -224,3 +224,23 @@ def test_ledger_persists_across_connections(tmp_path):
     assert led2.unfinished("q") == ["/b.tif"]
     assert led2.counts("q") == {"done": 1, "queued": 1}
     assert led2.history("q")[0]["parameters"] == {"R0": {"I0": 1.0}}
+
+
+def test_mask_attachment_format_from_filenames_and_empty_frame(base, data_dir, tmp_path):
+    import fabio
+    import numpy as np
+
+    masked = np.flipud(fabio.open(str(data_dir / "AAA_integ.msk")).data).astype(np.uint8)
+    np.save(tmp_path / "m.npy", masked)
+    h = make_handler(base)
+    try:
+        arg, _ = new_request(data_dir)  # the calibration still says AAA_integ.msk
+        arg["filenames"] = ["/somewhere/my-mask.npy"]
+        r = h.execute("new", arg, [(tmp_path / "m.npy").read_bytes()])
+        assert r["result"] == "new queue", r
+        assert h.session.calibration.mask(0).sum() == 666_395
+        r = h.execute("new", arg, [b""])  # an empty frame: no mask
+        assert r["result"] == "new queue", r
+        assert h.session.calibration.mask(0) is None
+    finally:
+        h.shutdown()

@@ -239,15 +239,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _remove_partials(root: Path, options) -> None:
     """Temporary files left by a killed run (outputs are written to .part then renamed)."""
+    from saxsdog.io.chi import remove_stale_partials
     from saxsdog.pipeline.naming import results_dir
 
     top = Path(options.out_dir) if options.out_dir else results_dir(root, options).parent
-    if top.is_dir():
-        for p in top.rglob(".*.part"):
-            try:
-                p.unlink()
-            except OSError:
-                pass
+    for folder in {top, root}:
+        if folder.is_dir():
+            remove_stale_partials(folder)
 
 
 def _summary(queue, interrupted: bool, args, out, workdir) -> int:

@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ChiData", "format_chi", "write_chi", "read_chi", "atomic_write_bytes"]
+__all__ = ["ChiData", "ChiFormatter", "format_chi", "write_chi", "read_chi", "atomic_write_bytes",
+           "remove_stale_partials"]
 
 #: Column labels of a radial curve, as the original wrote them.
 RADIAL_LABELS = ["Scattering Vector  q [$nm^{-1}$]", "Intensity (Count/Pixel)", "Error Margin"]
@@ -155,6 +156,40 @@ def atomic_write_bytes(path: str | os.PathLike[str], content: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(folder: str | os.PathLike[str]) -> int:
+    """Delete temporary files left by writers that were killed (below ``folder``).
+
+    :func:`atomic_write_bytes` names its temporary files ``.<name>.<pid>.<thread>.part``;
+    one whose process no longer exists will never be renamed.  Files of live processes
+    are left alone.  Returns how many were removed.
+    """
+    removed = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if not (name.startswith(".") and name.endswith(".part")):
+                continue
+            parts = name[:-5].rsplit(".", 2)
+            if len(parts) != 3 or not parts[1].isdigit():
+                continue
+            if not _pid_alive(int(parts[1])):
+                try:
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
 
 
 def write_chi(path: str | os.PathLike[str], columns: Sequence[np.ndarray],

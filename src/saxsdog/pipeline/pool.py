@@ -24,8 +24,11 @@ PREFETCH = 2
 
 
 def _worker_main(conn: Connection, processor_factory: Callable[[], object]) -> None:
-    # Ctrl-C is handled by the coordinator, which stops workers in order.
+    # Ctrl-C is handled by the coordinator, which stops workers in order; SIGTERM must
+    # kill (a forked worker would otherwise inherit the parent's Python handler, e.g. the
+    # server's graceful-stop handler, and ignore terminate()).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     processor = processor_factory()
     while True:
         try:

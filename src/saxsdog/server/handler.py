@@ -85,7 +85,8 @@ class CommandHandler:
         if rec is None:
             return False
         try:
-            self._start_session(rec["directory"], rec["calibration"], rec["attachments"], rec["queue_id"])
+            self._start_session(rec["directory"], rec["calibration"], rec["attachments"], rec["queue_id"],
+                                rec.get("attachment_names"))
         except Exception as exc:
             log.error("cannot resume the saved queue: %s", exc)
             return False
@@ -100,9 +101,10 @@ class CommandHandler:
                 self.session = None
         self.ledger.close()
 
-    def _start_session(self, directory, calibration, attachments, queue_id=None) -> QueueSession:
+    def _start_session(self, directory, calibration, attachments, queue_id=None, names=None) -> QueueSession:
         session = QueueSession(self.basedir, self.state_dir, self.ledger, directory, calibration, attachments,
-                               self.options, queue_id=queue_id, pool_factory=self.pool_factory)
+                               self.options, queue_id=queue_id, pool_factory=self.pool_factory,
+                               attachment_names=names)
         for fn in self.listeners:
             session.queue.add_callback(fn)
         session.start(watch=self.watch, rescan_interval=self.rescan_interval)
@@ -167,12 +169,14 @@ class CommandHandler:
         att = {i: a for i, a in enumerate(attachments)} if attachments else {}
         if len(att) > max(len(masks) if isinstance(masks, list) else 0, 0):
             raise CommandError(f"{len(att)} attachments for {len(masks)} mask(s)")
+        filenames = arg.get("filenames") or []
+        names = {i: os.path.basename(n) for i, n in enumerate(filenames) if isinstance(n, str) and n and i in att}
         old = self.session
         if old is not None:
             old.stop()
             old.forget()
             self.session = None
-        self._start_session(directory, arg["calibration"], att)
+        self._start_session(directory, arg["calibration"], att, names=names)
         return {"result": "new queue", "data": {"directory": self.session.directory_arg,
                                                 "threads": self.options.workers}}
 

@@ -20,9 +20,10 @@ from typing import Any, Callable
 
 from ..calibration import Calibration
 from ..errors import CalibrationError
-from ..io.chi import atomic_write_bytes
+from ..io.chi import atomic_write_bytes, remove_stale_partials
 from ..io.images import is_image_file
 from ..pipeline import QueueOptions
+from ..pipeline.naming import results_dir
 from ..pipeline.queue import ImageQueue
 from ..pipeline.sources import walk_images
 from .ledger import Ledger
@@ -93,7 +94,7 @@ class QueueSession:
 
     def __init__(self, basedir: Path, state_dir: Path, ledger: Ledger, directory, calibration: dict[str, Any],
                  attachments: dict[int, bytes], options: QueueOptions, queue_id: str | None = None,
-                 pool_factory: Callable | None = None):
+                 pool_factory: Callable | None = None, attachment_names: dict[int, str] | None = None):
         self.basedir = Path(os.path.realpath(basedir))
         self.state_dir = state_dir
         self.ledger = ledger
@@ -107,7 +108,9 @@ class QueueSession:
         self.restored = queue_id is not None
         self.queue_id = queue_id or uuid.uuid4().hex
         self._check_mask_paths()
-        self.calibration = Calibration(calibration, base_dir=self.directory, attachments=attachments)
+        self.attachment_names = dict(attachment_names or {})
+        self.calibration = Calibration(calibration, base_dir=self.directory, attachments=attachments,
+                                       attachment_names=self.attachment_names)
         self.tracker = LedgerTracker(ledger, self.queue_id)
         self.queue = ImageQueue(self.calibration, self.directory, options, tracker=self.tracker,
                                 pool_factory=pool_factory)
@@ -133,6 +136,11 @@ class QueueSession:
     # -- lifecycle -------------------------------------------------------------------
     def start(self, watch: bool = False, rescan_interval: float = 30.0) -> None:
         """Start processing: new files only (a new queue), or resume (a restored one)."""
+        if self.restored:  # writers killed with the old server left temporary files
+            outputs = results_dir(self.directory, self.options).parent
+            for folder in {self.directory, outputs}:
+                if folder.is_dir():
+                    remove_stale_partials(folder)
         self.queue.start()
         if self.restored:
             for path in self.ledger.unfinished(self.queue_id):
@@ -156,6 +164,7 @@ class QueueSession:
             "directory": self.directory_arg,
             "calibration": self.calibration_raw,
             "attachments": {str(k): base64.b64encode(v).decode() for k, v in self.attachments.items()},
+            "attachment_names": {str(k): v for k, v in self.attachment_names.items()},
             "started": self.started,
         }
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -170,6 +179,7 @@ class QueueSession:
         try:
             rec = json.loads(p.read_text())
             rec["attachments"] = {int(k): base64.b64decode(v) for k, v in rec.get("attachments", {}).items()}
+            rec["attachment_names"] = {int(k): v for k, v in rec.get("attachment_names", {}).items()}
             return rec
         except (OSError, ValueError, KeyError) as exc:
             log.error("ignoring unreadable saved queue %s: %s", p, exc)
