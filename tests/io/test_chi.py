@@ -103,3 +103,25 @@ def test_stale_partials_of_dead_writers_are_removed(tmp_path):
 
     assert remove_stale_partials(tmp_path) == 1
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_partials_of_zombie_writers_are_stale(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # exited but not waited for: a zombie
+        with open(f"/proc/{child.pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.01)
+    stale = tmp_path / f".a.chi.{child.pid}.1.part"
+    stale.write_text("x")
+    from saxsdog.io.chi import remove_stale_partials
+
+    try:
+        assert remove_stale_partials(tmp_path) == 1 and not stale.exists()
+    finally:
+        child.wait()

@@ -159,13 +159,19 @@ def atomic_write_bytes(path: str | os.PathLike[str], content: bytes) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (a killed, unreaped writer is dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
 
 
 def remove_stale_partials(folder: str | os.PathLike[str]) -> int:
