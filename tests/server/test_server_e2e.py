@@ -269,3 +269,19 @@ def test_refusals_and_the_server_keeps_serving(tmp_path, base, data_dir):
         assert server.secret not in log
     finally:
         server.stop()
+
+
+def test_server_on_a_dask_cluster(tmp_path, base, data_dir):
+    pytest.importorskip("distributed", reason="dask[distributed] is needed for --scheduler")
+    server = Server(tmp_path, base, ["--rescan", "0", "--scheduler", "local"]).start()
+    try:
+        start_queue(server, data_dir)
+        images = link_images(data_dir / "buf1_00000.tif", base / "run", 40)
+        announce_all(server, images)
+        st = wait_done(server, 40)
+        assert st["images failed"] == 0 and st["error"] is None
+        rows = ledger_rows(base)
+        assert len(rows) == 40 and {s for _, s in rows} == {"done"}
+        assert len(list((base / "work").glob("*.chi"))) == 40
+    finally:
+        server.stop()

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024,
                    help="largest accepted request (default 64 MiB)")
     p.add_argument("--window", type=float, default=900.0, help="accepted request clock skew, seconds (default 900)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the workers on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' "
+                        "for a local Dask cluster of -t processes (needs dask[distributed])")
     p.add_argument("-v", "--verbose", action="store_true")
     add_network_arguments(p)
     return p
@@ -94,9 +97,26 @@ def main(argv: list[str] | None = None) -> int:
 
     options = QueueOptions(workers=args.threads, out_dir=Path(args.out).resolve() if args.out else None,
                            relpath=args.relpath, retry_timeout=args.retry_timeout, keep_curves=True)
+    pool_factory, cluster = None, None
+    if args.scheduler:
+        try:
+            from saxsdog.pipeline.dask_pool import dask_pool_factory
+        except ImportError as exc:
+            print(f"saxsdogserver: error: --scheduler needs dask[distributed]: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if not args.verbose:  # distributed logs every connection at INFO
+            logging.getLogger("distributed").setLevel(logging.WARNING)
+        address = args.scheduler
+        if address == "local":  # one cluster for every queue, not one per 'new'
+            from distributed import LocalCluster
+
+            cluster = LocalCluster(n_workers=args.threads, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0")
+            address = cluster.scheduler_address
+        pool_factory = dask_pool_factory(address)
     try:
         handler = CommandHandler(basedir, options, state_dir=state_dir, watch=args.watch,
-                                 rescan_interval=args.rescan)
+                                 rescan_interval=args.rescan, pool_factory=pool_factory)
     except SaxsdogError as exc:
         print(f"saxsdogserver: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -154,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         if http is not None:
             http.stop()
         handler.shutdown()
+        if cluster is not None:
+            cluster.close()
     print("saxsdogserver: stopped", flush=True)
     return EXIT_OK
 

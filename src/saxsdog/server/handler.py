@@ -153,6 +153,7 @@ class CommandHandler:
             "images failed": counts.get("failed", 0),
             "stage seconds": st["stage_seconds"],
             "worker restarts": st["worker_restarts"],
+            "error": None if s.queue.error is None else str(s.queue.error),
             "feeder events rejected": s.events_rejected,
             "time": now,
             "start time": s.started,
