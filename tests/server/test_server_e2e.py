@@ -285,3 +285,27 @@ def test_server_on_a_dask_cluster(tmp_path, base, data_dir):
         assert len(list((base / "work").glob("*.chi"))) == 40
     finally:
         server.stop()
+
+
+def test_daemon_mode_detaches_and_logs(tmp_path, base):
+    server = Server(tmp_path, base, ["--rescan", "0", "-d"])
+    r = subprocess.run(server.args, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0  # the foreground process returns at once
+    log = base / ".saxsdog" / "server.log"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (log.exists() and "serving" in log.read_text()):
+        time.sleep(0.1)
+    assert "serving" in log.read_text()
+    assert (log.stat().st_mode & 0o077) == 0  # private log
+    with server.client() as c:
+        assert c.request("stat")["result"] == "stat"
+    pids = subprocess.run(["pgrep", "-f", f"saxsdog.cli.server {base}"], capture_output=True,
+                          text=True).stdout.split()
+    assert pids
+    for pid in pids:
+        os.kill(int(pid), signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", f"saxsdog.cli.server {base}"],
+                                                         capture_output=True).returncode == 0:
+        time.sleep(0.1)
+    assert "stopped" in log.read_text()
