@@ -16,10 +16,8 @@ import copy
 import json
 import logging
 import os
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -29,6 +27,7 @@ from .core.integrators import (Curve, Integrator, PhiIntegrator, RadialIntegrato
 from .core.operator import (BinningOperator, build_phi_operator, build_radial_operator,
                             build_slice_operator)
 from .errors import CalibrationError
+from .schemas import json_path as _json_path, load_schema as _load_schema, validator
 from .io.chi import ChiFormatter, atomic_write_bytes
 from .io.masks import read_mask, read_mask_bytes
 from .io.operator_cache import OperatorCache, default_cache_dir, operator_key
@@ -38,30 +37,9 @@ __all__ = ["Calibration", "Slice", "load_schema", "validate_calibration"]
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=None)
-def _schema_text() -> str:
-    return resources.files("saxsdog.schemas").joinpath("calibration.schema.json").read_text()
-
-
 def load_schema() -> dict[str, Any]:
     """The calibration JSON Schema (a fresh copy)."""
-    return json.loads(_schema_text())
-
-
-@lru_cache(maxsize=None)
-def _validator():
-    import jsonschema
-
-    schema = load_schema()
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)
-
-
-def _json_path(parts: Iterable[Any]) -> str:
-    out = "$"
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return out
+    return _load_schema("calibration.schema.json")
 
 
 def _expected(error) -> str:
@@ -101,7 +79,7 @@ def validate_calibration(config: Any) -> None:
 
     if not isinstance(config, dict):
         raise CalibrationError("a calibration must be a JSON object", "$", config, "a JSON object")
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(config))
+    error = jsonschema.exceptions.best_match(validator("calibration.schema.json").iter_errors(config))
     if error is None:
         return
     parts = list(error.absolute_path)

@@ -41,17 +41,16 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from saxsdog.errors import SaxsdogError
+from saxsdog.io.atomic import atomic_output
+from saxsdog.schemas import load_schema as _load_schema, validator
 
 __all__ = [
     "MAC_EPOCH_OFFSET",
@@ -135,22 +134,9 @@ def unix_to_mac(t: Any) -> Any:
 # --------------------------------------------------------------------------- #
 
 
-@lru_cache(maxsize=None)
-def _schema_text() -> str:
-    return resources.files("saxsdog.schemas").joinpath("datamerge.schema.json").read_text()
-
-
 def load_schema() -> dict[str, Any]:
     """The Data Consolidation JSON Schema (draft 2020-12), a fresh copy."""
-    return json.loads(_schema_text())
-
-
-@lru_cache(maxsize=None)
-def _validator():
-    import jsonschema
-
-    schema = load_schema()
-    return jsonschema.Draft202012Validator(schema)
+    return _load_schema("datamerge.schema.json")
 
 
 def _json_path(parts: Iterable[Any]) -> str:
@@ -190,7 +176,7 @@ def validate_merge_config(config: Any) -> None:
     if not isinstance(config, Mapping):
         raise MergeConfigError("a merge configuration must be a JSON object", "$", config,
                                "a JSON object")
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(dict(config)))
+    error = jsonschema.exceptions.best_match(validator("datamerge.schema.json").iter_errors(dict(config)))
     if error is None:
         return
     parts = list(error.absolute_path)
@@ -820,17 +806,8 @@ def merge_data(config: Mapping[str, Any], base_dir: _PathLike = ".", images: Any
 
 def _atomic(path: Path, writer) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_output(path) as tmp:
+        writer(tmp)
 
 
 def _records(df) -> list[dict[str, Any]]:

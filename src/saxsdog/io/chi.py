@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from itertools import chain
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from .atomic import atomic_write_bytes, remove_stale_partials
 
 __all__ = ["ChiData", "ChiFormatter", "format_chi", "write_chi", "read_chi", "atomic_write_bytes",
            "remove_stale_partials"]
@@ -135,67 +136,6 @@ class ChiFormatter:
         body = self._row % tuple(values)
         head = self._calibration + json.dumps(parameters if parameters is not None else {}) + "\n" + self._tail
         return (head + body).encode("latin-1")
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], content: bytes) -> None:
-    """Write a file atomically: a temporary file in the same folder, then rename.
-
-    A reader (or a crash) never sees a half-written file.  The temporary name is unique
-    per process (writers of the same file in different processes never collide) and
-    hidden, so directory scans ignore it.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie (a killed, unreaped writer is dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[1].split()[0]
-        return state not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
-
-
-def remove_stale_partials(folder: str | os.PathLike[str]) -> int:
-    """Delete temporary files left by writers that were killed (below ``folder``).
-
-    :func:`atomic_write_bytes` names its temporary files ``.<name>.<pid>.<thread>.part``;
-    one whose process no longer exists will never be renamed.  Files of live processes
-    are left alone.  Returns how many were removed.
-    """
-    removed = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            if not (name.startswith(".") and name.endswith(".part")):
-                continue
-            parts = name[:-5].rsplit(".", 2)
-            if len(parts) != 3 or not parts[1].isdigit():
-                continue
-            if not _pid_alive(int(parts[1])):
-                try:
-                    os.unlink(os.path.join(root, name))
-                    removed += 1
-                except OSError:
-                    pass
-    return removed
 
 
 def write_chi(path: str | os.PathLike[str], columns: Sequence[np.ndarray],

@@ -66,13 +66,14 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from .atomic import temporary_name
 
 __all__ = [
     "NXCANSAS_VERSION",
@@ -359,10 +360,7 @@ class NXcanSASRunWriter:
         self._q_path: bytes | None = None
         self._shared_paths: tuple[bytes, bytes] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + self.path.name + ".", suffix=".part",
-                                   dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temporary_name(self.path)
         self._file = self._tfile = None
         try:
             # Creation order is tracked so that readers list the frames in write order.

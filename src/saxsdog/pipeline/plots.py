@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..io.atomic import atomic_output
+
 
 def _pyplot(interactive: bool = False):
     import matplotlib
@@ -47,9 +49,8 @@ def _save(fig, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    tmp = path.with_name("." + path.name + ".part" + path.suffix)
-    fig.savefig(tmp, format=path.suffix.lstrip("."))
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."))
 
 
 def write_curve_plot(curve, path: str | os.PathLike[str], title: str = "") -> None:
@@ -62,10 +63,8 @@ def write_image_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
     import matplotlib.image
 
     data = np.log10(np.clip(np.asarray(image, dtype=np.float64), 1, None))
-    path = Path(path)
-    tmp = path.with_name("." + path.name + ".part.png")
-    matplotlib.image.imsave(tmp, data, cmap="viridis", origin="upper")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        matplotlib.image.imsave(tmp, data, cmap="viridis", origin="upper", format="png")
 
 
 class PlotMonitor:

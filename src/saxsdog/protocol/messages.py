@@ -50,11 +50,10 @@ from __future__ import annotations
 
 import json
 import math
-from functools import lru_cache
-from importlib import resources
 from typing import Any, Iterable, Mapping, Sequence
 
 from saxsdog.errors import SaxsdogError
+from saxsdog.schemas import load_schema as _load_schema, validator
 
 from .signing import canonical_json
 
@@ -142,23 +141,8 @@ def canonical_command(name: str) -> str:
 
 # --------------------------------------------------------------------------- schemas
 
-@lru_cache(maxsize=None)
-def _schema_text(name: str) -> str:
-    return resources.files("saxsdog.schemas").joinpath(name).read_text(encoding="utf-8")
-
-
-def load_schema(name: str) -> dict[str, Any]:
-    """A schema shipped in ``saxsdog/schemas`` (e.g. ``"leash_request.schema.json"``)."""
-    return json.loads(_schema_text(name))
-
-
-@lru_cache(maxsize=None)
-def _validator(name: str):
-    import jsonschema
-
-    schema = load_schema(name)
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)
+load_schema = _load_schema
+_validator = validator
 
 
 def json_path(parts: Iterable[Any]) -> str:

@@ -1,0 +1,42 @@
+"""The JSON Schemas shipped with saxsdog, and cached validators for them.
+
+``calibration.schema.json`` (calibration files), ``leash_request.schema.json`` and
+``leash_response.schema.json`` (the leash protocol), ``network.schema.json`` (the network
+file) and ``datamerge.schema.json`` (data consolidation).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+__all__ = ["load_schema", "validator", "json_path"]
+
+
+@lru_cache(maxsize=None)
+def _schema_text(name: str) -> str:
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """A fresh copy of a shipped schema, e.g. ``load_schema("calibration.schema.json")``."""
+    return json.loads(_schema_text(name))
+
+
+@lru_cache(maxsize=None)
+def validator(name: str):
+    """A cached ``jsonschema`` validator of the schema's own draft."""
+    import jsonschema
+
+    schema = load_schema(name)
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def json_path(parts) -> str:
+    """``$.Masks[0].MaskFile`` style path from jsonschema's path parts."""
+    out = "$"
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
