@@ -44,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not process images already there (only new ones, with -w)")
     p.add_argument("-D", "--walkdirinthreads", action="store_true",
                    help="scan the sub-directories in parallel threads")
-    p.add_argument("--format", choices=["chi"], default="chi", help="output format (default: chi)")
+    p.add_argument("--format", choices=["chi", "nxcansas", "nxcansas-run"], default="chi",
+                   help="output format: chi (default; one .chi file per image and mask), nxcansas (one "
+                        "NXcanSAS .h5 per image, every mask as an entry), nxcansas-run (one NXcanSAS file "
+                        "per run holding every frame: OUTPUT/<run name>.h5; with -r, frames already in "
+                        "earlier run files are skipped and the rest go to <run name>_001.h5, ...)")
+    p.add_argument("--run-name", metavar="NAME",
+                   help="name of the nxcansas-run file (default: the directory's name)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run the workers on a Dask cluster: its scheduler address (tcp://host:8786), or "
                         "'local' for a local Dask cluster of -t processes (needs dask[distributed])")
@@ -177,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         write_svg=args.svg, write_png=args.png,
         retry_timeout=args.retry_timeout,
         output_format=args.format,
+        run_name=args.run_name,
+        replace_run_file=not args.resume,
         keep_curves=args.plotmonitor,
     )
     if args.resume:
@@ -262,6 +270,8 @@ def _summary(queue, interrupted: bool, args, out, workdir) -> int:
         stages = st["stage_seconds"]
         print("saxsdog: mean per frame: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in stages.items()),
               file=out)
+    for path in queue.run_files:
+        print(f"saxsdog: run file {path}", file=out)
     for path, reason in sorted(h.failures.items()):
         print(f"FAILED {path}: {reason}", file=out)
     if queue.error is not None:  # e.g. the Dask scheduler became unreachable (message says -r)

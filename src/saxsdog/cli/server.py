@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run the workers on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' "
                         "for a local Dask cluster of -t processes (needs dask[distributed])")
+    p.add_argument("--format", choices=["chi", "nxcansas", "nxcansas-run"], default="chi",
+                   help="output format: chi (default), nxcansas (one NXcanSAS .h5 per image) or nxcansas-run "
+                        "(one NXcanSAS file per queue, <directory name>.h5 in the output folder, closed when "
+                        "the queue closes; a restarted or new queue on the same directory starts "
+                        "<name>_001.h5 ...)")
     p.add_argument("-v", "--verbose", action="store_true")
     add_network_arguments(p)
     return p
@@ -96,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         _daemonize(state_dir / "server.log")
 
     options = QueueOptions(workers=args.threads, out_dir=Path(args.out).resolve() if args.out else None,
-                           relpath=args.relpath, retry_timeout=args.retry_timeout, keep_curves=True)
+                           relpath=args.relpath, retry_timeout=args.retry_timeout, keep_curves=True,
+                           output_format=args.format)
     pool_factory, cluster = None, None
     if args.scheduler:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .options import QueueOptions
@@ -61,3 +62,50 @@ def in_directories(image: str | os.PathLike[str], root: str | os.PathLike[str], 
         if rel == Path(d) or Path(d) in rel.parents:
             return True
     return False
+
+
+def frame_name(image: str | os.PathLike[str], root: str | os.PathLike[str], index: int = 0,
+               nframes: int = 1) -> str:
+    """A frame's name in run files: the image path relative to ``root`` (POSIX separators),
+    with ``#<index>`` for frames of multi-frame files.
+
+    Images outside ``root`` are named by their file name alone.
+    """
+    image = Path(image)
+    try:
+        rel = image.resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        rel = image.name
+    return f"{rel}#{index}" if nframes > 1 else rel
+
+
+def output_root(root: str | os.PathLike[str], options: QueueOptions) -> Path:
+    """Folder of the run files: the ``-o`` folder, else the parent of :func:`results_dir`."""
+    if options.out_dir is not None:
+        return Path(options.out_dir)
+    return results_dir(root, options).parent
+
+
+def run_file_path(folder: str | os.PathLike[str], run_name: str, number: int = 0,
+                  suffix: str = "") -> Path:
+    """``<folder>/<run name>[_<NNN>]<suffix>.h5``: the run file of one integrator.
+
+    ``number`` 0 is the first run file of that name; resumed runs count 1, 2, ...;
+    ``suffix`` is the integrator's output suffix (``""`` for the first, ``_cR1`` ...).
+    """
+    stem = run_name if number == 0 else f"{run_name}_{number:03d}"
+    return Path(folder) / f"{stem}{suffix}.h5"
+
+
+def existing_run_files(folder: str | os.PathLike[str], run_name: str) -> dict[int, Path]:
+    """The first integrator's run files of ``run_name`` in ``folder``, by number."""
+    folder = Path(folder)
+    found: dict[int, Path] = {}
+    if not folder.is_dir():
+        return found
+    pattern = re.compile(re.escape(run_name) + r"(?:_(\d{3}))?\.h5")
+    for p in folder.iterdir():
+        m = pattern.fullmatch(p.name)
+        if m and p.is_file():
+            found[int(m.group(1) or 0)] = p
+    return found

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: The values of :attr:`QueueOptions.output_format`.
+OUTPUT_FORMATS = ("chi", "nxcansas", "nxcansas-run")
+
 
 @dataclass
 class QueueOptions:
@@ -34,7 +37,23 @@ class QueueOptions:
     retry_initial
         First back-off delay in seconds (doubles each retry).
     output_format
-        ``"chi"`` (NXcanSAS once available).
+        ``"chi"`` (default): one ``.chi`` file per integrator and frame.
+        ``"nxcansas"``: one NXcanSAS file per frame, ``<base>.h5``, holding every
+        integrator's curve as one entry each.
+        ``"nxcansas-run"``: one NXcanSAS file per run holding every frame, written by the
+        coordinator: ``<output root>/<run name>.h5`` (further integrators:
+        ``<run name>_c<kind><n>.h5``), renamed into place when the queue stops.
+        NXcanSAS holds I(q) curves: Phi-mode integrators (I versus azimuth) keep writing
+        ``.chi`` files in both NXcanSAS formats.
+    run_name
+        Name of the run file (``nxcansas-run``); default: the processed directory's name
+        (for streams ``series_<id>``).
+    replace_run_file
+        Replace an existing run file of the same name (the ``saxsdog`` command without
+        ``-r``).  Otherwise (the default, and always with ``resume`` or ``overwrite``
+        false) a new file ``<run name>_<NNN>.h5`` is started next to the existing ones,
+        and with ``resume`` or ``overwrite`` false the frames those files hold already
+        are skipped.
     keep_curves
         Send the curves back to the coordinator (for live plots), at most every
         ``curve_interval`` seconds per worker.
@@ -52,5 +71,7 @@ class QueueOptions:
     retry_timeout: float = 10.0
     retry_initial: float = 0.05
     output_format: str = "chi"
+    run_name: str | None = None
+    replace_run_file: bool = False
     keep_curves: bool = False
     curve_interval: float = 0.1

@@ -6,10 +6,12 @@ thread-safe inbox.  Results go to the history, the live file list and any callba
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import os
 import queue as _queue
+import signal
 import threading
 import time
 import weakref
@@ -20,8 +22,8 @@ from typing import Any, Callable
 from ..calibration import Calibration
 from ..errors import SaxsdogError
 from .history import History
-from .naming import in_directories, results_dir
-from .options import QueueOptions
+from .naming import existing_run_files, frame_name, in_directories, output_root, results_dir, run_file_path
+from .options import OUTPUT_FORMATS, QueueOptions
 from .pool import WorkerPool
 from .sources import DirectoryWatcher, walk_images
 from .tasks import ImageResult, ImageTask
@@ -31,10 +33,33 @@ log = logging.getLogger(__name__)
 
 ResultCallback = Callable[[ImageResult], None]
 
+#: An image whose worker died this often is reported as failed instead of being re-queued.
+MAX_WORKER_DEATHS = 3
+
+
+def _worker_processor(calibration: Calibration, options: QueueOptions) -> ImageProcessor:
+    """Runs first in a new worker, after it restored SIGTERM's default action."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a pending one kills it now
+    return ImageProcessor(calibration, options)
+
 
 def local_pool(calibration: Calibration, options: QueueOptions) -> WorkerPool:
-    """The default execution backend: forked local worker processes."""
-    return WorkerPool(lambda: ImageProcessor(calibration, options), options.workers)
+    """The default execution backend: forked local worker processes.
+
+    SIGTERM is blocked while the workers are forked: a worker inherits the parent's Python
+    signal handlers (the server ignores SIGTERM there to stop gracefully) until it resets
+    them, and an abort right after the start would otherwise be lost in that window.  The
+    worker unblocks it once its default action is back (:func:`_worker_processor`).
+    """
+    factory = functools.partial(_worker_processor, calibration, options)
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        return WorkerPool(factory, options.workers)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        return WorkerPool(factory, options.workers)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _close_fds(*fds: int) -> None:
@@ -76,6 +101,128 @@ class LiveFileList:
 
     def close(self) -> None:
         self._fh.close()
+
+
+class RunSink:
+    """Appends every frame's curves to NXcanSAS run files (used by the dispatcher thread only).
+
+    One file per I(q) integrator: ``<folder>/<run name>.h5`` for the first,
+    ``<run name>_c<kind><n>.h5`` for further masks and slices (Phi-mode curves are not
+    I(q) and stay ``.chi`` files).  Each frame is one NXcanSAS entry titled with its name
+    (:attr:`ImageResult.name`); a frame name seen before is not appended again (retried or
+    re-queued images).  The files are written under hidden temporary names and renamed into
+    place by :meth:`close`.
+
+    Existing run files of the same name are replaced only with ``replace=True``; otherwise
+    the run goes to the next free ``<run name>_<NNN>.h5``, and with ``skip_known`` the frames
+    the existing files hold are skipped (resume).
+
+    Parameters
+    ----------
+    calibration
+        The calibration (q grids, integrator kinds, instrument fields).
+    folder
+        Where the run files go.
+    run_name
+        Called once, when the name is first needed: returns the run name.
+    replace, skip_known
+        See above.
+    """
+
+    def __init__(self, calibration: Calibration, folder: Path, run_name: Callable[[], str],
+                 replace: bool = False, skip_known: bool = False):
+        self.calibration = calibration
+        self.folder = Path(folder)
+        self._run_name = run_name
+        self.replace = replace
+        self.skip_known = skip_known
+        suffixes = calibration.output_suffixes()
+        self.integrators = [(k, sfx) for k, (it, sfx) in enumerate(zip(calibration.integrators, suffixes))
+                            if it.kind != "Phi"]
+        self.name: str | None = None
+        self.number = 0
+        self.paths: list[Path] = []
+        self._known: dict[str, set[int]] = {}
+        self._writers: list[Any] = []
+        self._appended: set[str] = set()
+        self.frames = 0
+        self.closed: list[Path] = []
+        self.finished = False
+
+    def _resolve(self) -> None:
+        if self.name is not None:
+            return
+        name = self._run_name()
+        existing = existing_run_files(self.folder, name)
+        if existing and not self.replace:
+            self.number = max(existing) + 1
+            if self.skip_known:
+                for path in existing.values():
+                    for title in _entry_titles(path):
+                        rel, _, idx = title.rpartition("#")
+                        if rel and idx.isdigit():
+                            self._known.setdefault(rel, set()).add(int(idx))
+                        else:
+                            self._known.setdefault(title, set()).add(0)
+        self.name = name
+        self.paths = [run_file_path(self.folder, name, self.number, sfx) for _, sfx in self.integrators]
+
+    def skip_frames(self, image: str, root: str) -> frozenset[int]:
+        """Frame indices of ``image`` already in earlier run files (resume)."""
+        self._resolve()
+        if not self._known:
+            return frozenset()
+        return frozenset(self._known.get(frame_name(image, root), ()))
+
+    def add(self, result: ImageResult) -> None:
+        """Append one frame's curves (integrated, successful results only)."""
+        if result.error is not None or result.skipped or not result.curves or not self.integrators:
+            return
+        self._resolve()
+        name = result.name or Path(result.path).name
+        if name not in self._appended:
+            if not self._writers:
+                from ..io.nxcansas import NXcanSASRunWriter
+
+                for (k, _), path in zip(self.integrators, self.paths):
+                    self._writers.append(NXcanSASRunWriter(path, self.calibration.integrators[k].x,
+                                                           self.calibration.raw, title=self.name or ""))
+            for (k, _), writer in zip(self.integrators, self._writers):
+                graph = result.curves[k]
+                x, intensity, error = graph["array"][:3]
+                key = f"{self.calibration.integrators[k].kind[0]}{k}"
+                writer.append(name, intensity, error, result.metadata, result.parameters.get(key, {}),
+                              q=x)
+            self._appended.add(name)
+            self.frames += 1
+        result.outputs = [str(p) for p in self.paths] + [o for o in result.outputs if not o.endswith(".h5")]
+
+    def close(self) -> list[Path]:
+        """Rename the run files into place; returns them (none if no frame was appended)."""
+        writers, self._writers = self._writers, []
+        self.finished = True
+        for w in writers:
+            try:
+                self.closed.append(w.close())
+            except Exception:  # a full disk must not hide the other files
+                log.exception("cannot close the run file %s", w.path)
+        return self.closed
+
+
+def _entry_titles(path: Path) -> list[str]:
+    """The frame names (entry titles) of an NXcanSAS run file."""
+    import h5py
+
+    titles: list[str] = []
+    try:
+        with h5py.File(path, "r") as f:
+            for entry in f.values():
+                if isinstance(entry, h5py.Group) and "title" in entry:
+                    t = entry["title"][()]
+                    titles.append(t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t))
+    except OSError as exc:
+        log.warning("cannot read the earlier run file %s: %s", path, exc)
+    return titles
 
 
 class ImageQueue:
@@ -137,9 +284,31 @@ class ImageQueue:
         self.ignored_files = 0
         self._restarts_before = 0
         self.queued_total = 0
+        if self.options.output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown output format {self.options.output_format!r} "
+                             f"(one of {', '.join(OUTPUT_FORMATS)})")
+        #: Run name proposed by a source (a stream's ``series_<id>``) when ``options.run_name`` is unset.
+        self.run_name_hint: str | None = None
+        self._sink: RunSink | None = None
+        if self.options.output_format == "nxcansas-run":
+            self._sink = RunSink(calibration, output_root(self.root, self.options), self._run_name,
+                                 replace=self.options.replace_run_file and self.options.overwrite
+                                 and not self.options.resume,
+                                 skip_known=self.options.resume or not self.options.overwrite)
+        self._crashes: dict[str, int] = {}
         self.filelist: LiveFileList | None = None
         if self.options.live_filelist:
             self.filelist = LiveFileList(results_dir(self.root, self.options) / "filelist.txt")
+
+    def _run_name(self) -> str:
+        return self.options.run_name or self.run_name_hint or Path(self.root).name
+
+    @property
+    def run_files(self) -> list[Path]:
+        """NXcanSAS run files: where they will be, or, after :meth:`stop`, those written."""
+        if self._sink is None:
+            return []
+        return list(self._sink.closed) if self._sink.finished else list(self._sink.paths)
 
     # -- control ---------------------------------------------------------------------
     def add_callback(self, fn: ResultCallback) -> None:
@@ -169,6 +338,25 @@ class ImageQueue:
             os.write(self._wake_w, b"\0")
         except (BlockingIOError, OSError):
             pass  # the pipe is full (the dispatcher is awake anyway) or closed
+
+    def push_task(self, task: ImageTask) -> None:
+        """Queue an in-memory frame (``task.payload``; thread-safe).
+
+        ``task.path`` names it (``<root>/<series>_<frame:06d>`` for streams): a name seen
+        before is dropped.
+        """
+        self._idle.clear()
+        self._inbox.put(task)
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    @property
+    def backlog(self) -> int:
+        """Tasks queued but not finished (cheap; for sources that must not run ahead)."""
+        pool = self._pool
+        return self._inbox.qsize() + len(self._pending) + len(self._retry) + (pool.inflight if pool else 0)
 
     def fill_from_directory(self, in_threads: bool = False, force: bool = False) -> int:
         """Queue every image already in the directory; returns how many."""
@@ -209,6 +397,9 @@ class ImageQueue:
             else:
                 self._pool.close()
             self._pool = None
+        if self._sink is not None:
+            # also after an abort: the frames processed so far are real results
+            self._sink.close()
         if self.filelist is not None:
             self.filelist.close()
             self.filelist = None
@@ -257,16 +448,34 @@ class ImageQueue:
             self.tracker.queued(path, sig)
         self._state[path] = "pending"
         self._signature[path] = sig
-        self._pending.append(ImageTask(path, self.root, 0, time.monotonic()))
+        skip = self._sink.skip_frames(path, self.root) if self._sink is not None and self._sink.skip_known \
+            else frozenset()
+        self._pending.append(ImageTask(path, self.root, 0, time.monotonic(), skip_frames=skip))
+        self.queued_total += 1
+
+    def _accept_task(self, task: ImageTask) -> None:
+        path = task.path
+        if path in self._state:
+            return  # the same frame again
+        if self.tracker is not None:
+            if not self.tracker.should_accept(path, None, False):
+                return
+            self.tracker.queued(path, None)
+        self._state[path] = "pending"
+        self._signature[path] = None
+        self._pending.append(ImageTask(path, task.root, 0, time.monotonic(), payload=task.payload))
         self.queued_total += 1
 
     def _handle(self, task: ImageTask, results: list[ImageResult]) -> None:
         retry = next((r for r in results if r.error is not None and r.retryable), None)
+        again = False
         if retry is not None:
             waited = time.monotonic() - task.first_seen
             if waited < self.options.retry_timeout and not self._stop.is_set():
+                again = True
                 delay = min(2.0, self.options.retry_initial * (2 ** task.attempt))
-                nxt = ImageTask(task.path, task.root, task.attempt + 1, task.first_seen)
+                nxt = ImageTask(task.path, task.root, task.attempt + 1, task.first_seen, task.payload,
+                                task.skip_frames)
                 self._seq += 1
                 heapq.heappush(self._retry, (time.monotonic() + delay, self._seq, nxt))
                 self._state[task.path] = "retry"
@@ -275,13 +484,23 @@ class ImageQueue:
             else:
                 retry.error = f"still incomplete after {waited:.1f} s: {retry.error}"
                 retry.retryable = False
-                self._state[task.path] = "failed"
-                if self.tracker is not None:
-                    self.tracker.finished(task.path, results, _signature(task.path))
+        if self._sink is not None:
+            for r in results:
+                try:
+                    self._sink.add(r)
+                except Exception as exc:  # e.g. a full disk: the frame failed
+                    log.exception("cannot append %s to the run file", r.name or r.path)
+                    r.error = f"cannot append to the run file: {exc}"
+        if again:
+            pass
+        elif retry is not None:
+            self._state[task.path] = "failed"
+            if self.tracker is not None:
+                self.tracker.finished(task.path, results, _signature(task.path))
         else:
             failed = any(r.error is not None for r in results)
             self._state[task.path] = "failed" if failed else "done"
-            self._signature[task.path] = _signature(task.path)
+            self._signature[task.path] = _signature(task.path) if task.payload is None else None
             if self.tracker is not None:
                 self.tracker.finished(task.path, results, self._signature[task.path])
         for r in results:
@@ -309,9 +528,13 @@ class ImageQueue:
         while True:
             while True:
                 try:
-                    self._accept(*self._inbox.get_nowait())
+                    item = self._inbox.get_nowait()
                 except _queue.Empty:
                     break
+                if isinstance(item, ImageTask):
+                    self._accept_task(item)
+                else:
+                    self._accept(*item)
             if self._stop.is_set() and (self._abort or True):
                 if self._abort or (not self._pending and not self._retry and pool.inflight == 0):
                     break
@@ -349,5 +572,11 @@ class ImageQueue:
             for task, results in done:
                 self._handle(task, results)
             for task in orphaned:  # their worker died: nothing is lost
+                crashes = self._crashes[task.path] = self._crashes.get(task.path, 0) + 1
+                if crashes >= MAX_WORKER_DEATHS:
+                    # an image that kills every worker that touches it must not loop forever
+                    self._handle(task, [ImageResult(task.path, error=f"the worker processing it died "
+                                                                     f"{crashes} times", processed_at=time.time())])
+                    continue
                 self._state[task.path] = "pending"
                 self._pending.appendleft(task)

@@ -7,25 +7,63 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class FramePayload:
+    """One detector frame held in memory, still compressed (e.g. received from a stream).
+
+    The coordinator only forwards these bytes; the worker decodes them (see
+    :func:`saxsdog.streams.codecs.decode_frame`), so decompression runs in parallel.
+
+    Attributes
+    ----------
+    data
+        The encoded pixels (the stream's data blob).
+    dtype
+        NumPy name of the pixel type (``"uint32"``, ``"uint16"``, ...).
+    shape
+        ``(rows, columns)`` in NumPy order (a Dectris header's ``[x, y]`` reversed).
+    encoding
+        ``"bs32-lz4<"`` (bitshuffle + LZ4), ``"lz4<"`` (plain LZ4 block), ``"<"`` or ``""``
+        (raw little-endian); see :func:`saxsdog.streams.codecs.decode_frame`.
+    metadata
+        Scalar header values of the frame (``timestamp``, ``series``, ``frame``, ...).
+    """
+
+    data: bytes
+    dtype: str
+    shape: tuple[int, int]
+    encoding: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ImageTask:
-    """One image file to process (all of its frames).
+    """One image to process: a file (all of its frames), or one in-memory frame.
 
     Attributes
     ----------
     path
-        Absolute path of the image file.
+        Absolute path of the image file; for an in-memory frame a virtual path inside
+        ``root`` whose name is the frame's name (``<root>/<series>_<frame:06d>``), which
+        also names its outputs and de-duplicates it.
     root
         The directory being processed (for output naming).
     attempt
         How many times it was tried already.
     first_seen
         Monotonic time when it was first queued (for the retry timeout).
+    payload
+        The frame itself when it does not come from a file (detector streams).
+    skip_frames
+        Frame indices whose results exist already (resuming into NXcanSAS run files):
+        they are reported as skipped without being integrated.
     """
 
     path: str
     root: str
     attempt: int = 0
     first_seen: float = 0.0
+    payload: FramePayload | None = None
+    skip_frames: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -53,6 +91,11 @@ class ImageResult:
     curves
         When requested, every integrator's curve as the original's graph objects:
         ``{"kind", "conf", "columnLabels", "array": [x, I, err, stddev]}`` (NumPy arrays).
+        Always present for frames integrated for NXcanSAS run files.
+    name
+        The frame's name in run files and plots: the image path relative to the queue's
+        directory (``sub/img_00001.tif``), ``#<index>`` appended for frames of multi-frame
+        files, or ``<series>_<frame:06d>`` for streamed frames.
     """
 
     path: str
@@ -68,6 +111,7 @@ class ImageResult:
     worker: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
     curves: list[dict[str, Any]] | None = None
+    name: str = ""
 
     @property
     def ok(self) -> bool:

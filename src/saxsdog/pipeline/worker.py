@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from ..calibration import Calibration
-from ..errors import ImageError
+from ..errors import CorruptImageError, ImageError, ImageShapeError
 from ..io.chi import atomic_write_bytes
-from ..io.images import iter_frames, read_header
-from .naming import output_base
-from .options import QueueOptions
+from ..io.images import Frame, iter_frames, read_header
+from .naming import frame_name, output_base
+from .options import OUTPUT_FORMATS, QueueOptions
 from .tasks import ImageResult, ImageTask
 
 
@@ -27,39 +27,92 @@ class ImageProcessor:
         The calibration (its operators are shared read-only with forked workers).
     options
         Queue options.
+
+    Notes
+    -----
+    Output formats (``options.output_format``):
+
+    ``chi``
+        One ``.chi`` file per integrator (byte-identical to :meth:`Calibration.write_chi`).
+    ``nxcansas``
+        One NXcanSAS file ``<base>.h5`` per frame with one entry per I(q) integrator,
+        written atomically.
+    ``nxcansas-run``
+        No file per frame: every frame's curves travel back in :attr:`ImageResult.curves`
+        and the coordinator appends them to the run files.
+
+    Phi-mode integrators (I versus azimuth, not q) keep their ``.chi`` files in both
+    NXcanSAS formats.
     """
 
     def __init__(self, calibration: Calibration, options: QueueOptions):
+        if options.output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown output format {options.output_format!r} "
+                             f"(one of {', '.join(OUTPUT_FORMATS)})")
         self.calibration = calibration
         self.options = options
+        self.format = options.output_format
         self.suffixes = calibration.output_suffixes()
         self.keys = [f"{it.kind[0]}{i}" for i, it in enumerate(calibration.integrators)]
+        kinds = [it.kind for it in calibration.integrators]
+        #: Integrators written as NXcanSAS entries (every one but Phi-mode).
+        self.nx_index = [i for i, k in enumerate(kinds) if k != "Phi"] if self.format != "chi" else []
+        #: Integrators written as .chi files.
+        self.chi_index = (list(range(len(kinds))) if self.format == "chi"
+                          else [i for i, k in enumerate(kinds) if k == "Phi"])
         self._last_curves = -1e9
 
     def outputs_for(self, task: ImageTask, frame: int | None) -> list[Path]:
-        """All output files of one frame (``frame=None`` for single-frame files)."""
+        """All output files of one frame (``frame=None`` for single-frame files).
+
+        For ``nxcansas-run`` these are only the Phi-mode ``.chi`` files: the run files are
+        the coordinator's.
+        """
         base = output_base(task.path, task.root, self.options, frame)
-        return [base.with_name(base.name + s + ".chi") for s in self.suffixes]
+        outputs = [base.with_name(base.name + self.suffixes[i] + ".chi") for i in self.chi_index]
+        if self.format == "nxcansas" and self.nx_index:
+            outputs.insert(0, base.with_name(base.name + ".h5"))
+        return outputs
 
     def _existing(self, outputs: list[Path]) -> bool:
-        return all(p.is_file() for p in outputs)
+        return bool(outputs) and all(p.is_file() for p in outputs)
+
+    def _frames(self, task: ImageTask) -> Iterator[Frame]:
+        if task.payload is None:
+            yield from iter_frames(task.path, expected_shape=self.calibration.shape)
+            return
+        from ..streams.codecs import FrameDecodeError, decode_frame
+
+        p = task.payload
+        if tuple(p.shape) != tuple(self.calibration.shape):
+            raise ImageShapeError(task.path, f"frame is {p.shape[0]}×{p.shape[1]} pixels, the calibration "
+                                             f"expects {self.calibration.shape[0]}×{self.calibration.shape[1]}")
+        try:
+            data = decode_frame(p.data, p.dtype, p.shape, p.encoding)
+        except FrameDecodeError as exc:
+            raise CorruptImageError(task.path, str(exc)) from None
+        yield Frame(data=data, path=task.path, index=0, nframes=1, metadata=dict(p.metadata))
 
     def process(self, task: ImageTask) -> list[ImageResult]:
         """Process every frame of the task's file; errors become failed results."""
         results: list[ImageResult] = []
         skip_existing = self.options.resume or not self.options.overwrite
-        frames = iter_frames(task.path, expected_shape=self.calibration.shape)
         t_read = time.perf_counter()
         try:
-            for frame in frames:
+            for frame in self._frames(task):
                 read_s = time.perf_counter() - t_read
                 index = frame.index if frame.nframes > 1 else None
                 outputs = self.outputs_for(task, index)
-                if skip_existing and self._existing(outputs):
-                    results.append(ImageResult(task.path, frame.index, [str(p) for p in outputs],
-                                               skipped=True, processed_at=time.time(), worker=os.getpid()))
+                if task.payload is not None:
+                    name = Path(task.path).name
                 else:
-                    results.append(self._integrate_frame(task, frame, outputs, read_s))
+                    name = frame_name(task.path, task.root, frame.index, frame.nframes)
+                if frame.index in task.skip_frames or (skip_existing and self._existing(outputs)):
+                    results.append(ImageResult(task.path, frame.index, [str(p) for p in outputs],
+                                               skipped=True, processed_at=time.time(), worker=os.getpid(),
+                                               name=name))
+                else:
+                    results.append(self._integrate_frame(task, frame, outputs, read_s, name))
                 t_read = time.perf_counter()
         except ImageError as exc:
             results.append(ImageResult(task.path, len(results), error=exc.reason, retryable=exc.retryable,
@@ -69,26 +122,51 @@ class ImageProcessor:
                                        processed_at=time.time(), worker=os.getpid()))
         return results
 
-    def _integrate_frame(self, task: ImageTask, frame, outputs: list[Path], read_s: float) -> ImageResult:
+    def _write_nxcansas(self, path: Path, name: str, curves: list, meta: dict[str, Any]) -> None:
+        from ..io.nxcansas import write_nxcansas
+
+        frames = []
+        for i in self.nx_index:
+            c = curves[i]
+            title = name if i == 0 else f"{name} [{self.suffixes[i].lstrip('_') or i}]"
+            frames.append({"name": title, "q": c.x, "I": c.intensity, "Idev": c.poisson,
+                           "metadata": meta, "parameters": c.parameters})
+        write_nxcansas(path, frames, self.calibration.raw, title=name)
+
+    def _integrate_frame(self, task: ImageTask, frame, outputs: list[Path], read_s: float,
+                         name: str) -> ImageResult:
         t0 = time.perf_counter()
         curves = self.calibration.curves(frame.data)
-        contents = self.calibration.chi_bytes(curves)
+        meta = dict(frame.metadata)
+        scalars = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}
+        contents: list[bytes] = []
+        if self.chi_index:
+            every = self.calibration.chi_bytes(curves)
+            contents = every if self.format == "chi" else [every[i] for i in self.chi_index]
         t1 = time.perf_counter()
-        outputs[0].parent.mkdir(parents=True, exist_ok=True)
-        for path, content in zip(outputs, contents):
+        if outputs:
+            outputs[0].parent.mkdir(parents=True, exist_ok=True)
+        chi_outputs = outputs
+        if self.format == "nxcansas" and self.nx_index:
+            self._write_nxcansas(outputs[0], name, curves, scalars)
+            chi_outputs = outputs[1:]
+        for path, content in zip(chi_outputs, contents):
             atomic_write_bytes(path, content)
+        base = output_base(task.path, task.root, self.options,
+                           frame.index if frame.nframes > 1 else None)
         if self.options.write_svg:
             from .plots import write_curve_plot
 
-            write_curve_plot(curves[0], outputs[0].with_suffix(".svg"), title=Path(task.path).name)
+            base.parent.mkdir(parents=True, exist_ok=True)
+            write_curve_plot(curves[0], base.with_name(base.name + ".svg"), title=Path(task.path).name)
         if self.options.write_png:
             from .plots import write_image_png
 
-            write_image_png(frame.data, outputs[0].with_suffix(".png"))
+            base.parent.mkdir(parents=True, exist_ok=True)
+            write_image_png(frame.data, base.with_name(base.name + ".png"))
         t2 = time.perf_counter()
-        meta = dict(frame.metadata)
         image_time = meta.get("timestamp")
-        if image_time is None:
+        if image_time is None and task.payload is None:
             try:
                 image_time = os.stat(task.path).st_mtime
             except OSError:
@@ -96,7 +174,8 @@ class ImageProcessor:
         parameters = {k: c.parameters for k, c in zip(self.keys, curves) if c.parameters}
         graphs = None
         now = time.monotonic()
-        if self.options.keep_curves and now - self._last_curves >= self.options.curve_interval:
+        every_frame = self.format == "nxcansas-run"  # the coordinator writes them all
+        if every_frame or (self.options.keep_curves and now - self._last_curves >= self.options.curve_interval):
             # a live plot needs only the latest curves: send them at a bounded rate
             self._last_curves = now
             graphs = [{"kind": it.kind, "conf": {"Name": it.name, "suffix": sfx},
@@ -106,9 +185,7 @@ class ImageProcessor:
         return ImageResult(
             path=task.path, frame=frame.index, outputs=[str(p) for p in outputs], parameters=parameters,
             image_time=image_time, timings={"read": read_s, "integrate": t1 - t0, "write": t2 - t1},
-            processed_at=time.time(), worker=os.getpid(),
-            metadata={k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))},
-            curves=graphs,
+            processed_at=time.time(), worker=os.getpid(), metadata=scalars, curves=graphs, name=name,
         )
 
 

@@ -1,0 +1,261 @@
+"""Output formats of the pipeline: .chi (default), NXcanSAS per image, NXcanSAS per run.
+
+Every NXcanSAS file is read back with SasView's loader (sasdata) and compared with
+``Calibration.curves()`` of the same image.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from saxsdog import Calibration
+from saxsdog.io.nxcansas import read_nxcansas
+from saxsdog.pipeline import QueueOptions
+from saxsdog.pipeline.queue import ImageQueue
+from saxsdog.testing import link_images
+
+
+@pytest.fixture(scope="module")
+def cal(require_data_dir):
+    return Calibration(require_data_dir / "cal.json")
+
+
+@pytest.fixture(scope="module")
+def require_data_dir():
+    from conftest import require_data
+
+    return require_data()
+
+
+@pytest.fixture(scope="module")
+def cal3(require_data_dir):
+    """Three integrators: the FIT2D mask, a second radial one (no mask), and a Phi-mode one."""
+    raw = json.loads((require_data_dir / "cal.json").read_text())
+    raw["Masks"].append({"MaskFile": "", "Oversampling": 1, "PixelPerRadialElement": 2, "Name": "coarse",
+                         "Phi-mode": False, "qStart": 0.0, "qStop": 5.0})
+    raw["Masks"].append({"MaskFile": "", "Oversampling": 1, "PixelPerRadialElement": 1, "Name": "ring",
+                         "Phi-mode": True, "qStart": 0.5, "qStop": 1.5})
+    return Calibration(raw, base_dir=require_data_dir)
+
+
+@pytest.fixture(scope="module")
+def base_image(require_data_dir) -> np.ndarray:
+    return tifffile.imread(require_data_dir / "buf1_00000.tif")
+
+
+def distinct_images(base: np.ndarray, folder: Path, n: int, start: int = 0) -> dict[str, np.ndarray]:
+    """``n`` different TIFFs (each frame its own curve, so mixed-up frames are caught)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for k in range(start, start + n):
+        img = np.where(base >= 0, base * (k + 1) + k, base).astype(np.int32)
+        name = f"img_{k:05d}.tif"
+        tifffile.imwrite(folder / name, img)
+        out[name] = img
+    return out
+
+
+def run_queue(cal, root, **opts) -> ImageQueue:
+    q = ImageQueue(cal, root, QueueOptions(**opts)).start()
+    q.fill_from_directory()
+    assert q.wait_until_idle(120)
+    q.stop()
+    assert not q.history.failures, q.history.failures
+    return q
+
+
+def sasdata_load(path: Path) -> list:
+    pytest.importorskip("sasdata", reason="sasdata (SasView's loader) is not installed")
+    from sasdata.dataloader.loader import Loader
+
+    return Loader().load(str(path))
+
+
+def q_per_nm(data) -> np.ndarray:
+    from sasdata.data_util.nxsunit import Converter
+
+    unit = data.x_unit
+    if unit.endswith("^{-1}"):
+        unit = "1/" + unit[: -len("^{-1}")]
+    return np.asarray(Converter(unit)(data.x, units="1/nm"))
+
+
+def assert_curve(data, curve) -> None:
+    """sasdata's Q, I, Idev equal the curve's q, intensity, Poisson error (1e-12 relative)."""
+    np.testing.assert_allclose(q_per_nm(data), curve.x, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(data.y, curve.intensity, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(data.dy, curve.poisson, rtol=1e-12, atol=0)
+
+
+# --------------------------------------------------------------------------- #
+# .chi stays the default
+# --------------------------------------------------------------------------- #
+
+
+def test_chi_is_the_default_and_byte_identical(cal, base_image, tmp_path):
+    assert QueueOptions().output_format == "chi"
+    images = distinct_images(base_image, tmp_path / "run", 3)
+    run_queue(cal, tmp_path / "run")
+    for name, img in images.items():
+        expected = tmp_path / "expected.chi"
+        cal.write_chi(img, expected)
+        assert (tmp_path / "work" / name.replace(".tif", ".chi")).read_bytes() == expected.read_bytes()
+    assert not list((tmp_path / "work").glob("*.h5"))
+
+
+def test_unknown_format_is_refused(cal, tmp_path):
+    with pytest.raises(ValueError, match="nxcansas-run"):
+        ImageQueue(cal, tmp_path, QueueOptions(output_format="hdf5"))
+
+
+# --------------------------------------------------------------------------- #
+# One NXcanSAS file per image
+# --------------------------------------------------------------------------- #
+
+
+def test_nxcansas_per_image_is_read_by_sasdata(cal3, base_image, tmp_path):
+    images = distinct_images(base_image, tmp_path / "run", 3)
+    q = run_queue(cal3, tmp_path / "run", output_format="nxcansas")
+    work = tmp_path / "work"
+    for name, img in images.items():
+        stem = name[:-4]
+        curves = cal3.curves(img)
+        loaded = sasdata_load(work / f"{stem}.h5")
+        # the two I(q) integrators are entries; the Phi-mode curve stays a .chi file
+        assert [d.title for d in loaded] == [name, f"{name} [cR1]"]
+        assert_curve(loaded[0], curves[0])
+        assert_curve(loaded[1], curves[1])
+        assert (work / f"{stem}_cP2.chi").is_file()
+        assert not (work / f"{stem}.chi").exists()
+    rec = q.history.records[0]
+    assert rec["outputs"][0].endswith(".h5") and rec["outputs"][1].endswith("_cP2.chi")
+    assert not list(work.glob(".*.part"))
+
+
+def test_nxcansas_per_image_resume_skips_existing_files(cal, base_image, tmp_path):
+    distinct_images(base_image, tmp_path / "run", 4)
+    run_queue(cal, tmp_path / "run", output_format="nxcansas")
+    (tmp_path / "work" / "img_00002.h5").unlink()
+    q = run_queue(cal, tmp_path / "run", output_format="nxcansas", resume=True)
+    assert q.history.processed == 1 and q.history.skipped == 3
+    assert (tmp_path / "work" / "img_00002.h5").is_file()
+
+
+# --------------------------------------------------------------------------- #
+# One NXcanSAS file per run
+# --------------------------------------------------------------------------- #
+
+
+def test_run_file_holds_every_frame_read_by_sasdata(cal3, base_image, tmp_path):
+    images = distinct_images(base_image, tmp_path / "run", 5)
+    q = run_queue(cal3, tmp_path / "run", output_format="nxcansas-run")
+    work = tmp_path / "work"
+    main, second = work / "run.h5", work / "run_cR1.h5"
+    assert q.run_files == [main, second]
+    loaded = sasdata_load(main)
+    loaded2 = sasdata_load(second)
+    assert sorted(d.title for d in loaded) == sorted(images)
+    for data, data2 in zip(loaded, loaded2):
+        assert data2.title == data.title
+        curves = cal3.curves(images[data.title])
+        assert_curve(data, curves[0])
+        assert_curve(data2, curves[1])
+        assert data.meta_data["I0"] == pytest.approx(curves[0].parameters["I0"], rel=1e-12)
+    # outputs in the history and the live file list name the run files
+    assert all(r["outputs"][:2] == [str(main), str(second)] for r in q.history.records)
+    lines = (work / "results" / "filelist.txt").read_text().splitlines()[1:]
+    assert len(lines) == 5 and all(line.split("\t")[1] == str(main) for line in lines)
+    # the Phi-mode curves are still .chi files, and nothing else was written per image
+    assert sorted(p.name for p in work.glob("*.chi")) == sorted(n[:-4] + "_cP2.chi" for n in images)
+    assert not list(work.glob("img_*.h5")) and not list(work.glob(".*"))
+
+
+def test_run_file_name_and_output_folder(cal, base_image, tmp_path):
+    distinct_images(base_image, tmp_path / "run", 2)
+    q = run_queue(cal, tmp_path / "run", output_format="nxcansas-run", out_dir=tmp_path / "out",
+                  run_name="beamtime7")
+    assert q.run_files == [tmp_path / "out" / "beamtime7.h5"]
+    assert len(read_nxcansas(tmp_path / "out" / "beamtime7.h5")) == 2
+
+
+def test_run_file_of_multiframe_hdf5(cal, base_image, tmp_path):
+    import h5py
+
+    root = tmp_path / "run"
+    root.mkdir()
+    stack = np.stack([np.maximum(base_image, 0) * (k + 1) for k in range(3)]).astype(np.uint32)
+    with h5py.File(root / "scan_master.h5", "w") as f:
+        f.create_dataset("entry/data/data_000001", data=stack, chunks=(1, *base_image.shape))
+    q = run_queue(cal, root, output_format="nxcansas-run")
+    loaded = sasdata_load(q.run_files[0])
+    assert [d.title for d in loaded] == [f"scan_master.h5#{k}" for k in range(3)]
+    for k, data in enumerate(loaded):
+        assert_curve(data, cal.curves(stack[k])[0])
+
+
+def test_run_resume_skips_frames_of_earlier_run_files(cal, base_image, tmp_path):
+    root = tmp_path / "run"
+    distinct_images(base_image, root, 3)
+    run_queue(cal, root, output_format="nxcansas-run", replace_run_file=True)
+    first = tmp_path / "work" / "run.h5"
+    before = first.read_bytes()
+    distinct_images(base_image, root, 2, start=3)
+    q = run_queue(cal, root, output_format="nxcansas-run", resume=True, replace_run_file=True)
+    assert q.history.processed == 2 and q.history.skipped == 3
+    assert q.run_files == [tmp_path / "work" / "run_001.h5"]
+    # frames are appended as they finish (two workers): compare as sets
+    assert sorted(f["name"] for f in read_nxcansas(q.run_files[0])) == ["img_00003.tif", "img_00004.tif"]
+    assert first.read_bytes() == before  # the earlier run file is untouched
+    # a third resume finds every frame in one of the two files
+    q = run_queue(cal, root, output_format="nxcansas-run", resume=True)
+    assert q.history.processed == 0 and q.history.skipped == 5 and q.run_files == []
+    assert not (tmp_path / "work" / "run_002.h5").exists()
+
+
+def test_run_file_is_replaced_or_continued(cal, base_image, tmp_path):
+    root = tmp_path / "run"
+    distinct_images(base_image, root, 2)
+    run_queue(cal, root, output_format="nxcansas-run")
+    # the saxsdog command without -r: the run file is replaced
+    q = run_queue(cal, root, output_format="nxcansas-run", replace_run_file=True)
+    assert q.run_files == [tmp_path / "work" / "run.h5"]
+    # the default (the server: a restarted or new queue): a new file next to it, all frames
+    q = run_queue(cal, root, output_format="nxcansas-run")
+    assert q.run_files == [tmp_path / "work" / "run_001.h5"]
+    assert len(read_nxcansas(q.run_files[0])) == 2
+    assert len(read_nxcansas(tmp_path / "work" / "run.h5")) == 2
+
+
+def test_run_file_takes_a_frame_once(cal, data_dir, tmp_path):
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 2)
+    q = ImageQueue(cal, root, QueueOptions(output_format="nxcansas-run")).start()
+    q.fill_from_directory()
+    assert q.wait_until_idle(60)
+    q.push(images[0], force=True)  # readdir: processed again ...
+    assert q.wait_until_idle(60)
+    q.stop()
+    assert q.history.processed == 3
+    names = [f["name"] for f in read_nxcansas(q.run_files[0])]
+    assert sorted(names) == ["img_00000.tif", "img_00001.tif"]  # ... but one entry per frame
+
+
+def test_saxsdog_command_writes_a_run_file(cal, base_image, tmp_path):
+    images = distinct_images(base_image, tmp_path / "run", 3)
+    r = subprocess.run([sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(Path(cal.path)), "-S",
+                        "--format", "nxcansas-run", "--run-name", "b7", "-o", str(tmp_path / "out"),
+                        str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_file = tmp_path / "out" / "b7.h5"
+    assert f"run file {run_file}" in r.stdout
+    loaded = sasdata_load(run_file)
+    assert sorted(d.title for d in loaded) == sorted(images)
+    for data in loaded:
+        assert_curve(data, cal.curves(images[data.title])[0])
