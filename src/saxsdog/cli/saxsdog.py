@@ -17,10 +17,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="saxsdog",
         description="Convert the 2D scattering images in DIRECTORY (recursively) into 1D curves "
-                    "(.chi files), optionally watching for new images.",
+                    "(.chi or NXcanSAS files), optionally watching for new images; or integrate the "
+                    "frames of a Dectris detector stream (--stream) without image files.",
         epilog="Examples:\n  saxsdog -c cal.json /data/run42            process what is there\n"
                "  saxsdog -c cal.json -w -o /data/out /data/run42   and keep watching\n"
                "  saxsdog -c cal.json -r /data/run42         resume: only the missing ones\n"
+               "  saxsdog -c cal.json --format nxcansas-run /data/run42   one NXcanSAS file: work/run42.h5\n"
+               "  saxsdog -c cal.json --stream tcp://eiger:9999 -o /data/out   a detector stream, until the "
+               "series ends\n"
                "  saxsdog --demo                              synthetic data, no setup needed",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", nargs="?", help="directory with images (searched recursively)")
@@ -50,7 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "per run holding every frame: OUTPUT/<run name>.h5; with -r, frames already in "
                         "earlier run files are skipped and the rest go to <run name>_001.h5, ...)")
     p.add_argument("--run-name", metavar="NAME",
-                   help="name of the nxcansas-run file (default: the directory's name)")
+                   help="name of the nxcansas-run file (default: the directory's name; for --stream "
+                        "series_<id>)")
+    p.add_argument("--stream", metavar="URL",
+                   help="integrate the frames of a Dectris detector stream (SIMPLON stream API v1, "
+                        "tcp://HOST:9999) until its series ends or Ctrl-C; outputs go to -o (default: "
+                        "the current directory)")
+    p.add_argument("--keep-raw", metavar="DIR",
+                   help="with --stream: also keep the raw frames as NeXus files in DIR "
+                        "(<series>_master.h5 linking <series>_data_NNNNNN.h5, bitshuffle-LZ4)")
+    p.add_argument("--frames-per-file", type=int, default=1000, metavar="N",
+                   help="with --keep-raw: frames per raw data file (default 1000)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run the workers on a Dask cluster: its scheduler address (tcp://host:8786), or "
                         "'local' for a local Dask cluster of -t processes (needs dask[distributed])")
@@ -147,8 +161,20 @@ def main(argv: list[str] | None = None) -> int:
             print("saxsdog: --demo needs at least one image", file=sys.stderr)
             return EXIT_USAGE
         args.calibration, args.directory, workdir = _run_demo(args, out)
+    if args.stream:
+        if args.directory or args.watch or args.scheduler:
+            print("saxsdog: error: --stream takes no DIRECTORY, -w or --scheduler", file=sys.stderr)
+            return EXIT_USAGE
+        if not args.calibration:
+            print("saxsdog: error: a calibration is needed: -c FILE", file=sys.stderr)
+            return EXIT_USAGE
+        return _run_stream(args, out)
+    if args.keep_raw:
+        print("saxsdog: error: --keep-raw needs --stream", file=sys.stderr)
+        return EXIT_USAGE
     if not args.directory:
-        print("saxsdog: error: a DIRECTORY is needed (or --demo); see saxsdog --help", file=sys.stderr)
+        print("saxsdog: error: a DIRECTORY is needed (or --stream, --demo); see saxsdog --help",
+              file=sys.stderr)
         return EXIT_USAGE
     if not args.calibration:
         print("saxsdog: error: a calibration is needed: -c FILE", file=sys.stderr)
@@ -245,6 +271,76 @@ def main(argv: list[str] | None = None) -> int:
     return _summary(queue, interrupted, args, out, workdir)
 
 
+def _run_stream(args, out) -> int:
+    """``saxsdog --stream URL``: integrate a detector stream until its series ends (or Ctrl-C)."""
+    from saxsdog.calibration import Calibration
+    from saxsdog.errors import CalibrationError
+    from saxsdog.pipeline import QueueOptions
+    from saxsdog.pipeline.queue import ImageQueue
+    from saxsdog.streams.dectris import DectrisStreamSource
+
+    t0 = time.perf_counter()
+    try:
+        cal = Calibration(args.calibration)
+    except CalibrationError as exc:
+        print(f"saxsdog: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    startup = time.perf_counter() - t0
+    conf = cal.config
+    out_dir = Path(args.out or ".").resolve()
+    options = QueueOptions(
+        workers=args.threads or int(conf.get("Threads", 2)),
+        out_dir=out_dir,
+        resume=args.resume,
+        overwrite=bool(conf.get("OverwriteFiles", True)),
+        live_filelist=bool(conf.get("Live-Filelisting", True)),
+        write_svg=args.svg, write_png=args.png,
+        retry_timeout=args.retry_timeout,
+        output_format=args.format,
+        run_name=args.run_name,
+        replace_run_file=not args.resume,
+        keep_curves=args.plotmonitor,
+    )
+    queue = ImageQueue(cal, out_dir, options)
+    queue.start()
+    try:
+        source = DectrisStreamSource(args.stream, queue, keep_raw=args.keep_raw,
+                                     frames_per_file=args.frames_per_file).start()
+    except OSError as exc:
+        queue.stop()
+        print(f"saxsdog: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.silent:
+        print(f"saxsdog: {cal!r}; {options.workers} workers; calibration ready in {startup:.2f} s", file=out)
+    print(f"saxsdog: receiving {args.stream} until the series ends (Ctrl-C to stop)", file=out, flush=True)
+    progress = Progress(args.silent, 0)
+    interrupted = False
+    try:
+        while True:
+            ended = source.ended.is_set()  # before the idle check: every frame is queued by then
+            idle = queue.wait_until_idle(0.25)
+            st = queue.stats()
+            done = st["images_processed"] + st["images_skipped"] + st["images_failed"]
+            progress.update(done, max(source.frames, st["images_queued"]), st["frames_per_second"],
+                            st["images_failed"])
+            if (ended and idle) or queue.error is not None:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+        source.stop()
+        queue.stop()
+    print(f"saxsdog: stream {args.stream}: {source.frames} frame(s) received"
+          + (f" of series {source.series}" if source.series is not None else "")
+          + f", {source.malformed} malformed message(s) skipped", file=out)
+    for reason in list(source.errors)[-5:]:
+        print(f"saxsdog: malformed message: {reason}", file=out)
+    for path in source.raw_files[:1]:
+        print(f"saxsdog: raw frames kept in {path} ({len(source.raw_files) - 1} data file(s))", file=out)
+    return _summary(queue, interrupted, args, out, None)
+
+
 def _remove_partials(root: Path, options) -> None:
     """Temporary files left by a killed run (outputs are written to .part then renamed)."""
     from saxsdog.io.chi import remove_stale_partials
@@ -278,7 +374,8 @@ def _summary(queue, interrupted: bool, args, out, workdir) -> int:
         print(f"saxsdog: error: {queue.error}", file=sys.stderr)
         return EXIT_FAILED
     if interrupted:
-        print("saxsdog: interrupted; run again with -r to process the remaining images", file=out)
+        print("saxsdog: interrupted" if args.stream else
+              "saxsdog: interrupted; run again with -r to process the remaining images", file=out)
         return EXIT_INTERRUPTED
     if workdir is not None:
         from saxsdog.cli.saxsdog import _check_demo

@@ -1,0 +1,411 @@
+"""Encodings of detector frames in Dectris streams: bitshuffle-LZ4, LZ4, raw.
+
+A Dectris stream (SIMPLON stream API v1) sends each frame's pixels as one data blob and
+names its encoding in the ``dimage_d-1.0`` part: ``[bs<bits>-][lz4][<|>]``.
+
+``"bs32-lz4<"`` (also ``bs16``, ``bs8``)
+    Bitshuffle + LZ4, exactly the chunk format of the HDF5 bitshuffle filter (the same bytes
+    sit in an Eiger HDF5 data file's chunks):
+
+    * 12-byte header: uncompressed size in bytes (uint64, big-endian), block size in bytes
+      (uint32, big-endian; default 8192, i.e. 2048 elements of 4 bytes);
+    * then every block of ``block size`` elements, bit-transposed and LZ4-compressed, as
+      ``<compressed size: uint32 big-endian><LZ4 block>``; the last, shorter block is
+      rounded down to a multiple of 8 elements, and the remaining ``n % 8`` elements follow
+      uncompressed.
+
+    Some senders (the ``eiger-simulator`` package) leave the 12-byte header out; a blob
+    whose first 8 bytes do not give the frame's size is read as such a header-less stream
+    with the default block size.
+``"lz4<"``
+    One plain LZ4 block of the whole frame, without a size prefix.
+``"<"``, ``">"`` or ``""``
+    Raw pixels.
+
+The trailing ``<``/``>`` gives the byte order of the pixels (little-/big-endian).
+
+Decoding uses the ``bitshuffle`` package when it is installed (SIMD, fastest) and
+otherwise ``lz4`` with a NumPy bit-unshuffle (:func:`bitunshuffle`); both are tested
+against blobs made by ``hdf5plugin``'s bitshuffle filter.  Every blob's block structure is
+checked before any C decoder sees it, so malformed data raise :class:`FrameDecodeError`
+instead of crashing the process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import re
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "FrameDecodeError",
+    "parse_encoding",
+    "decode_frame",
+    "encode_frame",
+    "bitunshuffle",
+    "bitshuffle_available",
+    "default_block_size",
+    "hdf5plugin_bslz4",
+]
+
+#: Pixel types a Dectris stream may announce.
+SUPPORTED_TYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32")
+
+_ENCODING = re.compile(r"(?:bs(?P<bits>8|16|32|64)-?)?(?P<lz4>lz4)?(?P<order>[<>])?")
+_TARGET_BLOCK_BYTES = 8192  # bitshuffle's BSHUF_TARGET_BLOCK_SIZE_B
+_BLOCKED_MULT = 8  # bitshuffle's BSHUF_BLOCKED_MULT
+_MIN_BLOCK = 128  # bitshuffle's BSHUF_MIN_RECOMMEND_BLOCK
+
+
+class FrameDecodeError(ValueError):
+    """A frame's data blob does not match its announced encoding, type or shape."""
+
+
+_omp = threading.local()
+
+
+def _single_threaded_openmp() -> None:
+    """Make bitshuffle's OpenMP loops run in the calling thread only.
+
+    The parallelism of saxsdog comes from its worker processes; OpenMP threads on top
+    would oversubscribe the cores, and a GNU OpenMP thread pool does not survive a fork.
+    ``omp_set_num_threads`` applies to the calling thread, so this runs once per thread.
+    """
+    if getattr(_omp, "done", False):
+        return
+    _omp.done = True
+    try:
+        import bitshuffle  # noqa: PLC0415
+
+        libs = Path(bitshuffle.__file__).resolve().parent.parent / "bitshuffle.libs"
+        candidates = sorted(libs.glob("libgomp*.so*")) if libs.is_dir() else []
+        name = str(candidates[0]) if candidates else ctypes.util.find_library("gomp")
+        if name:
+            ctypes.CDLL(name).omp_set_num_threads(1)
+    except (ImportError, OSError, AttributeError):  # pragma: no cover - no OpenMP: nothing to limit
+        pass
+
+
+def _bitshuffle_module():
+    try:
+        import bitshuffle  # noqa: PLC0415 - optional, C extension
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    _single_threaded_openmp()
+    return bitshuffle
+
+
+def bitshuffle_available() -> bool:
+    """Whether the ``bitshuffle`` package (the fast decoder) is importable."""
+    return _bitshuffle_module() is not None
+
+
+def parse_encoding(encoding: str | None) -> tuple[str, int | None, str]:
+    """Split an encoding string into ``(kind, element bits, byte order)``.
+
+    Parameters
+    ----------
+    encoding
+        ``"bs32-lz4<"``, ``"lz4<"``, ``"<"``, ``""`` or ``None``.
+
+    Returns
+    -------
+    tuple
+        ``kind`` is ``"bslz4"``, ``"lz4"`` or ``"raw"``; ``bits`` the bitshuffle element
+        size in bits (``None`` unless bslz4); ``order`` ``"<"`` or ``">"`` (default ``"<"``).
+
+    Raises
+    ------
+    FrameDecodeError
+        Unknown encoding (e.g. bitshuffle without LZ4).
+    """
+    text = (encoding or "").strip()
+    m = _ENCODING.fullmatch(text)
+    if m is None or (m.group("bits") and not m.group("lz4")):
+        raise FrameDecodeError(f"unknown encoding {encoding!r} (expected e.g. 'bs32-lz4<', 'lz4<' or '<')")
+    order = m.group("order") or "<"
+    if m.group("bits"):
+        return "bslz4", int(m.group("bits")), order
+    if m.group("lz4"):
+        return "lz4", None, order
+    return "raw", None, order
+
+
+def default_block_size(itemsize: int) -> int:
+    """bitshuffle's default block size in elements for an element size in bytes."""
+    block = _TARGET_BLOCK_BYTES // itemsize
+    block = (block // _BLOCKED_MULT) * _BLOCKED_MULT
+    return max(block, _MIN_BLOCK)
+
+
+def _dtype(dtype: Any, order: str) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise FrameDecodeError(f"unknown pixel type {dtype!r}") from exc
+    if dt.kind not in "uif" or dt.itemsize > 8:
+        raise FrameDecodeError(f"unsupported pixel type {dtype!r}")
+    return dt.newbyteorder(order) if dt.itemsize > 1 else dt
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    if a.dtype.byteorder not in ("=", "|") and a.dtype.byteorder != np.dtype(a.dtype.type).byteorder:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return np.ascontiguousarray(a)
+
+
+def decode_frame(data: bytes | bytearray | memoryview, dtype: Any, shape: tuple[int, int],
+                 encoding: str | None, implementation: str = "auto") -> np.ndarray:
+    """Decode one frame's data blob into a 2-D array.
+
+    Parameters
+    ----------
+    data
+        The blob as received.
+    dtype
+        Pixel type (``"uint32"`` ...).
+    shape
+        ``(rows, columns)`` in NumPy order.
+    encoding
+        See the module docstring.
+    implementation
+        For bitshuffle-LZ4: ``"bitshuffle"`` (the C package), ``"numpy"`` (``lz4`` + NumPy)
+        or ``"auto"`` (the package when installed).
+
+    Returns
+    -------
+    numpy.ndarray
+        C-contiguous, native byte order, the given dtype and shape (writeable).
+
+    Raises
+    ------
+    FrameDecodeError
+        The blob does not decode to exactly ``rows × columns`` pixels of that type.
+    """
+    kind, bits, order = parse_encoding(encoding)
+    dt = _dtype(dtype, order)
+    try:
+        rows, cols = (int(s) for s in shape)
+    except (TypeError, ValueError) as exc:
+        raise FrameDecodeError(f"bad frame shape {shape!r}") from exc
+    if rows <= 0 or cols <= 0:
+        raise FrameDecodeError(f"bad frame shape {shape!r}")
+    n = rows * cols
+    nbytes = n * dt.itemsize
+    buf = memoryview(data).cast("B")
+    if kind == "raw":
+        if buf.nbytes != nbytes:
+            raise FrameDecodeError(f"raw frame of {buf.nbytes} bytes, expected {nbytes} "
+                                   f"({rows}×{cols} {dt.name})")
+        out = np.frombuffer(buf, dtype=dt).reshape(rows, cols)
+        return _native(out).copy() if out.dtype.isnative else _native(out)
+    if kind == "lz4":
+        raw = _lz4_decompress(buf, nbytes)
+        return _native(np.frombuffer(raw, dtype=dt).reshape(rows, cols)).copy()
+    assert bits is not None
+    if bits != dt.itemsize * 8:
+        raise FrameDecodeError(f"encoding {encoding!r} is for {bits}-bit elements, but the pixel type "
+                               f"{dt.name} has {dt.itemsize * 8} bits")
+    out = _bslz4_decode(buf, dt, n, implementation)
+    return _native(out.reshape(rows, cols))
+
+
+def _lz4_decompress(buf: memoryview, size: int) -> bytes:
+    import lz4.block  # noqa: PLC0415
+
+    try:
+        raw = lz4.block.decompress(buf, uncompressed_size=size)
+    except Exception as exc:  # lz4.block.LZ4BlockError and friends
+        raise FrameDecodeError(f"LZ4 data do not decode to {size} bytes: {exc}") from exc
+    if len(raw) != size:
+        raise FrameDecodeError(f"LZ4 data decode to {len(raw)} bytes, expected {size}")
+    return raw
+
+
+def _bslz4_layout(buf: memoryview, itemsize: int, n: int) -> tuple[int, int, list[tuple[int, int, int]]]:
+    """Check a bitshuffle-LZ4 blob's framing.
+
+    Returns
+    -------
+    (offset, block, blocks)
+        Where the blocks start (12 with the header, 0 without), the block size in
+        elements, and every block as ``(start, compressed size, elements)``; the
+        ``n % 8`` left-over elements follow the last block raw.
+    """
+    nbytes = n * itemsize
+    offset, block = 0, default_block_size(itemsize)
+    if buf.nbytes >= 12:
+        total, block_bytes = struct.unpack_from(">QI", buf, 0)
+        if total == nbytes:
+            if block_bytes == 0 or block_bytes % itemsize:
+                raise FrameDecodeError(f"bitshuffle header gives a block size of {block_bytes} bytes, "
+                                       f"not a multiple of the {itemsize}-byte elements")
+            block = block_bytes // itemsize
+            if block % _BLOCKED_MULT:
+                raise FrameDecodeError(f"bitshuffle block size {block} is not a multiple of 8 elements")
+            offset = 12
+    sizes = [block] * (n // block)
+    last = n % block
+    last -= last % _BLOCKED_MULT
+    if last:
+        sizes.append(last)
+    leftover = (n % _BLOCKED_MULT) * itemsize
+    end = buf.nbytes - leftover
+    pos = offset
+    blocks = []
+    for elems in sizes:
+        if pos + 4 > end:
+            raise FrameDecodeError(f"bitshuffle-LZ4 data end after {len(blocks)} of {len(sizes)} blocks "
+                                   f"(frame of {nbytes} bytes expected)")
+        (csize,) = struct.unpack_from(">I", buf, pos)
+        if csize == 0 or pos + 4 + csize > end:
+            raise FrameDecodeError(f"bitshuffle-LZ4 block {len(blocks)} claims {csize} bytes, "
+                                   f"{end - pos - 4} are left")
+        blocks.append((pos + 4, csize, elems))
+        pos += 4 + csize
+    if pos != end:
+        raise FrameDecodeError(f"bitshuffle-LZ4 data have {end - pos} bytes more than {len(sizes)} blocks "
+                               "and the left-over elements need")
+    return offset, block, blocks
+
+
+def bitunshuffle(raw: np.ndarray, itemsize: int) -> np.ndarray:
+    """Undo bitshuffle's bit transposition of blocks (NumPy reference implementation).
+
+    Parameters
+    ----------
+    raw
+        ``uint8`` array of shape ``(nblocks, block × itemsize)``: decompressed blocks of
+        ``block`` elements each (``block`` a multiple of 8).
+    itemsize
+        Element size in bytes.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` array of shape ``(nblocks, block × itemsize)`` holding the elements'
+        bytes in their original order.
+
+    Notes
+    -----
+    A block of ``m`` elements is stored as ``itemsize × 8`` bit-rows: row ``(j, k)`` holds
+    bit ``k`` of byte ``j`` of every element, eight elements per byte, least significant
+    bit first (bitshuffle's ``trans_byte_elem`` → ``trans_bit_byte`` → ``trans_bitrow_eight``).
+    """
+    nblocks = raw.shape[0]
+    m = raw.shape[1] // itemsize
+    rows = raw.reshape(nblocks, itemsize, 8, m // 8)
+    bits = np.unpackbits(rows, axis=3, bitorder="little")  # [block, byte j, bit k, element]
+    out = np.packbits(bits.transpose(0, 3, 1, 2), axis=3, bitorder="little")  # [block, element, byte, 1]
+    return out.reshape(nblocks, m * itemsize)
+
+
+def _bslz4_decode(buf: memoryview, dt: np.dtype, n: int, implementation: str) -> np.ndarray:
+    offset, block, blocks = _bslz4_layout(buf, dt.itemsize, n)
+    if implementation not in ("auto", "bitshuffle", "numpy"):
+        raise ValueError(f"unknown implementation {implementation!r}")
+    bs = _bitshuffle_module() if implementation != "numpy" else None
+    if implementation == "bitshuffle" and bs is None:
+        raise ImportError("the bitshuffle package is not installed")
+    if bs is not None:
+        body = np.frombuffer(buf, dtype=np.uint8, offset=offset)
+        try:
+            return bs.decompress_lz4(body, (n,), dt, block)
+        except Exception as exc:  # noqa: BLE001 - the C decoder reports bad LZ4 data as errors
+            raise FrameDecodeError(f"bitshuffle-LZ4 data do not decode: {exc}") from exc
+    import lz4.block  # noqa: PLC0415
+
+    itemsize = dt.itemsize
+    out = np.empty(n * itemsize, dtype=np.uint8)
+    full = [b for b in blocks if b[2] == block]
+    try:
+        if full:
+            raw = b"".join(lz4.block.decompress(buf[s:s + c], uncompressed_size=block * itemsize)
+                           for s, c, _ in full)
+            if len(raw) != len(full) * block * itemsize:
+                raise FrameDecodeError("a bitshuffle-LZ4 block decodes to the wrong size")
+            arr = np.frombuffer(raw, dtype=np.uint8).reshape(len(full), block * itemsize)
+            out[: len(full) * block * itemsize] = bitunshuffle(arr, itemsize).ravel()
+        pos = len(full) * block * itemsize
+        for s, c, elems in blocks[len(full):]:
+            raw = lz4.block.decompress(buf[s:s + c], uncompressed_size=elems * itemsize)
+            if len(raw) != elems * itemsize:
+                raise FrameDecodeError("the last bitshuffle-LZ4 block decodes to the wrong size")
+            arr = np.frombuffer(raw, dtype=np.uint8).reshape(1, elems * itemsize)
+            out[pos:pos + elems * itemsize] = bitunshuffle(arr, itemsize).ravel()
+            pos += elems * itemsize
+    except FrameDecodeError:
+        raise
+    except Exception as exc:  # lz4.block.LZ4BlockError
+        raise FrameDecodeError(f"bitshuffle-LZ4 block does not decode: {exc}") from exc
+    leftover = n * itemsize - pos
+    if leftover:
+        out[pos:] = np.frombuffer(buf, dtype=np.uint8, offset=buf.nbytes - leftover)
+    return out.view(dt)
+
+
+# --------------------------------------------------------------------------- #
+# Encoding (senders, tests, benchmarks)
+# --------------------------------------------------------------------------- #
+
+
+def hdf5plugin_bslz4(array: np.ndarray) -> bytes:
+    """Bitshuffle-LZ4 blob of a 2-D array made by ``hdf5plugin``'s HDF5 filter.
+
+    The frame is written as one chunk of an in-memory HDF5 dataset and the compressed chunk
+    is read back raw: exactly what an Eiger stores in its data files and sends as a
+    ``bs<bits>-lz4<`` stream blob (12-byte header included).
+    """
+    import h5py  # noqa: PLC0415
+    import hdf5plugin  # noqa: PLC0415
+
+    a = np.ascontiguousarray(array)
+    with h5py.File(f"saxsdog-bslz4-{id(a)}.h5", "w", driver="core", backing_store=False) as f:
+        ds = f.create_dataset("d", data=a, chunks=a.shape, **hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+        _mask, chunk = ds.id.read_direct_chunk((0,) * a.ndim)
+    return bytes(chunk)
+
+
+def encode_frame(array: np.ndarray, encoding: str, implementation: str = "auto") -> bytes:
+    """Encode a frame as a Dectris stream would (the inverse of :func:`decode_frame`).
+
+    Parameters
+    ----------
+    array
+        The pixels (2-D).
+    encoding
+        ``"bs32-lz4<"`` (the element size must match the dtype), ``"lz4<"``, ``"<"`` ...
+    implementation
+        For bitshuffle-LZ4: ``"bitshuffle"``, ``"hdf5plugin"`` or ``"auto"``.
+
+    Returns
+    -------
+    bytes
+        The data blob (with the 12-byte header for bitshuffle-LZ4).
+    """
+    kind, bits, order = parse_encoding(encoding)
+    a = np.ascontiguousarray(array)
+    if a.dtype.itemsize > 1:
+        a = a.astype(a.dtype.newbyteorder(order))
+    if kind == "raw":
+        return a.tobytes()
+    if kind == "lz4":
+        import lz4.block  # noqa: PLC0415
+
+        return lz4.block.compress(a.tobytes(), store_size=False)
+    if bits != a.dtype.itemsize * 8:
+        raise ValueError(f"encoding {encoding!r} needs {bits}-bit pixels, got {a.dtype}")
+    bs = _bitshuffle_module() if implementation in ("auto", "bitshuffle") else None
+    if bs is None:
+        if implementation == "bitshuffle":
+            raise ImportError("the bitshuffle package is not installed")
+        return hdf5plugin_bslz4(a)
+    block = default_block_size(a.dtype.itemsize)
+    body = bs.compress_lz4(a.reshape(-1), block)
+    return struct.pack(">QI", a.nbytes, block * a.dtype.itemsize) + body.tobytes()

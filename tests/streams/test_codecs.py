@@ -1,0 +1,111 @@
+"""Frame encodings of Dectris streams, checked against hdf5plugin's bitshuffle filter."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from saxsdog.streams.codecs import (FrameDecodeError, bitshuffle_available, bitunshuffle, decode_frame,
+                                    default_block_size, encode_frame, hdf5plugin_bslz4, parse_encoding)
+
+IMPLEMENTATIONS = ["numpy"] + (["bitshuffle"] if bitshuffle_available() else [])
+
+
+def frame(shape=(1043, 981), dtype=np.uint32, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = rng.poisson(20.0, size=shape).astype(dtype)
+    a[::97, :] = np.iinfo(dtype).max if np.dtype(dtype).kind in "ui" else -1  # detector gaps
+    return a
+
+
+def test_parse_encoding():
+    assert parse_encoding("bs32-lz4<") == ("bslz4", 32, "<")
+    assert parse_encoding("bs16-lz4>") == ("bslz4", 16, ">")
+    assert parse_encoding("lz4<") == ("lz4", None, "<")
+    assert parse_encoding("<") == ("raw", None, "<")
+    assert parse_encoding("") == ("raw", None, "<")
+    for bad in ("gzip", "bs32<", "bs12-lz4<", "lz4<<"):
+        with pytest.raises(FrameDecodeError, match="unknown encoding"):
+            parse_encoding(bad)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint16, np.int32, np.uint8])
+@pytest.mark.parametrize("shape", [(1043, 981), (100, 101), (7, 9), (1, 3)])
+def test_bitshuffle_lz4_blobs_of_hdf5plugin_decode_exactly(implementation, dtype, shape):
+    a = frame(shape, dtype)
+    blob = hdf5plugin_bslz4(a)  # the HDF5 filter's chunk: what an Eiger stores and sends
+    assert struct.unpack_from(">Q", blob)[0] == a.nbytes
+    enc = f"bs{np.dtype(dtype).itemsize * 8}-lz4<"
+    out = decode_frame(blob, np.dtype(dtype).name, shape, enc, implementation=implementation)
+    assert out.dtype == dtype and out.shape == shape and out.flags.c_contiguous and out.flags.writeable
+    np.testing.assert_array_equal(out, a)
+
+
+@pytest.mark.skipif(not bitshuffle_available(), reason="the bitshuffle package is not installed")
+def test_our_bitshuffle_encoder_makes_the_hdf5_filter_bytes():
+    a = frame()
+    assert encode_frame(a, "bs32-lz4<", implementation="bitshuffle") == hdf5plugin_bslz4(a)
+
+
+def test_numpy_bitunshuffle_inverts_a_hand_made_shuffle():
+    rng = np.random.default_rng(1)
+    elems = rng.integers(0, 2**32, size=(3, 64), dtype=np.uint64).astype(np.uint32)
+    raw = elems.view(np.uint8).reshape(3, 64, 4)  # [block, element, byte]
+    bits = np.unpackbits(raw[..., None], axis=3, bitorder="little")  # [block, element, byte, bit]
+    shuffled = np.packbits(bits.transpose(0, 2, 3, 1), axis=3, bitorder="little")  # [block, byte, bit, el/8]
+    out = bitunshuffle(shuffled.reshape(3, -1), 4)
+    np.testing.assert_array_equal(out.view(np.uint32), elems)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_header_less_blobs_as_the_eiger_simulator_sends(implementation):
+    a = frame((300, 301), np.uint16)
+    blob = hdf5plugin_bslz4(a)[12:]  # bitshuffle.compress_lz4 output: no 12-byte header
+    out = decode_frame(blob, "uint16", a.shape, "bs16-lz4<", implementation=implementation)
+    np.testing.assert_array_equal(out, a)
+
+
+@pytest.mark.parametrize("encoding", ["lz4<", "<", "", "lz4>", ">", "bs32-lz4<", "bs32-lz4>"])
+def test_round_trips(encoding):
+    a = frame((200, 150), np.uint32, seed=4)
+    blob = encode_frame(a, encoding)
+    out = decode_frame(blob, "uint32", a.shape, encoding)
+    assert out.dtype.isnative
+    np.testing.assert_array_equal(out, a)
+
+
+def test_block_size_default_matches_the_filter():
+    assert default_block_size(4) == 2048 and default_block_size(2) == 4096 and default_block_size(1) == 8192
+    blob = hdf5plugin_bslz4(frame((64, 64)))
+    assert struct.unpack_from(">I", blob, 8)[0] == 8192
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_malformed_blobs_raise_instead_of_crashing(implementation):
+    a = frame((300, 301))
+    blob = hdf5plugin_bslz4(a)
+    corrupt = bytearray(blob)
+    corrupt[200:260] = bytes(60)
+    cases = {
+        "truncated": blob[:-10],
+        "too long": blob + b"xx",
+        "huge block size": blob[:12] + b"\xff\xff\xff\xff" + blob[16:],
+        "empty": b"",
+        "header only": blob[:12],
+        "corrupt LZ4": bytes(corrupt),
+    }
+    for what, bad in cases.items():
+        with pytest.raises(FrameDecodeError):
+            decode_frame(bad, "uint32", a.shape, "bs32-lz4<", implementation=implementation)
+            pytest.fail(what)
+    with pytest.raises(FrameDecodeError, match="32-bit elements"):
+        decode_frame(blob, "uint16", a.shape, "bs32-lz4<")
+    with pytest.raises(FrameDecodeError, match="LZ4"):
+        decode_frame(b"\x00" * 50, "uint32", a.shape, "lz4<")
+    with pytest.raises(FrameDecodeError, match="raw frame"):
+        decode_frame(a.tobytes()[:-4], "uint32", a.shape, "<")
+    with pytest.raises(FrameDecodeError, match="pixel type"):
+        decode_frame(a.tobytes(), "complex64", a.shape, "<")

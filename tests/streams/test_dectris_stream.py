@@ -1,0 +1,260 @@
+"""Frames from a Dectris stream (v1) are integrated exactly as the same frames from files.
+
+The detector side is :class:`saxsdog.streams.dectris.DectrisSender` (the published stream v1
+format, on 127.0.0.1) and, in ``test_eiger_simulator.py``, ALBA's ``eiger-simulator``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+
+from saxsdog import Calibration
+from saxsdog.io.images import iter_frames
+from saxsdog.pipeline import QueueOptions
+from saxsdog.pipeline.pool import WorkerPool
+from saxsdog.pipeline.queue import ImageQueue
+from saxsdog.pipeline.tasks import FramePayload, ImageResult, ImageTask
+from saxsdog.streams.codecs import encode_frame
+from saxsdog.streams.dectris import DectrisSender, DectrisStreamSource, StreamFormatError, parse_message
+
+SERIES = 7
+CONFIG = {"count_time": 0.05, "frame_time": 0.05, "wavelength": 1.54, "description": "test sender",
+          "x_pixel_size": 0.000172, "y_pixel_size": 0.000172, "data_collection_date": "2024-05-01T10:00:00"}
+
+
+@pytest.fixture(scope="module")
+def data():
+    from conftest import require_data
+
+    return require_data()
+
+
+@pytest.fixture(scope="module")
+def cal(data):
+    return Calibration(data / "cal.json")
+
+
+@pytest.fixture(scope="module")
+def frames(data) -> list[np.ndarray]:
+    """Pilatus frames as a detector sends them: uint32 (gaps at 2**32 - 1), each one different."""
+    base = tifffile.imread(data / "buf1_00000.tif").astype(np.int64)
+    return [np.where(base >= 0, base * (k + 1) + k, base).astype(np.uint32) for k in range(5)]
+
+
+@pytest.fixture(scope="module")
+def from_files(cal, frames, tmp_path_factory) -> list[bytes]:
+    """.chi bytes of the same frames integrated from an HDF5 file by the pipeline."""
+    tmp = tmp_path_factory.mktemp("files")
+    root = tmp / "run"
+    root.mkdir()
+    with h5py.File(root / "scan_master.h5", "w") as f:
+        f.create_dataset("entry/data/data_000001", data=np.stack(frames), chunks=(1, *frames[0].shape))
+    q = ImageQueue(cal, root, QueueOptions()).start()
+    q.fill_from_directory()
+    assert q.wait_until_idle(120)
+    q.stop()
+    return [(tmp / "work" / f"scan_master_{k:05d}.chi").read_bytes() for k in range(len(frames))]
+
+
+def stream(cal, frames, out: Path, encoding: str = "bs32-lz4<", fmt: str = "chi", keep_raw=None,
+           frames_per_file: int = 1000, between=None) -> tuple[ImageQueue, DectrisStreamSource]:
+    """Send a series through a sender on loopback into a queue; returns both when done."""
+    q = ImageQueue(cal, out, QueueOptions(out_dir=out, output_format=fmt)).start()
+    try:
+        with DectrisSender() as snd:
+            src = DectrisStreamSource(snd.endpoint, q, keep_raw=keep_raw, frames_per_file=frames_per_file).start()
+            try:
+                snd.send_header(SERIES, CONFIG)
+                for k, f in enumerate(frames):
+                    snd.send_frame(SERIES, k, encode_frame(f, encoding), f.shape, "uint32", encoding,
+                                   with_hash=True)
+                if between is not None:
+                    between(snd)
+                snd.send_end(SERIES)
+                assert src.ended.wait(60), "the series end was not seen"
+                assert q.wait_until_idle(120)
+            finally:
+                src.stop()
+    finally:
+        q.stop()
+    return q, src
+
+
+@pytest.mark.parametrize("encoding", ["bs32-lz4<", "lz4<"])
+def test_streamed_frames_give_the_files_results(cal, frames, from_files, tmp_path, encoding):
+    q, src = stream(cal, frames, tmp_path / "out", encoding)
+    assert src.frames == len(frames) and src.malformed == 0 and src.series == SERIES
+    assert q.history.processed == len(frames) and not q.history.failures
+    for k, expected in enumerate(from_files):
+        assert (tmp_path / "out" / f"{SERIES}_{k:06d}.chi").read_bytes() == expected
+    rec = q.history.records[0]
+    assert rec["image_time"] is not None and rec["parameters"]["R0"]["I0"] > 0
+
+
+def test_stream_into_a_run_file_read_by_sasdata(cal, frames, tmp_path):
+    pytest.importorskip("sasdata")
+    from sasdata.data_util.nxsunit import Converter
+    from sasdata.dataloader.loader import Loader
+
+    def assert_curve(data, curve) -> None:
+        unit = data.x_unit[: -len("^{-1}")] if data.x_unit.endswith("^{-1}") else data.x_unit
+        q = np.asarray(Converter("1/" + unit if data.x_unit.endswith("^{-1}") else unit)(data.x, units="1/nm"))
+        np.testing.assert_allclose(q, curve.x, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(data.y, curve.intensity, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(data.dy, curve.poisson, rtol=1e-12, atol=0)
+
+    q, _ = stream(cal, frames, tmp_path / "out", fmt="nxcansas-run")
+    run_file = tmp_path / "out" / f"series_{SERIES}.h5"
+    assert q.run_files == [run_file]
+    loaded = Loader().load(str(run_file))
+    assert sorted(d.title for d in loaded) == [f"{SERIES}_{k:06d}" for k in range(len(frames))]
+    for data in loaded:
+        assert_curve(data, cal.curves(frames[int(data.title.split("_")[1])])[0])
+        assert data.meta_data["exposure_time"] == pytest.approx(0.05)
+        assert data.meta_data["series"] == SERIES
+
+
+def test_malformed_messages_are_reported_and_skipped(cal, frames, from_files, tmp_path):
+    good = frames[:2]
+    blob = encode_frame(frames[0], "bs32-lz4<")
+
+    def damage(snd: DectrisSender) -> None:
+        p2 = {"htype": "dimage_d-1.0", "shape": [981, 1043], "type": "uint32", "encoding": "bs32-lz4<"}
+        p4 = json.dumps({"htype": "dconfig-1.0"}).encode()
+        snd.send_parts([b"not json at all"])
+        snd.send_parts([json.dumps({"series": SERIES}).encode()])  # no htype
+        snd.send_parts([json.dumps({"htype": "dimage-1.0", "series": SERIES, "frame": 9}).encode(),
+                        json.dumps(p2).encode()])  # parts missing
+        snd.send_parts([json.dumps({"htype": "dimage-1.0", "series": SERIES, "frame": 9}).encode(),
+                        json.dumps(dict(p2, size=len(blob) + 1)).encode(), blob, p4])  # size mismatch
+        snd.send_parts([json.dumps({"htype": "dimage-1.0", "series": SERIES, "frame": 9}).encode(),
+                        json.dumps(dict(p2, encoding="gzip")).encode(), blob, p4])  # unknown encoding
+        snd.send_parts([json.dumps({"htype": "dmystery-1.0"}).encode()])
+        # well-formed, but the blob is damaged: the worker reports the frame as failed
+        bad = bytearray(blob)
+        bad[100:400] = bytes(300)
+        snd.send_frame(SERIES, 2, bytes(bad), frames[0].shape, "uint32", "bs32-lz4<")
+        # a frame sent twice is integrated once
+        snd.send_frame(SERIES, 1, encode_frame(good[1], "bs32-lz4<"), frames[0].shape, "uint32", "bs32-lz4<")
+        # and the stream goes on
+        for k in (3, 4):
+            snd.send_frame(SERIES, k, encode_frame(frames[k], "bs32-lz4<"), frames[0].shape, "uint32",
+                           "bs32-lz4<")
+
+    q, src = stream(cal, good, tmp_path / "out", between=damage)
+    assert src.malformed == 6
+    assert any("not JSON" in e for e in src.errors) and any("4 or 5" in e for e in src.errors)
+    assert any("says" in e for e in src.errors) and any("gzip" in e for e in src.errors)
+    assert q.history.processed == 4
+    (failed, reason), = q.history.failures.items()
+    assert failed.endswith(f"{SERIES}_000002") and "bitshuffle-LZ4" in reason
+    for k in (0, 1, 3, 4):
+        assert (tmp_path / "out" / f"{SERIES}_{k:06d}.chi").read_bytes() == from_files[k]
+
+
+def test_parse_message_checks_the_format():
+    with pytest.raises(StreamFormatError, match="empty"):
+        parse_message([])
+    with pytest.raises(StreamFormatError, match="shape"):
+        parse_message([b'{"htype": "dimage-1.0", "series": 1, "frame": 0}',
+                       b'{"htype": "dimage_d-1.0", "shape": [0, 5], "type": "uint32", "encoding": "<"}',
+                       b"", b"{}"])
+    with pytest.raises(StreamFormatError, match="pixel type"):
+        parse_message([b'{"htype": "dimage-1.0", "series": 1, "frame": 0}',
+                       b'{"htype": "dimage_d-1.0", "shape": [2, 2], "type": "complex", "encoding": "<"}',
+                       b"", b"{}"])
+    with pytest.raises(StreamFormatError, match="configuration"):
+        parse_message([b'{"htype": "dheader-1.0", "series": 1, "header_detail": "basic"}'])
+    msg = parse_message([b'{"htype": "dimage-1.0", "series": 3, "frame": 12, "hash": ""}',
+                         b'{"htype": "dimage_d-1.0", "shape": [4, 2], "type": "uint16", "encoding": "<",'
+                         b' "size": 16}', bytes(16), b'{"htype": "dconfig-1.0", "start_time": 5}', b"note"])
+    assert (msg.series, msg.frame, msg.shape, msg.name, msg.times, msg.appendix) == \
+        (3, 12, (2, 4), "3_000012", {"start_time": 5}, "note")
+
+
+def test_raw_frames_are_kept_as_nexus(cal, frames, from_files, tmp_path):
+    q, src = stream(cal, frames, tmp_path / "out", keep_raw=tmp_path / "raw", frames_per_file=2)
+    master = tmp_path / "raw" / f"series_{SERIES}_master.h5"
+    assert src.raw_files[0] == master
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [
+        f"series_{SERIES}_data_00000{k}.h5" for k in (1, 2, 3)] + [master.name]
+    kept = list(iter_frames(master))
+    assert len(kept) == len(frames)
+    for got, sent in zip(kept, frames):
+        np.testing.assert_array_equal(got.data, sent)
+    assert kept[0].metadata["exposure_time"] == pytest.approx(0.05)
+    with h5py.File(master) as f:
+        assert list(f["entry/data/frame_numbers"][()]) == list(range(len(frames)))
+        assert f["entry/instrument/beam/incident_wavelength"][()] == pytest.approx(1.54)
+    with h5py.File(tmp_path / "raw" / f"series_{SERIES}_data_000001.h5") as f:
+        ds = f["entry/data/data"]
+        assert ds.shape == (2, 1043, 981) and ds.chunks == (1, 1043, 981)
+        assert 32008 in ds._filters or "32008" in ds._filters  # bitshuffle
+        # stored as received: the chunk is the stream blob
+        assert ds.id.read_direct_chunk((1, 0, 0))[1] == encode_frame(frames[1], "bs32-lz4<")
+    # and the kept frames integrate to the same results again
+    q2 = ImageQueue(cal, tmp_path / "raw", QueueOptions(out_dir=tmp_path / "again")).start()
+    q2.fill_from_directory()
+    assert q2.wait_until_idle(120)
+    q2.stop()
+    for k, expected in enumerate(from_files):
+        assert (tmp_path / "again" / f"series_{SERIES}_master_{k:05d}.chi").read_bytes() == expected
+
+
+def test_saxsdog_stream_command(cal, frames, from_files, tmp_path):
+    with DectrisSender() as snd:
+        proc = subprocess.Popen([sys.executable, "-m", "saxsdog.cli.saxsdog", "--stream", snd.endpoint,
+                                 "-c", str(cal.path), "-o", str(tmp_path / "out"), "-S", "--format",
+                                 "nxcansas-run", "--keep-raw", str(tmp_path / "raw")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            snd.send_header(SERIES, CONFIG, timeout=120)  # waits (bounded) for the command to connect
+            for k, f in enumerate(frames[:3]):
+                snd.send_frame(SERIES, k, encode_frame(f, "bs32-lz4<"), f.shape, "uint32", "bs32-lz4<")
+            snd.send_parts([b"{broken"])
+            snd.send_end(SERIES)
+            stdout, stderr = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 0, stdout + stderr
+    assert "3 frame(s) received of series 7, 1 malformed message(s) skipped" in stdout
+    assert "3 processed, 0 skipped" in stdout
+    run_file = tmp_path / "out" / f"series_{SERIES}.h5"
+    assert f"run file {run_file}" in stdout
+    from saxsdog.io.nxcansas import read_nxcansas
+
+    assert sorted(f["name"] for f in read_nxcansas(run_file)) == [f"{SERIES}_{k:06d}" for k in range(3)]
+    assert len(list(iter_frames(tmp_path / "raw" / f"series_{SERIES}_master.h5"))) == 3
+
+
+class _Poison:
+    """A processor that dies on one frame (like a decoder crashing on bad data)."""
+
+    def process(self, task: ImageTask) -> list[ImageResult]:
+        if task.path.endswith("poison"):
+            os._exit(3)
+        return [ImageResult(task.path, name=os.path.basename(task.path))]
+
+
+def test_a_frame_that_kills_its_worker_fails_instead_of_looping(cal, tmp_path):
+    q = ImageQueue(cal, tmp_path, QueueOptions(out_dir=tmp_path, live_filelist=False),
+                   pool_factory=lambda c, o: WorkerPool(_Poison, 2)).start()
+    payload = FramePayload(b"", "uint32", (1, 1), "<")
+    for name in ("a", "poison", "b"):
+        q.push_task(ImageTask(str(tmp_path / name), str(tmp_path), payload=payload))
+    assert q.wait_until_idle(60)
+    q.stop()
+    assert q.history.processed == 2
+    assert q.history.failures == {str(tmp_path / "poison"): "the worker processing it died 3 times"}
+    assert q.worker_restarts == 3
