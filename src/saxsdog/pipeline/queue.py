@@ -7,8 +7,10 @@ thread-safe inbox.  Results go to the history, the live file list and any callba
 from __future__ import annotations
 
 import functools
+import dataclasses
 import heapq
 import logging
+import mmap
 import os
 import queue as _queue
 import signal
@@ -24,9 +26,9 @@ from ..errors import SaxsdogError
 from .history import History
 from .naming import existing_run_files, frame_name, in_directories, output_root, results_dir, run_file_path
 from .options import OUTPUT_FORMATS, QueueOptions
-from .pool import WorkerPool
+from .pool import PREFETCH, WorkerPool
 from .sources import DirectoryWatcher, walk_images
-from .tasks import ImageResult, ImageTask
+from .tasks import ArenaRef, ImageResult, ImageTask
 from .worker import ImageProcessor
 
 log = logging.getLogger(__name__)
@@ -37,14 +39,59 @@ ResultCallback = Callable[[ImageResult], None]
 MAX_WORKER_DEATHS = 3
 
 
-def _worker_processor(calibration: Calibration, options: QueueOptions) -> ImageProcessor:
+class PayloadArena:
+    """Shared memory through which in-memory frames reach forked workers.
+
+    An anonymous shared mapping made before the workers are forked (they inherit it): the
+    coordinator copies a frame's blob into a free slot and sends the worker only the slot
+    number, instead of pushing megabytes through the worker's pipe (which blocks the
+    dispatcher while the worker is still busy with its previous frame).  A slot is freed
+    when the task's result is back (or its worker died).  Blobs larger than a slot travel
+    in the task as before.
+
+    Parameters
+    ----------
+    slots
+        Number of slots (frames in flight at once).
+    slot_bytes
+        Size of a slot (pages are only touched when used).
+    """
+
+    def __init__(self, slots: int, slot_bytes: int = 16 << 20):
+        self.slot_bytes = int(slot_bytes)
+        self.mem = mmap.mmap(-1, slots * self.slot_bytes)  # MAP_SHARED | MAP_ANONYMOUS
+        self._view = memoryview(self.mem)
+        self._free = list(range(slots - 1, -1, -1))
+
+    def put(self, data: Any) -> ArenaRef | None:
+        """Copy ``data`` into a free slot; ``None`` when it does not fit or none is free."""
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        if n > self.slot_bytes or not self._free:
+            return None
+        slot = self._free.pop()
+        start = slot * self.slot_bytes
+        self._view[start:start + n] = view
+        return ArenaRef(slot, n)
+
+    def view(self, ref: ArenaRef) -> memoryview:
+        start = ref.slot * self.slot_bytes
+        return self._view[start:start + ref.length]
+
+    def release(self, ref: ArenaRef) -> None:
+        self._free.append(ref.slot)
+
+
+def _worker_processor(calibration: Calibration, options: QueueOptions,
+                      arena: PayloadArena | None = None) -> ImageProcessor:
     """Runs first in a new worker, after it restored SIGTERM's default action."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a pending one kills it now
-    return ImageProcessor(calibration, options)
+    return ImageProcessor(calibration, options, arena)
 
 
-def local_pool(calibration: Calibration, options: QueueOptions) -> WorkerPool:
+def local_pool(calibration: Calibration, options: QueueOptions,
+               arena: PayloadArena | None = None) -> WorkerPool:
     """The default execution backend: forked local worker processes.
 
     SIGTERM is blocked while the workers are forked: a worker inherits the parent's Python
@@ -52,7 +99,7 @@ def local_pool(calibration: Calibration, options: QueueOptions) -> WorkerPool:
     them, and an abort right after the start would otherwise be lost in that window.  The
     worker unblocks it once its default action is back (:func:`_worker_processor`).
     """
-    factory = functools.partial(_worker_processor, calibration, options)
+    factory = functools.partial(_worker_processor, calibration, options, arena)
     if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
         return WorkerPool(factory, options.workers)
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
@@ -296,6 +343,8 @@ class ImageQueue:
                                  and not self.options.resume,
                                  skip_known=self.options.resume or not self.options.overwrite)
         self._crashes: dict[str, int] = {}
+        self._arena: PayloadArena | None = None
+        self._shipped: dict[str, ImageTask] = {}  # path -> original task, while its payload is in the arena
         self.filelist: LiveFileList | None = None
         if self.options.live_filelist:
             self.filelist = LiveFileList(results_dir(self.root, self.options) / "filelist.txt")
@@ -322,7 +371,11 @@ class ImageQueue:
         import numpy as np
 
         self.calibration.curves(np.zeros(self.calibration.shape, dtype=np.int32))
-        self._pool = self._pool_factory(self.calibration, self.options)
+        if self._pool_factory is local_pool:
+            self._arena = PayloadArena(max(1, self.options.workers) * PREFETCH + 2)
+            self._pool = local_pool(self.calibration, self.options, self._arena)
+        else:
+            self._pool = self._pool_factory(self.calibration, self.options)
         self._thread = threading.Thread(target=self._run, name="saxsdog-dispatcher", daemon=True)
         self._thread.start()
         return self
@@ -513,6 +566,24 @@ class ImageQueue:
                 except Exception:  # a broken sink must not stop processing
                     log.exception("result callback failed")
 
+    def _ship(self, task: ImageTask) -> ImageTask:
+        """The task as sent to a worker: its frame's bytes in the arena, or as bytes."""
+        p = task.payload
+        if p is None or isinstance(p.data, (bytes, ArenaRef)):
+            return task
+        ref = self._arena.put(p.data) if self._arena is not None else None
+        if ref is None:
+            return dataclasses.replace(task, payload=dataclasses.replace(p, data=bytes(p.data)))
+        self._shipped[task.path] = task
+        return dataclasses.replace(task, payload=dataclasses.replace(p, data=ref))
+
+    def _unship(self, task: ImageTask) -> ImageTask:
+        """Free the task's arena slot; returns the original task."""
+        if task.payload is not None and isinstance(task.payload.data, ArenaRef):
+            self._arena.release(task.payload.data)
+            return self._shipped.pop(task.path, task)
+        return task
+
     def _run(self) -> None:
         try:
             self._dispatch()
@@ -551,7 +622,9 @@ class ImageQueue:
                 self._pending.append(task)
             while self._pending and pool.capacity > 0:
                 task = self._pending[0]
-                if not pool.submit(task):
+                sent = self._ship(task)
+                if not pool.submit(sent):
+                    self._unship(sent)
                     break
                 self._pending.popleft()
                 self._state[task.path] = "inflight"
@@ -570,8 +643,9 @@ class ImageQueue:
             except (BlockingIOError, OSError):
                 pass
             for task, results in done:
-                self._handle(task, results)
+                self._handle(self._unship(task), results)
             for task in orphaned:  # their worker died: nothing is lost
+                task = self._unship(task)
                 crashes = self._crashes[task.path] = self._crashes.get(task.path, 0) + 1
                 if crashes >= MAX_WORKER_DEATHS:
                     # an image that kills every worker that touches it must not loop forever

@@ -7,6 +7,14 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class ArenaRef:
+    """Where a frame's bytes wait in the coordinator's shared memory (see ``PayloadArena``)."""
+
+    slot: int
+    length: int
+
+
+@dataclass(frozen=True)
 class FramePayload:
     """One detector frame held in memory, still compressed (e.g. received from a stream).
 
@@ -16,7 +24,9 @@ class FramePayload:
     Attributes
     ----------
     data
-        The encoded pixels (the stream's data blob).
+        The encoded pixels (the stream's data blob): bytes, a memoryview of the received
+        message (coordinator side only), or an :class:`ArenaRef` into shared memory (on
+        the way to a forked worker).
     dtype
         NumPy name of the pixel type (``"uint32"``, ``"uint16"``, ...).
     shape
@@ -28,7 +38,7 @@ class FramePayload:
         Scalar header values of the frame (``timestamp``, ``series``, ``frame``, ...).
     """
 
-    data: bytes
+    data: bytes | memoryview | ArenaRef
     dtype: str
     shape: tuple[int, int]
     encoding: str

@@ -15,7 +15,7 @@ from ..io.chi import atomic_write_bytes
 from ..io.images import Frame, iter_frames, read_header
 from .naming import frame_name, output_base
 from .options import OUTPUT_FORMATS, QueueOptions
-from .tasks import ImageResult, ImageTask
+from .tasks import ArenaRef, ImageResult, ImageTask
 
 
 class ImageProcessor:
@@ -27,6 +27,8 @@ class ImageProcessor:
         The calibration (its operators are shared read-only with forked workers).
     options
         Queue options.
+    arena
+        The coordinator's shared memory for in-memory frames (forked workers only).
 
     Notes
     -----
@@ -45,7 +47,8 @@ class ImageProcessor:
     NXcanSAS formats.
     """
 
-    def __init__(self, calibration: Calibration, options: QueueOptions):
+    def __init__(self, calibration: Calibration, options: QueueOptions, arena: Any = None):
+        self.arena = arena
         if options.output_format not in OUTPUT_FORMATS:
             raise ValueError(f"unknown output format {options.output_format!r} "
                              f"(one of {', '.join(OUTPUT_FORMATS)})")
@@ -87,8 +90,11 @@ class ImageProcessor:
         if tuple(p.shape) != tuple(self.calibration.shape):
             raise ImageShapeError(task.path, f"frame is {p.shape[0]}×{p.shape[1]} pixels, the calibration "
                                              f"expects {self.calibration.shape[0]}×{self.calibration.shape[1]}")
+        blob = p.data
+        if isinstance(blob, ArenaRef):
+            blob = self.arena.view(blob)  # the coordinator frees the slot once the result is back
         try:
-            data = decode_frame(p.data, p.dtype, p.shape, p.encoding)
+            data = decode_frame(blob, p.dtype, p.shape, p.encoding)
         except FrameDecodeError as exc:
             raise CorruptImageError(task.path, str(exc)) from None
         yield Frame(data=data, path=task.path, index=0, nframes=1, metadata=dict(p.metadata))

@@ -54,11 +54,6 @@ __all__ = [
     "DectrisSender",
 ]
 
-#: Header values kept as frame metadata (scalars of the detector configuration).
-_HEADER_KEYS = ("count_time", "frame_time", "wavelength", "photon_energy", "description",
-                "detector_number", "detector_distance", "beam_center_x", "beam_center_y",
-                "x_pixel_size", "y_pixel_size", "data_collection_date", "bit_depth_image",
-                "software_version", "sensor_material", "sensor_thickness", "threshold_energy")
 
 
 class StreamFormatError(ValueError):
@@ -101,7 +96,7 @@ class StreamFrame:
     shape: tuple[int, int]
     dtype: str
     encoding: str
-    data: bytes
+    data: bytes | memoryview
     hash: str = ""
     times: dict[str, int] = field(default_factory=dict)
     appendix: str | None = None
@@ -210,10 +205,13 @@ def parse_message(parts: Sequence[Any]) -> SeriesHeader | StreamFrame | SeriesEn
         parse_encoding(encoding if isinstance(encoding, str) else None)
     except FrameDecodeError as exc:
         raise StreamFormatError(f"frame {frame}: {exc}") from None
-    data = _bytes(parts[2])
+    blob = parts[2]
+    # zero-copy: a view of the received message (copied once, into the workers' shared memory)
+    data = blob.buffer if hasattr(blob, "buffer") else _bytes(blob)
     size = info.get("size")
-    if size is not None and size != len(data):
-        raise StreamFormatError(f"frame {frame}: the blob has {len(data)} bytes, its header says {size}")
+    if size is not None and size != memoryview(data).nbytes:
+        raise StreamFormatError(f"frame {frame}: the blob has {memoryview(data).nbytes} bytes, its header "
+                                f"says {size}")
     times: dict[str, int] = {}
     tail = _json(parts[3], f"dconfig of frame {frame}")
     for k in ("start_time", "stop_time", "real_time"):
@@ -370,17 +368,15 @@ class DectrisStreamSource:
         self.errors.append(reason)
 
     def _metadata(self) -> dict[str, Any]:
-        meta: dict[str, Any] = {}
+        """Per-frame metadata: few values, because each is written for every frame of a run file.
+
+        The whole header configuration goes to the raw frames' master file (``--keep-raw``).
+        """
         cfg = self.header.config if self.header is not None else {}
-        for k in _HEADER_KEYS:
-            v = cfg.get(k)
-            if isinstance(v, (str, int, float, bool)) and not (isinstance(v, float) and not math.isfinite(v)):
-                meta[k] = v
-        if "count_time" in meta:
-            meta["exposure_time"] = meta.pop("count_time")
-        if "description" in meta:
-            meta["detector"] = meta.pop("description")
-        return meta
+        v = cfg.get("count_time")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            return {"exposure_time": float(v)}
+        return {}
 
     def _new_series(self, series: int) -> None:
         self._close_raw()
@@ -405,8 +401,9 @@ class DectrisStreamSource:
                 self.header = None  # a header of another series
             self._new_series(frame.series)
         meta = self._metadata()
-        meta.update({"series": frame.series, "frame": frame.frame, "timestamp": time.time(),
-                     **frame.times})
+        meta.update({"series": frame.series, "frame": frame.frame, "timestamp": time.time()})
+        if "start_time" in frame.times:
+            meta["start_time"] = frame.times["start_time"]
         from ..pipeline.tasks import FramePayload, ImageTask
 
         payload = FramePayload(frame.data, frame.dtype, frame.shape, frame.encoding, meta)

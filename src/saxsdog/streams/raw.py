@@ -160,7 +160,7 @@ class NexusRawWriter:
             self._ds.resize(self._n + _GROW, axis=0)
         nbytes = self._shape[0] * self._shape[1] * dtype.itemsize
         if kind == "bslz4" and bits == dtype.itemsize * 8:
-            blob = frame.data
+            blob = bytes(frame.data)
             if len(blob) < 12 or struct.unpack_from(">Q", blob, 0)[0] != nbytes:
                 # a header-less sender: add the filter's 12-byte header
                 block = default_block_size(dtype.itemsize) * dtype.itemsize
