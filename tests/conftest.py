@@ -22,6 +22,12 @@ def data_dir() -> Path:
     return require_data()
 
 
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder, for module- and session-scoped fixtures."""
+    return require_data()
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     """Every test session gets its own operator cache, never the user's."""

@@ -321,9 +321,12 @@ class Calibration:
         return integral_parameters(self.radial.x, intensity, float(entry.get("qStart", 0.0)),
                                    entry.get("qStop"))
 
-    def curves(self, image: np.ndarray) -> list[Curve]:
-        """All integrators' curves (with errors and classifiers) for one image."""
-        return [it.curve(image) for it in self.integrators]
+    def curves(self, image: np.ndarray, stddev: bool = True) -> list[Curve]:
+        """All integrators' curves (with errors and classifiers) for one image.
+
+        ``stddev=False`` skips the standard deviation, which the output files do not store.
+        """
+        return [it.curve(image, stddev) for it in self.integrators]
 
     def output_suffixes(self) -> list[str]:
         """File-name suffix of each integrator's output (``""`` for the first)."""
@@ -350,7 +353,7 @@ class Calibration:
         path = Path(path)
         stem = path.name[:-4] if path.name.endswith(".chi") else path.name
         written = []
-        for suffix, content in zip(self.output_suffixes(), self.chi_bytes(self.curves(image))):
+        for suffix, content in zip(self.output_suffixes(), self.chi_bytes(self.curves(image, stddev=False))):
             target = path.with_name(stem + suffix + ".chi")
             atomic_write_bytes(target, content)
             written.append(target)

@@ -28,10 +28,8 @@ def cal(require_data_dir):
 
 
 @pytest.fixture(scope="module")
-def require_data_dir():
-    from conftest import require_data
-
-    return require_data()
+def require_data_dir(shared_data):
+    return shared_data
 
 
 @pytest.fixture(scope="module")

@@ -32,10 +32,8 @@ CONFIG = {"count_time": 0.05, "frame_time": 0.05, "wavelength": 1.54, "descripti
 
 
 @pytest.fixture(scope="module")
-def data():
-    from conftest import require_data
-
-    return require_data()
+def data(shared_data):
+    return shared_data
 
 
 @pytest.fixture(scope="module")

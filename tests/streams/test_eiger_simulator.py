@@ -78,10 +78,8 @@ class Simulator:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    from conftest import require_data
-
-    data = require_data()
+def setup(tmp_path_factory, shared_data):
+    data = shared_data
     tmp = tmp_path_factory.mktemp("eigersim")
     base = tifffile.imread(data / "buf1_00000.tif").astype(np.int64)
     frames = np.stack([np.clip(base * (k + 1) + k, 0, 65535) for k in range(NFRAMES)]).astype(np.uint16)

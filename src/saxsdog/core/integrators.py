@@ -30,7 +30,7 @@ class Curve:
     intensity
         Mean intensity per bin.
     stddev
-        Standard deviation of pixel values per bin.
+        Standard deviation of pixel values per bin (``None`` when not computed).
     poisson
         Poisson error of the mean per bin.
     parameters
@@ -39,7 +39,7 @@ class Curve:
 
     x: np.ndarray
     intensity: np.ndarray
-    stddev: np.ndarray
+    stddev: np.ndarray | None
     poisson: np.ndarray
     parameters: dict[str, Any]
 
@@ -143,19 +143,30 @@ class Integrator:
         intensity = s1 * inv
         var = s2 * inv - intensity * intensity
         stddev = np.sqrt(np.maximum(var, 0.0))
-        area = self.operator.area
-        with np.errstate(invalid="ignore", divide="ignore"):
-            poisson = np.where(area > 0, np.sqrt(np.maximum(intensity * area, 0.0)) / np.where(area > 0, area, 1.0), 0.0)
-        return intensity, stddev, poisson
+        return intensity, stddev, self.poisson_error(intensity)
 
     def parameters(self, intensity: np.ndarray) -> dict[str, Any]:
         """Classifiers of a curve (none for this kind)."""
         return {}
 
-    def curve(self, image: np.ndarray) -> Curve:
-        """Integrate with errors and classifiers."""
-        intensity, stddev, poisson = self.integrate_with_errors(image)
-        return Curve(self.x, intensity, stddev, poisson, self.parameters(intensity))
+    def poisson_error(self, intensity: np.ndarray) -> np.ndarray:
+        """``√(I·A)/A`` per bin, 0 for empty bins."""
+        area = self.operator.area
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(area > 0, np.sqrt(np.maximum(intensity * area, 0.0)) / np.where(area > 0, area, 1.0), 0.0)
+
+    def curve(self, image: np.ndarray, stddev: bool = True) -> Curve:
+        """Integrate with errors and classifiers.
+
+        ``stddev=False`` skips the standard deviation (a second pass over the squares),
+        which no file format stores: outputs need only I and the Poisson error.
+        """
+        if stddev:
+            intensity, std, poisson = self.integrate_with_errors(image)
+        else:
+            intensity = self.integrate(image)
+            std, poisson = None, self.poisson_error(intensity)
+        return Curve(self.x, intensity, std, poisson, self.parameters(intensity))
 
 
 class RadialIntegrator(Integrator):

@@ -55,7 +55,7 @@ class History:
                     self._stage_sum[s] += result.timings.get(s, 0.0)
                 self._stage_n += 1
                 self.latest = result
-                if result.curves:
+                if result.curves and result.live:
                     self.latest_curves = result
             if len(self.records) < self.max_records:
                 self.records.append({

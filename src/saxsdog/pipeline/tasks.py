@@ -100,7 +100,9 @@ class ImageResult:
         Outputs existed already (resume / OverwriteFiles false).
     curves
         When requested, every integrator's curve as the original's graph objects:
-        ``{"kind", "conf", "columnLabels", "array": [x, I, err, stddev]}`` (NumPy arrays).
+        ``{"kind", "conf", "columnLabels", "array": [x, I, err(, stddev)]}`` (NumPy arrays).
+    live
+        The curves are a live-plot sample (they include the standard deviation).
         Always present for frames integrated for NXcanSAS run files.
     name
         The frame's name in run files and plots: the image path relative to the queue's
@@ -121,6 +123,7 @@ class ImageResult:
     worker: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
     curves: list[dict[str, Any]] | None = None
+    live: bool = False
     name: str = ""
 
     @property

@@ -142,7 +142,10 @@ class ImageProcessor:
     def _integrate_frame(self, task: ImageTask, frame, outputs: list[Path], read_s: float,
                          name: str) -> ImageResult:
         t0 = time.perf_counter()
-        curves = self.calibration.curves(frame.data)
+        now = time.monotonic()
+        live = self.options.keep_curves and now - self._last_curves >= self.options.curve_interval
+        # The standard deviation is only shown in live plots; no output stores it.
+        curves = self.calibration.curves(frame.data, stddev=live)
         meta = dict(frame.metadata)
         scalars = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}
         contents: list[bytes] = []
@@ -179,19 +182,21 @@ class ImageProcessor:
                 image_time = None
         parameters = {k: c.parameters for k, c in zip(self.keys, curves) if c.parameters}
         graphs = None
-        now = time.monotonic()
         every_frame = self.format == "nxcansas-run"  # the coordinator writes them all
-        if every_frame or (self.options.keep_curves and now - self._last_curves >= self.options.curve_interval):
-            # a live plot needs only the latest curves: send them at a bounded rate
-            self._last_curves = now
+        if every_frame or live:
+            # a live plot needs only the latest curves: they are sent at a bounded rate
+            if live:
+                self._last_curves = now
+            labels = ["Intensity (Count/Pixel)", "Error Margin"] + (["Standard Deviation"] if live else [])
             graphs = [{"kind": it.kind, "conf": {"Name": it.name, "suffix": sfx},
-                       "columnLabels": [it.x_label, "Intensity (Count/Pixel)", "Error Margin", "Standard Deviation"],
-                       "array": [c.x, c.intensity, c.poisson, c.stddev]}
+                       "columnLabels": [it.x_label, *labels],
+                       "array": [c.x, c.intensity, c.poisson] + ([c.stddev] if live else [])}
                       for it, c, sfx in zip(self.calibration.integrators, curves, self.suffixes)]
         return ImageResult(
             path=task.path, frame=frame.index, outputs=[str(p) for p in outputs], parameters=parameters,
             image_time=image_time, timings={"read": read_s, "integrate": t1 - t0, "write": t2 - t1},
             processed_at=time.time(), worker=os.getpid(), metadata=scalars, curves=graphs, name=name,
+            live=live,
         )
 
 
