@@ -33,7 +33,7 @@ def warm_cache(data_dir):
 def test_help_lists_the_original_options():
     r = run(["--help"])
     assert r.returncode == 0
-    for opt in ["-c", "-t", "-m", "-w", "-r", "-o", "-R", "-s", "-p", "-P", "-S", "-n", "-D", "--demo"]:
+    for opt in ["-c", "-t", "-m", "-w", "-r", "-o", "-R", "-s", "-p", "-P", "-S", "-n", "-D", "-V", "--demo"]:
         assert re.search(rf"(^|\s){re.escape(opt)}[ ,]", r.stdout), opt
 
 
@@ -144,3 +144,10 @@ def test_demo_runs_end_to_end_with_known_answer(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "6 processed" in r.stdout and "-> OK" in r.stdout
     assert re.search(r"[\d.]+ frames/s", r.stdout)
+    (demo,) = list(tmp_path.glob("saxsdog-demo-*"))
+    assert len(list((demo / "work").glob("demo_*.chi"))) == 6 and not (demo / "images").exists()
+
+
+def test_servermode_runs_the_server(tmp_path):
+    r = run(["-V", tmp_path, "--network", tmp_path / "missing.json"])
+    assert r.returncode == 2 and "saxsdogserver" in r.stderr and "saxsnetconf" in r.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -74,7 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make N synthetic Pilatus 1M images with a known answer (default 200), "
                         "process them and check the curves")
     p.add_argument("-v", "--verbose", action="store_true", help="log details")
-    p.add_argument("-V", "--version", action="version", version="saxsdog " + _version())
+    p.add_argument("-V", "--servermode", action="store_true",
+                   help="server mode: run saxsdogserver with DIRECTORY as base directory (-t workers; the "
+                        "network file gives ports and secret; see saxsdogserver --help)")
+    p.add_argument("--version", action="version", version="saxsdog " + _version())
+    from saxsdog.protocol.netconf import add_network_arguments
+
+    add_network_arguments(p)  # used by -V
     return p
 
 
@@ -156,6 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     workdir = None
+    if args.servermode:
+        if not args.directory:
+            print("saxsdog: error: -V needs the base DIRECTORY", file=sys.stderr)
+            return EXIT_USAGE
+        from saxsdog.cli import server
+
+        forwarded = [args.directory] + (["-t", str(args.threads)] if args.threads else [])
+        forwarded += ["-w"] if args.watch else []
+        forwarded += (["-o", args.out] if args.out else []) + ["-R", args.relpath]
+        forwarded += (["--network", args.network] if args.network else []) + ["-N", str(args.serverno)]
+        return server.main(forwarded + (["-v"] if args.verbose else []))
     if args.demo is not None:
         if args.demo < 1:
             print("saxsdog: --demo needs at least one image", file=sys.stderr)
@@ -381,7 +399,8 @@ def _summary(queue, interrupted: bool, args, out, workdir) -> int:
         from saxsdog.cli.saxsdog import _check_demo
 
         ok = _check_demo(workdir, args.demo, out)
-        print(f"  outputs in {workdir}/work", file=out)
+        shutil.rmtree(workdir / "images", ignore_errors=True)  # ~4 MB per synthetic image
+        print(f"  outputs in {workdir}/work (the synthetic images were removed)", file=out)
         if not ok:
             return EXIT_FAILED
     return EXIT_FAILED if h.failures else EXIT_OK
