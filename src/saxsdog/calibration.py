@@ -27,7 +27,7 @@ from .core.integrators import (Curve, Integrator, PhiIntegrator, RadialIntegrato
 from .core.operator import (BinningOperator, build_phi_operator, build_radial_operator,
                             build_slice_operator)
 from .errors import CalibrationError
-from .schemas import json_path as _json_path, load_schema as _load_schema, validator
+from .schemas import expected_text as _expected, json_path as _json_path, load_schema as _load_schema, validator
 from .io.chi import ChiFormatter, atomic_write_bytes
 from .io.masks import read_mask, read_mask_bytes
 from .io.operator_cache import OperatorCache, default_cache_dir, operator_key
@@ -40,31 +40,6 @@ log = logging.getLogger(__name__)
 def load_schema() -> dict[str, Any]:
     """The calibration JSON Schema (a fresh copy)."""
     return _load_schema("calibration.schema.json")
-
-
-def _expected(error) -> str:
-    v, val = error.validator, error.validator_value
-    if v == "type":
-        return f"a value of type {val}"
-    if v == "enum":
-        return "one of " + ", ".join(repr(x) for x in val)
-    if v == "minimum":
-        return f"a number >= {val}"
-    if v == "exclusiveMinimum":
-        return f"a number > {val}"
-    if v == "maximum":
-        return f"a number <= {val}"
-    if v == "exclusiveMaximum":
-        return f"a number < {val}"
-    if v == "minItems":
-        return f"at least {val} item(s)"
-    if v == "maxItems":
-        return f"at most {val} item(s)"
-    if v in ("oneOf", "anyOf"):
-        return error.schema.get("description", "one of the allowed forms")
-    if v == "required":
-        return "this field to be present"
-    return f"{v} {val!r}"
 
 
 def validate_calibration(config: Any) -> None:

@@ -50,7 +50,7 @@ import numpy as np
 
 from saxsdog.errors import SaxsdogError
 from saxsdog.io.atomic import atomic_output
-from saxsdog.schemas import load_schema as _load_schema, validator
+from saxsdog.schemas import expected_text as _expected, json_path as _json_path, load_schema as _load_schema, validator
 
 __all__ = [
     "MAC_EPOCH_OFFSET",
@@ -137,30 +137,6 @@ def unix_to_mac(t: Any) -> Any:
 def load_schema() -> dict[str, Any]:
     """The Data Consolidation JSON Schema (draft 2020-12), a fresh copy."""
     return _load_schema("datamerge.schema.json")
-
-
-def _json_path(parts: Iterable[Any]) -> str:
-    out = "$"
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return out
-
-
-def _expected(error) -> str:
-    v, val = error.validator, error.validator_value
-    if v == "type":
-        return f"a value of type {val}"
-    if v == "enum":
-        return "one of " + ", ".join(repr(x) for x in val)
-    if v in ("minimum", "minItems", "minLength"):
-        return f"{v} {val}"
-    if v in ("anyOf", "oneOf"):
-        return error.schema.get("description", "one of the allowed forms")
-    if v == "additionalProperties":
-        return "only the fields " + ", ".join(sorted(error.schema.get("properties", {})))
-    if v == "required":
-        return "this field to be present"
-    return f"{v} {val!r}"
 
 
 def validate_merge_config(config: Any) -> None:

@@ -202,19 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"saxsdog: error: {root} is not a directory", file=sys.stderr)
         return EXIT_USAGE
 
-    from saxsdog.calibration import Calibration
-    from saxsdog.errors import CalibrationError, SaxsdogError
+    from saxsdog.errors import SaxsdogError
     from saxsdog.pipeline import QueueOptions
     from saxsdog.pipeline.naming import results_dir
     from saxsdog.pipeline.queue import ImageQueue
 
-    t0 = time.perf_counter()
-    try:
-        cal = Calibration(args.calibration)
-    except CalibrationError as exc:
-        print(f"saxsdog: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    startup = time.perf_counter() - t0
+    loaded = _load_calibration(args.calibration)
+    if isinstance(loaded, int):
+        return loaded
+    cal, startup = loaded
     conf = cal.config
     options = QueueOptions(
         workers=args.threads or int(conf.get("Threads", 2)),
@@ -291,19 +287,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_stream(args, out) -> int:
     """``saxsdog --stream URL``: integrate a detector stream until its series ends (or Ctrl-C)."""
-    from saxsdog.calibration import Calibration
-    from saxsdog.errors import CalibrationError
     from saxsdog.pipeline import QueueOptions
     from saxsdog.pipeline.queue import ImageQueue
     from saxsdog.streams.dectris import DectrisStreamSource
 
-    t0 = time.perf_counter()
-    try:
-        cal = Calibration(args.calibration)
-    except CalibrationError as exc:
-        print(f"saxsdog: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    startup = time.perf_counter() - t0
+    loaded = _load_calibration(args.calibration)
+    if isinstance(loaded, int):
+        return loaded
+    cal, startup = loaded
     conf = cal.config
     out_dir = Path(args.out or ".").resolve()
     options = QueueOptions(
@@ -357,6 +348,20 @@ def _run_stream(args, out) -> int:
     for path in source.raw_files[:1]:
         print(f"saxsdog: raw frames kept in {path} ({len(source.raw_files) - 1} data file(s))", file=out)
     return _summary(queue, interrupted, args, out, None)
+
+
+def _load_calibration(path: str):
+    """The calibration and its load time, or the exit code after printing the error."""
+    from saxsdog.calibration import Calibration
+    from saxsdog.errors import CalibrationError
+
+    t0 = time.perf_counter()
+    try:
+        cal = Calibration(path)
+    except CalibrationError as exc:
+        print(f"saxsdog: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return cal, time.perf_counter() - t0
 
 
 def _remove_partials(root: Path, options) -> None:

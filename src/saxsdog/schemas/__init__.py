@@ -12,7 +12,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-__all__ = ["load_schema", "validator", "json_path"]
+__all__ = ["load_schema", "validator", "json_path", "expected_text"]
 
 
 @lru_cache(maxsize=None)
@@ -40,3 +40,33 @@ def json_path(parts) -> str:
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else f".{p}"
     return out
+
+
+def expected_text(error) -> str:
+    """What a jsonschema ``ValidationError`` says was expected, in plain words."""
+    v, val = error.validator, error.validator_value
+    if v == "type":
+        return f"a value of type {val}"
+    if v == "enum":
+        return "one of " + ", ".join(repr(x) for x in val)
+    if v == "minimum":
+        return f"a number >= {val}"
+    if v == "exclusiveMinimum":
+        return f"a number > {val}"
+    if v == "maximum":
+        return f"a number <= {val}"
+    if v == "exclusiveMaximum":
+        return f"a number < {val}"
+    if v == "minItems":
+        return f"at least {val} item(s)"
+    if v == "maxItems":
+        return f"at most {val} item(s)"
+    if v == "minLength":
+        return f"at least {val} character(s)"
+    if v in ("oneOf", "anyOf"):
+        return error.schema.get("description", "one of the allowed forms")
+    if v == "additionalProperties":
+        return "only the fields " + ", ".join(sorted(error.schema.get("properties", {})))
+    if v == "required":
+        return "this field to be present"
+    return f"{v} {val!r}"
