@@ -93,13 +93,10 @@ def main() -> None:
         try:
             import fabio
             import pyFAI
-            from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
-            g = cal.geometry
-            ai = AzimuthalIntegrator()
-            ai.setFit2D(g.distance_mm, g.beam_center[1], g.shape[0] - g.beam_center[0], g.tilt_deg,
-                        -g.tilt_rotation_deg, g.pixel_size_um[1], g.pixel_size_um[0])
-            ai.wavelength = g.wavelength_A * 1e-10
+            from saxsdog.io.poni import calibration_to_integrator
+
+            ai = calibration_to_integrator(cal.raw)
             op = cal.radial.operator
             mask = ~cal.mask(0)
             (tmp / "pyfai").mkdir()

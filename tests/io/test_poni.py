@@ -190,3 +190,16 @@ def test_export_needs_image_size() -> None:
     del cal["Geometry"]["Imagesize"]
     with pytest.raises(CalibrationError, match="Imagesize"):
         calibration_to_integrator(cal)
+
+
+def test_poni_export_carries_the_wavelength(data_dir, tmp_path):
+    import json
+
+    from saxsdog.io.poni import calibration_to_poni, poni_to_calibration
+
+    cal = json.loads((data_dir / "cal.json").read_text())
+    cal["Wavelength"] = 1.2345
+    path = calibration_to_poni(cal, tmp_path / "cal.poni")
+    assert "Wavelength" in path.read_text()
+    back = poni_to_calibration(path)  # no template: the wavelength must come from the file
+    assert abs(back["Wavelength"] - 1.2345) < 1e-12

@@ -85,6 +85,9 @@ def calibration_to_integrator(cal: Mapping[str, Any]):
                         max_shape=(geom.rows, geom.cols))
     ai = AzimuthalIntegrator(detector=detector)
     ai.setFit2D(**kwargs)
+    wavelength = cal.get("Wavelength")
+    if isinstance(wavelength, (int, float)) and wavelength > 0:
+        ai.wavelength = float(wavelength) * 1e-10  # Å -> m
     return ai
 
 
