@@ -203,7 +203,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
     from saxsdog.errors import SaxsdogError
-    from saxsdog.pipeline import QueueOptions
     from saxsdog.pipeline.naming import results_dir
     from saxsdog.pipeline.queue import ImageQueue
 
@@ -212,21 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         return loaded
     cal, startup = loaded
     conf = cal.config
-    options = QueueOptions(
-        workers=args.threads or int(conf.get("Threads", 2)),
-        out_dir=Path(args.out).resolve() if args.out else None,
-        relpath=args.relpath,
-        resume=args.resume,
-        overwrite=bool(conf.get("OverwriteFiles", True)),
-        directories=list(conf.get("Directory", [])),
-        live_filelist=bool(conf.get("Live-Filelisting", True)),
-        write_svg=args.svg, write_png=args.png,
-        retry_timeout=args.retry_timeout,
-        output_format=args.format,
-        run_name=args.run_name,
-        replace_run_file=not args.resume,
-        keep_curves=args.plotmonitor,
-    )
+    options = _queue_options(args, conf, out_dir=Path(args.out).resolve() if args.out else None,
+                             relpath=args.relpath, directories=list(conf.get("Directory", [])))
     if args.resume:
         _remove_partials(root, options)
     monitor = None
@@ -287,7 +273,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_stream(args, out) -> int:
     """``saxsdog --stream URL``: integrate a detector stream until its series ends (or Ctrl-C)."""
-    from saxsdog.pipeline import QueueOptions
     from saxsdog.pipeline.queue import ImageQueue
     from saxsdog.streams.dectris import DectrisStreamSource
 
@@ -297,19 +282,7 @@ def _run_stream(args, out) -> int:
     cal, startup = loaded
     conf = cal.config
     out_dir = Path(args.out or ".").resolve()
-    options = QueueOptions(
-        workers=args.threads or int(conf.get("Threads", 2)),
-        out_dir=out_dir,
-        resume=args.resume,
-        overwrite=bool(conf.get("OverwriteFiles", True)),
-        live_filelist=bool(conf.get("Live-Filelisting", True)),
-        write_svg=args.svg, write_png=args.png,
-        retry_timeout=args.retry_timeout,
-        output_format=args.format,
-        run_name=args.run_name,
-        replace_run_file=not args.resume,
-        keep_curves=args.plotmonitor,
-    )
+    options = _queue_options(args, conf, out_dir=out_dir)
     queue = ImageQueue(cal, out_dir, options)
     queue.start()
     try:
@@ -348,6 +321,25 @@ def _run_stream(args, out) -> int:
     for path in source.raw_files[:1]:
         print(f"saxsdog: raw frames kept in {path} ({len(source.raw_files) - 1} data file(s))", file=out)
     return _summary(queue, interrupted, args, out, None)
+
+
+def _queue_options(args, conf: dict, **where):
+    """Queue options from the command line and the calibration (``where``: output placement)."""
+    from saxsdog.pipeline import QueueOptions
+
+    return QueueOptions(
+        workers=args.threads or int(conf.get("Threads", 2)),
+        resume=args.resume,
+        overwrite=bool(conf.get("OverwriteFiles", True)),
+        live_filelist=bool(conf.get("Live-Filelisting", True)),
+        write_svg=args.svg, write_png=args.png,
+        retry_timeout=args.retry_timeout,
+        output_format=args.format,
+        run_name=args.run_name,
+        replace_run_file=not args.resume,
+        keep_curves=args.plotmonitor,
+        **where,
+    )
 
 
 def _load_calibration(path: str):
