@@ -109,6 +109,14 @@ def ledger_rows(base: Path) -> list[tuple]:
         db.close()
 
 
+def assert_each_image_once(base: Path, n: int) -> None:
+    """n distinct ledger rows, all done, and n outputs."""
+    rows = ledger_rows(base)
+    assert len(rows) == n and {s for _, s in rows} == {"done"}
+    assert len({p for p, _ in rows}) == n
+    assert len(list((base / "work").glob("*.chi"))) == n
+
+
 def announce_all(server: Server, paths) -> None:
     with Feeder(f"tcp://127.0.0.1:{server.fport}") as f:
         assert f.wait_for_subscriber(10)
@@ -162,9 +170,7 @@ def test_killed_server_resumes_exactly_once(tmp_path, base, data_dir):
     server.start()  # same state dir: resumes the saved queue
     try:
         wait_done(server, 300)
-        rows = ledger_rows(base)
-        assert len(rows) == 300 and {s for _, s in rows} == {"done"}
-        assert len({p for p, _ in rows}) == 300
+        assert_each_image_once(base, 300)
         outs = sorted(work.glob("*.chi"))
         assert len(outs) == 300 and not list(work.glob(".*.part"))
         size = outs[0].stat().st_size
@@ -190,9 +196,7 @@ def test_killed_worker_loses_nothing(tmp_path, base, data_dir):
             os.kill(int(children[0]), signal.SIGKILL)
         st = wait_done(server, 300)
         assert st["worker restarts"] >= 1 and st["images failed"] == 0
-        rows = ledger_rows(base)
-        assert len(rows) == 300 and {s for _, s in rows} == {"done"}
-        assert len(list((base / "work").glob("*.chi"))) == 300
+        assert_each_image_once(base, 300)
     finally:
         server.stop()
 
@@ -280,9 +284,7 @@ def test_server_on_a_dask_cluster(tmp_path, base, data_dir):
         announce_all(server, images)
         st = wait_done(server, 40)
         assert st["images failed"] == 0 and st["error"] is None
-        rows = ledger_rows(base)
-        assert len(rows) == 40 and {s for _, s in rows} == {"done"}
-        assert len(list((base / "work").glob("*.chi"))) == 40
+        assert_each_image_once(base, 40)
     finally:
         server.stop()
 
