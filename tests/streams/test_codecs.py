@@ -109,3 +109,38 @@ def test_malformed_blobs_raise_instead_of_crashing(implementation):
         decode_frame(a.tobytes()[:-4], "uint32", a.shape, "<")
     with pytest.raises(FrameDecodeError, match="pixel type"):
         decode_frame(a.tobytes(), "complex64", a.shape, "<")
+
+
+def test_compiled_framing_check_agrees_with_the_python_walk():
+    """The fast (numba) framing check accepts exactly the blobs the detailed walk accepts."""
+    from saxsdog.streams import codecs
+
+    if codecs._block_scanner() is None:
+        pytest.skip("numba is not installed: only the Python walk exists")
+    a = frame((300, 301))
+    blob = hdf5plugin_bslz4(a)
+    n = a.size
+    rng = np.random.default_rng(1)
+    variants = [blob, blob[:-10], blob + b"xx", blob[:12], blob[:12] + b"\x00\x00\x00\x00" + blob[16:]]
+    for _ in range(200):  # flip a byte of a block-size field or of the data
+        b = bytearray(blob)
+        pos = int(rng.integers(12, len(b)))
+        b[pos] = int(rng.integers(0, 256))
+        variants.append(bytes(b))
+    accepted = 0
+    for v in variants:
+        buf = memoryview(v)
+        try:
+            codecs._bslz4_layout(buf, 4, n, want_blocks=True)
+            python_ok = True
+        except FrameDecodeError:
+            python_ok = False
+        try:
+            _, _, blocks = codecs._bslz4_layout(buf, 4, n, want_blocks=False)
+            fast_ok = True
+            assert blocks == []  # accepted by the compiled check, not by the fallback walk
+        except FrameDecodeError:
+            fast_ok = False
+        assert fast_ok == python_ok
+        accepted += python_ok
+    assert 0 < accepted < len(variants)  # both outcomes were exercised

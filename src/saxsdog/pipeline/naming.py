@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -31,13 +32,23 @@ def output_base(image: str | os.PathLike[str], root: str | os.PathLike[str], opt
     if frame is not None:
         stem = f"{stem}_{frame:05d}"
     if options.out_dir is not None:
-        try:
-            rel = image.parent.resolve().relative_to(Path(root).resolve())
-            parts = [p for p in rel.parts if p not in ("", ".")]
-        except ValueError:
-            parts = []
+        parts = list(_relative_parts(str(image.parent), str(root)))
         return Path(options.out_dir) / "_".join(parts + [stem])
     return Path(os.path.normpath(image.parent / options.relpath)) / stem
+
+
+@functools.lru_cache(maxsize=4096)
+def _relative_parts(folder: str, root: str) -> tuple[str, ...]:
+    """The parts of ``folder`` relative to ``root`` (both resolved), ``()`` if outside.
+
+    Cached: resolving costs a few system calls per path component, and every image of a
+    folder (every frame of a stream) asks the same question.
+    """
+    try:
+        rel = Path(folder).resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return ()
+    return tuple(p for p in rel.parts if p not in ("", "."))
 
 
 def results_dir(root: str | os.PathLike[str], options: QueueOptions) -> Path:

@@ -71,9 +71,12 @@ class ImageProcessor:
         For ``nxcansas-run`` these are only the Phi-mode ``.chi`` files: the run files are
         the coordinator's.
         """
+        h5 = self.format == "nxcansas" and bool(self.nx_index)
+        if not self.chi_index and not h5:
+            return []  # nxcansas-run without Phi-mode integrators: nothing per frame
         base = output_base(task.path, task.root, self.options, frame)
         outputs = [base.with_name(base.name + self.suffixes[i] + ".chi") for i in self.chi_index]
-        if self.format == "nxcansas" and self.nx_index:
+        if h5:
             outputs.insert(0, base.with_name(base.name + ".h5"))
         return outputs
 
@@ -161,18 +164,18 @@ class ImageProcessor:
             chi_outputs = outputs[1:]
         for path, content in zip(chi_outputs, contents):
             atomic_write_bytes(path, content)
-        base = output_base(task.path, task.root, self.options,
-                           frame.index if frame.nframes > 1 else None)
-        if self.options.write_svg:
-            from .plots import write_curve_plot
-
+        if self.options.write_svg or self.options.write_png:
+            base = output_base(task.path, task.root, self.options,
+                               frame.index if frame.nframes > 1 else None)
             base.parent.mkdir(parents=True, exist_ok=True)
-            write_curve_plot(curves[0], base.with_name(base.name + ".svg"), title=Path(task.path).name)
-        if self.options.write_png:
-            from .plots import write_image_png
+            if self.options.write_svg:
+                from .plots import write_curve_plot
 
-            base.parent.mkdir(parents=True, exist_ok=True)
-            write_image_png(frame.data, base.with_name(base.name + ".png"))
+                write_curve_plot(curves[0], base.with_name(base.name + ".svg"), title=Path(task.path).name)
+            if self.options.write_png:
+                from .plots import write_image_png
+
+                write_image_png(frame.data, base.with_name(base.name + ".png"))
         t2 = time.perf_counter()
         image_time = meta.get("timestamp")
         if image_time is None and task.payload is None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import re
 import struct
 import threading
@@ -155,7 +156,8 @@ def _dtype(dtype: Any, order: str) -> np.dtype:
 
 
 def _native(a: np.ndarray) -> np.ndarray:
-    if a.dtype.byteorder not in ("=", "|") and a.dtype.byteorder != np.dtype(a.dtype.type).byteorder:
+    # ``isnative``: an explicit "<" on a little-endian machine is native (no 4 MB copy)
+    if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
     return np.ascontiguousarray(a)
 
@@ -207,7 +209,8 @@ def decode_frame(data: bytes | bytearray | memoryview, dtype: Any, shape: tuple[
         return _native(out).copy() if out.dtype.isnative else _native(out)
     if kind == "lz4":
         raw = _lz4_decompress(buf, nbytes)
-        return _native(np.frombuffer(raw, dtype=dt).reshape(rows, cols)).copy()
+        out = np.frombuffer(raw, dtype=dt).reshape(rows, cols)
+        return out.copy() if out.dtype.isnative else _native(out)
     assert bits is not None
     if bits != dt.itemsize * 8:
         raise FrameDecodeError(f"encoding {encoding!r} is for {bits}-bit elements, but the pixel type "
@@ -228,8 +231,12 @@ def _lz4_decompress(buf: memoryview, size: int) -> bytes:
     return raw
 
 
-def _bslz4_layout(buf: memoryview, itemsize: int, n: int) -> tuple[int, int, list[tuple[int, int, int]]]:
+def _bslz4_layout(buf: memoryview, itemsize: int, n: int, want_blocks: bool = True
+                  ) -> tuple[int, int, list[tuple[int, int, int]]]:
     """Check a bitshuffle-LZ4 blob's framing.
+
+    With ``want_blocks=False`` the block list may come back empty (a compiled check of the
+    framing is enough when the C decoder does the rest).
 
     Returns
     -------
@@ -257,6 +264,12 @@ def _bslz4_layout(buf: memoryview, itemsize: int, n: int) -> tuple[int, int, lis
         sizes.append(last)
     leftover = (n % _BLOCKED_MULT) * itemsize
     end = buf.nbytes - leftover
+    scan = _block_scanner() if not want_blocks else None
+    if scan is not None and end > offset:
+        # compiled fast path (hundreds of blocks per frame); a blob it rejects is walked
+        # again below for the precise message
+        if scan(np.frombuffer(buf, dtype=np.uint8), offset, end, len(sizes)) == end:
+            return offset, block, []
     pos = offset
     blocks = []
     for elems in sizes:
@@ -273,6 +286,34 @@ def _bslz4_layout(buf: memoryview, itemsize: int, n: int) -> tuple[int, int, lis
         raise FrameDecodeError(f"bitshuffle-LZ4 data have {end - pos} bytes more than {len(sizes)} blocks "
                                "and the left-over elements need")
     return offset, block, blocks
+
+
+@functools.cache
+def _block_scanner():
+    """A compiled walk over the ``<size><LZ4 block>`` framing, or ``None`` without numba.
+
+    ``scan(buf, pos, end, nblocks)`` returns the position after ``nblocks`` blocks, or -1
+    when a size is zero or runs past ``end``.
+    """
+    try:
+        import numba  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return None
+
+    @numba.njit(cache=True, nogil=True)
+    def scan(buf, pos, end, nblocks):  # pragma: no cover - compiled
+        for _ in range(nblocks):
+            if pos + 4 > end:
+                return -1
+            csize = ((np.int64(buf[pos]) << 24) | (np.int64(buf[pos + 1]) << 16)
+                     | (np.int64(buf[pos + 2]) << 8) | np.int64(buf[pos + 3]))
+            if csize == 0 or pos + 4 + csize > end:
+                return -1
+            pos += 4 + csize
+        return pos
+
+    return scan
+
 
 
 def bitunshuffle(raw: np.ndarray, itemsize: int) -> np.ndarray:
@@ -307,12 +348,12 @@ def bitunshuffle(raw: np.ndarray, itemsize: int) -> np.ndarray:
 
 
 def _bslz4_decode(buf: memoryview, dt: np.dtype, n: int, implementation: str) -> np.ndarray:
-    offset, block, blocks = _bslz4_layout(buf, dt.itemsize, n)
     if implementation not in ("auto", "bitshuffle", "numpy"):
         raise ValueError(f"unknown implementation {implementation!r}")
     bs = _bitshuffle_module() if implementation != "numpy" else None
     if implementation == "bitshuffle" and bs is None:
         raise ImportError("the bitshuffle package is not installed")
+    offset, block, blocks = _bslz4_layout(buf, dt.itemsize, n, want_blocks=bs is None)
     if bs is not None:
         body = np.frombuffer(buf, dtype=np.uint8, offset=offset)
         try:
