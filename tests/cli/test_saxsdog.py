@@ -123,7 +123,7 @@ def test_slow_writer_while_watching_is_processed_once(data_dir, tmp_path, warm_c
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     lines = filelist.read_text().splitlines()[1:]
-    assert sorted(Path(l.split("\t")[0]).name for l in lines) == ["later.tif", "slow.tif"]
+    assert sorted(Path(l.split("\t")[0]).name for l in lines) == ["later.tif", "slow.tif"], out + err
     assert "2 processed" in out and "0 failed" in out
     assert proc.returncode == 130 and "interrupted" in out
 

@@ -184,12 +184,19 @@ def test_batch_given_up_by_dask_is_requeued(real_calibration, images, tmp_path, 
         out = tmp_path / "out"
         q = ImageQueue(real_calibration, root, QueueOptions(out_dir=out),
                        pool_factory=dask_pool_factory(c.scheduler_address)).start()
-        with caplog.at_level(logging.WARNING, logger="saxsdog.pipeline.dask_pool"):
+        with caplog.at_level(logging.WARNING, logger="saxsdog.pipeline.dask_pool"), \
+                Client(c.scheduler_address, set_as_default=False) as client:
+            pids = client.run(os.getpid)  # worker address -> pid
             q.fill_from_directory()
             deadline = time.monotonic() + 60
             while q.history.processed < 40 and time.monotonic() < deadline:
                 time.sleep(0.002)
-            os.kill(q.worker_pids()[0], signal.SIGKILL)
+            # kill a worker that is running a batch now (an idle one would lose nothing)
+            busy: list[str] = []
+            while not busy and time.monotonic() < deadline:
+                busy = [addr for addr, keys in client.processing().items() if keys]
+            assert busy, "no batch was running"
+            os.kill(pids[busy[0]], signal.SIGKILL)
             assert q.wait_until_idle(120)
             q.stop()
         assert any("lost with its worker" in r.getMessage() for r in caplog.records)

@@ -256,3 +256,108 @@ def test_a_frame_that_kills_its_worker_fails_instead_of_looping(cal, tmp_path):
     assert q.history.processed == 2
     assert q.history.failures == {str(tmp_path / "poison"): "the worker processing it died 3 times"}
     assert q.worker_restarts == 3
+
+
+def test_each_series_is_a_run_file_closed_when_the_series_ends(cal, frames, tmp_path):
+    """Series after series into one queue: one run file each, in place as soon as its series is done."""
+    from saxsdog.io.nxcansas import read_nxcansas
+
+    out = tmp_path / "out"
+    q = ImageQueue(cal, out, QueueOptions(out_dir=out, output_format="nxcansas-run")).start()
+    try:
+        with DectrisSender() as snd:
+            src = DectrisStreamSource(snd.endpoint, q).start()
+            try:
+                for series, part in ((11, frames[:2]), (12, frames[2:5])):
+                    snd.send_header(series, CONFIG)
+                    for k, f in enumerate(part):
+                        snd.send_frame(series, k, encode_frame(f, "bs32-lz4<"), f.shape, "uint32", "bs32-lz4<")
+                    snd.send_end(series)
+                    assert src.ended.wait(60) and q.wait_until_idle(120)
+                    # closed (renamed into place) while the queue keeps running
+                    assert (out / f"series_{series}.h5").is_file()
+                    assert sorted(f["name"] for f in read_nxcansas(out / f"series_{series}.h5")) == \
+                        [f"{series}_{k:06d}" for k in range(len(part))]
+                    src.ended.clear()
+            finally:
+                src.stop()
+    finally:
+        q.stop()
+    assert src.completed == [11, 12]
+    assert q.run_files == [out / "series_11.h5", out / "series_12.h5"]
+    assert not list(out.glob(".*"))  # no temporary run file left behind
+    # the curves of the second series are those of its own frames
+    got = read_nxcansas(out / "series_12.h5")
+    for entry in got:
+        k = int(entry["name"].split("_")[1])
+        np.testing.assert_allclose(entry["I"], cal.curves(frames[2 + k])[0].intensity, rtol=1e-12)
+
+
+def _stream_command(snd: DectrisSender, out: Path, cal, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "saxsdog.cli.saxsdog", "--stream", snd.endpoint,
+                             "-c", str(cal.path), "-o", str(out), "-S", "--format", "nxcansas-run", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_saxsdog_stream_command_takes_several_series(cal, frames, tmp_path):
+    with DectrisSender() as snd:
+        proc = _stream_command(snd, tmp_path / "out", cal, "--series", "2", "--run-name", "scan")
+        try:
+            for series in (3, 4):
+                snd.send_header(series, CONFIG, timeout=120)
+                for k, f in enumerate(frames[:2]):
+                    snd.send_frame(series, k, encode_frame(f, "bs32-lz4<"), f.shape, "uint32", "bs32-lz4<")
+                snd.send_end(series)
+            stdout, stderr = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 0, stdout + stderr
+    assert "4 frame(s) received of series 3, 4" in stdout
+    assert "4 processed, 0 skipped" in stdout
+    for series in (3, 4):
+        assert f"run file {tmp_path / 'out' / f'scan_{series}.h5'}" in stdout
+
+
+def test_saxsdog_stream_until_stopped_integrates_what_it_received(cal, frames, tmp_path):
+    """--series 0 runs until SIGTERM (a service stop); frames already received are not dropped."""
+    import signal
+    import time
+
+    from saxsdog.io.nxcansas import read_nxcansas
+
+    out = tmp_path / "out"
+    with DectrisSender() as snd:
+        proc = _stream_command(snd, out, cal, "--series", "0")
+        try:
+            snd.send_header(5, CONFIG, timeout=120)
+            for k, f in enumerate(frames):
+                snd.send_frame(5, k, encode_frame(f, "bs32-lz4<"), f.shape, "uint32", "bs32-lz4<")
+            snd.send_end(5)
+            snd.send_header(6, CONFIG)
+            for k, f in enumerate(frames):  # series 6 never ends: the command is stopped
+                snd.send_frame(6, k, encode_frame(f, "bs32-lz4<"), f.shape, "uint32", "bs32-lz4<")
+            deadline = time.monotonic() + 120
+            while not (out / "series_5.h5").is_file() and time.monotonic() < deadline:
+                time.sleep(0.1)  # series 5 is closed while the command keeps receiving
+            assert (out / "series_5.h5").is_file() and proc.poll() is None
+            time.sleep(1.0)  # the frames of series 6 are in the receiver's socket by now
+            proc.send_signal(signal.SIGTERM)
+            stdout, stderr = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 0, stdout + stderr
+    received = int(stdout.split(" frame(s) received")[0].rsplit(" ", 1)[1])
+    assert received >= len(frames) + 1
+    assert f"{received} processed, 0 skipped (outputs existed), 0 failed" in stdout
+    assert len(read_nxcansas(out / "series_5.h5")) == len(frames)
+    assert len(read_nxcansas(out / "series_6.h5")) == received - len(frames)
+
+
+def test_series_needs_stream():
+    from saxsdog.cli.saxsdog import main
+
+    assert main(["--series", "3", "-c", "x.json", "somewhere"]) == 2

@@ -6,8 +6,10 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  saxsdog -c cal.json --format nxcansas-run /data/run42   one NXcanSAS file: work/run42.h5\n"
                "  saxsdog -c cal.json --stream tcp://eiger:9999 -o /data/out   a detector stream, until the "
                "series ends\n"
+               "  saxsdog -c cal.json --stream tcp://eiger:9999 --series 0 --format nxcansas-run -o /data/out\n"
+               "                                             every series (one run file each), until Ctrl-C\n"
                "  saxsdog --demo                              synthetic data, no setup needed",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", nargs="?", help="directory with images (searched recursively)")
@@ -55,12 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "per run holding every frame: OUTPUT/<run name>.h5; with -r, frames already in "
                         "earlier run files are skipped and the rest go to <run name>_001.h5, ...)")
     p.add_argument("--run-name", metavar="NAME",
-                   help="name of the nxcansas-run file (default: the directory's name; for --stream "
-                        "series_<id>)")
+                   help="name of the nxcansas-run file (default: the directory's name; with --stream "
+                        "one run file per series, NAME_<series id>, default series_<id>)")
     p.add_argument("--stream", metavar="URL",
                    help="integrate the frames of a Dectris detector stream (SIMPLON stream API v1, "
-                        "tcp://HOST:9999) until its series ends or Ctrl-C; outputs go to -o (default: "
-                        "the current directory)")
+                        "tcp://HOST:9999) until --series series have ended or Ctrl-C; outputs go to -o "
+                        "(default: the current directory)")
+    p.add_argument("--series", type=int, default=1, metavar="N",
+                   help="with --stream: stop after N series (each arm/disarm of the detector is one; "
+                        "default 1; 0 = keep receiving until Ctrl-C)")
     p.add_argument("--keep-raw", metavar="DIR",
                    help="with --stream: also keep the raw frames as NeXus files in DIR "
                         "(<series>_master.h5 linking <series>_data_NNNNNN.h5, bitshuffle-LZ4)")
@@ -117,6 +124,13 @@ class Progress:
             self._last = time.monotonic()
             print(f"saxsdog: {done}/{total} images, {fps:.0f} frames/s, {failed} failed",
                   file=self.stream, flush=True)
+
+    def write(self, message: str) -> None:
+        """A message line that does not break the bar."""
+        if self._bar is not None:
+            self._bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -186,9 +200,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.calibration:
             print("saxsdog: error: a calibration is needed: -c FILE", file=sys.stderr)
             return EXIT_USAGE
+        if args.series < 0:
+            print("saxsdog: error: --series must be 0 (until Ctrl-C) or a positive number", file=sys.stderr)
+            return EXIT_USAGE
         return _run_stream(args, out)
     if args.keep_raw:
         print("saxsdog: error: --keep-raw needs --stream", file=sys.stderr)
+        return EXIT_USAGE
+    if args.series != 1:
+        print("saxsdog: error: --series needs --stream", file=sys.stderr)
         return EXIT_USAGE
     if not args.directory:
         print("saxsdog: error: a DIRECTORY is needed (or --stream, --demo); see saxsdog --help",
@@ -272,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_stream(args, out) -> int:
-    """``saxsdog --stream URL``: integrate a detector stream until its series ends (or Ctrl-C)."""
+    """``saxsdog --stream URL``: integrate a detector stream until ``--series`` series ended (or Ctrl-C)."""
     from saxsdog.pipeline.queue import ImageQueue
     from saxsdog.streams.dectris import DectrisStreamSource
 
@@ -294,33 +314,62 @@ def _run_stream(args, out) -> int:
         return EXIT_USAGE
     if not args.silent:
         print(f"saxsdog: {cal!r}; {options.workers} workers; calibration ready in {startup:.2f} s", file=out)
-    print(f"saxsdog: receiving {args.stream} until the series ends (Ctrl-C to stop)", file=out, flush=True)
+    until = ("Ctrl-C" if args.series == 0 else "the series ends" if args.series == 1
+             else f"{args.series} series have ended")
+    print(f"saxsdog: receiving {args.stream} until {until} (Ctrl-C to stop)", file=out, flush=True)
     progress = Progress(args.silent, 0)
     interrupted = False
+
+    def show() -> None:
+        st = queue.stats()
+        done = st["images_processed"] + st["images_skipped"] + st["images_failed"]
+        progress.update(done, max(source.frames, st["images_queued"]), st["frames_per_second"],
+                        st["images_failed"])
+
+    # a service stop (SIGTERM) ends like Ctrl-C; handlers can only be set in the main thread
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous_term = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         while True:
-            ended = source.ended.is_set()  # before the idle check: every frame is queued by then
+            # before the idle check: every frame is queued by then
+            ended = args.series > 0 and source.ended.is_set() and len(source.completed) >= args.series
             idle = queue.wait_until_idle(0.25)
-            st = queue.stats()
-            done = st["images_processed"] + st["images_skipped"] + st["images_failed"]
-            progress.update(done, max(source.frames, st["images_queued"]), st["frames_per_second"],
-                            st["images_failed"])
+            show()
             if (ended and idle) or queue.error is not None:
                 break
     except KeyboardInterrupt:
         interrupted = True
+        # The frames received exist nowhere else: integrate them before stopping.
+        source.stop()
+        if queue.backlog:
+            progress.write(f"saxsdog: stopping; integrating the {queue.backlog} frame(s) already received "
+                           "(Ctrl-C again to drop them)")
+        try:
+            while not queue.wait_until_idle(0.25) and queue.error is None:
+                show()
+        except KeyboardInterrupt:
+            pass
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous_term)
         progress.close()
         source.stop()
         queue.stop()
+    series = source.completed + ([source.series] if source.series is not None
+                                 and source.series not in source.completed else [])
     print(f"saxsdog: stream {args.stream}: {source.frames} frame(s) received"
-          + (f" of series {source.series}" if source.series is not None else "")
+          + (f" of series {', '.join(map(str, series))}" if series else "")
           + f", {source.malformed} malformed message(s) skipped", file=out)
     for reason in list(source.errors)[-5:]:
         print(f"saxsdog: malformed message: {reason}", file=out)
     for path in source.raw_files[:1]:
         print(f"saxsdog: raw frames kept in {path} ({len(source.raw_files) - 1} data file(s))", file=out)
-    return _summary(queue, interrupted, args, out, None)
+    # With --series 0 an interrupt is the normal end, not a failure.
+    return _summary(queue, interrupted and args.series != 0, args, out, None)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _queue_options(args, conf: dict, **where):

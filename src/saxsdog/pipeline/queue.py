@@ -150,6 +150,25 @@ class LiveFileList:
         self._fh.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class _FinishRun:
+    """Inbox message: close a run once its frames are done (:meth:`ImageQueue.finish_run`)."""
+
+    run: str
+
+
+class _Run:
+    """The run files of one run name (one NXcanSAS file per I(q) integrator)."""
+
+    def __init__(self, name: str, number: int, paths: list[Path]):
+        self.name = name
+        self.number = number
+        self.paths = paths
+        self.writers: list[Any] = []
+        self.appended: set[str] = set()
+        self.known: dict[str, set[int]] = {}
+
+
 class RunSink:
     """Appends every frame's curves to NXcanSAS run files (used by the dispatcher thread only).
 
@@ -158,7 +177,10 @@ class RunSink:
     I(q) and stay ``.chi`` files).  Each frame is one NXcanSAS entry titled with its name
     (:attr:`ImageResult.name`); a frame name seen before is not appended again (retried or
     re-queued images).  The files are written under hidden temporary names and renamed into
-    place by :meth:`close`.
+    place by :meth:`finish` (one run) or :meth:`close` (all).
+
+    Frames go to the queue's run (``run_name()``) unless their task names another one
+    (:attr:`ImageTask.run`: each series of a detector stream is a run of its own).
 
     Existing run files of the same name are replaced only with ``replace=True``; otherwise
     the run goes to the next free ``<run name>_<NNN>.h5``, and with ``skip_known`` the frames
@@ -171,7 +193,7 @@ class RunSink:
     folder
         Where the run files go.
     run_name
-        Called once, when the name is first needed: returns the run name.
+        Called once, when the default run's name is first needed: returns it.
     replace, skip_known
         See above.
     """
@@ -186,74 +208,97 @@ class RunSink:
         suffixes = calibration.output_suffixes()
         self.integrators = [(k, sfx) for k, (it, sfx) in enumerate(zip(calibration.integrators, suffixes))
                             if it.kind != "Phi"]
-        self.name: str | None = None
-        self.number = 0
-        self.paths: list[Path] = []
-        self._known: dict[str, set[int]] = {}
-        self._writers: list[Any] = []
-        self._appended: set[str] = set()
+        self._default: str | None = None
+        self._runs: dict[str, _Run] = {}
+        self._finished_names: set[str] = set()
         self.frames = 0
         self.closed: list[Path] = []
         self.finished = False
 
-    def _resolve(self) -> None:
-        if self.name is not None:
-            return
-        name = self._run_name()
+    @property
+    def paths(self) -> list[Path]:
+        """Where the open runs' files will be (after the closed ones)."""
+        return [p for r in self._runs.values() for p in r.paths]
+
+    def _run(self, name: str | None) -> _Run:
+        if name is None:
+            if self._default is None:
+                self._default = self._run_name()
+            name = self._default
+        run = self._runs.get(name)
+        if run is not None:
+            return run
         existing = existing_run_files(self.folder, name)
-        if existing and not self.replace:
-            self.number = max(existing) + 1
-            if self.skip_known:
-                for path in existing.values():
-                    for title in _entry_titles(path):
-                        rel, _, idx = title.rpartition("#")
-                        if rel and idx.isdigit():
-                            self._known.setdefault(rel, set()).add(int(idx))
-                        else:
-                            self._known.setdefault(title, set()).add(0)
-        self.name = name
-        self.paths = [run_file_path(self.folder, name, self.number, sfx) for _, sfx in self.integrators]
+        # files this sink wrote itself are never replaced (a run name that comes back)
+        replace = self.replace and name not in self._finished_names
+        number = max(existing) + 1 if existing and not replace else 0
+        run = _Run(name, number, [run_file_path(self.folder, name, number, sfx) for _, sfx in self.integrators])
+        if existing and not replace and self.skip_known:
+            for path in existing.values():
+                for title in _entry_titles(path):
+                    rel, _, idx = title.rpartition("#")
+                    if rel and idx.isdigit():
+                        run.known.setdefault(rel, set()).add(int(idx))
+                    else:
+                        run.known.setdefault(title, set()).add(0)
+        self._runs[name] = run
+        return run
 
     def skip_frames(self, image: str, root: str) -> frozenset[int]:
-        """Frame indices of ``image`` already in earlier run files (resume)."""
-        self._resolve()
-        if not self._known:
+        """Frame indices of ``image`` already in earlier run files of the default run (resume)."""
+        run = self._run(None)
+        if not run.known:
             return frozenset()
-        return frozenset(self._known.get(frame_name(image, root), ()))
+        return frozenset(run.known.get(frame_name(image, root), ()))
 
-    def add(self, result: ImageResult) -> None:
-        """Append one frame's curves (integrated, successful results only)."""
+    def add(self, result: ImageResult, run_name: str | None = None) -> None:
+        """Append one frame's curves (integrated, successful results only) to its run."""
         if result.error is not None or result.skipped or not result.curves or not self.integrators:
             return
-        self._resolve()
+        run = self._run(run_name)
         name = result.name or Path(result.path).name
-        if name not in self._appended:
-            if not self._writers:
+        if name not in run.appended:
+            if not run.writers:
                 from ..io.nxcansas import NXcanSASRunWriter
 
-                for (k, _), path in zip(self.integrators, self.paths):
-                    self._writers.append(NXcanSASRunWriter(path, self.calibration.integrators[k].x,
-                                                           self.calibration.raw, title=self.name or ""))
-            for (k, _), writer in zip(self.integrators, self._writers):
+                for (k, _), path in zip(self.integrators, run.paths):
+                    run.writers.append(NXcanSASRunWriter(path, self.calibration.integrators[k].x,
+                                                         self.calibration.raw, title=run.name))
+            for (k, _), writer in zip(self.integrators, run.writers):
                 graph = result.curves[k]
                 x, intensity, error = graph["array"][:3]
                 key = f"{self.calibration.integrators[k].kind[0]}{k}"
                 writer.append(name, intensity, error, result.metadata, result.parameters.get(key, {}),
                               q=x)
-            self._appended.add(name)
+            run.appended.add(name)
             self.frames += 1
-        result.outputs = [str(p) for p in self.paths] + [o for o in result.outputs if not o.endswith(".h5")]
+        result.outputs = [str(p) for p in run.paths] + [o for o in result.outputs if not o.endswith(".h5")]
+
+    def finish(self, run_name: str) -> list[Path]:
+        """Rename one run's files into place (a later frame of that name starts a new file)."""
+        run = self._runs.pop(run_name, None)
+        if run is None:
+            return []
+        self._finished_names.add(run_name)
+        return self._close_run(run)
 
     def close(self) -> list[Path]:
-        """Rename the run files into place; returns them (none if no frame was appended)."""
-        writers, self._writers = self._writers, []
+        """Rename every run's files into place; returns all closed (none if no frame was appended)."""
         self.finished = True
+        for name in list(self._runs):
+            self.finish(name)
+        return self.closed
+
+    def _close_run(self, run: _Run) -> list[Path]:
+        writers, run.writers = run.writers, []
+        done = []
         for w in writers:
             try:
-                self.closed.append(w.close())
+                done.append(w.close())
             except Exception:  # a full disk must not hide the other files
                 log.exception("cannot close the run file %s", w.path)
-        return self.closed
+        self.closed.extend(done)
+        return done
 
 
 def _entry_titles(path: Path) -> list[str]:
@@ -334,8 +379,6 @@ class ImageQueue:
         if self.options.output_format not in OUTPUT_FORMATS:
             raise ValueError(f"unknown output format {self.options.output_format!r} "
                              f"(one of {', '.join(OUTPUT_FORMATS)})")
-        #: Run name proposed by a source (a stream's ``series_<id>``) when ``options.run_name`` is unset.
-        self.run_name_hint: str | None = None
         self._sink: RunSink | None = None
         if self.options.output_format == "nxcansas-run":
             self._sink = RunSink(calibration, output_root(self.root, self.options), self._run_name,
@@ -343,6 +386,8 @@ class ImageQueue:
                                  and not self.options.resume,
                                  skip_known=self.options.resume or not self.options.overwrite)
         self._crashes: dict[str, int] = {}
+        self._run_open: dict[str, int] = {}  # run -> its tasks queued and not finished
+        self._finishing: set[str] = set()  # runs to close once their tasks are done
         self._arena: PayloadArena | None = None
         self._shipped: dict[str, ImageTask] = {}  # path -> original task, while its payload is in the arena
         self.filelist: LiveFileList | None = None
@@ -350,14 +395,14 @@ class ImageQueue:
             self.filelist = LiveFileList(results_dir(self.root, self.options) / "filelist.txt")
 
     def _run_name(self) -> str:
-        return self.options.run_name or self.run_name_hint or Path(self.root).name
+        return self.options.run_name or Path(self.root).name
 
     @property
     def run_files(self) -> list[Path]:
         """NXcanSAS run files: where they will be, or, after :meth:`stop`, those written."""
         if self._sink is None:
             return []
-        return list(self._sink.closed) if self._sink.finished else list(self._sink.paths)
+        return list(self._sink.closed) + ([] if self._sink.finished else list(self._sink.paths))
 
     # -- control ---------------------------------------------------------------------
     def add_callback(self, fn: ResultCallback) -> None:
@@ -400,6 +445,18 @@ class ImageQueue:
         """
         self._idle.clear()
         self._inbox.put(task)
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    def finish_run(self, run: str) -> None:
+        """Close the NXcanSAS run ``run`` once its queued frames are done (thread-safe).
+
+        Its files are renamed into place then (a detector series that ended), instead of
+        when the queue stops.  Without run files this does nothing.
+        """
+        self._inbox.put(_FinishRun(run))
         try:
             os.write(self._wake_w, b"\0")
         except (BlockingIOError, OSError):
@@ -516,7 +573,9 @@ class ImageQueue:
             self.tracker.queued(path, None)
         self._state[path] = "pending"
         self._signature[path] = None
-        self._pending.append(ImageTask(path, task.root, 0, time.monotonic(), payload=task.payload))
+        self._pending.append(ImageTask(path, task.root, 0, time.monotonic(), payload=task.payload, run=task.run))
+        if task.run is not None:
+            self._run_open[task.run] = self._run_open.get(task.run, 0) + 1
         self.queued_total += 1
 
     def _handle(self, task: ImageTask, results: list[ImageResult]) -> None:
@@ -527,8 +586,7 @@ class ImageQueue:
             if waited < self.options.retry_timeout and not self._stop.is_set():
                 again = True
                 delay = min(2.0, self.options.retry_initial * (2 ** task.attempt))
-                nxt = ImageTask(task.path, task.root, task.attempt + 1, task.first_seen, task.payload,
-                                task.skip_frames)
+                nxt = dataclasses.replace(task, attempt=task.attempt + 1)
                 self._seq += 1
                 heapq.heappush(self._retry, (time.monotonic() + delay, self._seq, nxt))
                 self._state[task.path] = "retry"
@@ -540,7 +598,7 @@ class ImageQueue:
         if self._sink is not None:
             for r in results:
                 try:
-                    self._sink.add(r)
+                    self._sink.add(r, task.run)
                 except Exception as exc:  # e.g. a full disk: the frame failed
                     log.exception("cannot append %s to the run file", r.name or r.path)
                     r.error = f"cannot append to the run file: {exc}"
@@ -556,6 +614,8 @@ class ImageQueue:
             self._signature[task.path] = _signature(task.path) if task.payload is None else None
             if self.tracker is not None:
                 self.tracker.finished(task.path, results, self._signature[task.path])
+        if not again and task.run is not None:
+            self._task_of_run_done(task.run)
         for r in results:
             self.history.add(r)
             if self.filelist is not None:
@@ -565,6 +625,18 @@ class ImageQueue:
                     fn(r)
                 except Exception:  # a broken sink must not stop processing
                     log.exception("result callback failed")
+
+    def _task_of_run_done(self, run: str, n: int = 1) -> None:
+        """Count a finished task of ``run``; close the run when it is due and has none left."""
+        left = self._run_open[run] = self._run_open.get(run, 0) - n
+        if left <= 0 and run in self._finishing:
+            self._finishing.discard(run)
+            del self._run_open[run]
+            if self._sink is not None:
+                try:
+                    self._sink.finish(run)
+                except Exception:  # the frames stay counted as processed; the log says why
+                    log.exception("cannot close the run %s", run)
 
     def _ship(self, task: ImageTask) -> ImageTask:
         """The task as sent to a worker: its frame's bytes in the arena, or as bytes."""
@@ -604,6 +676,9 @@ class ImageQueue:
                     break
                 if isinstance(item, ImageTask):
                     self._accept_task(item)
+                elif isinstance(item, _FinishRun):
+                    self._finishing.add(item.run)
+                    self._task_of_run_done(item.run, 0)
                 else:
                     self._accept(*item)
             if self._stop.is_set() and (self._abort or True):

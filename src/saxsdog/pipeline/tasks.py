@@ -66,6 +66,9 @@ class ImageTask:
     skip_frames
         Frame indices whose results exist already (resuming into NXcanSAS run files):
         they are reported as skipped without being integrated.
+    run
+        The NXcanSAS run the frame belongs to, when not the queue's own (each series of a
+        detector stream is a run: ``series_<id>``).
     """
 
     path: str
@@ -74,6 +77,7 @@ class ImageTask:
     first_seen: float = 0.0
     payload: FramePayload | None = None
     skip_frames: frozenset[int] = frozenset()
+    run: str | None = None
 
 
 @dataclass

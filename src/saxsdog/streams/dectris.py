@@ -342,7 +342,10 @@ class DectrisStreamSource:
         self.frames = 0
         self.series: int | None = None
         self.header: SeriesHeader | None = None
+        #: Set when the current series has ended (cleared when the next one starts).
         self.ended = threading.Event()
+        #: Ids of the series that ended (or were abandoned for a new one), in order.
+        self.completed: list[int] = []
         self.errors: deque[str] = deque(maxlen=100)
         self.raw_files: list[Path] = []
         self._raw: Any = None
@@ -378,12 +381,24 @@ class DectrisStreamSource:
             return {"exposure_time": float(v)}
         return {}
 
+    def run_name(self, series: int) -> str:
+        """The NXcanSAS run of a series: ``<run name>_<id>``, by default ``series_<id>``.
+
+        Every series is a run of its own, closed (renamed into place) when the series ends.
+        """
+        return f"{getattr(self.queue.options, 'run_name', None) or 'series'}_{series}"
+
     def _new_series(self, series: int) -> None:
-        self._close_raw()
+        self._end_series()
         self.series = series
         self.ended.clear()
-        if self.queue.run_name_hint is None:
-            self.queue.run_name_hint = f"series_{series}"
+
+    def _end_series(self) -> None:
+        """The current series is complete (or abandoned): close its raw files and run."""
+        self._close_raw()
+        if self.series is not None and self.series not in self.completed:
+            self.completed.append(self.series)
+            self.queue.finish_run(self.run_name(self.series))
 
     def _on_message(self, msg: Any) -> None:
         if isinstance(msg, SeriesHeader):
@@ -392,7 +407,7 @@ class DectrisStreamSource:
             return
         if isinstance(msg, SeriesEnd):
             if self.series is None or msg.series == self.series:
-                self._close_raw()
+                self._end_series()
                 self.ended.set()
             return
         frame: StreamFrame = msg
@@ -418,7 +433,7 @@ class DectrisStreamSource:
         while self.queue.backlog >= self.max_backlog and not self._stopping.is_set():
             time.sleep(0.001)
         self.queue.push_task(ImageTask(os.path.join(self.queue.root, frame.name), self.queue.root,
-                                       payload=payload))
+                                       payload=payload, run=self.run_name(frame.series)))
         self.frames += 1
 
     def _close_raw(self) -> None:
