@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="name of the nxcansas-run file (default: the directory's name; with --stream "
                         "one run file per series, NAME_<series id>, default series_<id>)")
     p.add_argument("--stream", metavar="URL",
-                   help="integrate the frames of a Dectris detector stream (SIMPLON stream API v1, "
-                        "tcp://HOST:9999) until --series series have ended or Ctrl-C; outputs go to -o "
+                   help="integrate the frames of a Dectris detector stream (SIMPLON stream v1, "
+                        "tcp://HOST:9999, or v2/CBOR, tcp://HOST:31001) until --series series have ended "
+                        "or Ctrl-C; outputs go to -o "
                         "(default: the current directory)")
     p.add_argument("--series", type=int, default=1, metavar="N",
                    help="with --stream: stop after N series (each arm/disarm of the detector is one; "

@@ -53,12 +53,13 @@ __all__ = [
     "bitshuffle_available",
     "default_block_size",
     "hdf5plugin_bslz4",
+    "hdf5plugin_h5lz4",
 ]
 
 #: Pixel types a Dectris stream may announce.
 SUPPORTED_TYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32")
 
-_ENCODING = re.compile(r"(?:bs(?P<bits>8|16|32|64)-?)?(?P<lz4>lz4)?(?P<order>[<>])?")
+_ENCODING = re.compile(r"(?:bs(?P<bits>8|16|32|64)-?|(?P<h5>h5))?(?P<lz4>lz4)?(?P<order>[<>])?")
 _TARGET_BLOCK_BYTES = 8192  # bitshuffle's BSHUF_TARGET_BLOCK_SIZE_B
 _BLOCKED_MULT = 8  # bitshuffle's BSHUF_BLOCKED_MULT
 _MIN_BLOCK = 128  # bitshuffle's BSHUF_MIN_RECOMMEND_BLOCK
@@ -113,12 +114,12 @@ def parse_encoding(encoding: str | None) -> tuple[str, int | None, str]:
     Parameters
     ----------
     encoding
-        ``"bs32-lz4<"``, ``"lz4<"``, ``"<"``, ``""`` or ``None``.
+        ``"bs32-lz4<"``, ``"lz4<"``, ``"h5lz4<"``, ``"<"``, ``""`` or ``None``.
 
     Returns
     -------
     tuple
-        ``kind`` is ``"bslz4"``, ``"lz4"`` or ``"raw"``; ``bits`` the bitshuffle element
+        ``kind`` is ``"bslz4"``, ``"lz4"``, ``"h5lz4"`` or ``"raw"``; ``bits`` the bitshuffle element
         size in bits (``None`` unless bslz4); ``order`` ``"<"`` or ``">"`` (default ``"<"``).
 
     Raises
@@ -128,11 +129,13 @@ def parse_encoding(encoding: str | None) -> tuple[str, int | None, str]:
     """
     text = (encoding or "").strip()
     m = _ENCODING.fullmatch(text)
-    if m is None or (m.group("bits") and not m.group("lz4")):
+    if m is None or ((m.group("bits") or m.group("h5")) and not m.group("lz4")):
         raise FrameDecodeError(f"unknown encoding {encoding!r} (expected e.g. 'bs32-lz4<', 'lz4<' or '<')")
     order = m.group("order") or "<"
     if m.group("bits"):
         return "bslz4", int(m.group("bits")), order
+    if m.group("h5"):
+        return "h5lz4", None, order
     if m.group("lz4"):
         return "lz4", None, order
     return "raw", None, order
@@ -207,6 +210,9 @@ def decode_frame(data: bytes | bytearray | memoryview, dtype: Any, shape: tuple[
                                    f"({rows}×{cols} {dt.name})")
         out = np.frombuffer(buf, dtype=dt).reshape(rows, cols)
         return _native(out).copy() if out.dtype.isnative else _native(out)
+    if kind == "h5lz4":
+        out = np.frombuffer(_h5lz4_decompress(buf, nbytes), dtype=dt).reshape(rows, cols)
+        return out.copy() if out.dtype.isnative else _native(out)
     if kind == "lz4":
         raw = _lz4_decompress(buf, nbytes)
         out = np.frombuffer(raw, dtype=dt).reshape(rows, cols)
@@ -229,6 +235,49 @@ def _lz4_decompress(buf: memoryview, size: int) -> bytes:
     if len(raw) != size:
         raise FrameDecodeError(f"LZ4 data decode to {len(raw)} bytes, expected {size}")
     return raw
+
+
+def _h5lz4_decompress(buf: memoryview, size: int) -> bytes:
+    """LZ4 in the framing of the HDF5 LZ4 filter (stream v2's ``["lz4", 0, ...]``).
+
+    12-byte header: total size (uint64, big-endian) and block size (uint32, big-endian);
+    then per block ``<compressed size: uint32 big-endian><data>``, where a block whose
+    compressed size equals its plain size is stored uncompressed.
+    """
+    import lz4.block  # noqa: PLC0415
+
+    if buf.nbytes < 12:
+        raise FrameDecodeError(f"LZ4 (HDF5 framing) data of {buf.nbytes} bytes have no header")
+    total, block = struct.unpack_from(">QI", buf, 0)
+    if total != size:
+        raise FrameDecodeError(f"LZ4 (HDF5 framing) data hold {total} bytes, expected {size}")
+    if block == 0:
+        raise FrameDecodeError("LZ4 (HDF5 framing) block size is 0")
+    pieces, pos, left = [], 12, total
+    try:
+        while left > 0:
+            plain = min(block, left)
+            if pos + 4 > buf.nbytes:
+                raise FrameDecodeError(f"LZ4 (HDF5 framing) data end after {total - left} of {total} bytes")
+            (csize,) = struct.unpack_from(">I", buf, pos)
+            pos += 4
+            if csize == 0 or pos + csize > buf.nbytes:
+                raise FrameDecodeError(f"LZ4 (HDF5 framing) block claims {csize} bytes, "
+                                       f"{buf.nbytes - pos} are left")
+            chunk = buf[pos:pos + csize]
+            piece = bytes(chunk) if csize == plain else lz4.block.decompress(chunk, uncompressed_size=plain)
+            if len(piece) != plain:
+                raise FrameDecodeError("an LZ4 (HDF5 framing) block decodes to the wrong size")
+            pieces.append(piece)
+            pos += csize
+            left -= plain
+    except FrameDecodeError:
+        raise
+    except Exception as exc:  # lz4.block.LZ4BlockError
+        raise FrameDecodeError(f"LZ4 (HDF5 framing) block does not decode: {exc}") from exc
+    if pos != buf.nbytes:
+        raise FrameDecodeError(f"LZ4 (HDF5 framing) data have {buf.nbytes - pos} bytes too many")
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _bslz4_layout(buf: memoryview, itemsize: int, n: int, want_blocks: bool = True
@@ -403,12 +452,24 @@ def hdf5plugin_bslz4(array: np.ndarray) -> bytes:
     is read back raw: exactly what an Eiger stores in its data files and sends as a
     ``bs<bits>-lz4<`` stream blob (12-byte header included).
     """
-    import h5py  # noqa: PLC0415
     import hdf5plugin  # noqa: PLC0415
 
+    return _hdf5plugin_chunk(array, hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+
+
+def hdf5plugin_h5lz4(array: np.ndarray) -> bytes:
+    """LZ4 blob in the HDF5 LZ4 filter's framing, made by ``hdf5plugin`` (``h5lz4<``)."""
+    import hdf5plugin  # noqa: PLC0415
+
+    return _hdf5plugin_chunk(array, hdf5plugin.LZ4())
+
+
+def _hdf5plugin_chunk(array: np.ndarray, compression) -> bytes:
+    import h5py  # noqa: PLC0415
+
     a = np.ascontiguousarray(array)
-    with h5py.File(f"saxsdog-bslz4-{id(a)}.h5", "w", driver="core", backing_store=False) as f:
-        ds = f.create_dataset("d", data=a, chunks=a.shape, **hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+    with h5py.File(f"saxsdog-chunk-{id(a)}.h5", "w", driver="core", backing_store=False) as f:
+        ds = f.create_dataset("d", data=a, chunks=a.shape, **compression)
         _mask, chunk = ds.id.read_direct_chunk((0,) * a.ndim)
     return bytes(chunk)
 
@@ -440,6 +501,8 @@ def encode_frame(array: np.ndarray, encoding: str, implementation: str = "auto")
         import lz4.block  # noqa: PLC0415
 
         return lz4.block.compress(a.tobytes(), store_size=False)
+    if kind == "h5lz4":
+        return hdf5plugin_h5lz4(a)
     if bits != a.dtype.itemsize * 8:
         raise ValueError(f"encoding {encoding!r} needs {bits}-bit pixels, got {a.dtype}")
     bs = _bitshuffle_module() if implementation in ("auto", "bitshuffle") else None

@@ -1,5 +1,8 @@
 """Dectris detector streams (SIMPLON stream API v1, "stream v1"): receive, parse, send.
 
+Stream v2 (CBOR, :mod:`saxsdog.streams.stream2`) arrives over the same kind of socket and
+is recognised message by message, so one receiver takes either.
+
 A detector (or its simulator) binds a ZeroMQ PUSH socket; a client connects a PULL socket
 and gets each message exactly once (several clients would share the frames between them),
 so one process, saxsdog's coordinator, holds the connection and hands the frames, still
@@ -149,7 +152,10 @@ def _int(obj: dict[str, Any], key: str, what: str) -> int:
 
 
 def parse_message(parts: Sequence[Any]) -> SeriesHeader | StreamFrame | SeriesEnd:
-    """Parse one multipart message of a stream v1.
+    """Parse one message of a stream v1 (multipart JSON + blob) or v2 (one CBOR part).
+
+    Stream v2 messages are recognised by their first byte and parsed by
+    :func:`saxsdog.streams.stream2.parse_message_v2`.
 
     Parameters
     ----------
@@ -168,6 +174,10 @@ def parse_message(parts: Sequence[Any]) -> SeriesHeader | StreamFrame | SeriesEn
     """
     if not parts:
         raise StreamFormatError("empty message")
+    from .stream2 import is_v2, parse_message_v2  # noqa: PLC0415 - stream2 builds on this module
+
+    if is_v2(parts):
+        return parse_message_v2(_bytes(parts[0]))
     head = _json(parts[0], "part 1")
     htype = head.get("htype")
     if not isinstance(htype, str):
