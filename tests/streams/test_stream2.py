@@ -115,9 +115,9 @@ def test_stream_v2_frames_give_the_files_results(cal, frames, tmp_path, encoding
     q = ImageQueue(cal, out, QueueOptions(out_dir=out)).start()
     try:
         with DectrisSender() as snd:
-            src = DectrisStreamSource(snd.endpoint, q).start()
+            src = DectrisStreamSource(snd.endpoint, q, keep_raw=tmp_path / "raw").start()
             try:
-                snd.send_parts([encode_start(21, {"count_time": 0.05})])
+                snd.send_parts([encode_start(21, {"count_time": 0.05, "incident_wavelength": 1.54})])
                 for k, a in enumerate(frames):
                     snd.send_parts([encode_image(21, k, encode_frame(a, encoding), a.shape, "uint32", encoding)])
                 snd.send_parts([b"\xa1\x64type"])  # truncated CBOR: reported, skipped
@@ -133,3 +133,10 @@ def test_stream_v2_frames_give_the_files_results(cal, frames, tmp_path, encoding
         expected = (tmp_path / "from_files" / f"scan_master_{k:05d}.chi").read_bytes()
         assert (out / f"21_{k:06d}.chi").read_bytes() == expected
     assert q.history.records[0]["image_time"] is not None
+    # --keep-raw: the frames as sent, readable as an Eiger-style data set
+    from saxsdog.io.images import iter_frames
+
+    kept = [f.data for f in iter_frames(tmp_path / "raw" / "series_21_master.h5")]
+    assert len(kept) == len(frames)
+    for got, a in zip(kept, frames):
+        np.testing.assert_array_equal(got, a)
