@@ -10,8 +10,9 @@ detectors send, each frame different) encoded bitshuffle-LZ4 (``bs32-lz4<``, the
 default), as fast as the receiver takes them.  saxsdog receives them in its coordinator,
 the workers decode and integrate them (errors and integral parameters), and the results go
 to an NXcanSAS run file; optionally the raw frames are also kept (NeXus master + data
-files).  Reported: frames/s from the first frame sent to the run file closed, and the mean
-per-frame times of the workers' stages.
+files).  The last row sends the same frames as stream v2 (one CBOR message each, DECTRIS
+``bslz4`` compression).  Reported: frames/s from the first frame sent to the run file
+closed, and the mean per-frame times of the workers' stages.
 """
 
 from __future__ import annotations
@@ -37,33 +38,42 @@ def make_blobs(data: Path, n_distinct: int) -> tuple[list[bytes], tuple[int, int
     return blobs, base.shape
 
 
-def sender(endpoint_q, go, blobs: list[bytes], shape, n: int, series: int) -> None:
+def sender(endpoint_q, go, blobs: list[bytes], shape, n: int, series: int, protocol: str = "v1") -> None:
+    from saxsdog.streams import stream2
     from saxsdog.streams.dectris import DectrisSender
 
+    config = {"count_time": 0.002, "frame_time": 0.0025}
     with DectrisSender(sndhwm=64) as snd:
         endpoint_q.put(snd.endpoint)
         go.wait(60)
         endpoint_q.put(time.time())
-        snd.send_header(series, {"count_time": 0.002, "frame_time": 0.0025, "wavelength": 1.54,
-                                 "description": "bench sender"}, timeout=60)
+        if protocol == "v2":  # one CBOR message per frame
+            snd.send_parts([stream2.encode_start(series, {**config, "incident_wavelength": 1.54})], timeout=60)
+            for k in range(n):
+                snd.send_parts([stream2.encode_image(series, k, blobs[k % len(blobs)], shape, "uint32",
+                                                     "bs32-lz4<")], timeout=60)
+            snd.send_parts([stream2.encode_end(series)], timeout=60)
+            return
+        snd.send_header(series, {**config, "wavelength": 1.54, "description": "bench sender"}, timeout=60)
         for k in range(n):
             snd.send_frame(series, k, blobs[k % len(blobs)], shape, "uint32", "bs32-lz4<", timeout=60)
         snd.send_end(series, timeout=60)
 
 
-def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt: str) -> dict:
+def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt: str,
+        protocol: str = "v1") -> dict:
     from saxsdog.pipeline import QueueOptions
     from saxsdog.pipeline.queue import ImageQueue
     from saxsdog.streams.dectris import DectrisStreamSource
 
-    out = tmp / f"out_{fmt}_{int(keep_raw)}"
+    out = tmp / f"out_{fmt}_{int(keep_raw)}_{protocol}"
     ctx = mp.get_context("fork")
     endpoint_q, go = ctx.Queue(), ctx.Event()
-    proc = ctx.Process(target=sender, args=(endpoint_q, go, blobs, shape, n, 1), daemon=True)
+    proc = ctx.Process(target=sender, args=(endpoint_q, go, blobs, shape, n, 1, protocol), daemon=True)
     proc.start()
     endpoint = endpoint_q.get(timeout=60)
     q = ImageQueue(cal, out, QueueOptions(workers=workers, out_dir=out, output_format=fmt)).start()
-    src = DectrisStreamSource(endpoint, q, keep_raw=(tmp / f"raw_{fmt}") if keep_raw else None).start()
+    src = DectrisStreamSource(endpoint, q, keep_raw=(tmp / f"raw_{fmt}_{protocol}") if keep_raw else None).start()
     go.set()
     t_sent = endpoint_q.get(timeout=60)
     ok = src.ended.wait(600) and q.wait_until_idle(600)
@@ -99,10 +109,11 @@ def main() -> None:
               f"({mean_blob / 1e6:.2f} MB each, {4 * shape[0] * shape[1] / mean_blob:.1f}x compressed), "
               f"{args.workers} workers, {os.cpu_count()} cores", flush=True)
         rows = []
-        for label, fmt, keep in (("NXcanSAS run file", "nxcansas-run", False),
-                                 ("NXcanSAS run file + raw frames kept", "nxcansas-run", True),
-                                 (".chi per frame", "chi", False)):
-            r = run(cal, blobs, shape, args.frames, args.workers, tmp, keep, fmt)
+        for label, fmt, keep, protocol in (("NXcanSAS run file", "nxcansas-run", False, "v1"),
+                                           ("NXcanSAS run file + raw frames kept", "nxcansas-run", True, "v1"),
+                                           (".chi per frame", "chi", False, "v1"),
+                                           ("NXcanSAS run file, stream v2 (CBOR)", "nxcansas-run", False, "v2")):
+            r = run(cal, blobs, shape, args.frames, args.workers, tmp, keep, fmt, protocol)
             rows.append((label, r))
             print(f"  {label}: {r['fps']:.0f} frames/s{'' if r['ok'] else '  (INCOMPLETE)'}", flush=True)
         print()

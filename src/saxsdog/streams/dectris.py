@@ -177,7 +177,8 @@ def parse_message(parts: Sequence[Any]) -> SeriesHeader | StreamFrame | SeriesEn
     from .stream2 import is_v2, parse_message_v2  # noqa: PLC0415 - stream2 builds on this module
 
     if is_v2(parts):
-        return parse_message_v2(_bytes(parts[0]))
+        part = parts[0]
+        return parse_message_v2(part.buffer if hasattr(part, "buffer") else part)
     head = _json(parts[0], "part 1")
     htype = head.get("htype")
     if not isinstance(htype, str):

@@ -41,7 +41,8 @@ TYPED_ARRAY_TAGS = {
 _TAG_OF = {v: k for k, v in TYPED_ARRAY_TAGS.items()}
 MULTI_DIM_ROW_MAJOR = 40
 DECTRIS_COMPRESSION = 56500
-SELF_DESCRIBE = b"\xd9\xd9\xf7"
+SELF_DESCRIBE_TAG = 55799
+SELF_DESCRIBE = b"\xd9\xd9\xf7"  # how tag 55799 starts a message
 
 #: Scalar start-message fields kept as the series configuration (v1 names where they differ).
 _CONFIG_FIELDS = {"count_time": "count_time", "frame_time": "frame_time",
@@ -94,7 +95,7 @@ def _tag_hook(*args: Any) -> Any:
     import cbor2
 
     tag = next(a for a in args if isinstance(a, cbor2.CBORTag))
-    if tag.tag == 55799:  # "self-described CBOR" marker in front of a message
+    if tag.tag == SELF_DESCRIBE_TAG:  # "self-described CBOR" marker in front of a message
         return tag.value
     if tag.tag == DECTRIS_COMPRESSION:
         return _Compressed(tag.value)
@@ -154,7 +155,7 @@ def parse_message_v2(raw: bytes | bytearray | memoryview) -> SeriesHeader | Stre
     import cbor2
 
     try:
-        msg = cbor2.loads(bytes(raw), tag_hook=_tag_hook)
+        msg = cbor2.loads(raw, tag_hook=_tag_hook)  # bytes-like: the received buffer, not a copy
     except StreamFormatError:
         raise
     except Exception as exc:  # cbor2.CBORDecodeError and what a hook raised inside it
@@ -218,10 +219,11 @@ def encode_start(series: int, config: dict[str, Any] | None = None, channels: tu
                  ) -> bytes:
     """A ``start`` message (``config``: further start fields such as ``count_time``)."""
     import cbor2
+    from cbor2 import CBORTag
 
     msg = {"type": "start", "series_id": series, "series_unique_id": f"saxsdog-{series}",
            "channels": list(channels), **(config or {})}
-    return SELF_DESCRIBE + cbor2.dumps(msg)
+    return cbor2.dumps(CBORTag(SELF_DESCRIBE_TAG, msg))
 
 
 def encode_image(series: int, image: int, blob: bytes, shape: tuple[int, int], dtype: str, encoding: str,
@@ -245,11 +247,13 @@ def encode_image(series: int, image: int, blob: bytes, shape: tuple[int, int], d
            "start_time": [start_ns, 1_000_000_000], "stop_time": [start_ns, 1_000_000_000],
            "real_time": [0, 1_000_000_000],
            "data": {channel: CBORTag(MULTI_DIM_ROW_MAJOR, [[int(shape[0]), int(shape[1])], CBORTag(tag, content)])}}
-    return SELF_DESCRIBE + cbor2.dumps(msg)
+    return cbor2.dumps(CBORTag(SELF_DESCRIBE_TAG, msg))
 
 
 def encode_end(series: int) -> bytes:
     """An ``end`` message."""
     import cbor2
+    from cbor2 import CBORTag
 
-    return SELF_DESCRIBE + cbor2.dumps({"type": "end", "series_id": series, "series_unique_id": f"saxsdog-{series}"})
+    return cbor2.dumps(CBORTag(SELF_DESCRIBE_TAG, {"type": "end", "series_id": series,
+                                                   "series_unique_id": f"saxsdog-{series}"}))
