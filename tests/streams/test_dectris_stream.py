@@ -6,18 +6,18 @@ format, on 127.0.0.1) and, in ``test_eiger_simulator.py``, ALBA's ``eiger-simula
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
 import pytest
-import tifffile
 
-from saxsdog import Calibration
 from saxsdog.io.images import iter_frames
 from saxsdog.pipeline import QueueOptions
 from saxsdog.pipeline.pool import WorkerPool
@@ -29,23 +29,6 @@ from saxsdog.streams.dectris import DectrisSender, DectrisStreamSource, StreamFo
 SERIES = 7
 CONFIG = {"count_time": 0.05, "frame_time": 0.05, "wavelength": 1.54, "description": "test sender",
           "x_pixel_size": 0.000172, "y_pixel_size": 0.000172, "data_collection_date": "2024-05-01T10:00:00"}
-
-
-@pytest.fixture(scope="module")
-def data(shared_data):
-    return shared_data
-
-
-@pytest.fixture(scope="module")
-def cal(data):
-    return Calibration(data / "cal.json")
-
-
-@pytest.fixture(scope="module")
-def frames(data) -> list[np.ndarray]:
-    """Pilatus frames as a detector sends them: uint32 (gaps at 2**32 - 1), each one different."""
-    base = tifffile.imread(data / "buf1_00000.tif").astype(np.int64)
-    return [np.where(base >= 0, base * (k + 1) + k, base).astype(np.uint32) for k in range(5)]
 
 
 @pytest.fixture(scope="module")
@@ -209,22 +192,14 @@ def test_raw_frames_are_kept_as_nexus(cal, frames, from_files, tmp_path):
 
 
 def test_saxsdog_stream_command(cal, frames, from_files, tmp_path):
-    with DectrisSender() as snd:
-        proc = subprocess.Popen([sys.executable, "-m", "saxsdog.cli.saxsdog", "--stream", snd.endpoint,
-                                 "-c", str(cal.path), "-o", str(tmp_path / "out"), "-S", "--format",
-                                 "nxcansas-run", "--keep-raw", str(tmp_path / "raw")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            snd.send_header(SERIES, CONFIG, timeout=120)  # waits (bounded) for the command to connect
-            for k, f in enumerate(frames[:3]):
-                snd.send_frame(SERIES, k, encode_frame(f, "bs32-lz4<"), f.shape, "uint32", "bs32-lz4<")
-            snd.send_parts([b"{broken"])
-            snd.send_end(SERIES)
-            stdout, stderr = proc.communicate(timeout=180)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+    with DectrisSender() as snd, _stream_command(snd, tmp_path / "out", cal,
+                                                 "--keep-raw", str(tmp_path / "raw")) as proc:
+        snd.send_header(SERIES, CONFIG, timeout=120)  # waits (bounded) for the command to connect
+        for k, f in enumerate(frames[:3]):
+            snd.send_frame(SERIES, k, encode_frame(f, "bs32-lz4<"), f.shape, "uint32", "bs32-lz4<")
+        snd.send_parts([b"{broken"])
+        snd.send_end(SERIES)
+        stdout, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 0, stdout + stderr
     assert "3 frame(s) received of series 7, 1 malformed message(s) skipped" in stdout
     assert "3 processed, 0 skipped" in stdout
@@ -293,26 +268,29 @@ def test_each_series_is_a_run_file_closed_when_the_series_ends(cal, frames, tmp_
         np.testing.assert_allclose(entry["I"], cal.curves(frames[2 + k])[0].intensity, rtol=1e-12)
 
 
-def _stream_command(snd: DectrisSender, out: Path, cal, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "saxsdog.cli.saxsdog", "--stream", snd.endpoint,
+@contextlib.contextmanager
+def _stream_command(snd: DectrisSender, out: Path, cal, *extra: str) -> Iterator[subprocess.Popen]:
+    """``saxsdog --stream`` on the sender's address, writing NXcanSAS run files; killed if left running."""
+    proc = subprocess.Popen([sys.executable, "-m", "saxsdog.cli.saxsdog", "--stream", snd.endpoint,
                              "-c", str(cal.path), "-o", str(out), "-S", "--format", "nxcansas-run", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def test_saxsdog_stream_command_takes_several_series(cal, frames, tmp_path):
-    with DectrisSender() as snd:
-        proc = _stream_command(snd, tmp_path / "out", cal, "--series", "2", "--run-name", "scan")
-        try:
-            for series in (3, 4):
-                snd.send_header(series, CONFIG, timeout=120)
-                for k, f in enumerate(frames[:2]):
-                    snd.send_frame(series, k, encode_frame(f, "bs32-lz4<"), f.shape, "uint32", "bs32-lz4<")
-                snd.send_end(series)
-            stdout, stderr = proc.communicate(timeout=180)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+    with DectrisSender() as snd, _stream_command(snd, tmp_path / "out", cal, "--series", "2",
+                                                 "--run-name", "scan") as proc:
+        for series in (3, 4):
+            snd.send_header(series, CONFIG, timeout=120)
+            for k, f in enumerate(frames[:2]):
+                snd.send_frame(series, k, encode_frame(f, "bs32-lz4<"), f.shape, "uint32", "bs32-lz4<")
+            snd.send_end(series)
+        stdout, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 0, stdout + stderr
     assert "4 frame(s) received of series 3, 4" in stdout
     assert "4 processed, 0 skipped" in stdout
@@ -328,27 +306,21 @@ def test_saxsdog_stream_until_stopped_integrates_what_it_received(cal, frames, t
     from saxsdog.io.nxcansas import read_nxcansas
 
     out = tmp_path / "out"
-    with DectrisSender() as snd:
-        proc = _stream_command(snd, out, cal, "--series", "0")
-        try:
-            snd.send_header(5, CONFIG, timeout=120)
-            for k, f in enumerate(frames):
-                snd.send_frame(5, k, encode_frame(f, "bs32-lz4<"), f.shape, "uint32", "bs32-lz4<")
-            snd.send_end(5)
-            snd.send_header(6, CONFIG)
-            for k, f in enumerate(frames):  # series 6 never ends: the command is stopped
-                snd.send_frame(6, k, encode_frame(f, "bs32-lz4<"), f.shape, "uint32", "bs32-lz4<")
-            deadline = time.monotonic() + 120
-            while not (out / "series_5.h5").is_file() and time.monotonic() < deadline:
-                time.sleep(0.1)  # series 5 is closed while the command keeps receiving
-            assert (out / "series_5.h5").is_file() and proc.poll() is None
-            time.sleep(1.0)  # the frames of series 6 are in the receiver's socket by now
-            proc.send_signal(signal.SIGTERM)
-            stdout, stderr = proc.communicate(timeout=180)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+    with DectrisSender() as snd, _stream_command(snd, out, cal, "--series", "0") as proc:
+        snd.send_header(5, CONFIG, timeout=120)
+        for k, f in enumerate(frames):
+            snd.send_frame(5, k, encode_frame(f, "bs32-lz4<"), f.shape, "uint32", "bs32-lz4<")
+        snd.send_end(5)
+        snd.send_header(6, CONFIG)
+        for k, f in enumerate(frames):  # series 6 never ends: the command is stopped
+            snd.send_frame(6, k, encode_frame(f, "bs32-lz4<"), f.shape, "uint32", "bs32-lz4<")
+        deadline = time.monotonic() + 120
+        while not (out / "series_5.h5").is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)  # series 5 is closed while the command keeps receiving
+        assert (out / "series_5.h5").is_file() and proc.poll() is None
+        time.sleep(1.0)  # the frames of series 6 are in the receiver's socket by now
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 0, stdout + stderr
     received = int(stdout.split(" frame(s) received")[0].rsplit(" ", 1)[1])
     assert received >= len(frames) + 1

@@ -12,13 +12,11 @@ import datetime
 import h5py
 import numpy as np
 import pytest
-import tifffile
 
 pytest.importorskip("cbor2", reason="cbor2 is not installed (stream v2 needs it)")
 import cbor2  # noqa: E402
 from cbor2 import CBORTag  # noqa: E402
 
-from saxsdog import Calibration  # noqa: E402
 from saxsdog.pipeline import QueueOptions  # noqa: E402
 from saxsdog.pipeline.queue import ImageQueue  # noqa: E402
 from saxsdog.streams.codecs import (FrameDecodeError, decode_frame, encode_frame,  # noqa: E402
@@ -26,17 +24,6 @@ from saxsdog.streams.codecs import (FrameDecodeError, decode_frame, encode_frame
 from saxsdog.streams.dectris import (DectrisSender, DectrisStreamSource, SeriesEnd, SeriesHeader,  # noqa: E402
                                      StreamFormatError, StreamFrame, parse_message)
 from saxsdog.streams.stream2 import encode_end, encode_image, encode_start  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def cal(shared_data):
-    return Calibration(shared_data / "cal.json")
-
-
-@pytest.fixture(scope="module")
-def frames(shared_data) -> list[np.ndarray]:
-    base = tifffile.imread(shared_data / "buf1_00000.tif").astype(np.int64)
-    return [np.where(base >= 0, base * (k + 2) + 3 * k, base).astype(np.uint32) for k in range(4)]
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.int32, np.float32])
