@@ -160,9 +160,8 @@ class _FinishRun:
 class _Run:
     """The run files of one run name (one NXcanSAS file per I(q) integrator)."""
 
-    def __init__(self, name: str, number: int, paths: list[Path]):
+    def __init__(self, name: str, paths: list[Path]):
         self.name = name
-        self.number = number
         self.paths = paths
         self.writers: list[Any] = []
         self.appended: set[str] = set()
@@ -232,7 +231,7 @@ class RunSink:
         # files this sink wrote itself are never replaced (a run name that comes back)
         replace = self.replace and name not in self._finished_names
         number = max(existing) + 1 if existing and not replace else 0
-        run = _Run(name, number, [run_file_path(self.folder, name, number, sfx) for _, sfx in self.integrators])
+        run = _Run(name, [run_file_path(self.folder, name, number, sfx) for _, sfx in self.integrators])
         if existing and not replace and self.skip_known:
             for path in existing.values():
                 for title in _entry_titles(path):
