@@ -114,8 +114,10 @@ def test_slow_writer_while_watching_is_processed_once(data_dir, tmp_path, warm_c
         shutil.copy(data_dir / "buf1_00000.tif", root / "sub" / "later.tif")
         filelist = tmp_path / "work" / "results" / "filelist.txt"
         deadline = time.monotonic() + 30
+        seen = ""
         while time.monotonic() < deadline:
-            if filelist.exists() and len(filelist.read_text().splitlines()) >= 3:
+            seen = filelist.read_text() if filelist.exists() else ""
+            if len(seen.splitlines()) >= 3:
                 break
             time.sleep(0.1)
         time.sleep(1.0)  # give late duplicate events a chance to show up
@@ -123,7 +125,8 @@ def test_slow_writer_while_watching_is_processed_once(data_dir, tmp_path, warm_c
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     lines = filelist.read_text().splitlines()[1:]
-    assert sorted(Path(l.split("\t")[0]).name for l in lines) == ["later.tif", "slow.tif"], out + err
+    assert sorted(Path(l.split("\t")[0]).name for l in lines) == ["later.tif", "slow.tif"], \
+        f"file list while running:\n{seen}\nstdout:\n{out}\nstderr:\n{err}"
     assert "2 processed" in out and "0 failed" in out
     assert proc.returncode == 130 and "interrupted" in out
 
