@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from saxsdog.calibration import validate_calibration
+from saxsdog.cli import report_error
 from saxsdog.io.chi import atomic_write_bytes
 from saxsdog.io.fit2d import (
     CalibrationGeometry,
@@ -180,10 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except (UserError, ValueError, OSError) as exc:
         # CalibrationError, Fit2DParseError, NikaError and PoniError are ValueErrors.
-        message = str(exc)
-        if isinstance(exc, OSError) and getattr(exc, "filename", None):
-            message = f"{exc.filename}: {exc.strerror or exc}"
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        report_error(PROG, exc)
         return EXIT_USAGE
 
 

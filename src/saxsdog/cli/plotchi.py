@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from saxsdog.cli import report_error
 from saxsdog.io.chi import read_chi
 
 PROG = "plotchi"
@@ -207,10 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: no display available; wrote {out}", file=sys.stderr)
         return 0
     except (ValueError, OSError) as exc:
-        message = str(exc)
-        if isinstance(exc, OSError) and getattr(exc, "filename", None):
-            message = f"{exc.filename}: {exc.strerror or exc}"
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        report_error(PROG, exc)
         return EXIT_USAGE
 
 
