@@ -26,14 +26,6 @@ import time
 from pathlib import Path
 
 
-def link_images(src: Path, folder: Path, n: int) -> None:
-    folder.mkdir(parents=True)
-    first = folder / "img_00000.tif"
-    shutil.copy(src, first)
-    for i in range(1, n):
-        os.link(first, folder / f"img_{i:05d}.tif")
-
-
 def cpu_seconds() -> tuple[float, dict[int, float]]:
     """CPU seconds of this process (coordinator, and the in-process Dask scheduler), and of
     each live descendant process (workers, nannies) by pid."""
@@ -110,6 +102,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="saxsdog-bench-") as tmp:
         tmp = Path(tmp)
         cal = Calibration(args.data / "cal.json", cache=tmp / "cache")
+        from saxsdog.testing import link_images
+
         link_images(args.data / "buf1_00000.tif", tmp / "run", n)
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0")

@@ -28,24 +28,10 @@ from saxsdog.pipeline import QueueOptions  # noqa: E402
 from saxsdog.pipeline.dask_pool import DaskPool, SchedulerUnreachable, dask_pool_factory  # noqa: E402
 from saxsdog.pipeline.queue import ImageQueue  # noqa: E402
 from saxsdog.pipeline.tasks import ImageTask  # noqa: E402
+from saxsdog.testing import link_images  # noqa: E402
 
 N_IMAGES = 300
 DATA_DIR = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
-
-
-def link_images(src: Path, folder: Path, n: int) -> list[Path]:
-    """``n`` hard links of one copy of ``src`` (as in test_queue)."""
-    import shutil
-
-    folder.mkdir(parents=True, exist_ok=True)
-    first = folder / "img_00000.tif"
-    shutil.copy(src, first)
-    paths = [first]
-    for i in range(1, n):
-        p = folder / f"img_{i:05d}.tif"
-        os.link(first, p)
-        paths.append(p)
-    return paths
 
 
 def _cluster(**config) -> LocalCluster:
