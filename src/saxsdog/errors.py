@@ -15,8 +15,8 @@ class SaxsdogError(Exception):
     """Base class of all saxsdog errors."""
 
 
-class CalibrationError(SaxsdogError, ValueError):
-    """A calibration is invalid.
+class ConfigFieldError(SaxsdogError, ValueError):
+    """A field of a JSON configuration (calibration, merge configuration) is invalid.
 
     Parameters
     ----------
@@ -30,6 +30,9 @@ class CalibrationError(SaxsdogError, ValueError):
         What would have been accepted.
     """
 
+    #: What the configuration is, in the message ("invalid <what> at <path>: ...").
+    what = "configuration"
+
     def __init__(self, message: str, path: str = "$", value: Any = None, expected: str = ""):
         self.path = path
         self.value = value
@@ -38,10 +41,16 @@ class CalibrationError(SaxsdogError, ValueError):
         super().__init__(self._render())
 
     def _render(self) -> str:
-        text = f"invalid calibration at {self.path}: {self.message}"
+        text = f"invalid {self.what} at {self.path}: {self.message}"
         if self.expected:
             text += f" (expected {self.expected})"
         return text
+
+
+class CalibrationError(ConfigFieldError):
+    """A calibration is invalid (see :class:`ConfigFieldError` for the attributes)."""
+
+    what = "calibration"
 
 
 class MaskError(CalibrationError):

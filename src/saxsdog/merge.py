@@ -48,7 +48,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from saxsdog.errors import SaxsdogError
+from saxsdog.errors import ConfigFieldError, SaxsdogError
 from saxsdog.io.atomic import atomic_output
 from saxsdog.schemas import expected_text as _expected, json_path as _json_path, load_schema as _load_schema, validator
 
@@ -90,7 +90,7 @@ class MergeError(SaxsdogError, ValueError):
     """The data could not be merged (missing file, unreadable table, no images...)."""
 
 
-class MergeConfigError(MergeError):
+class MergeConfigError(MergeError, ConfigFieldError):
     """A merge configuration is invalid.
 
     Attributes
@@ -103,15 +103,7 @@ class MergeConfigError(MergeError):
         What would have been accepted.
     """
 
-    def __init__(self, message: str, path: str = "$", value: Any = None, expected: str = ""):
-        self.path = path
-        self.value = value
-        self.expected = expected
-        self.message = message
-        text = f"invalid merge configuration at {path}: {message}"
-        if expected:
-            text += f" (expected {expected})"
-        super().__init__(text)
+    what = "merge configuration"
 
 
 # --------------------------------------------------------------------------- #
