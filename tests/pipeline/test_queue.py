@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -209,6 +211,42 @@ def test_stats_report_rates_and_stages(cal, data_dir, tmp_path):
     assert all(v > 0 for v in st["stage_seconds"].values())
     rec = q.history.records[0]
     assert rec["image_time"] is not None and rec["parameters"]["R0"]["I0"] > 0
+
+
+def test_stats_can_be_read_from_another_thread_while_images_arrive(cal, data_dir, tmp_path):
+    """The progress line reads stats() from its own thread while the dispatcher records
+    new images; that must never fail, and the queue length must stay within bounds."""
+    n = 1500
+    link_images(data_dir / "buf1_00000.tif", tmp_path / "run", n)
+    q = ImageQueue(cal, tmp_path / "run", QueueOptions()).start()
+    errors: list[BaseException] = []
+    lengths: list[int] = []
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            try:
+                lengths.append(q.stats()["queue_length"])
+            except BaseException as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+                return
+
+    reader = threading.Thread(target=poll)
+    # switch threads often, so reads overlap the dispatcher's updates (and it is not starved)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    reader.start()
+    try:
+        q.fill_from_directory()
+        assert q.wait_until_idle(300)
+    finally:
+        done.set()
+        reader.join()
+        sys.setswitchinterval(interval)
+        q.stop()
+    assert not errors, errors
+    assert q.history.processed == n and q.queue_length == 0
+    assert max(lengths) > 0 and all(0 <= k <= n for k in lengths)
 
 
 def test_abort_kills_workers_even_with_a_parent_sigterm_handler(cal, data_dir, tmp_path):

@@ -109,6 +109,9 @@ def local_pool(calibration: Calibration, options: QueueOptions,
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+_ACTIVE = frozenset(("pending", "inflight", "retry"))
+
+
 def _close_fds(*fds: int) -> None:
     for fd in fds:
         try:
@@ -359,6 +362,10 @@ class ImageQueue:
         self._pending: deque[ImageTask] = deque()
         self._retry: list[tuple[float, int, ImageTask]] = []
         self._state: dict[str, str] = {}  # path -> pending | inflight | retry | done | failed
+        # Images pending, in flight or retrying, kept up to date by _set_state so other
+        # threads (the progress line, the server's status) never iterate _state while the
+        # dispatcher adds to it.
+        self._active = 0
         self._signature: dict[str, tuple[int, int] | None] = {}
         self._seq = 0
         self._stop = threading.Event()
@@ -517,7 +524,13 @@ class ImageQueue:
     @property
     def queue_length(self) -> int:
         """Images waiting, retrying or being processed."""
-        return sum(1 for s in self._state.values() if s in ("pending", "inflight", "retry"))
+        return self._active
+
+    def _set_state(self, path: str, state: str) -> None:
+        """Record an image's state (dispatcher thread only) and keep the active count."""
+        before = self._state.get(path)
+        self._state[path] = state
+        self._active += (state in _ACTIVE) - (before in _ACTIVE)
 
     def worker_pids(self) -> list[int]:
         return self._pool.pids() if self._pool else []
@@ -555,7 +568,7 @@ class ImageQueue:
             if not self.tracker.should_accept(path, sig, force):
                 return
             self.tracker.queued(path, sig)
-        self._state[path] = "pending"
+        self._set_state(path, "pending")
         self._signature[path] = sig
         skip = self._sink.skip_frames(path, self.root) if self._sink is not None and self._sink.skip_known \
             else frozenset()
@@ -570,7 +583,7 @@ class ImageQueue:
             if not self.tracker.should_accept(path, None, False):
                 return
             self.tracker.queued(path, None)
-        self._state[path] = "pending"
+        self._set_state(path, "pending")
         self._signature[path] = None
         self._pending.append(ImageTask(path, task.root, 0, time.monotonic(), payload=task.payload, run=task.run))
         if task.run is not None:
@@ -588,7 +601,7 @@ class ImageQueue:
                 nxt = dataclasses.replace(task, attempt=task.attempt + 1)
                 self._seq += 1
                 heapq.heappush(self._retry, (time.monotonic() + delay, self._seq, nxt))
-                self._state[task.path] = "retry"
+                self._set_state(task.path, "retry")
                 # frames that did succeed are still recorded
                 results = [r for r in results if r.error is None]
             else:
@@ -604,12 +617,12 @@ class ImageQueue:
         if again:
             pass
         elif retry is not None:
-            self._state[task.path] = "failed"
+            self._set_state(task.path, "failed")
             if self.tracker is not None:
                 self.tracker.finished(task.path, results, _signature(task.path))
         else:
             failed = any(r.error is not None for r in results)
-            self._state[task.path] = "failed" if failed else "done"
+            self._set_state(task.path, "failed" if failed else "done")
             self._signature[task.path] = _signature(task.path) if task.payload is None else None
             if self.tracker is not None:
                 self.tracker.finished(task.path, results, self._signature[task.path])
@@ -686,13 +699,13 @@ class ImageQueue:
                 if not self._abort:
                     # graceful stop: finish what is in flight, drop the rest
                     for t in self._pending:
-                        self._state[t.path] = "failed"
+                        self._set_state(t.path, "failed")
                     self._pending.clear()
                     self._retry.clear()
             now = time.monotonic()
             while self._retry and self._retry[0][0] <= now:
                 _, _, task = heapq.heappop(self._retry)
-                self._state[task.path] = "pending"
+                self._set_state(task.path, "pending")
                 self._pending.append(task)
             while self._pending and pool.capacity > 0:
                 task = self._pending[0]
@@ -701,7 +714,7 @@ class ImageQueue:
                     self._unship(sent)
                     break
                 self._pending.popleft()
-                self._state[task.path] = "inflight"
+                self._set_state(task.path, "inflight")
             busy = bool(self._pending or self._retry or pool.inflight)
             if self.tracker is not None:
                 self.tracker.tick()
@@ -726,5 +739,5 @@ class ImageQueue:
                     self._handle(task, [ImageResult(task.path, error=f"the worker processing it died "
                                                                      f"{crashes} times", processed_at=time.time())])
                     continue
-                self._state[task.path] = "pending"
+                self._set_state(task.path, "pending")
                 self._pending.appendleft(task)
