@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -224,3 +225,61 @@ def test_scheduler_lost_mid_run_raises(real_calibration, images, tmp_path):
     finally:
         pool.close()  # what ImageQueue.stop() does after the error: must not hang
         c.close()
+
+
+def _wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on port {port} after {timeout:g} s")
+
+
+def test_hung_scheduler_is_detected_and_stop_does_not_hang(real_calibration, images, tmp_path):
+    """A scheduler that keeps its connection but stops answering (SIGSTOP) ends the run with
+    a clear error instead of an endless wait; what was written is complete."""
+    root, paths = images
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", str(port), "--no-dashboard"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        _wait_for_port(port)
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                                   "--no-dashboard", "--no-nanny"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_workers(address, 1)
+        out = tmp_path / "out"
+        q = ImageQueue(real_calibration, root, QueueOptions(out_dir=out),
+                       pool_factory=dask_pool_factory(address, unresponsive_timeout=3.0)).start()
+        q.fill_from_directory()
+        deadline = time.monotonic() + 60
+        while q.history.processed < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert 0 < q.history.processed < N_IMAGES
+        os.kill(scheduler.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        assert q.wait_until_idle(60)
+        noticed = time.monotonic() - stopped
+        t0 = time.monotonic()
+        q.stop()
+        assert time.monotonic() - t0 < 20
+        assert isinstance(q.error, SchedulerUnreachable), q.error
+        assert address in str(q.error) and "no answer" in str(q.error) and "-r" in str(q.error)
+        assert 3.0 <= noticed < 20
+        done = [r for r in q.history.records if not r["error"]]
+        assert len(done) < N_IMAGES and not q.history.failures
+        reference = (out / Path(done[0]["path"]).with_suffix(".chi").name).read_bytes()
+        assert len(reference) > 0
+        # every output present is complete (written atomically), none half-written
+        assert all(o.read_bytes() == reference for o in out.glob("*.chi"))
+    finally:
+        os.kill(scheduler.pid, signal.SIGCONT)
+        for proc in (worker, scheduler):
+            if proc is not None:
+                proc.kill()
+                proc.wait(30)

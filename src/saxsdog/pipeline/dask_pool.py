@@ -29,7 +29,10 @@ Design
   reported as failed instead (a file that kills every worker must not loop forever).  A
   redo rewrites identical outputs atomically, so nothing is corrupted or duplicated.
 * Losing the scheduler: ``poll`` raises :class:`SchedulerUnreachable` naming the address;
-  the work done so far is on disk and ``saxsdog -r`` completes the run.
+  the work done so far is on disk and ``saxsdog -r`` completes the run.  A scheduler that
+  keeps its connection open but stops answering (hung, stopped, swapping) is lost too once
+  it has not answered for ``unresponsive_timeout`` seconds: an open TCP connection alone
+  would otherwise leave the queue waiting forever for batches nobody reports.
 
 Workers of a remote cluster must have the same saxsdog version installed (tasks refer to
 functions of this module) and see the image and output paths under the same names.
@@ -69,6 +72,8 @@ DEFAULT_BATCH_SIZE = 16
 PREFETCH = 2
 #: How often ``poll`` asks the scheduler for the worker list (restarts, capacity).
 WORKER_REFRESH_S = 0.5
+#: Seconds without any answer from the scheduler before it counts as lost (by default).
+UNRESPONSIVE_TIMEOUT_S = 30.0
 
 
 class SchedulerUnreachable(SaxsdogError):
@@ -237,6 +242,10 @@ class DaskPool:
         Set glibc's malloc thresholds in each worker process to what a forked local worker
         has (Dask's nanny lowers the trim threshold, which makes every image read
         page-fault: half the throughput).  The setting stays for the worker's lifetime.
+    unresponsive_timeout
+        Seconds the scheduler may go without answering the pool's periodic worker-list
+        request before ``poll`` raises :class:`SchedulerUnreachable` (a hung scheduler
+        keeps its connection open, so it is never "disconnected").
 
     Raises
     ------
@@ -246,8 +255,12 @@ class DaskPool:
 
     def __init__(self, calibration: Calibration, options: QueueOptions, address: str, *,
                  batch_size: int = DEFAULT_BATCH_SIZE, retries: int = 1, max_losses: int = 3,
-                 connect_timeout: float = 5.0, tune_malloc: bool = True):
+                 connect_timeout: float = 5.0, tune_malloc: bool = True,
+                 unresponsive_timeout: float = UNRESPONSIVE_TIMEOUT_S):
         self.address = address
+        self.unresponsive_timeout = float(unresponsive_timeout)
+        self._answered = time.monotonic()  # when the scheduler last answered
+        self._unresponsive = False
         self.batch_size = max(1, int(batch_size))
         self.retries = retries
         self.max_losses = max_losses
@@ -301,10 +314,17 @@ class DaskPool:
             return
         self._refreshed = now
         try:
-            nthreads = self.client.nthreads(callback_timeout=5)
+            nthreads = self.client.nthreads(callback_timeout=min(5.0, self.unresponsive_timeout))
         except Exception as exc:
             self._check_connected(exc)
+            silent = time.monotonic() - self._answered
+            if silent >= self.unresponsive_timeout:
+                self._unresponsive = True
+                raise SchedulerUnreachable(
+                    self.address, f"no answer for {silent:.0f} s (connected, but hung or stopped?)",
+                    mid_run=True) from exc
             return  # transient: try again next time
+        self._answered = time.monotonic()
         current = set(nthreads)
         lost = self._workers - current
         if lost:
@@ -453,7 +473,8 @@ class DaskPool:
             return
         self._closed = True
         try:
-            if self.client.status == "running":
+            # a scheduler that stopped answering would make each request wait for it
+            if self.client.status == "running" and not self._unresponsive:
                 self._refresh_workers(force=True)
                 self.client.unregister_worker_plugin(self._plugin.name)
         except Exception as exc:
@@ -466,7 +487,7 @@ class DaskPool:
             return
         self._closed = True
         try:
-            if self.client.status == "running" and self._futures:
+            if self.client.status == "running" and self._futures and not self._unresponsive:
                 self.client.cancel([f for f, _ in self._futures.values()], force=True)
         except Exception:
             pass
