@@ -604,29 +604,39 @@ class MergeResult:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def _resolve(base: Path, p: str, confine: bool, what: str) -> Path:
-    path = Path(os.path.expanduser(p))
+def _resolve(base: Path, p: str, root: Path | None, what: str) -> Path:
+    """``p`` relative to ``base``; with a ``root``, refuse anything (symlinks followed) outside it."""
+    path = Path(os.path.expanduser(p)) if root is None else Path(p)  # no ~ on a server
     if not path.is_absolute():
         path = base / path
     path = Path(os.path.normpath(path))
-    if confine:
+    if root is not None:
         real = Path(os.path.realpath(path))
-        root = Path(os.path.realpath(base))
-        if real != root and root not in real.parents:
-            raise MergeError(f"{what} {p!r} is outside the base directory {base}")
+        top = Path(os.path.realpath(root))
+        if real != top and top not in real.parents:
+            raise MergeError(f"{what} {p!r} is outside the base directory")
     return path
 
 
-def _log_paths(table: Mapping[str, Any], base: Path, confine: bool, k: int) -> list[Path]:
+def _log_paths(table: Mapping[str, Any], base: Path, root: Path | None, k: int,
+               uploads: Mapping[str, _PathLike] | None) -> list[Path]:
     out = []
     for j, f in enumerate(table["Files"]):
+        where = f"$.LogDataTables[{k}].Files[{j}]"
         local = f.get("LocalPath") or ""
+        if local and uploads is not None:
+            # server mode: a LocalPath is a file on the client, sent along with the request
+            if local not in uploads:
+                raise MergeError(f"log file {local!r} ({where}.LocalPath, on the client) was not attached "
+                                 "to the request")
+            out.append(Path(uploads[local]))
+            continue
         if local:
             p = local
         else:
             remote = f.get("RemotePath")
             p = os.sep.join(remote) if isinstance(remote, list) else str(remote)
-        out.append(_resolve(base, p, confine, f"log file $.LogDataTables[{k}].Files[{j}]"))
+        out.append(_resolve(base, p, root, f"log file {where}"))
     return out
 
 
@@ -645,7 +655,8 @@ def _load_table(table: Mapping[str, Any], paths: Sequence[Path]):
 
 
 def merge(config: Mapping[str, Any], base_dir: _PathLike = ".", images: Any = None, *,
-          confine: bool = False) -> MergeResult:
+          confine: bool = False, confine_to: _PathLike | None = None,
+          uploads: Mapping[str, _PathLike] | None = None) -> MergeResult:
     """Merge log tables with the image data; everything :func:`merge_data` does, with details.
 
     Parameters
@@ -659,6 +670,13 @@ def merge(config: Mapping[str, Any], base_dir: _PathLike = ".", images: Any = No
         Image records (list of dicts) or an image directory, overriding the configuration.
     confine
         Refuse paths outside *base_dir* (server mode).
+    confine_to
+        Refuse paths outside this folder instead (a server whose relative paths resolve
+        against the queue's directory but which may read anything under its base).
+    uploads
+        Server mode: the log files the client attached, by their ``LocalPath``.  A
+        ``LocalPath`` is then looked up here (never on the server's disk) and one that was
+        not attached is an error; ``RemotePath`` names files on the server.
 
     Returns
     -------
@@ -675,16 +693,17 @@ def merge(config: Mapping[str, Any], base_dir: _PathLike = ".", images: Any = No
 
     conf = normalize_config(config)
     base = Path(base_dir)
+    root = Path(confine_to) if confine_to is not None else (base if confine else None)
     img_conf = conf.get("Images") or {}
-    filelist = (_resolve(base, img_conf["FileList"], confine, "$.Images.FileList")
+    filelist = (_resolve(base, img_conf["FileList"], root, "$.Images.FileList")
                 if img_conf.get("FileList") else None)
-    chi_dir = (_resolve(base, img_conf["ChiDirectory"], confine, "$.Images.ChiDirectory")
+    chi_dir = (_resolve(base, img_conf["ChiDirectory"], root, "$.Images.ChiDirectory")
                if img_conf.get("ChiDirectory") else None)
     if isinstance(images, (str, os.PathLike)):
-        directory: Path | None = _resolve(base, str(images), confine, "image directory")
+        directory: Path | None = _resolve(base, str(images), root, "image directory")
         images = None
     elif images is None and img_conf.get("Directory"):
-        directory = _resolve(base, img_conf["Directory"], confine, "$.Images.Directory")
+        directory = _resolve(base, img_conf["Directory"], root, "$.Images.Directory")
     elif images is None and filelist is None:
         directory = base
     else:
@@ -695,7 +714,7 @@ def merge(config: Mapping[str, Any], base_dir: _PathLike = ".", images: Any = No
 
     logs: dict[str, Any] = {}
     for k, table in enumerate(conf["LogDataTables"]):
-        df = _load_table(table, _log_paths(table, base, confine, k))
+        df = _load_table(table, _log_paths(table, base, root, k, uploads))
         df["time"] = df["time"] - conf["TimeOffset"]
         logs[table["Name"]] = df
 

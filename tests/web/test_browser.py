@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,109 @@ def test_fit2d_and_poni_imports(page, server, data_dir, tmp_path):
     value = float(page.input_value(field("$.Geometry.DedectorDistanceMM")))
     assert value == pytest.approx(1031.657, rel=1e-6)
     page.wait_for_function("() => document.querySelector('#cal-summary').textContent.includes('valid')")
+
+
+def test_save_json_merge_and_abort(browser, server, handler, base, data_dir, tmp_path):
+    """The actions not covered above: the calibration downloads as JSON; a merge with a
+    server-side and a browser-sent log table shows its rows; Abort asks first."""
+    import json
+
+    import numpy as np
+    import tifffile
+
+    from saxsdog.merge import unix_to_mac
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    try:
+        log_in(page, server.url)
+        # -- Save JSON: the calibration in the form, as a file ---------------------------------
+        page.set_input_files("#cal-file", str(data_dir / "cal.json"))
+        page.wait_for_function(f"() => document.querySelector('{field('$.Geometry.DedectorDistanceMM')}').value === '1031.657'")
+        page.fill(field("$.Geometry.DedectorDistanceMM"), "1500.25")
+        page.wait_for_function("() => document.querySelector('#cal-summary').textContent.includes('valid')")
+        with page.expect_download() as info:
+            page.click("#cal-save")
+        download = info.value
+        saved = json.loads(Path(download.path()).read_text())
+        original = json.loads((data_dir / "cal.json").read_text())
+        assert download.suggested_filename.endswith(".json")
+        assert saved["Geometry"]["DedectorDistanceMM"] == 1500.25  # the edit is in the file
+        original["Geometry"]["DedectorDistanceMM"] = 1500.25
+        assert saved == original  # and nothing else changed
+
+        # -- Consolidate: merge 6 images' header times with two log tables ----------------------
+        start = 1391171212.0  # image k at start + 10 k + 0.3 (header times are local time)
+        from datetime import datetime
+
+        for k in range(6):
+            when = datetime.fromtimestamp(start + 10 * k + 0.3)
+            desc = f"# Detector: PILATUS 1M\r\n# {when.isoformat(timespec='milliseconds')}\r\n"
+            (base / "merge").mkdir(exist_ok=True)
+            tifffile.imwrite(base / "merge" / f"m_{k:05d}.tif", np.zeros((6, 5), np.int32), description=desc,
+                             metadata=None)
+        (base / "logs").mkdir()
+        (base / "logs" / "datalogger.log").write_text(
+            "Time\tIoni\n" + "".join(f"{unix_to_mac(start - 5 + i):.3f}\t{1000 + i}\n" for i in range(80)))
+        shutter = tmp_path / "peakinteg.log"  # on "this computer"
+        shutter.write_text("Time\tDiode\n" + "".join(f"{start + 10 * k + 0.25:.3f}\t{5 + k}\n" for k in range(6)))
+        conf = {"LogDataTables": [
+                    {"Name": "Dlog", "TimeEpoch": "Mac", "Files": [{"RemotePath": ["logs", "datalogger.log"]}]},
+                    {"Name": "Peak", "TimeEpoch": "Unix", "Files": [{"LocalPath": "C:\\logs\\peakinteg.log"}]}],
+                "Images": {"Directory": "merge"},
+                "OutputFormats": {"csv": True, "json": False, "hdf": False, "exel": False},
+                "OutputFileName": "results/merged"}
+        page.click('.tabs button[data-tab="consolidate"]')
+        assert json.loads(page.input_value("#merge-conf"))["LogDataTables"]  # the example is there
+        page.fill("#merge-conf", json.dumps(conf))
+        page.click("#merge-run")  # the LocalPath file has not been chosen yet
+        page.wait_for_function("() => document.querySelector('#merge-msg').textContent.includes('choose this file')")
+        assert "error" in page.get_attribute("#merge-msg", "class")
+        page.set_input_files("#merge-logs", str(shutter))
+        assert "peakinteg.log" in page.text_content("#merge-logs-names")
+        page.click("#merge-run")
+        page.wait_for_function("() => document.querySelector('#merge-msg').textContent.startsWith('Merged 6 row(s)')")
+        assert "results/merged.csv" in page.text_content("#merge-msg")
+        assert (base / "results" / "merged.csv").is_file()
+        page.click("#merge-get")
+        page.wait_for_function("() => document.querySelector('#merge-msg').textContent === '6 row(s)'")
+        headers = page.locator("#merge-table th").all_text_contents()
+        rows = [page.locator(f"#merge-table tr:nth-child({k + 2}) td").all_text_contents() for k in range(6)]
+        ioni, diode = headers.index("Ioni (Dlog)"), headers.index("Diode (Peak)")
+        assert [r[ioni] for r in rows] == [str(1000 + 10 * k + 5) for k in range(6)]
+        assert [r[diode] for r in rows] == [str(5 + k) for k in range(6)]
+        path, image_time = headers.index("path"), headers.index("image_time")
+        assert [r[path] for r in rows] == [f"merge/m_{k:05d}.tif" for k in range(6)]  # relative to the base
+        assert [float(r[image_time]) for r in rows] == pytest.approx([start + 10 * k + 0.3 for k in range(6)],
+                                                                     abs=1e-3)
+        shoot(page, tmp_path, "leash-consolidate.png")
+
+        # -- Abort asks first; dismissing keeps the queue --------------------------------------
+        from webleash_helpers import calibration_request
+
+        arg, att = calibration_request(data_dir)
+        assert handler.execute("new", arg, att)["result"] == "new queue"
+        paths = add_images(base, 1500)
+        for p in paths:
+            handler.session.feeder_event(str(p))
+        page.click('.tabs button[data-tab="server"]')
+        asked = []
+        page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+        page.click("#srv-abort")
+        assert wait_for(lambda: asked, 10) and "Abort the queue" in asked[0]
+        page.wait_for_timeout(300)
+        assert handler.session is not None  # nothing was sent
+        page.once("dialog", lambda d: d.accept())
+        page.click("#srv-abort")
+        page.wait_for_function("() => document.querySelector('#srv-msg').textContent.includes('stopped emptied and closed')")
+        assert handler.session is None
+        time.sleep(1.0)  # nothing more may appear after the abort
+        done = len(list((base / "work").glob("img_*.chi")))
+        print(f"{done} of {len(paths)} images processed before the abort")
+        assert done < len(paths)  # the waiting images were dropped, not processed
+        assert not problems, problems
+    finally:
+        context.close()

@@ -169,6 +169,12 @@ def format_response(resp: Mapping[str, Any]) -> str:
             else:
                 n = len(value) if isinstance(value, (list, dict)) else 0
                 lines.append(f"history: {n} record(s)")
+        elif key == "data" and isinstance(value, Mapping) and isinstance(value.get("rows"), list) \
+                and isinstance(value.get("columns"), list):  # getmergedata: the merged table
+            rows = value["rows"]
+            lines.append(f"merged table: {len(rows)} row(s), {len(value['columns'])} column(s)")
+            lines.append("\t".join(map(str, value["columns"])))
+            lines.extend("\t".join("" if v is None else _fmt_value(v) for v in row) for row in rows)
         elif isinstance(value, Mapping) and value and all(
                 not isinstance(v, (dict, list)) for v in value.values()):
             lines.append(f"{key}:")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -274,19 +276,57 @@ class CommandHandler:
             "dircontent": entries, "directory": [] if rel == "." else rel.split(os.sep)}}
 
     def cmd_mergedata(self, arg, attachments) -> dict[str, Any]:
+        """Merge log tables with the queue's images (seed 001 §3.6.3) and keep the table.
+
+        ``LocalPath`` log files come attached to the request (``argument.filenames`` names
+        them, in the order of the attachments); ``RemotePath`` files, the image folder and
+        ``OutputFileName`` are on the server, relative to the queue's directory (or the base
+        directory without a queue) and never outside the base directory.  The formats set in
+        ``OutputFormats`` are written there.
+        """
         try:
-            from ..merge import merge_data
+            from ..merge import merge, normalize_config, write_merged
         except ImportError as exc:
             raise CommandError(f"data merge is not available: {exc}") from None
         conf = arg.get("mergeconf") if isinstance(arg, dict) else None
         if not isinstance(conf, dict):
             raise CommandError("'mergedata' needs argument.mergeconf")
+        names = arg.get("filenames") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise CommandError("argument.filenames must be a list of the attached files' LocalPath names")
+        if len(names) != len(attachments):
+            raise CommandError(f"{len(attachments)} attachment(s) for {len(names)} name(s) in argument.filenames")
         s = self.session
-        base = s.directory if s is not None else self.basedir
-        df = merge_data(conf, base, path_guard=lambda p: resolve_inside(self.basedir, p))
+        base = s.directory if s is not None else Path(self.basedir)
+        with tempfile.TemporaryDirectory(prefix="saxsdog-merge-") as tmp:
+            uploads: dict[str, Path] = {}
+            for k, (name, data) in enumerate(zip(names, attachments)):
+                # only the last component: a client's path never becomes a server path
+                path = Path(tmp, str(k), re.split(r"[\\/]", name)[-1] or "log")
+                path.parent.mkdir()
+                path.write_bytes(data)
+                uploads[name] = path
+            result = merge(conf, base, confine_to=self.basedir, uploads=uploads)
+        df = result.table
+        conf = normalize_config(conf)
+        written: dict[str, str] = {}
+        if any(conf["OutputFormats"].values()):
+            name = conf["OutputFileName"]
+            try:
+                target = resolve_inside(self.basedir, Path(base, name))
+            except PathOutsideBase:
+                raise PathOutsideBase(f"$.OutputFileName {name!r} is outside the server's base directory") from None
+            hdf = conf["HDFOptions"]
+            for fmt, path in write_merged(df, target, conf["OutputFormats"], include_chi=hdf["IncludeCHI"],
+                                          include_tif=hdf["IncludeTIF"]).items():
+                written[fmt] = relative_to_base(self.basedir, path)
+        if "path" in df.columns:  # clients see paths relative to the base directory, as elsewhere
+            df = df.assign(path=[relative_to_base(self.basedir, p) if isinstance(p, str) and p else p
+                                 for p in df["path"]])
         self.merge_result = {"columns": list(map(str, df.columns)),
                              "rows": df.astype(object).where(df.notna(), None).values.tolist()}
-        return {"result": "mergedata", "data": {"rows": len(df), "columns": self.merge_result["columns"]}}
+        return {"result": "mergedata", "data": {"rows": len(df), "columns": self.merge_result["columns"],
+                                                "written": written, "shift": result.shift}}
 
     def cmd_getmergedata(self, arg, attachments) -> dict[str, Any]:
         if self.merge_result is None:

@@ -1028,20 +1028,44 @@ async function serverCommand(name) {
 // ------------------------------------------------------------------ consolidate
 
 const MERGE_EXAMPLE = {
-  LogDataTables: [{ Name: "log", Files: ["logs/run.log"], TimeEpoch: "Unix", TimeOffset: 0, FirstImageCorrelation: false }],
+  LogDataTables: [{ Name: "log", Files: [{ RemotePath: ["logs", "run.log"] }], TimeEpoch: "Unix", TimeOffset: 0,
+    FirstImageCorrelation: false }],
   TimeOffset: 0,
   OutputFormats: { csv: true, json: false, hdf: false, exel: false },
   OutputFileName: "../results/merged",
   HDFOptions: { IncludeCHI: false, IncludeTIF: false },
 };
 
+// The LocalPath names of a merge configuration (files the browser must send along).
+function mergeLocalPaths(conf) {
+  const names = [];
+  for (const table of (conf && Array.isArray(conf.LogDataTables)) ? conf.LogDataTables : [])
+    for (const f of (table && Array.isArray(table.Files)) ? table.Files : [])
+      if (f && typeof f.LocalPath === "string" && f.LocalPath && !names.includes(f.LocalPath)) names.push(f.LocalPath);
+  return names;
+}
+
 async function mergeRun() {
   let conf;
   try { conf = JSON.parse($("#merge-conf").value); } catch (e) { say("#merge-msg", "Not JSON: " + e.message, "error"); return; }
+  const picked = Array.from($("#merge-logs").files || []);
+  const filenames = [], attachments = [];
+  for (const local of mergeLocalPaths(conf)) {
+    const base = local.split(/[\\/]/).pop();
+    const file = picked.find(f => f.name === local) || picked.find(f => f.name === base);
+    if (!file) {
+      say("#merge-msg", `LocalPath ${local}: choose this file under "Log files from this computer" (or use RemotePath for a file on the server).`, "error");
+      return;
+    }
+    filenames.push(local);
+    attachments.push(toBase64(await readFile(file, "binary")));
+  }
   try {
-    const r = await command("mergedata", { mergeconf: conf });
-    if (r.result === "Error") say("#merge-msg", r.data.Error, "error");
-    else say("#merge-msg", `Merged ${r.data.rows} row(s) with ${(r.data.columns || []).length} column(s).`, "ok");
+    const r = await command("mergedata", { mergeconf: conf, filenames }, attachments);
+    if (r.result === "Error") { say("#merge-msg", r.data.Error, "error"); return; }
+    const written = Object.values(r.data.written || {});
+    say("#merge-msg", `Merged ${r.data.rows} row(s) with ${(r.data.columns || []).length} column(s).`
+      + (written.length ? ` Wrote ${written.join(", ")}.` : ""), "ok");
   } catch (e) { say("#merge-msg", e.message, "error"); }
 }
 
@@ -1050,8 +1074,12 @@ async function mergeGet() {
     const r = await command("getmergedata");
     if (r.result === "Error") { say("#merge-msg", r.data.Error, "error"); return; }
     const d = r.data.data;
+    // epoch seconds in full (to the ms), counts as they are, other numbers to 6 digits
+    const isTime = d.columns.map(c => c === "image_time" || /^time\b/.test(c));
+    const cell = (v, k) => v === null ? "" : typeof v !== "number" ? String(v)
+      : isTime[k] ? v.toFixed(3) : Number.isInteger(v) ? String(v) : fmtNum(v, 6);
     $("#merge-table").replaceChildren(el("tr", {}, d.columns.map(c => el("th", { text: c }))),
-      ...d.rows.slice(0, 2000).map(row => el("tr", {}, row.map(v => el("td", { text: v === null ? "" : fmtNum(v) })))));
+      ...d.rows.slice(0, 2000).map(row => el("tr", {}, row.map((v, k) => el("td", { text: cell(v, k) })))));
     say("#merge-msg", `${d.rows.length} row(s)` + (d.rows.length > 2000 ? " (first 2000 shown)" : ""), "ok");
   } catch (e) { say("#merge-msg", e.message, "error"); }
 }
@@ -1101,6 +1129,8 @@ function wire() {
   $("#srv-readdir").addEventListener("click", () => serverCommand("readdir"));
   $("#srv-files").addEventListener("click", refreshFiles);
   $("#merge-conf").value = JSON.stringify(MERGE_EXAMPLE, null, 2);
+  $("#merge-logs").addEventListener("change", ev =>
+    $("#merge-logs-names").textContent = Array.from(ev.target.files, f => f.name).join(", "));
   $("#merge-run").addEventListener("click", mergeRun);
   $("#merge-get").addEventListener("click", mergeGet);
   window.addEventListener("resize", () => {

@@ -1,0 +1,85 @@
+"""A real ``saxsdogserver`` subprocess for the end-to-end tests, and what they do with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from saxsdog.protocol.client import LeashClient, build_new_request
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A saxsdogserver subprocess with its network file."""
+
+    def __init__(self, tmp: Path, base: Path, extra: list[str] = ()):
+        self.port, self.fport = free_port(), free_port()
+        self.network = tmp / "network.json"
+        if not self.network.exists():
+            subprocess.run([sys.executable, "-m", "saxsdog.cli.netconf", "--server",
+                            f"tcp://127.0.0.1:{self.port}", "--feeder", f"tcp://127.0.0.1:{self.fport}",
+                            "--network", str(self.network), "--non-interactive", "--replace"],
+                           check=True, capture_output=True, timeout=60)
+        entry = json.loads(self.network.read_text())[0]
+        self.port = int(entry["Server"].rsplit(":", 1)[1])
+        self.fport = int(entry["Feeder"].rsplit(":", 1)[1])
+        self.secret = entry["Secret"]
+        self.url = entry["Server"]
+        self.base = base
+        self.args = [sys.executable, "-m", "saxsdog.cli.server", str(base), "--network", str(self.network),
+                     "-t", "2", "--no-http", *extra]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Server":
+        self.log = open(self.base.parent / "server.log", "a")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     start_new_session=True)
+        line = self.proc.stdout.readline()
+        assert "serving" in line, line + (self.base.parent / "server.log").read_text()
+        return self
+
+    def client(self, secret: str | None = None, timeout: float = 20.0) -> LeashClient:
+        return LeashClient(self.url, secret or self.secret, timeout=timeout)
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)  # server and its workers
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+def start_queue(server: Server, data_dir: Path, directory: str = "run") -> None:
+    arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), directory)
+    with server.client() as c:
+        r = c.request("new", arg, att)
+    assert r["result"] == "new queue", r
+
+
+def wait_done(server: Server, n: int, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    st = {}
+    with server.client() as c:
+        while time.monotonic() < deadline:
+            st = c.request("stat")["data"]["stat"]
+            if st["images processed"] >= n and st["queue length"] == 0:
+                return st
+            time.sleep(0.2)
+    raise AssertionError(f"not done in time: {st}")
