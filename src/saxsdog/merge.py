@@ -603,6 +603,28 @@ class MergeResult:
     sync_table: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
+    def write(self, output: _PathLike | None = None) -> dict[str, Path]:
+        """Write the table in the configuration's ``OutputFormats`` (with its ``HDFOptions``).
+
+        Parameters
+        ----------
+        output
+            Base name the formats' suffixes are appended to; the configuration's
+            ``OutputFileName`` by default.
+
+        Returns
+        -------
+        dict
+            Format name → written path (empty when no format is set).
+        """
+        formats = self.config.get("OutputFormats") or {}
+        if not any(formats.values()):
+            return {}
+        hdf = self.config.get("HDFOptions") or {}
+        return write_merged(self.table, output if output is not None else self.config["OutputFileName"],
+                            formats, include_chi=bool(hdf.get("IncludeCHI")),
+                            include_tif=bool(hdf.get("IncludeTIF")))
+
 
 def _resolve(base: Path, p: str, root: Path | None, what: str) -> Path:
     """``p`` relative to ``base``; with a ``root``, refuse anything (symlinks followed) outside it."""

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from saxsdog.merge import MergeError, merge, normalize_config, sync_plot, write_merged
+from saxsdog.merge import MergeError, merge, sync_plot, write_merged
 
 PROG = "saxsdmerge"
 EXIT_USAGE = 2
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             conf = config_from_options(args)
         result = merge(conf, ".", args.imagedir)
-        conf = normalize_config(conf)
+        conf = result.config
         table = result.table
         hdf = conf["HDFOptions"]
         written: dict[str, Path] = {}
@@ -124,9 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     table, out, include_chi=hdf["IncludeCHI"],
                     include_tif=hdf["IncludeTIF"]).values()})
         elif args.conf and any(conf["OutputFormats"].values()):
-            written.update({k: p for k, p in write_merged(
-                table, conf["OutputFileName"], conf["OutputFormats"],
-                include_chi=hdf["IncludeCHI"], include_tif=hdf["IncludeTIF"]).items()})
+            written.update(result.write())
         else:
             table.to_csv(sys.stdout, index=False)
         for path in written.values():

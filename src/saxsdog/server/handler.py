@@ -285,7 +285,7 @@ class CommandHandler:
         ``OutputFormats`` are written there.
         """
         try:
-            from ..merge import merge, normalize_config, write_merged
+            from ..merge import merge
         except ImportError as exc:
             raise CommandError(f"data merge is not available: {exc}") from None
         conf = arg.get("mergeconf") if isinstance(arg, dict) else None
@@ -308,18 +308,14 @@ class CommandHandler:
                 uploads[name] = path
             result = merge(conf, base, confine_to=self.basedir, uploads=uploads)
         df = result.table
-        conf = normalize_config(conf)
         written: dict[str, str] = {}
-        if any(conf["OutputFormats"].values()):
-            name = conf["OutputFileName"]
+        if any(result.config["OutputFormats"].values()):
+            name = result.config["OutputFileName"]
             try:
                 target = resolve_inside(self.basedir, Path(base, name))
             except PathOutsideBase:
                 raise PathOutsideBase(f"$.OutputFileName {name!r} is outside the server's base directory") from None
-            hdf = conf["HDFOptions"]
-            for fmt, path in write_merged(df, target, conf["OutputFormats"], include_chi=hdf["IncludeCHI"],
-                                          include_tif=hdf["IncludeTIF"]).items():
-                written[fmt] = relative_to_base(self.basedir, path)
+            written = {fmt: relative_to_base(self.basedir, path) for fmt, path in result.write(target).items()}
         if "path" in df.columns:  # clients see paths relative to the base directory, as elsewhere
             df = df.assign(path=[relative_to_base(self.basedir, p) if isinstance(p, str) and p else p
                                  for p in df["path"]])
