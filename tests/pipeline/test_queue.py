@@ -249,6 +249,23 @@ def test_stats_can_be_read_from_another_thread_while_images_arrive(cal, data_dir
     assert max(lengths) > 0 and all(0 <= k <= n for k in lengths)
 
 
+def test_finished_run_is_in_place_when_wait_until_idle_returns(cal, data_dir, tmp_path):
+    """finish_run() is work for the dispatcher: an idle queue is not idle again until the
+    run file has been renamed into place."""
+    link_images(data_dir / "buf1_00000.tif", tmp_path / "run", 3)
+    q = ImageQueue(cal, tmp_path / "run", QueueOptions(output_format="nxcansas-run", run_name="scan")).start()
+    try:
+        q.fill_from_directory()
+        assert q.wait_until_idle(60)
+        (path,) = q.run_files
+        assert not path.exists()  # still being written under a temporary name
+        q.finish_run("scan")
+        assert q.wait_until_idle(60)
+        assert path.is_file() and q.run_files == [path]
+    finally:
+        q.stop()
+
+
 def test_abort_kills_workers_even_with_a_parent_sigterm_handler(cal, data_dir, tmp_path):
     """Workers forked from a process with its own SIGTERM handler still die on abort."""
     previous = signal.signal(signal.SIGTERM, lambda *a: None)

@@ -436,12 +436,7 @@ class ImageQueue:
 
         ``force`` processes it again even if it was processed already (``readdir``).
         """
-        self._idle.clear()
-        self._inbox.put((os.path.abspath(path), force))
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full (the dispatcher is awake anyway) or closed
+        self._post((os.path.abspath(path), force))
 
     def push_task(self, task: ImageTask) -> None:
         """Queue an in-memory frame (``task.payload``; thread-safe).
@@ -449,12 +444,7 @@ class ImageQueue:
         ``task.path`` names it (``<root>/<series>_<frame:06d>`` for streams): a name seen
         before is dropped.
         """
-        self._idle.clear()
-        self._inbox.put(task)
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass
+        self._post(task)
 
     def finish_run(self, run: str) -> None:
         """Close the NXcanSAS run ``run`` once its queued frames are done (thread-safe).
@@ -462,11 +452,21 @@ class ImageQueue:
         Its files are renamed into place then (a detector series that ended), instead of
         when the queue stops.  Without run files this does nothing.
         """
-        self._inbox.put(_FinishRun(run))
+        self._post(_FinishRun(run))
+
+    def _post(self, item: Any) -> None:
+        """Hand ``item`` to the dispatcher and wake it (thread-safe).
+
+        The queue stops being idle until the dispatcher has handled it.  Cleared after the
+        put: the dispatcher only sets idle when its inbox is empty, so wait_until_idle()
+        can never return between this call and the item's handling.
+        """
+        self._inbox.put(item)
+        self._idle.clear()
         try:
             os.write(self._wake_w, b"\0")
         except (BlockingIOError, OSError):
-            pass
+            pass  # the pipe is full (the dispatcher is awake anyway) or closed
 
     @property
     def backlog(self) -> int:

@@ -408,8 +408,10 @@ class DectrisStreamSource:
         """The current series is complete (or abandoned): close its raw files and run."""
         self._close_raw()
         if self.series is not None and self.series not in self.completed:
-            self.completed.append(self.series)
+            # the run is handed over first: whoever sees the series completed and then waits
+            # for the queue to be idle finds its run file in place
             self.queue.finish_run(self.run_name(self.series))
+            self.completed.append(self.series)
 
     def _on_message(self, msg: Any) -> None:
         if isinstance(msg, SeriesHeader):
