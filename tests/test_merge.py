@@ -16,6 +16,7 @@ from saxsdog.io.chi import write_chi  # noqa: E402
 from saxsdog.merge import (MAC_EPOCH_OFFSET, MergeConfigError, MergeError, mac_to_unix,  # noqa: E402
                            merge, merge_data, normalize_config, read_log_table, read_merged,
                            sync_plot, unix_to_mac, write_merged)
+from saxsdog.testing import write_pilatus_tiff  # noqa: E402
 
 N_IMAGES = 50
 START = datetime(2014, 1, 31, 12, 26, 52)          # naive: local time, as Pilatus headers
@@ -31,29 +32,12 @@ def image_offset(k: int) -> float:
     return 10.0 * k + (0.0 if k % 7 == 0 else 0.3)
 
 
-def pilatus_description(when: datetime, exposure: float) -> str:
-    return ("# Detector: PILATUS 1M, S/N 10-0120\r\n"
-            f"# {when.isoformat(timespec='milliseconds')}\r\n"
-            "# Pixel_size 172e-6 m x 172e-6 m\r\n"
-            f"# Exposure_time {exposure:.7f} s\r\n"
-            "# Wavelength 1.5400 A\r\n")
-
-
 def write_images(folder: Path, n: int = N_IMAGES, zero_at: float | None = None) -> list[Path]:
-    import tifffile
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k in range(n):
-        when = START + timedelta(seconds=image_offset(k))
-        p = folder / f"img_{k:05d}.tif"
-        tifffile.imwrite(p, np.full((6, 5), k, np.int32), description=pilatus_description(when, EXPOSURE),
-                         metadata=None)
-        paths.append(p)
+    paths = [write_pilatus_tiff(folder / f"img_{k:05d}.tif", np.full((6, 5), k, np.int32),
+                                START + timedelta(seconds=image_offset(k)), EXPOSURE) for k in range(n)]
     if zero_at is not None:
-        when = START + timedelta(seconds=zero_at)
-        tifffile.imwrite(folder / "zero_1M_00000.tif", np.zeros((6, 5), np.int32),
-                         description=pilatus_description(when, 0.1), metadata=None)
+        write_pilatus_tiff(folder / "zero_1M_00000.tif", np.zeros((6, 5), np.int32),
+                           START + timedelta(seconds=zero_at), 0.1)
     return paths
 
 

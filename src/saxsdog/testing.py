@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import datetime
 from pathlib import Path
+
+import numpy as np
 
 
 def link_images(src: str | os.PathLike[str], folder: str | os.PathLike[str], n: int,
@@ -24,3 +27,23 @@ def link_images(src: str | os.PathLike[str], folder: str | os.PathLike[str], n: 
         os.link(first, p)
         paths.append(p)
     return paths
+
+
+def write_pilatus_tiff(path: str | os.PathLike[str], data: np.ndarray, when: datetime,
+                       exposure: float = 1.0) -> Path:
+    """Write ``data`` as a TIFF whose description is a Pilatus header taken at ``when``.
+
+    The header carries what the data merge reads from real Pilatus images: the acquisition
+    time (naive local time, as the detector writes it) and the exposure time.
+    """
+    import tifffile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = ("# Detector: PILATUS 1M, S/N 10-0120\r\n"
+              f"# {when.isoformat(timespec='milliseconds')}\r\n"
+              "# Pixel_size 172e-6 m x 172e-6 m\r\n"
+              f"# Exposure_time {exposure:.7f} s\r\n"
+              "# Wavelength 1.5400 A\r\n")
+    tifffile.imwrite(path, data, description=header, metadata=None)
+    return path

@@ -23,6 +23,7 @@ pd = pytest.importorskip("pandas", reason="pandas is needed for the data merge")
 from saxsdog.merge import read_merged, unix_to_mac  # noqa: E402
 from saxsdog.pipeline import QueueOptions  # noqa: E402
 from saxsdog.server.handler import CommandHandler  # noqa: E402
+from saxsdog.testing import write_pilatus_tiff  # noqa: E402
 from server_helpers import Server, start_queue, wait_done  # noqa: E402
 
 START = datetime(2014, 1, 31, 12, 26, 52)  # naive: local time, as Pilatus headers
@@ -31,20 +32,10 @@ N_IMAGES = 6
 LOG_ROWS = 80
 
 
-def pilatus_description(when: datetime) -> str:
-    return ("# Detector: PILATUS 1M, S/N 10-0120\r\n"
-            f"# {when.isoformat(timespec='milliseconds')}\r\n"
-            "# Pixel_size 172e-6 m x 172e-6 m\r\n# Exposure_time 1.0000000 s\r\n")
-
-
 def write_images(folder: Path, data: np.ndarray) -> None:
     """Image k taken 10 s after image k-1, 0.3 s after a logger tick."""
-    import tifffile
-
-    folder.mkdir(parents=True, exist_ok=True)
     for k in range(N_IMAGES):
-        when = START + timedelta(seconds=10 * k + 0.3)
-        tifffile.imwrite(folder / f"img_{k:05d}.tif", data, description=pilatus_description(when), metadata=None)
+        write_pilatus_tiff(folder / f"img_{k:05d}.tif", data, START + timedelta(seconds=10 * k + 0.3))
 
 
 def logger_text() -> str:

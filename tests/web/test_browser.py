@@ -243,9 +243,9 @@ def test_save_json_merge_and_abort(browser, server, handler, base, data_dir, tmp
     import json
 
     import numpy as np
-    import tifffile
 
     from saxsdog.merge import unix_to_mac
+    from saxsdog.testing import write_pilatus_tiff
 
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page = context.new_page()
@@ -274,11 +274,8 @@ def test_save_json_merge_and_abort(browser, server, handler, base, data_dir, tmp
         from datetime import datetime
 
         for k in range(6):
-            when = datetime.fromtimestamp(start + 10 * k + 0.3)
-            desc = f"# Detector: PILATUS 1M\r\n# {when.isoformat(timespec='milliseconds')}\r\n"
-            (base / "merge").mkdir(exist_ok=True)
-            tifffile.imwrite(base / "merge" / f"m_{k:05d}.tif", np.zeros((6, 5), np.int32), description=desc,
-                             metadata=None)
+            write_pilatus_tiff(base / "merge" / f"m_{k:05d}.tif", np.zeros((6, 5), np.int32),
+                               datetime.fromtimestamp(start + 10 * k + 0.3))
         (base / "logs").mkdir()
         (base / "logs" / "datalogger.log").write_text(
             "Time\tIoni\n" + "".join(f"{unix_to_mac(start - 5 + i):.3f}\t{1000 + i}\n" for i in range(80)))
