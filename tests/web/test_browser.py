@@ -39,14 +39,21 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=False)
+def open_page(browser, accept_downloads: bool = False):
+    """A new browser context and its page; ``page.problems`` collects JavaScript exceptions
+    and console errors."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=accept_downloads)
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
-    pg.problems = []  # JavaScript exceptions and console errors
+    pg.problems = []
     pg.on("pageerror", lambda exc: pg.problems.append(f"page error: {exc}"))
     pg.on("console", lambda msg: msg.type == "error" and pg.problems.append(f"console: {msg.text}"))
+    return context, pg
+
+
+@pytest.fixture
+def page(browser):
+    context, pg = open_page(browser)
     yield pg
     context.close()
 
@@ -247,11 +254,7 @@ def test_save_json_merge_and_abort(browser, server, handler, base, data_dir, tmp
     from saxsdog.merge import unix_to_mac
     from saxsdog.testing import write_pilatus_tiff
 
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    problems = []
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    context, page = open_page(browser, accept_downloads=True)
     try:
         log_in(page, server.url)
         # -- Save JSON: the calibration in the form, as a file ---------------------------------
@@ -335,6 +338,6 @@ def test_save_json_merge_and_abort(browser, server, handler, base, data_dir, tmp
         done = len(list((base / "work").glob("img_*.chi")))
         print(f"{done} of {len(paths)} images processed before the abort")
         assert done < len(paths)  # the waiting images were dropped, not processed
-        assert not problems, problems
+        assert not page.problems, page.problems
     finally:
         context.close()
