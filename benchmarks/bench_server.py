@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,12 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -45,7 +38,7 @@ def main() -> None:
 
     from saxsdog.feeder import Feeder
     from saxsdog.protocol.client import LeashClient, build_new_request
-    from saxsdog.testing import link_images
+    from saxsdog.testing import free_port, link_images
 
     n = int(args.rate * args.duration)
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now (for test servers)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def link_images(src: str | os.PathLike[str], folder: str | os.PathLike[str], n: int,

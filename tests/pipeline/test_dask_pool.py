@@ -29,7 +29,7 @@ from saxsdog.pipeline import QueueOptions  # noqa: E402
 from saxsdog.pipeline.dask_pool import DaskPool, SchedulerUnreachable, dask_pool_factory  # noqa: E402
 from saxsdog.pipeline.queue import ImageQueue  # noqa: E402
 from saxsdog.pipeline.tasks import ImageTask  # noqa: E402
-from saxsdog.testing import link_images  # noqa: E402
+from saxsdog.testing import free_port, link_images  # noqa: E402
 
 N_IMAGES = 300
 DATA_DIR = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
@@ -193,14 +193,8 @@ def test_batch_given_up_by_dask_is_requeued(real_calibration, images, tmp_path, 
         c.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_scheduler_is_a_clear_error(real_calibration):
-    address = f"tcp://127.0.0.1:{_free_port()}"  # nobody listens there
+    address = f"tcp://127.0.0.1:{free_port()}"  # nobody listens there
     with pytest.raises(SchedulerUnreachable) as err:
         DaskPool(real_calibration, QueueOptions(), address, connect_timeout=1.0)
     assert isinstance(err.value, SaxsdogError)
@@ -241,7 +235,7 @@ def test_hung_scheduler_is_detected_and_stop_does_not_hang(real_calibration, ima
     """A scheduler that keeps its connection but stops answering (SIGSTOP) ends the run with
     a clear error instead of an endless wait; what was written is complete."""
     root, paths = images
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                   "--port", str(port), "--no-dashboard"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from saxsdog.protocol.client import (LeashClient, ServerError, build_new_request
 from saxsdog.protocol.messages import (ProtocolError, decode_request, encode_response, error_response,
                                        ok_response, validate_request)
 from saxsdog.protocol.signing import AuthError, ReplayCache, verify_request
+from saxsdog.testing import free_port
 
 SECRET = "feeder-client-test-secret-0123456789-abcdefghijkl"
 RECV_MS = 10_000  # generous bound for every receive; tests normally take milliseconds
@@ -175,7 +175,7 @@ def test_a_feeder_process_that_exits_at_once_still_delivers(ctx):
     import subprocess
     import sys
 
-    port = _free_port()
+    port = free_port()
     sub = _subscriber(ctx, f"tcp://127.0.0.1:{port}")
     try:
         proc = subprocess.run(
@@ -275,16 +275,8 @@ def test_client_with_wrong_secret_gets_an_error(ctx, server):
     assert server.seen == []
 
 
-def _free_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_client_times_out_when_nobody_answers(ctx):
-    url = f"tcp://127.0.0.1:{_free_port()}"
+    url = f"tcp://127.0.0.1:{free_port()}"
     client = LeashClient(url, SECRET, timeout=0.2, context=ctx)
     with pytest.raises(TimeoutError, match=f"no answer from the saxsdog server at {url} within 0.2 s"):
         client.request("stat")

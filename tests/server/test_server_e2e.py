@@ -17,9 +17,9 @@ from saxsdog.feeder import Feeder
 from saxsdog.io.chi import read_chi
 from saxsdog.protocol.messages import decode_response, encode_request
 from saxsdog.protocol.signing import sign_request
-from saxsdog.testing import link_images
+from saxsdog.testing import free_port, link_images
 
-from server_helpers import Server, free_port, start_queue, wait_done
+from server_helpers import Server, start_queue, wait_done
 
 
 @pytest.fixture

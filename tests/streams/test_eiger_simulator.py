@@ -10,7 +10,6 @@ blocks.  Everything listens on 127.0.0.1 only; every wait is bounded.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -29,20 +28,15 @@ from saxsdog import Calibration  # noqa: E402
 from saxsdog.pipeline import QueueOptions  # noqa: E402
 from saxsdog.pipeline.queue import ImageQueue  # noqa: E402
 from saxsdog.streams.dectris import DectrisStreamSource  # noqa: E402
+from saxsdog.testing import free_port  # noqa: E402
 
 API = "/detector/api/1.6.0"
 NFRAMES = 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Simulator:
     def __init__(self, dataset: Path, log: Path):
-        self.http, self.zmq = _free_port(), _free_port()
+        self.http, self.zmq = free_port(), free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.zmq}"
         self._log = open(log, "w")
         self.proc = subprocess.Popen(
