@@ -30,7 +30,7 @@ def make_blobs(data: Path, n_distinct: int) -> tuple[list[bytes], tuple[int, int
     import numpy as np
     import tifffile
 
-    from saxsdog.streams.codecs import encode_frame
+    from saxsdog.io.codecs import encode_frame
 
     base = tifffile.imread(data / "buf1_00000.tif").astype(np.int64)
     blobs = [encode_frame(np.where(base >= 0, base + k, base).astype(np.uint32), "bs32-lz4<")

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from saxsdog.streams.codecs import (FrameDecodeError, bitshuffle_available, bitunshuffle, decode_frame,
+from saxsdog.io.codecs import (FrameDecodeError, bitshuffle_available, bitunshuffle, decode_frame,
                                     default_block_size, encode_frame, hdf5plugin_bslz4, parse_encoding)
 
 IMPLEMENTATIONS = ["numpy"] + (["bitshuffle"] if bitshuffle_available() else [])
@@ -113,7 +113,7 @@ def test_malformed_blobs_raise_instead_of_crashing(implementation):
 
 def test_compiled_framing_check_agrees_with_the_python_walk():
     """The fast (numba) framing check accepts exactly the blobs the detailed walk accepts."""
-    from saxsdog.streams import codecs
+    from saxsdog.io import codecs
 
     if codecs._block_scanner() is None:
         pytest.skip("numba is not installed: only the Python walk exists")

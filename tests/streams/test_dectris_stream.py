@@ -23,7 +23,7 @@ from saxsdog.pipeline import QueueOptions
 from saxsdog.pipeline.pool import WorkerPool
 from saxsdog.pipeline.queue import ImageQueue
 from saxsdog.pipeline.tasks import FramePayload, ImageResult, ImageTask
-from saxsdog.streams.codecs import encode_frame
+from saxsdog.io.codecs import encode_frame
 from saxsdog.streams.dectris import DectrisSender, DectrisStreamSource, StreamFormatError, parse_message
 
 SERIES = 7

@@ -19,7 +19,7 @@ from cbor2 import CBORTag  # noqa: E402
 
 from saxsdog.pipeline import QueueOptions  # noqa: E402
 from saxsdog.pipeline.queue import ImageQueue  # noqa: E402
-from saxsdog.streams.codecs import (FrameDecodeError, decode_frame, encode_frame,  # noqa: E402
+from saxsdog.io.codecs import (FrameDecodeError, decode_frame, encode_frame,  # noqa: E402
                                     hdf5plugin_h5lz4)
 from saxsdog.streams.dectris import (DectrisSender, DectrisStreamSource, SeriesEnd, SeriesHeader,  # noqa: E402
                                      StreamFormatError, StreamFrame, parse_message)

@@ -19,7 +19,7 @@ class FramePayload:
     """One detector frame held in memory, still compressed (e.g. received from a stream).
 
     The coordinator only forwards these bytes; the worker decodes them (see
-    :func:`saxsdog.streams.codecs.decode_frame`), so decompression runs in parallel.
+    :func:`saxsdog.io.codecs.decode_frame`), so decompression runs in parallel.
 
     Attributes
     ----------
@@ -33,7 +33,7 @@ class FramePayload:
         ``(rows, columns)`` in NumPy order (a Dectris header's ``[x, y]`` reversed).
     encoding
         ``"bs32-lz4<"`` (bitshuffle + LZ4), ``"lz4<"`` (plain LZ4 block), ``"<"`` or ``""``
-        (raw little-endian); see :func:`saxsdog.streams.codecs.decode_frame`.
+        (raw little-endian); see :func:`saxsdog.io.codecs.decode_frame`.
     metadata
         Scalar header values of the frame (``timestamp``, ``series``, ``frame``, ...).
     """

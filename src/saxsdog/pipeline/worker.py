@@ -87,7 +87,7 @@ class ImageProcessor:
         if task.payload is None:
             yield from iter_frames(task.path, expected_shape=self.calibration.shape)
             return
-        from ..streams.codecs import FrameDecodeError, decode_frame
+        from ..io.codecs import FrameDecodeError, decode_frame
 
         p = task.payload
         if tuple(p.shape) != tuple(self.calibration.shape):

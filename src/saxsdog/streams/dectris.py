@@ -20,7 +20,7 @@ Messages (every part JSON, except data blobs):
     part 1 ``{"htype": "dimage-1.0", "series": <id>, "frame": <n>, "hash": <md5>}``;
     part 2 ``{"htype": "dimage_d-1.0", "shape": [x, y], "type": "uint32",
     "encoding": "bs32-lz4<", "size": <blob bytes>}`` — ``shape`` is ``[columns, rows]``;
-    part 3 the data blob (see :mod:`saxsdog.streams.codecs`);
+    part 3 the data blob (see :mod:`saxsdog.io.codecs`);
     part 4 ``{"htype": "dconfig-1.0", "start_time": ns, "stop_time": ns, "real_time": ns}``;
     an ``image_appendix`` may follow as part 5.
 ``dseries_end-1.0`` (after the last frame)
@@ -38,11 +38,12 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .codecs import FrameDecodeError, parse_encoding
+from ..io.codecs import FrameDecodeError, parse_encoding
+from .messages import SeriesEnd, SeriesHeader, StreamFormatError, StreamFrame, frame_name
+from .stream2 import is_v2, parse_message_v2
 
 log = logging.getLogger(__name__)
 
@@ -57,69 +58,6 @@ __all__ = [
     "DectrisSender",
 ]
 
-
-
-class StreamFormatError(ValueError):
-    """A message does not follow the stream v1 format (it is reported and skipped)."""
-
-
-@dataclass
-class SeriesHeader:
-    """``dheader-1.0``: a series starts."""
-
-    series: int
-    header_detail: str
-    config: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StreamFrame:
-    """``dimage-1.0``: one frame, still encoded.
-
-    Attributes
-    ----------
-    series, frame
-        Series id and frame number (from 0).
-    shape
-        ``(rows, columns)`` in NumPy order (the header's ``[x, y]`` reversed).
-    dtype, encoding
-        Pixel type and encoding of ``data``.
-    data
-        The data blob.
-    hash
-        The blob's MD5 as sent (may be empty).
-    times
-        ``start_time``, ``stop_time``, ``real_time`` in ns, when sent.
-    appendix
-        The ``image_appendix`` text, when sent.
-    """
-
-    series: int
-    frame: int
-    shape: tuple[int, int]
-    dtype: str
-    encoding: str
-    data: bytes | memoryview
-    hash: str = ""
-    times: dict[str, int] = field(default_factory=dict)
-    appendix: str | None = None
-
-    @property
-    def name(self) -> str:
-        """``<series>_<frame:06d>``: the frame's name in outputs and run files."""
-        return frame_name(self.series, self.frame)
-
-
-@dataclass
-class SeriesEnd:
-    """``dseries_end-1.0``: the series is complete."""
-
-    series: int
-
-
-def frame_name(series: int, frame: int) -> str:
-    """The name of a streamed frame: ``<series>_<frame:06d>``."""
-    return f"{series}_{frame:06d}"
 
 
 def _bytes(part: Any) -> bytes:
@@ -174,8 +112,6 @@ def parse_message(parts: Sequence[Any]) -> SeriesHeader | StreamFrame | SeriesEn
     """
     if not parts:
         raise StreamFormatError("empty message")
-    from .stream2 import is_v2, parse_message_v2  # noqa: PLC0415 - stream2 builds on this module
-
     if is_v2(parts):
         part = parts[0]
         return parse_message_v2(part.buffer if hasattr(part, "buffer") else part)

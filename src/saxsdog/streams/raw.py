@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import decode_frame, default_block_size, parse_encoding
+from ..io.codecs import decode_frame, default_block_size, parse_encoding
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .dectris import SeriesEnd, SeriesHeader, StreamFormatError, StreamFrame
+from .messages import SeriesEnd, SeriesHeader, StreamFormatError, StreamFrame
 
 __all__ = ["parse_message_v2", "encode_start", "encode_image", "encode_end", "is_v2"]
 
