@@ -84,8 +84,8 @@ class Geometry:
         """Component of the in-plane offset along the beam: ``r sin(alpha)``."""
         tilt = np.radians(self.tilt_deg)
         rot = np.radians(self.tilt_rotation_deg)
-        s = np.sin(tilt)
-        return s * (dx * np.cos(rot) + dy * np.sin(rot))
+        along: np.ndarray = np.sin(tilt) * (dx * np.cos(rot) + dy * np.sin(rot))
+        return along
 
     def sin2_theta_half(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
         """``sin²(θ)`` (θ = half the scattering angle) for offsets in mm.
@@ -98,7 +98,8 @@ class Geometry:
         r2 = dx * dx + dy * dy
         u = self._along_beam(dx, dy)
         l = np.sqrt(d * d + r2 + 2.0 * d * u)
-        return (r2 - u * u) / (2.0 * l * (l + d + u))
+        sin2: np.ndarray = (r2 - u * u) / (2.0 * l * (l + d + u))
+        return sin2
 
     def pixel_centers(self, oversampling: int = 1, rows: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Row and column coordinates of (sub-)pixel centres.
@@ -129,13 +130,15 @@ class Geometry:
         dx, dy = self._offsets_mm(rc[:, None], cc[None, :])
         u = self._along_beam(dx, dy)
         r2 = dx * dx + dy * dy
-        return np.arctan2(np.sqrt(np.maximum(r2 - u * u, 0.0)), self.distance_mm + u)
+        tth: np.ndarray = np.arctan2(np.sqrt(np.maximum(r2 - u * u, 0.0)), self.distance_mm + u)
+        return tth
 
     def q(self, oversampling: int = 1) -> np.ndarray:
         """Scattering vector modulus q in nm⁻¹ at every (sub-)pixel centre."""
         rc, cc = self.pixel_centers(oversampling)
         dx, dy = self._offsets_mm(rc[:, None], cc[None, :])
-        return self.q_factor * np.sqrt(self.sin2_theta_half(dx, dy))
+        q: np.ndarray = self.q_factor * np.sqrt(self.sin2_theta_half(dx, dy))
+        return q
 
     def azimuth(self, oversampling: int = 1) -> np.ndarray:
         """Azimuth ψ in radians at every (sub-)pixel centre.
@@ -145,7 +148,8 @@ class Geometry:
         """
         rc, cc = self.pixel_centers(oversampling)
         dx, dy = self._offsets_mm(rc[:, None], cc[None, :])
-        return np.arctan2(dy, dx)
+        psi: np.ndarray = np.arctan2(dy, dx)
+        return psi
 
     def max_radius_px(self) -> float:
         """Largest distance, in pixels, from the beam centre to a detector corner."""

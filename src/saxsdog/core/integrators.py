@@ -128,7 +128,8 @@ class Integrator:
     def integrate(self, image: np.ndarray) -> np.ndarray:
         """Mean intensity per bin."""
         s1, _ = accumulate(self.operator, image, squares=False, method=self.method)
-        return s1 * self.operator.inverse_counts
+        mean: np.ndarray = s1 * self.operator.inverse_counts
+        return mean
 
     def integrate_with_errors(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Intensity, standard deviation and Poisson error per bin.

@@ -28,7 +28,7 @@ _Kernel = Callable[[BinningOperator, np.ndarray, bool], tuple[np.ndarray, np.nda
 _REGISTRY: dict[str, _Kernel] = {}
 
 
-def _scipy_accumulate(op: BinningOperator, flat: np.ndarray, squares: bool):
+def _scipy_accumulate(op: BinningOperator, flat: np.ndarray, squares: bool) -> tuple[np.ndarray, np.ndarray | None]:
     import scipy.sparse as sp
 
     cache = op.__dict__.setdefault("_scipy_cache", {})
@@ -54,7 +54,7 @@ try:  # pragma: no branch - depends on the environment
     import numba
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _nb_kernel(img, pix, bins, counts, corr, out, out2):  # pragma: no cover - compiled
+    def _nb_kernel(img, pix, bins, counts, corr, out, out2):  # type: ignore[no-untyped-def]  # pragma: no cover
         # Entries are streamed in pixel order (the image is read sequentially).  Four
         # interleaved accumulator lanes break the store-to-load dependency on out[b]
         # when consecutive entries hit the same bin (the common case); numba prunes the
@@ -70,12 +70,13 @@ try:  # pragma: no branch - depends on the environment
             if out2 is not None:
                 out2[i] += c * v * v
 
-    def _numba_accumulate(op: BinningOperator, flat: np.ndarray, squares: bool):
+    def _numba_accumulate(op: BinningOperator, flat: np.ndarray,
+                          squares: bool) -> tuple[np.ndarray, np.ndarray | None]:
         out = np.zeros(op.n_bins * 4, dtype=np.float64)
         out2 = np.zeros(op.n_bins * 4, dtype=np.float64) if squares else None
         _nb_kernel(flat, op.entry_pixels, op.bins, op.counts, op.correction, out, out2)
         s1 = out.reshape(op.n_bins, 4).sum(axis=1)
-        return s1, (out2.reshape(op.n_bins, 4).sum(axis=1) if squares else None)
+        return s1, (out2.reshape(op.n_bins, 4).sum(axis=1) if out2 is not None else None)
 
     _REGISTRY["numba"] = _numba_accumulate
 except ImportError:  # pragma: no cover - numba is a dependency, but stay usable without it

@@ -20,12 +20,19 @@ Pure NumPy: no I/O here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
 from .geometry import Geometry
+
+#: One block's entries: pixel indices, bin indices and sub-pixel counts.
+_Part = tuple[np.ndarray, np.ndarray, np.ndarray]
+#: ``label_fn(q, dx, dy)`` → an integer label (bin) per sub-pixel, negative for none.
+_LabelFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 __all__ = [
     "BinningOperator",
@@ -82,7 +89,7 @@ class BinningOperator:
     correction: np.ndarray | None = None
     kind: str = "Radial"
     x_label: str = "Scattering Vector  q [$nm^{-1}$]"
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n_pix = self.shape[0] * self.shape[1]
@@ -122,7 +129,7 @@ class BinningOperator:
         n = self.entries_per_pixel.nbytes + self.bins.nbytes + self.counts.nbytes + self.x.nbytes
         return n + (self.correction.nbytes if self.correction is not None else 0)
 
-    def to_csr(self, squared_correction: bool = False):
+    def to_csr(self, squared_correction: bool = False) -> Any:
         """The operator as a ``scipy.sparse.csr_matrix`` of shape ``(n_bins, pixels)``.
 
         Row ``b`` holds ``n_bj / Σ_j n_bj`` times the pixel correction (squared when
@@ -195,8 +202,8 @@ def _aggregate_block(labels: np.ndarray, ov: int, first_pixel: int, n_cols: int,
     return starts // s + first_pixel, flat[starts].astype(np.int64), counts
 
 
-def _assemble(shape: tuple[int, int], n_bins: int, parts: list, subpixels: int, x: np.ndarray,
-              kind: str, x_label: str, correction: np.ndarray | None, meta: dict) -> BinningOperator:
+def _assemble(shape: tuple[int, int], n_bins: int, parts: list[_Part], subpixels: int, x: np.ndarray,
+              kind: str, x_label: str, correction: np.ndarray | None, meta: dict[str, Any]) -> BinningOperator:
     n_pix = shape[0] * shape[1]
     if parts:
         pix = np.concatenate([p[0] for p in parts])
@@ -223,14 +230,15 @@ def _assemble(shape: tuple[int, int], n_bins: int, parts: list, subpixels: int, 
     )
 
 
-def _row_blocks(geometry: Geometry, ov: int):
+def _row_blocks(geometry: Geometry, ov: int) -> Iterator[slice]:
     nrows, ncols = geometry.shape
     step = max(1, _BLOCK_SUBPIXELS // max(1, ncols * ov * ov))
     for r0 in range(0, nrows, step):
         yield slice(r0, min(nrows, r0 + step))
 
 
-def _label_subpixels(geometry: Geometry, valid_mask: np.ndarray | None, ov: int, label_fn) -> list:
+def _label_subpixels(geometry: Geometry, valid_mask: np.ndarray | None, ov: int,
+                     label_fn: _LabelFn) -> list[_Part]:
     """Label every sub-pixel block by block and aggregate per pixel.
 
     ``label_fn(q, dx, dy)`` gets q (nm⁻¹) and the offsets from the beam centre (mm) of a
@@ -239,7 +247,7 @@ def _label_subpixels(geometry: Geometry, valid_mask: np.ndarray | None, ov: int,
     valid = _check_mask(valid_mask, geometry.shape)
     _, col_coords = geometry.pixel_centers(ov)
     ncols = geometry.shape[1]
-    parts = []
+    parts: list[_Part] = []
     for rows in _row_blocks(geometry, ov):
         row_coords, _ = geometry.pixel_centers(ov, rows)
         dx, dy = geometry._offsets_mm(row_coords[:, None], col_coords[None, :])
@@ -271,7 +279,8 @@ def polarization_factor(geometry: Geometry, fraction: float, angle_deg: float) -
     phi_cw = -geometry.azimuth(1)
     s2 = np.sin(tth) ** 2
     a = phi_cw - np.radians(angle_deg)
-    return fraction * (1.0 - np.cos(a) ** 2 * s2) + (1.0 - fraction) * (1.0 - np.sin(a) ** 2 * s2)
+    factor: np.ndarray = fraction * (1.0 - np.cos(a) ** 2 * s2) + (1.0 - fraction) * (1.0 - np.sin(a) ** 2 * s2)
+    return factor
 
 
 def radial_bins(geometry: Geometry, pixels_per_bin: float) -> tuple[int, float]:
@@ -319,7 +328,7 @@ def build_radial_operator(geometry: Geometry, valid_mask: np.ndarray | None = No
         raise ValueError("oversampling must be between 1 and 15")
     n_bins, dq = radial_bins(geometry, pixels_per_bin)
 
-    def labels(q, dx, dy):
+    def labels(q: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
         return np.minimum((q / dq).astype(np.int64), n_bins - 1)
 
     parts = _label_subpixels(geometry, valid_mask, ov, labels)
@@ -346,9 +355,9 @@ def build_phi_operator(geometry: Geometry, valid_mask: np.ndarray | None = None,
         raise ValueError("oversampling must be between 1 and 15")
     q_start, q_stop = q_range
 
-    def labels(q, dx, dy):
+    def labels(q: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
         psi = np.degrees(np.arctan2(dy, dx))
-        lab = np.floor((psi + 180.0) / 360.0 * n_bins).astype(np.int64) % n_bins
+        lab: np.ndarray = np.floor((psi + 180.0) / 360.0 * n_bins).astype(np.int64) % n_bins
         lab[(q < q_start) | (q >= q_stop)] = -1
         return lab
 
@@ -404,10 +413,13 @@ def slice_q_scale(geometry: Geometry, direction: str, plane: str, incident_angle
     else:
         raise ValueError(f"unknown slice direction {direction!r} (expected 'x' or 'y')")
     angle = np.arctan(offsets_mm / d)
+    q: np.ndarray
     if plane == "InPlane":
-        return 2.0 * k * np.sin(angle / 2.0)
+        q = 2.0 * k * np.sin(angle / 2.0)
+        return q
     if plane == "Vertical":
-        return k * (np.sin(angle) + np.sin(np.radians(incident_angle_deg)))
+        q = k * (np.sin(angle) + np.sin(np.radians(incident_angle_deg)))
+        return q
     raise ValueError(f"unknown slice plane {plane!r} (expected 'InPlane' or 'Vertical')")
 
 
