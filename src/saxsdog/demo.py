@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from .core.geometry import Geometry
 
 SHAPE = (1043, 981)
 
-CALIBRATION = {
+CALIBRATION: dict[str, Any] = {
     "Title": "saxsdog demo (synthetic Guinier scatterer)",
     "Geometry": {
         "Tilt": {"TiltRotDeg": 73.569, "TiltAngleDeg": -0.56},

@@ -320,7 +320,7 @@ def _bslz4_layout(buf: memoryview, itemsize: int, n: int, want_blocks: bool = Tr
         if scan(np.frombuffer(buf, dtype=np.uint8), offset, end, len(sizes)) == end:
             return offset, block, []
     pos = offset
-    blocks = []
+    blocks: list[tuple[int, int, int]] = []
     for elems in sizes:
         if pos + 4 > end:
             raise FrameDecodeError(f"bitshuffle-LZ4 data end after {len(blocks)} of {len(sizes)} blocks "
@@ -494,7 +494,7 @@ def encode_frame(array: np.ndarray, encoding: str, implementation: str = "auto")
     kind, bits, order = parse_encoding(encoding)
     a = np.ascontiguousarray(array)
     if a.dtype.itemsize > 1:
-        a = a.astype(a.dtype.newbyteorder(order))
+        a = a.astype(a.dtype.newbyteorder("<" if order == "<" else ">"))
     if kind == "raw":
         return a.tobytes()
     if kind == "lz4":

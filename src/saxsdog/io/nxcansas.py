@@ -145,19 +145,20 @@ def geometry_fields(calibration: Mapping[str, Any] | None) -> dict[str, dict[str
         det["SDD"] = (float(dist), "mm")
         det["distance"] = (float(dist), "mm")
     px = geo.get("PixelSizeMicroM")
-    px_v = px_h = None
+    pixel_um: tuple[float, float] | None = None  # (vertical, horizontal)
     if isinstance(px, numbers.Real):
-        px_v = px_h = float(px)
+        pixel_um = (float(px), float(px))
     elif isinstance(px, Sequence) and len(px) >= 1 and all(isinstance(p, numbers.Real) for p in px):
-        px_v, px_h = float(px[0]), float(px[-1])
-    if px_h is not None:
+        pixel_um = (float(px[0]), float(px[-1]))
+    if pixel_um is not None:
+        px_v, px_h = pixel_um
         det["x_pixel_size"] = (px_h / 1000.0, "mm")
         det["y_pixel_size"] = (px_v / 1000.0, "mm")
     bc = geo.get("BeamCenter")
     if isinstance(bc, Sequence) and len(bc) == 2 and all(isinstance(b, numbers.Real) for b in bc):
-        if px_h is not None:
-            det["beam_center_x"] = (float(bc[1]) * px_h / 1000.0, "mm")
-            det["beam_center_y"] = (float(bc[0]) * px_v / 1000.0, "mm")
+        if pixel_um is not None:
+            det["beam_center_x"] = (float(bc[1]) * pixel_um[1] / 1000.0, "mm")
+            det["beam_center_y"] = (float(bc[0]) * pixel_um[0] / 1000.0, "mm")
     tilt = geo.get("Tilt") or {}
     if isinstance(tilt.get("TiltAngleDeg"), numbers.Real):
         det["tilt_angle"] = (float(tilt["TiltAngleDeg"]), "degree")
@@ -361,7 +362,9 @@ class NXcanSASRunWriter:
         self._shared_paths: tuple[bytes, bytes] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temporary_name(self.path)
-        self._file = self._tfile = None
+        # h5py files (untyped); None only until created, or after a failed creation.
+        self._file: Any = None
+        self._tfile: Any = None
         try:
             # Creation order is tracked so that readers list the frames in write order.
             self._file = h5py.File(self._tmp, "w", libver=("v108", "latest"), track_order=True)

@@ -224,7 +224,7 @@ class DectrisReceiver:
     def _run(self) -> None:
         import zmq
 
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         sock = ctx.socket(zmq.PULL)
         try:
             sock.setsockopt(zmq.LINGER, 0)

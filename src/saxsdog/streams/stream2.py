@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .messages import SeriesEnd, SeriesHeader, StreamFormatError, StreamFrame
@@ -106,7 +106,7 @@ def _tag_hook(*args: Any) -> Any:
     return tag
 
 
-def is_v2(parts: list[Any]) -> bool:
+def is_v2(parts: Sequence[Any]) -> bool:
     """Whether a ZeroMQ message looks like stream v2 (one part that is CBOR, not JSON)."""
     if len(parts) != 1:
         return False
