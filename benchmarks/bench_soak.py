@@ -1,0 +1,254 @@
+"""Soak benchmark: the server under a steady feeder while faults strike, one after another.
+
+Usage::
+
+    python benchmarks/bench_soak.py [--rate 200] [--duration 60] [--workers 2]
+
+A ``saxsdogserver`` subprocess (as users run it) gets ``new`` with the real calibration and
+mask.  A detector is simulated by making each image appear (a hard link of the real
+Pilatus 1M image) right before the feeder announces it, at ``--rate`` events/s for
+``--duration`` seconds.  Meanwhile, at fixed fractions of the run:
+
+* 15 %  one worker process is SIGKILLed;
+* 30 %  one worker process is SIGSTOPped (and left stopped);
+* 50 %  the server process alone is SIGKILLed (its pid, not its group, as the OOM killer
+        does) and started again on the same ports; the restart time is measured;
+* 70 %  the disk holding the outputs is filled (the base directory is a small tmpfs,
+        mounted when this runs as root) and freed 5 s later.
+
+At the end every announced image must have exactly one whole ``.chi`` output and one row in
+``results/filelist.txt``.  The table gives images lost, processed twice, the restart time
+and the event-to-result latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _mount_tmpfs(folder: Path, size_mb: int) -> bool:
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(folder)],
+                       capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _orphans(pids: list[int]) -> list[int]:
+    import psutil
+
+    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+class ServerProcess:
+    """``saxsdogserver`` as a subprocess; ``kill_pid`` kills the server's pid only."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.args, self.env, self.log_path = args, env, log
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> float:
+        """Start and wait until it says it serves; the seconds that took."""
+        t0 = time.perf_counter()
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=log, text=True,
+                                         env=self.env, start_new_session=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "serving" not in line:
+            raise SystemExit(f"server did not start: {line!r}\n{self.log_path.read_text()[-3000:]}")
+        return time.perf_counter() - t0
+
+    def kill_pid(self) -> list[int]:
+        """SIGKILL the server process alone; returns the workers it had."""
+        assert self.proc is not None
+        workers = _children(self.proc.pid)
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        return workers
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=HERE.parent / ".." / "shared" / "data")
+    ap.add_argument("--rate", type=float, default=200.0, help="events per second")
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of announcements")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--task-timeout", type=float, default=10.0, help="the server's stalled-task deadline (s)")
+    args = ap.parse_args()
+
+    from saxsdog.feeder import Feeder
+    from saxsdog.protocol.client import LeashClient, build_new_request
+    from saxsdog.testing import free_port
+
+    n = int(args.rate * args.duration)
+    faults: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        base = tmp / "base"
+        base.mkdir()
+        # Outputs of n images (~30 kB each), the ledger and room to spare.
+        on_tmpfs = _mount_tmpfs(base, size_mb=max(256, n * 40 // 1000 + 128))
+        try:
+            run = base / "run"
+            run.mkdir()
+            source = run / ".source.tif"  # hidden: never an image of the run itself
+            shutil.copy(args.data / "buf1_00000.tif", source)
+            port, fport = free_port(), free_port()
+            network = tmp / "network.json"
+            subprocess.run([sys.executable, "-m", "saxsdog.cli.netconf", "--server", f"tcp://127.0.0.1:{port}",
+                            "--feeder", f"tcp://127.0.0.1:{fport}", "--network", str(network),
+                            "--non-interactive", "--replace"], check=True, capture_output=True)
+            secret = json.loads(network.read_text())[0]["Secret"]
+            env = {**os.environ, "SAXSDOG_CACHE_DIR": str(tmp / "cache")}
+            server_args = [sys.executable, "-m", "saxsdog.cli.server", str(base), "--network", str(network),
+                           "-t", str(args.workers), "--rescan", "5", "--no-http"]
+            helptext = subprocess.run(server_args[:3] + ["--help"], capture_output=True, text=True).stdout
+            if "--task-timeout" in helptext:
+                server_args += ["--task-timeout", str(args.task_timeout)]
+            server = ServerProcess(server_args, env, tmp / "server.log")
+            server.start()
+            url = f"tcp://127.0.0.1:{port}"
+            arg, att = build_new_request(str(args.data / "cal.json"), str(args.data / "AAA_integ.msk"), "run")
+            with LeashClient(url, secret, timeout=60) as c:
+                r = c.request("new", arg, att)
+                assert r["result"] == "new queue", r
+            announced: dict[str, float] = {}
+            restart_s = float("nan")
+            orphans: list[int] = []
+            filler = base / "filler.bin"
+            schedule = {int(n * 0.15): "kill worker", int(n * 0.30): "stop worker",
+                        int(n * 0.50): "kill server", int(n * 0.70): "fill disk",
+                        int(n * 0.70) + int(args.rate * 5): "free disk"}
+            with Feeder(f"tcp://127.0.0.1:{fport}") as feeder:
+                assert feeder.wait_for_subscriber(10)
+                time.sleep(0.5)
+                t0 = time.perf_counter()
+                for i in range(n):
+                    delay = t0 + i / args.rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    fault = schedule.get(i)
+                    if fault == "kill worker":
+                        workers = _children(server.proc.pid) if server.proc else []
+                        if workers:
+                            os.kill(workers[0], signal.SIGKILL)
+                            faults.append((fault, f"pid {workers[0]} at event {i}"))
+                    elif fault == "stop worker":
+                        workers = _children(server.proc.pid) if server.proc else []
+                        if workers:
+                            os.kill(workers[-1], signal.SIGSTOP)
+                            faults.append((fault, f"pid {workers[-1]} at event {i}"))
+                    elif fault == "kill server":
+                        old_workers = server.kill_pid()
+                        restart_s = server.start()
+                        time.sleep(0.5)
+                        orphans = _orphans(old_workers)
+                        faults.append((fault, f"restart {restart_s:.2f} s, {len(orphans)} orphaned workers"))
+                    elif fault == "fill disk" and on_tmpfs:
+                        free = shutil.disk_usage(base).free
+                        with open(filler, "wb") as f:
+                            try:
+                                f.truncate(0)
+                                chunk = b"\0" * (1 << 20)
+                                for _ in range(free // len(chunk) + 1):
+                                    f.write(chunk)
+                            except OSError:
+                                pass
+                        faults.append((fault, f"{free / 2**20:.0f} MiB filled at event {i}"))
+                    elif fault == "free disk" and filler.exists():
+                        filler.unlink()
+                        faults.append((fault, f"at event {i}"))
+                    image = run / f"img_{i:05d}.tif"
+                    os.link(source, image)
+                    announced[str(image)] = time.time()
+                    feeder.announce(image)
+                send_time = time.perf_counter() - t0
+            deadline = time.monotonic() + 300
+            st: dict[str, object] = {}
+            with LeashClient(url, secret, timeout=60) as c:
+                while time.monotonic() < deadline:
+                    st = c.request("stat")["data"]["stat"]
+                    outputs = list((base / "work").glob("img_*.chi"))
+                    if len(outputs) >= n and st.get("queue length") == 0:
+                        break
+                    time.sleep(0.5)
+            server.stop()
+            db = sqlite3.connect(str(base / ".saxsdog" / "ledger.sqlite"))
+            rows = db.execute("SELECT path, state, updated FROM images").fetchall()
+            db.close()
+            outputs = {p.stem: p for p in (base / "work").glob("img_*.chi")}
+            whole = sum(1 for p in outputs.values() if p.stat().st_size > 1000 and p.read_bytes().endswith(b"\n"))
+            listed = Counter()
+            filelist = base / "work" / "results" / "filelist.txt"
+            if not filelist.exists():
+                filelist = base / "results" / "filelist.txt"
+            if filelist.exists():
+                for line in filelist.read_text().splitlines():
+                    name = line.split("\t", 1)[0].strip()
+                    if "img_" in name:
+                        listed[Path(name).stem] += 1
+        finally:
+            if on_tmpfs:
+                subprocess.run(["umount", "-l", str(base)], capture_output=True)
+
+    expected = {Path(p).stem for p in announced}
+    done_rows = {Path(p).stem: u for p, s, u in rows if s == "done"}
+    lost = len(expected - set(outputs))
+    twice = sum(1 for k, v in listed.items() if v > 1)
+    lat = np.array([done_rows[Path(p).stem] - t for p, t in announced.items() if Path(p).stem in done_rows]) * 1e3
+    print(f"\nSoak: saxsdogserver, {args.workers} workers, feeder at {args.rate:.0f} events/s for "
+          f"{args.duration:.0f} s ({n} Pilatus 1M images, real calibration and mask)")
+    for name, what in faults:
+        print(f"  fault: {name:<12} {what}")
+    if not on_tmpfs:
+        print("  (disk-full phase skipped: not root, or tmpfs could not be mounted)")
+    print(f"{'measurement':<46} {'value':>12}  target")
+    print("-" * 68)
+    print(f"{'events announced':<46} {n:>12d}")
+    print(f"{'actual announce rate (events/s)':<46} {n / send_time:>12.1f}")
+    print(f"{'images with a whole .chi output':<46} {whole:>12d}  {n}")
+    print(f"{'images lost':<46} {lost:>12d}  0")
+    print(f"{'images listed twice in filelist.txt':<46} {twice:>12d}  0")
+    print(f"{'workers left alive after the server kill':<46} {len(orphans):>12d}  0")
+    print(f"{'server restart to serving (s)':<46} {restart_s:>12.2f}  < 5")
+    if lat.size:
+        print(f"{'latency event -> done, p50 (ms)':<46} {np.percentile(lat, 50):>12.1f}")
+        print(f"{'latency event -> done, p99 (ms)':<46} {np.percentile(lat, 99):>12.1f}")
+    print("final stat:", st)
+
+
+if __name__ == "__main__":
+    main()
