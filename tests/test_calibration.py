@@ -49,7 +49,11 @@ def test_defaults_are_applied():
     assert c["Title"] == "" and c["Threads"] == 2 and c["GISAXSmode"] is False
     assert c["Live-Filelisting"] is True and c["OverwriteFiles"] is True and c["Slices"] == []
     assert c["Masks"][0]["Phi-mode"] is False and c["Masks"][0]["Name"] == ""
-    assert "DetectorDistanceMM" not in c["Geometry"]  # no default added beside the used spelling
+    # one spelling only: the original's DedectorDistanceMM is mapped to DetectorDistanceMM on
+    # load, and no default is added under the other spelling
+    assert c["Geometry"]["DetectorDistanceMM"] == 300.0 and "DedectorDistanceMM" not in c["Geometry"]
+    assert c["Geometry"]["ImageSize"] == [64, 48] and "Imagesize" not in c["Geometry"]
+    assert c["Version"] == 1
     assert cal.raw == small_cal()  # the user's dict is untouched
 
 
