@@ -91,6 +91,14 @@ def _short(value: Any, limit: int = _VALUE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _expected(error: Any) -> str:
+    """What was expected; a pattern or format is explained by its schema's description."""
+    desc = error.schema.get("description") if isinstance(error.schema, dict) else None
+    if error.validator in ("pattern", "format") and desc:
+        return desc
+    return expected_text(error)
+
+
 def suggest(name: str, known: Iterable[str]) -> str | None:
     """The known key closest to a misspelled ``name`` (case-insensitive), or ``None``."""
     known = [k for k in known if isinstance(k, str)]
@@ -186,7 +194,7 @@ class SchemaDoc:
         """One jsonschema error as problems (an object with two unknown keys gives two)."""
         parts = list(error.absolute_path)
         v = error.validator
-        expected = expected_text(error)
+        expected = _expected(error)
         if v == "required":
             missing = [f for f in error.validator_value
                        if isinstance(error.instance, dict) and f not in error.instance]
