@@ -91,6 +91,12 @@ def _short(value: Any, limit: int = _VALUE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _short_repr(value: Any, limit: int = _VALUE_LIMIT) -> str:
+    """``repr`` of a value (as Python messages show it), cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _expected(error: Any) -> str:
     """What was expected; a pattern or format is explained by its schema's description."""
     desc = error.schema.get("description") if isinstance(error.schema, dict) else None
@@ -122,8 +128,9 @@ class Problem:
     expected
         What would have been accepted, in plain words.
     kind
-        ``"missing"``, ``"unknown"``, ``"value"`` (a bad value: the message shows it) or
-        ``"form"`` (an object of the wrong shape, e.g. both spellings of one field).
+        ``"missing"``, ``"unknown"``, ``"value"`` (a bad value: the message shows it),
+        ``"form"`` (an object of the wrong shape, e.g. both spellings of one field) or
+        ``"limit"`` (a check beyond the schema, e.g. the pixel count of an image).
     """
 
     path: str
@@ -143,8 +150,8 @@ class Problem:
         is a scalar (the page shows it beside the field).
         """
         message = self.message
-        if self.kind == "value" and self.expected:
-            message = f"{message}: expected {self.expected}"
+        if self.kind == "value":  # the value as JSON, as the page shows it
+            message = f"bad value {_short(self.value)}" + (f": expected {self.expected}" if self.expected else "")
         small = isinstance(self.value, (int, float, str, bool)) or self.value is None
         value = self.value if small and not (isinstance(self.value, str) and len(self.value) > 200) else None
         return {"path": self.path, "message": message, "value": value, "expected": self.expected}
@@ -205,7 +212,7 @@ class SchemaDoc:
         if v in ("oneOf", "anyOf") and isinstance(error.instance, dict):
             return [Problem(json_path(parts), error.schema.get("description", error.message), None,
                             expected, "form")]
-        return [Problem(json_path(parts), f"bad value {_short(error.instance)}", error.instance, expected)]
+        return [Problem(json_path(parts), f"bad value {_short_repr(error.instance)}", error.instance, expected)]
 
     def _unknown_keys(self, error: Any, parts: list[Any]) -> list[Problem]:
         known = list((error.schema.get("properties") or {}).keys())
@@ -481,7 +488,7 @@ def _image_size_problems(cal: Any) -> list[Problem]:
             if size[0] * size[1] > MAX_IMAGE_PIXELS:
                 return [Problem(f"$.Geometry.{key}", f"image size {size[0]}x{size[1]} "
                                 f"({size[0] * size[1]:,} pixels) is larger than any detector",
-                                size, f"at most {MAX_IMAGE_PIXELS:,} pixels")]
+                                size, f"at most {MAX_IMAGE_PIXELS:,} pixels", "limit")]
     return []
 
 
