@@ -288,3 +288,20 @@ def test_page_defaults_equal_the_schema_defaults(tmp_path):
     assert calibration_problems(page) == []
     doc = CALIBRATION.doc
     assert _schema_defaults_agree(doc, page, doc.schema) == []
+
+
+def test_saxsconverter_writes_the_original_spellings(tmp_path):
+    from saxsdog.cli.converter import main
+
+    template = small_cal()
+    g = template["Geometry"]
+    g["DetectorDistanceMM"], g["ImageSize"] = g.pop("DedectorDistanceMM"), g.pop("Imagesize")
+    (tmp_path / "t.json").write_text(json.dumps(template))
+    fit2d = ("INFO: Refined Beam centre =      30.000     40.000 (pixels)\n"
+             "INFO: Refined sample to detector distance =     2000.5 mm\n")
+    (tmp_path / "fit2d.txt").write_text(fit2d)
+    assert main(["-t", str(tmp_path / "t.json"), str(tmp_path / "fit2d.txt"), "-o", str(tmp_path / "out.json")]) == 0
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["Geometry"]["DedectorDistanceMM"] == 2000.5 and out["Geometry"]["Imagesize"] == [64, 48]
+    assert "DetectorDistanceMM" not in out["Geometry"] and "ImageSize" not in out["Geometry"]
+    assert "Version" not in out
