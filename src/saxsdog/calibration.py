@@ -24,18 +24,18 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .config import CALIBRATION
 from .core.geometry import Geometry
 from .core.integrators import (Curve, Integrator, PhiIntegrator, RadialIntegrator, SliceIntegrator,
                                integral_parameters)
 from .core.operator import (BinningOperator, build_phi_operator, build_radial_operator,
                             build_slice_operator)
-from .config import CALIBRATION
 from .errors import CalibrationError
-# The web page's translator imported these two; saxsdog.config.calibration_problems replaces it.
-from .schemas import expected_text as _expected, json_path as _json_path  # noqa: F401
 from .io.chi import ChiFormatter, atomic_write_bytes
 from .io.masks import read_mask, read_mask_bytes
 from .io.operator_cache import OperatorCache, default_cache_dir, operator_key
+# The web page's translator imports these two; saxsdog.config.calibration_problems replaces it.
+from .schemas import expected_text as _expected, json_path as _json_path  # noqa: F401
 
 __all__ = ["Calibration", "Slice", "load_schema", "validate_calibration", "calibration_for_file"]
 

@@ -484,11 +484,11 @@ def _image_size_problems(cal: Any) -> list[Problem]:
         return []
     for key in ("Imagesize", "ImageSize"):
         size = geometry.get(key)
-        if isinstance(size, list) and len(size) == 2 and all(isinstance(n, int) for n in size):
-            if size[0] * size[1] > MAX_IMAGE_PIXELS:
-                return [Problem(f"$.Geometry.{key}", f"image size {size[0]}x{size[1]} "
-                                f"({size[0] * size[1]:,} pixels) is larger than any detector",
-                                size, f"at most {MAX_IMAGE_PIXELS:,} pixels", "limit")]
+        if (isinstance(size, list) and len(size) == 2 and all(isinstance(n, int) for n in size)
+                and size[0] * size[1] > MAX_IMAGE_PIXELS):
+            return [Problem(f"$.Geometry.{key}", f"image size {size[0]}x{size[1]} "
+                            f"({size[0] * size[1]:,} pixels) is larger than any detector",
+                            size, f"at most {MAX_IMAGE_PIXELS:,} pixels", "limit")]
     return []
 
 

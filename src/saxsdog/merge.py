@@ -42,16 +42,16 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from saxsdog.config import SchemaDoc
 from saxsdog.errors import ConfigFieldError, SaxsdogError
 from saxsdog.io.atomic import atomic_output
-from saxsdog.config import SchemaDoc
 
 __all__ = [
     "MAC_EPOCH_OFFSET",

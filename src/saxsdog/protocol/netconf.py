@@ -27,7 +27,7 @@ import secrets
 import stat
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from saxsdog.config import SchemaDoc
 from saxsdog.errors import SaxsdogError
@@ -154,7 +154,8 @@ def url_host(url: str) -> str:
 def _check_url(url: str, what: str) -> str:
     if not isinstance(url, str) or not (url.startswith(("ipc://", "inproc://")) or _TCP_RE.match(url)):
         raise NetworkConfigError(f"{what} URL {url!r} is not a ZeroMQ URL like tcp://hostname:port")
-    if url.startswith("tcp://") and not 0 < int(_TCP_RE.match(url)["port"]) < 65536:
+    m = _TCP_RE.match(url)
+    if m is not None and not 0 < int(m["port"]) < 65536:
         raise NetworkConfigError(f"{what} URL {url!r}: the port must be between 1 and 65535")
     return url
 
@@ -323,7 +324,7 @@ def load_network(path: str | os.PathLike[str] | None = None, *,
     return validate_network(content, f"network file {p}")
 
 
-def select_server(networks: list[Mapping[str, Any]], serverno: int = 0) -> dict[str, Any]:
+def select_server(networks: Sequence[Mapping[str, Any]], serverno: int = 0) -> dict[str, Any]:
     """Entry number ``serverno`` of a loaded network list.
 
     Raises
