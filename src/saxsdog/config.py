@@ -406,17 +406,21 @@ class Normalizer:
         return version
 
     def migrate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """A copy of ``raw`` migrated to the current version (unchanged for the current one)."""
+        """A copy of ``raw`` migrated to the current version, without its ``Version``.
+
+        The version is the normalizer's business, not the schema's: the schema describes
+        the fields of the current version only (so the web form never offers a
+        ``Version`` field, which the original would refuse).
+        """
         if not isinstance(raw, Mapping):
             raise self.doc.error_type(f"a {self.doc.what} must be a JSON object", "$", _short(raw),
                                       "a JSON object")
         doc = copy.deepcopy(dict(raw))
         version = self.version_of(doc)
+        doc.pop(self.version_key, None)
         while version < self.current_version:
             doc = self.migrations[version](doc)
             version += 1
-            if self.version_key in doc:
-                doc[self.version_key] = version
         return doc
 
     def check(self, raw: Any) -> None:
