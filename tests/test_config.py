@@ -188,6 +188,15 @@ def test_written_back_in_the_original_spellings_without_version(data_dir, tmp_pa
     assert Calibration(tmp_path / "out.json", cache=False).config == Calibration(modern, cache=False).config
 
 
+def test_file_form_in_saxsdog_spellings_for_readers():
+    from saxsdog.config import calibration_in_saxsdog_spellings
+
+    raw = small_cal()
+    view = calibration_in_saxsdog_spellings(raw)
+    assert view["Geometry"]["DetectorDistanceMM"] == 300.0 and view["Geometry"]["ImageSize"] == [64, 48]
+    assert raw == small_cal() and "Version" not in view
+
+
 def test_migrations_run_from_the_file_version_up():
     def one_to_two(doc):
         doc = copy.deepcopy(doc)

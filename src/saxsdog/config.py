@@ -63,6 +63,7 @@ __all__ = [
     "Normalizer",
     "CALIBRATION",
     "CALIBRATION_SPELLINGS",
+    "calibration_in_saxsdog_spellings",
     "calibration_problems",
     "suggest",
 ]
@@ -504,6 +505,16 @@ def _calibration_doc() -> SchemaDoc:
 
 #: Calibrations: schema check, defaults, versions and the original's spellings.
 CALIBRATION = Normalizer(_calibration_doc(), CALIBRATION_SPELLINGS, current_version=1)
+
+
+def calibration_in_saxsdog_spellings(calibration: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a calibration in file form with saxsdog's spellings (no check, no defaults).
+
+    For code that reads a calibration as the user wrote it (converters, previews): it can
+    then read ``Geometry.DetectorDistanceMM`` and ``Geometry.ImageSize`` whichever spelling
+    the file used.
+    """
+    return CALIBRATION.respell(copy.deepcopy(dict(calibration)))
 
 
 def calibration_problems(calibration: Any) -> list[dict[str, Any]]:
