@@ -49,7 +49,11 @@ def test_defaults_are_applied():
     assert c["Title"] == "" and c["Threads"] == 2 and c["GISAXSmode"] is False
     assert c["Live-Filelisting"] is True and c["OverwriteFiles"] is True and c["Slices"] == []
     assert c["Masks"][0]["Phi-mode"] is False and c["Masks"][0]["Name"] == ""
-    assert "DetectorDistanceMM" not in c["Geometry"]  # no default added beside the used spelling
+    # one spelling only: the original's DedectorDistanceMM is mapped to DetectorDistanceMM on
+    # load, and no default is added under the other spelling
+    assert c["Geometry"]["DetectorDistanceMM"] == 300.0 and "DedectorDistanceMM" not in c["Geometry"]
+    assert c["Geometry"]["ImageSize"] == [64, 48] and "Imagesize" not in c["Geometry"]
+    assert c["Version"] == 1
     assert cal.raw == small_cal()  # the user's dict is untouched
 
 
@@ -230,3 +234,17 @@ def test_write_chi_roundtrip_and_header(tmp_path):
     assert back.parameters == pytest.approx(c.integral_parameters(I))
     assert back.labels == ["Scattering Vector  q [$nm^{-1}$]", "Intensity (Count/Pixel)", "Error Margin"]
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_not_found_messages_name_the_resolved_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(CalibrationError) as info:
+        Calibration("sub/../absent.json")
+    assert f"calibration file not found: {tmp_path / 'absent.json'}" in str(info.value)
+    cal = small_cal()
+    cal["Masks"][0]["MaskFile"] = "masks/AAA_integ.msk"
+    with pytest.raises(CalibrationError) as info:
+        Calibration(cal, base_dir="sub", cache=False)
+    assert f"mask file not found: {tmp_path / 'sub' / 'masks' / 'AAA_integ.msk'}" in str(info.value)
+    assert info.value.path == "$.Masks[0].MaskFile"

@@ -1,8 +1,11 @@
 """The calibration: validated configuration plus the integrators it defines.
 
-A calibration file (JSON, seed 001 §4.1) loads unchanged; it is validated against the
-schema shipped in ``saxsdog/schemas/calibration.schema.json`` and completed with the
-schema's defaults.  Each entry of ``Masks`` gives a radial (or Phi-mode) integrator,
+A calibration file (JSON, as described in the original SAXSDOG manual) loads unchanged;
+:data:`saxsdog.config.CALIBRATION` checks it against ``saxsdog/schemas/calibration.schema.json``
+(unknown keys are refused, ``x-`` keys are private notes), maps the original's spellings
+``DedectorDistanceMM``/``Imagesize`` to ``DetectorDistanceMM``/``ImageSize``, stamps the
+format ``Version`` and adds the schema's defaults: that is :attr:`Calibration.config`;
+:attr:`Calibration.raw` keeps the file as it was (the ``.chi`` headers copy it).  Each entry of ``Masks`` gives a radial (or Phi-mode) integrator,
 each entry of ``Slices`` a GISAXS slice; ``GISAXSmode`` keeps only the slices.
 
 >>> cal = Calibration("cal.json")                      # doctest: +SKIP
@@ -21,74 +24,48 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .config import CALIBRATION
 from .core.geometry import Geometry
 from .core.integrators import (Curve, Integrator, PhiIntegrator, RadialIntegrator, SliceIntegrator,
                                integral_parameters)
 from .core.operator import (BinningOperator, build_phi_operator, build_radial_operator,
                             build_slice_operator)
 from .errors import CalibrationError
-from .schemas import expected_text as _expected, json_path as _json_path, load_schema as _load_schema, validator
 from .io.chi import ChiFormatter, atomic_write_bytes
 from .io.masks import read_mask, read_mask_bytes
 from .io.operator_cache import OperatorCache, default_cache_dir, operator_key
+# The web page's translator imports these two; saxsdog.config.calibration_problems replaces it.
+from .schemas import expected_text as _expected, json_path as _json_path  # noqa: F401
 
-__all__ = ["Calibration", "Slice", "load_schema", "validate_calibration"]
+__all__ = ["Calibration", "Slice", "load_schema", "validate_calibration", "calibration_for_file"]
 
 log = logging.getLogger(__name__)
 
 
 def load_schema() -> dict[str, Any]:
     """The calibration JSON Schema (a fresh copy)."""
-    return _load_schema("calibration.schema.json")
+    return CALIBRATION.doc.schema
 
 
 def validate_calibration(config: Any) -> None:
-    """Validate a calibration dict against the shipped schema.
+    """Validate a calibration dict (in the file's form, any supported version).
 
     Raises
     ------
     CalibrationError
-        For the most relevant violation, naming its JSON path, value and expectation.
+        For the most relevant violation (an unknown key first), naming its JSON path,
+        value and expectation.
     """
-    import jsonschema
-
-    if not isinstance(config, dict):
-        raise CalibrationError("a calibration must be a JSON object", "$", config, "a JSON object")
-    error = jsonschema.exceptions.best_match(validator("calibration.schema.json").iter_errors(config))
-    if error is None:
-        return
-    parts = list(error.absolute_path)
-    if error.validator == "required":
-        missing = next((f for f in error.validator_value if f not in error.instance), None)
-        raise CalibrationError(f"missing required field {missing!r}", _json_path(parts + [missing]),
-                               None, _expected(error))
-    if error.validator in ("oneOf", "anyOf"):
-        raise CalibrationError(error.schema.get("description", error.message), _json_path(parts),
-                               None, _expected(error))
-    raise CalibrationError(f"bad value {error.instance!r}", _json_path(parts), error.instance,
-                           _expected(error))
+    CALIBRATION.check(config)
 
 
-def _apply_defaults(instance: Any, schema: Mapping[str, Any]) -> Any:
-    """Fill missing object properties with the schema's defaults, recursively."""
-    if isinstance(instance, dict) and "properties" in schema:
-        for key, sub in schema["properties"].items():
-            if key not in instance and "default" in sub and not _is_alias(key, instance):
-                instance[key] = copy.deepcopy(sub["default"])
-            if key in instance:
-                instance[key] = _apply_defaults(instance[key], sub)
-    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
-        return [_apply_defaults(item, schema["items"]) for item in instance]
-    return instance
+def calibration_for_file(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A loaded calibration (:attr:`Calibration.config`) as it is written to a file.
 
-
-_ALIASES = {"DedectorDistanceMM": "DetectorDistanceMM", "Imagesize": "ImageSize"}
-
-
-def _is_alias(key: str, instance: Mapping[str, Any]) -> bool:
-    """A default is not added where the field's accepted alternative spelling is present."""
-    other = _ALIASES.get(key) or {v: k for k, v in _ALIASES.items()}.get(key)
-    return other is not None and other in instance
+    Version 1 is written in the original's spellings and without ``Version``, so the
+    original SAXSDOG reads the file.
+    """
+    return CALIBRATION.for_file(config)
 
 
 def _output_suffix(kind: str, index: int) -> str:
@@ -137,20 +114,22 @@ class Calibration:
             default_base = Path.cwd()
         else:
             self.path = Path(source)
+            resolved = self.path.resolve()
             try:
                 raw = json.loads(self.path.read_text())
             except FileNotFoundError:
-                raise CalibrationError("calibration file not found", "$", str(source),
+                raise CalibrationError(f"calibration file not found: {resolved}", "$", str(resolved),
                                        "an existing JSON file") from None
             except (OSError, UnicodeDecodeError) as exc:
-                raise CalibrationError(f"cannot read calibration file: {exc}", "$", str(source)) from None
+                raise CalibrationError(f"cannot read calibration file {resolved}: {exc}", "$",
+                                       str(resolved)) from None
             except json.JSONDecodeError as exc:
-                raise CalibrationError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                                       "$", str(source), "a JSON object") from None
-            default_base = self.path.resolve().parent
-        validate_calibration(raw)
+                raise CalibrationError(f"{resolved} is not valid JSON: {exc.msg} at line {exc.lineno} "
+                                       f"column {exc.colno}", "$", str(resolved), "a JSON object") from None
+            default_base = resolved.parent
         self.raw: dict[str, Any] = raw
-        self.config: dict[str, Any] = _apply_defaults(copy.deepcopy(raw), load_schema())
+        #: The calibration in saxsdog's spellings, with ``Version`` and every default.
+        self.config: dict[str, Any] = CALIBRATION.load(raw)
         self.base_dir = Path(base_dir) if base_dir is not None else default_base
         self.method = method
         self._attachments = dict(attachments or {})
@@ -170,8 +149,8 @@ class Calibration:
     # -- configuration ---------------------------------------------------------------
     def _geometry(self) -> Geometry:
         g = self.config["Geometry"]
-        distance = g.get("DedectorDistanceMM", g.get("DetectorDistanceMM"))
-        size = g.get("Imagesize", g.get("ImageSize"))
+        distance = g["DetectorDistanceMM"]
+        size = g["ImageSize"]
         px = g["PixelSizeMicroM"]
         px = (float(px[0]), float(px[-1]))
         tilt = g.get("Tilt", {})
@@ -353,7 +332,7 @@ class Slice(SliceIntegrator):
     """
 
     def __init__(self, calibration: Calibration, config: Mapping[str, Any], index: int = 0):
-        entry = _apply_defaults(dict(config), load_schema()["properties"]["Slices"]["items"])
+        entry = CALIBRATION.doc.with_defaults(dict(config), CALIBRATION.doc.subschema("Slices", "*"))
         ref = int(entry["MaskRef"])
         json_path = f"$.Slices[{index}]"
         if ref >= len(calibration.config["Masks"]):

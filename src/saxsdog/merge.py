@@ -43,14 +43,15 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from saxsdog.config import SchemaDoc
 from saxsdog.errors import ConfigFieldError, SaxsdogError
 from saxsdog.io.atomic import atomic_output
-from saxsdog.schemas import expected_text as _expected, json_path as _json_path, load_schema as _load_schema, validator
 
 __all__ = [
     "MAC_EPOCH_OFFSET",
@@ -126,55 +127,34 @@ def unix_to_mac(t: Any) -> Any:
 # --------------------------------------------------------------------------- #
 
 
+@lru_cache(maxsize=1)
+def _doc() -> SchemaDoc:
+    """The merge configuration's schema document (loaded on first use)."""
+    return SchemaDoc("datamerge.schema.json", MergeConfigError, "merge configuration",
+                     alternatives=[("OutputFileName", "OutputFileBaseName"), ("TimeEpoch", "TimeEpoc"),
+                                   ("exel", "excel")])
+
+
 def load_schema() -> dict[str, Any]:
     """The Data Consolidation JSON Schema (draft 2020-12), a fresh copy."""
-    return _load_schema("datamerge.schema.json")
+    return _doc().schema
 
 
 def validate_merge_config(config: Any) -> None:
     """Validate a merge configuration against the shipped schema.
+
+    Unknown keys are refused with a "did you mean" suggestion; keys starting with ``x-``
+    are private notes.
 
     Raises
     ------
     MergeConfigError
         Naming the JSON path of the most relevant violation, its value and what was expected.
     """
-    import jsonschema
-
     if not isinstance(config, Mapping):
         raise MergeConfigError("a merge configuration must be a JSON object", "$", config,
                                "a JSON object")
-    error = jsonschema.exceptions.best_match(validator("datamerge.schema.json").iter_errors(dict(config)))
-    if error is None:
-        return
-    parts = list(error.absolute_path)
-    if error.validator == "required":
-        missing = next((f for f in error.validator_value if f not in error.instance), None)
-        raise MergeConfigError(f"missing required field {missing!r}",
-                               _json_path(parts + [missing]), None, _expected(error))
-    if error.validator == "additionalProperties":
-        allowed = set(error.schema.get("properties", {}))
-        extra = sorted(k for k in error.instance if k not in allowed)
-        name = extra[0] if extra else "?"
-        raise MergeConfigError(f"unknown field {name!r}", _json_path(parts + [name]),
-                               error.instance.get(name), _expected(error))
-    raise MergeConfigError(f"bad value {error.instance!r}", _json_path(parts), error.instance,
-                           _expected(error))
-
-
-def _apply_defaults(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
-    if "$ref" in schema:
-        ref = schema["$ref"].split("/")[-1]
-        schema = {**root["$defs"][ref], **{k: v for k, v in schema.items() if k != "$ref"}}
-    if isinstance(instance, dict) and "properties" in schema:
-        for key, sub in schema["properties"].items():
-            if key not in instance and "default" in sub:
-                instance[key] = copy.deepcopy(sub["default"])
-            if key in instance:
-                instance[key] = _apply_defaults(instance[key], sub, root)
-    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
-        return [_apply_defaults(item, schema["items"], root) for item in instance]
-    return instance
+    _doc().check(dict(config))
 
 
 def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,8 +183,7 @@ def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
     formats = conf.get("OutputFormats")
     if isinstance(formats, dict) and "excel" in formats:
         formats["exel"] = bool(formats.pop("excel")) or bool(formats.get("exel", False))
-    schema = load_schema()
-    conf = _apply_defaults(conf, schema, schema)
+    conf = _doc().with_defaults(conf)
     conf["TimeOffset"] = float(conf["TimeOffset"])
     names: dict[str, int] = {}
     for k, table in enumerate(conf["LogDataTables"]):

@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import stat
+import subprocess
+import sys
+import threading
 
 import pytest
 
 from saxsdog.errors import SaxsdogError
-from saxsdog.protocol.netconf import (NetworkConfigError, add_network_arguments, add_network_entry,
-                                      default_network_path, generate_secret, load_network,
-                                      make_entry, redacted, select_server, server_from_args,
-                                      url_port, write_network)
+from saxsdog.protocol import netconf
+from saxsdog.protocol.netconf import (MIN_SECRET_BITS, NetworkConfigError, add_network_arguments,
+                                      add_network_entry, default_network_path, generate_secret,
+                                      load_network, make_entry, redacted, secret_entropy_bits,
+                                      select_server, server_from_args, url_port, write_network)
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 
@@ -76,11 +81,13 @@ def test_append_entries(tmp_path):
 
 
 def test_the_original_format_loads(tmp_path):
+    # The original manual's example entry, with a strong secret: its example secret ("Some
+    # large random string.", about 150 bits) is refused now (test_weak_secrets_are_refused).
     path = tmp_path / "net"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump([{"Server": "tcp://hostname:7777", "Feeder": "tcp://hostname:5555",
-                    "Secret": "Some large random string.", "Name": "Pilatus1M"}], fh)
+                    "Secret": generate_secret(), "Name": "Pilatus1M"}], fh)
     assert load_network(path)[0]["Name"] == "Pilatus1M"
 
 
@@ -161,3 +168,119 @@ def test_argparse_helper(tmp_path):
     assert (args.network, args.serverno) == (str(path), 1)
     assert server_from_args(args)["Name"] == "B"
     assert parser.parse_args([]).serverno == 0
+
+
+# --------------------------------------------------------------------------- weak secrets
+
+@pytest.mark.parametrize("weak", [
+    "a" * 16,                                   # accepted before: 16 characters were enough
+    "a" * 200,                                  # long, but one symbol
+    "ab" * 60,                                  # a short string repeated
+    "abcdefghijklmnopqrstuvwxyz" * 4,           # the alphabet, repeated
+    "Some large random string.",                # the original manual's example
+    "another-secret-of-enough-length",
+    secrets.token_urlsafe(24),                  # random, but only 192 bits
+])
+def test_weak_secrets_are_refused(tmp_path, weak):
+    assert secret_entropy_bits(weak) < MIN_SECRET_BITS
+    path = _write(tmp_path / "net", json.dumps([{"Server": "tcp://h:7777", "Secret": weak}]))
+    with pytest.raises(NetworkConfigError, match=r"\$\[0\]\.Secret.*too weak.*256.*saxsnetconf") as info:
+        load_network(path)
+    assert weak not in str(info.value)
+    with pytest.raises(NetworkConfigError, match="too weak"):
+        make_entry(secret=weak)
+
+
+def test_strong_secrets_pass():
+    # saxsnetconf's secret (384 bits) always passes, and so do other 256-bit random secrets
+    for _ in range(1000):
+        assert secret_entropy_bits(generate_secret()) >= 300
+        assert secret_entropy_bits(secrets.token_hex(32)) >= MIN_SECRET_BITS  # 64 hex digits
+    for secret in ("dmsT9bnkpqt3Hkd4QXorEQnE0co9JHNTIuQyvE5JBl4",   # token_urlsafe(32): 43 characters
+                   "Yw2-rK9vQ_mZ4tL8xN1cB6hJ3pF7sD0gA5eU2iO9kRw"):
+        assert secret_entropy_bits(secret) >= MIN_SECRET_BITS
+    assert make_entry(secret=secrets.token_urlsafe(40))["Secret"]
+
+
+# --------------------------------------------------------------------------- secrets never shown
+
+def test_swapped_server_and_secret_are_not_shown(tmp_path):
+    secret = generate_secret()
+    path = _write(tmp_path / "net", json.dumps([{"Name": "A", "Server": secret, "Secret": "tcp://h:7777"}]))
+    with pytest.raises(NetworkConfigError, match=r"\$\[0\]\.Server") as info:
+        load_network(path)
+    assert secret not in str(info.value) and secret[:20] not in str(info.value)
+    # as saxsleash meets it: the message goes to stderr, without the secret
+    run = subprocess.run([sys.executable, "-m", "saxsdog.cli.leash", "--network", str(path), "stat"],
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert run.returncode != 0 and str(path) in run.stderr
+    assert secret not in run.stderr + run.stdout and secret[:20] not in run.stderr + run.stdout
+
+
+def test_secret_under_an_unknown_key_is_not_shown(tmp_path):
+    secret = generate_secret()
+    path = _write(tmp_path / "net", json.dumps([{"Server": "tcp://h:7777", "Secrett": secret}]))
+    with pytest.raises(NetworkConfigError) as info:
+        load_network(path)
+    assert "Secrett" in str(info.value) and secret not in str(info.value)
+
+
+def test_unknown_keys_are_refused_with_a_suggestion_and_x_keys_kept(tmp_path):
+    good = {"Name": "A", "Server": "tcp://h:7777", "Feeder": "tcp://h:5555", "Secret": generate_secret()}
+    path = _write(tmp_path / "net", json.dumps([dict(good, Fedeer="tcp://h:5556")]))
+    with pytest.raises(NetworkConfigError, match=r"\$\[0\]\.Fedeer.*did you mean 'Feeder'"):
+        load_network(path)
+    _write(path, json.dumps([dict(good, **{"x-comment": "beamline 2"})]))
+    assert load_network(path)[0]["x-comment"] == "beamline 2"
+
+
+# --------------------------------------------------------------------------- other users, FIFOs
+
+@posix_only
+def test_file_of_another_user_is_refused(tmp_path, monkeypatch):
+    path = write_network([make_entry()], tmp_path / "net")
+    assert load_network(path)
+    if os.geteuid() == 0:  # really give the file away
+        os.chown(path, 65534, 65534)
+    else:  # pretend to be someone else
+        monkeypatch.setattr(netconf, "_current_uid", lambda: os.geteuid() + 1)
+    with pytest.raises(NetworkConfigError, match="belongs to another user"):
+        load_network(path)
+    with pytest.warns(UserWarning, match="another user"):
+        assert load_network(path, allow_insecure=True)
+
+
+def _load_in_thread(path, timeout: float = 10.0):
+    """load_network in a thread: the exception it raised, or ``"hung"`` after ``timeout``."""
+    result: list = []
+
+    def run():
+        try:
+            result.append(load_network(path))
+        except Exception as exc:  # noqa: BLE001 - handed back to the test
+            result.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return result[0] if result else "hung"
+
+
+@posix_only
+def test_fifo_as_network_file_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "net"
+    os.mkfifo(fifo, 0o600)
+    got = _load_in_thread(fifo)
+    assert got != "hung", "load_network blocked on a FIFO"
+    if got == "hung":  # pragma: no cover - unblock the thread
+        with open(fifo, "w"):
+            pass
+    assert isinstance(got, NetworkConfigError) and "not a regular file" in str(got)
+    run = subprocess.run([sys.executable, "-m", "saxsdog.cli.leash", "--network", str(fifo), "stat"],
+                         capture_output=True, text=True, check=False, timeout=60)
+    assert run.returncode != 0 and "not a regular file" in run.stderr
+
+
+def test_directory_as_network_file_is_refused(tmp_path):
+    with pytest.raises(NetworkConfigError, match="not a regular file"):
+        load_network(tmp_path)

@@ -87,7 +87,7 @@ def test_remote_mode_prints_a_single_use_link(server, tmp_path, capsys):
 
 
 def test_remote_mode_errors(server, tmp_path, capsys):
-    wrong = write_network(tmp_path / "wrong.json", secret="another-secret-of-enough-length")
+    wrong = write_network(tmp_path / "wrong.json", secret="another-secret-of-enough-length-Zq8V1xYw3Kp0Lm7Rt2Hs")
     assert leash_web.main(["--network", str(wrong), "--url", server.url, "--no-browser"]) == 1
     err = capsys.readouterr().err
     assert "launch refused" in err and "another-secret" not in err

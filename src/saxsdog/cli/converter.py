@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from saxsdog.calibration import validate_calibration
+from saxsdog.calibration import calibration_for_file, validate_calibration
 from saxsdog.cli import report_error
 from saxsdog.io.chi import atomic_write_bytes
 from saxsdog.io.fit2d import (
@@ -151,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
     cal = _convert(args, template, from_default)
     validate_calibration(cal)  # CalibrationError naming the JSON path
+    cal = calibration_for_file(cal)  # the original's spellings, so the original reads the file
 
     if output:
         atomic_write_bytes(output, (json.dumps(cal, indent=4) + "\n").encode("utf-8"))

@@ -50,7 +50,8 @@ def read_mask(path: str | os.PathLike[str], shape: tuple[int, int] | None = None
     """
     path = Path(path)
     if not path.is_file():
-        raise MaskError("mask file not found", json_path, str(path), "an existing mask file")
+        resolved = path.resolve()
+        raise MaskError(f"mask file not found: {resolved}", json_path, str(resolved), "an existing mask file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
