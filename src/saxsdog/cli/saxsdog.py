@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     total = len(images)
     if args.watch:
         queue.watch()
-        print(f"saxsdog: watching {root.resolve()} (Ctrl-C to stop)", file=out, flush=True)
+        print(f"saxsdog: watching {root.resolve()} (Ctrl-C to stop)"
+              + ("" if images or args.nowalk else "; no images there yet"), file=out, flush=True)
     progress = Progress(args.silent, total)
     interrupted = False
     last_plot = 0.0
