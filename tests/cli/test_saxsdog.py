@@ -235,6 +235,12 @@ def test_failure_report_groups_by_reason():
     assert lines[1] == "  first: a0.tif, a1.tif, a2.tif, ... (in /d)"
     assert "--retry-timeout" in lines[2]
     assert lines[3] == "FAILED /d/x.tif: cannot read: bad magic"
+    # Two wrong sizes are two problems, each with its own cause.
+    shape = "image is {} rows x {} columns but 1043 rows x 981 columns were expected"
+    failures = {f"/d/s{i}.tif": shape.format(100, 120) for i in range(4)}
+    failures.update({f"/d/t{i}.tif": shape.format(619, 487) for i in range(4)})
+    summary = [line for line in failure_report(failures) if line.startswith("FAILED")]
+    assert sorted(summary) == [f"FAILED 4 images: {shape.format(100, 120)}", f"FAILED 4 images: {shape.format(619, 487)}"]
 
 
 def test_missing_calibration_and_mask_files_are_named(data_dir, tmp_path):

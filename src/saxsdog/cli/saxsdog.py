@@ -557,6 +557,9 @@ FAILURES_LISTED = 3
 
 def _failure_key(path: str, reason: str) -> str:
     """The reason without what differs from file to file (its name, numbers)."""
+    shape = _SHAPE_FAILURE.search(reason)
+    if shape:  # images of different sizes are different problems
+        return shape.group(0)
     text = reason.replace(path, "<file>").replace(os.path.basename(path), "<file>")
     return re.sub(r"\d+(\.\d+)?", "#", text)
 
