@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                "(a batch run over an empty folder, or a Directory filter that selects none);\n"
                "2 usage or calibration error; 130 interrupted (run again with -r).\n"
                "Many images failing for one reason are reported as one line with their count, the\n"
-               "first file names and the likely cause.",
+               "first file names and the likely cause. Warnings (on stderr) point out a mask that masks\n"
+               "most of the detector (probably inverted) and an image header whose wavelength differs\n"
+               "from the calibration's.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="*", metavar="DIRECTORY|FILE",
                    help="a directory with images (searched recursively), or image files and glob "

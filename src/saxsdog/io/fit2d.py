@@ -124,7 +124,7 @@ def read_image_size(cal: Mapping[str, Any]) -> tuple[int, int] | None:
     """
     geo = cal.get("Geometry") if isinstance(cal, Mapping) else None
     key = _present(geo, _IMAGESIZE_KEYS) if isinstance(geo, Mapping) else None
-    if key is None:
+    if key is None or not isinstance(geo, Mapping):
         return None
     size = geo[key]
     if (not isinstance(size, (list, tuple)) or len(size) != 2
@@ -319,6 +319,7 @@ def update_geometry(cal: Mapping[str, Any], values: Mapping[str, Any]) -> dict[s
         old = list(old) if isinstance(old, (list, tuple)) and old else []
         pv = v.get("pixel_v_um", old[0] if old else v.get("pixel_h_um"))
         ph = v.get("pixel_h_um", old[-1] if old else v.get("pixel_v_um"))
+        assert pv is not None and ph is not None  # one of the two is in v
         geo["PixelSizeMicroM"] = [float(pv)] if (len(old) == 1 and pv == ph) else [float(pv), float(ph)]
     if "rows" in v or "cols" in v:
         key = _present(geo, _IMAGESIZE_KEYS) or _IMAGESIZE_KEYS[0]
@@ -455,9 +456,9 @@ def parse_fit2d(text: str) -> dict[str, float]:
                     found[field] = (_to_float(number), lineno)
         keyword = line.strip().upper()
         if keyword in _MACRO_KEYWORDS and lineno < len(lines):
-            value = _FULL_NUMBER.match(lines[lineno])
-            if value:
-                found[_MACRO_KEYWORDS[keyword]] = (_to_float(value.group(1)), lineno + 1)
+            number = _FULL_NUMBER.match(lines[lineno])
+            if number:
+                found[_MACRO_KEYWORDS[keyword]] = (_to_float(number.group(1)), lineno + 1)
     if not found:
         raise Fit2DParseError(
             "no FIT2D calibration values found; expected lines such as "
