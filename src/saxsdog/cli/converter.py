@@ -52,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
             "...' lines) or a FIT2D integration macro, an older calibration JSON, Nika values (--nika) or a pyFAI PONI "
             "file (--from-poni). The result can also be exported as a PONI file (--to-poni)."),
         epilog=(
-            "Values the input does not give (masks, image size, options, ...) come from the "
-            "template: -t FILE, else the existing OUTPUT file, else a minimal calibration for "
-            "the Pilatus 1M (1043 x 981 pixels of 172 um) without masks. Without an output file "
-            "and without --to-poni the calibration is printed; without a template, the fields "
+            "Values the input does not give (masks, image size, options, ...) come from the\n"
+            "template: -t FILE, else the existing OUTPUT file, else a minimal calibration for\n"
+            "the Pilatus 1M (1043 x 981 pixels of 172 um) without masks. Without an output file\n"
+            "and without --to-poni the calibration is printed; without a template, the fields\n"
             "taken from that minimal calibration are named.\n\n"
             "Examples:\n"
             "  saxsconverter calibration.txt cal.json        FIT2D 'Refined'/'Best fit' lines into a new file\n"

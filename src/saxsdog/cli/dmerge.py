@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         usage="%(prog)s [options] IMAGEDIR [peakinteg.log [datalogger.log ...]]",
         description="Merge log tables (shutter/peak-integration log, data logger) with the "
                     "image-header metadata and integral parameters: one row per image.",
-        epilog="Log times are seconds since the Mac epoch (1904, LabVIEW) unless --epoch Unix; "
-               "for each image the last log row at or before the image time is taken. The integral "
+        epilog="Log times are seconds since the Mac epoch (1904, LabVIEW) unless --epoch Unix;\n"
+               "for each image the last log row at or before the image time is taken. The integral\n"
                "parameters I0, I1, I2 of a saxsdog run over IMAGEDIR are included by default.\n\n"
                "Examples:\n"
                "  saxsdmerge -o merged.csv images/ peakinteg.log datalogger.log\n"

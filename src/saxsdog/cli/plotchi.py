@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Plot one or more .chi files (saxsdog, original SAXSDOG or FIT2D) in one figure.",
-        epilog="Without -o the plot is shown in a window if a display is available, otherwise it is "
-               "written to <first file's name>.png in the current directory. The axes are labelled "
+        epilog="Without -o the plot is shown in a window if a display is available, otherwise it is\n"
+               "written to <first file's name>.png in the current directory. The axes are labelled\n"
                "from the files' column labels (a Phi-mode curve's x axis is the azimuth).\n\n"
                "Examples:\n"
                "  plotchi buf1_00000.chi                        window if a display exists\n"
