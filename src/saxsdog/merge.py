@@ -619,6 +619,22 @@ def _resolve(base: Path, p: str, root: Path | None, what: str) -> Path:
     return path
 
 
+def _queue_outputs(directory: Path) -> tuple[Path, Path]:
+    """Where saxsdog with default options puts the file list and the curves of ``directory``."""
+    from saxsdog.pipeline import QueueOptions
+    from saxsdog.pipeline.naming import results_dir
+
+    results = results_dir(directory, QueueOptions())
+    return results / "filelist.txt", results.parent
+
+
+def _inside(path: Path, root: Path | None) -> bool:
+    if root is None:
+        return True
+    real, top = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    return real == top or top in real.parents
+
+
 def _log_paths(table: Mapping[str, Any], base: Path, root: Path | None, k: int,
                uploads: Mapping[str, _PathLike] | None) -> list[Path]:
     out = []
@@ -709,6 +725,15 @@ def merge(config: Mapping[str, Any], base_dir: _PathLike = ".", images: Any = No
         directory = base
     else:
         directory = None
+    if directory is not None and (filelist is None or chi_dir is None):
+        # By default, the outputs of a saxsdog run over the folder with default options:
+        # the integral parameters (I0, I1, I2) in ../work/results/filelist.txt and the curves
+        # in ../work (only where a server may read them).
+        default_list, default_chi = _queue_outputs(directory)
+        if filelist is None and default_list.is_file() and _inside(default_list, root):
+            filelist = default_list
+        if chi_dir is None and default_chi.is_dir() and _inside(default_chi, root):
+            chi_dir = default_chi
     imgs = image_table(images, directory=directory, pattern=img_conf.get("Pattern", "*"),
                        recursive=img_conf.get("Recursive", True), filelist=filelist,
                        chi_directory=chi_dir)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,62 @@ def test_invalid_template_calibration_exits_2(tmp_path: Path, info_file: Path,
 def test_unknown_option_exits_2(capsys: pytest.CaptureFixture) -> None:
     assert main(["--no-such-option"]) == 2
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+BEST_FIT_LOG = """\
+INFO: SOLUTION 2
+INFO: Best fit beam centre (X/Y mm) = 66.78356 138.9544
+INFO: Best fit beam centre (X/Y pixels) = 388.2765 807.8745
+INFO: Cone 1 best fit 2 theta angle (degrees) = 1.392646
+INFO: Best fit angle of tilt plane rotation (degrees) = 73.59509
+INFO: Best fit angle of tilt (degrees) = -10.00601
+INFO: Estimated coordinate radial position error (mm) = 0.7136476E-02
+"""
+
+
+def _converter(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "saxsdog.cli.converter", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_best_fit_log_of_the_manual_as_a_user_runs_it(tmp_path: Path, cal_json_path: Path) -> None:
+    log = tmp_path / "fit2d.log"
+    log.write_text(BEST_FIT_LOG)
+    out = tmp_path / "cal.json"
+    r = _converter("-t", cal_json_path, log, out)
+    assert r.returncode == 0, r.stderr
+    geometry = _geometry(out)
+    assert geometry["BeamCenter"] == [807.8745, 388.2765]
+    assert geometry["Tilt"] == {"TiltAngleDeg": -10.00601, "TiltRotDeg": 73.59509}
+    assert "no template" not in r.stderr
+
+
+def test_no_template_warning_only_for_fields_taken_from_the_default(tmp_path: Path, cal_json_path: Path,
+                                                                   info_file: Path) -> None:
+    # A full calibration as INPUT needs no template: nothing to warn about.
+    r = _converter(cal_json_path, tmp_path / "copy.json")
+    assert r.returncode == 0, r.stderr
+    assert "no template" not in r.stderr
+    assert _geometry(tmp_path / "copy.json") == _geometry(cal_json_path)
+    # FIT2D text gives no image size, pixel size or masks: those are named.
+    r = _converter(info_file, tmp_path / "new.json")
+    assert r.returncode == 0
+    assert ("no template given: Geometry.Imagesize, Geometry.PixelSizeMicroM, Masks taken from the default "
+            "calibration") in r.stderr
+    # The Best fit log has no distance either; a default of 1000 mm must not pass silently.
+    log = tmp_path / "fit2d.log"
+    log.write_text(BEST_FIT_LOG)
+    r = _converter(log, tmp_path / "bf.json")
+    assert "Geometry.DedectorDistanceMM" in r.stderr
+
+
+def test_poni_import_keeps_the_digits_of_the_input(tmp_path: Path, cal_json_path: Path) -> None:
+    pytest.importorskip("pyFAI")
+    poni = tmp_path / "cal.poni"
+    assert _converter("-q", "-t", cal_json_path, "--to-poni", poni).returncode == 0
+    out = tmp_path / "back.json"
+    r = _converter("--from-poni", poni, "-t", cal_json_path, out)
+    assert r.returncode == 0, r.stderr
+    # Exactly the numbers of cal.json, not -0.5600000000003951 or 387.77199999985385.
+    assert _geometry(out) == _geometry(cal_json_path)
+    assert "-0.56," in out.read_text() and "0000000" not in out.read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,3 +126,51 @@ def test_usage_errors(beamline, capsys):
     code, _, err = run(["-b", "-o", beamline / "x.parquet", beamline / "images",
                         beamline / "peakinteg.log"], capsys)
     assert code == 1 and "unknown output format" in err
+
+
+def test_i0_and_curves_of_a_saxsdog_run_are_included_by_default(data_dir, tmp_path):
+    """saxsdog over images/, then saxsdmerge images/ LOG: I0/I1/I2 come along without --filelist."""
+    import subprocess
+    import sys
+
+    from saxsdog.testing import link_images
+
+    link_images(data_dir / "buf1_00000.tif", tmp_path / "images", 3)
+    r = subprocess.run([sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(data_dir / "cal.json"), "-S",
+                        str(tmp_path / "images")], capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    filelist = pd.read_csv(tmp_path / "work" / "results" / "filelist.txt", sep="\t")
+    header_time = datetime(2014, 1, 31, 12, 26, 52).timestamp()  # the real image's header
+    (tmp_path / "peak.log").write_text("Time\tDiode\n" + "".join(
+        f"{unix_to_mac(header_time - 30 + 10 * k):.3f}\t{k}\n" for k in range(6)))
+    out = tmp_path / "merged.hdf"
+    r = subprocess.run([sys.executable, "-m", "saxsdog.cli.dmerge", "-b", "-c", "-o", str(out),
+                        str(tmp_path / "images"), str(tmp_path / "peak.log")],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "no integral parameters" not in r.stderr and "no .chi curves" not in r.stderr
+    merged = read_merged(out)
+    assert len(merged) == 3
+    np.testing.assert_allclose(merged["I0"].to_numpy(), filelist["I0"].to_numpy())
+    assert {Path(p).name for p in merged["chi_file"]} == {"img_00000.chi", "img_00001.chi", "img_00002.chi"}
+    import h5py
+
+    with h5py.File(out, "r") as f:
+        assert len(f["Graphs"]) == 3  # -c: the curves are in the file
+
+
+def test_includechi_without_curves_says_so(beamline, capsys):
+    code, _, err = run(["-b", "-c", "-o", beamline / "m.hdf", beamline / "images", beamline / "peakinteg.log"],
+                       capsys)
+    assert code == 0, err
+    assert f"-c: no .chi curves found for the {N} image(s), so none are included" in err
+    assert "no integral parameters (I0, I1, I2) found" in err and "--filelist or --chidir" in err
+    code, _, err = run(["-b", "-o", beamline / "m.csv", beamline / "images", beamline / "peakinteg.log"], capsys)
+    assert "-c:" not in err
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "Examples:" in text and "saxsdmerge -c -o merged.hdf" in text

@@ -132,3 +132,62 @@ def test_help(capsys: pytest.CaptureFixture) -> None:
     for option in ("--out", "--compare", "--log", "--no-legend", "--title", "--skip", "--clip",
                    "--xaxisistype", "--yaxisistype"):
         assert option in text
+
+
+PHI_LABELS = ["Azimuth [deg]", "Intensity (Count/Pixel)", "Error Margin"]  # what a Phi-mode mask writes
+
+
+def test_phi_mode_curve_is_labelled_by_its_columns(tmp_path: Path, references: list[str]) -> None:
+    from matplotlib.figure import Figure
+
+    phi = np.linspace(-180.0, 179.0, 360)
+    write_chi(tmp_path / "img_phi.chi", [phi, np.ones(360), np.zeros(360)], labels=PHI_LABELS)
+    fig = Figure()
+    draw(fig, load_curves([str(tmp_path / "img_phi.chi")]))
+    assert fig.axes[0].get_xlabel() == "Azimuth [deg]"
+    # Radial files keep the q label, whichever writer made them (saxsdog, 2014 original, FIT2D).
+    for path in references:
+        fig = Figure()
+        draw(fig, load_curves([path]))
+        assert fig.axes[0].get_xlabel() == "q [nm$^{-1}$]"
+    slice_labels = ["vertical scattering vector $q_{v}$ [$nm^{-1}$]", "Intensity (Count/Pixel)", "Error Margin"]
+    write_chi(tmp_path / "img_slice.chi", [phi, np.ones(360), np.zeros(360)], labels=slice_labels)
+    fig = Figure()
+    draw(fig, load_curves([str(tmp_path / "img_slice.chi")]))
+    assert fig.axes[0].get_xlabel() == slice_labels[0]
+
+
+def test_compare_says_which_axis_is_which(tmp_path: Path, references: list[str]) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "diff.png"
+    r = subprocess.run([sys.executable, "-m", "saxsdog.cli.plotchi", "-c", *references, "-o", str(out)],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "left axis (solid lines) the difference of each file to buf1_00000.saxsdog.chi" in r.stderr
+    assert "right axis (dotted lines) the same in %" in r.stderr
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    draw(fig, load_curves(references), compare=True)
+    left, right = fig.axes
+    assert left.get_ylabel().startswith("left, solid: difference to buf1_00000.saxsdog.chi")
+    assert right.get_ylabel() == "right, dotted: relative difference [%]"
+    legend = [t.get_text() for t in left.get_legend().get_texts()]
+    assert legend == ["buf1_00000.fit2d.chi - buf1_00000.saxsdog.chi (left axis)",
+                      "buf1_00000.fit2d.chi relative (right axis)"]
+
+
+def test_mixed_x_axes_are_warned_about(tmp_path: Path, references: list[str],
+                                       capsys: pytest.CaptureFixture) -> None:
+    phi = np.linspace(-180.0, 179.0, 360)
+    write_chi(tmp_path / "img_phi.chi", [phi, np.ones(360), np.zeros(360)], labels=PHI_LABELS)
+    assert main([references[0], str(tmp_path / "img_phi.chi"), "-o", str(tmp_path / "x.png")]) == 0
+    assert "the files' x axes differ" in capsys.readouterr().err
+
+
+def test_help_has_examples(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "Examples:" in text and "plotchi -c fit2d.chi saxsdog.chi" in text

@@ -38,8 +38,9 @@ def test_help_lists_the_original_options():
 
 
 def test_usage_errors_are_clear(tmp_path, data_dir):
+    # A path that names nothing (it may now be a file or a glob, so not "not a directory").
     r = run(["-c", data_dir / "cal.json", tmp_path / "absent"])
-    assert r.returncode == 2 and "not a directory" in r.stderr
+    assert r.returncode == 2 and f"{tmp_path / 'absent'}: no such file or directory" in r.stderr
     (tmp_path / "bad.json").write_text('{"Geometry": {}}')
     r = run(["-c", tmp_path / "bad.json", tmp_path])
     assert r.returncode == 2 and "$.Masks" in r.stderr and "missing" in r.stderr and "Traceback" not in r.stderr
@@ -140,6 +141,8 @@ def test_plots_and_monitor(data_dir, tmp_path, warm_cache):
     assert (out / "img_00000.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
     assert (out / "img_00001.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "results" / "monitor.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Without a display the user is told where the live plot goes.
+    assert f"live plot of the last curve: {out / 'results' / 'monitor.png'}" in r.stdout
 
 
 def test_demo_runs_end_to_end_with_known_answer(tmp_path):
@@ -154,3 +157,119 @@ def test_demo_runs_end_to_end_with_known_answer(tmp_path):
 def test_servermode_runs_the_server(tmp_path):
     r = run(["-V", tmp_path, "--network", tmp_path / "missing.json"])
     assert r.returncode == 2 and "saxsdogserver" in r.stderr and "saxsnetconf" in r.stderr
+
+
+def test_files_and_globs_as_well_as_a_directory(data_dir, tmp_path, warm_cache):
+    root = tmp_path / "run"
+    link_images(data_dir / "buf1_00000.tif", root, 6)
+    (root / "sub").mkdir()
+    link_images(data_dir / "buf1_00000.tif", root / "sub", 2, prefix="deep")
+    out = tmp_path / "out"
+    # What the shell passes for img_0000[01].tif, plus a quoted glob saxsdog expands itself.
+    r = run(["-c", data_dir / "cal.json", "-S", "-o", out, root / "img_00000.tif", root / "img_00001.tif",
+             str(root / "**" / "deep_*.tif")])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "4 processed" in r.stdout
+    assert sorted(p.name for p in out.glob("*.chi")) == [
+        "img_00000.chi", "img_00001.chi", "sub_deep_00000.chi", "sub_deep_00001.chi"]
+    # Default placement (../work beside the images) is unchanged for files.
+    r = run(["-c", data_dir / "cal.json", "-S", root / "img_00005.tif"])
+    assert r.returncode == 0 and (tmp_path / "work" / "img_00005.chi").is_file()
+    r = run(["-c", data_dir / "cal.json", "-S", str(root / "nothing_*.tif")])
+    assert r.returncode == 2 and "no file matches" in r.stderr
+    r = run(["-c", data_dir / "cal.json", "-w", root / "img_00000.tif"])
+    assert r.returncode == 2 and "-w watches one DIRECTORY" in r.stderr
+
+
+def test_empty_folder_says_so_with_exit_code_1(data_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run(["-c", data_dir / "cal.json", "-S", empty])
+    assert r.returncode == 1
+    assert f"no images found in {empty}" in r.stderr and "processed" not in r.stdout
+    (empty / "notes.txt").write_text("not an image")
+    r = run(["-c", data_dir / "cal.json", "-S", empty])
+    assert r.returncode == 1 and "1 other file(s) ignored" in r.stderr
+    assert "no images found" in run(["--help"]).stdout  # the exit code is documented
+
+
+def test_directory_filter_selecting_nothing_is_explained(data_dir, tmp_path):
+    import json
+
+    link_images(data_dir / "buf1_00000.tif", tmp_path / "run", 2)
+    cal = json.loads((data_dir / "cal.json").read_text())
+    cal["Directory"] = ["elsewhere"]
+    cal["Masks"][0]["MaskFile"] = str(data_dir / "AAA_integ.msk")
+    (tmp_path / "cal.json").write_text(json.dumps(cal))
+    r = run(["-c", tmp_path / "cal.json", "-S", tmp_path / "run"])
+    assert r.returncode == 1
+    assert "Directory ['elsewhere'] selects none of the 2 image(s)" in r.stderr
+
+
+def test_many_failures_for_one_reason_are_one_summary(data_dir, tmp_path):
+    import numpy as np
+    import tifffile
+
+    root = tmp_path / "run"
+    root.mkdir()
+    for i in range(40):
+        tifffile.imwrite(root / f"small_{i:03d}.tif", np.zeros((100, 120), np.int32))
+    r = run(["-c", data_dir / "cal.json", "-S", root])
+    assert r.returncode == 1
+    failed = [line for line in r.stdout.splitlines() if line.startswith("FAILED")]
+    assert failed == [("FAILED 40 images: image is 100 rows x 120 columns but 1043 rows x 981 columns were "
+                       "expected (shape (100, 120) != expected (1043, 981))")]
+    assert "first: small_000.tif, small_001.tif, small_002.tif, ..." in r.stdout
+    assert f"the calibration {data_dir / 'cal.json'} is for images of 1043 x 981 pixels" in r.stdout
+    assert len(r.stdout.splitlines()) < 8
+
+
+def test_failure_report_groups_by_reason():
+    from saxsdog.cli.saxsdog import failure_report
+
+    failures = {f"/d/a{i}.tif": f"still incomplete after 10.{i} s: /d/a{i}.tif: {1000 + i} of 4096 bytes"
+                for i in range(5)}
+    failures["/d/x.tif"] = "cannot read: bad magic"
+    lines = failure_report(failures)
+    assert lines[0].startswith("FAILED 5 images: still incomplete after 10.0 s") and "(details differ)" in lines[0]
+    assert lines[1] == "  first: a0.tif, a1.tif, a2.tif, ... (in /d)"
+    assert "--retry-timeout" in lines[2]
+    assert lines[3] == "FAILED /d/x.tif: cannot read: bad magic"
+    # Two wrong sizes are two problems, each with its own cause.
+    shape = "image is {} rows x {} columns but 1043 rows x 981 columns were expected"
+    failures = {f"/d/s{i}.tif": shape.format(100, 120) for i in range(4)}
+    failures.update({f"/d/t{i}.tif": shape.format(619, 487) for i in range(4)})
+    summary = [line for line in failure_report(failures) if line.startswith("FAILED")]
+    assert sorted(summary) == [f"FAILED 4 images: {shape.format(100, 120)}", f"FAILED 4 images: {shape.format(619, 487)}"]
+
+
+def test_missing_calibration_and_mask_files_are_named(data_dir, tmp_path):
+    import json
+
+    link_images(data_dir / "buf1_00000.tif", tmp_path / "run", 1)
+    r = run(["-c", os.path.relpath(tmp_path / "nocal.json"), tmp_path / "run"])  # a relative path
+    assert r.returncode == 2 and f"calibration file not found: {tmp_path / 'nocal.json'}" in r.stderr
+    cal = json.loads((data_dir / "cal.json").read_text())
+    cal["Masks"][0]["MaskFile"] = "gone.msk"
+    (tmp_path / "cal.json").write_text(json.dumps(cal))
+    r = run(["-c", tmp_path / "cal.json", tmp_path / "run"])
+    assert r.returncode == 2
+    assert f"mask file not found: {tmp_path / 'gone.msk'} (from $.Masks[0].MaskFile)" in r.stderr
+
+
+def test_warns_of_inverted_mask_and_header_wavelength(data_dir, tmp_path):
+    import json
+
+    link_images(data_dir / "buf1_00000.tif", tmp_path / "run", 1)
+    cal = json.loads((data_dir / "cal.json").read_text())
+    cal["Masks"][0]["MaskFile"] = str(data_dir / "mask.tif")  # 255 = valid: the inverse of a mask
+    (tmp_path / "cal.json").write_text(json.dumps(cal))
+    r = run(["-c", tmp_path / "cal.json", "-S", "-o", tmp_path / "out", tmp_path / "run"])
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"warning: Masks\[0\]\.MaskFile .*mask\.tif masks 65 % of the detector's pixels: "
+                     r"is it inverted\?", r.stderr)
+    # The Pilatus header of the real image says 1.54987 Å, cal.json 1.54 Å.
+    assert "gives the wavelength 1.54987 Å, the calibration 1.54 Å" in r.stderr
+    # The shipped FIT2D mask (a set bit = masked) gives no mask warning.
+    r = run(["-c", data_dir / "cal.json", "-S", "-o", tmp_path / "out2", tmp_path / "run"])
+    assert r.returncode == 0 and "masks" not in r.stderr and "1.54987" in r.stderr

@@ -203,3 +203,47 @@ def test_default_calibration_and_results_are_valid_calibrations() -> None:
     validate_calibration(default_calibration())
     validate_calibration(fit2d_to_calibration(FIT2D_MACRO))
     validate_calibration(fit2d_to_calibration(FIT2D_INFO))
+
+
+#: FIT2D's calibrant fit as the original SAXSDOG manual shows it (a -10 degree tilt test).
+BEST_FIT_LOG = """\
+INFO: SOLUTION 2
+INFO: Best fit beam centre (X/Y mm) = 66.78356 138.9544
+INFO: Best fit beam centre (X/Y pixels) = 388.2765 807.8745
+INFO: Cone 1 best fit 2 theta angle (degrees) = 1.392646
+INFO: Cone 2 best fit 2 theta angle (degrees) = 2.780810
+INFO: Cone 3 best fit 2 theta angle (degrees) = 4.168858
+INFO: Cone 4 best fit 2 theta angle (degrees) = 5.556975
+INFO: Cone 5 best fit 2 theta angle (degrees) = 6.944765
+INFO: Best fit angle of tilt plane rotation (degrees) = 73.59509
+INFO: Best fit angle of tilt (degrees) = -10.00601
+INFO: Estimated coordinate radial position error (mm) = 0.7136476E-02
+INFO: Estimated coordinate radial position error (X pixels) = 0.4149114E-01
+"""
+
+
+def test_best_fit_log_of_the_manual() -> None:
+    # The mm beam centre, the cone angles and the error estimates are not geometry values.
+    assert parse_fit2d(BEST_FIT_LOG) == {"beam_x": 388.2765, "beam_y": 807.8745,
+                                         "tilt_rot_deg": 73.59509, "tilt_angle_deg": -10.00601}
+
+
+def test_best_fit_log_into_cal_json(data_dir: Path) -> None:
+    template = json.loads((data_dir / "cal.json").read_text())
+    cal = fit2d_to_calibration(BEST_FIT_LOG, template)
+    geometry = cal["Geometry"]
+    assert geometry["BeamCenter"] == [807.8745, 388.2765]  # [Y, X]
+    assert geometry["Tilt"] == {"TiltAngleDeg": -10.00601, "TiltRotDeg": 73.59509}
+    assert geometry["DedectorDistanceMM"] == 1031.657  # not in the log: the template's
+    validate_calibration(cal)
+
+
+def test_best_fit_lines_with_units_in_parentheses_and_later_solutions() -> None:
+    text = BEST_FIT_LOG + (
+        "INFO: SOLUTION 3\n"
+        "INFO: Best fit beam centre (X/Y pixels) = 388.5 807.5\n"
+        "INFO: Best fit sample to detector distance (mm) = 1030.25\n"
+        "INFO: Best fit wavelength (Angstroms) = 1.54987\n")
+    values = parse_fit2d(text)
+    assert (values["beam_x"], values["beam_y"]) == (388.5, 807.5)
+    assert values["distance_mm"] == 1030.25 and values["wavelength_A"] == 1.54987

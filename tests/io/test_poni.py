@@ -203,3 +203,16 @@ def test_poni_export_carries_the_wavelength(data_dir, tmp_path):
     assert "Wavelength" in path.read_text()
     back = poni_to_calibration(path)  # no template: the wavelength must come from the file
     assert abs(back["Wavelength"] - 1.2345) < 1e-12
+
+
+def test_import_rounds_away_the_conversion_noise(tmp_path: Path, cal_json: dict) -> None:
+    """cal.json -> PONI -> calibration gives cal.json's numbers as written (no -0.5600000000003951)."""
+    back = poni_to_calibration(calibration_to_poni(cal_json, tmp_path / "cal.poni"), cal_json)
+    assert back["Geometry"]["Tilt"] == {"TiltAngleDeg": -0.56, "TiltRotDeg": 73.569}
+    assert back["Geometry"]["BeamCenter"] == [808.37, 387.772]
+    assert back["Geometry"]["DedectorDistanceMM"] == 1031.657
+    assert back["Geometry"]["PixelSizeMicroM"] == [172.0, 172.0]
+    assert back["Wavelength"] == 1.54
+    # Ten significant digits move the 2θ map by far less than any real uncertainty.
+    ai = pyFAI.load(str(tmp_path / "cal.poni"))
+    assert np.abs(_tth(ai) - _tth(calibration_to_integrator(back))).max() <= 1e-11

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +31,7 @@ from saxsdog.io.fit2d import (
     default_calibration,
     fit2d_to_calibration,
     merge_calibration,
+    parse_fit2d,
 )
 
 PROG = "saxsconverter"
@@ -46,14 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Convert a detector calibration into a saxsdog calibration file (JSON). The input is "
-            "the text FIT2D prints after a calibration (the 'INFO: Refined ...' lines) or a FIT2D "
-            "integration macro, an older calibration JSON, Nika values (--nika) or a pyFAI PONI "
+            "the text FIT2D prints after a calibration (the 'INFO: Refined ...' or 'INFO: Best fit "
+            "...' lines) or a FIT2D integration macro, an older calibration JSON, Nika values (--nika) or a pyFAI PONI "
             "file (--from-poni). The result can also be exported as a PONI file (--to-poni)."),
         epilog=(
-            "Values the input does not give (masks, image size, options, ...) come from the "
-            "template: -t FILE, else the existing OUTPUT file, else a minimal calibration for "
-            "the Pilatus 1M (1043 x 981 pixels of 172 um) without masks. Without an output file "
-            "and without --to-poni the calibration is printed."),
+            "Values the input does not give (masks, image size, options, ...) come from the\n"
+            "template: -t FILE, else the existing OUTPUT file, else a minimal calibration for\n"
+            "the Pilatus 1M (1043 x 981 pixels of 172 um) without masks. Without an output file\n"
+            "and without --to-poni the calibration is printed; without a template, the fields\n"
+            "taken from that minimal calibration are named.\n\n"
+            "Examples:\n"
+            "  saxsconverter calibration.txt cal.json        FIT2D 'Refined'/'Best fit' lines into a new file\n"
+            "  saxsconverter -t template.json calibration.txt -o cal.json\n"
+            "  saxsconverter old.saxsconf cal.json           fields of an older calibration\n"
+            "  saxsconverter --nika BeamCenterX=412.3 BeamCenterY=250.7 SampleToCCDDistance=300 \\\n"
+            "                PixelSize=0.172 Wavelength=1.0 -t template.json -o cal.json\n"
+            "  saxsconverter --from-poni pyfai.poni -t template.json -o cal.json\n"
+            "  saxsconverter -t cal.json --to-poni cal.poni  export for pyFAI"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input", nargs="?", metavar="INPUT",
@@ -95,31 +106,64 @@ def _read_calibration(path: str, what: str) -> dict[str, Any]:
     return data
 
 
-def _convert(args: argparse.Namespace, template: dict[str, Any], from_default: bool) -> dict[str, Any]:
+#: Fields of the default calibration worth telling the user about when they are used.
+_DEFAULTED = ("Geometry.DedectorDistanceMM", "Geometry.Imagesize", "Geometry.PixelSizeMicroM", "Wavelength",
+              "Masks")
+#: The spellings of a field that count as the field.
+_SPELLINGS = {"Imagesize": ("Imagesize", "ImageSize"),
+              "DedectorDistanceMM": ("DedectorDistanceMM", "DetectorDistanceMM")}
+
+
+def _json_has(data: dict[str, Any], field: str) -> bool:
+    node: Any = data
+    for part in field.split("."):
+        names = _SPELLINGS.get(part, (part,))
+        if not isinstance(node, dict) or not any(n in node for n in names):
+            return False
+        node = next(node[n] for n in names if n in node)
+    return True
+
+
+def _convert(args: argparse.Namespace, template: dict[str, Any],
+             from_default: bool) -> tuple[dict[str, Any], set[str]]:
+    """The converted calibration and which of :data:`_DEFAULTED` the input itself gave."""
     if args.input is not None:
         text = _read_text(args.input, "input")
         try:
             data = json.loads(text)
         except ValueError:
-            return fit2d_to_calibration(text, template)
+            found = parse_fit2d(text)
+            given = {"Geometry.PixelSizeMicroM"} if {"pixel_h_um", "pixel_v_um"} <= found.keys() else set()
+            given |= {"Wavelength"} if "wavelength_A" in found else set()
+            given |= {"Geometry.DedectorDistanceMM"} if "distance_mm" in found else set()
+            return fit2d_to_calibration(text, template), given
         if not isinstance(data, dict):
             raise UserError(f"input {args.input}: JSON but not a calibration object")
-        return merge_calibration(template, data)
+        return merge_calibration(template, data), {f for f in _DEFAULTED if _json_has(data, f)}
     if args.nika:
         from saxsdog.io.nika import nika_to_calibration, parse_nika, read_nika_file
 
         values: dict[str, float] = {}
         for item in args.nika:
             values.update(parse_nika([item]) if "=" in item else read_nika_file(item))
-        return nika_to_calibration(values, template)
+        keys = {k.lower() for k in values}
+        given = {"Wavelength"} if keys & {"wavelength", "xrayenergy"} else set()
+        given |= {"Geometry.DedectorDistanceMM"} if "sampletoccddistance" in keys else set()
+        if "pixelsize" in keys or {"pixelsizex", "pixelsizey"} <= keys:
+            given.add("Geometry.PixelSizeMicroM")
+        return nika_to_calibration(values, template), given
     if args.from_poni:
         from saxsdog.io.poni import poni_to_calibration
 
-        return poni_to_calibration(args.from_poni, template)
+        text = _read_text(args.from_poni, "PONI file")
+        given = {"Geometry.PixelSizeMicroM", "Geometry.DedectorDistanceMM"}
+        given |= {"Wavelength"} if re.search(r"^\s*wavelength\s*:", text, re.IGNORECASE | re.MULTILINE) else set()
+        given |= {"Geometry.Imagesize"} if re.search(r"max_shape|^\s*(?:detector_)?shape", text, re.IGNORECASE | re.MULTILINE) else set()
+        return poni_to_calibration(args.from_poni, template), given
     if from_default:
         raise UserError("nothing to convert: give INPUT, --nika or --from-poni "
                         "(or -t CALIBRATION with --to-poni to export it)")
-    return template
+    return template, set(_DEFAULTED)
 
 
 def _summary(cal: dict[str, Any]) -> str:
@@ -149,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         template, from_default = default_calibration(), True
 
-    cal = _convert(args, template, from_default)
+    cal, given = _convert(args, template, from_default)
     validate_calibration(cal)  # CalibrationError naming the JSON path
     cal = calibration_for_file(cal)  # the original's spellings, so the original reads the file
 
@@ -161,9 +205,12 @@ def run(args: argparse.Namespace) -> int:
         calibration_to_poni(cal, args.to_poni)
     if not output and not args.to_poni:
         print(json.dumps(cal, indent=4))
-    if from_default and not args.quiet and (args.input is not None or args.nika):
-        print(f"{PROG}: no template given: image size, pixel size and options are those of a "
-              "Pilatus 1M without masks (use -t to choose)", file=sys.stderr)
+    defaulted = [f for f in _DEFAULTED if f not in given]
+    if from_default and not args.quiet and defaulted:
+        # A complete calibration as INPUT needs no template: nothing came from the default.
+        print(f"{PROG}: no template given: {', '.join(defaulted)} taken from the default calibration "
+              "(a Pilatus 1M of 1043 x 981 pixels of 172 um, no masks); use -t to choose",
+              file=sys.stderr)
     if not args.quiet:
         written = " and ".join(str(p) for p in (output, args.to_poni) if p)
         if written:

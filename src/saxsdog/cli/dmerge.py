@@ -36,8 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
         usage="%(prog)s [options] IMAGEDIR [peakinteg.log [datalogger.log ...]]",
         description="Merge log tables (shutter/peak-integration log, data logger) with the "
                     "image-header metadata and integral parameters: one row per image.",
-        epilog="Log times are seconds since the Mac epoch (1904, LabVIEW) unless --epoch Unix; "
-               "for each image the last log row at or before the image time is taken.",
+        epilog="Log times are seconds since the Mac epoch (1904, LabVIEW) unless --epoch Unix;\n"
+               "for each image the last log row at or before the image time is taken. The integral\n"
+               "parameters I0, I1, I2 of a saxsdog run over IMAGEDIR are included by default.\n\n"
+               "Examples:\n"
+               "  saxsdmerge -o merged.csv images/ peakinteg.log datalogger.log\n"
+               "  saxsdmerge -l -o merged.xlsx -o merged.hdf images/ peakinteg.log datalogger.log\n"
+               "  saxsdmerge -c -o merged.hdf images/ peakinteg.log    with the curves of ../work\n"
+               "  saxsdmerge -t 3600 --epoch Unix -b -o merged.json images/ shutter.log\n"
+               "  saxsdmerge -C mergeconf.json images/            configuration file (schema: datamerge)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("imagedir", metavar="IMAGEDIR", help="folder of the images (read recursively)")
     p.add_argument("logs", nargs="*", metavar="LOG",
@@ -56,15 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "(.csv|.json|.hdf|.h5|.xlsx); may be repeated")
     p.add_argument("-b", "--batch", action="store_true", help="batch mode (no plot)")
     p.add_argument("-c", "--includechi", action="store_true",
-                   help="include radial intensity data (.chi) in hdf")
+                   help="include radial intensity data (.chi) in hdf (saxsdmerge says when none are found)")
     p.add_argument("-f", "--includetif", action="store_true", help="include all image data in hdf")
     p.add_argument("-C", "--conf", metavar="FILE",
                    help="use config in FILE to merge the data (ignore the other merge options)")
     p.add_argument("--epoch", choices=("Mac", "Unix"), default="Mac",
                    help="epoch of numeric log times (default Mac)")
     p.add_argument("--filelist", metavar="FILE",
-                   help="the pipeline's results/filelist.txt (integral parameters per image)")
-    p.add_argument("--chidir", metavar="DIR", help="folder of the .chi files (integral parameters)")
+                   help="the pipeline's results/filelist.txt (integral parameters per image; default: "
+                        "IMAGEDIR/../work/results/filelist.txt, where saxsdog writes it, if it exists)")
+    p.add_argument("--chidir", metavar="DIR",
+                   help="folder of the .chi files (integral parameters; default: beside the images and "
+                        "IMAGEDIR/../work)")
     p.add_argument("--plot", metavar="FILE", help="write the time-sync check plot to FILE")
     return p
 
@@ -93,6 +104,34 @@ def config_from_options(args: argparse.Namespace) -> dict[str, Any]:
     if images:
         conf["Images"] = images
     return conf
+
+
+def _found(table, column: str) -> int:
+    """Rows of ``table`` with a value in ``column``."""
+    if column not in table.columns:
+        return 0
+    values = table[column]
+    return int((values.notna() & (values.astype(str) != "")).sum())
+
+
+def _parameter_report(table, imagedir: str, include_chi: bool) -> list[str]:
+    """What was found of the queue's outputs: I0/I1/I2 and, with -c, the curves."""
+    n = len(table)
+    where = (f"looked in the file list and the .chi files beside the images and in saxsdog's default "
+             f"output folder {Path(imagedir) / '..' / 'work'}; name others with --filelist or --chidir")
+    lines = []
+    with_i0 = _found(table, "I0")
+    if with_i0 == 0:
+        lines.append(f"no integral parameters (I0, I1, I2) found for the {n} image(s) ({where})")
+    elif with_i0 < n:
+        lines.append(f"integral parameters (I0, I1, I2) found for {with_i0} of {n} image(s)")
+    if include_chi:
+        curves = _found(table, "chi_file")
+        if curves == 0:
+            lines.append(f"-c: no .chi curves found for the {n} image(s), so none are included ({where})")
+        elif curves < n:
+            lines.append(f"-c: .chi curves found for {curves} of {n} image(s); only those are included")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             written.update(result.write())
         else:
             table.to_csv(sys.stdout, index=False)
+        for line in _parameter_report(table, args.imagedir, bool(hdf["IncludeCHI"])):
+            print(f"{PROG}: {line}", file=sys.stderr)
         for path in written.values():
             print(f"write: {path}", file=sys.stderr)
         if result.shift:

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import threading
+from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -24,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  saxsfeeder --simulate /data/old --rate 20 --loop     replay a directory\n"
                "  saxsfeeder --simulate /data/old --copy-to /data/new  copy one by one, announce copies\n"
                "  saxsfeeder --network ~/.saxsdognetwork -N 1 --public --simulate /data/old\n"
-               "\nThe port is 5555, or that of the network file's Feeder URL with --network.",
+               "\nThe port is that of the Feeder URL of the network file's server -N (the file the "
+               "server reads:\n--network FILE, else $SAXSDOG_NETWORK or ~/.saxsdognetwork), or 5555 when "
+               "there is no\nnetwork file; --port or --bind override it. saxsfeeder says which it uses.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--simulate", metavar="DIR",
@@ -35,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--bind", metavar="URL",
                        help="ZeroMQ address to bind, e.g. tcp://127.0.0.1:5555 or tcp://*:5555")
     where.add_argument("-p", "--port", type=int, metavar="PORT",
-                       help="port to bind (default: 5555 or the network file's Feeder port)")
+                       help="port to bind (default: the network file's Feeder port, else 5555)")
     where.add_argument("--public", action="store_true",
                        help="bind on every network interface, not only 127.0.0.1")
     add_network_arguments(p)
@@ -56,24 +59,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _bind_address(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+def _bind_address(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[str, str]:
+    """The address to bind and where it came from (for the user).
+
+    Like the server, the feeder reads the network file (``--network``, else the default
+    one) so that both agree on the port without options; only without a network file
+    does it use the default port.
+    """
     from saxsdog.feeder import DEFAULT_FEEDER_PORT, bind_url
-    from saxsdog.protocol.netconf import NetworkConfigError, server_from_args, url_port
+    from saxsdog.protocol.netconf import (
+        NetworkConfigError,
+        default_network_path,
+        server_from_args,
+        url_host,
+        url_port,
+    )
 
     if args.bind:
         if args.port is not None or args.public:
             parser.error("--bind cannot be combined with --port or --public")
-        return args.bind
-    port = args.port
-    if port is None and args.network:
-        try:
-            entry = server_from_args(args)
-            if "Feeder" not in entry:
-                parser.error(f"the network file's server {args.serverno} has no Feeder URL")
-            port = url_port(entry["Feeder"])
-        except NetworkConfigError as exc:
-            parser.error(str(exc))
-    return bind_url(DEFAULT_FEEDER_PORT if port is None else port, public=args.public)
+        return args.bind, "--bind"
+    if args.port is not None:
+        return bind_url(args.port, public=args.public), "--port"
+    path = Path(args.network).expanduser() if args.network else default_network_path()
+    if args.network is None and not path.exists():
+        return (bind_url(DEFAULT_FEEDER_PORT, public=args.public),
+                f"the default port: there is no network file {path}")
+    try:
+        entry = server_from_args(argparse.Namespace(network=str(path), serverno=args.serverno))
+    except NetworkConfigError as exc:
+        parser.error(f"{exc} (or give --port or --bind)")
+    name = f"server {args.serverno} {entry.get('Name', '')!r} of {path}"
+    if not entry.get("Feeder"):
+        return (bind_url(DEFAULT_FEEDER_PORT, public=args.public),
+                f"the default port: {name} has no Feeder URL, so that server subscribes to no feeder")
+    try:
+        port = url_port(entry["Feeder"])
+    except NetworkConfigError as exc:
+        parser.error(f"{name}: {exc}")
+    source = f"the Feeder URL {entry['Feeder']} of {name}"
+    host = url_host(entry["Feeder"])
+    if not args.public and host not in ("localhost", "127.0.0.1", "::1"):
+        source += f"; the server connects to {host}: add --public unless that is this machine's loopback"
+    return bind_url(port, public=args.public), source
 
 
 def main(argv: list[str] | None = None, *, context=None) -> int:
@@ -90,7 +118,7 @@ def main(argv: list[str] | None = None, *, context=None) -> int:
         parser.error("--rate must not be negative")
     if args.simulate is None and (args.copy_to or args.loop or args.count is not None):
         parser.error("--copy-to, --loop and --count only apply to --simulate")
-    address = _bind_address(args, parser)
+    address, source = _bind_address(args, parser)
 
     from saxsdog.feeder import Feeder, announce_paths, simulate
 
@@ -100,7 +128,7 @@ def main(argv: list[str] | None = None, *, context=None) -> int:
     except OSError as exc:
         print(f"saxsfeeder: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"saxsfeeder: publishing on {feeder.endpoint}", file=sys.stderr, flush=True)
+    print(f"saxsfeeder: publishing on {feeder.endpoint} ({source})", file=sys.stderr, flush=True)
     if address.startswith("tcp://127.0.0.1") and not args.quiet:
         print("saxsfeeder: (this machine only; use --public for servers on other machines)",
               file=sys.stderr, flush=True)

@@ -5,6 +5,7 @@ Examples::
     plotchi buf1_00000.chi                          # window if a display exists
     plotchi -l -o curves.svg a.chi b.chi            # log intensity axis, written to SVG
     plotchi -c fit2d.chi saxsdog.chi -o diff.png    # differences to the first file
+                                                    # (left axis absolute, right axis in %)
 
 Without ``-o`` the plot opens in a window when a display is available; otherwise it is
 written to ``<first file's name>.png`` in the current directory.
@@ -29,6 +30,9 @@ EXIT_USAGE = 2
 SCALES = ("linear", "log", "symlog")
 X_LABEL = "q [nm$^{-1}$]"
 Y_LABEL = "Intensity [counts/pixel]"
+#: Axis labels of ``--compare``: they say which axis is which.
+COMPARE_LEFT = "left, solid: difference to {first} [counts/pixel]"
+COMPARE_RIGHT = "right, dotted: relative difference [%]"
 _NON_INTERACTIVE = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
 
 
@@ -40,6 +44,8 @@ class Curve:
     x: np.ndarray
     y: np.ndarray
     error: np.ndarray | None
+    x_label: str = X_LABEL
+    y_label: str = Y_LABEL
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,22 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Plot one or more .chi files (saxsdog, original SAXSDOG or FIT2D) in one figure.",
-        epilog="Without -o the plot is shown in a window if a display is available, otherwise it is "
-               "written to <first file's name>.png in the current directory.",
+        epilog="Without -o the plot is shown in a window if a display is available, otherwise it is\n"
+               "written to <first file's name>.png in the current directory. The axes are labelled\n"
+               "from the files' column labels (a Phi-mode curve's x axis is the azimuth).\n\n"
+               "Examples:\n"
+               "  plotchi buf1_00000.chi                        window if a display exists\n"
+               "  plotchi -l -o curves.svg a.chi b.chi          log intensity axis, written to SVG\n"
+               "  plotchi -c fit2d.chi saxsdog.chi -o diff.png  differences to the first file: absolute\n"
+               "                                                (left axis, solid), relative in % (right,\n"
+               "                                                dotted)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("files", nargs="+", metavar="CHIFILE", help='".chi" files to plot')
     parser.add_argument("-o", "--out", metavar="FILE",
                         help="write the plot to FILE; the format follows the suffix, e.g. .png, .svg, .pdf")
     parser.add_argument("-c", "--compare", action="store_true",
-                        help="plot the differences of the other files to the first one "
-                             "(absolute, and relative in %% on a second axis)")
+                        help="plot the differences of the other files to the first one: absolute "
+                             "on the left axis (solid lines), relative in %% on the right axis (dotted)")
     parser.add_argument("-l", "--log", action="store_true", help="logarithmic intensity axis")
     parser.add_argument("-n", "--no-legend", action="store_true", help="hide the legend")
     parser.add_argument("-t", "--title", help="plot title (default: the file name when there is one file)")
     parser.add_argument("-s", "--skip", type=int, default=0, metavar="N", help="skip the first N points")
     parser.add_argument("-k", "--clip", type=int, default=0, metavar="N", help="clip the last N points")
     parser.add_argument("-x", "--xaxisistype", choices=SCALES, metavar="TYPE",
-                        help="scale of the q axis: linear (default), log or symlog")
+                        help="scale of the x axis (q, or the azimuth of a Phi-mode curve): linear (default), "
+                             "log or symlog")
     parser.add_argument("-y", "--yaxisistype", choices=SCALES, metavar="TYPE",
                         help="scale of the intensity axis: linear (default; log with -l) or symlog")
     parser.add_argument("--no-errors", action="store_true", help="do not draw the error bands")
@@ -89,13 +104,49 @@ def load_curves(paths: Sequence[str], skip: int = 0, clip: int = 0) -> list[Curv
         if stop - skip < 1:
             raise ValueError(f"{path}: no points left to plot ({len(data.x)} points, skip {skip}, clip {clip})")
         cut = slice(skip, stop)
+        x_label, y_label = axis_labels(data)
         curves.append(Curve(
             label=name if names.count(name) == 1 else str(path),
             x=data.x[cut],
             y=data.intensity[cut],
             error=data.error[cut] if data.error is not None else None,
+            x_label=x_label,
+            y_label=y_label,
         ))
     return curves
+
+
+def axis_labels(data) -> tuple[str, str]:
+    """The x and y axis labels a ``.chi`` file gives for itself.
+
+    saxsdog and the later original write the column labels (a Phi-mode curve's first
+    column is the azimuth, a slice's q_h or q_v); FIT2D and the 2014 original name the
+    x axis on the second header line.  Anything else is a radial curve in q.
+    """
+    labels = [str(item) for item in (data.labels or []) if str(item).strip()]
+    x_label, y_label = X_LABEL, Y_LABEL
+    if labels:
+        x_label = labels[0]
+        if len(labels) > 1 and not labels[1].lower().startswith("intensity"):
+            y_label = labels[1]
+    elif data.calibration is None and len(data.header) > 1:
+        line = data.header[1].strip()
+        if line and not line.startswith(("{", "[")):
+            x_label = line
+    # The plain radial q keeps one spelling whatever the writer called it.
+    if _x_kind(x_label) == "q" and "_" not in x_label:
+        x_label = X_LABEL
+    return x_label, y_label
+
+
+def _x_kind(label: str) -> str:
+    """A coarse name for what an x label measures, to tell unlike curves apart."""
+    text = label.lower()
+    if "azimuth" in text or "phi" in text or "chi [" in text:
+        return "azimuth"
+    if "theta" in text or "2θ" in text:
+        return "2theta"
+    return "q"
 
 
 def draw(fig, curves: Sequence[Curve], *, compare: bool = False, errors: bool = True,
@@ -122,20 +173,20 @@ def draw(fig, curves: Sequence[Curve], *, compare: bool = False, errors: bool = 
         Figure title.
     """
     ax = fig.add_subplot(1, 1, 1)
-    ax.set_xlabel(X_LABEL)
+    ax.set_xlabel(curves[0].x_label if curves else X_LABEL)
     if compare:
         first = curves[0]
         rel_ax = ax.twinx()
         with np.errstate(divide="ignore", invalid="ignore"):
             for curve in curves[1:]:
                 diff = np.interp(first.x, curve.x, curve.y) - first.y
-                (line,) = ax.plot(first.x, diff, label=f"{curve.label} - {first.label}")
+                (line,) = ax.plot(first.x, diff, label=f"{curve.label} - {first.label} (left axis)")
                 relative = np.where(first.y != 0, 100.0 * diff / first.y, np.nan)
                 rel_ax.plot(first.x, relative, linestyle=":", color=line.get_color(),
-                            label=f"{curve.label} relative")
+                            label=f"{curve.label} relative (right axis)")
         ax.axhline(0.0, color="0.6", linewidth=0.8)
-        ax.set_ylabel(f"difference to {first.label} [counts/pixel]")
-        rel_ax.set_ylabel("relative difference [%]")
+        ax.set_ylabel(COMPARE_LEFT.format(first=first.label))
+        rel_ax.set_ylabel(COMPARE_RIGHT)
     else:
         for curve in curves:
             (line,) = ax.plot(curve.x, curve.y, label=curve.label, linewidth=1.0)
@@ -146,13 +197,17 @@ def draw(fig, curves: Sequence[Curve], *, compare: bool = False, errors: bool = 
                     lower = np.where(lower > 0, lower, curve.y)
                 ax.fill_between(curve.x, lower, curve.y + curve.error, color=line.get_color(),
                                 alpha=0.25, linewidth=0)
-        ax.set_ylabel(Y_LABEL)
+        ax.set_ylabel(curves[0].y_label if curves else Y_LABEL)
         ax.set_yscale(yscale)
     ax.set_xscale(xscale)
     if title:
         ax.set_title(title)
     if legend:
-        ax.legend(fontsize="small")
+        handles, names = ax.get_legend_handles_labels()
+        if compare:  # one legend for both axes: solid = absolute, dotted = relative
+            more = rel_ax.get_legend_handles_labels()
+            handles, names = handles + more[0], names + more[1]
+        ax.legend(handles, names, fontsize="small")
     fig.tight_layout()
 
 
@@ -193,6 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.compare and len(args.files) < 2:
             raise ValueError("--compare needs at least two files")
         curves = load_curves(args.files, args.skip, args.clip)
+        kinds = {_x_kind(c.x_label) for c in curves}
+        if len(kinds) > 1:
+            print(f"{PROG}: warning: the files' x axes differ ("
+                  + ", ".join(f"{c.label}: {c.x_label}" for c in curves)
+                  + f"); the axis is labelled {curves[0].x_label!r}", file=sys.stderr)
+        if args.compare:
+            print(f"{PROG}: --compare: left axis (solid lines) the difference of each file to "
+                  f"{curves[0].label} in counts/pixel, right axis (dotted lines) the same in % of it; "
+                  f"x axis: {curves[0].x_label}", file=sys.stderr)
         if args.out:
             _save(curves, Path(args.out), options)
             return 0

@@ -1,10 +1,12 @@
-"""``saxsdog``: integrate the images of a directory, optionally watching for new ones."""
+"""``saxsdog``: integrate the images of a directory (or given files), optionally watching for new ones."""
 
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -19,10 +21,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="saxsdog",
-        description="Convert the 2D scattering images in DIRECTORY (recursively) into 1D curves "
-                    "(.chi or NXcanSAS files), optionally watching for new images; or integrate the "
-                    "frames of a Dectris detector stream (--stream) without image files.",
+        description="Convert the 2D scattering images in DIRECTORY (recursively), or the image FILEs "
+                    "given, into 1D curves (.chi or NXcanSAS files), optionally watching for new "
+                    "images; or integrate the frames of a Dectris detector stream (--stream) without "
+                    "image files.",
         epilog="Examples:\n  saxsdog -c cal.json /data/run42            process what is there\n"
+               "  saxsdog -c cal.json /data/run42/img_*.tif  these files (a quoted glob works too,\n"
+               "                                             '**' reaches into sub-folders)\n"
                "  saxsdog -c cal.json -w -o /data/out /data/run42   and keep watching\n"
                "  saxsdog -c cal.json -r /data/run42         resume: only the missing ones\n"
                "  saxsdog -c cal.json --format nxcansas-run /data/run42   one NXcanSAS file: work/run42.h5\n"
@@ -30,9 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
                "series ends\n"
                "  saxsdog -c cal.json --stream tcp://eiger:9999 --series 0 --format nxcansas-run -o /data/out\n"
                "                                             every series (one run file each), until Ctrl-C\n"
-               "  saxsdog --demo                              synthetic data, no setup needed",
+               "  saxsdog --demo                              synthetic data, no setup needed\n"
+               "\nExit codes: 0 all images processed; 1 some images failed, or no images found\n"
+               "(a batch run over an empty folder, or a Directory filter that selects none);\n"
+               "2 usage or calibration error; 130 interrupted (run again with -r).\n"
+               "Many images failing for one reason are reported as one line with their count, the\n"
+               "first file names and the likely cause. Warnings (on stderr) point out a mask that masks\n"
+               "most of the detector (probably inverted) and an image header whose wavelength differs\n"
+               "from the calibration's.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("directory", nargs="?", help="directory with images (searched recursively)")
+    p.add_argument("paths", nargs="*", metavar="DIRECTORY|FILE",
+                   help="a directory with images (searched recursively), or image files and glob "
+                        "patterns (quoted patterns are expanded too; '**' matches sub-folders)")
     p.add_argument("-c", "--calibration", metavar="FILE", help="calibration file (JSON)")
     p.add_argument("-t", "--threads", type=int, metavar="N",
                    help="worker processes (default: the calibration's Threads)")
@@ -178,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     workdir = None
+    # One path keeps the historical single-DIRECTORY meaning (server mode, --stream checks).
+    args.directory = args.paths[0] if len(args.paths) == 1 else None
+    if len(args.paths) > 1 and (args.servermode or args.stream):
+        print("saxsdog: error: -V and --stream take at most one DIRECTORY", file=sys.stderr)
+        return EXIT_USAGE
     if args.servermode:
         if not args.directory:
             print("saxsdog: error: -V needs the base DIRECTORY", file=sys.stderr)
@@ -194,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             print("saxsdog: --demo needs at least one image", file=sys.stderr)
             return EXIT_USAGE
         args.calibration, args.directory, workdir = _run_demo(args, out)
+        args.paths = [args.directory]
     if args.stream:
         if args.directory or args.watch or args.scheduler:
             print("saxsdog: error: --stream takes no DIRECTORY, -w or --scheduler", file=sys.stderr)
@@ -211,16 +231,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.series != 1:
         print("saxsdog: error: --series needs --stream", file=sys.stderr)
         return EXIT_USAGE
-    if not args.directory:
-        print("saxsdog: error: a DIRECTORY is needed (or --stream, --demo); see saxsdog --help",
-              file=sys.stderr)
+    if not args.paths:
+        print("saxsdog: error: a DIRECTORY or image files are needed (or --stream, --demo); "
+              "see saxsdog --help", file=sys.stderr)
         return EXIT_USAGE
     if not args.calibration:
         print("saxsdog: error: a calibration is needed: -c FILE", file=sys.stderr)
         return EXIT_USAGE
-    root = Path(args.directory)
-    if not root.is_dir():
-        print(f"saxsdog: error: {root} is not a directory", file=sys.stderr)
+    inputs = resolve_inputs(args.paths)
+    if isinstance(inputs, str):
+        print(f"saxsdog: error: {inputs}", file=sys.stderr)
+        return EXIT_USAGE
+    root, folders, files = inputs
+    single_folder = not files and len(folders) == 1
+    if args.watch and not single_folder:
+        print("saxsdog: error: -w watches one DIRECTORY, not files or several folders", file=sys.stderr)
         return EXIT_USAGE
 
     from saxsdog.errors import SaxsdogError
@@ -232,8 +257,20 @@ def main(argv: list[str] | None = None) -> int:
         return loaded
     cal, startup = loaded
     conf = cal.config
+    directories = list(conf.get("Directory", []))
+    images: list[str] = []
+    ignored = 0
+    if not args.nowalk:
+        images, ignored, why_none = collect_images(folders, files, directories, args.walkdirinthreads)
+        if not images and not args.watch:
+            print(f"saxsdog: error: {why_none}", file=sys.stderr)
+            return EXIT_FAILED
+    # Files named on the command line are wanted whatever the Directory filter says (the
+    # folders given were filtered by it while collecting).
     options = _queue_options(args, conf, out_dir=Path(args.out).resolve() if args.out else None,
-                             relpath=args.relpath, directories=list(conf.get("Directory", [])))
+                             relpath=args.relpath, directories=directories if single_folder else [])
+    for warning in calibration_warnings(cal, images[:1]):
+        print(f"saxsdog: warning: {warning}", file=sys.stderr)
     if args.resume:
         _remove_partials(root, options)
     monitor = None
@@ -241,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         from saxsdog.pipeline.plots import PlotMonitor
 
         monitor = PlotMonitor(results_dir(root, options) / "monitor.png")
+        if not monitor.interactive:
+            print(f"saxsdog: no display for -m: the live plot is written to {monitor.png}", file=out)
     pool_factory = None
     if args.scheduler:
         try:
@@ -261,10 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         queue.stop()
         print(f"saxsdog: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    total = 0 if args.nowalk else queue.fill_from_directory(args.walkdirinthreads)
+    queue.ignored_files += ignored
+    for image in images:
+        queue.push(image)
+    total = len(images)
     if args.watch:
         queue.watch()
-        print(f"saxsdog: watching {root.resolve()} (Ctrl-C to stop)", file=out, flush=True)
+        print(f"saxsdog: watching {root.resolve()} (Ctrl-C to stop)"
+              + ("" if images or args.nowalk else "; no images there yet"), file=out, flush=True)
     progress = Progress(args.silent, total)
     interrupted = False
     last_plot = 0.0
@@ -289,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     latest = queue.history.latest_curves
     if monitor is not None and latest is not None and latest.curves:
         monitor.update(*latest.curves[0]["array"][:3], os.path.basename(latest.path))
+        if not monitor.interactive:
+            print(f"saxsdog: live plot of the last curve: {monitor.png}", file=out)
     return _summary(queue, interrupted, args, out, workdir)
 
 
@@ -302,6 +347,8 @@ def _run_stream(args, out) -> int:
         return loaded
     cal, startup = loaded
     conf = cal.config
+    for warning in calibration_warnings(cal, []):
+        print(f"saxsdog: warning: {warning}", file=sys.stderr)
     out_dir = Path(args.out or ".").resolve()
     options = _queue_options(args, conf, out_dir=out_dir)
     queue = ImageQueue(cal, out_dir, options)
@@ -369,6 +416,200 @@ def _run_stream(args, out) -> int:
     return _summary(queue, interrupted and args.series != 0, args, out, None)
 
 
+def resolve_inputs(paths: list[str]) -> tuple[Path, list[Path], list[Path]] | str:
+    """The folders and files the command line names, and the root their outputs are named from.
+
+    Paths that do not exist but contain glob characters are expanded (a quoted
+    ``'img_*.tif'``, or more files than the shell may pass); ``**`` matches sub-folders.
+
+    Returns
+    -------
+    tuple or str
+        ``(root, folders, files)`` (absolute paths; ``root`` is the single folder given, else
+        the deepest folder holding every input), or the message for a path that names nothing.
+    """
+    folders: list[Path] = []
+    files: list[Path] = []
+    for given in paths:
+        expanded = os.path.expanduser(given)
+        if os.path.exists(expanded):
+            matches = [expanded]
+        elif glob.has_magic(expanded):
+            matches = sorted(glob.glob(expanded, recursive=True))
+            if not matches:
+                return f"no file matches {given}"
+        else:
+            return f"{given}: no such file or directory"
+        for m in matches:
+            path = Path(m).absolute()
+            (folders if path.is_dir() else files).append(path)
+    if not files and len(folders) == 1:
+        return folders[0], folders, files
+    parents = [str(f) for f in folders] + [str(f.parent) for f in files]
+    return Path(os.path.commonpath(parents)), folders, files
+
+
+def collect_images(folders: list[Path], files: list[Path], directories: list[str],
+                   in_threads: bool = False) -> tuple[list[str], int, str]:
+    """The images to process: every image below ``folders`` and the image ``files``.
+
+    Parameters
+    ----------
+    folders, files
+        From :func:`resolve_inputs`.
+    directories
+        The calibration's ``Directory`` filter, applied inside each folder.
+    in_threads
+        Scan sub-folders in threads (``-D``).
+
+    Returns
+    -------
+    tuple
+        The image paths (without duplicates, in order), how many other files were
+        ignored, and, for an empty result, the message saying why nothing was found.
+    """
+    from saxsdog.io.images import is_image_file
+    from saxsdog.pipeline.sources import walk_images
+
+    images: list[str] = []
+    ignored = unfiltered = 0
+    for folder in folders:
+        found, skipped = walk_images(folder, directories, in_threads)
+        images += found
+        ignored += skipped
+        if not found and directories:
+            unfiltered += len(walk_images(folder, [], in_threads)[0])
+    not_images = [f for f in files if not is_image_file(f)]
+    images += [str(f) for f in files if is_image_file(f)]
+    ignored += len(not_images)
+    images = list(dict.fromkeys(images))
+    why = ""
+    if not images:
+        where = ", ".join(map(str, folders + files))
+        why = f"no images found in {where}"
+        if unfiltered:
+            why += (f": the calibration's Directory {directories} selects none of the {unfiltered} "
+                    "image(s) there")
+        elif not_images:
+            why += f" (not images: {', '.join(f.name for f in not_images[:3])}" + \
+                   (", ...)" if len(not_images) > 3 else ")")
+        elif ignored:
+            why += f" ({ignored} other file(s) ignored: not images)"
+        else:
+            why += " (the folder is empty)" if len(folders) == 1 and not files else ""
+    return images, ignored, why
+
+
+#: Masked fraction above which a mask is probably inverted.
+MOSTLY_MASKED = 0.5
+#: Relative difference of header and calibration wavelength worth a warning.
+WAVELENGTH_TOLERANCE = 1e-4
+
+
+def calibration_warnings(cal, images: list[str]) -> list[str]:
+    """Things in the calibration that are probably mistakes, as warning texts.
+
+    * A mask that masks most of the detector: probably inverted (in a mask image a
+      non-zero pixel is masked; a valid-pixel map such as 255 = valid masks the opposite).
+    * A wavelength in the first image's header that differs from the calibration's (the
+      calibration's is used for q).
+    """
+    from saxsdog.errors import SaxsdogError
+
+    warnings: list[str] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(cal.config.get("Masks", [])):
+        name = str(entry.get("MaskFile", ""))
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            valid = cal.mask(index)
+        except (SaxsdogError, OSError, ValueError):  # reported where the mask is used
+            valid = None
+        if valid is None or valid.size == 0:
+            continue
+        masked = 1.0 - float(valid.mean())
+        if masked > MOSTLY_MASKED:
+            warnings.append(
+                f"Masks[{index}].MaskFile {name} masks {100 * masked:.0f} % of the detector's pixels: "
+                "is it inverted? In a mask image a non-zero pixel is masked (a map with 255 = valid, "
+                "such as the original's mask.tif, masks the valid pixels)")
+    wavelength = cal.config.get("Wavelength")
+    if images and isinstance(wavelength, (int, float)) and wavelength > 0:
+        from saxsdog.io.images import read_header
+
+        try:
+            header = read_header(images[0]).get("wavelength")
+        except (SaxsdogError, OSError, ValueError):  # an unreadable image fails later, with its reason
+            header = None
+        if isinstance(header, (int, float)) and header > 0 and \
+                abs(header - wavelength) > WAVELENGTH_TOLERANCE * wavelength:
+            warnings.append(
+                f"the header of {os.path.basename(images[0])} gives the wavelength {header:g} Å, the "
+                f"calibration {wavelength:g} Å; the calibration's is used (q differs by "
+                f"{100 * abs(header / wavelength - 1):.2g} %)")
+    return warnings
+
+
+_SHAPE_FAILURE = re.compile(r"image is (\d+) rows x (\d+) columns but (\d+) rows x (\d+) columns were expected")
+#: Failures of more images than this for one reason are summarised in one line.
+FAILURES_LISTED = 3
+
+
+def _failure_key(path: str, reason: str) -> str:
+    """The reason without what differs from file to file (its name, numbers)."""
+    shape = _SHAPE_FAILURE.search(reason)
+    if shape:  # images of different sizes are different problems
+        return shape.group(0)
+    text = reason.replace(path, "<file>").replace(os.path.basename(path), "<file>")
+    return re.sub(r"\d+(\.\d+)?", "#", text)
+
+
+def _likely_cause(reason: str, cal) -> str | None:
+    m = _SHAPE_FAILURE.search(reason)
+    if m:
+        rows, cols, exp_rows, exp_cols = m.groups()
+        source = getattr(cal, "path", None)
+        which = f"the calibration {source}" if source else "the calibration"
+        return (f"likely cause: {which} is for images of {exp_rows} x {exp_cols} pixels "
+                f"(Geometry.Imagesize), these are {rows} x {cols}: use the calibration of the "
+                "detector that took them")
+    if "still incomplete" in reason:
+        return ("likely cause: the files are still being written or were cut short; "
+                "a longer --retry-timeout waits for slow writers")
+    if "not an image" in reason.lower() or "unknown" in reason.lower() and "format" in reason.lower():
+        return "likely cause: these files are not detector images"
+    return None
+
+
+def failure_report(failures: dict[str, str], cal=None) -> list[str]:
+    """Report lines for failed images, grouped by reason.
+
+    A reason shared by at most :data:`FAILURES_LISTED` images gives one ``FAILED path:
+    reason`` line per image; more give one line with the count, the first file names and,
+    where it can be told, the likely cause (3000 images of the wrong size are one line).
+    """
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for path, reason in sorted(failures.items()):
+        groups.setdefault(_failure_key(path, reason), []).append((path, reason))
+    lines: list[str] = []
+    for members in sorted(groups.values(), key=len, reverse=True):
+        first_path, first_reason = members[0]
+        if len(members) <= FAILURES_LISTED:
+            lines += [f"FAILED {path}: {reason}" for path, reason in members]
+        else:
+            same = all(reason == first_reason for _, reason in members)
+            names = ", ".join(os.path.basename(p) for p, _ in members[:FAILURES_LISTED])
+            lines.append(f"FAILED {len(members)} images: {first_reason}"
+                         + ("" if same else " (details differ)"))
+            lines.append(f"  first: {names}, ... (in {os.path.dirname(first_path)})")
+        cause = _likely_cause(first_reason, cal)
+        if cause:
+            lines.append(f"  {cause}")
+    return lines
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -401,9 +642,19 @@ def _load_calibration(path: str):
     try:
         cal = Calibration(path)
     except CalibrationError as exc:
-        print(f"saxsdog: error: {exc}", file=sys.stderr)
+        print(f"saxsdog: error: {_naming_the_file(exc)}", file=sys.stderr)
         return EXIT_USAGE
     return cal, time.perf_counter() - t0
+
+
+def _naming_the_file(exc) -> str:
+    """A calibration error; "file not found" ones name the resolved path looked for."""
+    message = getattr(exc, "message", "")
+    value = getattr(exc, "value", None)
+    if message.endswith("not found") and isinstance(value, str) and value:
+        where = "" if exc.path in ("", "$") else f" (from {exc.path})"
+        return f"{message}: {Path(value).resolve()}{where}"
+    return str(exc)
 
 
 def _remove_partials(root: Path, options) -> None:
@@ -433,8 +684,8 @@ def _summary(queue, interrupted: bool, args, out, workdir) -> int:
               file=out)
     for path in queue.run_files:
         print(f"saxsdog: run file {path}", file=out)
-    for path, reason in sorted(h.failures.items()):
-        print(f"FAILED {path}: {reason}", file=out)
+    for line in failure_report(h.failures, queue.calibration):
+        print(line, file=out)
     if queue.error is not None:  # e.g. the Dask scheduler became unreachable (message says -r)
         print(f"saxsdog: error: {queue.error}", file=sys.stderr)
         return EXIT_FAILED

@@ -124,7 +124,7 @@ def read_image_size(cal: Mapping[str, Any]) -> tuple[int, int] | None:
     """
     geo = cal.get("Geometry") if isinstance(cal, Mapping) else None
     key = _present(geo, _IMAGESIZE_KEYS) if isinstance(geo, Mapping) else None
-    if key is None:
+    if key is None or not isinstance(geo, Mapping):
         return None
     size = geo[key]
     if (not isinstance(size, (list, tuple)) or len(size) != 2
@@ -319,6 +319,7 @@ def update_geometry(cal: Mapping[str, Any], values: Mapping[str, Any]) -> dict[s
         old = list(old) if isinstance(old, (list, tuple)) and old else []
         pv = v.get("pixel_v_um", old[0] if old else v.get("pixel_h_um"))
         ph = v.get("pixel_h_um", old[-1] if old else v.get("pixel_v_um"))
+        assert pv is not None and ph is not None  # one of the two is in v
         geo["PixelSizeMicroM"] = [float(pv)] if (len(old) == 1 and pv == ph) else [float(pv), float(ph)]
     if "rows" in v or "cols" in v:
         key = _present(geo, _IMAGESIZE_KEYS) or _IMAGESIZE_KEYS[0]
@@ -387,6 +388,18 @@ _INFO_PATTERNS: list[tuple[re.Pattern[str], tuple[str, ...]]] = [
     (re.compile(r"\btilt\s+angle\s*=\s*" + _NUM, re.I), ("tilt_angle_deg",)),
     (re.compile(r"\bx[-\s]*pixel\s+size\s*(?:\(\s*microns?\s*\))?\s*=\s*" + _NUM, re.I), ("pixel_h_um",)),
     (re.compile(r"\by[-\s]*pixel\s+size\s*(?:\(\s*microns?\s*\))?\s*=\s*" + _NUM, re.I), ("pixel_v_um",)),
+    # The "Best fit ..." lines of FIT2D's calibrant fit, as the original manual shows them:
+    #   INFO: Best fit beam centre (X/Y pixels) = 388.2765 807.8745
+    #   INFO: Best fit angle of tilt plane rotation (degrees) = 73.59509
+    #   INFO: Best fit angle of tilt (degrees) = -10.00601
+    # (the "(X/Y mm)" beam centre line is not in pixels and is left alone).
+    (re.compile(r"beam\s+cent(?:re|er)\s*\(\s*X\s*/\s*Y\s+pixels?\s*\)\s*=\s*" + _NUM + r"\s+" + _NUM, re.IGNORECASE),
+     ("beam_x", "beam_y")),
+    (re.compile(r"angle\s+of\s+tilt\s+plane\s+rotation\s*(?:\(\s*degrees?\s*\))?\s*=\s*" + _NUM, re.IGNORECASE),
+     ("tilt_rot_deg",)),
+    (re.compile(r"angle\s+of\s+tilt\s*(?:\(\s*degrees?\s*\))?\s*=\s*" + _NUM, re.IGNORECASE), ("tilt_angle_deg",)),
+    (re.compile(r"sample\s+to\s+detector\s+distance\s*\(\s*mm\s*\)\s*=\s*" + _NUM, re.IGNORECASE), ("distance_mm",)),
+    (re.compile(r"wavelength\s*\(\s*(?:angstroms?|Å)\s*\)\s*=\s*" + _NUM, re.IGNORECASE), ("wavelength_A",)),
 ]
 
 #: FIT2D macro keywords whose value follows on the next line.
@@ -416,7 +429,10 @@ def parse_fit2d(text: str) -> dict[str, float]:
     ----------
     text
         The ``INFO:`` lines FIT2D prints after a calibration (the ``calibration.txt``
-        the original converter read), or a FIT2D macro with keyword/value line pairs.
+        the original converter read: ``Refined ...`` values, or the ``Best fit ...``
+        lines of a calibrant fit as in the original SAXSDOG manual), or a FIT2D macro
+        with keyword/value line pairs.  When a value appears more than once (several
+        ``SOLUTION`` blocks), the last one is taken.
 
     Returns
     -------
@@ -440,14 +456,15 @@ def parse_fit2d(text: str) -> dict[str, float]:
                     found[field] = (_to_float(number), lineno)
         keyword = line.strip().upper()
         if keyword in _MACRO_KEYWORDS and lineno < len(lines):
-            value = _FULL_NUMBER.match(lines[lineno])
-            if value:
-                found[_MACRO_KEYWORDS[keyword]] = (_to_float(value.group(1)), lineno + 1)
+            number = _FULL_NUMBER.match(lines[lineno])
+            if number:
+                found[_MACRO_KEYWORDS[keyword]] = (_to_float(number.group(1)), lineno + 1)
     if not found:
         raise Fit2DParseError(
             "no FIT2D calibration values found; expected lines such as "
             "'INFO: Refined Beam centre = 387.772 808.370 (pixels)', "
-            "'INFO: Refined sample to detector distance = 1031.657 mm' "
+            "'INFO: Refined sample to detector distance = 1031.657 mm', "
+            "'INFO: Best fit beam centre (X/Y pixels) = 388.2765 807.8745' "
             "or FIT2D macro keywords such as 'X-BEAM CENTRE' followed by a number")
     values: dict[str, float] = {}
     for field, (value, lineno) in found.items():

@@ -21,7 +21,8 @@ one FIT2D's tilt implies (it turns the azimuth origin; 2θ and q are unaffected)
 spline distortion file.  Both are reported with a warning on import and otherwise ignored.
 
 Precision: a round trip calibration -> PONI -> calibration reproduces every field to about
-1e-10 for tilts of 0.1° and more.  For smaller tilts ``setFit2D`` derives ``rot1`` through
+1e-10 for tilts of 0.1° and more; imported values are rounded to ten significant digits, so
+the round trip gives back the numbers as written (-0.56, not -0.5600000000003951).  For smaller tilts ``setFit2D`` derives ``rot1`` through
 ``acos`` of a number close to 1, so the tilt plane rotation read back can differ by some
 1e-6° at a 0.001° tilt; the 2θ map is unaffected (differences below 1e-12 rad).
 """
@@ -210,6 +211,31 @@ def _pick_tilt(tilt: float, rot: float, template_tilt: float, template_rot: floa
     return tilt, rot
 
 
+#: Relative rounding noise of the PONI -> FIT2D conversion (trigonometry in doubles, about
+#: 1e-12 measured on cal.json); imported values keep the digits above it.
+_CONVERSION_PRECISION = 1e-10
+
+
+def _round_to(value: float, step: float) -> float:
+    """``value`` rounded to the decimal place of ``step`` (the digit at or just below it)."""
+    if step <= 0.0 or not math.isfinite(step) or not math.isfinite(value):
+        return value
+    return round(value, -math.floor(math.log10(step))) + 0.0  # + 0.0: never -0.0
+
+
+def _precise(value: float, reference: float | None = None) -> float:
+    """``value`` without the conversion's noise: ten significant digits (of ``reference``).
+
+    A PONI file holds doubles (pyFAI writes up to 17 digits; a short number such as 0.2
+    is exact), so the precision of the input is that of a double, of which the conversion
+    keeps about ten digits: ``-0.5600000000003951`` degrees becomes ``-0.56``, and the 2θ
+    map moves by less than 1e-11 rad.  ``reference`` is the quantity whose digits count
+    when ``value`` is derived from it by adding an integer (``rows - Y``).
+    """
+    base = value if reference is None else reference
+    return _round_to(value, abs(base) * _CONVERSION_PRECISION)
+
+
 def poni_to_calibration(path: str | os.PathLike[str], template: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read a pyFAI PONI file into a calibration.
 
@@ -261,6 +287,7 @@ def poni_to_calibration(path: str | os.PathLike[str], template: Mapping[str, Any
     if detector.splinefile:
         logger.warning("%s: the spline distortion file %s is ignored", path, detector.splinefile)
 
+    f2d = {key: _precise(value) for key, value in f2d.items()}
     tilt_angle, tilt_rot = _pick_tilt(
         f2d["tilt"], -f2d["tiltPlanRotation"],
         old.tilt_angle_deg if old is not None else 0.0,
@@ -268,14 +295,14 @@ def poni_to_calibration(path: str | os.PathLike[str], template: Mapping[str, Any
     )
     geometry = CalibrationGeometry(
         beam_x=f2d["centerX"],
-        beam_y=rows - f2d["centerY"],
+        beam_y=_precise(rows - f2d["centerY"], f2d["centerY"]),
         distance_mm=f2d["directDist"],
-        pixel_v_um=detector.pixel1 * 1e6,
-        pixel_h_um=detector.pixel2 * 1e6,
-        tilt_angle_deg=tilt_angle,
-        tilt_rot_deg=tilt_rot,
+        pixel_v_um=_precise(detector.pixel1 * 1e6),  # 171.99999999999997 -> 172.0
+        pixel_h_um=_precise(detector.pixel2 * 1e6),
+        tilt_angle_deg=_precise(tilt_angle),
+        tilt_rot_deg=_precise(tilt_rot),
         rows=rows,
         cols=cols,
-        wavelength_A=poni.wavelength * 1e10 if poni.wavelength else None,
+        wavelength_A=_precise(poni.wavelength * 1e10) if poni.wavelength else None,
     )
     return geometry.apply_to(template)

@@ -298,6 +298,15 @@ class CommandHandler:
             raise CommandError(f"{len(attachments)} attachment(s) for {len(names)} name(s) in argument.filenames")
         s = self.session
         base = s.directory if s is not None else Path(self.basedir)
+        images_conf = conf.get("Images") or {}
+        queue_list = getattr(s.queue, "filelist", None) if s is not None else None
+        if queue_list is not None and not images_conf.get("FileList") and not images_conf.get("ChiDirectory"):
+            # By default the queue's own integral parameters (I0, I1, I2), wherever -o/-R put them.
+            try:
+                resolve_inside(self.basedir, queue_list.path)
+                conf = {**conf, "Images": {"Directory": ".", **images_conf, "FileList": str(queue_list.path)}}
+            except PathOutsideBase:
+                pass
         with tempfile.TemporaryDirectory(prefix="saxsdog-merge-") as tmp:
             uploads: dict[str, Path] = {}
             for k, (name, data) in enumerate(zip(names, attachments)):
