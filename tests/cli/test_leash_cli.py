@@ -53,9 +53,9 @@ class StubServer:
             return ok_response("plot data", {"filename": "/data/run42/img_00042.tif", "stat": STAT,
                                              "array": CURVE})
         if command == "listdir":
-            return ok_response("listdir", {"directory": env["argument"]["directory"],
-                                           "dircontent": [{"isdir": False, "path": "b.tif"},
-                                                          {"isdir": True, "path": "run1"}]})
+            return ok_response("dircontent", {"directory": env["argument"]["directory"],
+                                              "dircontent": [{"isdir": False, "path": "b.tif"},
+                                                             {"isdir": True, "path": "run1"}]})
         if command == "new":
             return ok_response("new queue", {"cal": env["argument"]["calibration"]})
         return error_response(f"no queue is running ({command} ignored)")
