@@ -323,3 +323,23 @@ def test_http_command_has_no_fake_envelope(base):
     source = inspect.getsource(http_app.build_app)
     assert '"0" * 32' not in source and "validate_request" not in source
     assert Path(http_app.__file__).exists()
+
+
+def test_a_stuck_command_does_not_keep_the_server_from_exiting(tmp_path):
+    """A queue-changing command stuck for good (a close waiting on a frozen worker) must not
+    hold up the process at exit (the interpreter joins ThreadPoolExecutor threads)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, threading\n"
+        "from saxsdog.server.handler import CommandHandler\n"
+        "h = CommandHandler(sys.argv[1], rescan_interval=0, answer_within=0.1)\n"
+        "h.cmd_close = lambda arg, att: threading.Event().wait()  # never returns\n"
+        "print(h.execute('close')['result'], flush=True)\n"
+        "h.shutdown(timeout=0.2)\n"
+        "print('shut down', flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["accepted", "shut", "down"]

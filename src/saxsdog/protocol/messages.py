@@ -50,6 +50,7 @@ __all__ = [
     "PENDING_RESULT",
     "MAX_TEXT_ECHO",
     "canonical_command",
+    "unknown_command",
     "shorten",
     "validate_request",
     "validate_envelope",
@@ -121,6 +122,12 @@ def shorten(value: Any, limit: int = MAX_TEXT_ECHO) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
+def unknown_command(name: Any, where: str = "") -> ProtocolError:
+    """The error for an unknown command: the name (shortened) and the known ones."""
+    prefix = f"invalid request at {where}: " if where else ""
+    return ProtocolError(f"{prefix}unknown command {shorten(name)}; known commands: {', '.join(COMMANDS)}")
+
+
 def canonical_command(name: str) -> str:
     """The canonical command for ``name`` (aliases resolved).
 
@@ -131,7 +138,7 @@ def canonical_command(name: str) -> str:
     """
     command = _table.find_command(name)
     if command is None:
-        raise ProtocolError(f"unknown command {shorten(name)}; known commands: {', '.join(COMMANDS)}")
+        raise unknown_command(name)
     return command.name
 
 
@@ -192,7 +199,7 @@ def _describe(error) -> str:
 
 
 @lru_cache(maxsize=None)
-def _def_validator(schema_name: str, definition: str):
+def _def_validator(schema_name: str, definition: str) -> Any:
     """A validator for one ``$defs`` entry of a shipped schema."""
     import jsonschema
 
@@ -261,8 +268,7 @@ def validate_argument(command: str, argument: Any) -> Any:
     """
     spec = _table.find_command(command)
     if spec is None:
-        raise ProtocolError(f"invalid request at $.command: unknown command {shorten(command)}; "
-                            f"known commands: {', '.join(COMMANDS)}")
+        raise unknown_command(command, "$.command")
     if argument is None:
         if spec.argument_required:
             raise ProtocolError("invalid request at $.argument: missing required field 'argument' "

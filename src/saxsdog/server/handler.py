@@ -29,7 +29,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Callable
@@ -40,7 +41,7 @@ from ..errors import SaxsdogError
 from ..io.images import is_image_file
 from ..pipeline import QueueOptions
 from ..protocol.commands import PENDING_RESULT, Command, describe_commands, find_command
-from ..protocol.messages import ProtocolError, error_response, validate_argument
+from ..protocol.messages import ProtocolError, error_response, unknown_command, validate_argument
 from .ledger import Ledger
 from .paths import PathOutsideBase, relative_to_base, resolve_inside
 from .session import QueueSession
@@ -72,6 +73,57 @@ def _cut(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
+class _Workers:
+    """Daemon threads that run submitted calls in order of submission.
+
+    Unlike ``ThreadPoolExecutor`` (whose threads the interpreter joins at exit), a call
+    stuck for good (a close waiting on a frozen worker) never keeps the server from exiting.
+    """
+
+    def __init__(self, n: int, name: str):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(n)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable, *args: Any) -> Future:
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the command workers are shut down")
+            self._queue.put((future, fn, args))
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to whoever waits for the future
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Cancel the calls not started yet and let the threads end after the current one."""
+        with self._lock:
+            self._closed = True
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+            for _ in self._threads:
+                self._queue.put(None)
+
+
 class _FullResponse(dict):
     """A command method's complete response (``job`` passes on another command's answer)."""
 
@@ -98,12 +150,21 @@ class Job:
         self.finished: float | None = None
         self.future: Future = Future()
 
+    def response(self, wait: float | None) -> dict[str, Any] | None:
+        """The command's response, waiting up to ``wait`` seconds; ``None`` while it runs."""
+        try:
+            return self.future.result(timeout=wait)
+        except FutureTimeout:
+            return None
+        except CancelledError:
+            return error_response(f"{self.command!r} did not run: the server shut down first")
+
     def summary(self) -> dict[str, Any]:
         """``{"id", "command", "state", "seconds"}`` (and ``"error"`` when it failed)."""
         out: dict[str, Any] = {"id": self.id, "command": self.command, "state": "running",
                                "seconds": (self.finished or time.time()) - self.started}
-        if self.future.done():
-            resp = self.future.result()
+        resp = self.response(0) if self.future.done() else None
+        if resp is not None:
             failed = resp.get("result") == "Error"
             out["state"] = "failed" if failed else "done"
             if failed:
@@ -154,8 +215,8 @@ class CommandHandler:
         self.listeners: list[Callable[[Any], None]] = []
         self.merge_result: dict[str, Any] | None = None
         # queue-changing commands one after the other; slow read-only ones beside them
-        self._serial = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saxsdog-command")
-        self._parallel = ThreadPoolExecutor(max_workers=2, thread_name_prefix="saxsdog-tool")
+        self._serial = _Workers(1, "saxsdog-command")
+        self._parallel = _Workers(2, "saxsdog-tool")
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._jobs_lock = threading.Lock()
         self._last_serial: Job | None = None
@@ -169,12 +230,12 @@ class CommandHandler:
             return False
         try:
             with self._lock:
-                self._start_session(rec["directory"], rec["calibration"], rec["attachments"], rec["queue_id"],
-                                    rec.get("attachment_names"))
+                session = self._start_session(rec["directory"], rec["calibration"], rec["attachments"],
+                                              rec["queue_id"], rec.get("attachment_names"))
         except Exception as exc:
             log.error("cannot resume the saved queue: %s", exc)
             return False
-        log.info("resumed queue %s on %s", rec["queue_id"], self.session.directory)
+        log.info("resumed queue %s on %s", rec["queue_id"], session.directory)
         return True
 
     def shutdown(self, timeout: float = 30.0) -> None:
@@ -184,14 +245,11 @@ class CommandHandler:
         finish within ``timeout`` seconds.
         """
         self._closing = True
-        self._parallel.shutdown(wait=False, cancel_futures=True)
-        self._serial.shutdown(wait=False, cancel_futures=True)
+        self._parallel.shutdown()
+        self._serial.shutdown()
         running = self._last_serial
         if running is not None:
-            try:
-                running.future.result(timeout=timeout)
-            except (FutureTimeout, Exception):  # cancelled, or still running: stop what is there
-                pass
+            running.response(timeout)  # cancelled, finished, or still running after timeout
         with self._lock:
             if self.session is not None:
                 self.session.stop()
@@ -215,7 +273,7 @@ class CommandHandler:
         """The command's table entry and its validated argument (``ProtocolError`` if not)."""
         spec = find_command(command)
         if spec is None:  # the same message as the request check of the transports
-            validate_argument(command, argument)
+            raise unknown_command(command, "$.command")
         argument = validate_argument(spec.name, argument)
         if attachments and not spec.attachments:
             raise ProtocolError(f"{spec.name!r} takes no attachments, got {len(attachments)}")
@@ -248,14 +306,15 @@ class CommandHandler:
         job = Job(spec.name)
         pool = self._serial if spec.runs == "serial" else self._parallel
 
-        def work() -> None:
-            resp = self._respond(spec, argument, attachments)
-            job.finished = time.time()
-            job.future.set_result(resp)
+        def work() -> dict[str, Any]:
+            try:
+                return self._respond(spec, argument, attachments)
+            finally:
+                job.finished = time.time()
 
         try:
-            pool.submit(work)
-        except RuntimeError:  # the executor is shut down
+            job.future = pool.submit(work)
+        except RuntimeError:  # shut down
             job.future.set_result(error_response("the server is shutting down"))
         with self._jobs_lock:
             self._jobs[job.id] = job
@@ -270,10 +329,8 @@ class CommandHandler:
 
     @staticmethod
     def _answer(job: Job, wait: float | None) -> dict[str, Any]:
-        try:
-            return job.future.result(timeout=wait)
-        except FutureTimeout:
-            return {"result": PENDING_RESULT, "data": {"job": job.summary()}}
+        resp = job.response(wait)
+        return {"result": PENDING_RESULT, "data": {"job": job.summary()}} if resp is None else resp
 
     def execute(self, command: str, argument: Any = None, attachments: list[bytes] | None = None,
                 wait: float | None = _DEFAULT) -> dict[str, Any]:
@@ -313,7 +370,14 @@ class CommandHandler:
         attachments = list(attachments or [])
         spec, argument = self._checked(command, argument, attachments)
         if spec.runs == "serial":
-            return self._serial.submit(self._run, spec, argument, attachments).result()
+            try:
+                future = self._serial.submit(self._run, spec, argument, attachments)
+            except RuntimeError:
+                raise CommandError("the server is shutting down") from None
+            try:
+                return future.result()
+            except CancelledError:
+                raise CommandError("the server is shutting down") from None
         return self._run(spec, argument, attachments)
 
     def _require(self) -> QueueSession:
@@ -421,7 +485,7 @@ class CommandHandler:
         history: dict[str, list] = {"path": [], "frame": [], "time": [], "processed": [], "I0": [], "I1": [],
                                     "I2": [], "invariant": [], "correlation_length": [], "error": []}
         for r in rows:
-            p = next(iter(r["parameters"].values()), {}) if r["parameters"] else {}
+            p: dict[str, Any] = next(iter(r["parameters"].values()), {}) if r["parameters"] else {}
             history["path"].append(relative_to_base(self.basedir, r["path"]))
             history["frame"].append(r["frame"])
             history["time"].append(r["image_time"])
@@ -529,7 +593,7 @@ class CommandHandler:
         """A calibration from a PONI file's text, completing ``template`` (needs pyFAI)."""
         try:
             from ..io.poni import poni_to_calibration
-            import pyFAI  # noqa: F401
+            import pyFAI  # type: ignore[import-untyped]  # noqa: F401
         except ImportError:
             raise ToolUnavailable("PONI import needs pyFAI on the server: pip install 'saxsdog[pyfai]'") from None
         with tempfile.TemporaryDirectory(prefix="saxsdog-poni-") as tmp:
