@@ -124,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         handler = CommandHandler(basedir, options, state_dir=state_dir, watch=args.watch,
                                  rescan_interval=args.rescan, pool_factory=pool_factory,
                                  answer_within=ANSWER_WITHIN)  # slow commands never hold up 'stat'
-
     except SaxsdogError as exc:
         print(f"saxsdogserver: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -51,8 +51,11 @@ log = logging.getLogger(__name__)
 __all__ = ["CommandHandler", "CommandError", "ToolUnavailable", "Job", "ANSWER_WITHIN", "error_response"]
 
 #: How long the ZeroMQ command service waits for a slow command before it answers
-#: "accepted" (it answers one request at a time, so ``stat`` waits at most this long).
-ANSWER_WITHIN = 0.5
+#: "accepted" (it answers one request at a time, so ``stat`` may wait this long).
+ANSWER_WITHIN = 0.3
+#: How long a ``job`` request waits for the job before answering "accepted" again (kept
+#: short: the clients following a job take turns with everyone else on the service).
+JOB_POLL_WAIT = 0.1
 #: Finished jobs kept for the ``job`` command.
 MAX_JOBS = 32
 #: Longest error message sent back (longer ones are cut, saying how long they were).
@@ -210,7 +213,7 @@ class CommandHandler:
         self.pool_factory = pool_factory
         self.answer_within = answer_within
         self.session: QueueSession | None = None
-        self._lock = threading.RLock()  # held while a session is swapped, stopped or restored
+        self._lock = threading.RLock()  # held while the current session is swapped
         self.started = time.time()
         self.listeners: list[Callable[[Any], None]] = []
         self.merge_result: dict[str, Any] | None = None
@@ -229,9 +232,8 @@ class CommandHandler:
         if rec is None:
             return False
         try:
-            with self._lock:
-                session = self._start_session(rec["directory"], rec["calibration"], rec["attachments"],
-                                              rec["queue_id"], rec.get("attachment_names"))
+            session = self._start_session(rec["directory"], rec["calibration"], rec["attachments"],
+                                          rec["queue_id"], rec.get("attachment_names"))
         except Exception as exc:
             log.error("cannot resume the saved queue: %s", exc)
             return False
@@ -242,21 +244,30 @@ class CommandHandler:
         """Stop the queue (kept for resuming) and close the ledger.
 
         Commands still waiting for a worker thread are dropped; one already running may
-        finish within ``timeout`` seconds.
+        finish within ``timeout`` seconds.  If it does not (a close waiting on a frozen
+        worker), the server stops without it: that command owns the queue until then, and
+        the ledger resumes what was unfinished at the next start.
         """
-        self._closing = True
+        with self._lock:
+            self._closing = True
         self._parallel.shutdown()
         self._serial.shutdown()
         running = self._last_serial
-        if running is not None:
-            running.response(timeout)  # cancelled, finished, or still running after timeout
+        if running is not None and running.response(timeout) is None:
+            log.error("%r is still running after %g s; stopping without waiting for it", running.command, timeout)
+            try:
+                self.ledger.commit()
+            except Exception as exc:  # best effort: unfinished rows are queued again on restart
+                log.error("cannot commit the ledger: %s", exc)
+            return
         with self._lock:
-            if self.session is not None:
-                self.session.stop()
-                self.session = None
+            session, self.session = self.session, None
+        if session is not None:
+            session.stop()
         self.ledger.close()
 
     def _start_session(self, directory, calibration, attachments, queue_id=None, names=None) -> QueueSession:
+        """Build and start a queue (slow: calibration operators, directory walk), then make it current."""
         if self._closing:
             raise CommandError("the server is shutting down")
         session = QueueSession(self.basedir, self.state_dir, self.ledger, directory, calibration, attachments,
@@ -265,7 +276,11 @@ class CommandHandler:
         for fn in self.listeners:
             session.queue.add_callback(fn)
         session.start(watch=self.watch, rescan_interval=self.rescan_interval)
-        self.session = session
+        with self._lock:  # shutdown() either sees this session or makes us stop it
+            if self._closing:
+                session.stop()
+                raise CommandError("the server is shutting down")
+            self.session = session
         return session
 
     # -- dispatch --------------------------------------------------------------------
@@ -429,21 +444,22 @@ class CommandHandler:
             raise CommandError(f"{len(att)} attachments for {len(masks)} mask(s)")
         filenames = arg.get("filenames") or []
         names = {i: os.path.basename(n) for i, n in enumerate(filenames) if isinstance(n, str) and n and i in att}
-        with self._lock:
-            old = self.session
-            if old is not None:
-                self.session = None
-                old.stop()
-                old.forget()
-            session = self._start_session(directory, arg["calibration"], att, names=names)
+        old = self.session
+        if old is not None:  # stopped before the new one is built: one queue at a time
+            old.stop()
+            old.forget()
+            with self._lock:
+                if self.session is old:
+                    self.session = None
+        session = self._start_session(directory, arg["calibration"], att, names=names)
         return {"directory": session.directory_arg, "threads": self.options.workers}
 
     def _end_session(self, abort: bool) -> dict[str, Any]:
+        s = self._require()
+        stat = self.stat()
+        s.stop(abort=abort)  # the session stays visible to 'stat' while it finishes
+        s.forget()
         with self._lock:
-            s = self._require()
-            stat = self.stat()
-            s.stop(abort=abort)
-            s.forget()
             if self.session is s:
                 self.session = None
         return {"stat": stat}
@@ -622,12 +638,12 @@ class CommandHandler:
 
     def cmd_job(self, arg: dict, attachments: list[bytes]) -> _FullResponse:
         """The answer of a command that was still running: its own response once done,
-        else "accepted" again (after waiting up to ``answer_within``)."""
+        else "accepted" again (after waiting up to :data:`JOB_POLL_WAIT`)."""
         with self._jobs_lock:
             job = self._jobs.get(arg["id"])
         if job is None:
             raise CommandError(f"no job {arg['id']!r} (the server keeps the last {MAX_JOBS} jobs)")
-        wait = ANSWER_WITHIN if self.answer_within is None else min(self.answer_within, ANSWER_WITHIN)
+        wait = JOB_POLL_WAIT if self.answer_within is None else min(self.answer_within, JOB_POLL_WAIT)
         return _FullResponse(self._answer(job, wait))
 
 
