@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  saxsleash validate cal.json            the server checks a calibration\n"
                "  saxsleash maskpreview cal.json my.msk data/img_001.tif -o preview.png\n"
                "  saxsleash -N 1 -S tcp://node2:7777 close\n\n"
-               "exit codes: 0 ok, 1 server error, 2 usage error, 3 no answer from the server",
+               "exit codes: 0 ok, 1 server error (validate: the calibration has problems), 2 usage error, "
+               "3 no answer from the server",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", metavar="COMMAND", help="one of: " + ", ".join(table))
     p.add_argument("arguments", nargs="*", metavar="ARG", help="the command's arguments")
@@ -101,6 +102,10 @@ def _fmt_item(key: str, v: Any) -> str:
         return datetime.fromtimestamp(v).strftime("%Y-%m-%d %H:%M:%S")
     if key == "time interval" and isinstance(v, (int, float)):
         return f"{v:.3f} s"
+    if key == "job" and isinstance(v, Mapping):  # the latest queue-changing command
+        seconds = v.get("seconds")
+        took = f" ({seconds:.1f} s)" if isinstance(seconds, (int, float)) else ""
+        return f"{v.get('command')} {v.get('state')}{took}" + (f": {v['error']}" if v.get("error") else "")
     return _fmt_value(v)
 
 
