@@ -53,9 +53,9 @@ class StubServer:
             return ok_response("plot data", {"filename": "/data/run42/img_00042.tif", "stat": STAT,
                                              "array": CURVE})
         if command == "listdir":
-            return ok_response("listdir", {"directory": env["argument"]["directory"],
-                                           "dircontent": [{"isdir": False, "path": "b.tif"},
-                                                          {"isdir": True, "path": "run1"}]})
+            return ok_response("dircontent", {"directory": env["argument"]["directory"],
+                                              "dircontent": [{"isdir": False, "path": "b.tif"},
+                                                             {"isdir": True, "path": "run1"}]})
         if command == "new":
             return ok_response("new queue", {"cal": env["argument"]["calibration"]})
         return error_response(f"no queue is running ({command} ignored)")
@@ -273,3 +273,93 @@ def test_format_response_per_image_files_and_history():
     assert text.splitlines() == ["fileslist", "files:", "  run/a.tif  [done]", "    work/a.chi"]
     text = format_response({"result": "plotdata", "data": {"history": {"path": ["a", "b"], "I0": [1, 2]}}})
     assert "history: 2 record(s) (path, I0)" in text
+
+
+# --------------------------------------------------------------------------- against the real handler
+
+@pytest.fixture
+def real_server(tmp_path, data_dir):
+    """A CommandHandler served over ZeroMQ in this process, and a network file naming it."""
+    import shutil
+
+    from saxsdog.pipeline import QueueOptions
+    from saxsdog.server.handler import ANSWER_WITHIN, CommandHandler
+    from saxsdog.server.zmq_service import CommandService
+
+    base = tmp_path / "base"
+    (base / "run").mkdir(parents=True)
+    shutil.copy(data_dir / "buf1_00000.tif", base / "template.tif")
+    entry = make_entry(name="real")
+    handler = CommandHandler(base, QueueOptions(workers=1), rescan_interval=0, answer_within=ANSWER_WITHIN)
+    service = CommandService(handler, entry["Secret"], bind="tcp://127.0.0.1:*")
+    thread = threading.Thread(target=service.serve_forever, kwargs={"poll_ms": 20}, daemon=True)
+    thread.start()
+    net = tmp_path / "network"
+    write_network([dict(entry, Server=service.endpoint)], net)
+    yield handler, net
+    service.stop()
+    thread.join(5)
+    handler.shutdown()
+
+
+def test_subcommands_come_from_the_command_table(capsys):
+    from saxsdog.cli.leash import build_parser, cli_commands
+    from saxsdog.protocol.commands import COMMANDS
+
+    assert list(cli_commands()) == [c.name for c in COMMANDS if c.cli is not None]
+    epilog = build_parser().epilog
+    for c in COMMANDS:
+        assert (c.name in epilog) == (c.cli is not None), c.name
+
+
+def test_validate_convert_and_commands_against_the_server(real_server, capsys, tmp_path, data_dir):
+    _, net = real_server
+    code, out, err = run(capsys, "validate", data_dir / "cal.json", "--network", net)
+    assert code == 0, err
+    assert "the calibration is valid" in out
+    bad = json.loads((data_dir / "cal.json").read_text())
+    bad["Geometry"]["DedectorDistanceMM"] = -5
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    code, out, _ = run(capsys, "validate", tmp_path / "bad.json", "--network", net)
+    assert code == 1 and "$.Geometry.DedectorDistanceMM" in out
+    (tmp_path / "fit2d.txt").write_text("INFO: Refined Beam centre =      387.772     808.370 (pixels)\n"
+                                        "INFO: Refined sample to detector distance =     2000.5 mm\n"
+                                        "INFO: Refined wavelength =      1.00000 Angstroms\n")
+    code, out, err = run(capsys, "convertfit2d", tmp_path / "fit2d.txt", data_dir / "cal.json", "--network", net)
+    assert code == 0, err
+    cal = json.loads(out)  # the calibration itself, ready for "> cal.json"
+    assert cal["Geometry"]["DedectorDistanceMM"] == pytest.approx(2000.5)
+    code, out, err = run(capsys, "commands", "--network", net)
+    assert code == 0 and "maskpreview" in out and "convertponi" in out
+
+
+def test_maskpreview_writes_the_png(real_server, capsys, tmp_path, data_dir):
+    _, net = real_server
+    png = tmp_path / "preview.png"
+    code, out, err = run(capsys, "maskpreview", data_dir / "cal.json", data_dir / "AAA_integ.msk", "template.tif",
+                         "-o", png, "--network", net)
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {png}" in out
+    with pytest.raises(SystemExit) as info:
+        main(["maskpreview", str(data_dir / "cal.json"), "--network", str(net)])
+    assert info.value.code == 2 and "-o FILE.png" in capsys.readouterr().err
+
+
+def test_new_against_a_slow_server_prints_the_final_answer(real_server, capsys, data_dir, monkeypatch):
+    """The server answers 'accepted' while it builds; saxsleash waits for 'new queue'."""
+    import time as _time
+
+    from saxsdog.server import session as session_module
+
+    real = session_module.Calibration
+
+    def slow(*args, **kwargs):
+        _time.sleep(1.5)  # longer than the server's answer bound
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "Calibration", slow)
+    handler, net = real_server
+    code, out, err = run(capsys, "new", data_dir / "cal.json", data_dir / "AAA_integ.msk", "run",
+                         "--network", net, "--timeout", "5")
+    assert code == 0, err
+    assert out.splitlines()[0] == "new queue" and handler.session is not None

@@ -36,6 +36,13 @@ EXAMPLES = {
     "mergedata": ({"mergeconf": {"TimeOffset": "0", "LogDataTables": []}, "filenames": ["log.txt"]},
                   [b"log"]),
     "getmergedata": ({}, []),
+    "validate": ({"calibration": {"Title": "cal"}}, []),
+    "convertfit2d": ({"text": "INFO: Refined Beam centre = 1 2 (pixels)", "template": {"Title": "t"}}, []),
+    "convertponi": ({"text": "Distance: 1.0\n"}, []),
+    "maskpreview": ({"calibration": {"Title": "cal"}, "image": "run/a.tif", "index": 0,
+                     "filenames": ["m.msk"]}, [b"mask"]),
+    "commands": ({}, []),
+    "job": ({"id": "0123abcd"}, []),
 }
 
 RESPONSES = [
@@ -51,13 +58,14 @@ RESPONSES = [
     {"result": "directory refilled queue", "data": {"stat": STAT}},
     {"result": "stat", "data": {"stat": dict(STAT, **{"images failed": 2,
                                                       "stage seconds": {"read": 0.001}})}},
-    {"result": "listdir", "data": {"dircontent": [{"isdir": True, "path": "run1"},
-                                                  {"isdir": False, "path": "a.tif"}],
-                                   "directory": ["data"]}},
+    {"result": "dircontent", "data": {"dircontent": [{"isdir": True, "path": "run1"},
+                                                     {"isdir": False, "path": "a.tif"}],
+                                      "directory": ["data"]}},
     {"result": "cal", "data": {"cal": {"Title": "x"}, "history": [], "attachments": []}},
     {"result": "fileslist", "data": {"fileslist": {"chi": ["a.chi"]}}},
     {"result": "Empty", "data": {"stat": STAT}},
     {"result": "Error", "data": {"Error": "no queue"}},
+    {"result": "accepted", "data": {"job": {"id": "ab12", "command": "new", "state": "running", "seconds": 0.5}}},
 ]
 
 
@@ -204,3 +212,86 @@ def test_stat_keys_are_the_originals():
     schema = json.loads(__import__("importlib").resources.files("saxsdog.schemas")
                         .joinpath("leash_response.schema.json").read_text())
     assert schema["$defs"]["stat"]["required"] == list(STAT_KEYS)
+
+
+# --------------------------------------------------------------------------- the command table
+
+def test_views_of_the_table_agree_with_it():
+    from saxsdog.protocol import commands as table
+
+    assert COMMANDS == tuple(c.name for c in table.COMMANDS)
+    assert RESULTS == {c.name: c.result for c in table.COMMANDS}
+    assert COMMAND_ALIASES == {a: c.name for c in table.COMMANDS for a in c.aliases}
+    assert len(set(COMMANDS) | set(COMMAND_ALIASES)) == len(COMMANDS) + len(COMMAND_ALIASES)
+
+
+def test_results_keep_the_original_spellings():
+    """The results the original manual gives, and ``dircontent`` for listdir (its payload name)."""
+    assert {k: RESULTS[k] for k in ("new", "close", "abort", "readdir", "stat", "plot", "listdir")} == {
+        "new": "new queue", "close": "queue closed", "abort": "queue stopped emptied and closed",
+        "readdir": "directory refilled queue", "stat": "stat", "plot": "plot data", "listdir": "dircontent"}
+    assert {a: COMMAND_ALIASES[a] for a in ("new queue", "close queue", "abort queue", "send plot")} == {
+        "new queue": "new", "close queue": "close", "abort queue": "abort", "send plot": "plot"}
+
+
+def test_every_argument_schema_exists_and_is_used():
+    from saxsdog.protocol.commands import COMMANDS as TABLE, describe_commands
+
+    schema = json.loads(__import__("importlib").resources.files("saxsdog.schemas")
+                        .joinpath("leash_request.schema.json").read_text())
+    argument_defs = {k for k in schema["$defs"] if k.endswith("Argument")}
+    assert {c.argument for c in TABLE} == argument_defs
+    described = {d["name"]: d for d in describe_commands()}
+    assert list(described) == list(COMMANDS)
+    assert described["listdir"]["argument"]["properties"]["directory"]["items"]["maxLength"] == 255
+    assert "$ref" not in json.dumps(described)  # references resolved for the page
+    json.dumps(described, allow_nan=False)
+
+
+def test_the_envelope_schema_names_no_command():
+    """Command names live in the table only; the envelope schema takes any short string."""
+    schema = json.loads(__import__("importlib").resources.files("saxsdog.schemas")
+                        .joinpath("leash_request.schema.json").read_text())
+    assert "enum" not in schema["properties"]["command"] and "allOf" not in schema
+
+
+def test_argument_is_validated_without_an_envelope():
+    from saxsdog.protocol.messages import validate_argument
+
+    assert validate_argument("stat", None) == {}
+    assert validate_argument("close queue", {}) == {}
+    with pytest.raises(ProtocolError, match=r"\$\.argument\.directory\[0\]"):
+        validate_argument("listdir", {"directory": [".."]})
+    with pytest.raises(ProtocolError, match=r"\$\.argument: missing required field 'argument'"):
+        validate_argument("mergedata", None)
+    with pytest.raises(ProtocolError, match=r"\$\.argument\.text.*missing"):
+        validate_argument("convertfit2d", {})
+
+
+def test_a_5000_digit_integer_is_a_clear_protocol_error():
+    frame = b'{"command": "stat", "time": ' + b"9" * 5000 + b"}"
+    with pytest.raises(ProtocolError, match="an integer has more than 4300 digits"):
+        decode_request([frame])
+    env = sign_request("plotdata", {"since": 10 ** 4000}, secret=SECRET)
+    with pytest.raises(ProtocolError, match=r"\$\.argument\.since: integer too large \(4001 digits"):
+        validate_request(env)
+    env = sign_request("new", {"calibration": {"Geometry": {"Imagesize": [10 ** 30, 1]}}, "directory": ["."]},
+                       secret=SECRET)
+    with pytest.raises(ProtocolError, match=r"\$\.argument\.calibration\.Geometry\.Imagesize\[0\]"):
+        validate_request(env)
+
+
+def test_a_huge_command_name_is_not_echoed_whole():
+    name = "x" * 500_000
+    with pytest.raises(ProtocolError) as info:
+        validate_request(sign_request(name, {}, secret=SECRET))
+    message = str(info.value)
+    assert len(message) < 1000 and "(500000 characters)" in message and "unknown command" in message
+
+
+def test_shorten():
+    from saxsdog.protocol.messages import shorten
+
+    assert shorten("abc") == "'abc'"
+    assert shorten("y" * 300, 10) == "'yyyyyyyyyy'… (300 characters)"
+    assert shorten([1, 2]) == "[1, 2]"

@@ -180,14 +180,24 @@ def test_paths_never_leave_the_base(base, data_dir, tmp_path):
     os.symlink(outside, base / "run" / "escape")
     h = make_handler(base)
     try:
+        # execute() checks the argument against the command's schema first (strings and '..'
+        # are no path components); the base-directory check behind it is called directly
         for bad in ["../..", "/etc", "run/escape", ["..", "secret"], "run/../../secret"]:
             r = h.execute("listdir", {"directory": bad})
-            assert r["result"] == "Error" and "outside" in r["data"]["Error"], bad
-        listing = h.execute("listdir", {"directory": "run"})["data"]["dircontent"]
-        assert listing == [] and h.execute("listdir", {"directory": ["run"]})["data"]["directory"] == ["run"]
+            assert r["result"] == "Error" and "$.argument.directory" in r["data"]["Error"], bad
+            with pytest.raises(PathOutsideBase, match="outside"):
+                h.cmd_listdir({"directory": bad}, [])
+        r = h.execute("listdir", {"directory": ["run", "escape"]})
+        assert r["result"] == "Error" and "outside" in r["data"]["Error"]
+        assert h.cmd_listdir({"directory": "run"}, [])["dircontent"] == []
+        listing = h.execute("listdir", {"directory": ["run"]})
+        assert listing["result"] == "dircontent" and listing["data"]["dircontent"] == []
+        assert listing["data"]["directory"] == ["run"]
         arg, att = new_request(data_dir)
         arg["directory"] = ["..", "secret"]
-        assert "outside" in h.execute("new", arg, att)["data"]["Error"]
+        assert "'..'" in h.execute("new", arg, att)["data"]["Error"]
+        with pytest.raises(PathOutsideBase, match="outside"):
+            h.cmd_new(arg, att)
         arg, _ = new_request(data_dir)
         arg["calibration"]["Masks"][0]["MaskFile"] = str(data_dir / "AAA_integ.msk")
         r = h.execute("new", arg, [])

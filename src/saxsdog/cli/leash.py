@@ -12,32 +12,25 @@ from typing import Any, Mapping, Sequence
 
 EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_CONNECTION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
-#: CLI command -> (protocol command, positional arguments, help)
-CLI_COMMANDS: dict[str, tuple[str, str, str]] = {
-    "new": ("new", "CAL.json MASK DIR", "load a calibration with its mask and start a queue for "
-            "DIR (relative to the server's base directory); replaces a running queue"),
-    "close": ("close", "", "close the queue: finish what is queued, ignore new files"),
-    "abort": ("abort", "", "stop processing now; queued images are dropped"),
-    "readdir": ("readdir", "", "queue every image already in the queue's directory again"),
-    "stat": ("stat", "", "show processing statistics"),
-    "plot": ("plot", "", "plot the latest curve, repeatedly until Ctrl-C (or once into -o FILE)"),
-    "plotdata": ("plotdata", "", "print the history of the classifiers (I0, I1, I2, ...) per image"),
-    "get": ("get", "", "show the current calibration and queue directory"),
-    "listdir": ("listdir", "[DIR]", "list a directory on the server (default: its base directory)"),
-    "fileslist": ("fileslist", "", "list the files written so far"),
-    "mergedata": ("mergedata", "MERGECONF.json", "merge log tables with image data on the server"),
-    "getmergedata": ("getmergedata", "", "get the result of the last data merge"),
-}
-_NARGS = {"new": (3, 3), "listdir": (0, 1), "mergedata": (1, 1)}
+
+
+def cli_commands():
+    """The ``saxsleash`` subcommands: the command table's entries offered on the command line."""
+    from saxsdog.protocol.commands import COMMANDS
+
+    return {c.name: c for c in COMMANDS if c.cli is not None}
+
+
 _AXES = ("linear", "log", "symlog")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from saxsdog.protocol.netconf import add_network_arguments
 
-    width = max(len(c) + len(a[1]) + 1 for c, a in CLI_COMMANDS.items())
-    commands = "\n".join(f"  {(c + ' ' + a[1]).strip():<{width}}  {a[2]}"
-                         for c, a in CLI_COMMANDS.items())
+    table = cli_commands()
+    width = max(len(name) + len(c.cli.usage) + 1 for name, c in table.items())
+    commands = "\n".join(f"  {(name + ' ' + c.cli.usage).strip():<{width}}  {c.summary}"
+                         for name, c in table.items())
     p = argparse.ArgumentParser(
         prog="saxsleash",
         usage="saxsleash COMMAND [arguments] [options]",
@@ -50,10 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
                "  saxsleash plot -y log -s 10            live plot, first 10 points skipped\n"
                "  saxsleash plot -o latest.png           one plot into a file\n"
                "  saxsleash listdir data --json\n"
+               "  saxsleash validate cal.json            the server checks a calibration\n"
+               "  saxsleash maskpreview cal.json my.msk data/img_001.tif -o preview.png\n"
                "  saxsleash -N 1 -S tcp://node2:7777 close\n\n"
-               "exit codes: 0 ok, 1 server error, 2 usage error, 3 no answer from the server",
+               "exit codes: 0 ok, 1 server error (validate: the calibration has problems), 2 usage error, "
+               "3 no answer from the server",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", metavar="COMMAND", help="one of: " + ", ".join(CLI_COMMANDS))
+    p.add_argument("command", metavar="COMMAND", help="one of: " + ", ".join(table))
     p.add_argument("arguments", nargs="*", metavar="ARG", help="the command's arguments")
     p.add_argument("-S", "--server", metavar="tcp://HOSTNAME:PORT",
                    help="URL of the saxsdog server (default: the network file's Server)")
@@ -74,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--yaxsisstype", "--yaxsistype", dest="yaxistype", choices=_AXES,
                       default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     plot.add_argument("-o", "--output", metavar="FILE",
-                      help="write the plot to FILE (PNG, SVG or PDF by suffix) instead of a window")
+                      help="plot: write the plot to FILE (PNG, SVG or PDF by suffix) instead of a window; "
+                           "maskpreview: the PNG file to write")
     plot.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
                       help="seconds between plot updates (default: 1)")
     plot.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
@@ -105,6 +102,10 @@ def _fmt_item(key: str, v: Any) -> str:
         return datetime.fromtimestamp(v).strftime("%Y-%m-%d %H:%M:%S")
     if key == "time interval" and isinstance(v, (int, float)):
         return f"{v:.3f} s"
+    if key == "job" and isinstance(v, Mapping):  # the latest queue-changing command
+        seconds = v.get("seconds")
+        took = f" ({seconds:.1f} s)" if isinstance(seconds, (int, float)) else ""
+        return f"{v.get('command')} {v.get('state')}{took}" + (f": {v['error']}" if v.get("error") else "")
     return _fmt_value(v)
 
 
@@ -135,6 +136,20 @@ def format_response(resp: Mapping[str, Any]) -> str:
             lines.extend(f"  {e.get('path')}{'/' if e.get('isdir') else ''}" for e in items)
             if not items:
                 lines.append("  (empty)")
+        elif key == "problems" and isinstance(value, list):
+            if not value:
+                lines.append("the calibration is valid")
+            lines.extend(f"  {p.get('path')}: {p.get('message')}" for p in value if isinstance(p, Mapping))
+        elif key == "calibration" and isinstance(value, Mapping):
+            lines.append(json.dumps(value, indent=2, ensure_ascii=False))
+        elif key == "commands" and isinstance(value, list):
+            lines.append("commands:")
+            width = max((len(str(c.get("name"))) for c in value if isinstance(c, Mapping)), default=0)
+            lines.extend(f"  {str(c.get('name')):<{width}}  {c.get('summary', '')}"
+                         for c in value if isinstance(c, Mapping))
+        elif key == "job" and isinstance(value, Mapping):
+            lines.append(f"job: {value.get('command')} {value.get('state')} "
+                         f"({_fmt_value(value.get('seconds'))} s)")
         elif key == "directory" and isinstance(value, list):
             lines.append(f"directory: {'/'.join(str(p) for p in value) or '.'}")
         elif key == "cal" and isinstance(value, Mapping):
@@ -288,19 +303,14 @@ def _error(msg: str, code: int) -> int:
 
 
 def _build_request(cmd: str, pos: list[str]) -> tuple[str, Any, list[bytes]]:
-    from saxsdog.protocol.client import (build_mergedata_request, build_new_request,
-                                         directory_components)
+    """``(command, argument, attachments)`` from the positional arguments, by the table's builder."""
+    from saxsdog.protocol import client as builders
 
-    wire = CLI_COMMANDS[cmd][0]
-    if cmd == "new":
-        argument, attachments = build_new_request(pos[0], pos[1], pos[2])
-        return wire, argument, attachments
-    if cmd == "listdir":
-        return wire, {"directory": directory_components(pos[0] if pos else ".")}, []
-    if cmd == "mergedata":
-        argument, attachments = build_mergedata_request(pos[0])
-        return wire, argument, attachments
-    return wire, {}, []
+    spec = cli_commands()[cmd]
+    if not spec.cli.builder:
+        return spec.name, {}, []
+    argument, attachments = getattr(builders, spec.cli.builder)(*pos)
+    return spec.name, argument, attachments
 
 
 def _plot(client, args) -> int:
@@ -352,6 +362,22 @@ def _plot(client, args) -> int:
     return EXIT_OK
 
 
+def _write_png(resp: Mapping[str, Any], path: str) -> int:
+    import base64
+
+    try:
+        png = base64.b64decode((resp.get("data") or {}).get("png") or "", validate=True)
+    except ValueError:
+        png = b""
+    if not png.startswith(b"\x89PNG"):
+        return _error("the server's answer holds no PNG picture", EXIT_SERVER_ERROR)
+    from saxsdog.io.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, png)
+    print(f"saxsleash: wrote {path} ({len(png)} bytes)")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``saxsleash``; return the exit code."""
     from saxsdog.errors import SaxsdogError
@@ -362,17 +388,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     cmd = args.command
-    if cmd not in CLI_COMMANDS:
-        parser.error(f"unknown command {cmd!r}; choose from: {', '.join(CLI_COMMANDS)}")
-    lo, hi = _NARGS.get(cmd, (0, 0))
+    table = cli_commands()
+    if cmd not in table:
+        parser.error(f"unknown command {cmd!r}; choose from: {', '.join(table)}")
+    lo, hi = table[cmd].cli.min_args, table[cmd].cli.max_args
     if not lo <= len(args.arguments) <= hi:
-        usage = (cmd + " " + CLI_COMMANDS[cmd][1]).strip()
+        usage = (cmd + " " + table[cmd].cli.usage).strip()
         parser.error(f"{cmd} takes {lo if lo == hi else f'{lo} to {hi}'} argument(s): "
                      f"saxsleash {usage} (got {len(args.arguments)})")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
     if args.skip < 0 or args.clip < 0:
         parser.error("--skip and --clip must not be negative")
+    if cmd == "maskpreview" and not args.output:
+        parser.error("maskpreview needs -o FILE.png (where to write the picture)")
 
     try:
         entry = server_from_args(args)
@@ -393,16 +422,27 @@ def main(argv: list[str] | None = None) -> int:
             if cmd == "plot":
                 return _plot(client, args)
             resp = client.request(wire, argument, attachments)
+            if cmd == "maskpreview":
+                raise_for_error(resp)
+                return _write_png(resp, args.output)
             if args.json:
                 print(json.dumps(resp, indent=2, ensure_ascii=False))
             raise_for_error(resp)
-            if not args.json:
+            if args.json:
+                pass
+            elif cmd in ("convertfit2d", "convertponi"):  # the calibration file itself, for "> cal.json"
+                print(json.dumps(resp["data"]["calibration"], indent=2, ensure_ascii=False))
+            else:
                 print(format_response(resp))
+            if cmd == "validate" and (resp.get("data") or {}).get("problems"):
+                return EXIT_SERVER_ERROR  # an invalid calibration, as for a failed command
             return EXIT_OK
     except ServerError as exc:
         return _error(f"server error: {exc}", EXIT_SERVER_ERROR)
     except (TimeoutError, ConnectionError) as exc:
         return _error(str(exc), EXIT_CONNECTION)
+    except OSError as exc:  # writing the -o file
+        return _error(f"cannot write {args.output}: {exc}", EXIT_USAGE)
     except ProtocolError as exc:
         return _error(f"invalid answer from the server at {url}: {exc}", EXIT_SERVER_ERROR)
     except KeyboardInterrupt:

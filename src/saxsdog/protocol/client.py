@@ -6,22 +6,36 @@
 A request that gets no answer within ``timeout`` seconds raises :class:`TimeoutError`;
 the socket is then closed and a fresh one is made for the next request (ZeroMQ's
 "lazy pirate" pattern), because a REQ socket that missed its answer cannot send again.
+
+A slow command (``new`` building its integration operators, ``mergedata``, ...) is
+answered "accepted" with a job id while it runs; :meth:`LeashClient.request` then asks
+for the job's answer (the ``job`` command) until it is there, so callers always see the
+command's own answer.
+
+This module needs neither the calibration code nor the server: a calibration is checked
+against the shipped JSON Schema only.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import time
 from typing import Any, Iterable, Mapping
 
 import zmq
 
 from saxsdog.errors import SaxsdogError
 
-from .messages import (ERROR_RESULT, MAX_MESSAGE_BYTES, decode_response, encode_request,
-                       validate_response)
+from .messages import (ERROR_RESULT, MAX_MESSAGE_BYTES, PENDING_RESULT, decode_response,
+                       encode_request, validate_response)
 from .signing import sign_request
 
 __all__ = ["LeashClient", "ServerError", "raise_for_error", "directory_components",
-           "build_new_request", "build_mergedata_request"]
+           "build_new_request", "build_listdir_request", "build_mergedata_request",
+           "build_validate_request", "build_convert_request", "build_maskpreview_request",
+           "check_calibration"]
 
 
 class ServerError(SaxsdogError):
@@ -62,11 +76,14 @@ class LeashClient:
         A ZeroMQ context (default: the process-wide instance).
     max_response_bytes
         Largest response accepted.
+    job_timeout
+        Longest time to wait for the answer of a command the server is still running
+        (answered "accepted"), seconds.
     """
 
     def __init__(self, server_url: str, secret: str | bytes, timeout: float = 10.0,
                  context: zmq.Context | None = None,
-                 max_response_bytes: int = MAX_MESSAGE_BYTES):
+                 max_response_bytes: int = MAX_MESSAGE_BYTES, job_timeout: float = 600.0):
         if not isinstance(server_url, str) or "://" not in server_url:
             raise ValueError(f"server URL {server_url!r} is not a ZeroMQ URL like tcp://hostname:7777")
         if not secret:
@@ -76,6 +93,7 @@ class LeashClient:
         self.server_url = server_url
         self.timeout = float(timeout)
         self.max_response_bytes = int(max_response_bytes)
+        self.job_timeout = float(job_timeout)
         self.__secret = secret
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
@@ -114,7 +132,7 @@ class LeashClient:
 
     # -- requests ----------------------------------------------------------------------
     def request(self, command: str, argument: Any = None,
-                attachments: Iterable[bytes] = ()) -> dict[str, Any]:
+                attachments: Iterable[bytes] = (), follow_jobs: bool = True) -> dict[str, Any]:
         """Send a signed request and return the validated response.
 
         Parameters
@@ -125,6 +143,9 @@ class LeashClient:
             Its argument (a JSON object) or ``None``.
         attachments
             Raw bytes sent as extra frames (e.g. a mask file).
+        follow_jobs
+            When the server answers "accepted" (the command still runs), ask for its
+            answer until it is there (at most ``job_timeout`` seconds).
 
         Returns
         -------
@@ -135,10 +156,32 @@ class LeashClient:
         Raises
         ------
         TimeoutError
-            When the server does not answer within ``timeout`` seconds.
+            When the server does not answer within ``timeout`` seconds, or a command it
+            accepted is not finished within ``job_timeout``.
         ProtocolError
             When the answer is not a valid response.
         """
+        resp = self._exchange(command, argument, attachments)
+        if not follow_jobs:
+            return resp
+        deadline = time.monotonic() + self.job_timeout
+        while resp.get("result") == PENDING_RESULT:
+            job = (resp.get("data") or {}).get("job")
+            if not isinstance(job, Mapping) or not isinstance(job.get("id"), str):
+                return resp  # nothing to follow
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the saxsdog server at {self.server_url} is still running "
+                                   f"{job.get('command', command)!r} after {self.job_timeout:g} s "
+                                   f"(job {job['id']}); 'saxsleash stat' shows when it is done")
+            resp = self._exchange("job", {"id": job["id"]}, ())
+            # the server waits up to its answer bound before saying "accepted" again; a
+            # short pause keeps a server that answers at once from being flooded
+            if resp.get("result") == PENDING_RESULT:
+                time.sleep(0.05)
+        return resp
+
+    def _exchange(self, command: str, argument: Any, attachments: Iterable[bytes]) -> dict[str, Any]:
+        """One signed request and its validated response."""
         attachments = [bytes(a) for a in attachments]
         envelope = sign_request(command, argument, secret=self.__secret, attachments=attachments)
         frames = encode_request(envelope, attachments)
@@ -178,9 +221,6 @@ def directory_components(directory: str) -> list[str]:
         For an absolute path or one containing ``..`` (the server only serves what is
         below its base directory).
     """
-    import os
-    import re
-
     text = str(directory)
     if text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", text) or os.path.isabs(text):
         raise ValueError(f"directory {text!r} must be relative to the server's base directory")
@@ -192,8 +232,6 @@ def directory_components(directory: str) -> list[str]:
 
 
 def _read_json_object(path: str, what: str) -> dict[str, Any]:
-    import json
-
     try:
         with open(path, "rb") as fh:
             obj = json.loads(fh.read().decode("utf-8"))
@@ -233,17 +271,13 @@ def build_new_request(calibration: str | Mapping[str, Any], mask: str | None, di
     ------
     FileNotFoundError, ValueError, saxsdog.errors.CalibrationError
     """
-    import os
-
     if isinstance(calibration, Mapping):
         cal, base = dict(calibration), os.getcwd()
     else:
         cal = _read_json_object(str(calibration), "calibration file")
         base = os.path.dirname(os.path.abspath(str(calibration)))
     if validate:
-        from saxsdog.calibration import validate_calibration
-
-        validate_calibration(cal)
+        check_calibration(cal)
     masks = cal.get("Masks") or []
     names: list[str] = []
     frames: list[bytes] = []
@@ -278,8 +312,6 @@ def build_mergedata_request(mergeconf: str | Mapping[str, Any]
     Log files named by ``LocalPath`` in ``LogDataTables[*].Files[*]`` (relative to the
     configuration file's folder) are attached; ``filenames`` lists their ``LocalPath``.
     """
-    import os
-
     if isinstance(mergeconf, Mapping):
         conf, base = dict(mergeconf), os.getcwd()
     else:
@@ -300,3 +332,107 @@ def build_mergedata_request(mergeconf: str | Mapping[str, Any]
                 raise FileNotFoundError(f"log file {path} (LocalPath) does not exist") from None
             names.append(local)
     return {"mergeconf": conf, "filenames": names}, frames
+
+
+def check_calibration(calibration: Any) -> None:
+    """Check a calibration against the shipped calibration schema (no server, no operators).
+
+    Raises
+    ------
+    saxsdog.errors.CalibrationError
+        For the most relevant problem, naming its JSON path, value and expectation.
+    """
+    import jsonschema
+
+    from saxsdog.errors import CalibrationError
+    from saxsdog.schemas import expected_text, json_path, validator
+
+    if not isinstance(calibration, Mapping):
+        raise CalibrationError("a calibration must be a JSON object", "$", calibration, "a JSON object")
+    error = jsonschema.exceptions.best_match(validator("calibration.schema.json").iter_errors(dict(calibration)))
+    if error is None:
+        return
+    parts = list(error.absolute_path)
+    if error.validator == "required":
+        missing = next((f for f in error.validator_value if f not in error.instance), None)
+        raise CalibrationError(f"missing required field {missing!r}", json_path(parts + [missing]), None,
+                               expected_text(error))
+    if error.validator in ("oneOf", "anyOf"):
+        raise CalibrationError(error.schema.get("description", error.message), json_path(parts), None,
+                               expected_text(error))
+    raise CalibrationError(f"bad value {error.instance!r}", json_path(parts), error.instance, expected_text(error))
+
+
+def build_listdir_request(directory: str = ".") -> tuple[dict[str, Any], list[bytes]]:
+    """The argument of a ``listdir`` request (a directory relative to the server's base)."""
+    return {"directory": directory_components(directory)}, []
+
+
+def build_validate_request(calibration: str | Mapping[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+    """The argument of a ``validate`` request: a calibration file (JSON) or object."""
+    if isinstance(calibration, Mapping):
+        return {"calibration": dict(calibration)}, []
+    path = str(calibration)
+    try:
+        with open(path, "rb") as fh:
+            cal = json.loads(fh.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"calibration file {path} does not exist") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"calibration file {path} is not valid JSON: {exc}") from None
+    return {"calibration": cal}, []  # any JSON: the server reports what is wrong with it
+
+
+def build_convert_request(text_file: str, template: str | None = None) -> tuple[dict[str, Any], list[bytes]]:
+    """The argument of a ``convertfit2d`` or ``convertponi`` request.
+
+    Parameters
+    ----------
+    text_file
+        The FIT2D geometry text or PONI file.
+    template
+        A calibration file whose other fields the result keeps (optional).
+    """
+    try:
+        with open(text_file, encoding="utf-8", errors="replace") as fh:
+            text = fh.read((1 << 20) + 1)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"file {text_file} does not exist") from None
+    if len(text) > 1 << 20:
+        raise ValueError(f"{text_file} is larger than 1 MiB; that is no FIT2D or PONI text")
+    argument: dict[str, Any] = {"text": text}
+    if template:
+        argument["template"] = _read_json_object(template, "calibration file")
+    return argument, []
+
+
+def build_maskpreview_request(calibration: str | Mapping[str, Any], mask: str | None = None,
+                              image: str | None = None) -> tuple[dict[str, Any], list[bytes]]:
+    """The argument and attachment of a ``maskpreview`` request.
+
+    Parameters
+    ----------
+    calibration
+        A calibration file (JSON) or object.
+    mask
+        A local mask file to show (sent as the attachment); ``None``: the server looks
+        for the calibration's own ``MaskFile`` in its base directory.
+    image
+        An image on the server, relative to its base directory (optional).
+    """
+    if isinstance(calibration, Mapping):
+        cal = dict(calibration)
+    else:
+        cal = _read_json_object(str(calibration), "calibration file")
+    argument: dict[str, Any] = {"calibration": cal}
+    frames: list[bytes] = []
+    if mask:
+        try:
+            with open(mask, "rb") as fh:
+                frames.append(fh.read())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"mask file {mask} does not exist") from None
+        argument["filenames"] = [os.path.basename(mask)]
+    if image:
+        argument["image"] = "/".join(p for p in directory_components(image) if p != ".")
+    return argument, frames

@@ -15,46 +15,27 @@ directions, and a request (all frames together) may not exceed :data:`MAX_MESSAG
 
 Commands
 --------
-The command names are those of the manual's request schema (seed 001 §3.6.1), which is
-also what the original command-line leash sent:
-
-============== ============================================== =========================
-command        argument                                       result (``"result"``)
-============== ============================================== =========================
-new            ``{"calibration": {...}, "directory": [..],    ``new queue``
-               "filenames": [..]}`` + one mask frame per
-               calibration ``Masks`` entry (empty = no mask)
-close          none                                           ``queue closed``
-abort          none                                           ``queue stopped emptied and closed``
-readdir        none                                           ``directory refilled queue``
-stat           none                                           ``stat``
-plot           none (latest curve: ``filename``, ``array``    ``plot data``
-               = [q, I, err], ``graphs``, ``stat``)
-plotdata       ``{"since": T}`` optional (the history of      ``plotdata``
-               classifiers per image, updated after T)
-get            ``{"since": T}`` optional                      ``cal`` (calibration, directory)
-listdir        ``{"directory": [..]}`` optional               ``listdir``
-fileslist      none                                           ``fileslist``
-mergedata      ``{"mergeconf": {...}, "filenames": [..]}``    ``mergedata``
-               + the attached log files
-getmergedata   none                                           ``mergedata``
-============== ============================================== =========================
-
-The long names used in the manual's §3.5 examples (``"new queue"``, ``"close queue"``,
-``"abort queue"``, ``"send plot"``), and ``"get plotdata"``, are accepted as aliases;
-:func:`canonical_command` maps them to the names above.  Directories are lists of path
-components relative to the server's base directory (``["."]`` is the base directory itself).
+The commands, their aliases, results and argument schemas are those of the command table,
+:mod:`saxsdog.protocol.commands`; :data:`COMMANDS`, :data:`COMMAND_ALIASES` and
+:data:`RESULTS` here are views of it.  :func:`validate_request` checks the envelope against
+``leash_request.schema.json`` and then the argument against the command's own schema
+(:func:`validate_argument`), so that a transport without an envelope (the web leash)
+checks arguments the same way.  Directories are lists of path components relative to the
+server's base directory (``["."]`` is the base directory itself).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
+from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
 from saxsdog.errors import SaxsdogError
 from saxsdog.schemas import load_schema as _load_schema, validator
 
+from . import commands as _table
 from .signing import canonical_json
 
 __all__ = [
@@ -66,8 +47,14 @@ __all__ = [
     "EMPTY_RESULT",
     "STAT_KEYS",
     "MAX_MESSAGE_BYTES",
+    "PENDING_RESULT",
+    "MAX_TEXT_ECHO",
     "canonical_command",
+    "unknown_command",
+    "shorten",
     "validate_request",
+    "validate_envelope",
+    "validate_argument",
     "validate_response",
     "error_response",
     "ok_response",
@@ -80,30 +67,17 @@ __all__ = [
     "finite_or_none",
 ]
 
-#: The commands a server understands (seed 001 §3.6.1).
-COMMANDS: tuple[str, ...] = ("new", "close", "abort", "get", "plot", "plotdata", "readdir",
-                             "stat", "listdir", "fileslist", "mergedata", "getmergedata")
+#: The commands a server understands (the names of the command table).
+COMMANDS: tuple[str, ...] = _table.command_names()
 
-#: Names of the manual's §3.5 examples, accepted as aliases of :data:`COMMANDS`.
-COMMAND_ALIASES: dict[str, str] = {"new queue": "new", "close queue": "close",
-                                   "abort queue": "abort", "send plot": "plot",
-                                   "get plotdata": "plotdata"}
+#: Other names accepted for commands (the long names of the original manual's examples).
+COMMAND_ALIASES: dict[str, str] = dict(_table.ALIASES)
 
 #: The ``"result"`` a server answers to each command on success.
-RESULTS: dict[str, str] = {
-    "new": "new queue",
-    "close": "queue closed",
-    "abort": "queue stopped emptied and closed",
-    "readdir": "directory refilled queue",
-    "stat": "stat",
-    "plot": "plot data",
-    "plotdata": "plotdata",
-    "get": "cal",
-    "listdir": "listdir",
-    "fileslist": "fileslist",
-    "mergedata": "mergedata",
-    "getmergedata": "mergedata",
-}
+RESULTS: dict[str, str] = {c.name: c.result for c in _table.COMMANDS}
+
+#: The ``"result"`` of the answer to a command that is still running.
+PENDING_RESULT = _table.PENDING_RESULT
 
 #: The ``"result"`` of an error response.
 ERROR_RESULT = "Error"
@@ -123,20 +97,49 @@ class ProtocolError(SaxsdogError, ValueError):
     """A message does not follow the protocol (bad JSON, wrong shape, too large, ...)."""
 
 
+#: Longest text of a request echoed in an error message or a log line.
+MAX_TEXT_ECHO = 200
+
+#: Largest integer accepted anywhere in a request (no field of the protocol needs more).
+MAX_REQUEST_INT = 2**63 - 1
+
+
+def shorten(value: Any, limit: int = MAX_TEXT_ECHO) -> str:
+    """``repr``-like text of ``value`` for messages and logs, cut to about ``limit`` characters.
+
+    A longer text keeps its first ``limit`` characters and says how long it was, so a
+    request of half a million characters is never echoed back or logged whole:
+    ``'xxxx…' (500000 characters)``.
+    """
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}… ({len(value)} characters)"
+    try:
+        text = json.dumps(value, ensure_ascii=True, allow_nan=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def unknown_command(name: Any, where: str = "") -> ProtocolError:
+    """The error for an unknown command: the name (shortened) and the known ones."""
+    prefix = f"invalid request at {where}: " if where else ""
+    return ProtocolError(f"{prefix}unknown command {shorten(name)}; known commands: {', '.join(COMMANDS)}")
+
+
 def canonical_command(name: str) -> str:
     """The canonical command for ``name`` (aliases resolved).
 
     Raises
     ------
     ProtocolError
-        For an unknown command, naming it and listing the known ones.
+        For an unknown command, naming it (shortened) and listing the known ones.
     """
-    if isinstance(name, str):
-        if name in COMMANDS:
-            return name
-        if name in COMMAND_ALIASES:
-            return COMMAND_ALIASES[name]
-    raise ProtocolError(f"unknown command {name!r}; known commands: {', '.join(COMMANDS)}")
+    command = _table.find_command(name)
+    if command is None:
+        raise unknown_command(name)
+    return command.name
 
 
 # --------------------------------------------------------------------------- schemas
@@ -195,13 +198,25 @@ def _describe(error) -> str:
     return error.message
 
 
-def _check(instance: Any, schema_name: str, what: str) -> None:
+@lru_cache(maxsize=None)
+def _def_validator(schema_name: str, definition: str) -> Any:
+    """A validator for one ``$defs`` entry of a shipped schema."""
     import jsonschema
 
-    error = jsonschema.exceptions.best_match(_validator(schema_name).iter_errors(instance))
+    schema = load_schema(schema_name)
+    sub = {"$schema": schema.get("$schema"), "$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
+    return jsonschema.validators.validator_for(schema)(sub)
+
+
+def _check(instance: Any, schema_name: str, what: str, definition: str | None = None,
+           prefix: Sequence[Any] = ()) -> None:
+    import jsonschema
+
+    v = _validator(schema_name) if definition is None else _def_validator(schema_name, definition)
+    error = jsonschema.exceptions.best_match(v.iter_errors(instance))
     if error is None:
         return
-    parts = list(error.absolute_path)
+    parts = list(prefix) + list(error.absolute_path)
     if error.validator == "required":
         missing = next((f for f in error.validator_value if f not in error.instance), None)
         raise ProtocolError(f"invalid {what} at {json_path(parts + [missing])}: "
@@ -209,15 +224,68 @@ def _check(instance: Any, schema_name: str, what: str) -> None:
     raise ProtocolError(f"invalid {what} at {json_path(parts)}: {_describe(error)}")
 
 
-def validate_request(envelope: Any) -> None:
-    """Check a request envelope against ``leash_request.schema.json``.
+def _check_numbers(value: Any, path: str, depth: int = 0) -> None:
+    """Refuse integers beyond 64 bits anywhere in ``value`` (no field needs them, and a
+    5000-digit number only ends in an overflow somewhere deep in the server)."""
+    if depth > 200:
+        raise ProtocolError(f"invalid request at {path}: nested too deeply")
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if abs(value) > MAX_REQUEST_INT:
+            raise ProtocolError(f"invalid request at {path}: integer too large "
+                                f"({len(str(abs(value)))} digits; at most {MAX_REQUEST_INT})")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_numbers(v, f"{path}.{k}" if isinstance(k, str) and k.isidentifier()
+                           else f"{path}[{shorten(k, 40)}]", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_numbers(v, f"{path}[{i}]", depth + 1)
+
+
+def validate_argument(command: str, argument: Any) -> Any:
+    """Check a command's argument against its schema in the command table.
+
+    Parameters
+    ----------
+    command
+        A command name or alias.
+    argument
+        The argument (``None``: no argument).
+
+    Returns
+    -------
+    dict
+        The argument to carry out the command with (``{}`` for none).
 
     Raises
     ------
     ProtocolError
-        Naming the JSON path and the problem, e.g.
+        For an unknown command, or naming the JSON path and the problem, e.g.
         ``invalid request at $.argument.directory[1]: bad value "..": expected one path
         component: not empty, not '..', without '/', '\\' or NUL``.
+    """
+    spec = _table.find_command(command)
+    if spec is None:
+        raise unknown_command(command, "$.command")
+    if argument is None:
+        if spec.argument_required:
+            raise ProtocolError("invalid request at $.argument: missing required field 'argument' "
+                                f"({spec.name!r} needs one)")
+        return {}
+    _check_numbers(argument, "$.argument")
+    _check(argument, "leash_request.schema.json", "request", spec.argument, ["argument"])
+    return argument
+
+
+def validate_envelope(envelope: Any) -> None:
+    """Check a request envelope (not its argument) against ``leash_request.schema.json``.
+
+    Raises
+    ------
+    ProtocolError
+        Naming the JSON path and the problem.
     """
     if not isinstance(envelope, Mapping):
         raise ProtocolError(f"invalid request at $: expected a JSON object, got {_short(envelope)}")
@@ -230,7 +298,21 @@ def validate_request(envelope: Any) -> None:
         canonical_command(command)
     except ProtocolError as exc:
         raise ProtocolError(f"invalid request at $.command: {exc}") from None
+    _check_numbers({k: v for k, v in envelope.items() if k != "argument"}, "$")
     _check(dict(envelope), "leash_request.schema.json", "request")
+
+
+def validate_request(envelope: Any) -> None:
+    """Check a request: the envelope (:func:`validate_envelope`), then its argument
+    (:func:`validate_argument`).
+
+    Raises
+    ------
+    ProtocolError
+        Naming the JSON path and the problem.
+    """
+    validate_envelope(envelope)
+    validate_argument(envelope["command"], envelope.get("argument"))
 
 
 def validate_response(resp: Any) -> None:
@@ -288,6 +370,11 @@ def _loads(frame: bytes, what: str) -> dict[str, Any]:
                             f"column {exc.colno}") from None
     except RecursionError:
         raise ProtocolError(f"{what} is nested too deeply") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 4300
+        reason = (f"an integer has more than {limit} digits" if "integer string conversion" in str(exc)
+                  else shorten(str(exc), 120))
+        raise ProtocolError(f"{what} is not acceptable JSON: {reason}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"{what} must be a JSON object, got {type(obj).__name__ if obj is not None else 'null'}")
     return obj

@@ -1,19 +1,37 @@
 """The command handler: every leash command, independent of the transport.
 
 Transports (ZeroMQ, HTTP) authenticate a request, then call :meth:`CommandHandler.execute`
-with the command name, its argument and any attachments; the handler returns the
-response dict (``{"result": ..., "data": {...}}``) and never raises: errors become
+with the command name, its argument and any attachments; the handler checks the argument
+against the command's schema, carries the command out and returns the response dict
+(``{"result": ..., "data": {...}}``).  It never raises: errors become
 ``{"result": "Error", "data": {"Error": message}}``.
+
+What each command is called, answers and accepts comes from the command table,
+:mod:`saxsdog.protocol.commands`; command ``X`` is carried out by the method ``cmd_X``,
+which returns the answer's ``data`` (the ``result`` is the table's).
+
+Slow work never runs on the thread that answers requests: commands that change the queue
+(``new``, ``close``, ``abort``, ``readdir``, ``mergedata``) run one after the other on a
+worker thread, slow read-only ones (``listdir``, ``maskpreview``, ``convertponi``) in a
+small pool.  :meth:`~CommandHandler.execute` waits for them at most ``answer_within``
+seconds (``None``: until done), then answers ``"accepted"`` with ``data.job``; the
+``job`` command fetches the final answer, and ``stat`` keeps answering meanwhile.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
 import tempfile
 import threading
 import time
+import uuid
+from collections import OrderedDict
+import queue
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,25 +40,139 @@ import numpy as np
 from ..errors import SaxsdogError
 from ..io.images import is_image_file
 from ..pipeline import QueueOptions
+from ..protocol.commands import PENDING_RESULT, Command, describe_commands, find_command
+from ..protocol.messages import ProtocolError, error_response, unknown_command, validate_argument
 from .ledger import Ledger
 from .paths import PathOutsideBase, relative_to_base, resolve_inside
 from .session import QueueSession
 
 log = logging.getLogger(__name__)
 
-#: Legacy long command names of the original protocol examples, and their short forms.
-ALIASES = {
-    "close queue": "close", "abort queue": "abort", "new queue": "new", "send plot": "plot",
-    "get plotdata": "plotdata",
-}
+__all__ = ["CommandHandler", "CommandError", "ToolUnavailable", "Job", "ANSWER_WITHIN", "error_response"]
+
+#: How long the ZeroMQ command service waits for a slow command before it answers
+#: "accepted" (it answers one request at a time, so ``stat`` may wait this long).
+ANSWER_WITHIN = 0.3
+#: How long a ``job`` request waits for the job before answering "accepted" again (kept
+#: short: the clients following a job take turns with everyone else on the service).
+JOB_POLL_WAIT = 0.1
+#: Finished jobs kept for the ``job`` command.
+MAX_JOBS = 32
+#: Longest error message sent back (longer ones are cut, saying how long they were).
+MAX_ERROR_CHARS = 1000
+
+_DEFAULT: Any = object()
 
 
 class CommandError(SaxsdogError):
     """A command cannot be carried out (the message goes back to the client)."""
 
 
-def error_response(message: str) -> dict[str, Any]:
-    return {"result": "Error", "data": {"Error": str(message)}}
+class ToolUnavailable(CommandError):
+    """A command needs an optional package the server does not have."""
+
+
+def _cut(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+class _Workers:
+    """Daemon threads that run submitted calls in order of submission.
+
+    Unlike ``ThreadPoolExecutor`` (whose threads the interpreter joins at exit), a call
+    stuck for good (a close waiting on a frozen worker) never keeps the server from exiting.
+    """
+
+    def __init__(self, n: int, name: str):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(n)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable, *args: Any) -> Future:
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the command workers are shut down")
+            self._queue.put((future, fn, args))
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to whoever waits for the future
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Cancel the calls not started yet and let the threads end after the current one."""
+        with self._lock:
+            self._closed = True
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+            for _ in self._threads:
+                self._queue.put(None)
+
+
+class _FullResponse(dict):
+    """A command method's complete response (``job`` passes on another command's answer)."""
+
+
+class Job:
+    """A command running (or run) on the handler's worker threads.
+
+    Attributes
+    ----------
+    id
+        Random hex id, for the ``job`` command.
+    command
+        The command's name.
+    started, finished
+        Server times (``finished`` is ``None`` while it runs).
+    future
+        Resolves to the command's response.
+    """
+
+    def __init__(self, command: str):
+        self.id = uuid.uuid4().hex[:16]
+        self.command = command
+        self.started = time.time()
+        self.finished: float | None = None
+        self.future: Future = Future()
+
+    def response(self, wait: float | None) -> dict[str, Any] | None:
+        """The command's response, waiting up to ``wait`` seconds; ``None`` while it runs."""
+        try:
+            return self.future.result(timeout=wait)
+        except FutureTimeout:
+            return None
+        except CancelledError:
+            return error_response(f"{self.command!r} did not run: the server shut down first")
+
+    def summary(self) -> dict[str, Any]:
+        """``{"id", "command", "state", "seconds"}`` (and ``"error"`` when it failed)."""
+        out: dict[str, Any] = {"id": self.id, "command": self.command, "state": "running",
+                               "seconds": (self.finished or time.time()) - self.started}
+        resp = self.response(0) if self.future.done() else None
+        if resp is not None:
+            failed = resp.get("result") == "Error"
+            out["state"] = "failed" if failed else "done"
+            if failed:
+                out["error"] = resp["data"]["Error"]
+        return out
 
 
 class CommandHandler:
@@ -60,11 +192,16 @@ class CommandHandler:
         Seconds between reconciliation scans (0: never).
     pool_factory
         Execution backend for the queues.
+    answer_within
+        Longest wait of :meth:`execute` for a command running on a worker thread before
+        it answers "accepted" (``None``: wait until it is done).  The ZeroMQ service uses
+        :data:`ANSWER_WITHIN`.
     """
 
     def __init__(self, basedir: str | os.PathLike[str], options: QueueOptions | None = None,
                  state_dir: str | os.PathLike[str] | None = None, watch: bool = False,
-                 rescan_interval: float = 30.0, pool_factory: Callable | None = None):
+                 rescan_interval: float = 30.0, pool_factory: Callable | None = None,
+                 answer_within: float | None = None):
         self.basedir = Path(os.path.realpath(basedir))
         if not self.basedir.is_dir():
             raise SaxsdogError(f"base directory {basedir} does not exist")
@@ -74,11 +211,19 @@ class CommandHandler:
         self.watch = watch
         self.rescan_interval = rescan_interval
         self.pool_factory = pool_factory
+        self.answer_within = answer_within
         self.session: QueueSession | None = None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # held while the current session is swapped
         self.started = time.time()
         self.listeners: list[Callable[[Any], None]] = []
         self.merge_result: dict[str, Any] | None = None
+        # queue-changing commands one after the other; slow read-only ones beside them
+        self._serial = _Workers(1, "saxsdog-command")
+        self._parallel = _Workers(2, "saxsdog-tool")
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._jobs_lock = threading.Lock()
+        self._last_serial: Job | None = None
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------
     def restore(self) -> bool:
@@ -87,62 +232,188 @@ class CommandHandler:
         if rec is None:
             return False
         try:
-            self._start_session(rec["directory"], rec["calibration"], rec["attachments"], rec["queue_id"],
-                                rec.get("attachment_names"))
+            session = self._start_session(rec["directory"], rec["calibration"], rec["attachments"],
+                                          rec["queue_id"], rec.get("attachment_names"))
         except Exception as exc:
             log.error("cannot resume the saved queue: %s", exc)
             return False
-        log.info("resumed queue %s on %s", rec["queue_id"], self.session.directory)
+        log.info("resumed queue %s on %s", rec["queue_id"], session.directory)
         return True
 
-    def shutdown(self) -> None:
-        """Stop the queue (kept for resuming) and close the ledger."""
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop the queue (kept for resuming) and close the ledger.
+
+        Commands still waiting for a worker thread are dropped; one already running may
+        finish within ``timeout`` seconds.  If it does not (a close waiting on a frozen
+        worker), the server stops without it: that command owns the queue until then, and
+        the ledger resumes what was unfinished at the next start.
+        """
         with self._lock:
-            if self.session is not None:
-                self.session.stop()
-                self.session = None
+            self._closing = True
+        self._parallel.shutdown()
+        self._serial.shutdown()
+        running = self._last_serial
+        if running is not None and running.response(timeout) is None:
+            log.error("%r is still running after %g s; stopping without waiting for it", running.command, timeout)
+            try:
+                self.ledger.commit()
+            except Exception as exc:  # best effort: unfinished rows are queued again on restart
+                log.error("cannot commit the ledger: %s", exc)
+            return
+        with self._lock:
+            session, self.session = self.session, None
+        if session is not None:
+            session.stop()
         self.ledger.close()
 
     def _start_session(self, directory, calibration, attachments, queue_id=None, names=None) -> QueueSession:
+        """Build and start a queue (slow: calibration operators, directory walk), then make it current."""
+        if self._closing:
+            raise CommandError("the server is shutting down")
         session = QueueSession(self.basedir, self.state_dir, self.ledger, directory, calibration, attachments,
                                self.options, queue_id=queue_id, pool_factory=self.pool_factory,
                                attachment_names=names)
         for fn in self.listeners:
             session.queue.add_callback(fn)
         session.start(watch=self.watch, rescan_interval=self.rescan_interval)
-        self.session = session
+        with self._lock:  # shutdown() either sees this session or makes us stop it
+            if self._closing:
+                session.stop()
+                raise CommandError("the server is shutting down")
+            self.session = session
         return session
 
     # -- dispatch --------------------------------------------------------------------
-    def execute(self, command: str, argument: Any = None, attachments: list[bytes] | None = None) -> dict[str, Any]:
-        """Carry out one command; always returns a response dict."""
-        name = ALIASES.get(command, command)
-        method = getattr(self, "cmd_" + name, None) if isinstance(name, str) and name.isidentifier() else None
-        if method is None:
-            return error_response(f"unknown command {command!r}")
+    def _checked(self, command: Any, argument: Any, attachments: list[bytes]) -> tuple[Command, dict]:
+        """The command's table entry and its validated argument (``ProtocolError`` if not)."""
+        spec = find_command(command)
+        if spec is None:  # the same message as the request check of the transports
+            raise unknown_command(command, "$.command")
+        argument = validate_argument(spec.name, argument)
+        if attachments and not spec.attachments:
+            raise ProtocolError(f"{spec.name!r} takes no attachments, got {len(attachments)}")
+        return spec, argument
+
+    def _run(self, spec: Command, argument: dict, attachments: list[bytes]) -> Any:
+        """Carry out a checked command: its ``data`` (or a full response); raises on failure."""
         try:
-            with self._lock:
-                return method(argument if argument is not None else {}, attachments or [])
+            return getattr(self, spec.method)(argument, attachments)
+        except MemoryError:
+            # the failed allocation is released once this frame is left
+            hint = (": the calibration's image size (Geometry.Imagesize) is probably far too large"
+                    if spec.name == "new" else "")
+            raise CommandError(f"not enough memory for {spec.name!r}{hint} (MemoryError)") from None
+
+    def _respond(self, spec: Command, argument: dict, attachments: list[bytes]) -> dict[str, Any]:
+        """:meth:`_run` as a response; never raises."""
+        try:
+            data = self._run(spec, argument, attachments)
         except SaxsdogError as exc:
-            return error_response(str(exc))
+            return error_response(_cut(str(exc)))
         except Exception as exc:  # the server keeps serving whatever happens
-            log.exception("command %s failed", name)
-            return error_response(f"internal error in {name}: {type(exc).__name__}: {exc}")
+            log.exception("command %s failed", spec.name)
+            return error_response(_cut(f"internal error in {spec.name}: {type(exc).__name__}: {exc}"))
+        if isinstance(data, _FullResponse):
+            return dict(data)
+        return {"result": spec.result, "data": data}
+
+    def _submit(self, spec: Command, argument: dict, attachments: list[bytes]) -> Job:
+        job = Job(spec.name)
+        pool = self._serial if spec.runs == "serial" else self._parallel
+
+        def work() -> dict[str, Any]:
+            try:
+                return self._respond(spec, argument, attachments)
+            finally:
+                job.finished = time.time()
+
+        try:
+            job.future = pool.submit(work)
+        except RuntimeError:  # shut down
+            job.future.set_result(error_response("the server is shutting down"))
+        with self._jobs_lock:
+            self._jobs[job.id] = job
+            while len(self._jobs) > MAX_JOBS:
+                oldest = next((k for k, j in self._jobs.items() if j.future.done()), None)
+                if oldest is None:
+                    break
+                del self._jobs[oldest]
+            if spec.runs == "serial":
+                self._last_serial = job
+        return job
+
+    @staticmethod
+    def _answer(job: Job, wait: float | None) -> dict[str, Any]:
+        resp = job.response(wait)
+        return {"result": PENDING_RESULT, "data": {"job": job.summary()}} if resp is None else resp
+
+    def execute(self, command: str, argument: Any = None, attachments: list[bytes] | None = None,
+                wait: float | None = _DEFAULT) -> dict[str, Any]:
+        """Carry out one command; always returns a response dict.
+
+        Parameters
+        ----------
+        command
+            A command name or alias of the command table.
+        argument
+            Its argument (checked against its schema here).
+        attachments
+            The attachment frames.
+        wait
+            For a command that runs on a worker thread: seconds to wait for its answer
+            before answering "accepted" with ``data.job`` (``None``: until done; default
+            ``answer_within``).
+        """
+        attachments = list(attachments or [])
+        try:
+            spec, argument = self._checked(command, argument, attachments)
+        except ProtocolError as exc:
+            return error_response(str(exc))
+        if spec.runs == "inline":
+            return self._respond(spec, argument, attachments)
+        return self._answer(self._submit(spec, argument, attachments),
+                            self.answer_within if wait is _DEFAULT else wait)
+
+    def call(self, command: str, argument: Any = None, attachments: list[bytes] | None = None) -> Any:
+        """Carry out one command in the calling thread and return its ``data``.
+
+        For transports that map errors themselves (the web leash's tool routes): raises
+        :class:`~saxsdog.protocol.messages.ProtocolError` for a bad argument and the
+        command's own errors (``SaxsdogError``, ``PathOutsideBase``, ...).  Commands that
+        change the queue still run on the command worker thread, after those before them.
+        """
+        attachments = list(attachments or [])
+        spec, argument = self._checked(command, argument, attachments)
+        if spec.runs == "serial":
+            try:
+                future = self._serial.submit(self._run, spec, argument, attachments)
+            except RuntimeError:
+                raise CommandError("the server is shutting down") from None
+            try:
+                return future.result()
+            except CancelledError:
+                raise CommandError("the server is shutting down") from None
+        return self._run(spec, argument, attachments)
 
     def _require(self) -> QueueSession:
-        if self.session is None:
+        s = self.session
+        if s is None:
             raise CommandError("no queue is running; send 'new' first")
-        return self.session
+        return s
+
 
     # -- statistics ------------------------------------------------------------------
     def stat(self) -> dict[str, Any]:
-        """The original's stat keys, plus failures and per-stage timings."""
+        """The original's stat keys, plus failures, per-stage timings and the latest queue-changing
+        command (``job``: running, done or failed)."""
         now = time.time()
         s = self.session
+        last = self._last_serial  # the latest queue-changing command (running or finished)
+        job = None if last is None else last.summary()
         if s is None:
             return {"time interval": now - self.started, "queue length": 0, "frames per sec": 0.0,
                     "images processed": 0, "pics": 0, "images failed": 0, "time": now,
-                    "start time": self.started, "mergecount": 0}
+                    "start time": self.started, "mergecount": 0, "job": job}
         st = s.queue.stats()
         self.ledger.commit()  # report only what is durable
         counts = self.ledger.counts(s.queue_id)
@@ -161,12 +432,11 @@ class CommandHandler:
             "start time": s.started,
             "mergecount": 0,
             "directory": relative_to_base(self.basedir, s.directory),
+            "job": job,
         }
 
-    # -- commands --------------------------------------------------------------------
+    # -- commands: the queue ---------------------------------------------------------
     def cmd_new(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
-        if not isinstance(arg, dict) or not isinstance(arg.get("calibration"), dict):
-            raise CommandError("'new' needs argument.calibration (the calibration object)")
         directory = arg.get("directory", ["."])
         masks = arg["calibration"].get("Masks", [])
         att = {i: a for i, a in enumerate(attachments)} if attachments else {}
@@ -175,44 +445,43 @@ class CommandHandler:
         filenames = arg.get("filenames") or []
         names = {i: os.path.basename(n) for i, n in enumerate(filenames) if isinstance(n, str) and n and i in att}
         old = self.session
-        if old is not None:
+        if old is not None:  # stopped before the new one is built: one queue at a time
             old.stop()
             old.forget()
-            self.session = None
-        self._start_session(directory, arg["calibration"], att, names=names)
-        return {"result": "new queue", "data": {"directory": self.session.directory_arg,
-                                                "threads": self.options.workers}}
+            with self._lock:
+                if self.session is old:
+                    self.session = None
+        session = self._start_session(directory, arg["calibration"], att, names=names)
+        return {"directory": session.directory_arg, "threads": self.options.workers}
 
-    def cmd_close(self, arg, attachments) -> dict[str, Any]:
+    def _end_session(self, abort: bool) -> dict[str, Any]:
         s = self._require()
         stat = self.stat()
-        s.stop()
+        s.stop(abort=abort)  # the session stays visible to 'stat' while it finishes
         s.forget()
-        self.session = None
-        return {"result": "queue closed", "data": {"stat": stat}}
+        with self._lock:
+            if self.session is s:
+                self.session = None
+        return {"stat": stat}
 
-    def cmd_abort(self, arg, attachments) -> dict[str, Any]:
+    def cmd_close(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        return self._end_session(abort=False)
+
+    def cmd_abort(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        return self._end_session(abort=True)
+
+    def cmd_readdir(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        n = self._require().readdir()
+        return {"stat": self.stat(), "queued": n}
+
+    def cmd_stat(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        return {"stat": self.stat()}
+
+    def cmd_get(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
         s = self._require()
-        stat = self.stat()
-        s.stop(abort=True)
-        s.forget()
-        self.session = None
-        return {"result": "queue stopped emptied and closed", "data": {"stat": stat}}
+        return {"cal": s.calibration_raw, "directory": s.directory_arg, "threads": self.options.workers}
 
-    def cmd_readdir(self, arg, attachments) -> dict[str, Any]:
-        s = self._require()
-        n = s.readdir()
-        return {"result": "directory refilled queue", "data": {"stat": self.stat(), "queued": n}}
-
-    def cmd_stat(self, arg, attachments) -> dict[str, Any]:
-        return {"result": "stat", "data": {"stat": self.stat()}}
-
-    def cmd_get(self, arg, attachments) -> dict[str, Any]:
-        s = self._require()
-        return {"result": "cal", "data": {"cal": s.calibration_raw, "directory": s.directory_arg,
-                                          "threads": self.options.workers}}
-
-    def cmd_plot(self, arg, attachments) -> dict[str, Any]:
+    def cmd_plot(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
         s = self._require()
         latest = s.queue.history.latest_curves
         graphs = []
@@ -222,18 +491,17 @@ class CommandHandler:
             filename = relative_to_base(self.basedir, latest.path)
             params = latest.parameters
             graphs = [{**g, "array": [np.asarray(a).tolist() for a in g["array"]]} for g in latest.curves or []]
-        return {"result": "plot data", "data": {
-            "filename": filename, "stat": self.stat(), "graphs": graphs, "IntegralParameters": params,
-            "array": graphs[0]["array"] if graphs else [[], [], []]}}
+        return {"filename": filename, "stat": self.stat(), "graphs": graphs, "IntegralParameters": params,
+                "array": graphs[0]["array"] if graphs else [[], [], []]}
 
-    def cmd_plotdata(self, arg, attachments) -> dict[str, Any]:
+    def cmd_plotdata(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
         s = self._require()
-        since = float(arg.get("since", 0.0)) if isinstance(arg, dict) else 0.0
+        since = float(arg.get("since", 0.0))
         rows = self.ledger.history(s.queue_id, since=since)
-        history = {"path": [], "frame": [], "time": [], "processed": [], "I0": [], "I1": [], "I2": [],
-                   "invariant": [], "correlation_length": [], "error": []}
+        history: dict[str, list] = {"path": [], "frame": [], "time": [], "processed": [], "I0": [], "I1": [],
+                                    "I2": [], "invariant": [], "correlation_length": [], "error": []}
         for r in rows:
-            p = next(iter(r["parameters"].values()), {}) if r["parameters"] else {}
+            p: dict[str, Any] = next(iter(r["parameters"].values()), {}) if r["parameters"] else {}
             history["path"].append(relative_to_base(self.basedir, r["path"]))
             history["frame"].append(r["frame"])
             history["time"].append(r["image_time"])
@@ -242,18 +510,18 @@ class CommandHandler:
                 history[k].append(p.get(k))
             history["error"].append(r["error"])
         last = rows[-1]["updated"] if rows else since
-        return {"result": "plotdata", "data": {"history": history, "stat": self.stat(), "until": last}}
+        return {"history": history, "stat": self.stat(), "until": last}
 
-    def cmd_fileslist(self, arg, attachments) -> dict[str, Any]:
+    def cmd_fileslist(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
         s = self._require()
         rows = self.ledger.history(s.queue_id)
         files = {relative_to_base(self.basedir, r["path"]) + (f"#{r['frame']}" if r["frame"] else ""):
                  {"outputs": [relative_to_base(self.basedir, o) for o in r["outputs"]], "state": r["state"],
                   "error": r["error"]} for r in rows}
-        return {"result": "fileslist", "data": {"fileslist": files}}
+        return {"fileslist": files}
 
-    def cmd_listdir(self, arg, attachments) -> dict[str, Any]:
-        requested = arg.get("directory", ".") if isinstance(arg, dict) else "."
+    def cmd_listdir(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        requested = arg.get("directory", ".")
         if requested in ({}, None, ""):
             requested = "."
         path = resolve_inside(self.basedir, requested)
@@ -272,11 +540,10 @@ class CommandHandler:
             entries.append({"isdir": isdir, "path": entry.name,
                             "image": (not isdir) and is_image_file(entry.name)})
         rel = relative_to_base(self.basedir, path)
-        return {"result": "dircontent", "data": {
-            "dircontent": entries, "directory": [] if rel == "." else rel.split(os.sep)}}
+        return {"dircontent": entries, "directory": [] if rel == "." else rel.split(os.sep)}
 
-    def cmd_mergedata(self, arg, attachments) -> dict[str, Any]:
-        """Merge log tables with the queue's images (seed 001 §3.6.3) and keep the table.
+    def cmd_mergedata(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        """Merge log tables with the queue's images (the original manual's data merge) and keep the table.
 
         ``LocalPath`` log files come attached to the request (``argument.filenames`` names
         them, in the order of the attachments); ``RemotePath`` files, the image folder and
@@ -287,12 +554,10 @@ class CommandHandler:
         try:
             from ..merge import merge
         except ImportError as exc:
-            raise CommandError(f"data merge is not available: {exc}") from None
-        conf = arg.get("mergeconf") if isinstance(arg, dict) else None
-        if not isinstance(conf, dict):
-            raise CommandError("'mergedata' needs argument.mergeconf")
+            raise ToolUnavailable(f"data merge is not available: {exc}") from None
+        conf = arg["mergeconf"]
         names = arg.get("filenames") or []
-        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        if not all(isinstance(n, str) and n for n in names):
             raise CommandError("argument.filenames must be a list of the attached files' LocalPath names")
         if len(names) != len(attachments):
             raise CommandError(f"{len(attachments)} attachment(s) for {len(names)} name(s) in argument.filenames")
@@ -330,17 +595,76 @@ class CommandHandler:
                                  for p in df["path"]])
         self.merge_result = {"columns": list(map(str, df.columns)),
                              "rows": df.astype(object).where(df.notna(), None).values.tolist()}
-        return {"result": "mergedata", "data": {"rows": len(df), "columns": self.merge_result["columns"],
-                                                "written": written, "shift": result.shift}}
+        return {"rows": len(df), "columns": self.merge_result["columns"], "written": written,
+                "shift": result.shift}
 
-    def cmd_getmergedata(self, arg, attachments) -> dict[str, Any]:
+    def cmd_getmergedata(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
         if self.merge_result is None:
             raise CommandError("no merged data yet; send 'mergedata' first")
-        return {"result": "mergedata", "data": {"data": self.merge_result}}
+        return {"data": self.merge_result}
+
+    # -- commands: calibration tools -------------------------------------------------
+    def cmd_validate(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        """Every problem of a calibration: ``{"problems": [{"path", "message", ...}]}`` (empty: valid)."""
+        return {"problems": _calibration_problems()(arg["calibration"])}
+
+    def cmd_convertfit2d(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        """A calibration from FIT2D geometry text, completing ``template``."""
+        from ..io.fit2d import fit2d_to_calibration
+
+        return {"calibration": fit2d_to_calibration(arg["text"], arg.get("template") or None)}
+
+    def cmd_convertponi(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        """A calibration from a PONI file's text, completing ``template`` (needs pyFAI)."""
+        try:
+            from ..io.poni import poni_to_calibration
+            import pyFAI  # type: ignore[import-untyped]  # noqa: F401
+        except ImportError:
+            raise ToolUnavailable("PONI import needs pyFAI on the server: pip install 'saxsdog[pyfai]'") from None
+        with tempfile.TemporaryDirectory(prefix="saxsdog-poni-") as tmp:
+            p = Path(tmp) / "upload.poni"
+            p.write_text(arg["text"], encoding="utf-8")
+            return {"calibration": poni_to_calibration(p, arg.get("template") or None)}
+
+    def cmd_maskpreview(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        """A PNG (base64 in ``data.png``) of an image with the mask overlaid.
+
+        The mask comes as the attachment (named by ``filenames[0]``), or is the
+        calibration's ``Masks[index].MaskFile`` in the base directory.
+        """
+        names = arg.get("filenames") or []
+        if len(attachments) > 1:
+            raise CommandError(f"'maskpreview' takes at most one mask attachment, got {len(attachments)}")
+        mask = (os.path.basename(names[0] if names else "mask") or "mask", attachments[0]) if attachments else None
+        png = _render_mask_preview()(self.basedir, arg["calibration"], mask, arg.get("image") or None,
+                                     int(arg.get("index", 0)))
+        return {"png": base64.b64encode(png).decode("ascii"), "media_type": "image/png"}
+
+    # -- commands: about the server --------------------------------------------------
+    def cmd_commands(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        """The command table: names, aliases, results and argument schemas (for the page)."""
+        return {"commands": describe_commands()}
+
+    def cmd_job(self, arg: dict, attachments: list[bytes]) -> _FullResponse:
+        """The answer of a command that was still running: its own response once done,
+        else "accepted" again (after waiting up to :data:`JOB_POLL_WAIT`)."""
+        with self._jobs_lock:
+            job = self._jobs.get(arg["id"])
+        if job is None:
+            raise CommandError(f"no job {arg['id']!r} (the server keeps the last {MAX_JOBS} jobs)")
+        wait = JOB_POLL_WAIT if self.answer_within is None else min(self.answer_within, JOB_POLL_WAIT)
+        return _FullResponse(self._answer(job, wait))
 
 
-def curve_payload(kind: str, name: str, x: np.ndarray, intensity: np.ndarray, error: np.ndarray,
-                  labels: list[str]) -> dict[str, Any]:
-    """A graph of the original's response schema."""
-    return {"kind": kind, "conf": {"Name": name}, "columnLabels": labels,
-            "array": [np.asarray(x).tolist(), np.asarray(intensity).tolist(), np.asarray(error).tolist()]}
+# The calibration tools' implementations live with the web leash's helpers today; the
+# handler reaches them through these two functions only, so they may move freely.
+def _calibration_problems() -> Callable[[Any], list[dict[str, Any]]]:
+    from .http_app import calibration_problems
+
+    return calibration_problems
+
+
+def _render_mask_preview() -> Callable[..., bytes]:
+    from .http_app import render_mask_preview
+
+    return render_mask_preview
