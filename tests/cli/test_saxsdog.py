@@ -254,7 +254,8 @@ def test_missing_calibration_and_mask_files_are_named(data_dir, tmp_path):
     (tmp_path / "cal.json").write_text(json.dumps(cal))
     r = run(["-c", tmp_path / "cal.json", tmp_path / "run"])
     assert r.returncode == 2
-    assert f"mask file not found: {tmp_path / 'gone.msk'} (from $.Masks[0].MaskFile)" in r.stderr
+    # the resolved path and the field that named it
+    assert f"at $.Masks[0].MaskFile: mask file not found: {tmp_path / 'gone.msk'}" in r.stderr
 
 
 def test_warns_of_inverted_mask_and_header_wavelength(data_dir, tmp_path):
