@@ -28,7 +28,8 @@ from .core.operator import (BinningOperator, build_phi_operator, build_radial_op
                             build_slice_operator)
 from .errors import CalibrationError
 from .schemas import expected_text as _expected, json_path as _json_path, load_schema as _load_schema, validator
-from .io.chi import ChiFormatter, atomic_write_bytes
+from .io.atomic import atomic_write_bytes
+from .io.chi import ChiFormatter
 from .io.masks import read_mask, read_mask_bytes
 from .io.operator_cache import OperatorCache, default_cache_dir, operator_key
 
