@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import zlib
+from typing import Any
 
 from saxsdog.errors import CorruptImageError, IncompleteImageError
 
@@ -44,7 +45,7 @@ class BoundedStream:
 
     def __init__(self, path: str, f, kind: str):
         self.path, self._f, self.kind = path, f, kind
-        self._d = zlib.decompressobj(16 + zlib.MAX_WBITS) if kind == "gz" else bz2.BZ2Decompressor()
+        self._d: Any = zlib.decompressobj(16 + zlib.MAX_WBITS) if kind == "gz" else bz2.BZ2Decompressor()
         self._pending = b""  # compressed input not yet fed
         self.data = bytearray()
         self.eof = False

@@ -206,7 +206,7 @@ class CbfReader:
     """:class:`~saxsdog.io.images.registry.FormatReader` for CBF."""
 
     name = "cbf"
-    suffixes = (".cbf", ".cbf.gz", ".cbf.bz2")
+    suffixes: tuple[str, ...] = (".cbf", ".cbf.gz", ".cbf.bz2")
     compressible = True
 
     def sniff(self, head: bytes) -> bool:

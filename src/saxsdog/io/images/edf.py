@@ -170,7 +170,7 @@ class EdfReader:
     """:class:`~saxsdog.io.images.registry.FormatReader` for EDF."""
 
     name = "edf"
-    suffixes = (".edf", ".edf.gz", ".edf.bz2")
+    suffixes: tuple[str, ...] = (".edf", ".edf.gz", ".edf.bz2")
     compressible = True
 
     def sniff(self, head: bytes) -> bool:

@@ -46,7 +46,7 @@ class H5Source(SourceBase):
     def __init__(self, path: str, expected_shape: Shape | None = None):
         self.path = path
         self._expected = expected_shape
-        self.file = None
+        self.file: Any = None
         self.segments: list[tuple[Any, int]] = []
         self._nframes = 0
         self._meta: dict | None = None
@@ -362,7 +362,7 @@ class Hdf5Reader:
     """:class:`~saxsdog.io.images.registry.FormatReader` for HDF5 / NeXus / Eiger masters."""
 
     name = "hdf5"
-    suffixes = (".h5", ".hdf5", ".nxs", ".hdf", ".nx5")
+    suffixes: tuple[str, ...] = (".h5", ".hdf5", ".nxs", ".hdf", ".nx5")
     compressible = False
 
     def sniff(self, head: bytes) -> bool:

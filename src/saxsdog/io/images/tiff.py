@@ -196,8 +196,10 @@ def read_tiff_fast(path: str, info: TiffInfo, expected_shape: Shape | None, f) -
     """Read the pixel block described by *info* (whose declared shape
     :func:`parse_tiff` checked) from the open raw file *f*."""
     shape = (info.height, info.width)
-    data = np.empty(shape, dtype=info.dtype)
-    buf = memoryview(data).cast("B")
+    dtype = info.dtype
+    assert dtype is not None  # set by parse_tiff for fast-path files
+    data = np.empty(shape, dtype=dtype)
+    buf = memoryview(data).cast("B")  # type: ignore[arg-type]
     try:
         f.seek(info.offset)
         got = 0
@@ -212,8 +214,8 @@ def read_tiff_fast(path: str, info: TiffInfo, expected_shape: Shape | None, f) -
         raise IncompleteImageError(
             path, f"short read: got {got} of {info.nbytes} bytes of pixel data"
         )
-    if not info.dtype.isnative and info.dtype.itemsize > 1:
-        data = data.byteswap().view(info.dtype.newbyteorder("="))
+    if not dtype.isnative and dtype.itemsize > 1:
+        data = data.byteswap().view(dtype.newbyteorder("="))
     return Frame(data=data, path=path, index=0, nframes=1, metadata=tiff_metadata(info))
 
 
@@ -305,7 +307,7 @@ class TiffReader:
     """:class:`~saxsdog.io.images.registry.FormatReader` for TIFF."""
 
     name = "tiff"
-    suffixes = (".tif", ".tiff")
+    suffixes: tuple[str, ...] = (".tif", ".tiff")
     compressible = False
 
     def sniff(self, head: bytes) -> bool:
