@@ -84,33 +84,39 @@ def check_edf_header(path: str, keys: dict[str, str], expected_shape: Shape | No
 class EdfSource(SourceBase):
     """An EDF file read by fabio after its first header passed the size checks."""
 
-    def __init__(self, path: str, f, size: int, head: bytes, expected_shape: Shape | None,
-                 frames_wanted: int | None = 1):
+    def __init__(self, path: str, f, size: int, head: bytes, expected_shape: Shape | None):
         self.path, self._expected = path, expected_shape
-        kind = compression_of(head)
-        if kind is None:
+        self._f, self._kind = f, compression_of(head)
+        self._stream: BoundedStream | None = None
+        if self._kind is None:
             buf = head
             if b"}" not in head and size > len(head):
                 buf = read_exactly(f, 0, min(size, HEADER_SLACK))
-            keys = first_header(path, buf, size <= len(buf))
-            check_edf_header(path, keys, expected_shape)
-            target: Any = path
+            self.keys = first_header(path, buf, size <= len(buf))
         else:
-            stream = BoundedStream(path, f, kind)
-            prefix = stream.read_prefix(64 << 10)
-            if b"}" not in prefix and not stream.eof:
-                prefix = stream.read_prefix(HEADER_SLACK)
-            keys = first_header(path, prefix, stream.eof)
-            check_edf_header(path, keys, expected_shape)
-            # Several frames may follow; each one is bounded like the first.
+            self._stream = BoundedStream(path, f, self._kind)
+            prefix = self._stream.read_prefix(64 << 10)
+            if b"}" not in prefix and not self._stream.eof:
+                prefix = self._stream.read_prefix(HEADER_SLACK)
+            self.keys = first_header(path, prefix, self._stream.eof)
+        check_edf_header(path, self.keys, expected_shape)
+        self._img: Any = None  # fabio's image, loaded when pixels or frame counts are needed
+        self._n = 1
+
+    def _loaded(self):
+        if self._img is not None:
+            return self._img
+        if self._stream is None:
+            target: Any = self.path
+        else:
             from fabio.fabioutils import BytesIO  # with the lock fabio's EDF reader wants
 
-            target = BytesIO(stream.read_all(
-                MAX_IMAGE_BYTES if expected_shape is None else
-                byte_budget(expected_shape) * max(1, frames_wanted or 64),
-                f"a {dims(expected_shape)} image" if expected_shape else "any image"))
+            limit = MAX_IMAGE_BYTES if self._expected is None else byte_budget(self._expected)
+            what = f"a {dims(self._expected)} image" if self._expected else "any image"
+            target = BytesIO(self._stream.read_all(limit, what))
         self._img = self._load(target)
         self._n = int(getattr(self._img, "nframes", 1) or 1)
+        return self._img
 
     def _load(self, target):
         from fabio.edfimage import EdfImage
@@ -130,11 +136,13 @@ class EdfSource(SourceBase):
 
     @property
     def nframes(self) -> int:
+        self._loaded()
         return self._n
 
     def _frame_image(self, index: int):
+        img = self._loaded()
         check_frame_index(self.path, index, self._n)
-        return self._img if index == 0 else self._img.getframe(index)
+        return img if index == 0 else img.getframe(index)
 
     def frame(self, index: int) -> Frame:
         return with_errors(self.path, lambda: self._frame(index))
@@ -154,6 +162,8 @@ class EdfSource(SourceBase):
                      metadata=metadata_from_keys(dict(getattr(img, "header", {}) or {})))
 
     def header(self, index: int = 0) -> dict:
+        if index == 0:  # the first header is parsed already: no pixels are loaded
+            return metadata_from_keys(self.keys)
         img = with_errors(self.path, lambda: self._frame_image(index))
         return metadata_from_keys(dict(getattr(img, "header", {}) or {}))
 
