@@ -60,6 +60,7 @@ class FormatReader(Protocol):
 
 #: The formats, in the order their magic is tested.
 FORMATS: tuple[FormatReader, ...] = (TiffReader(), Hdf5Reader(), EdfReader(), CbfReader())
+assert FORMATS[0].name == "tiff"  # detect_format's shortcut
 
 #: Every file-name suffix saxsdog reads (lower case).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(s for fmt in FORMATS for s in fmt.suffixes)
@@ -158,10 +159,12 @@ def detect_format(path: str, head: bytes) -> FormatReader | None:
     CorruptImageError
         The name announces a format and the content is not that format.
     """
+    if head[:4] in _TIFF_MAGICS:  # the common case first, without looking at the name
+        return FORMATS[0]
     by_name = format_by_name(path)
     for fmt in FORMATS:
         if fmt.sniff(head):
-            if by_name is not None and by_name.name == "tiff" and fmt.name != "tiff":
+            if by_name is not None and by_name.name == "tiff":
                 break  # a .tif that is something else: refused below
             return fmt
     if len(head) < 8 and (any(m.startswith(head) for m in _TIFF_MAGICS)
