@@ -245,3 +245,15 @@ def test_read_header_of_a_sparse_cbf_is_bounded_too(tmp_path):
     with pytest.raises(CorruptImageError):
         read_header(p)
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_hdf5_dataset_declaring_a_huge_frame_is_refused_unread(tmp_path):
+    import h5py
+
+    p = tmp_path / "x.h5"
+    with h5py.File(p, "w") as f:  # chunked and empty: a few KB on disk
+        f.create_dataset("entry/data/data", shape=(1, 60000, 50000), dtype="int32",
+                         chunks=(1, 64, 64))
+    exc = _fails_fast(p, ImageShapeError)
+    assert exc.reason.startswith("not a 1043×981 image (dataset is 60000×50000")
+    _fails_fast(p, CorruptImageError, expected_shape=None)

@@ -25,6 +25,7 @@ from ._base import (
     Frame,
     Shape,
     SourceBase,
+    check_declared,
     check_frame_index,
     check_shape,
     parse_date,
@@ -327,6 +328,8 @@ class H5Source(SourceBase):
                 break
             local -= n
         shape = tuple(ds.shape[-2:])
+        check_declared(self.path, shape, expected_shape, itemsize=ds.dtype.itemsize,
+                       what="dataset is")
         check_shape(self.path, shape, expected_shape, "dataset is")
         dtype = ds.dtype.newbyteorder("=") if ds.dtype.byteorder not in ("=", "|") else ds.dtype
         data = np.empty(shape, dtype=dtype)
