@@ -39,7 +39,7 @@ def test_no_hand_rolled_write_then_rename_is_left():
             if re.search(pattern, text):
                 offenders.append(f"{rel}: {pattern}")
     assert offenders == []
-    import saxsdog.io.chi as chi
+    from saxsdog.io import chi
 
     assert "atomic_write_bytes" not in chi.__all__ and not hasattr(chi, "remove_stale_partials")
 

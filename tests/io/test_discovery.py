@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from saxsdog.errors import ImageError
-from saxsdog.io.images import count_frames, is_image_file, iter_images, read_header, read_image
+from saxsdog.io.images import (
+    count_frames,
+    is_image_file,
+    iter_images,
+    read_header,
+    read_image,
+)
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
 

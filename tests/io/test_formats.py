@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from saxsdog.io import images
-from saxsdog.io.images import FORMATS, IMAGE_EXTENSIONS, is_image_file, read_header, read_image
+from saxsdog.io.images import (
+    FORMATS,
+    IMAGE_EXTENSIONS,
+    is_image_file,
+    read_header,
+    read_image,
+)
 from saxsdog.io.images.registry import format_by_name, strip_image_suffix
 from saxsdog.pipeline.naming import image_stem
 

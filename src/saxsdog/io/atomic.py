@@ -19,12 +19,19 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-__all__ = ["temporary_name", "atomic_output", "atomic_write_bytes", "atomic_write_text",
-           "atomic_copy", "PendingFile", "remove_stale_partials"]
+__all__ = [
+    "PendingFile",
+    "atomic_copy",
+    "atomic_output",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "remove_stale_partials",
+    "temporary_name",
+]
 
 
 def temporary_name(path: str | os.PathLike[str]) -> Path:
@@ -110,9 +117,8 @@ def atomic_output(path: str | os.PathLike[str], mode: int | None = None,
 def atomic_write_bytes(path: str | os.PathLike[str], content: bytes, mode: int | None = None,
                        fsync: bool = False) -> None:
     """Write ``content`` to ``path`` atomically."""
-    with atomic_output(path, mode, fsync) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(content)
+    with atomic_output(path, mode, fsync) as tmp, open(tmp, "wb") as fh:
+        fh.write(content)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8",

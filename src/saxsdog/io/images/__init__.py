@@ -68,8 +68,8 @@ start plus ``i * frame_time``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from saxsdog.errors import ImageError, IncompleteImageError
 
@@ -86,20 +86,20 @@ from .registry import (
 )
 
 __all__ = [
-    "Frame",
-    "FormatReader",
     "FORMATS",
     "IMAGE_EXTENSIONS",
-    "is_image_file",
-    "iter_images",
-    "inside",
-    "strip_image_suffix",
-    "format_by_name",
-    "open_image",
-    "read_image",
-    "iter_frames",
+    "FormatReader",
+    "Frame",
     "count_frames",
+    "format_by_name",
+    "inside",
+    "is_image_file",
+    "iter_frames",
+    "iter_images",
+    "open_image",
     "read_header",
+    "read_image",
+    "strip_image_suffix",
 ]
 
 
@@ -108,9 +108,9 @@ class _FabioSource(SourceBase):
     :data:`FORMATS`)."""
 
     def __init__(self, path: str, expected_shape: Shape | None):
-        from ._base import with_errors
-
         import fabio
+
+        from ._base import with_errors
 
         self.path, self._expected = path, expected_shape
         self._img = with_errors(path, lambda: fabio.open(path))
@@ -121,7 +121,13 @@ class _FabioSource(SourceBase):
         return self._n
 
     def frame(self, index: int) -> Frame:
-        from ._base import check_frame_index, check_shape, metadata_from_keys, native, with_errors
+        from ._base import (
+            check_frame_index,
+            check_shape,
+            metadata_from_keys,
+            native,
+            with_errors,
+        )
 
         check_frame_index(self.path, index, self._n)
         img = self._img if index == 0 else with_errors(self.path, lambda: self._img.getframe(index))

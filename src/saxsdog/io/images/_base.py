@@ -7,13 +7,19 @@ import io
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from saxsdog.errors import CorruptImageError, ImageError, ImageShapeError, IncompleteImageError
+from saxsdog.errors import (
+    CorruptImageError,
+    ImageError,
+    ImageShapeError,
+    IncompleteImageError,
+)
 
 PathLike = str | os.PathLike
 
@@ -75,7 +81,7 @@ class ImageSource(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> "ImageSource": ...
+    def __enter__(self) -> ImageSource: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
@@ -250,7 +256,7 @@ def with_errors(path: str, fn):
         raise IncompleteImageError(
             path, f"file ended before the image was complete ({exc})"
         ) from exc
-    except Exception as exc:  # noqa: BLE001 - libraries raise anything
+    except Exception as exc:
         raise CorruptImageError(
             path, f"cannot be read as an image: {type(exc).__name__}: {exc}"
         ) from exc

@@ -18,12 +18,12 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from ._base import PathLike, file_kind
 from .registry import is_image_file, warn_skipped
 
-__all__ = ["iter_images", "inside", "Skip"]
+__all__ = ["Skip", "inside", "iter_images"]
 
 #: ``on_skip(path, reason)``: a file that is not yielded (reason ``"not an image"``,
 #: ``"not a regular file"`` or ``"outside the base directory"``).

@@ -109,7 +109,9 @@ class EdfSource(SourceBase):
         if self._stream is None:
             target: Any = self.path
         else:
-            from fabio.fabioutils import BytesIO  # with the lock fabio's EDF reader wants
+            from fabio.fabioutils import (
+                BytesIO,  # with the lock fabio's EDF reader wants
+            )
 
             limit = MAX_IMAGE_BYTES if self._expected is None else byte_budget(self._expected)
             what = f"a {dims(self._expected)} image" if self._expected else "any image"
@@ -126,7 +128,7 @@ class EdfSource(SourceBase):
         except EOFError as exc:
             raise IncompleteImageError(
                 self.path, f"file ended before the image was complete ({exc})") from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise CorruptImageError(
                 self.path, f"cannot be read as an EDF image: {type(exc).__name__}: {exc}") from exc
         if getattr(img, "incomplete_file", False) or getattr(img, "incomplete_data", False):

@@ -54,7 +54,7 @@ class H5Source(SourceBase):
         self._frame_time: float | None = None
 
     # -- context management ------------------------------------------------ #
-    def open(self) -> "H5Source":
+    def open(self) -> H5Source:
         """Open the file and locate its image datasets."""
         self._open()
         try:
@@ -83,7 +83,7 @@ class H5Source(SourceBase):
             raise ImageError(self.path, "no such file") from None
         except OSError as exc:
             raise self._classify_open_error(exc) from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise CorruptImageError(self.path, f"cannot be opened as HDF5: {exc}") from exc
 
     def _classify_open_error(self, exc: Exception) -> ImageError:

@@ -28,8 +28,15 @@ from .tiff import TiffReader
 
 log = logging.getLogger("saxsdog.io.images")
 
-__all__ = ["FormatReader", "FORMATS", "IMAGE_EXTENSIONS", "format_by_name", "detect_format",
-           "is_image_file", "strip_image_suffix"]
+__all__ = [
+    "FORMATS",
+    "IMAGE_EXTENSIONS",
+    "FormatReader",
+    "detect_format",
+    "format_by_name",
+    "is_image_file",
+    "strip_image_suffix",
+]
 
 
 class FormatReader(Protocol):
