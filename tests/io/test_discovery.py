@@ -254,3 +254,27 @@ def test_watcher_reports_an_inside_file_but_not_an_outside_link(base_and_outside
         watcher.stop()
     assert any(p.endswith("new.tif") for p in seen)
     assert not any(p.endswith("evil.tif") for p in seen)
+
+
+@needs_fifo
+def test_merge_image_table_over_a_folder_with_a_fifo_does_not_block(tmp_path):
+    pytest.importorskip("pandas")
+    from saxsdog.merge import image_table
+
+    _tiff(tmp_path / "a.tif")
+    os.mkfifo(tmp_path / "x.tif")
+    df = _no_block(lambda: image_table(directory=tmp_path))
+    assert list(df["file"]) == ["a.tif"]
+
+
+@needs_fifo
+def test_worker_given_a_fifo_reports_a_final_error_at_once(tmp_path, real_calibration):
+    from saxsdog.pipeline.options import QueueOptions
+    from saxsdog.pipeline.tasks import ImageTask
+    from saxsdog.pipeline.worker import ImageProcessor
+
+    fifo = tmp_path / "x.tif"
+    os.mkfifo(fifo)
+    proc = ImageProcessor(real_calibration, QueueOptions())
+    (result,) = _no_block(lambda: proc.process(ImageTask(path=str(fifo), root=str(tmp_path))))
+    assert "FIFO" in result.error and result.retryable is False
