@@ -97,13 +97,8 @@ def _walk(folder: str, recursive: bool, pattern: str | None, confine_to: PathLik
         except OSError:
             continue
         if not is_image_file(e.name) or (pattern is not None and not fnmatch.fnmatch(e.name, pattern)):
-            if is_link:
-                try:
-                    if os.stat(e.path).st_mode and stat.S_ISDIR(os.stat(e.path).st_mode):
-                        continue  # a link to a folder: not followed, not a file
-                except OSError:
-                    pass
-            if on_skip is not None:
+            # a link to a folder is not followed, and is not a skipped file either
+            if on_skip is not None and not (is_link and os.path.isdir(e.path)):
                 on_skip(e.path, "not an image")
             continue
         if confine_to is not None and is_link and not check_confined(e.path, confine_to):
