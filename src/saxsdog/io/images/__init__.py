@@ -150,7 +150,7 @@ def _open_source(p: str, expected_shape: Shape | None):
             raise IncompleteImageError(
                 p, "file is empty (0 bytes); it is probably still being written")
         try:
-            head = f.read(HEAD_BYTES)
+            head = os.pread(f.fileno(), HEAD_BYTES, 0)  # leaves the position at 0
         except OSError as exc:
             raise ImageError(p, f"cannot read file: {exc.strerror or exc}") from None
         fmt = detect_format(p, head)

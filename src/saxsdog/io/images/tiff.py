@@ -10,6 +10,7 @@ tifffile.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -201,10 +202,10 @@ def read_tiff_fast(path: str, info: TiffInfo, expected_shape: Shape | None, f) -
     data = np.empty(shape, dtype=dtype)
     buf = memoryview(data).cast("B")  # type: ignore[arg-type]
     try:
-        f.seek(info.offset)
+        fd = f.fileno()
         got = 0
-        while got < info.nbytes:
-            n = f.readinto(buf[got:])
+        while got < info.nbytes:  # pread: no seek, one system call in the usual case
+            n = os.preadv(fd, [buf[got:]], info.offset + got)
             if not n:
                 break
             got += n
