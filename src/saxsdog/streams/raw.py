@@ -177,6 +177,7 @@ class NexusRawWriter:
         try:
             self._ds.resize(self._n, axis=0)
             self._file.close()
+            assert self._pending is not None  # set with self._file
             self._pending.commit()
             self.data_files.append(self._final)
         finally:
