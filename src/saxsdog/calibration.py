@@ -31,7 +31,8 @@ from .core.integrators import (Curve, Integrator, PhiIntegrator, RadialIntegrato
 from .core.operator import (BinningOperator, build_phi_operator, build_radial_operator,
                             build_slice_operator)
 from .errors import CalibrationError
-from .io.chi import ChiFormatter, atomic_write_bytes
+from .io.atomic import atomic_write_bytes
+from .io.chi import ChiFormatter
 from .io.masks import read_mask, read_mask_bytes
 from .io.operator_cache import OperatorCache, default_cache_dir, operator_key
 # The web page's translator imports these two; saxsdog.config.calibration_problems replaces it.

@@ -31,7 +31,6 @@ import atexit
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -209,26 +208,18 @@ def close_feeders() -> None:
 
 def list_images(directory: str | os.PathLike[str]) -> list[Path]:
     """The image files below ``directory`` (recursively, sorted, hidden ones skipped)."""
-    from saxsdog.io.images import is_image_file
+    from saxsdog.io.images import iter_images
 
     top = Path(directory)
     if not top.is_dir():
         raise FileNotFoundError(f"{top} is not a directory")
-    found: list[Path] = []
-    for folder, dirs, files in os.walk(top):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            p = Path(folder) / name
-            if is_image_file(p):
-                found.append(p)
-    return found
+    return [Path(p) for p in iter_images(top)]
 
 
 def _copy_atomically(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    from saxsdog.io.atomic import atomic_copy
+
+    atomic_copy(src, dest)
 
 
 def simulate(directory: str | os.PathLike[str], feeder: Feeder, rate: float = 10.0,

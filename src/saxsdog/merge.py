@@ -386,18 +386,11 @@ def read_filelist(path: _PathLike):
 
 
 def _find_images(directory: Path, pattern: str, recursive: bool) -> list[Path]:
-    from saxsdog.io.images import is_image_file
+    from saxsdog.io.images import iter_images
 
     if not directory.is_dir():
         raise MergeError(f"image directory not found: {directory}")
-    walker = os.walk(directory) if recursive else [(str(directory), [], os.listdir(directory))]
-    found = []
-    for root, dirs, files in walker:
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if is_image_file(name) and fnmatch.fnmatch(name, pattern):
-                found.append(Path(root) / name)
-    return sorted(found)
+    return sorted(Path(p) for p in iter_images(directory, recursive=recursive, pattern=pattern))
 
 
 def _image_rows_from_files(paths: Sequence[Path]) -> list[dict[str, Any]]:

@@ -99,7 +99,7 @@ def test_stale_partials_of_dead_writers_are_removed(tmp_path):
     other = tmp_path / ".notes.part"
     for p in (stale, live, other):
         p.write_text("x")
-    from saxsdog.io.chi import remove_stale_partials
+    from saxsdog.io.atomic import remove_stale_partials
 
     assert remove_stale_partials(tmp_path) == 1
     assert not stale.exists() and live.exists() and other.exists()
@@ -119,7 +119,7 @@ def test_partials_of_zombie_writers_are_stale(tmp_path):
         time.sleep(0.01)
     stale = tmp_path / f".a.chi.{child.pid}.1.part"
     stale.write_text("x")
-    from saxsdog.io.chi import remove_stale_partials
+    from saxsdog.io.atomic import remove_stale_partials
 
     try:
         assert remove_stale_partials(tmp_path) == 1 and not stale.exists()

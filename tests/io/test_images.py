@@ -178,8 +178,8 @@ def test_real_tiff_uses_fast_path(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("slow path used")
 
-    monkeypatch.setattr(images, "_tifffile_open", boom)
-    monkeypatch.setattr(images, "_fabio_load", boom)
+    monkeypatch.setattr(images.tiff, "_tifffile_open", boom)
+    monkeypatch.setattr(images, "_FabioSource", boom)
     frame = read_image(BUF1)
     assert frame.data.shape == PILATUS_SHAPE
 

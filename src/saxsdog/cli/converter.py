@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from saxsdog.calibration import calibration_for_file, validate_calibration
 from saxsdog.cli import report_error
-from saxsdog.io.chi import atomic_write_bytes
+from saxsdog.io.atomic import atomic_write_bytes
 from saxsdog.io.fit2d import (
     CalibrationGeometry,
     default_calibration,

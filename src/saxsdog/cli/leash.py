@@ -281,10 +281,10 @@ def _save_figure(fig, path: str) -> None:
 
     FigureCanvasAgg(fig)
     suffix = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.part")
-    fig.savefig(tmp, format=suffix)
-    os.replace(tmp, path)
+    from saxsdog.io.atomic import atomic_output
+
+    with atomic_output(os.path.abspath(path)) as tmp:
+        fig.savefig(tmp, format=suffix)
 
 
 def _has_curve(resp: Mapping[str, Any]) -> bool:

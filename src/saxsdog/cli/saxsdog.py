@@ -659,7 +659,7 @@ def _naming_the_file(exc) -> str:
 
 def _remove_partials(root: Path, options) -> None:
     """Temporary files left by a killed run (outputs are written to .part then renamed)."""
-    from saxsdog.io.chi import remove_stale_partials
+    from saxsdog.io.atomic import remove_stale_partials
     from saxsdog.pipeline.naming import results_dir
 
     top = Path(options.out_dir) if options.out_dir else results_dir(root, options).parent

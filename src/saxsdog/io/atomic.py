@@ -1,19 +1,37 @@
 """Atomic file output: write under a temporary name, then rename into place.
 
-A reader, a directory scan or a crash never sees a half-written output.  Temporary names
-are ``.<name>.<pid>.<thread>.part``: hidden (scans ignore them), unique per writer, and
-recognisable as stale once their process is gone (:func:`remove_stale_partials`).
+Every file saxsdog writes goes through here. A reader, a directory scan or a crash
+never sees a half-written output.  Temporary names are ``.<name>.<pid>.<thread>.part``:
+hidden (scans ignore them), unique per writer, and recognisable as stale once their
+process is gone (:func:`remove_stale_partials`).
+
+* :func:`atomic_output` -- a context manager yielding the temporary path, for writers
+  that want a file name (h5py, matplotlib, NumPy, ``shutil.copyfile``);
+* :func:`atomic_write_bytes` / :func:`atomic_write_text` -- content in one call;
+* :class:`PendingFile` -- a temporary file kept open across calls and committed later
+  (the raw-frame writer's data files);
+* ``mode=0o600`` creates the temporary file with those permissions before anything is
+  written (secrets are never readable by others, not even for a moment); ``fsync=True``
+  flushes it to disk before the rename.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-__all__ = ["temporary_name", "atomic_output", "atomic_write_bytes", "remove_stale_partials"]
+__all__ = [
+    "PendingFile",
+    "atomic_copy",
+    "atomic_output",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "remove_stale_partials",
+    "temporary_name",
+]
 
 
 def temporary_name(path: str | os.PathLike[str]) -> Path:
@@ -22,30 +40,100 @@ def temporary_name(path: str | os.PathLike[str]) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
 
 
+def _create(tmp: Path, mode: int) -> None:
+    """Create ``tmp`` empty with ``mode`` (whatever the umask), replacing a stale one."""
+    for _ in range(2):
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            os.unlink(tmp)  # left by a dead writer with our pid and thread id
+            continue
+        try:
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        return
+    raise FileExistsError(f"cannot create the temporary file {tmp}")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PendingFile:
+    """A temporary file for ``path``, renamed into place by :meth:`commit`.
+
+    For writers that keep the file open across calls; :meth:`discard` removes it.
+
+    Parameters
+    ----------
+    path
+        The final name.
+    mode
+        Permissions to create the temporary file with (``None``: the writer creates it).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], mode: int | None = None):
+        self.final = Path(path)
+        self.tmp = temporary_name(self.final)
+        if mode is not None:
+            _create(self.tmp, mode)
+
+    def commit(self, fsync: bool = False) -> Path:
+        """Rename the temporary file to the final name (flushed to disk first with ``fsync``)."""
+        if fsync:
+            _fsync_file(self.tmp)
+        os.replace(self.tmp, self.final)
+        return self.final
+
+    def discard(self) -> None:
+        """Remove the temporary file; the final name is left as it was."""
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
 @contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike[str], mode: int | None = None,
+                  fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is renamed to ``path``.
 
     On any error the temporary file is removed and ``path`` is left as it was.
     """
-    path = Path(path)
-    tmp = temporary_name(path)
+    pending = PendingFile(path, mode)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        yield pending.tmp
+        pending.commit(fsync)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        pending.discard()
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], content: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], content: bytes, mode: int | None = None,
+                       fsync: bool = False) -> None:
     """Write ``content`` to ``path`` atomically."""
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(content)
+    with atomic_output(path, mode, fsync) as tmp, open(tmp, "wb") as fh:
+        fh.write(content)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8",
+                      mode: int | None = None, fsync: bool = False) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode(encoding), mode, fsync)
+
+
+def atomic_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Copy ``src`` to ``dest`` atomically (the folder of ``dest`` is created)."""
+    import shutil
+
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(dest) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -28,10 +28,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .atomic import atomic_write_bytes, remove_stale_partials
+from .atomic import atomic_write_bytes
 
-__all__ = ["ChiData", "ChiFormatter", "format_chi", "write_chi", "read_chi", "atomic_write_bytes",
-           "remove_stale_partials"]
+__all__ = ["ChiData", "ChiFormatter", "format_chi", "write_chi", "read_chi"]
 
 #: Column labels of a radial curve, as the original wrote them.
 RADIAL_LABELS = ["Scattering Vector  q [$nm^{-1}$]", "Intensity (Count/Pixel)", "Error Margin"]

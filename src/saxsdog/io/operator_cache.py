@@ -13,13 +13,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core.operator import OPERATOR_FORMAT_VERSION, BinningOperator
+from .atomic import atomic_output
 
 __all__ = ["OperatorCache", "default_cache_dir", "operator_key"]
 
@@ -92,10 +92,8 @@ class OperatorCache:
             arrays["correction"] = op.correction
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".part")
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_output(self.path(key)) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
-            os.replace(tmp, self.path(key))
             return self.path(key)
         except OSError as exc:
             log.warning("cannot cache operator in %s: %s", self.directory, exc)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from saxsdog.errors import CalibrationError
-from saxsdog.io.chi import atomic_write_bytes
+from saxsdog.io.atomic import atomic_write_bytes
 from saxsdog.io.fit2d import CalibrationGeometry, default_calibration, read_image_size
 
 __all__ = [

@@ -7,16 +7,13 @@ import os
 import re
 from pathlib import Path
 
+from ..io.images.registry import strip_image_suffix
 from .options import QueueOptions
 
 
 def image_stem(path: str | os.PathLike[str]) -> str:
     """File name without its image extension (``x.tif`` → ``x``, ``y_master.h5`` → ``y_master``)."""
-    name = Path(path).name
-    for ext in (".edf.gz", ".cbf.gz"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
+    return strip_image_suffix(Path(path).name)  # the suffix table of saxsdog.io.images
 
 
 def output_base(image: str | os.PathLike[str], root: str | os.PathLike[str], options: QueueOptions,

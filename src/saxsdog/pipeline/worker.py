@@ -11,7 +11,7 @@ import numpy as np
 
 from ..calibration import Calibration
 from ..errors import CorruptImageError, ImageError, ImageShapeError
-from ..io.chi import atomic_write_bytes
+from ..io.atomic import atomic_write_bytes
 from ..io.images import Frame, iter_frames, read_header
 from .naming import frame_name, output_base
 from .options import OUTPUT_FORMATS, QueueOptions

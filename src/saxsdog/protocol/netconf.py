@@ -358,30 +358,9 @@ def write_network(entries: Iterable[Mapping[str, Any]], path: str | os.PathLike[
     entries = validate_network(list(entries), "the network entries")
     text = json.dumps(entries, indent=2) + "\n"
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = -1, None
-    for _ in range(100):
-        tmp = p.with_name(f".{p.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            break
-        except FileExistsError:
-            continue
-    if fd < 0 or tmp is None:
-        raise NetworkConfigError(f"cannot create a temporary file next to {p}")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fh.fileno(), 0o600)  # whatever the umask did
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from saxsdog.io.atomic import atomic_write_text
+
+    atomic_write_text(p, text, mode=0o600, fsync=True)  # created 0600 before the secret is in
     return p
 
 

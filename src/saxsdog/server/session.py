@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from ..calibration import Calibration
 from ..errors import CalibrationError
-from ..io.chi import atomic_write_bytes, remove_stale_partials
+from ..io.atomic import atomic_write_bytes, remove_stale_partials
 from ..io.images import is_image_file
 from ..pipeline import QueueOptions
 from ..pipeline.naming import results_dir

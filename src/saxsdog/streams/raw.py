@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io.atomic import PendingFile, atomic_output
 from ..io.codecs import decode_frame, default_block_size, parse_encoding
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,6 @@ log = logging.getLogger(__name__)
 __all__ = ["NexusRawWriter"]
 
 _GROW = 64
-
-
-def _temp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
 
 
 def _nx(group, cls: str) -> None:
@@ -87,7 +84,7 @@ class NexusRawWriter:
         self.error: str | None = None
         self._queue: _queue.Queue = _queue.Queue(maxsize=max_queue)
         self._file: Any = None
-        self._tmp: Path | None = None
+        self._pending: PendingFile | None = None
         self._ds: Any = None
         self._n = 0
         self._shape: tuple[int, int] | None = None
@@ -130,8 +127,8 @@ class NexusRawWriter:
 
         index = len(self.data_files) + 1
         final = self.folder / f"{self.name}_data_{index:06d}.h5"
-        self._tmp = _temp(final)
-        f = h5py.File(self._tmp, "w")
+        self._pending = PendingFile(final)
+        f = h5py.File(self._pending.tmp, "w")
         entry = f.create_group("entry")
         _nx(entry, "NXentry")
         data = entry.create_group("data")
@@ -180,7 +177,8 @@ class NexusRawWriter:
         try:
             self._ds.resize(self._n, axis=0)
             self._file.close()
-            os.replace(self._tmp, self._final)
+            assert self._pending is not None  # set with self._file
+            self._pending.commit()
             self.data_files.append(self._final)
         finally:
             self._file = self._ds = None
@@ -189,8 +187,7 @@ class NexusRawWriter:
     def _write_master(self) -> None:
         import h5py
 
-        tmp = _temp(self.master)
-        with h5py.File(tmp, "w") as f:
+        with atomic_output(self.master) as tmp, h5py.File(tmp, "w") as f:
             f.attrs["default"] = "entry"
             entry = f.create_group("entry")
             _nx(entry, "NXentry")
@@ -226,7 +223,6 @@ class NexusRawWriter:
                 _nx(beam, "NXbeam")
                 ds = beam.create_dataset("incident_wavelength", data=float(wl))
                 ds.attrs["units"] = "angstrom"
-        os.replace(tmp, self.master)
 
     def _stored(self) -> int:
         """Frames in completed data files."""

@@ -1,0 +1,184 @@
+"""io.atomic: the one write-then-rename routine, and the writers that use it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saxsdog.io import atomic
+from saxsdog.io.atomic import (
+    PendingFile,
+    atomic_copy,
+    atomic_output,
+    atomic_write_bytes,
+    atomic_write_text,
+)
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "saxsdog"
+
+
+def _disk_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_no_hand_rolled_write_then_rename_is_left():
+    """Every rename-into-place in the package is io.atomic's (nxcansas uses its names)."""
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC).as_posix()
+        if rel in ("io/atomic.py", "io/nxcansas.py"):
+            continue
+        text = path.read_text()
+        for pattern in (r"os\.replace\(", r"os\.rename\(", r"mkstemp\(", r"\.part\"\)"):
+            if re.search(pattern, text):
+                offenders.append(f"{rel}: {pattern}")
+    assert offenders == []
+    from saxsdog.io import chi
+
+    assert "atomic_write_bytes" not in chi.__all__ and not hasattr(chi, "remove_stale_partials")
+
+
+def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    monkeypatch.setattr(atomic.os, "replace", _disk_full)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_mode_is_set_before_content_is_written(tmp_path):
+    old = os.umask(0)
+    try:
+        seen = {}
+        with atomic_output(tmp_path / "secret", mode=0o600) as tmp:
+            seen["mode"] = stat.S_IMODE(os.stat(tmp).st_mode)
+            tmp.write_text("s3cret")
+    finally:
+        os.umask(old)
+    assert seen["mode"] == 0o600
+    assert stat.S_IMODE((tmp_path / "secret").stat().st_mode) == 0o600
+    atomic_write_text(tmp_path / "t.txt", "é", mode=0o640, fsync=True)
+    assert (tmp_path / "t.txt").read_text() == "é"
+    assert stat.S_IMODE((tmp_path / "t.txt").stat().st_mode) == 0o640
+
+
+def test_a_stale_temporary_of_the_same_writer_is_replaced(tmp_path):
+    target = tmp_path / "x"
+    atomic.temporary_name(target).write_text("stale")
+    atomic_write_bytes(target, b"fresh", mode=0o600)
+    assert target.read_bytes() == b"fresh"
+    assert [p.name for p in tmp_path.iterdir()] == ["x"]
+
+
+def test_pending_file_commit_and_discard(tmp_path):
+    p = PendingFile(tmp_path / "a.h5")
+    p.tmp.write_bytes(b"data")
+    assert not (tmp_path / "a.h5").exists() and p.tmp.name.startswith(".")
+    assert p.commit(fsync=True) == tmp_path / "a.h5"
+    q = PendingFile(tmp_path / "b.h5")
+    q.tmp.write_bytes(b"x")
+    q.discard()
+    q.discard()  # twice is fine
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.h5"]
+
+
+def test_atomic_copy_creates_the_folder(tmp_path):
+    (tmp_path / "src").write_bytes(b"abc")
+    atomic_copy(tmp_path / "src", tmp_path / "d" / "e" / "copy")
+    assert (tmp_path / "d" / "e" / "copy").read_bytes() == b"abc"
+
+
+# --------------------------------------------------------------------------- #
+# The writers that had their own routine
+# --------------------------------------------------------------------------- #
+
+
+def test_network_file_written_0600_without_leftovers(tmp_path, monkeypatch):
+    from saxsdog.protocol.netconf import load_network, write_network
+
+    entry = {"Server": "tcp://localhost:7777", "Secret": "k" * 64}
+    old = os.umask(0)
+    try:
+        p = write_network([entry], tmp_path / "net")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert [x.name for x in tmp_path.iterdir()] == ["net"]
+    assert load_network(p)
+    monkeypatch.setattr(atomic.os, "replace", _disk_full)
+    with pytest.raises(OSError):
+        write_network([entry], tmp_path / "net")
+    assert [x.name for x in tmp_path.iterdir()] == ["net"]
+
+
+def test_operator_cache_store_is_atomic(tmp_path, monkeypatch):
+    from saxsdog.core.operator import BinningOperator
+    from saxsdog.io.operator_cache import OperatorCache
+
+    fields = dict(shape=(2, 2), n_bins=2, entries_per_pixel=np.ones(4, np.int32),
+                  bins=np.zeros(4, np.int32), counts=np.ones(4, np.float32), subpixels=1,
+                  x=np.arange(2.0), correction=None, kind="radial", x_label="q", meta={})
+    try:
+        op = BinningOperator(**fields)
+    except TypeError:
+        pytest.skip("BinningOperator signature changed")
+    cache = OperatorCache(tmp_path)
+    assert cache.store("k", op) == tmp_path / "k.npz"
+    assert cache.load("k") is not None
+    monkeypatch.setattr(atomic.os, "replace", _disk_full)
+    assert cache.store("j", op) is None  # logged, not raised
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["k.npz"]
+
+
+def test_feeder_copy_and_leash_figure_are_atomic(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from saxsdog.cli.leash import _save_figure
+    from saxsdog.feeder import _copy_atomically
+
+    (tmp_path / "img.tif").write_bytes(b"tiff")
+    _copy_atomically(tmp_path / "img.tif", tmp_path / "copy" / "img.tif")
+    assert (tmp_path / "copy" / "img.tif").read_bytes() == b"tiff"
+    fig = Figure()
+    fig.add_subplot().plot([1, 2])
+    _save_figure(fig, str(tmp_path / "plot.png"))
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    monkeypatch.setattr(atomic.os, "replace", _disk_full)
+    with pytest.raises(OSError):
+        _save_figure(fig, str(tmp_path / "p2.png"))
+    with pytest.raises(OSError):
+        _copy_atomically(tmp_path / "img.tif", tmp_path / "copy" / "again.tif")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["copy", "img.tif", "img.tif", "plot.png"]
+
+
+def test_raw_frame_writer_renames_its_files_through_io_atomic(tmp_path, monkeypatch):
+    from saxsdog.streams import raw
+
+    committed = []
+    real_commit = atomic.PendingFile.commit
+
+    def spy(self, fsync=False):
+        committed.append(self.final.name)
+        return real_commit(self, fsync)
+
+    monkeypatch.setattr(atomic.PendingFile, "commit", spy)
+
+    class F:
+        frame, shape, dtype, encoding = 1, (4, 3), "uint16", "<"
+        data = np.arange(12, dtype="<u2").tobytes()
+
+    w = raw.NexusRawWriter(tmp_path, "series_1", frames_per_file=10)
+    w.add(F())
+    files = w.close()
+    assert w.error is None, w.error
+    assert {p.name for p in files} == {"series_1_master.h5", "series_1_data_000001.h5"}
+    assert set(committed) == {"series_1_master.h5", "series_1_data_000001.h5"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
