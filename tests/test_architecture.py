@@ -37,7 +37,12 @@ def import_graph() -> dict[str, set[str]]:
                     module = ".".join(base + ([node.module] if node.module else []))
                 else:
                     module = node.module or ""
-                targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+                submodules = [f"{module}.{alias.name}" for alias in node.names]
+                # ``from pkg import mod`` depends on the module, not on what pkg/__init__ imports
+                if all(name in files for name in submodules):
+                    targets = submodules
+                else:
+                    targets = [module] + submodules
             else:
                 continue
             graph[name].update(t for t in targets if t in files and t != name)

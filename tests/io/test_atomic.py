@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import re
 import stat
 from pathlib import Path
@@ -104,7 +105,7 @@ def test_atomic_copy_creates_the_folder(tmp_path):
 def test_network_file_written_0600_without_leftovers(tmp_path, monkeypatch):
     from saxsdog.protocol.netconf import load_network, write_network
 
-    entry = {"Server": "tcp://localhost:7777", "Secret": "k" * 64}
+    entry = {"Server": "tcp://localhost:7777", "Secret": secrets.token_urlsafe(48)}  # a secret netconf accepts
     old = os.umask(0)
     try:
         p = write_network([entry], tmp_path / "net")

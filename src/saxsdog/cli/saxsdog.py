@@ -552,7 +552,12 @@ def calibration_warnings(cal, images: list[str]) -> list[str]:
     return warnings
 
 
-_SHAPE_FAILURE = re.compile(r"image is (\d+) rows x (\d+) columns but (\d+) rows x (\d+) columns were expected")
+#: The two ways an image of the wrong size is reported: by the reader from its header
+#: (before the pixels are read), or after reading.
+_SHAPE_FAILURE = re.compile(r"not a (?P<exp_rows>\d+)×(?P<exp_cols>\d+) image \(header declares "
+                            r"(?P<rows>\d+)×(?P<cols>\d+)"
+                            r"|image is (?P<rows2>\d+) rows x (?P<cols2>\d+) columns but "
+                            r"(?P<exp_rows2>\d+) rows x (?P<exp_cols2>\d+) columns were expected")
 #: Failures of more images than this for one reason are summarised in one line.
 FAILURES_LISTED = 3
 
@@ -569,7 +574,9 @@ def _failure_key(path: str, reason: str) -> str:
 def _likely_cause(reason: str, cal) -> str | None:
     m = _SHAPE_FAILURE.search(reason)
     if m:
-        rows, cols, exp_rows, exp_cols = m.groups()
+        g = m.groupdict()
+        rows, cols = g["rows"] or g["rows2"], g["cols"] or g["cols2"]
+        exp_rows, exp_cols = g["exp_rows"] or g["exp_rows2"], g["exp_cols"] or g["exp_cols2"]
         source = getattr(cal, "path", None)
         which = f"the calibration {source}" if source else "the calibration"
         return (f"likely cause: {which} is for images of {exp_rows} x {exp_cols} pixels "
