@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'local' for a local Dask cluster of -t processes (needs dask[distributed])")
     p.add_argument("--retry-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="keep retrying incomplete images this long (default: 10)")
+    p.add_argument("--task-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="a worker with no result for this long on one image (stopped, blocked) is killed and "
+                        "replaced, the image retried; 3 times: reported failed (default: 60; 0: no limit)")
     p.add_argument("--demo", nargs="?", type=int, const=200, metavar="N",
                    help="make N synthetic Pilatus 1M images with a known answer (default 200), "
                         "process them and check the curves")
@@ -384,6 +387,7 @@ def _queue_options(args, conf: dict, **where):
         live_filelist=bool(conf.get("Live-Filelisting", True)),
         write_svg=args.svg, write_png=args.png,
         retry_timeout=args.retry_timeout,
+        task_timeout=args.task_timeout,
         output_format=args.format,
         run_name=args.run_name,
         replace_run_file=not args.resume,

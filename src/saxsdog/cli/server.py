@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reconciliation scan interval for images without events (0: off; default 30)")
     p.add_argument("--retry-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="keep retrying incomplete images this long (default 30)")
+    p.add_argument("--task-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="a worker with no result for this long on one image (stopped, blocked) is killed and "
+                        "replaced, the image retried; 3 times: reported failed (default 60; 0: no limit)")
     p.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024,
                    help="largest accepted request (default 64 MiB)")
     p.add_argument("--window", type=float, default=900.0, help="accepted request clock skew, seconds (default 900)")
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     options = QueueOptions(workers=args.threads, out_dir=Path(args.out).resolve() if args.out else None,
                            relpath=args.relpath, retry_timeout=args.retry_timeout, keep_curves=True,
+                           task_timeout=args.task_timeout,
                            output_format=args.format)
     pool_factory, cluster = None, None
     if args.scheduler:
