@@ -131,8 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"saxsdogserver: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        from saxsdog.protocol.signing import PersistentReplayCache
+
+        replay = PersistentReplayCache(state_dir / "nonces.sqlite", window=args.window)
         service = CommandService(handler, entry["Secret"], bind=f"tcp://{args.bind}:{port}",
-                                 max_bytes=args.max_message_bytes, window=args.window)
+                                 max_bytes=args.max_message_bytes, window=args.window, replay=replay)
     except Exception as exc:
         print(f"saxsdogserver: error: cannot listen on {args.bind}:{port}: {exc}", file=sys.stderr)
         handler.shutdown()

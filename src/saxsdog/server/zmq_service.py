@@ -39,16 +39,20 @@ class CommandService:
         Largest accepted request (all frames); larger ones are refused with an error.
     window
         Accepted clock difference for request timestamps, seconds.
+    replay
+        The replay cache (default: in memory; the server passes a
+        :class:`~saxsdog.protocol.signing.PersistentReplayCache` so a request captured
+        before a restart is refused after it too).
     """
 
     def __init__(self, handler: CommandHandler, secret: str, bind: str = "tcp://127.0.0.1:7777",
                  max_bytes: int = MAX_MESSAGE_BYTES, window: float = 900.0,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context | None = None, replay: ReplayCache | None = None):
         self.handler = handler
         self._secret = secret
         self.max_bytes = max_bytes
         self.window = window
-        self.replay = ReplayCache(window)
+        self.replay = replay if replay is not None else ReplayCache(window)
         self._ctx = context or zmq.Context.instance()
         self.socket = self._ctx.socket(zmq.REP)
         # A hard cap per frame well above the soft limit: larger frames make ZeroMQ drop
