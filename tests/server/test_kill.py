@@ -127,3 +127,32 @@ def test_saxsdog_stopped_leaves_no_worker(tmp_path, data_dir, signum, watch):
         except ProcessLookupError:
             pass
         proc.communicate()
+
+
+def test_a_sigstopped_worker_is_replaced_and_every_image_done_once(tmp_path, base, data_dir):
+    server = Server(tmp_path, base, ["--rescan", "0", "--task-timeout", "2"]).start()
+    try:
+        start_queue(server, data_dir)
+        images = link_images(data_dir / "buf1_00000.tif", base / "run", 200)
+        with Feeder(f"tcp://127.0.0.1:{server.fport}") as f:
+            assert f.wait_for_subscriber(10)
+            time.sleep(0.2)
+            for p in images[:100]:
+                f.announce(p)
+            time.sleep(0.3)
+            victim = _children(server.proc.pid)[0]
+            os.kill(victim, signal.SIGSTOP)  # a real SIGSTOP: never answers, never dies by itself
+            for p in images[100:]:
+                f.announce(p)
+        t0 = time.monotonic()
+        st = wait_done(server, 200, timeout=60)
+        print(f"200 images with one stopped worker done {time.monotonic() - t0:.1f} s after the stop")
+        assert st["worker restarts"] >= 1 and st["images failed"] == 0
+        assert not _alive(victim)
+        assert_each_image_once(base, 200)
+        t0 = time.monotonic()
+        with server.client() as c:
+            assert c.request("stat")["result"] == "stat"
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        server.stop()
