@@ -101,7 +101,7 @@ def test_workers_do_not_inherit_listening_sockets_or_other_pipes(tmp_path):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
-    db = open(tmp_path / "ledger.sqlite", "wb")
+    db = open(tmp_path / "ledger.sqlite", "wb")  # noqa: SIM115 - held open while the workers fork
     pool = WorkerPool(_Echo, 2)
     try:
         for pid in pool.pids():

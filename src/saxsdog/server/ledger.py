@@ -289,9 +289,9 @@ class Ledger:
         """The file is accepted for processing (replaces any earlier state)."""
         self._write_all([
             ("DELETE FROM images WHERE queue=? AND path=? AND frame>0", (queue, path), False),
-            ("INSERT INTO images (queue, path, frame, signature, state, updated) VALUES (?, ?, 0, ?, 'queued', ?) "
-             "ON CONFLICT (queue, path, frame) DO UPDATE SET state='queued', signature=excluded.signature, "
-             "error=NULL, attempts=attempts+1, updated=excluded.updated",
+            (("INSERT INTO images (queue, path, frame, signature, state, updated) VALUES (?, ?, 0, ?, 'queued', ?) "
+              "ON CONFLICT (queue, path, frame) DO UPDATE SET state='queued', signature=excluded.signature, "
+              "error=NULL, attempts=attempts+1, updated=excluded.updated"),
              (queue, path, signature, time.time()), False)])
 
     def mark_result(self, queue: str, result, signature: str | None) -> None:
