@@ -178,3 +178,48 @@ def test_garbage_and_idle_connections_do_not_stop_the_service(tmp_path):
             c.close()
         svc.stop()
         t.join(5)
+
+
+def test_stat_answers_while_idle_http_connections_pile_up(tmp_path, data_dir):
+    """~1100 idle HTTP connections under a common 1024-file soft limit: ZeroMQ keeps answering."""
+    import resource
+    import subprocess
+
+    from saxsdog.testing import free_port
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard open-file limit {hard} is too small for this test")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192) if hard != resource.RLIM_INFINITY else 8192, hard))
+    base = tmp_path / "base"
+    (base / "run").mkdir(parents=True)
+    http_port = free_port()
+    srv = Server(tmp_path, base, ["--rescan", "0"])
+    srv.args = [a for a in srv.args if a != "--no-http"] + ["--http-port", str(http_port)]
+    popen = subprocess.Popen
+
+    def small_limit():  # what many systems give a service by default
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+    subprocess.Popen = lambda *a, **kw: popen(*a, preexec_fn=small_limit, **kw)  # type: ignore[misc]
+    try:
+        srv.start()
+    finally:
+        subprocess.Popen = popen
+    idle = []
+    try:
+        for _ in range(1100):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", http_port), timeout=2))
+            except OSError:
+                break
+        time.sleep(1.0)
+        times = [_stat_time(srv) for _ in range(5)]
+        print(f"{len(idle)} idle HTTP connections: slowest stat {max(times):.3f} s")
+        assert max(times) < 1.0
+        assert srv.proc.poll() is None
+    finally:
+        for c in idle:
+            c.close()
+        srv.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
