@@ -332,12 +332,15 @@ def _run_stream(args, out) -> int:
 
     # a service stop (SIGTERM) ends like Ctrl-C; handlers can only be set in the main thread
     main_thread = threading.current_thread() is threading.main_thread()
+    _TERMINATED[0] = False
     previous_term = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         while True:
             # before the idle check: every frame is queued by then
             ended = args.series > 0 and source.ended.is_set() and len(source.completed) >= args.series
             idle = queue.wait_until_idle(0.25)
+            if _TERMINATED[0]:  # raised here, never inside a lock the wait holds
+                raise KeyboardInterrupt
             show()
             if (ended and idle) or queue.error is not None:
                 break
@@ -372,8 +375,14 @@ def _run_stream(args, out) -> int:
     return _summary(queue, interrupted and args.series != 0, args, out, None)
 
 
+#: Set by SIGTERM; the main loop turns it into KeyboardInterrupt at a safe point.
+_TERMINATED = [False]
+
+
 def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    # Raising from the handler could interrupt Event.wait between taking and releasing its
+    # lock, and the next wait would deadlock on it (seen with a stop right after a series).
+    _TERMINATED[0] = True
 
 
 def _queue_options(args, conf: dict, **where):
