@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from saxsdog.pipeline.pool import WorkerPool
+from saxsdog.pipeline.pool import WorkerPool, heartbeat
 from saxsdog.pipeline.tasks import ImageResult, ImageTask
 
 
@@ -25,6 +25,10 @@ class _Echo:
             os.kill(os.getpid(), signal.SIGSTOP)
         if "slow" in os.path.basename(task.path):
             time.sleep(0.3)
+        if "frames" in os.path.basename(task.path):  # a long file of many frames
+            for _ in range(15):
+                time.sleep(0.2)
+                heartbeat()
         return [ImageResult(task.path, 0, outputs=[task.path + ".out"], worker=os.getpid())]
 
 
@@ -87,6 +91,17 @@ def test_an_image_that_stalls_its_worker_three_times_fails_with_the_reason():
         pool.close()
 
 
+def test_a_long_task_that_reports_progress_is_not_a_stall():
+    pool = WorkerPool(_Echo, 1, task_timeout=1.0)
+    try:
+        assert pool.submit(_task("frames_3s"))
+        done, orphaned = _collect(pool, 1, timeout=20)
+        assert not orphaned and pool.stalls == 0
+        assert done[0][1][0].error is None
+    finally:
+        pool.close()
+
+
 def test_close_does_not_hang_on_a_stopped_worker():
     pool = WorkerPool(_Echo, 2, task_timeout=0)  # no deadline: close alone must cope
     pids = pool.pids()
@@ -120,7 +135,7 @@ def test_workers_do_not_inherit_listening_sockets_or_other_pipes(tmp_path):
 
 _ORPHAN_SCRIPT = textwrap.dedent("""
     import os, sys, time
-    from saxsdog.pipeline.pool import WorkerPool
+    from saxsdog.pipeline.pool import WorkerPool, heartbeat
 
     class Busy:
         def process(self, task):

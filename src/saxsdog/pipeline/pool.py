@@ -25,9 +25,11 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import logging
+import mmap
 import os
 import queue as _queue
 import signal
+import struct
 import sys
 import threading
 import time
@@ -49,6 +51,19 @@ DEFAULT_TASK_TIMEOUT = 60.0
 MAX_LOSSES = 3
 
 _PR_SET_PDEATHSIG = 1
+
+# In a worker: the page it shares with the pool, holding the time of its last progress.
+_HEARTBEAT: mmap.mmap | None = None
+
+
+def heartbeat() -> None:
+    """Tell the pool this worker is making progress (long tasks call it, e.g. per frame).
+
+    The task deadline counts from the last heartbeat, so a file of thousands of frames is
+    not taken for a stalled worker.  Does nothing outside a pool worker.
+    """
+    if _HEARTBEAT is not None:
+        struct.pack_into("d", _HEARTBEAT, 0, time.monotonic())  # CLOCK_MONOTONIC: one clock system-wide
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -238,7 +253,9 @@ class _Forker:
         self._requests.put(None)
 
 
-def _worker_main(conn: Connection, processor_factory: Callable[[], object]) -> None:
+def _worker_main(conn: Connection, processor_factory: Callable[[], object], beat: mmap.mmap) -> None:
+    global _HEARTBEAT
+    _HEARTBEAT = beat
     processor = processor_factory()
     while True:
         try:
@@ -286,15 +303,23 @@ class _Worker:
         parent, child = Pipe(duplex=True)
         self.conn = parent
         self.number = number
+        #: Shared with the worker (anonymous mapping, no descriptor): its last progress.
+        self.beat = mmap.mmap(-1, mmap.PAGESIZE)
         try:
             self.process = forker.call(lambda: ForkedProcess(
-                _worker_main, (child, processor_factory), keep=(child.fileno(),),
+                _worker_main, (child, processor_factory, self.beat), keep=(child.fileno(),),
                 name=f"saxsdog-worker-{number}"))
         finally:
             child.close()
         self.inflight: dict[int, ImageTask] = {}
         #: When the worker started its oldest task (monotonic), ``None`` when idle.
         self.busy_since: float | None = None
+
+    def last_progress(self) -> float | None:
+        """Start of its current task or its last heartbeat, whichever is later."""
+        if self.busy_since is None:
+            return None
+        return max(self.busy_since, struct.unpack_from("d", self.beat)[0])
 
 
 class WorkerPool:
@@ -311,7 +336,9 @@ class WorkerPool:
     task_timeout
         Longest time (s) a worker may spend on one task.  A worker past it (stopped,
         blocked in a read, in an endless loop) is SIGKILLed and replaced, and its tasks are
-        re-queued like those of a worker that died.  ``None`` or ``0``: no deadline.
+        re-queued like those of a worker that died.  The time counts from the task's start
+        or the worker's last :func:`heartbeat` (sent per frame), whichever is later.
+        ``None`` or ``0``: no deadline.
     max_losses
         An image whose worker stalled or died this often is returned as failed (with the
         reason) instead of being re-queued again.
@@ -373,7 +400,7 @@ class WorkerPool:
     def _next_deadline(self) -> float | None:
         if self.task_timeout is None:
             return None
-        starts = [w.busy_since for w in self.workers if w.inflight and w.busy_since is not None]
+        starts = [t for w in self.workers if w.inflight and (t := w.last_progress()) is not None]
         return min(starts) + self.task_timeout if starts else None
 
     def poll(self, timeout: float, wakeup: int | None = None
@@ -419,7 +446,8 @@ class WorkerPool:
         if self.task_timeout is not None:
             now = time.monotonic()
             for w in list(self.workers):
-                if w.inflight and w.busy_since is not None and now - w.busy_since > self.task_timeout:
+                last = w.last_progress() if w.inflight else None
+                if last is not None and now - last > self.task_timeout:
                     w.process.kill()  # SIGKILL also ends a stopped process
                     w.process.join(5.0)
                     self.stalls += 1
