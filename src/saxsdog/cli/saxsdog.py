@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
         forwarded = [args.directory] + (["-t", str(args.threads)] if args.threads else [])
         forwarded += ["-w"] if args.watch else []
+        forwarded += ["--task-timeout", str(args.task_timeout)]
         forwarded += (["-o", args.out] if args.out else []) + ["-R", args.relpath]
         forwarded += (["--network", args.network] if args.network else []) + ["-N", str(args.serverno)]
         return server.main(forwarded + (["-v"] if args.verbose else []))
