@@ -91,3 +91,23 @@ class CorruptImageError(ImageError):
 
 class ImageShapeError(ImageError):
     """The image shape differs from the calibration's ``Imagesize``."""
+
+
+class LedgerError(SaxsdogError):
+    """The server's ledger (SQLite) could not be read or written.
+
+    The message names the ledger file and the reason (e.g. "database or disk is full").
+    The ledger stays usable: the failed change is kept and written with the next commit.
+
+    Parameters
+    ----------
+    path
+        The ledger file.
+    reason
+        Why it failed.
+    """
+
+    def __init__(self, path: str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot write the ledger {self.path}: {reason}")

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'local' for a local Dask cluster of -t processes (needs dask[distributed])")
     p.add_argument("--retry-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="keep retrying incomplete images this long (default: 10)")
+    p.add_argument("--task-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="a worker with no result for this long on one image (stopped, blocked) is killed and "
+                        "replaced, the image retried; 3 times: reported failed (default: 60; 0: no limit)")
     p.add_argument("--demo", nargs="?", type=int, const=200, metavar="N",
                    help="make N synthetic Pilatus 1M images with a known answer (default 200), "
                         "process them and check the curves")
@@ -205,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
         forwarded = [args.directory] + (["-t", str(args.threads)] if args.threads else [])
         forwarded += ["-w"] if args.watch else []
+        forwarded += ["--task-timeout", str(args.task_timeout)]
         forwarded += (["-o", args.out] if args.out else []) + ["-R", args.relpath]
         forwarded += (["--network", args.network] if args.network else []) + ["-N", str(args.serverno)]
         return server.main(forwarded + (["-v"] if args.verbose else []))
@@ -376,12 +380,15 @@ def _run_stream(args, out) -> int:
 
     # a service stop (SIGTERM) ends like Ctrl-C; handlers can only be set in the main thread
     main_thread = threading.current_thread() is threading.main_thread()
+    _TERMINATED[0] = False
     previous_term = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         while True:
             # before the idle check: every frame is queued by then
             ended = args.series > 0 and source.ended.is_set() and len(source.completed) >= args.series
             idle = queue.wait_until_idle(0.25)
+            if _TERMINATED[0]:  # raised here, never inside a lock the wait holds
+                raise KeyboardInterrupt
             show()
             if (ended and idle) or queue.error is not None:
                 break
@@ -617,8 +624,14 @@ def failure_report(failures: dict[str, str], cal=None) -> list[str]:
     return lines
 
 
+#: Set by SIGTERM; the main loop turns it into KeyboardInterrupt at a safe point.
+_TERMINATED = [False]
+
+
 def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    # Raising from the handler could interrupt Event.wait between taking and releasing its
+    # lock, and the next wait would deadlock on it (seen with a stop right after a series).
+    _TERMINATED[0] = True
 
 
 def _queue_options(args, conf: dict, **where):
@@ -632,6 +645,7 @@ def _queue_options(args, conf: dict, **where):
         live_filelist=bool(conf.get("Live-Filelisting", True)),
         write_svg=args.svg, write_png=args.png,
         retry_timeout=args.retry_timeout,
+        task_timeout=args.task_timeout,
         output_format=args.format,
         run_name=args.run_name,
         replace_run_file=not args.resume,

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reconciliation scan interval for images without events (0: off; default 30)")
     p.add_argument("--retry-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="keep retrying incomplete images this long (default 30)")
+    p.add_argument("--task-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="a worker with no result for this long on one image (stopped, blocked) is killed and "
+                        "replaced, the image retried; 3 times: reported failed (default 60; 0: no limit)")
     p.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024,
                    help="largest accepted request (default 64 MiB)")
     p.add_argument("--window", type=float, default=900.0, help="accepted request clock skew, seconds (default 900)")
@@ -75,8 +78,23 @@ def _daemonize(logfile: Path) -> None:
     os.dup2(null, 0)
 
 
+def _raise_fd_limit() -> None:
+    """Use the hard limit of open files: many idle web clients must not starve the command port."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > 65536:
+            hard = 65536
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not POSIX, or not allowed
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _raise_fd_limit()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from saxsdog.errors import SaxsdogError
@@ -102,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     options = QueueOptions(workers=args.threads, out_dir=Path(args.out).resolve() if args.out else None,
                            relpath=args.relpath, retry_timeout=args.retry_timeout, keep_curves=True,
+                           task_timeout=args.task_timeout,
                            output_format=args.format)
     pool_factory, cluster = None, None
     if args.scheduler:
@@ -128,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"saxsdogserver: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        from saxsdog.protocol.signing import PersistentReplayCache
+
+        replay = PersistentReplayCache(state_dir / "nonces.sqlite", window=args.window)
         service = CommandService(handler, entry["Secret"], bind=f"tcp://{args.bind}:{port}",
-                                 max_bytes=args.max_message_bytes, window=args.window)
+                                 max_bytes=args.max_message_bytes, window=args.window, replay=replay)
     except Exception as exc:
         print(f"saxsdogserver: error: cannot listen on {args.bind}:{port}: {exc}", file=sys.stderr)
         handler.shutdown()

@@ -265,6 +265,10 @@ class DaskPool:
         self.retries = retries
         self.max_losses = max_losses
         self.restarts = 0
+        #: Interface parity with the local pool: stalls are the scheduler's to detect here
+        #: (a stopped Dask worker misses its heartbeats and is removed), so none are counted.
+        self.stalls = 0
+        self.losses: list[Any] = []
         self.token = uuid.uuid4().hex[:12]
         self._cluster: LocalCluster | None = None
         self._batch: list[ImageTask] = []

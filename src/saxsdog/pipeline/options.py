@@ -54,6 +54,10 @@ class QueueOptions:
         false) a new file ``<run name>_<NNN>.h5`` is started next to the existing ones,
         and with ``resume`` or ``overwrite`` false the frames those files hold already
         are skipped.
+    task_timeout
+        Longest time (s) a worker may spend on one image: a worker past it (stopped,
+        blocked, looping) is killed and replaced and its images are queued again; an image
+        whose worker stalled or died 3 times is reported failed.  ``0``: no deadline.
     keep_curves
         Send the curves back to the coordinator (for live plots), at most every
         ``curve_interval`` seconds per worker.
@@ -74,4 +78,5 @@ class QueueOptions:
     run_name: str | None = None
     replace_run_file: bool = False
     keep_curves: bool = False
+    task_timeout: float = 60.0
     curve_interval: float = 0.1

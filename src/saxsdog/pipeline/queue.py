@@ -101,10 +101,10 @@ def local_pool(calibration: Calibration, options: QueueOptions,
     """
     factory = functools.partial(_worker_processor, calibration, options, arena)
     if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
-        return WorkerPool(factory, options.workers)
+        return WorkerPool(factory, options.workers, task_timeout=options.task_timeout)
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
-        return WorkerPool(factory, options.workers)
+        return WorkerPool(factory, options.workers, task_timeout=options.task_timeout)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 

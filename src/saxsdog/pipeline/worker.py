@@ -15,6 +15,7 @@ from ..io.atomic import atomic_write_bytes
 from ..io.images import Frame, iter_frames, read_header
 from .naming import frame_name, output_base
 from .options import OUTPUT_FORMATS, QueueOptions
+from .pool import heartbeat
 from .tasks import ArenaRef, ImageResult, ImageTask
 
 
@@ -109,6 +110,7 @@ class ImageProcessor:
         t_read = time.perf_counter()
         try:
             for frame in self._frames(task):
+                heartbeat()  # a file of many frames is progress, not a stall
                 read_s = time.perf_counter() - t_read
                 index = frame.index if frame.nframes > 1 else None
                 outputs = self.outputs_for(task, index)

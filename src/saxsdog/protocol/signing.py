@@ -44,11 +44,15 @@ import hashlib
 import heapq
 import hmac
 import json
+import logging
 import math
+import os
 import re
 import secrets as _secrets
+import sqlite3
 import threading
 import time as _time
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from saxsdog.errors import SaxsdogError
@@ -56,6 +60,7 @@ from saxsdog.errors import SaxsdogError
 __all__ = [
     "AuthError",
     "ReplayCache",
+    "PersistentReplayCache",
     "DEFAULT_WINDOW",
     "canonical_json",
     "attachment_digest",
@@ -71,6 +76,8 @@ DEFAULT_WINDOW = 900.0
 DEFAULT_MAX_NONCES = 1_000_000
 
 _NONCE_RE = re.compile(r"[0-9a-f]{32}")
+
+_log = logging.getLogger(__name__)
 
 
 class AuthError(SaxsdogError):
@@ -235,6 +242,109 @@ class ReplayCache:
                     f"(more than {self.max_entries} requests within {self.window:g} s); try again later")
             self._expiry[nonce] = expires
             heapq.heappush(self._heap, (expires, nonce))
+
+
+class PersistentReplayCache(ReplayCache):
+    """A :class:`ReplayCache` whose nonces survive a server restart (SQLite in the state dir).
+
+    Without it, a request captured before a restart is accepted again after it (the
+    nonces lived in memory only).  Each accepted nonce is written, with its expiry, before
+    the command runs (WAL mode: durable against the process being killed); a restarted
+    server loads the nonces whose window has not passed.
+
+    When the file cannot be read (damaged, unreadable), it is moved aside and every
+    request signed before this start is refused instead (:attr:`not_before`): the client
+    simply signs again.  When a nonce cannot be written (a full disk), the request is
+    still served (the command service must keep answering) and a warning is logged; that
+    nonce is then only protected until the next restart.
+
+    Parameters
+    ----------
+    path
+        The SQLite file (created with its folder).
+    window, max_entries
+        As for :class:`ReplayCache`.
+    now
+        The start time (default: ``time.time()``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], window: float = DEFAULT_WINDOW,
+                 max_entries: int = DEFAULT_MAX_NONCES, now: float | None = None):
+        super().__init__(window, max_entries)
+        self.path = Path(path)
+        now = _time.time() if now is None else float(now)
+        #: Requests whose time is before this are refused (set when the record was lost).
+        self.not_before: float | None = None
+        self._inserts = 0
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._db = self._open(now)
+        except (sqlite3.Error, OSError) as exc:
+            self.not_before = now
+            self._move_aside(exc)
+            try:
+                self._db = self._open(now)
+            except (sqlite3.Error, OSError) as again:
+                _log.error("cannot keep the replay record %s (%s): only requests signed after the "
+                           "start are accepted, nonces are remembered in memory", self.path, again)
+                self._db = None
+
+    def _open(self, now: float) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=5.0)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, expires REAL NOT NULL)")
+            db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
+            rows = db.execute("SELECT nonce, expires FROM nonces").fetchall()
+        except BaseException:
+            db.close()
+            raise
+        for nonce, expires in rows:
+            if isinstance(nonce, str) and isinstance(expires, float):
+                self._expiry[nonce] = expires
+                heapq.heappush(self._heap, (expires, nonce))
+        return db
+
+    def _move_aside(self, exc: Exception) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{_time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            if self.path.exists():
+                os.replace(self.path, aside)
+            for extra in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + extra)
+                if side.exists():
+                    os.replace(side, aside.with_name(aside.name + extra))
+        except OSError:
+            pass
+        _log.error("the replay record %s is not readable (%s): moved it aside; requests signed before "
+                   "this start are refused", self.path, exc)
+
+    def remember(self, nonce: str, request_time: float, now: float | None = None) -> None:
+        now = _time.time() if now is None else now
+        if self.not_before is not None and float(request_time) < self.not_before:
+            raise AuthError("request refused: it was signed before the server started and the server "
+                            "lost its record of used nonces; send it again")
+        super().remember(nonce, request_time, now)
+        if self._db is None:
+            return
+        with self._lock:
+            try:
+                self._db.execute("INSERT OR REPLACE INTO nonces VALUES (?, ?)",
+                                 (nonce, float(request_time) + self.window))
+                self._inserts += 1
+                if self._inserts % 1000 == 0:
+                    self._db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
+            except sqlite3.Error as exc:
+                _log.warning("cannot record a used nonce in %s: %s (it is protected against replay "
+                             "until the server restarts)", self.path, exc)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 def _is_number(x: Any) -> bool:

@@ -26,7 +26,7 @@ from ..pipeline import QueueOptions
 from ..pipeline.naming import results_dir
 from ..pipeline.queue import ImageQueue
 from ..pipeline.sources import walk_images
-from .ledger import Ledger
+from .ledger import Ledger, rebuild_from_outputs
 from .paths import PathOutsideBase, resolve_inside
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,14 @@ class QueueSession:
             for folder in {self.directory, outputs}:
                 if folder.is_dir():
                     remove_stale_partials(folder)
+        if self.restored and self.ledger.fresh:  # the ledger was lost or refused: trust the outputs on disk
+            from ..pipeline.tasks import ImageTask
+            from ..pipeline.worker import ImageProcessor
+
+            outputs_of = ImageProcessor(self.calibration, self.options).outputs_for
+            rebuild_from_outputs(self.ledger, self.queue_id, walk_images(self.directory, self.options.directories)[0],
+                                 lambda p: outputs_of(ImageTask(p, str(self.directory)), None),
+                                 lambda p: _sig_text(_stat_sig(p)))
         self.queue.start()
         if self.restored:
             for path in self.ledger.unfinished(self.queue_id):
