@@ -75,8 +75,9 @@ def make_dataset(folder: str | os.PathLike[str], n_images: int = 100, seed: int 
 
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    g = Geometry(SHAPE, tuple(CALIBRATION["Geometry"]["BeamCenter"]), 1031.657, (172.0, 172.0), 1.54,
-                 -0.56, 73.569)
+    geo = CALIBRATION["Geometry"]
+    g = Geometry(SHAPE, tuple(geo["BeamCenter"]), geo["DetectorDistanceMM"], tuple(geo["PixelSizeMicroM"]),
+                 CALIBRATION["Wavelength"], geo["Tilt"]["TiltAngleDeg"], geo["Tilt"]["TiltRotDeg"])
     q = g.q()
     mask = gap_mask()
     np.save(folder / "gaps.npy", mask)
