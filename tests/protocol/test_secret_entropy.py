@@ -101,4 +101,5 @@ def test_known_values():
     assert secret_entropy_bits("dmsT9bnkpqt3Hkd4QXorEQnE0co9JHNTIuQyvE5JBl4") == pytest.approx(258.0)
     assert secret_entropy_bits("Yw2rK9vQmZ4tL8xN1cB6hJ3pF7sD0gA5eU2iO9kRwTs") == pytest.approx(258.0)  # no -_
     assert secret_entropy_bits("YwrKvQmZtLxNcBhJpFsDgAeUiOkRwTsPqHbnMdEaWzX") == pytest.approx(258.0)  # letters
+    assert secret_entropy_bits("YwrKvQmZtLxNcBhJpFsDgAeUiOkRwTsPqHbnMdEaWzX=") == pytest.approx(258.0)  # padding
     assert secret_entropy_bits(generate_secret()) >= 384

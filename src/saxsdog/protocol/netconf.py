@@ -118,14 +118,20 @@ def _nominal_alphabet(secret: str) -> tuple[int, int]:
         return 10, len(secret)
     if chars <= _HEX_LOWER or chars <= _HEX_UPPER:
         return 16, len(secret)  # e.g. openssl rand -hex 32, secrets.token_hex(32)
-    pool = sum(size for members, size in _CHARACTER_CLASSES if chars & frozenset(members))
-    if any(not (" " <= c <= "~") for c in secret):
-        pool += _OTHER_CHARACTERS
     body = secret.rstrip("=")
     if len(secret) - len(body) <= 2 and body and frozenset(body) <= _BASE64:
         if sum(bool(chars & group) for group in (_LOWER, _UPPER, _DIGITS)) >= 2:
-            return max(pool, 64), len(body)
-    return pool, len(secret)
+            return max(_class_pool(body), 64), len(body)  # the padding is not counted
+    return _class_pool(secret), len(secret)
+
+
+def _class_pool(text: str) -> int:
+    """Size of the union of the character classes ``text`` uses."""
+    chars = frozenset(text)
+    pool = sum(size for members, size in _CHARACTER_CLASSES if chars & frozenset(members))
+    if any(not (" " <= c <= "~") for c in chars):
+        pool += _OTHER_CHARACTERS
+    return pool
 
 
 def _log2_binomial(n: int, k: int) -> float:
