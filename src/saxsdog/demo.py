@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ SHAPE = (1043, 981)
 
 #: The demo's calibration in saxsdog's spellings; ``cal.json`` is written in the
 #: original's (:meth:`saxsdog.config.Normalizer.for_file`), so the original reads it.
-CALIBRATION = {
+CALIBRATION: dict[str, Any] = {
     "Title": "saxsdog demo (synthetic Guinier scatterer)",
     "Geometry": {
         "Tilt": {"TiltRotDeg": 73.569, "TiltAngleDeg": -0.56},
