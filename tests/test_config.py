@@ -314,3 +314,91 @@ def test_saxsconverter_writes_the_original_spellings(tmp_path):
     assert out["Geometry"]["DedectorDistanceMM"] == 2000.5 and out["Geometry"]["Imagesize"] == [64, 48]
     assert "DetectorDistanceMM" not in out["Geometry"] and "ImageSize" not in out["Geometry"]
     assert "Version" not in out
+
+
+# --------------------------------------------------------------------------- one module knows the spellings
+
+def test_respelling_keeps_each_key_in_its_place(data_dir):
+    # a renamed key used to move to the end of its object, so a file saxsdog wrote back
+    # differed from the one it read (and diffs of calibrations showed moved lines)
+    from saxsdog.calibration import calibration_for_file
+
+    raw = json.loads((data_dir / "cal.json").read_text())
+    cal = Calibration(data_dir / "cal.json", cache=False)
+    written = calibration_for_file(cal.config)
+    assert json.dumps(written, indent=4) == json.dumps(raw, indent=4)
+    positions = [list(raw["Geometry"]).index(k) for k in ("DedectorDistanceMM", "Imagesize")]
+    assert [list(cal.config["Geometry"]).index(k) for k in ("DetectorDistanceMM", "ImageSize")] == positions
+
+
+def test_image_size_and_field_paths_in_the_file_spelling():
+    from saxsdog.config import calibration_field_path, calibration_image_size
+
+    original = small_cal()
+    modern = small_cal()
+    g = modern["Geometry"]
+    g["DetectorDistanceMM"], g["ImageSize"] = g.pop("DedectorDistanceMM"), g.pop("Imagesize")
+    loaded = Calibration(original, cache=False).config
+    for cal in (original, modern, loaded):
+        assert calibration_image_size(cal) == (64, 48)
+    assert calibration_field_path(original, "Geometry", "ImageSize") == "$.Geometry.Imagesize"
+    assert calibration_field_path(modern, "Geometry", "ImageSize") == "$.Geometry.ImageSize"
+    assert calibration_field_path({}, "Geometry", "DetectorDistanceMM") == "$.Geometry.DedectorDistanceMM"
+    assert calibration_field_path(modern, "Geometry", "BeamCenter") == "$.Geometry.BeamCenter"
+    del g["ImageSize"]
+    assert calibration_image_size(modern) is None and calibration_image_size(None) is None
+    for cal, path in ((original, "$.Geometry.Imagesize"), (small_cal(), "$.Geometry.Imagesize")):
+        cal["Geometry"]["Imagesize"] = [64, 0]
+        with pytest.raises(CalibrationError) as info:
+            calibration_image_size(cal)
+        assert info.value.path == path and info.value.value == [64, 0]
+    g["ImageSize"] = [2.5, 3]
+    with pytest.raises(CalibrationError) as info:
+        calibration_image_size(modern)
+    assert info.value.path == "$.Geometry.ImageSize"
+
+
+def test_demo_writes_its_calibration_in_the_original_spellings(tmp_path):
+    from saxsdog import demo
+
+    path = demo.make_dataset(tmp_path, n_images=0)
+    written = json.loads(path.read_text())
+    assert list(written["Geometry"]) == ["Tilt", "DedectorDistanceMM", "BeamCenter", "Imagesize",
+                                         "PixelSizeMicroM"]
+    assert Calibration(path, cache=False).geometry.shape == demo.SHAPE
+    assert CALIBRATION.load(written) == CALIBRATION.load(demo.CALIBRATION)
+
+
+#: Files that still read or name the original's spellings themselves.  They belong to other
+#: work in progress; each should read ``Calibration.config`` / the helpers of
+#: ``saxsdog.config`` instead, and then leave this list.
+_SPELLING_EXCEPTIONS_TO_REMOVE = {
+    "io/fit2d.py",         # _DISTANCE_KEYS/_IMAGESIZE_KEYS, its template and the docstrings
+    "io/poni.py",          # docstrings and the "$.Geometry.Imagesize" message
+    "server/http_app.py",  # _image_shape's "either spelling" and two messages
+}
+#: Where the original's spellings belong: the one module that maps them, and the schema of
+#: the file format (which must name the keys a file holds).
+_SPELLING_HOMES = {"config.py", "schemas/calibration.schema.json"}
+
+
+def test_only_the_config_module_knows_the_original_spellings():
+    import saxsdog
+
+    package = Path(saxsdog.__file__).parent
+    offenders = []
+    for path in sorted(package.rglob("*")):
+        if path.suffix not in (".py", ".js", ".html", ".css", ".json") or "__pycache__" in path.parts:
+            continue
+        rel = path.relative_to(package).as_posix()
+        if rel in _SPELLING_HOMES or rel in _SPELLING_EXCEPTIONS_TO_REMOVE:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            if re.search(r"DedectorDistanceMM|Imagesize", line):
+                offenders.append(f"{rel}:{number}: {line.strip()}")
+    assert offenders == [], ("only saxsdog.config maps the original's spellings; read "
+                             "Calibration.config or saxsdog.config's helpers instead:\n" + "\n".join(offenders))
+    for rel in _SPELLING_EXCEPTIONS_TO_REMOVE:  # an exception that was fixed leaves the list
+        text = (package / rel).read_text(encoding="utf-8")
+        assert re.search(r"DedectorDistanceMM|Imagesize", text), f"{rel} is clean: remove it from the exceptions"

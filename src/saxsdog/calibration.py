@@ -3,8 +3,9 @@
 A calibration file (JSON, as described in the original SAXSDOG manual) loads unchanged;
 :data:`saxsdog.config.CALIBRATION` checks it against ``saxsdog/schemas/calibration.schema.json``
 (unknown keys are refused, ``x-`` keys are private notes), maps the original's spellings
-``DedectorDistanceMM``/``Imagesize`` to ``DetectorDistanceMM``/``ImageSize``, stamps the
-format ``Version`` and adds the schema's defaults: that is :attr:`Calibration.config`;
+of two geometry fields to ``DetectorDistanceMM``/``ImageSize`` (only :mod:`saxsdog.config`
+knows the original's), stamps the format ``Version`` and adds the schema's defaults: that
+is :attr:`Calibration.config`;
 :attr:`Calibration.raw` keeps the file as it was (the ``.chi`` headers copy it).  Each entry of ``Masks`` gives a radial (or Phi-mode) integrator,
 each entry of ``Slices`` a GISAXS slice; ``GISAXSmode`` keeps only the slices.
 

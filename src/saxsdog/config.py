@@ -64,6 +64,8 @@ __all__ = [
     "CALIBRATION",
     "CALIBRATION_SPELLINGS",
     "calibration_in_saxsdog_spellings",
+    "calibration_field_path",
+    "calibration_image_size",
     "calibration_problems",
     "suggest",
 ]
@@ -443,10 +445,27 @@ class Normalizer:
         for parts, names in self.spellings.items():
             mapping = {v: k for k, v in names.items()} if reverse else names
             for node in _walk(doc, parts):
-                for old, new in mapping.items():
-                    if old in node and new not in node:
-                        node[new] = node.pop(old)
+                renames = {old: new for old, new in mapping.items() if old in node and new not in node}
+                if renames:  # rebuilt in place, so each key keeps its position (files stay diffable)
+                    items = [(renames.get(key, key), value) for key, value in node.items()]
+                    node.clear()
+                    node.update(items)
         return doc
+
+    def file_key(self, doc: Any, parts: Sequence[str], name: str) -> str:
+        """How a field is spelled in a document as written: the original's spelling, unless
+        the document uses saxsdog's.
+
+        ``parts`` is the path of the object holding the field (as in :attr:`spellings`),
+        ``name`` the field in saxsdog's spelling.  For messages about a field, so they name
+        it as the user wrote it (or, when it is missing, as the original's manual does).
+        """
+        names = self.spellings.get(tuple(parts), {})
+        original = next((old for old, new in names.items() if new == name), name)
+        nodes = _walk(doc, tuple(parts))
+        if original != name and nodes and name in nodes[0] and original not in nodes[0]:
+            return name
+        return original
 
     def load(self, raw: Any) -> dict[str, Any]:
         """Migrate, check, respell, stamp the version and fill in defaults.
@@ -515,6 +534,48 @@ def calibration_in_saxsdog_spellings(calibration: Mapping[str, Any]) -> dict[str
     the file used.
     """
     return CALIBRATION.respell(copy.deepcopy(dict(calibration)))
+
+
+def calibration_field_path(calibration: Any, *parts: str) -> str:
+    """The JSON path of a calibration field, spelled as in ``calibration``.
+
+    ``parts`` name the field in saxsdog's spelling; the result uses the original's
+    spelling unless the calibration uses saxsdog's.
+
+    >>> calibration_field_path({"Geometry": {}}, "Geometry", "ImageSize")
+    '$.Geometry.Imagesize'
+    >>> calibration_field_path({"Geometry": {"ImageSize": [2, 3]}}, "Geometry", "ImageSize")
+    '$.Geometry.ImageSize'
+    """
+    parts = tuple(parts)
+    if not parts:
+        return "$"
+    return json_path([*parts[:-1], CALIBRATION.file_key(calibration, parts[:-1], parts[-1])])
+
+
+def calibration_image_size(calibration: Any) -> tuple[int, int] | None:
+    """``Geometry.ImageSize`` of a calibration (any spelling) as ``(rows, cols)``.
+
+    Returns ``None`` when the calibration gives no image size.
+
+    Raises
+    ------
+    CalibrationError
+        The field is there but not two positive whole numbers (the path is spelled as
+        in ``calibration``).
+    """
+    if not isinstance(calibration, Mapping):
+        return None
+    geometry = calibration_in_saxsdog_spellings(calibration).get("Geometry")
+    if not isinstance(geometry, Mapping) or "ImageSize" not in geometry:
+        return None
+    size = geometry["ImageSize"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(n, (int, float)) and not isinstance(n, bool)
+                       and float(n).is_integer() and n >= 1 for n in size)):
+        raise CalibrationError("malformed", calibration_field_path(calibration, "Geometry", "ImageSize"),
+                               size, "[rows, columns], positive integers")
+    return int(size[0]), int(size[1])
 
 
 def calibration_problems(calibration: Any) -> list[dict[str, Any]]:

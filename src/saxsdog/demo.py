@@ -15,17 +15,20 @@ from typing import Any
 
 import numpy as np
 
+from . import config
 from .core.geometry import Geometry
 
 SHAPE = (1043, 981)
 
+#: The demo's calibration in saxsdog's spellings; ``cal.json`` is written in the
+#: original's (:meth:`saxsdog.config.Normalizer.for_file`), so the original reads it.
 CALIBRATION: dict[str, Any] = {
     "Title": "saxsdog demo (synthetic Guinier scatterer)",
     "Geometry": {
         "Tilt": {"TiltRotDeg": 73.569, "TiltAngleDeg": -0.56},
-        "DedectorDistanceMM": 1031.657,
+        "DetectorDistanceMM": 1031.657,
         "BeamCenter": [808.37, 387.772],
-        "Imagesize": list(SHAPE),
+        "ImageSize": list(SHAPE),
         "PixelSizeMicroM": [172.0, 172.0],
     },
     "Masks": [{"MaskFile": "gaps.npy", "Oversampling": 3, "PixelPerRadialElement": 1, "Name": "",
@@ -73,12 +76,13 @@ def make_dataset(folder: str | os.PathLike[str], n_images: int = 100, seed: int 
 
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    g = Geometry(SHAPE, tuple(CALIBRATION["Geometry"]["BeamCenter"]), 1031.657, (172.0, 172.0), 1.54,
-                 -0.56, 73.569)
+    geo = CALIBRATION["Geometry"]
+    g = Geometry(SHAPE, tuple(geo["BeamCenter"]), geo["DetectorDistanceMM"], tuple(geo["PixelSizeMicroM"]),
+                 CALIBRATION["Wavelength"], geo["Tilt"]["TiltAngleDeg"], geo["Tilt"]["TiltRotDeg"])
     q = g.q()
     mask = gap_mask()
     np.save(folder / "gaps.npy", mask)
-    (folder / "cal.json").write_text(json.dumps(CALIBRATION, indent=2))
+    (folder / "cal.json").write_text(json.dumps(config.CALIBRATION.for_file(CALIBRATION), indent=2))
     rng = np.random.default_rng(seed)
     for i in range(n_images):
         img = rng.poisson(guinier(q, rg_of(i, n_images))).astype(np.int32)

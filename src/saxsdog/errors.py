@@ -23,7 +23,7 @@ class ConfigFieldError(SaxsdogError, ValueError):
     message
         Human-readable description of the problem.
     path
-        JSON path of the offending field, e.g. ``$.Geometry.DedectorDistanceMM``.
+        JSON path of the offending field, e.g. ``$.Masks[0].MaskFile``.
     value
         The offending value (``None`` when the field is missing).
     expected
@@ -90,7 +90,7 @@ class CorruptImageError(ImageError):
 
 
 class ImageShapeError(ImageError):
-    """The image shape differs from the calibration's ``Imagesize``."""
+    """The image shape differs from the calibration's image size (``Geometry.ImageSize``)."""
 
 
 class LedgerError(SaxsdogError):

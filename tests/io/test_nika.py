@@ -153,3 +153,28 @@ def test_template_without_image_size_is_refused() -> None:
     del template["Geometry"]["Imagesize"]
     with pytest.raises(CalibrationError, match="Imagesize"):
         nika_to_calibration(_values(), template)
+
+
+def test_template_in_either_spelling_gives_the_same_geometry() -> None:
+    # the image size is read through saxsdog.config, whichever spelling the template uses
+    original = _template(rows=600)
+    modern = _template(rows=600)
+    g = modern["Geometry"]
+    g["DetectorDistanceMM"], g["ImageSize"] = g.pop("DedectorDistanceMM"), g.pop("Imagesize")
+    a = nika_to_calibration(_values(1.0, 2.0), original)["Geometry"]
+    b = nika_to_calibration(_values(1.0, 2.0), modern)["Geometry"]
+    assert b["BeamCenter"] == a["BeamCenter"] == [600 - (BCY + 0.5), BCX + 0.5]
+    assert b["DetectorDistanceMM"] == a["DedectorDistanceMM"] == SDD and b["Tilt"] == a["Tilt"]
+
+
+def test_malformed_template_image_size_is_named_as_written() -> None:
+    modern = _template()
+    modern["Geometry"]["ImageSize"] = modern["Geometry"].pop("Imagesize")
+    modern["Geometry"]["ImageSize"] = [600, -1]
+    with pytest.raises(CalibrationError) as info:
+        nika_to_calibration(_values(), modern)
+    assert info.value.path == "$.Geometry.ImageSize"
+    del modern["Geometry"]["ImageSize"]
+    with pytest.raises(CalibrationError) as info:
+        nika_to_calibration(_values(), modern)
+    assert info.value.path == "$.Geometry.Imagesize"  # missing: named as the original's manual does

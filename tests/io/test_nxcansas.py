@@ -304,3 +304,19 @@ def test_geometry_fields_units():
     assert det["SDD"] == (500.0, "mm")
     assert geo["source"]["incident_wavelength"] == (1.0, "angstrom")
     assert geometry_fields(None) == {"detector": {}, "source": {}}
+
+
+def test_geometry_fields_read_either_spelling_and_the_loaded_form():
+    # geometry_fields reads through saxsdog.config: the file form in the original's spellings,
+    # in saxsdog's, and the loaded form (Calibration.config) all give the same instrument fields
+    from saxsdog.config import CALIBRATION
+
+    modern = json.loads(json.dumps(CAL))
+    g = modern["Geometry"]
+    g["DetectorDistanceMM"], g["ImageSize"] = g.pop("DedectorDistanceMM"), g.pop("Imagesize")
+    loaded = CALIBRATION.load(CAL)
+    expected = geometry_fields(CAL)
+    assert expected["detector"]["SDD"] == (1031.657, "mm")
+    assert (expected["detector"]["y_pixels"], expected["detector"]["x_pixels"]) == ((1043, None), (981, None))
+    assert geometry_fields(modern) == expected == geometry_fields(loaded)
+    assert "DedectorDistanceMM" in CAL["Geometry"]  # the argument is not changed

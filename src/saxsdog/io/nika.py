@@ -45,8 +45,9 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from saxsdog.config import calibration_field_path, calibration_image_size
 from saxsdog.errors import CalibrationError
-from saxsdog.io.fit2d import default_calibration, read_image_size, update_geometry
+from saxsdog.io.fit2d import default_calibration, update_geometry
 
 __all__ = ["NikaError", "nika_to_calibration", "parse_nika", "read_nika_file", "nika_tilts_to_fit2d"]
 
@@ -176,7 +177,8 @@ def nika_to_calibration(values: Mapping[str, Any] | list[str] | str,
         energy), pixel sizes and tilts default to the template's (tilts to zero).
     template
         Calibration to update (masks, options, image size); :func:`default_calibration`
-        if ``None``.  Its ``Imagesize`` is needed to count Y from the bottom edge.
+        if ``None``.  Its image size (``Geometry.ImageSize``, in either spelling) is needed
+        to count Y from the bottom edge.
 
     Returns
     -------
@@ -199,9 +201,9 @@ def nika_to_calibration(values: Mapping[str, Any] | list[str] | str,
             raise NikaError(f"{key} must be positive, got {nika[key]}")
 
     template = default_calibration() if template is None else template
-    size = read_image_size(template)
+    size = calibration_image_size(template)
     if size is None:
-        raise CalibrationError("missing", "$.Geometry.Imagesize", None,
+        raise CalibrationError("missing", calibration_field_path(template, "Geometry", "ImageSize"), None,
                                "[rows, columns]: needed to count Nika's Y from the bottom edge")
     rows = size[0]
 

@@ -73,6 +73,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..config import calibration_in_saxsdog_spellings
 from .atomic import temporary_name
 
 __all__ = [
@@ -125,7 +126,8 @@ def geometry_fields(calibration: Mapping[str, Any] | None) -> dict[str, dict[str
     Parameters
     ----------
     calibration
-        The calibration dict (field names of the original calibration reference).
+        The calibration dict, in the file's form (the original's spellings) or loaded
+        (:attr:`saxsdog.calibration.Calibration.config`).
 
     Returns
     -------
@@ -139,8 +141,9 @@ def geometry_fields(calibration: Mapping[str, Any] | None) -> dict[str, dict[str
     src: dict[str, tuple[Any, str | None]] = {}
     if not calibration:
         return {"detector": det, "source": src}
-    geo = calibration.get("Geometry") or {}
-    dist = geo.get("DedectorDistanceMM", geo.get("DetectorDistanceMM"))
+    # read in saxsdog's spellings: saxsdog.config alone knows the original's
+    geo = calibration_in_saxsdog_spellings(calibration).get("Geometry") or {}
+    dist = geo.get("DetectorDistanceMM")
     if isinstance(dist, numbers.Real):
         det["SDD"] = (float(dist), "mm")
         det["distance"] = (float(dist), "mm")
@@ -164,7 +167,7 @@ def geometry_fields(calibration: Mapping[str, Any] | None) -> dict[str, dict[str
         det["tilt_angle"] = (float(tilt["TiltAngleDeg"]), "degree")
     if isinstance(tilt.get("TiltRotDeg"), numbers.Real):
         det["tilt_rotation"] = (float(tilt["TiltRotDeg"]), "degree")
-    size = geo.get("Imagesize", geo.get("ImageSize"))
+    size = geo.get("ImageSize")
     if isinstance(size, Sequence) and len(size) == 2:
         det["y_pixels"] = (int(size[0]), None)
         det["x_pixels"] = (int(size[1]), None)

@@ -19,6 +19,7 @@ an entry; :func:`add_network_arguments` adds both to an argparse parser.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -87,46 +88,169 @@ _CHARACTER_CLASSES = (
     (" !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", 33),
 )
 _OTHER_CHARACTERS = 100  # a generous guess for any character beyond printable ASCII
+_DIGITS = frozenset("0123456789")
+_HEX_LOWER = frozenset("0123456789abcdef")
+_HEX_UPPER = frozenset("0123456789ABCDEF")
+_LOWER, _UPPER = frozenset(_CHARACTER_CLASSES[0][0]), frozenset(_CHARACTER_CLASSES[1][0])
+#: Both base64 alphabets (standard ``+/`` and URL-safe ``-_``).
+_BASE64 = _LOWER | _UPPER | _DIGITS | frozenset("+/-_")
+
+#: How unlikely each test that lowers the estimate may be to fire on a random secret: a
+#: genuine random secret is refused with a probability below a few times 2**-40 (1e-12).
+_RANDOM_FALSE_ALARM_LOG2 = -40.0
+
+
+def _nominal_alphabet(secret: str) -> tuple[int, int]:
+    """The alphabet a secret was drawn from, judged by its characters, and its counted length.
+
+    Decimal digits count 10, hex digits of one case 16, anything else the union of the
+    character classes used (lower case 26, upper case 26, digits 10, ASCII punctuation and
+    space 33, beyond ASCII 100).  A base64 string (either alphabet, up to two ``=`` of
+    padding, which carry nothing and are not counted) that shows at least two of upper
+    case, lower case and digits counts at least 64: a random base64 secret need not show
+    every class (43 characters without digits and without ``-``/``_``: 1 in 7,700), but it
+    was drawn from 64 symbols all the same.  A random secret of these encodings is judged
+    by less than its alphabet only with negligible probability (43 base64 characters of a
+    single group: below 2**-49; 64 hex digits that are all decimal: 2**-43).
+    """
+    chars = frozenset(secret)
+    if chars <= _DIGITS:
+        return 10, len(secret)
+    if chars <= _HEX_LOWER or chars <= _HEX_UPPER:
+        return 16, len(secret)  # e.g. openssl rand -hex 32, secrets.token_hex(32)
+    body = secret.rstrip("=")
+    if len(secret) - len(body) <= 2 and body and frozenset(body) <= _BASE64:
+        if sum(bool(chars & group) for group in (_LOWER, _UPPER, _DIGITS)) >= 2:
+            return max(_class_pool(body), 64), len(body)  # the padding is not counted
+    return _class_pool(secret), len(secret)
+
+
+def _class_pool(text: str) -> int:
+    """Size of the union of the character classes ``text`` uses."""
+    chars = frozenset(text)
+    pool = sum(size for members, size in _CHARACTER_CLASSES if chars & frozenset(members))
+    if any(not (" " <= c <= "~") for c in chars):
+        pool += _OTHER_CHARACTERS
+    return pool
+
+
+def _log2_binomial(n: int, k: int) -> float:
+    return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
+
+
+@functools.lru_cache(maxsize=1024)
+def _fewest_random_distinct(length: int, alphabet: int) -> int:
+    """How many distinct symbols a random string shows, except with negligible probability.
+
+    A random string of ``length`` symbols drawn uniformly from ``alphabet`` shows at most
+    ``m`` distinct ones only if all lie in some ``m``-subset:
+    ``P(distinct <= m) <= C(alphabet, m) (m / alphabet) ** length``.  The result is the
+    smallest ``m`` for which that bound exceeds 2**-40, so fewer distinct symbols mark a
+    string as not random over its nominal alphabet (e.g. 16 for 43 base64 characters, which
+    show about 31; 9 for 64 hex digits, which show all 16 but rarely).
+    """
+    m = 1
+    while m < alphabet and (_log2_binomial(alphabet, m) + length * math.log2(m / alphabet)
+                            <= _RANDOM_FALSE_ALARM_LOG2):
+        m += 1
+    return m
+
+
+def _shortest_unlikely_repeat(length: int, alphabet: int) -> int:
+    """The shortest repeat a random string holds only with negligible probability.
+
+    A random string of ``length`` symbols from ``alphabet`` has fewer than ``length**2 / 2``
+    pairs of start positions, and a given pair starts two equal runs of ``L`` symbols with
+    probability ``alphabet ** -L`` (also when the runs overlap), so a repeat of ``L`` or more
+    symbols occurs with probability at most ``length**2 / 2 * alphabet ** -L``.  The result
+    is the smallest ``L`` making that at most 2**-40 (9 for 43 base64 characters, 13 for 64
+    hex digits).
+    """
+    pairs = max(length * (length - 1) / 2.0, 1.0)
+    return max(2, math.ceil((math.log2(pairs) - _RANDOM_FALSE_ALARM_LOG2) / math.log2(alphabet)))
+
+
+def _repeat_aware_bits(secret: str, symbol_bits: float, min_repeat: int) -> float:
+    """Bits of a greedy LZ77 parse: new symbols cost ``symbol_bits``, repeats their position.
+
+    Only repeats of at least ``min_repeat`` symbols (earlier occurrence, overlapping allowed)
+    count, so a random secret is charged every symbol; a repeated word costs the word once
+    plus about ``2 log2(length)`` bits per repetition.
+    """
+    n = len(secret)
+    if n < 2 * min_repeat:
+        return n * symbol_bits
+    starts: dict[str, list[int]] = {}
+    for j in range(n - min_repeat + 1):
+        seen = starts.setdefault(secret[j:j + min_repeat], [])
+        if len(seen) < 16:  # the earliest occurrences give the longest matches
+            seen.append(j)
+    repeat_bits = 2.0 * math.log2(n)
+    bits, i = 0.0, 0
+    while i < n:
+        best = 0
+        for j in starts.get(secret[i:i + min_repeat], ()):
+            if j >= i:
+                break
+            k = min_repeat
+            while i + k < n and secret[j + k] == secret[i + k]:
+                k += 1
+            best = max(best, k)
+        if best >= min_repeat:
+            bits += repeat_bits
+            i += best
+        else:
+            bits += symbol_bits
+            i += 1
+    return bits
 
 
 def secret_entropy_bits(secret: str) -> float:
     """An estimate of the entropy of a secret, in bits (an upper bound for random strings).
 
-    The alphabet is the union of the character classes used (lower case 26, upper case 26,
-    digits 10, ASCII punctuation and space 33, anything else 100; 16 for hex digits only).  It is scaled down by how
-    many distinct symbols occur compared with a random string of that length over that
-    alphabet, so ``"a" * 64`` or ``"ab" * 32`` count as the few symbols they are, and a
-    string repeating a shorter one counts as that one.  The result is length × log2(alphabet):
-    it knows no words, so it is generous to phrases, but it refuses short, repetitive and
+    The nominal alphabet is judged from the characters used (:func:`_nominal_alphabet`:
+    decimal 10, hex 16, else the union of the classes lower case 26, upper case 26, digits
+    10, ASCII punctuation and space 33, anything else 100, and at least 64 for base64),
+    and a secret counts
+    ``length × log2(alphabet)`` bits unless it is clearly repetitive:
+
+    * it repeats a shorter piece: it counts as that piece;
+    * it shows fewer distinct symbols than a random string of its length over that
+      alphabet shows except with probability 2**-40: it counts as drawn from the symbols it
+      shows (``"aabbab…"``);
+    * it holds repeats longer than a random string holds except with probability 2**-40:
+      each repeat counts as its position (a dictionary word repeated, with or without a
+      suffix).
+
+    The bounds are computed, not guessed, so a random secret of 32 bytes or more in any
+    common encoding (64 hex digits: 256 bits; 43 or 44 base64 characters: 258 or more;
+    saxsnetconf's 64 URL-safe characters: 384 or more) is refused with a probability below
+    1e-11.  The estimate
+    knows no words, so it is generous to phrases, but it refuses short, repetitive and
     small-alphabet secrets.
-    saxsnetconf's secrets (64 URL-safe characters, 384 bits) come out near 380-400 bits; a
-    random 43-character URL-safe secret (256 bits) near 270.
 
     Examples
     --------
     >>> secret_entropy_bits("a" * 16) < 8
     True
-    >>> secret_entropy_bits(generate_secret()) > 256
+    >>> secret_entropy_bits("password" * 10 + "!") < 100
+    True
+    >>> secret_entropy_bits(generate_secret()) >= 384
     True
     """
     if not secret:
         return 0.0
-    if all(c in "0123456789abcdef" for c in secret) or all(c in "0123456789ABCDEF" for c in secret):
-        pool = 16  # hex digits (e.g. openssl rand -hex 32)
-    else:
-        pool = sum(size for chars, size in _CHARACTER_CLASSES if any(c in chars for c in secret))
-    if any(not (" " <= c <= "~") for c in secret):
-        pool += _OTHER_CHARACTERS
-    n = len(secret)
+    pool, n = _nominal_alphabet(secret)
+    distinct = len(set(secret[:n]))
+    alphabet = pool if distinct >= _fewest_random_distinct(n, pool) else distinct
+    if alphabet <= 1:
+        return 0.0
+    symbol_bits = math.log2(alphabet)
+    body = secret[:n]
     # the shortest piece whose repetition (at least twice) makes up the secret
-    period = next((p for p in range(1, n // 2 + 1) if all(secret[i] == secret[i % p] for i in range(n))), n)
-    distinct = len(set(secret))
-    expected_distinct = pool * (1.0 - (1.0 - 1.0 / pool) ** period)
-    # A random string shows about expected_distinct symbols (a little fewer when its true
-    # alphabet is smaller than the classes suggest); only clearly fewer reduce the alphabet.
-    ratio = distinct / expected_distinct
-    alphabet = float(pool) if ratio >= 0.75 else pool * ratio
-    return period * math.log2(alphabet) if alphabet > 1 else 0.0
+    period = next((p for p in range(1, n // 2 + 1) if all(body[i] == body[i % p] for i in range(n))), n)
+    repeats = _repeat_aware_bits(body, symbol_bits, _shortest_unlikely_repeat(n, alphabet))
+    return min(period * symbol_bits, repeats)
 
 
 def url_port(url: str) -> int:
