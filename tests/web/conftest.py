@@ -32,7 +32,7 @@ def handler(base):
 def server_factory(handler):
     """Start HTTP services for ``handler`` on 127.0.0.1 (ephemeral ports); all stopped afterwards."""
     require_web()
-    from saxsdog.server.http_app import start_http_server
+    from saxsdog.server.http import start_http_server
 
     started = []
 

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from saxsdog.server.http_app import COOKIE_NAME, calibration_problems, compute_mac
+from saxsdog.protocol.signing import compute_mac
+from saxsdog.protocol.weblogin import COOKIE_NAME
+from saxsdog.server.http import calibration_problems
 
 from webleash_helpers import SECRET, add_images, calibration_request, login, wait_for
 

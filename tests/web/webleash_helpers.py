@@ -11,7 +11,7 @@ from typing import Callable
 
 import pytest
 
-from saxsdog.server.http_app import compute_mac
+from saxsdog.protocol.signing import compute_mac
 
 #: The shared secret of these tests (checked never to leak into responses or logs).
 SECRET = "web-leash-test-secret-" + "k7Qx9ZpL2mVw4TnR8sYb"
