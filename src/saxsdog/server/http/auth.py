@@ -259,16 +259,18 @@ class AuthState:
         The same for challenge requests.
     challenges_per_client
         Pending challenges one address may hold.
+    max_challenges
+        Pending challenges of all addresses together.
     """
 
     def __init__(self, secret: str | bytes, nonce_ttl: float = 60.0, code_ttl: float = 60.0,
                  token_ttl: float = 12 * 3600.0, *, failed_login_burst: int = 10,
                  failed_login_rate: float = 1 / 6, challenge_burst: int = 60, challenge_rate: float = 2.0,
-                 challenges_per_client: int = 16):
+                 challenges_per_client: int = 16, max_challenges: int = 10_000):
         if not secret:
             raise ValueError("the shared secret is empty; create a network file with saxsnetconf")
         self._secret = secret
-        self.nonces = PendingChallenges(nonce_ttl, per_client=challenges_per_client)
+        self.nonces = PendingChallenges(nonce_ttl, per_client=challenges_per_client, limit=max_challenges)
         self.codes = _Expiring(code_ttl, 1_000)
         self.tokens = _Expiring(token_ttl, 10_000)
         self.failed_logins = RateLimiter(failed_login_burst, failed_login_rate)
