@@ -36,8 +36,9 @@ class Lines:
         threading.Thread(target=self._pump, args=(proc.stdout,), daemon=True).start()
 
     def _pump(self, stream) -> None:
-        for line in stream:
-            self.q.put(line)
+        with stream:  # closed at the end of output (the child has exited)
+            for line in stream:
+                self.q.put(line)
 
     def wait_for(self, pattern: re.Pattern | str, timeout: float = 60.0) -> re.Match:
         deadline = time.monotonic() + timeout
@@ -68,6 +69,7 @@ def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 30.0) -> in
         proc.kill()
         proc.wait(10)
         raise
+
 
 
 def test_remote_mode_prints_a_single_use_link(server, tmp_path, capsys):
