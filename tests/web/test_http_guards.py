@@ -99,6 +99,26 @@ def test_command_bodies_up_to_the_configured_limit(handler):
     run(main())
 
 
+def test_a_trickled_login_body_is_cut_off(handler):
+    app = create_app(handler, SECRET, body_seconds=0.5)
+
+    async def trickle():
+        for _ in range(100):
+            yield b" "
+            await asyncio.sleep(0.05)
+
+    async def main():
+        async with asgi_client(app) as c:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            r = await c.post("/api/login", content=trickle(), headers={"Content-Length": "100"})
+            took = loop.time() - t0
+            assert r.status_code == 408 and "too slow" in r.json()["data"]["Error"]
+            assert 0.4 < took < 2.0, took
+            assert (await login(c)).status_code == 200  # a body that arrives at once is fine
+    run(main())
+
+
 # --------------------------------------------------------------------------- login rate limit
 
 def test_wrong_logins_are_rate_limited_per_address_with_back_off(app):

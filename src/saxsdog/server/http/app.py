@@ -46,7 +46,8 @@ def create_app(handler: CommandHandler, secret: str | bytes, *, token_ttl: float
                code_ttl: float = 60.0, nonce_ttl: float = 60.0, max_body_bytes: int = 64 * 1024 * 1024,
                max_upload_bytes: int = 32 * 1024 * 1024, max_results_per_second: float = 4.0,
                stat_interval: float = 1.0, bind: str | None = "127.0.0.1",
-               allowed_hosts: Iterable[str] = (), auth_options: dict[str, Any] | None = None) -> Starlette:
+               allowed_hosts: Iterable[str] = (), auth_options: dict[str, Any] | None = None,
+               body_seconds: float = 10.0) -> Starlette:
     """The ASGI app of the web leash over ``handler``.
 
     Parameters
@@ -72,6 +73,8 @@ def create_app(handler: CommandHandler, secret: str | bytes, *, token_ttl: float
         More accepted ``Host`` names (e.g. the network file's server name).
     auth_options
         Keyword arguments of :class:`~.auth.AuthState` (rate limits).
+    body_seconds
+        Time a request body may take to arrive, plus 4 s per MiB of its route's limit.
 
     Returns
     -------
@@ -87,7 +90,8 @@ def create_app(handler: CommandHandler, secret: str | bytes, *, token_ttl: float
     names, any_ip = allowed_host_names(bind, allowed_hosts)
     app = Starlette(routes=build_routes(), exception_handlers={404: not_found}, middleware=[
         Middleware(HostGuard, names=names, any_ip=any_ip),
-        Middleware(BodyLimit, limits=body_limits(max_body_bytes, max_upload_bytes), default=LOGIN_BODY_LIMIT),
+        Middleware(BodyLimit, limits=body_limits(max_body_bytes, max_upload_bytes), default=LOGIN_BODY_LIMIT,
+                   base_seconds=body_seconds),
     ])
     app.state.ctx = WebContext(handler=handler, auth=auth, feed=feed, basedir=handler.basedir,
                                plotly_path=_plotly_js(), max_results_per_second=max_results_per_second,

@@ -6,10 +6,13 @@
 * :class:`BodyLimit` caps each route's request body *before* it is read: a declared
   ``Content-Length`` over the route's limit is answered 413 at once, and a chunked body
   is counted while it streams in (the app sees :class:`BodyTooLarge` at the limit).
+  A body must also arrive in time (10 s plus 4 s per MiB of the route's limit), so a
+  client trickling a login body cannot hold a connection busy (408).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -18,7 +21,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 log = logging.getLogger("saxsdog.server.http")
 
-__all__ = ["BodyLimit", "BodyTooLarge", "HostGuard", "allowed_host_names", "host_of_header"]
+__all__ = ["BodyLimit", "BodyTooLarge", "BodyTooSlow", "HostGuard", "allowed_host_names", "host_of_header"]
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -27,6 +30,14 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOCAL_NAMES = ("localhost", "localhost.localdomain", "127.0.0.1", "::1")
 WILDCARDS = ("", "*", "0.0.0.0", "::")
+
+
+class BodyTooSlow(Exception):
+    """A request body did not arrive within its route's deadline."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"request body too slow: not complete within {seconds:.0f} s")
+        self.seconds = seconds
 
 
 class BodyTooLarge(Exception):
@@ -144,13 +155,20 @@ class BodyLimit:
         Limit of every other path.
     """
 
-    def __init__(self, app: ASGIApp, limits: Mapping[str, int], default: int = 4096):
+    def __init__(self, app: ASGIApp, limits: Mapping[str, int], default: int = 4096,
+                 base_seconds: float = 10.0, seconds_per_mib: float = 4.0):
         self.app = app
         self.limits = dict(limits)
         self.default = default
+        self.base_seconds = base_seconds
+        self.seconds_per_mib = seconds_per_mib
 
     def limit_for(self, path: str) -> int:
         return self.limits.get(path, self.default)
+
+    def deadline_for(self, limit: int) -> float:
+        """Seconds a body of a route with ``limit`` may take to arrive."""
+        return self.base_seconds + self.seconds_per_mib * limit / (1 << 20)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -170,14 +188,28 @@ class BodyLimit:
                 return
         received = 0
         started = False
+        complete = False
+        allowed = self.deadline_for(limit)
+        deadline: float | None = None
 
         async def counted_receive() -> dict[str, Any]:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete, deadline
+            if complete:  # the body is in: later calls wait for the disconnect, unbounded
+                return await receive()
+            loop = asyncio.get_running_loop()
+            if deadline is None:
+                deadline = loop.time() + allowed
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise BodyTooSlow(allowed) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge(limit)
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
             return message
 
         async def tracked_send(message: dict[str, Any]) -> None:
@@ -192,3 +224,7 @@ class BodyLimit:
             if started:
                 raise
             await send_error(send, 413, f"{exc} ({scope.get('path')})")
+        except BodyTooSlow as exc:
+            if started:
+                raise
+            await send_error(send, 408, f"{exc} ({scope.get('path')})")

@@ -28,7 +28,7 @@ from ...protocol.weblogin import COOKIE_NAME
 from ..handler import error_response
 from ..paths import PathOutsideBase
 from .auth import TooManyRequests, client_key
-from .guards import BodyTooLarge
+from .guards import BodyTooLarge, BodyTooSlow
 from .jsonutil import dumps
 from .preview import render_mask_preview
 from .validation import calibration_problems
@@ -116,6 +116,8 @@ def endpoint(fn: Endpoint, public: bool = False) -> Endpoint:
             return err(exc.status, exc.message)
         except BodyTooLarge as exc:
             return err(413, f"{exc} ({request.url.path})", headers={"Connection": "close"})
+        except BodyTooSlow as exc:
+            return err(408, f"{exc} ({request.url.path})", headers={"Connection": "close"})
         except TooManyRequests as exc:
             return err(429, str(exc), headers={"Retry-After": str(int(exc.retry_after + 0.999))})
         except PathOutsideBase as exc:
