@@ -280,3 +280,17 @@ def test_the_secret_never_leaks(client, app, server, data_dir, caplog):
         assert SECRET not in rec.getMessage() and SECRET not in repr(rec.args)
     assert SECRET not in repr(app.state.auth) and SECRET not in repr(server.app.state.auth)
     assert SECRET not in repr(server) and SECRET not in repr(app.state.ctx)
+
+
+def test_mask_preview_png_draws_arrays_without_files():
+    import numpy as np
+
+    from saxsdog.pipeline.plots import mask_preview_png
+
+    image = np.arange(60 * 40, dtype=np.float64).reshape(60, 40)
+    valid = np.ones((60, 40), dtype=bool)
+    valid[:10] = False
+    cal = {"Geometry": {"BeamCenter": [30, 20]}, "Slices": [{"CutPosition": 5, "CutMargin": 1, "Direction": "y"}]}
+    png = mask_preview_png(cal, (60, 40), image, valid, "synthetic", ["a note"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+    assert mask_preview_png({}, (60, 40))[:4] == b"\x89PNG"  # no image, no mask, no beam centre

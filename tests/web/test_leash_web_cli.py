@@ -151,3 +151,15 @@ def test_saxsdogserver_serves_the_web_leash(base, tmp_path, capsys):
     finally:
         rc = stop(proc, signal.SIGTERM)
     assert rc == 0
+
+
+def test_remote_mode_needs_nothing_of_the_server():
+    """The client side (leash's remote mode) imports the protocol only, not the server package."""
+    code = ("import sys, hmac, hashlib\n"
+            "from saxsdog.cli import leash_web\n"
+            "leash_web.build_parser()\n"
+            "from saxsdog.protocol.signing import compute_mac\n"
+            "assert compute_mac('k' * 40, 'n0nce') == hmac.new(b'k' * 40, b'n0nce', hashlib.sha256).hexdigest()\n"
+            "bad = sorted(m for m in sys.modules if m.startswith('saxsdog.server'))\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

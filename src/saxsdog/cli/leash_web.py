@@ -152,7 +152,8 @@ def _local(args) -> int:
     from saxsdog.errors import SaxsdogError
     from saxsdog.pipeline import QueueOptions
     from saxsdog.server.handler import CommandHandler
-    from saxsdog.server.http import install_repeat_filter, start_http_server
+    from saxsdog.logfilter import install_repeat_filter
+    from saxsdog.server.http import start_http_server
 
     basedir = Path(args.local).expanduser()
     if not basedir.is_dir():

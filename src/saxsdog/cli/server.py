@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from saxsdog.logfilter import install_repeat_filter
+
+    install_repeat_filter()  # an attack must not fill the disk through the log
     from saxsdog.errors import SaxsdogError
     from saxsdog.pipeline import QueueOptions
     from saxsdog.protocol.netconf import load_network, select_server
@@ -142,9 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_http:
         try:
             from saxsdog.protocol.netconf import url_host
-            from saxsdog.server.http import install_repeat_filter, start_http_server
+            from saxsdog.server.http import start_http_server
 
-            install_repeat_filter()  # an attack must not fill the disk through the log
             names = list(args.allow_host)
             with contextlib.suppress(SaxsdogError):
                 names.append(url_host(entry.get("Server", "")))

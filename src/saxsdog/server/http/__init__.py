@@ -44,7 +44,7 @@ from ...protocol.weblogin import COOKIE_NAME, DEFAULT_HTTP_PORT, WS_UNAUTHORIZED
 from .app import WebContext, create_app
 from .auth import AuthState, PendingChallenges, RateLimiter, TooManyRequests
 from .jsonutil import jsonable
-from .logfilter import RepeatFilter, install_repeat_filter
+from ...logfilter import RepeatFilter, install_repeat_filter
 from .preview import render_mask_preview
 from .serve import HTTPServerThread, start_http_server
 from .validation import calibration_problems

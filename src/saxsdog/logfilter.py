@@ -1,4 +1,9 @@
-"""Collapse floods of identical log lines (an attack must not fill the disk through the log)."""
+"""Collapse floods of identical log lines (an attack must not fill the disk through the log).
+
+The servers put a :class:`RepeatFilter` on their log handlers right after configuring
+logging: about a thousand idle connections once made asyncio log the same accept error
+in a loop, 88 MB in 32 s.
+"""
 
 from __future__ import annotations
 
