@@ -158,3 +158,15 @@ def test_default_connection_cap_leaves_descriptors_for_the_rest():
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     cap = default_max_connections()
     assert 8 <= cap <= 256 and (soft == resource.RLIM_INFINITY or cap <= max(8, soft // 4))
+
+
+def test_a_large_websocket_message_closes_the_socket(server):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    url = server.url.replace("http://", "ws://") + "/ws"
+    with connect(url, open_timeout=10, max_size=None) as ws:
+        ws.send("x" * (1 << 20))  # before any login: uvicorn's default would buffer up to 16 MiB
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1009  # message too big

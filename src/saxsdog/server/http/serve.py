@@ -13,7 +13,10 @@ from ..handler import CommandHandler
 from .app import create_app
 from .connections import default_max_connections, guarded_protocol
 
-__all__ = ["HTTPServerThread", "start_http_server"]
+__all__ = ["HTTPServerThread", "start_http_server", "WS_MAX_MESSAGE_BYTES"]
+
+#: Largest WebSocket message a client may send (the page sends ``{"type": "auth", "token"}``).
+WS_MAX_MESSAGE_BYTES = 64 * 1024
 
 
 class HTTPServerThread:
@@ -60,10 +63,12 @@ class HTTPServerThread:
         self.port = self._sock.getsockname()[1]
         protocol = guarded_protocol(max_connections or default_max_connections(), header_timeout)
         self.guard = protocol.guard  # type: ignore[attr-defined]
-        # log_config=None: uvicorn's records go to the process's handlers (and their repeat filter)
+        # log_config=None: uvicorn's records go to the process's handlers (and their repeat filter).
+        # ws_max_size: the page only sends a small "auth" message; uvicorn's default (16 MiB per
+        # message) would let unauthenticated sockets hold max_connections x 16 MiB.
         config = uvicorn.Config(app, log_level="warning", log_config=None, access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2, ws_ping_interval=20.0, http=protocol,
-                                timeout_keep_alive=5, backlog=128)
+                                timeout_keep_alive=5, backlog=128, ws_max_size=WS_MAX_MESSAGE_BYTES)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="saxsdog-http", daemon=True)
         self._error: BaseException | None = None
