@@ -11,6 +11,7 @@ figures can be taken before and after a change.
 from __future__ import annotations
 
 import argparse
+import warnings
 import hashlib
 import hmac
 import http.client
@@ -143,8 +144,11 @@ def open_idle(port: int, n: int) -> list[socket.socket]:
 
 def big_body(port: int, size: int = 63 * MiB, path: str = "/api/login", chunked: bool = False,
              timeout: float = 60.0) -> int:
-    """POST a body of ``size`` bytes as fast as the server takes it; the response status (0: none)."""
-    block = b"x" * MiB
+    """POST a JSON body of ``size`` bytes as fast as the server takes it; the response status (0: none).
+
+    The body is ``{"nonce": "aaa..."}``: valid JSON, so a server that reads it whole also parses it.
+    """
+    block = b"a" * MiB
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
@@ -154,6 +158,11 @@ def big_body(port: int, size: int = 63 * MiB, path: str = "/api/login", chunked:
             try:
                 while sent < size:
                     piece = block[:min(MiB, size - sent)]
+                    if sent == 0:
+                        piece = b'{"nonce":"' + piece[10:]
+                    if sent + len(piece) >= size:
+                        piece = piece[:-2] + b'"}'
+
                     s.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
                     sent += len(piece)
                 if chunked:
@@ -181,6 +190,28 @@ def parallel_big_bodies(port: int, n: int = 3, **options) -> list[int]:
     for t in threads:
         t.join()
     return results
+
+
+def websocket_flood(port: int, n: int = 40, size: int = 15 * MiB) -> tuple[int, list]:
+    """``n`` WebSockets that each send one ``size``-byte message without logging in.
+
+    Returns how many were still open after sending (the server keeps their messages).
+    """
+    from websockets.sync.client import connect
+
+    block = "a" * size
+    warnings.filterwarnings("ignore", "connect\\(\\) must be used as a context manager", DeprecationWarning)
+    sockets, still_open = [], 0
+    for _ in range(n):
+        try:
+            ws = connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5, max_size=None, close_timeout=1)
+            sockets.append(ws)
+            ws.send(block)
+            still_open += 1
+        except Exception:
+            pass
+    time.sleep(1.0)
+    return still_open, sockets
 
 
 def wrong_logins(port: int, n: int = 400) -> Counter:
@@ -253,6 +284,14 @@ def main(argv: list[str] | None = None) -> int:
         for s in idle:
             s.close()
         time.sleep(0.5)
+        opened, sockets = websocket_flood(server.http_port)
+        print(f"40 unauthenticated WebSockets sending 15 MiB each: RSS {server.rss_mb():.0f} MiB "
+              f"(+{server.rss_mb() - rss0:.0f}), stat {stat_seconds(server):.3f} s")
+        for ws in sockets:
+            try:
+                ws.close()
+            except Exception:
+                pass
         log0 = server.log_bytes()
         print(f"400 wrong logins: {dict(wrong_logins(server.http_port))}; a real login then: "
               f"{real_login(server.http_port)}; log +{server.log_bytes() - log0} bytes")

@@ -139,7 +139,7 @@ def test_saxsdogserver_serves_the_web_leash(base, tmp_path, capsys):
         zport = s.getsockname()[1]
     net = write_network(tmp_path / "network.json", server=f"tcp://127.0.0.1:{zport}")
     proc = spawn(["-m", "saxsdog.cli.server", str(base), "--network", str(net), "--no-feeder", "--rescan", "0",
-                  "-t", "1", "--http-port", "0"])
+                  "-t", "1", "--http-port", "0", "--allow-host", "alias.example"])
     try:
         lines = Lines(proc)
         url = lines.wait_for(r"web leash (http://127\.0\.0\.1:\d+)").group(1)
@@ -148,6 +148,11 @@ def test_saxsdogserver_serves_the_web_leash(base, tmp_path, capsys):
         with httpx.Client(base_url=url, timeout=30) as c:
             assert c.post("/api/login", json={"code": code}).status_code == 200
             assert c.post("/api/command", json={"command": "stat"}).json()["result"] == "stat"
+            # DNS-rebinding protection: only this server's names (and --allow-host ones) are served
+            assert c.get("/api/session", headers={"Host": "alias.example:7780"}).status_code == 200
+            assert c.get("/api/session", headers={"Host": "localhost"}).status_code == 200
+            refused = c.get("/api/session", headers={"Host": "rebound.attacker.example"})
+            assert refused.status_code == 400 and "unknown host name" in refused.json()["data"]["Error"]
     finally:
         rc = stop(proc, signal.SIGTERM)
     assert rc == 0
