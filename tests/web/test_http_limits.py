@@ -170,3 +170,23 @@ def test_a_large_websocket_message_closes_the_socket(server):
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=10)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1009  # message too big
+
+
+def test_when_every_connection_is_busy_a_new_one_is_told_so(server_factory):
+    srv = server_factory(max_connections=4)
+    head = (f"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 100\r\n\r\n").encode()
+    busy = []
+    try:
+        for _ in range(4):  # requests in progress: their bodies never come
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            s.sendall(head)
+            busy.append(s)
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 503") and b"too many connections" in reply
+        assert srv.guard.refused >= 1
+    finally:
+        for s in busy:
+            s.close()
