@@ -1,4 +1,9 @@
-"""Fixtures of the web leash tests: a base directory, a handler and its HTTP service on loopback."""
+"""Fixtures of the web leash tests: a base directory, a handler, its app in process, its HTTP service.
+
+``client`` talks to the app in this process (no socket); ``server`` and ``server_factory``
+serve it on a loopback port for the tests where the socket matters (WebSocket, browser,
+command line, connection limits).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from webleash_helpers import SECRET, require_web
+from webleash_helpers import SECRET, InProcessClient, require_web
 
 from saxsdog.pipeline import QueueOptions
 from saxsdog.server.handler import CommandHandler
@@ -32,7 +37,7 @@ def handler(base):
 def server_factory(handler):
     """Start HTTP services for ``handler`` on 127.0.0.1 (ephemeral ports); all stopped afterwards."""
     require_web()
-    from saxsdog.server.http_app import start_http_server
+    from saxsdog.server.http import start_http_server
 
     started = []
 
@@ -52,8 +57,38 @@ def server(server_factory):
 
 
 @pytest.fixture
-def client(server):
-    import httpx
+def app_factory(handler):
+    """Make apps of the web leash over ``handler`` (options of ``create_app``)."""
+    require_web()
+    from saxsdog.server.http import create_app
 
-    with httpx.Client(base_url=server.url, timeout=30.0) as c:
-        yield c
+    def make(**options):
+        options.setdefault("bind", "127.0.0.1")
+        return create_app(handler, SECRET, **options)
+
+    return make
+
+
+@pytest.fixture
+def app(app_factory):
+    return app_factory()
+
+
+@pytest.fixture
+def client_factory(app):
+    """Make in-process clients (``app=`` another app, ``address=`` the client address)."""
+    made = []
+
+    def make(other_app=None, **options):
+        c = InProcessClient(other_app or app, **options)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
+def client(client_factory):
+    return client_factory()

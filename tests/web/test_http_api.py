@@ -1,4 +1,4 @@
-"""The web leash's HTTP/WebSocket API, served by uvicorn on 127.0.0.1 in this process."""
+"""The web leash's HTTP/WebSocket API: HTTP in process (ASGI), the WebSocket over a loopback socket."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from saxsdog.server.http_app import COOKIE_NAME, calibration_problems, compute_mac
+from saxsdog.protocol.signing import compute_mac
+from saxsdog.protocol.weblogin import COOKIE_NAME
+from saxsdog.server.http import calibration_problems
 
 from webleash_helpers import SECRET, add_images, calibration_request, login, wait_for
 
@@ -41,7 +43,7 @@ def test_page_and_assets_are_public_and_local(client):
     assert plotly.status_code == 200 and "plotly" in plotly.text[:200].lower()
 
 
-def test_login_with_the_hmac_of_a_challenge(client):
+def test_login_with_the_hmac_of_a_challenge(client, client_factory):
     nonce = client.get("/api/challenge").json()["nonce"]
     r = client.post("/api/login", json={"nonce": nonce, "mac": compute_mac(SECRET, nonce)})
     assert r.status_code == 200
@@ -51,7 +53,7 @@ def test_login_with_the_hmac_of_a_challenge(client):
     assert f"{COOKIE_NAME}={token}" in cookie and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
     # the cookie alone works, and so does the bearer token alone
     assert client.get("/api/session").json()["ok"] is True
-    with httpx.Client(base_url=str(client.base_url)) as other:
+    with client_factory() as other:
         assert other.get("/api/session").json() == {"ok": False}
         assert other.post("/api/command", json={"command": "stat"}).status_code == 401
         assert other.get("/api/session", headers={"Authorization": f"Bearer {token}"}).json()["ok"] is True
@@ -59,7 +61,7 @@ def test_login_with_the_hmac_of_a_challenge(client):
                           headers={"Authorization": f"Bearer {token}"}).json()["result"] == "stat"
 
 
-def test_wrong_mac_reused_and_expired_nonces_are_refused(client, server_factory):
+def test_wrong_mac_reused_and_expired_nonces_are_refused(client, app_factory, client_factory):
     nonce = client.get("/api/challenge").json()["nonce"]
     r = client.post("/api/login", json={"nonce": nonce, "mac": compute_mac("not the secret", nonce)})
     assert r.status_code == 401 and r.json()["result"] == "Error"
@@ -71,27 +73,26 @@ def test_wrong_mac_reused_and_expired_nonces_are_refused(client, server_factory)
     assert client.post("/api/login", json={"nonce": "made-up", "mac": compute_mac(SECRET, "made-up")}).status_code == 401
     assert client.post("/api/login", json={"mac": "00"}).status_code == 401
     assert client.post("/api/login", content=b"not json").status_code == 400
-    short = server_factory(nonce_ttl=0.2)
-    with httpx.Client(base_url=short.url) as c:
+    with client_factory(app_factory(nonce_ttl=0.2)) as c:
         nonce = c.get("/api/challenge").json()["nonce"]
         time.sleep(0.4)
         assert c.post("/api/login", json={"nonce": nonce, "mac": compute_mac(SECRET, nonce)}).status_code == 401
 
 
-def test_launch_codes_work_once_and_expire(client, server_factory):
+def test_launch_codes_work_once_and_expire(client, app_factory, client_factory):
     nonce = client.get("/api/challenge").json()["nonce"]
     assert client.post("/api/launch", json={"nonce": nonce, "mac": compute_mac("wrong", nonce)}).status_code == 401
     nonce = client.get("/api/challenge").json()["nonce"]
     r = client.post("/api/launch", json={"nonce": nonce, "mac": compute_mac(SECRET, nonce)})
     assert r.status_code == 200 and r.json()["expires_in"] == 60
     code = r.json()["code"]
-    with httpx.Client(base_url=str(client.base_url)) as browser:
+    with client_factory() as browser:
         r = browser.post("/api/login", json={"code": code})
         assert r.status_code == 200 and browser.get("/api/session").json()["ok"] is True
         assert browser.post("/api/login", json={"code": code}).status_code == 401  # single use
-    short = server_factory(code_ttl=0.2)
-    with httpx.Client(base_url=short.url) as c:
-        code = short.app.state.auth.new_launch_code()
+    short = app_factory(code_ttl=0.2)
+    with client_factory(short) as c:
+        code = short.state.auth.new_launch_code()
         time.sleep(0.4)
         assert c.post("/api/login", json={"code": code}).status_code == 401
         assert c.post("/api/login", json={"code": ""}).status_code == 401
@@ -130,7 +131,8 @@ def test_unauthenticated_websocket_is_closed(server):
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=10)
     assert info.value.rcvd.code == 4401
-    token = login(httpx.Client(base_url=server.url))
+    with httpx.Client(base_url=server.url) as c:
+        token = login(c)
     with ws_client.connect(ws_url(server), open_timeout=10, origin="http://evil.example",
                            additional_headers={"Cookie": f"{COOKIE_NAME}={token}"}) as ws:
         ws.send(json.dumps({"type": "hello"}))  # a cookie sent from another site's page counts for nothing
@@ -143,7 +145,12 @@ def test_unauthenticated_websocket_is_closed(server):
     assert info.value.rcvd.code == 4401
 
 
-def test_command_round_trip_and_live_results(client, server, handler, base, data_dir):
+def test_command_round_trip_and_live_results(server, handler, base, data_dir):
+    with httpx.Client(base_url=server.url, timeout=30.0) as client:  # the WebSocket needs this server's session
+        round_trip(client, server, handler, base, data_dir)
+
+
+def round_trip(client, server, handler, base, data_dir) -> None:
     token = login(client)
     assert client.post("/api/command", json={"command": "stat"}).json()["result"] == "stat"
     r = client.post("/api/command", json={"command": "listdir", "argument": {"directory": ["."]}}).json()
@@ -246,15 +253,14 @@ def test_mask_preview(client, data_dir, base):
     assert r.status_code == 400 and "$.Masks[0].MaskFile" in r.json()["data"]["Error"]
 
 
-def test_large_bodies_are_refused(server_factory):
-    srv = server_factory(max_body_bytes=2000)
-    with httpx.Client(base_url=srv.url) as c:
+def test_large_bodies_are_refused(app_factory, client_factory):
+    with client_factory(app_factory(max_body_bytes=2000)) as c:
         login(c)
         r = c.post("/api/command", json={"command": "stat", "attachments": ["A" * 4000]})
         assert r.status_code == 413
 
 
-def test_the_secret_never_leaks(client, server, data_dir, caplog):
+def test_the_secret_never_leaks(client, app, server, data_dir, caplog):
     responses = []
     with caplog.at_level(logging.DEBUG):
         for secret in (SECRET, "wrong-" + SECRET):
@@ -272,4 +278,19 @@ def test_the_secret_never_leaks(client, server, data_dir, caplog):
     assert caplog.records, "expected some log records (logins)"
     for rec in caplog.records:
         assert SECRET not in rec.getMessage() and SECRET not in repr(rec.args)
-    assert SECRET not in repr(server.app.state.auth) and SECRET not in repr(server)
+    assert SECRET not in repr(app.state.auth) and SECRET not in repr(server.app.state.auth)
+    assert SECRET not in repr(server) and SECRET not in repr(app.state.ctx)
+
+
+def test_mask_preview_png_draws_arrays_without_files():
+    import numpy as np
+
+    from saxsdog.pipeline.plots import mask_preview_png
+
+    image = np.arange(60 * 40, dtype=np.float64).reshape(60, 40)
+    valid = np.ones((60, 40), dtype=bool)
+    valid[:10] = False
+    cal = {"Geometry": {"BeamCenter": [30, 20]}, "Slices": [{"CutPosition": 5, "CutMargin": 1, "Direction": "y"}]}
+    png = mask_preview_png(cal, (60, 40), image, valid, "synthetic", ["a note"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+    assert mask_preview_png({}, (60, 40))[:4] == b"\x89PNG"  # no image, no mask, no beam centre

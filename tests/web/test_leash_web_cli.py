@@ -36,8 +36,9 @@ class Lines:
         threading.Thread(target=self._pump, args=(proc.stdout,), daemon=True).start()
 
     def _pump(self, stream) -> None:
-        for line in stream:
-            self.q.put(line)
+        with stream:  # closed at the end of output (the child has exited)
+            for line in stream:
+                self.q.put(line)
 
     def wait_for(self, pattern: re.Pattern | str, timeout: float = 60.0) -> re.Match:
         deadline = time.monotonic() + timeout
@@ -68,6 +69,7 @@ def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 30.0) -> in
         proc.kill()
         proc.wait(10)
         raise
+
 
 
 def test_remote_mode_prints_a_single_use_link(server, tmp_path, capsys):
@@ -137,7 +139,7 @@ def test_saxsdogserver_serves_the_web_leash(base, tmp_path, capsys):
         zport = s.getsockname()[1]
     net = write_network(tmp_path / "network.json", server=f"tcp://127.0.0.1:{zport}")
     proc = spawn(["-m", "saxsdog.cli.server", str(base), "--network", str(net), "--no-feeder", "--rescan", "0",
-                  "-t", "1", "--http-port", "0"])
+                  "-t", "1", "--http-port", "0", "--allow-host", "alias.example"])
     try:
         lines = Lines(proc)
         url = lines.wait_for(r"web leash (http://127\.0\.0\.1:\d+)").group(1)
@@ -146,6 +148,23 @@ def test_saxsdogserver_serves_the_web_leash(base, tmp_path, capsys):
         with httpx.Client(base_url=url, timeout=30) as c:
             assert c.post("/api/login", json={"code": code}).status_code == 200
             assert c.post("/api/command", json={"command": "stat"}).json()["result"] == "stat"
+            # DNS-rebinding protection: only this server's names (and --allow-host ones) are served
+            assert c.get("/api/session", headers={"Host": "alias.example:7780"}).status_code == 200
+            assert c.get("/api/session", headers={"Host": "localhost"}).status_code == 200
+            refused = c.get("/api/session", headers={"Host": "rebound.attacker.example"})
+            assert refused.status_code == 400 and "unknown host name" in refused.json()["data"]["Error"]
     finally:
         rc = stop(proc, signal.SIGTERM)
     assert rc == 0
+
+
+def test_remote_mode_needs_nothing_of_the_server():
+    """The client side (leash's remote mode) imports the protocol only, not the server package."""
+    code = ("import sys, hmac, hashlib\n"
+            "from saxsdog.cli import leash_web\n"
+            "leash_web.build_parser()\n"
+            "from saxsdog.protocol.signing import compute_mac\n"
+            "assert compute_mac('k' * 40, 'n0nce') == hmac.new(b'k' * 40, b'n0nce', hashlib.sha256).hexdigest()\n"
+            "bad = sorted(m for m in sys.modules if m.startswith('saxsdog.server'))\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -9,9 +9,13 @@
 ``leash --local DIR [--port P]``
     Starts a private command handler and HTTP service for ``DIR`` on 127.0.0.1 in this
     process, with a random secret made for this session, opens the page and serves until
-    Ctrl-C (seed 000 §3.4: no feeder; the directory walker and ``readdir`` fill the queue).
+    Ctrl-C (as the original SAXSDOG manual describes: no feeder; the directory walker and
+    ``readdir`` fill the queue).
 
 ``--no-browser`` prints the URL instead of opening a browser.
+
+The remote mode needs nothing of :mod:`saxsdog.server` (the login MAC and the default port
+come from :mod:`saxsdog.protocol`); only the local-server mode imports the server.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 def build_parser() -> argparse.ArgumentParser:
     from saxsdog.protocol.netconf import add_network_arguments
-    from saxsdog.server.http_app import DEFAULT_HTTP_PORT
+    from saxsdog.protocol.weblogin import DEFAULT_HTTP_PORT
 
     p = argparse.ArgumentParser(
         prog="leash",
@@ -92,7 +96,7 @@ def request_launch_url(url: str, secret: str, timeout: float = 10.0) -> str:
     str
         ``url/#code=CODE``.
     """
-    from saxsdog.server.http_app import compute_mac
+    from saxsdog.protocol.signing import compute_mac
 
     base = url.rstrip("/")
     nonce = _open_json(urllib.request.Request(base + "/api/challenge"), timeout)["nonce"]
@@ -148,7 +152,8 @@ def _local(args) -> int:
     from saxsdog.errors import SaxsdogError
     from saxsdog.pipeline import QueueOptions
     from saxsdog.server.handler import CommandHandler
-    from saxsdog.server.http_app import start_http_server
+    from saxsdog.logfilter import install_repeat_filter
+    from saxsdog.server.http import start_http_server
 
     basedir = Path(args.local).expanduser()
     if not basedir.is_dir():
@@ -160,6 +165,7 @@ def _local(args) -> int:
     except SaxsdogError as exc:
         print(f"leash: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    install_repeat_filter()  # a flood of identical log lines is counted, not written
     secret = secrets.token_urlsafe(48)  # this session only; never shown
     try:
         server = start_http_server(handler, secret, "127.0.0.1", args.port)

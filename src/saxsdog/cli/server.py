@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-port", type=int, default=7780, metavar="PORT",
                    help="web leash (HTTP/WebSocket) port on the --bind address (default 7780; 0: any free port)")
     p.add_argument("--no-http", action="store_true", help="do not serve the web leash")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another host name the web leash answers to (repeatable; the --bind address, "
+                        "localhost, this machine's names and the network file's server are accepted)")
     p.add_argument("-t", "--threads", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("-f", "--feeder", action="append", metavar="URL",
                    help="feeder URL to subscribe to (repeatable; default: the network file's Feeder)")
@@ -97,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     _raise_fd_limit()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from saxsdog.logfilter import install_repeat_filter
+
+    install_repeat_filter()  # an attack must not fill the disk through the log
     from saxsdog.errors import SaxsdogError
     from saxsdog.pipeline import QueueOptions
     from saxsdog.protocol.netconf import load_network, select_server
@@ -160,9 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     http = None
     if not args.no_http:
         try:
-            from saxsdog.server.http_app import start_http_server
+            from saxsdog.protocol.netconf import url_host
+            from saxsdog.server.http import start_http_server
 
-            http = start_http_server(handler, entry["Secret"], args.bind, args.http_port)
+            names = list(args.allow_host)
+            with contextlib.suppress(SaxsdogError):
+                names.append(url_host(entry.get("Server", "")))
+            http = start_http_server(handler, entry["Secret"], args.bind, args.http_port, allowed_hosts=names,
+                                     max_body_bytes=args.max_message_bytes)
         except ImportError as exc:
             print(f"saxsdogserver: error: the web leash needs {exc.name} (pip install starlette uvicorn "
                   "websockets), or start with --no-http", file=sys.stderr)

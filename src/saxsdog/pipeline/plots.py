@@ -1,10 +1,10 @@
-"""Plots written by the pipeline: a curve as SVG, an image as PNG, the live monitor."""
+"""Plots: a curve as SVG, an image as PNG, the live monitor, the web leash's mask preview."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -65,6 +65,101 @@ def write_image_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
     data = np.log10(np.clip(np.asarray(image, dtype=np.float64), 1, None))
     with atomic_output(path) as tmp:
         matplotlib.image.imsave(tmp, data, cmap="viridis", origin="upper", format="png")
+
+
+def mask_preview_png(calibration: Mapping[str, Any], shape: tuple[int, int], image: np.ndarray | None = None,
+                     valid: np.ndarray | None = None, title: str = "", notes: Sequence[str] = (),
+                     max_pixels: int = 1400) -> bytes:
+    """A PNG of an image (log scale) with a mask, the slices and the beam centre drawn on it.
+
+    Parameters
+    ----------
+    calibration
+        The calibration being edited: ``Slices`` and ``Geometry.BeamCenter`` are drawn
+        (FIT2D convention: Y counted from the bottom edge, in pixels).
+    shape
+        ``(rows, columns)`` of the detector.
+    image
+        The image shown under the mask (optional; a grey field without one).
+    valid
+        Boolean mask, ``True`` where a pixel is used; the others are shown red.
+    title
+        Title of the picture.
+    notes
+        Lines printed at the bottom (what was loaded, what was not).
+    max_pixels
+        Larger images are decimated to about this many pixels along an axis.
+
+    Returns
+    -------
+    bytes
+        The PNG.
+    """
+    import io
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    notes = list(notes)
+    rows, cols = shape
+    step = max(1, math.ceil(max(rows, cols) / max_pixels))
+    fig = Figure(figsize=(7.2, 7.2 * min(max(rows / cols, 0.4), 2.0)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    extent = (0, cols, rows, 0)  # continuous pixel coordinates, row 0 at the top
+    if image is not None:
+        shown = np.asarray(image, dtype=np.float64)[::step, ::step]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            logimg = np.where(shown > 0, np.log10(np.where(shown > 0, shown, 1.0)), np.nan)
+        im = ax.imshow(logimg, cmap="viridis", extent=extent, interpolation="nearest", aspect="equal")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="log10(counts)")
+    else:
+        ax.imshow(np.full((2, 2), 0.85), cmap="gray", vmin=0, vmax=1, extent=extent, aspect="equal")
+    if valid is not None:
+        masked = ~np.asarray(valid, dtype=bool)[::step, ::step]
+        overlay = np.zeros(masked.shape + (4,), dtype=np.float32)
+        overlay[masked] = (1.0, 0.1, 0.1, 0.45)
+        ax.imshow(overlay, extent=extent, interpolation="nearest", aspect="equal")
+        notes.append(f"{int(np.count_nonzero(valid)):,} of {np.size(valid):,} pixels used (red: masked)")
+    slices: list[Any] = calibration["Slices"] if isinstance(calibration.get("Slices"), list) else []
+    for sl in slices:
+        if not isinstance(sl, dict):
+            continue
+        try:
+            pos, margin = float(sl.get("CutPosition", 0)), float(sl.get("CutMargin", 1))
+        except (TypeError, ValueError):
+            continue
+        if sl.get("Direction", "x") == "x":
+            y = rows - pos
+            ax.axhspan(y - margin, y + margin, color="orange", alpha=0.5)
+        else:
+            x = pos - 0.5
+            ax.axvspan(x - margin, x + margin, color="orange", alpha=0.5)
+    geom: Mapping[str, Any] = calibration["Geometry"] if isinstance(calibration.get("Geometry"), dict) else {}
+    try:
+        y_c, x_c = float(geom["BeamCenter"][0]), float(geom["BeamCenter"][1])
+    except (KeyError, TypeError, ValueError, IndexError):
+        notes.append("no beam centre")
+    else:
+        bx, by = x_c, rows - y_c  # FIT2D: Y counted from the bottom edge
+        ax.plot([bx], [by], marker="+", markersize=22, mew=2.5, color="white", clip_on=False)
+        ax.plot([bx], [by], marker="o", markersize=12, mfc="none", mew=1.5, color="red", clip_on=False)
+        inside = 0 <= bx <= cols and 0 <= by <= rows
+        notes.append(f"beam centre Y={y_c:g}, X={x_c:g}" + ("" if inside else " (outside the detector)"))
+    ax.set_xlim(0, cols)
+    ax.set_ylim(rows, 0)
+    ax.set_xlabel("column (pixels)")
+    ax.set_ylabel("row from the top (pixels)")
+    ax.set_title(title or "mask preview", fontsize=10)
+    fig.text(0.01, 0.005, "; ".join(notes), fontsize=8, va="bottom")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
 
 
 class PlotMonitor:

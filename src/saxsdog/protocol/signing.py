@@ -67,6 +67,7 @@ __all__ = [
     "sign_request",
     "verify_request",
     "compute_signature",
+    "compute_mac",
 ]
 
 #: Accepted difference between the request's time and the server's clock, seconds.
@@ -119,6 +120,15 @@ def _key(secret: str | bytes) -> bytes:
     if not key:
         raise ValueError("the shared secret is empty; create a network file with saxsnetconf")
     return key
+
+
+def compute_mac(secret: str | bytes, nonce: str) -> str:
+    """``hex(HMAC-SHA256(secret, nonce))``: how a web leash client proves it knows the secret.
+
+    The web leash's login answers a random challenge ``nonce`` with this MAC (the browser
+    computes it with WebCrypto), so the secret itself never travels.
+    """
+    return hmac.new(_key(secret), nonce.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def compute_signature(envelope: Mapping[str, Any], secret: str | bytes) -> str:

@@ -656,15 +656,14 @@ class CommandHandler:
         return _FullResponse(self._answer(job, wait))
 
 
-# The calibration tools' implementations live with the web leash's helpers today; the
-# handler reaches them through these two functions only, so they may move freely.
+# The calibration tools' implementations, loaded on first use (matplotlib for the preview).
 def _calibration_problems() -> Callable[[Any], list[dict[str, Any]]]:
-    from .http_app import calibration_problems
+    from ..config import calibration_problems
 
     return calibration_problems
 
 
 def _render_mask_preview() -> Callable[..., bytes]:
-    from .http_app import render_mask_preview
+    from .preview import render_mask_preview
 
     return render_mask_preview
