@@ -11,7 +11,7 @@ import pytest
 
 from saxsdog.protocol.signing import compute_mac
 from saxsdog.protocol.weblogin import COOKIE_NAME
-from saxsdog.server.http import calibration_problems
+from saxsdog.config import calibration_problems
 
 from webleash_helpers import SECRET, add_images, calibration_request, login, wait_for
 

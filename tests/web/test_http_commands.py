@@ -66,11 +66,9 @@ def test_stat_answers_while_new_builds_over_http(client, handler, data_dir, monk
     login(client)
     arg, att = calibration_request(data_dir)
     answer = {}
-    import httpx
 
-    def send_new():
-        with httpx.Client(base_url=str(client.base_url), cookies=client.cookies, timeout=60) as c2:
-            answer["new"] = command(c2, "new", arg, att)
+    def send_new():  # the in-process client serves requests of several threads at once
+        answer["new"] = command(client, "new", arg, att)
 
     sender = threading.Thread(target=send_new)
     sender.start()

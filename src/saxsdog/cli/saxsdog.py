@@ -584,10 +584,13 @@ def _likely_cause(reason: str, cal) -> str | None:
         g = m.groupdict()
         rows, cols = g["rows"] or g["rows2"], g["cols"] or g["cols2"]
         exp_rows, exp_cols = g["exp_rows"] or g["exp_rows2"], g["exp_cols"] or g["exp_cols2"]
+        from saxsdog.config import calibration_field_path
+
         source = getattr(cal, "path", None)
         which = f"the calibration {source}" if source else "the calibration"
+        field = calibration_field_path(getattr(cal, "raw", {}), "Geometry", "ImageSize").removeprefix("$.")
         return (f"likely cause: {which} is for images of {exp_rows} x {exp_cols} pixels "
-                f"(Geometry.Imagesize), these are {rows} x {cols}: use the calibration of the "
+                f"({field}), these are {rows} x {cols}: use the calibration of the "
                 "detector that took them")
     if "still incomplete" in reason:
         return ("likely cause: the files are still being written or were cut short; "

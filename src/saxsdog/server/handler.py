@@ -300,8 +300,12 @@ class CommandHandler:
             return getattr(self, spec.method)(argument, attachments)
         except MemoryError:
             # the failed allocation is released once this frame is left
-            hint = (": the calibration's image size (Geometry.Imagesize) is probably far too large"
-                    if spec.name == "new" else "")
+            hint = ""
+            if spec.name == "new":
+                from ..config import calibration_field_path
+
+                field = calibration_field_path(argument.get("calibration", {}), "Geometry", "ImageSize")
+                hint = f": the calibration's image size ({field.removeprefix('$.')}) is probably far too large"
             raise CommandError(f"not enough memory for {spec.name!r}{hint} (MemoryError)") from None
 
     def _respond(self, spec: Command, argument: dict, attachments: list[bytes]) -> dict[str, Any]:

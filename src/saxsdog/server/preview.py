@@ -1,4 +1,4 @@
-"""The mask preview of the page: find the files it names, then draw it with the other plots."""
+"""The mask preview (the ``maskpreview`` command): find the files it names, then draw it with the other plots."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ from typing import Any
 
 import numpy as np
 
-from ..paths import PathOutsideBase, relative_to_base, resolve_inside
+from ..config import calibration_image_size
+from ..errors import CalibrationError
+from .paths import PathOutsideBase, relative_to_base, resolve_inside
 
 __all__ = ["render_mask_preview"]
 
 
 def _image_shape(calibration: dict[str, Any]) -> tuple[int, int] | None:
-    g = calibration.get("Geometry") if isinstance(calibration, dict) else None
-    size: Any = g.get("Imagesize", g.get("ImageSize")) if isinstance(g, dict) else None
     try:
-        rows, cols = int(size[0]), int(size[1])
-    except (TypeError, ValueError, IndexError):
+        shape = calibration_image_size(calibration)
+    except CalibrationError:
         return None
-    return (rows, cols) if rows > 0 and cols > 0 else None
+    return shape if shape and shape[0] > 0 and shape[1] > 0 else None
 
 
 def render_mask_preview(basedir: str | os.PathLike[str], calibration: dict[str, Any],
@@ -54,10 +54,10 @@ def render_mask_preview(basedir: str | os.PathLike[str], calibration: dict[str, 
     SaxsdogError
         Unreadable mask or image, paths outside the base directory, wrong sizes.
     """
-    from ...errors import SaxsdogError
-    from ...io.images import read_image
-    from ...io.masks import read_mask, read_mask_bytes
-    from ...pipeline.plots import mask_preview_png
+    from ..errors import SaxsdogError
+    from ..io.images import read_image
+    from ..io.masks import read_mask, read_mask_bytes
+    from ..pipeline.plots import mask_preview_png
 
     shape = _image_shape(calibration)
     notes: list[str] = []
@@ -90,5 +90,5 @@ def render_mask_preview(basedir: str | os.PathLike[str], calibration: dict[str, 
     if valid is not None:
         shape = shape or valid.shape
     if shape is None:
-        raise SaxsdogError("no image size: set Geometry.Imagesize, or choose an image or a mask")
+        raise SaxsdogError("no image size: set the calibration's image size, or choose an image or a mask")
     return mask_preview_png(calibration, shape, data, valid, " + ".join(title), notes, max_pixels)

@@ -45,12 +45,10 @@ from .app import WebContext, create_app
 from .auth import AuthState, PendingChallenges, RateLimiter, TooManyRequests
 from .jsonutil import jsonable
 from ...logfilter import RepeatFilter, install_repeat_filter
-from .preview import render_mask_preview
 from .serve import HTTPServerThread, start_http_server
-from .validation import calibration_problems
 from .websocket import ResultFeed, result_message
 
 __all__ = ["create_app", "start_http_server", "HTTPServerThread", "WebContext", "AuthState",
            "PendingChallenges", "RateLimiter", "TooManyRequests", "ResultFeed", "result_message",
-           "calibration_problems", "render_mask_preview", "jsonable", "RepeatFilter",
+           "jsonable", "RepeatFilter",
            "install_repeat_filter", "COOKIE_NAME", "DEFAULT_HTTP_PORT", "WS_UNAUTHORIZED"]

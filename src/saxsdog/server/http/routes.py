@@ -11,8 +11,6 @@ import binascii
 import json
 import logging
 import os
-import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -25,13 +23,10 @@ from starlette.staticfiles import StaticFiles
 
 from ...errors import SaxsdogError
 from ...protocol.weblogin import COOKIE_NAME
-from ..handler import error_response
 from ..paths import PathOutsideBase
 from .auth import TooManyRequests, client_key
 from .guards import BodyTooLarge, BodyTooSlow
 from .jsonutil import dumps
-from .preview import render_mask_preview
-from .validation import calibration_problems
 from .websocket import live_socket
 
 if TYPE_CHECKING:
@@ -227,33 +222,38 @@ async def logout(request: Request) -> Response:
 
 
 async def command(request: Request) -> Response:
-    """``/api/command``: one command through the handler, under the ZeroMQ transport's rules."""
-    from ...protocol.messages import ProtocolError, validate_request
-    from ...protocol.signing import attachment_digest
-
+    """``/api/command``: one command through the handler, which checks it and its argument as
+    for the ZeroMQ transport (there is no envelope: the session cookie authenticates)."""
     handler = ctx_of(request).handler
     body = await read_json(request)
-    if not isinstance(body, dict) or not isinstance(body.get("command"), str):
+    if not isinstance(body, dict) or "command" not in body:
         return err(400, "expected {\"command\": NAME, \"argument\": {...}, \"attachments\": [base64, ...]}")
-    raw = body.get("attachments") or []
-    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
-        return err(400, "attachments must be a list of base64 strings")
-    try:
-        attachments = [base64.b64decode(a, validate=True) for a in raw]
-    except (binascii.Error, ValueError):
-        return err(400, "an attachment is not valid base64")
-    argument = body.get("argument")
-    envelope = {"command": body["command"], "time": time.time(), "nonce": "0" * 32,
-                "attachments": [attachment_digest(a) for a in attachments], "sign": "0" * 64}
-    if argument is not None:
-        envelope["argument"] = argument
-    try:  # the same request rules as the ZeroMQ transport
-        validate_request(envelope)
-    except ProtocolError as exc:
-        return SafeJSON(error_response(str(exc)))
-    log.info("web command %s", body["command"])
-    response = await run_in_threadpool(handler.execute, body["command"], argument, attachments)
+    attachments = decode_attachments(body.get("attachments"))
+    response = await run_in_threadpool(handler.execute, body["command"], body.get("argument"), attachments, None)
+    if response.get("result") != "Error":
+        log.info("web command %s", body["command"])
     return SafeJSON(response)
+
+
+def decode_attachments(raw: Any) -> list[bytes]:
+    if not raw:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+        raise HTTPFail(400, "attachments must be a list of base64 strings")
+    try:
+        return [base64.b64decode(a, validate=True) for a in raw]
+    except (binascii.Error, ValueError):
+        raise HTTPFail(400, "an attachment is not valid base64") from None
+
+
+async def tool(request: Request, name: str, argument: Any, attachments: list[bytes] | None = None) -> Any:
+    """Run a calibration-tool command of the handler; its errors map to HTTP statuses."""
+    from ..handler import ToolUnavailable
+
+    try:
+        return await run_in_threadpool(ctx_of(request).handler.call, name, argument, list(attachments or []))
+    except ToolUnavailable as exc:
+        raise HTTPFail(501, str(exc)) from None
 
 
 async def schema(request: Request) -> Response:
@@ -265,69 +265,41 @@ async def schema(request: Request) -> Response:
 async def validate(request: Request) -> Response:
     body = await read_json(request)
     cal = body.get("calibration") if isinstance(body, dict) else None
-    return SafeJSON(calibration_problems(cal))
-
-
-def template_of(body: dict) -> dict | None:
-    t = body.get("template")
-    if t is not None and not isinstance(t, dict):
-        raise HTTPFail(400, "template must be a calibration object")
-    return t or None
+    return SafeJSON((await tool(request, "validate", {"calibration": cal}))["problems"])
 
 
 async def convert_fit2d(request: Request) -> Response:
-    from ...io.fit2d import fit2d_to_calibration
-
     body = await read_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):
         return err(400, "expected {\"text\": FIT2D text, \"template\": calibration}")
-    return SafeJSON({"calibration": fit2d_to_calibration(body["text"], template_of(body))})
+    return SafeJSON(await tool(request, "convertfit2d", {k: body[k] for k in ("text", "template") if k in body}))
 
 
 async def convert_poni(request: Request) -> Response:
     body = await read_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):
         return err(400, "expected {\"text\": PONI file text, \"template\": calibration}")
-    template = template_of(body)
-    try:
-        import pyFAI  # noqa: F401
-
-        from ...io.poni import poni_to_calibration
-    except ImportError:
-        return err(501, "PONI import needs pyFAI on the server: pip install 'saxsdog[pyfai]'")
-
-    def convert() -> dict:
-        with tempfile.TemporaryDirectory(prefix="saxsdog-poni-") as tmp:
-            p = Path(tmp) / "upload.poni"
-            p.write_text(body["text"], encoding="utf-8")
-            return poni_to_calibration(p, template)
-
-    return SafeJSON({"calibration": await run_in_threadpool(convert)})
+    return SafeJSON(await tool(request, "convertponi", {k: body[k] for k in ("text", "template") if k in body}))
 
 
 async def maskpreview(request: Request) -> Response:
-    basedir = ctx_of(request).basedir
     body = await read_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("calibration"), dict):
         return err(400, "expected {\"calibration\", \"mask\": {\"name\", \"data\"}, \"image\"}")
+    argument = {k: body[k] for k in ("calibration", "image", "index") if k in body}
+    attachments: list[bytes] = []
     mask = body.get("mask")
-    mask_arg = None
-    if mask:
+    if mask:  # the page sends the mask inline; the command takes it as an attachment
         if not isinstance(mask, dict) or not isinstance(mask.get("name"), str) \
                 or not isinstance(mask.get("data"), str):
             return err(400, "mask must be {\"name\": file name, \"data\": base64}")
         try:
-            mask_arg = (os.path.basename(mask["name"]), base64.b64decode(mask["data"], validate=True))
+            attachments = [base64.b64decode(mask["data"], validate=True)]
         except (binascii.Error, ValueError):
             return err(400, "the mask is not valid base64")
-    image = body.get("image") or None
-    if image is not None and not isinstance(image, str):
-        return err(400, "image must be a path relative to the base directory")
-    index = body.get("index", 0)
-    if not isinstance(index, int) or isinstance(index, bool):
-        return err(400, "index must be an integer")
-    png = await run_in_threadpool(render_mask_preview, basedir, body["calibration"], mask_arg, image, index)
-    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+        argument["filenames"] = [os.path.basename(mask["name"])]
+    data = await tool(request, "maskpreview", argument, attachments)
+    return Response(base64.b64decode(data["png"]), media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
