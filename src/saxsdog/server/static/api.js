@@ -15,6 +15,11 @@ export class ApiError extends Error {
   }
 }
 
+/** `20000` -> `"20 s"`, `1500` -> `"1.5 s"`, `30` -> `"30 ms"`. */
+export function formatDuration(ms) {
+  return ms >= 1000 ? `${Number((ms / 1000).toFixed(1))} s` : `${Math.round(ms)} ms`;
+}
+
 /**
  * Runs request functions with a concurrency limit, a reserve for user requests and deadlines.
  *
@@ -93,7 +98,7 @@ export class RequestQueue {
     this._finish(job);
     if (wasRunning) job.controller.abort();
     this.onOutcome("timeout", job);
-    job.reject(new ApiError(`the server did not answer ${job.what} within ${Math.round(job.timeoutMs / 100) / 10} s`,
+    job.reject(new ApiError(`the server did not answer ${job.what} within ${formatDuration(job.timeoutMs)}`,
       0, { timeout: true }));
   }
 
