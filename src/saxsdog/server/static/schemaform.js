@@ -295,7 +295,8 @@ function renderArray(ctx, schema, parts, label, opts = {}) {
       items.length > min ? removeButton(ctx, parts.concat([i]), `${label}[${i}]`) : null));
   });
   if (add) control.append(add);
-  control.append(unitSpan(path, unitOf(key, schema)));
+  const unit = unitSpan(path, unitOf(key, schema));
+  if (unit) control.append(unit);
   if (opts.removable) control.append(removeButton(ctx, parts, label));
   const box = el("div", { class: "field", "data-path": path },
     el("label", { title: schema.description || "" }, label, opts.required ? " *" : "", descIcon(schema)), control, errSlot(path));
