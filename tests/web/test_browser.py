@@ -515,3 +515,58 @@ def test_usable_at_900_px_with_units_and_named_beam_centre(browser, server, hand
         assert not page.problems, page.problems
     finally:
         context.close()
+
+
+def test_a_stopped_server_process_shows_as_not_answering(page, base, tmp_path):
+    """SIGSTOP of the real saxsdogserver process: its sockets stay open (the kernel still
+    accepts connections), so only deadlines can tell.  The header says "not answering", a
+    command fails with a message, and after SIGCONT the page is live again by itself."""
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("zmq")
+    from saxsdog.protocol.netconf import make_entry, write_network
+    from saxsdog.testing import free_port
+
+    net = tmp_path / "network.json"
+    write_network([make_entry(server=f"tcp://127.0.0.1:{free_port()}", feeder="tcp://127.0.0.1:5555",
+                              name="test", secret=SECRET)], net)
+    proc = subprocess.Popen([sys.executable, "-m", "saxsdog.cli.server", str(base), "--network", str(net),
+                             "--no-feeder", "--rescan", "0", "-t", "1", "--http-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "the server ended before serving"
+            m = re.search(r"web leash (http://127\.0\.0\.1:\d+)", line)
+            url = m and m.group(1)
+        assert url, "the server did not report its web leash"
+        log_in(page, url)
+        page.wait_for_function("() => document.querySelector('#conn').textContent === 'live'")
+        page.evaluate("() => { window.saxsdogLeash.settings.timeoutMs = 3000; }")
+        page.click('.tabs button[data-tab="server"]')
+        os.kill(proc.pid, signal.SIGSTOP)  # the server process only, not its group
+        t0 = time.monotonic()
+        page.wait_for_function("() => document.querySelector('#conn').textContent === 'not answering'",
+                               timeout=15_000)
+        print(f"'not answering' {time.monotonic() - t0:.1f} s after SIGSTOP")
+        page.click("#srv-files")
+        page.wait_for_function("() => document.querySelector('#srv-msg').textContent.includes('did not answer')",
+                               timeout=15_000)
+        os.kill(proc.pid, signal.SIGCONT)
+        page.wait_for_function("() => document.querySelector('#conn').textContent === 'live'", timeout=30_000)
+        page.click("#srv-files")
+        page.wait_for_function("() => document.querySelector('#state-table').textContent.includes('no queue')")
+        assert not page.problems, page.problems
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -23,7 +23,6 @@ window.saxsdogLeash = { settings, health, queue, S };
 function showHealth() {
   const b = health.badge();
   setBadge("#conn", b.text, b.kind, b.title);
-  document.body.classList.toggle("stalled", health.state === "not answering");
 }
 onApi("health", showHealth);
 onApi("unauthorized", () => showLogin("Your session ended: log in again."));
