@@ -3,7 +3,7 @@
 // The pure part (types, defaults, parsing, which properties may be added, units, problem lists)
 // is tested with `node --test tests/web/js/`; `renderForm` builds the DOM from it.
 
-import { $, $$, el } from "./dom.js";
+import { $$, el } from "./dom.js";
 
 // ------------------------------------------------------------------ pure helpers
 
