@@ -104,7 +104,7 @@ export function saveCal() {
 
 export async function importConverted(url, text, what) {
   try {
-    const r = await api(url, { text, template: S.cal });
+    const r = await api(url, { text, template: S.cal }, { timeoutMs: 60000 });  // the first PONI import loads pyFAI
     setCalibration(r.calibration, `Imported the ${what} geometry into the form.`);
   } catch (e) {
     say("#cal-msg", `${what} import failed: ${e.message}`, "error");
