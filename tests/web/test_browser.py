@@ -7,6 +7,7 @@ package; Playwright's own browser download is never used.  Screenshots go to the
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -101,8 +102,14 @@ def test_calibrate_start_and_watch(page, server, handler, base, data_dir, tmp_pa
     assert "invalid" in page.get_attribute(distance, "class")
     page.fill(distance, "abc")
     page.wait_for_function(f"() => document.querySelector('{err('$.Geometry.DedectorDistanceMM')}').textContent.includes('not a number')")
-    # a problem only the server finds (both spellings of the distance) shows at its object
-    page.click('[data-add="$.Geometry.DetectorDistanceMM"]')
+    # the other spelling of a present field is not offered (it would make the file invalid) ...
+    assert page.locator('[data-add="$.Geometry.DetectorDistanceMM"]').count() == 0
+    assert page.locator('[data-add="$.Geometry.ImageSize"]').count() == 0
+    # ... but a problem only the server finds (both spellings in a loaded file) shows at its object
+    both = json.loads((data_dir / "cal.json").read_text())
+    both["Geometry"]["DetectorDistanceMM"] = both["Geometry"]["DedectorDistanceMM"]
+    (tmp_path / "both.json").write_text(json.dumps(both))
+    page.set_input_files("#cal-file", str(tmp_path / "both.json"))
     page.wait_for_function(f"() => document.querySelector('{err('$.Geometry')}').textContent.includes('exactly one of')")
     assert "$.Geometry" in page.text_content("#cal-summary")
     page.click('#cal-form [data-path="$.Geometry.DetectorDistanceMM"] button.remove')
@@ -341,3 +348,225 @@ def test_save_json_merge_and_abort(browser, server, handler, base, data_dir, tmp
         assert not page.problems, page.problems
     finally:
         context.close()
+
+
+def start_queue_in_page(page, data_dir) -> None:
+    page.set_input_files("#cal-file", str(data_dir / "cal.json"))
+    page.wait_for_function(f"() => document.querySelector('{field('$.Geometry.DedectorDistanceMM')}').value === '1031.657'")
+    page.set_input_files("#mask-file-0", str(data_dir / "AAA_integ.msk"))
+    page.wait_for_function("() => document.querySelector('#mask-name-0').textContent.includes('AAA_integ.msk')")
+    page.fill("#directory", "run")
+    page.click("#start-queue")
+    page.wait_for_function("() => document.querySelector('#start-msg').textContent.includes('Queue started')")
+
+
+def test_start_readdir_plots_history_while_images_arrive(page, server, handler, base, data_dir, tmp_path):
+    """The sequence that froze the page (Start queue, Read directory, Plots, History while
+    images arrive): History reaches every image and later commands are answered."""
+    import threading
+
+    add_images(base, 20)  # already there when the queue starts: Read directory queues them
+    log_in(page, server.url)
+    start_queue_in_page(page, data_dir)
+    assert wait_for(lambda: handler.session is not None, 30)
+
+    def arrive():
+        for p in add_images(base, 40, start=20):
+            handler.session.feeder_event(str(p))
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=arrive, daemon=True)
+    feeder.start()
+    page.click('.tabs button[data-tab="server"]')
+    page.click("#srv-readdir")
+    page.wait_for_function("() => document.querySelector('#srv-msg').textContent.includes('image(s) queued')")
+    page.click('.tabs button[data-tab="plots"]')
+    page.wait_for_function("() => document.querySelector('#plot-file').textContent.startsWith('run/img_')")
+    page.click('.tabs button[data-tab="history"]')
+    feeder.join(30)
+    page.wait_for_function("() => document.querySelector('#hist-count').textContent.startsWith('60 image')",
+                           timeout=120_000)
+    assert page.text_content("#conn") == "live"
+    # later commands from the same page are answered
+    t0 = time.monotonic()
+    page.click('.tabs button[data-tab="server"]')
+    page.wait_for_function("() => document.querySelector('#state-table').textContent.includes('done60')",
+                           timeout=60_000)
+    assert page.text_content("#output-folder") == "work"  # the queue's output folder, relative to the base
+    page.click("#srv-close")
+    page.wait_for_function("() => document.querySelector('#srv-msg').textContent.includes('queue closed')")
+    print(f"file list and close answered in {time.monotonic() - t0:.2f} s")
+    assert page.text_content("#conn") == "live"
+    assert not page.problems, page.problems
+
+
+def test_a_hung_server_shows_as_not_answering(page, server, handler, base, data_dir):
+    """Commands and statistics that get no answer (the server's command side hangs while its
+    connections stay open) show "not answering" instead of "live", fail with a message after
+    their deadline, and the page recovers by itself once the server answers again."""
+    import threading
+
+    log_in(page, server.url)
+    page.wait_for_function("() => document.querySelector('#conn').textContent === 'live'")
+    page.evaluate("() => { window.saxsdogLeash.settings.timeoutMs = 3000; }")
+    release = threading.Event()
+    execute, stat = handler.execute, handler.stat
+    handler.execute = lambda *a, **k: (release.wait(60), execute(*a, **k))[1]
+    handler.stat = lambda: (release.wait(60), stat())[1]
+    try:
+        page.click('.tabs button[data-tab="server"]')
+        page.click("#srv-files")
+        page.wait_for_function("() => document.querySelector('#conn').textContent === 'not answering'",
+                               timeout=15_000)
+        assert "warn" in page.get_attribute("#conn", "class")
+        page.wait_for_function("() => document.querySelector('#srv-msg').textContent.includes('did not answer')",
+                               timeout=15_000)
+        assert "error" in page.get_attribute("#srv-msg", "class")
+    finally:
+        release.set()
+        handler.execute, handler.stat = execute, stat
+    page.wait_for_function("() => document.querySelector('#conn').textContent === 'live'", timeout=20_000)
+    page.click("#srv-files")
+    page.wait_for_function("() => document.querySelector('#state-table').textContent.includes('no queue')")
+    assert not page.problems, page.problems
+
+
+LAYOUT_PROBLEMS_JS = """() => {
+  const out = [];
+  const width = document.documentElement.clientWidth;
+  if (document.documentElement.scrollWidth > width + 1) out.push(`page ${document.documentElement.scrollWidth} px wide`);
+  const visible = e => e.getClientRects().length && getComputedStyle(e).visibility !== 'hidden';
+  for (const grid of document.querySelectorAll('.tab.active .cols, .tab.active .cols3, .tab.active .grid2')) {
+    const kids = [...grid.children].filter(visible).map(k => k.getBoundingClientRect());
+    for (let i = 0; i < kids.length; i++) for (let j = i + 1; j < kids.length; j++) {
+      const a = kids[i], b = kids[j];
+      if (a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1)
+        out.push(`${grid.className} columns ${i} and ${j} overlap`);
+    }
+    for (const col of [...grid.children].filter(visible)) {
+      const c = col.getBoundingClientRect();
+      for (const e of col.querySelectorAll('fieldset, input, button, select, .unit'))
+        if (visible(e) && e.getBoundingClientRect().right > c.right + 1)
+          out.push(`${e.id || e.getAttribute('data-path-input') || e.tagName} sticks out of its column`);
+    }
+  }
+  for (const e of document.querySelectorAll('.tab.active input, .tab.active button, .tab.active select, .tab.active .unit')) {
+    if (!visible(e)) continue;
+    const r = e.getBoundingClientRect();
+    const box = e.closest('fieldset, .plot, table, .toolbar') || document.body;
+    const b = box.getBoundingClientRect();
+    if (r.right > width + 1 || r.right > b.right + 1) out.push(`${e.id || e.getAttribute('data-path-input') || e.textContent} sticks out`);
+  }
+  return out;
+}"""
+
+
+def test_usable_at_900_px_with_units_and_named_beam_centre(browser, server, handler, base, data_dir, tmp_path):
+    """At 900 × 800 nothing overlaps or sticks out; every number of the calibration shows its
+    unit, the beam centre names its axes, and the Server tab's file list follows the queue
+    and names the output folder."""
+    context = browser.new_context(viewport={"width": 900, "height": 800})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.problems = []
+        page.on("pageerror", lambda exc: page.problems.append(f"page error: {exc}"))
+        log_in(page, server.url)
+        start_queue_in_page(page, data_dir)
+        assert page.evaluate(LAYOUT_PROBLEMS_JS) == []
+        shoot(page, tmp_path, "leash-900-calibration.png")
+        units = {p: page.text_content(f'#cal-form [data-unit-for="{p}"]') for p in (
+            "$.Geometry.DedectorDistanceMM", "$.Geometry.BeamCenter", "$.Geometry.PixelSizeMicroM",
+            "$.Geometry.Imagesize", "$.Geometry.Tilt.TiltRotDeg", "$.Geometry.Tilt.TiltAngleDeg", "$.Wavelength",
+            "$.Masks[0].qStart", "$.Masks[0].qStop", "$.Masks[0].PixelPerRadialElement")}
+        assert units == {"$.Geometry.DedectorDistanceMM": "mm", "$.Geometry.BeamCenter": "pixels",
+                         "$.Geometry.PixelSizeMicroM": "µm", "$.Geometry.Imagesize": "pixels",
+                         "$.Geometry.Tilt.TiltRotDeg": "°", "$.Geometry.Tilt.TiltAngleDeg": "°",
+                         "$.Wavelength": "Å", "$.Masks[0].qStart": "nm⁻¹", "$.Masks[0].qStop": "nm⁻¹",
+                         "$.Masks[0].PixelPerRadialElement": "pixels"}
+        # every number field has a unit beside it
+        numbers = page.evaluate("""() => [...document.querySelectorAll('#cal-form .field')]
+            .filter(f => f.querySelector('input[inputmode=decimal]'))
+            .filter(f => !f.querySelector(':scope > .control > .unit, :scope > .control .unit'))
+            .map(f => f.getAttribute('data-path'))""")
+        assert numbers == []
+        beam = page.locator('#cal-form [data-path="$.Geometry.BeamCenter"] .item-label').all_text_contents()
+        assert beam == ["vertical", "horizontal"]
+        assert page.get_attribute(field("$.Geometry.BeamCenter[0]"), "aria-label") == "BeamCenter vertical"
+
+        page.click('.tabs button[data-tab="server"]')
+        page.wait_for_function("() => document.querySelector('#state-table').textContent.length > 0")
+        for p in add_images(base, 3):
+            handler.session.feeder_event(str(p))
+        # no click: the list follows the queue while the tab shows
+        page.wait_for_function("() => document.querySelector('#state-table').textContent.includes('done3')",
+                               timeout=60_000)
+        assert page.text_content("#output-folder") == "work"
+        for p in add_images(base, 2, start=3):
+            handler.session.feeder_event(str(p))
+        page.wait_for_function("() => document.querySelector('#state-table').textContent.includes('done5')",
+                               timeout=60_000)
+        assert page.evaluate(LAYOUT_PROBLEMS_JS) == []
+        shoot(page, tmp_path, "leash-900-server.png")
+        for tab in ("plots", "history", "consolidate"):
+            page.click(f'.tabs button[data-tab="{tab}"]')
+            page.wait_for_timeout(200)
+            assert page.evaluate(LAYOUT_PROBLEMS_JS) == [], tab
+        assert not page.problems, page.problems
+    finally:
+        context.close()
+
+
+def test_a_stopped_server_process_shows_as_not_answering(page, base, tmp_path):
+    """SIGSTOP of the real saxsdogserver process: its sockets stay open (the kernel still
+    accepts connections), so only deadlines can tell.  The header says "not answering", a
+    command fails with a message, and after SIGCONT the page is live again by itself."""
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("zmq")
+    from saxsdog.protocol.netconf import make_entry, write_network
+    from saxsdog.testing import free_port
+
+    net = tmp_path / "network.json"
+    write_network([make_entry(server=f"tcp://127.0.0.1:{free_port()}", feeder="tcp://127.0.0.1:5555",
+                              name="test", secret=SECRET)], net)
+    proc = subprocess.Popen([sys.executable, "-m", "saxsdog.cli.server", str(base), "--network", str(net),
+                             "--no-feeder", "--rescan", "0", "-t", "1", "--http-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "the server ended before serving"
+            m = re.search(r"web leash (http://127\.0\.0\.1:\d+)", line)
+            url = m and m.group(1)
+        assert url, "the server did not report its web leash"
+        log_in(page, url)
+        page.wait_for_function("() => document.querySelector('#conn').textContent === 'live'")
+        page.evaluate("() => { window.saxsdogLeash.settings.timeoutMs = 3000; }")
+        page.click('.tabs button[data-tab="server"]')
+        os.kill(proc.pid, signal.SIGSTOP)  # the server process only, not its group
+        t0 = time.monotonic()
+        page.wait_for_function("() => document.querySelector('#conn').textContent === 'not answering'",
+                               timeout=15_000)
+        print(f"'not answering' {time.monotonic() - t0:.1f} s after SIGSTOP")
+        page.click("#srv-files")
+        page.wait_for_function("() => document.querySelector('#srv-msg').textContent.includes('did not answer')",
+                               timeout=15_000)
+        os.kill(proc.pid, signal.SIGCONT)
+        page.wait_for_function("() => document.querySelector('#conn').textContent === 'live'", timeout=30_000)
+        page.click("#srv-files")
+        page.wait_for_function("() => document.querySelector('#state-table').textContent.includes('no queue')")
+        assert not page.problems, page.problems
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

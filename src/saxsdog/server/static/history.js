@@ -1,0 +1,131 @@
+// The History tab: integral parameters of every image of the queue, fetched incrementally
+// with `plotdata {since}` and merged by image (a re-processed image replaces its row).
+
+import { command } from "./api.js";
+import { $, $$, el } from "./dom.js";
+import { COLORS, plotConf } from "./plots.js";
+import { S } from "./state.js";
+
+/** A new, empty history for the queue started at `key`. */
+export function newHistory(key = null) {
+  return { key, rows: new Map(), until: 0, lastCount: -1 };
+}
+
+/**
+ * Merge one `plotdata` answer's `data` into `h`; returns how many rows it brought.
+ *
+ * Rows are keyed by path and frame; `h.until` moves on to the answer's `until`, and
+ * `h.lastCount` to the server's count of processed images.
+ */
+export function mergeHistory(h, data) {
+  const d = data.history;
+  for (let i = 0; i < d.path.length; i++) {
+    h.rows.set(d.path[i] + "#" + d.frame[i], {
+      path: d.path[i], frame: d.frame[i], time: d.time[i], processed: d.processed[i],
+      I0: d.I0[i], I2: d.I2[i], invariant: d.invariant[i], corr: d.correlation_length[i], error: d.error[i],
+    });
+  }
+  h.until = data.until || h.until;
+  h.lastCount = data.stat ? data.stat["images processed"] : h.rows.size;
+  return d.path.length;
+}
+
+export function dirOf(path) {
+  const i = path.lastIndexOf("/");
+  return i < 0 ? "." : path.slice(0, i);
+}
+
+/** The rows without errors (of directory `dir`, all for ""), in image-time order. */
+export function historyRows(h, dir = "") {
+  const rows = [...h.rows.values()].filter(r => !r.error && (!dir || dirOf(r.path) === dir));
+  rows.sort((a, b) => (a.time ?? a.processed ?? 0) - (b.time ?? b.processed ?? 0) || (a.path < b.path ? -1 : 1));
+  return rows;
+}
+
+export function historyDirs(h) {
+  const dirs = new Set();
+  for (const r of h.rows.values()) dirs.add(dirOf(r.path));
+  return [...dirs].sort();
+}
+
+// ------------------------------------------------------------------ the tab
+
+export let history = newHistory();
+let lastFetch = 0;
+let pendingTimer = null;
+
+export function resetHistory(key) {
+  history = newHistory(key);
+  S.statSamples = S.statSamples.slice(-1);
+  if (S.activeTab === "history") drawHistory();
+}
+
+/**
+ * Fetch what is new (at most once a second unless `force`).  One request at a time: while one
+ * is on its way, later calls share it; a request that times out is simply retried later.
+ */
+export async function refreshHistory(force = false) {
+  const now = Date.now();
+  if (!force && now - lastFetch < 1000) {
+    if (pendingTimer === null) pendingTimer = setTimeout(() => { pendingTimer = null; refreshHistory(); }, 1000 - (now - lastFetch));
+    return;
+  }
+  lastFetch = now;
+  const h = history;
+  try {
+    const r = await command("plotdata", h.until ? { since: h.until } : undefined,
+      undefined, { background: true, key: "plotdata" });
+    if (r.result === "Error" || h !== history) return;
+    mergeHistory(h, r.data);
+    updateDirChoices();
+    if (S.activeTab === "history") drawHistory();
+    else $("#hist-count").textContent = `${h.rows.size} image(s)`;
+  } catch (e) { /* the connection badge tells; the next statistics message asks again */ }
+}
+
+function updateDirChoices() {
+  const sel = $("#hist-dir");
+  const have = new Set($$("option", sel).map(o => o.value));
+  for (const d of historyDirs(history)) if (!have.has(d)) sel.append(el("option", { value: d, text: d }));
+}
+
+export function drawProgress() {
+  if (!window.Plotly) return;
+  const rows = [...history.rows.values()].filter(r => r.processed).sort((a, b) => a.processed - b.processed);
+  const t0 = rows.length ? rows[0].processed : (S.statSamples[0] ? S.statSamples[0].t : 0);
+  const samples = S.statSamples.filter(s => s.t >= t0 - 1);
+  Plotly.react("hist-progress", [
+    { x: rows.map(r => r.processed - t0), y: rows.map((_, i) => i + 1), mode: "lines", name: "images processed",
+      line: { color: COLORS[0] } },
+    { x: samples.map(s => s.t - t0), y: samples.map(s => s.fps), mode: "lines", name: "frames/s", yaxis: "y2",
+      line: { color: COLORS[1], dash: "dot" } },
+  ], {
+    title: { text: "Progress", font: { size: 14 } }, margin: { l: 60, r: 60, t: 36, b: 44 },
+    xaxis: { title: { text: "seconds since the first image" } },
+    yaxis: { title: { text: "images" }, rangemode: "tozero" },
+    yaxis2: { title: { text: "frames/s" }, overlaying: "y", side: "right", rangemode: "tozero" },
+    legend: { x: 0, y: 1.0, bgcolor: "rgba(255,255,255,0.6)" }, uirevision: "p",
+  }, plotConf());
+}
+
+export function drawHistory() {
+  const dir = $("#hist-dir").value;
+  const rows = historyRows(history, dir);
+  $("#hist-count").textContent = `${rows.length} image(s)` + (dir ? ` in ${dir}` : "");
+  if (!window.Plotly) return;
+  drawProgress();
+  const byIndex = $("#hist-x").value === "index";
+  const x = byIndex ? rows.map((_, i) => i) : rows.map(r => r.time !== null ? new Date(r.time * 1000) : null);
+  const text = rows.map(r => r.path + (r.frame ? "#" + r.frame : ""));
+  const one = (div, key, title, color, ytitle) => Plotly.react(div, [{
+    x, y: rows.map(r => r[key]), text, mode: "markers+lines", marker: { size: 4, color }, line: { width: 1, color },
+    hovertemplate: "%{text}<br>%{y}<extra></extra>",
+  }], {
+    title: { text: title, font: { size: 14 } }, margin: { l: 70, r: 20, t: 36, b: 44 },
+    xaxis: { title: { text: byIndex ? "image number" : "image time" }, type: byIndex ? "linear" : "date" },
+    yaxis: { title: { text: ytitle }, exponentformat: "power" }, uirevision: div,
+  }, plotConf());
+  one("hist-i0", "I0", "Integral intensity I0", COLORS[0], "I0");
+  one("hist-i2", "invariant", "Invariant I2", COLORS[2], "I2");
+  one("hist-corr", "corr", "Correlation length", COLORS[3], "π·I1/I2 [nm]");
+}

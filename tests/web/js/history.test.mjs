@@ -1,0 +1,50 @@
+// The History tab's merge of incremental `plotdata` answers (static/history.js).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { dirOf, historyDirs, historyRows, mergeHistory, newHistory } from "../../../src/saxsdog/server/static/history.js";
+
+function answer(rows, until, processed) {
+  const h = { path: [], frame: [], time: [], processed: [], I0: [], I1: [], I2: [], invariant: [],
+    correlation_length: [], error: [] };
+  for (const r of rows) {
+    h.path.push(r.path); h.frame.push(r.frame ?? 0); h.time.push(r.time); h.processed.push(r.time + 1);
+    h.I0.push(r.I0 ?? 1); h.I1.push(1); h.I2.push(1); h.invariant.push(2); h.correlation_length.push(3);
+    h.error.push(r.error ?? null);
+  }
+  return { history: h, until, stat: { "images processed": processed } };
+}
+
+test("answers merge by image and frame; a re-processed image replaces its row", () => {
+  const h = newHistory("t0");
+  assert.equal(mergeHistory(h, answer([{ path: "run/a.tif", time: 2 }, { path: "run/b.tif", time: 1 }], 10.5, 2)), 2);
+  assert.equal(h.until, 10.5);
+  assert.equal(h.lastCount, 2);
+  mergeHistory(h, answer([{ path: "run/a.tif", time: 2, I0: 7 }, { path: "run/s.h5", frame: 3, time: 3 }], 11, 3));
+  assert.equal(h.rows.size, 3);
+  assert.equal(h.rows.get("run/a.tif#0").I0, 7);
+  mergeHistory(h, answer([], 0, 3));
+  assert.equal(h.until, 11, "an empty answer keeps the position");
+  assert.deepEqual(historyRows(h).map(r => r.path), ["run/b.tif", "run/a.tif", "run/s.h5"]);
+});
+
+test("rows with errors are not drawn; directories filter", () => {
+  const h = newHistory();
+  mergeHistory(h, answer([{ path: "a/x.tif", time: 1 }, { path: "b/y.tif", time: 2 }, { path: "z.tif", time: 3 },
+    { path: "a/bad.tif", time: 4, error: "truncated" }], 5, 3));
+  assert.deepEqual(historyRows(h, "a").map(r => r.path), ["a/x.tif"]);
+  assert.deepEqual(historyRows(h).length, 3);
+  assert.deepEqual(historyDirs(h), [".", "a", "b"]);
+  assert.equal(dirOf("z.tif"), ".");
+  assert.equal(dirOf("a/b/c.tif"), "a/b");
+});
+
+test("sixty images in three answers: all sixty", () => {
+  const h = newHistory();
+  for (let part = 0; part < 3; part++) {
+    const rows = Array.from({ length: 20 }, (_, i) => ({ path: `run/img_${part * 20 + i}.tif`, time: part * 20 + i }));
+    mergeHistory(h, answer(rows, 100 + part, (part + 1) * 20));
+  }
+  assert.equal(historyRows(h).length, 60);
+  assert.equal(h.lastCount, 60);
+});
