@@ -79,6 +79,7 @@ class CommandHandler:
         self.started = time.time()
         self.listeners: list[Callable[[Any], None]] = []
         self.merge_result: dict[str, Any] | None = None
+        self.closing: list[QueueSession] = []  # closed queues still finishing their images
 
     # -- lifecycle -------------------------------------------------------------------
     def restore(self) -> bool:
@@ -101,6 +102,8 @@ class CommandHandler:
             if self.session is not None:
                 self.session.stop()
                 self.session = None
+            for closing in self.closing:
+                closing.stop()  # still draining: the rest resumes after a restart
         self.ledger.close()
 
     def _start_session(self, directory, calibration, attachments, queue_id=None, names=None) -> QueueSession:
@@ -144,7 +147,7 @@ class CommandHandler:
                     "images processed": 0, "pics": 0, "images failed": 0, "time": now,
                     "start time": self.started, "mergecount": 0}
         st = s.queue.stats()
-        self.ledger.commit()  # report only what is durable
+        s.tracker.commit()  # report only what is durable (a full disk: what is, the queue retries)
         counts = self.ledger.counts(s.queue_id)
         return {
             "time interval": now - s.started,
@@ -155,6 +158,11 @@ class CommandHandler:
             "images failed": counts.get("failed", 0),
             "stage seconds": st["stage_seconds"],
             "worker restarts": st["worker_restarts"],
+            "paused": st.get("paused"),
+            "sink errors": st.get("sink_errors", 0),
+            "last sink error": st.get("last_sink_error"),
+            "waiting for space": st.get("waiting_for_space", 0),
+            "outputs renamed": st.get("outputs_renamed", 0),
             "error": None if s.queue.error is None else str(s.queue.error),
             "feeder events rejected": s.events_rejected,
             "time": now,
@@ -186,8 +194,8 @@ class CommandHandler:
     def cmd_close(self, arg, attachments) -> dict[str, Any]:
         s = self._require()
         stat = self.stat()
-        s.stop()
-        s.forget()
+        s.close()  # finishes what is queued in the background, then forgets the saved queue
+        self.closing = [c for c in self.closing if not c.stopped] + [s]
         self.session = None
         return {"result": "queue closed", "data": {"stat": stat}}
 
