@@ -255,3 +255,14 @@ def test_disk_full_messages():
     assert is_disk_full("OSError: [Errno 28] No space left on device")
     assert is_disk_full("database or disk is full")
     assert not is_disk_full("truncated file") and not is_disk_full(None)
+
+
+def test_outputs_claimed_before_a_restart_stay_theirs():
+    from saxsdog.pipeline.state import Claim
+
+    st = QueueState()
+    st.handle(Claim("/data/run/a/x.tif", "/data/run/work/x"), Claim("/data/run/b/x.tif", "/data/run/work/x~2"))
+    out = st.handle(push("/data/run/c/x.tif", output_key="/data/run/work/x"),
+                    push("/data/run/b/x.tif", output_key="/data/run/work/x", force=True), Tick(0.0, 5))
+    assert {t.path: t.output_stem for t in submitted(out)} == {"/data/run/c/x.tif": "x~3",
+                                                             "/data/run/b/x.tif": "x~2"}

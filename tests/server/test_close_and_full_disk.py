@@ -129,7 +129,7 @@ def test_abort_records_the_waiting_images_as_dropped(base, data_dir):
 def small_tmpfs(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, check=False)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
     try:
@@ -181,3 +181,28 @@ def test_full_ledger_disk_pauses_and_resumes(base, data_dir, small_tmpfs):
         assert wait_for(lambda: h.stat()["images processed"] == 41, 60)
     finally:
         h.shutdown()
+
+
+def test_output_named_before_a_restart_is_not_overwritten(base, data_dir):
+    """Part 2 item 7 across a restart: run/a/x.tif wrote run/work/x.chi; run/b/x.tif arriving
+    after the restart must not replace it (nor be marked done with a's output)."""
+    for sub in ("a", "b"):
+        (base / "run" / sub).mkdir()
+    a, b = base / "run" / "a" / "x.tif", base / "run" / "b" / "x.tif"
+    os.link(base / "template.tif", a)
+    h = make_handler(base)
+    h.execute("new", *new_request(data_dir))
+    h.session.feeder_event(str(a))
+    assert wait_for(lambda: h.stat()["images processed"] == 1)
+    h.shutdown()
+    h2 = make_handler(base)
+    try:
+        assert h2.restore()
+        os.link(base / "template.tif", b)
+        h2.session.feeder_event(str(b))
+        assert wait_for(lambda: h2.stat()["images processed"] == 2)
+        rows = {r["path"]: r["outputs"] for r in h2.ledger.history(h2.session.queue_id)}
+        assert Path(rows[str(a)][0]).name == "x.chi" and Path(rows[str(b)][0]).name == "x~2.chi"
+        assert (base / "run" / "work" / "x~2.chi").is_file()
+    finally:
+        h2.shutdown()

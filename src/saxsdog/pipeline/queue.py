@@ -33,6 +33,7 @@ from .sources import DirectoryWatcher, walk_images
 from .state import (
     MAX_WORKER_DEATHS,
     Abort,
+    Claim,
     Close,
     Closed,
     CloseRun,
@@ -221,6 +222,15 @@ class ImageQueue:
         when the queue stops.  Without run files this does nothing.
         """
         self._post(_Control(FinishRun(run)))
+
+    def claim_output(self, path: str, output: str) -> None:
+        """``path`` wrote ``output`` before (a restart): no other image of the queue may write it (thread-safe).
+
+        ``output`` is the image's first output file (``.chi`` or ``.h5``); run files are ignored.
+        """
+        if self.options.output_format == "nxcansas-run" or not output.endswith((".chi", ".h5")):
+            return
+        self._post(_Control(Claim(path, output.rsplit(".", 1)[0])))
 
     def close(self) -> None:
         """Finish what is queued but accept nothing new (thread-safe; see :meth:`wait_closed`).

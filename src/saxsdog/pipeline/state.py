@@ -88,6 +88,14 @@ class Push:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """``path`` wrote the output ``output_key`` before (the ledger, after a restart): no other image may."""
+
+    path: str
+    output_key: str
+
+
+@dataclass(frozen=True)
 class FinishRun:
     """Close the run ``run`` once its queued frames are done."""
 
@@ -185,7 +193,7 @@ class Abort:
     wall: float = 0.0
 
 
-Event = (Push | FinishRun | Tick | SubmitRefused | TaskDone | TaskFailed | WorkerLost | WorkerStalled
+Event = (Push | Claim | FinishRun | Tick | SubmitRefused | TaskDone | TaskFailed | WorkerLost | WorkerStalled
          | SinkFailed | SinkRecovered | Close | Stop | Abort)
 
 
@@ -360,13 +368,14 @@ class QueueState:
             self.owners[key] = path
             return None
         n = 2
-        while f"{key}~{n}" in self.owners:
+        while self.owners.get(f"{key}~{n}") not in (None, path):
             n += 1
         alt = f"{key}~{n}"
-        self.owners[alt] = path
-        self.renamed_outputs += 1
-        out.append(Report("warning", f"{path} would write the same output as {owner} ({key}.*): "
-                                     f"its outputs are named {alt.rsplit('/', 1)[-1]}.* instead"))
+        if self.owners.get(alt) is None:  # not named so before a restart (Claim)
+            self.owners[alt] = path
+            self.renamed_outputs += 1
+            out.append(Report("warning", f"{path} would write the same output as {owner} ({key}.*): "
+                                         f"its outputs are named {alt.rsplit('/', 1)[-1]}.* instead"))
         return alt.rsplit("/", 1)[-1]
 
     def _run_task_done(self, run: str | None, out: list[Instruction], n: int = 1) -> None:
@@ -427,6 +436,9 @@ class QueueState:
         if ev.run is not None:
             self.run_open[ev.run] = self.run_open.get(ev.run, 0) + 1
         self.queued_total += 1
+
+    def _on_Claim(self, ev: Claim, out: list[Instruction]) -> None:
+        self.owners.setdefault(ev.output_key, ev.path)
 
     def _on_FinishRun(self, ev: FinishRun, out: list[Instruction]) -> None:
         self.finishing.add(ev.run)
