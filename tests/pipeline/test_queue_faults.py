@@ -208,3 +208,26 @@ def test_full_output_disk_pauses_the_queue_and_it_resumes_when_space_is_freed(ca
         q.stop()
     assert len(list(out.glob("*.chi"))) == 6
     assert len(filelist_rows(out / "results" / "filelist.txt")) == 6
+
+
+def test_file_list_after_a_sigkill_of_the_group_and_a_resume(data_dir, tmp_path):
+    """Part 2 item 8: after a SIGKILL of the whole group mid-run and `saxsdog -r`, every image
+    has exactly one row (images listed before the kill but not known as finished were listed twice)."""
+    import signal
+    import sys
+
+    root = tmp_path / "run"
+    link_images(data_dir / "buf1_00000.tif", root, 200)
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(data_dir / "cal.json"), "-S", str(root)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_for(lambda: len(list(work.glob("*.chi"))) >= 40, 120)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert len(list(work.glob("*.chi"))) < 200, "the kill must land mid-run"
+    subprocess.run([*cmd[:-1], "-r", str(root)], check=True, capture_output=True, timeout=300)
+    rows = filelist_rows(work / "results" / "filelist.txt")
+    names = [r.split("\t")[0] for r in rows]
+    assert len(names) == len(set(names)) == 200
