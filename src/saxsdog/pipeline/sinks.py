@@ -38,7 +38,7 @@ class Sink(Protocol):
 
     def flush(self) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self) -> object: ...
 
 
 class HistorySink:
@@ -178,7 +178,7 @@ class LiveFileList:
 
     @staticmethod
     def _line(result: ImageResult) -> tuple[str, str]:
-        params = next(iter(result.parameters.values()), {})
+        params: dict[str, Any] = next(iter(result.parameters.values()), {})
         vals = [params.get(k, "") for k in ("I0", "I1", "I2")]
         key = result.path if result.frame == 0 else f"{result.path}#{result.frame}"
         return key, "\t".join([key, result.outputs[0], *map(str, vals), str(result.image_time or "")]) + "\n"

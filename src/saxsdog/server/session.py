@@ -317,7 +317,9 @@ class QueueSession:
         self._close_thread.start()
 
     def _finish_close(self) -> None:
-        self.queue.wait_closed()
+        while not self.queue.wait_closed(0.5):
+            if self.stopped:  # the server stopped first: the rest resumes after a restart
+                return
         self.stop()
 
     def wait_closed(self, timeout: float | None = None) -> bool:
@@ -332,22 +334,22 @@ class QueueSession:
 
         A closing queue whose images are all finished is forgotten.
         """
-        with self._stop_lock:
+        with self._stop_lock:  # a second caller (shutdown during a close) waits for the first
             if self.stopped:
                 return
             self.stopped = True
-        self._rescan_stop.set()
-        self.queue.stop(abort=abort)
-        try:
-            self.tracker.flush()
-        except Exception as exc:  # a full disk: the rows not written are redone after a restart
-            log.error("cannot commit the ledger: %s", exc)
-        if self.closing and not abort:
-            left = self.ledger.unfinished(self.queue_id)
-            if left:
-                log.warning("queue closed with %d image(s) unfinished: it resumes after a restart", len(left))
-            else:
-                self.forget()
+            self._rescan_stop.set()
+            self.queue.stop(abort=abort)
+            try:
+                self.tracker.flush()
+            except Exception as exc:  # a full disk: the rows not written are redone after a restart
+                log.error("cannot commit the ledger: %s", exc)
+            if self.closing and not abort:
+                left = self.ledger.unfinished(self.queue_id)
+                if left:
+                    log.warning("queue closed with %d image(s) unfinished: it resumes after a restart", len(left))
+                else:
+                    self.forget()
 
     # -- sources ---------------------------------------------------------------------
     def reconcile(self) -> int:
