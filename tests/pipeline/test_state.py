@@ -266,3 +266,11 @@ def test_outputs_claimed_before_a_restart_stay_theirs():
                     push("/data/run/b/x.tif", output_key="/data/run/work/x", force=True), Tick(0.0, 5))
     assert {t.path: t.output_stem for t in submitted(out)} == {"/data/run/c/x.tif": "x~3",
                                                              "/data/run/b/x.tif": "x~2"}
+
+
+def test_a_sink_error_that_is_no_full_disk_does_not_pause():
+    st = QueueState()
+    st.handle(push("/data/run/a.tif"))
+    st.handle(SinkFailed("file list", "[Errno 13] Permission denied: 'filelist.txt'", 1.0))
+    assert st.paused is None and st.sink_errors == 1 and "Permission denied" in st.last_sink_error
+    assert len(submitted(st.handle(Tick(1.0, 5)))) == 1

@@ -564,6 +564,10 @@ class QueueState:
     def _on_SinkFailed(self, ev: SinkFailed, out: list[Instruction]) -> None:
         self.sink_errors += 1
         self.last_sink_error = f"{ev.sink}: {ev.error}"
+        if ev.sink != "ledger" and not is_disk_full(ev.error):
+            # not a full disk (e.g. a file list made read-only): waiting would not help; the
+            # sink keeps its rows and tries again with the next one
+            return
         if self._sink_broken and self._sink_due is not None:
             return  # a flush is due already; later records wait in the sinks
         self._sink_broken = True
