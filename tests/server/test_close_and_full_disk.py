@@ -63,11 +63,13 @@ def test_close_right_after_a_burst_finishes_every_queued_image(base, data_dir):
             assert s.feeder_event(str(p)) is None
         r = h.execute("close")
         assert r["result"] == "queue closed"
+        assert h.stat()["closing queue length"] > 0  # still working on them, and saying so
         late = base / "run" / "late.tif"
         os.link(base / "template.tif", late)
         assert s.feeder_event(str(late)) is not None  # ignored after close
         assert h.execute("stat")["result"] == "stat"  # the command service answers meanwhile
         assert s.wait_closed(180)
+        assert h.stat()["closing queue length"] == 0
         assert h.ledger.counts(s.queue_id) == {"done": 150}
         assert len(list((base / "work").glob("*.chi"))) == 150
         assert not (h.state_dir / "queue.json").exists()

@@ -142,10 +142,12 @@ class CommandHandler:
         """The original's stat keys, plus failures and per-stage timings."""
         now = time.time()
         s = self.session
+        # images closed queues still finish in the background
+        closing = sum(c.queue.queue_length for c in self.closing if not c.stopped)
         if s is None:
             return {"time interval": now - self.started, "queue length": 0, "frames per sec": 0.0,
                     "images processed": 0, "pics": 0, "images failed": 0, "time": now,
-                    "start time": self.started, "mergecount": 0}
+                    "start time": self.started, "mergecount": 0, "closing queue length": closing}
         st = s.queue.stats()
         s.tracker.commit()  # report only what is durable (a full disk: what is, the queue retries)
         counts = self.ledger.counts(s.queue_id)
@@ -163,6 +165,7 @@ class CommandHandler:
             "last sink error": st.get("last_sink_error"),
             "waiting for space": st.get("waiting_for_space", 0),
             "outputs renamed": st.get("outputs_renamed", 0),
+            "closing queue length": closing,
             "error": None if s.queue.error is None else str(s.queue.error),
             "feeder events rejected": s.events_rejected,
             "time": now,
