@@ -231,3 +231,19 @@ def test_file_list_after_a_sigkill_of_the_group_and_a_resume(data_dir, tmp_path)
     rows = filelist_rows(work / "results" / "filelist.txt")
     names = [r.split("\t")[0] for r in rows]
     assert len(names) == len(set(names)) == 200
+
+
+def test_close_finishes_the_queued_images_and_ignores_new_ones(cal, data_dir, tmp_path):
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 6)
+    q = ImageQueue(cal, root, QueueOptions(), pool_factory=InlineBackend.factory()).start()
+    try:
+        for p in images[:5]:
+            q.push(p)
+        q.close()
+        q.push(images[5])
+        assert q.wait_closed(60)
+        assert q.wait_until_idle(10)
+    finally:
+        q.stop()
+    assert q.history.processed == 5 and q.stats()["ignored_after_close"] == 1

@@ -52,6 +52,7 @@ from .state import (
     TaskDone,
     Tick,
     WorkerLost,
+    WorkerStalled,
 )
 from .tasks import ArenaRef, ImageResult, ImageTask
 
@@ -498,7 +499,9 @@ class ImageQueue:
             wake = state.next_wakeup()
             if wake is not None:
                 timeout = max(0.0, min(timeout, wake - time.monotonic()))
-            done, orphaned = pool.poll(timeout, wakeup=self._wake_r)
+            polled = pool.poll(timeout, wakeup=self._wake_r)
+            done, orphaned = polled[0], polled[1]
+            stalled = polled[2] if len(polled) > 2 else ()  # a backend that tells stalls apart
             try:
                 while os.read(self._wake_r, 4096):
                     pass
@@ -511,5 +514,7 @@ class ImageQueue:
                                        _signature(task.path) if task.payload is None else None))
             for task in orphaned:  # their worker died: nothing is lost
                 events.append(WorkerLost(self._unship(task), time.monotonic(), time.time()))
+            for task in stalled:  # their worker hung and was replaced
+                events.append(WorkerStalled(self._unship(task), time.monotonic(), time.time()))
             if events:
                 self._apply(*events)
