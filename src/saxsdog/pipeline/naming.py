@@ -17,14 +17,21 @@ def image_stem(path: str | os.PathLike[str]) -> str:
 
 
 def output_base(image: str | os.PathLike[str], root: str | os.PathLike[str], options: QueueOptions,
-                frame: int | None = None) -> Path:
+                frame: int | None = None, stem: str | None = None) -> Path:
     """Output path without suffix and extension.
 
     With ``out_dir`` every output goes there and the image's folder relative to ``root``
     is joined with ``_`` in front of its name; otherwise outputs go to
     ``<image folder>/<relpath>/``.  Frames of multi-frame files get ``_<frame:05d>``.
+
+    ``stem`` replaces the whole file name (before the frame number): the queue gives it
+    to an image whose usual name another image of the queue writes already
+    (:func:`output_key`; the second one is named ``<name>~2``, the next ``~3``, ...).
     """
     image = Path(image)
+    if stem is not None:
+        base = output_base(image, root, options).parent / stem
+        return base if frame is None else base.with_name(f"{stem}_{frame:05d}")
     stem = image_stem(image)
     if frame is not None:
         stem = f"{stem}_{frame:05d}"
@@ -32,6 +39,16 @@ def output_base(image: str | os.PathLike[str], root: str | os.PathLike[str], opt
         parts = list(_relative_parts(str(image.parent), str(root)))
         return Path(options.out_dir) / "_".join(parts + [stem])
     return Path(os.path.normpath(image.parent / options.relpath)) / stem
+
+
+def output_key(image: str | os.PathLike[str], root: str | os.PathLike[str], options: QueueOptions) -> str:
+    """What two images must not share: their output path without suffix and extension.
+
+    ``run/a/x.tif`` and ``run/b/x.tif`` (outputs in ``../work``), ``img.edf`` and
+    ``img.cbf``, ``x.tif`` and ``x.tiff``, or with ``out_dir`` ``a_b/x.tif`` and
+    ``a/b_x.tif`` all have the same key: every output of one would replace the other's.
+    """
+    return output_base(image, root, options).as_posix()
 
 
 @functools.lru_cache(maxsize=4096)

@@ -69,6 +69,9 @@ class ImageTask:
     run
         The NXcanSAS run the frame belongs to, when not the queue's own (each series of a
         detector stream is a run: ``series_<id>``).
+    output_stem
+        The name its outputs get instead of the image's own stem, when another image of
+        the queue writes that name already (``x~2``: see :func:`~saxsdog.pipeline.naming.output_base`).
     """
 
     path: str
@@ -78,6 +81,7 @@ class ImageTask:
     payload: FramePayload | None = None
     skip_frames: frozenset[int] = frozenset()
     run: str | None = None
+    output_stem: str | None = None
 
 
 @dataclass

@@ -75,7 +75,7 @@ class ImageProcessor:
         h5 = self.format == "nxcansas" and bool(self.nx_index)
         if not self.chi_index and not h5:
             return []  # nxcansas-run without Phi-mode integrators: nothing per frame
-        base = output_base(task.path, task.root, self.options, frame)
+        base = output_base(task.path, task.root, self.options, frame, stem=task.output_stem)
         outputs = [base.with_name(base.name + self.suffixes[i] + ".chi") for i in self.chi_index]
         if h5:
             outputs.insert(0, base.with_name(base.name + ".h5"))
@@ -168,7 +168,7 @@ class ImageProcessor:
             atomic_write_bytes(path, content)
         if self.options.write_svg or self.options.write_png:
             base = output_base(task.path, task.root, self.options,
-                               frame.index if frame.nframes > 1 else None)
+                               frame.index if frame.nframes > 1 else None, stem=task.output_stem)
             base.parent.mkdir(parents=True, exist_ok=True)
             if self.options.write_svg:
                 from .plots import write_curve_plot

@@ -224,6 +224,7 @@ class CommandHandler:
         self._jobs_lock = threading.Lock()
         self._last_serial: Job | None = None
         self._closing = False
+        self.closing: list[QueueSession] = []  # closed queues still finishing their images
 
     # -- lifecycle -------------------------------------------------------------------
     def restore(self) -> bool:
@@ -264,6 +265,8 @@ class CommandHandler:
             session, self.session = self.session, None
         if session is not None:
             session.stop()
+        for closing in self.closing:
+            closing.stop()  # still draining: the rest resumes after a restart
         self.ledger.close()
 
     def _start_session(self, directory, calibration, attachments, queue_id=None, names=None) -> QueueSession:
@@ -414,12 +417,15 @@ class CommandHandler:
         s = self.session
         last = self._last_serial  # the latest queue-changing command (running or finished)
         job = None if last is None else last.summary()
+        # images closed queues still finish in the background
+        closing = sum(c.queue.queue_length for c in self.closing if not c.stopped)
         if s is None:
             return {"time interval": now - self.started, "queue length": 0, "frames per sec": 0.0,
                     "images processed": 0, "pics": 0, "images failed": 0, "time": now,
-                    "start time": self.started, "mergecount": 0, "job": job}
+                    "start time": self.started, "mergecount": 0, "job": job,
+                    "closing queue length": closing}
         st = s.queue.stats()
-        self.ledger.commit()  # report only what is durable
+        s.tracker.commit()  # report only what is durable (a full disk: what is, the queue retries)
         counts = self.ledger.counts(s.queue_id)
         return {
             "time interval": now - s.started,
@@ -430,6 +436,12 @@ class CommandHandler:
             "images failed": counts.get("failed", 0),
             "stage seconds": st["stage_seconds"],
             "worker restarts": st["worker_restarts"],
+            "paused": st.get("paused"),
+            "sink errors": st.get("sink_errors", 0),
+            "last sink error": st.get("last_sink_error"),
+            "waiting for space": st.get("waiting_for_space", 0),
+            "outputs renamed": st.get("outputs_renamed", 0),
+            "closing queue length": closing,
             "error": None if s.queue.error is None else str(s.queue.error),
             "feeder events rejected": s.events_rejected,
             "time": now,
@@ -461,8 +473,13 @@ class CommandHandler:
     def _end_session(self, abort: bool) -> dict[str, Any]:
         s = self._require()
         stat = self.stat()
-        s.stop(abort=abort)  # the session stays visible to 'stat' while it finishes
-        s.forget()
+        if abort:
+            s.stop(abort=True)  # the waiting images are dropped (and recorded so)
+            s.forget()
+        else:
+            s.close()  # finishes what is queued in the background, then forgets the saved queue
+            with self._lock:
+                self.closing = [c for c in self.closing if not c.stopped] + [s]
         with self._lock:
             if self.session is s:
                 self.session = None

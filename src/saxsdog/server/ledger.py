@@ -6,6 +6,7 @@ Feeder events are hints; the ledger is the truth.  One row per (queue, image pat
 ``queued``       accepted, not finished
 ``done``         outputs written (atomically) — never processed again unless the file changes
 ``failed``       reported with its reason
+``dropped``      an ``abort`` dropped it before it finished
 
 After a crash (server or worker killed), every ``queued`` row is queued again; the
 outputs are written atomically, so redoing an image whose outputs were already written
@@ -307,6 +308,24 @@ class Ledger:
             (queue, result.path, result.frame, signature, state, json.dumps(result.outputs),
              json.dumps(result.parameters), result.image_time, result.processed_at,
              json.dumps(result.timings), result.error, time.time()))
+
+    def mark_dropped(self, queue: str, path: str) -> None:
+        """An abort dropped the file before it finished (it is not resumed)."""
+        with self._lock:
+            self._db.execute("UPDATE images SET state='dropped', updated=? WHERE queue=? AND path=? "
+                             "AND state='queued'", (time.time(), queue, path))
+            self._changed()
+
+    def reset_transaction(self) -> None:
+        """After a failed write or commit (a full disk): drop what is uncommitted and begin afresh."""
+        with self._lock:
+            if self._db.in_transaction:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            self._db.execute("BEGIN")
+            self._dirty = False
 
     def unfinished(self, queue: str) -> list[str]:
         """Files accepted but not finished (to queue again after a restart)."""

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -36,12 +37,28 @@ def _sig_text(sig: tuple[int, int] | None) -> str | None:
     return None if sig is None else f"{sig[0]}:{sig[1]}"
 
 
+class LedgerUnavailable(Exception):
+    """The ledger cannot be written now (a full disk); the tracker keeps the writes for later."""
+
+
 class LedgerTracker:
-    """Connects an :class:`ImageQueue` to the ledger (called in the dispatcher thread)."""
+    """Connects an :class:`ImageQueue` to the ledger (called in the dispatcher thread).
+
+    Every write since the last successful commit is kept: when a write or a commit fails
+    (SQLite's "database or disk is full" rolls the transaction back), the transaction is
+    started afresh and :meth:`flush`, which the queue calls with back-off, writes them all
+    again.  Nothing is lost while the disk is full, and the ledger works again by itself
+    once space is freed.
+    """
 
     def __init__(self, ledger: Ledger, queue_id: str):
         self.ledger = ledger
         self.queue_id = queue_id
+        self._lock = threading.Lock()
+        self._log: list[tuple[Callable[..., None], tuple]] = []  # writes not committed yet
+        self._last_commit = time.monotonic()
+        #: Why the ledger cannot be written now, or ``None``.
+        self.broken: str | None = None
 
     def should_accept(self, path: str, signature, force: bool) -> bool:
         if force:
@@ -56,15 +73,79 @@ class LedgerTracker:
             return False  # processed already, file unchanged
         return True  # queued before a crash, or changed since
 
+    def _write(self, fn: Callable[..., None], *args) -> None:
+        with self._lock:
+            self._log.append((fn, args))
+            if self.broken is not None:
+                raise LedgerUnavailable(self.broken)
+            try:
+                fn(*args)
+            except sqlite3.Error as exc:
+                self._fail(exc)
+                raise
+
+    def _fail(self, exc: BaseException) -> None:
+        self.broken = str(exc)
+        log.error("cannot write the ledger %s: %s (retrying)", self.ledger.path, exc)
+        try:
+            self.ledger.reset_transaction()
+        except sqlite3.Error:
+            pass
+
     def queued(self, path: str, signature) -> None:
-        self.ledger.mark_queued(self.queue_id, path, _sig_text(signature))
+        self._write(self.ledger.mark_queued, self.queue_id, path, _sig_text(signature))
 
     def finished(self, path: str, results, signature) -> None:
         for r in results:
-            self.ledger.mark_result(self.queue_id, r, _sig_text(signature))
+            self._write(self.ledger.mark_result, self.queue_id, r, _sig_text(signature))
+
+    def dropped(self, path: str) -> None:
+        self._write(self.ledger.mark_dropped, self.queue_id, path)
+
+    def _commit(self) -> None:
+        try:
+            self.ledger.commit()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+            raise
+        self._log.clear()
+        self._last_commit = time.monotonic()
 
     def tick(self) -> None:
-        self.ledger.maybe_commit()
+        """Commit at most every ``commit_interval`` seconds."""
+        with self._lock:
+            if self.broken is not None:
+                raise LedgerUnavailable(self.broken)
+            if self._log and time.monotonic() - self._last_commit >= self.ledger.commit_interval:
+                self._commit()
+
+    def flush(self) -> None:
+        """Write again what a failure lost, and commit (raises while the disk is still full)."""
+        with self._lock:
+            was_broken = self.broken is not None
+            if was_broken:
+                self.ledger.reset_transaction()
+                try:
+                    for fn, args in self._log:
+                        fn(*args)
+                except sqlite3.Error as exc:
+                    self._fail(exc)
+                    raise
+                self.broken = None
+            self._commit()
+            if was_broken:
+                log.info("the ledger %s is written again", self.ledger.path)
+
+    def commit(self) -> bool:
+        """Commit now (``stat``: report only what is durable); ``False`` while the ledger cannot be written."""
+        with self._lock:
+            if self.broken is not None:
+                return False
+            try:
+                self._commit()
+            except sqlite3.Error:
+                return False
+            return True
 
 
 class QueueSession:
@@ -117,6 +198,11 @@ class QueueSession:
         self.started = time.time()
         self._rescan_stop = threading.Event()
         self._rescan_thread: threading.Thread | None = None
+        self._close_thread: threading.Thread | None = None
+        self._stop_lock = threading.Lock()
+        #: ``close`` was asked: the queue drains and accepts nothing new.
+        self.closing = False
+        self.stopped = False
         self.events_rejected = 0
 
     def _check_mask_paths(self) -> None:
@@ -151,8 +237,16 @@ class QueueSession:
                                  lambda p: _sig_text(_stat_sig(p)))
         self.queue.start()
         if self.restored:
+            # outputs named before the restart stay theirs (a colliding newcomer is renamed)
+            for row in self.ledger.history(self.queue_id, limit=10_000_000):
+                if row["state"] == "done" and row["frame"] == 0 and row["outputs"]:
+                    self.queue.claim_output(row["path"], row["outputs"][0])
             for path in self.ledger.unfinished(self.queue_id):
                 self.queue.push(path)
+            saved = self.load_saved(self.state_dir)
+            if saved is not None and saved.get("queue_id") == self.queue_id and saved.get("closing"):
+                self.close()  # closed before the restart: finish what was queued, nothing new
+                return
             self.reconcile()
         else:
             images, _ = walk_images(self.directory, self.options.directories)
@@ -165,9 +259,10 @@ class QueueSession:
                                                    name="saxsdog-reconcile", daemon=True)
             self._rescan_thread.start()
 
-    def save(self) -> None:
-        """Persist the queue definition so a restarted server resumes it."""
+    def save(self, closing: bool = False) -> None:
+        """Persist the queue definition so a restarted server resumes it (and, ``closing``, closes it)."""
         record = {
+            "closing": closing,
             "queue_id": self.queue_id,
             "directory": self.directory_arg,
             "calibration": self.calibration_raw,
@@ -194,16 +289,75 @@ class QueueSession:
             return None
 
     def forget(self) -> None:
-        """The queue was closed on purpose: do not resume it after a restart."""
+        """The queue was closed on purpose: do not resume it after a restart.
+
+        Only this queue's saved record is removed (a queue started after a ``close`` saved
+        its own already).
+        """
+        p = self.state_dir / "queue.json"
         try:
-            (self.state_dir / "queue.json").unlink()
+            if json.loads(p.read_text()).get("queue_id") != self.queue_id:
+                return
+        except (OSError, ValueError):
+            pass
+        try:
+            p.unlink()
         except FileNotFoundError:
             pass
 
-    def stop(self, abort: bool = False) -> None:
+    def close(self) -> None:
+        """``close``: finish what is queued, ignore new files, then forget the saved queue.
+
+        Returns at once; the queue drains in the background (:meth:`wait_closed`).  The
+        saved queue is kept until every image is finished, so a server stopped or killed
+        meanwhile resumes the rest (and closes it then).
+        """
+        if self.closing:
+            return
+        self.closing = True
         self._rescan_stop.set()
-        self.queue.stop(abort=abort)
-        self.ledger.commit()
+        try:
+            self.save(closing=True)
+        except OSError as exc:  # a full disk: the old record resumes the queue all the same
+            log.error("cannot record that the queue is closing: %s", exc)
+        self.queue.close()
+        self._close_thread = threading.Thread(target=self._finish_close, name="saxsdog-close", daemon=True)
+        self._close_thread.start()
+
+    def _finish_close(self) -> None:
+        while not self.queue.wait_closed(0.5):
+            if self.stopped:  # the server stopped first: the rest resumes after a restart
+                return
+        self.stop()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """After :meth:`close`: block until the queue is drained and stopped."""
+        if self._close_thread is None:
+            return False
+        self._close_thread.join(timeout)
+        return not self._close_thread.is_alive()
+
+    def stop(self, abort: bool = False) -> None:
+        """Stop the queue (the images waiting stay queued in the ledger, unless ``abort`` drops them).
+
+        A closing queue whose images are all finished is forgotten.
+        """
+        with self._stop_lock:  # a second caller (shutdown during a close) waits for the first
+            if self.stopped:
+                return
+            self.stopped = True
+            self._rescan_stop.set()
+            self.queue.stop(abort=abort)
+            try:
+                self.tracker.flush()
+            except Exception as exc:  # a full disk: the rows not written are redone after a restart
+                log.error("cannot commit the ledger: %s", exc)
+            if self.closing and not abort:
+                left = self.ledger.unfinished(self.queue_id)
+                if left:
+                    log.warning("queue closed with %d image(s) unfinished: it resumes after a restart", len(left))
+                else:
+                    self.forget()
 
     # -- sources ---------------------------------------------------------------------
     def reconcile(self) -> int:
@@ -228,6 +382,9 @@ class QueueSession:
 
     def feeder_event(self, path: str) -> str | None:
         """Handle a 'new file' event; returns why it was rejected, or ``None``."""
+        if self.closing:
+            self.events_rejected += 1
+            return "the queue is closing: new files are ignored"
         try:
             real = resolve_inside(self.basedir, path)
         except PathOutsideBase as exc:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..io.codecs import FrameDecodeError, parse_encoding
-from .messages import SeriesEnd, SeriesHeader, StreamFormatError, StreamFrame, frame_name
+from .messages import SeriesEnd, SeriesHeader, StreamFormatError, StreamFrame
 from .stream2 import is_v2, parse_message_v2
 
 log = logging.getLogger(__name__)

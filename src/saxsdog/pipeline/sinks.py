@@ -1,0 +1,414 @@
+"""Where the queue's results go: one :class:`Sink` protocol for history, file list, run files and ledger.
+
+The dispatcher hands every :class:`~saxsdog.pipeline.state.Record` to each sink in turn.
+A sink that cannot write (a full disk) raises, but keeps what it could not write and
+writes it with :meth:`Sink.flush`, which the queue calls with back-off until it succeeds:
+nothing is lost while the disk is full, and the queue resumes by itself once space is freed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ..calibration import Calibration
+from .history import History
+from .naming import existing_run_files, frame_name, run_file_path
+from .state import Record
+from .tasks import ImageResult
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Something that records results (called from the dispatcher thread only).
+
+    ``name`` names it in errors (``ledger``, ``file list``).  ``record`` may raise
+    (``OSError``, ``sqlite3.Error``) once it kept what it could not write; ``flush``
+    writes that (and commits), raising while it still cannot; ``close`` ends it.
+    """
+
+    name: str
+
+    def record(self, rec: Record) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> object: ...
+
+
+class HistorySink:
+    """The in-memory :class:`History` (never fails)."""
+
+    name = "history"
+
+    def __init__(self, history: History):
+        self.history = history
+
+    def record(self, rec: Record) -> None:
+        if rec.state in ("done", "failed", "partial"):
+            for r in rec.results:
+                self.history.add(r)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class CallbackSink:
+    """The queue's result callbacks (``on_result``, the server's live feeds): a broken one is logged."""
+
+    name = "callbacks"
+
+    def __init__(self, callbacks: list[Callable[[ImageResult], None]]):
+        self.callbacks = callbacks
+
+    def record(self, rec: Record) -> None:
+        if rec.state not in ("done", "failed", "partial"):
+            return
+        for r in rec.results:
+            for fn in self.callbacks:
+                try:
+                    fn(r)
+                except Exception:  # a broken callback must not stop processing
+                    log.exception("result callback failed")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class TrackerSink:
+    """The persistent record of image states (the server's ledger, via its tracker).
+
+    The tracker has ``queued(path, signature)``, ``finished(path, results, signature)``,
+    ``tick()`` and optionally ``dropped(path)`` and ``flush()``; it keeps what it could not
+    write itself (see :class:`saxsdog.server.session.LedgerTracker`).
+    """
+
+    name = "ledger"
+
+    def __init__(self, tracker: Any):
+        self.tracker = tracker
+
+    def record(self, rec: Record) -> None:
+        t = self.tracker
+        if rec.state == "queued":
+            t.queued(rec.path, rec.signature)
+        elif rec.state in ("done", "failed"):
+            t.finished(rec.path, list(rec.results), rec.signature)
+        elif rec.state == "dropped" and hasattr(t, "dropped"):
+            t.dropped(rec.path)
+
+    def tick(self) -> None:
+        self.tracker.tick()
+
+    def flush(self) -> None:
+        flush = getattr(self.tracker, "flush", None)
+        if flush is not None:
+            flush()
+        else:
+            self.tracker.tick()
+
+    def close(self) -> None:
+        pass
+
+
+class LiveFileList:
+    """``results/filelist.txt``: one tab-separated line per processed image, and only one.
+
+    An image processed again (a rerun, ``-r``, a restart after a crash) keeps its one row:
+    a row with the same values is not written again, a skipped image (outputs existed)
+    never adds a row when it has one, and changed values replace the image's row (the file
+    is rewritten atomically at the next flush).  A line left half-written by a killed
+    process is cut off when the file is opened.  Rows that cannot be written (a full disk)
+    are kept and written by :meth:`flush`; a failed write is cut back, so the file never
+    holds a partial line.
+    """
+
+    HEADER = "file\toutput\tI0\tI1\tI2\timage_time\n"
+    name = "file list"
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._rows: dict[str, int] = {}  # key -> hash of its line
+        self._waiting: list[str] = []  # lines not written yet (disk full)
+        self._replaced: dict[str, str] = {}  # key -> new line, for the next rewrite
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._load()
+
+    def _load(self) -> None:
+        with open(self._fd, "rb", closefd=False) as fh:
+            fh.seek(0)
+            data = fh.read()
+        good = data.rfind(b"\n") + 1
+        if good < len(data):  # a line cut by a kill: drop it (the image is redone anyway)
+            os.ftruncate(self._fd, good)
+            data = data[:good]
+        lines = data.decode("utf-8", "replace").splitlines(keepends=True)
+        if not lines:
+            self._write(self.HEADER)
+            return
+        for line in lines[1:]:
+            key = line.split("\t", 1)[0]
+            self._rows[key] = hash(line)
+
+    def _write(self, text: str) -> None:
+        size = os.fstat(self._fd).st_size
+        data = text.encode()
+        try:
+            n = os.write(self._fd, data)
+            if n != len(data):
+                raise OSError(28, "short write (no space left on device?)")
+        except OSError:
+            try:
+                os.ftruncate(self._fd, size)  # never leave a partial line
+            except OSError:
+                pass
+            raise
+
+    @staticmethod
+    def _line(result: ImageResult) -> tuple[str, str]:
+        params: dict[str, Any] = next(iter(result.parameters.values()), {})
+        vals = [params.get(k, "") for k in ("I0", "I1", "I2")]
+        key = result.path if result.frame == 0 else f"{result.path}#{result.frame}"
+        return key, "\t".join([key, result.outputs[0], *map(str, vals), str(result.image_time or "")]) + "\n"
+
+    def add(self, result: ImageResult) -> None:
+        """Add (or update) the row of one frame's result."""
+        if result.error is not None or not result.outputs:
+            return
+        key, line = self._line(result)
+        old = self._rows.get(key)
+        if old is not None and (result.skipped or old == hash(line)):
+            return
+        self._rows[key] = hash(line)
+        if old is not None:
+            self._replaced[key] = line
+            return
+        self._waiting.append(line)
+        self.flush()
+
+    def record(self, rec: Record) -> None:
+        if rec.state in ("done", "partial"):
+            for r in rec.results:
+                self.add(r)
+
+    def flush(self) -> None:
+        """Write the rows kept back (raises ``OSError`` while the disk is still full)."""
+        if self._waiting:
+            self._write("".join(self._waiting))
+            self._waiting.clear()
+        if self._replaced:
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        from ..io.chi import atomic_write_bytes
+
+        with open(self._fd, "rb", closefd=False) as fh:
+            fh.seek(0)
+            lines = fh.read().decode("utf-8", "replace").splitlines(keepends=True)
+        out = [lines[0] if lines else self.HEADER]
+        for line in lines[1:]:
+            key = line.split("\t", 1)[0]
+            out.append(self._replaced.get(key, line))
+        atomic_write_bytes(self.path, "".join(out).encode())
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+        self._replaced.clear()
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            self.flush()
+        except OSError as exc:
+            log.error("cannot write %d row(s) of %s: %s", len(self._waiting) + len(self._replaced), self.path, exc)
+        os.close(self._fd)
+        self._fd = -1
+
+
+class _Run:
+    """The run files of one run name (one NXcanSAS file per I(q) integrator)."""
+
+    def __init__(self, name: str, paths: list[Path]):
+        self.name = name
+        self.paths = paths
+        self.writers: list[Any] = []
+        self.appended: set[str] = set()
+        self.known: dict[str, set[int]] = {}
+
+
+class RunSink:
+    """Appends every frame's curves to NXcanSAS run files (used by the dispatcher thread only).
+
+    One file per I(q) integrator: ``<folder>/<run name>.h5`` for the first,
+    ``<run name>_c<kind><n>.h5`` for further masks and slices (Phi-mode curves are not
+    I(q) and stay ``.chi`` files).  Each frame is one NXcanSAS entry titled with its name
+    (:attr:`ImageResult.name`); a frame name seen before is not appended again (retried or
+    re-queued images).  The files are written under hidden temporary names and renamed into
+    place by :meth:`finish` (one run) or :meth:`close` (all).
+
+    Frames go to the queue's run (``run_name()``) unless their task names another one
+    (:attr:`ImageTask.run`: each series of a detector stream is a run of its own).
+
+    Existing run files of the same name are replaced only with ``replace=True``; otherwise
+    the run goes to the next free ``<run name>_<NNN>.h5``, and with ``skip_known`` the frames
+    the existing files hold are skipped (resume).
+
+    Parameters
+    ----------
+    calibration
+        The calibration (q grids, integrator kinds, instrument fields).
+    folder
+        Where the run files go.
+    run_name
+        Called once, when the default run's name is first needed: returns it.
+    replace, skip_known
+        See above.
+    """
+
+    def __init__(self, calibration: Calibration, folder: Path, run_name: Callable[[], str],
+                 replace: bool = False, skip_known: bool = False):
+        self.calibration = calibration
+        self.folder = Path(folder)
+        self._run_name = run_name
+        self.replace = replace
+        self.skip_known = skip_known
+        suffixes = calibration.output_suffixes()
+        self.integrators = [(k, sfx) for k, (it, sfx) in enumerate(zip(calibration.integrators, suffixes))
+                            if it.kind != "Phi"]
+        self._default: str | None = None
+        self._runs: dict[str, _Run] = {}
+        self._finished_names: set[str] = set()
+        self.frames = 0
+        self.closed: list[Path] = []
+        self.finished = False
+
+    @property
+    def paths(self) -> list[Path]:
+        """Where the open runs' files will be (after the closed ones)."""
+        return [p for r in self._runs.values() for p in r.paths]
+
+    def _run(self, name: str | None) -> _Run:
+        if name is None:
+            if self._default is None:
+                self._default = self._run_name()
+            name = self._default
+        run = self._runs.get(name)
+        if run is not None:
+            return run
+        existing = existing_run_files(self.folder, name)
+        # files this sink wrote itself are never replaced (a run name that comes back)
+        replace = self.replace and name not in self._finished_names
+        number = max(existing) + 1 if existing and not replace else 0
+        run = _Run(name, [run_file_path(self.folder, name, number, sfx) for _, sfx in self.integrators])
+        if existing and not replace and self.skip_known:
+            for path in existing.values():
+                for title in _entry_titles(path):
+                    rel, _, idx = title.rpartition("#")
+                    if rel and idx.isdigit():
+                        run.known.setdefault(rel, set()).add(int(idx))
+                    else:
+                        run.known.setdefault(title, set()).add(0)
+        self._runs[name] = run
+        return run
+
+    def skip_frames(self, image: str, root: str) -> frozenset[int]:
+        """Frame indices of ``image`` already in earlier run files of the default run (resume)."""
+        run = self._run(None)
+        if not run.known:
+            return frozenset()
+        return frozenset(run.known.get(frame_name(image, root), ()))
+
+    def add(self, result: ImageResult, run_name: str | None = None) -> None:
+        """Append one frame's curves (integrated, successful results only) to its run."""
+        if result.error is not None or result.skipped or not result.curves or not self.integrators:
+            return
+        run = self._run(run_name)
+        name = result.name or Path(result.path).name
+        if name not in run.appended:
+            if not run.writers:
+                from ..io.nxcansas import NXcanSASRunWriter
+
+                for (k, _), path in zip(self.integrators, run.paths):
+                    run.writers.append(NXcanSASRunWriter(path, self.calibration.integrators[k].x,
+                                                         self.calibration.raw, title=run.name))
+            for (k, _), writer in zip(self.integrators, run.writers):
+                graph = result.curves[k]
+                x, intensity, error = graph["array"][:3]
+                key = f"{self.calibration.integrators[k].kind[0]}{k}"
+                writer.append(name, intensity, error, result.metadata, result.parameters.get(key, {}),
+                              q=x)
+            run.appended.add(name)
+            self.frames += 1
+        result.outputs = [str(p) for p in run.paths] + [o for o in result.outputs if not o.endswith(".h5")]
+
+    name = "run file"
+
+    def record(self, rec: Record) -> None:
+        """Append the record's frames; a frame that cannot be appended fails (the log says why)."""
+        if rec.state not in ("done", "failed", "partial"):
+            return
+        for r in rec.results:
+            try:
+                self.add(r, rec.run)
+            except Exception as exc:  # e.g. a full disk: the frame failed
+                log.exception("cannot append %s to the run file", r.name or r.path)
+                r.error = f"cannot append to the run file: {exc}"
+
+    def flush(self) -> None:
+        pass
+
+    def finish(self, run_name: str) -> list[Path]:
+        """Rename one run's files into place (a later frame of that name starts a new file)."""
+        run = self._runs.pop(run_name, None)
+        if run is None:
+            return []
+        self._finished_names.add(run_name)
+        return self._close_run(run)
+
+    def close(self) -> list[Path]:
+        """Rename every run's files into place; returns all closed (none if no frame was appended)."""
+        self.finished = True
+        for name in list(self._runs):
+            self.finish(name)
+        return self.closed
+
+    def _close_run(self, run: _Run) -> list[Path]:
+        writers, run.writers = run.writers, []
+        done = []
+        for w in writers:
+            try:
+                done.append(w.close())
+            except Exception:  # a full disk must not hide the other files
+                log.exception("cannot close the run file %s", w.path)
+        self.closed.extend(done)
+        return done
+
+
+def _entry_titles(path: Path) -> list[str]:
+    """The frame names (entry titles) of an NXcanSAS run file."""
+    import h5py
+
+    titles: list[str] = []
+    try:
+        with h5py.File(path, "r") as f:
+            for entry in f.values():
+                if isinstance(entry, h5py.Group) and "title" in entry:
+                    t = entry["title"][()]
+                    titles.append(t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t))
+    except OSError as exc:
+        log.warning("cannot read the earlier run file %s: %s", path, exc)
+    return titles
+
+

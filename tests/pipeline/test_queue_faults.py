@@ -1,0 +1,249 @@
+"""Faults the image queue must survive end to end: output collisions, the file list after
+reruns and kills, old truncated files, a full disk (a small tmpfs), the inline backend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from saxsdog import Calibration
+from saxsdog.pipeline import QueueOptions
+from saxsdog.pipeline.backends import InlineBackend
+from saxsdog.pipeline.naming import output_key
+from saxsdog.pipeline.queue import ImageQueue
+from saxsdog.testing import link_images
+
+
+@pytest.fixture
+def cal(data_dir):
+    return Calibration(data_dir / "cal.json")
+
+
+def run_queue(cal, root, **opts) -> ImageQueue:
+    q = ImageQueue(cal, root, QueueOptions(**opts)).start()
+    q.fill_from_directory()
+    assert q.wait_until_idle(120)
+    q.stop()
+    return q
+
+
+def wait_for(cond, timeout=60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def filelist_rows(path: Path) -> list[str]:
+    text = path.read_text()
+    assert text.endswith("\n")
+    lines = text.splitlines()
+    assert lines[0].startswith("file\t")
+    return lines[1:]
+
+
+def test_inline_backend_runs_the_queue_in_process(cal, data_dir, tmp_path):
+    root = tmp_path / "run"
+    link_images(data_dir / "buf1_00000.tif", root, 3)
+    q = ImageQueue(cal, root, QueueOptions(), pool_factory=InlineBackend.factory()).start()
+    assert q.fill_from_directory() == 3
+    assert q.wait_until_idle(60)
+    assert q.worker_pids() == []
+    q.stop()
+    assert q.history.processed == 3 and not q.history.failures
+    assert len(list((tmp_path / "work").glob("*.chi"))) == 3
+
+
+def test_output_keys_of_colliding_images_are_equal(tmp_path):
+    opts = QueueOptions()
+    root = tmp_path / "run"
+    assert output_key(root / "a" / "x.tif", root, opts) == output_key(root / "b" / "x.tif", root, opts)
+    assert output_key(root / "img.edf", root, opts) == output_key(root / "img.cbf", root, opts)
+    assert output_key(root / "x.tif", root, opts) == output_key(root / "x.tiff", root, opts)
+    (root / "a_b").mkdir(parents=True)
+    (root / "a").mkdir()
+    o = QueueOptions(out_dir=tmp_path / "out")
+    assert output_key(root / "a_b" / "x.tif", root, o) == output_key(root / "a" / "b_x.tif", root, o)
+
+
+def test_colliding_images_get_their_own_outputs(cal, data_dir, tmp_path):
+    """Part 2 item 7: two images whose outputs have one name both used to be marked done
+    with a single output (the second replaced the first's); now the second is renamed."""
+    root = tmp_path / "run"
+    for sub, name in (("a", "x.tif"), ("b", "x.tif"), ("c", "img.tif"), ("c", "img.tiff")):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_dir / "buf1_00000.tif", root / sub / name)
+    q = run_queue(cal, root)
+    assert q.history.processed == 4 and not q.history.failures
+    outputs = {Path(r["path"]).relative_to(root).as_posix(): Path(r["outputs"][0]).name for r in q.history.records}
+    assert outputs == {"a/x.tif": "x.chi", "b/x.tif": "x~2.chi", "c/img.tif": "img.chi", "c/img.tiff": "img~2.chi"}
+    assert sorted(p.name for p in (root / "work").glob("*.chi")) == ["img.chi", "img~2.chi", "x.chi", "x~2.chi"]
+    rows = filelist_rows(tmp_path / "work" / "results" / "filelist.txt")
+    assert len({r.split("\t")[1] for r in rows}) == 4
+    assert q.stats()["outputs_renamed"] == 2
+
+
+def test_colliding_images_with_one_output_folder(cal, data_dir, tmp_path):
+    root = tmp_path / "run"
+    for rel in ("a_b/x.tif", "a/b_x.tif"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_dir / "buf1_00000.tif", root / rel)
+    out = tmp_path / "out"
+    q = run_queue(cal, root, out_dir=out)
+    assert q.history.processed == 2
+    assert sorted(p.name for p in out.glob("*.chi")) == ["a_b_x.chi", "a_b_x~2.chi"]
+
+
+def test_file_list_has_one_row_per_image_after_reruns_resume_and_a_torn_line(cal, data_dir, tmp_path):
+    """Part 2 item 8: reruns and -r appended a row per image each time; a kill left a torn line."""
+    root = tmp_path / "run"
+    link_images(data_dir / "buf1_00000.tif", root, 4)
+    filelist = tmp_path / "work" / "results" / "filelist.txt"
+    run_queue(cal, root)
+    first = filelist_rows(filelist)
+    assert len(first) == 4
+    run_queue(cal, root)  # a rerun processes everything again
+    run_queue(cal, root, resume=True)  # -r: every image is skipped
+    assert filelist_rows(filelist) == first
+    # a SIGKILL in the middle of a line, and the row of an image that is then processed again
+    with open(filelist, "a") as fh:
+        fh.write(first[0][: len(first[0]) // 2])
+    run_queue(cal, root)
+    assert filelist_rows(filelist) == first
+
+
+def test_file_list_row_is_replaced_when_the_values_change(tmp_path):
+    from saxsdog.pipeline.sinks import LiveFileList
+    from saxsdog.pipeline.tasks import ImageResult
+
+    path = tmp_path / "filelist.txt"
+    fl = LiveFileList(path)
+    fl.add(ImageResult("/r/a.tif", outputs=["/w/a.chi"], parameters={"R0": {"I0": 1.0}}))
+    fl.add(ImageResult("/r/b.tif", outputs=["/w/b.chi"], parameters={"R0": {"I0": 2.0}}))
+    fl.add(ImageResult("/r/a.tif", outputs=["/w/a.chi"], parameters={"R0": {"I0": 3.0}}))
+    fl.add(ImageResult("/r/b.tif", outputs=["/w/b.chi"], skipped=True))
+    fl.close()
+    rows = filelist_rows(path)
+    assert [r.split("\t")[:3] for r in rows] == [["/r/a.tif", "/w/a.chi", "3.0"], ["/r/b.tif", "/w/b.chi", "2.0"]]
+
+
+def test_truncated_file_older_than_the_retry_timeout_is_reported_at_once(cal, data_dir, tmp_path):
+    """Part 2 item 6: it waited the whole --retry-timeout (here 60 s) before."""
+    root = tmp_path / "run"
+    link_images(data_dir / "buf1_00000.tif", root, 2)
+    raw = (data_dir / "buf1_00000.tif").read_bytes()
+    old = root / "old_truncated.tif"
+    old.write_bytes(raw[: len(raw) // 2])
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    q = ImageQueue(cal, root, QueueOptions(retry_timeout=60.0)).start()
+    try:
+        t0 = time.monotonic()
+        q.fill_from_directory()
+        assert q.wait_until_idle(30)
+        assert time.monotonic() - t0 < 30
+    finally:
+        q.stop()
+    err = q.history.failures[str(old)]
+    assert "unchanged for 3600" in err and "longer than the retry timeout (60 s)" in err
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, check=False)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill_disk(folder: Path) -> Path:
+    """Write a file until the file system is full; returns it."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for block in (1 << 16, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * block)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_full_output_disk_pauses_the_queue_and_it_resumes_when_space_is_freed(cal, data_dir, tmp_path, small_tmpfs):
+    """Part 2 item 3: outputs and the file list on a full disk.  Images are held (not failed),
+    stats say why the queue is paused, and freeing space resumes it without help."""
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 6)
+    out = small_tmpfs / "out"
+    q = ImageQueue(cal, root, QueueOptions(out_dir=out)).start()
+    try:
+        filler = fill_disk(small_tmpfs)
+        for p in images:
+            q.push(p)
+        assert wait_for(lambda: q.stats()["paused"] is not None, 30), q.stats()
+        st = q.stats()
+        assert "disk is full" in st["paused"] or "No space" in st["paused"]
+        assert st["images_failed"] == 0 and st["queue_length"] == 6
+        assert not q.wait_until_idle(0.5)  # waiting for space, not done
+        filler.unlink()
+        assert q.wait_until_idle(60), q.stats()
+        st = q.stats()
+        assert st["paused"] is None and st["images_processed"] == 6 and st["images_failed"] == 0
+    finally:
+        q.stop()
+    assert len(list(out.glob("*.chi"))) == 6
+    assert len(filelist_rows(out / "results" / "filelist.txt")) == 6
+
+
+def test_file_list_after_a_sigkill_of_the_group_and_a_resume(data_dir, tmp_path):
+    """Part 2 item 8: after a SIGKILL of the whole group mid-run and `saxsdog -r`, every image
+    has exactly one row (images listed before the kill but not known as finished were listed twice)."""
+    import signal
+    import sys
+
+    root = tmp_path / "run"
+    link_images(data_dir / "buf1_00000.tif", root, 200)
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(data_dir / "cal.json"), "-S", str(root)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_for(lambda: len(list(work.glob("*.chi"))) >= 40, 120)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert len(list(work.glob("*.chi"))) < 200, "the kill must land mid-run"
+    subprocess.run([*cmd[:-1], "-r", str(root)], check=True, capture_output=True, timeout=300)
+    rows = filelist_rows(work / "results" / "filelist.txt")
+    names = [r.split("\t")[0] for r in rows]
+    assert len(names) == len(set(names)) == 200
+
+
+def test_close_finishes_the_queued_images_and_ignores_new_ones(cal, data_dir, tmp_path):
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 6)
+    q = ImageQueue(cal, root, QueueOptions(), pool_factory=InlineBackend.factory()).start()
+    try:
+        for p in images[:5]:
+            q.push(p)
+        q.close()
+        q.push(images[5])
+        assert q.wait_closed(60)
+        assert q.wait_until_idle(10)
+    finally:
+        q.stop()
+    assert q.history.processed == 5 and q.stats()["ignored_after_close"] == 1
