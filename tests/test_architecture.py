@@ -8,6 +8,7 @@ optional extras.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,15 @@ def test_core_is_pure():
 def test_cycle_finder_finds_a_cycle():
     """The checks above can fail: a two-module loop is found."""
     assert strongly_connected({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+
+
+def test_no_citations_of_documents_outside_the_repository():
+    """Docstrings, schemas and the page cite the original's manual and paper by name, not by
+    the file names of a reference folder that users do not have."""
+    cited = []
+    for path in PACKAGE.rglob("*"):
+        if path.suffix in (".py", ".json", ".js", ".html", ".css"):
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if re.search(r"\bseeds?\b ?0\d\d", line):
+                    cited.append(f"{path.relative_to(PACKAGE)}:{number}")
+    assert cited == []

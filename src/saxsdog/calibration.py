@@ -321,7 +321,7 @@ class Calibration:
 
 
 class Slice(SliceIntegrator):
-    """A GISAXS slice of a calibration (seed 001 §5.8).
+    """A GISAXS slice of a calibration (the original SAXSDOG manual, §5.8).
 
     Parameters
     ----------

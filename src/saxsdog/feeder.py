@@ -1,6 +1,6 @@
 """The Saxsdog Feeder: announces finished image files to saxsdog servers over ZeroMQ.
 
-Each announcement is one single-frame message, the UTF-8 JSON (seed 001 §3.5.2)::
+Each announcement is one single-frame message, the UTF-8 JSON (the original SAXSDOG manual, §3.5.2)::
 
     {"command": "new file", "argument": "/path/to/image.tif"}
 

@@ -1,6 +1,6 @@
 """Data consolidation: merge log tables with the images' metadata and integral parameters.
 
-The result is one table with one row per image (seed 001 §2.4, §3.6.3, §6.3):
+The result is one table with one row per image (the original SAXSDOG manual, §2.4, §3.6.3, §6.3):
 
 * the image columns: ``file``, ``path``, ``image_time`` (Unix seconds), ``date`` and the
   other header values (``exposure_time``, ``wavelength``, ``detector``, ...) read with

@@ -85,7 +85,7 @@ def test_standard_deviation_is_weighted_spread(geometry):
 
 
 def test_polarization_inverse_image_integrates_to_one(geometry):
-    """An image equal to the polarization factor P is corrected to exactly 1 (seed 001 §5.4)."""
+    """An image equal to the polarization factor P is corrected to exactly 1 (the original SAXSDOG manual, §5.4)."""
     tilted = Geometry(SHAPE, (70.3, 40.8), 20.0, (172.0, 172.0), 1.54, -3.0, 40.0)  # wide angles
     P = polarization_factor(tilted, 0.95, 30.0)
     assert P.min() < 0.9  # the test is meaningful: P varies strongly here

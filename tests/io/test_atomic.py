@@ -183,3 +183,16 @@ def test_raw_frame_writer_renames_its_files_through_io_atomic(tmp_path, monkeypa
     assert {p.name for p in files} == {"series_1_master.h5", "series_1_data_000001.h5"}
     assert set(committed) == {"series_1_master.h5", "series_1_data_000001.h5"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_set_aside_keeps_a_damaged_database_and_its_companions(tmp_path):
+    db = tmp_path / "ledger.sqlite"
+    for suffix, text in (("", "main"), ("-wal", "wal"), ("-shm", "shm")):
+        (tmp_path / f"ledger.sqlite{suffix}").write_text(text)
+    first = atomic.set_aside(db)
+    db.write_text("again")
+    second = atomic.set_aside(db)
+    assert first != second and not db.exists()
+    assert first.read_text() == "main" and first.with_name(first.name + "-wal").read_text() == "wal"
+    assert first.with_name(first.name + "-shm").read_text() == "shm"
+    assert second.read_text() == "again" and first.name.startswith("ledger.sqlite.corrupt-")

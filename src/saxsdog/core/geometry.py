@@ -15,10 +15,10 @@ about an axis in the plane; ``tilt_rotation`` (FIT2D "rotation angle of tilting 
 orients it.  For an in-plane vector of length ``r`` at azimuth ``psi`` (counter-clockwise
 from the horizontal axis, vertical axis pointing up), the component along the beam is
 ``r sin(alpha)`` with ``sin(alpha) = sin(tilt) cos(psi - tilt_rotation)`` (the distortion
-angle of seed 000 eq. 1).  The sample-to-pixel vector then has a component
-``d + r sin(alpha)`` along the beam and ``r cos(alpha)`` across it, which gives 2θ
-exactly (law of cosines of seed 000 eq. 2-3).  This reproduces pyFAI's ``setFit2D`` to
-machine precision.
+angle, eq. 1 of the SAXSDOG paper, J. Appl. Cryst. 2022).  The sample-to-pixel vector then
+has a component ``d + r sin(alpha)`` along the beam and ``r cos(alpha)`` across it, which
+gives 2θ exactly (the law of cosines, eq. 2-3 of the paper).  This reproduces pyFAI's
+``setFit2D`` to machine precision.
 
 Everything here is pure NumPy: no I/O.
 """

@@ -268,7 +268,7 @@ def _check_mask(valid_mask: np.ndarray | None, shape: tuple[int, int]) -> np.nda
 
 
 def polarization_factor(geometry: Geometry, fraction: float, angle_deg: float) -> np.ndarray:
-    """Polarization factor P per pixel (seed 001 §5.4).
+    """Polarization factor P per pixel (the original SAXSDOG manual, §5.4).
 
     ``P = F (1 − cos²(φ − A) sin²2θ) + (1 − F)(1 − sin²(φ − A) sin²2θ)`` where φ is the
     azimuth measured clockwise from the horizontal axis as the image is displayed (the
@@ -395,7 +395,7 @@ def slice_band(shape: tuple[int, int], direction: str, position: int, margin: in
 def slice_q_scale(geometry: Geometry, direction: str, plane: str, incident_angle_deg: float) -> np.ndarray:
     """q scale of a GISAXS slice along its direction (one value per row/column).
 
-    In the detector frame without Ewald-sphere correction (seed 000 §4.3): ``InPlane``
+    In the detector frame without Ewald-sphere correction (the SAXSDOG paper, §4.3): ``InPlane``
     gives ``q_h = 4π/λ sin(2θ_f/2)`` from the horizontal exit angle (signed), ``Vertical``
     gives ``q_v = 2π/λ (sin α_f + sin α_i)`` with α_f the vertical exit angle (positive
     upwards).  ``direction`` says which detector axis runs along the slice; ``plane``

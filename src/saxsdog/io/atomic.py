@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "remove_stale_partials",
+    "set_aside",
     "temporary_name",
 ]
 
@@ -134,6 +135,40 @@ def atomic_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> No
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(dest) as tmp:
         shutil.copyfile(src, tmp)
+
+
+def set_aside(path: str | os.PathLike[str], why: str = "corrupt",
+              companions: tuple[str, ...] = ("-wal", "-shm")) -> Path:
+    """Rename a damaged file (and its SQLite companions) to ``<name>.<why>-<time>``, unused.
+
+    The file is kept for a person to look at, under a name that nothing opens again.
+
+    Returns
+    -------
+    Path
+        The new name of ``path``.
+
+    Raises
+    ------
+    OSError
+        It could not be renamed.
+    """
+    import time
+
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.{why}-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.{why}-{stamp}-{n}")
+        n += 1
+    if path.exists():
+        os.replace(path, aside)
+    for extra in companions:
+        side = path.with_name(path.name + extra)
+        if side.exists():
+            os.replace(side, aside.with_name(aside.name + extra))
+    return aside
 
 
 def _pid_alive(pid: int) -> bool:

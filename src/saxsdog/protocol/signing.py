@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from saxsdog.errors import SaxsdogError
+from saxsdog.io.atomic import set_aside
 
 __all__ = [
     "AuthError",
@@ -318,14 +319,8 @@ class PersistentReplayCache(ReplayCache):
         return db
 
     def _move_aside(self, exc: Exception) -> None:
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{_time.strftime('%Y%m%d-%H%M%S')}")
         try:
-            if self.path.exists():
-                os.replace(self.path, aside)
-            for extra in ("-wal", "-shm"):
-                side = self.path.with_name(self.path.name + extra)
-                if side.exists():
-                    os.replace(side, aside.with_name(aside.name + extra))
+            set_aside(self.path)
         except OSError:
             pass
         _log.error("the replay record %s is not readable (%s): moved it aside; requests signed before "

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import LedgerError
+from ..io.atomic import set_aside
 
 log = logging.getLogger(__name__)
 
@@ -126,18 +127,8 @@ class Ledger:
         return db
 
     def _move_aside(self, exc: Exception) -> Path:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        n = 1
-        while aside.exists():
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-            n += 1
         try:
-            os.replace(self.path, aside)
-            for extra in ("-wal", "-shm"):
-                side = self.path.with_name(self.path.name + extra)
-                if side.exists():
-                    os.replace(side, aside.with_name(aside.name + extra))
+            aside = set_aside(self.path)
         except OSError as err:
             raise LedgerError(str(self.path), f"it is not a readable ledger ({exc}) and cannot be moved "
                                               f"aside: {err}") from err

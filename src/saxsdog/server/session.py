@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..calibration import Calibration
-from ..errors import CalibrationError
+from ..errors import CalibrationError, LedgerError
 from ..io.atomic import atomic_write_bytes, remove_stale_partials
 from ..io.images import is_image_file
 from ..pipeline import QueueOptions
@@ -31,6 +31,9 @@ from .ledger import Ledger, rebuild_from_outputs
 from .paths import PathOutsideBase, resolve_inside
 
 log = logging.getLogger(__name__)
+
+#: A ledger write failed: SQLite's own errors, or the ledger's (which rolled back and names the file).
+_LEDGER_ERRORS = (sqlite3.Error, LedgerError)
 
 
 def _sig_text(sig: tuple[int, int] | None) -> str | None:
@@ -80,7 +83,7 @@ class LedgerTracker:
                 raise LedgerUnavailable(self.broken)
             try:
                 fn(*args)
-            except sqlite3.Error as exc:
+            except _LEDGER_ERRORS as exc:
                 self._fail(exc)
                 raise
 
@@ -89,7 +92,7 @@ class LedgerTracker:
         log.error("cannot write the ledger %s: %s (retrying)", self.ledger.path, exc)
         try:
             self.ledger.reset_transaction()
-        except sqlite3.Error:
+        except _LEDGER_ERRORS:
             pass
 
     def queued(self, path: str, signature) -> None:
@@ -105,7 +108,7 @@ class LedgerTracker:
     def _commit(self) -> None:
         try:
             self.ledger.commit()
-        except sqlite3.Error as exc:
+        except _LEDGER_ERRORS as exc:
             self._fail(exc)
             raise
         self._log.clear()
@@ -128,7 +131,7 @@ class LedgerTracker:
                 try:
                     for fn, args in self._log:
                         fn(*args)
-                except sqlite3.Error as exc:
+                except _LEDGER_ERRORS as exc:
                     self._fail(exc)
                     raise
                 self.broken = None
@@ -143,7 +146,7 @@ class LedgerTracker:
                 return False
             try:
                 self._commit()
-            except sqlite3.Error:
+            except _LEDGER_ERRORS:
                 return False
             return True
 
