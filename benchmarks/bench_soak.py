@@ -49,6 +49,17 @@ def _mount_tmpfs(folder: Path, size_mb: int) -> bool:
     return r.returncode == 0
 
 
+def _whole_chi(path: Path) -> bool:
+    """A .chi file as saxsdog writes it: its header, then as many rows as it announces."""
+    lines = path.read_text(errors="replace").splitlines()
+    try:
+        n = int(lines[3].split()[0])
+    except (IndexError, ValueError):
+        return False
+    rows = [line for line in lines[4:] if line.strip()]
+    return n > 0 and len(rows) == n and all(len(r.split()) >= 2 for r in rows)
+
+
 def _children(pid: int) -> list[int]:
     import psutil
 
@@ -119,8 +130,9 @@ def main() -> None:
         tmp = Path(tmp_name)
         base = tmp / "base"
         base.mkdir()
-        # Outputs of n images (~30 kB each), the ledger and room to spare.
-        on_tmpfs = _mount_tmpfs(base, size_mb=max(256, n * 40 // 1000 + 128))
+        # Outputs of n images (~80 kB each), the ledger and room to spare: the disk is full
+        # only while the filler is there.
+        on_tmpfs = _mount_tmpfs(base, size_mb=n * 100 // 1000 + 256)
         try:
             run = base / "run"
             run.mkdir()
@@ -210,7 +222,7 @@ def main() -> None:
             rows = db.execute("SELECT path, state, updated FROM images").fetchall()
             db.close()
             outputs = {p.stem: p for p in (base / "work").glob("img_*.chi")}
-            whole = sum(1 for p in outputs.values() if p.stat().st_size > 1000 and p.read_bytes().endswith(b"\n"))
+            whole = sum(1 for p in outputs.values() if _whole_chi(p))
             listed = Counter()
             filelist = base / "work" / "results" / "filelist.txt"
             if not filelist.exists():
