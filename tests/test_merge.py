@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 import numpy as np
@@ -196,8 +196,8 @@ def test_synczero_uses_the_zero_image(tmp_path):
 
 def test_mac_epoch_conversion_is_exact(tmp_path):
     assert MAC_EPOCH_OFFSET == 2082844800
-    mac_epoch = datetime(1904, 1, 1, tzinfo=timezone.utc)
-    unix_epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    mac_epoch = datetime(1904, 1, 1, tzinfo=UTC)
+    unix_epoch = datetime(1970, 1, 1, tzinfo=UTC)
     assert (unix_epoch - mac_epoch).total_seconds() == MAC_EPOCH_OFFSET
     assert mac_to_unix(2082844800) == 0
     assert mac_to_unix(3473867212.25) == 1391022412.25

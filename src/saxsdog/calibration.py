@@ -17,11 +17,13 @@ each entry of ``Slices`` a GISAXS slice; ``GISAXSmode`` keeps only the slices.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +108,7 @@ class Calibration:
 
     def __init__(self, source: str | os.PathLike[str] | Mapping[str, Any], *,
                  base_dir: str | os.PathLike[str] | None = None,
-                 attachments: Mapping[int | str, bytes] | None = None,
+                 attachments: Mapping[int, bytes] | Mapping[str, bytes] | Mapping[int | str, bytes] | None = None,
                  attachment_names: Mapping[int, str] | None = None,
                  cache: bool | str | os.PathLike[str] | None = True,
                  method: str | None = None):
@@ -134,17 +136,17 @@ class Calibration:
         self.config: dict[str, Any] = CALIBRATION.load(raw)
         self.base_dir = Path(base_dir) if base_dir is not None else default_base
         self.method = method
-        self._attachments = dict(attachments or {})
+        self._attachments: dict[int | str, bytes] = dict((attachments or {}).items())
         self._attachment_names = dict(attachment_names or {})
         if cache is True:
             cache_dir = default_cache_dir()
-        elif cache in (False, None):
+        elif cache is False or cache is None:
             cache_dir = None
         else:
             cache_dir = Path(cache)
         self.cache = OperatorCache(cache_dir) if cache_dir is not None else None
         self.geometry = self._geometry()
-        self._masks: dict[int, np.ndarray] = {}
+        self._masks: dict[int, np.ndarray | None] = {}
         self._formatters: list[ChiFormatter] | None = None
         self.integrators: list[Integrator] = self._build_integrators()
 
@@ -229,14 +231,14 @@ class Calibration:
                     q_range = (float(entry["qStart"]), q_stop)
                     params = {"kind": "Phi", **gparams, "ov": ov, "q_range": [q_range[0], str(q_stop)],
                               "pol": pol}
-                    op = self._cached(params, mask, lambda: build_phi_operator(
-                        self.geometry, mask, ov, q_range, polarization=pol))
+                    op = self._cached(params, mask, functools.partial(
+                        build_phi_operator, self.geometry, mask, ov, q_range, polarization=pol))
                     integrators.append(PhiIntegrator(op, entry, entry.get("Name", ""), self.method))
                 else:
                     ppre = float(entry["PixelPerRadialElement"])
                     params = {"kind": "Radial", **gparams, "ov": ov, "ppre": ppre, "pol": pol}
-                    op = self._cached(params, mask, lambda: build_radial_operator(
-                        self.geometry, mask, ov, ppre, polarization=pol))
+                    op = self._cached(params, mask, functools.partial(
+                        build_radial_operator, self.geometry, mask, ov, ppre, polarization=pol))
                     integrators.append(RadialIntegrator(op, entry, entry.get("Name", ""), self.method))
         for j, entry in enumerate(self.config.get("Slices", [])):
             integrators.append(Slice(self, entry, index=j))

@@ -49,8 +49,9 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from .errors import CalibrationError, ConfigFieldError
 from .schemas import expected_text, json_path, load_schema, validator

@@ -33,8 +33,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import zmq
 
@@ -100,7 +100,7 @@ class Feeder:
                 self._context.term()
             raise OSError(f"the feeder cannot bind {bind}: {exc.strerror}") from None
         self._socket: zmq.Socket | None = sock
-        self.endpoint: str = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoint: str = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.subscriptions = 0
         self.announced = 0
         self._lock = threading.Lock()

@@ -41,11 +41,12 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -479,13 +480,13 @@ def _add_parameters(rows: list[dict[str, Any]], filelist, chi_dir: Path | None) 
         if chi_dir is not None:
             candidates.append(chi_dir / f"{stem}.chi")
         candidates.append(Path(row["path"]).with_suffix(".chi"))
-        for c in candidates:
-            if c.is_file():
+        for chi_path in candidates:
+            if chi_path.is_file():
                 try:
-                    params = read_chi(c).parameters or {}
+                    params = read_chi(chi_path).parameters or {}
                 except (OSError, ValueError):
                     continue
-                row["chi_file"] = str(c)
+                row["chi_file"] = str(chi_path)
                 for k, v in params.items():
                     if isinstance(v, (int, float)) or v is None:
                         row.setdefault(k, float("nan") if v is None else float(v))

@@ -154,6 +154,19 @@ def test_demo_runs_end_to_end_with_known_answer(tmp_path):
     assert len(list((demo / "work").glob("demo_*.chi"))) == 6 and not (demo / "images").exists()
 
 
+def test_demo_check_calls_a_curve_without_error_column_a_mismatch(tmp_path):
+    """A two-column curve (FIT2D's layout) cannot be judged in sigma: MISMATCH, not a TypeError."""
+    import io
+
+    from saxsdog.cli.saxsdog import _check_demo
+
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "demo_0.chi").write_text("demo\nq\nI\n     3\n 0.2 10.0\n 0.5 5.0\n 0.8 2.0\n")
+    out = io.StringIO()
+    assert _check_demo(tmp_path, 1, out) is False
+    assert "MISMATCH" in out.getvalue()
+
+
 def test_servermode_runs_the_server(tmp_path):
     r = run(["-V", tmp_path, "--network", tmp_path / "missing.json"])
     assert r.returncode == 2 and "saxsdogserver" in r.stderr and "saxsnetconf" in r.stderr

@@ -107,8 +107,8 @@ SECRET = "a-secret-value-that-must-not-leak-0123456789"
     ("[]", "empty"),
     ('"x"', "expected a JSON list"),
     ('[{"Server": "tcp://h:7777"}]', r"\$\[0\].*missing required field 'Secret'"),
-    ('[{"Secret": "%s"}]' % SECRET, r"missing required field 'Server'"),
-    ('[{"Server": "http://h:7777", "Secret": "%s"}]' % SECRET, r"\$\[0\]\.Server.*tcp://"),
+    (f'[{{"Secret": "{SECRET}"}}]', r"missing required field 'Server'"),
+    (f'[{{"Server": "http://h:7777", "Secret": "{SECRET}"}}]', r"\$\[0\]\.Server.*tcp://"),
     ('[{"Server": "tcp://h:7777", "Secret": "short"}]', r"\$\[0\]\.Secret.*at least 16"),
     ('[{"Server": "tcp://h:7777", "Secret": 123456789012345678}]', r"\$\[0\]\.Secret"),
 ])

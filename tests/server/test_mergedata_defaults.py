@@ -10,8 +10,8 @@ import pytest
 
 pd = pytest.importorskip("pandas", reason="pandas is needed for the data merge")
 
-from server_helpers import Server, start_queue, wait_done
-from test_mergedata import (
+from server_helpers import Server, start_queue, wait_done  # noqa: E402
+from test_mergedata import (  # noqa: E402
     N_IMAGES,
     START,
     logger_text,
@@ -21,9 +21,9 @@ from test_mergedata import (
     write_images,
 )
 
-from saxsdog.pipeline import QueueOptions
-from saxsdog.server.handler import CommandHandler
-from saxsdog.testing import write_pilatus_tiff
+from saxsdog.pipeline import QueueOptions  # noqa: E402
+from saxsdog.server.handler import CommandHandler  # noqa: E402
+from saxsdog.testing import write_pilatus_tiff  # noqa: E402
 
 
 def _write_filelist(folder: Path, images: Path) -> list[float]:

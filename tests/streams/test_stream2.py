@@ -48,7 +48,7 @@ def test_malformed_hdf5_framed_lz4_raises():
 def test_parse_start_image_end():
     start = parse_message([encode_start(9, {"count_time": 0.1, "frame_time": 0.2, "incident_wavelength": 1.54,
                                             "arm_date": datetime.datetime(2026, 1, 2, 3, 4, 5,
-                                                                          tzinfo=datetime.timezone.utc),
+                                                                          tzinfo=datetime.UTC),
                                             "pixel_mask": {"threshold_1": "big table left out"}})])
     assert isinstance(start, SeriesHeader) and start.series == 9
     assert start.config["count_time"] == 0.1 and start.config["wavelength"] == 1.54

@@ -19,8 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from saxsdog.merge import MergeError, merge, sync_plot, write_merged
 
@@ -159,9 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         written: dict[str, Path] = {}
         if args.outfile:
             for out in args.outfile:
-                written.update({out: p for p in write_merged(
-                    table, out, include_chi=hdf["IncludeCHI"],
-                    include_tif=hdf["IncludeTIF"]).values()})
+                # one file per -o: its suffix names the format
+                (written[out],) = write_merged(table, out, include_chi=hdf["IncludeCHI"],
+                                               include_tif=hdf["IncludeTIF"]).values()
         elif args.conf and any(conf["OutputFormats"].values()):
             written.update(result.write())
         else:

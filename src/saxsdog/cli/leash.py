@@ -8,7 +8,8 @@ import math
 import os
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_CONNECTION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -248,10 +249,10 @@ def curve_figure(resp: Mapping[str, Any], skip: int = 0, clip: int = 0, xscale: 
     import numpy as np
     from matplotlib.figure import Figure
 
-    x, y, err = extract_curve(resp)
-    n = len(x)
+    x_values, y_values, err = extract_curve(resp)
+    n = len(x_values)
     sl = slice(max(skip, 0), max(n - max(clip, 0), 0))
-    x, y = np.asarray(x, dtype=float)[sl], np.asarray(y, dtype=float)[sl]
+    x, y = np.asarray(x_values, dtype=float)[sl], np.asarray(y_values, dtype=float)[sl]
     if yscale == "log":  # empty (zero) bins would otherwise be drawn as drops to the axis
         y = np.where(y > 0, y, np.nan)
     if xscale == "log":
@@ -407,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = server_from_args(args)
     except NetworkConfigError as exc:
         return _error(str(exc), EXIT_USAGE)
-    url = args.server or entry.get("Server")
+    url: str = args.server or entry["Server"]  # the network file's schema requires "Server"
     try:
         wire, argument, attachments = _build_request(cmd, list(args.arguments))
     except (OSError, ValueError, SaxsdogError) as exc:

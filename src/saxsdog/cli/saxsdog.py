@@ -179,6 +179,9 @@ def _check_demo(workdir: Path, n: int, out) -> bool:
     for f in files:
         i = int(f.stem.split("_")[1])
         c = read_chi(f)
+        if c.error is None:  # a curve without its error column cannot be judged
+            worst = float("inf")
+            continue
         sel = (c.intensity > 0) & (c.q > 0.1) & (c.q < 1.0)
         # the mean over a bin of the model differs from the model at the centre by O(dq²)
         dev = np.abs(c.intensity[sel] - guinier(c.q[sel], rg_of(i, n))) / c.error[sel]
@@ -325,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             latest = queue.history.latest_curves
             if monitor is not None and latest is not None and latest.curves and time.monotonic() - last_plot > 1:
                 last_plot = time.monotonic()
-                monitor.update(*latest.curves[0]["array"][:3], os.path.basename(latest.path))
+                x, intensity, error = latest.curves[0]["array"][:3]  # [x, I, err(, stddev)]
+                monitor.update(x, intensity, error, os.path.basename(latest.path))
             if idle and (not args.watch or queue.error is not None):
                 break
     except KeyboardInterrupt:
@@ -335,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         queue.stop()
     latest = queue.history.latest_curves
     if monitor is not None and latest is not None and latest.curves:
-        monitor.update(*latest.curves[0]["array"][:3], os.path.basename(latest.path))
+        x, intensity, error = latest.curves[0]["array"][:3]
+        monitor.update(x, intensity, error, os.path.basename(latest.path))
         if not monitor.interactive:
             print(f"saxsdog: live plot of the last curve: {monitor.png}", file=out)
     return _summary(queue, interrupted, args, out, workdir)

@@ -157,7 +157,7 @@ class Geometry:
         y_c, x_c = self.beam_center
         ys = np.array([0.0, nrows]) - y_c
         xs = np.array([0.0, ncols]) - x_c
-        return float(np.sqrt((xs[:, None] ** 2 + ys[None, :] ** 2)).max())
+        return float(np.sqrt(xs[:, None] ** 2 + ys[None, :] ** 2).max())
 
     def max_q(self) -> float:
         """Largest q (nm⁻¹) anywhere on the detector surface.

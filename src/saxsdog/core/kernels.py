@@ -16,7 +16,7 @@ the corrected pixel value; callers normalise by the bin counts.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from itertools import chain
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -122,7 +123,7 @@ class ChiFormatter:
 
     def __init__(self, x: np.ndarray, calibration: dict[str, Any] | None, labels: Sequence[str]):
         x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        self._x = ["%.18e" % v for v in x.tolist()]
+        self._x = [f"{v:.18e}" for v in x.tolist()]
         self._row = "%s %.18e %.18e\n " * len(self._x)
         self._calibration = json.dumps(calibration if calibration is not None else {}) + "\n"
         self._tail = json.dumps(list(labels)) + "\n" + "   " + str(len(self._x)) + "\n "
@@ -171,7 +172,7 @@ def read_chi(path: str | os.PathLike[str]) -> ChiData:
         If the file does not have the four-line header and numeric columns.
     """
     path = Path(path)
-    with open(path, "r", encoding="latin-1") as fh:
+    with open(path, encoding="latin-1") as fh:
         header = [fh.readline().rstrip("\n") for _ in range(4)]
         try:
             with warnings.catch_warnings():

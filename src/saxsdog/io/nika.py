@@ -42,8 +42,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from saxsdog.config import calibration_field_path, calibration_image_size
 from saxsdog.errors import CalibrationError

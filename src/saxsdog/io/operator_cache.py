@@ -93,7 +93,7 @@ class OperatorCache:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             with atomic_output(self.path(key)) as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+                np.savez(fh, **arrays)  # type: ignore[arg-type]  # the stubs let a **dict fill allow_pickle
             return self.path(key)
         except OSError as exc:
             log.warning("cannot cache operator in %s: %s", self.directory, exc)

@@ -46,7 +46,8 @@ import queue as _queue
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 try:
     from distributed import Client, Future, LocalCluster, WorkerPlugin
@@ -197,7 +198,7 @@ def _processor(token: str) -> ImageProcessor:
     from distributed import get_worker
 
     plugin = get_worker().plugins.get(f"saxsdog-{token}")
-    if plugin is None:
+    if not isinstance(plugin, SaxsdogPlugin):
         raise RuntimeError(f"saxsdog calibration {token} is not installed on this worker")
     return _install(token, plugin.payload)
 

@@ -34,8 +34,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection, Pipe, wait
-from typing import Any, Callable
+from typing import Any, Protocol
 
 from .tasks import ImageResult, ImageTask
 
@@ -54,6 +55,12 @@ _PR_SET_PDEATHSIG = 1
 
 # In a worker: the page it shares with the pool, holding the time of its last progress.
 _HEARTBEAT: mmap.mmap | None = None
+
+
+class TaskProcessor(Protocol):
+    """What a worker's processor factory makes: one call per task, results in a list."""
+
+    def process(self, task: ImageTask) -> list[ImageResult]: ...
 
 
 def heartbeat() -> None:
@@ -253,7 +260,7 @@ class _Forker:
         self._requests.put(None)
 
 
-def _worker_main(conn: Connection, processor_factory: Callable[[], object], beat: mmap.mmap) -> None:
+def _worker_main(conn: Connection, processor_factory: Callable[[], TaskProcessor], beat: mmap.mmap) -> None:
     global _HEARTBEAT
     _HEARTBEAT = beat
     processor = processor_factory()
@@ -344,7 +351,7 @@ class WorkerPool:
         reason) instead of being re-queued again.
     """
 
-    def __init__(self, processor_factory: Callable[[], object], n_workers: int,
+    def __init__(self, processor_factory: Callable[[], TaskProcessor], n_workers: int,
                  task_timeout: float | None = DEFAULT_TASK_TIMEOUT, max_losses: int = MAX_LOSSES):
         self._factory = processor_factory
         self._forker = _Forker()

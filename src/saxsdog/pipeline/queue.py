@@ -449,7 +449,7 @@ class ImageQueue:
 
     def _unship(self, task: ImageTask) -> ImageTask:
         """Free the task's arena slot; returns the original task."""
-        if task.payload is not None and isinstance(task.payload.data, ArenaRef):
+        if task.payload is not None and isinstance(task.payload.data, ArenaRef) and self._arena is not None:
             self._arena.release(task.payload.data)
             return self._shipped.pop(task.path, task)
         return task

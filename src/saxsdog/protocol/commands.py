@@ -32,8 +32,9 @@ final answer, and :class:`~saxsdog.protocol.client.LeashClient` does so by itsel
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["Command", "CliUsage", "COMMANDS", "BY_NAME", "ALIASES", "PENDING_RESULT",
            "find_command", "command_names", "describe_commands"]

@@ -29,14 +29,18 @@ from __future__ import annotations
 import json
 import math
 import sys
-from functools import lru_cache
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from saxsdog.errors import SaxsdogError
 from saxsdog.schemas import load_schema as _load_schema, validator
 
 from . import commands as _table
 from .signing import canonical_json
+
+if TYPE_CHECKING:  # jsonschema itself is imported only when a message is checked
+    from jsonschema.exceptions import ValidationError
 
 __all__ = [
     "ProtocolError",
@@ -169,36 +173,40 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _describe(error) -> str:
+def _describe(error: ValidationError) -> str:
     """A readable sentence for one jsonschema error."""
     v = error.validator
-    desc = error.schema.get("description") if isinstance(error.schema, dict) else None
+    # An error raised by a validator has all its fields set (the stubs' Unset is for hand-made ones).
+    schema: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
+    instance: Any = error.instance
+    expected: Any = error.validator_value
+    desc = schema.get("description")
     if v == "required":
-        missing = next((f for f in error.validator_value if f not in error.instance), None)
+        missing = next((f for f in expected if f not in instance), None)
         return f"missing required field {missing!r}"
     if v == "additionalProperties":
-        allowed = set((error.schema.get("properties") or {}).keys())
-        extra = sorted(k for k in error.instance if k not in allowed)
+        allowed = set((schema.get("properties") or {}).keys())
+        extra = sorted(k for k in instance if k not in allowed)
         what = ", ".join(repr(k) for k in extra) or "unexpected fields"
         if allowed:
             return f"unexpected field(s) {what} (allowed: {', '.join(sorted(allowed))})"
         return f"unexpected field(s) {what} ({desc or 'no fields allowed'})"
     if v == "type":
-        want = error.validator_value
+        want = expected
         want = " or ".join(want) if isinstance(want, list) else want
-        return f"expected {want}, got {_short(error.instance)}"
+        return f"expected {want}, got {_short(instance)}"
     if v == "enum":
-        return (f"{_short(error.instance)} is not one of "
-                f"{', '.join(json.dumps(x) for x in error.validator_value)}")
+        return (f"{_short(instance)} is not one of "
+                f"{', '.join(json.dumps(x) for x in expected)}")
     if v in ("pattern", "format", "minLength", "maxLength", "anyOf", "oneOf") and desc:
-        return f"bad value {_short(error.instance)}: expected {desc}"
+        return f"bad value {_short(instance)}: expected {desc}"
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems",
              "maxItems", "const"):
-        return f"bad value {_short(error.instance)}: {error.message}"
+        return f"bad value {_short(instance)}: {error.message}"
     return error.message
 
 
-@lru_cache(maxsize=None)
+@cache
 def _def_validator(schema_name: str, definition: str) -> Any:
     """A validator for one ``$defs`` entry of a shipped schema."""
     import jsonschema

@@ -27,8 +27,9 @@ import re
 import secrets
 import stat
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from saxsdog.config import SchemaDoc
 from saxsdog.errors import SaxsdogError

@@ -52,8 +52,9 @@ import secrets as _secrets
 import sqlite3
 import threading
 import time as _time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, TypeGuard
 
 from saxsdog.errors import SaxsdogError
 from saxsdog.io.atomic import set_aside
@@ -352,7 +353,7 @@ class PersistentReplayCache(ReplayCache):
                 self._db = None
 
 
-def _is_number(x: Any) -> bool:
+def _is_number(x: Any) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 

@@ -8,14 +8,14 @@ file) and ``datamerge.schema.json`` (data consolidation).
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
 __all__ = ["load_schema", "validator", "json_path", "expected_text"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema_text(name: str) -> str:
     return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
 
@@ -25,7 +25,7 @@ def load_schema(name: str) -> dict[str, Any]:
     return json.loads(_schema_text(name))
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator(name: str):
     """A cached ``jsonschema`` validator of the schema's own draft."""
     import jsonschema

@@ -25,8 +25,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..errors import LedgerError
 from ..io.atomic import set_aside

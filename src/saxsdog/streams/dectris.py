@@ -38,8 +38,9 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..io.codecs import FrameDecodeError, parse_encoding
 from .messages import SeriesEnd, SeriesHeader, StreamFormatError, StreamFrame

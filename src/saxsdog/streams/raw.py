@@ -134,6 +134,7 @@ class NexusRawWriter:
         data = entry.create_group("data")
         _nx(data, "NXdata")
         data.attrs["signal"] = "data"
+        assert self._shape is not None, "_write records the series' shape before the first file opens"
         rows, cols = self._shape
         self._ds = data.create_dataset("data", shape=(0, rows, cols), maxshape=(None, rows, cols),
                                        chunks=(1, rows, cols), dtype=self._dtype,

@@ -190,7 +190,7 @@ class CbfSource(SourceBase):
         try:
             data = decByteOffset(raw, size=n, dtype="int32" if self.dtype.name == "int32" else "int64")
         except Exception as exc:  # noqa: BLE001 - the compiled decoder raises anything
-            raise CorruptImageError(self.path, f"CBF byte-offset data cannot be decoded: {exc}")
+            raise CorruptImageError(self.path, f"CBF byte-offset data cannot be decoded: {exc}") from exc
         data = np.ascontiguousarray(data, dtype=self.dtype.newbyteorder("="))
         if data.size != n:
             raise CorruptImageError(self.path, f"CBF binary data decodes to {data.size} pixels, "

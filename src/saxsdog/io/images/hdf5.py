@@ -199,7 +199,7 @@ class H5Source(SourceBase):
             ds = signal_of(grp)
             if ds is not None:
                 return ds
-        found = []
+        found: list[Any] = []
 
         def visit(name, obj):
             if found:
@@ -323,8 +323,9 @@ class H5Source(SourceBase):
             expected_shape = self._expected
         check_frame_index(self.path, index, self.nframes)
         local = index
-        for ds, n in self.segments:
+        for segment, n in self.segments:
             if local < n:
+                ds = segment
                 break
             local -= n
         shape = tuple(ds.shape[-2:])

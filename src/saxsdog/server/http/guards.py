@@ -17,7 +17,8 @@ import ipaddress
 import json
 import logging
 import socket
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 log = logging.getLogger("saxsdog.server.http")
 
@@ -201,7 +202,7 @@ class BodyLimit:
                 deadline = loop.time() + allowed
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise BodyTooSlow(allowed) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
