@@ -106,3 +106,27 @@ def test_idle_page_connections_open_at_new_are_really_closed(server, handler, ba
     finally:
         idle.close()
         carrier.close()
+
+
+def test_a_connection_the_server_closes_reaches_the_client_even_while_a_copy_is_held(server):
+    """Whatever else holds a copy of a connection's descriptor (here a dup in this process, as a
+    forked child would), the server's close reaches the client: it shuts the socket down
+    before closing it, so the keep-alive timeout ends the connection for the browser too."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+        assert _http(client, "GET", "/api/session", server.port, "no-token") == {"ok": False}
+        here = client.getsockname()
+        conns = [c for c in list(server._server.server_state.connections)
+                 if c.transport is not None and c.transport.get_extra_info("peername") == here]
+        assert len(conns) == 1, conns
+        copy = os.dup(conns[0].transport.get_extra_info("socket").fileno())
+        try:
+            client.settimeout(12.0)
+            t0 = time.monotonic()
+            try:
+                eof = client.recv(1) == b""
+            except TimeoutError:
+                eof = False
+            assert eof, "the server's close did not reach the client while a copy of the socket was held"
+            print(f"closed for the client after {time.monotonic() - t0:.1f} s")
+        finally:
+            os.close(copy)
