@@ -400,6 +400,50 @@ def test_start_readdir_plots_history_while_images_arrive(page, server, handler, 
     assert not page.problems, page.problems
 
 
+def test_commands_after_the_page_idled_past_the_keep_alive_are_answered(page, server, handler, base, data_dir):
+    """The cause of the freeze: the page idles after Start queue longer than the server keeps an
+    idle connection (5 s), then Read directory, Plots and History while images arrive.
+
+    On e665fb8 the workers forked by 'new' held copies of the page's open connections, so the
+    ones the server closed stayed open for the browser, which sent the next commands into them:
+    Read directory and plotdata never got an answer.  Here every command is answered, none runs
+    into the page's deadline, and History reaches every image."""
+    import threading
+
+    add_images(base, 20)
+    log_in(page, server.url)
+    start_queue_in_page(page, data_dir)  # forks the workers while the page's connections are open
+    assert wait_for(lambda: handler.session is not None, 30)
+    # A fixed wait on purpose: the page must sit idle past the server's keep-alive timeout (5 s),
+    # so that the connections it opened before the fork are closed by the server.
+    time.sleep(6.5)
+
+    def arrive():
+        for p in add_images(base, 40, start=20):
+            handler.session.feeder_event(str(p))
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=arrive, daemon=True)
+    page.click('.tabs button[data-tab="server"]')
+    t0 = time.monotonic()
+    page.click("#srv-readdir")
+    feeder.start()
+    page.wait_for_function("() => document.querySelector('#srv-msg').textContent.includes('image(s) queued')",
+                           timeout=15_000)
+    readdir_s = time.monotonic() - t0
+    page.click('.tabs button[data-tab="plots"]')
+    page.wait_for_function("() => document.querySelector('#plot-file').textContent.startsWith('run/img_')")
+    page.click('.tabs button[data-tab="history"]')
+    feeder.join(30)
+    page.wait_for_function("() => document.querySelector('#hist-count').textContent.startsWith('60 image')",
+                           timeout=60_000)
+    print(f"Read directory answered {readdir_s:.2f} s after the click, 6.5 s after Start queue")
+    assert readdir_s < 10, readdir_s
+    assert page.evaluate("() => window.saxsdogLeash.health.timeouts") == 0  # no request ran into its deadline
+    assert page.text_content("#conn") == "live"
+    assert not page.problems, page.problems
+
+
 def test_a_hung_server_shows_as_not_answering(page, server, handler, base, data_dir):
     """Commands and statistics that get no answer (the server's command side hangs while its
     connections stay open) show "not answering" instead of "live", fail with a message after

@@ -17,8 +17,10 @@ protocol class that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
+import socket
 import time
 from typing import Any
 
@@ -116,6 +118,13 @@ class _GuardedH11(H11Protocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        # Shut the socket down before asyncio closes it: a close alone sends no FIN while any
+        # other process still holds a copy of the descriptor (a forked child), and a browser
+        # then keeps the dead connection in its pool and sends the next request into it.
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         super().connection_lost(exc)
 
     def handle_events(self) -> None:
