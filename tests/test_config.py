@@ -369,14 +369,6 @@ def test_demo_writes_its_calibration_in_the_original_spellings(tmp_path):
     assert CALIBRATION.load(written) == CALIBRATION.load(demo.CALIBRATION)
 
 
-#: Files that still read or name the original's spellings themselves.  They belong to other
-#: work in progress; each should read ``Calibration.config`` / the helpers of
-#: ``saxsdog.config`` instead, and then leave this list.
-_SPELLING_EXCEPTIONS_TO_REMOVE = {
-    "io/fit2d.py",         # _DISTANCE_KEYS/_IMAGESIZE_KEYS, its template and the docstrings
-    "io/poni.py",          # docstrings and the "$.Geometry.Imagesize" message
-    "cli/converter.py",    # the names of the fields a conversion took from the default
-}
 #: Where the original's spellings belong: the one module that maps them, and the schema of
 #: the file format (which must name the keys a file holds).
 _SPELLING_HOMES = {"config.py", "schemas/calibration.schema.json"}
@@ -391,7 +383,7 @@ def test_only_the_config_module_knows_the_original_spellings():
         if path.suffix not in (".py", ".js", ".html", ".css", ".json") or "__pycache__" in path.parts:
             continue
         rel = path.relative_to(package).as_posix()
-        if rel in _SPELLING_HOMES or rel in _SPELLING_EXCEPTIONS_TO_REMOVE:
+        if rel in _SPELLING_HOMES:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         for number, line in enumerate(text.splitlines(), 1):
@@ -399,6 +391,3 @@ def test_only_the_config_module_knows_the_original_spellings():
                 offenders.append(f"{rel}:{number}: {line.strip()}")
     assert offenders == [], ("only saxsdog.config maps the original's spellings; read "
                              "Calibration.config or saxsdog.config's helpers instead:\n" + "\n".join(offenders))
-    for rel in _SPELLING_EXCEPTIONS_TO_REMOVE:  # an exception that was fixed leaves the list
-        text = (package / rel).read_text(encoding="utf-8")
-        assert re.search(r"DedectorDistanceMM|Imagesize", text), f"{rel} is clean: remove it from the exceptions"
