@@ -21,7 +21,8 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from saxsdog.calibration import calibration_for_file, validate_calibration
 from saxsdog.cli import report_error

@@ -33,7 +33,8 @@ import copy
 import math
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from saxsdog.config import (
     CALIBRATION,
@@ -375,19 +376,19 @@ def _object_at(doc: Any, parts: tuple[str, ...]) -> Any:
 
 def _spelled_like(data: Mapping[str, Any], template: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``data`` whose fields the template also has use the template's spelling."""
-    data = copy.deepcopy(dict(data))
+    out = copy.deepcopy(dict(data))
     template_fields = calibration_in_saxsdog_spellings(template)
     for parts, names in CALIBRATION.spellings.items():
-        node_in = _object_at(data, parts)
+        node_in = _object_at(out, parts)
         node_t = _object_at(template_fields, parts)
         if not isinstance(node_in, dict) or not isinstance(node_t, Mapping):
             continue
         for name in names.values():
-            key_in = CALIBRATION.file_key(data, parts, name)
+            key_in = CALIBRATION.file_key(out, parts, name)
             key_t = CALIBRATION.file_key(template, parts, name)
             if name in node_t and key_in in node_in and key_in != key_t:
                 node_in[key_t] = node_in.pop(key_in)
-    return data
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -467,10 +468,10 @@ def parse_fit2d(text: str) -> dict[str, float]:
     found: dict[str, tuple[float, int]] = {}
     lines = text.splitlines()
     for lineno, line in enumerate(lines, start=1):
-        for pattern, fields in _INFO_PATTERNS:
+        for pattern, names in _INFO_PATTERNS:
             match = pattern.search(line)
             if match:
-                for field, number in zip(fields, match.groups()):
+                for field, number in zip(names, match.groups()):
                     found[field] = (_to_float(number), lineno)
         keyword = line.strip().upper()
         if keyword in _MACRO_KEYWORDS and lineno < len(lines):

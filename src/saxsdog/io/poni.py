@@ -34,7 +34,8 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from saxsdog.config import calibration_field_path, calibration_image_size
 from saxsdog.errors import CalibrationError
