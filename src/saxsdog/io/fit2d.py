@@ -32,8 +32,8 @@ from __future__ import annotations
 import copy
 import math
 import re
-from dataclasses import asdict, dataclass, fields
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from saxsdog.config import (
@@ -369,6 +369,7 @@ def merge_calibration(template: Mapping[str, Any], data: Mapping[str, Any]) -> d
 
 
 def _object_at(doc: Any, parts: tuple[str, ...]) -> Any:
+    """The value at the keys ``parts`` of ``doc``, ``None`` where one is missing."""
     for part in parts:
         doc = doc.get(part) if isinstance(doc, Mapping) else None
     return doc
