@@ -263,6 +263,91 @@ def test_every_schema_default_is_a_valid_value():
     assert set(doc.defaults()) >= {"Title", "Slices", "Wavelength", "Threads", "GISAXSmode"}
 
 
+#: Words of a schema that are neither validation keywords nor ``x-`` annotations.
+_SCHEMA_ANNOTATIONS = {"$schema", "$id", "$comment", "$defs", "title", "description", "default", "examples",
+                       "then", "else"}  # then/else: read by jsonschema's "if"
+
+
+def _schema_keywords(schema, where="$"):
+    """``(where, keyword)`` of every keyword of a schema (property names are not keywords)."""
+    if isinstance(schema, list):
+        return [kw for i, sub in enumerate(schema) for kw in _schema_keywords(sub, f"{where}[{i}]")]
+    if not isinstance(schema, dict):
+        return []
+    out = [(where, key) for key in schema]
+    for key, sub in schema.items():
+        if key in ("properties", "patternProperties", "$defs"):
+            for name, part in sub.items():
+                out += _schema_keywords(part, f"{where}.{key}.{name}")
+        elif key in ("items", "allOf", "anyOf", "oneOf", "not", "additionalProperties", "if", "then", "else"):
+            out += _schema_keywords(sub, f"{where}.{key}")
+    return out
+
+
+@pytest.mark.parametrize("name", ["calibration.schema.json", "datamerge.schema.json", "network.schema.json",
+                                  "leash_request.schema.json", "leash_response.schema.json"])
+def test_schema_words_are_keywords_or_x_annotations(name):
+    # A misspelled keyword ("maximun") would be ignored by jsonschema like an annotation:
+    # only x- words may be unknown to it.
+    import jsonschema
+
+    from saxsdog.schemas import load_schema
+
+    try:
+        schema = load_schema(name)
+    except FileNotFoundError:
+        pytest.skip(f"{name} is not shipped")
+    known = set(jsonschema.validators.validator_for(schema).VALIDATORS) | _SCHEMA_ANNOTATIONS
+    unknown = [f"{where}: {kw}" for where, kw in _schema_keywords(schema)
+               if kw not in known and not kw.startswith("x-")]
+    assert unknown == []
+
+
+def _without_x_keywords(schema):
+    """The schema without its ``x-`` keywords (property names are kept, whatever they are)."""
+    if isinstance(schema, list):
+        return [_without_x_keywords(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in ("properties", "patternProperties", "$defs"):
+            out[key] = {name: _without_x_keywords(sub) for name, sub in value.items()}
+        elif not key.startswith("x-"):
+            out[key] = _without_x_keywords(value)
+    return out
+
+
+def test_unit_and_item_label_annotations_do_not_change_the_checks(tmp_path):
+    """``x-unit`` / ``x-itemLabels`` in the calibration schema are annotations for the page:
+    not keys a calibration may hold, never suggested for a misspelled key, and the checks
+    are those of the schema without them."""
+    import jsonschema
+
+    schema = CALIBRATION.doc.schema
+    geometry = schema["properties"]["Geometry"]["properties"]
+    assert geometry["BeamCenter"]["x-itemLabels"] == ["vertical", "horizontal"]
+    assert geometry["DedectorDistanceMM"]["x-unit"] == geometry["DetectorDistanceMM"]["x-unit"] == "mm"
+    bare = _without_x_keywords(schema)
+    assert '"x-unit":' not in json.dumps(bare) and '"^x-": true' in json.dumps(bare)  # private notes stay allowed
+    plain = jsonschema.Draft202012Validator(bare)
+    bad = [small_cal(Wavelength=-1), small_cal(unit="mm"), small_cal(xunit=1),
+           small_cal(Geometry={"BeamCenter": [1, 2, 3], "unit": "pixels"}), small_cal()]
+    bad[-1]["Geometry"]["Imagesize"] = [0, "x"]
+    for cal in bad:
+        ours = sorted((e.json_path, e.message) for e in CALIBRATION.doc._errors(cal))
+        assert ours == sorted((e.json_path, e.message) for e in plain.iter_errors(cal))
+        for problem in calibration_problems(cal):
+            assert "x-unit" not in problem["message"] + problem["expected"]
+            assert "x-itemLabels" not in problem["message"] + problem["expected"]
+    with pytest.raises(CalibrationError) as info:
+        Calibration(small_cal(unit="mm"), cache=False)
+    assert info.value.path == "$.unit" and "x-unit" not in str(info.value)
+    noted = small_cal(**{"x-unit": "my note"})  # an instance key starting with x- is a private note
+    noted["Geometry"]["x-itemLabels"] = ["mine"]
+    assert Calibration(noted, cache=False).config["x-unit"] == "my note"
+
+
 def _js_function(source: str, name: str) -> str | None:
     m = re.search(rf"(?:export\s+)?function {name}\s*\(", source)
     if not m:
@@ -369,14 +454,6 @@ def test_demo_writes_its_calibration_in_the_original_spellings(tmp_path):
     assert CALIBRATION.load(written) == CALIBRATION.load(demo.CALIBRATION)
 
 
-#: Files that still read or name the original's spellings themselves.  They belong to other
-#: work in progress; each should read ``Calibration.config`` / the helpers of
-#: ``saxsdog.config`` instead, and then leave this list.
-_SPELLING_EXCEPTIONS_TO_REMOVE = {
-    "io/fit2d.py",         # _DISTANCE_KEYS/_IMAGESIZE_KEYS, its template and the docstrings
-    "io/poni.py",          # docstrings and the "$.Geometry.Imagesize" message
-    "cli/converter.py",    # the names of the fields a conversion took from the default
-}
 #: Where the original's spellings belong: the one module that maps them, and the schema of
 #: the file format (which must name the keys a file holds).
 _SPELLING_HOMES = {"config.py", "schemas/calibration.schema.json"}
@@ -391,7 +468,7 @@ def test_only_the_config_module_knows_the_original_spellings():
         if path.suffix not in (".py", ".js", ".html", ".css", ".json") or "__pycache__" in path.parts:
             continue
         rel = path.relative_to(package).as_posix()
-        if rel in _SPELLING_HOMES or rel in _SPELLING_EXCEPTIONS_TO_REMOVE:
+        if rel in _SPELLING_HOMES:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         for number, line in enumerate(text.splitlines(), 1):
@@ -399,6 +476,3 @@ def test_only_the_config_module_knows_the_original_spellings():
                 offenders.append(f"{rel}:{number}: {line.strip()}")
     assert offenders == [], ("only saxsdog.config maps the original's spellings; read "
                              "Calibration.config or saxsdog.config's helpers instead:\n" + "\n".join(offenders))
-    for rel in _SPELLING_EXCEPTIONS_TO_REMOVE:  # an exception that was fixed leaves the list
-        text = (package / rel).read_text(encoding="utf-8")
-        assert re.search(r"DedectorDistanceMM|Imagesize", text), f"{rel} is clean: remove it from the exceptions"

@@ -81,6 +81,24 @@ def test_older_calibration_json_input(tmp_path: Path, cal_json_path: Path) -> No
     assert cal["Masks"] == json.loads(cal_json_path.read_text())["Masks"]
 
 
+def test_defaulted_fields_are_named_as_the_template_spells_them(tmp_path: Path, info_file: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    # The fields taken from the default are named as the written file spells them.
+    assert main([str(info_file), str(tmp_path / "new.json")]) == 0
+    err = capsys.readouterr().err
+    assert "no template given: Geometry.Imagesize, Geometry.PixelSizeMicroM, Masks taken" in err
+    written = json.loads((tmp_path / "new.json").read_text())["Geometry"]
+    assert "Imagesize" in written and "DedectorDistanceMM" in written
+    # A calibration JSON in saxsdog's spellings counts as giving those fields.
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"Geometry": {"DetectorDistanceMM": 900.0, "ImageSize": [10, 20]}}))
+    assert main([str(old), str(tmp_path / "from-old.json")]) == 0
+    err = capsys.readouterr().err
+    assert "no template given: Geometry.PixelSizeMicroM, Wavelength, Masks taken" in err
+    written = json.loads((tmp_path / "from-old.json").read_text())["Geometry"]
+    assert (written["DedectorDistanceMM"], written["Imagesize"]) == (900.0, [10, 20])
+
+
 def test_prints_json_without_output(info_file: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["-q", str(info_file)]) == 0
     cal = json.loads(capsys.readouterr().out)

@@ -247,3 +247,48 @@ def test_best_fit_lines_with_units_in_parentheses_and_later_solutions() -> None:
     values = parse_fit2d(text)
     assert (values["beam_x"], values["beam_y"]) == (388.5, 807.5)
     assert values["distance_mm"] == 1030.25 and values["wavelength_A"] == 1.54987
+
+
+def test_mixed_spellings_of_a_template_are_each_kept_in_place() -> None:
+    # Each field keeps the template's own spelling and position, whichever spelling the
+    # other field of the template and the merged data use (saxsdog.config decides).
+    template = {"Geometry": {"DetectorDistanceMM": 500.0, "BeamCenter": [10.0, 20.0], "Imagesize": [100, 200],
+                             "PixelSizeMicroM": [75.0]}, "Masks": [], "Wavelength": 1.0}
+    updated = update_geometry(template, {"distance_mm": 600.0, "rows": 300, "cols": 400})
+    assert list(updated["Geometry"]) == list(template["Geometry"])
+    assert updated["Geometry"]["DetectorDistanceMM"] == 600.0 and updated["Geometry"]["Imagesize"] == [300, 400]
+    merged = merge_calibration(template, {"Geometry": {"DedectorDistanceMM": 7.0, "ImageSize": [3, 4]}})
+    assert list(merged["Geometry"]) == list(template["Geometry"])
+    assert merged["Geometry"]["DetectorDistanceMM"] == 7.0 and merged["Geometry"]["Imagesize"] == [3, 4]
+    # A field the template lacks keeps the data's spelling.
+    bare = {"Geometry": {"BeamCenter": [1.0, 2.0]}}
+    assert "ImageSize" in merge_calibration(bare, {"Geometry": {"ImageSize": [3, 4]}})["Geometry"]
+    validate_calibration(updated)
+    validate_calibration(merged)
+
+
+def test_error_paths_are_spelled_as_in_the_calibration() -> None:
+    modern = {"BeamCenter": [1, 2], "DetectorDistanceMM": -1, "PixelSizeMicroM": [1], "ImageSize": [4, 5]}
+    with pytest.raises(CalibrationError) as info:
+        CalibrationGeometry.from_calibration({"Geometry": modern})
+    assert info.value.path == "$.Geometry.DetectorDistanceMM"
+    modern.update(DetectorDistanceMM=1, ImageSize=[4, 0.5])
+    with pytest.raises(CalibrationError) as info:
+        CalibrationGeometry.from_calibration({"Geometry": modern})
+    assert info.value.path == "$.Geometry.ImageSize"
+    with pytest.raises(CalibrationError) as info:  # no image size: named as the original's manual does
+        CalibrationGeometry(beam_x=1, beam_y=2, distance_mm=3, pixel_v_um=4, pixel_h_um=4).pyfai_fit2d()
+    assert info.value.path == "$.Geometry.Imagesize"
+    with pytest.raises(CalibrationError) as info:
+        update_geometry({"Geometry": {"ImageSize": [1]}}, {"rows": 5})
+    assert info.value.path == "$.Geometry.ImageSize"
+
+
+def test_default_template_is_written_in_the_original_spellings() -> None:
+    template = default_calibration()
+    assert list(template["Geometry"]) == ["Tilt", "DedectorDistanceMM", "BeamCenter", "Imagesize",
+                                          "PixelSizeMicroM"]
+    assert "Version" not in template
+    assert default_calibration() is not default_calibration()  # a fresh copy each time
+    template["Geometry"]["BeamCenter"][0] = -1.0
+    assert default_calibration()["Geometry"]["BeamCenter"] == [800.0, 400.0]

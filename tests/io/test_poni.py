@@ -162,8 +162,15 @@ def test_missing_shape_and_wavelength_come_from_template(tmp_path: Path) -> None
     assert cal["Geometry"]["BeamCenter"] == pytest.approx([200 - 100.0, 200.0], abs=1e-9)
     assert cal["Geometry"]["PixelSizeMicroM"] == pytest.approx([100.0, 100.0])
     del template["Geometry"]["Imagesize"]
-    with pytest.raises(CalibrationError, match="Imagesize"):
+    with pytest.raises(CalibrationError, match="Imagesize") as info:
         poni_to_calibration(path, template)
+    assert info.value.path == "$.Geometry.Imagesize"
+    # A template in saxsdog's spellings gives its image size just as well.
+    modern = {"Geometry": {"BeamCenter": [1.0, 2.0], "DetectorDistanceMM": 5.0, "PixelSizeMicroM": [100.0],
+                           "ImageSize": [200, 300]}, "Masks": [], "Wavelength": 0.8}
+    cal = poni_to_calibration(path, modern)
+    assert cal["Geometry"]["ImageSize"] == [200, 300] and "Imagesize" not in cal["Geometry"]
+    assert cal["Geometry"]["DetectorDistanceMM"] == pytest.approx(500.0) and "DedectorDistanceMM" not in cal["Geometry"]
 
 
 def test_not_a_poni_file(tmp_path: Path) -> None:

@@ -21,10 +21,12 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from saxsdog.calibration import calibration_for_file, validate_calibration
 from saxsdog.cli import report_error
+from saxsdog.config import calibration_field_path, calibration_in_saxsdog_spellings
 from saxsdog.io.atomic import atomic_write_bytes
 from saxsdog.io.fit2d import (
     CalibrationGeometry,
@@ -106,26 +108,35 @@ def _read_calibration(path: str, what: str) -> dict[str, Any]:
     return data
 
 
+#: A field of a calibration: the keys leading to it, in saxsdog's spelling.
+Field = tuple[str, ...]
+
+_DISTANCE: Field = ("Geometry", "DetectorDistanceMM")
+_IMAGE_SIZE: Field = ("Geometry", "ImageSize")
+_PIXEL_SIZE: Field = ("Geometry", "PixelSizeMicroM")
+_WAVELENGTH: Field = ("Wavelength",)
+
 #: Fields of the default calibration worth telling the user about when they are used.
-_DEFAULTED = ("Geometry.DedectorDistanceMM", "Geometry.Imagesize", "Geometry.PixelSizeMicroM", "Wavelength",
-              "Masks")
-#: The spellings of a field that count as the field.
-_SPELLINGS = {"Imagesize": ("Imagesize", "ImageSize"),
-              "DedectorDistanceMM": ("DedectorDistanceMM", "DetectorDistanceMM")}
+_DEFAULTED: tuple[Field, ...] = (_DISTANCE, _IMAGE_SIZE, _PIXEL_SIZE, _WAVELENGTH, ("Masks",))
 
 
-def _json_has(data: dict[str, Any], field: str) -> bool:
-    node: Any = data
-    for part in field.split("."):
-        names = _SPELLINGS.get(part, (part,))
-        if not isinstance(node, dict) or not any(n in node for n in names):
+def _json_has(data: dict[str, Any], field: Field) -> bool:
+    """Whether a calibration as written (either spelling) has ``field``."""
+    node: Any = calibration_in_saxsdog_spellings(data)
+    for part in field:
+        if not isinstance(node, dict) or part not in node:
             return False
-        node = next(node[n] for n in names if n in node)
+        node = node[part]
     return True
 
 
+def _field_name(calibration: dict[str, Any], field: Field) -> str:
+    """``Geometry.ImageSize`` spelled as in ``calibration`` (the original's if absent)."""
+    return calibration_field_path(calibration, *field).removeprefix("$.")
+
+
 def _convert(args: argparse.Namespace, template: dict[str, Any],
-             from_default: bool) -> tuple[dict[str, Any], set[str]]:
+             from_default: bool) -> tuple[dict[str, Any], set[Field]]:
     """The converted calibration and which of :data:`_DEFAULTED` the input itself gave."""
     if args.input is not None:
         text = _read_text(args.input, "input")
@@ -133,9 +144,9 @@ def _convert(args: argparse.Namespace, template: dict[str, Any],
             data = json.loads(text)
         except ValueError:
             found = parse_fit2d(text)
-            given = {"Geometry.PixelSizeMicroM"} if {"pixel_h_um", "pixel_v_um"} <= found.keys() else set()
-            given |= {"Wavelength"} if "wavelength_A" in found else set()
-            given |= {"Geometry.DedectorDistanceMM"} if "distance_mm" in found else set()
+            given = {_PIXEL_SIZE} if {"pixel_h_um", "pixel_v_um"} <= found.keys() else set()
+            given |= {_WAVELENGTH} if "wavelength_A" in found else set()
+            given |= {_DISTANCE} if "distance_mm" in found else set()
             return fit2d_to_calibration(text, template), given
         if not isinstance(data, dict):
             raise UserError(f"input {args.input}: JSON but not a calibration object")
@@ -147,18 +158,18 @@ def _convert(args: argparse.Namespace, template: dict[str, Any],
         for item in args.nika:
             values.update(parse_nika([item]) if "=" in item else read_nika_file(item))
         keys = {k.lower() for k in values}
-        given = {"Wavelength"} if keys & {"wavelength", "xrayenergy"} else set()
-        given |= {"Geometry.DedectorDistanceMM"} if "sampletoccddistance" in keys else set()
+        given = {_WAVELENGTH} if keys & {"wavelength", "xrayenergy"} else set()
+        given |= {_DISTANCE} if "sampletoccddistance" in keys else set()
         if "pixelsize" in keys or {"pixelsizex", "pixelsizey"} <= keys:
-            given.add("Geometry.PixelSizeMicroM")
+            given.add(_PIXEL_SIZE)
         return nika_to_calibration(values, template), given
     if args.from_poni:
         from saxsdog.io.poni import poni_to_calibration
 
         text = _read_text(args.from_poni, "PONI file")
-        given = {"Geometry.PixelSizeMicroM", "Geometry.DedectorDistanceMM"}
-        given |= {"Wavelength"} if re.search(r"^\s*wavelength\s*:", text, re.IGNORECASE | re.MULTILINE) else set()
-        given |= {"Geometry.Imagesize"} if re.search(r"max_shape|^\s*(?:detector_)?shape", text, re.IGNORECASE | re.MULTILINE) else set()
+        given = {_PIXEL_SIZE, _DISTANCE}
+        given |= {_WAVELENGTH} if re.search(r"^\s*wavelength\s*:", text, re.IGNORECASE | re.MULTILINE) else set()
+        given |= {_IMAGE_SIZE} if re.search(r"max_shape|^\s*(?:detector_)?shape", text, re.IGNORECASE | re.MULTILINE) else set()
         return poni_to_calibration(args.from_poni, template), given
     if from_default:
         raise UserError("nothing to convert: give INPUT, --nika or --from-poni "
@@ -205,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         calibration_to_poni(cal, args.to_poni)
     if not output and not args.to_poni:
         print(json.dumps(cal, indent=4))
-    defaulted = [f for f in _DEFAULTED if f not in given]
+    defaulted = [_field_name(template, f) for f in _DEFAULTED if f not in given]
     if from_default and not args.quiet and defaulted:
         # A complete calibration as INPUT needs no template: nothing came from the default.
         print(f"{PROG}: no template given: {', '.join(defaulted)} taken from the default calibration "

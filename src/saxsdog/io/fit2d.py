@@ -16,11 +16,15 @@ times (a log of successive refinements) the last occurrence wins.
 The saxsdog calibration uses FIT2D's conventions unchanged, so the numbers are copied,
 not transformed: ``BeamCenter = [Y, X]`` (Y counted from the bottom edge, X from the
 left edge, pixels), ``Tilt.TiltRotDeg`` / ``Tilt.TiltAngleDeg`` in degrees,
-``DedectorDistanceMM`` in mm, ``PixelSizeMicroM = [vertical (Y), horizontal (X)]`` in µm
+``DetectorDistanceMM`` in mm, ``PixelSizeMicroM = [vertical (Y), horizontal (X)]`` in µm
 and ``Wavelength`` in Å.
 
 This module also holds :class:`CalibrationGeometry`, the geometry part of a calibration
-dictionary read with the accepted key aliases; the PONI and Nika converters build on it.
+dictionary; the PONI and Nika converters build on it.
+
+Field names here are saxsdog's (``DetectorDistanceMM``, ``ImageSize``).  Calibrations are
+read and written in whichever spelling they use: :mod:`saxsdog.config` maps the original
+SAXSDOG's spellings, and a template keeps its own (``CALIBRATION.file_key``).
 """
 
 from __future__ import annotations
@@ -28,9 +32,16 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
+from saxsdog.config import (
+    CALIBRATION,
+    calibration_field_path,
+    calibration_image_size,
+    calibration_in_saxsdog_spellings,
+)
 from saxsdog.errors import CalibrationError
 
 __all__ = [
@@ -56,18 +67,21 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "pixel_v_um": "vertical (Y) pixel size (µm)",
 }
 
-_DISTANCE_KEYS = ("DedectorDistanceMM", "DetectorDistanceMM")
-_IMAGESIZE_KEYS = ("Imagesize", "ImageSize")
+#: The object holding the geometry fields, as :data:`saxsdog.config.CALIBRATION_SPELLINGS`
+#: names it.
+_GEOMETRY = ("Geometry",)
 
+#: The template used without one, in saxsdog's spellings (:func:`default_calibration` gives
+#: it in the file's, the original's).
 _DEFAULT_CALIBRATION: dict[str, Any] = {
     "Title": "Converted calibration",
     "Geometry": {
         "Tilt": {"TiltAngleDeg": 0.0, "TiltRotDeg": 0.0},
-        "DedectorDistanceMM": 1000.0,
+        "DetectorDistanceMM": 1000.0,
         "BeamCenter": [800.0, 400.0],
         # The detector of the original beamline (Pilatus 1M); a template given by
         # the user replaces it.
-        "Imagesize": [1043, 981],
+        "ImageSize": [1043, 981],
         "PixelSizeMicroM": [172.0, 172.0],
     },
     "Directory": [],
@@ -89,9 +103,10 @@ def default_calibration() -> dict[str, Any]:
     """Return a fresh copy of the minimal valid calibration used when no template is given.
 
     Its geometry is that of the original beamline's Pilatus 1M (1043 × 981 pixels of
-    172 µm); it has no masks.
+    172 µm); it has no masks.  Its fields are spelled as the original SAXSDOG writes them
+    (:meth:`saxsdog.config.Normalizer.for_file`), so a converted file keeps that spelling.
     """
-    return copy.deepcopy(_DEFAULT_CALIBRATION)
+    return CALIBRATION.for_file(_DEFAULT_CALIBRATION)
 
 
 # --------------------------------------------------------------------------------------
@@ -107,31 +122,18 @@ def _number(value: Any, path: str, *, positive: bool = False) -> float:
     return float(value)
 
 
-def _present(mapping: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
-    for key in keys:
-        if key in mapping:
-            return key
-    return None
-
-
 def read_image_size(cal: Mapping[str, Any]) -> tuple[int, int] | None:
-    """Return ``Geometry.Imagesize`` (or ``ImageSize``) as ``(rows, cols)``, ``None`` if absent.
+    """Return ``Geometry.ImageSize`` (in any spelling) as ``(rows, cols)``, ``None`` if absent.
+
+    The same as :func:`saxsdog.config.calibration_image_size`.
 
     Raises
     ------
     CalibrationError
-        If the field is present but not two positive integers.
+        If the field is present but not two positive integers (the path spelled as in
+        ``cal``).
     """
-    geo = cal.get("Geometry") if isinstance(cal, Mapping) else None
-    key = _present(geo, _IMAGESIZE_KEYS) if isinstance(geo, Mapping) else None
-    if key is None or not isinstance(geo, Mapping):
-        return None
-    size = geo[key]
-    if (not isinstance(size, (list, tuple)) or len(size) != 2
-            or not all(isinstance(n, (int, float)) and not isinstance(n, bool)
-                       and float(n).is_integer() and n >= 1 for n in size)):
-        raise CalibrationError("malformed", f"$.Geometry.{key}", size, "[rows, columns], positive integers")
-    return int(size[0]), int(size[1])
+    return calibration_image_size(cal)
 
 
 @dataclass(frozen=True)
@@ -145,13 +147,13 @@ class CalibrationGeometry:
     beam_y
         Beam centre Y in pixels from the bottom image edge (``BeamCenter[0]``).
     distance_mm
-        Sample to beam-centre distance along the beam (``DedectorDistanceMM``).
+        Sample to beam-centre distance along the beam (``DetectorDistanceMM``).
     pixel_v_um, pixel_h_um
         Vertical and horizontal pixel size in µm (``PixelSizeMicroM``).
     tilt_angle_deg, tilt_rot_deg
         ``Tilt.TiltAngleDeg`` and ``Tilt.TiltRotDeg``.
     rows, cols
-        Image size (``Imagesize``), or ``None`` if the calibration has none.
+        Image size (``ImageSize``), or ``None`` if the calibration has none.
     wavelength_A
         ``Wavelength`` in Å, or ``None`` if the calibration has none.
     """
@@ -171,18 +173,18 @@ class CalibrationGeometry:
     def from_calibration(cls, cal: Mapping[str, Any]) -> "CalibrationGeometry":
         """Read the geometry of a calibration dictionary.
 
-        Accepts ``DetectorDistanceMM`` for ``DedectorDistanceMM``, ``ImageSize`` for
-        ``Imagesize``, a single pixel size (square pixels) and a missing ``Tilt``
+        Accepts either spelling of the distance and the image size (see
+        :mod:`saxsdog.config`), a single pixel size (square pixels) and a missing ``Tilt``
         (no tilt).
 
         Raises
         ------
         CalibrationError
-            Naming the JSON path of a missing or invalid field.
+            Naming the JSON path of a missing or invalid field, spelled as in ``cal``.
         """
         if not isinstance(cal, Mapping):
             raise CalibrationError("a calibration must be a JSON object", "$", type(cal).__name__, "an object")
-        geo = cal.get("Geometry")
+        geo = calibration_in_saxsdog_spellings(cal).get("Geometry")
         if not isinstance(geo, Mapping):
             raise CalibrationError("missing or not an object", "$.Geometry", geo, "an object")
 
@@ -192,10 +194,10 @@ class CalibrationGeometry:
         beam_y = _number(centre[0], "$.Geometry.BeamCenter[0]")
         beam_x = _number(centre[1], "$.Geometry.BeamCenter[1]")
 
-        dkey = _present(geo, _DISTANCE_KEYS)
-        if dkey is None:
-            raise CalibrationError("missing", "$.Geometry.DedectorDistanceMM", None, "the distance in mm")
-        distance = _number(geo[dkey], f"$.Geometry.{dkey}", positive=True)
+        distance_path = calibration_field_path(cal, "Geometry", "DetectorDistanceMM")
+        if "DetectorDistanceMM" not in geo:
+            raise CalibrationError("missing", distance_path, None, "the distance in mm")
+        distance = _number(geo["DetectorDistanceMM"], distance_path, positive=True)
 
         pixel = geo.get("PixelSizeMicroM")
         if isinstance(pixel, (int, float)) and not isinstance(pixel, bool):
@@ -246,8 +248,8 @@ class CalibrationGeometry:
         CalibrationError
             If the image size (needed to flip Y) is unknown.
         """
-        if self.rows is None:
-            raise CalibrationError("missing", "$.Geometry.Imagesize", None,
+        if self.rows is None:  # the path as the original's manual spells it
+            raise CalibrationError("missing", calibration_field_path({}, "Geometry", "ImageSize"), None,
                                    "[rows, columns]: needed to convert the beam centre")
         kwargs = {
             "directDist": self.distance_mm,
@@ -278,10 +280,9 @@ def update_geometry(cal: Mapping[str, Any], values: Mapping[str, Any]) -> dict[s
 
     Notes
     -----
-    A distance or image size is written under the spelling the template already uses
-    (``DetectorDistanceMM`` / ``ImageSize`` are kept), otherwise under the original's
-    ``DedectorDistanceMM`` / ``Imagesize``.  A single-valued ``PixelSizeMicroM`` stays
-    single-valued while the pixels stay square.
+    A distance or image size is written under the spelling the template already uses,
+    otherwise under the original's (``CALIBRATION.file_key``).  A single-valued
+    ``PixelSizeMicroM`` stays single-valued while the pixels stay square.
     """
     unknown = set(values) - {f.name for f in fields(CalibrationGeometry)}
     if unknown:
@@ -302,7 +303,7 @@ def update_geometry(cal: Mapping[str, Any], values: Mapping[str, Any]) -> dict[s
                                    "$.Geometry.BeamCenter", old, "[Y, X] in pixels")
         geo["BeamCenter"] = [float(y), float(x)]
     if "distance_mm" in v:
-        geo[_present(geo, _DISTANCE_KEYS) or _DISTANCE_KEYS[0]] = float(v["distance_mm"])
+        geo[CALIBRATION.file_key(out, _GEOMETRY, "DetectorDistanceMM")] = float(v["distance_mm"])
     if "tilt_angle_deg" in v or "tilt_rot_deg" in v:
         tilt = dict(geo.get("Tilt") or {})
         if "tilt_angle_deg" in v:
@@ -322,12 +323,13 @@ def update_geometry(cal: Mapping[str, Any], values: Mapping[str, Any]) -> dict[s
         assert pv is not None and ph is not None  # one of the two is in v
         geo["PixelSizeMicroM"] = [float(pv)] if (len(old) == 1 and pv == ph) else [float(pv), float(ph)]
     if "rows" in v or "cols" in v:
-        key = _present(geo, _IMAGESIZE_KEYS) or _IMAGESIZE_KEYS[0]
+        key = CALIBRATION.file_key(out, _GEOMETRY, "ImageSize")
         old = geo.get(key)
         old = list(old) if isinstance(old, (list, tuple)) and len(old) == 2 else [None, None]
         size = [v.get("rows", old[0]), v.get("cols", old[1])]
         if None in size:
-            raise CalibrationError("image size incomplete", f"$.Geometry.{key}", old, "[rows, columns]")
+            raise CalibrationError("image size incomplete", calibration_field_path(out, "Geometry", "ImageSize"),
+                                   old, "[rows, columns]")
         geo[key] = [int(size[0]), int(size[1])]
     if "wavelength_A" in v:
         out["Wavelength"] = float(v["wavelength_A"])
@@ -338,10 +340,10 @@ def merge_calibration(template: Mapping[str, Any], data: Mapping[str, Any]) -> d
     """Copy the fields of an (older) calibration into a template.
 
     Objects are merged key by key, everything else (numbers, strings, lists such as
-    ``Masks``) replaces the template's value.  A distance or image size spelled
-    differently in ``data`` (``DetectorDistanceMM`` vs ``DedectorDistanceMM``, ``ImageSize``
-    vs ``Imagesize``) replaces the template's field under the template's spelling, so the
-    result never holds both.
+    ``Masks``) replaces the template's value.  A field spelled differently in ``data``
+    and the template (the original's or saxsdog's spelling of the distance or image size,
+    see :mod:`saxsdog.config`) replaces the template's field under the template's
+    spelling, so the result never holds both.
 
     Parameters
     ----------
@@ -353,13 +355,7 @@ def merge_calibration(template: Mapping[str, Any], data: Mapping[str, Any]) -> d
     dict
         The merged calibration.
     """
-    data = copy.deepcopy(dict(data))
-    geo_in, geo_t = data.get("Geometry"), template.get("Geometry")
-    if isinstance(geo_in, dict) and isinstance(geo_t, Mapping):
-        for keys in (_DISTANCE_KEYS, _IMAGESIZE_KEYS):
-            key_in, key_t = _present(geo_in, keys), _present(geo_t, keys)
-            if key_in is not None and key_t is not None and key_in != key_t:
-                geo_in[key_t] = geo_in.pop(key_in)
+    data = _spelled_like(data, template)
 
     def merge(base: Any, new: Any) -> Any:
         if isinstance(base, Mapping) and isinstance(new, Mapping):
@@ -370,6 +366,30 @@ def merge_calibration(template: Mapping[str, Any], data: Mapping[str, Any]) -> d
         return new
 
     return merge(copy.deepcopy(dict(template)), data)
+
+
+def _object_at(doc: Any, parts: tuple[str, ...]) -> Any:
+    """The value at the keys ``parts`` of ``doc``, ``None`` where one is missing."""
+    for part in parts:
+        doc = doc.get(part) if isinstance(doc, Mapping) else None
+    return doc
+
+
+def _spelled_like(data: Mapping[str, Any], template: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` whose fields the template also has use the template's spelling."""
+    out = copy.deepcopy(dict(data))
+    template_fields = calibration_in_saxsdog_spellings(template)
+    for parts, names in CALIBRATION.spellings.items():
+        node_in = _object_at(out, parts)
+        node_t = _object_at(template_fields, parts)
+        if not isinstance(node_in, dict) or not isinstance(node_t, Mapping):
+            continue
+        for name in names.values():
+            key_in = CALIBRATION.file_key(out, parts, name)
+            key_t = CALIBRATION.file_key(template, parts, name)
+            if name in node_t and key_in in node_in and key_in != key_t:
+                node_in[key_t] = node_in.pop(key_in)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -449,10 +469,10 @@ def parse_fit2d(text: str) -> dict[str, float]:
     found: dict[str, tuple[float, int]] = {}
     lines = text.splitlines()
     for lineno, line in enumerate(lines, start=1):
-        for pattern, fields in _INFO_PATTERNS:
+        for pattern, names in _INFO_PATTERNS:
             match = pattern.search(line)
             if match:
-                for field, number in zip(fields, match.groups()):
+                for field, number in zip(names, match.groups()):
                     found[field] = (_to_float(number), lineno)
         keyword = line.strip().upper()
         if keyword in _MACRO_KEYWORDS and lineno < len(lines):

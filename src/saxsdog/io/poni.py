@@ -2,19 +2,20 @@
 
 Export builds a pyFAI ``AzimuthalIntegrator`` whose detector is a plain
 ``pyFAI.detectors.Detector`` with the calibration's pixel sizes and ``max_shape =
-Imagesize``, sets the geometry with ``setFit2D`` and writes it with pyFAI's
+ImageSize``, sets the geometry with ``setFit2D`` and writes it with pyFAI's
 ``PoniFile``.  Import reads the file with ``PoniFile`` and converts its geometry with
 :func:`poni_to_fit2d` (the formulas of pyFAI's ``getFit2D``, kept precise for small tilts).
 
 The mapping between the calibration (FIT2D conventions, Y counted from the bottom edge)
 and pyFAI (the image as read, row 0 at the top) is::
 
-    setFit2D(directDist=DedectorDistanceMM, centerX=X, centerY=rows - Y,
+    setFit2D(directDist=DetectorDistanceMM, centerX=X, centerY=rows - Y,
              tilt=TiltAngleDeg, tiltPlanRotation=-TiltRotDeg,
              pixelX=horizontal µm, pixelY=vertical µm)
     wavelength = Wavelength * 1e-10  (m)
 
-with ``BeamCenter = [Y, X]`` and ``Imagesize = [rows, cols]``.
+with ``BeamCenter = [Y, X]`` and ``ImageSize = [rows, cols]`` (field names in saxsdog's
+spelling; :mod:`saxsdog.config` maps the original's).
 
 Two things a PONI can say and a FIT2D geometry cannot: a rotation ``rot3`` other than the
 one FIT2D's tilt implies (it turns the azimuth origin; 2θ and q are unaffected) and a
@@ -33,11 +34,13 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
+from saxsdog.config import calibration_field_path, calibration_image_size
 from saxsdog.errors import CalibrationError
 from saxsdog.io.atomic import atomic_write_bytes
-from saxsdog.io.fit2d import CalibrationGeometry, default_calibration, read_image_size
+from saxsdog.io.fit2d import CalibrationGeometry, default_calibration
 
 __all__ = [
     "PoniError",
@@ -64,7 +67,7 @@ def calibration_to_integrator(cal: Mapping[str, Any]):
     Parameters
     ----------
     cal
-        A calibration dictionary; it needs ``Geometry.Imagesize``.
+        A calibration dictionary (either spelling); it needs ``Geometry.ImageSize``.
 
     Returns
     -------
@@ -112,7 +115,7 @@ def calibration_to_poni(cal: Mapping[str, Any], path: str | os.PathLike[str]) ->
     Parameters
     ----------
     cal
-        A calibration dictionary with ``Geometry.Imagesize``.
+        A calibration dictionary with ``Geometry.ImageSize`` (either spelling).
     path
         Destination; replaced atomically if it exists (pyFAI's own ``Geometry.save``
         would append to it).
@@ -272,10 +275,11 @@ def poni_to_calibration(path: str | os.PathLike[str], template: Mapping[str, Any
         old = None  # an incomplete template only lacks a tilt preference
 
     detector = poni.detector
-    shape = detector.shape or detector.max_shape or read_image_size(template)
+    shape = detector.shape or detector.max_shape or calibration_image_size(template)
     if shape is None:
         raise CalibrationError("the PONI file gives no detector shape and the template no image size",
-                               "$.Geometry.Imagesize", None, "[rows, columns]")
+                               calibration_field_path(template, "Geometry", "ImageSize"), None,
+                               "[rows, columns]")
     rows, cols = int(shape[0]), int(shape[1])
 
     f2d = poni_to_fit2d(poni)

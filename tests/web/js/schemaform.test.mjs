@@ -51,23 +51,32 @@ test("only properties that keep the file valid are offered", () => {
 });
 
 test("every number of the calibration has a unit, and the beam centre names its axes", () => {
+  // Units and item names come from the schema's x-unit / x-itemLabels annotations only.
   const missing = [];
-  const walk = (s, key, path) => {
+  const walk = (s, path) => {
     if (!s) return;
     const t = typeOf(s);
-    if (t === "object") for (const [k, sub] of Object.entries(s.properties || {})) walk(sub, k, path + "." + k);
-    else if (t === "array" && typeOf(s.items) === "object") walk(s.items, null, path + "[]");
+    if (t === "object") for (const [k, sub] of Object.entries(s.properties || {})) walk(sub, path + "." + k);
+    else if (t === "array" && typeOf(s.items) === "object") walk(s.items, path + "[]");
     else if ((t === "number" || t === "integer" || (t === "array" && ["number", "integer"].includes(typeOf(s.items))))
-      && !unitOf(key, s)) missing.push(path);
+      && !unitOf(s)) missing.push(path);
   };
-  walk(schema, null, "$");
+  walk(schema, "$");
   assert.deepEqual(missing, []);
-  assert.equal(unitOf("DedectorDistanceMM", {}), "mm");
-  assert.equal(unitOf("Wavelength", {}), "Å");
-  assert.equal(unitOf("Anything", { "x-unit": "keV" }), "keV", "the schema's x-unit wins");
-  assert.deepEqual(itemLabels("BeamCenter", {}, 2), ["vertical", "horizontal"]);
-  assert.equal(itemLabels("PixelSizeMicroM", {}, 1), null, "one pixel size: square, no names");
-  assert.deepEqual(itemLabels("X", { "x-itemLabels": ["a", "b"] }, 2), ["a", "b"]);
+  const geometry = schema.properties.Geometry.properties;
+  for (const [a, b] of exclusiveGroups(schema.properties.Geometry)) {
+    assert.equal(unitOf(geometry[a]), unitOf(geometry[b]), `both spellings of ${a} have one unit`);
+    assert.deepEqual(itemLabels(geometry[a], 2), itemLabels(geometry[b], 2), `both spellings of ${a} name their items`);
+  }
+  assert.equal(unitOf(schema.properties.Wavelength), "Å");
+  assert.equal(unitOf(schema.properties.Masks.items.properties.qStart), "nm⁻¹");
+  assert.deepEqual(itemLabels(geometry.BeamCenter, 2), ["vertical", "horizontal"]);
+  assert.deepEqual(itemLabels(geometry.PixelSizeMicroM, 2), ["vertical", "horizontal"]);
+  assert.equal(itemLabels(geometry.PixelSizeMicroM, 1), null, "one pixel size: square, no names");
+  assert.equal(unitOf({ "x-unit": "keV" }), "keV");
+  assert.equal(unitOf({}), null, "no table behind the schema");
+  assert.equal(itemLabels({}, 2), null);
+  assert.deepEqual(itemLabels({ "x-itemLabels": ["a", "b"] }, 2), ["a", "b"]);
 });
 
 test("typed values and their messages", () => {

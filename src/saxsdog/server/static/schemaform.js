@@ -101,7 +101,7 @@ export function parseValue(schema, text) {
 
 /**
  * Groups of alternative spellings: a `oneOf` (also inside `allOf`) whose branches each only
- * require one property, e.g. `[["DedectorDistanceMM", "DetectorDistanceMM"]]`.
+ * require one property: two spellings of one field, as `[["Colour", "Color"]]`.
  */
 export function exclusiveGroups(schema) {
   const groups = [];
@@ -134,31 +134,17 @@ export function addableProperties(schema, value) {
   return out;
 }
 
-/** Units of the calibration's fields where the schema does not give `x-unit`. */
-export const UNITS = {
-  DedectorDistanceMM: "mm", DetectorDistanceMM: "mm", BeamCenter: "pixels", PixelSizeMicroM: "µm",
-  Imagesize: "pixels", ImageSize: "pixels", TiltRotDeg: "°", TiltAngleDeg: "°", Wavelength: "Å",
-  qStart: "nm⁻¹", qStop: "nm⁻¹", PixelPerRadialElement: "pixels", Oversampling: "sub-pixels per pixel edge",
-  CutPosition: "pixels", CutMargin: "pixels", IncidentAngle: "°", Angle: "°", Fraction: "of 1",
-  Threads: "processes", MaskRef: "mask index",
-};
-
-/** Names of the items of fixed-length lists where the schema does not give `x-itemLabels`. */
-export const ITEM_LABELS = {
-  BeamCenter: ["vertical", "horizontal"],
-  PixelSizeMicroM: ["vertical", "horizontal"],
-  Imagesize: ["rows", "columns"], ImageSize: ["rows", "columns"],
-};
-
-export function unitOf(key, schema) {
-  if (schema && typeof schema["x-unit"] === "string") return schema["x-unit"];
-  return typeof key === "string" && Object.prototype.hasOwnProperty.call(UNITS, key) ? UNITS[key] : null;
+/** The unit of a field, from its schema's `x-unit` annotation, else null. */
+export function unitOf(schema) {
+  return schema && typeof schema["x-unit"] === "string" ? schema["x-unit"] : null;
 }
 
-/** Labels of a list's items (only when there is one per item), else null. */
-export function itemLabels(key, schema, count) {
-  const labels = (schema && Array.isArray(schema["x-itemLabels"])) ? schema["x-itemLabels"]
-    : (typeof key === "string" && ITEM_LABELS[key]) || null;
+/**
+ * Names of a fixed-length list's items, from its schema's `x-itemLabels` annotation, when
+ * there is one per item (e.g. not for a single, square pixel size); else null.
+ */
+export function itemLabels(schema, count) {
+  const labels = schema && Array.isArray(schema["x-itemLabels"]) ? schema["x-itemLabels"] : null;
   return labels && labels.length === count ? labels : null;
 }
 
@@ -284,8 +270,7 @@ function renderArray(ctx, schema, parts, label, opts = {}) {
     return fs;
   }
   // a list of simple values in one row, each item named where the list has fixed meanings
-  const key = parts[parts.length - 1];
-  const labels = itemLabels(key, schema, items.length);
+  const labels = itemLabels(schema, items.length);
   const control = el("div", { class: "control arr-items" });
   items.forEach((_, i) => {
     const itemLabel = labels ? labels[i] : `${label}[${i}]`;
@@ -295,7 +280,7 @@ function renderArray(ctx, schema, parts, label, opts = {}) {
       items.length > min ? removeButton(ctx, parts.concat([i]), `${label}[${i}]`) : null));
   });
   if (add) control.append(add);
-  const unit = unitSpan(path, unitOf(key, schema));
+  const unit = unitSpan(path, unitOf(schema));
   if (unit) control.append(unit);
   if (opts.removable) control.append(removeButton(ctx, parts, label));
   const box = el("div", { class: "field", "data-path": path },
@@ -311,7 +296,7 @@ function renderField(ctx, schema, parts, label, opts = {}) {
   input.id = id;
   return el("div", { class: "field", "data-path": path },
     el("label", { for: id, title: schema.description || "" }, label, opts.required ? " *" : "", descIcon(schema)),
-    el("div", { class: "control" }, input, unitSpan(path, unitOf(parts[parts.length - 1], schema)),
+    el("div", { class: "control" }, input, unitSpan(path, unitOf(schema)),
       opts.removable ? removeButton(ctx, parts, label) : null),
     errSlot(path));
 }
