@@ -363,6 +363,39 @@ def test_stop_answers_pending_replies(base, data_dir, gate):
         h.shutdown()
 
 
+def test_the_leash_client_waits_for_a_slow_command_as_long_as_the_server_answers_stat(service, data_dir, gate):
+    """A build longer than the client's timeout: the answer is still "new queue" (the client
+    checks with stat on a second connection that the server is alive)."""
+    entered, opened = gate
+    arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), "run")
+
+    def open_late():  # the build takes 1.5 s: longer than the client's timeout
+        entered.wait(30)
+        time.sleep(1.5)
+        opened.set()
+
+    threading.Thread(target=open_late, daemon=True).start()
+    with service.client(timeout=0.4) as c:
+        resp, seconds = timed(lambda: c.request("new", arg, att))
+    assert resp["result"] == "new queue" and seconds > 1.5, (resp, seconds)
+
+
+def test_the_leash_client_notices_a_server_that_never_answers_a_slow_command():
+    import zmq
+
+    mute = zmq.Context.instance().socket(zmq.ROUTER)  # takes requests, answers none
+    mute.setsockopt(zmq.LINGER, 0)
+    port = mute.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with LeashClient(f"tcp://127.0.0.1:{port}", SECRET, timeout=0.3, command_timeout=600) as c:
+            t0 = time.monotonic()
+            with pytest.raises(TimeoutError, match="no answer from the saxsdog server"):
+                c.request("new", {"calibration": {}, "directory": ["."]})
+            assert time.monotonic() - t0 < 5
+    finally:
+        mute.close(0)
+
+
 def test_in_process_execute_waits_for_the_answer_by_default(base, data_dir, gate):
     entered, opened = gate
     h = CommandHandler(base, QueueOptions(workers=1), rescan_interval=0)
