@@ -320,6 +320,64 @@ def test_a_client_that_leaves_while_its_command_runs_breaks_nothing(service, dat
     assert service.service._budget.used == 0
 
 
+def test_a_dealer_gets_its_answers_in_order_behind_a_running_command(service, data_dir, gate):
+    """A DEALER peer may send again before its answer: the requests behind a running command
+    wait their turn (stat from the same connection does not overtake 'new')."""
+    import zmq
+
+    entered, opened = gate
+    arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), "run")
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(service.url)
+    try:
+        for command, argument, attachments in (("new", arg, att), ("stat", None, []), ("get", None, [])):
+            env = sign_request(command, argument, secret=SECRET, attachments=attachments)
+            dealer.send_multipart([b"", json.dumps(env).encode("utf-8"), *attachments])
+        assert entered.wait(30)
+        assert not dealer.poll(500)  # stat waits behind 'new' on this connection
+        stat_is_fast(service, "new")  # ... but not on another one
+        opened.set()
+        results = []
+        for _ in range(3):
+            assert dealer.poll(60_000)
+            delimiter, body = dealer.recv_multipart()
+            results.append(json.loads(body)["result"])
+        assert results == ["new queue", "stat", "cal"]  # "cal": the answer to get
+        assert service.service._budget.used == 0
+    finally:
+        dealer.close(0)
+
+
+def test_a_dealer_cannot_pile_up_requests_behind_a_running_command(service, data_dir, gate):
+    import zmq
+
+    from saxsdog.server.zmq_service import MAX_BACKLOG
+
+    entered, opened = gate
+    arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), "run")
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(service.url)
+    try:
+        env = sign_request("new", arg, secret=SECRET, attachments=att)
+        dealer.send_multipart([b"", json.dumps(env).encode("utf-8"), *att])
+        assert entered.wait(30)
+        for _ in range(MAX_BACKLOG + 1):
+            dealer.send_multipart([b"", json.dumps(sign_request("stat", None, secret=SECRET)).encode()])
+        assert dealer.poll(10_000), "the request over the backlog limit was not refused at once"
+        refused = json.loads(dealer.recv_multipart()[1])
+        assert refused["result"] == "Error" and "requests already wait for 'new'" in refused["data"]["Error"]
+        opened.set()
+        results = []
+        for _ in range(MAX_BACKLOG + 1):
+            assert dealer.poll(60_000)
+            results.append(json.loads(dealer.recv_multipart()[1])["result"])
+        assert results == ["new queue"] + ["stat"] * MAX_BACKLOG
+    finally:
+        dealer.close(0)
+
+
 def test_a_command_running_longer_than_the_reply_bound_gets_an_error(base, data_dir, gate):
     entered, opened = gate
     h = CommandHandler(base, QueueOptions(workers=1), rescan_interval=0)
