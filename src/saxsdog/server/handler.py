@@ -15,9 +15,9 @@ Slow work never runs on the thread that answers requests: commands that change t
 worker thread, slow read-only ones (``listdir``, ``maskpreview``, ``convertponi``) in a
 small pool, so ``stat`` keeps answering meanwhile.  A transport that can hold a reply
 (the ZeroMQ service) calls :meth:`~CommandHandler.start` and sends the final answer when
-the returned :class:`Job` is done; :meth:`~CommandHandler.execute` waits for it
-(``answer_within`` seconds at most, ``None``: until done, then ``"accepted"`` with
-``data.job``, which the ``job`` command follows).
+the returned :class:`Job` is done; :meth:`~CommandHandler.execute` waits for it until it
+is done, or at most ``answer_within`` seconds and then answers ``"accepted"`` with
+``data.job`` (which the ``job`` command follows).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ __all__ = ["CommandHandler", "CommandError", "ToolUnavailable", "Job", "ANSWER_W
 #: "accepted" answer to blocking (the ZeroMQ service never answers "accepted": it holds a
 #: client's reply until its command is done, and serves the other clients meanwhile).
 ANSWER_WITHIN = 0.3
-#: How long a ``job`` request waits for the job before answering "accepted" again (kept
-#: short: the clients following a job take turns with everyone else on the service).
+#: How long a ``job`` request through :meth:`CommandHandler.execute` waits for the job before
+#: answering "accepted" again (over ZeroMQ, ``job`` waits for the job's own answer).
 JOB_POLL_WAIT = 0.1
 #: Finished jobs kept for the ``job`` command.
 MAX_JOBS = 32

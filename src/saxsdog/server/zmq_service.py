@@ -401,7 +401,7 @@ class CommandService:
             self.refused += 1
             log.warning("refused request: %s", exc)
             return error_response(str(exc))
-        command = envelope.get("command")
+        command = str(envelope.get("command"))  # validate_request made sure it is a string
         log.info("command %s", command)
         start = getattr(self.handler, "start", None)
         if start is None:
