@@ -38,9 +38,9 @@ def base(tmp_path, data_dir):
 class Service:
     """A CommandService on a free loopback port, serving in a thread, as saxsdogserver runs it."""
 
-    def __init__(self, handler: CommandHandler):
+    def __init__(self, handler: CommandHandler, **options):
         self.handler = handler
-        self.service = CommandService(handler, SECRET, bind="tcp://127.0.0.1:*")
+        self.service = CommandService(handler, SECRET, bind="tcp://127.0.0.1:*", **options)
         self.url = self.service.endpoint
         self.thread = threading.Thread(target=self.service.serve_forever, kwargs={"poll_ms": 20}, daemon=True)
         self.thread.start()
@@ -176,8 +176,43 @@ def test_commands_without_attachments_refuse_them(service):
 
 # --------------------------------------------------------------------------- slow work off the command thread
 
+class PlainReq:
+    """A bare ZeroMQ REQ socket, as the original leash or any client following the original
+    manual's protocol uses: one signed JSON request, then one answer."""
+
+    def __init__(self, url: str):
+        import zmq
+
+        self.sock = zmq.Context.instance().socket(zmq.REQ)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(url)
+
+    def send(self, command: str, argument=None, attachments=()) -> None:
+        env = sign_request(command, argument, secret=SECRET, attachments=list(attachments))
+        self.sock.send_multipart([json.dumps(env).encode("utf-8"), *attachments])
+
+    def answer(self, timeout: float = 60.0) -> dict | None:
+        """The answer, or ``None`` if none came within ``timeout`` seconds."""
+        if not self.sock.poll(int(timeout * 1000)):
+            return None
+        return json.loads(self.sock.recv_multipart()[0])
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+def stat_is_fast(service: Service, command: str) -> None:
+    """Three stats from another client, each answered within a second, show ``command`` running."""
+    with service.client(timeout=5) as c:
+        for _ in range(3):
+            resp, seconds = timed(lambda: c.request("stat"))
+            assert resp["result"] == "stat" and seconds < 1.0, seconds
+            job = resp["data"]["stat"]["job"]
+            assert job["command"] == command and job["state"] == "running", job
+
+
 def test_stat_answers_within_a_second_while_new_builds(service, data_dir, gate):
-    """A 'new' whose calibration build blocks: stat keeps answering, the leash gets 'new queue'."""
+    """A 'new' whose calibration build blocks: stat keeps answering, every client gets 'new queue'."""
     entered, opened = gate
     arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), "run")
     answers: dict = {}
@@ -189,22 +224,234 @@ def test_stat_answers_within_a_second_while_new_builds(service, data_dir, gate):
     sender = threading.Thread(target=send_new)
     sender.start()
     assert entered.wait(30), "the build never started"
-    with service.client(timeout=5) as c:
-        for _ in range(3):
-            resp, seconds = timed(lambda: c.request("stat"))
-            assert resp["result"] == "stat" and seconds < 1.0, seconds
-            job = resp["data"]["stat"]["job"]
-            assert job["command"] == "new" and job["state"] == "running"
-        raw = c.request("new", arg, att, follow_jobs=False)  # queued behind the first one
-        assert raw["result"] == "accepted" and raw["data"]["job"]["command"] == "new"
-    opened.set()
-    sender.join(60)
-    assert answers["new"]["result"] == "new queue", answers
+    stat_is_fast(service, "new")
+    second = PlainReq(service.url)  # queued behind the first one, on the same worker
+    try:
+        second.send("new", arg, att)
+        assert second.answer(timeout=0.5) is None  # no "accepted": it waits for its own answer
+        stat_is_fast(service, "new")
+        opened.set()
+        sender.join(60)
+        assert answers["new"]["result"] == "new queue", answers
+        assert (second.answer() or {}).get("result") == "new queue"
+    finally:
+        second.close()
     with service.client(timeout=30) as c:
-        second = c.request("job", {"id": raw["data"]["job"]["id"]})
-        assert second["result"] == "new queue", second
         assert c.request("stat")["data"]["stat"]["job"]["state"] == "done"
-    assert service.handler.session is not None
+    assert service.handler.session is not None and service.service.pending_replies == 0
+
+
+def test_a_plain_req_client_gets_new_queue_while_a_slow_build_runs(service, data_dir, gate):
+    """The original leash's protocol: 'new' answers "new queue" however long the build takes
+    (never "accepted"), and another client's stat is answered within a second meanwhile."""
+    entered, opened = gate
+    arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), "run")
+    plain = PlainReq(service.url)
+    try:
+        plain.send("new", arg, att)
+        assert entered.wait(30), "the build never started"
+        assert plain.answer(timeout=1.5) is None  # longer than any "answer within" bound
+        stat_is_fast(service, "new")
+        assert service.service.pending_replies == 1
+        opened.set()
+        resp = plain.answer()
+        assert resp is not None and resp["result"] == "new queue", resp
+        validate_response(resp)
+        assert resp["data"]["directory"] == ["run"]
+        # the job command, too, answers with the command's own answer
+        job_id = service.handler.stat()["job"]["id"]
+        plain.send("job", {"id": job_id})
+        assert (plain.answer() or {}).get("result") == "new queue"
+    finally:
+        plain.close()
+
+
+def test_a_plain_req_client_gets_queue_closed_after_a_burst(service, data_dir, base, monkeypatch):
+    arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), "run")
+    plain = PlainReq(service.url)
+    try:
+        plain.send("new", arg, att)
+        assert (plain.answer() or {}).get("result") == "new queue"
+        for i in range(6):  # a burst of images
+            shutil.copy(base / "template.tif", base / "run" / f"burst_{i:05d}.tif")
+        session = service.handler.session
+        real_close, release, closing = session.close, threading.Event(), threading.Event()
+
+        def slow_close():
+            closing.set()
+            assert release.wait(60)
+            real_close()
+
+        monkeypatch.setattr(session, "close", slow_close)
+        plain.send("close")
+        assert closing.wait(30)
+        assert plain.answer(timeout=0.5) is None
+        stat_is_fast(service, "close")
+        release.set()
+        resp = plain.answer()
+        assert resp is not None and resp["result"] == "queue closed", resp
+        assert "queue length" in resp["data"]["stat"]
+    finally:
+        plain.close()
+
+
+def test_a_client_that_leaves_while_its_command_runs_breaks_nothing(service, data_dir, gate, caplog):
+    entered, opened = gate
+    arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), "run")
+    leaving = PlainReq(service.url)
+    leaving.send("new", arg, att)
+    assert entered.wait(30), "the build never started"
+    deadline = time.monotonic() + 10
+    while service.service.pending_replies != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service.service.pending_replies == 1
+    leaving.close()  # gone before its answer
+    deadline = time.monotonic() + 10
+    while service.service.pending_replies and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service.service.pending_replies == 0
+    with caplog.at_level(logging.INFO):
+        opened.set()
+        with service.client(timeout=30) as c:  # the build finishes; its answer goes nowhere
+            assert c.request("new", arg, att)["result"] == "new queue"
+            assert c.request("stat")["data"]["stat"]["job"]["state"] == "done"
+            assert c.request("close")["result"] == "queue closed"
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert service.service._budget.used == 0
+
+
+def test_a_dealer_gets_its_answers_in_order_behind_a_running_command(service, data_dir, gate):
+    """A DEALER peer may send again before its answer: the requests behind a running command
+    wait their turn (stat from the same connection does not overtake 'new')."""
+    import zmq
+
+    entered, opened = gate
+    arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), "run")
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(service.url)
+    try:
+        for command, argument, attachments in (("new", arg, att), ("stat", None, []), ("get", None, [])):
+            env = sign_request(command, argument, secret=SECRET, attachments=attachments)
+            dealer.send_multipart([b"", json.dumps(env).encode("utf-8"), *attachments])
+        assert entered.wait(30)
+        assert not dealer.poll(500)  # stat waits behind 'new' on this connection
+        stat_is_fast(service, "new")  # ... but not on another one
+        opened.set()
+        results = []
+        for _ in range(3):
+            assert dealer.poll(60_000)
+            delimiter, body = dealer.recv_multipart()
+            results.append(json.loads(body)["result"])
+        assert results == ["new queue", "stat", "cal"]  # "cal": the answer to get
+        assert service.service._budget.used == 0
+    finally:
+        dealer.close(0)
+
+
+def test_a_dealer_cannot_pile_up_requests_behind_a_running_command(service, data_dir, gate):
+    import zmq
+
+    from saxsdog.server.zmq_service import MAX_BACKLOG
+
+    entered, opened = gate
+    arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), "run")
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(service.url)
+    try:
+        env = sign_request("new", arg, secret=SECRET, attachments=att)
+        dealer.send_multipart([b"", json.dumps(env).encode("utf-8"), *att])
+        assert entered.wait(30)
+        for _ in range(MAX_BACKLOG + 1):
+            dealer.send_multipart([b"", json.dumps(sign_request("stat", None, secret=SECRET)).encode()])
+        assert dealer.poll(10_000), "the request over the backlog limit was not refused at once"
+        refused = json.loads(dealer.recv_multipart()[1])
+        assert refused["result"] == "Error" and "requests already wait for 'new'" in refused["data"]["Error"]
+        opened.set()
+        results = []
+        for _ in range(MAX_BACKLOG + 1):
+            assert dealer.poll(60_000)
+            results.append(json.loads(dealer.recv_multipart()[1])["result"])
+        assert results == ["new queue"] + ["stat"] * MAX_BACKLOG
+    finally:
+        dealer.close(0)
+
+
+def test_a_command_running_longer_than_the_reply_bound_gets_an_error(base, data_dir, gate):
+    entered, opened = gate
+    h = CommandHandler(base, QueueOptions(workers=1), rescan_interval=0)
+    service = Service(h, reply_within=1.0)
+    arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), "run")
+    plain = PlainReq(service.url)
+    try:
+        plain.send("new", arg, att)
+        resp = plain.answer(timeout=30)
+        assert resp is not None and resp["result"] == "Error", resp
+        assert "'new' is still running after 1 s" in resp["data"]["Error"]
+        opened.set()
+        with service.client(timeout=30) as c:  # the late answer does not end up on the next request
+            plain.send("stat")
+            assert (plain.answer() or {}).get("result") == "stat"
+            assert c.request("close")["result"] == "queue closed"
+    finally:
+        plain.close()
+        service.close()
+        h.shutdown()
+
+
+def test_stop_answers_pending_replies(base, data_dir, gate):
+    """A service stopped while a command runs answers its client (never leaves it hanging)."""
+    entered, opened = gate
+    h = CommandHandler(base, QueueOptions(workers=1), rescan_interval=0)
+    service = Service(h, shutdown_grace=0.2)
+    arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), "run")
+    plain = PlainReq(service.url)
+    try:
+        plain.send("new", arg, att)
+        assert entered.wait(30)
+        service.close()
+        assert not service.thread.is_alive()
+        resp = plain.answer(timeout=10)
+        assert resp is not None and resp["result"] == "Error", resp
+        assert "shutting down while 'new' runs" in resp["data"]["Error"]
+    finally:
+        plain.close()
+        opened.set()
+        h.shutdown()
+
+
+def test_the_leash_client_waits_for_a_slow_command_as_long_as_the_server_answers_stat(service, data_dir, gate):
+    """A build longer than the client's timeout: the answer is still "new queue" (the client
+    checks with stat on a second connection that the server is alive)."""
+    entered, opened = gate
+    arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), "run")
+
+    def open_late():  # the build takes 1.5 s: longer than the client's timeout
+        entered.wait(30)
+        time.sleep(1.5)
+        opened.set()
+
+    threading.Thread(target=open_late, daemon=True).start()
+    with service.client(timeout=0.4) as c:
+        resp, seconds = timed(lambda: c.request("new", arg, att))
+    assert resp["result"] == "new queue" and seconds > 1.5, (resp, seconds)
+
+
+def test_the_leash_client_notices_a_server_that_never_answers_a_slow_command():
+    import zmq
+
+    mute = zmq.Context.instance().socket(zmq.ROUTER)  # takes requests, answers none
+    mute.setsockopt(zmq.LINGER, 0)
+    port = mute.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with LeashClient(f"tcp://127.0.0.1:{port}", SECRET, timeout=0.3, command_timeout=600) as c:
+            t0 = time.monotonic()
+            with pytest.raises(TimeoutError, match="no answer from the saxsdog server"):
+                c.request("new", {"calibration": {}, "directory": ["."]})
+            assert time.monotonic() - t0 < 5
+    finally:
+        mute.close(0)
 
 
 def test_in_process_execute_waits_for_the_answer_by_default(base, data_dir, gate):
@@ -241,17 +488,16 @@ def test_a_blocking_merge_does_not_block_stat(service, monkeypatch):
         raise SaxsdogError("merge gave up")
 
     monkeypatch.setattr(saxsdog.merge, "merge", blocking_merge)
-    with service.client(timeout=5) as c:
-        accepted, seconds = timed(lambda: c.request("mergedata", {"mergeconf": {"LogDataTables": []}},
-                                                    follow_jobs=False))
-        assert accepted["result"] == "accepted" and seconds < 1.0 + ANSWER_WITHIN
+    plain = PlainReq(service.url)
+    try:
+        plain.send("mergedata", {"mergeconf": {"LogDataTables": []}})
         assert started.wait(10)
-        for _ in range(3):
-            resp, seconds = timed(lambda: c.request("stat"))
-            assert resp["result"] == "stat" and seconds < 1.0
+        stat_is_fast(service, "mergedata")
         release.set()
-        final = c.request("job", {"id": accepted["data"]["job"]["id"]})
-    assert final["result"] == "Error" and "merge gave up" in final["data"]["Error"]
+        final = plain.answer()
+    finally:
+        plain.close()
+    assert final is not None and final["result"] == "Error" and "merge gave up" in final["data"]["Error"]
 
 
 def test_a_slow_readdir_runs_off_the_command_thread(base, data_dir, monkeypatch):

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from saxsdog.errors import SaxsdogError
     from saxsdog.pipeline import QueueOptions
     from saxsdog.protocol.netconf import load_network, select_server
-    from saxsdog.server.handler import ANSWER_WITHIN, CommandHandler
+    from saxsdog.server.handler import CommandHandler
     from saxsdog.server.zmq_service import CommandService, FeederSubscriber
 
     basedir = Path(args.basedir)
@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         pool_factory = dask_pool_factory(address)
     try:
         handler = CommandHandler(basedir, options, state_dir=state_dir, watch=args.watch,
-                                 rescan_interval=args.rescan, pool_factory=pool_factory,
-                                 answer_within=ANSWER_WITHIN)  # slow commands never hold up 'stat'
+                                 rescan_interval=args.rescan, pool_factory=pool_factory)
     except SaxsdogError as exc:
         print(f"saxsdogserver: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

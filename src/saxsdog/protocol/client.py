@@ -7,10 +7,11 @@ A request that gets no answer within ``timeout`` seconds raises :class:`TimeoutE
 the socket is then closed and a fresh one is made for the next request (ZeroMQ's
 "lazy pirate" pattern), because a REQ socket that missed its answer cannot send again.
 
-A slow command (``new`` building its integration operators, ``mergedata``, ...) is
-answered "accepted" with a job id while it runs; :meth:`LeashClient.request` then asks
-for the job's answer (the ``job`` command) until it is there, so callers always see the
-command's own answer.
+A slow command (``new`` building its integration operators, ``close``, ``mergedata``,
+...) is answered when it is done, with its own answer, as the original SAXSDOG server
+did.  The client waits for it up to ``command_timeout`` seconds, as long as the server
+keeps answering ``stat`` on a second connection every ``timeout`` seconds (so a server
+that is gone is noticed as quickly as for any other command).
 
 This module needs neither the calibration code nor the server: a calibration is checked
 against the shipped JSON Schema only.
@@ -28,8 +29,8 @@ import zmq
 
 from saxsdog.errors import SaxsdogError
 
-from .messages import (ERROR_RESULT, MAX_MESSAGE_BYTES, PENDING_RESULT, decode_response,
-                       encode_request, validate_response)
+from .commands import find_command
+from .messages import ERROR_RESULT, MAX_MESSAGE_BYTES, decode_response, encode_request, validate_response
 from .signing import sign_request
 
 __all__ = ["LeashClient", "ServerError", "raise_for_error", "directory_components",
@@ -71,19 +72,20 @@ class LeashClient:
     secret
         The shared secret of the network file (never shown in ``repr`` or errors).
     timeout
-        Seconds to wait for each answer.
+        Seconds to wait for each answer (for a slow command: for each sign of life).
     context
         A ZeroMQ context (default: the process-wide instance).
     max_response_bytes
         Largest response accepted.
-    job_timeout
-        Longest time to wait for the answer of a command the server is still running
-        (answered "accepted"), seconds.
+    command_timeout
+        Longest wait for the answer of a command the server runs on a worker thread
+        (``new``, ``close``, ``abort``, ``readdir``, ``mergedata``, ``listdir``,
+        ``maskpreview``, ``convertponi``), seconds, while the server answers ``stat``.
     """
 
     def __init__(self, server_url: str, secret: str | bytes, timeout: float = 10.0,
                  context: zmq.Context | None = None,
-                 max_response_bytes: int = MAX_MESSAGE_BYTES, job_timeout: float = 600.0):
+                 max_response_bytes: int = MAX_MESSAGE_BYTES, command_timeout: float = 600.0):
         if not isinstance(server_url, str) or "://" not in server_url:
             raise ValueError(f"server URL {server_url!r} is not a ZeroMQ URL like tcp://hostname:7777")
         if not secret:
@@ -93,7 +95,7 @@ class LeashClient:
         self.server_url = server_url
         self.timeout = float(timeout)
         self.max_response_bytes = int(max_response_bytes)
-        self.job_timeout = float(job_timeout)
+        self.command_timeout = float(command_timeout)
         self.__secret = secret
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
@@ -132,7 +134,7 @@ class LeashClient:
 
     # -- requests ----------------------------------------------------------------------
     def request(self, command: str, argument: Any = None,
-                attachments: Iterable[bytes] = (), follow_jobs: bool = True) -> dict[str, Any]:
+                attachments: Iterable[bytes] = ()) -> dict[str, Any]:
         """Send a signed request and return the validated response.
 
         Parameters
@@ -143,9 +145,6 @@ class LeashClient:
             Its argument (a JSON object) or ``None``.
         attachments
             Raw bytes sent as extra frames (e.g. a mask file).
-        follow_jobs
-            When the server answers "accepted" (the command still runs), ask for its
-            answer until it is there (at most ``job_timeout`` seconds).
 
         Returns
         -------
@@ -156,43 +155,41 @@ class LeashClient:
         Raises
         ------
         TimeoutError
-            When the server does not answer within ``timeout`` seconds, or a command it
-            accepted is not finished within ``job_timeout``.
+            When the server does not answer within ``timeout`` seconds (for a command it
+            runs on a worker thread: when it stops answering ``stat`` meanwhile, or the
+            command is not done within ``command_timeout``).
         ProtocolError
             When the answer is not a valid response.
         """
-        resp = self._exchange(command, argument, attachments)
-        if not follow_jobs:
-            return resp
-        deadline = time.monotonic() + self.job_timeout
-        while resp.get("result") == PENDING_RESULT:
-            job = (resp.get("data") or {}).get("job")
-            if not isinstance(job, Mapping) or not isinstance(job.get("id"), str):
-                return resp  # nothing to follow
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the saxsdog server at {self.server_url} is still running "
-                                   f"{job.get('command', command)!r} after {self.job_timeout:g} s "
-                                   f"(job {job['id']}); 'saxsleash stat' shows when it is done")
-            resp = self._exchange("job", {"id": job["id"]}, ())
-            # the server waits up to its answer bound before saying "accepted" again; a
-            # short pause keeps a server that answers at once from being flooded
-            if resp.get("result") == PENDING_RESULT:
-                time.sleep(0.05)
-        return resp
+        spec = find_command(command)
+        slow = spec is not None and (spec.runs != "inline" or spec.name == "job")
+        return self._exchange(command, argument, attachments, self.command_timeout if slow else None)
 
-    def _exchange(self, command: str, argument: Any, attachments: Iterable[bytes]) -> dict[str, Any]:
-        """One signed request and its validated response."""
+    def _exchange(self, command: str, argument: Any, attachments: Iterable[bytes],
+                  patience: float | None = None) -> dict[str, Any]:
+        """One signed request and its validated response.
+
+        ``patience``: how long to wait for a command the server is still running, as long
+        as it answers ``stat`` within ``timeout`` each time the answer is late.
+        """
         attachments = [bytes(a) for a in attachments]
         envelope = sign_request(command, argument, secret=self.__secret, attachments=attachments)
         frames = encode_request(envelope, attachments)
         sock = self._connect()
         try:
             sock.send_multipart(frames, copy=len(frames[0]) < 65536)
-            if not sock.poll(int(self.timeout * 1000), zmq.POLLIN):
-                self._reset()
-                raise TimeoutError(
-                    f"no answer from the saxsdog server at {self.server_url} within "
-                    f"{self.timeout:g} s (is saxsdogserver running there, and is the URL right?)")
+            deadline = time.monotonic() + (patience or 0.0)
+            while not sock.poll(int(self.timeout * 1000), zmq.POLLIN):
+                if patience is None or not self._server_alive():
+                    self._reset()
+                    raise TimeoutError(
+                        f"no answer from the saxsdog server at {self.server_url} within "
+                        f"{self.timeout:g} s (is saxsdogserver running there, and is the URL right?)")
+                if time.monotonic() > deadline:
+                    self._reset()
+                    raise TimeoutError(
+                        f"the saxsdog server at {self.server_url} has not finished {command!r} within "
+                        f"{patience:g} s; 'saxsleash stat' shows when it is done")
             reply = sock.recv_multipart()
         except zmq.ZMQError as exc:
             self._reset()
@@ -201,6 +198,23 @@ class LeashClient:
         resp = decode_response(reply, self.max_response_bytes)
         validate_response(resp)
         return resp
+
+    def _server_alive(self) -> bool:
+        """Whether the server answers ``stat`` within ``timeout`` on a connection of its own."""
+        probe = self._context.socket(zmq.REQ)
+        probe.setsockopt(zmq.LINGER, 0)
+        probe.setsockopt(zmq.MAXMSGSIZE, self.max_response_bytes)
+        try:
+            probe.connect(self.server_url)
+            probe.send_multipart(encode_request(sign_request("stat", None, secret=self.__secret)))
+            if not probe.poll(int(self.timeout * 1000), zmq.POLLIN):
+                return False
+            probe.recv_multipart()
+            return True
+        except zmq.ZMQError:
+            return False
+        finally:
+            probe.close(linger=0)
 
     def call(self, command: str, argument: Any = None,
              attachments: Iterable[bytes] = ()) -> dict[str, Any]:

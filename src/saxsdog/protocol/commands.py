@@ -24,10 +24,11 @@ Where a command runs (``runs``)
     Slow but read-only (``listdir`` of a huge folder, mask preview, PONI import): runs
     in a small pool of worker threads.
 
-A ``serial`` or ``parallel`` command that takes longer than the server's answer bound
-(well under a second on the ZeroMQ service) is answered with the result
-:data:`PENDING_RESULT` and a ``data.job`` description; the ``job`` command fetches its
-final answer, and :class:`~saxsdog.protocol.client.LeashClient` does so by itself.
+The ZeroMQ service answers a ``serial`` or ``parallel`` command when it is done, with
+its own result (as the original SAXSDOG server did), and serves other clients meanwhile.
+Only an in-process caller that asks :meth:`~saxsdog.server.handler.CommandHandler.execute`
+for a bounded wait can get the result :data:`PENDING_RESULT` with a ``data.job``
+description; the ``job`` command fetches the final answer.
 """
 
 from __future__ import annotations

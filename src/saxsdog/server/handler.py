@@ -13,9 +13,11 @@ which returns the answer's ``data`` (the ``result`` is the table's).
 Slow work never runs on the thread that answers requests: commands that change the queue
 (``new``, ``close``, ``abort``, ``readdir``, ``mergedata``) run one after the other on a
 worker thread, slow read-only ones (``listdir``, ``maskpreview``, ``convertponi``) in a
-small pool.  :meth:`~CommandHandler.execute` waits for them at most ``answer_within``
-seconds (``None``: until done), then answers ``"accepted"`` with ``data.job``; the
-``job`` command fetches the final answer, and ``stat`` keeps answering meanwhile.
+small pool, so ``stat`` keeps answering meanwhile.  A transport that can hold a reply
+(the ZeroMQ service) calls :meth:`~CommandHandler.start` and sends the final answer when
+the returned :class:`Job` is done; :meth:`~CommandHandler.execute` waits for it until it
+is done, or at most ``answer_within`` seconds and then answers ``"accepted"`` with
+``data.job`` (which the ``job`` command follows).
 """
 
 from __future__ import annotations
@@ -50,11 +52,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CommandHandler", "CommandError", "ToolUnavailable", "Job", "ANSWER_WITHIN", "error_response"]
 
-#: How long the ZeroMQ command service waits for a slow command before it answers
-#: "accepted" (it answers one request at a time, so ``stat`` may wait this long).
+#: A short wait for in-process callers of :meth:`CommandHandler.execute` that prefer an
+#: "accepted" answer to blocking (the ZeroMQ service never answers "accepted": it holds a
+#: client's reply until its command is done, and serves the other clients meanwhile).
 ANSWER_WITHIN = 0.3
-#: How long a ``job`` request waits for the job before answering "accepted" again (kept
-#: short: the clients following a job take turns with everyone else on the service).
+#: How long a ``job`` request through :meth:`CommandHandler.execute` waits for the job before
+#: answering "accepted" again (over ZeroMQ, ``job`` waits for the job's own answer).
 JOB_POLL_WAIT = 0.1
 #: Finished jobs kept for the ``job`` command.
 MAX_JOBS = 32
@@ -194,8 +197,8 @@ class CommandHandler:
         Execution backend for the queues.
     answer_within
         Longest wait of :meth:`execute` for a command running on a worker thread before
-        it answers "accepted" (``None``: wait until it is done).  The ZeroMQ service uses
-        :data:`ANSWER_WITHIN`.
+        it answers "accepted" (``None``: wait until it is done).  The ZeroMQ service does
+        not use it: it calls :meth:`start` and holds the reply.
     """
 
     def __init__(self, basedir: str | os.PathLike[str], options: QueueOptions | None = None,
@@ -380,6 +383,30 @@ class CommandHandler:
             return self._respond(spec, argument, attachments)
         return self._answer(self._submit(spec, argument, attachments),
                             self.answer_within if wait is _DEFAULT else wait)
+
+    def start(self, command: str, argument: Any = None,
+              attachments: list[bytes] | None = None) -> dict[str, Any] | Job:
+        """Begin one command without waiting for it: its response, or the :class:`Job` that
+        will resolve to it.
+
+        Inline commands (``stat``, ``get``, ...) are answered at once.  A command that runs
+        on a worker thread returns its job; ``job`` returns the job it names, so a
+        transport that holds the reply sends that command's final answer too.  Never
+        raises for a bad request (that is an error response).
+        """
+        attachments = list(attachments or [])
+        try:
+            spec, argument = self._checked(command, argument, attachments)
+        except ProtocolError as exc:
+            return error_response(str(exc))
+        if spec.name == "job":
+            with self._jobs_lock:
+                job = self._jobs.get(argument["id"])
+            if job is not None:
+                return job
+        if spec.runs == "inline":
+            return self._respond(spec, argument, attachments)
+        return self._submit(spec, argument, attachments)
 
     def call(self, command: str, argument: Any = None, attachments: list[bytes] | None = None) -> Any:
         """Carry out one command in the calling thread and return its ``data``.

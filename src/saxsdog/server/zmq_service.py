@@ -4,6 +4,11 @@ Every request is decoded (size limit, UTF-8 JSON object, no NaN), authenticated
 (HMAC-SHA256, timestamp window, nonce replay cache, attachment digests), validated
 against the request schema and only then executed.  Any failure is answered with an
 error response; the loop never dies on bad input and never logs the secret.
+
+A command that runs on one of the handler's worker threads (``new`` building its
+operators, ``close``, ``mergedata``, ...) keeps its client's reply pending while the
+service goes on serving everyone else; the reply is the command's own final answer (as
+the original SAXSDOG leash expects: ``new`` answers ``"new queue"``), sent when it is done.
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import os
+import queue
 import threading
 import time
+from collections import deque
 from typing import Any, Callable
 
 import zmq
@@ -21,7 +29,7 @@ from ..errors import SaxsdogError
 from ..protocol.messages import (MAX_MESSAGE_BYTES, ProtocolError, decode_request, encode_response,
                                  validate_request)
 from ..protocol.signing import AuthError, ReplayCache, verify_request
-from .handler import CommandHandler, error_response
+from .handler import CommandHandler, Job, error_response
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,16 @@ MAX_CONNECTIONS = 256
 
 #: A connection that is mid-request (or mid-handshake) without progress this long is closed.
 IDLE_TIMEOUT = 30.0
+
+#: Longest wait for a command running on a worker thread; its client then gets an error.
+REPLY_WITHIN = 600.0
+
+#: Requests a client may send behind one still running (a DEALER peer; REQ sends one).
+MAX_BACKLOG = 8
+
+#: At shutdown, how long the replies still pending may take before they are answered
+#: with an error.
+SHUTDOWN_GRACE = 1.0
 
 _GREETING_BYTES = 64
 
@@ -99,6 +117,10 @@ class _Connection:
         self.max_bytes = max_bytes
         self.max_frames = max_frames
         self.last_activity = time.monotonic()
+        #: The request whose command still runs (its reply is sent when it is done).
+        self.pending: _Pending | None = None
+        #: Requests that came in behind it, answered in order: (routing, frames, bytes).
+        self.backlog: deque[tuple[list[bytes], list[bytes], int]] = deque()
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -124,6 +146,10 @@ class _Connection:
     def release(self) -> None:
         self.budget.used -= self.held
         self.held = 0
+
+    def drop_backlog(self) -> None:
+        while self.backlog:
+            self.budget.used -= self.backlog.popleft()[2]
 
     def feed(self, data: bytes) -> tuple[list[tuple[str, Any]], str | None]:
         """Bytes from the peer; returns (events, close reason or ``None``).
@@ -251,6 +277,16 @@ class _Connection:
             self._reset_message()
 
 
+class _Pending:
+    """A request whose command runs on a worker thread: who gets the answer, and until when."""
+
+    def __init__(self, peer: bytes, routing: list[bytes], job: Job, deadline: float):
+        self.peer = peer
+        self.routing = routing
+        self.job = job
+        self.deadline = deadline
+
+
 def _reply_bytes(routing: list[bytes], frames: list[bytes]) -> bytes:
     parts = [_zmtp_frame(r, more=True) for r in routing] + [_zmtp_frame(b"", more=True)]
     parts += [_zmtp_frame(f, more=i < len(frames) - 1) for i, f in enumerate(frames)]
@@ -278,10 +314,17 @@ class CommandService:
     ``max_bytes`` (plus 1 MiB) of request data is held for all clients together.  Clients are
     plain ``zmq.REQ`` sockets, unchanged.
 
+    Every request is answered with its command's final answer, never "accepted": a
+    command that runs on a worker thread keeps its connection's reply pending (a REQ
+    client waits for it anyway) while the other connections are served; the reply goes out
+    when the command is done, or as an error after ``reply_within`` seconds.  Requests a
+    DEALER peer sends behind a pending one wait their turn (at most :data:`MAX_BACKLOG`).
+    A client that disconnects meanwhile is forgotten; its command still finishes.
+
     Parameters
     ----------
     handler
-        The command handler.
+        The command handler (one without ``start`` is called through ``execute``).
     secret
         The shared secret of the network file.
     bind
@@ -298,18 +341,27 @@ class CommandService:
         Most frames in one request.
     max_connections
         Most clients connected at once (further ones are closed at once).
+    reply_within
+        Longest wait for a command running on a worker thread, seconds; its client then
+        gets an error (the command goes on; ``stat`` shows its outcome).
+    shutdown_grace
+        At :meth:`stop`, how long pending replies may still take; the rest are answered
+        with an error saying the server is shutting down.
     """
 
     def __init__(self, handler: CommandHandler, secret: str, bind: str = "tcp://127.0.0.1:7777",
                  max_bytes: int = MAX_MESSAGE_BYTES, window: float = 900.0,
                  context: zmq.Context | None = None, replay: ReplayCache | None = None,
-                 max_frames: int = MAX_REQUEST_FRAMES, max_connections: int = MAX_CONNECTIONS):
+                 max_frames: int = MAX_REQUEST_FRAMES, max_connections: int = MAX_CONNECTIONS,
+                 reply_within: float = REPLY_WITHIN, shutdown_grace: float = SHUTDOWN_GRACE):
         self.handler = handler
         self._secret = secret
         self.max_bytes = max_bytes
         self.max_frames = max_frames
         self.max_connections = max_connections
         self.window = window
+        self.reply_within = reply_within
+        self.shutdown_grace = shutdown_grace
         self.replay = replay if replay is not None else ReplayCache(window)
         self._ctx = context or zmq.Context.instance()
         self.socket = self._ctx.socket(zmq.STREAM)
@@ -321,14 +373,26 @@ class CommandService:
         self._budget = _Budget(max_bytes + (1 << 20))
         self._conns: dict[bytes, _Connection] = {}
         self._stop = threading.Event()
+        # Worker threads report finished commands here and wake the loop through the pipe
+        # (a ZeroMQ socket must not be used from their threads).
+        self._done: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._wake_lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self.requests = 0
         self.refused = 0
 
     def __repr__(self) -> str:  # never show the secret
         return f"<CommandService {self.endpoint}>"
 
-    def respond(self, frames: list[bytes]) -> dict:
-        """Turn one multipart request into a response (the whole safety chain)."""
+    @property
+    def pending_replies(self) -> int:
+        """Connections waiting for the answer of a command that still runs."""
+        return sum(1 for c in list(self._conns.values()) if c.pending is not None)
+
+    def _begin(self, frames: list[bytes]) -> dict | Job:
+        """Check one multipart request and start its command: a response, or its job."""
         try:
             envelope, attachments = decode_request(frames, self.max_bytes)
             verify_request(envelope, self._secret, attachments, self.replay, window=self.window)
@@ -337,22 +401,115 @@ class CommandService:
             self.refused += 1
             log.warning("refused request: %s", exc)
             return error_response(str(exc))
-        command = envelope.get("command")
+        command = str(envelope.get("command"))  # validate_request made sure it is a string
         log.info("command %s", command)
-        return self.handler.execute(command, envelope.get("argument"), attachments)
+        start = getattr(self.handler, "start", None)
+        if start is None:
+            return self.handler.execute(command, envelope.get("argument"), attachments)
+        return start(command, envelope.get("argument"), attachments)
 
-    def _answer(self, frames: list[bytes]) -> list[bytes]:
-        self.requests += 1
+    def respond(self, frames: list[bytes]) -> dict:
+        """Turn one multipart request into its final response (the whole safety chain; waits
+        up to ``reply_within`` for a command running on a worker thread)."""
+        outcome = self._begin(frames)
+        if isinstance(outcome, Job):
+            return self._job_response(outcome, self.reply_within)
+        return outcome
+
+    def _job_response(self, job: Job, wait: float) -> dict:
         try:
-            response = self.respond(frames)
-        except Exception as exc:  # last line of defence: keep serving
-            log.exception("unexpected error while handling a request")
-            response = error_response(f"internal error: {type(exc).__name__}")
+            response = job.response(wait)
+        except Exception as exc:  # the job itself failed outside the handler's safety net
+            log.error("command %s failed: %s", job.command, exc)
+            return error_response(f"internal error in {job.command}: {type(exc).__name__}")
+        if response is None:
+            return error_response(f"{job.command!r} is still running after {self.reply_within:g} s; "
+                                  "'stat' shows when it is done (stat.job)")
+        return response
+
+    @staticmethod
+    def _encode(response: dict) -> list[bytes]:
         try:
             return encode_response(response)
         except (ValueError, TypeError) as exc:
             log.error("cannot encode the response: %s", exc)
             return encode_response(error_response("response could not be encoded"))
+
+    def _serve_request(self, peer: bytes, conn: _Connection, routing: list[bytes], frames: list[bytes]) -> None:
+        """Answer a request now, or keep its reply pending while its command runs."""
+        self.requests += 1
+        try:
+            outcome = self._begin(frames)
+        except Exception as exc:  # last line of defence: keep serving
+            log.exception("unexpected error while handling a request")
+            outcome = error_response(f"internal error: {type(exc).__name__}")
+        if isinstance(outcome, Job):
+            pending = _Pending(peer, routing, outcome, time.monotonic() + self.reply_within)
+            conn.pending = pending
+            # may run at once, here, when the job is already done: it only queues a wake-up
+            outcome.future.add_done_callback(lambda _future: self._job_done(pending))
+            return
+        self._send(peer, _reply_bytes(routing, self._encode(outcome)))
+
+    def _job_done(self, pending: _Pending) -> None:
+        """Called on the worker thread that finished the job."""
+        self._done.put(pending)
+        with self._wake_lock:
+            if self._wake_w >= 0:
+                try:
+                    os.write(self._wake_w, b"\0")
+                except OSError:  # the pipe is full: a wake-up is pending anyway
+                    pass
+
+    def _deliver_done(self) -> None:
+        """Send the replies of the jobs finished since the last call."""
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except OSError:  # empty (BlockingIOError)
+            pass
+        while True:
+            try:
+                pending = self._done.get_nowait()
+            except queue.Empty:
+                return
+            conn = self._conns.get(pending.peer)
+            if conn is None or conn.pending is not pending:
+                continue  # the client left, or was answered with a timeout error
+            self._reply_pending(pending.peer, conn, self._job_response(pending.job, 0))
+
+    def _reply_pending(self, peer: bytes, conn: _Connection, response: dict) -> None:
+        pending, conn.pending = conn.pending, None
+        if pending is None:
+            return
+        self._send(peer, _reply_bytes(pending.routing, self._encode(response)))
+        while conn.pending is None and conn.backlog:  # the requests that waited behind it, in order
+            routing, frames, size = conn.backlog.popleft()
+            self._budget.used -= size
+            if self._stop.is_set():
+                self._send(peer, _reply_bytes(routing, self._encode(
+                    error_response("the server is shutting down; the request was not carried out"))))
+            else:
+                self._serve_request(peer, conn, routing, frames)
+
+    def _hold(self, peer: bytes, conn: _Connection, routing: list[bytes], frames: list[bytes]) -> None:
+        """A request behind one still running on the same connection (a DEALER peer)."""
+        size = sum(len(f) for f in frames)
+        if len(conn.backlog) >= MAX_BACKLOG or self._budget.used + size > self._budget.limit:
+            self.refused += 1
+            why = (f"request refused: {len(conn.backlog) + 1} requests already wait for "
+                   f"{conn.pending.job.command if conn.pending else 'a command'!r} on this connection")
+            log.warning("%s", why)
+            self._send(peer, _reply_bytes(routing, encode_response(error_response(why))))
+            return
+        self._budget.used += size
+        conn.backlog.append((routing, frames, size))
+
+    def _forget(self, conn: _Connection) -> None:
+        if conn.pending is not None:
+            log.info("a client left while %r ran; its answer is dropped", conn.pending.job.command)
+            conn.pending = None
+        conn.drop_backlog()
 
     def _send(self, peer: bytes, data: bytes) -> None:
         try:
@@ -365,6 +522,7 @@ class CommandService:
         if conn is not None:
             held = conn.held or conn.dropped or len(conn.frame_data)
             conn.release()
+            self._forget(conn)
             conn.frame_data = bytearray()
             conn.frames = []
             if held:
@@ -390,6 +548,7 @@ class CommandService:
         if not data:  # the peer disconnected
             self._conns.pop(peer, None)
             conn.release()
+            self._forget(conn)
             return
         events, reason = conn.feed(data)
         for kind, value in events:
@@ -397,7 +556,10 @@ class CommandService:
                 self._send(peer, value)
             elif kind == "request":
                 routing, frames = value
-                self._send(peer, _reply_bytes(routing, self._answer(frames)))
+                if conn.pending is not None:
+                    self._hold(peer, conn, routing, frames)
+                else:
+                    self._serve_request(peer, conn, routing, frames)
                 del frames
             else:
                 routing, why = value
@@ -408,33 +570,74 @@ class CommandService:
         if reason:
             self._close(peer, reason)
 
-    def _expire_idle(self) -> None:
+    def _expire(self) -> None:
         now = time.monotonic()
         for peer, conn in list(self._conns.items()):
+            pending = conn.pending
+            if pending is not None and now > pending.deadline:
+                log.error("%r still runs after %g s; its client gets an error", pending.job.command,
+                          self.reply_within)
+                self._reply_pending(peer, conn, self._job_response(pending.job, 0))
             if conn.busy and now - conn.last_activity > IDLE_TIMEOUT:
                 self._close(peer, f"no progress for {IDLE_TIMEOUT:g} s in the middle of a request")
+
+    def _finish_pending(self) -> bool:
+        """At shutdown: the pending replies, as answers when their commands end within the
+        grace time, else as errors.  Returns whether any reply went out."""
+        waiting = [(peer, conn) for peer, conn in self._conns.items() if conn.pending is not None]
+        if not waiting:
+            return False
+        poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
+        deadline = time.monotonic() + self.shutdown_grace
+        while any(conn.pending is not None for _, conn in waiting):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            poller.poll(int(left * 1000) + 1)
+            self._deliver_done()
+        for peer, conn in waiting:
+            if conn.pending is not None:
+                command = conn.pending.job.command
+                self._reply_pending(peer, conn, error_response(
+                    f"the server is shutting down while {command!r} runs; ask 'stat' after it is "
+                    "back (a queue is resumed at the next start)"))
+        return True
 
     def serve_forever(self, poll_ms: int = 200) -> None:
         """Answer requests until :meth:`stop`."""
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
         last_check = time.monotonic()
-        while not self._stop.is_set():
-            if dict(poller.poll(poll_ms)):
-                # a bounded batch, so the idle check and stop() are never starved
-                for _ in range(1000):
-                    try:
-                        peer, data = self.socket.recv_multipart(flags=zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    except (zmq.ZMQError, ValueError) as exc:
-                        log.warning("receive failed: %s", exc)
-                        break
-                    self._on_data(peer, data)
-            if time.monotonic() - last_check > 1.0:
-                last_check = time.monotonic()
-                self._expire_idle()
-        self.socket.close(0)
+        replied = False
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(poll_ms))
+                if self.socket in ready:
+                    # a bounded batch, so the idle check and stop() are never starved
+                    for _ in range(1000):
+                        try:
+                            peer, data = self.socket.recv_multipart(flags=zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        except (zmq.ZMQError, ValueError) as exc:
+                            log.warning("receive failed: %s", exc)
+                            break
+                        self._on_data(peer, data)
+                if self._wake_r in ready or not self._done.empty():
+                    self._deliver_done()
+                if time.monotonic() - last_check > 1.0:
+                    last_check = time.monotonic()
+                    self._expire()
+            replied = self._finish_pending()
+        finally:
+            with self._wake_lock:
+                os.close(self._wake_w)
+                self._wake_w = -1
+            os.close(self._wake_r)
+            # the last replies still have to leave: libzmq sends them after close, given time
+            self.socket.close(linger=1000 if replied else 0)
 
     def stop(self) -> None:
         self._stop.set()
