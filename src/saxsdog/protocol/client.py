@@ -24,9 +24,13 @@ import re
 import time
 from typing import Any, Iterable, Mapping
 
-import zmq
+try:
+    import zmq
+except ImportError:  # pyzmq is the [server] extra; the request builders below work without it
+    zmq = None  # type: ignore[assignment]
 
 from saxsdog.errors import SaxsdogError
+from saxsdog.extras import import_optional
 
 from .messages import (ERROR_RESULT, MAX_MESSAGE_BYTES, PENDING_RESULT, decode_response,
                        encode_request, validate_response)
@@ -95,6 +99,8 @@ class LeashClient:
         self.max_response_bytes = int(max_response_bytes)
         self.job_timeout = float(job_timeout)
         self.__secret = secret
+        if zmq is None:
+            import_optional("zmq", "server", "the leash client")
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
 
