@@ -157,3 +157,25 @@ def test_library_integrates_with_every_optional_package_missing(data_dir, real_c
     q, intensity = real_calibration.integrate(real_image)[:2]
     np.testing.assert_array_equal(np.asarray(result["q"]), np.asarray(q, dtype=float))
     np.testing.assert_array_equal(np.asarray(result["I"]), np.asarray(intensity, dtype=float))
+
+
+def test_server_mergedata_without_the_merge_extra_names_it(tmp_path):
+    # before: the answer was pandas' own "No module named 'pandas'" from inside the merge
+    code = _BLOCKER + textwrap.dedent(f"""
+        import json
+        from saxsdog.pipeline import QueueOptions
+        from saxsdog.server.handler import CommandHandler
+        handler = CommandHandler({str(tmp_path)!r}, QueueOptions(workers=1), rescan_interval=0)
+        try:
+            conf = {{"LogDataTables": [{{"Name": "Peak", "Files": [{{"LocalPath": "peak.log"}}]}}]}}
+            answer = handler.execute("mergedata", {{"mergeconf": conf, "filenames": ["peak.log"]}}, [b"1 2"])
+        finally:
+            handler.shutdown()
+        print(json.dumps(answer))
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", code, "pandas,openpyxl"], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.dumps(answer).count("pip install 'saxsdog[merge]'") == 1, answer

@@ -573,7 +573,10 @@ class CommandHandler:
         ``OutputFormats`` are written there.
         """
         try:
+            from ..extras import import_optional
             from ..merge import merge
+
+            import_optional("pandas", "merge", "the server")  # merge imports it only once it runs
         except ImportError as exc:
             raise ToolUnavailable(f"data merge is not available: {exc}") from None
         conf = arg["mergeconf"]
