@@ -159,23 +159,48 @@ def test_library_integrates_with_every_optional_package_missing(data_dir, real_c
     np.testing.assert_array_equal(np.asarray(result["I"]), np.asarray(intensity, dtype=float))
 
 
-def test_server_mergedata_without_the_merge_extra_names_it(tmp_path):
-    # before: the answer was pandas' own "No module named 'pandas'" from inside the merge
+
+def _handler_answer(tmp_path: Path, blocked: list[str], command: str, argument: dict,
+                    attachments: list[bytes]) -> dict:
+    """The server's answer to ``command`` (an in-process CommandHandler) with ``blocked`` missing."""
+    for k, blob in enumerate(attachments):
+        (tmp_path / f"attachment{k}").write_bytes(blob)
     code = _BLOCKER + textwrap.dedent(f"""
         import json
+        from pathlib import Path
         from saxsdog.pipeline import QueueOptions
         from saxsdog.server.handler import CommandHandler
-        handler = CommandHandler({str(tmp_path)!r}, QueueOptions(workers=1), rescan_interval=0)
+        tmp = Path({str(tmp_path)!r})
+        handler = CommandHandler(tmp, QueueOptions(workers=1), rescan_interval=0)
         try:
-            conf = {{"LogDataTables": [{{"Name": "Peak", "Files": [{{"LocalPath": "peak.log"}}]}}]}}
-            answer = handler.execute("mergedata", {{"mergeconf": conf, "filenames": ["peak.log"]}}, [b"1 2"])
+            blobs = [(tmp / f"attachment{{k}}").read_bytes() for k in range({len(attachments)})]
+            answer = handler.execute({command!r}, json.loads({json.dumps(argument)!r}), blobs)
         finally:
             handler.shutdown()
         print(json.dumps(answer))
     """)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", code, "pandas,openpyxl"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code, ",".join(blocked)], capture_output=True, text=True,
                           timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert json.dumps(answer).count("pip install 'saxsdog[merge]'") == 1, answer
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_server_mergedata_without_the_merge_extra_names_it(tmp_path):
+    # before: "internal error in mergedata: ModuleNotFoundError: No module named 'pandas'"
+    conf = {"LogDataTables": [{"Name": "Peak", "Files": [{"LocalPath": "peak.log"}]}]}
+    answer = _handler_answer(tmp_path, ["pandas", "openpyxl"], "mergedata",
+                             {"mergeconf": conf, "filenames": ["peak.log"]}, [b"1 2"])
+    assert answer["result"] == "Error"
+    assert answer["data"]["Error"].endswith("needs the Python package 'pandas', which is not installed: "
+                                            "pip install 'saxsdog[merge]'"), answer
+
+
+def test_server_mask_preview_without_the_plot_extra_names_it(tmp_path, data_dir):
+    # before: "internal error in maskpreview: ModuleNotFoundError: No module named 'matplotlib'"
+    cal = json.loads((data_dir / "cal.json").read_text())
+    answer = _handler_answer(tmp_path, ["matplotlib"], "maskpreview",
+                             {"calibration": cal, "filenames": ["AAA_integ.msk"]},
+                             [(data_dir / "AAA_integ.msk").read_bytes()])
+    assert answer == {"result": "Error", "data": {"Error": "the mask preview needs the Python package "
+                      "'matplotlib', which is not installed: pip install 'saxsdog[plot]'"}}, answer
