@@ -204,3 +204,22 @@ def test_server_mask_preview_without_the_plot_extra_names_it(tmp_path, data_dir)
                              [(data_dir / "AAA_integ.msk").read_bytes()])
     assert answer == {"result": "Error", "data": {"Error": "the mask preview needs the Python package "
                       "'matplotlib', which is not installed: pip install 'saxsdog[plot]'"}}, answer
+
+
+def test_excel_output_without_openpyxl_names_the_merge_extra(tmp_path):
+    code = _BLOCKER + textwrap.dedent(f"""
+        import pandas as pd
+        from saxsdog.extras import MissingExtraError
+        from saxsdog.merge import write_merged
+        try:
+            write_merged(pd.DataFrame({{"file": ["a.tif"], "t": [1.0]}}), {str(tmp_path / 'merged.xlsx')!r})
+        except MissingExtraError as exc:
+            print(exc)
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", code, "openpyxl"], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("Excel output needs the Python package 'openpyxl', which is not installed: "
+                                   "pip install 'saxsdog[merge]'")
+    assert not list(tmp_path.iterdir())
