@@ -14,7 +14,7 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-__all__ = ["EXTRAS", "Extra", "MissingExtraError", "import_optional", "extra_of"]
+__all__ = ["EXTRAS", "Extra", "MissingExtraError", "import_optional", "extra_of", "missing_extra_message"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,18 @@ def extra_of(module: str) -> str:
     raise KeyError(module)
 
 
+def missing_extra_message(module: str, extra: str | None = None, needed_for: str | None = None) -> str:
+    """The one line saying that ``needed_for`` needs ``module`` and which extra installs it.
+
+    ``extra`` defaults to the one :data:`EXTRAS` lists for the module, ``needed_for`` to the
+    extra's purpose.
+    """
+    name = extra or extra_of(module)
+    what = needed_for or EXTRAS[name].purpose
+    return (f"{what} needs the Python package '{module.split('.', 1)[0]}', which is not installed: "
+            f"pip install 'saxsdog[{name}]'")
+
+
 def import_optional(module: str, extra: str | None = None, needed_for: str | None = None) -> ModuleType:
     """Import ``module``, or raise :class:`MissingExtraError` naming the extra to install.
 
@@ -77,7 +89,4 @@ def import_optional(module: str, extra: str | None = None, needed_for: str | Non
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        name = extra or extra_of(module)
-        what = needed_for or EXTRAS[name].purpose
-        raise MissingExtraError(f"{what} needs the Python package '{module.split('.', 1)[0]}', which is "
-                                f"not installed: pip install 'saxsdog[{name}]'") from exc
+        raise MissingExtraError(missing_extra_message(module, extra, needed_for)) from exc

@@ -52,6 +52,7 @@ import numpy as np
 
 from saxsdog.config import SchemaDoc
 from saxsdog.errors import ConfigFieldError, SaxsdogError
+from saxsdog.extras import import_optional
 from saxsdog.io.atomic import atomic_output
 
 __all__ = [
@@ -934,6 +935,7 @@ def write_merged(df, output: _PathLike, formats: Mapping[str, bool] | Iterable[s
         elif fmt == "hdf":
             _atomic(path, lambda p: _write_hdf(df, p, include_chi, include_tif))
         elif fmt == "exel":
+            import_optional("openpyxl", "merge", "Excel output")  # else pandas' own ImportError, mid-write
             _atomic(path, lambda p: df.to_excel(p, index=False, sheet_name="LogData",
                                                 engine="openpyxl"))
         written[fmt] = path

@@ -210,13 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from saxsdog.extras import MissingExtraError, import_optional
+
     try:
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        print(f"leash: error: the web leash needs {exc.name}: pip install starlette uvicorn websockets",
-              file=sys.stderr)
-        return EXIT_FAIL
+        for module in ("starlette", "uvicorn", "websockets"):
+            import_optional(module, "server", "leash")
+    except MissingExtraError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE  # 2, as every command whose extra is missing
     if args.local:
         return _local(args)
     return _remote(args)

@@ -194,6 +194,10 @@ def _check_demo(workdir: Path, n: int, out) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.svg or args.png or args.plotmonitor:  # else every image fails in the workers
+        from saxsdog.extras import import_optional
+
+        import_optional("matplotlib", "plot", "saxsdog -s, -p and -m")
     out = sys.stdout
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -292,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from saxsdog.pipeline.dask_pool import dask_pool_factory
         except ImportError as exc:
-            print(f"saxsdog: error: --scheduler: {exc}", file=sys.stderr)
+            print(f"saxsdog: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         pool_factory = dask_pool_factory(args.scheduler)
         if not args.verbose:  # distributed logs every connection at INFO

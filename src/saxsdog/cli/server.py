@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from saxsdog.pipeline.dask_pool import dask_pool_factory
         except ImportError as exc:
-            print(f"saxsdogserver: error: --scheduler needs dask[distributed]: {exc}", file=sys.stderr)
+            print(f"saxsdogserver: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         if not args.verbose:  # distributed logs every connection at INFO
             logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -175,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             http = start_http_server(handler, entry["Secret"], args.bind, args.http_port, allowed_hosts=names,
                                      max_body_bytes=args.max_message_bytes)
         except ImportError as exc:
-            print(f"saxsdogserver: error: the web leash needs {exc.name} (pip install starlette uvicorn "
-                  "websockets), or start with --no-http", file=sys.stderr)
+            from saxsdog.extras import missing_extra_message
+
+            print(f"saxsdogserver: error: {missing_extra_message(exc.name or 'starlette', 'server', 'the web leash')}"
+                  ", or start with --no-http", file=sys.stderr)
         except (OSError, RuntimeError) as exc:
             print(f"saxsdogserver: error: cannot serve the web leash on {args.bind}:{args.http_port}: {exc} "
                   "(choose --http-port, or --no-http)", file=sys.stderr)

@@ -53,7 +53,9 @@ try:
     from distributed import Client, Future, LocalCluster, WorkerPlugin
     from distributed.scheduler import KilledWorker
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("the Dask backend needs dask.distributed: pip install 'dask[distributed]>=2024.1'") from exc
+    from ..extras import MissingExtraError, missing_extra_message
+
+    raise MissingExtraError(missing_extra_message("distributed", "dask", "the Dask backend (--scheduler)")) from exc
 
 from ..calibration import Calibration
 from ..errors import SaxsdogError

@@ -9,10 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from ..extras import import_optional
 from ..io.atomic import atomic_output
 
 
 def _pyplot(interactive: bool = False):
+    import_optional("matplotlib", "plot", "the live plot (-m)")
     import matplotlib
 
     if not interactive:
@@ -25,6 +27,7 @@ def _pyplot(interactive: bool = False):
 def curve_figure(x: np.ndarray, intensity: np.ndarray, error: np.ndarray | None = None,
                  title: str = "", fig=None):
     """A log-intensity plot of a curve with its error band (empty bins left out)."""
+    import_optional("matplotlib", "plot", "curve plots (-s)")
     from matplotlib.figure import Figure
 
     fig = fig or Figure(figsize=(7, 4.5))
@@ -61,6 +64,7 @@ def write_curve_plot(curve, path: str | os.PathLike[str], title: str = "") -> No
 
 def write_image_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
     """Write an image as a log-scaled PNG (negative/dead pixels shown dark)."""
+    import_optional("matplotlib", "plot", "image PNGs (-p)")
     import matplotlib.image
 
     data = np.log10(np.clip(np.asarray(image, dtype=np.float64), 1, None))
@@ -99,6 +103,7 @@ def mask_preview_png(calibration: Mapping[str, Any], shape: tuple[int, int], ima
     import io
     import math
 
+    import_optional("matplotlib", "plot", "the mask preview")
     import matplotlib
 
     matplotlib.use("Agg", force=False)

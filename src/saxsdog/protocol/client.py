@@ -25,9 +25,13 @@ import re
 import time
 from typing import Any, Iterable, Mapping
 
-import zmq
+try:
+    import zmq
+except ImportError:  # pyzmq is the [server] extra; the request builders below work without it
+    zmq = None  # type: ignore[assignment]
 
 from saxsdog.errors import SaxsdogError
+from saxsdog.extras import import_optional
 
 from .commands import find_command
 from .messages import ERROR_RESULT, MAX_MESSAGE_BYTES, decode_response, encode_request, validate_response
@@ -97,6 +101,8 @@ class LeashClient:
         self.max_response_bytes = int(max_response_bytes)
         self.command_timeout = float(command_timeout)
         self.__secret = secret
+        if zmq is None:
+            import_optional("zmq", "server", "the leash client")
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
 

@@ -40,6 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import SaxsdogError
+from ..extras import MissingExtraError, import_optional
 from ..io.images import is_image_file
 from ..pipeline import QueueOptions
 from ..protocol.commands import PENDING_RESULT, Command, describe_commands, find_command
@@ -318,7 +319,7 @@ class CommandHandler:
         """:meth:`_run` as a response; never raises."""
         try:
             data = self._run(spec, argument, attachments)
-        except SaxsdogError as exc:
+        except (SaxsdogError, MissingExtraError) as exc:  # the latter names the extra to install
             return error_response(_cut(str(exc)))
         except Exception as exc:  # the server keeps serving whatever happens
             log.exception("command %s failed", spec.name)
@@ -601,6 +602,8 @@ class CommandHandler:
         """
         try:
             from ..merge import merge
+
+            import_optional("pandas", "merge", "the server")  # merge imports it only once it runs
         except ImportError as exc:
             raise ToolUnavailable(f"data merge is not available: {exc}") from None
         conf = arg["mergeconf"]

@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..extras import import_optional
 from ..io.codecs import FrameDecodeError, parse_encoding
 from .messages import SeriesEnd, SeriesHeader, StreamFormatError, StreamFrame
 from .stream2 import is_v2, parse_message_v2
@@ -204,6 +205,8 @@ class DectrisReceiver:
 
     def start(self, timeout: float = 10.0) -> "DectrisReceiver":
         """Connect and start receiving (returns once the socket is connected)."""
+        for module in ("zmq", "lz4.block", "cbor2"):  # else the receiving thread dies without a word
+            import_optional(module, "stream", "the detector stream")
         self._thread = threading.Thread(target=self._run, name="saxsdog-stream", daemon=True)
         self._thread.start()
         self._ready.wait(timeout)
