@@ -88,7 +88,7 @@ class LeashClient:
     """
 
     def __init__(self, server_url: str, secret: str | bytes, timeout: float = 10.0,
-                 context: zmq.Context | None = None,
+                 context: zmq.Context[zmq.Socket[bytes]] | None = None,
                  max_response_bytes: int = MAX_MESSAGE_BYTES, command_timeout: float = 600.0):
         if not isinstance(server_url, str) or "://" not in server_url:
             raise ValueError(f"server URL {server_url!r} is not a ZeroMQ URL like tcp://hostname:7777")
@@ -104,13 +104,13 @@ class LeashClient:
         if zmq is None:
             import_optional("zmq", "server", "the leash client")
         self._context = context or zmq.Context.instance()
-        self._socket: zmq.Socket | None = None
+        self._socket: zmq.Socket[bytes] | None = None
 
     def __repr__(self) -> str:
         return f"LeashClient(server_url={self.server_url!r}, timeout={self.timeout:g})"
 
     # -- socket handling ---------------------------------------------------------------
-    def _connect(self) -> zmq.Socket:
+    def _connect(self) -> zmq.Socket[bytes]:
         if self._socket is None:
             sock = self._context.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
