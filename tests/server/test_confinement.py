@@ -279,6 +279,36 @@ def test_worker_checks_the_image_when_it_opens_it(base, outside, data_dir):
     assert free.error is None
 
 
+def test_confined_outputs_are_the_same_files(base, data_dir):
+    """Confined, .chi files are written relative to their open folder and the per-frame NXcanSAS
+    file is built in a private folder first: the results are those of the plain command."""
+    import h5py
+
+    from saxsdog.io.nxcansas import read_nxcansas
+
+    cal = json.loads((data_dir / "cal.json").read_text())
+    calibration = Calibration(cal, base_dir=base / "run", attachments={0: (data_dir / "AAA_integ.msk").read_bytes()})
+    img = add_image(base, "x.tif")
+    for fmt in ("chi", "nxcansas"):
+        out = {}
+        for label, confine in (("free", None), ("confined", base)):
+            options = QueueOptions(output_format=fmt, out_dir=base / label, confine_to=confine)
+            [r] = ImageProcessor(calibration, options).process(ImageTask(str(img), str(base / "run")))
+            assert r.error is None and r.outputs, r
+            out[label] = [Path(o) for o in r.outputs]
+        for free, confined in zip(out["free"], out["confined"]):
+            assert free.name == confined.name
+            if fmt == "chi":
+                assert free.read_bytes() == confined.read_bytes()
+            else:
+                a, b = read_nxcansas(free), read_nxcansas(confined)
+                assert [e["name"] for e in a] == [e["name"] for e in b]
+                assert all((e["I"] == f["I"]).all() for e, f in zip(a, b))
+                with h5py.File(confined) as fh:
+                    assert fh.attrs["file_name"] == confined.name
+        assert not [p for p in (base / "confined").iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
 def test_write_output_bytes_replaces_a_link_at_its_name(tmp_path):
     base = tmp_path / "b"
     (base / "out").mkdir(parents=True)

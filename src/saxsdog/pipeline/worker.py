@@ -12,7 +12,7 @@ import numpy as np
 from ..calibration import Calibration
 from ..errors import CorruptImageError, ImageError, ImageShapeError
 from ..io.images import Frame, inside, iter_frames, read_header
-from .naming import OutputRefused, check_output_folder, frame_name, make_output_folder, output_base, write_output_bytes
+from .naming import OutputRefused, frame_name, make_output_folder, output_base, write_output_bytes
 from .options import OUTPUT_FORMATS, QueueOptions
 from .pool import heartbeat
 from .tasks import ArenaRef, ImageResult, ImageTask
@@ -156,6 +156,15 @@ class ImageProcessor:
                            "metadata": meta, "parameters": c.parameters})
         write_nxcansas(path, frames, self.calibration.raw, title=name)
 
+    def _nxcansas_bytes(self, file_name: str, name: str, curves: list, meta: dict[str, Any]) -> bytes:
+        """The NXcanSAS file of one frame, built where nobody else can write (a 0700 temporary folder)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="saxsdog-nxcansas-") as private:
+            path = Path(private) / file_name  # the same name: the file records it
+            self._write_nxcansas(path, name, curves, meta)
+            return path.read_bytes()
+
     def _integrate_frame(self, task: ImageTask, frame, outputs: list[Path], read_s: float,
                          name: str) -> ImageResult:
         t0 = time.perf_counter()
@@ -175,9 +184,11 @@ class ImageProcessor:
             make_output_folder(outputs[0].parent, confine)
         chi_outputs = outputs
         if self.format == "nxcansas" and self.nx_index:
-            if confine is not None:  # h5py writes by name: the folder is checked right before
-                check_output_folder(outputs[0].parent, confine)
-            self._write_nxcansas(outputs[0], name, curves, scalars)
+            if confine is None:
+                self._write_nxcansas(outputs[0], name, curves, scalars)
+            else:  # h5py opens by name: built in a private folder, then written like the .chi files
+                write_output_bytes(outputs[0], self._nxcansas_bytes(outputs[0].name, name, curves, scalars),
+                                   confine)
             chi_outputs = outputs[1:]
         for path, content in zip(chi_outputs, contents):
             write_output_bytes(path, content, confine)
