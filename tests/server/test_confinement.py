@@ -186,6 +186,29 @@ def test_output_folder_swapped_for_a_link_is_not_written_through(base, outside, 
         h.shutdown()
 
 
+@pytest.mark.parametrize("fmt", ["chi", "nxcansas", "nxcansas-run"])
+def test_confined_server_queue_writes_its_outputs(base, data_dir, fmt):
+    """The checks at use do not get in the way of a queue that nobody attacks."""
+    from saxsdog.io.nxcansas import read_nxcansas
+
+    h = make_handler(base, QueueOptions(workers=1, output_format=fmt))
+    try:
+        h.execute("new", *new_request(data_dir))
+        for name in ("a.tif", "b.tif"):
+            assert h.session.feeder_event(str(add_image(base, name))) is None
+        assert wait_for(lambda: h.stat()["images processed"] == 2), h.stat()
+        h.session.stop()
+        suffix = {"chi": "*.chi", "nxcansas": "*.h5", "nxcansas-run": "run*.h5"}[fmt]
+        written = sorted(p.name for p in (base / "work").glob(suffix))
+        assert written, list((base / "work").iterdir())
+        if fmt == "nxcansas-run":
+            assert len(read_nxcansas(base / "work" / "run.h5")) == 2
+        rows = (base / "work" / "results" / "filelist.txt").read_text().splitlines()
+        assert len(rows) == 3  # header and one row per image
+    finally:
+        h.shutdown()
+
+
 def test_premade_filelist_link_is_refused_at_new(base, outside, data_dir):
     """Before: the server opened the link and appended its rows to the outside file."""
     (base / "work" / "results").mkdir(parents=True)
@@ -334,6 +357,21 @@ def test_write_output_bytes_refuses_a_folder_leading_outside(tmp_path):
         check_output_folder(tmp_path, base)
     write_output_bytes(base / "out" / "x.chi", b"curve")  # no base: the user's choice
     assert (elsewhere / "x.chi").read_bytes() == b"curve"
+
+
+def test_claim_temporary_removes_a_link_planted_at_the_temporary_name(tmp_path):
+    """Run files are opened by h5py under a predictable temporary name: a link there is removed."""
+    from saxsdog.io.atomic import temporary_name
+    from saxsdog.pipeline.naming import claim_temporary
+
+    base = tmp_path / "b"
+    base.mkdir()
+    victim = tmp_path / "victim.h5"
+    victim.write_text("precious")
+    tmp = temporary_name(base / "run.h5")
+    os.symlink(victim, tmp)
+    claim_temporary(base / "run.h5", base)
+    assert not tmp.is_symlink() and tmp.is_file() and victim.read_text() == "precious"
 
 
 def test_open_output_refuses_a_link_at_its_name(tmp_path):

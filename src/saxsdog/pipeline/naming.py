@@ -105,6 +105,31 @@ def open_output(path: PathArg, flags: int, mode: int = 0o644, base: PathArg | No
     return fd
 
 
+def claim_temporary(path: PathArg, base: PathArg) -> None:
+    """Create this thread's temporary file for ``path`` as a new regular file, inside ``base``.
+
+    For writers that open the temporary name themselves (h5py's run files): a link planted
+    at that (predictable) name is removed, not written through; the writer then truncates
+    the file made here.
+
+    Raises
+    ------
+    OutputRefused
+        The folder resolves outside ``base``.
+    """
+    from ..io.atomic import temporary_name
+
+    check_output_folder(Path(path).parent, base)
+    tmp = temporary_name(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except FileExistsError:
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, 0o666)
+    os.close(fd)
+
+
 def write_output_bytes(path: PathArg, content: bytes, base: PathArg | None = None) -> None:
     """Write ``content`` to ``path`` atomically; with ``base``, only inside it.
 

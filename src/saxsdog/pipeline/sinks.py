@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..calibration import Calibration
 from .history import History
-from .naming import existing_run_files, frame_name, make_output_folder, open_output, run_file_path, write_output_bytes
+from .naming import claim_temporary, existing_run_files, frame_name, make_output_folder, open_output, run_file_path, write_output_bytes
 from .state import Record
 from .tasks import ImageResult
 
@@ -354,6 +354,8 @@ class RunSink:
                 from ..io.nxcansas import NXcanSASRunWriter
 
                 make_output_folder(self.folder, self.confine_to)
+                for path in run.paths if self.confine_to is not None else ():
+                    claim_temporary(path, self.confine_to)  # h5py opens it by name
                 for (k, _), path in zip(self.integrators, run.paths):
                     run.writers.append(NXcanSASRunWriter(path, self.calibration.integrators[k].x,
                                                          self.calibration.raw, title=run.name))
