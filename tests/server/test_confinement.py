@@ -284,6 +284,25 @@ def test_server_output_folder_outside_the_base_is_refused(tmp_path, base, data_d
         h.shutdown()
 
 
+def test_state_folder_swapped_for_a_link_is_not_written_through(base, outside, data_dir):
+    """BASEDIR/.saxsdog replaced by a link to an outside folder: the saved queue is not written there."""
+    h = make_handler(base)
+    try:
+        h.execute("new", *new_request(data_dir))
+        os.rename(base / ".saxsdog", base / ".saxsdog.orig")
+        os.symlink(outside, base / ".saxsdog")
+        s = h.session
+        r = h.execute("close")
+        assert r["result"] == "queue closed", r  # the log says the closing was not recorded
+        assert not (outside / "queue.json").exists()
+        # and a file there of the queue's name is not removed when the closed queue is forgotten
+        (outside / "queue.json").write_text(json.dumps({"queue_id": s.queue_id}))
+        assert s.wait_closed(60)
+        assert (outside / "queue.json").exists()
+    finally:
+        h.shutdown()
+
+
 # -- the checks at use, one by one ------------------------------------------------------
 
 def test_worker_checks_the_image_when_it_opens_it(base, outside, data_dir):

@@ -31,10 +31,10 @@ from typing import Any, Callable
 
 from ..calibration import Calibration
 from ..errors import CalibrationError, LedgerError
-from ..io.atomic import atomic_write_bytes, remove_stale_partials
+from ..io.atomic import remove_stale_partials
 from ..io.images import inside, is_image_file
 from ..pipeline import QueueOptions
-from ..pipeline.naming import OutputRefused, check_output_folder, results_dir
+from ..pipeline.naming import OutputRefused, check_output_folder, make_output_folder, results_dir, write_output_bytes
 from ..pipeline.queue import ImageQueue
 from ..pipeline.sources import walk_images
 from .ledger import Ledger, rebuild_from_outputs
@@ -356,9 +356,16 @@ class QueueSession:
             "attachment_names": {str(k): v for k, v in self.attachment_names.items()},
             "started": self.started,
         }
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.state_dir / "queue.json", json.dumps(record).encode())
+        confine = self._state_confinement()
+        make_output_folder(self.state_dir, confine)
+        write_output_bytes(self.state_dir / "queue.json", json.dumps(record).encode(), confine)
         self.ledger.set_meta("current_queue", self.queue_id)
+
+    def _state_confinement(self) -> Path | None:
+        """The base directory when the state folder is in it (the default ``BASEDIR/.saxsdog``):
+        a link swapped in there is not followed out.  A ``--state-dir`` elsewhere is the admin's."""
+        in_base = inside(os.path.dirname(os.path.abspath(self.state_dir)), self.basedir)
+        return self.basedir if in_base else None
 
     @staticmethod
     def load_saved(state_dir: Path) -> dict[str, Any] | None:
@@ -381,6 +388,9 @@ class QueueSession:
         its own already).
         """
         p = self.state_dir / "queue.json"
+        if self._state_confinement() is not None and not inside(self.state_dir, self.basedir):
+            log.error("not removing %s: the state folder resolves outside the base directory", p)
+            return
         try:
             if json.loads(p.read_text()).get("queue_id") != self.queue_id:
                 return
@@ -404,7 +414,7 @@ class QueueSession:
         self._rescan_stop.set()
         try:
             self.save(closing=True)
-        except OSError as exc:  # a full disk: the old record resumes the queue all the same
+        except (OSError, OutputRefused) as exc:  # a full disk: the old record resumes the queue all the same
             log.error("cannot record that the queue is closing: %s", exc)
         self.queue.close()
         self._close_thread = threading.Thread(target=self._finish_close, name="saxsdog-close", daemon=True)
