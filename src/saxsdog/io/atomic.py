@@ -8,6 +8,7 @@ process is gone (:func:`remove_stale_partials`).
 * :func:`atomic_output` -- a context manager yielding the temporary path, for writers
   that want a file name (h5py, matplotlib, NumPy, ``shutil.copyfile``);
 * :func:`atomic_write_bytes` / :func:`atomic_write_text` -- content in one call;
+  :func:`atomic_write_bytes_at` relative to an open folder (confined outputs);
 * :class:`PendingFile` -- a temporary file kept open across calls and committed later
   (the raw-frame writer's data files);
 * ``mode=0o600`` creates the temporary file with those permissions before anything is
@@ -28,6 +29,7 @@ __all__ = [
     "atomic_copy",
     "atomic_output",
     "atomic_write_bytes",
+    "atomic_write_bytes_at",
     "atomic_write_text",
     "remove_stale_partials",
     "set_aside",
@@ -120,6 +122,37 @@ def atomic_write_bytes(path: str | os.PathLike[str], content: bytes, mode: int |
     """Write ``content`` to ``path`` atomically."""
     with atomic_output(path, mode, fsync) as tmp, open(tmp, "wb") as fh:
         fh.write(content)
+
+
+def atomic_write_bytes_at(dir_fd: int, name: str, content: bytes) -> None:
+    """Write ``content`` to ``name`` inside the open folder ``dir_fd`` atomically.
+
+    Everything happens relative to that folder (a folder on its path swapped for a link
+    meanwhile cannot redirect it); the temporary file is created with ``O_EXCL |
+    O_NOFOLLOW`` (a link planted at its name is removed, never written through); a link at
+    ``name`` itself is replaced by the new file.
+    """
+    tmp = temporary_name(name).name
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(tmp, flags, 0o666, dir_fd=dir_fd)
+    except FileExistsError:  # left by a dead writer with our pid and thread id (or planted)
+        os.unlink(tmp, dir_fd=dir_fd)
+        fd = os.open(tmp, flags, 0o666, dir_fd=dir_fd)
+    try:
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8",

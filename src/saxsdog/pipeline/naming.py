@@ -1,14 +1,171 @@
-"""Where an image's outputs go (the original's naming rules)."""
+"""Where an image's outputs go (the original's naming rules), and keeping them inside a base folder.
+
+The server confines every output to its base directory (:attr:`QueueOptions.confine_to`);
+the plain ``saxsdog`` command has no base and writes where the user says.  Confined, an
+output is checked when it is written, not only when the queue starts: a folder on the
+way that became a symbolic link to an outside folder since is refused
+(:class:`OutputRefused`), and a symbolic link at the output's own name is never written
+through (the atomic rename replaces the link itself, :func:`write_output_bytes` creates
+its temporary file with ``O_NOFOLLOW``, the live file list opens with ``O_NOFOLLOW``).
+"""
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
 from pathlib import Path
 
+from ..errors import SaxsdogError
+from ..io.atomic import atomic_write_bytes, atomic_write_bytes_at
+from ..io.images.discovery import inside
 from ..io.images.registry import strip_image_suffix
 from .options import QueueOptions
+
+PathArg = str | os.PathLike[str]
+
+
+class OutputRefused(SaxsdogError):
+    """An output the server will not write: its folder resolves outside the base directory,
+    or its name is a symbolic link."""
+
+
+def _nearest_existing(folder: Path) -> Path:
+    p = folder
+    while not os.path.lexists(p) and p.parent != p:
+        p = p.parent
+    return p
+
+
+def check_output_folder(folder: PathArg, base: PathArg) -> Path:
+    """The real path of ``folder``, which must be ``base`` or below it (symbolic links resolved now).
+
+    ``folder`` need not exist yet: then its nearest existing ancestor is checked too (a
+    ``mkdir`` below a link to an outside folder would create folders outside).
+
+    Raises
+    ------
+    OutputRefused
+        The folder (or the ancestor that exists) resolves outside ``base``.
+    """
+    folder = Path(os.path.abspath(folder))
+    existing = _nearest_existing(folder)
+    for p in {existing, folder}:
+        if not inside(p, base):
+            raise OutputRefused(f"the output folder {folder} resolves to {os.path.realpath(p)}, outside the "
+                                f"server's base directory {os.path.realpath(base)}: nothing is written there")
+    return Path(os.path.realpath(folder))
+
+
+def make_output_folder(folder: PathArg, base: PathArg | None = None) -> Path:
+    """Create ``folder`` (and its parents); with ``base``, only inside it (checked before and after)."""
+    if base is None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return Path(folder)
+    check_output_folder(folder, base)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return check_output_folder(folder, base)  # a link swapped in meanwhile
+
+
+def _fd_inside(fd: int, base: PathArg) -> bool:
+    """Whether the open folder ``fd`` is inside ``base`` (Linux: where it really is now)."""
+    proc = f"/proc/self/fd/{fd}"
+    if not os.path.exists(proc):
+        return True  # no /proc: the checks by name before opening are all there is
+    return inside(os.readlink(proc), base)
+
+
+def open_output(path: PathArg, flags: int, mode: int = 0o644, base: PathArg | None = None) -> int:
+    """``os.open`` of an output file kept open (the live file list); with ``base``, only inside it.
+
+    Confined, the folder must resolve inside ``base`` and ``path`` itself must not be a
+    symbolic link (``O_NOFOLLOW``): appending through a link would write wherever it
+    points.
+
+    Raises
+    ------
+    OutputRefused
+        The folder resolves outside ``base``, or ``path`` is a symbolic link.
+    """
+    if base is None:
+        return os.open(path, flags, mode)
+    check_output_folder(Path(path).parent, base)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputRefused(f"{path} is a symbolic link (to {os.path.realpath(path)}): the server never "
+                                f"writes through one; remove the link and a new file is started") from None
+        raise
+    if not _fd_inside(fd, base):
+        os.close(fd)
+        raise OutputRefused(f"{path} resolves outside the server's base directory {os.path.realpath(base)}: "
+                            f"nothing is written there")
+    return fd
+
+
+def claim_temporary(path: PathArg, base: PathArg) -> None:
+    """Create this thread's temporary file for ``path`` as a new regular file, inside ``base``.
+
+    For writers that open the temporary name themselves (h5py's run files): a link planted
+    at that (predictable) name is removed, not written through; the writer then truncates
+    the file made here.
+
+    Raises
+    ------
+    OutputRefused
+        The folder resolves outside ``base``.
+    """
+    from ..io.atomic import temporary_name
+
+    check_output_folder(Path(path).parent, base)
+    tmp = temporary_name(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except FileExistsError:
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, 0o666)
+    os.close(fd)
+
+
+def write_output_bytes(path: PathArg, content: bytes, base: PathArg | None = None) -> None:
+    """Write ``content`` to ``path`` atomically; with ``base``, only inside it.
+
+    Confined, the folder is opened once (``O_NOFOLLOW``) and checked to be inside ``base``,
+    and the temporary file is created and renamed relative to that open folder: a folder
+    swapped for a link after the check cannot redirect the write, and neither can a link
+    at the temporary name (``O_EXCL | O_NOFOLLOW``).  A link at the output's own name is
+    replaced by the new file, never written through.
+
+    Raises
+    ------
+    OutputRefused
+        The folder resolves outside ``base``.
+    """
+    path = Path(path)
+    if base is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, content)
+        return
+    real_folder = check_output_folder(path.parent, base)
+    if not real_folder.is_dir():
+        real_folder = make_output_folder(path.parent, base)
+    try:
+        dir_fd = os.open(real_folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OutputRefused(f"the output folder {path.parent} was replaced by a symbolic link: "
+                                f"nothing is written there") from None
+        raise
+    try:
+        if not _fd_inside(dir_fd, base):
+            raise OutputRefused(f"the output folder {path.parent} moved outside the server's base directory "
+                                f"{os.path.realpath(base)}: nothing is written there")
+        atomic_write_bytes_at(dir_fd, path.name, content)
+    finally:
+        os.close(dir_fd)
 
 
 def image_stem(path: str | os.PathLike[str]) -> str:

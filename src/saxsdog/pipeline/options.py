@@ -61,6 +61,10 @@ class QueueOptions:
     keep_curves
         Send the curves back to the coordinator (for live plots), at most every
         ``curve_interval`` seconds per worker.
+    confine_to
+        Base directory (the server's): every image read and every output written must
+        resolve inside it, checked when it is used (:mod:`saxsdog.pipeline.naming`).
+        ``None`` (the ``saxsdog`` command): no confinement.
     """
 
     workers: int = 2
@@ -80,3 +84,4 @@ class QueueOptions:
     keep_curves: bool = False
     task_timeout: float = 60.0
     curve_interval: float = 0.1
+    confine_to: Path | None = None

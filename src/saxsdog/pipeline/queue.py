@@ -159,12 +159,14 @@ class ImageQueue:
             self._sink = RunSink(calibration, output_root(self.root, self.options), self._run_name,
                                  replace=self.options.replace_run_file and self.options.overwrite
                                  and not self.options.resume,
-                                 skip_known=self.options.resume or not self.options.overwrite)
+                                 skip_known=self.options.resume or not self.options.overwrite,
+                                 confine_to=self.options.confine_to)
         self._arena: PayloadArena | None = None
         self._shipped: dict[str, ImageTask] = {}  # path -> original task, while its payload is in the arena
         self.filelist: LiveFileList | None = None
         if self.options.live_filelist:
-            self.filelist = LiveFileList(results_dir(self.root, self.options) / "filelist.txt")
+            self.filelist = LiveFileList(results_dir(self.root, self.options) / "filelist.txt",
+                                         confine_to=self.options.confine_to)
         # the order matters: the run file sets the outputs the others record
         self._tracker_sink = TrackerSink(tracker) if tracker is not None else None
         self.sinks: list[Sink] = [s for s in (self._sink, self._tracker_sink, self.filelist) if s is not None]
@@ -273,7 +275,8 @@ class ImageQueue:
 
     def fill_from_directory(self, in_threads: bool = False, force: bool = False) -> int:
         """Queue every image already in the directory; returns how many."""
-        images, ignored = walk_images(self.root, self.options.directories, in_threads)
+        images, ignored = walk_images(self.root, self.options.directories, in_threads,
+                                      confine_to=self.options.confine_to)
         self.ignored_files += ignored
         for p in images:
             self.push(p, force)
@@ -282,7 +285,7 @@ class ImageQueue:
     def watch(self) -> None:
         """Also queue images that appear later (recursively)."""
         if self._watcher is None:
-            self._watcher = DirectoryWatcher(self.root, self.push)
+            self._watcher = DirectoryWatcher(self.root, self.push, confine_to=self.options.confine_to)
             self._watcher.start()
 
     def wait_until_idle(self, timeout: float | None = None) -> bool:

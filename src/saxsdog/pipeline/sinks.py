@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..calibration import Calibration
 from .history import History
-from .naming import existing_run_files, frame_name, run_file_path
+from .naming import claim_temporary, existing_run_files, frame_name, make_output_folder, open_output, run_file_path, write_output_bytes
 from .state import Record
 from .tasks import ImageResult
 
@@ -132,18 +132,24 @@ class LiveFileList:
     process is cut off when the file is opened.  Rows that cannot be written (a full disk)
     are kept and written by :meth:`flush`; a failed write is cut back, so the file never
     holds a partial line.
+
+    With ``confine_to`` (the server's base directory) the file's folder must resolve inside
+    it, and a symbolic link at the file's name is refused (:class:`~saxsdog.pipeline.naming.OutputRefused`,
+    naming the link), not appended through: the queue does not start, and starts once the
+    link is removed.  Rewrites replace the name with a regular file.
     """
 
     HEADER = "file\toutput\tI0\tI1\tI2\timage_time\n"
     name = "file list"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, confine_to: Path | None = None):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.confine_to = confine_to
+        make_output_folder(path.parent, confine_to)
         self._rows: dict[str, int] = {}  # key -> hash of its line
         self._waiting: list[str] = []  # lines not written yet (disk full)
         self._replaced: dict[str, str] = {}  # key -> new line, for the next rewrite
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = open_output(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644, confine_to)
         self._load()
 
     def _load(self) -> None:
@@ -221,9 +227,12 @@ class LiveFileList:
         for line in lines[1:]:
             key = line.split("\t", 1)[0]
             out.append(self._replaced.get(key, line))
-        atomic_write_bytes(self.path, "".join(out).encode())
+        if self.confine_to is None:
+            atomic_write_bytes(self.path, "".join(out).encode())
+        else:
+            write_output_bytes(self.path, "".join(out).encode(), self.confine_to)
         os.close(self._fd)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+        self._fd = open_output(self.path, os.O_RDWR | os.O_APPEND, 0o644, self.confine_to)
         self._replaced.clear()
 
     def close(self) -> None:
@@ -275,12 +284,16 @@ class RunSink:
         Called once, when the default run's name is first needed: returns it.
     replace, skip_known
         See above.
+    confine_to
+        The server's base directory: the folder must resolve inside it whenever a run file
+        is started there (checked then, not only when the queue starts).
     """
 
     def __init__(self, calibration: Calibration, folder: Path, run_name: Callable[[], str],
-                 replace: bool = False, skip_known: bool = False):
+                 replace: bool = False, skip_known: bool = False, confine_to: Path | None = None):
         self.calibration = calibration
         self.folder = Path(folder)
+        self.confine_to = confine_to
         self._run_name = run_name
         self.replace = replace
         self.skip_known = skip_known
@@ -340,6 +353,9 @@ class RunSink:
             if not run.writers:
                 from ..io.nxcansas import NXcanSASRunWriter
 
+                make_output_folder(self.folder, self.confine_to)
+                for path in run.paths if self.confine_to is not None else ():
+                    claim_temporary(path, self.confine_to)  # h5py opens it by name
                 for (k, _), path in zip(self.integrators, run.paths):
                     run.writers.append(NXcanSASRunWriter(path, self.calibration.integrators[k].x,
                                                          self.calibration.raw, title=run.name))

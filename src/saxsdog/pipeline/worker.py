@@ -11,9 +11,8 @@ import numpy as np
 
 from ..calibration import Calibration
 from ..errors import CorruptImageError, ImageError, ImageShapeError
-from ..io.atomic import atomic_write_bytes
-from ..io.images import Frame, iter_frames, read_header
-from .naming import frame_name, output_base
+from ..io.images import Frame, inside, iter_frames, read_header
+from .naming import OutputRefused, frame_name, make_output_folder, output_base, write_output_bytes
 from .options import OUTPUT_FORMATS, QueueOptions
 from .pool import heartbeat
 from .tasks import ArenaRef, ImageResult, ImageTask
@@ -46,6 +45,12 @@ class ImageProcessor:
 
     Phi-mode integrators (I versus azimuth, not q) keep their ``.chi`` files in both
     NXcanSAS formats.
+
+    With ``options.confine_to`` (the server's base directory) an image is read only if its
+    real path is inside it, checked right before it is opened (a file swapped for a
+    symbolic link to an outside file after it was queued fails, unread), and each
+    output's folder is checked when the output is written (:mod:`saxsdog.pipeline.naming`);
+    both failures are final (not retried) and name the path.
     """
 
     def __init__(self, calibration: Calibration, options: QueueOptions, arena: Any = None):
@@ -86,6 +91,10 @@ class ImageProcessor:
 
     def _frames(self, task: ImageTask) -> Iterator[Frame]:
         if task.payload is None:
+            base = self.options.confine_to
+            if base is not None and not inside(task.path, base):
+                raise ImageError(task.path, f"its real path {os.path.realpath(task.path)} is outside the "
+                                            f"server's base directory {os.path.realpath(base)}: not read")
             yield from iter_frames(task.path, expected_shape=self.calibration.shape)
             return
         from ..io.codecs import FrameDecodeError, decode_frame
@@ -128,6 +137,9 @@ class ImageProcessor:
         except ImageError as exc:
             results.append(ImageResult(task.path, len(results), error=exc.reason, retryable=exc.retryable,
                                        processed_at=time.time(), worker=os.getpid()))
+        except OutputRefused as exc:  # a folder on the way became a link to outside the base
+            results.append(ImageResult(task.path, len(results), error=str(exc), processed_at=time.time(),
+                                       worker=os.getpid()))
         except Exception as exc:  # never let one image take the worker down
             results.append(ImageResult(task.path, len(results), error=f"{type(exc).__name__}: {exc}",
                                        processed_at=time.time(), worker=os.getpid()))
@@ -144,6 +156,15 @@ class ImageProcessor:
                            "metadata": meta, "parameters": c.parameters})
         write_nxcansas(path, frames, self.calibration.raw, title=name)
 
+    def _nxcansas_bytes(self, file_name: str, name: str, curves: list, meta: dict[str, Any]) -> bytes:
+        """The NXcanSAS file of one frame, built where nobody else can write (a 0700 temporary folder)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="saxsdog-nxcansas-") as private:
+            path = Path(private) / file_name  # the same name: the file records it
+            self._write_nxcansas(path, name, curves, meta)
+            return path.read_bytes()
+
     def _integrate_frame(self, task: ImageTask, frame, outputs: list[Path], read_s: float,
                          name: str) -> ImageResult:
         t0 = time.perf_counter()
@@ -158,26 +179,39 @@ class ImageProcessor:
             every = self.calibration.chi_bytes(curves)
             contents = every if self.format == "chi" else [every[i] for i in self.chi_index]
         t1 = time.perf_counter()
+        confine = self.options.confine_to
         if outputs:
-            outputs[0].parent.mkdir(parents=True, exist_ok=True)
+            make_output_folder(outputs[0].parent, confine)
         chi_outputs = outputs
         if self.format == "nxcansas" and self.nx_index:
-            self._write_nxcansas(outputs[0], name, curves, scalars)
+            if confine is None:
+                self._write_nxcansas(outputs[0], name, curves, scalars)
+            else:  # h5py opens by name: built in a private folder, then written like the .chi files
+                write_output_bytes(outputs[0], self._nxcansas_bytes(outputs[0].name, name, curves, scalars),
+                                   confine)
             chi_outputs = outputs[1:]
         for path, content in zip(chi_outputs, contents):
-            atomic_write_bytes(path, content)
+            write_output_bytes(path, content, confine)
         if self.options.write_svg or self.options.write_png:
             base = output_base(task.path, task.root, self.options,
                                frame.index if frame.nframes > 1 else None, stem=task.output_stem)
-            base.parent.mkdir(parents=True, exist_ok=True)
+            make_output_folder(base.parent, confine)
             if self.options.write_svg:
-                from .plots import write_curve_plot
+                svg = base.with_name(base.name + ".svg")
+                if confine is None:
+                    from .plots import write_curve_plot
 
-                write_curve_plot(curves[0], base.with_name(base.name + ".svg"), title=Path(task.path).name)
+                    write_curve_plot(curves[0], svg, title=Path(task.path).name)
+                else:  # rendered in memory, written like the .chi files (checked at the write)
+                    write_output_bytes(svg, _curve_svg(curves[0], Path(task.path).name), confine)
             if self.options.write_png:
-                from .plots import write_image_png
+                png = base.with_name(base.name + ".png")
+                if confine is None:
+                    from .plots import write_image_png
 
-                write_image_png(frame.data, base.with_name(base.name + ".png"))
+                    write_image_png(frame.data, png)
+                else:
+                    write_output_bytes(png, _image_png(frame.data), confine)
         t2 = time.perf_counter()
         image_time = meta.get("timestamp")
         if image_time is None and task.payload is None:
@@ -203,6 +237,33 @@ class ImageProcessor:
             processed_at=time.time(), worker=os.getpid(), metadata=scalars, curves=graphs, name=name,
             live=live,
         )
+
+
+def _curve_svg(curve, title: str) -> bytes:
+    """The SVG of :func:`~saxsdog.pipeline.plots.write_curve_plot`, in memory."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from .plots import curve_figure
+
+    fig = curve_figure(curve.x, curve.intensity, curve.poisson, title)
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg")
+    return buf.getvalue()
+
+
+def _image_png(image: np.ndarray) -> bytes:
+    """The PNG of :func:`~saxsdog.pipeline.plots.write_image_png`, in memory."""
+    import io
+
+    import matplotlib.image
+
+    data = np.log10(np.clip(np.asarray(image, dtype=np.float64), 1, None))
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, data, cmap="viridis", origin="upper", format="png")
+    return buf.getvalue()
 
 
 def image_time_of(path: str) -> float | None:

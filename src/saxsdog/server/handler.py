@@ -470,7 +470,7 @@ class CommandHandler:
             "waiting for space": st.get("waiting_for_space", 0),
             "outputs renamed": st.get("outputs_renamed", 0),
             "closing queue length": closing,
-            "error": None if s.queue.error is None else str(s.queue.error),
+            "error": s.error,  # the backend is gone, or the queue directory is refused
             "feeder events rejected": s.events_rejected,
             "time": now,
             "start time": s.started,

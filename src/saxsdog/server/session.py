@@ -3,11 +3,21 @@
 The queue's definition (calibration, directory, mask attachments) is saved in the state
 directory so a server restarted after a crash resumes it: unfinished ledger rows are
 queued again and a reconciliation scan finds images whose feeder events were lost.
+
+Everything a queue reads or writes stays inside the server's base directory, checked when
+it is used and not only at ``new`` (symbolic links resolved then): the walks, rescans,
+``readdir`` and the watch skip what resolves outside (with a warning), the workers check an
+image's real path right before opening it, every output's folder is checked when it is
+written and a link at an output's own name is never written through
+(:mod:`saxsdog.pipeline.naming`).  The queue directory itself is re-resolved whenever it is
+scanned: swapped for a symbolic link after ``new`` it is refused (:attr:`QueueSession.error`,
+shown in ``stat``), not processed.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,10 +31,10 @@ from typing import Any, Callable
 
 from ..calibration import Calibration
 from ..errors import CalibrationError, LedgerError
-from ..io.atomic import atomic_write_bytes, remove_stale_partials
-from ..io.images import is_image_file
+from ..io.atomic import remove_stale_partials
+from ..io.images import inside, is_image_file
 from ..pipeline import QueueOptions
-from ..pipeline.naming import results_dir
+from ..pipeline.naming import OutputRefused, check_output_folder, make_output_folder, results_dir, write_output_bytes
 from ..pipeline.queue import ImageQueue
 from ..pipeline.sources import walk_images
 from .ledger import Ledger, rebuild_from_outputs
@@ -169,11 +179,22 @@ class QueueSession:
     attachments
         Mask file contents, keyed by mask index.
     options
-        Queue options (outputs, workers, ...).
+        Queue options (outputs, workers, ...); the queue's copy is confined to ``basedir``
+        (:attr:`QueueOptions.confine_to`).
     queue_id
         Reuse an id (restoring after a restart); ``None`` for a new queue.
     pool_factory
         Execution backend for the image queue (default: local worker processes).
+
+    Raises
+    ------
+    PathOutsideBase
+        The directory is not a folder inside ``basedir``, or the queue's outputs would go
+        outside it.  A queue on the base directory itself (directory ``""`` or ``"."``) with
+        the default ``-R ../work`` is refused so: its outputs would go to
+        ``BASEDIR/../work``.  The message names the fix (a sub-folder as the queue
+        directory, or an output folder inside the base directory with ``-o``/``-R``); the
+        outputs are not moved elsewhere silently.
     """
 
     def __init__(self, basedir: Path, state_dir: Path, ledger: Ledger, directory, calibration: dict[str, Any],
@@ -188,7 +209,10 @@ class QueueSession:
             raise PathOutsideBase(f"{directory!r} is not a directory inside the base directory")
         self.calibration_raw = calibration
         self.attachments = attachments
-        self.options = options
+        self.options = dataclasses.replace(options, confine_to=self.basedir)
+        #: Why the queue directory is refused now (replaced by a link since ``new``), or ``None``.
+        self.directory_error: str | None = None
+        self._check_output_location()
         self.restored = queue_id is not None
         self.queue_id = queue_id or uuid.uuid4().hex
         self._check_mask_paths()
@@ -196,7 +220,7 @@ class QueueSession:
         self.calibration = Calibration(calibration, base_dir=self.directory, attachments=attachments,
                                        attachment_names=self.attachment_names)
         self.tracker = LedgerTracker(ledger, self.queue_id)
-        self.queue = ImageQueue(self.calibration, self.directory, options, tracker=self.tracker,
+        self.queue = ImageQueue(self.calibration, self.directory, self.options, tracker=self.tracker,
                                 pool_factory=pool_factory)
         self.started = time.time()
         self._rescan_stop = threading.Event()
@@ -207,6 +231,65 @@ class QueueSession:
         self.closing = False
         self.stopped = False
         self.events_rejected = 0
+
+    def _check_output_location(self) -> None:
+        """The outputs of the queue directory's own images (the shallowest) must go inside the base.
+
+        Images in sub-folders write below their own folder's ``-R`` target, which is inside
+        that one, so checking the queue directory's covers them all.
+        """
+        outputs = results_dir(self.directory, self.options).parent
+        try:
+            check_output_folder(outputs, self.basedir)
+        except OutputRefused:
+            rel = os.path.relpath(self.directory, self.basedir)
+            where = "the base directory itself" if rel == "." else f"{rel!r}"
+            how = (f"-o {self.options.out_dir}" if self.options.out_dir is not None
+                   else f"-R {self.options.relpath}")
+            raise PathOutsideBase(
+                f"the outputs of a queue on {where} would go to {os.path.normpath(outputs)} ({how}), outside the "
+                f"server's base directory {self.basedir}: choose a sub-folder of the base directory as the "
+                f"queue directory, or start the server with an output folder inside the base directory "
+                f"(-o, or a -R that stays inside)") from None
+
+    def check_directory(self) -> None:
+        """Re-resolve the queue directory now (before each scan): it must still be the folder of ``new``.
+
+        Raises
+        ------
+        PathOutsideBase
+            It (or a folder above it) was replaced by a symbolic link, or it is gone;
+            :attr:`directory_error` says why until it is back.
+        """
+        real = os.path.realpath(self.directory)
+        rel = os.path.relpath(self.directory, self.basedir)
+        problem = None
+        if real != str(self.directory):
+            where = "outside the server's base directory" if not inside(real, self.basedir) else "elsewhere"
+            problem = (f"the queue directory {rel!r} was replaced by a symbolic link to {real} ({where}) "
+                       f"after the queue started: it is not processed (start a new queue on a real folder)")
+        elif not os.path.isdir(real):
+            problem = f"the queue directory {rel!r} is gone: nothing is processed until it is back"
+        if problem != self.directory_error:
+            if problem is not None:
+                log.error("%s", problem)
+            else:
+                log.info("the queue directory %r is a folder again", rel)
+            self.directory_error = problem
+        if problem is not None:
+            raise PathOutsideBase(problem)
+
+    @property
+    def error(self) -> str | None:
+        """What keeps the queue from working (``stat``): the backend is gone, or the directory is refused."""
+        if self.queue.error is not None:
+            return str(self.queue.error)
+        return self.directory_error
+
+    def _walk(self) -> list[str]:
+        """The images of the queue directory, confined to the base directory (re-resolved first)."""
+        self.check_directory()
+        return walk_images(self.directory, self.options.directories, confine_to=self.basedir)[0]
 
     def _check_mask_paths(self) -> None:
         """Mask files not sent as attachments must lie inside the base directory."""
@@ -228,14 +311,14 @@ class QueueSession:
         if self.restored:  # writers killed with the old server left temporary files
             outputs = results_dir(self.directory, self.options).parent
             for folder in {self.directory, outputs}:
-                if folder.is_dir():
+                if folder.is_dir() and inside(folder, self.basedir):
                     remove_stale_partials(folder)
         if self.restored and self.ledger.fresh:  # the ledger was lost or refused: trust the outputs on disk
             from ..pipeline.tasks import ImageTask
             from ..pipeline.worker import ImageProcessor
 
             outputs_of = ImageProcessor(self.calibration, self.options).outputs_for
-            rebuild_from_outputs(self.ledger, self.queue_id, walk_images(self.directory, self.options.directories)[0],
+            rebuild_from_outputs(self.ledger, self.queue_id, self._walk(),
                                  lambda p: outputs_of(ImageTask(p, str(self.directory)), None),
                                  lambda p: _sig_text(_stat_sig(p)))
         self.queue.start()
@@ -252,7 +335,7 @@ class QueueSession:
                 return
             self.reconcile()
         else:
-            images, _ = walk_images(self.directory, self.options.directories)
+            images = self._walk()
             self.ledger.mark_preexisting(self.queue_id, [(p, _sig_text(_stat_sig(p))) for p in images])
             self.save()
         if watch:
@@ -273,9 +356,16 @@ class QueueSession:
             "attachment_names": {str(k): v for k, v in self.attachment_names.items()},
             "started": self.started,
         }
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.state_dir / "queue.json", json.dumps(record).encode())
+        confine = self._state_confinement()
+        make_output_folder(self.state_dir, confine)
+        write_output_bytes(self.state_dir / "queue.json", json.dumps(record).encode(), confine)
         self.ledger.set_meta("current_queue", self.queue_id)
+
+    def _state_confinement(self) -> Path | None:
+        """The base directory when the state folder is in it (the default ``BASEDIR/.saxsdog``):
+        a link swapped in there is not followed out.  A ``--state-dir`` elsewhere is the admin's."""
+        in_base = inside(os.path.dirname(os.path.abspath(self.state_dir)), self.basedir)
+        return self.basedir if in_base else None
 
     @staticmethod
     def load_saved(state_dir: Path) -> dict[str, Any] | None:
@@ -298,6 +388,9 @@ class QueueSession:
         its own already).
         """
         p = self.state_dir / "queue.json"
+        if self._state_confinement() is not None and not inside(self.state_dir, self.basedir):
+            log.error("not removing %s: the state folder resolves outside the base directory", p)
+            return
         try:
             if json.loads(p.read_text()).get("queue_id") != self.queue_id:
                 return
@@ -321,7 +414,7 @@ class QueueSession:
         self._rescan_stop.set()
         try:
             self.save(closing=True)
-        except OSError as exc:  # a full disk: the old record resumes the queue all the same
+        except (OSError, OutputRefused) as exc:  # a full disk: the old record resumes the queue all the same
             log.error("cannot record that the queue is closing: %s", exc)
         self.queue.close()
         self._close_thread = threading.Thread(target=self._finish_close, name="saxsdog-close", daemon=True)
@@ -364,9 +457,15 @@ class QueueSession:
 
     # -- sources ---------------------------------------------------------------------
     def reconcile(self) -> int:
-        """Queue images the ledger has never seen (their events were lost)."""
+        """Queue images the ledger has never seen (their events were lost).
+
+        Nothing is queued while the queue directory is refused (:meth:`check_directory`).
+        """
+        try:
+            images = self._walk()
+        except PathOutsideBase:
+            return 0  # logged, and shown in stat
         known = self.ledger.known(self.queue_id)
-        images, _ = walk_images(self.directory, self.options.directories)
         n = 0
         for p in images:
             if p not in known:
@@ -403,7 +502,14 @@ class QueueSession:
         return None
 
     def readdir(self) -> int:
-        """Queue every image in the directory again (processes them anew)."""
+        """Queue every image in the directory again (processes them anew).
+
+        Raises
+        ------
+        PathOutsideBase
+            The queue directory was replaced by a symbolic link since ``new``.
+        """
+        self.check_directory()
         return self.queue.fill_from_directory(force=True)
 
 
