@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "with a one-time launch code), or of a private local server for a directory (--local).",
         epilog="Examples:\n  leash                      # server 0 of ~/.saxsdognetwork\n"
                "  leash -N 1 --http-port 8080\n  leash --url http://127.0.0.1:7780\n"
-               "  leash --local ~/data        # local-server mode, until Ctrl-C",
+               "  leash --local ~/data        # local-server mode, until Ctrl-C (queues in sub-folders)\n"
+               "  leash --local ~/data/run42 -R work   # a queue on the folder itself, outputs in run42/work",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", help="web leash address, e.g. http://127.0.0.1:7780 (default: the network "
                                  "file's server host and --http-port)")
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="port of the local server (default: any free port)")
     p.add_argument("-t", "--threads", type=int, default=2, help="worker processes of the local server (default 2)")
     p.add_argument("-w", "--watch", action="store_true", help="local server: also watch the queue directory")
+    p.add_argument("-R", "--relpath", default="../work",
+                   help="local server: output folder relative to each image (default ../work; outputs must stay "
+                        "inside DIR, so a queue on DIR itself needs e.g. -R work)")
     p.add_argument("--no-browser", action="store_true", help="print the URL instead of opening a browser")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -159,7 +163,7 @@ def _local(args) -> int:
     if not basedir.is_dir():
         print(f"leash: error: {basedir} is not a directory", file=sys.stderr)
         return EXIT_USAGE
-    options = QueueOptions(workers=args.threads, keep_curves=True)
+    options = QueueOptions(workers=args.threads, keep_curves=True, relpath=args.relpath)
     try:
         handler = CommandHandler(basedir, options, watch=args.watch, rescan_interval=0)
     except SaxsdogError as exc:
