@@ -247,3 +247,79 @@ def test_close_finishes_the_queued_images_and_ignores_new_ones(cal, data_dir, tm
     finally:
         q.stop()
     assert q.history.processed == 5 and q.stats()["ignored_after_close"] == 1
+
+
+def sasdata_titles(path: Path) -> list[str]:
+    pytest.importorskip("sasdata")
+    from sasdata.dataloader.loader import Loader
+
+    return [d.title for d in Loader().load(str(path))]
+
+
+def test_full_disk_under_the_run_file_pauses_the_queue_and_completes_the_file_once_freed(
+        cal, data_dir, tmp_path, small_tmpfs):
+    """Part 2 item 3 for ``--format nxcansas-run``: the run file's frames are kept (not failed)
+    while its disk is full, stats say why the queue is paused, and once space is freed the
+    file is completed and renamed into place holding every frame exactly once."""
+    import numpy as np
+
+    from saxsdog.io.images import read_image
+    from saxsdog.io.nxcansas import read_nxcansas
+
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 8)
+    out = small_tmpfs / "out"
+    q = ImageQueue(cal, root, QueueOptions(out_dir=out, output_format="nxcansas-run")).start()
+    try:
+        filler = fill_disk(small_tmpfs)
+        for p in images:
+            q.push(p)
+        assert wait_for(lambda: q.stats()["paused"] is not None, 60), q.stats()
+        st = q.stats()
+        assert "run file" in st["paused"] and "No space left on device" in st["paused"]
+        assert st["sink_errors"] >= 1 and "run file" in st["last_sink_error"]
+        assert st["images_failed"] == 0
+        assert not q.wait_until_idle(0.5)  # waiting for space, not done
+        assert not (out / "run.h5").exists()
+        filler.unlink()
+        assert q.wait_until_idle(60), q.stats()
+        st = q.stats()
+        assert st["paused"] is None and st["images_failed"] == 0
+    finally:
+        q.stop()
+    assert st["images_processed"] == 8
+    assert q.run_files == [out / "run.h5"]
+    names = sorted(p.name for p in images)
+    assert sorted(sasdata_titles(out / "run.h5")) == names  # each frame exactly once
+    frames = read_nxcansas(out / "run.h5")
+    expected = cal.curves(read_image(images[0]).data)[0]
+    for f in frames:
+        np.testing.assert_allclose(f["I"], expected.intensity, rtol=1e-12)
+    assert not list(out.glob(".*.part"))
+    assert len(filelist_rows(out / "results" / "filelist.txt")) == 8
+
+
+def test_run_file_closed_on_a_full_disk_is_completed_when_space_is_freed(cal, data_dir, tmp_path, small_tmpfs):
+    """A run finished (a stream's series ended) while its disk is full is renamed into place
+    once the disk takes it, and stopping the queue waits for the space (bounded) instead of
+    dropping the file."""
+    import threading
+
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 3)
+    out = small_tmpfs / "out"
+    q = ImageQueue(cal, root, QueueOptions(out_dir=out, output_format="nxcansas-run"),
+                   pool_factory=InlineBackend.factory()).start()
+    for p in images:
+        q.push(p)
+    assert q.wait_until_idle(60)
+    filler = fill_disk(small_tmpfs)
+    # stop() closes the run file: the disk is full, so it waits; free the space meanwhile
+    freer = threading.Timer(1.0, filler.unlink)
+    freer.start()
+    try:
+        q.stop(timeout=60)
+    finally:
+        freer.cancel()
+    assert sorted(sasdata_titles(out / "run.h5")) == sorted(p.name for p in images)
+    assert not list(out.glob(".*.part"))

@@ -53,6 +53,7 @@ from .state import (
     Tick,
     WorkerLost,
     WorkerStalled,
+    is_disk_full,
 )
 from .tasks import ArenaRef, ImageResult, ImageTask
 
@@ -314,11 +315,32 @@ class ImageQueue:
             self._pool = None
         for sink in self.sinks:
             # also after an abort: the frames processed so far are real results
+            self._close_sink(sink, timeout)
+        self.filelist = None
+
+    @staticmethod
+    def _close_sink(sink: Sink, timeout: float) -> None:
+        """Close a sink; while the disk is full, retry with back-off for up to ``timeout`` s.
+
+        A run file whose last bytes wait for space is completed as soon as the disk takes them.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while True:
             try:
                 sink.close()
-            except Exception:
-                log.exception("cannot close the %s", sink.name)
-        self.filelist = None
+                return
+            except Exception as exc:
+                if not is_disk_full(str(exc)):
+                    log.exception("cannot close the %s", sink.name)
+                    return
+                if time.monotonic() + delay > deadline:
+                    log.error("cannot close the %s: %s; what it holds is lost", sink.name, exc)
+                    return
+                if delay == 0.1:
+                    log.error("cannot close the %s (%s): retrying for %.0f s", sink.name, exc, timeout)
+                time.sleep(delay)  # stopping on a full disk: nothing else to do meanwhile
+                delay = min(2.0, delay * 2)
 
     # -- state -----------------------------------------------------------------------
     @property
@@ -422,8 +444,11 @@ class ImageQueue:
                 if self._sink is not None:
                     try:
                         self._sink.finish(ins.run)
-                    except Exception:  # the frames stay counted as processed; the log says why
-                        log.exception("cannot close the run %s", ins.run)
+                    except Exception as exc:  # the frames stay counted as processed; the log says why
+                        if is_disk_full(str(exc)):  # kept: the sink's flush completes the run
+                            events.append(SinkFailed(self._sink.name, str(exc), time.monotonic()))
+                        else:
+                            log.exception("cannot close the run %s", ins.run)
             elif isinstance(ins, Report):
                 getattr(log, ins.level, log.info)("%s", ins.message)
             elif isinstance(ins, Closed):
