@@ -323,3 +323,34 @@ def test_run_file_closed_on_a_full_disk_is_completed_when_space_is_freed(cal, da
         freer.cancel()
     assert sorted(sasdata_titles(out / "run.h5")) == sorted(p.name for p in images)
     assert not list(out.glob(".*.part"))
+
+
+def test_run_file_of_a_killed_saxsdog_is_cleaned_up_and_completed_by_a_resume(data_dir, tmp_path):
+    """``saxsdog --format nxcansas-run`` killed (SIGKILL of its pid, as the OOM killer does)
+    leaves its run file under the temporary name only; ``saxsdog -r`` removes it and writes
+    the run file with every frame exactly once."""
+    import signal
+    import sys
+
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 150)
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(data_dir / "cal.json"), "-S",
+           "--format", "nxcansas-run"]
+    proc = subprocess.Popen([*cmd, str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: (work / "results" / "filelist.txt").is_file()
+                        and len(filelist_rows(work / "results" / "filelist.txt")) >= 30, 120)
+        parts = list(work.glob(".run.h5.*.part"))
+        assert len(parts) == 1 and f".{proc.pid}." in parts[0].name
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # the pid only: its workers die with it
+        proc.wait()
+    assert len(filelist_rows(work / "results" / "filelist.txt")) < 150, "the kill must land mid-run"
+    assert not (work / "run.h5").exists()  # never a half-written file under the final name
+    done = subprocess.run([*cmd, "-r", str(root)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not list(work.glob(".*.part"))
+    assert sorted(sasdata_titles(work / "run.h5")) == sorted(p.name for p in images)
+    rows = filelist_rows(work / "results" / "filelist.txt")
+    assert len(rows) == len({r.split("\t")[0] for r in rows}) == 150
