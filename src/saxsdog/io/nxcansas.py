@@ -705,7 +705,11 @@ class NXcanSASRunWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.close()
+            try:
+                self.close()
+            except BaseException:  # also a full disk: leaving the block ends the writer
+                self.abort()
+                raise
         else:
             self.abort()
 
@@ -879,7 +883,11 @@ def write_nxcansas(path: _PathLike, frames: Sequence[Mapping[str, Any]],
         writer.abort()
         raise
     # The detector name comes from the first frame's header when it has one.
-    return writer.close()
+    try:
+        return writer.close()
+    except BaseException:  # a full disk too: one call, so nothing is kept for a later one
+        writer.abort()
+        raise
 
 
 # --------------------------------------------------------------------------- #
