@@ -378,3 +378,53 @@ def test_full_disk_under_per_image_nxcansas_files_holds_the_images_until_space_i
     for p in images:
         assert [f["name"] for f in read_nxcansas(out / f"{p.stem}.h5")] == [p.name]
     assert not list(out.glob(".*.part"))
+
+
+def test_run_sink_keeps_a_run_finished_on_a_full_disk_and_a_run_of_that_name_coming_back(
+        cal, data_dir, tmp_path, small_tmpfs):
+    """The run sink alone: a run finished while the disk is full keeps its name and is renamed
+    into place by flush() once there is space; a new run of the same name meanwhile goes to
+    ``<name>_001.h5`` (never onto the waiting file)."""
+    import dataclasses
+    import errno
+
+    from saxsdog.io.nxcansas import read_nxcansas
+    from saxsdog.pipeline.sinks import RunSink
+    from saxsdog.pipeline.state import Record
+
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 4)
+    got = []
+    q = ImageQueue(cal, root, QueueOptions(live_filelist=False, output_format="nxcansas-run"), on_result=got.append,
+                   pool_factory=InlineBackend.factory()).start()
+    for p in images:
+        q.push(p)
+    assert q.wait_until_idle(60)
+    q.stop()
+    results = sorted(got, key=lambda r: r.path)
+    assert len(results) == 4
+
+    def record(r):
+        return Record(r.path, "done", (dataclasses.replace(r, outputs=list(r.outputs)),), run="s")
+
+    sink = RunSink(cal, small_tmpfs, lambda: "default")
+    sink.record(record(results[0]))
+    sink.record(record(results[1]))
+    filler = fill_disk(small_tmpfs)
+    with pytest.raises(OSError) as err:
+        sink.finish("s")
+    assert err.value.errno == errno.ENOSPC
+    assert not (small_tmpfs / "s.h5").exists()
+    with pytest.raises(OSError):  # the disk is still full: kept, and says so
+        sink.record(record(results[2]))
+    with pytest.raises(OSError):
+        sink.record(record(results[2]))  # appended before: not again
+    with pytest.raises(OSError):
+        sink.flush()
+    filler.unlink()
+    sink.flush()  # the first run is renamed into place
+    assert [f["name"] for f in read_nxcansas(small_tmpfs / "s.h5")] == [images[0].name, images[1].name]
+    sink.record(record(results[3]))
+    assert sink.close() == [small_tmpfs / "s.h5", small_tmpfs / "s_001.h5"]
+    assert sorted(f["name"] for f in read_nxcansas(small_tmpfs / "s_001.h5")) == [images[2].name, images[3].name]
+    assert not list(small_tmpfs.glob(".*.part"))

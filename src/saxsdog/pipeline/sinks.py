@@ -324,6 +324,10 @@ class RunSink:
         # files this sink wrote itself are never replaced (a run name that comes back)
         replace = self.replace and name not in self._finished_names
         number = max(existing) + 1 if existing and not replace else 0
+        # a run of that name still waiting for disk space to be renamed into place keeps its name
+        waiting = {p for r in self._closing for p in r.paths}
+        while run_file_path(self.folder, name, number) in waiting:
+            number += 1
         run = _Run(name, [run_file_path(self.folder, name, number, sfx) for _, sfx in self.integrators])
         if existing and not replace and self.skip_known:
             for path in existing.values():
@@ -353,7 +357,15 @@ class RunSink:
         if name not in run.appended:
             run.waiting.append((name, result))
             run.appended.add(name)
-            self._feed(run)
+            try:
+                self._feed(run)
+            except BaseException as exc:
+                if not _no_space(exc):  # not kept: the frame failed (record() says so)
+                    kept = [w for w in run.waiting if w[1] is not result]
+                    if len(kept) < len(run.waiting):
+                        run.waiting = kept
+                        run.appended.discard(name)
+                raise
 
     def _feed(self, run: _Run) -> None:
         """Give the run's waiting frames to its writers (creating them first).
@@ -414,10 +426,11 @@ class RunSink:
             try:
                 self.add(r, rec.run)
             except OSError as exc:
-                if not _no_space(exc):
-                    log.exception("cannot append %s to the run file", r.name or r.path)
-                    r.error = f"cannot append to the run file: {exc}"
-                full = full or exc  # the frame waits (run.waiting) until there is space
+                if _no_space(exc):
+                    full = full or exc  # the frame waits (run.waiting) until there is space
+                    continue
+                log.exception("cannot append %s to the run file", r.name or r.path)
+                r.error = f"cannot append to the run file: {exc}"
             except Exception as exc:  # a frame the writer refuses: that frame failed
                 log.exception("cannot append %s to the run file", r.name or r.path)
                 r.error = f"cannot append to the run file: {exc}"
