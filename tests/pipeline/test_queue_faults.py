@@ -428,3 +428,33 @@ def test_run_sink_keeps_a_run_finished_on_a_full_disk_and_a_run_of_that_name_com
     assert sink.close() == [small_tmpfs / "s.h5", small_tmpfs / "s_001.h5"]
     assert sorted(f["name"] for f in read_nxcansas(small_tmpfs / "s_001.h5")) == [images[2].name, images[3].name]
     assert not list(small_tmpfs.glob(".*.part"))
+
+
+def test_saxsdog_run_file_on_a_disk_full_from_the_start_waits_and_completes(data_dir, tmp_path, small_tmpfs):
+    """``saxsdog --format nxcansas-run -o FULL`` does not crash on the file list's header nor
+    fail the frames: it waits (paused, saying why) and finishes once space is freed."""
+    import sys
+
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 6)
+    out = small_tmpfs / "out"
+    filler = fill_disk(small_tmpfs)
+    proc = subprocess.Popen([sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(data_dir / "cal.json"),
+                             "-S", "--format", "nxcansas-run", "-o", str(out), str(root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: list(out.glob(".run.h5.*.part")) or proc.poll() is not None, 120)
+        time.sleep(1.0)  # a crash or a failed frame would show by now (nothing to poll for)
+        assert proc.poll() is None, proc.communicate()
+        filler.unlink()
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, stdout + stderr
+    assert "6 processed, 0 skipped (outputs existed), 0 failed" in stdout
+    assert "queue paused" in stderr and "No space left on device" in stderr
+    assert sorted(sasdata_titles(out / "run.h5")) == sorted(p.name for p in images)
+    assert len(filelist_rows(out / "results" / "filelist.txt")) == 6
+    assert not list(out.glob(".*.part"))

@@ -157,7 +157,12 @@ class LiveFileList:
             data = data[:good]
         lines = data.decode("utf-8", "replace").splitlines(keepends=True)
         if not lines:
-            self._write(self.HEADER)
+            try:
+                self._write(self.HEADER)
+            except OSError as exc:
+                if not _no_space(exc):
+                    raise
+                self._waiting.append(self.HEADER)  # a full disk at start: flush() writes it first
             return
         for line in lines[1:]:
             key = line.split("\t", 1)[0]
