@@ -320,3 +320,103 @@ def test_geometry_fields_read_either_spelling_and_the_loaded_form():
     assert (expected["detector"]["y_pixels"], expected["detector"]["x_pixels"]) == ((1043, None), (981, None))
     assert geometry_fields(modern) == expected == geometry_fields(loaded)
     assert "DedectorDistanceMM" in CAL["Geometry"]  # the argument is not changed
+
+
+# --------------------------------------------------------------------------- #
+# A full disk (a real, small tmpfs)
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True,
+                       check=False)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill_disk(folder: Path, leave: int = 0) -> Path:
+    """Write a file until the file system is full, then give ``leave`` bytes back; returns it."""
+    import os
+
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for block in (1 << 16, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * block)
+            except OSError:
+                pass
+        if leave:
+            os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.mark.parametrize("room", [0, 40_000, 300_000])
+def test_run_file_on_a_full_disk_keeps_every_frame_and_completes_once_space_is_freed(small_tmpfs, room):
+    """The disk fills before the file starts (room 0) or while its frames are written (a
+    failure in the middle of a batch, even of one write): nothing is lost or written twice,
+    the file appears only once complete, and sasdata reads every frame."""
+    import errno
+
+    frames = make_frames(120, nq=300, seed=5)
+    final = small_tmpfs / "out" / "run.h5"
+    final.parent.mkdir()
+    filler = fill_disk(small_tmpfs, leave=room)
+    w = NXcanSASRunWriter(final, frames[0]["q"], CAL, "full disk", flush_every=16)
+    for fr in frames:  # never raises for space: what the disk refuses is held
+        w.append(fr["name"], fr["I"], fr["Idev"], fr["metadata"], fr["parameters"])
+    assert w.waiting_for_space is not None and w.waiting_for_space.errno == errno.ENOSPC
+    assert w.waiting_bytes > 0
+    with pytest.raises(OSError) as err:
+        w.flush()
+    assert err.value.errno == errno.ENOSPC and "wait for space" in str(err.value)
+    with pytest.raises(OSError):
+        w.close()  # still full: nothing renamed, nothing lost
+    with pytest.raises(OSError):
+        w.close()
+    assert not final.exists() and len(list(final.parent.glob(".run.h5.*.part"))) == 1
+    filler.unlink()
+    assert w.close() == final
+    assert w.waiting_for_space is None
+    assert list(final.parent.iterdir()) == [final]
+    loaded = sasdata_load(final)
+    assert [d.title for d in loaded] == [f["name"] for f in frames]
+    for data, frame in zip(loaded, frames):
+        assert_same_curve(data, frame)
+    assert [f["name"] for f in read_nxcansas(final)] == [f["name"] for f in frames]
+
+
+def test_run_file_flush_resumes_writing_after_the_disk_was_full(small_tmpfs):
+    """Freed space lets flush() write through; later frames go straight to disk again."""
+    frames = make_frames(60, nq=300, seed=6)
+    final = small_tmpfs / "run.h5"
+    w = NXcanSASRunWriter(final, frames[0]["q"], CAL, flush_every=8)
+    for fr in frames[:20]:
+        w.append(fr["name"], fr["I"], fr["Idev"], fr["metadata"], fr["parameters"])
+    filler = fill_disk(small_tmpfs, leave=20_000)
+    for fr in frames[20:40]:
+        w.append(fr["name"], fr["I"], fr["Idev"], fr["metadata"], fr["parameters"])
+    assert w.waiting_for_space is not None
+    filler.unlink()
+    w.flush()
+    assert w.waiting_for_space is None and w.waiting_bytes == 0
+    for fr in frames[40:]:
+        w.append(fr["name"], fr["I"], fr["Idev"], fr["metadata"], fr["parameters"])
+    assert w.waiting_bytes == 0
+    w.close()
+    got = read_nxcansas(final)
+    assert [f["name"] for f in got] == [f["name"] for f in frames]
+    for g, fr in zip(got, frames):
+        np.testing.assert_array_equal(g["I"], fr["I"])

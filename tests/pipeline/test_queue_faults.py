@@ -247,3 +247,214 @@ def test_close_finishes_the_queued_images_and_ignores_new_ones(cal, data_dir, tm
     finally:
         q.stop()
     assert q.history.processed == 5 and q.stats()["ignored_after_close"] == 1
+
+
+def sasdata_titles(path: Path) -> list[str]:
+    pytest.importorskip("sasdata")
+    from sasdata.dataloader.loader import Loader
+
+    return [d.title for d in Loader().load(str(path))]
+
+
+def test_full_disk_under_the_run_file_pauses_the_queue_and_completes_the_file_once_freed(
+        cal, data_dir, tmp_path, small_tmpfs):
+    """Part 2 item 3 for ``--format nxcansas-run``: the run file's frames are kept (not failed)
+    while its disk is full, stats say why the queue is paused, and once space is freed the
+    file is completed and renamed into place holding every frame exactly once."""
+    import numpy as np
+
+    from saxsdog.io.images import read_image
+    from saxsdog.io.nxcansas import read_nxcansas
+
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 8)
+    out = small_tmpfs / "out"
+    q = ImageQueue(cal, root, QueueOptions(out_dir=out, output_format="nxcansas-run")).start()
+    try:
+        filler = fill_disk(small_tmpfs)
+        for p in images:
+            q.push(p)
+        assert wait_for(lambda: q.stats()["paused"] is not None, 60), q.stats()
+        st = q.stats()
+        assert "run file" in st["paused"] and "No space left on device" in st["paused"]
+        assert st["sink_errors"] >= 1 and "run file" in st["last_sink_error"]
+        assert st["images_failed"] == 0
+        assert not q.wait_until_idle(0.5)  # waiting for space, not done
+        assert not (out / "run.h5").exists()
+        filler.unlink()
+        assert q.wait_until_idle(60), q.stats()
+        st = q.stats()
+        assert st["paused"] is None and st["images_failed"] == 0
+    finally:
+        q.stop()
+    assert st["images_processed"] == 8
+    assert q.run_files == [out / "run.h5"]
+    names = sorted(p.name for p in images)
+    assert sorted(sasdata_titles(out / "run.h5")) == names  # each frame exactly once
+    frames = read_nxcansas(out / "run.h5")
+    expected = cal.curves(read_image(images[0]).data)[0]
+    for f in frames:
+        np.testing.assert_allclose(f["I"], expected.intensity, rtol=1e-12)
+    assert not list(out.glob(".*.part"))
+    assert len(filelist_rows(out / "results" / "filelist.txt")) == 8
+
+
+def test_run_file_closed_on_a_full_disk_is_completed_when_space_is_freed(cal, data_dir, tmp_path, small_tmpfs):
+    """Stopping the queue while the run file's disk is full neither drops the file nor blocks
+    (the server stops queues on its command thread): the file is completed and renamed into
+    place in the background once the disk takes it."""
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 3)
+    out = small_tmpfs / "out"
+    q = ImageQueue(cal, root, QueueOptions(out_dir=out, output_format="nxcansas-run"),
+                   pool_factory=InlineBackend.factory()).start()
+    for p in images:
+        q.push(p)
+    assert q.wait_until_idle(60)
+    filler = fill_disk(small_tmpfs)
+    t0 = time.monotonic()
+    q.stop()  # closes the run file: the disk is full, so its last bytes wait
+    assert time.monotonic() - t0 < 10
+    assert not q.wait_sinks_closed(0.5) and not (out / "run.h5").exists()
+    filler.unlink()
+    assert q.wait_sinks_closed(60)
+    assert sorted(sasdata_titles(out / "run.h5")) == sorted(p.name for p in images)
+    assert not list(out.glob(".*.part"))
+
+
+def test_run_file_of_a_killed_saxsdog_is_cleaned_up_and_completed_by_a_resume(data_dir, tmp_path):
+    """``saxsdog --format nxcansas-run`` killed (SIGKILL of its pid, as the OOM killer does)
+    leaves its run file under the temporary name only; ``saxsdog -r`` removes it and writes
+    the run file with every frame exactly once."""
+    import signal
+    import sys
+
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 150)
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(data_dir / "cal.json"), "-S",
+           "--format", "nxcansas-run"]
+    proc = subprocess.Popen([*cmd, str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: (work / "results" / "filelist.txt").is_file()
+                        and len(filelist_rows(work / "results" / "filelist.txt")) >= 30, 120)
+        parts = list(work.glob(".run.h5.*.part"))
+        assert len(parts) == 1 and f".{proc.pid}." in parts[0].name
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # the pid only: its workers die with it
+        proc.wait()
+    assert len(filelist_rows(work / "results" / "filelist.txt")) < 150, "the kill must land mid-run"
+    assert not (work / "run.h5").exists()  # never a half-written file under the final name
+    done = subprocess.run([*cmd, "-r", str(root)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not list(work.glob(".*.part"))
+    assert sorted(sasdata_titles(work / "run.h5")) == sorted(p.name for p in images)
+    rows = filelist_rows(work / "results" / "filelist.txt")
+    assert len(rows) == len({r.split("\t")[0] for r in rows}) == 150
+
+
+def test_full_disk_under_per_image_nxcansas_files_holds_the_images_until_space_is_freed(
+        cal, data_dir, tmp_path, small_tmpfs):
+    """``--format nxcansas`` (one file per image, written by the workers) on a full disk:
+    held, not failed, no temporary file left behind, every file complete once space is back."""
+    from saxsdog.io.nxcansas import read_nxcansas
+
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 4)
+    out = small_tmpfs / "out"
+    q = ImageQueue(cal, root, QueueOptions(out_dir=out, output_format="nxcansas")).start()
+    try:
+        filler = fill_disk(small_tmpfs)
+        for p in images:
+            q.push(p)
+        assert wait_for(lambda: q.stats()["paused"] is not None, 60), q.stats()
+        assert q.stats()["images_failed"] == 0
+        filler.unlink()
+        assert q.wait_until_idle(60), q.stats()
+    finally:
+        q.stop()
+    assert q.stats()["images_processed"] == 4 and q.stats()["images_failed"] == 0
+    assert sorted(p.name for p in out.glob("*.h5")) == sorted(p.stem + ".h5" for p in images)
+    for p in images:
+        assert [f["name"] for f in read_nxcansas(out / f"{p.stem}.h5")] == [p.name]
+    assert not list(out.glob(".*.part"))
+
+
+def test_run_sink_keeps_a_run_finished_on_a_full_disk_and_a_run_of_that_name_coming_back(
+        cal, data_dir, tmp_path, small_tmpfs):
+    """The run sink alone: a run finished while the disk is full keeps its name and is renamed
+    into place by flush() once there is space; a new run of the same name meanwhile goes to
+    ``<name>_001.h5`` (never onto the waiting file)."""
+    import dataclasses
+    import errno
+
+    from saxsdog.io.nxcansas import read_nxcansas
+    from saxsdog.pipeline.sinks import RunSink
+    from saxsdog.pipeline.state import Record
+
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 4)
+    got = []
+    q = ImageQueue(cal, root, QueueOptions(live_filelist=False, output_format="nxcansas-run"), on_result=got.append,
+                   pool_factory=InlineBackend.factory()).start()
+    for p in images:
+        q.push(p)
+    assert q.wait_until_idle(60)
+    q.stop()
+    results = sorted(got, key=lambda r: r.path)
+    assert len(results) == 4
+
+    def record(r):
+        return Record(r.path, "done", (dataclasses.replace(r, outputs=list(r.outputs)),), run="s")
+
+    sink = RunSink(cal, small_tmpfs, lambda: "default")
+    sink.record(record(results[0]))
+    sink.record(record(results[1]))
+    filler = fill_disk(small_tmpfs)
+    with pytest.raises(OSError) as err:
+        sink.finish("s")
+    assert err.value.errno == errno.ENOSPC
+    assert not (small_tmpfs / "s.h5").exists()
+    with pytest.raises(OSError):  # the disk is still full: kept, and says so
+        sink.record(record(results[2]))
+    with pytest.raises(OSError):
+        sink.record(record(results[2]))  # appended before: not again
+    with pytest.raises(OSError):
+        sink.flush()
+    filler.unlink()
+    sink.flush()  # the first run is renamed into place
+    assert [f["name"] for f in read_nxcansas(small_tmpfs / "s.h5")] == [images[0].name, images[1].name]
+    sink.record(record(results[3]))
+    assert sink.close() == [small_tmpfs / "s.h5", small_tmpfs / "s_001.h5"]
+    assert sorted(f["name"] for f in read_nxcansas(small_tmpfs / "s_001.h5")) == [images[2].name, images[3].name]
+    assert not list(small_tmpfs.glob(".*.part"))
+
+
+def test_saxsdog_run_file_on_a_disk_full_from_the_start_waits_and_completes(data_dir, tmp_path, small_tmpfs):
+    """``saxsdog --format nxcansas-run -o FULL`` does not crash on the file list's header nor
+    fail the frames: it waits (paused, saying why) and finishes once space is freed."""
+    import sys
+
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 6)
+    out = small_tmpfs / "out"
+    filler = fill_disk(small_tmpfs)
+    proc = subprocess.Popen([sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(data_dir / "cal.json"),
+                             "-S", "--format", "nxcansas-run", "-o", str(out), str(root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: list(out.glob(".run.h5.*.part")) or proc.poll() is not None, 120)
+        time.sleep(1.0)  # a crash or a failed frame would show by now (nothing to poll for)
+        assert proc.poll() is None, proc.communicate()
+        filler.unlink()
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, stdout + stderr
+    assert "6 processed, 0 skipped (outputs existed), 0 failed" in stdout
+    assert "queue paused" in stderr and "No space left on device" in stderr
+    assert sorted(sasdata_titles(out / "run.h5")) == sorted(p.name for p in images)
+    assert len(filelist_rows(out / "results" / "filelist.txt")) == 6
+    assert not list(out.glob(".*.part"))

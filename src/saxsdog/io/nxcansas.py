@@ -57,11 +57,26 @@ Atomicity
 ---------
 The file is written under a hidden temporary name in the target folder and renamed onto the
 final name by :meth:`NXcanSASRunWriter.close`; a crashed or aborted run never leaves a file
-under the final name, and a reader never sees a half-written one.
+under the final name, and a reader never sees a half-written one.  The temporary name carries
+the writer's process id, so ``saxsdog -r`` removes the one a killed run left behind
+(:func:`saxsdog.io.atomic.remove_stale_partials`) and writes the run again.
+
+A full disk
+-----------
+HDF5 does not survive a failed write: after ``ENOSPC`` its cache and the file on disk no
+longer agree, and the file cannot be completed.  So HDF5 never sees one.  The file is written
+through :class:`_HeldWritesFile` (h5py's ``fileobj`` driver): a write the disk refuses
+(``ENOSPC``, ``EDQUOT``) is kept in memory, with every later one, in order, and reads see
+them.  :meth:`NXcanSASRunWriter.flush` and :meth:`~NXcanSASRunWriter.close` write them
+through once there is space again and raise ``OSError`` (``ENOSPC``) while there is not,
+keeping everything: no frame is lost, none is written twice, and a later ``flush`` or
+``close`` completes the file and renames it into place.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import math
 import numbers
@@ -242,6 +257,180 @@ def _create_value(group, name: str, kind: str, units: str | None) -> None:
 
 
 # --------------------------------------------------------------------------- #
+# A file that keeps the writes a full disk refuses
+# --------------------------------------------------------------------------- #
+
+#: errno values meaning "no space now" (a full disk, a full quota): the write is kept and retried.
+_NO_SPACE = frozenset((errno.ENOSPC, errno.EDQUOT))
+
+
+def _no_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _NO_SPACE
+
+
+class _HeldWritesFile(io.RawIOBase):
+    """The run file as h5py's ``fileobj`` driver sees it: writes a full disk refuses are held.
+
+    While nothing is held, writes go straight to the file (``os.pwrite``).  The first write
+    the disk refuses (``ENOSPC``/``EDQUOT``, also part of a short write) is kept in memory, and
+    so is every later write and truncation, in order, until :meth:`drain` has written them all:
+    replaying them in order gives the file exactly the bytes HDF5 meant it to have.  Reads
+    see the held writes.  Any other error is raised to HDF5 as before.
+
+    Parameters
+    ----------
+    path
+        The (temporary) file, created or emptied.
+    """
+
+    def __init__(self, path: _PathLike):
+        super().__init__()
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._pos = 0
+        self._size = 0  # the size HDF5 sees (held writes included)
+        #: ``(offset, data)`` writes and ``(size, None)`` truncations not on disk yet, in order.
+        self._held: list[tuple[int, bytes | None]] = []
+        self.held_bytes = 0
+        #: The disk's refusal that made the first write wait (``None`` when nothing waits).
+        self.error: OSError | None = None
+
+    # -- what h5py calls -------------------------------------------------------------- #
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        start = self._pos
+        n = max(0, min(len(view), self._size - start))
+        data = bytearray(os.pread(self._fd, n, start)) if n else bytearray()
+        data.extend(bytes(n - len(data)))  # a hole (or held bytes, laid over below)
+        for offset, held in self._held:  # in order: later writes win
+            if held is None:  # a truncation zeroes what lies beyond it
+                if offset < start + n:
+                    cut = max(0, offset - start)
+                    data[cut:] = bytes(n - cut)
+                continue
+            lo, hi = max(start, offset), min(start + n, offset + len(held))
+            if lo < hi:
+                data[lo - start:hi - start] = held[lo - offset:hi - offset]
+        view[:n] = data
+        view[n:] = bytes(len(view) - n)  # beyond the end: zeros, as HDF5 expects
+        self._pos += len(view)
+        return len(view)
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        offset = self._pos
+        if not self._held:
+            try:
+                done = 0
+                while done < size:
+                    done += os.pwrite(self._fd, view[done:], offset + done)
+            except OSError as exc:
+                if not _no_space(exc):
+                    raise
+                self.error = exc
+                self._hold(offset + done, bytes(view[done:]))
+        else:
+            self._hold(offset, bytes(view))
+        self._pos = offset + size
+        self._size = max(self._size, self._pos)
+        return size
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else size
+        if not self._held:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError as exc:
+                if not _no_space(exc):
+                    raise
+                self.error = exc
+                self._held.append((size, None))
+        else:
+            self._held.append((size, None))
+        self._size = size
+        return size
+
+    def flush(self) -> None:
+        """HDF5 flushed: write what is held, if the disk takes it now (never raises for space)."""
+        if self._held and self._fd >= 0:
+            try:
+                self.drain()
+            except OSError as exc:
+                if not _no_space(exc):
+                    raise
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        """Close the descriptor (held writes are dropped: :meth:`drain` first)."""
+        self._held.clear()
+        self.held_bytes = 0
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        super().close()
+
+    # -- the full disk ---------------------------------------------------------------- #
+    def _hold(self, offset: int, data: bytes) -> None:
+        self._held.append((offset, data))
+        self.held_bytes += len(data)
+
+    def drain(self) -> None:
+        """Write the held writes, in order.
+
+        Raises
+        ------
+        OSError
+            ``ENOSPC``/``EDQUOT`` while the disk still refuses them (what is left stays held).
+        """
+        while self._held:
+            offset, data = self._held[0]
+            try:
+                if data is None:
+                    os.ftruncate(self._fd, offset)
+                else:
+                    done = 0
+                    try:
+                        while done < len(data):
+                            done += os.pwrite(self._fd, memoryview(data)[done:], offset + done)
+                    finally:
+                        if done:  # keep only the part not on disk yet
+                            data = data[done:]
+                            self._held[0] = (offset + done, data)
+                            self.held_bytes -= done
+            except OSError as exc:
+                if _no_space(exc):
+                    self.error = exc
+                    code = exc.errno or errno.ENOSPC
+                    raise OSError(code, f"{os.strerror(code)}: {self.held_bytes} byte(s) of "
+                                        f"{self.path.name} wait for space", str(self.path)) from exc
+                raise
+            self._held.pop(0)
+            if data is not None:
+                self.held_bytes -= len(data)
+        self.error = None
+
+
+# --------------------------------------------------------------------------- #
 # The writer
 # --------------------------------------------------------------------------- #
 
@@ -341,8 +530,13 @@ class NXcanSASRunWriter:
     -----
     Use it as a context manager: a clean exit renames the temporary file onto *path*; an
     exception deletes it (call :meth:`close` yourself to keep a partial run anyway).
+    On a full disk nothing is lost (see the module docstring): :attr:`waiting_for_space`
+    says so, :meth:`flush` and :meth:`close` raise ``OSError`` (``ENOSPC``) until the disk
+    takes the file, and may simply be called again.
     Not thread-safe: meant to be driven by one thread of one process.  Cost measured on the
-    2-core development VM: about 0.3 ms per frame of 1000 q bins with ten metadata values.
+    2-core development VM (busy): about 0.5 ms per frame of 1000 q bins with six metadata
+    values (0.35-0.4 ms with HDF5 writing the file itself, without the full-disk safety); a
+    full disk holds about 24 kB per such frame in memory until it has space again.
     """
 
     def __init__(self, path: _PathLike, q: Iterable[float] | np.ndarray,
@@ -360,6 +554,7 @@ class NXcanSASRunWriter:
         self._buffer: list[tuple] = []
         self._buffer_since = 0.0
         self._closed = False
+        self._h5_closed = False  # close() got as far as closing HDF5 (the rest waits for space)
         self._templates: dict[tuple, _Template] = {}
         self._q_path: bytes | None = None
         self._shared_paths: tuple[bytes, bytes] | None = None
@@ -368,12 +563,16 @@ class NXcanSASRunWriter:
         # h5py files (untyped); None only until created, or after a failed creation.
         self._file: Any = None
         self._tfile: Any = None
+        self._io: _HeldWritesFile | None = None
         try:
+            self._io = _HeldWritesFile(self._tmp)
             # Creation order is tracked so that readers list the frames in write order.
-            self._file = h5py.File(self._tmp, "w", libver=("v108", "latest"), track_order=True)
+            self._file = h5py.File(self._io, "w", libver=("v108", "latest"), track_order=True)
             self._tfile = h5py.File(f"saxsdog-nxcansas-templates-{id(self)}", "w", driver="core",
                                     backing_store=False)
             self._write_root()
+            # On disk at once: a full disk shows with the run's first frame (waiting_for_space).
+            self._file.flush()
         except BaseException:
             self._discard()
             raise
@@ -405,7 +604,7 @@ class NXcanSASRunWriter:
         ValueError
             Lengths of I, Idev and q differ, or the writer is closed.
         """
-        if self._closed:
+        if self._closed or self._h5_closed:
             raise ValueError(f"{self.path}: the run file is closed")
         qq = self.q if q is None else np.ascontiguousarray(np.asarray(q, dtype=np.float64).ravel())
         ii = np.array(I, dtype=np.float64).ravel()
@@ -420,16 +619,41 @@ class NXcanSASRunWriter:
         self._buffer.append((str(name), ii, dd, dict(metadata or {}), dict(parameters or {}), qq))
         if (len(self._buffer) >= self.flush_every
                 or time.monotonic() - self._buffer_since >= self.flush_interval):
-            self.flush()
+            try:
+                self.flush()
+            except OSError as exc:
+                if not _no_space(exc):
+                    raise
+                # the frame is in the file (held in memory): see waiting_for_space
+
+    @property
+    def waiting_for_space(self) -> OSError | None:
+        """The disk's refusal while bytes of the file wait in memory for space, else ``None``."""
+        io_ = self._io
+        return io_.error if io_ is not None and not self._closed and io_.held_bytes else None
+
+    @property
+    def waiting_bytes(self) -> int:
+        """Bytes of the file held in memory until the disk takes them."""
+        return self._io.held_bytes if self._io is not None and not self._closed else 0
 
     def flush(self) -> None:
-        """Write the buffered frames and flush the file to disk (still under its temp name)."""
+        """Write the buffered frames and flush the file to disk (still under its temp name).
+
+        Raises
+        ------
+        OSError
+            ``ENOSPC``/``EDQUOT``: the disk is full; the frames wait in memory (call again).
+        """
         if self._closed:
             return
-        buffered, self._buffer = self._buffer, []
-        for item in buffered:
-            self._write_frame(*item)
-        self._file.flush()
+        if not self._h5_closed:
+            buffered, self._buffer = self._buffer, []
+            for item in buffered:
+                self._write_frame(*item)
+            self._file.flush()
+        assert self._io is not None
+        self._io.drain()
 
     def close(self) -> Path:
         """Write what is buffered, close the file and rename it onto its final name.
@@ -438,22 +662,38 @@ class NXcanSASRunWriter:
         -------
         Path
             The final path.
+
+        Raises
+        ------
+        OSError
+            ``ENOSPC``/``EDQUOT``: the disk is full.  Nothing is lost and the file is not
+            renamed yet; call :meth:`close` again once there is space.  Any other error
+            deletes the temporary file.
         """
         if self._closed:
             return self.path
+        assert self._io is not None
         try:
-            self.flush()
-            self._file.attrs["frames"] = np.int64(self.count)
-            _set_attr(self._file, "file_update_time", _now_iso())
-            self._templates.clear()
-            self._file.close()
-            self._tfile.close()
+            if not self._h5_closed:
+                buffered, self._buffer = self._buffer, []
+                for item in buffered:
+                    self._write_frame(*item)
+                self._file.attrs["frames"] = np.int64(self.count)
+                _set_attr(self._file, "file_update_time", _now_iso())
+                self._templates.clear()
+                self._file.close()  # HDF5 is done: what the disk refuses is held by self._io
+                self._tfile.close()
+                self._h5_closed = True
+            self._io.drain()
+            self._io.close()
             os.replace(self._tmp, self.path)
-        except BaseException:
+        except BaseException as exc:
+            if _no_space(exc):
+                raise  # everything is kept: close() again
+            self._closed = True
             self._discard()
             raise
-        finally:
-            self._closed = True
+        self._closed = True
         return self.path
 
     def abort(self) -> None:
@@ -467,7 +707,11 @@ class NXcanSASRunWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.close()
+            try:
+                self.close()
+            except BaseException:  # also a full disk: leaving the block ends the writer
+                self.abort()
+                raise
         else:
             self.abort()
 
@@ -487,6 +731,8 @@ class NXcanSASRunWriter:
                     f.close()
             except Exception:  # noqa: BLE001
                 pass
+        if self._io is not None:
+            self._io.close()
         try:
             self._tmp.unlink()
         except FileNotFoundError:
@@ -639,7 +885,11 @@ def write_nxcansas(path: _PathLike, frames: Sequence[Mapping[str, Any]],
         writer.abort()
         raise
     # The detector name comes from the first frame's header when it has one.
-    return writer.close()
+    try:
+        return writer.close()
+    except BaseException:  # a full disk too: one call, so nothing is kept for a later one
+        writer.abort()
+        raise
 
 
 # --------------------------------------------------------------------------- #

@@ -53,6 +53,7 @@ from .state import (
     Tick,
     WorkerLost,
     WorkerStalled,
+    is_disk_full,
 )
 from .tasks import ArenaRef, ImageResult, ImageTask
 
@@ -78,6 +79,32 @@ def _close_fds(*fds: int) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+#: How long a sink's close (a run file's last bytes) is retried after :meth:`ImageQueue.stop` on a full disk.
+SINK_CLOSE_PATIENCE = 600.0
+
+
+def _close_when_space(sink: Sink) -> None:
+    """Retry ``sink.close()`` with back-off while the disk is full (a thread started by stop)."""
+    deadline = time.monotonic() + SINK_CLOSE_PATIENCE
+    delay = 0.1
+    while True:
+        time.sleep(delay)  # waiting for disk space: nothing else to do here
+        try:
+            sink.close()
+        except Exception as exc:
+            if not is_disk_full(str(exc)):
+                log.exception("cannot close the %s", sink.name)
+                return
+            if time.monotonic() + delay > deadline:
+                log.error("cannot close the %s: %s; given up after %.0f s, what it held is lost",
+                          sink.name, exc, SINK_CLOSE_PATIENCE)
+                return
+            delay = min(5.0, delay * 2)
+            continue
+        log.info("closed the %s: the disk has space again", sink.name)
+        return
 
 
 def _signature(path: str) -> tuple[int, int] | None:
@@ -155,6 +182,7 @@ class ImageQueue:
             raise ValueError(f"unknown output format {self.options.output_format!r} "
                              f"(one of {', '.join(OUTPUT_FORMATS)})")
         self._sink: RunSink | None = None
+        self._sink_closers: list[threading.Thread] = []  # closes retried after stop() (a full disk)
         if self.options.output_format == "nxcansas-run":
             self._sink = RunSink(calibration, output_root(self.root, self.options), self._run_name,
                                  replace=self.options.replace_run_file and self.options.overwrite
@@ -317,11 +345,36 @@ class ImageQueue:
             self._pool = None
         for sink in self.sinks:
             # also after an abort: the frames processed so far are real results
-            try:
-                sink.close()
-            except Exception:
-                log.exception("cannot close the %s", sink.name)
+            self._close_sink(sink)
         self.filelist = None
+
+    def _close_sink(self, sink: Sink) -> None:
+        """Close a sink; on a full disk its close is retried in the background (:meth:`wait_sinks_closed`).
+
+        A run file whose last bytes wait for space is completed as soon as the disk takes
+        them; stopping does not wait for that (the server's command thread calls it), but
+        the interpreter does before it exits (a non-daemon thread, bounded by
+        :data:`SINK_CLOSE_PATIENCE`).
+        """
+        try:
+            sink.close()
+            return
+        except Exception as exc:
+            if not is_disk_full(str(exc)):
+                log.exception("cannot close the %s", sink.name)
+                return
+            log.error("cannot close the %s (%s): retrying for up to %.0f s", sink.name, exc,
+                      SINK_CLOSE_PATIENCE)
+        closer = threading.Thread(target=_close_when_space, args=(sink,), name=f"saxsdog-close-{sink.name}")
+        self._sink_closers.append(closer)
+        closer.start()
+
+    def wait_sinks_closed(self, timeout: float | None = None) -> bool:
+        """After :meth:`stop`: block until the sinks whose close waited for disk space are closed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for closer in self._sink_closers:
+            closer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(c.is_alive() for c in self._sink_closers)
 
     # -- state -----------------------------------------------------------------------
     @property
@@ -425,8 +478,11 @@ class ImageQueue:
                 if self._sink is not None:
                     try:
                         self._sink.finish(ins.run)
-                    except Exception:  # the frames stay counted as processed; the log says why
-                        log.exception("cannot close the run %s", ins.run)
+                    except Exception as exc:  # the frames stay counted as processed; the log says why
+                        if is_disk_full(str(exc)):  # kept: the sink's flush completes the run
+                            events.append(SinkFailed(self._sink.name, str(exc), time.monotonic()))
+                        else:
+                            log.exception("cannot close the run %s", ins.run)
             elif isinstance(ins, Report):
                 getattr(log, ins.level, log.info)("%s", ins.message)
             elif isinstance(ins, Closed):

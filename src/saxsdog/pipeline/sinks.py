@@ -8,6 +8,7 @@ nothing is lost while the disk is full, and the queue resumes by itself once spa
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable
@@ -162,7 +163,12 @@ class LiveFileList:
             data = data[:good]
         lines = data.decode("utf-8", "replace").splitlines(keepends=True)
         if not lines:
-            self._write(self.HEADER)
+            try:
+                self._write(self.HEADER)
+            except OSError as exc:
+                if not _no_space(exc):
+                    raise
+                self._waiting.append(self.HEADER)  # a full disk at start: flush() writes it first
             return
         for line in lines[1:]:
             key = line.split("\t", 1)[0]
@@ -253,8 +259,13 @@ class _Run:
         self.name = name
         self.paths = paths
         self.writers: list[Any] = []
-        self.appended: set[str] = set()
+        self.appended: set[str] = set()  # frame names given to the writers (or waiting for them)
+        self.waiting: list[tuple[str, ImageResult]] = []  # frames not in the writers yet (no file yet)
         self.known: dict[str, set[int]] = {}
+
+
+def _no_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class RunSink:
@@ -266,6 +277,12 @@ class RunSink:
     (:attr:`ImageResult.name`); a frame name seen before is not appended again (retried or
     re-queued images).  The files are written under hidden temporary names and renamed into
     place by :meth:`finish` (one run) or :meth:`close` (all).
+
+    On a full disk no frame is lost or appended twice: the writers hold what the disk
+    refuses (see :mod:`saxsdog.io.nxcansas`), :meth:`record`, :meth:`finish` and
+    :meth:`close` raise ``OSError`` (``ENOSPC``) once the frames are kept, so that the queue
+    pauses, and :meth:`flush` (which the queue calls with back-off) writes them through and
+    completes and renames the runs whose close had to wait.
 
     Frames go to the queue's run (``run_name()``) unless their task names another one
     (:attr:`ImageTask.run`: each series of a detector stream is a run of its own).
@@ -303,6 +320,7 @@ class RunSink:
         self._default: str | None = None
         self._runs: dict[str, _Run] = {}
         self._finished_names: set[str] = set()
+        self._closing: list[_Run] = []  # runs finished whose files wait for disk space
         self.frames = 0
         self.closed: list[Path] = []
         self.finished = False
@@ -310,7 +328,7 @@ class RunSink:
     @property
     def paths(self) -> list[Path]:
         """Where the open runs' files will be (after the closed ones)."""
-        return [p for r in self._runs.values() for p in r.paths]
+        return [p for r in (*self._runs.values(), *self._closing) for p in r.paths]
 
     def _run(self, name: str | None) -> _Run:
         if name is None:
@@ -324,6 +342,10 @@ class RunSink:
         # files this sink wrote itself are never replaced (a run name that comes back)
         replace = self.replace and name not in self._finished_names
         number = max(existing) + 1 if existing and not replace else 0
+        # a run of that name still waiting for disk space to be renamed into place keeps its name
+        waiting = {p for r in self._closing for p in r.paths}
+        while run_file_path(self.folder, name, number) in waiting:
+            number += 1
         run = _Run(name, [run_file_path(self.folder, name, number, sfx) for _, sfx in self.integrators])
         if existing and not replace and self.skip_known:
             for path in existing.values():
@@ -349,66 +371,188 @@ class RunSink:
             return
         run = self._run(run_name)
         name = result.name or Path(result.path).name
+        result.outputs = [str(p) for p in run.paths] + [o for o in result.outputs if not o.endswith(".h5")]
         if name not in run.appended:
-            if not run.writers:
-                from ..io.nxcansas import NXcanSASRunWriter
+            run.waiting.append((name, result))
+            run.appended.add(name)
+            try:
+                self._feed(run)
+            except BaseException as exc:
+                if not _no_space(exc):  # not kept: the frame failed (record() says so)
+                    kept = [w for w in run.waiting if w[1] is not result]
+                    if len(kept) < len(run.waiting):
+                        run.waiting = kept
+                        run.appended.discard(name)
+                raise
 
-                make_output_folder(self.folder, self.confine_to)
-                for path in run.paths if self.confine_to is not None else ():
-                    claim_temporary(path, self.confine_to)  # h5py opens it by name
+    def _feed(self, run: _Run) -> None:
+        """Give the run's waiting frames to its writers (creating them first).
+
+        Raises ``OSError`` (``ENOSPC``) when the files cannot be created (the frames keep
+        waiting); any other error of a frame is raised after it is dropped.
+        """
+        if not run.waiting:
+            return
+        if not run.writers:
+            from ..io.nxcansas import NXcanSASRunWriter
+
+            make_output_folder(self.folder, self.confine_to)
+            for path in run.paths if self.confine_to is not None else ():
+                claim_temporary(path, self.confine_to)  # h5py opens it by name
+            writers = []
+            try:
                 for (k, _), path in zip(self.integrators, run.paths):
-                    run.writers.append(NXcanSASRunWriter(path, self.calibration.integrators[k].x,
-                                                         self.calibration.raw, title=run.name))
+                    writers.append(NXcanSASRunWriter(path, self.calibration.integrators[k].x,
+                                                     self.calibration.raw, title=run.name))
+            except BaseException:
+                for w in writers:
+                    w.abort()
+                raise
+            run.writers = writers
+        while run.waiting:
+            name, result = run.waiting.pop(0)
             for (k, _), writer in zip(self.integrators, run.writers):
                 graph = result.curves[k]
                 x, intensity, error = graph["array"][:3]
                 key = f"{self.calibration.integrators[k].kind[0]}{k}"
                 writer.append(name, intensity, error, result.metadata, result.parameters.get(key, {}),
                               q=x)
-            run.appended.add(name)
             self.frames += 1
-        result.outputs = [str(p) for p in run.paths] + [o for o in result.outputs if not o.endswith(".h5")]
+
+    def waiting_for_space(self) -> OSError | None:
+        """Why frames of the run files wait in memory (the disk is full), or ``None``."""
+        for run in (*self._runs.values(), *self._closing):
+            for w in run.writers:
+                refused = w.waiting_for_space
+                if refused is not None:
+                    code = refused.errno or errno.ENOSPC
+                    return OSError(code, f"{os.strerror(code)}: {w.waiting_bytes} byte(s) of the run file "
+                                         f"{w.path} wait in memory for space", str(w.path))
+        return None
 
     name = "run file"
 
     def record(self, rec: Record) -> None:
-        """Append the record's frames; a frame that cannot be appended fails (the log says why)."""
+        """Append the record's frames; a frame that cannot be appended fails (the log says why).
+
+        Raises
+        ------
+        OSError
+            ``ENOSPC``/``EDQUOT`` after every frame is kept: the disk is full (see :meth:`flush`).
+        """
         if rec.state not in ("done", "failed", "partial"):
             return
+        full: OSError | None = None
         for r in rec.results:
             try:
                 self.add(r, rec.run)
-            except Exception as exc:  # e.g. a full disk: the frame failed
+            except OSError as exc:
+                if _no_space(exc):
+                    full = full or exc  # the frame waits (run.waiting) until there is space
+                    continue
                 log.exception("cannot append %s to the run file", r.name or r.path)
                 r.error = f"cannot append to the run file: {exc}"
+            except Exception as exc:  # a frame the writer refuses: that frame failed
+                log.exception("cannot append %s to the run file", r.name or r.path)
+                r.error = f"cannot append to the run file: {exc}"
+        full = full or self.waiting_for_space()
+        if full is not None:
+            raise full
 
     def flush(self) -> None:
-        pass
+        """Write what waits for disk space, and close the runs finished meanwhile.
+
+        Raises
+        ------
+        OSError
+            ``ENOSPC``/``EDQUOT`` while the disk is still full (everything is still kept).
+        """
+        full: OSError | None = None
+        for run in list(self._runs.values()):
+            try:
+                self._feed(run)
+                for w in run.writers:
+                    if w.waiting_bytes:
+                        w.flush()
+            except OSError as exc:
+                if not _no_space(exc):
+                    raise
+                full = full or exc
+        for run in list(self._closing):
+            try:
+                self._close_run(run)
+            except OSError as exc:
+                full = full or exc
+        if full is not None:
+            raise full
 
     def finish(self, run_name: str) -> list[Path]:
-        """Rename one run's files into place (a later frame of that name starts a new file)."""
+        """Rename one run's files into place (a later frame of that name starts a new file).
+
+        Raises
+        ------
+        OSError
+            ``ENOSPC``/``EDQUOT``: the disk is full; the run is completed by a later
+            :meth:`flush` (or :meth:`close`).
+        """
         run = self._runs.pop(run_name, None)
         if run is None:
             return []
         self._finished_names.add(run_name)
+        self._closing.append(run)
         return self._close_run(run)
 
     def close(self) -> list[Path]:
-        """Rename every run's files into place; returns all closed (none if no frame was appended)."""
+        """Rename every run's files into place; returns all closed (none if no frame was appended).
+
+        Raises
+        ------
+        OSError
+            ``ENOSPC``/``EDQUOT``: some files wait for space; call :meth:`close` again.
+        """
         self.finished = True
+        full: OSError | None = None
         for name in list(self._runs):
-            self.finish(name)
+            try:
+                self.finish(name)
+            except OSError as exc:
+                full = full or exc
+        for run in list(self._closing):  # finished earlier, still waiting for space
+            try:
+                self._close_run(run)
+            except OSError as exc:
+                full = full or exc
+        if full is not None:
+            raise full
         return self.closed
 
     def _close_run(self, run: _Run) -> list[Path]:
-        writers, run.writers = run.writers, []
+        """Close the run's writers (a run in ``_closing``); raises ``OSError`` if the disk is full."""
+        full: OSError | None = None
+        try:
+            self._feed(run)
+        except OSError as exc:
+            if not _no_space(exc):
+                raise
+            full = exc
         done = []
-        for w in writers:
+        kept = []
+        for w in run.writers:
             try:
                 done.append(w.close())
-            except Exception:  # a full disk must not hide the other files
+            except OSError as exc:
+                if _no_space(exc):  # kept: closed again by flush() or close()
+                    kept.append(w)
+                    full = full or exc
+                else:  # a full disk must not hide the other files
+                    log.exception("cannot close the run file %s", w.path)
+            except Exception:
                 log.exception("cannot close the run file %s", w.path)
+        run.writers = kept
         self.closed.extend(done)
+        if full is not None:
+            raise full
+        self._closing.remove(run)
         return done
 
 
