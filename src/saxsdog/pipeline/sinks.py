@@ -397,8 +397,9 @@ class RunSink:
             from ..io.nxcansas import NXcanSASRunWriter
 
             make_output_folder(self.folder, self.confine_to)
-            for path in run.paths if self.confine_to is not None else ():
-                claim_temporary(path, self.confine_to)  # h5py opens it by name
+            if self.confine_to is not None:
+                for path in run.paths:
+                    claim_temporary(path, self.confine_to)  # h5py opens it by name
             writers = []
             try:
                 for (k, _), path in zip(self.integrators, run.paths):
@@ -411,6 +412,7 @@ class RunSink:
             run.writers = writers
         while run.waiting:
             name, result = run.waiting.pop(0)
+            assert result.curves is not None  # record() queues only frames with curves
             for (k, _), writer in zip(self.integrators, run.writers):
                 graph = result.curves[k]
                 x, intensity, error = graph["array"][:3]

@@ -23,7 +23,8 @@ import json
 import os
 import re
 import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 try:
     import zmq

@@ -27,7 +27,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..calibration import Calibration
 from ..errors import CalibrationError, LedgerError
