@@ -121,6 +121,7 @@ def test_no_import_cycles_between_subpackages():
     ("saxsdog.protocol.client", False), ("saxsdog.cli.leash", False),
     ("saxsdog.cli.leash_web", True),  # only ``leash --local`` loads the server it starts
 ])
+@pytest.mark.slow
 def test_clients_do_not_import_the_server(client, module_level_only):
     """A leash client runs where no server is installed: it must not import ``saxsdog.server``."""
     graph = import_graph(module_level_only)

@@ -25,6 +25,7 @@ def small_cal(**over):
     return cal
 
 
+@pytest.mark.slow
 def test_cal_json_loads_unchanged(data_dir):
     raw = json.loads((data_dir / "cal.json").read_text())
     cal = Calibration(data_dir / "cal.json", cache=False)
@@ -148,6 +149,7 @@ def test_mask_formats_nonzero_means_masked(tmp_path, suffix):
     assert np.allclose(I[I > 0], 1.0)
 
 
+@pytest.mark.slow
 def test_mask_attachment_instead_of_file(data_dir):
     cal = json.loads((data_dir / "cal.json").read_text())
     cal["Masks"][0]["MaskFile"] = "sent-over-the-wire.msk"

@@ -150,6 +150,7 @@ def test_image_pixel_count_is_bounded():
 
 # --------------------------------------------------------------------------- versions and spellings
 
+@pytest.mark.slow
 def test_files_without_version_are_version_1_and_load_unchanged(data_dir):
     raw = json.loads((data_dir / "cal.json").read_text())
     cal = Calibration(data_dir / "cal.json", cache=False)

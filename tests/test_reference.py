@@ -42,6 +42,7 @@ def test_against_fit2d(real_calibration, real_image, data_dir):
     assert med <= 3.5e-3
 
 
+@pytest.mark.slow
 def test_against_pyfai_full_pixel_splitting(real_calibration, real_image):
     pytest.importorskip("pyFAI", reason="pyFAI is the independent reference")
     from saxsdog.io.poni import calibration_to_integrator

@@ -117,6 +117,7 @@ def test_nika_pairs_and_file(tmp_path: Path) -> None:
     assert cal["Geometry"]["DedectorDistanceMM"] == 750.0 and cal["Wavelength"] == 1.3
 
 
+@pytest.mark.slow
 def test_poni_export_and_import(tmp_path: Path, cal_json_path: Path) -> None:
     pytest.importorskip("pyFAI")
     poni = tmp_path / "cal.poni"
@@ -227,6 +228,7 @@ def test_best_fit_log_of_the_manual_as_a_user_runs_it(tmp_path: Path, cal_json_p
     assert "no template" not in r.stderr
 
 
+@pytest.mark.slow
 def test_no_template_warning_only_for_fields_taken_from_the_default(tmp_path: Path, cal_json_path: Path,
                                                                    info_file: Path) -> None:
     # A full calibration as INPUT needs no template: nothing to warn about.
@@ -246,6 +248,7 @@ def test_no_template_warning_only_for_fields_taken_from_the_default(tmp_path: Pa
     assert "Geometry.DedectorDistanceMM" in r.stderr
 
 
+@pytest.mark.slow
 def test_poni_import_keeps_the_digits_of_the_input(tmp_path: Path, cal_json_path: Path) -> None:
     pytest.importorskip("pyFAI")
     poni = tmp_path / "cal.poni"

@@ -82,6 +82,7 @@ def test_syncfirst_matches_the_library(beamline, capsys):
     assert pd.read_csv(io.StringIO(out))["Diode_avg (Peak)"].isna().all()
 
 
+@pytest.mark.slow
 def test_sync_plot_written_unless_batch(beamline, capsys):
     code, _, err = run(["-o", beamline / "out.csv", "-l", beamline / "images",
                         beamline / "peakinteg.log"], capsys)
@@ -128,6 +129,7 @@ def test_usage_errors(beamline, capsys):
     assert code == 1 and "unknown output format" in err
 
 
+@pytest.mark.slow
 def test_i0_and_curves_of_a_saxsdog_run_are_included_by_default(data_dir, tmp_path):
     """saxsdog over images/, then saxsdmerge images/ LOG: I0/I1/I2 come along without --filelist."""
     import subprocess

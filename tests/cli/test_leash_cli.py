@@ -333,6 +333,7 @@ def test_validate_convert_and_commands_against_the_server(real_server, capsys, t
     assert code == 0 and "maskpreview" in out and "convertponi" in out
 
 
+@pytest.mark.slow
 def test_maskpreview_writes_the_png(real_server, capsys, tmp_path, data_dir):
     _, net = real_server
     png = tmp_path / "preview.png"
@@ -345,6 +346,7 @@ def test_maskpreview_writes_the_png(real_server, capsys, tmp_path, data_dir):
     assert info.value.code == 2 and "-o FILE.png" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_new_against_a_slow_server_prints_the_final_answer(real_server, capsys, data_dir, monkeypatch):
     """The server answers 'accepted' while it builds; saxsleash waits for 'new queue'."""
     import time as _time

@@ -157,6 +157,7 @@ def test_phi_mode_curve_is_labelled_by_its_columns(tmp_path: Path, references: l
     assert fig.axes[0].get_xlabel() == slice_labels[0]
 
 
+@pytest.mark.slow
 def test_compare_says_which_axis_is_which(tmp_path: Path, references: list[str]) -> None:
     import subprocess
     import sys

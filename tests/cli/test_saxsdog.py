@@ -30,6 +30,7 @@ def warm_cache(data_dir):
     Calibration(data_dir / "cal.json")
 
 
+@pytest.mark.slow
 def test_help_lists_the_original_options():
     r = run(["--help"])
     assert r.returncode == 0
@@ -37,6 +38,7 @@ def test_help_lists_the_original_options():
         assert re.search(rf"(^|\s){re.escape(opt)}[ ,]", r.stdout), opt
 
 
+@pytest.mark.slow
 def test_usage_errors_are_clear(tmp_path, data_dir):
     # A path that names nothing (it may now be a file or a glob, so not "not a directory").
     r = run(["-c", data_dir / "cal.json", tmp_path / "absent"])
@@ -46,6 +48,7 @@ def test_usage_errors_are_clear(tmp_path, data_dir):
     assert r.returncode == 2 and "$.Masks" in r.stderr and "missing" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_two_hundred_images_then_kill_and_resume(data_dir, tmp_path, warm_cache):
     link_images(data_dir / "buf1_00000.tif", tmp_path / "run", 200)
     work = tmp_path / "work"
@@ -59,6 +62,8 @@ def test_two_hundred_images_then_kill_and_resume(data_dir, tmp_path, warm_cache)
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)  # the whole run, workers included
     proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
     done_before = {p.name for p in work.glob("*.chi")}
     assert 0 < len(done_before) < 200, "the kill must land half-way"
     r = run(["-c", data_dir / "cal.json", "-r", "-S", tmp_path / "run"])
@@ -77,6 +82,7 @@ def test_two_hundred_images_then_kill_and_resume(data_dir, tmp_path, warm_cache)
     assert all(o.read_bytes() == ref for o in outs)
 
 
+@pytest.mark.slow
 def test_failures_give_exit_code_and_summary(data_dir, tmp_path, warm_cache):
     root = tmp_path / "run"
     link_images(data_dir / "buf1_00000.tif", root, 3)
@@ -90,6 +96,7 @@ def test_failures_give_exit_code_and_summary(data_dir, tmp_path, warm_cache):
     assert re.search(r"FAILED .*fake.tif: ", r.stdout)
 
 
+@pytest.mark.slow
 def test_plain_progress_lines_when_not_a_terminal(data_dir, tmp_path, warm_cache):
     link_images(data_dir / "buf1_00000.tif", tmp_path / "run", 400)
     r = run(["-c", data_dir / "cal.json", "-P", tmp_path / "run"])
@@ -98,6 +105,7 @@ def test_plain_progress_lines_when_not_a_terminal(data_dir, tmp_path, warm_cache
     assert re.search(r"mean per frame: read [\d.]+ ms, integrate [\d.]+ ms, write [\d.]+ ms", r.stdout)
 
 
+@pytest.mark.slow
 def test_slow_writer_while_watching_is_processed_once(data_dir, tmp_path, warm_cache):
     root = tmp_path / "run"
     root.mkdir()
@@ -132,6 +140,7 @@ def test_slow_writer_while_watching_is_processed_once(data_dir, tmp_path, warm_c
     assert proc.returncode == 130 and "interrupted" in out
 
 
+@pytest.mark.slow
 def test_plots_and_monitor(data_dir, tmp_path, warm_cache):
     link_images(data_dir / "buf1_00000.tif", tmp_path / "run", 2)
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
@@ -145,6 +154,7 @@ def test_plots_and_monitor(data_dir, tmp_path, warm_cache):
     assert f"live plot of the last curve: {out / 'results' / 'monitor.png'}" in r.stdout
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_with_known_answer(tmp_path):
     r = run(["--demo", "6", "-S"], env={**os.environ, "TMPDIR": str(tmp_path)})
     assert r.returncode == 0, r.stdout + r.stderr
@@ -167,11 +177,13 @@ def test_demo_check_calls_a_curve_without_error_column_a_mismatch(tmp_path):
     assert "MISMATCH" in out.getvalue()
 
 
+@pytest.mark.slow
 def test_servermode_runs_the_server(tmp_path):
     r = run(["-V", tmp_path, "--network", tmp_path / "missing.json"])
     assert r.returncode == 2 and "saxsdogserver" in r.stderr and "saxsnetconf" in r.stderr
 
 
+@pytest.mark.slow
 def test_files_and_globs_as_well_as_a_directory(data_dir, tmp_path, warm_cache):
     root = tmp_path / "run"
     link_images(data_dir / "buf1_00000.tif", root, 6)
@@ -194,6 +206,7 @@ def test_files_and_globs_as_well_as_a_directory(data_dir, tmp_path, warm_cache):
     assert r.returncode == 2 and "-w watches one DIRECTORY" in r.stderr
 
 
+@pytest.mark.slow
 def test_empty_folder_says_so_with_exit_code_1(data_dir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -206,6 +219,7 @@ def test_empty_folder_says_so_with_exit_code_1(data_dir, tmp_path):
     assert "no images found" in run(["--help"]).stdout  # the exit code is documented
 
 
+@pytest.mark.slow
 def test_directory_filter_selecting_nothing_is_explained(data_dir, tmp_path):
     import json
 
@@ -219,6 +233,7 @@ def test_directory_filter_selecting_nothing_is_explained(data_dir, tmp_path):
     assert "Directory ['elsewhere'] selects none of the 2 image(s)" in r.stderr
 
 
+@pytest.mark.slow
 def test_many_failures_for_one_reason_are_one_summary(data_dir, tmp_path):
     import numpy as np
     import tifffile
@@ -256,6 +271,7 @@ def test_failure_report_groups_by_reason():
     assert sorted(summary) == [f"FAILED 4 images: {shape.format(100, 120)}", f"FAILED 4 images: {shape.format(619, 487)}"]
 
 
+@pytest.mark.slow
 def test_missing_calibration_and_mask_files_are_named(data_dir, tmp_path):
     import json
 
@@ -271,6 +287,7 @@ def test_missing_calibration_and_mask_files_are_named(data_dir, tmp_path):
     assert f"at $.Masks[0].MaskFile: mask file not found: {tmp_path / 'gone.msk'}" in r.stderr
 
 
+@pytest.mark.slow
 def test_warns_of_inverted_mask_and_header_wavelength(data_dir, tmp_path):
     import json
 

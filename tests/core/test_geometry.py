@@ -26,6 +26,7 @@ def pyfai_for(g: Geometry):
 
 @pytest.mark.parametrize("tilt,rot", [(0.0, 0.0), (-0.56, 73.569), (10.0, 73.569), (-10.0, 73.569),
                                       (10.0, -140.0), (-7.5, 200.0)])
+@pytest.mark.slow
 def test_two_theta_matches_pyfai_fit2d(tilt, rot):
     g = Geometry(SHAPE, (808.37, 387.772), 1031.657, (172.0, 172.0), 1.54, tilt, rot)
     ref = pyfai_for(g).center_array(SHAPE, unit="2th_rad")
@@ -54,6 +55,7 @@ def test_beam_centre_convention():
     assert (row, col) == (100 - 31, 20)
 
 
+@pytest.mark.slow
 def test_max_q_bounds_every_subpixel():
     g = Geometry(SHAPE, (808.37, 387.772), 1031.657, (172.0, 172.0), 1.54, -10.0, 73.569)
     assert g.q(3).max() <= g.max_q()

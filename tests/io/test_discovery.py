@@ -158,6 +158,7 @@ def test_queue_walk_and_watcher_skip_a_fifo(tmp_path):
 
 
 @needs_fifo
+@pytest.mark.slow
 def test_a_batch_run_with_a_fifo_in_the_folder_finishes(tmp_path, data_dir):
     """End to end: ``saxsdog`` over a folder with a FIFO named x.tif does not hang."""
     import subprocess

@@ -219,6 +219,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_hostile_files_are_refused_in_bounded_memory(tmp_path):
     cases = [
         (_sparse_cbf(tmp_path / "a.cbf"), PILATUS),

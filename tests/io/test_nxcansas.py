@@ -113,6 +113,7 @@ def test_sasdata_reads_every_frame_of_a_run_file(tmp_path):
         assert data.meta_data["I0"] == pytest.approx(frame["parameters"]["I0"])
 
 
+@pytest.mark.slow
 def test_streaming_writer_is_atomic_and_sasdata_reads_it(tmp_path):
     frames = make_frames(150, nq=120, seed=3)
     final = tmp_path / "stream.h5"

@@ -52,6 +52,7 @@ def cal_json(data_dir: Path) -> dict:
 
 @pytest.mark.parametrize(("tilt", "rotation"), [(0.0, 0.0), (-10.0, 73.569), (-0.56, 73.569), (10.0, -120.0),
                                                 (25.0, 200.0)])
+@pytest.mark.slow
 def test_round_trip_fit2d_json_poni_json(tmp_path: Path, tilt: float, rotation: float) -> None:
     cal = fit2d_to_calibration(_fit2d_text(tilt, rotation))
     json_file = tmp_path / "cal.json"
@@ -66,6 +67,7 @@ def test_round_trip_fit2d_json_poni_json(tmp_path: Path, tilt: float, rotation: 
     assert np.abs(_tth(pyFAI.load(str(poni))) - _tth(calibration_to_integrator(back))).max() <= 1e-9
 
 
+@pytest.mark.slow
 def test_without_template_the_equivalent_positive_tilt_is_returned(tmp_path: Path) -> None:
     cal = fit2d_to_calibration(_fit2d_text(-10.0, 73.569))
     back = poni_to_calibration(calibration_to_poni(cal, tmp_path / "a.poni"))
@@ -77,6 +79,7 @@ def test_without_template_the_equivalent_positive_tilt_is_returned(tmp_path: Pat
     assert np.abs(diff).max() <= 1e-9
 
 
+@pytest.mark.slow
 def test_poni_of_cal_json_matches_setfit2d_mapping(tmp_path: Path, cal_json: dict) -> None:
     poni_path = calibration_to_poni(cal_json, tmp_path / "cal.poni")
     loaded = pyFAI.load(str(poni_path))
@@ -98,6 +101,7 @@ def test_poni_of_cal_json_matches_setfit2d_mapping(tmp_path: Path, cal_json: dic
     assert np.abs(tth - np.flipud(_tth(flipped))).max() <= 1e-9
 
 
+@pytest.mark.slow
 def test_written_file_is_a_pyfai_poni_and_is_replaced_not_appended(tmp_path: Path, cal_json: dict) -> None:
     path = tmp_path / "cal.poni"
     calibration_to_poni(cal_json, path)
@@ -125,6 +129,7 @@ def test_poni_to_fit2d_inverts_setfit2d_and_agrees_with_getfit2d(tilt: float, ro
         assert ours["tiltPlanRotation"] == pytest.approx(theirs["tiltPlanRotation"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_tiny_tilt_keeps_the_2theta_map(tmp_path: Path) -> None:
     cal = fit2d_to_calibration(_fit2d_text(5e-6, 30.0))
     back = poni_to_calibration(calibration_to_poni(cal, tmp_path / "t.poni"), cal)

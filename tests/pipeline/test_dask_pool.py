@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # Dask clusters: the slow layer
+
 pytest.importorskip("distributed", reason="dask.distributed is not installed (pip install 'dask[distributed]')")
 
 import dask  # noqa: E402

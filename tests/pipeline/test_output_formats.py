@@ -183,6 +183,7 @@ def test_run_file_name_and_output_folder(cal, base_image, tmp_path):
     assert len(read_nxcansas(tmp_path / "out" / "beamtime7.h5")) == 2
 
 
+@pytest.mark.slow
 def test_run_file_of_multiframe_hdf5(cal, base_image, tmp_path):
     import h5py
 
@@ -245,6 +246,7 @@ def test_run_file_takes_a_frame_once(cal, data_dir, tmp_path):
     assert sorted(names) == ["img_00000.tif", "img_00001.tif"]  # ... but one entry per frame
 
 
+@pytest.mark.slow
 def test_saxsdog_command_writes_a_run_file(cal, base_image, tmp_path):
     images = distinct_images(base_image, tmp_path / "run", 3)
     r = subprocess.run([sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(Path(cal.path)), "-S",

@@ -48,6 +48,7 @@ def _task(name: str) -> ImageTask:
     return ImageTask(f"/nowhere/{name}", "/nowhere", 0, time.monotonic())
 
 
+@pytest.mark.slow
 def test_a_stopped_worker_is_killed_replaced_and_its_task_requeued():
     pool = WorkerPool(_Echo, 1, task_timeout=1.0)
     try:
@@ -75,6 +76,7 @@ def test_a_stopped_worker_is_killed_replaced_and_its_task_requeued():
         pool.close()
 
 
+@pytest.mark.slow
 def test_an_image_that_stalls_its_worker_three_times_fails_with_the_reason():
     pool = WorkerPool(_Echo, 2, task_timeout=0.5)
     try:
@@ -91,6 +93,7 @@ def test_an_image_that_stalls_its_worker_three_times_fails_with_the_reason():
         pool.close()
 
 
+@pytest.mark.slow
 def test_a_long_task_that_reports_progress_is_not_a_stall():
     pool = WorkerPool(_Echo, 1, task_timeout=1.0)
     try:
@@ -102,6 +105,7 @@ def test_a_long_task_that_reports_progress_is_not_a_stall():
         pool.close()
 
 
+@pytest.mark.slow
 def test_close_does_not_hang_on_a_stopped_worker():
     pool = WorkerPool(_Echo, 2, task_timeout=0)  # no deadline: close alone must cope
     pids = pool.pids()
@@ -159,6 +163,7 @@ _ORPHAN_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("mode", ["idle", "busy", "stopped"])
+@pytest.mark.slow
 def test_workers_die_with_their_parent_killed_alone(tmp_path, mode):
     """SIGKILL of the parent pid only (as the OOM killer does): no worker survives it."""
     proc = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT.format(mode=mode)], stdout=subprocess.PIPE,
@@ -183,3 +188,4 @@ def test_workers_die_with_their_parent_killed_alone(tmp_path, mode):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        proc.stdout.close()

@@ -51,6 +51,7 @@ def test_outputs_identical_to_library(cal, data_dir, tmp_path):
     assert np.isclose(i0, read_chi(expected).parameters["I0"])
 
 
+@pytest.mark.slow
 def test_bad_files_are_reported_and_the_rest_succeed(cal, data_dir, tmp_path):
     root = tmp_path / "run"
     link_images(data_dir / "buf1_00000.tif", root, 5)
@@ -70,6 +71,7 @@ def test_bad_files_are_reported_and_the_rest_succeed(cal, data_dir, tmp_path):
     assert q.ignored_files == 1
 
 
+@pytest.mark.slow
 def test_killed_worker_loses_nothing(cal, data_dir, tmp_path):
     root = tmp_path / "run"
     images = link_images(data_dir / "buf1_00000.tif", root, 150)
@@ -213,6 +215,7 @@ def test_stats_report_rates_and_stages(cal, data_dir, tmp_path):
     assert rec["image_time"] is not None and rec["parameters"]["R0"]["I0"] > 0
 
 
+@pytest.mark.slow
 def test_stats_can_be_read_from_another_thread_while_images_arrive(cal, data_dir, tmp_path):
     """The progress line reads stats() from its own thread while the dispatcher records
     new images; that must never fail, and the queue length must stay within bounds."""

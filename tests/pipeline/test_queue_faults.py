@@ -184,6 +184,7 @@ def fill_disk(folder: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_full_output_disk_pauses_the_queue_and_it_resumes_when_space_is_freed(cal, data_dir, tmp_path, small_tmpfs):
     """Part 2 item 3: outputs and the file list on a full disk.  Images are held (not failed),
     stats say why the queue is paused, and freeing space resumes it without help."""
@@ -210,6 +211,7 @@ def test_full_output_disk_pauses_the_queue_and_it_resumes_when_space_is_freed(ca
     assert len(filelist_rows(out / "results" / "filelist.txt")) == 6
 
 
+@pytest.mark.slow
 def test_file_list_after_a_sigkill_of_the_group_and_a_resume(data_dir, tmp_path):
     """Part 2 item 8: after a SIGKILL of the whole group mid-run and `saxsdog -r`, every image
     has exactly one row (images listed before the kill but not known as finished were listed twice)."""

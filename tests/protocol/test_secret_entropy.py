@@ -36,6 +36,7 @@ ENCODINGS = {
 
 
 @pytest.mark.parametrize("encoding", list(ENCODINGS))
+@pytest.mark.slow
 def test_every_random_32_byte_secret_passes(encoding):
     make = ENCODINGS[encoding]
     weakest = min(secret_entropy_bits(make()) for _ in range(SAMPLES))

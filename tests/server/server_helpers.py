@@ -36,19 +36,29 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Server":
+        if self.proc is not None:  # a restart: the files of the previous (ended) run are closed
+            self._close_files()
         self.log = open(self.base.parent / "server.log", "a")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      start_new_session=True)
-        line = self.proc.stdout.readline()
-        assert "serving" in line, line + (self.base.parent / "server.log").read_text()
+        try:
+            line = self.proc.stdout.readline()
+            assert "serving" in line, line + (self.base.parent / "server.log").read_text()
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def client(self, secret: str | None = None, timeout: float = 20.0) -> LeashClient:
         return LeashClient(self.url, secret or self.secret, timeout=timeout)
 
     def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)  # server and its workers
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # server and its workers
+        except ProcessLookupError:
+            pass
         self.proc.wait()
+        self._close_files()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -57,7 +67,14 @@ class Server:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
-        self.log.close()
+        self._close_files()
+
+    def _close_files(self) -> None:
+        """Close this run's stdout pipe and log (a restart by :meth:`start` opens new ones)."""
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if getattr(self, "log", None) is not None:
+            self.log.close()
 
 
 def start_queue(server: Server, data_dir: Path, directory: str = "run") -> None:

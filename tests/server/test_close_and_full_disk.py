@@ -50,6 +50,7 @@ def make_handler(base, **kw) -> CommandHandler:
     return CommandHandler(base, QueueOptions(workers=2), rescan_interval=0, **kw)
 
 
+@pytest.mark.slow
 def test_close_right_after_a_burst_finishes_every_queued_image(base, data_dir):
     """Part 2 item 2: close used to drop what was waiting (ledger rows stuck at 'queued',
     queue.json deleted, so nothing resumed).  Now the queue drains, new files are ignored,
@@ -77,6 +78,7 @@ def test_close_right_after_a_burst_finishes_every_queued_image(base, data_dir):
         h.shutdown()
 
 
+@pytest.mark.slow
 def test_server_stopped_while_closing_resumes_and_finishes(base, data_dir):
     h = make_handler(base)
     h.execute("new", *new_request(data_dir))
@@ -155,6 +157,7 @@ def fill_disk(folder: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_full_ledger_disk_pauses_and_resumes(base, data_dir, small_tmpfs):
     """Part 2 item 3: SQLite's "database or disk is full" killed the dispatcher for good
     (every later stat: "cannot commit - no transaction is active").  Now stat keeps
@@ -185,6 +188,7 @@ def test_full_ledger_disk_pauses_and_resumes(base, data_dir, small_tmpfs):
         h.shutdown()
 
 
+@pytest.mark.slow
 def test_output_named_before_a_restart_is_not_overwritten(base, data_dir):
     """Part 2 item 7 across a restart: run/a/x.tif wrote run/work/x.chi; run/b/x.tif arriving
     after the restart must not replace it (nor be marked done with a's output)."""

@@ -134,6 +134,7 @@ def test_the_commands_command_lists_the_table(service):
 
 # --------------------------------------------------------------------------- tools over ZeroMQ
 
+@pytest.mark.slow
 def test_calibration_tools_over_zeromq(service, data_dir, base):
     cal = json.loads((data_dir / "cal.json").read_text())
     with service.client() as c:
@@ -158,6 +159,7 @@ def test_calibration_tools_over_zeromq(service, data_dir, base):
         assert outside["result"] == "Error" and "outside" in outside["data"]["Error"]
 
 
+@pytest.mark.slow
 def test_poni_import_over_zeromq(service, data_dir):
     pytest.importorskip("pyFAI")
     from saxsdog.io.poni import calibration_to_poni_text
@@ -211,6 +213,7 @@ def stat_is_fast(service: Service, command: str) -> None:
             assert job["command"] == command and job["state"] == "running", job
 
 
+@pytest.mark.slow
 def test_stat_answers_within_a_second_while_new_builds(service, data_dir, gate):
     """A 'new' whose calibration build blocks: stat keeps answering, every client gets 'new queue'."""
     entered, opened = gate
@@ -570,6 +573,7 @@ def test_http_command_has_no_fake_envelope(base):
     assert "handler.execute" in inspect.getsource(routes.command)
 
 
+@pytest.mark.slow
 def test_a_stuck_command_does_not_keep_the_server_from_exiting(tmp_path):
     """A queue-changing command stuck for good (a close waiting on a frozen worker) must not
     hold up the process at exit (the interpreter joins ThreadPoolExecutor threads)."""

@@ -52,6 +52,7 @@ def make_handler(base, **kw) -> CommandHandler:
     return CommandHandler(base, QueueOptions(workers=2, keep_curves=True, curve_interval=0.0), rescan_interval=0, **kw)
 
 
+@pytest.mark.slow
 def test_new_feed_stat_history(base, data_dir):
     h = make_handler(base)
     try:
@@ -82,6 +83,7 @@ def test_new_feed_stat_history(base, data_dir):
         h.shutdown()
 
 
+@pytest.mark.slow
 def test_preexisting_files_wait_for_readdir(base, data_dir):
     add_images(base, 5)
     h = make_handler(base)
@@ -97,6 +99,7 @@ def test_preexisting_files_wait_for_readdir(base, data_dir):
         h.shutdown()
 
 
+@pytest.mark.slow
 def test_events_for_preexisting_files_are_processed(base, data_dir):
     imgs = add_images(base, 3)
     h = make_handler(base)
@@ -110,6 +113,7 @@ def test_events_for_preexisting_files_are_processed(base, data_dir):
         h.shutdown()
 
 
+@pytest.mark.slow
 def test_files_without_events_are_found_by_reconciliation(base, data_dir):
     h = make_handler(base)
     try:
@@ -122,6 +126,7 @@ def test_files_without_events_are_found_by_reconciliation(base, data_dir):
         h.shutdown()
 
 
+@pytest.mark.slow
 def test_restart_resumes_without_duplicates(base, data_dir):
     h = make_handler(base)
     h.execute("new", *new_request(data_dir))
@@ -142,6 +147,7 @@ def test_restart_resumes_without_duplicates(base, data_dir):
         h2.shutdown()
 
 
+@pytest.mark.slow
 def test_close_forgets_and_abort(base, data_dir):
     h = make_handler(base)
     try:
@@ -236,6 +242,7 @@ def test_ledger_persists_across_connections(tmp_path):
     assert led2.history("q")[0]["parameters"] == {"R0": {"I0": 1.0}}
 
 
+@pytest.mark.slow
 def test_mask_attachment_format_from_filenames_and_empty_frame(base, data_dir, tmp_path):
     import fabio
     import numpy as np

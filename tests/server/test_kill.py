@@ -22,6 +22,8 @@ from saxsdog.testing import free_port, link_images
 from server_helpers import Server, start_queue, wait_done
 from test_server_e2e import assert_each_image_once
 
+pytestmark = pytest.mark.slow  # real saxsdogserver and saxsdog subprocesses: the slow layer
+
 
 @pytest.fixture
 def base(tmp_path):

@@ -135,6 +135,7 @@ def base(tmp_path):
 
 
 @pytest.mark.parametrize("loss", ["corrupt", "deleted"])
+@pytest.mark.slow
 def test_the_server_survives_a_lost_ledger_and_rebuilds_it_from_the_outputs(tmp_path, base, data_dir, loss):
     server = Server(tmp_path, base, ["--rescan", "0.5"]).start()
     try:

@@ -162,6 +162,7 @@ def test_getmergedata_before_any_merge(handler):
 
 
 # -- end to end: saxsleash -> saxsdogserver over ZeroMQ --------------------------------------
+@pytest.mark.slow
 def test_saxsleash_mergedata_against_a_real_server(tmp_path, data_dir):
     import tifffile
 

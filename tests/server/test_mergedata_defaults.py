@@ -74,6 +74,7 @@ def test_default_outputs_outside_the_base_are_not_read(tmp_path):
         handler.shutdown()
 
 
+@pytest.mark.slow
 def test_server_with_an_output_folder_merges_its_queues_i0(tmp_path, data_dir):
     """saxsdogserver -o OUT: mergedata without FileList still carries the queue's I0/I1/I2."""
     import tifffile

@@ -53,6 +53,7 @@ def _send(server: Server, frames: list[bytes]) -> dict:
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+@pytest.mark.slow
 def test_a_captured_new_or_abort_is_refused_after_a_restart(tmp_path, data_dir, stop):
     base = tmp_path / "base"
     (base / "run").mkdir(parents=True)

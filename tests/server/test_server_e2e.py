@@ -21,6 +21,8 @@ from saxsdog.testing import free_port, link_images
 
 from server_helpers import Server, start_queue, wait_done
 
+pytestmark = pytest.mark.slow  # real saxsdogserver and saxsdog subprocesses: the slow layer
+
 
 @pytest.fixture
 def base(tmp_path, data_dir):

@@ -64,6 +64,7 @@ def server(tmp_path):
 
 @pytest.mark.parametrize("frames,frame_bytes", [(16, 250 * MiB), (40, 60 * MiB)],
                          ids=["16x250MiB", "40x60MiB"])
+@pytest.mark.slow
 def test_an_oversized_multipart_request_is_refused_while_it_arrives(server, frames, frame_bytes):
     pid = server.proc.pid
     assert _stat_time(server) < 1.0
@@ -89,12 +90,14 @@ def test_an_oversized_multipart_request_is_refused_while_it_arrives(server, fram
     assert _stat_time(server) < 1.0
 
 
+@pytest.mark.slow
 def test_a_request_somewhat_over_the_limit_is_answered_with_an_error(server):
     results: list = []
     _flood(server.url, 3, 40 * MiB, results)  # 120 MiB, limit 64 MiB: read on and answered
     assert results[0]["result"] == "Error" and "too large" in results[0]["data"]["Error"]
 
 
+@pytest.mark.slow
 def test_parallel_requests_just_under_the_limit_do_not_add_up(server):
     pid = server.proc.pid
     before = _rss(pid)
@@ -113,6 +116,7 @@ def test_parallel_requests_just_under_the_limit_do_not_add_up(server):
     assert _stat_time(server) < 1.0
 
 
+@pytest.mark.slow
 def test_too_many_frames_are_refused(server):
     results: list = []
     _flood(server.url, 1000, 10, results)
@@ -144,6 +148,7 @@ def test_a_request_at_the_limit_is_still_served(tmp_path):
         t.join(5)
 
 
+@pytest.mark.slow
 def test_garbage_and_idle_connections_do_not_stop_the_service(tmp_path):
     class Handler:
         def execute(self, command, argument, attachments):
@@ -180,6 +185,7 @@ def test_garbage_and_idle_connections_do_not_stop_the_service(tmp_path):
         t.join(5)
 
 
+@pytest.mark.slow
 def test_stat_answers_while_idle_http_connections_pile_up(tmp_path, data_dir):
     """~1100 idle HTTP connections under a common 1024-file soft limit: ZeroMQ keeps answering."""
     import resource

@@ -34,6 +34,7 @@ def test_parse_encoding():
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("dtype", [np.uint32, np.uint16, np.int32, np.uint8])
 @pytest.mark.parametrize("shape", [(1043, 981), (100, 101), (7, 9), (1, 3)])
+@pytest.mark.slow
 def test_bitshuffle_lz4_blobs_of_hdf5plugin_decode_exactly(implementation, dtype, shape):
     a = frame(shape, dtype)
     blob = hdf5plugin_bslz4(a)  # the HDF5 filter's chunk: what an Eiger stores and sends

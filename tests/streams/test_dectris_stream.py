@@ -71,6 +71,7 @@ def stream(cal, frames, out: Path, encoding: str = "bs32-lz4<", fmt: str = "chi"
 
 
 @pytest.mark.parametrize("encoding", ["bs32-lz4<", "lz4<"])
+@pytest.mark.slow
 def test_streamed_frames_give_the_files_results(cal, frames, from_files, tmp_path, encoding):
     q, src = stream(cal, frames, tmp_path / "out", encoding)
     assert src.frames == len(frames) and src.malformed == 0 and src.series == SERIES
@@ -162,6 +163,7 @@ def test_parse_message_checks_the_format():
         (3, 12, (2, 4), "3_000012", {"start_time": 5}, "note")
 
 
+@pytest.mark.slow
 def test_raw_frames_are_kept_as_nexus(cal, frames, from_files, tmp_path):
     q, src = stream(cal, frames, tmp_path / "out", keep_raw=tmp_path / "raw", frames_per_file=2)
     master = tmp_path / "raw" / f"series_{SERIES}_master.h5"
@@ -191,6 +193,7 @@ def test_raw_frames_are_kept_as_nexus(cal, frames, from_files, tmp_path):
         assert (tmp_path / "again" / f"series_{SERIES}_master_{k:05d}.chi").read_bytes() == expected
 
 
+@pytest.mark.slow
 def test_saxsdog_stream_command(cal, frames, from_files, tmp_path):
     with DectrisSender() as snd, _stream_command(snd, tmp_path / "out", cal,
                                                  "--keep-raw", str(tmp_path / "raw")) as proc:
@@ -233,6 +236,7 @@ def test_a_frame_that_kills_its_worker_fails_instead_of_looping(cal, tmp_path):
     assert q.worker_restarts == 3
 
 
+@pytest.mark.slow
 def test_each_series_is_a_run_file_closed_when_the_series_ends(cal, frames, tmp_path):
     """Series after series into one queue: one run file each, in place as soon as its series is done."""
     from saxsdog.io.nxcansas import read_nxcansas
@@ -280,8 +284,11 @@ def _stream_command(snd: DectrisSender, out: Path, cal, *extra: str) -> Iterator
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        proc.stdout.close()  # (communicate() of the test may have closed them already)
+        proc.stderr.close()
 
 
+@pytest.mark.slow
 def test_saxsdog_stream_command_takes_several_series(cal, frames, tmp_path):
     with DectrisSender() as snd, _stream_command(snd, tmp_path / "out", cal, "--series", "2",
                                                  "--run-name", "scan") as proc:
@@ -298,6 +305,7 @@ def test_saxsdog_stream_command_takes_several_series(cal, frames, tmp_path):
         assert f"run file {tmp_path / 'out' / f'scan_{series}.h5'}" in stdout
 
 
+@pytest.mark.slow
 def test_saxsdog_stream_until_stopped_integrates_what_it_received(cal, frames, tmp_path):
     """--series 0 runs until SIGTERM (a service stop); frames already received are not dropped."""
     import signal

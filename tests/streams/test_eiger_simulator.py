@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import tifffile
 
+pytestmark = pytest.mark.slow  # a simulator subprocess: the slow layer
+
 pytest.importorskip("eigersim", reason="eiger-simulator is not installed (pip install eiger-simulator)")
 
 from saxsdog import Calibration  # noqa: E402

@@ -87,6 +87,7 @@ def test_parse_rejects_what_is_not_stream_v2():
 
 
 @pytest.mark.parametrize("encoding", ["bs32-lz4<", "h5lz4<"])
+@pytest.mark.slow
 def test_stream_v2_frames_give_the_files_results(cal, frames, tmp_path, encoding):
     """Frames sent as stream v2 are integrated exactly as the same frames read from a file."""
     root = tmp_path / "files"

@@ -87,6 +87,7 @@ def err(path: str) -> str:
     return f'#cal-form [data-err-path="{path}"]'
 
 
+@pytest.mark.slow
 def test_calibrate_start_and_watch(page, server, handler, base, data_dir, tmp_path):
     log_in(page, server.url)
     assert page.is_visible("#conn") and page.wait_for_function(
@@ -193,6 +194,7 @@ def test_calibrate_start_and_watch(page, server, handler, base, data_dir, tmp_pa
     assert not page.problems, page.problems
 
 
+@pytest.mark.slow
 def test_launch_link_logs_in_once(browser, server, tmp_path):
     code = server.app.state.auth.new_launch_code()
     context = browser.new_context()
@@ -222,6 +224,7 @@ def test_launch_link_logs_in_once(browser, server, tmp_path):
         context.close()
 
 
+@pytest.mark.slow
 def test_fit2d_and_poni_imports(page, server, data_dir, tmp_path):
     log_in(page, server.url)
     page.set_input_files("#cal-file", str(data_dir / "cal.json"))
@@ -251,6 +254,7 @@ def test_fit2d_and_poni_imports(page, server, data_dir, tmp_path):
     page.wait_for_function("() => document.querySelector('#cal-summary').textContent.includes('valid')")
 
 
+@pytest.mark.slow
 def test_save_json_merge_and_abort(browser, server, handler, base, data_dir, tmp_path):
     """The actions not covered above: the calibration downloads as JSON; a merge with a
     server-side and a browser-sent log table shows its rows; Abort asks first."""
@@ -360,6 +364,7 @@ def start_queue_in_page(page, data_dir) -> None:
     page.wait_for_function("() => document.querySelector('#start-msg').textContent.includes('Queue started')")
 
 
+@pytest.mark.slow
 def test_start_readdir_plots_history_while_images_arrive(page, server, handler, base, data_dir, tmp_path):
     """The sequence that froze the page (Start queue, Read directory, Plots, History while
     images arrive): History reaches every image and later commands are answered."""
@@ -444,6 +449,7 @@ def test_commands_after_the_page_idled_past_the_keep_alive_are_answered(page, se
     assert not page.problems, page.problems
 
 
+@pytest.mark.slow
 def test_a_hung_server_shows_as_not_answering(page, server, handler, base, data_dir):
     """Commands and statistics that get no answer (the server's command side hangs while its
     connections stay open) show "not answering" instead of "live", fail with a message after
@@ -505,6 +511,7 @@ LAYOUT_PROBLEMS_JS = """() => {
 }"""
 
 
+@pytest.mark.slow
 def test_usable_at_900_px_with_units_and_named_beam_centre(browser, server, handler, base, data_dir, tmp_path):
     """At 900 × 800 nothing overlaps or sticks out; every number of the calibration shows its
     unit, the beam centre names its axes, and the Server tab's file list follows the queue
@@ -561,6 +568,7 @@ def test_usable_at_900_px_with_units_and_named_beam_centre(browser, server, hand
         context.close()
 
 
+@pytest.mark.slow
 def test_a_stopped_server_process_shows_as_not_answering(page, base, tmp_path):
     """SIGSTOP of the real saxsdogserver process: its sockets stay open (the kernel still
     accepts connections), so only deadlines can tell.  The header says "not answering", a
@@ -614,3 +622,4 @@ def test_a_stopped_server_process_shows_as_not_answering(page, base, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        proc.stdout.close()

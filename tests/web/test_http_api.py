@@ -99,6 +99,7 @@ def test_launch_codes_work_once_and_expire(client, app_factory, client_factory):
 
 
 @pytest.mark.parametrize("method,path,body", AUTHENTICATED)
+@pytest.mark.slow
 def test_api_needs_a_session(client, method, path, body):
     r = client.request(method, path, json=body)
     assert r.status_code == 401
@@ -123,6 +124,7 @@ def test_cross_origin_cookie_requests_are_refused(client):
     assert ok.status_code == 200 and ok.json()["result"] == "stat"
 
 
+@pytest.mark.slow
 def test_unauthenticated_websocket_is_closed(server):
     from websockets.exceptions import ConnectionClosed
 
@@ -145,6 +147,7 @@ def test_unauthenticated_websocket_is_closed(server):
     assert info.value.rcvd.code == 4401
 
 
+@pytest.mark.slow
 def test_command_round_trip_and_live_results(server, handler, base, data_dir):
     with httpx.Client(base_url=server.url, timeout=30.0) as client:  # the WebSocket needs this server's session
         round_trip(client, server, handler, base, data_dir)
@@ -211,6 +214,7 @@ def test_validate_names_the_json_path(client, data_dir):
     assert calibration_problems([1, 2])[0]["path"] == "$"
 
 
+@pytest.mark.slow
 def test_schema_and_converters(client, data_dir):
     login(client)
     schema = client.get("/api/schema/calibration").json()
@@ -237,6 +241,7 @@ def test_schema_and_converters(client, data_dir):
     assert client.post("/api/convert/poni", json={"text": "garbage"}).status_code == 400
 
 
+@pytest.mark.slow
 def test_mask_preview(client, data_dir, base):
     login(client)
     cal = json.loads((data_dir / "cal.json").read_text())
@@ -282,6 +287,7 @@ def test_the_secret_never_leaks(client, app, server, data_dir, caplog):
     assert SECRET not in repr(server) and SECRET not in repr(app.state.ctx)
 
 
+@pytest.mark.slow
 def test_mask_preview_png_draws_arrays_without_files():
     import numpy as np
 

@@ -36,6 +36,7 @@ def test_the_page_gets_the_command_table(client):
     assert next(c for c in listed if c["name"] == "listdir")["result"] == "dircontent"
 
 
+@pytest.mark.slow
 def test_calibration_tools_as_commands(client, data_dir):
     login(client)
     cal = json.loads((data_dir / "cal.json").read_text())

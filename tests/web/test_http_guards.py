@@ -99,6 +99,7 @@ def test_command_bodies_up_to_the_configured_limit(handler):
     run(main())
 
 
+@pytest.mark.slow
 def test_a_trickled_login_body_is_cut_off(handler):
     app = create_app(handler, SECRET, body_seconds=0.5)
 

@@ -39,6 +39,7 @@ def attacked(tmp_path_factory, shared_data):
     server.stop()
 
 
+@pytest.mark.slow
 def test_idle_connections_stop_neither_transport(attacked):
     log0 = attacked.log_bytes()
     idle = open_idle(attacked.http_port, 300)
@@ -69,6 +70,7 @@ def test_parallel_large_login_bodies_are_refused_without_growing_the_server(atta
     assert stat_seconds(attacked) < 1.0
 
 
+@pytest.mark.slow
 def test_login_flood_is_refused_and_does_not_flood_the_log(attacked):
     log0 = attacked.log_bytes()
     codes = wrong_logins(attacked.http_port, 400)
@@ -80,6 +82,7 @@ def test_login_flood_is_refused_and_does_not_flood_the_log(attacked):
 
 # --------------------------------------------------------------------------- in this process
 
+@pytest.mark.slow
 def test_at_the_cap_the_longest_idle_connection_makes_room(server_factory):
     import httpx
 
@@ -104,6 +107,7 @@ def test_at_the_cap_the_longest_idle_connection_makes_room(server_factory):
             s.close()
 
 
+@pytest.mark.slow
 def test_slow_headers_are_cut_off(server_factory):
     srv = server_factory(header_timeout=1.0)
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
@@ -172,6 +176,7 @@ def test_a_large_websocket_message_closes_the_socket(server):
     assert info.value.rcvd is not None and info.value.rcvd.code == 1009  # message too big
 
 
+@pytest.mark.slow
 def test_when_every_connection_is_busy_a_new_one_is_told_so(server_factory):
     srv = server_factory(max_connections=4)
     head = (f"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\nContent-Type: application/json\r\n"

@@ -27,6 +27,7 @@ def _node() -> str:
     return node
 
 
+@pytest.mark.slow
 def test_node_unit_tests_pass():
     node = _node()
     files = sorted(str(p) for p in JS_TESTS.glob("*.test.mjs"))

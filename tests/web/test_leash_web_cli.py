@@ -103,6 +103,7 @@ def test_remote_mode_errors(server, tmp_path, capsys):
     assert "cannot get a launch code" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_local_mode_serves_a_private_server(base, tmp_path):
     require_web()
     import httpx
@@ -129,6 +130,7 @@ def test_local_mode_needs_a_directory(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_saxsdogserver_serves_the_web_leash(base, tmp_path, capsys):
     require_web()
     pytest.importorskip("zmq")
