@@ -22,6 +22,8 @@ import pytest
 
 from saxsdog.extras import EXTRAS
 
+pytestmark = pytest.mark.slow  # real processes, servers or seconds-long waits
+
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONAL = sorted({m for e in EXTRAS.values() for m in e.packages.values()} | {"dask"})
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]

@@ -128,6 +128,7 @@ def test_stat_json(server, capsys):
     assert json.loads(out) == {"result": "stat", "data": {"stat": STAT}}
 
 
+@pytest.mark.slow
 def test_plot_writes_a_png(server, capsys, tmp_path):
     stub, net = server
     png = tmp_path / "latest.png"

@@ -364,6 +364,7 @@ def fill_disk(folder: Path, leave: int = 0) -> Path:
     return filler
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("room", [0, 40_000, 300_000])
 def test_run_file_on_a_full_disk_keeps_every_frame_and_completes_once_space_is_freed(small_tmpfs, room):
     """The disk fills before the file starts (room 0) or while its frames are written (a

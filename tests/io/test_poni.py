@@ -217,6 +217,7 @@ def test_poni_export_carries_the_wavelength(data_dir, tmp_path):
     assert abs(back["Wavelength"] - 1.2345) < 1e-12
 
 
+@pytest.mark.slow
 def test_import_rounds_away_the_conversion_noise(tmp_path: Path, cal_json: dict) -> None:
     """cal.json -> PONI -> calibration gives cal.json's numbers as written (no -0.5600000000003951)."""
     back = poni_to_calibration(calibration_to_poni(cal_json, tmp_path / "cal.poni"), cal_json)

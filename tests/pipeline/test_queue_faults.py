@@ -258,6 +258,7 @@ def sasdata_titles(path: Path) -> list[str]:
     return [d.title for d in Loader().load(str(path))]
 
 
+@pytest.mark.slow
 def test_full_disk_under_the_run_file_pauses_the_queue_and_completes_the_file_once_freed(
         cal, data_dir, tmp_path, small_tmpfs):
     """Part 2 item 3 for ``--format nxcansas-run``: the run file's frames are kept (not failed)
@@ -301,6 +302,7 @@ def test_full_disk_under_the_run_file_pauses_the_queue_and_completes_the_file_on
     assert len(filelist_rows(out / "results" / "filelist.txt")) == 8
 
 
+@pytest.mark.slow
 def test_run_file_closed_on_a_full_disk_is_completed_when_space_is_freed(cal, data_dir, tmp_path, small_tmpfs):
     """Stopping the queue while the run file's disk is full neither drops the file nor blocks
     (the server stops queues on its command thread): the file is completed and renamed into
@@ -324,6 +326,7 @@ def test_run_file_closed_on_a_full_disk_is_completed_when_space_is_freed(cal, da
     assert not list(out.glob(".*.part"))
 
 
+@pytest.mark.slow
 def test_run_file_of_a_killed_saxsdog_is_cleaned_up_and_completed_by_a_resume(data_dir, tmp_path):
     """``saxsdog --format nxcansas-run`` killed (SIGKILL of its pid, as the OOM killer does)
     leaves its run file under the temporary name only; ``saxsdog -r`` removes it and writes
@@ -355,6 +358,7 @@ def test_run_file_of_a_killed_saxsdog_is_cleaned_up_and_completed_by_a_resume(da
     assert len(rows) == len({r.split("\t")[0] for r in rows}) == 150
 
 
+@pytest.mark.slow
 def test_full_disk_under_per_image_nxcansas_files_holds_the_images_until_space_is_freed(
         cal, data_dir, tmp_path, small_tmpfs):
     """``--format nxcansas`` (one file per image, written by the workers) on a full disk:
@@ -432,6 +436,7 @@ def test_run_sink_keeps_a_run_finished_on_a_full_disk_and_a_run_of_that_name_com
     assert not list(small_tmpfs.glob(".*.part"))
 
 
+@pytest.mark.slow
 def test_saxsdog_run_file_on_a_disk_full_from_the_start_waits_and_completes(data_dir, tmp_path, small_tmpfs):
     """``saxsdog --format nxcansas-run -o FULL`` does not crash on the file list's header nor
     fail the frames: it waits (paused, saying why) and finishes once space is freed."""

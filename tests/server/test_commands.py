@@ -244,6 +244,7 @@ def test_stat_answers_within_a_second_while_new_builds(service, data_dir, gate):
     assert service.handler.session is not None and service.service.pending_replies == 0
 
 
+@pytest.mark.slow
 def test_a_plain_req_client_gets_new_queue_while_a_slow_build_runs(service, data_dir, gate):
     """The original leash's protocol: 'new' answers "new queue" however long the build takes
     (never "accepted"), and another client's stat is answered within a second meanwhile."""
@@ -269,6 +270,7 @@ def test_a_plain_req_client_gets_new_queue_while_a_slow_build_runs(service, data
         plain.close()
 
 
+@pytest.mark.slow
 def test_a_plain_req_client_gets_queue_closed_after_a_burst(service, data_dir, base, monkeypatch):
     arg, att = build_new_request(str(data_dir / "cal.json"), str(data_dir / "AAA_integ.msk"), "run")
     plain = PlainReq(service.url)
@@ -323,6 +325,7 @@ def test_a_client_that_leaves_while_its_command_runs_breaks_nothing(service, dat
     assert service.service._budget.used == 0
 
 
+@pytest.mark.slow
 def test_a_dealer_gets_its_answers_in_order_behind_a_running_command(service, data_dir, gate):
     """A DEALER peer may send again before its answer: the requests behind a running command
     wait their turn (stat from the same connection does not overtake 'new')."""
@@ -381,6 +384,7 @@ def test_a_dealer_cannot_pile_up_requests_behind_a_running_command(service, data
         dealer.close(0)
 
 
+@pytest.mark.slow
 def test_a_command_running_longer_than_the_reply_bound_gets_an_error(base, data_dir, gate):
     entered, opened = gate
     h = CommandHandler(base, QueueOptions(workers=1), rescan_interval=0)
@@ -424,6 +428,7 @@ def test_stop_answers_pending_replies(base, data_dir, gate):
         h.shutdown()
 
 
+@pytest.mark.slow
 def test_the_leash_client_waits_for_a_slow_command_as_long_as_the_server_answers_stat(service, data_dir, gate):
     """A build longer than the client's timeout: the answer is still "new queue" (the client
     checks with stat on a second connection that the server is alive)."""
@@ -441,6 +446,7 @@ def test_the_leash_client_waits_for_a_slow_command_as_long_as_the_server_answers
     assert resp["result"] == "new queue" and seconds > 1.5, (resp, seconds)
 
 
+@pytest.mark.slow
 def test_the_leash_client_notices_a_server_that_never_answers_a_slow_command():
     import zmq
 

@@ -406,6 +406,7 @@ def test_open_output_refuses_a_link_at_its_name(tmp_path):
 
 # -- a real server -----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_real_server_refuses_links_planted_after_new(tmp_path, base, outside, data_dir):
     """The whole attack against a running ``saxsdogserver -w`` with a fast rescan."""
     from server_helpers import Server, start_queue, wait_done

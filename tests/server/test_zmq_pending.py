@@ -38,6 +38,8 @@ def slow_calibration(*args, **kwargs):
 
 session.Calibration = slow_calibration
 from saxsdog.cli.server import main
+
+pytestmark = pytest.mark.slow  # real processes, servers or seconds-long waits
 sys.exit(main(sys.argv[3:]))
 """
 

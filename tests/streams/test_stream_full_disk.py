@@ -22,6 +22,8 @@ from saxsdog.pipeline import QueueOptions
 from saxsdog.pipeline.queue import ImageQueue
 from saxsdog.streams.dectris import DectrisSender, DectrisStreamSource
 
+pytestmark = pytest.mark.slow  # real processes, servers or seconds-long waits
+
 SERIES = 9
 CONFIG = {"count_time": 0.05, "frame_time": 0.05, "wavelength": 1.54, "description": "full disk",
           "x_pixel_size": 0.000172, "y_pixel_size": 0.000172, "data_collection_date": "2024-05-01T10:00:00"}

@@ -405,6 +405,7 @@ def test_start_readdir_plots_history_while_images_arrive(page, server, handler, 
     assert not page.problems, page.problems
 
 
+@pytest.mark.slow
 def test_commands_after_the_page_idled_past_the_keep_alive_are_answered(page, server, handler, base, data_dir):
     """The cause of the freeze: the page idles after Start queue longer than the server keeps an
     idle connection (5 s), then Read directory, Plots and History while images arrive.

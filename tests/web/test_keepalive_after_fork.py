@@ -15,13 +15,15 @@ from __future__ import annotations
 import base64
 import json
 import os
+from pathlib import Path
 import socket
 import time
 
 import pytest
 from webleash_helpers import add_images, calibration_request, login
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
+pytestmark = [pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc"),
+              pytest.mark.slow]  # each waits out the keep-alive timeout
 
 
 def _tcp_inodes() -> set[str]:
@@ -29,7 +31,7 @@ def _tcp_inodes() -> set[str]:
     inodes: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            lines = open(table).read().splitlines()[1:]
+            lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
         inodes.update(line.split()[9] for line in lines if len(line.split()) > 9)
