@@ -18,6 +18,8 @@ from saxsdog.protocol.signing import sign_request
 
 from server_helpers import Server
 
+pytestmark = pytest.mark.slow  # real saxsdogserver processes
+
 #: saxsdogserver, with a calibration build that waits while the file HOLD exists (a slow
 #: build, as a large calibration or a cold start makes it, but as long as the test wants).
 SLOW_SERVER = """
@@ -38,8 +40,6 @@ def slow_calibration(*args, **kwargs):
 
 session.Calibration = slow_calibration
 from saxsdog.cli.server import main
-
-pytestmark = pytest.mark.slow  # real processes, servers or seconds-long waits
 sys.exit(main(sys.argv[3:]))
 """
 
