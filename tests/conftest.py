@@ -47,3 +47,18 @@ def real_calibration():
     from saxsdog import Calibration
 
     return Calibration(require_data() / "cal.json", cache=False)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 3 MiB file system to fill (``saxsdog.testing.fill_disk``); skipped where it
+    cannot be mounted (not root)."""
+    from saxsdog.testing import mounted_tmpfs
+
+    try:
+        with mounted_tmpfs(tmp_path / "small", size_mb=3) as mnt:
+            yield mnt
+    except OSError as exc:
+        if "cannot mount a tmpfs" not in str(exc):
+            raise
+        pytest.skip(str(exc))

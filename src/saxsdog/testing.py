@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -55,3 +57,61 @@ def write_pilatus_tiff(path: str | os.PathLike[str], data: np.ndarray, when: dat
               "# Wavelength 1.5400 A\r\n")
     tifffile.imwrite(path, data, description=header, metadata=None)
     return path
+
+
+def fill_disk(folder: str | os.PathLike[str], leave: int = 0) -> Path:
+    """Write ``folder/filler`` until its file system is full, then give ``leave`` bytes back.
+
+    Blocks of 64 KiB, then 512 bytes, then single bytes, so the disk is full to the last
+    byte.  Delete the returned file to free the space again.
+    """
+    filler = Path(folder) / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for block in (1 << 16, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * block)
+            except OSError:
+                pass
+        if leave:
+            os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
+    finally:
+        os.close(fd)
+    return filler
+
+
+@contextmanager
+def mounted_tmpfs(folder: str | os.PathLike[str], size_mb: float = 3) -> Iterator[Path]:
+    """Mount a small tmpfs on ``folder`` (created) for a real full disk; unmounted on exit.
+
+    Raises
+    ------
+    OSError
+        It cannot be mounted (not root, or no ``mount``): the message says why.
+    """
+    import subprocess
+
+    mnt = Path(folder)
+    mnt.mkdir(parents=True, exist_ok=True)
+    size = f"{int(size_mb * 1024)}k"
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True,
+                       text=True, check=False)
+    if r.returncode != 0:
+        raise OSError(f"cannot mount a tmpfs on {mnt}: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60.0, interval: float = 0.02) -> bool:
+    """Poll ``condition`` until it is true or ``timeout`` seconds have passed; whether it became true."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return False

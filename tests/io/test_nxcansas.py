@@ -12,6 +12,7 @@ import pytest
 
 from saxsdog.io.nxcansas import (NXCANSAS_VERSION, NXcanSASRunWriter, geometry_fields,
                                  read_nxcansas, write_nxcansas)
+from saxsdog.testing import fill_disk
 
 CAL = {
     "Title": "test",
@@ -326,42 +327,6 @@ def test_geometry_fields_read_either_spelling_and_the_loaded_form():
 # --------------------------------------------------------------------------- #
 # A full disk (a real, small tmpfs)
 # --------------------------------------------------------------------------- #
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    import subprocess
-
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True,
-                       check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill_disk(folder: Path, leave: int = 0) -> Path:
-    """Write a file until the file system is full, then give ``leave`` bytes back; returns it."""
-    import os
-
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for block in (1 << 16, 512, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * block)
-            except OSError:
-                pass
-        if leave:
-            os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
-    finally:
-        os.close(fd)
-    return filler
 
 
 @pytest.mark.slow

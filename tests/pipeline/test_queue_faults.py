@@ -16,7 +16,7 @@ from saxsdog.pipeline import QueueOptions
 from saxsdog.pipeline.backends import InlineBackend
 from saxsdog.pipeline.naming import output_key
 from saxsdog.pipeline.queue import ImageQueue
-from saxsdog.testing import link_images
+from saxsdog.testing import fill_disk, link_images, wait_for
 
 
 @pytest.fixture
@@ -30,15 +30,6 @@ def run_queue(cal, root, **opts) -> ImageQueue:
     assert q.wait_until_idle(120)
     q.stop()
     return q
-
-
-def wait_for(cond, timeout=60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def filelist_rows(path: Path) -> list[str]:
@@ -153,35 +144,6 @@ def test_truncated_file_older_than_the_retry_timeout_is_reported_at_once(cal, da
         q.stop()
     err = q.history.failures[str(old)]
     assert "unchanged for 3600" in err and "longer than the retry timeout (60 s)" in err
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill_disk(folder: Path) -> Path:
-    """Write a file until the file system is full; returns it."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for block in (1 << 16, 512, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * block)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 @pytest.mark.slow

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from saxsdog.pipeline import QueueOptions
 from saxsdog.server.handler import CommandHandler
+from saxsdog.testing import fill_disk, wait_for
 
 
 @pytest.fixture
@@ -35,15 +34,6 @@ def add_images(base: Path, n: int) -> list[Path]:
 def new_request(data_dir) -> tuple[dict, list[bytes]]:
     cal = json.loads((data_dir / "cal.json").read_text())
     return {"calibration": cal, "directory": ["run"]}, [(data_dir / "AAA_integ.msk").read_bytes()]
-
-
-def wait_for(cond, timeout=60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def make_handler(base, **kw) -> CommandHandler:
@@ -127,34 +117,6 @@ def test_abort_records_the_waiting_images_as_dropped(base, data_dir):
     h2 = make_handler(base)
     assert not h2.restore()
     h2.shutdown()
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill_disk(folder: Path) -> Path:
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for block in (1 << 16, 512, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * block)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 @pytest.mark.slow

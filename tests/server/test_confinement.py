@@ -24,7 +24,7 @@ from saxsdog.pipeline.naming import OutputRefused, check_output_folder, open_out
 from saxsdog.pipeline.tasks import ImageTask
 from saxsdog.pipeline.worker import ImageProcessor
 from saxsdog.server.handler import CommandHandler
-from saxsdog.testing import link_images
+from saxsdog.testing import link_images, wait_for
 
 
 @pytest.fixture
@@ -47,15 +47,6 @@ def outside(tmp_path, data_dir):
 def new_request(data_dir, directory=("run",)) -> tuple[dict, list[bytes]]:
     cal = json.loads((data_dir / "cal.json").read_text())
     return {"calibration": cal, "directory": list(directory)}, [(data_dir / "AAA_integ.msk").read_bytes()]
-
-
-def wait_for(cond, timeout=60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def make_handler(base, options=None, **kw) -> CommandHandler:

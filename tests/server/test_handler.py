@@ -14,6 +14,7 @@ from saxsdog.pipeline import QueueOptions
 from saxsdog.server.handler import CommandHandler
 from saxsdog.server.ledger import Ledger
 from saxsdog.server.paths import PathOutsideBase, resolve_inside
+from saxsdog.testing import wait_for
 
 
 @pytest.fixture
@@ -37,15 +38,6 @@ def add_images(base: Path, n: int, start: int = 0, sub: str = "run") -> list[Pat
 def new_request(data_dir) -> tuple[dict, list[bytes]]:
     cal = json.loads((data_dir / "cal.json").read_text())
     return {"calibration": cal, "directory": ["run"]}, [(data_dir / "AAA_integ.msk").read_bytes()]
-
-
-def wait_for(cond, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def make_handler(base, **kw) -> CommandHandler:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from saxsdog.errors import LedgerError
 from saxsdog.pipeline.tasks import ImageResult
 from saxsdog.server.ledger import Ledger
-from saxsdog.testing import link_images
+from saxsdog.testing import fill_disk, link_images
 
 from server_helpers import Server, start_queue, wait_done
 
@@ -70,36 +69,11 @@ def test_an_intact_ledger_is_not_fresh(tmp_path):
     led.close()
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(folder: Path) -> Path:
-    filler = folder / "filler"
-    with open(filler, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError:
-            pass
-    return filler
-
-
 def test_a_full_disk_gives_a_clear_error_keeps_the_connection_and_loses_no_write(small_tmpfs):
     path = small_tmpfs / "ledger.sqlite"
     led = Ledger(path, commit_interval=0.0)
     led.mark_queued("q", "/data/first.tif", None)
-    filler = _fill(small_tmpfs)
+    filler = fill_disk(small_tmpfs)
     written, error = [], None
     for i in range(20000):
         p = f"/data/img_{i:05d}_{uuid.uuid4().hex}.tif"

@@ -6,11 +6,9 @@ queue pauses and says why), and once space is freed every frame is written, exac
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,51 +19,13 @@ from saxsdog.io.nxcansas import read_nxcansas
 from saxsdog.pipeline import QueueOptions
 from saxsdog.pipeline.queue import ImageQueue
 from saxsdog.streams.dectris import DectrisSender, DectrisStreamSource
+from saxsdog.testing import fill_disk, wait_for
 
 pytestmark = pytest.mark.slow  # real processes, servers or seconds-long waits
 
 SERIES = 9
 CONFIG = {"count_time": 0.05, "frame_time": 0.05, "wavelength": 1.54, "description": "full disk",
           "x_pixel_size": 0.000172, "y_pixel_size": 0.000172, "data_collection_date": "2024-05-01T10:00:00"}
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True,
-                       check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill_disk(folder: Path) -> Path:
-    """Write a file until the file system is full; returns it."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for block in (1 << 16, 512, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * block)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
-
-
-def wait_for(cond, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def send_series(snd: DectrisSender, frames: list[np.ndarray], header_timeout: float = 30.0) -> None:

@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from webleash_helpers import SECRET, add_images, wait_for
+
+from saxsdog.testing import wait_for
+
+from webleash_helpers import SECRET, add_images
 
 CHROMIUM = Path(os.environ.get("SAXSDOG_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

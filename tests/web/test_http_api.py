@@ -12,8 +12,9 @@ import pytest
 from saxsdog.protocol.signing import compute_mac
 from saxsdog.protocol.weblogin import COOKIE_NAME
 from saxsdog.config import calibration_problems
+from saxsdog.testing import wait_for
 
-from webleash_helpers import SECRET, add_images, calibration_request, login, wait_for
+from webleash_helpers import SECRET, add_images, calibration_request, login
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")

@@ -16,7 +16,9 @@ import time
 import pytest
 from http_attacks import (ServerProcess, http_seconds, open_idle, parallel_big_bodies, real_login, stat_seconds,
                           wrong_logins)
-from webleash_helpers import require_web, wait_for
+from saxsdog.testing import wait_for
+
+from webleash_helpers import require_web
 
 pytest.importorskip("zmq")
 require_web()

@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -90,15 +88,6 @@ def add_images(base: Path, n: int, start: int = 0, sub: str = "run") -> list[Pat
             shutil.copy(base / "template.tif", p)
         out.append(p)
     return out
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def login(client, secret: str = SECRET) -> str:
