@@ -23,6 +23,7 @@ from typing import Any
 
 from ..calibration import Calibration
 from ..errors import SaxsdogError
+from ..io.images import file_signature
 from .backends import Backend, InlineBackend, PayloadArena, local_pool
 from .history import History
 from .naming import in_directories, output_key, output_root, results_dir
@@ -105,14 +106,6 @@ def _close_when_space(sink: Sink) -> None:
             continue
         log.info("closed the %s: the disk has space again", sink.name)
         return
-
-
-def _signature(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -422,7 +415,7 @@ class ImageQueue:
 
     # -- the dispatcher: events in, instructions out ---------------------------------
     def _push_event(self, path: str, force: bool) -> Push | None:
-        sig = _signature(path)
+        sig = file_signature(path)
         if self.state.is_known(path, sig, force):
             if self.state.closing:
                 self.state.ignored_after_close += 1
@@ -570,7 +563,7 @@ class ImageQueue:
             for task, results in done:
                 task = self._unship(task)
                 events.append(TaskDone(task, results, time.monotonic(), time.time(),
-                                       _signature(task.path) if task.payload is None else None))
+                                       file_signature(task.path) if task.payload is None else None))
             for task in orphaned:  # their worker died: nothing is lost
                 events.append(WorkerLost(self._unship(task), time.monotonic(), time.time()))
             for task in stalled:  # their worker hung and was replaced

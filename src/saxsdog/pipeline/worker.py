@@ -12,7 +12,7 @@ import numpy as np
 
 from ..calibration import Calibration
 from ..errors import CorruptImageError, ImageError, ImageShapeError
-from ..io.images import Frame, inside, iter_frames, read_header
+from ..io.images import Frame, inside, iter_frames
 from .naming import OutputRefused, frame_name, make_output_folder, output_base, write_output_bytes
 from .options import OUTPUT_FORMATS, QueueOptions
 from .pool import heartbeat
@@ -265,17 +265,3 @@ def _image_png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     matplotlib.image.imsave(buf, data, cmap="viridis", origin="upper", format="png")
     return buf.getvalue()
-
-
-def image_time_of(path: str) -> float | None:
-    """Acquisition time from the header, else the mtime (used without integrating)."""
-    try:
-        ts = read_header(path).get("timestamp")
-        return ts if ts is not None else os.stat(path).st_mtime
-    except Exception:
-        return None
-
-
-def summarize_curve(x: np.ndarray, intensity: np.ndarray) -> dict[str, Any]:
-    """A JSON-friendly curve."""
-    return {"x": np.asarray(x).tolist(), "I": np.asarray(intensity).tolist()}

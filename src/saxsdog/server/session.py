@@ -33,7 +33,7 @@ from typing import Any
 from ..calibration import Calibration
 from ..errors import CalibrationError, LedgerError
 from ..io.atomic import remove_stale_partials
-from ..io.images import inside, is_image_file
+from ..io.images import file_signature, inside, is_image_file
 from ..pipeline import QueueOptions
 from ..pipeline.naming import OutputRefused, check_output_folder, make_output_folder, results_dir, write_output_bytes
 from ..pipeline.queue import ImageQueue
@@ -321,7 +321,7 @@ class QueueSession:
             outputs_of = ImageProcessor(self.calibration, self.options).outputs_for
             rebuild_from_outputs(self.ledger, self.queue_id, self._walk(),
                                  lambda p: outputs_of(ImageTask(p, str(self.directory)), None),
-                                 lambda p: _sig_text(_stat_sig(p)))
+                                 lambda p: _sig_text(file_signature(p)))
         self.queue.start()
         if self.restored:
             # outputs named before the restart stay theirs (a colliding newcomer is renamed)
@@ -337,7 +337,7 @@ class QueueSession:
             self.reconcile()
         else:
             images = self._walk()
-            self.ledger.mark_preexisting(self.queue_id, [(p, _sig_text(_stat_sig(p))) for p in images])
+            self.ledger.mark_preexisting(self.queue_id, [(p, _sig_text(file_signature(p))) for p in images])
             self.save()
         if watch:
             self.queue.watch()
@@ -512,14 +512,6 @@ class QueueSession:
         """
         self.check_directory()
         return self.queue.fill_from_directory(force=True)
-
-
-def _stat_sig(path: str):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
 
 
 def calibration_digest(calibration: dict[str, Any]) -> str:

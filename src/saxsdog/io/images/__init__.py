@@ -74,7 +74,7 @@ from contextlib import contextmanager
 from saxsdog.errors import ImageError, IncompleteImageError
 
 from ._base import HEAD_BYTES, Frame, PathLike, Shape, SourceBase, open_regular
-from .discovery import inside, iter_images
+from .discovery import file_signature, inside, iter_images
 from .registry import (
     FORMATS,
     IMAGE_EXTENSIONS,
@@ -86,6 +86,7 @@ from .registry import (
 )
 
 __all__ = [
+    "file_signature",
     "FORMATS",
     "IMAGE_EXTENSIONS",
     "FormatReader",

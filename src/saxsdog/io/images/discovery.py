@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from ._base import PathLike, file_kind
 from .registry import is_image_file, warn_skipped
 
-__all__ = ["Skip", "inside", "iter_images"]
+__all__ = ["Skip", "file_signature", "inside", "iter_images"]
 
 #: ``on_skip(path, reason)``: a file that is not yielded (reason ``"not an image"``,
 #: ``"not a regular file"`` or ``"outside the base directory"``).
@@ -32,6 +32,15 @@ Skip = Callable[[str, str], None]
 
 def _real(path: str) -> str:
     return os.path.realpath(path)
+
+
+def file_signature(path: PathLike) -> tuple[int, int] | None:
+    """``(size, mtime in ns)`` of a file, to tell whether it changed; ``None`` if it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
 
 
 def inside(path: PathLike, base: PathLike) -> bool:
