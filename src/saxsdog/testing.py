@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,3 +116,18 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0, interval: f
             return True
         time.sleep(interval)
     return False
+
+
+def run_queue(calibration: Any, root: str | os.PathLike[str], timeout: float = 120.0, **options: Any) -> Any:
+    """Process every image below ``root`` with an :class:`~saxsdog.pipeline.queue.ImageQueue`
+    of ``QueueOptions(**options)``, wait until it is idle and stop it; returns the queue."""
+    from .pipeline import QueueOptions
+    from .pipeline.queue import ImageQueue
+
+    queue = ImageQueue(calibration, root, QueueOptions(**options)).start()
+    queue.fill_from_directory()
+    if not queue.wait_until_idle(timeout):
+        queue.stop()
+        raise TimeoutError(f"the queue on {root} was not idle after {timeout:g} s")
+    queue.stop()
+    return queue

@@ -18,6 +18,7 @@ import tifffile
 from saxsdog import Calibration
 from saxsdog.io.nxcansas import read_nxcansas
 from saxsdog.pipeline import QueueOptions
+from saxsdog import testing
 from saxsdog.pipeline.queue import ImageQueue
 from saxsdog.testing import link_images
 
@@ -61,10 +62,7 @@ def distinct_images(base: np.ndarray, folder: Path, n: int, start: int = 0) -> d
 
 
 def run_queue(cal, root, **opts) -> ImageQueue:
-    q = ImageQueue(cal, root, QueueOptions(**opts)).start()
-    q.fill_from_directory()
-    assert q.wait_until_idle(120)
-    q.stop()
+    q = testing.run_queue(cal, root, **opts)
     assert not q.history.failures, q.history.failures
     return q
 

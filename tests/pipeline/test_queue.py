@@ -18,20 +18,7 @@ from saxsdog.io.chi import read_chi
 from saxsdog.pipeline import QueueOptions
 from saxsdog.pipeline.naming import output_base, in_directories
 from saxsdog.pipeline.queue import ImageQueue
-from saxsdog.testing import link_images
-
-
-@pytest.fixture
-def cal(data_dir):
-    return Calibration(data_dir / "cal.json")
-
-
-def run_queue(cal, root, **opts) -> ImageQueue:
-    q = ImageQueue(cal, root, QueueOptions(**opts)).start()
-    q.fill_from_directory()
-    assert q.wait_until_idle(120)
-    q.stop()
-    return q
+from saxsdog.testing import link_images, run_queue
 
 
 def test_outputs_identical_to_library(cal, data_dir, tmp_path):

@@ -11,25 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from saxsdog import Calibration
 from saxsdog.pipeline import QueueOptions
 from saxsdog.pipeline.backends import InlineBackend
 from saxsdog.pipeline.naming import output_key
 from saxsdog.pipeline.queue import ImageQueue
-from saxsdog.testing import fill_disk, link_images, wait_for
-
-
-@pytest.fixture
-def cal(data_dir):
-    return Calibration(data_dir / "cal.json")
-
-
-def run_queue(cal, root, **opts) -> ImageQueue:
-    q = ImageQueue(cal, root, QueueOptions(**opts)).start()
-    q.fill_from_directory()
-    assert q.wait_until_idle(120)
-    q.stop()
-    return q
+from saxsdog.testing import fill_disk, link_images, run_queue, wait_for
 
 
 def filelist_rows(path: Path) -> list[str]:

@@ -94,3 +94,20 @@ def wait_done(server: Server, n: int, timeout: float = 120.0) -> dict:
                 return st
             time.sleep(0.2)
     raise AssertionError(f"not done in time: {st}")
+
+
+def add_images(base: Path, n: int, start: int = 0, sub: str = "run") -> list[Path]:
+    """Hard links ``BASE/<sub>/img_<i>.tif`` of ``BASE/template.tif`` (the ``base`` fixture's)."""
+    out = []
+    for i in range(start, start + n):
+        p = base / sub / f"img_{i:05d}.tif"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        os.link(base / "template.tif", p)
+        out.append(p)
+    return out
+
+
+def new_request(data_dir: Path, directory: tuple[str, ...] = ("run",)) -> tuple[dict, list[bytes]]:
+    """The argument and attachments of a ``new`` with the real calibration and mask."""
+    cal = json.loads((data_dir / "cal.json").read_text())
+    return {"calibration": cal, "directory": list(directory)}, [(data_dir / "AAA_integ.msk").read_bytes()]

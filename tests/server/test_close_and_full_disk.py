@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,27 +11,7 @@ from saxsdog.pipeline import QueueOptions
 from saxsdog.server.handler import CommandHandler
 from saxsdog.testing import fill_disk, wait_for
 
-
-@pytest.fixture
-def base(tmp_path, data_dir):
-    b = tmp_path / "base"
-    (b / "run").mkdir(parents=True)
-    shutil.copy(data_dir / "buf1_00000.tif", b / "template.tif")
-    return b
-
-
-def add_images(base: Path, n: int) -> list[Path]:
-    out = []
-    for i in range(n):
-        p = base / "run" / f"img_{i:05d}.tif"
-        os.link(base / "template.tif", p)
-        out.append(p)
-    return out
-
-
-def new_request(data_dir) -> tuple[dict, list[bytes]]:
-    cal = json.loads((data_dir / "cal.json").read_text())
-    return {"calibration": cal, "directory": ["run"]}, [(data_dir / "AAA_integ.msk").read_bytes()]
+from server_helpers import add_images, new_request
 
 
 def make_handler(base, **kw) -> CommandHandler:

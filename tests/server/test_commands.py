@@ -27,14 +27,6 @@ from saxsdog.server.zmq_service import CommandService
 SECRET = secrets.token_hex(32)
 
 
-@pytest.fixture
-def base(tmp_path, data_dir):
-    b = tmp_path / "base"
-    (b / "run").mkdir(parents=True)
-    shutil.copy(data_dir / "buf1_00000.tif", b / "template.tif")
-    return b
-
-
 class Service:
     """A CommandService on a free loopback port, serving in a thread, as saxsdogserver runs it."""
 

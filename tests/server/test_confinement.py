@@ -26,13 +26,7 @@ from saxsdog.pipeline.worker import ImageProcessor
 from saxsdog.server.handler import CommandHandler
 from saxsdog.testing import link_images, wait_for
 
-
-@pytest.fixture
-def base(tmp_path, data_dir):
-    b = tmp_path / "base"
-    (b / "run").mkdir(parents=True)
-    shutil.copy(data_dir / "buf1_00000.tif", b / "template.tif")
-    return b
+from server_helpers import new_request
 
 
 @pytest.fixture
@@ -42,11 +36,6 @@ def outside(tmp_path, data_dir):
     o.mkdir()
     shutil.copy(data_dir / "buf1_00000.tif", o / "secret.tif")
     return o
-
-
-def new_request(data_dir, directory=("run",)) -> tuple[dict, list[bytes]]:
-    cal = json.loads((data_dir / "cal.json").read_text())
-    return {"calibration": cal, "directory": list(directory)}, [(data_dir / "AAA_integ.msk").read_bytes()]
 
 
 def make_handler(base, options=None, **kw) -> CommandHandler:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,28 +13,7 @@ from saxsdog.server.ledger import Ledger
 from saxsdog.server.paths import PathOutsideBase, resolve_inside
 from saxsdog.testing import wait_for
 
-
-@pytest.fixture
-def base(tmp_path, data_dir):
-    b = tmp_path / "base"
-    (b / "run").mkdir(parents=True)
-    shutil.copy(data_dir / "buf1_00000.tif", b / "template.tif")
-    return b
-
-
-def add_images(base: Path, n: int, start: int = 0, sub: str = "run") -> list[Path]:
-    out = []
-    for i in range(start, start + n):
-        p = base / sub / f"img_{i:05d}.tif"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        os.link(base / "template.tif", p)
-        out.append(p)
-    return out
-
-
-def new_request(data_dir) -> tuple[dict, list[bytes]]:
-    cal = json.loads((data_dir / "cal.json").read_text())
-    return {"calibration": cal, "directory": ["run"]}, [(data_dir / "AAA_integ.msk").read_bytes()]
+from server_helpers import add_images, new_request
 
 
 def make_handler(base, **kw) -> CommandHandler:
