@@ -72,3 +72,15 @@ def test_no_seed_citations_in_the_page():
     for p in STATIC.iterdir():
         if p.suffix in (".js", ".html", ".css"):
             assert not re.search(r"seed \d{3}", p.read_text(encoding="utf-8")), p.name
+
+
+def test_every_command_the_page_sends_is_in_the_command_table():
+    """The page names commands only from the table (it also gets the table at login and
+    refuses unknown names): a renamed command cannot silently break a button."""
+    from saxsdog.protocol.commands import BY_NAME
+
+    sent = set()
+    for path in STATIC.glob("*.js"):
+        sent |= set(re.findall(r"""command\(\s*["']([A-Za-z]+)["']""", path.read_text(encoding="utf-8")))
+    assert {"new", "stat", "commands"} <= sent
+    assert sent - set(BY_NAME) == set()

@@ -127,3 +127,17 @@ test("connection state: live, silent, a timed-out request, offline", () => {
   h.wsClosed();
   assert.equal(h.state, "offline");
 });
+
+test("command deadlines and names come from the server's command table", async () => {
+  const { commandTimeout, setCommandTable, settings } = await import("../../../src/saxsdog/server/static/api.js");
+  const table = new Map();
+  assert.equal(commandTimeout("anything", table), settings.timeoutMs);  // before the table is in
+  setCommandTable([{ name: "stat", aliases: [], runs: "inline" },
+                   { name: "new", aliases: ["newqueue"], runs: "serial" },
+                   { name: "listdir", aliases: [], runs: "parallel" }], table);
+  assert.equal(commandTimeout("stat", table), settings.timeoutMs);
+  assert.equal(commandTimeout("new", table), settings.slowTimeoutMs);
+  assert.equal(commandTimeout("newqueue", table), settings.slowTimeoutMs);
+  assert.equal(commandTimeout("listdir", table), settings.slowTimeoutMs);
+  assert.throws(() => commandTimeout("nwe", table), (e) => e instanceof ApiError && /unknown command 'nwe'.*stat, new, listdir/.test(e.message));
+});

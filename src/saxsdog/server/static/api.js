@@ -159,7 +159,7 @@ export class ConnectionHealth {
   }
 }
 
-export const settings = { timeoutMs: 20000, staleMs: 5000 };
+export const settings = { timeoutMs: 20000, slowTimeoutMs: 120000, staleMs: 5000 };
 export const health = new ConnectionHealth({ staleMs: settings.staleMs });
 const listeners = { unauthorized: () => {}, health: () => {} };
 
@@ -204,8 +204,29 @@ export function api(path, body, { raw = false, quiet401 = false, background = fa
   }, { background, key, timeoutMs, what: what || path });
 }
 
+/** The server's command table (its `commands` command), by name and alias. */
+export const commandTable = new Map();
+
+/** Take the table the server sent (a list of `{name, aliases, runs, ...}`). */
+export function setCommandTable(list, table = commandTable) {
+  table.clear();
+  for (const c of list) for (const n of [c.name, ...(c.aliases || [])]) table.set(n, c);
+}
+
+/** The deadline of a command: those the server runs on its worker threads (they change the
+ * queue, or are slow) get the long one.  An unknown name is an ApiError, once the table is in. */
+export function commandTimeout(name, table = commandTable) {
+  if (!table.size) return settings.timeoutMs;
+  const c = table.get(name);
+  if (!c) throw new ApiError(`unknown command '${name}' (the server offers: ${[...new Set([...table.values()].map(x => x.name))].join(", ")})`, 0);
+  return c.runs === "inline" ? settings.timeoutMs : settings.slowTimeoutMs;
+}
+
 /** A leash command through /api/command; resolves with the handler's response. */
 export function command(name, argument, attachments, opts = {}) {
+  let timeoutMs;
+  try { timeoutMs = commandTimeout(name); } catch (e) { return Promise.reject(e); }
+  opts = { timeoutMs, ...opts };
   const body = { command: name };
   if (argument !== undefined) body.argument = argument;
   if (attachments && attachments.length) body.attachments = attachments;

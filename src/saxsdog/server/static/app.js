@@ -2,7 +2,7 @@
 // Talks to the server through /api/* (JSON) and /ws (live results and statistics).  This module
 // logs in, keeps the live connection, shows the connection state and wires the tabs.
 
-import { api, command, getToken, health, onApi, queue, setToken, settings } from "./api.js";
+import { api, command, commandTable, getToken, health, onApi, queue, setCommandTable, setToken, settings } from "./api.js";
 import { INSECURE_CONTEXT, challengeAnswer, launchCode, loginFailure } from "./auth.js";
 import {
   browse, defaultCalibration, importConverted, loadFromServer, onCalFile, renderForm, saveCal,
@@ -173,6 +173,7 @@ async function enterApp() {
   if (!sess.ok) { showLogin(); return; }
   $("#server-name").textContent = sess.basedir ? "base directory: " + sess.basedir : "";
   if (!S.schema) S.schema = await api("/api/schema/calibration");
+  if (!commandTable.size) setCommandTable((await command("commands")).data.commands);  // names and deadlines
   if (!S.cal) {
     S.cal = defaultCalibration();
     await loadFromServer(true);

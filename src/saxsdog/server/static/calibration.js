@@ -180,7 +180,7 @@ export async function startQueue(msgTarget = "#start-msg") {
   if (filenames.length) argument.filenames = filenames;
   say(msgTarget, "Starting the queue…");
   try {
-    const r = await command("new", argument, attachments, { timeoutMs: 60000 });
+    const r = await command("new", argument, attachments);
     if (r.result === "Error") { say(msgTarget, "The server refused: " + r.data.Error, "error"); return; }
     say(msgTarget, `Queue started on ${JSON.stringify(r.data.directory)} with ${r.data.threads} worker(s).`, "ok");
     S.latest = null;

@@ -51,7 +51,7 @@ export async function mergeRun() {
     attachments.push(toBase64(await readFile(file, "binary")));
   }
   try {
-    const r = await command("mergedata", { mergeconf: conf, filenames }, attachments, { timeoutMs: 120000 });
+    const r = await command("mergedata", { mergeconf: conf, filenames }, attachments);
     if (r.result === "Error") { say("#merge-msg", r.data.Error, "error"); return; }
     const written = Object.values(r.data.written || {});
     say("#merge-msg", `Merged ${r.data.rows} row(s) with ${(r.data.columns || []).length} column(s).`

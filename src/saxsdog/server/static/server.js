@@ -92,7 +92,7 @@ export async function refreshFiles(force = true) {
 export async function serverCommand(name) {
   say("#srv-msg", `${name}…`);
   try {
-    const r = await command(name, undefined, undefined, { timeoutMs: 120000 });  // close waits for the queue
+    const r = await command(name);  // its deadline is the table's: close waits for the queue
     if (r.result === "Error") say("#srv-msg", r.data.Error, "error");
     else say("#srv-msg", r.result + (r.data && r.data.queued !== undefined ? `: ${r.data.queued} image(s) queued` : ""), "ok");
     refreshFiles();
