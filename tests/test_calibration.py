@@ -12,17 +12,9 @@ import pytest
 from saxsdog import Calibration, CalibrationError
 from saxsdog.calibration import validate_calibration
 from saxsdog.io.chi import read_chi
+from saxsdog.testing import small_calibration as small_cal
 
 
-def small_cal(**over):
-    cal = {
-        "Geometry": {"Tilt": {"TiltRotDeg": 20.0, "TiltAngleDeg": 1.0}, "BeamCenter": [40.0, 30.0],
-                     "DedectorDistanceMM": 300.0, "PixelSizeMicroM": [172.0], "Imagesize": [64, 48]},
-        "Masks": [{"MaskFile": "", "Oversampling": 2, "PixelPerRadialElement": 1, "qStart": 0.1, "qStop": 1.0}],
-        "Wavelength": 1.54,
-    }
-    cal.update(over)
-    return cal
 
 
 @pytest.mark.slow

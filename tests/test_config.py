@@ -17,17 +17,9 @@ from saxsdog import Calibration, CalibrationError
 from saxsdog.config import (CALIBRATION, MAX_IMAGE_PIXELS, Normalizer, SchemaDoc, calibration_problems,
                             suggest)
 from saxsdog.errors import ConfigFieldError
+from saxsdog.testing import small_calibration as small_cal
 
 
-def small_cal(**over):
-    cal = {
-        "Geometry": {"Tilt": {"TiltRotDeg": 20.0, "TiltAngleDeg": 1.0}, "BeamCenter": [40.0, 30.0],
-                     "DedectorDistanceMM": 300.0, "PixelSizeMicroM": [172.0], "Imagesize": [64, 48]},
-        "Masks": [{"MaskFile": "", "Oversampling": 2, "PixelPerRadialElement": 1, "qStart": 0.1, "qStop": 1.0}],
-        "Wavelength": 1.54,
-    }
-    cal.update(over)
-    return cal
 
 
 # --------------------------------------------------------------------------- unknown keys

@@ -131,3 +131,19 @@ def run_queue(calibration: Any, root: str | os.PathLike[str], timeout: float = 1
         raise TimeoutError(f"the queue on {root} was not idle after {timeout:g} s")
     queue.stop()
     return queue
+
+
+def small_calibration(**fields: Any) -> dict[str, Any]:
+    """A valid calibration of a 64 × 48 detector (tilted, no mask file), in the original's
+    spellings; ``fields`` replace its top-level fields.  Quick to build: for unit tests."""
+    from .config import CALIBRATION
+
+    calibration: dict[str, Any] = {
+        "Geometry": {"Tilt": {"TiltRotDeg": 20.0, "TiltAngleDeg": 1.0}, "BeamCenter": [40.0, 30.0],
+                     "DetectorDistanceMM": 300.0, "PixelSizeMicroM": [172.0], "ImageSize": [64, 48]},
+        "Masks": [{"MaskFile": "", "Oversampling": 2, "PixelPerRadialElement": 1, "qStart": 0.1, "qStop": 1.0}],
+        "Wavelength": 1.54,
+    }
+    calibration = CALIBRATION.for_file(calibration)  # as a file of the original's holds it
+    calibration.update(fields)
+    return calibration

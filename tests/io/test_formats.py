@@ -182,3 +182,14 @@ def test_every_compressed_and_hdf5_suffix_of_the_table_reads(tmp_path, real_cbf)
             f.create_dataset("entry/data/data", data=data[None])
         assert format_by_name(p).name == "hdf5"
         np.testing.assert_array_equal(read_image(p, expected_shape=PILATUS_SHAPE).data, data)
+
+
+def test_a_format_source_must_read_frames():
+    """SourceBase is abstract: a format module whose source has no ``frame`` fails at once."""
+    from saxsdog.io.images._base import SourceBase
+
+    class NoFrames(SourceBase):
+        path = "x"
+
+    with pytest.raises(TypeError, match="frame"):
+        NoFrames()

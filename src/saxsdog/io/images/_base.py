@@ -3,6 +3,8 @@ shape checks and header metadata parsing."""
 
 from __future__ import annotations
 
+import abc
+
 import io
 import os
 import re
@@ -86,8 +88,9 @@ class ImageSource(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-class SourceBase:
-    """Context-manager plumbing and frame iteration for :class:`ImageSource` classes."""
+class SourceBase(abc.ABC):
+    """Context-manager plumbing and frame iteration for :class:`ImageSource` classes
+    (each format's source implements :meth:`frame`)."""
 
     path: str
 
@@ -95,15 +98,16 @@ class SourceBase:
     def nframes(self) -> int:  # pragma: no cover - overridden
         return 1
 
-    def frame(self, index: int) -> Frame:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def frame(self, index: int) -> Frame:
+        """Frame ``index`` (from 0) with its header."""
 
     def frames(self) -> Iterator[Frame]:
         """Every frame in order."""
         for i in range(self.nframes):
             yield self.frame(i)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most sources hold nothing open
         """Release the file (nothing to do by default)."""
 
     def __enter__(self):
