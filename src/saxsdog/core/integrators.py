@@ -35,6 +35,19 @@ class Curve:
         Poisson error of the mean per bin.
     parameters
         Integral parameters (radial curves only), else an empty dict.
+    valid
+        Per bin, whether it holds data (some unmasked, non-dummy pixel area); ``None``
+        means "where the operator's area is positive".  Outputs that omit empty bins
+        (NXcanSAS) use it.
+    dummy_pixels
+        Pixels of this frame the operator would have used but that were excluded as
+        dummies (negative or ``DummyValue``) by ``Corrections.MaskNegative``.
+    unit
+        Unit of ``intensity`` and ``poisson`` after normalization (``"counts/pixel"``,
+        ``"counts/pixel/s"``, ``"1/cm/sr"`` ...).
+    subtracted
+        The background-subtracted curve (same bins, errors propagated), when the
+        calibration has a ``Background``; else ``None``.
     """
 
     x: np.ndarray
@@ -42,6 +55,17 @@ class Curve:
     stddev: np.ndarray | None
     poisson: np.ndarray
     parameters: dict[str, Any]
+    valid: np.ndarray | None = None
+    dummy_pixels: int = 0
+    unit: str = "counts/pixel"
+    subtracted: Curve | None = None
+
+    @property
+    def has_data(self) -> np.ndarray:
+        """Boolean per bin: the bin holds data (see :attr:`valid`)."""
+        if self.valid is not None:
+            return self.valid
+        return np.asarray(self.poisson > 0) | np.asarray(self.intensity != 0)
 
 
 def integral_parameters(q: np.ndarray, intensity: np.ndarray, q_start: float = 0.0,
@@ -167,7 +191,8 @@ class Integrator:
         else:
             intensity = self.integrate(image)
             std, poisson = None, self.poisson_error(intensity)
-        return Curve(self.x, intensity, std, poisson, self.parameters(intensity))
+        return Curve(self.x, intensity, std, poisson, self.parameters(intensity),
+                     valid=self.operator.area > 0)
 
 
 class RadialIntegrator(Integrator):
