@@ -1,19 +1,26 @@
-"""Benchmark: end-to-end directory processing versus a pyFAI loop, in one run.
+"""Benchmark: end to end, the ``saxsdog`` command versus pyFAI in as many processes, one run.
 
 Usage::
 
-    python benchmarks/bench_pipeline.py [--images 1000] [--workers 2]
+    python benchmarks/bench_pipeline.py [--images 2000] [--workers 2] [--json out.json] [--quick]
 
-N hard links of the real Pilatus 1M image (page cache) are processed by the saxsdog
-pipeline (read TIFF, integrate with errors and integral parameters, write .chi), then by
-a plain pyFAI loop doing read (fabio) + integrate1d (CSR) + write (.dat via pyFAI) for the
-same files.  Also reports the resident memory of the workers and the start-up time with
-a cached operator.
+N hard links of the real Pilatus 1M image (page cache) are processed
+
+1. by the ``saxsdog`` command (``-t WORKERS -o OUT``), start-up included, writing ``.chi``
+   files and then one NXcanSAS run file (``--format nxcansas-run``);
+2. in process by the same queue, for the per-stage table: each worker's read / integrate /
+   write time per frame, the coordinator's CPU per frame, the workers' memory;
+3. by a pyFAI loop in WORKERS processes of one thread each (fabio read + integrate1d CSR +
+   pyFAI's writer), same files, same corrections (``benchmarks/_pyfai_loop.py``).
+
+The calibration is ``cal.json`` with the corrections a new calibration gets by default
+(solid angle, exact Poisson errors; when the installed saxsdog reads format version 2) plus
+a polarization correction (Fraction 0.99), the same in pyFAI.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
 import subprocess
 import sys
@@ -21,111 +28,132 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def rss_kib(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of a process in KiB (PSS shares shared pages fairly between processes)."""
-    rss = pss = 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Rss:"):
-                    rss = int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss = int(line.split()[1])
-    except OSError:
-        pass
-    return rss, pss
+from _harness import Report, cpu_seconds, parser, rss_kib  # noqa: E402
+from _pyfai_loop import pyfai_loop  # noqa: E402
+
+POLARIZATION = {"Fraction": 0.99, "Angle": 0.0}
+
+
+def bench_calibration(data: Path, out: Path) -> tuple[Path, bool]:
+    """cal.json with polarization and, in format version 2, solid angle; returns (path, solid angle on)."""
+    from saxsdog.config import CALIBRATION
+
+    raw = json.loads((data / "cal.json").read_text())
+    raw["PolarizationCorrection"] = dict(POLARIZATION)
+    raw["Masks"][0]["MaskFile"] = str((data / raw["Masks"][0]["MaskFile"]).resolve())
+    solid = False
+    if CALIBRATION.current_version >= 2:
+        raw["Version"] = CALIBRATION.current_version
+        raw["Corrections"] = {"SolidAngle": True, "ErrorModel": "poisson"}
+        solid = True
+    out.write_text(json.dumps(raw, indent=1))
+    return out, solid
+
+
+def run_command(cal: Path, src: Path, out: Path, workers: int, fmt: str) -> float:
+    """Wall seconds of one ``saxsdog`` run, start-up included."""
+    cmd = [sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(cal), "-t", str(workers), "-o", str(out),
+           "-S", "--format", fmt, str(src)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"saxsdog failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return elapsed
 
 
 def main() -> None:
-    here = Path(__file__).resolve().parent
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=here.parent / ".." / "shared" / "data")
-    ap.add_argument("--images", type=int, default=1000)
+    ap = parser(__doc__)
+    ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--pyfai-images", type=int, default=200, help="images for the (slower) pyFAI loop")
+    ap.add_argument("--pyfai-images", type=int, default=400, help="images for the (slower) pyFAI loop")
     args = ap.parse_args()
+    if args.quick:
+        args.images, args.pyfai_images = 20, 6
+
+    import numpy as np
 
     from saxsdog import Calibration
-    from saxsdog.testing import link_images
+    from saxsdog.io.chi import read_chi
     from saxsdog.pipeline import QueueOptions
     from saxsdog.pipeline.queue import ImageQueue
+    from saxsdog.testing import link_images
 
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    report = Report(f"End to end, Pilatus 1M from page cache, {args.workers} workers, {args.images} images", args)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         os.environ["SAXSDOG_CACHE_DIR"] = str(tmp / "cache")
+        cal_path, solid = bench_calibration(args.data, tmp / "bench_cal.json")
+        report.context["corrections"] = ("solid angle, " if solid else "") + "polarization 0.99, exact Poisson errors"
         paths = link_images(args.data / "buf1_00000.tif", tmp / "run", args.images)
+        t = time.perf_counter()
+        cal = Calibration(cal_path)  # fills the operator cache
+        report.add("operator build, cold", (time.perf_counter() - t) * 1e3, "ms", key="build_cold_ms")
 
-        Calibration(args.data / "cal.json")  # fill the cache
-        # start-up of the command with a cached operator, until the calibration is ready
-        out = subprocess.run([sys.executable, "-c",
-                              "import time,sys;t=time.perf_counter();from saxsdog import Calibration;"
-                              f"Calibration({str(args.data / 'cal.json')!r});"
-                              "print(time.perf_counter()-t)"], capture_output=True, text=True,
-                             env=os.environ.copy())
-        startup = float(out.stdout.strip().splitlines()[-1])
+        report.section("the saxsdog command (start-up included, operator cached)")
+        wall = run_command(cal_path, tmp / "run", tmp / "out_chi", args.workers, "chi")
+        chi_fps = args.images / wall
+        report.add(".chi per image", chi_fps, "frames/s", ">= 900", key="command_chi_fps")
+        written = sorted((tmp / "out_chi").rglob("*.chi"))
+        report.check(len(written) == args.images, f"{len(written)} .chi files for {args.images} images")
+        first = read_chi(written[0])
+        expected = cal.curves(np.asarray(__import__("fabio").open(str(paths[0])).data))[0]
+        report.check(np.allclose(first.intensity, expected.intensity, rtol=1e-12, atol=0),
+                     "the command's .chi differs from Calibration.curves")
+        wall = run_command(cal_path, tmp / "run", tmp / "out_run", args.workers, "nxcansas-run")
+        run_fps = args.images / wall
+        report.add("NXcanSAS run file", run_fps, "frames/s", ">= 1200", key="command_run_fps")
+        report.check(any((tmp / "out_run").rglob("*.h5")), "no run file written")
 
-        cal = Calibration(args.data / "cal.json")
-        opts = QueueOptions(workers=args.workers, out_dir=tmp / "out", live_filelist=True)
+        report.section("per stage, in process (same queue)")
+        opts = QueueOptions(workers=args.workers, out_dir=tmp / "out_stage", live_filelist=True)
         q = ImageQueue(cal, tmp / "run", opts).start()
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         q.fill_from_directory()
         peak_rss = peak_pss = 0
+        worker_cpu: dict[int, float] = {}
         while not q.wait_until_idle(0.05):
-            rss = [rss_kib(p) for p in q.worker_pids()]
+            pids = q.worker_pids()
+            rss = [rss_kib(p) for p in pids]
             peak_rss = max(peak_rss, sum(r for r, _ in rss))
             peak_pss = max(peak_pss, sum(p for _, p in rss))
+            worker_cpu.update({p: cpu_seconds(p) for p in pids})
         elapsed = time.perf_counter() - t0
+        coordinator_cpu = time.process_time() - cpu0
         stats = q.stats()
         q.stop()
-        assert stats["images_processed"] == args.images, stats
-        saxsdog_fps = args.images / elapsed
-        rows.append((f"saxsdog pipeline, {args.workers} workers, {args.images} images", f"{saxsdog_fps:8.1f} frames/s",
-                     ">= 250"))
+        report.check(stats["images_processed"] == args.images, f"processed {stats['images_processed']}")
         st = stats["stage_seconds"]
-        rows.append(("  per frame in a worker: read / integrate / write",
-                     f"{st['read'] * 1e3:.2f} / {st['integrate'] * 1e3:.2f} / {st['write'] * 1e3:.2f} ms", ""))
-        rows.append((f"  worker memory, {args.workers} workers: RSS (PSS)",
-                     f"{peak_rss / 1024:.0f} ({peak_pss / 1024:.0f}) MiB", "< 1024"))
-        rows.append(("start-up with cached operator (import + load)", f"{startup * 1e3:8.0f} ms", "< 1000"))
+        report.add("queue in process", args.images / elapsed, "frames/s", key="queue_fps")
+        report.add("  worker: read", st["read"] * 1e3, "ms/frame", key="stage_read_ms")
+        report.add("  worker: integrate + format", st["integrate"] * 1e3, "ms/frame", key="stage_integrate_ms")
+        report.add("  worker: write", st["write"] * 1e3, "ms/frame", key="stage_write_ms")
+        report.add("  worker: CPU", sum(worker_cpu.values()) / args.images * 1e3, "ms/frame",
+                   key="worker_cpu_ms")
+        report.add("  coordinator: CPU", coordinator_cpu / args.images * 1e3, "ms/frame", key="coordinator_cpu_ms")
+        report.add(f"  worker memory, {args.workers} workers, RSS", peak_rss / 1024, "MiB", "< 1024",
+                   key="worker_rss_mib", note=f"PSS {peak_pss / 1024:.0f} MiB")
 
+        report.section(f"pyFAI in {args.workers} processes of one thread, same files and corrections")
         try:
-            import fabio
             import pyFAI
 
-            from saxsdog.io.poni import calibration_to_integrator
-
-            ai = calibration_to_integrator(cal.raw)
             op = cal.radial.operator
-            mask = ~cal.mask(0)
-            (tmp / "pyfai").mkdir()
             n = min(args.pyfai_images, args.images)
-
-            def one(p):
-                img = fabio.open(str(p)).data
-                ai.integrate1d(img, op.n_bins, unit="q_nm^-1", method=("bbox", "csr", "cython"),
-                               correctSolidAngle=False, mask=mask, error_model="poisson",
-                               filename=str(tmp / "pyfai" / (p.stem + ".dat")))
-
-            one(paths[0])
-            t0 = time.perf_counter()
-            for p in paths[:n]:
-                one(p)
-            pyfai_fps = n / (time.perf_counter() - t0)
-            rows.append((f"pyFAI {pyFAI.version} loop: fabio read + integrate1d CSR + write, {n} images",
-                         f"{pyfai_fps:8.1f} frames/s", ""))
-            rows.append(("speed-up of the saxsdog pipeline over the pyFAI loop", f"{saxsdog_fps / pyfai_fps:8.1f}x", ""))
+            pol = 2 * POLARIZATION["Fraction"] - 1
+            res = pyfai_loop(cal.raw, cal.mask(0), op.n_bins, (0.0, float(op.n_bins * (op.x[1] - op.x[0]))),
+                             paths[:n], tmp / "pyfai", args.workers, solid_angle=solid, polarization_factor=pol)
+            report.check(res["frames"] == n, "pyFAI loop lost frames")
+            report.add(f"pyFAI {pyFAI.version}: fabio + integrate1d CSR + writer, {n} images", res["frames_per_s"],
+                       "frames/s", key="pyfai_fps")
+            report.add("saxsdog .chi / pyFAI", chi_fps / res["frames_per_s"], "x", ">= 10", key="speedup_chi")
+            report.add("saxsdog run file / pyFAI", run_fps / res["frames_per_s"], "x", ">= 10", key="speedup_run")
         except ImportError:
-            rows.append(("pyFAI not installed", "", ""))
-
-    width = max(len(r[0]) for r in rows)
-    print(f"\nEnd to end on {os.cpu_count()} cores, Pilatus 1M from page cache, .chi with errors and "
-          f"integral parameters")
-    print(f"{'measurement':<{width}}  {'value':>22}  target")
-    print("-" * (width + 34))
-    for name, value, target in rows:
-        print(f"{name:<{width}}  {value:>22}  {target}")
+            report.add("pyFAI not installed", None)
+    report.finish()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""The benchmark harness: JSON reports, the README table regenerated from them, quick mode."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import _harness  # noqa: E402
+import readme_table  # noqa: E402
+
+
+def test_report_json_has_machine_commit_and_rows(tmp_path):
+    args = argparse.Namespace(quick=False, json=tmp_path / "r.json")
+    rep = _harness.Report("title", args)
+    rep.add("frames per second", 123.456, "frames/s", ">= 100", key="fps")
+    rep.section("a heading")
+    rep.finish()
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["machine"]["cores"] >= 1 and data["machine"]["cpu"]
+    assert data["commit"] and data["date"].startswith("20")
+    assert data["rows"] == [{"key": "fps", "name": "frames per second", "value": 123.456, "unit": "frames/s",
+                             "target": ">= 100", "note": ""}]
+
+
+def test_check_fails_on_a_wrong_result():
+    rep = _harness.Report("t")
+    rep.check(True, "fine")
+    with pytest.raises(_harness.BenchmarkFailure, match="t: 3 files for 4 images"):
+        rep.check(False, "3 files for 4 images")
+
+
+def test_readme_table_is_regenerated_between_the_markers(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    rep = _harness.Report("End to end", argparse.Namespace(quick=False, json=results / "a.json"))
+    rep.add("the saxsdog command", 912.3, "frames/s", ">= 900", key="fps")
+    rep.finish()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{readme_table.START}\nold typed figures\n{readme_table.END}\noutro\n")
+    argv = [sys.executable, str(BENCH / "readme_table.py"), "--results", str(results), "--readme", str(readme)]
+    assert subprocess.run(argv + ["--check"]).returncode == 1
+    assert subprocess.run(argv).returncode == 0
+    text = readme.read_text()
+    assert "old typed figures" not in text and "| the saxsdog command | 912 frames/s | >= 900 |" in text
+    assert text.startswith("intro\n") and text.endswith("outro\n")
+    assert subprocess.run(argv + ["--check"]).returncode == 0
+
+
+def test_quick_lists_the_scripts_built_on_the_harness():
+    import quick
+
+    names = [p.name for p in quick.quick_scripts()]
+    assert "bench_pipeline.py" in names
