@@ -1,0 +1,98 @@
+"""The fast '%.18e' formatter gives Python's bytes exactly (the .chi format of the original)."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from saxsdog.io.fastfloat import available, format_e18, format_rows
+
+
+def python(values):
+    return ["%.18e" % v for v in np.asarray(values, dtype=np.float64).ravel().tolist()]  # noqa: UP031
+
+
+def special_values() -> np.ndarray:
+    tiny = np.nextafter(0.0, 1.0)
+    powers = [10.0 ** n for n in range(-320, 309)]
+    neighbours = [np.nextafter(p, np.inf) for p in powers if p > 0] + [np.nextafter(p, 0.0) for p in powers if p > 0]
+    halves = [n + 0.5 for n in range(-50, 50)] + [0.5 ** n for n in range(1, 80)]
+    # doubles whose exact value has a 20th significant digit of 5 and nothing after: true ties
+    ties = [float(f"1.23456789012345678{d}5e{e}") for d in range(10) for e in (-3, 0, 7)]
+    ties += [2.0 ** 63 + 2.0 ** 11 * k for k in range(-20, 20)]
+    ints = [float(n) for n in range(-1000, 1000)] + [float(10 ** n) for n in range(0, 23)]
+    extremes = [tiny, -tiny, 2.2250738585072014e-308, 1.7976931348623157e308, -1.7976931348623157e308,
+                0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, 1e-300, 1e290, 9.999999999999999e289]
+    return np.array(powers + neighbours + halves + ties + ints + extremes, dtype=np.float64)
+
+
+def test_special_values_match_python():
+    values = special_values()
+    assert format_e18(values) == python(values)
+
+
+def test_negative_zero_and_non_finite():
+    assert format_e18(np.array([-0.0, 0.0, np.nan, np.inf, -np.inf])) == \
+        ["-0.000000000000000000e+00", "0.000000000000000000e+00", "nan", "inf", "-inf"]
+
+
+def random_doubles(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Uniform over bit patterns (every exponent, subnormals, NaN payloads) plus curve-like values."""
+    bits = rng.integers(0, 2 ** 64, size=n, dtype=np.uint64)
+    a = bits.view(np.float64)
+    b = rng.lognormal(0, 8, size=n) * rng.choice([-1, 1], size=n)
+    return np.concatenate([a, b])
+
+
+def test_random_doubles_match_python():
+    rng = np.random.default_rng(1)
+    values = random_doubles(rng, 50_000)
+    assert format_e18(values) == python(values)
+
+
+@pytest.mark.slow
+def test_ten_million_random_doubles_match_python():
+    rng = np.random.default_rng(20261201)
+    for _ in range(10):
+        values = random_doubles(rng, 500_000)
+        assert format_e18(values) == python(values)
+
+
+def test_rows_equal_the_original_savetxt_layout():
+    rng = np.random.default_rng(3)
+    cols = [rng.random(7), rng.lognormal(0, 3, 7), rng.random(7)]
+    expected = ("%.18e %.18e %.18e\n " * 7) % tuple(np.column_stack(cols).ravel().tolist())
+    assert format_rows(cols) == expected
+
+
+def test_fast_path_is_taken():
+    assert available()
+    from saxsdog.io import fastfloat
+
+    hi, lo = fastfloat._power_table()
+    values = np.linspace(0.001, 3.0, 1000)
+    out = np.empty(values.size * 27, dtype=np.uint8)
+    starts = np.empty(values.size + 1, dtype=np.int64)
+    slow = np.zeros(values.size, dtype=np.bool_)
+    fastfloat._format_into(values, hi, lo, out, starts, slow)
+    assert slow.sum() <= 2  # nearly all numbers are formatted without Python
+
+
+def test_a_wrong_digit_would_be_seen():
+    x = struct.unpack("<d", struct.pack("<Q", 0x3FF0000000000001))[0]  # 1 + 2^-52
+    assert format_e18(np.array([x])) == ["1.000000000000000222e+00"]
+
+
+def test_table_bytes_with_python_cases_spliced_in():
+    from saxsdog.io.fastfloat import format_table_bytes
+
+    rng = np.random.default_rng(5)
+    cols = [rng.random(50), rng.lognormal(0, 3, 50), rng.random(50)]
+    cols[1][[0, 7, 49]] = [np.nan, np.inf, 1e-310]  # Python formats these three
+    cols[2][[3, 4]] = [0.0, -0.0]
+    expected = ("%.18e %.18e %.18e\n " * 50) % tuple(np.column_stack(cols).ravel().tolist())
+    assert format_table_bytes(cols) == expected.encode("ascii")
+    assert format_table_bytes(cols, ",", "\n") == (("%.18e,%.18e,%.18e\n" * 50) % tuple(
+        np.column_stack(cols).ravel().tolist())).encode("ascii")
