@@ -172,3 +172,20 @@ def test_console_command(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "factor: 0.00816" in r.stdout
+
+
+def test_relative_mask_path_still_found_from_another_folder(tmp_path: Path) -> None:
+    import tifffile
+
+    (tmp_path / "cal").mkdir()
+    tifffile.imwrite(tmp_path / "cal" / "mask.tif", np.full((64, 48), 255, dtype=np.uint8))
+    masks = [{"MaskFile": "mask.tif", "Oversampling": 2, "PixelPerRadialElement": 1, "qStart": 0.1, "qStop": 1.0}]
+    cal_file = tmp_path / "cal" / "cal.json"
+    cal_file.write_text(json.dumps(small_calibration(Masks=masks)))
+    curve = _water_chi(tmp_path / "water.chi", 4.0)
+    out = tmp_path / "elsewhere" / "cal_abs.json"
+    out.parent.mkdir()
+    assert absolute.main([str(curve), "--standard", "water", "-c", str(cal_file), "-o", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["Masks"][0]["MaskFile"] == str((tmp_path / "cal" / "mask.tif").resolve())
+    assert _load(out).mask(0) is not None
