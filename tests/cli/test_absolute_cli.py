@@ -189,3 +189,16 @@ def test_relative_mask_path_still_found_from_another_folder(tmp_path: Path) -> N
     written = json.loads(out.read_text())
     assert written["Masks"][0]["MaskFile"] == str((tmp_path / "cal" / "mask.tif").resolve())
     assert _load(out).mask(0) is not None
+
+
+def test_thickness_of_an_imaged_standard(tmp_path: Path, cal_file: Path) -> None:
+    import tifffile
+
+    level = 5000.0
+    tif = tmp_path / "water.tif"
+    tifffile.imwrite(tif, np.random.default_rng(4).poisson(level, size=(64, 48)).astype(np.int32))
+    out = tmp_path / "cal_abs.json"
+    assert absolute.main([str(tif), "--standard", "water", "--thickness-mm", "1.5", "-c", str(cal_file),
+                          "-o", str(out)]) == 0
+    assert _load(out).config["Normalization"]["AbsoluteScale"] == pytest.approx(
+        WATER_20C_PER_CM * 0.15 / level, rel=0.005)

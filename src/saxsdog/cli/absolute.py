@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration to integrate an image with, and to write with the factor (-o); "
                         "default for -o: the calibration in the curve file's header")
     p.add_argument("--thickness-mm", type=float, metavar="D",
-                   help="the standard's thickness in mm (replaces the calibration's ThicknessMM for it)")
+                   help="the standard's thickness in mm (its curve is put on it, whatever ThicknessMM it "
+                        "was reduced with)")
     p.add_argument("--q-range", type=float, nargs=2, metavar=("A", "B"),
                    help="fit only between A and B nm⁻¹")
     p.add_argument("--frame", type=int, default=0, metavar="N",
@@ -95,16 +96,10 @@ def _is_curve_file(path: Path) -> bool:
     return False
 
 
-def _with_thickness(raw: Mapping[str, Any], thickness_mm: float) -> dict[str, Any]:
-    doc = json.loads(json.dumps(raw))
-    block = doc.get("Normalization")
-    doc["Normalization"] = {**(block if isinstance(block, dict) else {}), "ThicknessMM": thickness_mm}
-    return doc
-
-
-def _curve_from_image(path: Path, cal_path: str, thickness_mm: float | None, frame: int):
+def _curve_from_image(path: Path, cal_path: str, frame: int):
     """Integrate the standard's image with the calibration: its first curve (background-subtracted
-    when the calibration has a Background), as a MeasuredCurve."""
+    when the calibration has a Background) as a MeasuredCurve, and whether the calibration's
+    Normalization was applied to it."""
     import inspect
 
     from saxsdog.calibration import Calibration
@@ -112,11 +107,12 @@ def _curve_from_image(path: Path, cal_path: str, thickness_mm: float | None, fra
     from saxsdog.reduction.absolute import AbsoluteScaleError, MeasuredCurve
 
     raw = json.loads(Path(cal_path).read_text())
-    if thickness_mm is not None:
-        raw = _with_thickness(raw, thickness_mm)
     cal = Calibration(raw, base_dir=Path(cal_path).resolve().parent)
     image = read_image(path, frame, expected_shape=cal.shape)
-    if "metadata" in inspect.signature(cal.curves).parameters:  # exposure time etc. from the header
+    # Calibrations that normalize take the frame's metadata (exposure time, monitor ... from
+    # the header); without that parameter the curve is in counts/pixel, not normalized.
+    normalized = "metadata" in inspect.signature(cal.curves).parameters
+    if normalized:
         curve = cal.curves(image.data, stddev=False, metadata=image.metadata)[0]
     else:
         curve = cal.curves(image.data, stddev=False)[0]
@@ -125,15 +121,17 @@ def _curve_from_image(path: Path, cal_path: str, thickness_mm: float | None, fra
     keep = np.asarray(curve.has_data) & (np.asarray(curve.x) > 0)
     if not keep.any():
         raise AbsoluteScaleError(f"{path}: no bin of the integrated curve holds data (all masked?)")
-    return MeasuredCurve(np.asarray(curve.x)[keep], np.asarray(curve.intensity)[keep],
-                         np.asarray(curve.poisson)[keep], str(path), raw, curve.unit)
+    measured = MeasuredCurve(np.asarray(curve.x)[keep], np.asarray(curve.intensity)[keep],
+                             np.asarray(curve.poisson)[keep], str(path), raw, curve.unit)
+    return measured, normalized
 
 
-def _rescale_thickness(curve, thickness_mm: float) -> str:
-    """Put a curve read from a file on the standard's thickness; a note for the report."""
+def _rescale_thickness(curve, thickness_mm: float, applied_from) -> str:
+    """Put a curve on the standard's thickness (it was divided by the thickness of the
+    calibration ``applied_from``, if any); a note for the report."""
     from saxsdog.reduction.absolute import applied_normalization, thickness_divisor
 
-    _, applied = applied_normalization(curve.calibration)
+    _, applied = applied_normalization(applied_from)
     ratio = thickness_divisor(applied) / thickness_divisor(thickness_mm)
     curve.intensity = curve.intensity * ratio
     if curve.error is not None:
@@ -212,15 +210,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if _is_curve_file(measurement):
             curve = ab.read_curve(measurement, args.frame)
-            if args.thickness_mm is not None:
-                notes.append(_rescale_thickness(curve, args.thickness_mm))
-            applied_from = curve.calibration
+            applied_from = curve.calibration  # what the curve's header says it was reduced with
         else:
             if not args.calibration:
                 return fail(f"{measurement} is an image: give the calibration to integrate it with (-c CAL)",
                             EXIT_USAGE)
-            curve = _curve_from_image(measurement, args.calibration, args.thickness_mm, args.frame)
-            applied_from = curve.calibration
+            curve, normalized = _curve_from_image(measurement, args.calibration, args.frame)
+            applied_from = curve.calibration if normalized else None
+        if args.thickness_mm is not None:
+            notes.append(_rescale_thickness(curve, args.thickness_mm, applied_from))
         if args.standard == "water":
             fit = ab.fit_water(curve, args.temperature, tuple(args.q_range) if args.q_range else None)
         else:
