@@ -111,11 +111,12 @@ def _curve_from_image(path: Path, cal_path: str, frame: int):
     image = read_image(path, frame, expected_shape=cal.shape)
     # Calibrations that normalize take the frame's metadata (exposure time, monitor ... from
     # the header); without that parameter the curve is in counts/pixel, not normalized.
-    normalized = "metadata" in inspect.signature(cal.curves).parameters
+    curves: Any = cal.curves
+    normalized = "metadata" in inspect.signature(curves).parameters
     if normalized:
-        curve = cal.curves(image.data, stddev=False, metadata=image.metadata)[0]
+        curve = curves(image.data, stddev=False, metadata=image.metadata)[0]
     else:
-        curve = cal.curves(image.data, stddev=False)[0]
+        curve = curves(image.data, stddev=False)[0]
     if curve.subtracted is not None:
         curve = curve.subtracted
     keep = np.asarray(curve.has_data) & (np.asarray(curve.x) > 0)
