@@ -252,3 +252,18 @@ def test_with_absolute_scale_keeps_the_rest() -> None:
     assert cal["Normalization"] == {"ThicknessMM": 1.0}
     with pytest.raises(AbsoluteScaleError, match="not a positive number"):
         with_absolute_scale(cal, -1.0)
+
+
+def test_plain_column_curve_files(tmp_path: Path) -> None:
+    dat = tmp_path / "water.dat"
+    dat.write_text("# water from another program\nq I sigma\n" + "".join(f"{q:.3f} 2.0 0.02\n" for q in np.linspace(0.1, 2, 30)))
+    curve = read_curve(dat)
+    assert curve.q.size == 30 and curve.calibration is None
+    assert fit_water(curve).factor == pytest.approx(WATER_20C_PER_CM / 2.0)
+    two = tmp_path / "two.csv"
+    two.write_text("0.1,2\n0.2,2\n0.3,2\n")
+    assert read_curve(two).error is None
+    short = tmp_path / "short.dat"
+    short.write_text("0.1 2 0.1\n0.2\n")
+    with pytest.raises(AbsoluteScaleError, match=r"short\.dat, line 2: missing column"):
+        read_curve(short)

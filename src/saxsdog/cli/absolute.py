@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                "2 usage or calibration error.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("measurement", metavar="CURVE_OR_IMAGE",
-                   help="the standard's curve (.chi or NXcanSAS .h5) or image (integrated with -c)")
+                   help="the standard's curve (.chi, NXcanSAS .h5, or plain q I [σ] columns in .dat/.txt/.csv "
+                        "with q in nm⁻¹) or image (integrated with -c)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--standard", choices=["water"], help="a standard of known flat dΣ/dΩ: water")
     which.add_argument("--reference", metavar="TABLE",

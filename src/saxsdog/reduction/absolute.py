@@ -65,7 +65,7 @@ WATER_20C_PER_CM = 0.01632
 WATER_TEMPERATURE_RANGE_C = (0.0, 100.0)
 #: q units a reference table may be in, and the factor to nm⁻¹ (saxsdog's q unit).
 Q_UNITS = {"1/nm": 1.0, "1/A": 10.0}
-_CURVE_SUFFIXES = (".chi", ".dat", ".txt")
+_CURVE_SUFFIXES = (".chi", ".dat", ".txt", ".csv")
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".nxs", ".nx", ".hdf")
 
 
@@ -160,7 +160,8 @@ def _finite_curve(q, intensity, error, source: str) -> tuple[np.ndarray, np.ndar
 
 
 def read_curve(path: str | os.PathLike[str], frame: int = 0) -> MeasuredCurve:
-    """Read a measured standard's curve: a ``.chi`` file or an NXcanSAS file (frame ``frame``).
+    """Read a measured standard's curve: a ``.chi`` file, an NXcanSAS file (frame ``frame``),
+    or a plain column file (``.dat``, ``.txt``, ``.csv``: q in nm⁻¹, I[, σ]).
 
     Raises
     ------
@@ -192,7 +193,11 @@ def read_curve(path: str | os.PathLike[str], frame: int = 0) -> MeasuredCurve:
 
     try:
         data = read_chi(path)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except ValueError:
+        if path.suffix.lower() == ".chi":
+            raise AbsoluteScaleError(f"{source}: not a .chi file (a four-line header, then q I σ rows)") from None
+        return _read_plain_curve(path, source)
+    except (OSError, UnicodeDecodeError) as exc:
         message = str(exc)
         raise AbsoluteScaleError(message if message.startswith(source) else f"{source}: {message}") from None
     q, intensity, error = _finite_curve(data.x, data.intensity, data.error, source)
@@ -209,6 +214,44 @@ def _detect_q_unit(header_lines: Sequence[str]) -> str | None:
     if re.search(r"Å|angstrom|\bA\s*\^?\s*-\s*1|1\s*/\s*A\b|\bA-1\b|\(A\)|\[A\]", text, re.IGNORECASE):
         return "1/A"
     return None
+
+
+def _numeric_rows(text: str, source: str) -> tuple[list[str], list[tuple[int, list[float]]]]:
+    """Header lines and numeric rows ``(line number, numbers)`` of a column table's text."""
+    header: list[str] = []
+    rows: list[tuple[int, list[float]]] = []
+    for lineno, raw_line in enumerate(io.StringIO(text), start=1):
+        line = raw_line.strip()
+        if not line:
+            continue
+        if line.startswith(_COMMENT):
+            header.append(line)
+            continue
+        fields = [f for f in re.split(r"[,;\t ]+", line) if f]
+        try:
+            numbers = [float(f) for f in fields]
+        except ValueError:
+            if rows:
+                raise AbsoluteScaleError(f"{source}, line {lineno}: not a number in {line[:60]!r}") from None
+            header.append(line)  # a column-title line before the data
+            continue
+        rows.append((lineno, numbers))
+    return header, rows
+
+
+def _read_plain_curve(path: Path, source: str) -> MeasuredCurve:
+    """A curve from a plain column file (q in nm⁻¹, I[, σ]), e.g. another program's ``.dat``."""
+    _, rows = _numeric_rows(path.read_text(encoding="utf-8-sig", errors="replace"), source)
+    if not rows:
+        raise AbsoluteScaleError(f"{source}: no data rows (expected columns q [1/nm], I[, σ])")
+    short = next(((ln, n) for ln, n in rows if len(n) < 2), None)
+    if short is not None:
+        raise AbsoluteScaleError(f"{source}, line {short[0]}: missing column: a curve needs q and I "
+                                 "(and optionally σ) per row, this row has one")
+    ncols = min(3, min(len(n) for _, n in rows))
+    table = np.array([n[:ncols] for _, n in rows], dtype=np.float64)
+    q, intensity, error = _finite_curve(table[:, 0], table[:, 1], table[:, 2] if ncols == 3 else None, source)
+    return MeasuredCurve(q, intensity, error, source)
 
 
 def parse_reference_table(text: str, source: str, q_unit: str = "auto") -> ReferenceTable:
@@ -228,24 +271,7 @@ def parse_reference_table(text: str, source: str, q_unit: str = "auto") -> Refer
     """
     if q_unit not in ("auto", *Q_UNITS):
         raise AbsoluteScaleError(f"{source}: unknown q unit {q_unit!r} (use 1/nm, 1/A or auto)")
-    header: list[str] = []
-    rows: list[tuple[int, list[float]]] = []
-    for lineno, raw_line in enumerate(io.StringIO(text), start=1):
-        line = raw_line.strip()
-        if not line:
-            continue
-        if line.startswith(_COMMENT):
-            header.append(line)
-            continue
-        fields = [f for f in re.split(r"[,;\t ]+", line) if f]
-        try:
-            numbers = [float(f) for f in fields]
-        except ValueError:
-            if rows:
-                raise AbsoluteScaleError(f"{source}, line {lineno}: not a number in {line[:60]!r}") from None
-            header.append(line)  # a column-title line before the data
-            continue
-        rows.append((lineno, numbers))
+    header, rows = _numeric_rows(text, source)
     if not rows:
         raise AbsoluteScaleError(f"{source}: no data rows (expected columns q, dΣ/dΩ[, σ])")
     width = min(len(n) for _, n in rows)
