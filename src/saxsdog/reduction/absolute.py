@@ -487,6 +487,9 @@ def fit_scale(curve: MeasuredCurve, reference: ReferenceTable,
         ref_err = ref * np.interp(log_q, log_ref_q, reference.sigma / reference.value)
     c, sigma_c, chi2 = _weighted_scale(curve.intensity[sel], err, ref, ref_err)
     notes = [reference.q_unit_note] if reference.q_unit_note else []
+    if ref_err is not None:  # a certificate's σ is largely a common scale error, not point noise
+        notes.append("the uncertainty treats the reference's σ as independent per point; add the "
+                     "certificate's overall scale uncertainty in quadrature")
     return _finish(c, sigma_c, chi2, curve, sel, err, ref, ref_err, Path(reference.source).name, notes)
 
 
