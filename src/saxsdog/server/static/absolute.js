@@ -94,11 +94,11 @@ export async function computeAbsolute(setCalibration) {
     const r = await command("absolute", made.argument);
     if (r.result === "Error") { say("#abs-msg", r.data.Error, "error"); return; }
     const d = r.data;
-    lastScale = d.absolute_scale;
+    lastScale = Number(d.absolute_scale.toPrecision(6));  // far finer than its uncertainty; reads well in the form
     $("#abs-report").textContent = d.report + `\nAbsoluteScale: ${formatScale(d.absolute_scale, d.fit.uncertainty * d.applied)}`;
     $("#abs-apply").disabled = false;
     $("#abs-apply").onclick = () => {
-      setCalibration(withAbsoluteScale(S.cal, lastScale), `Normalization.AbsoluteScale set to ${Number(lastScale.toPrecision(6))}.`);
+      setCalibration(withAbsoluteScale(S.cal, lastScale), `Normalization.AbsoluteScale set to ${lastScale}.`);
     };
     say("#abs-msg", "");
   } catch (e) {
