@@ -46,7 +46,10 @@ def test_defaults_are_applied():
     # load, and no default is added under the other spelling
     assert c["Geometry"]["DetectorDistanceMM"] == 300.0 and "DedectorDistanceMM" not in c["Geometry"]
     assert c["Geometry"]["ImageSize"] == [64, 48] and "Imagesize" not in c["Geometry"]
-    assert c["Version"] == 1
+    assert c["Version"] == 2  # a file without Version is the original's format, migrated on load
+    assert c["Corrections"] == {"SolidAngle": False, "DarkFile": "", "FlatFile": "", "MaskNegative": True,
+                                "DummyValue": None, "ErrorModel": "poisson"}
+    assert all(v is None for v in c["Normalization"].values()) and "Background" not in c
     assert cal.raw == small_cal()  # the user's dict is untouched
 
 

@@ -147,7 +147,8 @@ def test_files_without_version_are_version_1_and_load_unchanged(data_dir):
     raw = json.loads((data_dir / "cal.json").read_text())
     cal = Calibration(data_dir / "cal.json", cache=False)
     assert cal.raw == raw and "Version" not in cal.raw
-    assert cal.config["Version"] == 1
+    assert cal.config["Version"] == 2  # migrated from 1 (the original's format)
+    assert cal.config["Corrections"]["SolidAngle"] is False  # so q and I stay the original's
     g = cal.config["Geometry"]
     assert g["DetectorDistanceMM"] == 1031.657 and g["ImageSize"] == [1043, 981]
     assert "DedectorDistanceMM" not in g and "Imagesize" not in g
@@ -155,7 +156,7 @@ def test_files_without_version_are_version_1_and_load_unchanged(data_dir):
     assert explicit.config == cal.config
 
 
-@pytest.mark.parametrize("version,fragment", [(2, "update saxsdog"), (0, "whole number"),
+@pytest.mark.parametrize("version,fragment", [(3, "update saxsdog"), (0, "whole number"),
                                               ("1", "whole number"), (True, "whole number")])
 def test_unsupported_versions_are_refused(version, fragment):
     with pytest.raises(CalibrationError) as info:
@@ -243,8 +244,13 @@ def test_fit2d_converter_template_equals_the_schema_defaults():
     CALIBRATION.check(template)
     doc = CALIBRATION.doc
     # the converter names its output on purpose
-    assert _schema_defaults_agree(doc, template, doc.schema, skip={"$.Title"}) == []
-    assert doc.with_defaults(template) == template
+    assert _schema_defaults_agree(doc, template, doc.schema,
+                                  skip={"$.Title", "$.Corrections", "$.Normalization"}) == []
+    # the template is a version-1 file (the original reads it): loading adds the version-2
+    # blocks as the migration puts them, and writing back drops them again
+    filled = doc.with_defaults(template)
+    assert {k: v for k, v in filled.items() if k not in ("Corrections", "Normalization")} == template
+    assert CALIBRATION.for_file(CALIBRATION.load(template)) == template
 
 
 def test_every_schema_default_is_a_valid_value():
@@ -469,3 +475,85 @@ def test_only_the_config_module_knows_the_original_spellings():
                 offenders.append(f"{rel}:{number}: {line.strip()}")
     assert offenders == [], ("only saxsdog.config maps the original's spellings; read "
                              "Calibration.config or saxsdog.config's helpers instead:\n" + "\n".join(offenders))
+
+
+# --------------------------------------------------------------------------- format version 2
+
+def test_version_1_migrates_to_2_without_solid_angle_and_writes_back_as_1(tmp_path):
+    raw = small_cal()
+    loaded = CALIBRATION.load(raw)
+    assert loaded["Version"] == 2 and loaded["Corrections"]["SolidAngle"] is False
+    assert loaded["Corrections"]["ErrorModel"] == "poisson" and loaded["Corrections"]["MaskNegative"] is True
+    assert loaded["Normalization"] == {"ExposureTime": None, "Monitor": None, "Transmission": None,
+                                       "ThicknessMM": None, "AbsoluteScale": None}
+    # unchanged new blocks: written as the original's file (no Version, no new blocks)
+    out = CALIBRATION.for_file(loaded)
+    v1_defaults = {k: v for k, v in CALIBRATION.doc.with_defaults(raw).items()
+                   if k not in ("Corrections", "Normalization")}
+    assert out == v1_defaults  # the original's spellings, every version-1 default
+    assert "Version" not in out and "Corrections" not in out and "Normalization" not in out
+    assert "DedectorDistanceMM" in out["Geometry"]
+    # a changed block makes it a version-2 file, in saxsdog's spellings, that loads back the same
+    changed = copy.deepcopy(loaded)
+    changed["Corrections"]["ErrorModel"] = "legacy"
+    out2 = CALIBRATION.for_file(changed)
+    assert out2["Version"] == 2 and out2["Corrections"]["ErrorModel"] == "legacy"
+    assert "DetectorDistanceMM" in out2["Geometry"]
+    assert CALIBRATION.load(out2) == changed
+    changed = copy.deepcopy(loaded)
+    changed["Normalization"]["ExposureTime"] = "header"
+    assert CALIBRATION.for_file(changed)["Version"] == 2
+    changed = copy.deepcopy(loaded)
+    changed["Background"] = {"File": "empty.chi"}
+    assert CALIBRATION.load(CALIBRATION.for_file(changed)) == CALIBRATION.load(changed)
+
+
+def test_version_2_defaults_correct_the_solid_angle():
+    cal = small_cal(Version=2)
+    loaded = CALIBRATION.load(cal)
+    assert loaded["Corrections"]["SolidAngle"] is True
+    out = CALIBRATION.for_file(loaded)
+    assert out["Version"] == 2 and out["Corrections"]["SolidAngle"] is True
+    # a file without Version but with a Corrections block keeps what it says
+    assert CALIBRATION.load(small_cal(Corrections={"SolidAngle": True}))["Corrections"]["SolidAngle"] is True
+    assert CALIBRATION.load(small_cal(Corrections={"DarkFile": "d.tif"}))["Corrections"]["SolidAngle"] is False
+
+
+@pytest.mark.parametrize("block,field,value,path", [
+    ("Normalization", "Transmission", 0, "$.Normalization.Transmission"),
+    ("Normalization", "Transmission", -0.5, "$.Normalization.Transmission"),
+    ("Normalization", "Transmission", 1.5, "$.Normalization.Transmission"),
+    ("Normalization", "ExposureTime", "headers", "$.Normalization.ExposureTime"),
+    ("Normalization", "ExposureTime", 0, "$.Normalization.ExposureTime"),
+    ("Normalization", "Monitor", {"Heder": "I0"}, "$.Normalization.Monitor"),
+    ("Normalization", "ThicknessMM", 0, "$.Normalization.ThicknessMM"),
+    ("Normalization", "AbsoluteScale", -1, "$.Normalization.AbsoluteScale"),
+    ("Corrections", "ErrorModel", "gauss", "$.Corrections.ErrorModel"),
+    ("Corrections", "SigmaClip", {"Sigma": 0}, "$.Corrections.SigmaClip.Sigma"),
+    ("Corrections", "SigmaClip", {"Sigma": 3, "Cycles": 0}, "$.Corrections.SigmaClip.Cycles"),
+    ("Corrections", "SolidAngel", True, "$.Corrections.SolidAngel"),
+])
+def test_version_2_fields_are_checked(block, field, value, path):
+    cal = small_cal(Version=2, **{block: {field: value}})
+    with pytest.raises(CalibrationError) as info:
+        CALIBRATION.load(cal)
+    assert info.value.path.startswith(path), (info.value.path, str(info.value))
+    assert any(p["path"].startswith(path) for p in calibration_problems(cal))
+
+
+def test_version_2_accepts_every_form_it_documents():
+    cal = small_cal(Version=2, Corrections={"SolidAngle": False, "DarkFile": "dark.tif", "FlatFile": "flat.edf",
+                                            "MaskNegative": False, "DummyValue": -1, "ErrorModel": "azimuthal",
+                                            "SigmaClip": {"Sigma": 4, "Cycles": 3}},
+                    Normalization={"ExposureTime": "header", "Monitor": {"Header": "Flux"},
+                                   "Transmission": 0.7, "ThicknessMM": 1.5, "AbsoluteScale": 12.5},
+                    Background={"File": "empty.chi", "Scale": 0.98, "ExposureTime": 10, "Transmission": 0.8,
+                                "Monitor": None})
+    loaded = CALIBRATION.load(cal)
+    assert loaded["Background"]["Scale"] == 0.98 and loaded["Normalization"]["ExposureTime"] == "header"
+    assert CALIBRATION.load(CALIBRATION.for_file(loaded)) == loaded
+    assert CALIBRATION.load(small_cal(Version=2, Normalization={"ExposureTime": {"Header": "count_time"}}))
+    assert CALIBRATION.load(small_cal(Version=2, Background={"File": "b.tif"}))["Background"]["Scale"] == 1.0
+    with pytest.raises(CalibrationError) as info:
+        CALIBRATION.load(small_cal(Version=2, Background={"Scale": 2}))
+    assert info.value.path == "$.Background.File"

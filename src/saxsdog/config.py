@@ -21,8 +21,8 @@ of the shipped schemas accepts them and saxsdog ignores them.
 **Versions and spellings** (:class:`Normalizer`).  A configuration file without a
 ``"Version"`` is format version 1, the original's format, and loads unchanged.  Loading
 runs, in this order: the migration functions from the file's version up to the current one
-(there are none yet: version 1 is current; a later format adds ``migrations[1]`` turning a
-version-1 document into a version-2 one, as pyFAI's ``integration_config`` does), the schema
+(``migrations[1]`` turns a version-1 document into a version-2 one, as pyFAI's
+``integration_config`` does), the schema
 check (on the file's own spellings, so messages name the keys as the user wrote them), the
 mapping of the original's spellings to the corrected names used inside saxsdog
 (``DedectorDistanceMM`` → ``DetectorDistanceMM``, ``Imagesize`` → ``ImageSize``), the
@@ -33,15 +33,31 @@ original's spellings (``DedectorDistanceMM``, ``Imagesize``) and *without* a ``"
 key, because the original SAXSDOG refuses any key its schema does not list; so calibrations
 saxsdog writes (``saxsconverter`` output, the page's Save JSON) stay readable by the
 original.  Later versions, which the original cannot read anyway, are written with their
-``"Version"``.
+``"Version"``; but a document that was loaded from version 1 and whose newer fields still
+hold what the migration put there is written as version 1 again (``Normalizer(...,
+newer_fields=...)``: the fields dropped to try that; it is done when loading the result
+gives the same document back), so the original keeps reading files saxsdog rewrites.
+
+**Calibration format versions.**  Version 2 adds three top-level blocks (see the schema's
+descriptions): ``Corrections`` (solid angle, dark, flat, negative and dummy pixels, error
+model, sigma clipping), ``Normalization`` (exposure time, monitor, transmission, thickness,
+absolute scale) and ``Background``.  The migration from version 1 (:func:`calibration_v1_to_v2`)
+sets ``Corrections.SolidAngle`` to false unless the file says otherwise, so a file of the
+original's gives the same q and I as before; the other fields take the schema's defaults
+(in particular ``ErrorModel`` ``"poisson"``, the exact counting error; ``"legacy"`` gives the
+original's error column).
 
 >>> from saxsdog.config import CALIBRATION
 >>> cal = CALIBRATION.load({"Geometry": {"BeamCenter": [1, 2], "DedectorDistanceMM": 1000,
 ...     "PixelSizeMicroM": [172], "Imagesize": [10, 20]}, "Masks": [], "Wavelength": 1.54})
 >>> cal["Version"], cal["Geometry"]["DetectorDistanceMM"], cal["Geometry"]["ImageSize"]
-(1, 1000, [10, 20])
+(2, 1000, [10, 20])
+>>> cal["Corrections"]["SolidAngle"], cal["Corrections"]["ErrorModel"]
+(False, 'poisson')
 >>> sorted(CALIBRATION.for_file(cal)["Geometry"])[:3]
 ['BeamCenter', 'DedectorDistanceMM', 'Imagesize']
+>>> "Version" in CALIBRATION.for_file(cal), "Corrections" in CALIBRATION.for_file(cal)
+(False, False)
 """
 
 from __future__ import annotations
@@ -64,6 +80,8 @@ __all__ = [
     "Normalizer",
     "CALIBRATION",
     "CALIBRATION_SPELLINGS",
+    "CALIBRATION_V2_FIELDS",
+    "calibration_v1_to_v2",
     "calibration_in_saxsdog_spellings",
     "calibration_field_path",
     "calibration_image_size",
@@ -375,17 +393,23 @@ class Normalizer:
         ``migrations[n]`` turns a version-``n`` document into a version-``n + 1`` one.
     version_key
         Name of the version field.
+    newer_fields
+        Per object path (``"*"`` for list items): the fields that version 1 does not have.
+        :meth:`for_file` drops them to try writing a document as version 1, and does when
+        loading the result gives the document back (nothing a user set is lost).
     """
 
     def __init__(self, doc: SchemaDoc, spellings: Mapping[tuple[str, ...], Mapping[str, str]] | None = None,
                  current_version: int = 1,
                  migrations: Mapping[int, Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
-                 version_key: str = "Version"):
+                 version_key: str = "Version",
+                 newer_fields: Mapping[tuple[str, ...], Iterable[str]] | None = None):
         self.doc = doc
         self.spellings = {k: dict(v) for k, v in (spellings or {}).items()}
         self.current_version = current_version
         self.migrations = dict(migrations or {})
         self.version_key = version_key
+        self.newer_fields = {k: tuple(v) for k, v in (newer_fields or {}).items()}
         missing = [n for n in range(1, current_version) if n not in self.migrations]
         if missing:
             raise ValueError(f"no migration from version(s) {missing} to the next")
@@ -487,15 +511,43 @@ class Normalizer:
         doc[self.version_key] = self.current_version
         return self.doc.with_defaults(doc)
 
+    def as_version_1(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A loaded document (any version) as a version-1 one, or ``None`` when it needs more.
+
+        The :attr:`newer_fields` are dropped; the result counts when :meth:`load` turns it
+        back into ``config`` (the newer fields held what the migration from version 1 puts
+        there).  The result is in saxsdog's spellings, without ``Version``.
+        """
+        if not self.newer_fields:
+            return None
+        doc = copy.deepcopy(dict(config))
+        doc.pop(self.version_key, None)
+        for parts, names in self.newer_fields.items():
+            for node in _walk(doc, parts):
+                for name in names:
+                    node.pop(name, None)
+        try:
+            again = self.load(doc)
+        except ConfigFieldError:
+            return None
+        return doc if again == dict(config) else None
+
     def for_file(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of a loaded document as it is written to a file.
 
         Version 1 (the original's format) is written in the original's spellings and
-        without ``Version``, so the original SAXSDOG reads it; later versions keep their
-        ``Version``.
+        without ``Version``, so the original SAXSDOG reads it.  A later version is
+        written as version 1 when it holds nothing version 1 cannot say (see
+        :meth:`as_version_1`: a version-1 file loaded and written back unchanged stays
+        the original's file); otherwise with its ``Version``.
         """
         doc = copy.deepcopy(dict(config))
-        if doc.get(self.version_key, 1) == 1:
+        version = doc.get(self.version_key, 1)
+        if version != 1:
+            older = self.as_version_1(doc)
+            if older is not None:
+                doc, version = older, 1
+        if version == 1:
             doc.pop(self.version_key, None)
             self.respell(doc, reverse=True)
         return doc
@@ -523,8 +575,32 @@ def _calibration_doc() -> SchemaDoc:
                      extra_checks=[_image_size_problems])
 
 
+#: Fields of calibration format version 2 that version 1 (the original's) does not have,
+#: per object path (``"*"``: every list item).
+CALIBRATION_V2_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
+    (): ("Corrections", "Normalization", "Background"),
+}
+
+
+def calibration_v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
+    """Migrate a version-1 calibration (the original's format) to version 2.
+
+    Version 1 knew no solid-angle correction, so ``Corrections.SolidAngle`` becomes false
+    (unless the document already says otherwise): q and I stay those of the original.
+    Every other new field takes the schema's default when the document is loaded.
+    """
+    doc = copy.deepcopy(doc)
+    corrections = doc.get("Corrections")
+    if corrections is None:
+        doc["Corrections"] = {"SolidAngle": False}
+    elif isinstance(corrections, dict):  # a malformed block is left to the schema check
+        corrections.setdefault("SolidAngle", False)
+    return doc
+
+
 #: Calibrations: schema check, defaults, versions and the original's spellings.
-CALIBRATION = Normalizer(_calibration_doc(), CALIBRATION_SPELLINGS, current_version=1)
+CALIBRATION = Normalizer(_calibration_doc(), CALIBRATION_SPELLINGS, current_version=2,
+                         migrations={1: calibration_v1_to_v2}, newer_fields=CALIBRATION_V2_FIELDS)
 
 
 def calibration_in_saxsdog_spellings(calibration: Mapping[str, Any]) -> dict[str, Any]:

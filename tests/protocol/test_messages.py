@@ -41,6 +41,7 @@ EXAMPLES = {
     "convertponi": ({"text": "Distance: 1.0\n"}, []),
     "maskpreview": ({"calibration": {"Title": "cal"}, "image": "run/a.tif", "index": 0,
                      "filenames": ["m.msk"]}, [b"mask"]),
+    "absolute": ({"curve": "work/water.chi", "standard": "water", "temperature": 25, "q_range": [0.1, 2]}, []),
     "commands": ({}, []),
     "job": ({"id": "0123abcd"}, []),
 }

@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  saxsdog -c cal.json --stream tcp://eiger:9999 --series 0 --format nxcansas-run -o /data/out\n"
                "                                             every series (one run file each), until Ctrl-C\n"
                "  saxsdog --demo                              synthetic data, no setup needed\n"
+               "  saxsdog absolute --help                     the absolute-scale factor from a standard\n"
                "\nExit codes: 0 all images processed; 1 some images failed, or no images found\n"
                "(a batch run over an empty folder, or a Directory filter that selects none);\n"
                "2 usage or calibration error; 130 interrupted (run again with -r).\n"
@@ -193,6 +194,11 @@ def _check_demo(workdir: Path, n: int, out) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["absolute"]:  # a sub-command (a folder of that name: ./absolute)
+        from saxsdog.cli import absolute
+
+        return absolute.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.svg or args.png or args.plotmonitor:  # else every image fails in the workers
         from saxsdog.extras import import_optional

@@ -17,6 +17,13 @@ and pyFAI (the image as read, row 0 at the top) is::
 with ``BeamCenter = [Y, X]`` and ``ImageSize = [rows, cols]`` (field names in saxsdog's
 spelling; :mod:`saxsdog.config` maps the original's).
 
+Polarization is not part of a PONI file, but the two conventions differ: the
+calibration's ``PolarizationCorrection`` ``Fraction`` F (of the beam polarized in the
+plane at ``Angle`` A, degrees) is pyFAI's ``polarization_factor = 2F − 1``, and its Angle
+is pyFAI's ``axis_offset = −A`` (in radians), so
+``ai.polarization(factor=2 * F - 1, axis_offset=-math.radians(A))`` equals
+:func:`saxsdog.core.operator.polarization_factor` (tested to 1e-6, pyFAI's float32).
+
 Two things a PONI can say and a FIT2D geometry cannot: a rotation ``rot3`` other than the
 one FIT2D's tilt implies (it turns the azimuth origin; 2θ and q are unaffected) and a
 spline distortion file.  Both are reported with a warning on import and otherwise ignored.

@@ -151,6 +151,10 @@ COMMANDS: tuple[Command, ...] = (
             argument="maskpreviewArgument", argument_required=True, runs="parallel",
             attachments="the mask file named by argument.filenames[0] (optional)",
             cli=CliUsage("CAL.json [MASK] [IMAGE]", 1, 3, "build_maskpreview_request")),
+    Command("absolute", "absolute", "the absolute-scale factor (Normalization.AbsoluteScale) from a measured "
+            "standard's curve on the server (.chi or NXcanSAS, relative to the base directory): water, or "
+            "a reference table sent as text (saxsdog absolute on the command line)",
+            argument="absoluteArgument", argument_required=True, runs="parallel", cli=None),
     Command("commands", "commands", "list the server's commands with their arguments"),
     Command("job", "job", "the answer of a command that was still running (argument: its job id)",
             argument="jobArgument", argument_required=True, cli=None),

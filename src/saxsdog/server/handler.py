@@ -692,6 +692,30 @@ class CommandHandler:
                                      int(arg.get("index", 0)))
         return {"png": base64.b64encode(png).decode("ascii"), "media_type": "image/png"}
 
+    def cmd_absolute(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        """The absolute-scale factor from a standard's curve on the server (``saxsdog absolute``)."""
+        from ..reduction import absolute as ab
+
+        name = arg["curve"]
+        path = resolve_inside(self.basedir, name)
+        try:
+            curve = ab.read_curve(path, int(arg.get("frame", 0)))
+            q_range = tuple(arg["q_range"]) if arg.get("q_range") else None
+            if arg.get("standard", "water") == "water":
+                fit = ab.fit_water(curve, float(arg.get("temperature", 20.0)), q_range)
+            else:
+                if not arg.get("reference"):
+                    raise CommandError("argument.reference: the reference table's text is needed for "
+                                       "standard 'reference'")
+                table = ab.parse_reference_table(arg["reference"], "the reference table", arg.get("q_unit", "auto"))
+                fit = ab.fit_scale(curve, table, q_range)
+        except ab.AbsoluteScaleError as exc:  # name the file as the client did, not the server's path
+            raise CommandError(str(exc).replace(str(path), name)) from None
+        fit.source = name
+        applied, _ = ab.applied_normalization(curve.calibration)
+        return {"fit": fit.as_dict(), "applied": applied, "absolute_scale": fit.factor * applied,
+                "report": fit.report()}
+
     # -- commands: about the server --------------------------------------------------
     def cmd_commands(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
         """The command table: names, aliases, results and argument schemas (for the page)."""

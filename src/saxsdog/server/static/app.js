@@ -2,6 +2,7 @@
 // Talks to the server through /api/* (JSON) and /ws (live results and statistics).  This module
 // logs in, keeps the live connection, shows the connection state and wires the tabs.
 
+import { computeAbsolute, showStandardFields, useLatestCurve } from "./absolute.js";
 import { api, command, commandTable, getToken, health, onApi, queue, setCommandTable, setToken, settings } from "./api.js";
 import { INSECURE_CONTEXT, challengeAnswer, launchCode, loginFailure } from "./auth.js";
 import {
@@ -216,6 +217,9 @@ function wire() {
   $("#browse-image").addEventListener("click", () => browse("image"));
   $("#start-queue").addEventListener("click", () => startQueue("#start-msg"));
   $("#preview-button").addEventListener("click", showPreview);
+  $("#abs-latest").addEventListener("click", useLatestCurve);
+  $("#abs-standard").addEventListener("change", showStandardFields);
+  $("#abs-compute").addEventListener("click", () => computeAbsolute(setCalibration));
   for (const id of ["#logx", "#logy", "#band-poisson", "#band-std"]) $(id).addEventListener("change", drawPlot);
   $("#plot-refresh").addEventListener("click", () => { S.latest = null; refreshPlot(); });
   $("#hist-dir").addEventListener("change", drawHistory);

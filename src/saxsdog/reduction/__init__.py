@@ -1,0 +1,1 @@
+"""The reduction steps after integration: normalization, background subtraction, absolute scale."""
