@@ -22,12 +22,14 @@ import numpy as np
 from saxsdog.errors import CorruptImageError, ImageError, IncompleteImageError
 
 from ._base import (
+    MAX_HEADER_FIELDS,
     Frame,
     Shape,
     SourceBase,
     check_declared,
     check_frame_index,
     check_shape,
+    header_text,
     parse_date,
     set_date,
     wavelength_to_angstrom,
@@ -52,6 +54,7 @@ class H5Source(SourceBase):
         self._nframes = 0
         self._meta: dict | None = None
         self._frame_time: float | None = None
+        self._per_frame: dict[str, Any] = {}
 
     # -- context management ------------------------------------------------ #
     def open(self) -> H5Source:
@@ -298,16 +301,107 @@ class H5Source(SourceBase):
                 self._frame_time = float(v[0])
             except (TypeError, ValueError):
                 pass
+        fields, self._per_frame = self._header_fields()
+        if fields or self._per_frame:
+            meta["header"] = fields
         self._meta = meta
         return meta
 
+    def _header_fields(self) -> tuple[dict[str, str], dict[str, Any]]:
+        """Raw header fields: every scalar dataset and attribute outside the image data.
+
+        A scalar dataset is listed by its path without the leading ``/``
+        (``entry/instrument/detector/count_time``) and by its name (``count_time``; the
+        first one found in breadth order wins, so ``entry/instrument/detector/count_time``
+        before a deeper one).  An attribute is listed as ``<path>@<name>`` and, on the
+        root, ``@<name>``.  A 1-D dataset with one value per frame (a monitor written
+        per frame, ``NDAttributes``) is a per-frame field: the second dict maps its keys
+        to the dataset, read at the frame's index.  Bounded to
+        :data:`~._base.MAX_HEADER_FIELDS` objects, so a huge file costs little.
+        """
+        import h5py
+
+        fields: dict[str, str] = {}
+        per_frame: dict[str, Any] = {}
+        nframes = self._nframes
+        images = {ds.name for ds, _ in self.segments}
+        visited = 0
+        queue: list[Any] = [self.file]
+        while queue and visited < MAX_HEADER_FIELDS:
+            group = queue.pop(0)
+            self._attr_fields(group, fields)
+            try:
+                names = list(group.keys())
+            except (KeyError, OSError, RuntimeError, ValueError):
+                continue
+            for name in names:
+                visited += 1
+                if visited >= MAX_HEADER_FIELDS:
+                    break
+                try:
+                    link = group.get(name, getlink=True)
+                    if isinstance(link, h5py.ExternalLink):
+                        continue  # data files of an Eiger master: not opened for the header
+                    obj = group.get(name)
+                except (KeyError, OSError, RuntimeError, ValueError):
+                    continue
+                if isinstance(obj, h5py.Group):
+                    queue.append(obj)
+                    continue
+                if not isinstance(obj, h5py.Dataset) or obj.name in images:
+                    continue
+                path = obj.name.lstrip("/")
+                try:
+                    if obj.size == 1 and obj.ndim <= 1:
+                        text = header_text(obj[()] if obj.ndim == 0 else obj[0])
+                        if text is not None:
+                            fields[path] = text
+                            fields.setdefault(name, text)
+                    elif (obj.ndim == 1 and nframes > 1 and obj.shape[0] == nframes
+                          and obj.dtype.kind in "iufb"):
+                        per_frame[path] = obj
+                        per_frame.setdefault(name, obj)
+                except (OSError, RuntimeError, ValueError, TypeError):
+                    continue
+                self._attr_fields(obj, fields)
+        return fields, per_frame
+
+    @staticmethod
+    def _attr_fields(obj: Any, fields: dict[str, str]) -> None:
+        try:
+            items = list(obj.attrs.items())
+        except (KeyError, OSError, RuntimeError, ValueError, TypeError):
+            return
+        prefix = obj.name.lstrip("/")
+        for key, value in items:
+            if isinstance(value, np.ndarray):
+                if value.size != 1:
+                    continue
+                value = value.flat[0]
+            text = header_text(value)
+            if text is not None:
+                fields[f"{prefix}@{key}"] = text
+
     def metadata(self, index: int) -> dict:
-        """Metadata for frame *index*; date/timestamp advance by ``frame_time``."""
+        """Metadata for frame *index*; date/timestamp advance by ``frame_time``, and
+        per-frame header fields are read at the frame's index."""
         meta = dict(self._base_metadata())
         if index and self._frame_time and "date" in meta:
             dt = parse_date(meta["date"])
             if dt is not None:
                 set_date(meta, dt + timedelta(seconds=index * self._frame_time))
+        if self._per_frame:
+            fields = dict(meta["header"])
+            for key, ds in self._per_frame.items():
+                try:
+                    text = header_text(ds[index])
+                except (OSError, RuntimeError, ValueError, TypeError, IndexError):
+                    continue
+                if text is not None:
+                    fields.setdefault(key, text)
+            meta["header"] = fields
+        elif "header" in meta:
+            meta["header"] = dict(meta["header"])  # each frame's own copy
         return meta
 
     @property
