@@ -293,7 +293,10 @@ class Calibration:
         ``Normalization`` reads its exposure time and header fields, and the dark is
         scaled by the frame's exposure time over the dark's.  Each curve is multiplied by
         AbsoluteScale/(t·M·T·d) and carries its unit; with a ``Background`` each also
-        holds its background-subtracted curve (:attr:`Curve.subtracted`).
+        holds its background-subtracted curve (:attr:`Curve.subtracted`).  Without
+        ``metadata`` (``None``: a bare array, as the kernels' warm-up passes) the fields
+        read from headers are not applied and the unit says so; an empty dict is a frame
+        whose header has nothing, an error when a field needs it.
 
         Raises
         ------
@@ -303,15 +306,20 @@ class Calibration:
         """
         if self._plain:  # nothing to normalize, no dark, no background: today's path
             return [it.curve(image, stddev) for it in self.integrators]
-        from .reduction.normalization import normalization
+        from .reduction.normalization import normalization, unit
 
-        norm = normalization(self.config.get("Normalization"), metadata)
+        block = self.config.get("Normalization") or {}
+        curve_unit = self.unit
+        if metadata is None:  # nothing known of the frame: only the constant fields apply
+            block = {k: v for k, v in block.items() if not isinstance(v, (str, Mapping))}
+            curve_unit = unit(block)
+        norm = normalization(block, metadata)
         scale = norm.factor
         dark_scale = self._dark_scale(metadata)
         out = []
         for it in self.integrators:
             curve = self._integrator_curve(it, image, stddev, scale, dark_scale)
-            curve.unit = self.unit
+            curve.unit = curve_unit
             out.append(curve)
         if self._background:
             from .reduction.background import subtract
@@ -558,11 +566,12 @@ class Calibration:
                                 for it in self.integrators]
         return [f.render(c.intensity, c.poisson, c.parameters) for f, c in zip(self._formatters, curves)]
 
-    def write_chi(self, image: np.ndarray, path: str | os.PathLike[str]) -> list[Path]:
+    def write_chi(self, image: np.ndarray, path: str | os.PathLike[str],
+                  metadata: Mapping[str, Any] | None = None) -> list[Path]:
         """Integrate an image and write every integrator's ``.chi`` file atomically.
 
         The first integrator writes ``path``; later ones add ``_c<kind letter><n>`` before
-        the extension, as the original.
+        the extension, as the original.  ``metadata`` is the frame's, as for :meth:`curves`.
 
         Returns
         -------
@@ -572,7 +581,8 @@ class Calibration:
         path = Path(path)
         stem = path.name[:-4] if path.name.endswith(".chi") else path.name
         written = []
-        for suffix, content in zip(self.output_suffixes(), self.chi_bytes(self.curves(image, stddev=False))):
+        contents = self.chi_bytes(self.curves(image, stddev=False, metadata=metadata))
+        for suffix, content in zip(self.output_suffixes(), contents):
             target = path.with_name(stem + suffix + ".chi")
             atomic_write_bytes(target, content)
             written.append(target)
