@@ -883,3 +883,21 @@ def test_header_fields_are_bounded():
     fields = pilatus_header_fields(text)
     assert len(fields) == MAX_HEADER_FIELDS
     assert max(len(v) for v in fields.values()) == MAX_HEADER_VALUE
+
+
+def test_hdf5_header_fields_are_read_when_first_looked_at_even_after_close(tmp_path):
+    import pickle
+
+    import h5py
+
+    p = tmp_path / "n.h5"
+    with h5py.File(p, "w") as f:
+        f["entry/instrument/monitor/Flux"] = 1234.5
+        f.create_dataset("entry/data/data", data=_pattern(shape=(2, 20, 10), dtype=np.uint16))
+    frame = read_image(p, frame=1)  # the file is closed when read_image returns
+    header = frame.metadata["header"]
+    assert header._fields is None  # nothing scanned yet: opening a file costs what it did
+    assert header["Flux"] == "1234.5" and dict(header)["entry/instrument/monitor/Flux"] == "1234.5"
+    assert pickle.loads(pickle.dumps(header)) == dict(header)
+    assert type(pickle.loads(pickle.dumps(frame.metadata))["header"]) is dict
+    assert read_header(p) == read_image(p).metadata
