@@ -342,13 +342,15 @@ class Calibration:
             corrections module.
         """
         block = self.config.get("Corrections") or {}
-        dark = self._correction_image(block.get("DarkFile", ""), "$.Corrections.DarkFile")
-        flat = self._correction_image(block.get("FlatFile", ""), "$.Corrections.FlatFile")
+        dark_file = self._correction_image(block.get("DarkFile", ""), "$.Corrections.DarkFile")
+        flat_file = self._correction_image(block.get("FlatFile", ""), "$.Corrections.FlatFile")
+        #: Exposure time of the dark (s) from its header, ``None`` when unknown or no dark.
         self.dark_exposure: float | None = None
-        if dark is not None:
-            dark, self.dark_exposure = dark
-        if flat is not None:
-            flat = flat[0]
+        dark = flat = None
+        if dark_file is not None:
+            dark, self.dark_exposure = dark_file
+        if flat_file is not None:
+            flat = flat_file[0]
             self._check_flat(flat, block["FlatFile"])
         try:
             from .core.corrections import PixelCorrections
@@ -471,8 +473,8 @@ class Calibration:
 
     def _integrator_curve(self, it: Integrator, image: np.ndarray, stddev: bool, scale: float,
                           dark_scale: float) -> Curve:
-        if self.pixel_corrections is not None:
-            return it.curve(image, stddev, scale=scale, dark_scale=dark_scale)
+        if self.pixel_corrections is not None:  # the corrections module's curve(scale=, dark_scale=)
+            return it.curve(image, stddev, scale=scale, dark_scale=dark_scale)  # type: ignore[call-arg,unused-ignore]
         curve = it.curve(image, stddev)  # without the corrections module: scaled here
         if scale != 1.0:
             intensity = curve.intensity * scale

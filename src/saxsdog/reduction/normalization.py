@@ -92,7 +92,7 @@ class FrameNormalizationError(ImageError):
 
 def _spec_text(spec: Any) -> str:
     if isinstance(spec, Mapping):
-        return '{"Header": "%s"}' % spec.get("Header")
+        return f'{{"Header": "{spec.get("Header")}"}}'
     return repr(spec) if isinstance(spec, str) else str(spec)
 
 
