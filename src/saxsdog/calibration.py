@@ -9,6 +9,24 @@ is :attr:`Calibration.config`;
 :attr:`Calibration.raw` keeps the file as it was (the ``.chi`` headers copy it).  Each entry of ``Masks`` gives a radial (or Phi-mode) integrator,
 each entry of ``Slices`` a GISAXS slice; ``GISAXSmode`` keeps only the slices.
 
+Format version 2 adds three blocks (see the schema's descriptions and
+:mod:`saxsdog.config`; a file without ``Version`` is version 1 and loads with
+``Corrections.SolidAngle`` false, so its q and I are the original's):
+
+* ``Corrections`` become :attr:`Calibration.pixel_corrections`
+  (:class:`saxsdog.core.corrections.PixelCorrections`) handed to every integrator; the
+  dark and flat files are read here through :mod:`saxsdog.io.images` (``.npy`` too),
+  relative to the calibration's folder, and checked (size, a flat > 0 on every pixel the
+  masks use).  The polarization then travels in the corrections, not in the operators.
+  Per frame the dark is scaled by the frame's exposure time over the dark's (its own
+  header), when both are known.
+* ``Normalization`` (:mod:`saxsdog.reduction.normalization`): :meth:`Calibration.curves`
+  multiplies each curve by AbsoluteScale/(t·M·T·d) from the frame's metadata and sets its
+  :attr:`~saxsdog.core.integrators.Curve.unit`; a frame lacking a header field fails
+  alone (an :class:`~saxsdog.errors.ImageError`).
+* ``Background`` (:mod:`saxsdog.reduction.background`): read or integrated once, then each
+  curve carries its background-subtracted curve in ``Curve.subtracted``.
+
 >>> cal = Calibration("cal.json")                      # doctest: +SKIP
 >>> q, I = cal.integrate(image)                         # doctest: +SKIP
 >>> I, stddev, poisson = cal.integrate_with_errors(image)   # doctest: +SKIP
