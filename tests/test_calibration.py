@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from saxsdog import Calibration, CalibrationError
+from saxsdog.errors import ImageError
 from saxsdog.calibration import validate_calibration
 from saxsdog.io.chi import read_chi
 from saxsdog.testing import small_calibration as small_cal
@@ -366,3 +367,20 @@ def test_dark_is_scaled_by_the_frames_exposure_over_the_darks(tmp_path):
     same = with_dark.curves(image, metadata={})[0]
     np.testing.assert_allclose(same.intensity, without.curves(image - 1.0 * dark, metadata={})[0].intensity,
                                rtol=1e-12, atol=1e-12)
+
+
+def test_a_dark_with_header_exposures_and_no_frame_metadata_uses_the_dark_as_it_is(tmp_path):
+    # the queue warms its kernels up with curves(zeros) and no metadata: that must not fail
+    pytest.importorskip("saxsdog.core.corrections")
+    dark = np.full(SMALL, 2, np.int32)
+    _write(tmp_path, "dark.tif", dark, "# Exposure_time 0.5 s\r\n")
+    raw = _v2(tmp_path, DarkFile="dark.tif")
+    raw["Normalization"] = {"ExposureTime": "header"}
+    cal = Calibration(raw, base_dir=tmp_path, cache=False)
+    image = np.full(SMALL, 10, np.int32)
+    curve = cal.curves(image)[0]
+    assert curve.unit == "counts/pixel"  # the header's exposure time was not applied
+    ok = curve.has_data
+    np.testing.assert_allclose(curve.intensity[ok], 8.0, rtol=1e-12)
+    with pytest.raises(ImageError):
+        cal.curves(image, metadata={})  # a frame whose header has no exposure time

@@ -506,6 +506,8 @@ class Calibration:
         from .reduction.normalization import FrameNormalizationError, normalization
 
         spec = (self.config.get("Normalization") or {}).get("ExposureTime")
+        if metadata is None and not isinstance(spec, (int, float)):
+            return None  # nothing known of the frame (the kernels' warm-up)
         if spec is not None:
             return normalization({"ExposureTime": spec}, metadata).exposure_time
         try:
