@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from saxsdog import Calibration, CalibrationError
+from saxsdog.errors import ImageError
 from saxsdog.calibration import validate_calibration
 from saxsdog.io.chi import read_chi
 from saxsdog.testing import small_calibration as small_cal
@@ -245,3 +246,141 @@ def test_not_found_messages_name_the_resolved_path(tmp_path, monkeypatch):
         Calibration(cal, base_dir="sub", cache=False)
     assert f"mask file not found: {tmp_path / 'sub' / 'masks' / 'AAA_integ.msk'}" in str(info.value)
     assert info.value.path == "$.Masks[0].MaskFile"
+
+
+# --------------------------------------------------------------------------- Corrections (format version 2)
+
+SMALL = (64, 48)
+
+
+def _v2(tmp_path, **corrections):
+    cal = small_cal(Version=2, Corrections={"SolidAngle": False, **corrections})
+    return cal
+
+
+def _has_corrections() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("saxsdog.core.corrections") is not None
+
+
+def _write(tmp_path, name, data, description=None):
+    import tifffile
+
+    path = tmp_path / name
+    if name.endswith(".npy"):
+        np.save(path, data)
+    else:
+        tifffile.imwrite(path, data, description=description, metadata=None)
+    return path
+
+
+@pytest.mark.parametrize("field", ["DarkFile", "FlatFile"])
+def test_dark_or_flat_of_the_wrong_size_is_refused(tmp_path, field):
+    _write(tmp_path, "wrong.tif", np.ones((10, 20), np.float32))
+    _write(tmp_path, "wrong.npy", np.ones((48, 64)))
+    for name in ("wrong.tif", "wrong.npy"):
+        with pytest.raises(CalibrationError) as info:
+            Calibration(_v2(tmp_path, **{field: name}), base_dir=tmp_path, cache=False)
+        assert info.value.path == f"$.Corrections.{field}" and info.value.value == name
+        assert "64×48" in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["DarkFile", "FlatFile"])
+def test_missing_dark_or_flat_is_refused(tmp_path, field):
+    with pytest.raises(CalibrationError) as info:
+        Calibration(_v2(tmp_path, **{field: "nowhere.tif"}), base_dir=tmp_path, cache=False)
+    assert info.value.path == f"$.Corrections.{field}" and "not found" in str(info.value)
+    assert str(tmp_path / "nowhere.tif") in str(info.value)  # relative to the calibration's folder
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, np.nan])
+def test_flat_with_zeros_negatives_or_nan_inside_the_mask_is_refused(tmp_path, bad):
+    flat = np.ones(SMALL)
+    flat[10, 7] = bad
+    _write(tmp_path, "flat.npy", flat)
+    with pytest.raises(CalibrationError) as info:
+        Calibration(_v2(tmp_path, FlatFile="flat.npy"), base_dir=tmp_path, cache=False)
+    assert info.value.path == "$.Corrections.FlatFile" or (np.isnan(bad) and "finite" in str(info.value))
+    assert "row 10, column 7" in str(info.value) or "not finite" in str(info.value)
+
+
+def test_flat_zeros_under_the_mask_are_accepted(tmp_path):
+    pytest.importorskip("saxsdog.core.corrections")
+    flat = np.full(SMALL, 2.0)
+    flat[10, 7] = 0.0
+    mask = np.zeros(SMALL, np.uint8)
+    mask[10, 7] = 1  # masked
+    _write(tmp_path, "flat.npy", flat)
+    np.save(tmp_path / "mask.npy", mask)
+    raw = _v2(tmp_path, FlatFile="flat.npy")
+    raw["Masks"][0]["MaskFile"] = "mask.npy"
+    cal = Calibration(raw, base_dir=tmp_path, cache=False)
+    assert cal.pixel_corrections.flat is not None and cal.pixel_corrections.flat[10, 7] == 0
+
+
+def test_without_the_corrections_module_asking_for_them_is_a_clear_error(tmp_path):
+    if _has_corrections():
+        pytest.skip("saxsdog.core.corrections is there")
+    _write(tmp_path, "dark.tif", np.zeros(SMALL, np.int32))
+    with pytest.raises(CalibrationError) as info:
+        Calibration(_v2(tmp_path, DarkFile="dark.tif"), base_dir=tmp_path, cache=False)
+    assert info.value.path == "$.Corrections.DarkFile" and "corrections" in str(info.value)
+    with pytest.raises(CalibrationError) as info:
+        Calibration(small_cal(Version=2), cache=False)  # SolidAngle defaults to true in version 2
+    assert info.value.path == "$.Corrections.SolidAngle"
+    assert Calibration(small_cal(), cache=False).pixel_corrections is None  # version 1: as before
+
+
+def test_corrections_block_becomes_pixel_corrections(tmp_path):
+    pytest.importorskip("saxsdog.core.corrections")
+    _write(tmp_path, "dark.tif", np.full(SMALL, 3, np.int32), "# Exposure_time 1.0 s\r\n")
+    _write(tmp_path, "flat.npy", np.full(SMALL, 1.5))
+    raw = small_cal(Version=2, PolarizationCorrection={"Fraction": 0.9, "Angle": 10.0},
+                    Corrections={"SolidAngle": True, "DarkFile": "dark.tif", "FlatFile": "flat.npy",
+                                 "MaskNegative": True, "DummyValue": 65535, "ErrorModel": "azimuthal",
+                                 "SigmaClip": {"Sigma": 3.5, "Cycles": 2}})
+    cal = Calibration(raw, base_dir=tmp_path, cache=False)
+    pc = cal.pixel_corrections
+    assert (pc.solid_angle, pc.polarization, pc.mask_negative, pc.dummy_value, pc.error_model,
+            pc.sigma_clip) == (True, (0.9, 10.0), True, 65535, "azimuthal", (3.5, 2))
+    assert pc.dark.shape == SMALL and pc.flat.shape == SMALL and cal.dark_exposure == 1.0
+    assert cal.integrators[0].corrections is pc  # the polarization is the corrections', not the operator's
+    assert getattr(cal.integrators[0].operator, "correction", None) is None
+    v1 = Calibration(small_cal(), cache=False).pixel_corrections
+    assert (v1.solid_angle, v1.error_model, v1.mask_negative, v1.dark, v1.flat) == (False, "poisson", True,
+                                                                                    None, None)
+
+
+def test_dark_is_scaled_by_the_frames_exposure_over_the_darks(tmp_path):
+    pytest.importorskip("saxsdog.core.corrections")
+    rng = np.random.default_rng(3)
+    dark = rng.integers(0, 5, SMALL).astype(np.int32)
+    _write(tmp_path, "dark.tif", dark, "# Exposure_time 0.5 s\r\n")
+    image = rng.poisson(200.0, SMALL).astype(np.int32)
+    with_dark = Calibration(_v2(tmp_path, DarkFile="dark.tif"), base_dir=tmp_path, cache=False)
+    without = Calibration(_v2(tmp_path), cache=False)
+    got = with_dark.curves(image, metadata={"exposure_time": 2.0})[0]  # 4 × the dark's exposure
+    expected = without.curves(image - 4.0 * dark, metadata={})[0]
+    np.testing.assert_allclose(got.intensity, expected.intensity, rtol=1e-12, atol=1e-12)
+    # a frame without an exposure time: the dark as it is
+    same = with_dark.curves(image, metadata={})[0]
+    np.testing.assert_allclose(same.intensity, without.curves(image - 1.0 * dark, metadata={})[0].intensity,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_a_dark_with_header_exposures_and_no_frame_metadata_uses_the_dark_as_it_is(tmp_path):
+    # the queue warms its kernels up with curves(zeros) and no metadata: that must not fail
+    pytest.importorskip("saxsdog.core.corrections")
+    dark = np.full(SMALL, 2, np.int32)
+    _write(tmp_path, "dark.tif", dark, "# Exposure_time 0.5 s\r\n")
+    raw = _v2(tmp_path, DarkFile="dark.tif")
+    raw["Normalization"] = {"ExposureTime": "header"}
+    cal = Calibration(raw, base_dir=tmp_path, cache=False)
+    image = np.full(SMALL, 10, np.int32)
+    curve = cal.curves(image)[0]
+    assert curve.unit == "counts/pixel"  # the header's exposure time was not applied
+    ok = curve.has_data
+    np.testing.assert_allclose(curve.intensity[ok], 8.0, rtol=1e-12)
+    with pytest.raises(ImageError):
+        cal.curves(image, metadata={})  # a frame whose header has no exposure time

@@ -9,6 +9,24 @@ is :attr:`Calibration.config`;
 :attr:`Calibration.raw` keeps the file as it was (the ``.chi`` headers copy it).  Each entry of ``Masks`` gives a radial (or Phi-mode) integrator,
 each entry of ``Slices`` a GISAXS slice; ``GISAXSmode`` keeps only the slices.
 
+Format version 2 adds three blocks (see the schema's descriptions and
+:mod:`saxsdog.config`; a file without ``Version`` is version 1 and loads with
+``Corrections.SolidAngle`` false, so its q and I are the original's):
+
+* ``Corrections`` become :attr:`Calibration.pixel_corrections`
+  (:class:`saxsdog.core.corrections.PixelCorrections`) handed to every integrator; the
+  dark and flat files are read here through :mod:`saxsdog.io.images` (``.npy`` too),
+  relative to the calibration's folder, and checked (size, a flat > 0 on every pixel the
+  masks use).  The polarization then travels in the corrections, not in the operators.
+  Per frame the dark is scaled by the frame's exposure time over the dark's (its own
+  header), when both are known.
+* ``Normalization`` (:mod:`saxsdog.reduction.normalization`): :meth:`Calibration.curves`
+  multiplies each curve by AbsoluteScale/(t·M·T·d) from the frame's metadata and sets its
+  :attr:`~saxsdog.core.integrators.Curve.unit`; a frame lacking a header field fails
+  alone (an :class:`~saxsdog.errors.ImageError`).
+* ``Background`` (:mod:`saxsdog.reduction.background`): read or integrated once, then each
+  curve carries its background-subtracted curve in ``Curve.subtracted``.
+
 >>> cal = Calibration("cal.json")                      # doctest: +SKIP
 >>> q, I = cal.integrate(image)                         # doctest: +SKIP
 >>> I, stddev, poisson = cal.integrate_with_errors(image)   # doctest: +SKIP
@@ -148,7 +166,10 @@ class Calibration:
         self.geometry = self._geometry()
         self._masks: dict[int, np.ndarray | None] = {}
         self._formatters: list[ChiFormatter] | None = None
+        #: The per-pixel corrections of ``Corrections`` (``None`` without saxsdog.core.corrections).
+        self.pixel_corrections: Any = self._pixel_corrections()
         self.integrators: list[Integrator] = self._build_integrators()
+        self._setup_reduction()
 
     # -- configuration ---------------------------------------------------------------
     def _geometry(self) -> Geometry:
@@ -225,7 +246,7 @@ class Calibration:
             for i, entry in enumerate(self.config["Masks"]):
                 mask = self.mask(i)
                 ov = int(entry["Oversampling"])
-                pol = self.polarization
+                pol = self._operator_polarization()
                 if entry.get("Phi-mode", False):
                     q_stop = float(entry["qStop"]) if entry["qStop"] > 0 else np.inf
                     q_range = (float(entry["qStart"]), q_stop)
@@ -233,13 +254,15 @@ class Calibration:
                               "pol": pol}
                     op = self._cached(params, mask, functools.partial(
                         build_phi_operator, self.geometry, mask, ov, q_range, polarization=pol))
-                    integrators.append(PhiIntegrator(op, entry, entry.get("Name", ""), self.method))
+                    integrators.append(PhiIntegrator(op, entry, entry.get("Name", ""), self.method,
+                                                     **self._integrator_kwargs()))
                 else:
                     ppre = float(entry["PixelPerRadialElement"])
                     params = {"kind": "Radial", **gparams, "ov": ov, "ppre": ppre, "pol": pol}
                     op = self._cached(params, mask, functools.partial(
                         build_radial_operator, self.geometry, mask, ov, ppre, polarization=pol))
-                    integrators.append(RadialIntegrator(op, entry, entry.get("Name", ""), self.method))
+                    integrators.append(RadialIntegrator(op, entry, entry.get("Name", ""), self.method,
+                                                        **self._integrator_kwargs()))
         for j, entry in enumerate(self.config.get("Slices", [])):
             integrators.append(Slice(self, entry, index=j))
         if not integrators:
@@ -279,12 +302,280 @@ class Calibration:
         return integral_parameters(self.radial.x, intensity, float(entry.get("qStart", 0.0)),
                                    entry.get("qStop"))
 
-    def curves(self, image: np.ndarray, stddev: bool = True) -> list[Curve]:
+    def curves(self, image: np.ndarray, stddev: bool = True,
+               metadata: Mapping[str, Any] | None = None) -> list[Curve]:
         """All integrators' curves (with errors and classifiers) for one image.
 
         ``stddev=False`` skips the standard deviation, which the output files do not store.
+        ``metadata`` is the frame's (:attr:`saxsdog.io.images.Frame.metadata`): the
+        ``Normalization`` reads its exposure time and header fields, and the dark is
+        scaled by the frame's exposure time over the dark's.  Each curve is multiplied by
+        AbsoluteScale/(t·M·T·d) and carries its unit; with a ``Background`` each also
+        holds its background-subtracted curve (:attr:`Curve.subtracted`).  Without
+        ``metadata`` (``None``: a bare array, as the kernels' warm-up passes) the fields
+        read from headers are not applied and the unit says so; an empty dict is a frame
+        whose header has nothing, an error when a field needs it.
+
+        Raises
+        ------
+        saxsdog.reduction.normalization.FrameNormalizationError
+            This frame lacks a header field the normalization needs (or its value is not
+            a positive number): an :class:`~saxsdog.errors.ImageError` of this image only.
         """
-        return [it.curve(image, stddev) for it in self.integrators]
+        if self._plain:  # nothing to normalize, no dark, no background: today's path
+            return [it.curve(image, stddev) for it in self.integrators]
+        from .reduction.normalization import normalization, unit
+
+        block = self.config.get("Normalization") or {}
+        curve_unit = self.unit
+        if metadata is None:  # nothing known of the frame: only the constant fields apply
+            block = {k: v for k, v in block.items() if not isinstance(v, (str, Mapping))}
+            curve_unit = unit(block)
+        norm = normalization(block, metadata)
+        scale = norm.factor
+        dark_scale = self._dark_scale(metadata)
+        out = []
+        for it in self.integrators:
+            curve = self._integrator_curve(it, image, stddev, scale, dark_scale)
+            curve.unit = curve_unit
+            out.append(curve)
+        if self._background:
+            from .reduction.background import subtract
+
+            for it, curve, bg in zip(self.integrators, out, self._background):
+                if bg is not None:
+                    curve.subtracted = subtract(curve, *bg, parameters=it.parameters)
+        return out
+
+    # -- corrections, normalization, background (calibration format version 2) ------
+    def _pixel_corrections(self) -> Any:
+        """The ``Corrections`` block as :class:`saxsdog.core.corrections.PixelCorrections`
+        (dark and flat read here), or ``None`` when saxsdog has no corrections module.
+
+        Raises
+        ------
+        CalibrationError
+            A dark or flat that is missing, unreadable, of the wrong size or (flat) not
+            positive on the pixels the masks use; corrections asked for without the
+            corrections module.
+        """
+        block = self.config.get("Corrections") or {}
+        dark_file = self._correction_image(block.get("DarkFile", ""), "$.Corrections.DarkFile")
+        flat_file = self._correction_image(block.get("FlatFile", ""), "$.Corrections.FlatFile")
+        #: Exposure time of the dark (s) from its header, ``None`` when unknown or no dark.
+        self.dark_exposure: float | None = None
+        dark = flat = None
+        if dark_file is not None:
+            dark, self.dark_exposure = dark_file
+        if flat_file is not None:
+            flat = flat_file[0]
+            self._check_flat(flat, block["FlatFile"])
+        try:
+            from .core.corrections import PixelCorrections
+        except ImportError:
+            wanted = [name for name, on in (("DarkFile", dark is not None), ("FlatFile", flat is not None),
+                                            ("SolidAngle", block.get("SolidAngle")),
+                                            ("SigmaClip", block.get("SigmaClip") is not None),
+                                            ("DummyValue", block.get("DummyValue") is not None)) if on]
+            if wanted:
+                raise CalibrationError(f"this saxsdog cannot apply {', '.join(wanted)} (no corrections module)",
+                                       f"$.Corrections.{wanted[0]}", block.get(wanted[0]),
+                                       "a saxsdog with saxsdog.core.corrections") from None
+            return None
+        clip = block.get("SigmaClip")
+        try:
+            return PixelCorrections(
+                flat=flat, solid_angle=bool(block.get("SolidAngle", False)), polarization=self.polarization,
+                dark=dark, mask_negative=bool(block.get("MaskNegative", True)),
+                dummy_value=block.get("DummyValue"), error_model=block.get("ErrorModel", "poisson"),
+                sigma_clip=None if clip is None else (float(clip.get("Sigma", 4)), int(clip.get("Cycles", 3))))
+        except ValueError as exc:
+            raise CalibrationError(str(exc), "$.Corrections", None, "valid corrections") from None
+
+    def _image_frames(self, name: str, field: str) -> list[tuple[np.ndarray, Mapping[str, Any]]]:
+        """The frames of an image file named in the calibration (relative to its folder;
+        ``.npy`` of one or a stack of frames too), each as float64 with its metadata.
+
+        Raises
+        ------
+        CalibrationError
+            At ``field``: missing or unreadable file, a frame of the wrong size, no frame.
+        """
+        from .errors import ImageError
+        from .io.images import iter_frames
+
+        p = Path(name)
+        if not p.is_absolute():
+            p = self.base_dir / p
+        expected = f"a {self.shape[0]}×{self.shape[1]} image"
+        if not p.is_file():
+            raise CalibrationError(f"file not found: {p}", field, name, "an existing image file")
+        frames: list[tuple[np.ndarray, Mapping[str, Any]]] = []
+        if p.suffix.lower() == ".npy":
+            try:
+                data = np.load(p, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise CalibrationError(f"cannot read {p}: {exc}", field, name, "a .npy array") from None
+            stack = data.reshape((-1, *data.shape[-2:])) if data.ndim >= 2 else data[None, None]
+            frames = [(np.asarray(d, dtype=np.float64), {}) for d in stack]
+        else:
+            try:
+                for frame in iter_frames(p, expected_shape=self.shape):
+                    frames.append((np.asarray(frame.data, dtype=np.float64), frame.metadata))
+            except ImageError as exc:
+                raise CalibrationError(exc.reason, field, name, expected) from None
+        if not frames:
+            raise CalibrationError(f"{p} holds no frame", field, name, expected)
+        shape = frames[0][0].shape
+        if shape != tuple(self.shape):
+            raise CalibrationError(f"image of shape {'×'.join(map(str, shape))} pixels, the detector has "
+                                   f"{self.shape[0]}×{self.shape[1]}", field, name, expected)
+        return frames
+
+    def _correction_image(self, name: str, field: str) -> tuple[np.ndarray, float | None] | None:
+        """A dark or flat file: the mean of its frames and its exposure time from its
+        first frame's header (``None`` if unknown)."""
+        if not name:
+            return None
+        frames = self._image_frames(name, field)
+        data = frames[0][0] if len(frames) == 1 else np.mean([d for d, _ in frames], axis=0)
+        if not np.all(np.isfinite(data)):
+            bad = int((~np.isfinite(data)).sum())
+            raise CalibrationError(f"{bad:,} pixels are not finite numbers", field, name, "finite pixel values")
+        t = frames[0][1].get("exposure_time")
+        exposure = float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 else None
+        return data, exposure
+
+    def _used_pixels(self) -> np.ndarray:
+        """Pixels some integrator may use: the union of the masks in use (all without a mask)."""
+        indices: set[int] = set()
+        if not self.config.get("GISAXSmode", False):
+            indices.update(range(len(self.config["Masks"])))
+        for entry in self.config.get("Slices", []):
+            ref = int(entry.get("MaskRef", 0))
+            if ref < 0:
+                return np.ones(self.shape, dtype=bool)
+            if ref < len(self.config["Masks"]):
+                indices.add(ref)
+        used = np.zeros(self.shape, dtype=bool)
+        for i in sorted(indices):
+            m = self.mask(i)
+            if m is None:
+                return np.ones(self.shape, dtype=bool)
+            used |= m
+        return used
+
+    def _check_flat(self, flat: np.ndarray, name: str) -> None:
+        bad = self._used_pixels() & ~(np.isfinite(flat) & (flat > 0))
+        if bad.any():
+            r, c = (int(v[0]) for v in np.nonzero(bad))
+            raise CalibrationError(
+                f"the flat field is zero, negative or not finite on {int(bad.sum()):,} pixels the masks use "
+                f"(first at row {r}, column {c}: {flat[r, c]!r})", "$.Corrections.FlatFile", name,
+                "a flat field > 0 on every unmasked pixel (mask the others)")
+
+    def _integrator_kwargs(self, polarization: bool = True) -> dict[str, Any]:
+        """Keyword arguments that hand the corrections to an integrator (none without them)."""
+        if self.pixel_corrections is None:
+            return {}
+        corrections = self.pixel_corrections
+        if not polarization and corrections.polarization is not None:
+            import dataclasses
+
+            corrections = dataclasses.replace(corrections, polarization=None)
+        return {"corrections": corrections, "geometry": self.geometry}
+
+    def _operator_polarization(self) -> tuple[float, float] | None:
+        """The polarization built into the operators: none when the corrections carry it."""
+        return None if self.pixel_corrections is not None else self.polarization
+
+    def _integrator_curve(self, it: Integrator, image: np.ndarray, stddev: bool, scale: float,
+                          dark_scale: float) -> Curve:
+        if self.pixel_corrections is not None:  # the corrections module's curve(scale=, dark_scale=)
+            return it.curve(image, stddev, scale=scale, dark_scale=dark_scale)  # type: ignore[call-arg,unused-ignore]
+        curve = it.curve(image, stddev)  # without the corrections module: scaled here
+        if scale != 1.0:
+            intensity = curve.intensity * scale
+            curve = Curve(curve.x, intensity, None if curve.stddev is None else curve.stddev * scale,
+                          curve.poisson * scale, it.parameters(intensity), valid=curve.valid,
+                          dummy_pixels=curve.dummy_pixels)
+        return curve
+
+    def _frame_exposure(self, metadata: Mapping[str, Any] | None) -> float | None:
+        """A frame's exposure time: the Normalization's ExposureTime setting, else its header's."""
+        from .reduction.normalization import FrameNormalizationError, normalization
+
+        spec = (self.config.get("Normalization") or {}).get("ExposureTime")
+        if metadata is None and not isinstance(spec, (int, float)):
+            return None  # nothing known of the frame (the kernels' warm-up)
+        if spec is not None:
+            return normalization({"ExposureTime": spec}, metadata).exposure_time
+        try:
+            return normalization({"ExposureTime": "header"}, metadata).exposure_time
+        except FrameNormalizationError:
+            return None
+
+    def _dark_scale(self, metadata: Mapping[str, Any] | None) -> float:
+        """t_frame / t_dark when both are known, else 1 (the dark taken like the frames)."""
+        if self.pixel_corrections is None or self.pixel_corrections.dark is None or not self.dark_exposure:
+            return 1.0
+        t = self._frame_exposure(metadata)
+        return 1.0 if t is None else t / self.dark_exposure
+
+    def _setup_reduction(self) -> None:
+        """Normalization unit, the plain-path flag and the background (once per calibration)."""
+        from .reduction.normalization import check_block, is_identity, unit
+
+        block = self.config.get("Normalization") or {}
+        check_block(block)
+        #: Unit of the curves (see :mod:`saxsdog.reduction.normalization`).
+        self.unit = unit(block)
+        self._background: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
+        dark = self.pixel_corrections is not None and self.pixel_corrections.dark is not None
+        self._plain = is_identity(block) and not dark and "Background" not in self.config
+        if "Background" in self.config:
+            self._background = self._prepare_background(self.config["Background"], block)
+
+    def _prepare_background(self, bg: Mapping[str, Any], block: Mapping[str, Any]
+                            ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+        """The background on every integrator's bins, normalized and scaled by its Scale."""
+        from .reduction import background as bgmod
+        from .reduction.normalization import FrameNormalizationError, check_block, normalization
+
+        name = bg["File"]
+        p = Path(name)
+        if not p.is_absolute():
+            p = self.base_dir / p
+        if not p.is_file():
+            raise CalibrationError(f"background file not found: {p}", "$.Background.File", name,
+                                   "an existing curve or image file")
+        specs = bgmod.background_specs(bg, block)
+        check_block({k: v for k, (v, _) in specs.items()}, "$.Background")
+        k = float(bg.get("Scale", 1.0))
+        if bgmod.is_curve_file(p):
+            bgmod.check_curve_specs(specs)
+            curve = bgmod.read_background_curve(p)
+            f = k * normalization(block, None, overrides=specs).factor
+            out: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
+            for it in self.integrators:
+                if it.kind != "Radial":
+                    out.append(None)  # azimuth or slice axes: a q curve does not apply
+                    continue
+                intensity, error, valid = bgmod.on_grid(curve, it.x, f"integrator {it.kind} {it.name!r}".strip())
+                out.append((f * intensity, f * error, valid))
+            return out
+        per_integrator: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in self.integrators]
+        for data, meta in self._image_frames(name, "$.Background.File"):
+            try:
+                f = k * normalization(block, meta, overrides=specs).factor
+            except FrameNormalizationError as exc:
+                raise CalibrationError(f"background image {p.name}: {exc.reason}", exc.field.split(" ")[0],
+                                       name, "a header with that field") from None
+            dark_scale = self._dark_scale(meta)
+            for j, it in enumerate(self.integrators):
+                c = self._integrator_curve(it, data, False, 1.0, dark_scale)
+                per_integrator[j].append((f * c.intensity, f * c.poisson, np.asarray(c.has_data)))
+        return [bgmod.mean_curve(curves) for curves in per_integrator]
 
     def output_suffixes(self) -> list[str]:
         """File-name suffix of each integrator's output (``""`` for the first)."""
@@ -297,11 +588,12 @@ class Calibration:
                                 for it in self.integrators]
         return [f.render(c.intensity, c.poisson, c.parameters) for f, c in zip(self._formatters, curves)]
 
-    def write_chi(self, image: np.ndarray, path: str | os.PathLike[str]) -> list[Path]:
+    def write_chi(self, image: np.ndarray, path: str | os.PathLike[str],
+                  metadata: Mapping[str, Any] | None = None) -> list[Path]:
         """Integrate an image and write every integrator's ``.chi`` file atomically.
 
         The first integrator writes ``path``; later ones add ``_c<kind letter><n>`` before
-        the extension, as the original.
+        the extension, as the original.  ``metadata`` is the frame's, as for :meth:`curves`.
 
         Returns
         -------
@@ -311,7 +603,8 @@ class Calibration:
         path = Path(path)
         stem = path.name[:-4] if path.name.endswith(".chi") else path.name
         written = []
-        for suffix, content in zip(self.output_suffixes(), self.chi_bytes(self.curves(image, stddev=False))):
+        contents = self.chi_bytes(self.curves(image, stddev=False, metadata=metadata))
+        for suffix, content in zip(self.output_suffixes(), contents):
             target = path.with_name(stem + suffix + ".chi")
             atomic_write_bytes(target, content)
             written.append(target)
@@ -350,4 +643,6 @@ class Slice(SliceIntegrator):
         except ValueError as exc:
             raise CalibrationError(str(exc), json_path, entry.get("CutPosition"),
                                    "a band inside the detector") from None
-        super().__init__(op, entry, f"slice{index}", calibration.method)
+        # slices never had a polarization correction: the corrections without it
+        super().__init__(op, entry, f"slice{index}", calibration.method,
+                         **calibration._integrator_kwargs(polarization=False))

@@ -413,7 +413,7 @@ def _image_rows_from_files(paths: Sequence[Path]) -> list[dict[str, Any]]:
             row["time_source"] = "header"
         row["image_time"] = float(ts)
         for k, v in header.items():
-            if k != "timestamp":
+            if k != "timestamp" and not isinstance(v, Mapping):  # "header": the raw fields, not a column
                 row.setdefault(k, v)
         rows.append(row)
     return rows

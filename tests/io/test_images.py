@@ -787,3 +787,117 @@ def test_every_truncation_point_raises_only_image_errors(tmp_path):
                     np.testing.assert_array_equal(f.data, e, err_msg=f"{src.name} cut at {n}")
             finally:
                 dst.unlink()
+
+
+# --------------------------------------------------------------------------- #
+# Raw header fields: metadata["header"] (the calibration's Normalization reads them)
+# --------------------------------------------------------------------------- #
+
+_MONITOR_LINES = "# Flux 2.5e6 ph/s\r\n# Transmission: 0.81\r\n# Tau = 0 s\r\n"
+
+
+@needs_data
+def test_real_tiff_header_fields():
+    fields = read_image(BUF1).metadata["header"]
+    assert fields["Exposure_time"] == "10.0000000 s"
+    assert fields["Wavelength"] == "1.54987 A"
+    assert fields["Threshold_setting"] == "4000 eV"  # the ':' after the key is dropped
+    assert fields["N_excluded_pixels"] == "137"  # so is '='
+    assert read_header(BUF1)["header"] == fields
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items())
+
+
+def test_tiff_header_fields_from_pilatus_lines(tmp_path):
+    p = _write_tiff(tmp_path / "m.tif", _pattern(), description=PILATUS_DESCRIPTION + _MONITOR_LINES)
+    fields = read_image(p).metadata["header"]
+    assert fields["Flux"] == "2.5e6 ph/s" and fields["Transmission"] == "0.81" and fields["Tau"] == "0 s"
+    assert "2013-06-06T17" not in "".join(fields)  # the date line has no key
+    assert read_header(p)["header"] == fields
+
+
+def test_tiff_header_fields_through_tifffile(tmp_path):
+    import tifffile
+
+    p = tmp_path / "z.tif"
+    tifffile.imwrite(p, _pattern(), description=PILATUS_DESCRIPTION + _MONITOR_LINES, compression="zlib",
+                     metadata=None)
+    assert read_image(p).metadata["header"]["Flux"] == "2.5e6 ph/s"
+
+
+def test_cbf_header_fields(tmp_path):
+    p = _write_cbf(tmp_path / "a.cbf", _pattern(shape=(20, 30)), PILATUS_DESCRIPTION + _MONITOR_LINES)
+    m = read_image(p).metadata
+    assert m["header"]["Flux"] == "2.5e6 ph/s" and m["header"]["Transmission"] == "0.81"
+    assert m["header"]["Exposure_time"].startswith("1")
+    assert "X-Binary-Size" in m["header"]  # the MIME keys too
+    assert read_header(p) == m
+
+
+def test_edf_header_fields_keep_their_spelling(tmp_path):
+    p = _write_edf(tmp_path / "a.edf", _pattern(), {"Monitor": "12345.5", "count_time": "0.5", "Title": "x y"})
+    m = read_image(p).metadata
+    assert m["header"]["Monitor"] == "12345.5" and m["header"]["Title"] == "x y"
+    assert m["exposure_time"] == pytest.approx(0.5)
+    assert read_header(p) == m  # the first header read without the pixels gives the same
+
+
+def test_hdf5_header_fields_scalars_attributes_and_per_frame(tmp_path):
+    import h5py
+
+    p = tmp_path / "n.h5"
+    stack = _pattern(shape=(3, 20, 10), dtype=np.uint16)
+    with h5py.File(p, "w") as f:
+        f.attrs["beamline"] = "saxs"
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        det = entry.create_group("instrument/detector")
+        det["count_time"] = 0.25
+        det["count_time"].attrs["units"] = "s"
+        entry["instrument/monitor/integral"] = np.array([100.0, 200.0, 300.0])  # one per frame
+        entry["sample/transmission"] = 0.5
+        entry["sample/name"] = b"lysozyme"
+        entry.create_dataset("data/data", data=stack)
+    frames = list(iter_frames(p))
+    h0, h2 = frames[0].metadata["header"], frames[2].metadata["header"]
+    assert h0["count_time"] == "0.25" and h0["entry/instrument/detector/count_time"] == "0.25"
+    assert h0["transmission"] == "0.5" and h0["name"] == "lysozyme"
+    assert h0["@beamline"] == "saxs" and h0["entry/instrument/detector/count_time@units"] == "s"
+    assert (h0["integral"], h2["integral"]) == ("100.0", "300.0")  # read at the frame's index
+    assert h2["entry/instrument/monitor/integral"] == "300.0"
+    assert "data" not in h0 and "entry/data/data" not in h0  # not the images
+    assert frames[0].metadata["exposure_time"] == pytest.approx(0.25)
+
+
+def test_eiger_master_header_fields(eiger):
+    master, _ = eiger
+    h = read_header(master)["header"]
+    assert h["count_time"] == "0.099" and h["frame_time"] == "0.1"
+    assert h["description"] == "Dectris EIGER2 Si 1M"
+    assert not any(k.startswith("entry/data/data_") for k in h)  # external links are not followed
+
+
+def test_header_fields_are_bounded():
+    from saxsdog.io.images._base import MAX_HEADER_FIELDS, MAX_HEADER_VALUE, pilatus_header_fields
+
+    text = "\n".join(f"# Key{i} {'v' * (MAX_HEADER_VALUE + 10)}" for i in range(MAX_HEADER_FIELDS + 50))
+    fields = pilatus_header_fields(text)
+    assert len(fields) == MAX_HEADER_FIELDS
+    assert max(len(v) for v in fields.values()) == MAX_HEADER_VALUE
+
+
+def test_hdf5_header_fields_are_read_when_first_looked_at_even_after_close(tmp_path):
+    import pickle
+
+    import h5py
+
+    p = tmp_path / "n.h5"
+    with h5py.File(p, "w") as f:
+        f["entry/instrument/monitor/Flux"] = 1234.5
+        f.create_dataset("entry/data/data", data=_pattern(shape=(2, 20, 10), dtype=np.uint16))
+    frame = read_image(p, frame=1)  # the file is closed when read_image returns
+    header = frame.metadata["header"]
+    assert header._fields is None  # nothing scanned yet: opening a file costs what it did
+    assert header["Flux"] == "1234.5" and dict(header)["entry/instrument/monitor/Flux"] == "1234.5"
+    assert pickle.loads(pickle.dumps(header)) == dict(header)
+    assert type(pickle.loads(pickle.dumps(frame.metadata))["header"]) is dict
+    assert read_header(p) == read_image(p).metadata

@@ -172,7 +172,7 @@ class ImageProcessor:
         now = time.monotonic()
         live = self.options.keep_curves and now - self._last_curves >= self.options.curve_interval
         # The standard deviation is only shown in live plots; no output stores it.
-        curves = self.calibration.curves(frame.data, stddev=live)
+        curves = self.calibration.curves(frame.data, stddev=live, metadata=frame.metadata)
         meta = dict(frame.metadata)
         scalars = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}
         contents: list[bytes] = []

@@ -327,10 +327,43 @@ class DectrisStreamSource:
         The whole header configuration goes to the raw frames' master file (``--keep-raw``).
         """
         cfg = self.header.config if self.header is not None else {}
+        meta: dict[str, Any] = {}
         v = cfg.get("count_time")
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            return {"exposure_time": float(v)}
-        return {}
+            meta["exposure_time"] = float(v)
+        fields = self._header_fields(cfg)
+        if fields:
+            # the calibration's Normalization reads it ({"Header": "count_time"}); a dict,
+            # so it is not among the scalars written per frame
+            meta["header"] = dict(fields)
+        return meta
+
+    @staticmethod
+    def _appendix_fields(appendix: str | None) -> dict[str, str]:
+        """Scalar fields of a frame's ``image_appendix`` when it is a JSON object (a
+        per-frame monitor, say), as text; else nothing."""
+        if not appendix or not appendix.lstrip().startswith("{"):
+            return {}
+        try:
+            value = json.loads(appendix)
+        except ValueError:
+            return {}
+        if not isinstance(value, dict):
+            return {}
+        from ..io.images._base import header_fields_from_keys
+
+        return header_fields_from_keys(value)
+
+    def _header_fields(self, cfg: dict[str, Any]) -> dict[str, str]:
+        """The series header's scalar fields as text (computed once per series header)."""
+        cached = getattr(self, "_fields_cache", None)
+        if cached is not None and cached[0] is cfg:
+            return cached[1]
+        from ..io.images._base import header_fields_from_keys
+
+        fields = header_fields_from_keys(cfg)
+        self._fields_cache = (cfg, fields)
+        return fields
 
     def run_name(self, series: int) -> str:
         """The NXcanSAS run of a series: ``<run name>_<id>``, by default ``series_<id>``.
@@ -369,6 +402,9 @@ class DectrisStreamSource:
                 self.header = None  # a header of another series
             self._new_series(frame.series)
         meta = self._metadata()
+        appendix = self._appendix_fields(frame.appendix)
+        if appendix:  # the frame's own values win over the series header's
+            meta["header"] = {**meta.get("header", {}), **appendix}
         meta.update({"series": frame.series, "frame": frame.frame, "timestamp": time.time()})
         if "start_time" in frame.times:
             meta["start_time"] = frame.times["start_time"]

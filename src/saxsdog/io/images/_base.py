@@ -56,7 +56,11 @@ class Frame:
         Header values when known: ``"date"`` (ISO-8601 str), ``"timestamp"``
         (float, Unix epoch seconds), ``"exposure_time"`` (float, s),
         ``"wavelength"`` (float, Å), ``"detector"`` (str). Unknown keys are
-        absent.
+        absent.  ``"header"`` (``dict[str, str]``, present when the header has
+        fields) holds the header's raw fields as text, for the calibration's
+        ``Normalization`` (``{"Header": "Flux"}``): Pilatus ``# Key value`` lines
+        (TIFF, CBF), the EDF header keys, the CBF MIME keys, HDF5/NeXus scalar
+        datasets (by name, e.g. ``count_time``, and by path) and attributes.
     """
 
     data: np.ndarray
@@ -413,4 +417,76 @@ def metadata_from_keys(header: dict) -> dict:
     for key in ("detector", "detectormodel", "detector_model", "model"):
         if "detector" not in meta and key in lower and str(lower[key]).strip():
             meta["detector"] = str(lower[key]).strip()
+    fields = header_fields_from_keys(header)
+    if fields:
+        meta["header"] = fields
     return meta
+
+
+# --------------------------------------------------------------------------- #
+# Raw header fields (metadata["header"])
+# --------------------------------------------------------------------------- #
+
+#: A Pilatus header line: ``# Key value``, ``# Key: value`` or ``# Key = value``.
+_RE_HEADER_LINE = re.compile(r"^#\s*([A-Za-z][\w.\-/]*)\s*[:=]?\s*(.*?)\s*$")
+#: Bound on the fields kept of one header (a malformed file cannot fill memory).
+MAX_HEADER_FIELDS = 4096
+#: Longest field value kept (longer values are cut).
+MAX_HEADER_VALUE = 4096
+
+
+def pilatus_header_fields(text: str) -> dict[str, str]:
+    """The ``# Key value`` lines of a Pilatus header as ``{key: value}`` (text).
+
+    ``# Exposure_time 10.0000000 s`` gives ``{"Exposure_time": "10.0000000 s"}``; ``:``
+    or ``=`` after the key is dropped (``# Tau = 0 s`` → ``"Tau": "0 s"``).  Lines
+    without a key (the date line ``# 2013-06-06T17:57:26.675``) are skipped; the first
+    line of a repeated key wins.
+    """
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        m = _RE_HEADER_LINE.match(line.strip())
+        if m and m.group(1) not in fields:
+            fields[m.group(1)] = m.group(2)[:MAX_HEADER_VALUE]
+            if len(fields) >= MAX_HEADER_FIELDS:
+                break
+    return fields
+
+
+def header_text(value: Any) -> str | None:
+    """A header value as text (``None`` for values that are not scalars)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        value = value.item()
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (str, int, float)):
+        text = value if isinstance(value, str) else repr(value)
+        return text[:MAX_HEADER_VALUE]
+    return None
+
+
+def header_fields_from_keys(header: dict) -> dict[str, str]:
+    """Raw fields of a key/value header (EDF, CBF MIME, a stream's configuration).
+
+    Scalar values are kept as text; a value holding Pilatus ``# Key value`` lines (a
+    CBF's ``_array_data.header_contents``) contributes those lines' fields too (the
+    header's own keys win).
+    """
+    fields: dict[str, str] = {}
+    for key, value in header.items():
+        text = header_text(value)
+        if text is None:
+            continue
+        if isinstance(value, str) and "\n" in value and "#" in value:
+            for k, v in pilatus_header_fields(value).items():
+                fields.setdefault(k, v)
+            continue
+        fields[str(key)] = text
+        if len(fields) >= MAX_HEADER_FIELDS:
+            break
+    return fields
+

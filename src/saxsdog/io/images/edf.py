@@ -46,8 +46,9 @@ def looks_like_edf(head: bytes) -> bool:
     return head.lstrip()[:1] == b"{"
 
 
-def first_header(path: str, head: bytes, complete: bool) -> dict[str, str]:
-    """Key/value pairs of the first ``{ ... }`` block of ``head``.
+def first_header(path: str, head: bytes, complete: bool, lower: bool = True) -> dict[str, str]:
+    """Key/value pairs of the first ``{ ... }`` block of ``head`` (keys lower-cased
+    unless ``lower`` is false).
 
     ``complete`` says ``head`` is the whole file: a missing ``}`` is then truncation.
     """
@@ -58,8 +59,9 @@ def first_header(path: str, head: bytes, complete: bool) -> dict[str, str]:
         if not complete and len(head) >= HEADER_SLACK:
             raise CorruptImageError(path, f"EDF header does not end within {HEADER_SLACK} bytes")
         raise IncompleteImageError(path, "EDF header is not complete yet (no closing '}' line)")
-    return {k.decode("ascii", "replace").lower(): v.decode("utf-8", "replace")
-            for k, v in _RE_KEY.findall(head[start + 1:end])}
+    pairs = {k.decode("ascii", "replace"): v.decode("utf-8", "replace")
+             for k, v in _RE_KEY.findall(head[start + 1:end])}
+    return {k.lower(): v for k, v in pairs.items()} if lower else pairs
 
 
 def check_edf_header(path: str, keys: dict[str, str], expected_shape: Shape | None) -> None:
@@ -92,13 +94,15 @@ class EdfSource(SourceBase):
             buf = head
             if b"}" not in head and size > len(head):
                 buf = read_exactly(f, 0, min(size, HEADER_SLACK))
-            self.keys = first_header(path, buf, size <= len(buf))
+            self.raw_keys = first_header(path, buf, size <= len(buf), lower=False)
         else:
             self._stream = BoundedStream(path, f, self._kind)
             prefix = self._stream.read_prefix(64 << 10)
             if b"}" not in prefix and not self._stream.eof:
                 prefix = self._stream.read_prefix(HEADER_SLACK)
-            self.keys = first_header(path, prefix, self._stream.eof)
+            self.raw_keys = first_header(path, prefix, self._stream.eof, lower=False)
+        #: The first header's keys as written (``raw_keys``) and lower-cased (``keys``).
+        self.keys = {k.lower(): v for k, v in self.raw_keys.items()}
         check_edf_header(path, self.keys, expected_shape)
         self._img: Any = None  # fabio's image, loaded when pixels or frame counts are needed
         self._n = 1
@@ -165,7 +169,7 @@ class EdfSource(SourceBase):
 
     def header(self, index: int = 0) -> dict:
         if index == 0:  # the first header is parsed already: no pixels are loaded
-            return metadata_from_keys(self.keys)
+            return metadata_from_keys(self.raw_keys)
         img = with_errors(self.path, lambda: self._frame_image(index))
         return metadata_from_keys(dict(getattr(img, "header", {}) or {}))
 

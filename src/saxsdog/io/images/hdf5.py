@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,14 @@ import numpy as np
 from saxsdog.errors import CorruptImageError, ImageError, IncompleteImageError
 
 from ._base import (
+    MAX_HEADER_FIELDS,
     Frame,
     Shape,
     SourceBase,
     check_declared,
     check_frame_index,
     check_shape,
+    header_text,
     parse_date,
     set_date,
     wavelength_to_angstrom,
@@ -35,6 +38,52 @@ from ._base import (
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _HDF5_SIG = SIGNATURE
+
+
+class LazyHeaderFields(Mapping):
+    """``Frame.metadata["header"]`` of an HDF5 frame: a read-only ``{str: str}`` mapping
+    whose fields are read when it is first looked at (see :meth:`H5Source.header_fields`).
+
+    Scanning every scalar of a NeXus file costs milliseconds (tens of µs per dataset),
+    which most frames never need; a frame whose calibration reads a header field pays it
+    once per file.  Compares equal to a dict of the same fields; pickles as a dict.
+    """
+
+    __slots__ = ("_source", "_index", "_fields")
+
+    def __init__(self, source: H5Source, index: int):
+        self._source: H5Source | None = source
+        self._index = index
+        self._fields: dict[str, str] | None = None
+
+    def _resolved(self) -> dict[str, str]:
+        if self._fields is None:
+            assert self._source is not None
+            self._fields = self._source.header_fields(self._index)
+            self._source = None  # the file's fields are kept; the source may go
+        return self._fields
+
+    def __getitem__(self, key: str) -> str:
+        return self._resolved()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resolved())
+
+    def __len__(self) -> int:
+        return len(self._resolved())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._resolved() == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._resolved()) if self._fields is not None else f"<header fields of frame {self._index}, not read yet>"
+
+    def __reduce__(self):
+        return (dict, (self._resolved(),))
 
 
 class H5Source(SourceBase):
@@ -52,6 +101,8 @@ class H5Source(SourceBase):
         self._nframes = 0
         self._meta: dict | None = None
         self._frame_time: float | None = None
+        self._scanned: tuple[dict[str, str], dict[str, str]] | None = None
+        self._image_names: list[str] = []
 
     # -- context management ------------------------------------------------ #
     def open(self) -> H5Source:
@@ -137,6 +188,7 @@ class H5Source(SourceBase):
             n = int(math.prod(ds.shape[:-2])) if ds.ndim > 2 else 1
             self.segments.append((ds, n))
         self._nframes = sum(n for _, n in self.segments)
+        self._image_names = [ds.name for ds, _ in self.segments]
 
     def _eiger_segments(self, f) -> list:
         import h5py
@@ -301,13 +353,118 @@ class H5Source(SourceBase):
         self._meta = meta
         return meta
 
+    def header_fields(self, index: int) -> dict[str, str]:
+        """Raw header fields of frame ``index``: every scalar dataset and attribute outside
+        the image data (the file is opened again if it was closed meanwhile).
+
+        A scalar dataset is listed by its path without the leading ``/``
+        (``entry/instrument/detector/count_time``) and by its name (``count_time``; the
+        first one found in breadth order wins, so ``entry/instrument/detector/count_time``
+        before a deeper one).  An attribute is listed as ``<path>@<name>`` and, on the
+        root, ``@<name>``.  A 1-D dataset with one value per frame (a monitor written
+        per frame, ``NDAttributes``) is read at the frame's index.  The scan is bounded to
+        :data:`~._base.MAX_HEADER_FIELDS` objects and done once per file.
+        """
+        if self.file is not None:
+            return self._fields_of(self.file, index)
+        import h5py
+
+        try:
+            with h5py.File(self.path, "r") as f:
+                return self._fields_of(f, index)
+        except (OSError, ValueError):
+            return dict(self._scanned[0]) if self._scanned is not None else {}
+
+    def _fields_of(self, f: Any, index: int) -> dict[str, str]:
+        if self._scanned is None:
+            self._scanned = self._scan_fields(f)
+        fields, per_frame = self._scanned
+        fields = dict(fields)
+        for key, path in per_frame.items():
+            if key in fields:
+                continue
+            try:
+                text = header_text(f[path][index])
+            except (KeyError, OSError, RuntimeError, ValueError, TypeError, IndexError):
+                continue
+            if text is not None:
+                fields[key] = text
+        return fields
+
+    def _scan_fields(self, f: Any) -> tuple[dict[str, str], dict[str, str]]:
+        """Scalar fields, and the per-frame datasets' keys → paths, of the open file ``f``."""
+        import h5py
+
+        fields: dict[str, str] = {}
+        per_frame: dict[str, str] = {}
+        nframes = self._nframes
+        images = set(self._image_names)
+        visited = 0
+        queue: list[Any] = [f]
+        while queue and visited < MAX_HEADER_FIELDS:
+            group = queue.pop(0)
+            self._attr_fields(group, fields)
+            try:
+                names = list(group.keys())
+            except (KeyError, OSError, RuntimeError, ValueError):
+                continue
+            for name in names:
+                visited += 1
+                if visited >= MAX_HEADER_FIELDS:
+                    break
+                try:
+                    link = group.get(name, getlink=True)
+                    if isinstance(link, h5py.ExternalLink):
+                        continue  # data files of an Eiger master: not opened for the header
+                    obj = group.get(name)
+                except (KeyError, OSError, RuntimeError, ValueError):
+                    continue
+                if isinstance(obj, h5py.Group):
+                    queue.append(obj)
+                    continue
+                if not isinstance(obj, h5py.Dataset) or obj.name in images:
+                    continue
+                path = obj.name.lstrip("/")
+                try:
+                    if obj.size == 1 and obj.ndim <= 1:
+                        text = header_text(obj[()] if obj.ndim == 0 else obj[0])
+                        if text is not None:
+                            fields[path] = text
+                            fields.setdefault(name, text)
+                    elif (obj.ndim == 1 and nframes > 1 and obj.shape[0] == nframes
+                          and obj.dtype.kind in "iufb"):
+                        per_frame[path] = obj.name
+                        per_frame.setdefault(name, obj.name)
+                except (OSError, RuntimeError, ValueError, TypeError):
+                    continue
+                self._attr_fields(obj, fields)
+        return fields, per_frame
+
+    @staticmethod
+    def _attr_fields(obj: Any, fields: dict[str, str]) -> None:
+        try:
+            items = list(obj.attrs.items())
+        except (KeyError, OSError, RuntimeError, ValueError, TypeError):
+            return
+        prefix = obj.name.lstrip("/")
+        for key, value in items:
+            if isinstance(value, np.ndarray):
+                if value.size != 1:
+                    continue
+                value = value.flat[0]
+            text = header_text(value)
+            if text is not None:
+                fields[f"{prefix}@{key}"] = text
+
     def metadata(self, index: int) -> dict:
-        """Metadata for frame *index*; date/timestamp advance by ``frame_time``."""
+        """Metadata for frame *index*; date/timestamp advance by ``frame_time``; the raw
+        header fields (``"header"``) are read when first looked at."""
         meta = dict(self._base_metadata())
         if index and self._frame_time and "date" in meta:
             dt = parse_date(meta["date"])
             if dt is not None:
                 set_date(meta, dt + timedelta(seconds=index * self._frame_time))
+        meta["header"] = LazyHeaderFields(self, index)
         return meta
 
     @property

@@ -29,6 +29,7 @@ from ._base import (
     native,
     parse_date,
     parse_pilatus_text,
+    pilatus_header_fields,
     set_date,
     with_errors,
 )
@@ -186,6 +187,9 @@ def parse_tiff(path: str, f, size: int, head: bytes, expected_shape: Shape | Non
 
 def tiff_metadata(info: TiffInfo) -> dict:
     meta = parse_pilatus_text(info.description) if info.description else {}
+    fields = pilatus_header_fields(info.description) if info.description else {}
+    if fields:
+        meta["header"] = fields
     if "detector" not in meta and info.model.strip():
         meta["detector"] = info.model.strip()
     if "date" not in meta and info.datetime.strip():
