@@ -13,7 +13,8 @@ import numpy as np
 from ..calibration import Calibration
 from ..errors import CorruptImageError, ImageError, ImageShapeError
 from ..io.images import Frame, inside, iter_frames
-from .naming import OutputRefused, frame_name, make_output_folder, output_base, write_output_bytes
+from .naming import (OutputRefused, frame_name, make_output_folder, output_base, subtracted_path,
+                     write_output_bytes)
 from .options import OUTPUT_FORMATS, QueueOptions
 from .pool import heartbeat
 from .tasks import ArenaRef, ImageResult, ImageTask
@@ -47,6 +48,14 @@ class ImageProcessor:
     Phi-mode integrators (I versus azimuth, not q) keep their ``.chi`` files in both
     NXcanSAS formats.
 
+    A curve with a background-subtracted twin (:attr:`Curve.subtracted`, a calibration with a
+    ``Background``) is written beside it under the name of
+    :func:`~saxsdog.pipeline.naming.subtracted_path` (``<stem>_sub.chi``, ...; in a per-image
+    NXcanSAS file one more entry), and travels in the live curves as one more graph after
+    the integrators' (``conf.subtracted`` true, ``conf.of`` the integrator's index).
+    NXcanSAS files leave out the bins without data; ``.chi`` files keep them as 0 rows
+    unless ``options.chi_drop_empty``.
+
     With ``options.confine_to`` (the server's base directory) an image is read only if its
     real path is inside it, checked right before it is opened (a file swapped for a
     symbolic link to an outside file after it was queued fails, unread), and each
@@ -71,6 +80,7 @@ class ImageProcessor:
         self.chi_index = (list(range(len(kinds))) if self.format == "chi"
                           else [i for i, k in enumerate(kinds) if k == "Phi"])
         self._last_curves = -1e9
+        self._formatters: list[Any] | None = None  # .chi formatters for chi_drop_empty
 
     def outputs_for(self, task: ImageTask, frame: int | None) -> list[Path]:
         """All output files of one frame (``frame=None`` for single-frame files).
@@ -153,9 +163,29 @@ class ImageProcessor:
         for i in self.nx_index:
             c = curves[i]
             title = name if i == 0 else f"{name} [{self.suffixes[i].lstrip('_') or i}]"
-            frames.append({"name": title, "q": c.x, "I": c.intensity, "Idev": c.poisson,
-                           "metadata": meta, "parameters": c.parameters})
+            frames.append({"name": title, "q": c.x, "I": c.intensity, "Idev": c.poisson, "valid": c.has_data,
+                           "unit": c.unit, "metadata": meta, "parameters": _frame_parameters(c)})
+        for i in self.nx_index:  # the background-subtracted curves after the unsubtracted ones
+            s = curves[i].subtracted
+            if s is not None:
+                tag = (self.suffixes[i] + "_sub").lstrip("_")
+                frames.append({"name": f"{name} [{tag}]", "q": s.x, "I": s.intensity, "Idev": s.poisson,
+                               "valid": s.has_data, "unit": s.unit, "metadata": meta,
+                               "parameters": _frame_parameters(s)})
         write_nxcansas(path, frames, self.calibration.raw, title=name)
+
+    def _chi_contents(self, curves: list) -> list[bytes]:
+        """The ``.chi`` bytes of every integrator's curve (empty bins dropped if asked)."""
+        if not self.options.chi_drop_empty:
+            return self.calibration.chi_bytes(curves)
+        if self._formatters is None:
+            from ..io.chi import RADIAL_LABELS, ChiFormatter
+
+            # the same columns and header as Calibration.chi_bytes, rows of empty bins left out
+            self._formatters = [ChiFormatter(it.x, self.calibration.raw, [it.x_label, *RADIAL_LABELS[1:]])
+                                for it in self.calibration.integrators]
+        return [f.render(c.intensity, c.poisson, c.parameters, keep=c.has_data)
+                for f, c in zip(self._formatters, curves)]
 
     def _nxcansas_bytes(self, file_name: str, name: str, curves: list, meta: dict[str, Any]) -> bytes:
         """The NXcanSAS file of one frame, built where nobody else can write (a 0700 temporary folder)."""
@@ -177,8 +207,16 @@ class ImageProcessor:
         scalars = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}
         contents: list[bytes] = []
         if self.chi_index:
-            every = self.calibration.chi_bytes(curves)
+            every = self._chi_contents(curves)
             contents = every if self.format == "chi" else [every[i] for i in self.chi_index]
+        # background-subtracted twins of the .chi files: (path, content)
+        sub_chi: list[tuple[Path, bytes]] = []
+        with_sub = [i for i in self.chi_index if curves[i].subtracted is not None]
+        if with_sub:
+            subs = self._chi_contents([c.subtracted if c.subtracted is not None else c for c in curves])
+            chi_paths = outputs[1:] if self.format == "nxcansas" and self.nx_index else outputs
+            by_index = dict(zip(self.chi_index, chi_paths))
+            sub_chi = [(subtracted_path(by_index[i]), subs[i]) for i in with_sub]
         t1 = time.perf_counter()
         confine = self.options.confine_to
         if outputs:
@@ -193,6 +231,9 @@ class ImageProcessor:
             chi_outputs = outputs[1:]
         for path, content in zip(chi_outputs, contents):
             write_output_bytes(path, content, confine)
+        for path, content in sub_chi:
+            write_output_bytes(path, content, confine)
+        outputs = outputs + [p for p, _ in sub_chi]
         if self.options.write_svg or self.options.write_png:
             base = output_base(task.path, task.root, self.options,
                                frame.index if frame.nframes > 1 else None, stem=task.output_stem)
@@ -202,7 +243,7 @@ class ImageProcessor:
                 if confine is None:
                     from .plots import write_curve_plot
 
-                    write_curve_plot(curves[0], svg, title=Path(task.path).name)
+                    write_curve_plot(curves[0], svg, title=Path(task.path).name, unit=curves[0].unit)
                 else:  # rendered in memory, written like the .chi files (checked at the write)
                     write_output_bytes(svg, _curve_svg(curves[0], Path(task.path).name), confine)
             if self.options.write_png:
@@ -220,24 +261,53 @@ class ImageProcessor:
                 image_time = os.stat(task.path).st_mtime
             except OSError:
                 image_time = None
-        parameters = {k: c.parameters for k, c in zip(self.keys, curves) if c.parameters}
+        parameters = {k: _frame_parameters(c) for k, c in zip(self.keys, curves) if c.parameters}
         graphs = None
         every_frame = self.format == "nxcansas-run"  # the coordinator writes them all
         if every_frame or live:
             # a live plot needs only the latest curves: they are sent at a bounded rate
             if live:
                 self._last_curves = now
-            labels = ["Intensity (Count/Pixel)", "Error Margin"] + (["Standard Deviation"] if live else [])
-            graphs = [{"kind": it.kind, "conf": {"Name": it.name, "suffix": sfx},
-                       "columnLabels": [it.x_label, *labels],
-                       "array": [c.x, c.intensity, c.poisson] + ([c.stddev] if live else [])}
+            graphs = [_graph(it, c, {"Name": it.name, "suffix": sfx}, live)
                       for it, c, sfx in zip(self.calibration.integrators, curves, self.suffixes)]
+            graphs += [{**_graph(it, c.subtracted, {"Name": it.name, "suffix": sfx + "_sub", "subtracted": True,
+                                                    "of": i}, live),
+                        "parameters": _frame_parameters(c.subtracted)}
+                       for i, (it, c, sfx) in enumerate(zip(self.calibration.integrators, curves, self.suffixes))
+                       if c.subtracted is not None]
         return ImageResult(
             path=task.path, frame=frame.index, outputs=[str(p) for p in outputs], parameters=parameters,
             image_time=image_time, timings={"read": read_s, "integrate": t1 - t0, "write": t2 - t1},
             processed_at=time.time(), worker=os.getpid(), metadata=scalars, curves=graphs, name=name,
             live=live,
         )
+
+
+def intensity_label(unit: str) -> str:
+    """The intensity column's label: the original's for counts per pixel, else with the unit."""
+    return "Intensity (Count/Pixel)" if unit in ("counts/pixel", "") else f"Intensity ({unit})"
+
+
+def _frame_parameters(curve) -> dict[str, Any]:
+    """A curve's parameters as results, history and run files carry them: with the frame's
+    dummy-pixel count (the .chi header keeps the curve's own parameters)."""
+    return {**curve.parameters, "dummy_pixels": int(curve.dummy_pixels)}
+
+
+def _graph(integrator, curve, conf: dict[str, Any], live: bool) -> dict[str, Any]:
+    """One curve as the original's graph object, with what the run files and plots need.
+
+    ``unit`` (saxsdog's unit of I), ``dummy_pixels`` (the frame's count), and ``valid``
+    (bool per bin, a list, only when some bin is empty) besides the original's keys.
+    """
+    labels = [intensity_label(curve.unit), "Error Margin"] + (["Standard Deviation"] if live else [])
+    graph = {"kind": integrator.kind, "conf": conf, "columnLabels": [integrator.x_label, *labels],
+             "array": [curve.x, curve.intensity, curve.poisson] + ([curve.stddev] if live else []),
+             "unit": curve.unit, "dummy_pixels": int(curve.dummy_pixels)}
+    has_data = np.asarray(curve.has_data, dtype=bool)
+    if not has_data.all():
+        graph["valid"] = has_data.tolist()
+    return graph
 
 
 def _curve_svg(curve, title: str) -> bytes:
@@ -248,7 +318,9 @@ def _curve_svg(curve, title: str) -> bytes:
 
     from .plots import curve_figure
 
-    fig = curve_figure(curve.x, curve.intensity, curve.poisson, title)
+    sub = curve.subtracted
+    fig = curve_figure(curve.x, curve.intensity, curve.poisson, title, unit=curve.unit,
+                       subtracted=None if sub is None else (sub.x, sub.intensity, sub.poisson))
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="svg")
