@@ -431,3 +431,44 @@ def test_plain_curves_keep_the_original_graph_labels(cal, base_image, tmp_path):
     assert graph["columnLabels"][1:] == ["Intensity (Count/Pixel)", "Error Margin", "Standard Deviation"]
     assert graph["unit"] == "counts/pixel" and graph["dummy_pixels"] == 0
     assert q.history.records[0]["dummy_pixels"] == 0
+
+
+def test_curve_plots_show_the_unit_and_the_subtracted_curve(tmp_path):
+    from saxsdog.core.integrators import Curve
+    from saxsdog.pipeline.plots import curve_figure, write_curve_plot
+
+    x = np.linspace(0.1, 2, 50)
+    sub = Curve(x, 0.5 * np.exp(-x), None, 0.01 * np.ones(50), {}, unit="1/cm/sr")
+    curve = Curve(x, np.exp(-x), None, 0.01 * np.ones(50), {}, unit="1/cm/sr", subtracted=sub)
+    fig = curve_figure(x, curve.intensity, curve.poisson, "t", unit="1/cm/sr",
+                       subtracted=(sub.x, sub.intensity, sub.poisson))
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "Intensity [1/cm/sr]"
+    assert [line.get_label() for line in ax.get_lines()] == ["I", "I - background"]
+    assert curve_figure(x, curve.intensity).axes[0].get_ylabel() == "Intensity [counts/pixel]"
+    write_curve_plot(curve, tmp_path / "c.svg", title="t")
+    assert "background" in (tmp_path / "c.svg").read_text()
+
+
+def test_live_monitor_of_the_saxsdog_command_gets_unit_subtracted_curve_and_dummy_count():
+    from types import SimpleNamespace
+
+    from saxsdog.cli.saxsdog import _show_latest
+
+    calls = []
+
+    class Monitor:
+        def update(self, *args, **kw):
+            calls.append((args, kw))
+
+    x = [0.1, 0.2]
+    graphs = [{"conf": {}, "array": [x, [2.0, 1.0], [0.1, 0.1]], "unit": "1/cm", "dummy_pixels": 73671},
+              {"conf": {"subtracted": True, "of": 0}, "array": [x, [1.0, 0.5], [0.2, 0.2]], "unit": "1/cm"}]
+    _show_latest(Monitor(), SimpleNamespace(path="/d/img.tif", curves=graphs))
+    (args, kw), = calls
+    assert args[3] == "img.tif (73,671 dummy pixels)"
+    assert kw["unit"] == "1/cm" and kw["subtracted"] == (x, [1.0, 0.5], [0.2, 0.2])
+    calls.clear()
+    _show_latest(Monitor(), SimpleNamespace(path="/d/img.tif", curves=[{"array": [x, [1, 1], [0, 0]]}]))
+    (args, kw), = calls
+    assert args[3] == "img.tif" and kw["unit"] is None and kw["subtracted"] is None
