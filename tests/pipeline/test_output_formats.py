@@ -342,6 +342,13 @@ def test_saxsdog_flag_chi_drop_empty():
     assert _queue_options(build_parser().parse_args(["-c", "cal.json", "run"]), {}).chi_drop_empty is False
 
 
+def test_server_flag_chi_drop_empty():
+    from saxsdog.cli.server import build_parser
+
+    assert build_parser().parse_args(["--chi-drop-empty", "base"]).chi_drop_empty is True
+    assert build_parser().parse_args(["base"]).chi_drop_empty is False
+
+
 def test_subtracted_curves_are_written_beside_the_chi_files(reduced3, base_image, tmp_path):
     from saxsdog.io.chi import read_chi
 
