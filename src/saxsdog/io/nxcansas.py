@@ -286,10 +286,10 @@ def process_notes(calibration: Mapping[str, Any] | None) -> list[dict[str, Any]]
     if not calibration:
         return []
     cal = calibration_in_saxsdog_spellings(calibration)
-    corr = cal.get("Corrections") if isinstance(cal.get("Corrections"), Mapping) else None
-    norm = cal.get("Normalization") if isinstance(cal.get("Normalization"), Mapping) else {}
-    back = cal.get("Background") if isinstance(cal.get("Background"), Mapping) else {}
-    c = corr or {}
+    corr: Mapping[str, Any] | None = cal["Corrections"] if isinstance(cal.get("Corrections"), Mapping) else None
+    norm: Mapping[str, Any] = cal["Normalization"] if isinstance(cal.get("Normalization"), Mapping) else {}
+    back: Mapping[str, Any] = cal["Background"] if isinstance(cal.get("Background"), Mapping) else {}
+    c: Mapping[str, Any] = corr or {}
     notes: list[dict[str, Any]] = []
 
     def add(name: str, description: str, parameters: Mapping[str, Any] | None = None,
