@@ -479,3 +479,29 @@ def test_live_monitor_of_the_saxsdog_command_gets_unit_subtracted_curve_and_dumm
     _show_latest(Monitor(), SimpleNamespace(path="/d/img.tif", curves=[{"array": [x, [1, 1], [0, 0]]}]))
     (args, kw), = calls
     assert args[3] == "img.tif" and kw["unit"] is None and kw["subtracted"] is None
+
+
+class NaNBinCalibration(Calibration):
+    """Curves with one bin that has pixels but no finite value (valid says it holds data)."""
+
+    def curves(self, image, stddev=True, metadata=None):
+        extra = {} if metadata is None else {"metadata": metadata}
+        curves = super().curves(image, stddev, **extra)
+        c = curves[0]
+        c.valid = np.array(c.has_data, dtype=bool)
+        k = int(np.flatnonzero(c.valid)[10])
+        c.intensity = c.intensity.copy()
+        c.intensity[k] = np.nan
+        return curves
+
+
+def test_nxcansas_leaves_out_bins_without_a_finite_value(require_data_dir, base_image, tmp_path):
+    cal = NaNBinCalibration(require_data_dir / "cal.json")
+    distinct_images(base_image, tmp_path / "run", 1)
+    run_queue(cal, tmp_path / "run", output_format="nxcansas")
+    (frame,) = read_nxcansas(tmp_path / "work" / "img_00000.h5")
+    c = cal.curves(distinct_images(base_image, tmp_path / "again", 1)["img_00000.tif"])[0]
+    keep = c.valid & np.isfinite(c.intensity)
+    assert keep.sum() == c.valid.sum() - 1
+    np.testing.assert_array_equal(frame["q"], c.x[keep])
+    assert np.all(np.isfinite(frame["I"]))

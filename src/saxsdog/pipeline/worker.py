@@ -163,14 +163,14 @@ class ImageProcessor:
         for i in self.nx_index:
             c = curves[i]
             title = name if i == 0 else f"{name} [{self.suffixes[i].lstrip('_') or i}]"
-            frames.append({"name": title, "q": c.x, "I": c.intensity, "Idev": c.poisson, "valid": c.has_data,
+            frames.append({"name": title, "q": c.x, "I": c.intensity, "Idev": c.poisson, "valid": _with_data(c),
                            "unit": c.unit, "metadata": meta, "parameters": _frame_parameters(c)})
         for i in self.nx_index:  # the background-subtracted curves after the unsubtracted ones
             s = curves[i].subtracted
             if s is not None:
                 tag = (self.suffixes[i] + "_sub").lstrip("_")
                 frames.append({"name": f"{name} [{tag}]", "q": s.x, "I": s.intensity, "Idev": s.poisson,
-                               "valid": s.has_data, "unit": s.unit, "metadata": meta,
+                               "valid": _with_data(s), "unit": s.unit, "metadata": meta,
                                "parameters": _frame_parameters(s)})
         write_nxcansas(path, frames, self.calibration.raw, title=name)
 
@@ -288,6 +288,12 @@ def intensity_label(unit: str) -> str:
     return "Intensity (Count/Pixel)" if unit in ("counts/pixel", "") else f"Intensity ({unit})"
 
 
+def _with_data(curve) -> np.ndarray:
+    """The bins NXcanSAS files keep: with data, and with a finite value and error."""
+    return (np.asarray(curve.has_data, dtype=bool) & np.isfinite(curve.intensity)
+            & np.isfinite(curve.poisson))
+
+
 def _frame_parameters(curve) -> dict[str, Any]:
     """A curve's parameters as results, history and run files carry them: with the frame's
     dummy-pixel count (the .chi header keeps the curve's own parameters)."""
@@ -304,7 +310,7 @@ def _graph(integrator, curve, conf: dict[str, Any], live: bool) -> dict[str, Any
     graph = {"kind": integrator.kind, "conf": conf, "columnLabels": [integrator.x_label, *labels],
              "array": [curve.x, curve.intensity, curve.poisson] + ([curve.stddev] if live else []),
              "unit": curve.unit, "dummy_pixels": int(curve.dummy_pixels)}
-    has_data = np.asarray(curve.has_data, dtype=bool)
+    has_data = _with_data(curve)
     if not has_data.all():
         graph["valid"] = has_data.tolist()
     return graph
