@@ -79,8 +79,8 @@ class ImageProcessor:
         #: Integrators written as .chi files.
         self.chi_index = (list(range(len(kinds))) if self.format == "chi"
                           else [i for i, k in enumerate(kinds) if k == "Phi"])
-        self._last_curves = -1e9
         self._formatters: list[Any] | None = None  # .chi formatters for chi_drop_empty
+        self._last_curves = -1e9
 
     def outputs_for(self, task: ImageTask, frame: int | None) -> list[Path]:
         """All output files of one frame (``frame=None`` for single-frame files).
