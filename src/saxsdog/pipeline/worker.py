@@ -79,7 +79,7 @@ class ImageProcessor:
         #: Integrators written as .chi files.
         self.chi_index = (list(range(len(kinds))) if self.format == "chi"
                           else [i for i, k in enumerate(kinds) if k == "Phi"])
-        self._formatters: list[Any] | None = None  # .chi formatters for chi_drop_empty
+        self._formatters: list[Any] | None = None  # .chi formatters of _chi_of
         self._last_curves = -1e9
 
     def outputs_for(self, task: ImageTask, frame: int | None) -> list[Path]:
@@ -174,18 +174,19 @@ class ImageProcessor:
                                "parameters": _frame_parameters(s)})
         write_nxcansas(path, frames, self.calibration.raw, title=name)
 
-    def _chi_contents(self, curves: list) -> list[bytes]:
-        """The ``.chi`` bytes of every integrator's curve (empty bins dropped if asked)."""
-        if not self.options.chi_drop_empty:
-            return self.calibration.chi_bytes(curves)
+    def _chi_of(self, i: int, curve) -> bytes:
+        """Integrator ``i``'s ``.chi`` bytes of ``curve`` (its own or its subtracted one, same bins).
+
+        The columns and header of :meth:`Calibration.chi_bytes`; with ``chi_drop_empty``
+        without the rows of the curve's empty bins.
+        """
         if self._formatters is None:
             from ..io.chi import RADIAL_LABELS, ChiFormatter
 
-            # the same columns and header as Calibration.chi_bytes, rows of empty bins left out
             self._formatters = [ChiFormatter(it.x, self.calibration.raw, [it.x_label, *RADIAL_LABELS[1:]])
                                 for it in self.calibration.integrators]
-        return [f.render(c.intensity, c.poisson, c.parameters, keep=c.has_data)
-                for f, c in zip(self._formatters, curves)]
+        keep = curve.has_data if self.options.chi_drop_empty else None
+        return self._formatters[i].render(curve.intensity, curve.poisson, curve.parameters, keep=keep)
 
     def _nxcansas_bytes(self, file_name: str, name: str, curves: list, meta: dict[str, Any]) -> bytes:
         """The NXcanSAS file of one frame, built where nobody else can write (a 0700 temporary folder)."""
@@ -207,17 +208,18 @@ class ImageProcessor:
         scalars = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}
         contents: list[bytes] = []
         if self.chi_index:
-            every = self._chi_contents(curves)
+            every = self.calibration.chi_bytes(curves)
             contents = every if self.format == "chi" else [every[i] for i in self.chi_index]
+        t1 = time.perf_counter()
+        if self.chi_index and self.options.chi_drop_empty:  # the same files without the empty bins' rows
+            contents = [self._chi_of(i, curves[i]) for i in self.chi_index]
         # background-subtracted twins of the .chi files: (path, content)
         sub_chi: list[tuple[Path, bytes]] = []
         with_sub = [i for i in self.chi_index if curves[i].subtracted is not None]
         if with_sub:
-            subs = self._chi_contents([c.subtracted if c.subtracted is not None else c for c in curves])
             chi_paths = outputs[1:] if self.format == "nxcansas" and self.nx_index else outputs
             by_index = dict(zip(self.chi_index, chi_paths))
-            sub_chi = [(subtracted_path(by_index[i]), subs[i]) for i in with_sub]
-        t1 = time.perf_counter()
+            sub_chi = [(subtracted_path(by_index[i]), self._chi_of(i, curves[i].subtracted)) for i in with_sub]
         confine = self.options.confine_to
         if outputs:
             make_output_folder(outputs[0].parent, confine)
@@ -268,13 +270,12 @@ class ImageProcessor:
             # a live plot needs only the latest curves: they are sent at a bounded rate
             if live:
                 self._last_curves = now
-            graphs = [_graph(it, c, {"Name": it.name, "suffix": sfx}, live)
+            labels = ["Intensity (Count/Pixel)", "Error Margin"] + (["Standard Deviation"] if live else [])
+            graphs = [{"kind": it.kind, "conf": {"Name": it.name, "suffix": sfx},
+                       "columnLabels": [it.x_label, *labels],
+                       "array": [c.x, c.intensity, c.poisson] + ([c.stddev] if live else [])}
                       for it, c, sfx in zip(self.calibration.integrators, curves, self.suffixes)]
-            graphs += [{**_graph(it, c.subtracted, {"Name": it.name, "suffix": sfx + "_sub", "subtracted": True,
-                                                    "of": i}, live),
-                        "parameters": _frame_parameters(c.subtracted)}
-                       for i, (it, c, sfx) in enumerate(zip(self.calibration.integrators, curves, self.suffixes))
-                       if c.subtracted is not None]
+            graphs = _reduced_graphs(graphs, self.calibration.integrators, curves, self.suffixes, live)
         return ImageResult(
             path=task.path, frame=frame.index, outputs=[str(p) for p in outputs], parameters=parameters,
             image_time=image_time, timings={"read": read_s, "integrate": t1 - t0, "write": t2 - t1},
@@ -300,20 +301,38 @@ def _frame_parameters(curve) -> dict[str, Any]:
     return {**curve.parameters, "dummy_pixels": int(curve.dummy_pixels)}
 
 
-def _graph(integrator, curve, conf: dict[str, Any], live: bool) -> dict[str, Any]:
-    """One curve as the original's graph object, with what the run files and plots need.
+def _with_reduction(graph: dict[str, Any], curve) -> dict[str, Any]:
+    """A graph object with what the run files and plots need of its curve, besides the original's keys.
 
-    ``unit`` (saxsdog's unit of I), ``dummy_pixels`` (the frame's count), and ``valid``
-    (bool per bin, a list, only when some bin is empty) besides the original's keys.
+    ``unit`` (saxsdog's unit of I, also in the intensity column's label), ``dummy_pixels``
+    (the frame's count) and ``valid`` (bool per bin, a list, only when some bin is empty).
     """
-    labels = [intensity_label(curve.unit), "Error Margin"] + (["Standard Deviation"] if live else [])
-    graph = {"kind": integrator.kind, "conf": conf, "columnLabels": [integrator.x_label, *labels],
-             "array": [curve.x, curve.intensity, curve.poisson] + ([curve.stddev] if live else []),
-             "unit": curve.unit, "dummy_pixels": int(curve.dummy_pixels)}
+    graph["columnLabels"][1] = intensity_label(curve.unit)
+    graph["unit"] = curve.unit
+    graph["dummy_pixels"] = int(curve.dummy_pixels)
     has_data = _with_data(curve)
-    if not has_data.all():
+    if not has_data.all() and has_data.size == len(graph["array"][0]):  # (a cake's graph is its profile)
         graph["valid"] = has_data.tolist()
     return graph
+
+
+def _reduced_graphs(graphs: list[dict[str, Any]], integrators: list, curves: list, suffixes: list[str],
+                    live: bool) -> list[dict[str, Any]]:
+    """The frame's graphs with units, dummy counts and valid bins, and after them one graph per
+    background-subtracted curve (``conf.subtracted`` true, ``conf.of`` its integrator's index,
+    ``parameters`` its own)."""
+    out = [_with_reduction(g, c) for g, c in zip(graphs, curves)]
+    for i, (it, c, sfx) in enumerate(zip(integrators, curves, suffixes)):
+        s = c.subtracted
+        if s is None:
+            continue
+        labels = [it.x_label, "", "Error Margin"] + (["Standard Deviation"] if live else [])
+        sub = {"kind": it.kind, "conf": {"Name": it.name, "suffix": sfx + "_sub", "subtracted": True, "of": i},
+               "columnLabels": labels,
+               "array": [s.x, s.intensity, s.poisson] + ([s.stddev] if live else []),
+               "parameters": _frame_parameters(s)}
+        out.append(_with_reduction(sub, s))
+    return out
 
 
 def _curve_svg(curve, title: str) -> bytes:
