@@ -71,6 +71,7 @@ class ImageProcessor:
         self.calibration = calibration
         self.options = options
         self.format = options.output_format
+        self._formatters: list[Any] | None = None  # .chi formatters of _chi_of
         self.suffixes = calibration.output_suffixes()
         self.keys = [f"{it.kind[0]}{i}" for i, it in enumerate(calibration.integrators)]
         kinds = [it.kind for it in calibration.integrators]
@@ -79,7 +80,6 @@ class ImageProcessor:
         #: Integrators written as .chi files.
         self.chi_index = (list(range(len(kinds))) if self.format == "chi"
                           else [i for i, k in enumerate(kinds) if k == "Phi"])
-        self._formatters: list[Any] | None = None  # .chi formatters of _chi_of
         self._last_curves = -1e9
 
     def outputs_for(self, task: ImageTask, frame: int | None) -> list[Path]:
@@ -231,11 +231,10 @@ class ImageProcessor:
                 write_output_bytes(outputs[0], self._nxcansas_bytes(outputs[0].name, name, curves, scalars),
                                    confine)
             chi_outputs = outputs[1:]
+        for path, content in sub_chi:  # the subtracted curves' files first: the originals say "done"
+            write_output_bytes(path, content, confine)
         for path, content in zip(chi_outputs, contents):
             write_output_bytes(path, content, confine)
-        for path, content in sub_chi:
-            write_output_bytes(path, content, confine)
-        outputs = outputs + [p for p, _ in sub_chi]
         if self.options.write_svg or self.options.write_png:
             base = output_base(task.path, task.root, self.options,
                                frame.index if frame.nframes > 1 else None, stem=task.output_stem)
@@ -257,6 +256,7 @@ class ImageProcessor:
                 else:
                     write_output_bytes(png, _image_png(frame.data), confine)
         t2 = time.perf_counter()
+        outputs = outputs + [p for p, _ in sub_chi]  # after the others (the file list names the first)
         image_time = meta.get("timestamp")
         if image_time is None and task.payload is None:
             try:
@@ -282,6 +282,35 @@ class ImageProcessor:
             processed_at=time.time(), worker=os.getpid(), metadata=scalars, curves=graphs, name=name,
             live=live,
         )
+
+
+def _curve_svg(curve, title: str) -> bytes:
+    """The SVG of :func:`~saxsdog.pipeline.plots.write_curve_plot`, in memory."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from .plots import curve_figure
+
+    sub = curve.subtracted
+    fig = curve_figure(curve.x, curve.intensity, curve.poisson, title, unit=curve.unit,
+                       subtracted=None if sub is None else (sub.x, sub.intensity, sub.poisson))
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg")
+    return buf.getvalue()
+
+
+def _image_png(image: np.ndarray) -> bytes:
+    """The PNG of :func:`~saxsdog.pipeline.plots.write_image_png`, in memory."""
+    import io
+
+    import matplotlib.image
+
+    data = np.log10(np.clip(np.asarray(image, dtype=np.float64), 1, None))
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, data, cmap="viridis", origin="upper", format="png")
+    return buf.getvalue()
 
 
 def intensity_label(unit: str) -> str:
@@ -333,32 +362,3 @@ def _reduced_graphs(graphs: list[dict[str, Any]], integrators: list, curves: lis
                "parameters": _frame_parameters(s)}
         out.append(_with_reduction(sub, s))
     return out
-
-
-def _curve_svg(curve, title: str) -> bytes:
-    """The SVG of :func:`~saxsdog.pipeline.plots.write_curve_plot`, in memory."""
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    from .plots import curve_figure
-
-    sub = curve.subtracted
-    fig = curve_figure(curve.x, curve.intensity, curve.poisson, title, unit=curve.unit,
-                       subtracted=None if sub is None else (sub.x, sub.intensity, sub.poisson))
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="svg")
-    return buf.getvalue()
-
-
-def _image_png(image: np.ndarray) -> bytes:
-    """The PNG of :func:`~saxsdog.pipeline.plots.write_image_png`, in memory."""
-    import io
-
-    import matplotlib.image
-
-    data = np.log10(np.clip(np.asarray(image, dtype=np.float64), 1, None))
-    buf = io.BytesIO()
-    matplotlib.image.imsave(buf, data, cmap="viridis", origin="upper", format="png")
-    return buf.getvalue()
