@@ -475,14 +475,19 @@ V2_CAL = dict(
 
 
 def test_process_notes_of_a_version_1_calibration():
+    """What a version-1 file does: its mask, polarization and error model, and the dummy-pixel
+    exclusion when its migration to the current schema turns that on (it keeps SolidAngle off)."""
+    from saxsdog.config import CALIBRATION
     from saxsdog.io.nxcansas import process_notes
 
-    notes = process_notes(dict(CAL, PolarizationCorrection={"Fraction": 0.9, "Angle": 10.0}))
-    assert [n["name"] for n in notes] == ["mask", "polarization", "error_model"]
-    assert notes[0]["files"] == ["AAA_integ.msk"]
-    assert notes[1]["parameters"] == {"Fraction": 0.9, "Angle": 10.0}
-    assert notes[2]["parameters"] == {"ErrorModel": "poisson"}
-    assert [n["name"] for n in process_notes(CAL)] == ["mask", "error_model"]
+    migrated = CALIBRATION.load(CAL).get("Corrections") or {}
+    dummies = ["dummy_pixels"] if migrated.get("MaskNegative") else []
+    notes = {n["name"]: n for n in process_notes(dict(CAL, PolarizationCorrection={"Fraction": 0.9, "Angle": 10.0}))}
+    assert list(notes) == ["mask", *dummies, "polarization", "error_model"]
+    assert notes["mask"]["files"] == ["AAA_integ.msk"]
+    assert notes["polarization"]["parameters"] == {"Fraction": 0.9, "Angle": 10.0}
+    assert notes["error_model"]["parameters"] == {"ErrorModel": "poisson"}
+    assert [n["name"] for n in process_notes(CAL)] == ["mask", *dummies, "error_model"]
     assert process_notes(None) == []
 
 

@@ -105,7 +105,9 @@ keeping everything: no frame is lost, none is written twice, and a later ``flush
 
 from __future__ import annotations
 
+import copy
 import errno
+import functools
 import io
 import json
 import math
@@ -264,13 +266,29 @@ def _present(value: Any) -> bool:
     return value is not None and value is not False and value != "" and value != {} and value != []
 
 
+@functools.lru_cache(maxsize=16)
+def _loaded_json(text: str) -> dict[str, Any]:
+    from ..config import CALIBRATION
+
+    return CALIBRATION.load(json.loads(text))
+
+
+def _loaded(calibration: Mapping[str, Any]) -> dict[str, Any]:
+    """The calibration as saxsdog runs it (migrated, defaults filled in: the corrections a
+    version-1 file gets), or as written (saxsdog's spellings) when it does not load."""
+    try:
+        return copy.deepcopy(_loaded_json(json.dumps(calibration, sort_keys=True, default=str)))
+    except Exception:  # noqa: BLE001 - a calibration from elsewhere: list what it says
+        return calibration_in_saxsdog_spellings(calibration)
+
+
 def process_notes(calibration: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """The corrections a calibration applies, in the order saxsdog applies them.
 
     Read from the calibration's ``Corrections``, ``Normalization`` and ``Background`` blocks
-    (schema version 2) when present; a calibration without them (version 1) lists what it
-    does anyway: its masks, the polarization correction when it has one, and the error
-    model.
+    (schema version 2) as loaded (migrated, with defaults); a calibration without them (version
+    1 where saxsdog has no such blocks) lists what it does anyway: its masks, the
+    polarization correction when it has one, and the error model.
 
     Parameters
     ----------
@@ -285,7 +303,7 @@ def process_notes(calibration: Mapping[str, Any] | None) -> list[dict[str, Any]]
     """
     if not calibration:
         return []
-    cal = calibration_in_saxsdog_spellings(calibration)
+    cal = _loaded(calibration)
     corr: Mapping[str, Any] | None = cal["Corrections"] if isinstance(cal.get("Corrections"), Mapping) else None
     norm: Mapping[str, Any] = cal["Normalization"] if isinstance(cal.get("Normalization"), Mapping) else {}
     back: Mapping[str, Any] = cal["Background"] if isinstance(cal.get("Background"), Mapping) else {}
