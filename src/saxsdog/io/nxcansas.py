@@ -353,10 +353,13 @@ def process_notes(calibration: Mapping[str, Any] | None) -> list[dict[str, Any]]
     norm_keys = ("ExposureTime", "Monitor", "Transmission", "ThicknessMM")
     used = {k: norm.get(k) for k in norm_keys if _present(norm.get(k))}
     if used:
-        add("normalization", "divided by " + " * ".join(
-            {"ExposureTime": "t", "Monitor": "M", "Transmission": "T", "ThicknessMM": "d"}[k] for k in used)
-            + " (t: exposure time, M: monitor, T: transmission, d: thickness; a {'Header': KEY} value "
-              "is read from each image's header)", used)
+        names = {"ExposureTime": ("t", "exposure time"), "Monitor": ("M", "monitor"),
+                 "Transmission": ("T", "transmission"), "ThicknessMM": ("d", "thickness in mm")}
+        from_header = any(isinstance(v, (str, Mapping)) for v in used.values())
+        add("normalization", "divided by " + " * ".join(names[k][0] for k in used) + " ("
+            + ", ".join(f"{names[k][0]}: {names[k][1]}" for k in used)
+            + ("; 'header' and {'Header': KEY} values are read from each image's header" if from_header else "")
+            + ")", used)
     if _present(norm.get("AbsoluteScale")):
         add("absolute_scale", "multiplied by the factor derived from a standard (absolute intensity)",
             {"AbsoluteScale": norm.get("AbsoluteScale")})
