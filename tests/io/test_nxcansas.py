@@ -428,6 +428,18 @@ def test_bins_without_data_are_left_out_and_sasdata_reads_each_frame(tmp_path):
     np.testing.assert_array_equal(back[3]["q"], frames[3]["q"])
 
 
+def test_a_frame_without_any_bin_with_data_is_written_whole_and_the_file_stays_readable(tmp_path):
+    """sasdata refuses a whole file if one SASdata is empty (seen with sasdata 0.11)."""
+    frames = make_frames(3, nq=20)
+    frames[1]["valid"] = np.zeros(20, dtype=bool)  # every pixel of this frame was a dummy
+    frames[2]["valid"] = np.arange(20) >= 5
+    path = write_nxcansas(tmp_path / "run.h5", frames, CAL)
+    loaded = sasdata_load(path)
+    assert [d.title for d in loaded] == [f["name"] for f in frames]
+    assert_same_curve(loaded[1], frames[1])
+    assert loaded[2].x.size == 15
+
+
 def test_valid_of_the_wrong_length_is_refused(tmp_path):
     with NXcanSASRunWriter(tmp_path / "x.h5", np.linspace(0.1, 1, 10)) as w:
         with pytest.raises(ValueError, match="valid"):

@@ -49,7 +49,9 @@ pixels were all dummies in this frame) are *omitted*: ``Q`` keeps only the bins 
 and stays increasing.  Writing them as ``I = 0, Idev = 0`` trips SasView's fits (a zero
 uncertainty is an infinite weight).  So a frame may have fewer points than the grid, and
 its ``Q`` may differ from the first frame's: it is then stored in its own entry (and
-hard-linked again into the next frames with the same bins).
+hard-linked again into the next frames with the same bins).  A frame without any bin with
+data (every pixel a dummy) is written whole: an empty ``SASdata`` would make SasView's
+loader refuse the whole file.
 
 Units
 -----
@@ -796,7 +798,9 @@ class NXcanSASRunWriter:
             This frame's own q grid, when it differs from the run's.
         valid
             Per bin, whether it holds data (:attr:`saxsdog.core.integrators.Curve.has_data`):
-            the other bins are left out of this frame's entry.  ``None``: every bin.
+            the other bins are left out of this frame's entry.  ``None``: every bin.  A frame
+            with no bin holding data is written whole (SasView's loader refuses a file with
+            an empty curve in it).
         unit
             saxsdog's unit of I and Idev (default: the writer's ``unit``).
 
@@ -818,7 +822,9 @@ class NXcanSASRunWriter:
             if keep.shape != qq.shape:
                 raise ValueError(f"frame {name!r}: valid ({keep.size}) and q ({qq.size}) must have the "
                                  "same length")
-            if not keep.all():  # bins without data are left out: Q stays increasing
+            # bins without data are left out: Q stays increasing.  A frame without any keeps
+            # them all: an empty SASdata makes sasdata refuse the whole file.
+            if keep.any() and not keep.all():
                 qq, ii, dd = np.ascontiguousarray(qq[keep]), ii[keep], dd[keep]
         if qq is not self.q and qq.shape == self.q.shape and np.array_equal(qq, self.q):
             qq = self.q
