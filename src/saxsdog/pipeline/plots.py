@@ -59,7 +59,7 @@ def curve_figure(x: np.ndarray, intensity: np.ndarray, error: np.ndarray | None 
     if error is not None:
         err = np.asarray(error)
         ax.fill_between(x[nz], np.clip(intensity[nz] - err[nz], 1e-12, None), intensity[nz] + err[nz],
-                        alpha=0.3, linewidth=0, label="Poisson error")
+                        alpha=0.3, linewidth=0, label="error")  # the calibration's error model
     ax.plot(x[nz], intensity[nz], lw=1.2, label="I")
     if subtracted is not None:
         sx, si = np.asarray(subtracted[0]), np.asarray(subtracted[1])
