@@ -260,9 +260,9 @@ class _Run:
     def __init__(self, name: str, paths: list[Path]):
         self.name = name
         self.paths = paths
-        #: Per integrator of the sink, the graph index of its background-subtracted curve
-        #: (``None`` without): set by the run's first frame.
-        self.subtracted: list[int | None] | None = None
+        #: What each of ``paths`` holds: ``(integrator index, subtracted)``; set by the run's
+        #: first frame (which says whether there are background-subtracted curves).
+        self.sources: list[tuple[int, bool]] | None = None
         self.writers: list[Any] = []
         self.appended: set[str] = set()  # frame names given to the writers (or waiting for them)
         self.waiting: list[tuple[str, ImageResult]] = []  # frames not in the writers yet (no file yet)
@@ -379,10 +379,11 @@ class RunSink:
         if result.error is not None or result.skipped or not result.curves or not self.integrators:
             return
         run = self._run(run_name)
-        if run.subtracted is None:  # the run's first frame says whether there are subtracted curves
-            run.subtracted = [_subtracted_graph(result.curves, k) for k, _ in self.integrators]
-            run.paths = run.paths + [subtracted_path(p) for p, g in zip(run.paths, run.subtracted)
-                                     if g is not None]
+        if run.sources is None:  # the run's first frame says whether there are subtracted curves
+            with_sub = [(k, p) for (k, _), p in zip(self.integrators, run.paths)
+                        if _subtracted_graph(result.curves, k) is not None]
+            run.sources = [(k, False) for k, _ in self.integrators] + [(k, True) for k, _ in with_sub]
+            run.paths = run.paths + [subtracted_path(p) for _, p in with_sub]
         name = result.name or Path(result.path).name
         result.outputs = [str(p) for p in run.paths] + [o for o in result.outputs if not o.endswith(".h5")]
         if name not in run.appended:
@@ -414,10 +415,9 @@ class RunSink:
                 for path in run.paths:
                     claim_temporary(path, self.confine_to)  # h5py opens it by name
             writers = []
-            sources = [k for k, _ in self.integrators] + [k for (k, _), g in zip(self.integrators,
-                                                                                  run.subtracted or []) if g is not None]
+            sources = run.sources or [(k, False) for k, _ in self.integrators]
             try:
-                for k, path in zip(sources, run.paths):
+                for (k, _), path in zip(sources, run.paths):
                     writers.append(NXcanSASRunWriter(path, self.calibration.integrators[k].x,
                                                      self.calibration.raw, title=run.name))
             except BaseException:
@@ -428,10 +428,15 @@ class RunSink:
         while run.waiting:
             name, result = run.waiting.pop(0)
             assert result.curves is not None  # record() queues only frames with curves
-            graphs = [(k, result.curves[k]) for k, _ in self.integrators]
-            graphs += [(k, result.curves[g]) for (k, _), g in zip(self.integrators, run.subtracted or [])
-                       if g is not None and g < len(result.curves)]
-            for (k, graph), writer in zip(graphs, run.writers):
+            for (k, sub), writer in zip(run.sources or [(k, False) for k, _ in self.integrators], run.writers):
+                if sub:
+                    found = _subtracted_graph(result.curves, k)
+                    if found is None:  # a frame without the run's background (cannot happen today)
+                        log.warning("%s has no background-subtracted curve for %s", name, writer.path.name)
+                        continue
+                    graph = result.curves[found]
+                else:
+                    graph = result.curves[k]
                 x, intensity, error = graph["array"][:3]
                 key = f"{self.calibration.integrators[k].kind[0]}{k}"
                 params = graph.get("parameters")  # a subtracted curve's own
