@@ -450,6 +450,7 @@ def test_valid_of_the_wrong_length_is_refused(tmp_path):
 @pytest.mark.parametrize("unit, nx", [("counts/pixel", "arbitrary"), ("counts/pixel/s", "arbitrary"),
                                       ("1/cm", "1/cm"), ("1/cm/sr", "1/cm"), ("1/(cm sr)", "1/cm"),
                                       ("cm^-1 sr^-1", "1/cm"), ("1/m", "1/m"), ("cm2/g", "cm2/g"),
+                                      ("1/sr", "arbitrary"), ("counts/pixel/s/monitor/cm", "arbitrary"),
                                       (None, "arbitrary"), ("weird", "arbitrary")])
 def test_nxcansas_units_of_saxsdog_units(unit, nx):
     from saxsdog.io.nxcansas import nx_intensity_units
