@@ -371,6 +371,9 @@ def test_subtracted_curves_are_written_beside_the_chi_files(reduced3, base_image
                                                           for s in ("", "_cR1", "_cP2")]
     assert rec["dummy_pixels"] == 1234
     assert rec["parameters"]["R0"]["dummy_pixels"] == 1234 and rec["parameters"]["R1"]["dummy_pixels"] == 1235
+    # the subtracted curves' integral parameters follow the integrators' (the first stays R0)
+    assert list(rec["parameters"]) == ["R0", "R1", "R0_sub", "R1_sub"]
+    assert rec["parameters"]["R0_sub"]["I0"] == 1.5 and rec["parameters"]["R1_sub"]["I0"] == 2.5
 
 
 def test_nxcansas_per_image_has_the_unit_the_valid_bins_and_the_subtracted_entries(reduced3, base_image, tmp_path):

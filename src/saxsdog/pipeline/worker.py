@@ -264,6 +264,8 @@ class ImageProcessor:
             except OSError:
                 image_time = None
         parameters = {k: _frame_parameters(c) for k, c in zip(self.keys, curves) if c.parameters}
+        parameters.update({f"{k}_sub": _frame_parameters(c.subtracted) for k, c in zip(self.keys, curves)
+                           if c.subtracted is not None and c.subtracted.parameters})  # after the integrators'
         graphs = None
         every_frame = self.format == "nxcansas-run"  # the coordinator writes them all
         if every_frame or live:
