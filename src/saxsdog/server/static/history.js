@@ -24,9 +24,9 @@ export function mergeHistory(h, data) {
     h.rows.set(d.path[i] + "#" + d.frame[i], {
       path: d.path[i], frame: d.frame[i], time: d.time[i], processed: d.processed[i],
       I0: d.I0[i], I2: d.I2[i], invariant: d.invariant[i], corr: d.correlation_length[i], error: d.error[i],
-      // pixels excluded as dummies in this frame (servers before issue 13 do not send the column)
-      dummies: d.dummy_pixels ? d.dummy_pixels[i] ?? null : null,
     });
+    // pixels excluded as dummies in this frame (servers before issue 13 do not send the column)
+    h.rows.get(d.path[i] + "#" + d.frame[i]).dummies = d.dummy_pixels ? d.dummy_pixels[i] ?? null : null;
   }
   h.until = data.until || h.until;
   h.lastCount = data.stat ? data.stat["images processed"] : h.rows.size;
@@ -108,6 +108,16 @@ function updateDirChoices() {
   for (const d of historyDirs(history)) if (!have.has(d)) sel.append(el("option", { value: d, text: d }));
 }
 
+/** The plot of the dummy-pixel counts, made below the others the first time a count is known. */
+function dummyPlot() {
+  let div = document.getElementById("hist-dummies");
+  if (!div) {
+    div = el("div", { id: "hist-dummies", class: "plot" });
+    $("#hist-corr").after(div);
+  }
+  return "hist-dummies";
+}
+
 export function drawProgress() {
   if (!window.Plotly) return;
   const rows = [...history.rows.values()].filter(r => r.processed).sort((a, b) => a.processed - b.processed);
@@ -144,18 +154,8 @@ export function drawHistory() {
     xaxis: { title: { text: byIndex ? "image number" : "image time" }, type: byIndex ? "linear" : "date" },
     yaxis: { title: { text: ytitle }, exponentformat: "power" }, uirevision: div,
   }, plotConf());
+  if (dummySummary(rows)) one(dummyPlot(), "dummies", "Dummy pixels per frame", COLORS[1], "pixels excluded");
   one("hist-i0", "I0", "Integral intensity I0", COLORS[0], "I0");
   one("hist-i2", "invariant", "Invariant I2", COLORS[2], "I2");
   one("hist-corr", "corr", "Correlation length", COLORS[3], "π·I1/I2 [nm]");
-  if (dummySummary(rows)) one(dummyPlot(), "dummies", "Dummy pixels per frame", COLORS[1], "pixels excluded");
-}
-
-/** The plot of the dummy-pixel counts, made below the others the first time a count is known. */
-function dummyPlot() {
-  let div = document.getElementById("hist-dummies");
-  if (!div) {
-    div = el("div", { id: "hist-dummies", class: "plot" });
-    $("#hist-corr").after(div);
-  }
-  return "hist-dummies";
 }
