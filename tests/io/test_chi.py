@@ -87,6 +87,31 @@ def test_cached_formatter_gives_the_same_bytes():
         assert f.render(i, e, par) == format_chi([q, i, e], {"Title": "t"}, par, RADIAL_LABELS)
 
 
+def test_formatter_drops_empty_bins_only_when_asked(tmp_path):
+    """Empty bins stay 0 rows (the original's layout) unless ``keep`` drops them; the dropped
+    file is what format_chi writes for the kept rows, and read_chi reads it."""
+    from saxsdog.io.chi import drop_empty_bins
+
+    q = np.linspace(0.01, 5, 50)
+    i = np.linspace(1.0, 2.0, 50)
+    e = np.full(50, 0.1)
+    has_data = np.ones(50, dtype=bool)
+    has_data[:5] = has_data[20:22] = False
+    i[~has_data] = e[~has_data] = 0.0
+    f = ChiFormatter(q, {"Title": "t"}, RADIAL_LABELS)
+    full = f.render(i, e, {"I0": 1.0})
+    assert full == f.render(i, e, {"I0": 1.0}, keep=np.ones(50, dtype=bool))
+    assert full == format_chi([q, i, e], {"Title": "t"}, {"I0": 1.0}, RADIAL_LABELS)
+    dropped = f.render(i, e, {"I0": 1.0}, keep=has_data)
+    assert dropped == format_chi(drop_empty_bins([q, i, e], has_data), {"Title": "t"}, {"I0": 1.0}, RADIAL_LABELS)
+    (tmp_path / "d.chi").write_bytes(dropped)
+    back = read_chi(tmp_path / "d.chi")
+    np.testing.assert_array_equal(back.q, q[has_data])
+    np.testing.assert_array_equal(back.intensity, i[has_data])
+    assert back.header[3].strip() == "43"
+    assert f.render(i, e, {"I0": 1.0}) == full  # the cached rows are untouched
+
+
 def test_stale_partials_of_dead_writers_are_removed(tmp_path):
     import subprocess
     import sys

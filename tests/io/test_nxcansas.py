@@ -387,3 +387,166 @@ def test_run_file_flush_resumes_writing_after_the_disk_was_full(small_tmpfs):
     assert [f["name"] for f in got] == [f["name"] for f in frames]
     for g, fr in zip(got, frames):
         np.testing.assert_array_equal(g["I"], fr["I"])
+
+
+# --------------------------------------------------------------------------- #
+# Empty bins, units, provenance (issue 13's outputs)
+# --------------------------------------------------------------------------- #
+
+
+def test_bins_without_data_are_left_out_and_sasdata_reads_each_frame(tmp_path):
+    """Empty bins are omitted (not written as I = 0, Idev = 0); Q stays increasing per frame,
+    a frame's own Q is shared with the next frame of the same bins, and SasView reads them all."""
+    frames = make_frames(4, nq=60)
+    valid = np.ones(60, dtype=bool)
+    valid[:7] = False  # behind the beam stop
+    valid[30:33] = False  # a detector gap
+    other = valid.copy()
+    other[50] = False  # this frame's dummy pixels emptied one more bin
+    masks = [valid, valid, other, None]
+    for fr, keep in zip(frames, masks):
+        if keep is not None:
+            fr["I"] = np.where(keep, fr["I"], 0.0)
+            fr["Idev"] = np.where(keep, fr["Idev"], 0.0)
+            fr["valid"] = keep
+    path = write_nxcansas(tmp_path / "run.h5", frames, CAL, title="gaps")
+    loaded = sasdata_load(path)
+    assert len(loaded) == 4
+    for data, fr, keep in zip(loaded, frames, masks):
+        k = np.ones(60, dtype=bool) if keep is None else keep
+        assert_same_curve(data, {"q": fr["q"][k], "I": fr["I"][k], "Idev": fr["Idev"][k]})
+        assert np.all(np.diff(to_per_nm(data)) > 0)
+        assert np.all(data.dy > 0)  # no zero uncertainty reaches a fit
+    with h5py.File(path, "r") as f:
+        addr = [h5py.h5o.get_info(f[f"sasentry0{i}/sasdata01/Q"].id).addr for i in range(1, 5)]
+        assert f["sasentry01/sasdata01/Q"].shape == (60 - 10,)
+        assert f["sasentry03/sasdata01/Q"].shape == (60 - 11,)
+    assert addr[0] == addr[1]  # the same bins: one Q, hard-linked
+    assert len(set(addr)) == 3
+    back = read_nxcansas(path)
+    np.testing.assert_array_equal(back[0]["q"], frames[0]["q"][valid])
+    np.testing.assert_array_equal(back[3]["q"], frames[3]["q"])
+
+
+def test_a_frame_without_any_bin_with_data_is_written_whole_and_the_file_stays_readable(tmp_path):
+    """sasdata refuses a whole file if one SASdata is empty (seen with sasdata 0.11)."""
+    frames = make_frames(3, nq=20)
+    frames[1]["valid"] = np.zeros(20, dtype=bool)  # every pixel of this frame was a dummy
+    frames[2]["valid"] = np.arange(20) >= 5
+    path = write_nxcansas(tmp_path / "run.h5", frames, CAL)
+    loaded = sasdata_load(path)
+    assert [d.title for d in loaded] == [f["name"] for f in frames]
+    assert_same_curve(loaded[1], frames[1])
+    assert loaded[2].x.size == 15
+
+
+def test_valid_of_the_wrong_length_is_refused(tmp_path):
+    with NXcanSASRunWriter(tmp_path / "x.h5", np.linspace(0.1, 1, 10)) as w:
+        with pytest.raises(ValueError, match="valid"):
+            w.append("a", np.ones(10), np.ones(10), valid=np.ones(9, dtype=bool))
+        w.append("b", np.ones(10), np.ones(10))
+
+
+@pytest.mark.parametrize("unit, nx", [("counts/pixel", "arbitrary"), ("counts/pixel/s", "arbitrary"),
+                                      ("1/cm", "1/cm"), ("1/cm/sr", "1/cm"), ("1/(cm sr)", "1/cm"),
+                                      ("cm^-1 sr^-1", "1/cm"), ("1/m", "1/m"), ("cm2/g", "cm2/g"),
+                                      ("1/sr", "arbitrary"), ("counts/pixel/s/monitor/cm", "arbitrary"),
+                                      (None, "arbitrary"), ("weird", "arbitrary")])
+def test_nxcansas_units_of_saxsdog_units(unit, nx):
+    from saxsdog.io.nxcansas import nx_intensity_units
+
+    assert nx_intensity_units(unit) == nx
+
+
+def test_intensity_in_the_curves_unit_absolute_is_1_per_cm(tmp_path):
+    frames = make_frames(2, nq=30)
+    frames[0]["unit"] = "1/cm/sr"
+    frames[1]["unit"] = "counts/pixel/s"
+    path = write_nxcansas(tmp_path / "abs.h5", frames, CAL)
+    with h5py.File(path, "r") as f:
+        for entry, nx, own in (("sasentry01", "1/cm", "1/cm/sr"), ("sasentry02", "arbitrary", "counts/pixel/s")):
+            for col in ("I", "Idev"):
+                ds = f[entry]["sasdata01"][col]
+                assert ds.attrs["units"] == nx
+                assert ds.attrs["saxsdog_unit"] == own
+    loaded = sasdata_load(path)
+    assert loaded[0].y_unit in ("1/cm", "cm^{-1}")
+    assert [fr["unit"] for fr in read_nxcansas(path)] == ["1/cm/sr", "counts/pixel/s"]
+    with NXcanSASRunWriter(tmp_path / "run.h5", frames[0]["q"], CAL, unit="1/cm") as w:
+        w.append("a", frames[0]["I"], frames[0]["Idev"])
+    assert read_nxcansas(tmp_path / "run.h5")[0]["I_units"] == "1/cm"
+
+
+V2_CAL = dict(
+    CAL, Version=2, PolarizationCorrection={"Fraction": 0.95, "Angle": 0.0},
+    Corrections={"SolidAngle": True, "DarkFile": "dark.tif", "FlatFile": "flat.edf", "MaskNegative": True,
+                 "DummyValue": -2, "ErrorModel": "azimuthal", "SigmaClip": {"Sigma": 4, "Cycles": 3}},
+    Normalization={"ExposureTime": "header", "Monitor": {"Header": "Flux"}, "Transmission": 0.8,
+                   "ThicknessMM": 1.5, "AbsoluteScale": 12.5},
+    Background={"File": "buffer.chi", "Scale": 0.98},
+)
+
+
+def test_process_notes_of_a_version_1_calibration():
+    """What a version-1 file does: its mask, polarization and error model, and the dummy-pixel
+    exclusion when its migration to the current schema turns that on (it keeps SolidAngle off)."""
+    from saxsdog.config import CALIBRATION
+    from saxsdog.io.nxcansas import process_notes
+
+    migrated = CALIBRATION.load(CAL).get("Corrections") or {}
+    dummies = ["dummy_pixels"] if migrated.get("MaskNegative") else []
+    notes = {n["name"]: n for n in process_notes(dict(CAL, PolarizationCorrection={"Fraction": 0.9, "Angle": 10.0}))}
+    assert list(notes) == ["mask", *dummies, "polarization", "error_model"]
+    assert notes["mask"]["files"] == ["AAA_integ.msk"]
+    assert notes["polarization"]["parameters"] == {"Fraction": 0.9, "Angle": 10.0}
+    assert notes["error_model"]["parameters"] == {"ErrorModel": "poisson"}
+    assert [n["name"] for n in process_notes(CAL)] == ["mask", *dummies, "error_model"]
+    assert process_notes(None) == []
+
+
+def test_process_notes_of_a_version_2_calibration_list_every_correction_with_its_files():
+    from saxsdog.io.nxcansas import process_notes
+
+    notes = {n["name"]: n for n in process_notes(V2_CAL)}
+    assert list(notes) == ["dark", "flat_field", "mask", "dummy_pixels", "solid_angle", "polarization",
+                           "sigma_clip", "error_model", "normalization", "absolute_scale", "background"]
+    assert notes["dark"]["files"] == ["dark.tif"]
+    assert notes["flat_field"]["files"] == ["flat.edf"]
+    assert notes["background"]["files"] == ["buffer.chi"]
+    assert notes["background"]["parameters"]["Scale"] == 0.98
+    assert notes["sigma_clip"]["parameters"] == {"Sigma": 4, "Cycles": 3}
+    assert notes["error_model"]["parameters"] == {"ErrorModel": "azimuthal"}
+    assert notes["normalization"]["parameters"] == {"ExposureTime": "header", "Monitor": {"Header": "Flux"},
+                                                    "Transmission": 0.8, "ThicknessMM": 1.5}
+    assert notes["absolute_scale"]["parameters"] == {"AbsoluteScale": 12.5}
+    assert "-2" in notes["dummy_pixels"]["description"]
+    off = dict(V2_CAL, Corrections={"MaskNegative": False, "ErrorModel": "legacy"}, Normalization={},
+               Background={"File": None})
+    assert [n["name"] for n in process_notes(off)] == ["mask", "polarization", "error_model"]
+
+
+def test_nxprocess_holds_one_note_per_correction_and_sasdata_still_reads_the_file(tmp_path):
+    frames = make_frames(2, nq=40)
+    path = write_nxcansas(tmp_path / "v2.h5", frames, V2_CAL)
+    with h5py.File(path, "r") as f:
+        proc = f["sasentry01/sasprocess"]
+        assert proc.attrs["NX_class"] == "NXprocess"
+        assert proc["program"][()].decode() == "saxsdog"
+        assert proc["version"][()] and proc["date"][()]
+        dark = proc["dark"]
+        assert dark.attrs["NX_class"] == "NXnote"
+        assert dark["file_name"][()].decode() == "dark.tif"
+        assert dark["sequence_index"][()] == 1
+        assert json.loads(proc["background"]["data"][()]) == {"File": "buffer.chi", "Scale": 0.98}
+        assert proc["background"]["sequence_index"][()] == 11
+        assert proc["term01"][()].decode().startswith("dark: ")
+        assert proc["term01"].attrs["name"] == "dark"
+        # stored once, hard-linked into the next entry
+        assert (h5py.h5o.get_info(f["sasentry02/sasprocess"].id).addr
+                == h5py.h5o.get_info(proc.id).addr)
+    loaded = sasdata_load(path)
+    assert len(loaded) == 2
+    for data, fr in zip(loaded, frames):
+        assert_same_curve(data, fr)
+    terms = loaded[0].process[0].term
+    assert len(terms) == 11 and terms[7].startswith("error_model: ")

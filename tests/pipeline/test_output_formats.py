@@ -84,10 +84,14 @@ def q_per_nm(data) -> np.ndarray:
 
 
 def assert_curve(data, curve) -> None:
-    """sasdata's Q, I, Idev equal the curve's q, intensity, Poisson error (1e-12 relative)."""
-    np.testing.assert_allclose(q_per_nm(data), curve.x, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(data.y, curve.intensity, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(data.dy, curve.poisson, rtol=1e-12, atol=0)
+    """sasdata's Q, I, Idev equal the curve's q, intensity, error column (1e-12 relative) on the
+    bins with data: NXcanSAS leaves the empty ones out (issue 13), Q stays increasing."""
+    keep = curve.has_data
+    assert 0 < keep.sum() <= keep.size
+    np.testing.assert_allclose(q_per_nm(data), curve.x[keep], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(data.y, curve.intensity[keep], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(data.dy, curve.poisson[keep], rtol=1e-12, atol=0)
+    assert np.all(np.diff(q_per_nm(data)) > 0)
 
 
 # --------------------------------------------------------------------------- #
@@ -257,3 +261,279 @@ def test_saxsdog_command_writes_a_run_file(cal, base_image, tmp_path):
     assert sorted(d.title for d in loaded) == sorted(images)
     for data in loaded:
         assert_curve(data, cal.curves(images[data.title])[0])
+
+
+# --------------------------------------------------------------------------- #
+# Issue 13's outputs: units, empty bins, subtracted curves, dummy-pixel counts
+# --------------------------------------------------------------------------- #
+
+#: Bin of the first integrator emptied by the fake reduction's "dummy pixels".
+DUMMY_BIN = 500
+
+
+def fake_reduced(curves: list) -> list:
+    """Curves as the reduction hands them over with normalization and a Background.
+
+    The other helpers' code fills these fields (the unit, the dummy-pixel count, the valid
+    bins, the subtracted curve); here they are set by hand so that the outputs are tested on
+    their own: unit ``1/cm/sr``, ``1234 + k`` dummy pixels, bin ``DUMMY_BIN`` of the first
+    curve emptied by dummies, and a subtracted curve ``I - 0.5·I(q0)`` with its own errors.
+    """
+    from dataclasses import replace
+
+    for k, c in enumerate(curves):
+        valid = np.array(c.has_data, dtype=bool)
+        if k == 0:
+            valid[DUMMY_BIN] = False
+        level = 0.5 * float(np.max(c.intensity))
+        sub = replace(c, intensity=np.where(valid, c.intensity - level, 0.0),
+                      poisson=np.where(valid, np.hypot(c.poisson, 0.01 * level), 0.0),
+                      stddev=None, parameters={"I0": 1.5 + k} if c.parameters else {}, valid=valid,
+                      subtracted=None)
+        c.valid, c.unit, c.dummy_pixels, c.subtracted = valid, "1/cm/sr", 1234 + k, sub
+        sub.unit, sub.dummy_pixels = c.unit, c.dummy_pixels
+    return curves
+
+
+class ReducedCalibration(Calibration):
+    """A calibration whose curves carry what the corrections and the background set."""
+
+    def curves(self, image, stddev=True, metadata=None):
+        extra = {} if metadata is None else {"metadata": metadata}
+        return fake_reduced(super().curves(image, stddev, **extra))
+
+
+@pytest.fixture(scope="module")
+def reduced3(require_data_dir):
+    """cal3's three integrators (two radial, one Phi-mode) with reduced curves."""
+    raw = json.loads((require_data_dir / "cal.json").read_text())
+    raw["Masks"].append({"MaskFile": "", "Oversampling": 1, "PixelPerRadialElement": 2, "Name": "coarse",
+                         "Phi-mode": False, "qStart": 0.0, "qStop": 5.0})
+    raw["Masks"].append({"MaskFile": "", "Oversampling": 1, "PixelPerRadialElement": 1, "Name": "ring",
+                         "Phi-mode": True, "qStart": 0.5, "qStop": 1.5})
+    return ReducedCalibration(raw, base_dir=require_data_dir)
+
+
+def test_chi_keeps_empty_bins_as_zero_rows_unless_chi_drop_empty(cal, base_image, tmp_path):
+    from saxsdog.io.chi import read_chi
+
+    images = distinct_images(base_image, tmp_path / "run", 2)
+    run_queue(cal, tmp_path / "run", out_dir=tmp_path / "all")
+    run_queue(cal, tmp_path / "run", out_dir=tmp_path / "dropped", chi_drop_empty=True)
+    for name, img in images.items():
+        curve = cal.curves(img)[0]
+        keep = curve.has_data
+        assert not keep.all()  # the real mask empties bins near the beam
+        every = read_chi(tmp_path / "all" / name.replace(".tif", ".chi"))
+        assert every.q.size == curve.x.size and np.all(every.intensity[~keep] == 0)
+        dropped = read_chi(tmp_path / "dropped" / name.replace(".tif", ".chi"))
+        np.testing.assert_array_equal(dropped.q, every.q[keep])
+        np.testing.assert_array_equal(dropped.intensity, every.intensity[keep])
+        np.testing.assert_array_equal(dropped.error, every.error[keep])
+        assert dropped.calibration == every.calibration and dropped.parameters == every.parameters
+        assert int(dropped.header[3]) == keep.sum()
+
+
+def test_saxsdog_flag_chi_drop_empty():
+    from saxsdog.cli.saxsdog import _queue_options, build_parser
+
+    args = build_parser().parse_args(["-c", "cal.json", "--chi-drop-empty", "run"])
+    assert _queue_options(args, {}).chi_drop_empty is True
+    assert _queue_options(build_parser().parse_args(["-c", "cal.json", "run"]), {}).chi_drop_empty is False
+
+
+def test_server_flag_chi_drop_empty():
+    from saxsdog.cli.server import build_parser
+
+    assert build_parser().parse_args(["--chi-drop-empty", "base"]).chi_drop_empty is True
+    assert build_parser().parse_args(["base"]).chi_drop_empty is False
+
+
+def test_subtracted_curves_are_written_beside_the_chi_files(reduced3, base_image, tmp_path):
+    from saxsdog.io.chi import read_chi
+
+    images = distinct_images(base_image, tmp_path / "run", 2)
+    q = run_queue(reduced3, tmp_path / "run")
+    work = tmp_path / "work"
+    for name, img in images.items():
+        stem = name[:-4]
+        curves = reduced3.curves(img)
+        for sfx, c in zip(["", "_cR1", "_cP2"], curves):
+            main = read_chi(work / f"{stem}{sfx}.chi")
+            sub = read_chi(work / f"{stem}{sfx}_sub.chi")
+            np.testing.assert_array_equal(main.intensity, np.nan_to_num(c.intensity))
+            np.testing.assert_allclose(sub.intensity, c.subtracted.intensity, rtol=1e-15, atol=0)
+            np.testing.assert_allclose(sub.error, c.subtracted.poisson, rtol=1e-15, atol=0)
+            np.testing.assert_array_equal(sub.q, main.q)
+        assert read_chi(work / f"{stem}_sub.chi").parameters == {"I0": 1.5}
+    rec = q.history.records[0]
+    assert [Path(o).name for o in rec["outputs"]][-3:] == [f"{Path(rec['path']).stem}{s}_sub.chi"
+                                                          for s in ("", "_cR1", "_cP2")]
+    assert rec["dummy_pixels"] == 1234
+    assert rec["parameters"]["R0"]["dummy_pixels"] == 1234 and rec["parameters"]["R1"]["dummy_pixels"] == 1235
+    # the subtracted curves' integral parameters follow the integrators' (the first stays R0)
+    assert list(rec["parameters"]) == ["R0", "R1", "R0_sub", "R1_sub"]
+    assert rec["parameters"]["R0_sub"]["I0"] == 1.5 and rec["parameters"]["R1_sub"]["I0"] == 2.5
+
+
+def test_nxcansas_per_image_has_the_unit_the_valid_bins_and_the_subtracted_entries(reduced3, base_image, tmp_path):
+    import h5py
+
+    images = distinct_images(base_image, tmp_path / "run", 1)
+    run_queue(reduced3, tmp_path / "run", output_format="nxcansas")
+    (name, img), = images.items()
+    path = tmp_path / "work" / "img_00000.h5"
+    curves = reduced3.curves(img)
+    loaded = sasdata_load(path)
+    assert [d.title for d in loaded] == [name, f"{name} [cR1]", f"{name} [sub]", f"{name} [cR1_sub]"]
+    for data, c in zip(loaded, [curves[0], curves[1], curves[0].subtracted, curves[1].subtracted]):
+        assert_curve(data, c)
+    assert DUMMY_BIN not in np.flatnonzero(curves[0].valid)
+    assert curves[0].x[DUMMY_BIN] not in q_per_nm(loaded[0])  # the bin emptied by dummies is left out
+    with h5py.File(path, "r") as f:
+        assert f["sasentry01/sasdata01/I"].attrs["units"] == "1/cm"
+        assert f["sasentry03/sasdata01/I"].attrs["saxsdog_unit"] == "1/cm/sr"
+        assert f["sasentry01/parameters/dummy_pixels"][()] == 1234
+        assert f["sasentry03/parameters/I0"][()] == 1.5
+        assert "mask" in f["sasentry01/sasprocess"] and "error_model" in f["sasentry01/sasprocess"]
+    assert (tmp_path / "work" / "img_00000_cP2_sub.chi").is_file()
+
+
+def test_run_files_of_the_subtracted_curves(reduced3, base_image, tmp_path):
+    images = distinct_images(base_image, tmp_path / "run", 3)
+    q = run_queue(reduced3, tmp_path / "run", output_format="nxcansas-run")
+    work = tmp_path / "work"
+    names = ["run.h5", "run_cR1.h5", "run_sub.h5", "run_cR1_sub.h5"]
+    assert sorted(p.name for p in q.run_files) == sorted(names)
+    loaded = [sasdata_load(work / n) for n in names]
+    for k, data in enumerate(loaded[0]):
+        curves = reduced3.curves(images[data.title])
+        assert [d[k].title for d in loaded] == [data.title] * 4
+        assert_curve(loaded[0][k], curves[0])
+        assert_curve(loaded[1][k], curves[1])
+        assert_curve(loaded[2][k], curves[0].subtracted)
+        assert_curve(loaded[3][k], curves[1].subtracted)
+        assert data.y_unit in ("1/cm", "cm^{-1}")
+        assert data.meta_data["dummy_pixels"] == 1234
+        assert loaded[2][k].meta_data["I0"] == 1.5
+    rec = q.history.records[0]
+    assert sorted(Path(o).name for o in rec["outputs"] if o.endswith(".h5")) == sorted(names)
+    assert Path(rec["outputs"][0]).name == "run.h5"
+    assert not list(work.glob(".*"))
+
+
+def test_live_curves_carry_the_unit_the_dummy_count_and_the_subtracted_trace(reduced3, base_image, tmp_path):
+    distinct_images(base_image, tmp_path / "run", 1)
+    q = run_queue(reduced3, tmp_path / "run", keep_curves=True)
+    graphs = q.history.latest_curves.curves
+    assert [g["conf"]["suffix"] for g in graphs] == ["", "_cR1", "_cP2", "_sub", "_cR1_sub", "_cP2_sub"]
+    assert [g["conf"].get("of") for g in graphs] == [None, None, None, 0, 1, 2]
+    assert all(g["columnLabels"][1] == "Intensity (1/cm/sr)" and g["unit"] == "1/cm/sr" for g in graphs)
+    assert graphs[0]["dummy_pixels"] == 1234 and graphs[3]["dummy_pixels"] == 1234
+    assert graphs[0]["valid"][DUMMY_BIN] is False
+    json.dumps(graphs[0]["valid"])  # plain JSON for the server's plot command
+
+
+def test_plain_curves_keep_the_original_graph_labels(cal, base_image, tmp_path):
+    distinct_images(base_image, tmp_path / "run", 1)
+    q = run_queue(cal, tmp_path / "run", keep_curves=True)
+    (graph,) = q.history.latest_curves.curves
+    assert graph["columnLabels"][1:] == ["Intensity (Count/Pixel)", "Error Margin", "Standard Deviation"]
+    assert graph["unit"] == "counts/pixel" and graph["dummy_pixels"] == 0
+    assert q.history.records[0]["dummy_pixels"] == 0
+
+
+def test_curve_plots_show_the_unit_and_the_subtracted_curve(tmp_path):
+    from saxsdog.core.integrators import Curve
+    from saxsdog.pipeline.plots import curve_figure, write_curve_plot
+
+    x = np.linspace(0.1, 2, 50)
+    sub = Curve(x, 0.5 * np.exp(-x), None, 0.01 * np.ones(50), {}, unit="1/cm/sr")
+    curve = Curve(x, np.exp(-x), None, 0.01 * np.ones(50), {}, unit="1/cm/sr", subtracted=sub)
+    fig = curve_figure(x, curve.intensity, curve.poisson, "t", unit="1/cm/sr",
+                       subtracted=(sub.x, sub.intensity, sub.poisson))
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "Intensity [1/cm/sr]"
+    assert [line.get_label() for line in ax.get_lines()] == ["I", "I - background"]
+    assert curve_figure(x, curve.intensity).axes[0].get_ylabel() == "Intensity [counts/pixel]"
+    write_curve_plot(curve, tmp_path / "c.svg", title="t")
+    assert "background" in (tmp_path / "c.svg").read_text()
+
+
+def test_live_monitor_of_the_saxsdog_command_gets_unit_subtracted_curve_and_dummy_count():
+    from types import SimpleNamespace
+
+    from saxsdog.cli.saxsdog import _show_latest
+
+    calls = []
+
+    class Monitor:
+        def update(self, *args, **kw):
+            calls.append((args, kw))
+
+    x = [0.1, 0.2]
+    graphs = [{"conf": {}, "array": [x, [2.0, 1.0], [0.1, 0.1]], "unit": "1/cm", "dummy_pixels": 73671},
+              {"conf": {"subtracted": True, "of": 0}, "array": [x, [1.0, 0.5], [0.2, 0.2]], "unit": "1/cm"}]
+    _show_latest(Monitor(), SimpleNamespace(path="/d/img.tif", curves=graphs))
+    (args, kw), = calls
+    assert args[3] == "img.tif (73,671 dummy pixels)"
+    assert kw["unit"] == "1/cm" and kw["subtracted"] == (x, [1.0, 0.5], [0.2, 0.2])
+    calls.clear()
+    _show_latest(Monitor(), SimpleNamespace(path="/d/img.tif", curves=[{"array": [x, [1, 1], [0, 0]]}]))
+    (args, kw), = calls
+    assert args[3] == "img.tif" and kw["unit"] is None and kw["subtracted"] is None
+
+
+class NaNBinCalibration(Calibration):
+    """Curves with one bin that has pixels but no finite value (valid says it holds data)."""
+
+    def curves(self, image, stddev=True, metadata=None):
+        extra = {} if metadata is None else {"metadata": metadata}
+        curves = super().curves(image, stddev, **extra)
+        c = curves[0]
+        c.valid = np.array(c.has_data, dtype=bool)
+        k = int(np.flatnonzero(c.valid)[10])
+        c.intensity = c.intensity.copy()
+        c.intensity[k] = np.nan
+        return curves
+
+
+def test_nxcansas_leaves_out_bins_without_a_finite_value(require_data_dir, base_image, tmp_path):
+    cal = NaNBinCalibration(require_data_dir / "cal.json")
+    distinct_images(base_image, tmp_path / "run", 1)
+    run_queue(cal, tmp_path / "run", output_format="nxcansas")
+    (frame,) = read_nxcansas(tmp_path / "work" / "img_00000.h5")
+    c = cal.curves(distinct_images(base_image, tmp_path / "again", 1)["img_00000.tif"])[0]
+    keep = c.valid & np.isfinite(c.intensity)
+    assert keep.sum() == c.valid.sum() - 1
+    np.testing.assert_array_equal(frame["q"], c.x[keep])
+    assert np.all(np.isfinite(frame["I"]))
+
+
+@pytest.mark.slow
+def test_subtracted_run_files_on_a_full_disk_keep_every_frame(reduced3, data_dir, tmp_path, small_tmpfs):
+    """A full disk under the run files of the subtracted curves too: the queue pauses, nothing
+    fails, and once space is freed all four run files hold every frame exactly once."""
+    from saxsdog.testing import fill_disk, wait_for
+
+    root = tmp_path / "run"
+    images = link_images(data_dir / "buf1_00000.tif", root, 4)
+    out = small_tmpfs / "out"
+    q = ImageQueue(reduced3, root, QueueOptions(out_dir=out, output_format="nxcansas-run")).start()
+    try:
+        filler = fill_disk(small_tmpfs)
+        for p in images:
+            q.push(p)
+        assert wait_for(lambda: q.stats()["paused"] is not None, 60), q.stats()
+        assert q.stats()["images_failed"] == 0
+        filler.unlink()
+        assert q.wait_until_idle(60), q.stats()
+        st = q.stats()
+    finally:
+        q.stop()
+    assert st["images_failed"] == 0 and st["images_processed"] == 4
+    names = ["run.h5", "run_cR1.h5", "run_sub.h5", "run_cR1_sub.h5"]
+    assert sorted(p.name for p in q.run_files) == sorted(names)
+    for n in names:
+        assert sorted(f["name"] for f in read_nxcansas(out / n)) == sorted(p.name for p in images)
+    assert not list(out.glob(".*.part"))

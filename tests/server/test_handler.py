@@ -40,6 +40,7 @@ def test_new_feed_stat_history(base, data_dir):
         hist = h.execute("plotdata")["data"]["history"]
         assert len(hist["I0"]) == 20 and all(i0 > 0 for i0 in hist["I0"])
         assert all(t is not None for t in hist["time"])
+        assert hist["dummy_pixels"] == [0] * 20  # the frames' dummy-pixel counts (none: no MaskNegative)
         plot = h.execute("plot")["data"]
         assert plot["filename"].startswith("run/img_") and len(plot["graphs"]) == 1
         assert plot["graphs"][0]["kind"] == "Radial" and len(plot["graphs"][0]["array"][0]) == 1003

@@ -67,7 +67,8 @@ def test_stream_on_a_full_disk_pauses_and_writes_every_frame_once_space_is_freed
         assert sorted(f["name"] for f in got) == names  # every frame, once
         for f in got:
             k = int(f["name"].split("_")[1])
-            np.testing.assert_allclose(f["I"], cal.curves(frames[k])[0].intensity, rtol=1e-12)
+            curve = cal.curves(frames[k])[0]
+            np.testing.assert_allclose(f["I"], curve.intensity[curve.has_data], rtol=1e-12)  # bins with data
     assert not list(out.glob(".*.part"))
 
 

@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "NXcanSAS .h5 per image, every mask as an entry), nxcansas-run (one NXcanSAS file "
                         "per run holding every frame: OUTPUT/<run name>.h5; with -r, frames already in "
                         "earlier run files are skipped and the rest go to <run name>_001.h5, ...)")
+    p.add_argument("--chi-drop-empty", action="store_true",
+                   help="leave empty bins (no pixel with data: beam stop, gaps, outside the mask) out of "
+                        "the .chi files instead of writing them as 0 rows as the original did; NXcanSAS "
+                        "files always leave them out")
     p.add_argument("--run-name", metavar="NAME",
                    help="name of the nxcansas-run file (default: the directory's name; with --stream "
                         "one run file per series, NAME_<series id>, default series_<id>)")
@@ -338,8 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             latest = queue.history.latest_curves
             if monitor is not None and latest is not None and latest.curves and time.monotonic() - last_plot > 1:
                 last_plot = time.monotonic()
-                x, intensity, error = latest.curves[0]["array"][:3]  # [x, I, err(, stddev)]
-                monitor.update(x, intensity, error, os.path.basename(latest.path))
+                _show_latest(monitor, latest)
             if idle and (not args.watch or queue.error is not None):
                 break
     except KeyboardInterrupt:
@@ -349,11 +352,22 @@ def main(argv: list[str] | None = None) -> int:
         queue.stop()
     latest = queue.history.latest_curves
     if monitor is not None and latest is not None and latest.curves:
-        x, intensity, error = latest.curves[0]["array"][:3]
-        monitor.update(x, intensity, error, os.path.basename(latest.path))
+        _show_latest(monitor, latest)
         if not monitor.interactive:
             print(f"saxsdog: live plot of the last curve: {monitor.png}", file=out)
     return _summary(queue, interrupted, args, out, workdir)
+
+
+def _show_latest(monitor, latest) -> None:
+    """The live plot of the first integrator's latest curve, its unit and its background-subtracted curve."""
+    first = latest.curves[0]
+    x, intensity, error = first["array"][:3]  # [x, I, err(, stddev)]
+    sub = next((g for g in latest.curves if (g.get("conf") or {}).get("subtracted") and g["conf"].get("of") == 0),
+               None)
+    dummies = first.get("dummy_pixels") or 0
+    title = os.path.basename(latest.path) + (f" ({dummies:,} dummy pixels)" if dummies else "")
+    monitor.update(x, intensity, error, title, unit=first.get("unit"),
+                   subtracted=None if sub is None else tuple(sub["array"][:3]))
 
 
 def _run_stream(args, out) -> int:
@@ -668,6 +682,7 @@ def _queue_options(args, conf: dict, **where):
         run_name=args.run_name,
         replace_run_file=not args.resume,
         keep_curves=args.plotmonitor,
+        chi_drop_empty=args.chi_drop_empty,
         **where,
     )
 

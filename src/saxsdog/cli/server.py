@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(one NXcanSAS file per queue, <directory name>.h5 in the output folder, closed when "
                         "the queue closes; a restarted or new queue on the same directory starts "
                         "<name>_001.h5 ...)")
+    p.add_argument("--chi-drop-empty", action="store_true",
+                   help="leave empty bins out of the .chi files (default: 0 rows, as the original wrote them)")
     p.add_argument("-v", "--verbose", action="store_true")
     add_network_arguments(p)
     return p
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     options = QueueOptions(workers=args.threads, out_dir=Path(args.out).resolve() if args.out else None,
                            relpath=args.relpath, retry_timeout=args.retry_timeout, keep_curves=True,
                            task_timeout=args.task_timeout,
-                           output_format=args.format)
+                           output_format=args.format, chi_drop_empty=args.chi_drop_empty)
     pool_factory, cluster = None, None
     if args.scheduler:
         try:

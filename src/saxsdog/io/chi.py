@@ -11,7 +11,9 @@ Layout written by the original (``numpy.savetxt`` with ``fmt='%.18e'``,
      ...
 
 Every data line therefore starts with a space and the file ends with a newline
-followed by one space.  The reader accepts this layout, the 2014 layout (output
+followed by one space.  Empty bins (no pixel with data) are rows ``q 0 0``, as the original
+wrote them; the queue option ``chi_drop_empty`` (``saxsdog --chi-drop-empty``) leaves them
+out (the row count on line 4 follows).  The reader accepts this layout, the 2014 layout (output
 path, ``q [nm^-1]``, ``Intensity``, row count) and FIT2D's (title, axis label,
 blank line, row count, two columns): all have a four-line header.
 """
@@ -31,7 +33,7 @@ import numpy as np
 
 from .atomic import atomic_write_bytes
 
-__all__ = ["ChiData", "ChiFormatter", "format_chi", "write_chi", "read_chi"]
+__all__ = ["ChiData", "ChiFormatter", "format_chi", "write_chi", "read_chi", "drop_empty_bins"]
 
 #: Column labels of a radial curve, as the original wrote them.
 RADIAL_LABELS = ["Scattering Vector  q [$nm^{-1}$]", "Intensity (Count/Pixel)", "Error Margin"]
@@ -126,16 +128,49 @@ class ChiFormatter:
         self._x = [f"{v:.18e}" for v in x.tolist()]
         self._row = "%s %.18e %.18e\n " * len(self._x)
         self._calibration = json.dumps(calibration if calibration is not None else {}) + "\n"
-        self._tail = json.dumps(list(labels)) + "\n" + "   " + str(len(self._x)) + "\n "
+        self._labels = json.dumps(list(labels)) + "\n"
+        self._tail = self._labels + "   " + str(len(self._x)) + "\n "
 
-    def render(self, intensity: np.ndarray, error: np.ndarray, parameters: dict[str, Any] | None) -> bytes:
-        """The ``.chi`` bytes of one curve."""
+    def render(self, intensity: np.ndarray, error: np.ndarray, parameters: dict[str, Any] | None,
+               keep: np.ndarray | None = None) -> bytes:
+        """The ``.chi`` bytes of one curve.
+
+        Parameters
+        ----------
+        intensity, error
+            The curve's columns, one value per bin of the x column.
+        parameters
+            The integral parameters (second header line).
+        keep
+            Bool per bin: write only these rows (dropping empty bins, see
+            :func:`drop_empty_bins`); the row count of the header follows.  ``None``: every
+            row, the original's layout (empty bins as 0 rows).
+        """
         cols = np.nan_to_num(np.column_stack([intensity, error]).astype(np.float64), nan=0.0,
                              posinf=0.0, neginf=0.0)
-        values = chain.from_iterable(zip(self._x, cols[:, 0].tolist(), cols[:, 1].tolist()))
-        body = self._row % tuple(values)
-        head = self._calibration + json.dumps(parameters if parameters is not None else {}) + "\n" + self._tail
+        if keep is not None and not np.all(keep):
+            rows = np.flatnonzero(np.asarray(keep, dtype=bool))
+            xs = [self._x[i] for i in rows.tolist()]
+            cols = cols[rows]
+            row_fmt = "%s %.18e %.18e\n " * len(xs)
+            tail = self._labels + "   " + str(len(xs)) + "\n "
+        else:
+            xs, row_fmt, tail = self._x, self._row, self._tail
+        values = chain.from_iterable(zip(xs, cols[:, 0].tolist(), cols[:, 1].tolist()))
+        body = row_fmt % tuple(values)
+        head = self._calibration + json.dumps(parameters if parameters is not None else {}) + "\n" + tail
         return (head + body).encode("latin-1")
+
+
+def drop_empty_bins(columns: Sequence[np.ndarray], has_data: np.ndarray) -> list[np.ndarray]:
+    """The columns without the rows of empty bins (``has_data`` False).
+
+    The original wrote every bin, an empty one as ``I = 0, err = 0``; the queue's
+    ``chi_drop_empty`` option (``saxsdog --chi-drop-empty``) leaves them out instead, so that a
+    fit reading the file sees no zero-uncertainty points.
+    """
+    keep = np.asarray(has_data, dtype=bool)
+    return [np.asarray(c)[keep] for c in columns]
 
 
 def write_chi(path: str | os.PathLike[str], columns: Sequence[np.ndarray],

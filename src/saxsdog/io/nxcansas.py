@@ -18,8 +18,9 @@ Every frame is one ``SASentry`` with one ``SASdata`` holding a 1-D curve::
         sasdata01                   @NX_class=NXdata @canSAS_class=SASdata @signal="I"
                                     @I_axes="Q" @Q_indices=[0] @timestamp=ISO-8601 (if known)
             Q    (nQ)   @units="1/nm"
-            I    (nQ)   @units="arbitrary" @uncertainties="Idev"   (mean counts per pixel)
-            Idev (nQ)   @units="arbitrary"
+            I    (nQ)   @units="arbitrary" | "1/cm" | "1/m"  @uncertainties="Idev"
+                        @saxsdog_unit="counts/pixel" (the curve's own unit, see below)
+            Idev (nQ)   @units as I (the error column of the calibration's error model)
         sasinstrument               NXinstrument/SASinstrument
             sasdetector             NXdetector/SASdetector: name, SDD, distance (mm),
                                     beam_center_x/_y (mm), x/y_pixel_size (mm),
@@ -27,7 +28,11 @@ Every frame is one ``SASentry`` with one ``SASdata`` holding a 1-D curve::
             sassource               NXsource/SASsource: radiation, incident_wavelength (Å)
             monochromator           NXmonochromator: wavelength (Å)
         sasprocess                  NXprocess/SASprocess: name, date, description,
-                                    program, version, calibration (the calibration JSON)
+                                    program, version, calibration (the calibration JSON),
+                                    term01, term02 ... (one line per correction applied)
+            <correction>            NXnote/SASprocessnote, one per correction applied, in
+                                    the order applied: name, description, sequence_index,
+                                    data (its parameters as JSON), file (its file, if any)
         image                       NXcollection/SASnote: header metadata of the frame
                                     (date, timestamp, exposure_time, ...), file, frame
         parameters                  NXcollection/SASnote: integral parameters
@@ -36,6 +41,33 @@ Every frame is one ``SASentry`` with one ``SASdata`` holding a 1-D curve::
 
 ``Q``, ``sasinstrument`` and ``sasprocess`` are stored once (in the first entry) and
 hard-linked into every further entry; a frame whose q grid differs gets its own ``Q``.
+
+Empty bins
+----------
+Bins without pixels (behind the beam stop, in a detector gap, outside the mask, or whose
+pixels were all dummies in this frame) are *omitted*: ``Q`` keeps only the bins with data
+and stays increasing.  Writing them as ``I = 0, Idev = 0`` trips SasView's fits (a zero
+uncertainty is an infinite weight).  So a frame may have fewer points than the grid, and
+its ``Q`` may differ from the first frame's: it is then stored in its own entry (and
+hard-linked again into the next frames with the same bins).  A frame without any bin with
+data (every pixel a dummy) is written whole: an empty ``SASdata`` would make SasView's
+loader refuse the whole file.
+
+Units
+-----
+``I@units`` is what NXcanSAS allows for intensities: ``1/cm`` (or ``1/m``) for a curve on
+absolute scale (saxsdog's ``1/cm``, ``1/cm/sr``: a differential scattering cross-section per
+unit volume), else ``arbitrary``; the attribute ``saxsdog_unit`` keeps saxsdog's own unit
+(``counts/pixel``, ``counts/pixel/s`` ...), see :func:`nx_intensity_units`.
+
+Provenance
+----------
+``sasprocess`` is a NeXus ``NXprocess`` in the style of DAWN's and ESRF's processing
+pipelines: program and version, the date, the full calibration as JSON, and one ``NXnote``
+per correction applied (solid angle, dark, flat field, polarization, mask, dummy pixels,
+sigma clipping, error model, normalization, absolute scale, background), each with its
+parameters and files (:func:`process_notes`).  SasView lists the ``termNN`` lines as the
+process's terms.
 
 Why not one ``SASdata`` with ``I`` of shape (frames, Q)?  NXcanSAS allows it
 (``@I_axes="Time,Q"``) and :func:`read_nxcansas` reads such files, but SasView's loader
@@ -75,7 +107,9 @@ keeping everything: no frame is lost, none is written twice, and a later ``flush
 
 from __future__ import annotations
 
+import copy
 import errno
+import functools
 import io
 import json
 import math
@@ -100,14 +134,18 @@ __all__ = [
     "write_nxcansas",
     "read_nxcansas",
     "geometry_fields",
+    "nx_intensity_units",
+    "process_notes",
 ]
 
 #: The NXcanSAS version written to ``SASentry/@version``.
 NXCANSAS_VERSION = "1.1"
 #: Units of the Q axis (saxsdog computes q in inverse nanometres).
 Q_UNITS = "1/nm"
-#: Units of I and Idev: mean detector counts per pixel, not an absolute scale.
+#: Units of I and Idev of a curve not on absolute scale (mean detector counts per pixel).
 I_UNITS = "arbitrary"
+#: saxsdog's unit of a curve without normalization (:attr:`saxsdog.core.integrators.Curve.unit`).
+DEFAULT_UNIT = "counts/pixel"
 
 _ENTRY_PREFIX = "sasentry"
 _DATA_NAME = "sasdata01"
@@ -191,6 +229,147 @@ def geometry_fields(calibration: Mapping[str, Any] | None) -> dict[str, dict[str
     if isinstance(wl, numbers.Real):
         src["incident_wavelength"] = (float(wl), "angstrom")
     return {"detector": det, "source": src}
+
+
+# --------------------------------------------------------------------------- #
+# Units and provenance
+# --------------------------------------------------------------------------- #
+
+#: saxsdog's absolute units (after dropping the solid angle, which is dimensionless) and the
+#: NXcanSAS unit string for each.
+_ABSOLUTE_UNITS = {"1/cm": "1/cm", "cm^-1": "1/cm", "cm-1": "1/cm", "1/m": "1/m", "m^-1": "1/m",
+                   "m-1": "1/m", "cm2/g": "cm2/g", "cm^2/g": "cm2/g", "m2/g": "m2/g", "m^2/g": "m2/g"}
+
+
+def nx_intensity_units(unit: str | None) -> str:
+    """The NXcanSAS ``I@units`` of a saxsdog intensity unit.
+
+    NXcanSAS knows absolute intensities (``1/cm``, ``1/m``, ``cm2/g``, ``m2/g``) and
+    ``arbitrary``.  A differential cross-section per solid angle (``1/cm/sr``) is written
+    ``1/cm`` (the steradian is dimensionless, as SasView reads it); detector units
+    (``counts/pixel``, ``counts/pixel/s``, ``counts/pixel/monitor``) are ``arbitrary``.
+
+    >>> nx_intensity_units("1/cm/sr"), nx_intensity_units("counts/pixel/s")
+    ('1/cm', 'arbitrary')
+    """
+    if not unit:
+        return I_UNITS
+    u = " ".join(unit.lower().replace("·", " ").replace("*", " ").split()).replace(" / ", "/")
+    if u.startswith("1/(") and u.endswith(")"):  # 1/(cm sr)
+        u = "1/" + u[3:-1]
+    u = u.replace(" ", "/") if u.startswith("1/") else u.replace(" ", "")
+    for per_sr in ("/sr", "sr^-1", "sr-1"):
+        if u.endswith(per_sr):
+            u = u[: -len(per_sr)].rstrip("/")
+    return _ABSOLUTE_UNITS.get(u, I_UNITS)
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value is not False and value != "" and value != {} and value != []
+
+
+@functools.lru_cache(maxsize=16)
+def _loaded_json(text: str) -> dict[str, Any]:
+    from ..config import CALIBRATION
+
+    return CALIBRATION.load(json.loads(text))
+
+
+def _loaded(calibration: Mapping[str, Any]) -> dict[str, Any]:
+    """The calibration as saxsdog runs it (migrated, defaults filled in: the corrections a
+    version-1 file gets), or as written (saxsdog's spellings) when it does not load."""
+    try:
+        return copy.deepcopy(_loaded_json(json.dumps(calibration, sort_keys=True, default=str)))
+    except Exception:  # noqa: BLE001 - a calibration from elsewhere: list what it says
+        return calibration_in_saxsdog_spellings(calibration)
+
+
+def process_notes(calibration: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The corrections a calibration applies, in the order saxsdog applies them.
+
+    Read from the calibration's ``Corrections``, ``Normalization`` and ``Background`` blocks
+    (schema version 2) as loaded (migrated, with defaults); a calibration without them (version
+    1 where saxsdog has no such blocks) lists what it does anyway: its masks, the
+    polarization correction when it has one, and the error model.
+
+    Parameters
+    ----------
+    calibration
+        The calibration dict (either spelling).
+
+    Returns
+    -------
+    list of dict
+        Each ``{"name", "description", "parameters": dict, "files": list[str]}``; ``name``
+        is also the note's group name in the file.
+    """
+    if not calibration:
+        return []
+    cal = _loaded(calibration)
+    corr: Mapping[str, Any] | None = cal["Corrections"] if isinstance(cal.get("Corrections"), Mapping) else None
+    norm: Mapping[str, Any] = cal["Normalization"] if isinstance(cal.get("Normalization"), Mapping) else {}
+    back: Mapping[str, Any] = cal["Background"] if isinstance(cal.get("Background"), Mapping) else {}
+    c: Mapping[str, Any] = corr or {}
+    notes: list[dict[str, Any]] = []
+
+    def add(name: str, description: str, parameters: Mapping[str, Any] | None = None,
+            files: Sequence[str] = ()) -> None:
+        notes.append({"name": name, "description": description,
+                      "parameters": {k: v for k, v in (parameters or {}).items() if v is not None},
+                      "files": [str(f) for f in files if f]})
+
+    if _present(c.get("DarkFile")):
+        add("dark", "dark image subtracted per pixel (scaled by the ratio of exposure times when "
+                    "the dark's header gives its own)", {"DarkFile": c["DarkFile"]}, [c["DarkFile"]])
+    if _present(c.get("FlatFile")):
+        add("flat_field", "per-pixel flat field divided", {"FlatFile": c["FlatFile"]}, [c["FlatFile"]])
+    masks = [m for m in (cal.get("Masks") or []) if isinstance(m, Mapping)]
+    mask_files = [str(m.get("MaskFile")) for m in masks if m.get("MaskFile")]
+    add("mask", "pixels of the mask file(s) excluded" if mask_files else "no mask file: every pixel used",
+        {"MaskFile": mask_files[0] if len(mask_files) == 1 else mask_files} if mask_files else {},
+        mask_files)
+    if corr is not None and c.get("MaskNegative", True):
+        dummy = c.get("DummyValue")
+        add("dummy_pixels", "pixels < 0" + (f" and pixels equal to {dummy}" if dummy is not None else "")
+            + " excluded per frame (detector gaps, dead pixels) and counted",
+            {"MaskNegative": True, "DummyValue": dummy})
+    if c.get("SolidAngle"):
+        add("solid_angle", "divided by the pixel's solid angle relative to a pixel at normal incidence "
+                           "(pyFAI's solidAngleArray convention)", {"SolidAngle": True})
+    pol = cal.get("PolarizationCorrection")
+    if isinstance(pol, Mapping):
+        add("polarization", "divided by the polarization factor (saxsdog's Fraction F and Angle A; "
+                            "pyFAI's polarization_factor is 2F-1, its axis offset -A)",
+            {"Fraction": pol.get("Fraction"), "Angle": pol.get("Angle")})
+    clip = c.get("SigmaClip")
+    if isinstance(clip, Mapping) and clip:
+        add("sigma_clip", "robust bin mean: pixels further than Sigma standard deviations from the bin "
+                          "mean rejected, Cycles times", dict(clip))
+    model = str(c.get("ErrorModel") or "poisson")
+    add("error_model", {
+        "poisson": "Idev: Poisson counting error propagated exactly through the pixel splitting and "
+                   "every correction",
+        "azimuthal": "Idev: error of the mean from the azimuthal spread of the corrected pixel values",
+        "legacy": "Idev: the original SAXSDOG's estimate sqrt(I*A)/A (A: the bin's pixel area)",
+    }.get(model, f"Idev: error model {model!r}"), {"ErrorModel": model})
+    norm_keys = ("ExposureTime", "Monitor", "Transmission", "ThicknessMM")
+    used = {k: norm.get(k) for k in norm_keys if _present(norm.get(k))}
+    if used:
+        names = {"ExposureTime": ("t", "exposure time"), "Monitor": ("M", "monitor"),
+                 "Transmission": ("T", "transmission"), "ThicknessMM": ("d", "thickness in mm")}
+        from_header = any(isinstance(v, (str, Mapping)) for v in used.values())
+        add("normalization", "divided by " + " * ".join(names[k][0] for k in used) + " ("
+            + ", ".join(f"{names[k][0]}: {names[k][1]}" for k in used)
+            + ("; 'header' and {'Header': KEY} values are read from each image's header" if from_header else "")
+            + ")", used)
+    if _present(norm.get("AbsoluteScale")):
+        add("absolute_scale", "multiplied by the factor derived from a standard (absolute intensity)",
+            {"AbsoluteScale": norm.get("AbsoluteScale")})
+    if _present(back.get("File")):
+        add("background", "background curve subtracted (errors added in quadrature, sigma^2 = "
+                          "sigma_s^2 + k^2 sigma_b^2); written beside the unsubtracted curve",
+            dict(back), [back["File"]])
+    return notes
 
 
 # --------------------------------------------------------------------------- #
@@ -449,7 +628,7 @@ class _Template:
     """
 
     def __init__(self, tfile, name: str, title: str, n: int, meta_sig: tuple, param_sig: tuple,
-                 has_time: bool):
+                 has_time: bool, unit: str = DEFAULT_UNIT):
         from h5py import h5a, h5d, h5g
 
         h5py = _h5()
@@ -473,13 +652,16 @@ class _Template:
         d.attrs["Q_indices"] = np.array([0], dtype=np.int32)
         if has_time:
             _set_attr(d, "timestamp", "")
+        nx_units = nx_intensity_units(unit)
         i = d.create_dataset("I", shape=(n,), dtype=np.float64)
-        _set_attr(i, "units", I_UNITS)
+        _set_attr(i, "units", nx_units)
+        _set_attr(i, "saxsdog_unit", unit)
         _set_attr(i, "uncertainties", "Idev")
-        _set_attr(i, "long_name", "mean intensity per pixel")
+        _set_attr(i, "long_name", f"mean intensity per bin ({unit})")
         e = d.create_dataset("Idev", shape=(n,), dtype=np.float64)
-        _set_attr(e, "units", I_UNITS)
-        _set_attr(e, "long_name", "Poisson uncertainty of I")
+        _set_attr(e, "units", nx_units)
+        _set_attr(e, "saxsdog_unit", unit)
+        _set_attr(e, "long_name", f"uncertainty of I ({unit}; see sasprocess/error_model)")
         self.slots: list[tuple[Any, str]] = []
         for group_name, sig, units in (("image", meta_sig, _META_UNITS),
                                        ("parameters", param_sig, _PARAM_UNITS)):
@@ -531,6 +713,9 @@ class NXcanSASRunWriter:
     flush_interval
         ... or when the oldest buffered frame is older than this many seconds (checked at
         each :meth:`append`).
+    unit
+        saxsdog's unit of the frames' intensities (:attr:`saxsdog.core.integrators.Curve.unit`),
+        unless a frame brings its own in :meth:`append`.
 
     Notes
     -----
@@ -547,7 +732,7 @@ class NXcanSASRunWriter:
 
     def __init__(self, path: _PathLike, q: Iterable[float] | np.ndarray,
                  calibration: Mapping[str, Any] | None = None, title: str = "",
-                 flush_every: int = 64, flush_interval: float = 1.0):
+                 flush_every: int = 64, flush_interval: float = 1.0, unit: str = DEFAULT_UNIT):
         h5py = _h5()
         self.path = Path(path)
         self.q = np.ascontiguousarray(np.asarray(q, dtype=np.float64).ravel())
@@ -555,6 +740,7 @@ class NXcanSASRunWriter:
         self.title = title or self.path.stem
         self.flush_every = max(1, int(flush_every))
         self.flush_interval = float(flush_interval)
+        self.unit = unit or DEFAULT_UNIT
         #: Frames written to the file so far (buffered ones not counted).
         self.count = 0
         self._buffer: list[tuple] = []
@@ -563,6 +749,8 @@ class NXcanSASRunWriter:
         self._h5_closed = False  # close() got as far as closing HDF5 (the rest waits for space)
         self._templates: dict[tuple, _Template] = {}
         self._q_path: bytes | None = None
+        #: The last frame's own q (one with bins omitted, or another grid) and where it is stored.
+        self._own_q: tuple[np.ndarray, bytes] | None = None
         self._shared_paths: tuple[bytes, bytes] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temporary_name(self.path)
@@ -590,7 +778,8 @@ class NXcanSASRunWriter:
     def append(self, name: str, I: Iterable[float] | np.ndarray, Idev: Iterable[float] | np.ndarray,
                metadata: Mapping[str, Any] | None = None,
                parameters: Mapping[str, Any] | None = None,
-               q: Iterable[float] | np.ndarray | None = None) -> None:
+               q: Iterable[float] | np.ndarray | None = None,
+               valid: Iterable[bool] | np.ndarray | None = None, unit: str | None = None) -> None:
         """Add one frame (cheap: the frame is buffered and written in blocks).
 
         Parameters
@@ -607,11 +796,18 @@ class NXcanSASRunWriter:
             Integral parameters (``I0``, ``I1``, ``I2``, ``invariant``, ``correlation_length``).
         q
             This frame's own q grid, when it differs from the run's.
+        valid
+            Per bin, whether it holds data (:attr:`saxsdog.core.integrators.Curve.has_data`):
+            the other bins are left out of this frame's entry.  ``None``: every bin.  A frame
+            with no bin holding data is written whole (SasView's loader refuses a file with
+            an empty curve in it).
+        unit
+            saxsdog's unit of I and Idev (default: the writer's ``unit``).
 
         Raises
         ------
         ValueError
-            Lengths of I, Idev and q differ, or the writer is closed.
+            Lengths of I, Idev, q and valid differ, or the writer is closed.
         """
         if self._closed or self._h5_closed:
             raise ValueError(f"{self.path}: the run file is closed")
@@ -621,11 +817,21 @@ class NXcanSASRunWriter:
         if not (ii.shape == dd.shape == qq.shape):
             raise ValueError(f"frame {name!r}: I ({ii.size}), Idev ({dd.size}) and q ({qq.size}) "
                              "must have the same length")
+        if valid is not None:
+            keep = np.asarray(valid, dtype=bool).ravel()
+            if keep.shape != qq.shape:
+                raise ValueError(f"frame {name!r}: valid ({keep.size}) and q ({qq.size}) must have the "
+                                 "same length")
+            # bins without data are left out: Q stays increasing.  A frame without any keeps
+            # them all: an empty SASdata makes sasdata refuse the whole file.
+            if keep.any() and not keep.all():
+                qq, ii, dd = np.ascontiguousarray(qq[keep]), ii[keep], dd[keep]
         if qq is not self.q and qq.shape == self.q.shape and np.array_equal(qq, self.q):
             qq = self.q
         if not self._buffer:
             self._buffer_since = time.monotonic()
-        self._buffer.append((str(name), ii, dd, dict(metadata or {}), dict(parameters or {}), qq))
+        self._buffer.append((str(name), ii, dd, dict(metadata or {}), dict(parameters or {}), qq,
+                             str(unit or self.unit)))
         if (len(self._buffer) >= self.flush_every
                 or time.monotonic() - self._buffer_since >= self.flush_interval):
             try:
@@ -759,36 +965,45 @@ class NXcanSASRunWriter:
         _set_attr(f, "h5py_version", h5py.version.version)
         _set_attr(f, "title", self.title)
 
-    def _template(self, meta_sig: tuple, param_sig: tuple, has_time: bool, n: int) -> _Template:
-        key = (meta_sig, param_sig, has_time, n)
+    def _template(self, meta_sig: tuple, param_sig: tuple, has_time: bool, n: int,
+                  unit: str) -> _Template:
+        key = (meta_sig, param_sig, has_time, n, unit)
         tmpl = self._templates.get(key)
         if tmpl is None:
             tmpl = _Template(self._tfile, f"t{len(self._templates)}", self.title, n, meta_sig,
-                             param_sig, has_time)
+                             param_sig, has_time, unit)
             self._templates[key] = tmpl
         return tmpl
 
     def _write_frame(self, name: str, I: np.ndarray, Idev: np.ndarray, metadata: dict,
-                     parameters: dict, q: np.ndarray) -> None:
+                     parameters: dict, q: np.ndarray, unit: str = DEFAULT_UNIT) -> None:
         from h5py import h5g, h5o
 
         timestamp = metadata.get("date")
         has_time = isinstance(timestamp, str) and bool(timestamp)
-        tmpl = self._template(_signature(metadata), _signature(parameters), has_time, q.size)
+        tmpl = self._template(_signature(metadata), _signature(parameters), has_time, q.size, unit)
         tmpl.fill(name, I, Idev, metadata, parameters, timestamp if has_time else None)
         entry_name = f"{_ENTRY_PREFIX}{self.count + 1:02d}".encode()
         h5o.copy(self._tfile.id, tmpl.name, self._file.id, entry_name)
         self.count += 1
         gid = h5g.open(self._file.id, entry_name)
         own_q = q is not self.q
-        if own_q or self._q_path is None:
+        q_path = b"/" + entry_name + b"/" + _DATA_NAME.encode() + b"/Q"
+        link_to: bytes | None = None
+        if not own_q:
+            link_to = self._q_path
+        elif self._own_q is not None and self._own_q[0].shape == q.shape and np.array_equal(self._own_q[0], q):
+            link_to = self._own_q[1]  # the same bins left out as in the frame before
+        if link_to is None:
             ds = self._file[entry_name.decode()][_DATA_NAME].create_dataset("Q", data=q)
             _set_attr(ds, "units", Q_UNITS)
-            if not own_q:
-                self._q_path = b"/" + entry_name + b"/" + _DATA_NAME.encode() + b"/Q"
+            if own_q:
+                self._own_q = (q, q_path)
+            else:
+                self._q_path = q_path
         else:
             # A hard link: every entry has a real Q member, stored once.
-            gid.links.create_hard(_DATA_NAME.encode() + b"/Q", self._file.id, self._q_path)
+            gid.links.create_hard(_DATA_NAME.encode() + b"/Q", self._file.id, link_to)
         if self._shared_paths is None:
             det = metadata.get("detector")
             self._write_shared(self._file[entry_name.decode()],
@@ -835,8 +1050,9 @@ class NXcanSASRunWriter:
             ("name", "saxsdog azimuthal integration"),
             ("date", _now_iso()),
             ("description", "Sparse-operator azimuthal integration with pixel splitting; I is "
-                            "the mean pixel value per q bin (counts per pixel), Idev its "
-                            "Poisson error."),
+                            "the mean corrected pixel value per q bin (in I@saxsdog_unit), Idev "
+                            "its uncertainty; the corrections applied are the notes of this "
+                            "group, in the order applied (sequence_index)."),
             ("program", "saxsdog"),
             ("version", _version()),
         ):
@@ -845,6 +1061,30 @@ class NXcanSASRunWriter:
             ds = proc.create_dataset("calibration", data=json.dumps(self.calibration),
                                      dtype=h5py.string_dtype())
             _set_attr(ds, "format", "JSON")
+        self._write_notes(proc)
+
+    def _write_notes(self, proc) -> None:
+        """One ``termNN`` line and one ``NXnote`` per correction applied (:func:`process_notes`)."""
+        h5py = _h5()
+        for k, note in enumerate(process_notes(self.calibration), start=1):
+            params = note["parameters"]
+            line = note["name"] + ": " + note["description"]
+            if params:
+                line += " (" + ", ".join(f"{key}={json.dumps(v, default=str)}" for key, v in params.items()) + ")"
+            term = proc.create_dataset(f"term{k:02d}", data=line, dtype=h5py.string_dtype())
+            _set_attr(term, "name", note["name"])
+            g = proc.create_group(note["name"], track_order=True)
+            _set_attr(g, "NX_class", "NXnote")
+            _set_attr(g, "canSAS_class", "SASprocessnote")
+            g.create_dataset("name", data=note["name"], dtype=h5py.string_dtype())
+            g.create_dataset("description", data=note["description"], dtype=h5py.string_dtype())
+            g.create_dataset("sequence_index", data=np.int64(k))
+            g.create_dataset("type", data="application/json", dtype=h5py.string_dtype())
+            g.create_dataset("data", data=json.dumps(params, default=str), dtype=h5py.string_dtype())
+            files = note["files"]
+            if files:
+                g.create_dataset("file_name", data=files[0] if len(files) == 1 else files,
+                                 dtype=h5py.string_dtype())
 
 
 # --------------------------------------------------------------------------- #
@@ -862,7 +1102,9 @@ def write_nxcansas(path: _PathLike, frames: Sequence[Mapping[str, Any]],
         Output file (``.h5``).
     frames
         Dicts with ``name`` (str), ``q`` (nm⁻¹), ``I``, ``Idev`` and optionally
-        ``metadata`` and ``parameters`` (dicts of scalars).  Frames may have different q grids.
+        ``metadata`` and ``parameters`` (dicts of scalars), ``valid`` (bool per bin: the
+        others are left out) and ``unit`` (saxsdog's unit of I).  Frames may have different
+        q grids.
     calibration
         Calibration dict (stored as JSON and mapped onto the instrument fields).
     title
@@ -889,7 +1131,8 @@ def write_nxcansas(path: _PathLike, frames: Sequence[Mapping[str, Any]],
     try:
         for k, fr in enumerate(frames):
             writer.append(str(fr.get("name", f"frame{k}")), fr["I"], fr["Idev"],
-                          fr.get("metadata"), fr.get("parameters"), q=fr["q"])
+                          fr.get("metadata"), fr.get("parameters"), q=fr["q"], valid=fr.get("valid"),
+                          unit=fr.get("unit"))
     except BaseException:
         writer.abort()
         raise
@@ -955,6 +1198,7 @@ def read_nxcansas(path: _PathLike) -> list[dict[str, Any]]:
     -------
     list of dict
         Each with ``name``, ``q``, ``I``, ``Idev`` (or ``None``), ``q_units``, ``I_units``,
+        ``unit`` (saxsdog's unit of I, ``None`` in files from elsewhere),
         ``metadata`` and ``parameters`` (dicts, empty when absent), ``timestamp`` (str or
         ``None``), ``run``, ``entry`` (HDF5 path) and ``calibration`` (dict or ``None``).
 
@@ -1007,6 +1251,7 @@ def read_nxcansas(path: _PathLike) -> list[dict[str, Any]]:
                 common = {
                     "q_units": _attr(data[qname], "units"),
                     "I_units": _attr(I, "units"),
+                    "unit": _attr(I, "saxsdog_unit"),
                     "run": run,
                     "entry": entry.name,
                     "calibration": calibration,

@@ -12,12 +12,21 @@ from .tasks import ImageResult
 _STAGES = ("read", "integrate", "write")
 
 
+def dummy_pixels(result: ImageResult) -> int | None:
+    """The frame's dummy-pixel count: pixels the first integrator would use that were excluded
+    (negative or ``DummyValue``) in this frame; ``None`` when unknown (a failed or skipped
+    frame, an integrator without parameters)."""
+    params = next(iter(result.parameters.values()), None) if result.parameters else None
+    value = params.get("dummy_pixels") if isinstance(params, dict) else None
+    return int(value) if value is not None else None
+
+
 class History:
     """Per-image records and queue statistics (thread-safe).
 
     Each record: path, frame, outputs, parameters, image_time, processed_at, timings,
-    error.  Statistics: frames/s over the last ``window`` seconds and overall, images
-    processed, failures, per-stage mean timings.
+    error, skipped and dummy_pixels (:func:`dummy_pixels`).  Statistics: frames/s over the
+    last ``window`` seconds and overall, images processed, failures, per-stage mean timings.
     """
 
     def __init__(self, window: float = 5.0, max_records: int = 1_000_000):
@@ -64,6 +73,7 @@ class History:
                     "processed_at": result.processed_at, "timings": result.timings,
                     "error": result.error, "skipped": result.skipped,
                 })
+                self.records[-1]["dummy_pixels"] = dummy_pixels(result)
 
     def frames_per_second(self) -> float:
         """Rate over the last ``window`` seconds."""

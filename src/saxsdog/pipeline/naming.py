@@ -168,6 +168,30 @@ def write_output_bytes(path: PathArg, content: bytes, base: PathArg | None = Non
         os.close(dir_fd)
 
 
+#: Inserted before the extension of an output that holds the background-subtracted curve.
+SUBTRACTED_SUFFIX = "_sub"
+
+
+def subtracted_path(path: PathArg) -> Path:
+    """Where the background-subtracted twin of an output goes: ``_sub`` before the extension.
+
+    With a ``Background`` in the calibration every curve also has a subtracted one
+    (:attr:`saxsdog.core.integrators.Curve.subtracted`), written beside it:
+
+    * ``.chi``: ``<stem>.chi`` → ``<stem>_sub.chi``; the further masks' and slices'
+      ``<stem>_c<kind><n>.chi`` → ``<stem>_c<kind><n>_sub.chi``.
+    * NXcanSAS run files: ``<run>.h5`` → ``<run>_sub.h5``, ``<run>_c<kind><n>.h5`` →
+      ``<run>_c<kind><n>_sub.h5`` (one entry per frame, titled like the unsubtracted one).
+    * NXcanSAS per image (``<stem>.h5``): no second file, but one more entry per curve in the
+      same file, titled ``<frame> [sub]`` (first integrator) or ``<frame> [c<kind><n>_sub]``.
+
+    >>> subtracted_path("work/img_00001_cR1.chi").as_posix()
+    'work/img_00001_cR1_sub.chi'
+    """
+    path = Path(path)
+    return path.with_name(path.stem + SUBTRACTED_SUFFIX + path.suffix)
+
+
 def image_stem(path: str | os.PathLike[str]) -> str:
     """File name without its image extension (``x.tif`` → ``x``, ``y_master.h5`` → ``y_master``)."""
     return strip_image_suffix(Path(path).name)  # the suffix table of saxsdog.io.images

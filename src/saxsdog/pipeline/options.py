@@ -61,6 +61,11 @@ class QueueOptions:
     keep_curves
         Send the curves back to the coordinator (for live plots), at most every
         ``curve_interval`` seconds per worker.
+    chi_drop_empty
+        Leave the rows of empty bins (no pixel with data: beam stop, gaps, outside the mask,
+        or every pixel a dummy in this frame) out of the ``.chi`` files (``saxsdog
+        --chi-drop-empty``).  Default ``False``: the original's layout, every bin, an empty
+        one as a ``q 0 0`` row.  NXcanSAS files always leave them out.
     confine_to
         Base directory (the server's): every image read and every output written must
         resolve inside it, checked when it is used (:mod:`saxsdog.pipeline.naming`).
@@ -85,3 +90,4 @@ class QueueOptions:
     task_timeout: float = 60.0
     curve_interval: float = 0.1
     confine_to: Path | None = None
+    chi_drop_empty: bool = False

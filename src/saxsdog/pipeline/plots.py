@@ -24,9 +24,30 @@ def _pyplot(interactive: bool = False):
     return plt
 
 
+def intensity_axis_label(unit: str | None) -> str:
+    """The intensity axis label of a curve in ``unit`` (saxsdog's unit strings)."""
+    return f"Intensity [{unit or 'counts/pixel'}]"
+
+
 def curve_figure(x: np.ndarray, intensity: np.ndarray, error: np.ndarray | None = None,
-                 title: str = "", fig=None):
-    """A log-intensity plot of a curve with its error band (empty bins left out)."""
+                 title: str = "", fig=None, unit: str | None = None,
+                 subtracted: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None):
+    """A log-intensity plot of a curve with its error band (empty bins left out).
+
+    Parameters
+    ----------
+    x, intensity, error
+        The curve.
+    title
+        The plot's title.
+    fig
+        A figure to draw into (cleared first), else a new one.
+    unit
+        The intensity's unit (:attr:`saxsdog.core.integrators.Curve.unit`), shown on the axis.
+    subtracted
+        ``(x, intensity, error)`` of the background-subtracted curve, drawn as a second
+        trace (dashed) when given.
+    """
     import_optional("matplotlib", "plot", "curve plots (-s)")
     from matplotlib.figure import Figure
 
@@ -38,11 +59,16 @@ def curve_figure(x: np.ndarray, intensity: np.ndarray, error: np.ndarray | None 
     if error is not None:
         err = np.asarray(error)
         ax.fill_between(x[nz], np.clip(intensity[nz] - err[nz], 1e-12, None), intensity[nz] + err[nz],
-                        alpha=0.3, linewidth=0, label="Poisson error")
+                        alpha=0.3, linewidth=0, label="error")  # the calibration's error model
     ax.plot(x[nz], intensity[nz], lw=1.2, label="I")
+    if subtracted is not None:
+        sx, si = np.asarray(subtracted[0]), np.asarray(subtracted[1])
+        snz = si > 0  # a log axis shows the positive part of the difference
+        ax.plot(sx[snz], si[snz], lw=1.2, ls="--", label="I - background")
+        ax.legend(loc="upper right", fontsize=8)
     ax.set_yscale("log")
     ax.set_xlabel("q [nm$^{-1}$]")
-    ax.set_ylabel("Intensity [counts/pixel]")
+    ax.set_ylabel(intensity_axis_label(unit))
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
@@ -57,9 +83,15 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, format=path.suffix.lstrip("."))
 
 
-def write_curve_plot(curve, path: str | os.PathLike[str], title: str = "") -> None:
-    """Write a curve (a :class:`~saxsdog.core.integrators.Curve`) as SVG/PNG by suffix."""
-    _save(curve_figure(curve.x, curve.intensity, curve.poisson, title), Path(path))
+def write_curve_plot(curve, path: str | os.PathLike[str], title: str = "", unit: str | None = None) -> None:
+    """Write a curve (a :class:`~saxsdog.core.integrators.Curve`) as SVG/PNG by suffix.
+
+    Its background-subtracted curve, if it has one, is drawn too; ``unit`` defaults to the
+    curve's own.
+    """
+    sub = curve.subtracted
+    _save(curve_figure(curve.x, curve.intensity, curve.poisson, title, unit=unit or curve.unit,
+                       subtracted=None if sub is None else (sub.x, sub.intensity, sub.poisson)), Path(path))
 
 
 def write_image_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
@@ -185,12 +217,14 @@ class PlotMonitor:
                 self.interactive = False
 
     def update(self, x: Sequence[float], intensity: Sequence[float], error: Sequence[float] | None,
-               title: str) -> None:
+               title: str, unit: str | None = None,
+               subtracted: tuple[Sequence[float], Sequence[float], Sequence[float] | None] | None = None) -> None:
+        """Show a curve (``unit`` on the axis, a background-subtracted curve as a second trace)."""
+        sub = None if subtracted is None else (np.asarray(subtracted[0]), np.asarray(subtracted[1]), None)
+        err = None if error is None else np.asarray(error)
         if self.interactive and self._plt is not None:
-            curve_figure(np.asarray(x), np.asarray(intensity), None if error is None else np.asarray(error),
-                         title, fig=self._fig)
+            curve_figure(np.asarray(x), np.asarray(intensity), err, title, fig=self._fig, unit=unit, subtracted=sub)
             self._plt.pause(0.001)
         else:
             self.png.parent.mkdir(parents=True, exist_ok=True)
-            _save(curve_figure(np.asarray(x), np.asarray(intensity),
-                               None if error is None else np.asarray(error), title), self.png)
+            _save(curve_figure(np.asarray(x), np.asarray(intensity), err, title, unit=unit, subtracted=sub), self.png)

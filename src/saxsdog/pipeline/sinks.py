@@ -17,7 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..calibration import Calibration
 from .history import History
-from .naming import claim_temporary, existing_run_files, frame_name, make_output_folder, open_output, run_file_path, write_output_bytes
+from .naming import (claim_temporary, existing_run_files, frame_name, make_output_folder, open_output,
+                     run_file_path, subtracted_path, write_output_bytes)
 from .state import Record
 from .tasks import ImageResult
 
@@ -253,11 +254,15 @@ class LiveFileList:
 
 
 class _Run:
-    """The run files of one run name (one NXcanSAS file per I(q) integrator)."""
+    """The run files of one run name (one NXcanSAS file per I(q) integrator, and one per
+    background-subtracted curve)."""
 
     def __init__(self, name: str, paths: list[Path]):
         self.name = name
         self.paths = paths
+        #: What each of ``paths`` holds: ``(integrator index, subtracted)``; set by the run's
+        #: first frame (which says whether there are background-subtracted curves).
+        self.sources: list[tuple[int, bool]] | None = None
         self.writers: list[Any] = []
         self.appended: set[str] = set()  # frame names given to the writers (or waiting for them)
         self.waiting: list[tuple[str, ImageResult]] = []  # frames not in the writers yet (no file yet)
@@ -273,7 +278,11 @@ class RunSink:
 
     One file per I(q) integrator: ``<folder>/<run name>.h5`` for the first,
     ``<run name>_c<kind><n>.h5`` for further masks and slices (Phi-mode curves are not
-    I(q) and stay ``.chi`` files).  Each frame is one NXcanSAS entry titled with its name
+    I(q) and stay ``.chi`` files); with a background, the subtracted curves go to
+    ``<run name>_sub.h5``, ``<run name>_c<kind><n>_sub.h5``
+    (:func:`~saxsdog.pipeline.naming.subtracted_path`).  Bins without data are left out of
+    each frame's entry, and I is written in the curve's unit (the graphs' ``valid`` and
+    ``unit``).  Each frame is one NXcanSAS entry titled with its name
     (:attr:`ImageResult.name`); a frame name seen before is not appended again (retried or
     re-queued images).  The files are written under hidden temporary names and renamed into
     place by :meth:`finish` (one run) or :meth:`close` (all).
@@ -370,6 +379,11 @@ class RunSink:
         if result.error is not None or result.skipped or not result.curves or not self.integrators:
             return
         run = self._run(run_name)
+        if run.sources is None:  # the run's first frame says whether there are subtracted curves
+            with_sub = [(k, p) for (k, _), p in zip(self.integrators, run.paths)
+                        if _subtracted_graph(result.curves, k) is not None]
+            run.sources = [(k, False) for k, _ in self.integrators] + [(k, True) for k, _ in with_sub]
+            run.paths = run.paths + [subtracted_path(p) for _, p in with_sub]
         name = result.name or Path(result.path).name
         result.outputs = [str(p) for p in run.paths] + [o for o in result.outputs if not o.endswith(".h5")]
         if name not in run.appended:
@@ -401,8 +415,9 @@ class RunSink:
                 for path in run.paths:
                     claim_temporary(path, self.confine_to)  # h5py opens it by name
             writers = []
+            sources = run.sources or [(k, False) for k, _ in self.integrators]
             try:
-                for (k, _), path in zip(self.integrators, run.paths):
+                for (k, _), path in zip(sources, run.paths):
                     writers.append(NXcanSASRunWriter(path, self.calibration.integrators[k].x,
                                                      self.calibration.raw, title=run.name))
             except BaseException:
@@ -413,12 +428,21 @@ class RunSink:
         while run.waiting:
             name, result = run.waiting.pop(0)
             assert result.curves is not None  # record() queues only frames with curves
-            for (k, _), writer in zip(self.integrators, run.writers):
-                graph = result.curves[k]
+            for (k, sub), writer in zip(run.sources or [(k, False) for k, _ in self.integrators], run.writers):
+                if sub:
+                    found = _subtracted_graph(result.curves, k)
+                    if found is None:  # a frame without the run's background (cannot happen today)
+                        log.warning("%s has no background-subtracted curve for %s", name, writer.path.name)
+                        continue
+                    graph = result.curves[found]
+                else:
+                    graph = result.curves[k]
                 x, intensity, error = graph["array"][:3]
                 key = f"{self.calibration.integrators[k].kind[0]}{k}"
-                writer.append(name, intensity, error, result.metadata, result.parameters.get(key, {}),
-                              q=x)
+                params = graph.get("parameters")  # a subtracted curve's own
+                writer.append(name, intensity, error, result.metadata,
+                              params if params is not None else result.parameters.get(key, {}),
+                              q=x, valid=graph.get("valid"), unit=graph.get("unit"))
             self.frames += 1
 
     def waiting_for_space(self) -> OSError | None:
@@ -556,6 +580,15 @@ class RunSink:
             raise full
         self._closing.remove(run)
         return done
+
+
+def _subtracted_graph(graphs: list[dict[str, Any]], k: int) -> int | None:
+    """The index of integrator ``k``'s background-subtracted graph among a frame's graphs."""
+    for i, g in enumerate(graphs):
+        conf = g.get("conf") or {}
+        if conf.get("subtracted") and conf.get("of") == k:
+            return i
+    return None
 
 
 def _entry_titles(path: Path) -> list[str]:

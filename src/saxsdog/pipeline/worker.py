@@ -13,7 +13,8 @@ import numpy as np
 from ..calibration import Calibration
 from ..errors import CorruptImageError, ImageError, ImageShapeError
 from ..io.images import Frame, inside, iter_frames
-from .naming import OutputRefused, frame_name, make_output_folder, output_base, write_output_bytes
+from .naming import (OutputRefused, frame_name, make_output_folder, output_base, subtracted_path,
+                     write_output_bytes)
 from .options import OUTPUT_FORMATS, QueueOptions
 from .pool import heartbeat
 from .tasks import ArenaRef, ImageResult, ImageTask
@@ -47,6 +48,14 @@ class ImageProcessor:
     Phi-mode integrators (I versus azimuth, not q) keep their ``.chi`` files in both
     NXcanSAS formats.
 
+    A curve with a background-subtracted twin (:attr:`Curve.subtracted`, a calibration with a
+    ``Background``) is written beside it under the name of
+    :func:`~saxsdog.pipeline.naming.subtracted_path` (``<stem>_sub.chi``, ...; in a per-image
+    NXcanSAS file one more entry), and travels in the live curves as one more graph after
+    the integrators' (``conf.subtracted`` true, ``conf.of`` the integrator's index).
+    NXcanSAS files leave out the bins without data; ``.chi`` files keep them as 0 rows
+    unless ``options.chi_drop_empty``.
+
     With ``options.confine_to`` (the server's base directory) an image is read only if its
     real path is inside it, checked right before it is opened (a file swapped for a
     symbolic link to an outside file after it was queued fails, unread), and each
@@ -62,6 +71,7 @@ class ImageProcessor:
         self.calibration = calibration
         self.options = options
         self.format = options.output_format
+        self._formatters: list[Any] | None = None  # .chi formatters of _chi_of
         self.suffixes = calibration.output_suffixes()
         self.keys = [f"{it.kind[0]}{i}" for i, it in enumerate(calibration.integrators)]
         kinds = [it.kind for it in calibration.integrators]
@@ -153,9 +163,30 @@ class ImageProcessor:
         for i in self.nx_index:
             c = curves[i]
             title = name if i == 0 else f"{name} [{self.suffixes[i].lstrip('_') or i}]"
-            frames.append({"name": title, "q": c.x, "I": c.intensity, "Idev": c.poisson,
-                           "metadata": meta, "parameters": c.parameters})
+            frames.append({"name": title, "q": c.x, "I": c.intensity, "Idev": c.poisson, "valid": _with_data(c),
+                           "unit": c.unit, "metadata": meta, "parameters": _frame_parameters(c)})
+        for i in self.nx_index:  # the background-subtracted curves after the unsubtracted ones
+            s = curves[i].subtracted
+            if s is not None:
+                tag = (self.suffixes[i] + "_sub").lstrip("_")
+                frames.append({"name": f"{name} [{tag}]", "q": s.x, "I": s.intensity, "Idev": s.poisson,
+                               "valid": _with_data(s), "unit": s.unit, "metadata": meta,
+                               "parameters": _frame_parameters(s)})
         write_nxcansas(path, frames, self.calibration.raw, title=name)
+
+    def _chi_of(self, i: int, curve) -> bytes:
+        """Integrator ``i``'s ``.chi`` bytes of ``curve`` (its own or its subtracted one, same bins).
+
+        The columns and header of :meth:`Calibration.chi_bytes`; with ``chi_drop_empty``
+        without the rows of the curve's empty bins.
+        """
+        if self._formatters is None:
+            from ..io.chi import RADIAL_LABELS, ChiFormatter
+
+            self._formatters = [ChiFormatter(it.x, self.calibration.raw, [it.x_label, *RADIAL_LABELS[1:]])
+                                for it in self.calibration.integrators]
+        keep = curve.has_data if self.options.chi_drop_empty else None
+        return self._formatters[i].render(curve.intensity, curve.poisson, curve.parameters, keep=keep)
 
     def _nxcansas_bytes(self, file_name: str, name: str, curves: list, meta: dict[str, Any]) -> bytes:
         """The NXcanSAS file of one frame, built where nobody else can write (a 0700 temporary folder)."""
@@ -180,6 +211,15 @@ class ImageProcessor:
             every = self.calibration.chi_bytes(curves)
             contents = every if self.format == "chi" else [every[i] for i in self.chi_index]
         t1 = time.perf_counter()
+        if self.chi_index and self.options.chi_drop_empty:  # the same files without the empty bins' rows
+            contents = [self._chi_of(i, curves[i]) for i in self.chi_index]
+        # background-subtracted twins of the .chi files: (path, content)
+        sub_chi: list[tuple[Path, bytes]] = []
+        with_sub = [i for i in self.chi_index if curves[i].subtracted is not None]
+        if with_sub:
+            chi_paths = outputs[1:] if self.format == "nxcansas" and self.nx_index else outputs
+            by_index = dict(zip(self.chi_index, chi_paths))
+            sub_chi = [(subtracted_path(by_index[i]), self._chi_of(i, curves[i].subtracted)) for i in with_sub]
         confine = self.options.confine_to
         if outputs:
             make_output_folder(outputs[0].parent, confine)
@@ -191,6 +231,8 @@ class ImageProcessor:
                 write_output_bytes(outputs[0], self._nxcansas_bytes(outputs[0].name, name, curves, scalars),
                                    confine)
             chi_outputs = outputs[1:]
+        for path, content in sub_chi:  # the subtracted curves' files first: the originals say "done"
+            write_output_bytes(path, content, confine)
         for path, content in zip(chi_outputs, contents):
             write_output_bytes(path, content, confine)
         if self.options.write_svg or self.options.write_png:
@@ -202,7 +244,7 @@ class ImageProcessor:
                 if confine is None:
                     from .plots import write_curve_plot
 
-                    write_curve_plot(curves[0], svg, title=Path(task.path).name)
+                    write_curve_plot(curves[0], svg, title=Path(task.path).name, unit=curves[0].unit)
                 else:  # rendered in memory, written like the .chi files (checked at the write)
                     write_output_bytes(svg, _curve_svg(curves[0], Path(task.path).name), confine)
             if self.options.write_png:
@@ -214,13 +256,16 @@ class ImageProcessor:
                 else:
                     write_output_bytes(png, _image_png(frame.data), confine)
         t2 = time.perf_counter()
+        outputs = outputs + [p for p, _ in sub_chi]  # after the others (the file list names the first)
         image_time = meta.get("timestamp")
         if image_time is None and task.payload is None:
             try:
                 image_time = os.stat(task.path).st_mtime
             except OSError:
                 image_time = None
-        parameters = {k: c.parameters for k, c in zip(self.keys, curves) if c.parameters}
+        parameters = {k: _frame_parameters(c) for k, c in zip(self.keys, curves) if c.parameters}
+        parameters.update({f"{k}_sub": _frame_parameters(c.subtracted) for k, c in zip(self.keys, curves)
+                           if c.subtracted is not None and c.subtracted.parameters})  # after the integrators'
         graphs = None
         every_frame = self.format == "nxcansas-run"  # the coordinator writes them all
         if every_frame or live:
@@ -232,6 +277,7 @@ class ImageProcessor:
                        "columnLabels": [it.x_label, *labels],
                        "array": [c.x, c.intensity, c.poisson] + ([c.stddev] if live else [])}
                       for it, c, sfx in zip(self.calibration.integrators, curves, self.suffixes)]
+            graphs = _reduced_graphs(graphs, self.calibration.integrators, curves, self.suffixes, live)
         return ImageResult(
             path=task.path, frame=frame.index, outputs=[str(p) for p in outputs], parameters=parameters,
             image_time=image_time, timings={"read": read_s, "integrate": t1 - t0, "write": t2 - t1},
@@ -248,7 +294,9 @@ def _curve_svg(curve, title: str) -> bytes:
 
     from .plots import curve_figure
 
-    fig = curve_figure(curve.x, curve.intensity, curve.poisson, title)
+    sub = curve.subtracted
+    fig = curve_figure(curve.x, curve.intensity, curve.poisson, title, unit=curve.unit,
+                       subtracted=None if sub is None else (sub.x, sub.intensity, sub.poisson))
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="svg")
@@ -265,3 +313,54 @@ def _image_png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     matplotlib.image.imsave(buf, data, cmap="viridis", origin="upper", format="png")
     return buf.getvalue()
+
+
+def intensity_label(unit: str) -> str:
+    """The intensity column's label: the original's for counts per pixel, else with the unit."""
+    return "Intensity (Count/Pixel)" if unit in ("counts/pixel", "") else f"Intensity ({unit})"
+
+
+def _with_data(curve) -> np.ndarray:
+    """The bins NXcanSAS files keep: with data, and with a finite value and error."""
+    return (np.asarray(curve.has_data, dtype=bool) & np.isfinite(curve.intensity)
+            & np.isfinite(curve.poisson))
+
+
+def _frame_parameters(curve) -> dict[str, Any]:
+    """A curve's parameters as results, history and run files carry them: with the frame's
+    dummy-pixel count (the .chi header keeps the curve's own parameters)."""
+    return {**curve.parameters, "dummy_pixels": int(curve.dummy_pixels)}
+
+
+def _with_reduction(graph: dict[str, Any], curve) -> dict[str, Any]:
+    """A graph object with what the run files and plots need of its curve, besides the original's keys.
+
+    ``unit`` (saxsdog's unit of I, also in the intensity column's label), ``dummy_pixels``
+    (the frame's count) and ``valid`` (bool per bin, a list, only when some bin is empty).
+    """
+    graph["columnLabels"][1] = intensity_label(curve.unit)
+    graph["unit"] = curve.unit
+    graph["dummy_pixels"] = int(curve.dummy_pixels)
+    has_data = _with_data(curve)
+    if not has_data.all() and has_data.size == len(graph["array"][0]):  # (a cake's graph is its profile)
+        graph["valid"] = has_data.tolist()
+    return graph
+
+
+def _reduced_graphs(graphs: list[dict[str, Any]], integrators: list, curves: list, suffixes: list[str],
+                    live: bool) -> list[dict[str, Any]]:
+    """The frame's graphs with units, dummy counts and valid bins, and after them one graph per
+    background-subtracted curve (``conf.subtracted`` true, ``conf.of`` its integrator's index,
+    ``parameters`` its own)."""
+    out = [_with_reduction(g, c) for g, c in zip(graphs, curves)]
+    for i, (it, c, sfx) in enumerate(zip(integrators, curves, suffixes)):
+        s = c.subtracted
+        if s is None:
+            continue
+        labels = [it.x_label, "", "Error Margin"] + (["Standard Deviation"] if live else [])
+        sub = {"kind": it.kind, "conf": {"Name": it.name, "suffix": sfx + "_sub", "subtracted": True, "of": i},
+               "columnLabels": labels,
+               "array": [s.x, s.intensity, s.poisson] + ([s.stddev] if live else []),
+               "parameters": _frame_parameters(s)}
+        out.append(_with_reduction(sub, s))
+    return out

@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { dirOf, historyDirs, historyRows, mergeHistory, newHistory } from "../../../src/saxsdog/server/static/history.js";
+import { countText, dirOf, dummySummary, historyDirs, historyRows, mergeHistory, newHistory }
+  from "../../../src/saxsdog/server/static/history.js";
 
 function answer(rows, until, processed) {
   const h = { path: [], frame: [], time: [], processed: [], I0: [], I1: [], I2: [], invariant: [],
@@ -47,4 +48,24 @@ test("sixty images in three answers: all sixty", () => {
   }
   assert.equal(historyRows(h).length, 60);
   assert.equal(h.lastCount, 60);
+});
+
+test("the dummy-pixel count per frame is kept when the server sends it", () => {
+  const h = newHistory();
+  const a = answer([{ path: "run/a.tif", time: 1 }, { path: "run/b.tif", time: 2 }, { path: "run/c.tif", time: 3 }], 5, 3);
+  a.history.dummy_pixels = [73671, 0, 73680];
+  mergeHistory(h, a);
+  const rows = historyRows(h);
+  assert.deepEqual(rows.map(r => r.dummies), [73671, 0, 73680]);
+  assert.deepEqual(dummySummary(rows), { min: 0, max: 73680, frames: 2 });
+  assert.match(countText(rows), /^3 image\(s\) · 0.73,680 dummy pixels per frame$/);
+  assert.match(countText(rows.slice(0, 1), "run"), /^1 image\(s\) in run · 73,671 dummy pixel\(s\) per frame$/);
+});
+
+test("an answer without the dummy column (an older server) has no count", () => {
+  const h = newHistory();
+  mergeHistory(h, answer([{ path: "run/a.tif", time: 1 }], 5, 1));
+  assert.equal(historyRows(h)[0].dummies, null);
+  assert.equal(dummySummary(historyRows(h)), null);
+  assert.equal(countText(historyRows(h)), "1 image(s)");
 });

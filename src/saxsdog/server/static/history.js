@@ -1,5 +1,6 @@
-// The History tab: integral parameters of every image of the queue, fetched incrementally
-// with `plotdata {since}` and merged by image (a re-processed image replaces its row).
+// The History tab: integral parameters and the dummy-pixel count of every image of the queue,
+// fetched incrementally with `plotdata {since}` and merged by image (a re-processed image
+// replaces its row).
 
 import { command } from "./api.js";
 import { $, $$, el } from "./dom.js";
@@ -24,6 +25,8 @@ export function mergeHistory(h, data) {
       path: d.path[i], frame: d.frame[i], time: d.time[i], processed: d.processed[i],
       I0: d.I0[i], I2: d.I2[i], invariant: d.invariant[i], corr: d.correlation_length[i], error: d.error[i],
     });
+    // pixels excluded as dummies in this frame (servers before issue 13 do not send the column)
+    h.rows.get(d.path[i] + "#" + d.frame[i]).dummies = d.dummy_pixels ? d.dummy_pixels[i] ?? null : null;
   }
   h.until = data.until || h.until;
   h.lastCount = data.stat ? data.stat["images processed"] : h.rows.size;
@@ -40,6 +43,22 @@ export function historyRows(h, dir = "") {
   const rows = [...h.rows.values()].filter(r => !r.error && (!dir || dirOf(r.path) === dir));
   rows.sort((a, b) => (a.time ?? a.processed ?? 0) - (b.time ?? b.processed ?? 0) || (a.path < b.path ? -1 : 1));
   return rows;
+}
+
+/** The dummy-pixel counts of `rows`: `{ min, max, frames }` (frames with any), or null when none is known. */
+export function dummySummary(rows) {
+  const counts = rows.map(r => r.dummies).filter(v => Number.isFinite(v));
+  if (!counts.length) return null;
+  return { min: Math.min(...counts), max: Math.max(...counts), frames: counts.filter(v => v > 0).length };
+}
+
+/** The count line of the tab: images (of a directory) and, when known, the dummy-pixel range. */
+export function countText(rows, dir = "") {
+  let text = `${rows.length} image(s)` + (dir ? ` in ${dir}` : "");
+  const d = dummySummary(rows);
+  if (d) text += d.min === d.max ? ` · ${d.min.toLocaleString()} dummy pixel(s) per frame`
+    : ` · ${d.min.toLocaleString()}–${d.max.toLocaleString()} dummy pixels per frame`;
+  return text;
 }
 
 export function historyDirs(h) {
@@ -89,6 +108,16 @@ function updateDirChoices() {
   for (const d of historyDirs(history)) if (!have.has(d)) sel.append(el("option", { value: d, text: d }));
 }
 
+/** The plot of the dummy-pixel counts, made below the others the first time a count is known. */
+function dummyPlot() {
+  let div = document.getElementById("hist-dummies");
+  if (!div) {
+    div = el("div", { id: "hist-dummies", class: "plot" });
+    $("#hist-corr").after(div);
+  }
+  return "hist-dummies";
+}
+
 export function drawProgress() {
   if (!window.Plotly) return;
   const rows = [...history.rows.values()].filter(r => r.processed).sort((a, b) => a.processed - b.processed);
@@ -111,7 +140,7 @@ export function drawProgress() {
 export function drawHistory() {
   const dir = $("#hist-dir").value;
   const rows = historyRows(history, dir);
-  $("#hist-count").textContent = `${rows.length} image(s)` + (dir ? ` in ${dir}` : "");
+  $("#hist-count").textContent = countText(rows, dir);
   if (!window.Plotly) return;
   drawProgress();
   const byIndex = $("#hist-x").value === "index";
@@ -125,6 +154,7 @@ export function drawHistory() {
     xaxis: { title: { text: byIndex ? "image number" : "image time" }, type: byIndex ? "linear" : "date" },
     yaxis: { title: { text: ytitle }, exponentformat: "power" }, uirevision: div,
   }, plotConf());
+  if (dummySummary(rows)) one(dummyPlot(), "dummies", "Dummy pixels per frame", COLORS[1], "pixels excluded");
   one("hist-i0", "I0", "Integral intensity I0", COLORS[0], "I0");
   one("hist-i2", "invariant", "Invariant I2", COLORS[2], "I2");
   one("hist-corr", "corr", "Correlation length", COLORS[3], "π·I1/I2 [nm]");

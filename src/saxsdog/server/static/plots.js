@@ -35,9 +35,68 @@ export function plainLabel(text) {
     .replace(/[$]/g, "").replace(/\s+/g, " ").trim();
 }
 
+/** Whether a graph is a background-subtracted curve (it follows the integrators' graphs). */
+export function isSubtracted(g) {
+  return Boolean(g && g.conf && g.conf.subtracted);
+}
+
+/** The integrator a graph belongs to: its own index, or for a subtracted curve `conf.of`. */
+export function integratorIndex(g, i) {
+  return isSubtracted(g) && Number.isInteger(g.conf.of) ? g.conf.of : i;
+}
+
 export function graphName(g, i) {
   const conf = g.conf || {};
-  return `${g.kind || "Radial"} ${i}` + (conf.Name ? ` (${conf.Name})` : "");
+  const k = integratorIndex(g, i);
+  return `${g.kind || "Radial"} ${k}` + (conf.Name ? ` (${conf.Name})` : "") + (isSubtracted(g) ? " − background" : "");
+}
+
+/** The intensity axis label of a graph: its `unit` when the server sends one, else its column label. */
+export function intensityLabel(g) {
+  if (g && g.unit) return `Intensity (${g.unit})`;
+  if (g && g.columnLabels && g.columnLabels[1]) return plainLabel(g.columnLabels[1]);
+  return "Intensity (counts/pixel)";
+}
+
+/** The frame's dummy-pixel count (first integrator), from its graph or its parameters; null if unknown. */
+export function dummyCount(msg) {
+  const g = msg && msg.graphs && msg.graphs[0];
+  if (g && Number.isFinite(g.dummy_pixels)) return g.dummy_pixels;
+  const first = msg && msg.IntegralParameters ? Object.values(msg.IntegralParameters)[0] : null;
+  return first && Number.isFinite(first.dummy_pixels) ? first.dummy_pixels : null;
+}
+
+/**
+ * The Plotly traces of a result's graphs: per curve its error bands and its line; a
+ * background-subtracted curve is drawn dashed in its integrator's colour.  Points a log axis
+ * cannot show are left out (no gaps: the bands are filled polygons).
+ */
+export function buildTraces(graphs, { logx = false, logy = true, bandP = true, bandS = false } = {}) {
+  const traces = [];
+  let xlabel = "q [nm⁻¹]", ylabel = "Intensity (counts/pixel)";
+  graphs.forEach((g, gi) => {
+    const keep = g.array[0].map((q, k) => q !== null && g.array[1][k] !== null &&
+      (!logx || q > 0) && (!logy || g.array[1][k] > 0));
+    const [x, I, err, std] = g.array.map(col => col ? col.filter((_, k) => keep[k]) : col);
+    const sub = isSubtracted(g);
+    const group = "g" + gi;
+    const color = COLORS[integratorIndex(g, gi) % COLORS.length];
+    if (g.columnLabels && g.columnLabels[0]) xlabel = plainLabel(g.columnLabels[0]);
+    if (!sub || gi === 0) ylabel = intensityLabel(g);
+    const band = (e, alpha, what) => {
+      if (!e) return;
+      const lo = I.map((v, k) => { const d = e[k] ?? 0; return logy ? Math.max(v - d, v * 0.1) : v - d; });
+      const hi = I.map((v, k) => v + (e[k] ?? 0));
+      traces.push({ x, y: lo, mode: "lines", line: { width: 0 }, hoverinfo: "skip", showlegend: false, legendgroup: group });
+      traces.push({ x, y: hi, mode: "lines", line: { width: 0 }, fill: "tonexty", fillcolor: hexToRgba(color, alpha),
+        name: `${what}`, hoverinfo: "skip", legendgroup: group, showlegend: false });
+    };
+    if (bandS) band(std, 0.15, "standard deviation");
+    if (bandP) band(err, sub ? 0.2 : 0.35, "error");
+    traces.push({ x, y: I, mode: "lines", name: graphName(g, gi),
+      line: { color, width: 1.5, ...(sub ? { dash: "dash" } : {}) }, legendgroup: group });
+  });
+  return { traces, xlabel, ylabel };
 }
 
 export function onResult(msg) {
@@ -64,8 +123,11 @@ function updatePlotInfo() {
   $("#plot-file").textContent = m.filename + (m.frame ? ` #${m.frame}` : "");
   $("#plot-time").textContent = (m.time ? "image time " + fmtTime(m.time) : "") +
     (m.processed_at ? ` · processed ${fmtTime(m.processed_at)}` : "");
+  const dummies = dummyCount(m);
+  if (dummies) $("#plot-time").textContent += ` · ${dummies.toLocaleString()} dummy pixel(s) excluded`;
   const params = m.IntegralParameters || {};
   const keys = ["I0", "I1", "I2", "correlation_length"];
+  if (Object.values(params).some(p => p && p.dummy_pixels !== undefined)) keys.push("dummy_pixels");
   $("#plot-params").replaceChildren(
     el("tr", {}, el("th", { text: "integrator" }), keys.map(k => el("th", { text: k === "I2" ? "I2 (invariant)" : k.replace("_", " ") }))),
     ...Object.entries(params).map(([name, p]) => el("tr", {}, el("td", { text: name }), keys.map(k => el("td", { text: fmtNum(p && p[k]) })))));
@@ -77,28 +139,7 @@ export function drawPlot() {
   updatePlotInfo();
   const logx = $("#logx").checked, logy = $("#logy").checked;
   const bandP = $("#band-poisson").checked, bandS = $("#band-std").checked;
-  const traces = [];
-  let xlabel = "q [nm⁻¹]", ylabel = "Intensity (counts/pixel)";
-  m.graphs.forEach((g, gi) => {
-    // points a log axis cannot show are left out (no gaps: the bands are filled polygons)
-    const keep = g.array[0].map((q, k) => q !== null && g.array[1][k] !== null &&
-      (!logx || q > 0) && (!logy || g.array[1][k] > 0));
-    const [x, I, err, std] = g.array.map(col => col ? col.filter((_, k) => keep[k]) : col);
-    const color = COLORS[gi % COLORS.length];
-    if (g.columnLabels && g.columnLabels[0]) xlabel = plainLabel(g.columnLabels[0]);
-    if (g.columnLabels && g.columnLabels[1]) ylabel = plainLabel(g.columnLabels[1]);
-    const band = (e, alpha, what) => {
-      if (!e) return;
-      const lo = I.map((v, k) => { const d = e[k] ?? 0; return logy ? Math.max(v - d, v * 0.1) : v - d; });
-      const hi = I.map((v, k) => v + (e[k] ?? 0));
-      traces.push({ x, y: lo, mode: "lines", line: { width: 0 }, hoverinfo: "skip", showlegend: false, legendgroup: "g" + gi });
-      traces.push({ x, y: hi, mode: "lines", line: { width: 0 }, fill: "tonexty", fillcolor: hexToRgba(color, alpha),
-        name: `${what}`, hoverinfo: "skip", legendgroup: "g" + gi, showlegend: false });
-    };
-    if (bandS) band(std, 0.15, "standard deviation");
-    if (bandP) band(err, 0.35, "Poisson error");
-    traces.push({ x, y: I, mode: "lines", name: graphName(g, gi), line: { color, width: 1.5 }, legendgroup: "g" + gi });
-  });
+  const { traces, xlabel, ylabel } = buildTraces(m.graphs, { logx, logy, bandP, bandS });
   const layout = {
     margin: { l: 70, r: 20, t: 30, b: 50 },
     xaxis: { title: { text: xlabel }, type: logx ? "log" : "linear" },
