@@ -23,8 +23,11 @@ test("types", () => {
 
 test("a new calibration holds the required and defaulted fields", () => {
   const cal = makeDefault(schema);
-  assert.deepEqual(Object.keys(cal).sort(), ["Directory", "GISAXSmode", "Geometry", "Live-Filelisting", "Masks",
-    "OverwriteFiles", "Slices", "Threads", "Title", "Wavelength"].filter(k => k in schema.properties).sort());
+  // Version 2 adds the Corrections and Normalization blocks, whose fields all have defaults.
+  assert.deepEqual(Object.keys(cal).sort(), ["Corrections", "Directory", "GISAXSmode", "Geometry", "Live-Filelisting",
+    "Masks", "Normalization", "OverwriteFiles", "Slices", "Threads", "Title", "Wavelength"]
+    .filter(k => k in schema.properties).sort());
+  assert.equal(cal.Corrections.SolidAngle, true, "a new calibration corrects the solid angle");
   assert.equal(cal.Wavelength, schema.properties.Wavelength.default);
   assert.deepEqual(cal.Geometry.BeamCenter, schema.properties.Geometry.properties.BeamCenter.default);
   assert.ok(!("DetectorDistanceMM" in cal.Geometry), "only one spelling of the distance");
