@@ -335,10 +335,11 @@ class Calibration:
 
     def chi_bytes(self, curves: list[Curve]) -> list[bytes]:
         """Render curves as ``.chi`` file contents (x, I, Poisson error)."""
-        if self._formatters is None:
+        if self._formatters is None:  # a cake is no curve: its file is <stem>_cake.h5 (b"" here)
             self._formatters = [ChiFormatter(it.x, self.raw, [it.x_label, "Intensity (Count/Pixel)", "Error Margin"])
-                                for it in self.integrators]
-        return [f.render(c.intensity, c.poisson, c.parameters) for f, c in zip(self._formatters, curves)]
+                                if it.kind != "Cake" else None for it in self.integrators]
+        return [f.render(c.intensity, c.poisson, c.parameters) if f is not None else b""
+                for f, c in zip(self._formatters, curves)]
 
     def write_chi(self, image: np.ndarray, path: str | os.PathLike[str]) -> list[Path]:
         """Integrate an image and write every integrator's ``.chi`` file atomically.
@@ -354,9 +355,16 @@ class Calibration:
         path = Path(path)
         stem = path.name[:-4] if path.name.endswith(".chi") else path.name
         written = []
-        for suffix, content in zip(self.output_suffixes(), self.chi_bytes(self.curves(image, stddev=False))):
-            target = path.with_name(stem + suffix + ".chi")
-            atomic_write_bytes(target, content)
+        curves = self.curves(image, stddev=False)
+        for it, c, suffix, content in zip(self.integrators, curves, self.output_suffixes(), self.chi_bytes(curves)):
+            if isinstance(it, CakeIntegrator):
+                from .io.cake import write_cake
+
+                target = path.with_name(stem + suffix + "_cake.h5")
+                write_cake(target, it, c, stem)
+            else:
+                target = path.with_name(stem + suffix + ".chi")
+                atomic_write_bytes(target, content)
             written.append(target)
         return written
 

@@ -316,7 +316,7 @@ class RunSink:
         self.skip_known = skip_known
         suffixes = calibration.output_suffixes()
         self.integrators = [(k, sfx) for k, (it, sfx) in enumerate(zip(calibration.integrators, suffixes))
-                            if it.kind != "Phi"]
+                            if it.kind not in ("Phi", "Cake")]
         self._default: str | None = None
         self._runs: dict[str, _Run] = {}
         self._finished_names: set[str] = set()
