@@ -148,7 +148,7 @@ class Calibration:
         self.cache = OperatorCache(cache_dir) if cache_dir is not None else None
         self.geometry = self._geometry()
         self._masks: dict[int, np.ndarray | None] = {}
-        self._formatters: list[ChiFormatter] | None = None
+        self._formatters: list[ChiFormatter | None] | None = None
         self.integrators: list[Integrator] = self._build_integrators()
 
     # -- configuration ---------------------------------------------------------------

@@ -100,3 +100,25 @@ def test_pipeline_writes_one_cake_file_per_frame(tmp_path: Path, image, fmt):
     back = read_cake(out / "img_1_cC1_cake.h5")
     expected = c.integrators[1].curve(image + 1)
     assert np.allclose(back["I"], c.integrators[1].as_map(expected.intensity))
+
+
+@pytest.mark.slow
+def test_radial_curves_in_another_unit_keep_chi_files_in_nxcansas(tmp_path: Path, image):
+    from saxsdog.io.chi import read_chi
+    from saxsdog.io.nxcansas import read_nxcansas
+
+    cal = small_calibration()
+    radial = dict(cal["Masks"][0])
+    cal["Masks"] = [radial, {**radial, "Unit": "2th_deg"}]
+    c = Calibration(cal, cache=False)
+    root = tmp_path / "data"
+    root.mkdir()
+    tifffile.imwrite(root / "img_0.tif", image)
+    q = run_queue(c, root, output_format="nxcansas", live_filelist=False)
+    assert not q.history.failures, q.history.failures
+    out = tmp_path / "work"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("img_")) == ["img_0.h5", "img_0_cR1.chi"]
+    assert len(read_nxcansas(out / "img_0.h5")) == 1  # the q curve only: NXcanSAS holds Q
+    chi = (out / "img_0_cR1.chi").read_text()
+    assert "2$\\\\theta$ [deg]" in chi or "theta" in chi
+    assert np.allclose(read_chi(out / "img_0_cR1.chi").q, c.integrators[1].x)

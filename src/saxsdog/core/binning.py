@@ -189,8 +189,10 @@ class RadialAxis:
             out: np.ndarray = np.sqrt(e[:-1] * e[1:])
             return out
         if self.open_ended:
-            return (np.arange(self.n_bins) + 0.5) * self.width  # exactly today's centres
-        return 0.5 * (e[:-1] + e[1:])
+            out = (np.arange(self.n_bins) + 0.5) * self.width  # exactly today's centres
+            return out
+        out = 0.5 * (e[:-1] + e[1:])
+        return out
 
     def labels(self, values: np.ndarray) -> np.ndarray:
         """Bin index per value, −1 outside the axis."""

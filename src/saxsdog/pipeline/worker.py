@@ -65,11 +65,12 @@ class ImageProcessor:
         self.suffixes = calibration.output_suffixes()
         self.keys = [f"{it.kind[0]}{i}" for i, it in enumerate(calibration.integrators)]
         kinds = [it.kind for it in calibration.integrators]
-        #: Integrators written as NXcanSAS entries (every one but Phi-mode and cakes).
-        self.nx_index = [i for i, k in enumerate(kinds) if k not in ("Phi", "Cake")] if self.format != "chi" else []
+        #: Integrators written as NXcanSAS entries: I(q) curves with q in nm⁻¹ (not Phi-mode, cakes,
+        #: or radial curves in another Unit, which keep .chi files).
+        self.nx_index = ([i for i, it in enumerate(calibration.integrators) if nxcansas_curve(it)]
+                         if self.format != "chi" else [])
         #: Integrators written as .chi files.
-        self.chi_index = ([i for i, k in enumerate(kinds) if k != "Cake"] if self.format == "chi"
-                          else [i for i, k in enumerate(kinds) if k == "Phi"])
+        self.chi_index = [i for i, k in enumerate(kinds) if k != "Cake" and i not in self.nx_index]
         #: Cake integrators: one ``<stem><suffix>_cake.h5`` per frame (saxsdog.io.cake), in every format.
         self.cake_index = [i for i, k in enumerate(kinds) if k == "Cake"]
         self._last_curves = -1e9
@@ -248,6 +249,12 @@ class ImageProcessor:
             processed_at=time.time(), worker=os.getpid(), metadata=scalars, curves=graphs, name=name,
             live=live,
         )
+
+
+def nxcansas_curve(integrator) -> bool:
+    """Whether an integrator's curves go into NXcanSAS files: I(q) with q in nm⁻¹."""
+    return (integrator.kind not in ("Phi", "Cake")
+            and integrator.operator.meta.get("unit", "q_nm^-1") == "q_nm^-1")
 
 
 def _cake_graph(integrator, curve, suffix: str, labels: list[str]) -> dict[str, Any]:
