@@ -340,3 +340,11 @@ def test_cake_of_many_bins_same_sums_in_every_kernel(geometry):
     covered = op.entries_per_pixel > 0
     assert np.isclose(ref1.sum(), (op.counts * (img.ravel() * op.correction)[op.entry_pixels]).sum(), rtol=1e-12)
     assert covered.any()
+
+
+def test_cake_poisson_error_equals_the_base_formula(geometry):
+    from saxsdog.core.integrators import Integrator
+
+    it = CakeIntegrator(build_cake_operator(geometry, None, 2, 30, 8))
+    I = np.random.default_rng(9).random(it.operator.n_bins) * 50 - 1  # a few negative bins too
+    assert np.allclose(it.poisson_error(I), Integrator.poisson_error(it, I), rtol=1e-13, atol=0)

@@ -8,6 +8,7 @@ the (corrected) pixel values within the bin.  Empty bins give 0 everywhere, neve
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -289,3 +290,17 @@ class CakeIntegrator(Integrator):
     def as_map(self, values: np.ndarray) -> np.ndarray:
         """A flat per-bin array as the ``(M, R)`` map (a view, no copy)."""
         return np.asarray(values).reshape(self.map_shape)
+
+    @cached_property
+    def _inverse_area(self) -> np.ndarray:
+        area = self.operator.area
+        inv: np.ndarray = np.where(area > 0, 1.0 / np.where(area > 0, area, 1.0), 0.0)
+        return inv
+
+    def poisson_error(self, intensity: np.ndarray) -> np.ndarray:
+        """``√(I·A)/A = √(I/A)`` per bin, 0 for empty bins: the base's values in two passes over
+        the map instead of seven (a 1000 × 360 map is 2.9 MB per array)."""
+        out = np.maximum(intensity, 0.0)
+        out *= self._inverse_area
+        np.sqrt(out, out=out)
+        return out
