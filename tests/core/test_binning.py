@@ -348,3 +348,10 @@ def test_cake_poisson_error_equals_the_base_formula(geometry):
     it = CakeIntegrator(build_cake_operator(geometry, None, 2, 30, 8))
     I = np.random.default_rng(9).random(it.operator.n_bins) * 50 - 1  # a few negative bins too
     assert np.allclose(it.poisson_error(I), Integrator.poisson_error(it, I), rtol=1e-13, atol=0)
+
+
+def test_plots_tell_the_units_apart():
+    from saxsdog.cli.plotchi import _x_kind
+
+    assert _x_kind(UNITS["2th_deg"].label) == "2theta" and _x_kind(UNITS["r_mm"].label) == "r"
+    assert _x_kind(UNITS["q_nm^-1"].label) == "q" and _x_kind(UNITS["q_A^-1"].label) == "q"
