@@ -300,7 +300,7 @@ class CakeIntegrator(Integrator):
     def poisson_error(self, intensity: np.ndarray) -> np.ndarray:
         """``√(I·A)/A = √(I/A)`` per bin, 0 for empty bins: the base's values in two passes over
         the map instead of seven (a 1000 × 360 map is 2.9 MB per array)."""
-        out = np.maximum(intensity, 0.0)
+        out: np.ndarray = np.maximum(intensity, 0.0)
         out *= self._inverse_area
         np.sqrt(out, out=out)
         return out
