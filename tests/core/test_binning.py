@@ -355,3 +355,15 @@ def test_plots_tell_the_units_apart():
 
     assert _x_kind(UNITS["2th_deg"].label) == "2theta" and _x_kind(UNITS["r_mm"].label) == "r"
     assert _x_kind(UNITS["q_nm^-1"].label) == "q" and _x_kind(UNITS["q_A^-1"].label) == "q"
+
+
+def test_phi_mode_ring_in_another_unit_is_the_same_ring(geometry):
+    from saxsdog.core.binning import q_from_unit
+
+    lo, hi = 0.3, 0.9  # 2θ in degrees
+    by_angle = build_phi_operator(geometry, None, 2, (lo, hi), 24, unit="2th_deg")
+    q_lo, q_hi = q_from_unit(geometry, "2th_deg", np.array([lo, hi]))
+    by_q = build_phi_operator(geometry, None, 2, (float(q_lo), float(q_hi)), 24)
+    assert by_angle.bin_counts.sum() > 0
+    # the same sub-pixels but for those on the ring's edges (rounding of the converted bounds)
+    assert np.abs(by_angle.bin_counts - by_q.bin_counts).sum() <= 2
