@@ -1,7 +1,8 @@
 """The oversampled sparse integration operator (SPEC §4).
 
 Every pixel is split into ``ov × ov`` sub-pixels; each sub-pixel gets the label of the
-bin it falls into (a radial q bin, an azimuth bin, or a slice column/row).  The pixel's
+bin it falls into (a radial bin in any unit, linear or log, optionally within a sector; an
+azimuth bin; a (radial, azimuth) bin of a cake map; or a slice column/row).  The pixel's
 weight in a bin is the number of its sub-pixels there.  Storing these *integer* counts
 (rather than floating-point fractions) keeps the operator exact: a constant image gives
 an exactly constant curve and the total intensity is conserved to rounding of the sums.
@@ -73,11 +74,12 @@ class BinningOperator:
     subpixels
         Sub-pixels per pixel (``ov²``).
     x
-        Bin centres (q in nm⁻¹, azimuth in degrees, or the slice's q scale).
+        Bin centres (radial bins in their unit, azimuth χ in degrees, a cake's radial
+        centres, or the slice's q scale).
     correction
         Optional per-pixel multiplicative correction (e.g. 1/polarization), float64.
     kind
-        ``"Radial"``, ``"Phi"`` or ``"Slice"``.
+        ``"Radial"``, ``"Phi"``, ``"Cake"`` or ``"Slice"``.
     x_label
         Label of the x column.
     """
@@ -301,7 +303,7 @@ def radial_bins(geometry: Geometry, pixels_per_bin: float) -> tuple[int, float]:
     return n_bins, q_max * pixels_per_bin / r_max
 
 
-# -- the three operators -------------------------------------------------------------
+# -- the operators (labellings: saxsdog.core.binning) ----------------------------------
 
 def _check_oversampling(oversampling: int) -> int:
     ov = int(oversampling)
