@@ -9,20 +9,23 @@ intensity only (``Integrator.integrate``) and the curve with errors (``Integrato
 no standard deviation, as the pipeline writes files) of: today's linear bins, log bins with
 about as many bins, a sector, and a 1000 × 360 cake; and pyFAI ``integrate2d`` of the same
 cake with its CSR engine (bbox and full pixel splitting, one OpenMP thread unless
-``--threads``).  saxsdog's kernels are single-threaded.  Prints one table.
+``--threads``).  saxsdog's kernels are single-threaded.  Prints one table (best of five
+batches per timing).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from pathlib import Path
 
 
 def per_call(fn, repeat: int) -> float:
-    """Median seconds per call over ``repeat`` calls in 5 batches (after one warm-up)."""
+    """Seconds per call: the best of 5 batches of ``repeat / 5`` calls (after one warm-up).
+
+    The best batch, as ``timeit`` does: on a machine shared with other jobs the slower
+    batches measure the other jobs."""
     fn()
     batches = []
     n = max(1, repeat // 5)
@@ -31,7 +34,7 @@ def per_call(fn, repeat: int) -> float:
         for _ in range(n):
             fn()
         batches.append((time.perf_counter() - t) / n)
-    return statistics.median(batches)
+    return min(batches)
 
 
 def main() -> None:
