@@ -367,3 +367,20 @@ def test_phi_mode_ring_in_another_unit_is_the_same_ring(geometry):
     assert by_angle.bin_counts.sum() > 0
     # the same sub-pixels but for those on the ring's edges (rounding of the converted bounds)
     assert np.abs(by_angle.bin_counts - by_q.bin_counts).sum() <= 2
+
+
+def test_slice_reference_from_the_calibration():
+    slices = [{"Direction": "y", "Plane": "Vertical", "CutPosition": 30, "CutMargin": 1, "IncidentAngle": 0.4,
+               "MaskRef": -1},
+              {"Direction": "y", "Plane": "Vertical", "CutPosition": 30, "CutMargin": 1, "IncidentAngle": 0.4,
+               "MaskRef": -1, "Reference": "horizon"}]
+    c = Calibration(small_calibration(Slices=slices, GISAXSmode=True), cache=False)
+    direct, horizon = (it.x for it in c.integrators)
+    k = 2 * np.pi / 0.154
+    ai = np.radians(0.4)
+    # same exit angles δ: horizon − direct = k [sin δ − sin(δ − αi)], k sin αi where δ = αi
+    delta = np.arcsin(np.clip(horizon / k - np.sin(ai), -1, 1))
+    assert np.allclose(direct, k * (np.sin(delta - ai) + np.sin(ai)), rtol=1e-9, atol=1e-9)
+    with pytest.raises(CalibrationError) as info:
+        Calibration(small_calibration(Slices=[{**slices[0], "Reference": "sample"}]), cache=False)
+    assert info.value.path == "$.Slices[0].Reference"
