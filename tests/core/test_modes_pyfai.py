@@ -138,6 +138,7 @@ def test_cake_matches_pyfai_integrate2d(setup, bins, image, min_area):
     assert _median_rel(ours, res.intensity, it.as_map(op.area), min_area) <= 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha_i", [0.0, 0.2, 1.0])
 @pytest.mark.parametrize("tilt", [(0.0, 0.0), (-0.56, 73.569), (6.0, -40.0)])
 def test_slice_q_z_from_pyfais_scattering_directions(alpha_i, tilt):
