@@ -47,9 +47,10 @@ import numpy as np
 
 from .config import CALIBRATION
 from .core.geometry import Geometry
-from .core.integrators import (Curve, Integrator, PhiIntegrator, RadialIntegrator, SliceIntegrator,
-                               integral_parameters)
-from .core.operator import (BinningOperator, build_phi_operator, build_radial_operator,
+from .core.binning import BinningError
+from .core.integrators import (CakeIntegrator, Curve, Integrator, PhiIntegrator, RadialIntegrator,
+                               SliceIntegrator, integral_parameters)
+from .core.operator import (BinningOperator, build_cake_operator, build_phi_operator, build_radial_operator,
                             build_slice_operator)
 from .errors import CalibrationError
 from .io.atomic import atomic_write_bytes
@@ -165,7 +166,7 @@ class Calibration:
         self.cache = OperatorCache(cache_dir) if cache_dir is not None else None
         self.geometry = self._geometry()
         self._masks: dict[int, np.ndarray | None] = {}
-        self._formatters: list[ChiFormatter] | None = None
+        self._formatters: list[ChiFormatter | None] | None = None
         #: The per-pixel corrections of ``Corrections`` (``None`` without saxsdog.core.corrections).
         self.pixel_corrections: Any = self._pixel_corrections()
         self.integrators: list[Integrator] = self._build_integrators()
@@ -244,25 +245,7 @@ class Calibration:
         gparams = self._geometry_params()
         if not self.config.get("GISAXSmode", False):
             for i, entry in enumerate(self.config["Masks"]):
-                mask = self.mask(i)
-                ov = int(entry["Oversampling"])
-                pol = self._operator_polarization()
-                if entry.get("Phi-mode", False):
-                    q_stop = float(entry["qStop"]) if entry["qStop"] > 0 else np.inf
-                    q_range = (float(entry["qStart"]), q_stop)
-                    params = {"kind": "Phi", **gparams, "ov": ov, "q_range": [q_range[0], str(q_stop)],
-                              "pol": pol}
-                    op = self._cached(params, mask, functools.partial(
-                        build_phi_operator, self.geometry, mask, ov, q_range, polarization=pol))
-                    integrators.append(PhiIntegrator(op, entry, entry.get("Name", ""), self.method,
-                                                     **self._integrator_kwargs()))
-                else:
-                    ppre = float(entry["PixelPerRadialElement"])
-                    params = {"kind": "Radial", **gparams, "ov": ov, "ppre": ppre, "pol": pol}
-                    op = self._cached(params, mask, functools.partial(
-                        build_radial_operator, self.geometry, mask, ov, ppre, polarization=pol))
-                    integrators.append(RadialIntegrator(op, entry, entry.get("Name", ""), self.method,
-                                                        **self._integrator_kwargs()))
+                integrators.append(self._mask_integrator(i, entry, gparams))
         for j, entry in enumerate(self.config.get("Slices", [])):
             integrators.append(Slice(self, entry, index=j))
         if not integrators:
@@ -270,6 +253,62 @@ class Calibration:
                                    (" and no slices in GISAXSmode" if self.config.get("GISAXSmode") else ""),
                                    "$.Masks", self.raw.get("Masks"), "at least one mask or slice")
         return integrators
+
+    def _mask_integrator(self, i: int, entry: Mapping[str, Any], gparams: dict[str, Any]) -> Integrator:
+        """The integrator of ``Masks[i]``: radial (linear/log, unit, range, sector), Phi-mode or cake.
+
+        Every build parameter is part of the operator cache key.
+        """
+        mask = self.mask(i)
+        ov = int(entry["Oversampling"])
+        pol = self._operator_polarization()
+        unit = entry.get("Unit", "q_nm^-1")
+        binning = entry.get("Binning", "linear")
+        ppd = entry.get("PointsPerDecade")
+        rrange = entry.get("RadialRange")
+        arange = entry.get("AzimuthRange")
+        rrange_t = None if rrange is None else (float(rrange[0]), float(rrange[1]))
+        arange_t = None if arange is None else (float(arange[0]), float(arange[1]))
+        modes = {"unit": unit, "binning": binning, "ppd": ppd, "radial_range": rrange,
+                 "azimuth_range": arange}
+        name = entry.get("Name", "")
+        cake = entry.get("Cake")
+        try:
+            if cake is not None:
+                if entry.get("Phi-mode", False):
+                    raise BinningError("Phi-mode and Cake exclude each other", "Cake", cake,
+                                       "either Phi-mode or Cake")
+                r_bins, a_bins = int(cake["RadialBins"]), int(cake["AzimuthBins"])
+                params = {"kind": "Cake", **gparams, "ov": ov, "pol": pol, **modes, "cake": [r_bins, a_bins],
+                          "chi": "clockwise"}
+                op = self._cached(params, mask, functools.partial(
+                    build_cake_operator, self.geometry, mask, ov, r_bins, a_bins, pol, unit=unit,
+                    binning=binning, radial_range=rrange_t, azimuth_range=arange_t))
+                return CakeIntegrator(op, dict(entry), name, self.method, **self._integrator_kwargs())
+            if entry.get("Phi-mode", False):
+                if rrange_t is not None:
+                    q_range = rrange_t
+                else:
+                    q_stop = float(entry["qStop"]) if entry["qStop"] > 0 else np.inf
+                    q_range = (float(entry["qStart"]), q_stop)
+                n_phi = int(entry.get("PhiBins", 360))
+                params = {"kind": "Phi", **gparams, "ov": ov, "q_range": [q_range[0], str(q_range[1])],
+                          "pol": pol, "unit": unit, "azimuth_range": arange, "phi_bins": n_phi,
+                          "chi": "clockwise"}
+                op = self._cached(params, mask, functools.partial(
+                    build_phi_operator, self.geometry, mask, ov, q_range, n_phi, pol,
+                    azimuth_range=arange_t, unit=unit))
+                return PhiIntegrator(op, dict(entry), name, self.method, **self._integrator_kwargs())
+            ppre = float(entry["PixelPerRadialElement"])
+            params = {"kind": "Radial", **gparams, "ov": ov, "ppre": ppre, "pol": pol}
+            if any(v is not None for v in (rrange, arange, ppd)) or unit != "q_nm^-1" or binning != "linear":
+                params.update(modes)  # today's entries keep today's cache keys
+            op = self._cached(params, mask, functools.partial(
+                build_radial_operator, self.geometry, mask, ov, ppre, polarization=pol, unit=unit,
+                binning=binning, points_per_decade=ppd, radial_range=rrange_t, azimuth_range=arange_t))
+            return RadialIntegrator(op, dict(entry), name, self.method, **self._integrator_kwargs())
+        except BinningError as exc:
+            raise CalibrationError(str(exc), f"$.Masks[{i}].{exc.field}", exc.value, exc.expected) from None
 
     # -- the original's API, in snake_case -------------------------------------------
     @property
@@ -298,6 +337,8 @@ class Calibration:
 
     def integral_parameters(self, intensity: np.ndarray) -> dict[str, float | None]:
         """I0, I1, I2, invariant and correlation length of a curve of the first integrator."""
+        if isinstance(self.radial, RadialIntegrator):  # log bins, units and ranges integrate in q
+            return self.radial.parameters(intensity)
         entry = self.radial.config
         return integral_parameters(self.radial.x, intensity, float(entry.get("qStart", 0.0)),
                                    entry.get("qStop"))
@@ -583,10 +624,11 @@ class Calibration:
 
     def chi_bytes(self, curves: list[Curve]) -> list[bytes]:
         """Render curves as ``.chi`` file contents (x, I, Poisson error)."""
-        if self._formatters is None:
+        if self._formatters is None:  # a cake is no curve: its file is <stem>_cake.h5 (b"" here)
             self._formatters = [ChiFormatter(it.x, self.raw, [it.x_label, "Intensity (Count/Pixel)", "Error Margin"])
-                                for it in self.integrators]
-        return [f.render(c.intensity, c.poisson, c.parameters) for f, c in zip(self._formatters, curves)]
+                                if it.kind != "Cake" else None for it in self.integrators]
+        return [f.render(c.intensity, c.poisson, c.parameters) if f is not None else b""
+                for f, c in zip(self._formatters, curves)]
 
     def write_chi(self, image: np.ndarray, path: str | os.PathLike[str],
                   metadata: Mapping[str, Any] | None = None) -> list[Path]:
@@ -603,10 +645,16 @@ class Calibration:
         path = Path(path)
         stem = path.name[:-4] if path.name.endswith(".chi") else path.name
         written = []
-        contents = self.chi_bytes(self.curves(image, stddev=False, metadata=metadata))
-        for suffix, content in zip(self.output_suffixes(), contents):
-            target = path.with_name(stem + suffix + ".chi")
-            atomic_write_bytes(target, content)
+        curves = self.curves(image, stddev=False, metadata=metadata)
+        for it, c, suffix, content in zip(self.integrators, curves, self.output_suffixes(), self.chi_bytes(curves)):
+            if isinstance(it, CakeIntegrator):
+                from .io.cake import write_cake
+
+                target = path.with_name(stem + suffix + "_cake.h5")
+                write_cake(target, it, c, stem)
+            else:
+                target = path.with_name(stem + suffix + ".chi")
+                atomic_write_bytes(target, content)
             written.append(target)
         return written
 
@@ -639,7 +687,7 @@ class Slice(SliceIntegrator):
         try:
             op = build_slice_operator(calibration.geometry, mask, entry["Direction"], entry["Plane"],
                                       int(entry["CutPosition"]), int(entry["CutMargin"]),
-                                      float(entry["IncidentAngle"]))
+                                      float(entry["IncidentAngle"]), entry.get("Reference", "direct"))
         except ValueError as exc:
             raise CalibrationError(str(exc), json_path, entry.get("CutPosition"),
                                    "a band inside the detector") from None

@@ -157,7 +157,8 @@ def test_phi_mode_sees_an_anisotropic_pattern():
     img = np.where(g.azimuth() > 0, 10.0, 1.0)  # upper half bright; centre on a pixel edge
     op = build_phi_operator(g, None, 3, (0.1, 3.0), n_bins=8)
     I = PhiIntegrator(op).integrate(img)
-    assert np.allclose(I[4:], 10.0) and np.allclose(I[:4], 1.0)
+    # χ is clockwise on the image as read (pyFAI's χ): the upper half is χ in (−180°, 0°)
+    assert np.allclose(I[:4], 10.0) and np.allclose(I[4:], 1.0)
 
 
 def test_slice_band_and_mean(geometry, mask):
@@ -179,10 +180,17 @@ def test_slice_q_scales(geometry):
     op_v = build_slice_operator(geometry, None, "y", "Vertical", 40, 1, incident_angle_deg=0.5)
     # q_v increases upwards: row 0 (top) has the largest value
     assert op_v.x[0] > op_v.x[-1]
-    # bottom row: centre 0.5 px above the bottom edge, i.e. (0.5 - Y) px above the beam
+    # bottom row: centre 0.5 px above the bottom edge, i.e. (0.5 - Y) px above the beam; on an
+    # untilted detector the exit angle from the direct beam is δ = atan(dy / √(d² + dx²)) on the
+    # band's centre column (39.5, CutPosition 40 is 1-based) and q_z = k [sin(δ − αi) + sin αi]
+    # (the standard grazing-incidence convention; before, k (sin δ + sin αi) with dx ignored)
+    flat = Geometry(SHAPE, (70.3, 40.8), 200.0, (172.0, 172.0), 1.54)
+    op_v = build_slice_operator(flat, None, "y", "Vertical", 40, 1, incident_angle_deg=0.5)
     k = 2 * np.pi / 0.154
-    alpha_f = np.arctan((0.5 - 70.3) * 0.172 / 200.0)
-    assert np.isclose(op_v.x[-1], k * (np.sin(alpha_f) + np.sin(np.radians(0.5))), rtol=1e-12)
+    dx, dy = (39.5 - 40.8) * 0.172, (0.5 - 70.3) * 0.172
+    delta = np.arctan(dy / np.hypot(200.0, dx))
+    ai = np.radians(0.5)
+    assert np.isclose(op_v.x[-1], k * (np.sin(delta - ai) + np.sin(ai)), rtol=1e-12)
 
 
 def test_slice_outside_detector_is_an_error(geometry):

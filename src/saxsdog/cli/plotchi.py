@@ -146,6 +146,8 @@ def _x_kind(label: str) -> str:
         return "azimuth"
     if "theta" in text or "2θ" in text:
         return "2theta"
+    if "radius" in text or "[mm]" in text:  # Unit r_mm
+        return "r"
     return "q"
 
 

@@ -50,6 +50,9 @@ def _scipy_accumulate(op: BinningOperator, flat: np.ndarray, squares: bool) -> t
 
 _REGISTRY["scipy"] = _scipy_accumulate
 
+#: Above this many bins (cake maps) the numba kernel accumulates in one lane, not four.
+_ONE_LANE_BINS = 32768
+
 try:  # pragma: no branch - depends on the environment
     import numba
 
@@ -70,8 +73,28 @@ try:  # pragma: no branch - depends on the environment
             if out2 is not None:
                 out2[i] += c * v * v
 
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _nb_kernel_one_lane(img, pix, bins, counts, corr, out, out2):  # type: ignore[no-untyped-def]  # pragma: no cover
+        # Many bins (a cake map): four lanes would be four times a large array to zero and
+        # sum per frame, and consecutive entries rarely share a bin anyway.
+        for k in range(pix.size):
+            j = pix[k]
+            v = np.float64(img[j])
+            if corr is not None:
+                v *= corr[j]
+            b = bins[k]
+            c = counts[k]
+            out[b] += c * v
+            if out2 is not None:
+                out2[b] += c * v * v
+
     def _numba_accumulate(op: BinningOperator, flat: np.ndarray,
                           squares: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if op.n_bins > _ONE_LANE_BINS:
+            s1 = np.zeros(op.n_bins, dtype=np.float64)
+            s2 = np.zeros(op.n_bins, dtype=np.float64) if squares else None
+            _nb_kernel_one_lane(flat, op.entry_pixels, op.bins, op.counts, op.correction, s1, s2)
+            return s1, s2
         out = np.zeros(op.n_bins * 4, dtype=np.float64)
         out2 = np.zeros(op.n_bins * 4, dtype=np.float64) if squares else None
         _nb_kernel(flat, op.entry_pixels, op.bins, op.counts, op.correction, out, out2)

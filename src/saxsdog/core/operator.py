@@ -1,7 +1,8 @@
 """The oversampled sparse integration operator (SPEC §4).
 
 Every pixel is split into ``ov × ov`` sub-pixels; each sub-pixel gets the label of the
-bin it falls into (a radial q bin, an azimuth bin, or a slice column/row).  The pixel's
+bin it falls into (a radial bin in any unit, linear or log, optionally within a sector; an
+azimuth bin; a (radial, azimuth) bin of a cake map; or a slice column/row).  The pixel's
 weight in a bin is the number of its sub-pixels there.  Storing these *integer* counts
 (rather than floating-point fractions) keeps the operator exact: a constant image gives
 an exactly constant curve and the total intensity is conserved to rounding of the sums.
@@ -27,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .binning import (MAX_CAKE_BINS, UNITS, BinningError, RadialAxis, _lab_perpendicular, azimuth_axis, chi_degrees,
+                      q_from_unit, radial_axis, radial_values)
 from .geometry import Geometry
 
 #: One block's entries: pixel indices, bin indices and sub-pixel counts.
@@ -38,6 +41,7 @@ __all__ = [
     "BinningOperator",
     "build_radial_operator",
     "build_phi_operator",
+    "build_cake_operator",
     "build_slice_operator",
     "polarization_factor",
     "radial_bins",
@@ -70,11 +74,12 @@ class BinningOperator:
     subpixels
         Sub-pixels per pixel (``ov²``).
     x
-        Bin centres (q in nm⁻¹, azimuth in degrees, or the slice's q scale).
+        Bin centres (radial bins in their unit, azimuth χ in degrees, a cake's radial
+        centres, or the slice's q scale).
     correction
         Optional per-pixel multiplicative correction (e.g. 1/polarization), float64.
     kind
-        ``"Radial"``, ``"Phi"`` or ``"Slice"``.
+        ``"Radial"``, ``"Phi"``, ``"Cake"`` or ``"Slice"``.
     x_label
         Label of the x column.
     """
@@ -298,12 +303,37 @@ def radial_bins(geometry: Geometry, pixels_per_bin: float) -> tuple[int, float]:
     return n_bins, q_max * pixels_per_bin / r_max
 
 
-# -- the three operators -------------------------------------------------------------
+# -- the operators (labellings: saxsdog.core.binning) ----------------------------------
+
+def _check_oversampling(oversampling: int) -> int:
+    ov = int(oversampling)
+    if not 1 <= ov <= 15:
+        raise ValueError("oversampling must be between 1 and 15")
+    return ov
+
+
+def _radial_meta(geometry: Geometry, axis: RadialAxis, meta: dict[str, Any]) -> dict[str, Any]:
+    """Operator metadata of a radial axis: unit, NeXus unit, unless today's bins the edges,
+    and for units other than nm⁻¹ the centres and edges in q (for the integral parameters)."""
+    if axis.unit != "q_nm^-1":
+        meta["unit"] = axis.unit
+        meta["nx_unit"] = UNITS[axis.unit].nx_unit
+        meta["q_x"] = [float(v) for v in q_from_unit(geometry, axis.unit, axis.centres)]
+        meta["q_edges"] = [float(v) for v in q_from_unit(geometry, axis.unit, axis.edges)]
+    if not axis.open_ended:
+        meta["edges"] = [float(e) for e in axis.edges]
+        meta["binning"] = "log" if axis.log else "linear"
+    return meta
+
 
 def build_radial_operator(geometry: Geometry, valid_mask: np.ndarray | None = None,
                           oversampling: int = 3, pixels_per_bin: float = 1.0,
-                          polarization: tuple[float, float] | None = None) -> BinningOperator:
-    """Build the radial (azimuthal-average) operator, bins uniform in q.
+                          polarization: tuple[float, float] | None = None, *,
+                          unit: str = "q_nm^-1", binning: str = "linear",
+                          points_per_decade: float | None = None,
+                          radial_range: tuple[float, float] | None = None,
+                          azimuth_range: tuple[float, float] | None = None) -> BinningOperator:
+    """Build the radial (azimuthal-average) operator.
 
     Parameters
     ----------
@@ -314,60 +344,129 @@ def build_radial_operator(geometry: Geometry, valid_mask: np.ndarray | None = No
     oversampling
         Sub-pixels per pixel edge.
     pixels_per_bin
-        Bin width in (average) detector pixels.
+        Linear bins: width in (average) detector pixels.
     polarization
         ``(fraction, angle_deg)`` to fold the polarization correction in, or ``None``.
+    unit, binning, points_per_decade, radial_range
+        The radial axis (see :func:`saxsdog.core.binning.radial_axis`); the defaults give
+        today's bins, uniform in q from 0.
+    azimuth_range
+        ``(start, stop)`` in degrees of χ for a sector (see
+        :func:`saxsdog.core.binning.azimuth_axis`); ``None``: the full circle.
 
     Returns
     -------
     BinningOperator
-        With ``x`` the bin centres in nm⁻¹.
+        With ``x`` the bin centres in ``unit``; ``meta["edges"]`` the edges unless the bins
+        are today's default.
     """
-    ov = int(oversampling)
-    if not 1 <= ov <= 15:
-        raise ValueError("oversampling must be between 1 and 15")
-    n_bins, dq = radial_bins(geometry, pixels_per_bin)
+    ov = _check_oversampling(oversampling)
+    axis = radial_axis(geometry, unit, binning, pixels_per_bin, points_per_decade, radial_range)
+    sector = (azimuth_axis(azimuth_range, 1, geometry.max_radius_px())
+              if azimuth_range is not None else None)
 
     def labels(q: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        return np.minimum((q / dq).astype(np.int64), n_bins - 1)
-
-    parts = _label_subpixels(geometry, valid_mask, ov, labels)
-    correction = None
-    if polarization is not None:
-        correction = 1.0 / polarization_factor(geometry, *polarization).ravel()
-    x = (np.arange(n_bins) + 0.5) * dq
-    return _assemble(geometry.shape, n_bins, parts, ov * ov, x, "Radial",
-                     "Scattering Vector  q [$nm^{-1}$]", correction, {"dq": dq})
-
-
-def build_phi_operator(geometry: Geometry, valid_mask: np.ndarray | None = None,
-                       oversampling: int = 3, q_range: tuple[float, float] = (0.0, np.inf),
-                       n_bins: int = 360,
-                       polarization: tuple[float, float] | None = None) -> BinningOperator:
-    """Build the Phi-mode operator: intensity versus azimuth within ``q_range``.
-
-    Azimuth bins cover [−180°, 180°) uniformly, measured counter-clockwise from the
-    horizontal axis (pointing right) as the image is displayed; only sub-pixels with
-    ``q_start <= q < q_stop`` count.
-    """
-    ov = int(oversampling)
-    if not 1 <= ov <= 15:
-        raise ValueError("oversampling must be between 1 and 15")
-    q_start, q_stop = q_range
-
-    def labels(q: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        psi = np.degrees(np.arctan2(dy, dx))
-        lab: np.ndarray = np.floor((psi + 180.0) / 360.0 * n_bins).astype(np.int64) % n_bins
-        lab[(q < q_start) | (q >= q_stop)] = -1
+        lab = axis.labels(radial_values(geometry, unit, q, dx, dy))
+        if sector is not None:
+            lab[sector.labels(chi_degrees(geometry, dx, dy)) < 0] = -1
         return lab
 
     parts = _label_subpixels(geometry, valid_mask, ov, labels)
     correction = None
     if polarization is not None:
         correction = 1.0 / polarization_factor(geometry, *polarization).ravel()
-    x = -180.0 + (np.arange(n_bins) + 0.5) * 360.0 / n_bins
-    return _assemble(geometry.shape, n_bins, parts, ov * ov, x, "Phi", "Azimuth [deg]",
-                     correction, {"q_range": [q_start, q_stop]})
+    meta: dict[str, Any] = {"dq": axis.width} if not axis.log else {}
+    if sector is not None:
+        meta["azimuth_range"] = [sector.start, sector.start + sector.width]
+    return _assemble(geometry.shape, axis.n_bins, parts, ov * ov, axis.centres, "Radial",
+                     UNITS[unit].label, correction, _radial_meta(geometry, axis, meta))
+
+
+def build_phi_operator(geometry: Geometry, valid_mask: np.ndarray | None = None,
+                       oversampling: int = 3, q_range: tuple[float, float] = (0.0, np.inf),
+                       n_bins: int = 360,
+                       polarization: tuple[float, float] | None = None, *,
+                       azimuth_range: tuple[float, float] | None = None,
+                       unit: str = "q_nm^-1") -> BinningOperator:
+    """Build the Phi-mode operator: intensity versus azimuth χ within a radial range.
+
+    Azimuth bins cover [−180°, 180°) (or ``azimuth_range``) uniformly in χ, measured
+    clockwise from 3 o'clock on the image as read, as pyFAI's χ (see
+    :mod:`saxsdog.core.binning`); only sub-pixels with ``start <= value < stop`` of
+    ``q_range`` (in ``unit``, default nm⁻¹) count.
+    """
+    ov = _check_oversampling(oversampling)
+    r_start, r_stop = q_range
+    if not r_stop > r_start:
+        raise BinningError(f"radial range [{r_start:g}, {r_stop:g}] of Phi-mode is empty or inverted",
+                           "qStop", r_stop, "qStop > qStart (or 0 for the largest q)")
+    azimuth = azimuth_axis(azimuth_range, n_bins, geometry.max_radius_px())
+    if unit not in UNITS:
+        raise BinningError(f"unknown radial unit {unit!r}", "Unit", unit, "one of " + ", ".join(UNITS))
+
+    def labels(q: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        lab = azimuth.labels(chi_degrees(geometry, dx, dy))
+        v = radial_values(geometry, unit, q, dx, dy)
+        lab[(v < r_start) | (v >= r_stop)] = -1
+        return lab
+
+    parts = _label_subpixels(geometry, valid_mask, ov, labels)
+    correction = None
+    if polarization is not None:
+        correction = 1.0 / polarization_factor(geometry, *polarization).ravel()
+    meta: dict[str, Any] = {"q_range": [r_start, r_stop], "azimuth_edges": [float(e) for e in azimuth.edges]}
+    if unit != "q_nm^-1":
+        meta["unit"] = unit
+    return _assemble(geometry.shape, azimuth.n_bins, parts, ov * ov, azimuth.centres, "Phi",
+                     "Azimuth [deg]", correction, meta)
+
+
+def build_cake_operator(geometry: Geometry, valid_mask: np.ndarray | None = None,
+                        oversampling: int = 3, radial_bins: int = 1000, azimuth_bins: int = 360,
+                        polarization: tuple[float, float] | None = None, *,
+                        unit: str = "q_nm^-1", binning: str = "linear",
+                        radial_range: tuple[float, float] | None = None,
+                        azimuth_range: tuple[float, float] | None = None) -> BinningOperator:
+    """Build a cake operator: a 2-D map I(radial, χ) with ``radial_bins × azimuth_bins`` bins.
+
+    Bin ``b = a · R + r`` holds radial bin ``r`` of azimuth bin ``a``, so a curve's
+    intensity reshapes to ``(azimuth_bins, radial_bins)``.  The operator's ``x`` holds the
+    ``R`` radial centres, ``meta["azimuth"]`` the ``M`` χ centres.
+    """
+    ov = _check_oversampling(oversampling)
+    for name, value in (("RadialBins", radial_bins), ("AzimuthBins", azimuth_bins)):
+        if not (isinstance(value, (int, np.integer)) and value >= 1):
+            raise BinningError(f"Cake {name} must be a positive integer, not {value!r}", "Cake", value,
+                               f"{name} >= 1")
+    total = int(radial_bins) * int(azimuth_bins)
+    if total > MAX_CAKE_BINS:
+        raise BinningError(f"Cake of {radial_bins} × {azimuth_bins} = {total:.3g} bins is more than "
+                           f"{MAX_CAKE_BINS:.3g}", "Cake", {"RadialBins": radial_bins, "AzimuthBins": azimuth_bins},
+                           f"RadialBins × AzimuthBins <= {MAX_CAKE_BINS}")
+    n_r = int(radial_bins)
+    axis = radial_axis(geometry, unit, binning, 1.0, 1.0, radial_range, n_bins=n_r)
+    azimuth = azimuth_axis(azimuth_range, int(azimuth_bins), geometry.max_radius_px(),
+                           bins_field="Cake")
+
+    def labels(q: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        lab_r = axis.labels(radial_values(geometry, unit, q, dx, dy))
+        lab_a = azimuth.labels(chi_degrees(geometry, dx, dy))
+        lab: np.ndarray = lab_a * n_r + lab_r
+        lab[(lab_r < 0) | (lab_a < 0)] = -1
+        return lab
+
+    parts = _label_subpixels(geometry, valid_mask, ov, labels)
+    correction = None
+    if polarization is not None:
+        correction = 1.0 / polarization_factor(geometry, *polarization).ravel()
+    meta = _radial_meta(geometry, axis, {"cake": [int(azimuth_bins), n_r],
+                               "azimuth": [float(c) for c in azimuth.centres],
+                               "azimuth_edges": [float(e) for e in azimuth.edges]})
+    meta["edges"] = [float(e) for e in axis.edges]
+    meta["unit"] = unit
+    meta["nx_unit"] = UNITS[unit].nx_unit
+    return _assemble(geometry.shape, total, parts, ov * ov, axis.centres, "Cake",
+                     UNITS[unit].label, correction, meta)
 
 
 def slice_band(shape: tuple[int, int], direction: str, position: int, margin: int) -> tuple[int, int]:
@@ -392,40 +491,74 @@ def slice_band(shape: tuple[int, int], direction: str, position: int, margin: in
     return lo, hi
 
 
-def slice_q_scale(geometry: Geometry, direction: str, plane: str, incident_angle_deg: float) -> np.ndarray:
-    """q scale of a GISAXS slice along its direction (one value per row/column).
+def slice_q_scale(geometry: Geometry, direction: str, plane: str, incident_angle_deg: float,
+                  reference: str = "direct", band_centre: float | None = None) -> np.ndarray:
+    """q scale of a GISAXS slice along its direction (one value per column or row).
 
-    In the detector frame without Ewald-sphere correction (the SAXSDOG paper, §4.3): ``InPlane``
-    gives ``q_h = 4π/λ sin(2θ_f/2)`` from the horizontal exit angle (signed), ``Vertical``
-    gives ``q_v = 2π/λ (sin α_f + sin α_i)`` with α_f the vertical exit angle (positive
-    upwards).  ``direction`` says which detector axis runs along the slice; ``plane``
-    whether that axis is parallel to the sample surface (InPlane) or normal to it.
+    The standard grazing-incidence convention, without Ewald-sphere (q_x) correction.
+    For every pixel on the slice's centre line the scattered direction is taken in the
+    laboratory frame (tilt included).  With δ its exit angle, along the slice, out of the
+    plane that holds the beam and the detector axis across the slice:
+
+    * ``Vertical`` (the slice runs normal to the sample surface):
+      ``q_z = k [sin(δ − α_i) + sin α_i]`` with δ measured from the direct beam
+      (``reference="direct"``: BeamCenter is the direct beam, the usual case, so the exit
+      angle from the surface is α_f = δ − α_i), or ``q_z = k [sin δ + sin α_i]`` with
+      ``reference="horizon"`` (BeamCenter is the sample horizon, α_f = δ);
+    * ``InPlane`` (the slice runs in the surface plane): ``q_h = 2k sin(2θ_f/2)``, signed,
+      with 2θ_f the in-plane exit angle from the direct beam, ``atan2(p_along, p_beam)``.
+
+    ``k = 2π/λ``; positive upwards (``y`` slices) and to the right (``x`` slices).
+
+    Parameters
+    ----------
+    geometry
+        Detector geometry.
+    direction
+        ``"x"`` (along columns) or ``"y"`` (along rows).
+    plane
+        ``"InPlane"`` or ``"Vertical"``.
+    incident_angle_deg
+        Angle of incidence α_i in degrees.
+    reference
+        ``"direct"`` or ``"horizon"`` (see above; only the vertical scale depends on it).
+    band_centre
+        Continuous coordinate of the slice's centre line across the slice (row from the
+        top for ``x``, column from the left for ``y``); default: through the beam centre.
     """
     nrows, ncols = geometry.shape
     y_c, x_c = geometry.beam_center
-    px_v, px_h = geometry.pixel_size_um
-    d = geometry.distance_mm
-    k = 2.0 * np.pi / (geometry.wavelength_A * 0.1)
-    if direction == "x":  # along columns
-        offsets_mm = (np.arange(ncols) + 0.5 - x_c) * px_h * 1e-3
-    elif direction == "y":  # along rows, upward positive
-        offsets_mm = ((nrows - (np.arange(nrows) + 0.5)) - y_c) * px_v * 1e-3
+    if reference not in ("direct", "horizon"):
+        raise ValueError(f"unknown slice Reference {reference!r} (expected 'direct' or 'horizon')")
+    if direction == "x":  # one value per column, on the row band_centre
+        cols = np.arange(ncols) + 0.5
+        rows = np.full(ncols, nrows - y_c if band_centre is None else band_centre)
+    elif direction == "y":  # one value per row, on the column band_centre
+        rows = np.arange(nrows) + 0.5
+        cols = np.full(nrows, x_c if band_centre is None else band_centre)
     else:
         raise ValueError(f"unknown slice direction {direction!r} (expected 'x' or 'y')")
-    angle = np.arctan(offsets_mm / d)
+    dx, dy = geometry._offsets_mm(rows, cols)
+    h, v = _lab_perpendicular(geometry, dx, dy)
+    beam = geometry.distance_mm + geometry._along_beam(dx, dy)
+    along, across = (h, v) if direction == "x" else (v, h)
+    k = 2.0 * np.pi / (geometry.wavelength_A * 0.1)
     q: np.ndarray
     if plane == "InPlane":
-        q = 2.0 * k * np.sin(angle / 2.0)
+        q = 2.0 * k * np.sin(np.arctan2(along, beam) / 2.0)
         return q
     if plane == "Vertical":
-        q = k * (np.sin(angle) + np.sin(np.radians(incident_angle_deg)))
+        delta = np.arctan2(along, np.hypot(across, beam))
+        alpha_i = np.radians(incident_angle_deg)
+        alpha_f = delta - alpha_i if reference == "direct" else delta
+        q = k * (np.sin(alpha_f) + np.sin(alpha_i))
         return q
     raise ValueError(f"unknown slice plane {plane!r} (expected 'InPlane' or 'Vertical')")
 
 
 def build_slice_operator(geometry: Geometry, valid_mask: np.ndarray | None, direction: str,
                          plane: str, position: int, margin: int,
-                         incident_angle_deg: float = 0.0) -> BinningOperator:
+                         incident_angle_deg: float = 0.0, reference: str = "direct") -> BinningOperator:
     """Build a GISAXS slice operator: the mean over a band of rows (or columns).
 
     Parameters
@@ -442,6 +575,9 @@ def build_slice_operator(geometry: Geometry, valid_mask: np.ndarray | None, dire
         Band centre and half-width in pixels (see :func:`slice_band`).
     incident_angle_deg
         Incidence angle for the vertical q scale.
+    reference
+        ``"direct"`` (BeamCenter is the direct beam) or ``"horizon"`` (it is the sample
+        horizon), see :func:`slice_q_scale`.
     """
     nrows, ncols = geometry.shape
     valid = _check_mask(valid_mask, geometry.shape)
@@ -454,8 +590,11 @@ def build_slice_operator(geometry: Geometry, valid_mask: np.ndarray | None, dire
         labels[:, lo:hi] = np.arange(nrows)[:, None]
         n_bins = nrows
     parts = [_aggregate_block(labels, 1, 0, ncols, valid)]
-    x = slice_q_scale(geometry, direction, plane, incident_angle_deg)
+    # the centre line of the band as CutPosition gives it (before clipping to the detector)
+    centre = nrows - position + 0.5 if direction == "x" else position - 0.5
+    x = slice_q_scale(geometry, direction, plane, incident_angle_deg, reference, centre)
     label = ("vertical scattering vector $q_{v}$ [$nm^{-1}$]" if plane == "Vertical"
              else "horizontal scattering vector $q_{h}$ [$nm^{-1}$]")
     return _assemble(geometry.shape, n_bins, parts, 1, x, "Slice", label, None,
-                     {"band": [lo, hi], "direction": direction, "plane": plane})
+                     {"band": [lo, hi], "direction": direction, "plane": plane,
+                      "reference": reference})

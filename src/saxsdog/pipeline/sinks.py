@@ -323,9 +323,11 @@ class RunSink:
         self._run_name = run_name
         self.replace = replace
         self.skip_known = skip_known
+        from .worker import nxcansas_curve
+
         suffixes = calibration.output_suffixes()
         self.integrators = [(k, sfx) for k, (it, sfx) in enumerate(zip(calibration.integrators, suffixes))
-                            if it.kind != "Phi"]
+                            if nxcansas_curve(it)]
         self._default: str | None = None
         self._runs: dict[str, _Run] = {}
         self._finished_names: set[str] = set()

@@ -75,11 +75,14 @@ class ImageProcessor:
         self.suffixes = calibration.output_suffixes()
         self.keys = [f"{it.kind[0]}{i}" for i, it in enumerate(calibration.integrators)]
         kinds = [it.kind for it in calibration.integrators]
-        #: Integrators written as NXcanSAS entries (every one but Phi-mode).
-        self.nx_index = [i for i, k in enumerate(kinds) if k != "Phi"] if self.format != "chi" else []
+        #: Integrators written as NXcanSAS entries: I(q) curves with q in nm⁻¹ (not Phi-mode, cakes,
+        #: or radial curves in another Unit, which keep .chi files).
+        self.nx_index = ([i for i, it in enumerate(calibration.integrators) if nxcansas_curve(it)]
+                         if self.format != "chi" else [])
         #: Integrators written as .chi files.
-        self.chi_index = (list(range(len(kinds))) if self.format == "chi"
-                          else [i for i, k in enumerate(kinds) if k == "Phi"])
+        self.chi_index = [i for i, k in enumerate(kinds) if k != "Cake" and i not in self.nx_index]
+        #: Cake integrators: one ``<stem><suffix>_cake.h5`` per frame (saxsdog.io.cake), in every format.
+        self.cake_index = [i for i, k in enumerate(kinds) if k == "Cake"]
         self._last_curves = -1e9
 
     def outputs_for(self, task: ImageTask, frame: int | None) -> list[Path]:
@@ -89,10 +92,11 @@ class ImageProcessor:
         the coordinator's.
         """
         h5 = self.format == "nxcansas" and bool(self.nx_index)
-        if not self.chi_index and not h5:
+        if not self.chi_index and not h5 and not self.cake_index:
             return []  # nxcansas-run without Phi-mode integrators: nothing per frame
         base = output_base(task.path, task.root, self.options, frame, stem=task.output_stem)
         outputs = [base.with_name(base.name + self.suffixes[i] + ".chi") for i in self.chi_index]
+        outputs += [base.with_name(base.name + self.suffixes[i] + "_cake.h5") for i in self.cake_index]
         if h5:
             outputs.insert(0, base.with_name(base.name + ".h5"))
         return outputs
@@ -209,7 +213,7 @@ class ImageProcessor:
         contents: list[bytes] = []
         if self.chi_index:
             every = self.calibration.chi_bytes(curves)
-            contents = every if self.format == "chi" else [every[i] for i in self.chi_index]
+            contents = [every[i] for i in self.chi_index]
         t1 = time.perf_counter()
         if self.chi_index and self.options.chi_drop_empty:  # the same files without the empty bins' rows
             contents = [self._chi_of(i, curves[i]) for i in self.chi_index]
@@ -235,6 +239,12 @@ class ImageProcessor:
             write_output_bytes(path, content, confine)
         for path, content in zip(chi_outputs, contents):
             write_output_bytes(path, content, confine)
+        if self.cake_index:  # the cake files are the last outputs
+            from ..io.cake import cake_bytes
+
+            for path, i in zip(outputs[len(outputs) - len(self.cake_index):], self.cake_index):
+                write_output_bytes(path, cake_bytes(self.calibration.integrators[i], curves[i], name, scalars),
+                                   confine)
         if self.options.write_svg or self.options.write_png:
             base = output_base(task.path, task.root, self.options,
                                frame.index if frame.nframes > 1 else None, stem=task.output_stem)
@@ -276,6 +286,7 @@ class ImageProcessor:
             graphs = [{"kind": it.kind, "conf": {"Name": it.name, "suffix": sfx},
                        "columnLabels": [it.x_label, *labels],
                        "array": [c.x, c.intensity, c.poisson] + ([c.stddev] if live else [])}
+                      if it.kind != "Cake" else _cake_graph(it, c, sfx, labels[:2])
                       for it, c, sfx in zip(self.calibration.integrators, curves, self.suffixes)]
             graphs = _reduced_graphs(graphs, self.calibration.integrators, curves, self.suffixes, live)
         return ImageResult(
@@ -284,6 +295,22 @@ class ImageProcessor:
             processed_at=time.time(), worker=os.getpid(), metadata=scalars, curves=graphs, name=name,
             live=live,
         )
+
+
+def nxcansas_curve(integrator) -> bool:
+    """Whether an integrator's curves go into NXcanSAS files: I(q) with q in nm⁻¹."""
+    return (integrator.kind not in ("Phi", "Cake")
+            and integrator.operator.meta.get("unit", "q_nm^-1") == "q_nm^-1")
+
+
+def _cake_graph(integrator, curve, suffix: str, labels: list[str]) -> dict[str, Any]:
+    """A cake for live plots: its azimuthal average as the curve and a small map as ``cake``."""
+    from ..io.cake import azimuthal_profile, cake_preview
+
+    intensity, error = azimuthal_profile(integrator, curve)
+    return {"kind": "Cake", "conf": {"Name": integrator.name, "suffix": suffix},
+            "columnLabels": [integrator.x_label, *labels], "array": [integrator.x, intensity, error],
+            "cake": cake_preview(integrator, curve)}
 
 
 def _curve_svg(curve, title: str) -> bytes:

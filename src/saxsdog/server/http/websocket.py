@@ -63,7 +63,9 @@ def result_message(basedir: Path, result: Any) -> dict[str, Any]:
         "IntegralParameters": result.parameters,
         "timings": result.timings,
         "graphs": [{"kind": g.get("kind"), "conf": g.get("conf"), "columnLabels": g.get("columnLabels"),
-                    "array": [np.asarray(a) for a in g.get("array", [])]} for g in result.curves or []],
+                    "array": [np.asarray(a) for a in g.get("array", [])],
+                    **({"cake": g["cake"]} if "cake" in g else {})}  # a cake map's small preview
+                   for g in result.curves or []],
     }
 
 

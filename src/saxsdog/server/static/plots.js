@@ -1,6 +1,7 @@
 // The Plots tab: the latest curve with its error bands, and number formatting shared by the tabs.
 
 import { command } from "./api.js";
+import { drawCakes } from "./cake.js";
 import { $, el } from "./dom.js";
 import { S } from "./state.js";
 
@@ -148,4 +149,5 @@ export function drawPlot() {
     uirevision: `${logx}-${logy}`,
   };
   Plotly.react("plot-main", traces, layout, plotConf());
+  drawCakes(m, logy);  // cake maps as small images below the curves
 }
