@@ -557,3 +557,18 @@ def test_version_2_accepts_every_form_it_documents():
     with pytest.raises(CalibrationError) as info:
         CALIBRATION.load(small_cal(Version=2, Background={"Scale": 2}))
     assert info.value.path == "$.Background.File"
+
+
+def test_a_calibration_using_a_version_2_mode_is_written_as_version_2():
+    from saxsdog.config import CALIBRATION
+
+    raw = {"Geometry": {"BeamCenter": [5, 5], "DedectorDistanceMM": 1000, "PixelSizeMicroM": [172],
+                        "Imagesize": [10, 10]}, "Masks": [{"MaskFile": ""}], "Wavelength": 1.54}
+    plain = CALIBRATION.for_file(CALIBRATION.load(raw))
+    assert "Version" not in plain  # nothing of version 2 used: the original still reads it
+    logbins = {**raw, "Masks": [{"MaskFile": "", "Binning": "log", "PointsPerDecade": 50,
+                                 "RadialRange": [0.1, 3]}]}
+    out = CALIBRATION.for_file(CALIBRATION.load(logbins))
+    assert out["Version"] == 2 and out["Masks"][0]["Binning"] == "log"
+    sliced = {**raw, "Slices": [{"Direction": "x", "Plane": "Vertical", "CutPosition": 3, "Reference": "horizon"}]}
+    assert CALIBRATION.for_file(CALIBRATION.load(sliced))["Version"] == 2

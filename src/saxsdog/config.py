@@ -579,6 +579,8 @@ def _calibration_doc() -> SchemaDoc:
 #: per object path (``"*"``: every list item).
 CALIBRATION_V2_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
     (): ("Corrections", "Normalization", "Background"),
+    ("Masks", "*"): ("Binning", "PointsPerDecade", "Unit", "RadialRange", "AzimuthRange", "PhiBins", "Cake"),
+    ("Slices", "*"): ("Reference",),
 }
 
 
