@@ -426,13 +426,19 @@ def _control_points(image: np.ndarray, valid: np.ndarray, params: np.ndarray, pi
         if values.shape[0] == 0:
             continue
         n = values.shape[1]
-        top = np.argmax(values, axis=1)
         edge = max(2, n // 8)
+        # a straight baseline through both ends of the window: the background under a ring
+        # near the beamstop slopes steeply, and a flat one would pull the crest inwards
+        left = values[:, :edge].mean(axis=1)
+        right = values[:, -edge:].mean(axis=1)
+        ramp = np.linspace(0.0, 1.0, n)[None, :]
+        baseline = left[:, None] + (right - left)[:, None] * ramp
+        base = np.minimum(left, right)
+        values = values - baseline
+        top = np.argmax(values, axis=1)
         interior = (top >= edge) & (top < n - edge)
-        base = np.minimum(values[:, :edge].mean(axis=1), values[:, -edge:].mean(axis=1))
-        peak = values[np.arange(values.shape[0]), top]
-        amp = peak - base
-        half = base + 0.5 * amp
+        amp = values[np.arange(values.shape[0]), top]
+        half = 0.5 * amp
         # contiguous run above half maximum around the top
         above = values >= half[:, None]
         idx = np.arange(n)[None, :]

@@ -32,23 +32,26 @@ def calibration_from_fit(fit: CalibrationFit, template: Mapping[str, Any] | None
         Title of a new calibration (ignored with a template).
     """
     g = fit.geometry
+    fitted = {
+        "BeamCenter": [round(g.beam_center[0], 4), round(g.beam_center[1], 4)],
+        "DetectorDistanceMM": round(g.distance_mm, 4),
+        "ImageSize": [int(g.shape[0]), int(g.shape[1])],
+        "PixelSizeMicroM": [float(g.pixel_size_um[0]), float(g.pixel_size_um[1])],
+        "Tilt": {"TiltAngleDeg": round(g.tilt_deg, 5), "TiltRotDeg": round(g.tilt_rotation_deg, 4)},
+    }
+    wavelength = round(g.wavelength_A, 7) if fit.refined_wavelength else g.wavelength_A
     if template is not None:
         doc = CALIBRATION.load(copy.deepcopy(dict(template)))
+        doc["Geometry"].update(fitted)
+        doc["Wavelength"] = wavelength
     else:
         doc = CALIBRATION.load({
             "Title": title or f"{fit.calibrant} calibration",
-            "Geometry": {"BeamCenter": [0.0, 0.0], "PixelSizeMicroM": [172.0, 172.0]},
+            "Geometry": fitted,
             "Masks": [{"MaskFile": "", "Oversampling": 3, "PixelPerRadialElement": 1, "qStart": 0.0,
                        "qStop": 0.0}],
-            "Wavelength": g.wavelength_A,
+            "Wavelength": wavelength,
         })
-    geometry = doc["Geometry"]
-    geometry["BeamCenter"] = [round(g.beam_center[0], 4), round(g.beam_center[1], 4)]
-    geometry["DetectorDistanceMM"] = round(g.distance_mm, 4)
-    geometry["ImageSize"] = [int(g.shape[0]), int(g.shape[1])]
-    geometry["PixelSizeMicroM"] = [float(g.pixel_size_um[0]), float(g.pixel_size_um[1])]
-    geometry["Tilt"] = {"TiltAngleDeg": round(g.tilt_deg, 5), "TiltRotDeg": round(g.tilt_rotation_deg, 4)}
-    doc["Wavelength"] = round(g.wavelength_A, 7) if fit.refined_wavelength else g.wavelength_A
     written = CALIBRATION.for_file(doc)
     CALIBRATION.load(written)  # the same checks as reading it back
     return written

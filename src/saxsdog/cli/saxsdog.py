@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  saxsdog -c cal.json --stream tcp://eiger:9999 --series 0 --format nxcansas-run -o /data/out\n"
                "                                             every series (one run file each), until Ctrl-C\n"
                "  saxsdog --demo                              synthetic data, no setup needed\n"
+               "  saxsdog calibrate agbeh.tif --calibrant AgBh -o cal.json   fit the geometry to a\n"
+               "                                             calibrant's rings (saxsdog calibrate --help)\n"
                "\nExit codes: 0 all images processed; 1 some images failed, or no images found\n"
                "(a batch run over an empty folder, or a Directory filter that selects none);\n"
                "2 usage or calibration error; 130 interrupted (run again with -r).\n"
@@ -193,6 +195,10 @@ def _check_demo(workdir: Path, n: int, out) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else list(argv))[:1] == ["calibrate"]:  # a folder named so: ./calibrate
+        from saxsdog.cli import calibrate
+
+        return calibrate.main((sys.argv[1:] if argv is None else list(argv))[1:])
     args = build_parser().parse_args(argv)
     if args.svg or args.png or args.plotmonitor:  # else every image fails in the workers
         from saxsdog.extras import import_optional
