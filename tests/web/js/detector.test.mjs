@@ -95,3 +95,16 @@ test("zoom keeps the point under the cursor; pan moves; pixels under the cursor"
   assert.equal(pixelAt([10, 20], 5, 20), null);
   assert.equal(zoomAt(v, 0, 0, 1e9).scale, 64);
 });
+
+test("a fit goes into the calibration in the spelling it uses, the rest kept", async () => {
+  const { applyFit } = await import("../../../src/saxsdog/server/static/geometry.js");
+  const cal = { Title: "t", Geometry: { DedectorDistanceMM: 1, Imagesize: [1, 1], BeamCenter: [0, 0], PixelSizeMicroM: [1, 1],
+    Tilt: { TiltAngleDeg: 0, TiltRotDeg: 0 } }, Masks: [{ MaskFile: "m.msk" }], Wavelength: 1 };
+  const fit = { BeamCenter: [805.2, 422.7], DetectorDistanceMM: 830.15, ImageSize: [1043, 981], PixelSizeMicroM: [172, 172],
+    TiltAngleDeg: 0.7, TiltRotDeg: -161, Wavelength: 1.54987 };
+  const out = applyFit(cal, fit);
+  assert.deepEqual(out, { Title: "t", Geometry: { DedectorDistanceMM: 830.15, Imagesize: [1043, 981], BeamCenter: [805.2, 422.7],
+    PixelSizeMicroM: [172, 172], Tilt: { TiltAngleDeg: 0.7, TiltRotDeg: -161 } }, Masks: [{ MaskFile: "m.msk" }], Wavelength: 1.54987 });
+  assert.equal(cal.Geometry.DedectorDistanceMM, 1);  // a copy
+  assert.equal(geometryFromCalibration(out).distanceMM, 830.15);
+});

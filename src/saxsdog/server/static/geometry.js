@@ -126,3 +126,22 @@ export function ringPoints(geo, tth, n = 360) {
   }
   return out;
 }
+
+/**
+ * A copy of the calibration `cal` with the fitted `geometry` (the `geometry` of a
+ * `calibrateimage` answer) put in: beam centre, distance, tilt, pixel size, image size and
+ * wavelength, each in the spelling `cal` already uses; every other field kept.
+ */
+export function applyFit(cal, geometry) {
+  const out = JSON.parse(JSON.stringify(cal || {}));
+  const g = out.Geometry && typeof out.Geometry === "object" ? out.Geometry : (out.Geometry = {});
+  g.BeamCenter = [geometry.BeamCenter[0], geometry.BeamCenter[1]];
+  const distKey = "DetectorDistanceMM" in g ? "DetectorDistanceMM" : "DedectorDistanceMM";
+  g[distKey] = geometry.DetectorDistanceMM;
+  const sizeKey = "ImageSize" in g ? "ImageSize" : "Imagesize";
+  g[sizeKey] = [geometry.ImageSize[0], geometry.ImageSize[1]];
+  g.PixelSizeMicroM = [geometry.PixelSizeMicroM[0], geometry.PixelSizeMicroM[1]];
+  g.Tilt = { ...(g.Tilt || {}), TiltAngleDeg: geometry.TiltAngleDeg, TiltRotDeg: geometry.TiltRotDeg };
+  out.Wavelength = geometry.Wavelength;
+  return out;
+}
