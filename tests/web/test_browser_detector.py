@@ -183,7 +183,7 @@ def test_mask_drawn_saved_as_msk_reloaded_and_integrated(browser, server, handle
         np.save(npy, expected.astype(np.uint8))
         cal["Masks"][0]["MaskFile"] = str(npy)
         curve = Calibration(cal, cache=False).curves(image)[0]
-        assert np.allclose(np.asarray(got[0], float), curve.q, rtol=1e-12)
+        assert np.allclose(np.asarray(got[0], float), curve.x, rtol=1e-12)
         want = np.where(np.isfinite(curve.intensity), curve.intensity, np.nan)
         assert np.allclose(np.asarray(got[1], float), want, rtol=1e-9, equal_nan=True)
         # and differs from the curve without the drawn shapes
