@@ -756,6 +756,10 @@ class CommandHandler:
             from .. import calibrate as fit_module
         except ImportError as exc:  # pragma: no cover - the package ships with saxsdog
             raise ToolUnavailable(f"calibration needs the calibrate package: {exc}") from None
+        try:  # a wrong calibrant name is the first thing to hear about
+            fit_module.d_spacings(arg["calibrant"])
+        except fit_module.CalibrantError as exc:
+            raise CommandError(str(exc)) from None
         names = arg.get("filenames") or []
         attachments = list(attachments)
         mask_raw = attachments.pop() if arg.get("mask") else None
@@ -786,8 +790,13 @@ class CommandHandler:
         if not wavelength:
             raise CommandError("the wavelength is unknown (not in the image header): give it")
         pixel = arg.get("pixel") or (geometry or {}).get("PixelSizeMicroM")
+        if not pixel:  # as saxsdog calibrate: from the detector the header names
+            from ..cli.calibrate import DETECTOR_PIXELS_UM
+
+            detector = str(frame.metadata.get("detector", "")).upper()
+            pixel = next(([size] for family, size in DETECTOR_PIXELS_UM.items() if family in detector), None)
         if not pixel:
-            raise CommandError("the pixel size is unknown: give it (µm)")
+            raise CommandError("the pixel size is unknown (the image header names no known detector): give it (µm)")
         mask = mask_from_bytes(mask_raw, image.shape) if mask_raw is not None else None
         try:
             return calibrate(image, calibrant=arg["calibrant"], wavelength_A=float(wavelength),
