@@ -5,11 +5,11 @@ calibrating from a calibrant image.
 Same browser set-up as test_browser.py (Debian's /usr/bin/chromium driven by Playwright).
 """
 
+# ruff: noqa: F811  (the browser fixtures of test_browser.py are imported, and taken as arguments)
 from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,3 +249,44 @@ def test_calibrate_from_the_image_shown_and_accept(page, server, base, data_dir,
     assert page.input_value(field("$.Masks[0].MaskFile")) == "AAA_integ.msk"  # the rest is kept
     page.wait_for_function("() => document.querySelector('#cal-summary').textContent.includes('valid')")
     assert not page.problems, page.problems
+
+
+def test_the_view_follows_the_queue(page, server, handler, base, data_dir):
+    from webleash_helpers import calibration_request
+
+    arg, att = calibration_request(data_dir)
+    assert handler.execute("new", arg, att)["result"] == "new queue"
+    (p,) = add_images(base, 1)
+    handler.session.feeder_event(str(p))
+    assert wait_for(lambda: handler.session.queue.history.latest is not None, 60)
+    log_in(page, server.url)
+    page.wait_for_function("() => document.querySelector('#queue-state').textContent.startsWith('queue')")
+    page.click('.tabs button[data-tab="detector"]')  # a running queue: its latest frame at once
+    page.wait_for_function("() => document.querySelector('#det-msg').textContent.startsWith('run/img_00000.tif')")
+    page.check("#det-follow")
+    (p,) = add_images(base, 1, start=1)
+    handler.session.feeder_event(str(p))
+    page.wait_for_function("() => document.querySelector('#det-msg').textContent.startsWith('run/img_00001.tif')",
+                           timeout=60_000)
+    assert not page.problems, page.problems
+
+
+def test_detector_tab_usable_at_900_px(browser, server, data_dir, tmp_path):
+    from test_browser import LAYOUT_PROBLEMS_JS
+
+    context = browser.new_context(viewport={"width": 900, "height": 800})
+    try:
+        page = context.new_page()
+        page.problems = []
+        page.on("pageerror", lambda exc: page.problems.append(f"page error: {exc}"))
+        log_in(page, server.url)
+        load_cal_and_show(page, data_dir)
+        assert page.evaluate(LAYOUT_PROBLEMS_JS) == []
+        overlap = page.evaluate("""() => {
+            const [a, b] = [...document.querySelector('#tab-detector .detcols').children].map(e => e.getBoundingClientRect());
+            return a.right > b.left + 1 && a.bottom > b.top + 1 && b.bottom > a.top + 1; }""")
+        assert not overlap
+        shoot(page, tmp_path, "leash-900-detector.png")
+        assert not page.problems, page.problems
+    finally:
+        context.close()

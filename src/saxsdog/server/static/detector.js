@@ -235,7 +235,7 @@ function drawEditing(ctx, v) {
 function readout(row, col) {
   const box = $("#det-readout");
   const px = D.frame && pixelAt(D.frame.shape, row, col);
-  if (!px) { box.dataset.row = ""; box.textContent = D.frame ? "outside the image" : "no frame"; return; }
+  if (!px) { box.dataset.row = ""; box.textContent = D.frame ? "outside the image" : "no frame shown"; return; }
   const [r, c] = px;
   const value = valueAt(r, c);
   const geo = geometry();
