@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -76,6 +77,7 @@ def test_cursor_readout_matches_the_calibrations_q(page, server, base, data_dir,
     from saxsdog.io.images import read_image
 
     image = np.asarray(read_image(base / "template.tif").data)
+    print(f"Pilatus 1M frame shown {page.evaluate('() => window.saxsdogLeash.detector.loadMs'):.0f} ms after the click")
     for row, col in [(100, 200), (808, 390), (1000, 950)]:
         # zoomed in (8 screen pixels per pixel), so the mouse's whole-pixel position is inside it
         page.evaluate(f"""() => {{ const c = document.querySelector('#det-canvas');
@@ -234,8 +236,11 @@ def test_calibrate_from_the_image_shown_and_accept(page, server, base, data_dir,
     page.wait_for_function("() => document.querySelector('#calibrant').options.length > 5")
     page.select_option("#calibrant", "AgBh")
     page.uncheck("#calib-use-mask")
+    t0 = time.monotonic()
     page.click("#calib-run")
     page.wait_for_function("() => document.querySelector('#calib-msg').textContent.includes('rings fitted')", timeout=120_000)
+    print(f"calibrated in the page in {time.monotonic() - t0:.2f} s (fit "
+          f"{page.evaluate('() => window.saxsdogLeash.detector.fit.elapsed_s'):.2f} s)")
     rows = page.locator("#calib-rings tr").count() - 1
     assert rows >= 5
     assert "RMS" in page.text_content("#calib-geometry")

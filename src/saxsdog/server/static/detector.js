@@ -30,6 +30,7 @@ export const D = {
   imgCanvas: null,
   maskCanvas: null,
   loading: false,
+  loadMs: null,       // how long the last frame took to arrive and be coloured
   lastFollow: 0,
 };
 
@@ -60,12 +61,14 @@ function b64Bytes(b64) {
 export async function loadFrame(image, { quiet = false } = {}) {
   if (D.loading) return;
   D.loading = true;
+  const t0 = performance.now();
   if (!quiet) say("#det-msg", "Loading the frame…");
   try {
     const arg = image ? { image } : {};
     const r = await command("detectorframe", arg, undefined, quiet ? { background: true, key: "detectorframe" } : {});
     if (r.result === "Error") { say("#det-msg", r.data.Error, "error"); return; }
     setFrame(r.data);
+    D.loadMs = performance.now() - t0;  // request, decoding and colouring
     say("#det-msg", `${r.data.path}${r.data.nframes > 1 ? ` frame ${r.data.frame}` : ""}: ${r.data.shape[0]}×${r.data.shape[1]} pixels` +
       (r.data.binning > 1 ? `, shown binned ${r.data.binning}×${r.data.binning} (block maximum)` : "") +
       (r.data.negative ? `, ${r.data.negative} pixels without data (< 0)` : ""), "ok");
@@ -241,6 +244,9 @@ function readout(row, col) {
   const geo = geometry();
   const parts = [["row", r, String(r)], ["col", c, String(c)], ["value", value, value < 0 ? `${fmt(value)} (no data)` : fmt(value, 6)]];
   let note = "";
+  if (geo && !geo.error && (geo.shape[0] !== D.frame.shape[0] || geo.shape[1] !== D.frame.shape[1])) {
+    note = ` · the calibration's image size ${geo.shape[0]}×${geo.shape[1]} is not the frame's`;
+  }
   if (geo && !geo.error) {
     const info = pixelInfo(geo, r, c);
     parts.push(["q", info.q, `${fmt(info.q, 5)} nm⁻¹`], ["tth", info.tth, `${fmt(info.tth, 5)}°`], ["chi", info.chi, `${fmt(info.chi, 4)}°`]);
