@@ -74,6 +74,12 @@ def test_cursor_readout_matches_the_calibrations_q(page, server, base, data_dir,
     geo = Calibration(cal, cache=False).geometry
     q = geo.q()
     tth = np.degrees(geo.two_theta())
+    try:  # χ as pyFAI gives it for the image as read: the package's azimuth convention
+        from saxsdog.io.poni import calibration_to_integrator
+
+        chi = calibration_to_integrator(cal).center_array(geo.shape, unit="chi_deg")
+    except ImportError:
+        chi = None
     from saxsdog.io.images import read_image
 
     image = np.asarray(read_image(base / "template.tif").data)
@@ -86,7 +92,9 @@ def test_cursor_readout_matches_the_calibrations_q(page, server, base, data_dir,
         move_to_pixel(page, row + 0.5, col + 0.5)
         page.wait_for_function(f"() => document.querySelector('#det-readout').dataset.row === '{row}' && "
                                f"document.querySelector('#det-readout').dataset.col === '{col}'")
-        got = {k: float(page.get_attribute(f"#det-{k}", "data-value")) for k in ("q", "tth", "value")}
+        got = {k: float(page.get_attribute(f"#det-{k}", "data-value")) for k in ("q", "tth", "chi", "value")}
+        if chi is not None:
+            assert (got["chi"] - chi[row, col] + 180) % 360 - 180 == pytest.approx(0, abs=1e-6), (row, col)
         assert got["q"] == pytest.approx(q[row, col], rel=1e-9), (row, col)
         assert got["tth"] == pytest.approx(tth[row, col], rel=1e-9), (row, col)
         assert got["value"] == image[row, col]
