@@ -103,14 +103,18 @@ def test_buffer_measurement_has_no_rings(shared_data):
         calibrate_image(read_image(shared_data / "buf1_00000.tif").data, "AgBh", 1.54987, (172.0, 172.0))
 
 
-@pytest.mark.parametrize("calibrant", ["LaB6", "CeO2", "Si"])
+@pytest.mark.parametrize("calibrant", ["LaB6", pytest.param("CeO2", marks=pytest.mark.slow),
+                                       pytest.param("Si", marks=pytest.mark.slow)])
 def test_wrong_calibrant_is_a_poor_fit(calibrant, agbeh_image):
     with pytest.raises(PoorFitError, match="poor fit"):
         calibrate_image(agbeh_image.data, calibrant, agbeh_image.metadata["wavelength"], (172.0, 172.0))
 
 
-@pytest.mark.parametrize("factor", [2.0, 0.5])
+@pytest.mark.parametrize("factor", [2.0, pytest.param(3.0, marks=pytest.mark.slow)])
 def test_wavelength_far_off_is_a_poor_fit(factor, agbeh_image):
+    """A wavelength far too long: the rings cannot share one geometry.  (A too short one is
+    absorbed by a longer distance and a tilt at these small angles, where wavelength and
+    distance are nearly degenerate; the command warns when it differs from the header.)"""
     with pytest.raises(PoorFitError, match="poor fit"):
         calibrate_image(agbeh_image.data, "AgBh", agbeh_image.metadata["wavelength"] * factor, (172.0, 172.0))
 
@@ -124,8 +128,8 @@ def test_unknown_calibrant_lists_the_known_ones():
 
 
 def test_fit_is_written_as_a_calibration_keeping_the_templates_fields(detector_gaps):
-    scenario = SCENARIOS[4]
-    fit = _fit_scenario(scenario, detector_gaps, 4)
+    scenario = SCENARIOS[18]
+    fit = _fit_scenario(scenario, detector_gaps, 18)
     from saxsdog.testing import small_calibration
 
     template = small_calibration(Title="beamtime 42", Threads=7)
@@ -140,16 +144,17 @@ def test_fit_is_written_as_a_calibration_keeping_the_templates_fields(detector_g
     assert written["Wavelength"] == scenario.geometry.wavelength_A
     text = report_text(fit)
     assert "Residuals per ring" in text and "±" in text and "Run time" in text
-    # and it integrates: saxsdog reads it back
-    from saxsdog.calibration import Calibration
+    # saxsdog reads it back with the fitted geometry
+    from saxsdog.config import CALIBRATION
 
-    assert Calibration(written | {"Masks": [{"MaskFile": ""}]}, cache=False).geometry.distance_mm == \
-        pytest.approx(fit.geometry.distance_mm, rel=1e-6)
+    loaded = CALIBRATION.load(written)
+    assert loaded["Geometry"]["Tilt"]["TiltAngleDeg"] == pytest.approx(fit.geometry.tilt_deg, abs=1e-4)
 
 
-def test_mask_keeps_a_bright_parasitic_ring_out(detector_gaps):
-    """A mask given to the fit (as the template's would be) hides a bright non-calibrant ring
-    that would otherwise be refused as an unexplained ring."""
+def test_parasitic_ring_and_mask(detector_gaps):
+    """A bright small ring around another centre (parasitic scattering) does not disturb the
+    fit, with or without a mask; a mask given to the fit (as the template's would be) is
+    honoured: no control point lies in it."""
     scenario = SCENARIOS[0]
     g = scenario.geometry
     _, d = d_spacings("AgBh")
@@ -160,8 +165,10 @@ def test_mask_keeps_a_bright_parasitic_ring_out(detector_gaps):
     image[blob] += 5000
     mask = np.ones(image.shape, bool)
     mask[:200, :200] = False
+    _check_recovered(scenario, calibrate_image(image.astype(np.int32), "AgBh", g.wavelength_A, g.pixel_size_um))
     fit = calibrate_image(image.astype(np.int32), "AgBh", g.wavelength_A, g.pixel_size_um, mask=mask)
     _check_recovered(scenario, fit)
+    assert not np.any((fit.points_row < 200) & (fit.points_col < 200))
 
 
 def test_geometry_model_matches_saxsdog_geometry():

@@ -585,7 +585,7 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
                   pixel_size_um: tuple[float, float], *, calibrant: str = "", mask: np.ndarray | None = None,
                   dummy_value: float | None = None, distance_guess_mm: float | None = None,
                   refine_wavelength: bool = False, max_rms_px: float = 1.0,
-                  max_inconsistency: float = 1.45) -> CalibrationFit:
+                  max_inconsistency: float = 2.5) -> CalibrationFit:
     """Find the calibrant's rings on ``image`` and refine the geometry.
 
     Parameters
@@ -705,7 +705,6 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
         rms_now = float(np.sqrt(np.mean(_radial_residual_px(p, pts[0][keep], pts[1][keep], pts[2][keep],
                                                             d_spacings, nrows, pixel_mm) ** 2)))
         max_window = max(4.0, min(max_window, 6.0 * rms_now + 4.0))
-        _debug(stage, lines, p, rms_now, keep)
         if widest and change_px < 2e-3 and free_wavelength == refine_wavelength:
             break
         if not widest:
@@ -835,8 +834,3 @@ def _uncertainties(p: np.ndarray, cov: np.ndarray, refine_wavelength: bool) -> d
         out["WavelengthA"] = math.sqrt(max(var[5], 0))
     return out
 
-
-def _debug(stage, lines, p, rms, keep):  # noqa
-    import os
-    if os.environ.get("CALDEBUG"):
-        print("stage", stage, "lines", lines, "p", np.round(p, 3), _tilt_from_ab(p[3], p[4]), "rms", rms, keep.sum(), keep.size)
