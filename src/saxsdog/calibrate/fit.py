@@ -476,8 +476,8 @@ def _control_points(image: np.ndarray, valid: np.ndarray, params: np.ndarray, pi
 # ----------------------------------------------------------------------------- refinement
 
 def _refine(params: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: np.ndarray, d_spacings: np.ndarray,
-            nrows: int, pixel_mm: tuple[float, float], refine_wavelength: bool, fix_tilt: bool = False
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            nrows: int, pixel_mm: tuple[float, float], refine_wavelength: bool, fix_tilt: bool = False,
+            covariance: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Least-squares refinement with outlier rejection.
 
     ``params`` = [Y, X, d, a, b, λ].  Returns the refined params, the mask of points kept and
@@ -515,6 +515,8 @@ def _refine(params: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: np.nda
             keep = new_keep
             break
         keep = new_keep
+    if not covariance:
+        return p, keep, cov
     # covariance from the Jacobian of the final set
     sel = keep
     result = optimize.least_squares(residual, p[free], args=(sel,), method="trf", x_scale="jac",
@@ -764,11 +766,13 @@ def _ring_by_ring_rms(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: n
                       nrows: int, pixel_mm: tuple[float, float]) -> float:
     """Pooled RMS residual (px) when every ring gets its own centre, distance and tilt."""
     total, count = 0.0, 0
-    for k in np.unique(line):
+    ring_lines, sizes = np.unique(line, return_counts=True)
+    for k in ring_lines[np.argsort(sizes)[::-1][:10]]:  # the ten best-sampled rings tell enough
         sel = line == k
         if sel.sum() < 20:
             continue
-        q, keep, _ = _refine(p, rows[sel], cols[sel], line[sel], d_spacings, nrows, pixel_mm, False)
+        q, keep, _ = _refine(p, rows[sel], cols[sel], line[sel], d_spacings, nrows, pixel_mm, False,
+                             covariance=False)
         res = _radial_residual_px(q, rows[sel][keep], cols[sel][keep], line[sel][keep], d_spacings, nrows, pixel_mm)
         total += float(np.sum(res ** 2))
         count += int(keep.sum())
