@@ -84,6 +84,8 @@ class CalibrationFit:
     refined_wavelength: bool
     elapsed_s: float
     warnings: list[str] = field(default_factory=list)
+    #: RMS of the fit over the RMS when every ring is fitted with a geometry of its own (≈ 1: consistent)
+    consistency: float = 1.0
 
     @property
     def rings_used(self) -> int:
@@ -474,8 +476,8 @@ def _control_points(image: np.ndarray, valid: np.ndarray, params: np.ndarray, pi
 # ----------------------------------------------------------------------------- refinement
 
 def _refine(params: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: np.ndarray, d_spacings: np.ndarray,
-            nrows: int, pixel_mm: tuple[float, float], refine_wavelength: bool, fix_tilt: bool = False
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            nrows: int, pixel_mm: tuple[float, float], refine_wavelength: bool, fix_tilt: bool = False,
+            covariance: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Least-squares refinement with outlier rejection.
 
     ``params`` = [Y, X, d, a, b, λ].  Returns the refined params, the mask of points kept and
@@ -513,6 +515,8 @@ def _refine(params: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: np.nda
             keep = new_keep
             break
         keep = new_keep
+    if not covariance:
+        return p, keep, cov
     # covariance from the Jacobian of the final set
     sel = keep
     result = optimize.least_squares(residual, p[free], args=(sel,), method="trf", x_scale="jac",
@@ -582,7 +586,8 @@ def _windows(p: np.ndarray, lines: np.ndarray, line_tth: np.ndarray, pixel_mm: t
 def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float,
                   pixel_size_um: tuple[float, float], *, calibrant: str = "", mask: np.ndarray | None = None,
                   dummy_value: float | None = None, distance_guess_mm: float | None = None,
-                  refine_wavelength: bool = False, max_rms_px: float = 1.0) -> CalibrationFit:
+                  refine_wavelength: bool = False, max_rms_px: float = 1.0,
+                  max_inconsistency: float = 2.5) -> CalibrationFit:
     """Find the calibrant's rings on ``image`` and refine the geometry.
 
     Parameters
@@ -608,6 +613,9 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
         Refine the wavelength too (only meaningful with rings at wide angles).
     max_rms_px
         Largest acceptable RMS residual, pixels.
+    max_inconsistency
+        Largest accepted ratio of the RMS residual to that of each ring fitted alone (with a
+        centre, distance and tilt of its own).
 
     Raises
     ------
@@ -680,13 +688,15 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
             widest = True
             continue
         previous = p.copy()
-        p, keep, cov = _refine(p, pts[0], pts[1], pts[2], d_spacings, nrows, pixel_mm, refine_wavelength)
+        # the wavelength only once the geometry has converged with it fixed: at small angles it is
+        # almost degenerate with the distance, and freed early it runs away
+        free_wavelength = refine_wavelength and widest and stage >= 3
+        p, keep, cov = _refine(p, pts[0], pts[1], pts[2], d_spacings, nrows, pixel_mm, free_wavelength)
         if not widest and math.hypot(p[3], p[4]) > math.sin(math.radians(0.2)):
             # at small angles a tilt and its opposite bend the rings almost alike: try the other
             mirrored = p.copy()
             mirrored[3:5] *= -1
-            q, keep_q, cov_q = _refine(mirrored, pts[0], pts[1], pts[2], d_spacings, nrows, pixel_mm,
-                                       refine_wavelength)
+            q, keep_q, cov_q = _refine(mirrored, pts[0], pts[1], pts[2], d_spacings, nrows, pixel_mm, False)
             cost_p = np.median(np.abs(_radial_residual_px(p, *pts[:3], d_spacings, nrows, pixel_mm)))
             cost_q = np.median(np.abs(_radial_residual_px(q, *pts[:3], d_spacings, nrows, pixel_mm)))
             if cost_q < cost_p:
@@ -697,8 +707,7 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
         rms_now = float(np.sqrt(np.mean(_radial_residual_px(p, pts[0][keep], pts[1][keep], pts[2][keep],
                                                             d_spacings, nrows, pixel_mm) ** 2)))
         max_window = max(4.0, min(max_window, 6.0 * rms_now + 4.0))
-        _debug(stage, lines, p, rms_now, keep)
-        if widest and change_px < 2e-3:
+        if widest and change_px < 2e-3 and free_wavelength == refine_wavelength:
             break
         if not widest:
             tth_limit *= 1.4
@@ -728,11 +737,84 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
     if rms > max_rms_px:
         raise PoorFitError(f"poor fit (residual {rms:.2f} px RMS, more than {max_rms_px:g} px): wrong calibrant, "
                            f"wavelength ({wavelength_A} Å) or pixel size?")
+    if refine_wavelength and not (uncertainties["WavelengthA"] < 0.01 * p[5] and 0.8 < p[5] / wavelength_A < 1.25):
+        raise PoorFitError(f"poor fit: the wavelength cannot be refined from these rings (±"
+                           f"{uncertainties['WavelengthA']:.3g} Å): they are at too small angles; fix it instead")
+    # each ring alone, with a cone section of its own, is the best any geometry can do; a global
+    # fit much worse than that forces one geometry on rings that belong to another (wrong
+    # wavelength or calibrant), bending them with a tilt
+    floor = _ring_by_ring_rms(p, rows_k, cols_k, line_k, d_spacings, nrows, pixel_mm)
+    fit.consistency = rms / floor if floor > 0 else 1.0
+    if fit.consistency > max_inconsistency:
+        raise PoorFitError(f"poor fit (residual {rms:.2f} px RMS, {fit.consistency:.2f} times what each ring "
+                           f"alone allows): the rings do not share one geometry at {p[5]:.5g} Å; wrong "
+                           "wavelength or calibrant?")
+    # rings on the image that no calibrant line explains: a wrong calibrant (or wavelength)
+    unexplained = _unexplained_rings(p, rows, cols, valid, np.asarray([r.line for r in rings]), line_tth, pixel_mm)
+    if len(unexplained) >= max(2, 0.3 * radii.size):
+        raise PoorFitError(f"poor fit: {len(unexplained)} of the {radii.size} rings on the image (at "
+                           f"{', '.join(f'{r:.0f}' for r in unexplained[:6])} px, as radii at the fitted distance) are no lines of "
+                           f"{calibrant or 'the calibrant'} at {p[5]:.5g} Å: wrong calibrant or wavelength?")
     found = len(rings)
     expected = _predicted_lines(p, line_tth, valid, pixel_mm).size
     if expected and found < 0.3 * expected:
         warnings.append(f"only {found} of the {expected} calibrant rings expected on the detector were found")
     return fit
+
+
+def _ring_by_ring_rms(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: np.ndarray, d_spacings: np.ndarray,
+                      nrows: int, pixel_mm: tuple[float, float]) -> float:
+    """Pooled RMS residual (px) when every ring gets its own centre, distance and tilt."""
+    total, count = 0.0, 0
+    ring_lines, sizes = np.unique(line, return_counts=True)
+    for k in ring_lines[np.argsort(sizes)[::-1][:10]]:  # the ten best-sampled rings tell enough
+        sel = line == k
+        if sel.sum() < 20:
+            continue
+        q, keep, _ = _refine(p, rows[sel], cols[sel], line[sel], d_spacings, nrows, pixel_mm, False,
+                             covariance=False)
+        res = _radial_residual_px(q, rows[sel][keep], cols[sel][keep], line[sel][keep], d_spacings, nrows, pixel_mm)
+        total += float(np.sum(res ** 2))
+        count += int(keep.sum())
+    return math.sqrt(total / count) if count else 0.0
+
+
+def _unexplained_rings(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, valid: np.ndarray,
+                       used_lines: np.ndarray, line_tth: np.ndarray, pixel_mm: tuple[float, float]) -> list[float]:
+    """Clear rings of ridge pixels, from near the first ring used outwards, that the fitted
+    geometry puts on no calibrant line; as radii (px) at the fitted distance.
+
+    With the fitted geometry every ridge pixel gets its 2θ, written as the radius
+    ``D tan 2θ`` it would have on an untilted detector; real rings are sharp peaks of the
+    fraction of ridge pixels at that radius.
+    """
+    nrows = valid.shape[0]
+    px = 0.5 * (pixel_mm[0] + pixel_mm[1])
+    to_radius = p[2] / px
+    r_ridge = to_radius * np.tan(_two_theta(p, rows + 0.5, cols + 0.5, nrows, pixel_mm))
+    vr, vc = np.nonzero(valid[::2, ::2])
+    r_valid = to_radius * np.tan(_two_theta(p, vr * 2.0 + 1.0, vc * 2.0 + 1.0, nrows, pixel_mm))
+    bin_px = 2.0
+    n_bins = int(min(r_valid.max(), 1e5) / bin_px) + 2
+    coverage = np.bincount(np.clip(r_valid / bin_px, 0, n_bins - 1).astype(int), minlength=n_bins) * 4.0
+    ridge = np.bincount(np.clip(r_ridge / bin_px, 0, n_bins - 1).astype(int), minlength=n_bins).astype(float)
+    enough = coverage >= 60
+    fraction = ndimage.gaussian_filter1d(np.where(enough, ridge / np.maximum(coverage, 1), 0.0), 1.0)
+    if not enough.any():
+        return []
+    top = float(np.percentile(fraction[enough], 99))
+    peaks, props = signal.find_peaks(fraction, prominence=max(0.3 * float(fraction.max()), 0.1 * top, 0.01),
+                                     distance=3)
+    line_r = to_radius * np.tan(line_tth[np.isfinite(line_tth) & (line_tth < math.radians(89))])
+    used_r = to_radius * np.tan(line_tth[used_lines])
+    # from a little inside the first ring used (not the beamstop's edge) outwards
+    lo, hi = max(0.6 * float(used_r.min()), 40.0), np.inf
+    out = []
+    for b in peaks:
+        r = (b + 0.5) * bin_px
+        if lo < r < hi and float(np.min(np.abs(line_r - r))) > 3.0 + 0.01 * r:
+            out.append(r)
+    return out
 
 
 def _uncertainties(p: np.ndarray, cov: np.ndarray, refine_wavelength: bool) -> dict[str, float]:
@@ -756,8 +838,3 @@ def _uncertainties(p: np.ndarray, cov: np.ndarray, refine_wavelength: bool) -> d
         out["WavelengthA"] = math.sqrt(max(var[5], 0))
     return out
 
-
-def _debug(stage, lines, p, rms, keep):  # noqa
-    import os
-    if os.environ.get("CALDEBUG"):
-        print("stage", stage, "lines", lines, "p", np.round(p, 3), _tilt_from_ab(p[3], p[4]), "rms", rms, keep.sum(), keep.size)

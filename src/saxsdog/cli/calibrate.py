@@ -150,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, SaxsdogError) as exc:
         report_error(PROG, exc)
         return EXIT_USAGE
+    header_wavelength = metadata.get("wavelength")
+    mismatch = None
+    if header_wavelength and abs(wavelength / float(header_wavelength) - 1) > 0.01:
+        # at small angles a wrong wavelength mostly rescales the distance, so the fit alone
+        # may not notice: say it
+        mismatch = (f"the wavelength {wavelength:g} Å differs from the image header's {float(header_wavelength):g} Å "
+                    f"by {abs(wavelength / float(header_wavelength) - 1):.0%}")
+        print(f"{PROG}: warning: {mismatch}", file=sys.stderr)
     try:
         fit = cal_fit.fit_calibrant(image, d, wavelength, pixel, calibrant=name, mask=mask,
                                     distance_guess_mm=args.distance_mm, refine_wavelength=args.refine_wavelength,
@@ -157,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     except cal_fit.CalibrationFitError as exc:
         report_error(PROG, exc)
         return EXIT_FIT_FAILED
+    if mismatch:
+        fit.warnings.append(mismatch)
     title = f"{name} calibration from {Path(args.image).name}"
     calibration = cal_fit.calibration_from_fit(fit, raw_template, title=title)
     fit.elapsed_s = time.perf_counter() - t0
@@ -181,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
           f"tilt {g.tilt_deg:.4f}° at {g.tilt_rotation_deg:.2f}°; wrote {args.output} "
           f"({fit.elapsed_s:.1f} s)", file=sys.stderr)
     for warning in fit.warnings:
-        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        if warning != mismatch:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
