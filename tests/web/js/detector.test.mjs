@@ -108,3 +108,10 @@ test("a fit goes into the calibration in the spelling it uses, the rest kept", a
   assert.equal(cal.Geometry.DedectorDistanceMM, 1);  // a copy
   assert.equal(geometryFromCalibration(out).distanceMM, 830.15);
 });
+
+test("a binned frame's full-resolution picture takes each block's value", async () => {
+  const { unbin } = await import("../../../src/saxsdog/server/static/colormap.js");
+  const data = Float32Array.from([1, 2, 3, 4]);  // 2x2 blocks of a 3x4 image binned by 2
+  assert.deepEqual([...unbin(data, [2, 2], 2, [3, 4])], [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4]);
+  assert.equal(unbin(data, [2, 2], 1, [2, 2]), data);
+});

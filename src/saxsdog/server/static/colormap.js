@@ -98,3 +98,16 @@ export function fmt(v, digits = 4) {
   if (v !== 0 && (Math.abs(v) < 1e-3 || Math.abs(v) >= 1e6)) return v.toExponential(digits - 1);
   return Number(v.toPrecision(digits)).toString();
 }
+
+/** The full-resolution picture of a frame sent binned by `binning` (block maxima): each pixel
+ * of the `shape` image takes its block's value (the frame itself when not binned). */
+export function unbin(data, dataShape, binning, shape) {
+  if (binning === 1) return data;
+  const [rows, cols] = shape, dc = dataShape[1];
+  const out = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    const base = Math.floor(i / binning) * dc;
+    for (let j = 0; j < cols; j++) out[i * cols + j] = data[base + Math.floor(j / binning)];
+  }
+  return out;
+}

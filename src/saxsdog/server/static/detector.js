@@ -5,7 +5,7 @@
 
 import { command } from "./api.js";
 import { renderForm, scheduleValidate, setCalibration } from "./calibration.js";
-import { autoLimits, fitView, fmt, makeLut, panBy, pixelAt, renderRGBA, toImage, toScreen, zoomAt } from "./colormap.js";
+import { autoLimits, fitView, fmt, makeLut, panBy, pixelAt, renderRGBA, toImage, toScreen, unbin, zoomAt } from "./colormap.js";
 import { $, el, readFile, say, toBase64 } from "./dom.js";
 import { applyFit, geometryFromCalibration, pixelInfo, ringPoints, ringTwoTheta, withShape } from "./geometry.js";
 import { MaskModel, countMasked, toNpy } from "./maskeditor.js";
@@ -83,7 +83,7 @@ function setFrame(data) {
   const old = D.frame;
   const frame = { ...data, dataShape: data.data_shape, data: decodeFloat32(data.data) };
   D.frame = frame;
-  D.full = fullResolution(frame);
+  D.full = unbin(frame.data, frame.dataShape, frame.binning, frame.shape);
   if (!D.model || D.model.shape[0] !== frame.shape[0] || D.model.shape[1] !== frame.shape[1]) {
     if (D.model) say("#mask-msg", `The frame is ${frame.shape[0]}×${frame.shape[1]}: a new, empty mask.`);
     D.model = new MaskModel(frame.shape);
@@ -97,17 +97,6 @@ function setFrame(data) {
   renderImage();
   if (!old || old.shape[0] !== frame.shape[0] || old.shape[1] !== frame.shape[1] || !D.view) resetView();
   draw();
-}
-
-function fullResolution(frame) {
-  if (frame.binning === 1) return frame.data;
-  const [rows, cols] = frame.shape, b = frame.binning, dc = frame.dataShape[1];
-  const out = new Float32Array(rows * cols);
-  for (let i = 0; i < rows; i++) {
-    const base = Math.floor(i / b) * dc;
-    for (let j = 0; j < cols; j++) out[i * cols + j] = frame.data[base + Math.floor(j / b)];
-  }
-  return out;
 }
 
 /** The frame's value at pixel (row, col) (of its block, when binned). */
