@@ -303,3 +303,22 @@ def test_detector_tab_usable_at_900_px(browser, server, data_dir, tmp_path):
         assert not page.problems, page.problems
     finally:
         context.close()
+
+
+def test_calibrate_an_uploaded_image_and_discard(page, server, data_dir):
+    pytest.importorskip("pyFAI")
+    log_in(page, server.url)
+    page.set_input_files("#cal-file", str(data_dir / "cal.json"))
+    page.wait_for_function(f"() => document.querySelector('{field('$.Geometry.DedectorDistanceMM')}').value === '1031.657'")
+    page.click('.tabs button[data-tab="detector"]')
+    page.wait_for_function("() => document.querySelector('#calibrant').options.length > 5")
+    page.select_option("#calibrant", "AgBh")
+    page.set_input_files("#calib-upload", str(data_dir / "agbeh2_1M.tif"))  # no frame shown: the upload is used
+    page.click("#calib-run")
+    page.wait_for_function("() => document.querySelector('#calib-msg').textContent.includes('rings fitted')", timeout=120_000)
+    page.click("#calib-discard")
+    page.wait_for_function("() => document.querySelector('#calib-msg').textContent === 'Fit discarded.'")
+    assert page.is_disabled("#calib-accept")
+    page.click('.tabs button[data-tab="calibration"]')
+    assert page.input_value(field("$.Geometry.DedectorDistanceMM")) == "1031.657"  # the form is unchanged
+    assert not page.problems, page.problems
