@@ -40,6 +40,8 @@ EXTRAS: dict[str, Extra] = {
                   {"dask[distributed]": "distributed"}),
     "pyfai": Extra("PONI import and export through pyFAI",
                    {"pyFAI": "pyFAI"}),
+    "calibrate": Extra("saxsdog calibrate (calibrant d-spacings from pyFAI, the picture with matplotlib)",
+                       {"pyFAI": "pyFAI", "matplotlib": "matplotlib"}),
 }
 
 

@@ -42,6 +42,12 @@ EXAMPLES = {
     "maskpreview": ({"calibration": {"Title": "cal"}, "image": "run/a.tif", "index": 0,
                      "filenames": ["m.msk"]}, [b"mask"]),
     "absolute": ({"curve": "work/water.chi", "standard": "water", "temperature": 25, "q_range": [0.1, 2]}, []),
+    "detectorframe": ({"image": "run/a.tif", "frame": 0, "maxside": 1024}, []),
+    "calibrants": ({"name": "AgBh"}, []),
+    "maskencode": ({"format": "msk", "shape": [2, 3]}, [b"\x00\x01\x00\x00\x00\x01"]),
+    "maskdecode": ({"filenames": ["m.msk"], "shape": [2, 3]}, [b"mask"]),
+    "calibrateimage": ({"calibrant": "AgBh", "filenames": ["agbh.tif"], "wavelength": 1.54, "pixel": [172],
+                        "distance": 800, "template": {"Title": "t"}, "mask": True}, [b"image", b"mask"]),
     "commands": ({}, []),
     "job": ({"id": "0123abcd"}, []),
 }

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                "                                             every series (one run file each), until Ctrl-C\n"
                "  saxsdog --demo                              synthetic data, no setup needed\n"
                "  saxsdog absolute --help                     the absolute-scale factor from a standard\n"
+               "  saxsdog calibrate agbeh.tif --calibrant AgBh -o cal.json   fit the geometry to a\n"
+               "                                             calibrant's rings (saxsdog calibrate --help)\n"
                "\nExit codes: 0 all images processed; 1 some images failed, or no images found\n"
                "(a batch run over an empty folder, or a Directory filter that selects none);\n"
                "2 usage or calibration error; 130 interrupted (run again with -r).\n"
@@ -197,12 +199,18 @@ def _check_demo(workdir: Path, n: int, out) -> bool:
     return ok
 
 
+#: Sub-commands of ``saxsdog``: name -> module of saxsdog.cli with ``main(argv)``.  A folder
+#: of the same name is given as ``./NAME``.
+SUBCOMMANDS = {"absolute": "absolute", "calibrate": "calibrate"}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["absolute"]:  # a sub-command (a folder of that name: ./absolute)
-        from saxsdog.cli import absolute
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
 
-        return absolute.main(argv[1:])
+        sub = importlib.import_module(f"saxsdog.cli.{SUBCOMMANDS[argv[0]]}")
+        return int(sub.main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     if args.svg or args.png or args.plotmonitor:  # else every image fails in the workers
         from saxsdog.extras import import_optional

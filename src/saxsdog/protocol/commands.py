@@ -21,7 +21,8 @@ Where a command runs (``runs``)
     on the server's single command worker thread, one after the other, never on the
     thread that answers requests.
 ``parallel``
-    Slow but read-only (``listdir`` of a huge folder, mask preview, PONI import): runs
+    Slow but read-only (``listdir`` of a huge folder, mask preview, PONI import, the
+    detector tools of the page: frame pixels, mask files, calibrant fit): runs
     in a small pool of worker threads.
 
 The ZeroMQ service answers a ``serial`` or ``parallel`` command when it is done, with
@@ -155,6 +156,23 @@ COMMANDS: tuple[Command, ...] = (
             "standard's curve on the server (.chi or NXcanSAS, relative to the base directory): water, or "
             "a reference table sent as text (saxsdog absolute on the command line)",
             argument="absoluteArgument", argument_required=True, runs="parallel", cli=None),
+    Command("detectorframe", "detectorframe", "the pixels of a frame (default: the latest the queue processed) "
+            "as float32, binned down to at most maxside pixels a side, for the page's detector view",
+            argument="detectorframeArgument", runs="parallel", cli=None),
+    Command("calibrants", "calibrants", "the calibrant names pyFAI knows, and the d-spacings of one",
+            argument="calibrantsArgument", runs="parallel", cli=None),
+    Command("maskencode", "maskfile", "a mask file (FIT2D .msk, TIFF, EDF or NPY, in saxsdog's orientation) "
+            "of a mask drawn in the page",
+            argument="maskencodeArgument", argument_required=True, runs="parallel",
+            attachments="the mask: one byte per pixel, row 0 at the top, non-zero = masked", cli=None),
+    Command("maskdecode", "mask", "a mask file read as saxsdog reads it, as one byte per pixel (1 = masked)",
+            argument="maskdecodeArgument", argument_required=True, runs="parallel",
+            attachments="the mask file named by argument.filenames[0]", cli=None),
+    Command("calibrateimage", "calibrated", "fit the geometry to a calibrant image on the server or uploaded, "
+            "with the fit of 'saxsdog calibrate'",
+            argument="calibrateimageArgument", argument_required=True, runs="parallel",
+            attachments="the image named by argument.filenames[0] when it is uploaded; then, when "
+                        "argument.mask is true, the mask (one byte per pixel, non-zero = masked)", cli=None),
     Command("commands", "commands", "list the server's commands with their arguments"),
     Command("job", "job", "the answer of a command that was still running (argument: its job id)",
             argument="jobArgument", argument_required=True, cli=None),

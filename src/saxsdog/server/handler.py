@@ -12,8 +12,8 @@ which returns the answer's ``data`` (the ``result`` is the table's).
 
 Slow work never runs on the thread that answers requests: commands that change the queue
 (``new``, ``close``, ``abort``, ``readdir``, ``mergedata``) run one after the other on a
-worker thread, slow read-only ones (``listdir``, ``maskpreview``, ``convertponi``) in a
-small pool, so ``stat`` keeps answering meanwhile.  A transport that can hold a reply
+worker thread, slow read-only ones (``listdir``, ``maskpreview``, ``convertponi``, the
+page's detector tools) in a small pool, so ``stat`` keeps answering meanwhile.  A transport that can hold a reply
 (the ZeroMQ service) calls :meth:`~CommandHandler.start` and sends the final answer when
 the returned :class:`Job` is done; :meth:`~CommandHandler.execute` waits for it until it
 is done, or at most ``answer_within`` seconds and then answers ``"accepted"`` with
@@ -716,6 +716,120 @@ class CommandHandler:
         applied, _ = ab.applied_normalization(curve.calibration)
         return {"fit": fit.as_dict(), "applied": applied, "absolute_scale": fit.factor * applied,
                 "report": fit.report()}
+    # -- commands: the page's detector tools ------------------------------------------
+    def cmd_detectorframe(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        """The pixels of ``image`` (default: the latest image the queue processed), see
+        :func:`saxsdog.server.detector.frame_pixels`."""
+        from .detector import frame_pixels
+
+        image, frame = arg.get("image"), int(arg.get("frame", 0))
+        if not image:
+            s = self.session
+            latest = s.queue.history.latest if s is not None else None
+            if latest is None:
+                raise CommandError("no image processed yet: start a queue, or name an image")
+            image, frame = latest.path, int(latest.frame or 0)
+        return frame_pixels(self.basedir, image, frame, int(arg.get("maxside", 2048)))
+
+    def cmd_calibrants(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        """The calibrant names (pyFAI's), and ``d_spacings`` (Å) of ``name`` if given."""
+        try:
+            from ..calibrate import CalibrantError, calibrant_names
+            from .detector import calibrant_rings
+
+            out: dict[str, Any] = {"calibrants": calibrant_names()}
+        except (ImportError, MissingExtraError) as exc:
+            raise ToolUnavailable(f"calibrants need pyFAI on the server: {exc}") from None
+        if arg.get("name"):
+            try:
+                out.update(calibrant_rings(arg["name"]))
+            except CalibrantError as exc:
+                raise CommandError(str(exc)) from None
+        return out
+
+    def cmd_maskencode(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        """A mask file (``data`` base64, ``name``) of the attached one-byte-per-pixel mask."""
+        from .detector import encode_mask, mask_from_bytes
+
+        if len(attachments) != 1:
+            raise CommandError(f"'maskencode' takes the mask as its one attachment, got {len(attachments)}")
+        masked = mask_from_bytes(attachments[0], arg["shape"])
+        fmt = arg["format"].replace("tiff", "tif")
+        return {"name": "mask." + fmt, "data": base64.b64encode(encode_mask(masked, fmt)).decode("ascii"),
+                "shape": list(masked.shape), "masked": int(masked.sum())}
+
+    def cmd_maskdecode(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        """The attached mask file as one byte per pixel (base64 ``mask``, 1 = masked), image orientation."""
+        from .detector import decode_mask
+
+        names = arg["filenames"]
+        if len(attachments) != 1 or len(names) != 1:
+            raise CommandError("'maskdecode' takes one mask file as attachment, named by argument.filenames[0]")
+        shape = tuple(arg["shape"]) if arg.get("shape") else None
+        masked = decode_mask(attachments[0], names[0], shape)
+        return {"shape": list(masked.shape), "mask": base64.b64encode(masked.tobytes()).decode("ascii"),
+                "masked": int(masked.sum()), "name": os.path.basename(names[0])}
+
+    def cmd_calibrateimage(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:
+        """The fit of ``saxsdog calibrate`` on a server image or an upload, see
+        :func:`saxsdog.server.detector.calibrate`."""
+        from ..io.images import read_image
+        from .detector import calibrate, mask_from_bytes
+
+        try:
+            from .. import calibrate as fit_module
+        except ImportError as exc:  # pragma: no cover - the package ships with saxsdog
+            raise ToolUnavailable(f"calibration needs the calibrate package: {exc}") from None
+        try:  # a wrong calibrant name is the first thing to hear about
+            fit_module.d_spacings(arg["calibrant"])
+        except fit_module.CalibrantError as exc:
+            raise CommandError(str(exc)) from None
+        names = arg.get("filenames") or []
+        attachments = list(attachments)
+        mask_raw = attachments.pop() if arg.get("mask") else None
+        if arg.get("mask") and mask_raw is None:
+            raise CommandError("argument.mask is true but no mask is attached")
+        with tempfile.TemporaryDirectory(prefix="saxsdog-calibrate-") as tmp:
+            if names:
+                if len(attachments) != 1:
+                    raise CommandError(f"an uploaded image is one attachment named by filenames[0], got "
+                                       f"{len(attachments)}")
+                name = re.split(r"[\\/]", names[0])[-1] or "image.tif"
+                path = Path(tmp, name)
+                path.write_bytes(attachments[0])
+            elif arg.get("image"):
+                if attachments:
+                    raise CommandError("an image on the server takes no image attachment")
+                name = arg["image"]
+                path = resolve_inside(self.basedir, name)
+                if not path.is_file():
+                    raise CommandError(f"{name!r} is not a file in the base directory")
+            else:
+                raise CommandError("name an image on the server (argument.image) or upload one (filenames)")
+            frame = read_image(path, int(arg.get("frame", 0)))
+        image = np.asarray(frame.data)
+        template = arg.get("template") or None
+        geometry = (template or {}).get("Geometry") if isinstance(template, dict) else None
+        wavelength = arg.get("wavelength") or frame.metadata.get("wavelength") or (template or {}).get("Wavelength")
+        if not wavelength:
+            raise CommandError("the wavelength is unknown (not in the image header): give it")
+        pixel = arg.get("pixel") or (geometry or {}).get("PixelSizeMicroM")
+        if not pixel:  # as saxsdog calibrate: from the detector the header names
+            from ..cli.calibrate import DETECTOR_PIXELS_UM
+
+            detector = str(frame.metadata.get("detector", "")).upper()
+            pixel = next(([size] for family, size in DETECTOR_PIXELS_UM.items() if family in detector), None)
+        if not pixel:
+            raise CommandError("the pixel size is unknown (the image header names no known detector): give it (µm)")
+        mask = mask_from_bytes(mask_raw, image.shape) if mask_raw is not None else None
+        try:
+            return calibrate(image, calibrant=arg["calibrant"], wavelength_A=float(wavelength),
+                             pixel_size_um=(float(pixel[0]), float(pixel[-1])), template=template, mask=mask,
+                             distance_guess_mm=arg.get("distance") or None,
+                             refine_wavelength=bool(arg.get("refine_wavelength", False)),
+                             max_rms_px=float(arg.get("max_rms", 1.0)), image_name=os.path.basename(name))
+        except (fit_module.CalibrationFitError, fit_module.CalibrantError) as exc:
+            raise CommandError(str(exc)) from None
 
     # -- commands: about the server --------------------------------------------------
     def cmd_commands(self, arg: dict, attachments: list[bytes]) -> dict[str, Any]:

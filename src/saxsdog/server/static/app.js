@@ -9,6 +9,7 @@ import {
   browse, defaultCalibration, importConverted, loadFromServer, onCalFile, renderForm, saveCal,
   scheduleValidate, setCalibration, showPreview, startQueue,
 } from "./calibration.js";
+import { D, onDetectorResult, showDetector, wireDetector } from "./detector.js";
 import { $, $$, setBadge } from "./dom.js";
 import { drawHistory, drawProgress, history, refreshHistory, resetHistory } from "./history.js";
 import { MERGE_EXAMPLE, mergeGet, mergeRun } from "./merge.js";
@@ -17,7 +18,7 @@ import { filesMaybeChanged, refreshFiles, renderStat, serverCommand } from "./se
 import { S } from "./state.js";
 
 // for tests and for looking at from the browser console
-window.saxsdogLeash = { settings, health, queue, S };
+window.saxsdogLeash = { settings, health, queue, S, detector: D };
 
 // ------------------------------------------------------------------ connection state
 
@@ -67,7 +68,7 @@ function connectWS() {
     health.wsMessage();
     let msg;
     try { msg = JSON.parse(ev.data); } catch (e) { return; }
-    if (msg.type === "result") onResult(msg);
+    if (msg.type === "result") { onResult(msg); onDetectorResult(); }
     else if (msg.type === "stat") onStat(msg);
     showHealth();
   };
@@ -194,6 +195,7 @@ function showTab(name) {
   if (name === "plots") { drawPlot(); if (!S.latest) refreshPlot(); }
   if (name === "history") { drawHistory(); refreshHistory(true); }
   if (name === "server") refreshFiles();
+  if (name === "detector") showDetector();
   if (window.Plotly) $$(`#tab-${name} .js-plotly-plot`).forEach(d => Plotly.Plots.resize(d));
 }
 
@@ -235,6 +237,7 @@ function wire() {
     $("#merge-logs-names").textContent = Array.from(ev.target.files, f => f.name).join(", "));
   $("#merge-run").addEventListener("click", mergeRun);
   $("#merge-get").addEventListener("click", mergeGet);
+  wireDetector();
   window.addEventListener("resize", () => {
     if (window.Plotly) $$(".tab.active .js-plotly-plot").forEach(d => Plotly.Plots.resize(d));
   });

@@ -1,0 +1,200 @@
+"""``saxsdog calibrate``: fit the detector geometry to the rings of a calibrant image.
+
+No clicking and no starting geometry: the rings are found, their orders assigned and the
+distance, beam centre, tilt and tilt rotation (FIT2D convention, as the calibration stores
+them) refined; the result is written as a calibration, with a report and a picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from saxsdog.cli import report_error
+from saxsdog.errors import SaxsdogError
+
+PROG = "saxsdog calibrate"
+EXIT_OK, EXIT_FIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: Pixel sizes (µm) of detector families, recognised in the image header's detector name.
+DETECTOR_PIXELS_UM = {"PILATUS": 172.0, "EIGER": 75.0}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Find the rings of a calibrant (silver behenate, LaB6, CeO2, ...) on IMAGE, assign "
+                    "their orders and refine the detector distance, beam centre, tilt and tilt rotation "
+                    "(optionally the wavelength); write the calibration, a report with residuals per "
+                    "ring and parameter uncertainties, and a picture of the fitted rings. No starting "
+                    "geometry is needed: dead/gap pixels (negative values) are excluded, and the "
+                    "template's mask is used when one is given.",
+        epilog="Examples:\n"
+               "  saxsdog calibrate agbeh.tif --calibrant AgBh -o cal.json\n"
+               "        wavelength from the image header, 172 µm pixels of a Pilatus\n"
+               "  saxsdog calibrate agbeh.tif --calibrant AgBh -t old_cal.json -o cal.json \\\n"
+               "        --report cal.txt --picture rings.png\n"
+               "        keep old_cal.json's masks and other fields, use its mask for the fit\n"
+               "  saxsdog calibrate lab6.cbf --calibrant LaB6 --wavelength 0.9537 --pixel 75 \\\n"
+               "        --distance-mm 300 --refine-wavelength -o cal.json\n"
+               "\nCalibrants are pyFAI's (AgBh, LaB6, CeO2, Si, alpha_Al2O3, Cr2O3, ...; "
+               "--calibrant list shows them all).\n"
+               "Wavelength: --wavelength, else the image header's, else the template's.\n"
+               "Pixel size: --pixel, else the template's, else from the detector named in the header.\n"
+               "Exit codes: 0 calibration written; 1 no rings found or poor fit (nothing written);\n"
+               "2 usage or input error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", metavar="IMAGE", nargs="?", help="the calibrant image (TIFF, CBF, EDF, HDF5)")
+    p.add_argument("--calibrant", required=True, metavar="NAME",
+                   help="calibrant name as pyFAI spells it (AgBh, LaB6, CeO2, Si, ...); 'list' to list them")
+    p.add_argument("--wavelength", type=float, metavar="Å", help="X-ray wavelength in Å")
+    p.add_argument("--distance-mm", type=float, metavar="MM",
+                   help="rough sample–detector distance, to rule out order assignments far from it")
+    p.add_argument("--pixel", type=float, nargs="+", metavar="µm",
+                   help="pixel size in µm (one value, or vertical and horizontal)")
+    p.add_argument("-t", "--template", metavar="FILE",
+                   help="calibration whose other fields (masks, slices, ...) the result keeps; its first "
+                        "mask is used for the fit")
+    p.add_argument("--mask", metavar="FILE", help="mask for the fit instead of the template's (non-zero = masked)")
+    p.add_argument("-o", "--output", metavar="FILE", help="the calibration to write (JSON)")
+    p.add_argument("--report", metavar="FILE", help="also write the text report to FILE ('-': standard output)")
+    p.add_argument("--picture", metavar="FILE", help="also draw the image with the fitted rings and control "
+                                                     "points (PNG, SVG, PDF; needs matplotlib)")
+    p.add_argument("--refine-wavelength", action="store_true",
+                   help="refine the wavelength too (needs rings at wide angles)")
+    p.add_argument("--frame", type=int, default=0, metavar="N", help="frame of a multi-frame file (default 0)")
+    p.add_argument("--max-rms", type=float, default=1.0, metavar="PX",
+                   help="largest accepted RMS residual in pixels (default 1)")
+    return p
+
+
+def _pixel_size(args: argparse.Namespace, template: dict[str, Any] | None,
+                metadata: dict[str, Any]) -> tuple[float, float]:
+    if args.pixel:
+        if len(args.pixel) > 2 or min(args.pixel) <= 0:
+            raise ValueError(f"--pixel takes one or two positive sizes in µm, got {args.pixel}")
+        return float(args.pixel[0]), float(args.pixel[-1])
+    if template is not None:
+        px = template["Geometry"]["PixelSizeMicroM"]
+        return float(px[0]), float(px[-1])
+    detector = str(metadata.get("detector", "")).upper()
+    for family, size in DETECTOR_PIXELS_UM.items():
+        if family in detector:
+            return size, size
+    raise ValueError("the pixel size is unknown (the image header names no known detector): give --pixel µm")
+
+
+def _wavelength(args: argparse.Namespace, template: dict[str, Any] | None, metadata: dict[str, Any]) -> float:
+    if args.wavelength is not None:
+        if not args.wavelength > 0:
+            raise ValueError(f"--wavelength must be positive, got {args.wavelength}")
+        return float(args.wavelength)
+    if metadata.get("wavelength"):
+        return float(metadata["wavelength"])
+    if template is not None:
+        return float(template["Wavelength"])
+    raise ValueError("the wavelength is unknown (not in the image header): give --wavelength Å")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from saxsdog import calibrate as cal_fit
+
+    try:
+        if args.calibrant.lower() == "list":
+            print("\n".join(cal_fit.calibrant_names()))
+            return EXIT_OK
+        name, d = cal_fit.d_spacings(args.calibrant)
+    except cal_fit.CalibrantError as exc:
+        report_error(PROG, exc)
+        return EXIT_USAGE
+    if not args.image or not args.output:
+        print(f"{PROG}: error: IMAGE and -o FILE are needed; see saxsdog calibrate --help", file=sys.stderr)
+        return EXIT_USAGE
+    t0 = time.perf_counter()
+    try:
+        from saxsdog.config import CALIBRATION
+        from saxsdog.io.images import read_image
+        from saxsdog.io.masks import read_mask
+
+        frame = read_image(args.image, args.frame)
+        image = np.asarray(frame.data)
+        metadata = dict(frame.metadata)
+        template = raw_template = None
+        mask = None
+        if args.template:
+            raw_template = json.loads(Path(args.template).read_text())
+            template = CALIBRATION.load(raw_template)
+            size = template["Geometry"].get("ImageSize")
+            if size and tuple(size) != image.shape:
+                raise ValueError(f"{args.image} is {image.shape[0]}x{image.shape[1]} pixels, the template "
+                                 f"{args.template} describes {size[0]}x{size[1]}")
+            mask_file = template["Masks"][0]["MaskFile"] if template["Masks"] else ""
+            if mask_file and not args.mask:
+                path = Path(mask_file)
+                if not path.is_absolute():
+                    path = Path(args.template).resolve().parent / path
+                mask = read_mask(path, image.shape)
+        if args.mask:
+            mask = read_mask(args.mask, image.shape, "--mask")
+        pixel = _pixel_size(args, template, metadata)
+        wavelength = _wavelength(args, template, metadata)
+        if args.distance_mm is not None and not args.distance_mm > 0:
+            raise ValueError(f"--distance-mm must be positive, got {args.distance_mm}")
+    except (OSError, ValueError, SaxsdogError) as exc:
+        report_error(PROG, exc)
+        return EXIT_USAGE
+    header_wavelength = metadata.get("wavelength")
+    mismatch = None
+    if header_wavelength and abs(wavelength / float(header_wavelength) - 1) > 0.01:
+        # at small angles a wrong wavelength mostly rescales the distance, so the fit alone
+        # may not notice: say it
+        mismatch = (f"the wavelength {wavelength:g} Å differs from the image header's {float(header_wavelength):g} Å "
+                    f"by {abs(wavelength / float(header_wavelength) - 1):.0%}")
+        print(f"{PROG}: warning: {mismatch}", file=sys.stderr)
+    try:
+        fit = cal_fit.fit_calibrant(image, d, wavelength, pixel, calibrant=name, mask=mask,
+                                    distance_guess_mm=args.distance_mm, refine_wavelength=args.refine_wavelength,
+                                    max_rms_px=args.max_rms)
+    except cal_fit.CalibrationFitError as exc:
+        report_error(PROG, exc)
+        return EXIT_FIT_FAILED
+    if mismatch:
+        fit.warnings.append(mismatch)
+    title = f"{name} calibration from {Path(args.image).name}"
+    calibration = cal_fit.calibration_from_fit(fit, raw_template, title=title)
+    fit.elapsed_s = time.perf_counter() - t0
+    report = cal_fit.report_text(fit, Path(args.image).name)
+    try:
+        from saxsdog.io.atomic import atomic_write_bytes, atomic_write_text
+
+        atomic_write_bytes(args.output, (json.dumps(calibration, indent=4) + "\n").encode("utf-8"))
+        if args.report == "-":
+            sys.stdout.write(report)
+        elif args.report:
+            atomic_write_text(args.report, report)
+        if args.picture:
+            cal_fit.save_picture(fit, image, args.picture, cal_fit.valid_pixels(image, mask))
+    except (OSError, SaxsdogError, ImportError) as exc:
+        report_error(PROG, exc)
+        return EXIT_USAGE
+    g = fit.geometry
+    u = fit.uncertainties
+    print(f"{PROG}: {name}, {fit.rings_used} rings, RMS {fit.rms_px:.3f} px: distance {g.distance_mm:.3f} ± "
+          f"{u['DetectorDistanceMM']:.3f} mm, BeamCenter [{g.beam_center[0]:.3f}, {g.beam_center[1]:.3f}], "
+          f"tilt {g.tilt_deg:.4f}° at {g.tilt_rotation_deg:.2f}°; wrote {args.output} "
+          f"({fit.elapsed_s:.1f} s)", file=sys.stderr)
+    for warning in fit.warnings:
+        if warning != mismatch:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

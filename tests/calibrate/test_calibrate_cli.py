@@ -1,0 +1,101 @@
+"""``saxsdog calibrate``: help, usage errors and exit codes (quick: small synthetic inputs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyFAI")
+
+from saxsdog.cli import calibrate as cli  # noqa: E402
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "saxsdog.cli.saxsdog", "calibrate", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_help_has_examples():
+    text = cli.build_parser().format_help()
+    assert "Examples:" in text and "saxsdog calibrate agbeh.tif --calibrant AgBh -o cal.json" in text
+    assert "Exit codes" in text
+
+
+def test_saxsdog_help_mentions_calibrate():
+    from saxsdog.cli import saxsdog
+
+    assert "saxsdog calibrate" in saxsdog.build_parser().format_help()
+
+
+@pytest.mark.slow
+def test_saxsdog_dispatches_calibrate():
+    run = _run("--help")
+    assert run.returncode == 0 and run.stdout.startswith("usage: saxsdog calibrate")
+
+
+def test_unknown_calibrant_is_a_usage_error(capsys):
+    assert cli.main(["x.tif", "--calibrant", "Unobtainium", "-o", "cal.json"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "unknown calibrant 'Unobtainium'" in err and "AgBh" in err
+
+
+def test_calibrant_list(capsys):
+    assert cli.main(["--calibrant", "list"]) == cli.EXIT_OK
+    names = capsys.readouterr().out.split()
+    assert {"AgBh", "LaB6", "CeO2", "Si"} <= set(names)
+
+
+def test_missing_image_file_is_named(tmp_path, capsys):
+    missing = tmp_path / "nope.tif"
+    assert cli.main([str(missing), "--calibrant", "AgBh", "-o", str(tmp_path / "c.json")]) == cli.EXIT_USAGE
+    assert "nope.tif" in capsys.readouterr().err
+
+
+def test_image_without_rings_exits_1_and_writes_nothing(tmp_path, capsys):
+    image = np.random.default_rng(0).poisson(100.0, (200, 180)).astype(np.int32)
+    tif = tmp_path / "flat.tif"
+    import tifffile
+
+    tifffile.imwrite(tif, image)
+    out = tmp_path / "cal.json"
+    code = cli.main([str(tif), "--calibrant", "AgBh", "--wavelength", "1.0", "--pixel", "172", "-o", str(out)])
+    assert code == cli.EXIT_FIT_FAILED
+    assert "no rings found" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_pixel_size_and_wavelength_must_be_known(tmp_path, capsys):
+    import tifffile
+
+    tif = tmp_path / "plain.tif"
+    tifffile.imwrite(tif, np.zeros((64, 64), np.int32))
+    assert cli.main([str(tif), "--calibrant", "AgBh", "--wavelength", "1", "-o", str(tmp_path / "c.json")]) == 2
+    assert "give --pixel" in capsys.readouterr().err
+    assert cli.main([str(tif), "--calibrant", "AgBh", "--pixel", "172", "-o", str(tmp_path / "c.json")]) == 2
+    assert "give --wavelength" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_synthetic_image_through_the_command(tmp_path, detector_gaps):
+    """The command on a synthetic TIFF: exit 0, the calibration has the geometry, the report is on stdout."""
+    import tifffile
+
+    from saxsdog.calibrate import d_spacings
+    from saxsdog.calibrate.synthetic import fake_calibrant_image, random_scenarios
+
+    scenario = random_scenarios(20)[18]
+    g = scenario.geometry
+    tif = tmp_path / "agbh.tif"
+    tifffile.imwrite(tif, fake_calibrant_image(g, d_spacings("AgBh")[1], gaps=detector_gaps, seed=2))
+    out = tmp_path / "cal.json"
+    run = _run(str(tif), "--calibrant", "AgBh", "--wavelength", repr(g.wavelength_A), "--pixel", "172",
+               "-o", str(out), "--report", "-")
+    assert run.returncode == 0, run.stderr
+    written = json.loads(out.read_text())
+    assert written["Geometry"]["BeamCenter"] == pytest.approx(list(g.beam_center), abs=0.1)
+    assert written["Geometry"]["DedectorDistanceMM"] == pytest.approx(g.distance_mm, rel=1e-3)
+    assert "Residuals per ring" in run.stdout
