@@ -452,3 +452,17 @@ def test_sigma_clip_with_the_real_module(valid_mask):
     clipped = RadialIntegrator(op, corrections=PixelCorrections(sigma_clip=(4.0, 3))).curve(zinged)
     sel = plain.valid & (op.area > 10)
     assert np.all(np.abs(clipped.intensity[sel] - plain.intensity[sel]) <= 3 * plain.poisson[sel])
+
+
+def test_integrate_and_integrate_with_errors_apply_the_corrections(valid_mask, frame):
+    """The original's API (Calibration.integrate / integrate_with_errors) sees the corrected curve."""
+    op = build_radial_operator(GEOMETRY, valid_mask, 3, 1.0)
+    corr = PixelCorrections(flat=smooth_field(SHAPE, 0.2, 3), solid_angle=True, dark=np.full(SHAPE, 1.5))
+    it = RadialIntegrator(op, corrections=corr, geometry=GEOMETRY)
+    c = it.curve(frame)
+    np.testing.assert_array_equal(it.integrate(frame), RadialIntegrator(op, corrections=corr, geometry=GEOMETRY)
+                                  .curve(frame, stddev=False).intensity)
+    intensity, std, err = it.integrate_with_errors(frame)
+    np.testing.assert_allclose(intensity, c.intensity, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(std, c.stddev)
+    np.testing.assert_array_equal(err, c.poisson)
