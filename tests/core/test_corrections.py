@@ -228,6 +228,7 @@ def test_legacy_model_and_polarization_keep_the_bytes(valid_mask, frame):
         assert not np.array_equal(exact.poisson, ref.poisson)
 
 
+@pytest.mark.slow
 def test_solid_angle_matches_pyfai():
     pyFAI = pytest.importorskip("pyFAI")  # noqa: F841
     from pyFAI.detectors import Detector
@@ -241,6 +242,7 @@ def test_solid_angle_matches_pyfai():
         np.testing.assert_allclose(g.solid_angle(), ai.solidAngleArray((120, 97)), rtol=2e-7)
 
 
+@pytest.mark.slow
 def test_polarization_convention_against_pyfai():
     """saxsdog's Fraction F and Angle A are pyFAI's factor 2F−1 and axis_offset −A (radians)."""
     pytest.importorskip("pyFAI")
@@ -318,6 +320,7 @@ def fit2d_valid(shared_data):
     return fabio.open(str(shared_data / "mask.tif")).data == 255
 
 
+@pytest.mark.slow
 def test_dummy_pixels_on_the_real_image(real_calibration, real_image, fit2d_valid):
     """With an empty mask, excluding dummies per frame equals removing the gap pixels from the
     operator; the count is the image's 73,671 gap and dead pixels."""
@@ -341,6 +344,7 @@ def test_dummy_pixels_on_the_real_image(real_calibration, real_image, fit2d_vali
         assert np.nanmedian(np.abs(biased.intensity / np.where(ref.intensity, ref.intensity, 1) - 1)) > 1e-3
 
 
+@pytest.mark.slow
 def test_real_calibration_legacy_is_byte_identical(real_calibration, real_image):
     it = real_calibration.radial
     old = it.curve(real_image)
@@ -361,6 +365,7 @@ def _pyfai_setup(calibration, fit2d_valid):
     return calibration_to_integrator(calibration.raw), ~fit2d_valid
 
 
+@pytest.mark.slow
 def test_corrected_curve_against_pyfai(real_calibration, real_image, fit2d_valid):
     """The real image with a random dark, a smooth random flat, solid angle and polarization:
     saxsdog and pyFAI integrate1d (full pixel splitting) agree to 1e-3 (median relative)."""
@@ -386,6 +391,7 @@ def test_corrected_curve_against_pyfai(real_calibration, real_image, fit2d_valid
     assert np.median(np.abs(plain.intensity[sel] / res.intensity[sel] - 1)) > 5e-3
 
 
+@pytest.mark.slow
 def test_azimuthal_error_against_pyfai(real_calibration, real_image, fit2d_valid):
     """error_model="azimuthal": the error of the mean from the azimuthal spread, as pyFAI's sem."""
     ai, pyfai_mask = _pyfai_setup(real_calibration, fit2d_valid)
