@@ -151,6 +151,31 @@ class Geometry:
         psi: np.ndarray = np.arctan2(dy, dx)
         return psi
 
+    def solid_angle(self) -> np.ndarray:
+        """Relative solid angle of every pixel, 1 at normal incidence (pyFAI's convention).
+
+        The solid angle a pixel subtends, divided by that of a pixel at the foot of the
+        perpendicular from the sample onto the detector plane (pyFAI's PONI):
+        ``Ω = cos³(incidence) = (L / l)³`` with ``L = d cos(tilt)`` the sample's
+        perpendicular distance from the (tilted) detector plane and ``l`` its distance
+        to the pixel centre, ``l² = d² + r² + 2 d r sin(alpha)`` (see the module
+        docstring).  Evaluated at pixel centres as pyFAI's ``solidAngleArray``; measured
+        intensities are divided by it.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 array of the image shape, in (0, 1].
+        """
+        rc, cc = self.pixel_centers(1)
+        dx, dy = self._offsets_mm(rc[:, None], cc[None, :])
+        d = self.distance_mm
+        l2 = d * d + dx * dx + dy * dy + 2.0 * d * self._along_beam(dx, dy)
+        perpendicular = d * np.cos(np.radians(self.tilt_deg))
+        cos_incidence = perpendicular / np.sqrt(l2)
+        omega: np.ndarray = cos_incidence ** 3
+        return omega
+
     def max_radius_px(self) -> float:
         """Largest distance, in pixels, from the beam centre to a detector corner."""
         nrows, ncols = self.shape

@@ -1,8 +1,15 @@
 """Integrators: an operator plus what a curve means (SPEC §4).
 
 ``I`` is the mean (corrected) intensity per bin in counts/pixel, ``A`` the effective
-area in pixels, the Poisson error ``√(I·A)/A`` and the standard deviation the spread of
-the (corrected) pixel values within the bin.  Empty bins give 0 everywhere, never NaN.
+area in pixels and the standard deviation the spread of the (corrected) pixel values
+within the bin.  Empty bins give 0 everywhere, never NaN.
+
+Without :class:`~saxsdog.core.corrections.PixelCorrections` an integrator behaves as
+before corrections existed (the operator's own polarization factor, the error
+``√(I·A)/A``).  With them, the flat field, solid angle, polarization and dark are
+applied per pixel, dummy pixels are excluded per frame and the error follows the chosen
+model; the definitions (and how the bin mean differs from pyFAI's) are in
+:mod:`saxsdog.core.corrections`.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .kernels import accumulate
+from .corrections import PixelCorrections, check_frame_image, pixel_factor
+from .geometry import Geometry
+from .kernels import accumulate, accumulate_corrected, accumulate_spread, flat_image
 from .operator import BinningOperator
 
 __all__ = ["Curve", "Integrator", "RadialIntegrator", "PhiIntegrator", "SliceIntegrator",
@@ -66,7 +75,8 @@ class Curve:
         """Boolean per bin: the bin holds data (see :attr:`valid`)."""
         if self.valid is not None:
             return self.valid
-        return np.asarray(self.poisson > 0) | np.asarray(self.intensity != 0)
+        holds: np.ndarray = np.asarray(self.poisson > 0) | np.asarray(self.intensity != 0)
+        return holds
 
 
 def integral_parameters(q: np.ndarray, intensity: np.ndarray, q_start: float = 0.0,
@@ -137,16 +147,49 @@ class Integrator:
         A short name for file suffixes and legends.
     method
         Kernel name (``None``: the fastest available).
+    corrections
+        Per-pixel corrections, dummy pixels and error model; ``None`` for the behaviour
+        before corrections existed (the operator's own correction, the legacy error).
+    geometry
+        The detector geometry (needed for solid angle and polarization corrections).
+
+    Raises
+    ------
+    ValueError
+        A dark or flat that does not fit the detector, a flat with zeros or negatives
+        where the operator uses pixels, corrections needing a geometry without one.
     """
 
     kind = "Radial"
 
     def __init__(self, operator: BinningOperator, config: dict[str, Any] | None = None,
-                 name: str = "", method: str | None = None):
+                 name: str = "", method: str | None = None, *,
+                 corrections: PixelCorrections | None = None, geometry: Geometry | None = None):
         self.operator = operator
         self.config = dict(config or {})
         self.name = name
         self.method = method
+        self.corrections = corrections
+        self.geometry = geometry
+        #: Per-pixel factor g (flat float64) or None; the dark (flat float64) or None;
+        #: the dark's constant bin sums Σ n g d.
+        self._factor: np.ndarray | None = None
+        self._dark: np.ndarray | None = None
+        self._dark_sums: np.ndarray | None = None
+        if corrections is not None:
+            self._prepare(corrections)
+
+    def _prepare(self, corrections: PixelCorrections) -> None:
+        """Fold the per-pixel corrections into one factor and the dark into bin sums (once)."""
+        op = self.operator
+        used = op.entries_per_pixel > 0
+        self._factor = pixel_factor(corrections, op.shape, self.geometry, base=op.correction, used=used)
+        if corrections.dark is not None:
+            dark = check_frame_image("DarkFile", corrections.dark, op.shape)
+            if not np.isfinite(dark[used]).all():
+                raise ValueError("DarkFile: the dark holds values that are not finite where pixels are used")
+            self._dark = dark
+            self._dark_sums = accumulate_corrected(op, dark, factor=self._factor, method=self.method).signal
 
     @property
     def x(self) -> np.ndarray:
@@ -164,7 +207,9 @@ class Integrator:
         return self.operator.x_label
 
     def integrate(self, image: np.ndarray) -> np.ndarray:
-        """Mean intensity per bin."""
+        """Mean (corrected) intensity per bin."""
+        if self.corrections is not None:
+            return self._corrected(image, stddev=False, error=False)[0]
         s1, _ = accumulate(self.operator, image, squares=False, method=self.method)
         mean: np.ndarray = s1 * self.operator.inverse_counts
         return mean
@@ -175,8 +220,13 @@ class Integrator:
         Returns
         -------
         (I, stddev, poisson)
-            float64 arrays; 0 in empty bins.
+            float64 arrays; 0 in empty bins.  With corrections the third is the error of
+            the chosen model.
         """
+        if self.corrections is not None:
+            intensity, std, err, _, _ = self._corrected(image, stddev=True)
+            assert std is not None
+            return intensity, std, err
         s1, s2 = accumulate(self.operator, image, squares=True, method=self.method)
         inv = self.operator.inverse_counts
         intensity = s1 * inv
@@ -189,24 +239,135 @@ class Integrator:
         return {}
 
     def poisson_error(self, intensity: np.ndarray) -> np.ndarray:
-        """``√(I·A)/A`` per bin, 0 for empty bins."""
-        area = self.operator.area
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(area > 0, np.sqrt(np.maximum(intensity * area, 0.0)) / np.where(area > 0, area, 1.0), 0.0)
+        """``√(I·A)/A`` per bin, 0 for empty bins (the legacy error model)."""
+        return self._legacy_error(intensity, self.operator.area)
 
-    def curve(self, image: np.ndarray, stddev: bool = True) -> Curve:
+    def curve(self, image: np.ndarray, stddev: bool = True, *, scale: float = 1.0,
+              dark_scale: float = 1.0) -> Curve:
         """Integrate with errors and classifiers.
 
-        ``stddev=False`` skips the standard deviation (a second pass over the squares),
-        which no file format stores: outputs need only I and the Poisson error.
+        Parameters
+        ----------
+        image
+            The frame.
+        stddev
+            ``False`` skips the standard deviation (the squares), which no file format
+            stores: outputs need only I and the error.
+        scale
+            Multiplies intensity, error and standard deviation (the normalization,
+            computed by the caller); the classifiers see the scaled curve.
+        dark_scale
+            Multiplies the dark before it is subtracted (frame over dark exposure time).
+
+        Returns
+        -------
+        Curve
+            With ``valid`` (bins keeping some pixel weight) and ``dummy_pixels`` set.
         """
-        if stddev:
-            intensity, std, poisson = self.integrate_with_errors(image)
+        if self.corrections is None:
+            if stddev:
+                intensity, std, poisson = self.integrate_with_errors(image)
+            else:
+                intensity = self.integrate(image)
+                std, poisson = None, self.poisson_error(intensity)
+            valid, n_dummy = self.operator.area > 0, 0
+        elif self.corrections.sigma_clip is not None:
+            intensity, std, poisson, valid, n_dummy = self._clipped(image, stddev, dark_scale)
         else:
-            intensity = self.integrate(image)
-            std, poisson = None, self.poisson_error(intensity)
-        return Curve(self.x, intensity, std, poisson, self.parameters(intensity),
-                     valid=self.operator.area > 0)
+            intensity, std, poisson, valid, n_dummy = self._corrected(image, stddev, dark_scale=dark_scale)
+        if scale != 1.0:
+            intensity = intensity * scale
+            poisson = poisson * scale
+            std = None if std is None else std * scale
+        return Curve(self.x, intensity, std, poisson, self.parameters(intensity), valid=valid,
+                     dummy_pixels=n_dummy)
+
+    # -- the corrected paths ---------------------------------------------------------
+    def _corrected(self, image: np.ndarray, stddev: bool, error: bool = True,
+                   dark_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, int]:
+        """Corrected intensity, stddev, error, valid bins and dummy count of one frame.
+
+        One fused pass gives the sums, the Poisson variance sums and the dummies'
+        weights; the azimuthal model adds a second pass for the spread around the mean.
+        """
+        corr = self.corrections
+        assert corr is not None
+        op = self.operator
+        model = corr.error_model if error else ""
+        flat = flat_image(op, image)
+        dark = self._dark
+        # The squares and the spread are not linear in the dark: subtract it per pixel
+        # there; otherwise subtract its precomputed bin sums (the fast path).
+        inline = dark is not None and (stddev or model == "azimuthal")
+        sums = accumulate_corrected(
+            op, flat, factor=self._factor, dark_inline=dark if inline else None,
+            dark_removed=dark if (dark is not None and not inline and corr.mask_negative) else None,
+            dark_scale=dark_scale, squares=stddev, poisson=(model == "poisson"),
+            mask_negative=corr.mask_negative, dummy_value=corr.dummy_value, method=self.method)
+        weight, inv = op.bin_counts, op.inverse_counts
+        if sums.removed is not None and sums.dummy_pixels:
+            weight = op.bin_counts - sums.removed
+            with np.errstate(divide="ignore"):
+                inv = np.where(weight > 0, 1.0 / np.where(weight > 0, weight, 1.0), 0.0)
+        signal = sums.signal
+        if dark is not None and not inline:
+            assert self._dark_sums is not None
+            dark_sums = self._dark_sums
+            if sums.removed_dark is not None and sums.dummy_pixels:
+                dark_sums = dark_sums - sums.removed_dark
+            signal = signal - dark_scale * dark_sums
+        intensity = signal * inv
+        std = None
+        if stddev:
+            assert sums.squares is not None
+            var = sums.squares * inv - intensity * intensity
+            std = np.sqrt(np.maximum(var, 0.0))
+        if model == "poisson":
+            assert sums.variance is not None
+            err = np.sqrt(sums.variance) * inv
+        elif model == "azimuthal":
+            spread = accumulate_spread(op, flat, intensity, factor=self._factor, dark=dark, dark_scale=dark_scale,
+                                       mask_negative=corr.mask_negative, dummy_value=corr.dummy_value,
+                                       method=self.method)
+            err = np.sqrt(np.maximum(spread, 0.0)) * inv
+        elif model == "legacy":
+            err = self._legacy_error(intensity, weight / op.subpixels)
+        else:
+            err = np.zeros_like(intensity)
+        return intensity, std, err, weight > 0, sums.dummy_pixels
+
+    def _clipped(self, image: np.ndarray, stddev: bool,
+                 dark_scale: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, int]:
+        """The sigma-clipped robust mean (``saxsdog.core.sigma_clip``) of one frame."""
+        from .sigma_clip import clip_accumulate
+
+        corr = self.corrections
+        assert corr is not None and corr.sigma_clip is not None
+        op = self.operator
+        flat = flat_image(op, image)
+        sigma, cycles = corr.sigma_clip
+        res = clip_accumulate(op, flat, pixel_factor=self._factor,
+                              dark=None if self._dark is None else self._dark * dark_scale,
+                              sigma=float(sigma), cycles=int(cycles), error_model=corr.error_model,
+                              mask_negative=corr.mask_negative, dummy_value=corr.dummy_value, method=self.method)
+        n_dummy = 0
+        if corr.mask_negative:
+            with np.errstate(invalid="ignore"):
+                bad = flat < 0
+                if corr.dummy_value is not None:
+                    bad |= flat == corr.dummy_value
+            n_dummy = int(np.count_nonzero(bad & (op.entries_per_pixel > 0)))
+        weight = np.asarray(res.weight, dtype=np.float64)
+        return (np.asarray(res.intensity, dtype=np.float64), (np.asarray(res.stddev) if stddev else None),
+                np.asarray(res.error, dtype=np.float64), weight > 0, n_dummy)
+
+    @staticmethod
+    def _legacy_error(intensity: np.ndarray, area: np.ndarray) -> np.ndarray:
+        """``√(I·A)/A`` per bin, 0 for empty bins (the original's formula)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err: np.ndarray = np.where(area > 0, np.sqrt(np.maximum(intensity * area, 0.0))
+                                       / np.where(area > 0, area, 1.0), 0.0)
+        return err
 
 
 class RadialIntegrator(Integrator):

@@ -16,6 +16,12 @@ A bin's intensity is ``I_b = Σ_j n_bj c_j / Σ_j n_bj`` with ``c_j`` the (optio
 polarization-corrected) pixel value: the mean in counts per pixel.  The effective area is
 ``A_b = Σ_j n_bj / ov²`` pixels.
 
+The operator holds only the geometry of the binning (and, for calibrations of version 1,
+the polarization factor in ``correction``).  Flat field, solid angle, polarization and
+dark of :class:`~saxsdog.core.corrections.PixelCorrections` are applied by the
+integrator, which folds ``correction`` into its own per-pixel factor, so one cached
+operator serves every set of corrections.
+
 Pure NumPy: no I/O here.
 """
 
