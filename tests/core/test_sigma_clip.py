@@ -107,6 +107,21 @@ def test_kernels_agree_with_one_zinger(op3, cycles):
         assert_same(ref, fast)
 
 
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+def test_kernels_agree_with_many_zingers_in_one_bin(op3):
+    # More zingers in one bin than the numba kernel holds out of its running sums: the
+    # ones it had to add are subtracted again and the bin re-accumulated from scratch.
+    img = np.random.default_rng(14).poisson(80.0, SHAPE).astype(np.float64)
+    busiest = int(np.argmax(np.bincount(op3.bins, minlength=op3.n_bins)))
+    pixels = np.unique(op3.entry_pixels[op3.bins == busiest])
+    img.flat[pixels[::max(1, pixels.size // 12)][:12]] = 1e6 + np.arange(12)
+    factor = 1.0 + 0.1 * np.random.default_rng(15).random(N_PIX)  # no exact integer sums
+    for model in ("poisson", "azimuthal"):
+        ref, fast = (clip(op3, img, pixel_factor=factor, error_model=model, method=m) for m in ("scipy", "numba"))
+        assert ref.rejected >= 12
+        assert_same(ref, fast)
+
+
 @pytest.mark.parametrize("method", available_methods())
 def test_a_bin_loses_its_one_huge_outlier(op3, method):
     # Bounded noise (uniform: never beyond √3 σ), so the zinger is the only outlier.

@@ -62,11 +62,20 @@ Different, on purpose:
 * The spread ``σ_b`` weights by ``n_bj`` (pyFAI: by ``c²`` and normalization²), the same as
   the plain integrator's standard deviation; pyFAI floors the Poisson variance at 1 count.
 
-Two kernels, selected by name: ``"scipy"`` (NumPy reference: recomputes every bin sum from
-the kept entries each cycle) and ``"numba"`` (streams the entries in memory order; after the
-first pass each cycle only tests entries of bins whose statistics changed and subtracts
-the newly rejected ones, with compensated (two-sum) accumulators so that removing a 10⁶
-count zinger does not cost the remaining sum its precision).
+Two kernels, selected by name (``SAXSDOG_KERNEL`` chooses as for plain integration):
+
+``"scipy"``
+    The NumPy reference: every cycle tests all kept entries and recomputes every bin's
+    sums from the kept ones.
+``"numba"``
+    One streaming pass over the entries in memory order accumulates the sums and
+    remembers each bin's few most extreme values.  A cycle then tests only the remembered
+    entries of the bins whose statistics changed, and subtracts the ones it rejects; a
+    bin is scanned entry by entry only when its new band no longer covers the bounds of
+    the entries it did not remember (rare: several outliers in one bin).  The largest
+    values are held out of the running sums, so that subtracting a 10⁶-count zinger does
+    not cost the remaining sum its precision; bins where that could still happen are
+    re-accumulated.  It agrees with the reference to rounding (1e-12, tested).
 
 Pure NumPy: no I/O here.
 """
@@ -233,15 +242,30 @@ try:  # pragma: no branch - depends on the environment
     import numba
 
     _LANES = 4
-    #: Below this fraction of all entries in changed bins, a cycle visits them bin by bin
-    #: through a bin-major index instead of streaming all entries.
-    _GATHER_FRACTION = 0.2
+    #: Extreme entries remembered per bin and side (the K largest and the K smallest).
+    _K = 4
+    #: Above this fraction of all entries in the bins to scan, a scan streams all entries
+    #: instead of visiting those bins through the bin-major index.
+    _STREAM_FRACTION = 0.15
+    # Entry states.
+    _KEPT, _REJECTED, _UNUSABLE, _HELD = 0, 1, 2, 3
 
-    # The accumulators are separate arrays of ``n_bins * 4`` lanes: ``s1`` Σ n c, ``s2``
-    # Σ n c², and either ``e`` (poisson: Σ n² g² p) or ``q1``/``q2`` (azimuthal: Σ n² c,
-    # Σ n² c²) — the unused ones are passed as None, which numba prunes at compile time,
-    # giving one specialisation per error model.  The accumulations are written out in
-    # each loop: a helper taking the arrays costs reference-count updates per entry.
+    # How the numba kernel avoids streaming the image once per cycle.  The first pass
+    # accumulates the sums and remembers, per bin, the K largest and K smallest values with
+    # their entries.  Every entry not remembered lies between the bin's K-th smallest and
+    # K-th largest value, so a cycle only tests the remembered entries of a changed bin,
+    # provided its new band still covers those two bounds (checked with the very expression
+    # of the rejection test, which is monotonic in the value, so this is exact); otherwise
+    # that bin alone is scanned.  The K largest values are *held* out of the running sums
+    # (state _HELD) and added per cycle: a zinger never enters a running sum, whose rounding
+    # it would otherwise dominate.  An entry subtracted from a running sum that is larger
+    # than the rest of it (more than K zingers in one bin) flags the bin, which is then
+    # re-accumulated from scratch at the end.
+    #
+    # Running sums are arrays of n_bins * 4 lanes: s1 Σ n c, s2 Σ n c², and e (poisson:
+    # Σ n² g² p) or q1 Σ n² c and q2 Σ n² c² (azimuthal); unused ones are None, pruned by
+    # numba at compile time.  Accumulations are written out in the hot loops: a helper
+    # taking the arrays costs reference-count updates per entry.
 
     @numba.njit(inline="always")
     def _value(img, j, factor, dark):  # type: ignore[no-untyped-def]  # pragma: no cover
@@ -256,130 +280,190 @@ try:  # pragma: no branch - depends on the environment
         return p, c, g
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _nb_first(img, pix, bins, counts, factor, dark, mask_negative, dummy,  # type: ignore[no-untyped-def]
-                  state, removed, s1, s2, e, q1, q2):  # pragma: no cover
-        # First pass: every usable entry into the sums, four interleaved lanes per bin
-        # (as kernels.py) to break the dependency on a bin's running sum.  Unusable
-        # entries (NaN, negative, dummy) get state 2 and their counts go to `removed`, so
-        # the weights need no accumulator: W = bin_counts − removed.
+    def _add(k, b, sign, img, pix, counts, factor, dark, s1, s2, e, q1, q2):  # type: ignore[no-untyped-def]  # noqa: E501  # pragma: no cover
+        # Add (sign 1) or subtract (sign -1) entry k of bin b: the rare paths.
+        p, c, g = _value(img, pix[k], factor, dark)
+        n = np.float64(counts[k])
+        i = b * 4 + (k & 3)
+        nc = sign * n * c
+        s1[i] += nc
+        s2[i] += nc * c
+        if e is not None:
+            e[i] += sign * n * n * g * g * max(p, 0.0)
+        if q1 is not None:
+            q1[i] += n * nc
+        if q2 is not None:
+            q2[i] += n * nc * c
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _nb_first(img, pix, bins, counts, factor, dark, mask_negative, use_dummy, dummy,  # type: ignore[no-untyped-def]
+                  state, removed, top, topk, bot, botk, s1, s2, e, q1, q2):  # pragma: no cover
+        # First pass: every usable entry into the running sums (four interleaved lanes per
+        # bin, as kernels.py, to break the dependency on a running sum) or held among its
+        # bin's K largest, and into the bin's K smallest.  Lists are sorted with slot 0 the
+        # next to drop.  Unusable entries (NaN, negative, dummy) get their own state and
+        # their counts go to `removed`: the weights need no accumulator (W = counts − removed).
         for k in range(pix.size):
             p, c, g = _value(img, pix[k], factor, dark)
             b = np.int64(bins[k])
             n = np.float64(counts[k])
-            if (p != p) or (mask_negative and p < 0) or (dummy is not None and p == dummy):
+            if (p != p) or (mask_negative and p < 0) or (use_dummy and p == dummy):
                 state[k] = 2
                 removed[2 * b] += n
                 removed[2 * b + 1] += n * n
                 continue
-            i = b * 4 + (k & 3)
-            nc = n * c
-            s1[i] += nc
-            s2[i] += nc * c
-            if e is not None:
-                e[i] += n * n * g * g * max(p, 0.0)
-            if q1 is not None:
-                q1[i] += n * nc
-            if q2 is not None:
-                q2[i] += n * nc * c
+            base = b * _K
+            if c > top[base]:
+                dropped = topk[base]
+                if dropped >= 0:  # leaves the held K largest: into the running sums
+                    state[dropped] = 0
+                    p0, c0, g0 = _value(img, pix[dropped], factor, dark)
+                    n0 = np.float64(counts[dropped])
+                    i0 = b * 4 + (dropped & 3)
+                    nc0 = n0 * c0
+                    s1[i0] += nc0
+                    s2[i0] += nc0 * c0
+                    if e is not None:
+                        e[i0] += n0 * n0 * g0 * g0 * max(p0, 0.0)
+                    if q1 is not None:
+                        q1[i0] += n0 * nc0
+                    if q2 is not None:
+                        q2[i0] += n0 * nc0 * c0
+                r = 0
+                while r + 1 < _K and top[base + r + 1] < c:
+                    top[base + r] = top[base + r + 1]
+                    topk[base + r] = topk[base + r + 1]
+                    r += 1
+                top[base + r] = c
+                topk[base + r] = k
+                state[k] = 3
+            else:
+                i = b * 4 + (k & 3)
+                nc = n * c
+                s1[i] += nc
+                s2[i] += nc * c
+                if e is not None:
+                    e[i] += n * n * g * g * max(p, 0.0)
+                if q1 is not None:
+                    q1[i] += n * nc
+                if q2 is not None:
+                    q2[i] += n * nc * c
+            if c < bot[base]:
+                r = 0
+                while r + 1 < _K and bot[base + r + 1] > c:
+                    bot[base + r] = bot[base + r + 1]
+                    botk[base + r] = botk[base + r + 1]
+                    r += 1
+                bot[base + r] = c
+                botk[base + r] = k
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _reject(k, b, n, p, c, g, recompute, state, removed, changed, flagged,  # type: ignore[no-untyped-def]
+    def _reject(k, b, img, pix, counts, factor, dark, state, removed, changed, flagged,  # type: ignore[no-untyped-def]
                 s1, s2, e, q1, q2):  # pragma: no cover
-        # The rare path: mark entry k rejected and, unless its bin is being re-accumulated,
-        # subtract it.  A value larger than the rest of its bin (a zinger) would leave the
-        # remaining sum with the large one's rounding error: flag the bin so that the next
-        # pass re-accumulates it from scratch.
-        state[k] = 1
+        # Reject entry k of bin b; take it out of the running sums unless it is held.
+        n = np.float64(counts[k])
         changed[b] = 1
         removed[2 * b] += n
         removed[2 * b + 1] += n * n
-        if recompute[b]:
+        held = state[k] == 3
+        state[k] = 1
+        if held:
             return
         base = b * 4
-        i = base + (k & 3)
-        nc = n * c
-        big = nc * c > 0.5 * (s2[base] + s2[base + 1] + s2[base + 2] + s2[base + 3])
-        s1[i] -= nc
-        s2[i] -= nc * c
+        p, c, g = _value(img, pix[k], factor, dark)
+        big = n * c * c > 0.5 * (s2[base] + s2[base + 1] + s2[base + 2] + s2[base + 3])
         if e is not None:
-            x = n * n * g * g * max(p, 0.0)
-            big = big or x > 0.5 * (e[base] + e[base + 1] + e[base + 2] + e[base + 3])
-            e[i] -= x
-        if q1 is not None:
-            q1[i] -= n * nc
+            big = big or n * n * g * g * max(p, 0.0) > 0.5 * (e[base] + e[base + 1] + e[base + 2] + e[base + 3])
         if q2 is not None:
-            big = big or n * nc * c > 0.5 * (q2[base] + q2[base + 1] + q2[base + 2] + q2[base + 3])
-            q2[i] -= n * nc * c
+            big = big or n * n * c * c > 0.5 * (q2[base] + q2[base + 1] + q2[base + 2] + q2[base + 3])
         if big:
             flagged[b] = 1
+        _add(k, b, -1.0, img, pix, counts, factor, dark, s1, s2, e, q1, q2)
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _nb_stream(img, pix, bins, counts, factor, dark, mean, limit, active, recompute,  # type: ignore[no-untyped-def]
-                   state, removed, changed, flagged, s1, s2, e, q1, q2):  # pragma: no cover
-        # One cycle in memory order: test the kept entries of bins whose statistics
-        # changed; re-accumulate the kept entries of flagged bins.
+    def _nb_extremes(img, pix, counts, factor, dark, mean, limit, active, state, removed, changed, flagged,  # type: ignore[no-untyped-def]  # noqa: E501
+                     scan, top, topk, bot, botk, s1, s2, e, q1, q2):  # pragma: no cover
+        # One cycle on the remembered extremes of every changed bin; bins whose band no
+        # longer covers the bounds of the other entries are marked for a scan.
         rejected = 0
-        for k in range(pix.size):
-            if state[k]:
-                continue
-            b = np.int64(bins[k])
+        for b in range(active.size):
             if not active[b]:
                 continue
-            p, c, g = _value(img, pix[k], factor, dark)
-            n = np.float64(counts[k])
-            if abs(c - mean[b]) <= limit[b]:
-                if recompute[b]:
-                    i = b * 4 + (k & 3)
-                    nc = n * c
-                    s1[i] += nc
-                    s2[i] += nc * c
-                    if e is not None:
-                        e[i] += n * n * g * g * max(p, 0.0)
-                    if q1 is not None:
-                        q1[i] += n * nc
-                    if q2 is not None:
-                        q2[i] += n * nc * c
-                continue
-            rejected += 1
-            _reject(k, b, n, p, c, g, recompute, state, removed, changed, flagged, s1, s2, e, q1, q2)
+            m = mean[b]
+            lim = limit[b]
+            base = b * _K
+            # Slot 0 holds the bound: every entry not remembered lies within
+            # [bot[base], top[base]] (±inf while the bin has fewer than K entries).
+            if (top[base] != -np.inf and not (abs(top[base] - m) <= lim)) or \
+                    (bot[base] != np.inf and not (abs(bot[base] - m) <= lim)):
+                scan[b] = 1
+            for r in range(2 * _K):
+                if r < _K:
+                    k = topk[base + r]
+                    c = top[base + r]
+                else:
+                    k = botk[base + r - _K]
+                    c = bot[base + r - _K]
+                if k < 0 or state[k] == 1:
+                    continue
+                if not (abs(c - m) <= lim):
+                    rejected += 1
+                    _reject(k, b, img, pix, counts, factor, dark, state, removed, changed, flagged,
+                            s1, s2, e, q1, q2)
         return rejected
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _nb_gather(img, pix, counts, factor, dark, mean, limit, active_bins, order, starts,  # type: ignore[no-untyped-def]
-                   recompute, state, removed, changed, flagged, s1, s2, e, q1, q2):  # pragma: no cover
-        # The same cycle visiting only the entries of the changed bins (bin-major index).
+    def _nb_scan_gather(img, pix, counts, factor, dark, mean, limit, scan_bins, order, starts,  # type: ignore[no-untyped-def]  # noqa: E501
+                        state, removed, changed, flagged, s1, s2, e, q1, q2):  # pragma: no cover
+        # Test the kept, not remembered entries of the bins to scan (bin-major index).
         rejected = 0
-        for a in range(active_bins.size):
-            b = np.int64(active_bins[a])
+        for a in range(scan_bins.size):
+            b = np.int64(scan_bins[a])
             m = mean[b]
             lim = limit[b]
-            again = recompute[b]
             for o in range(starts[b], starts[b + 1]):
                 k = np.int64(order[o])
                 if state[k]:
                     continue
                 p, c, g = _value(img, pix[k], factor, dark)
-                n = np.float64(counts[k])
                 if abs(c - m) <= lim:
-                    if again:
-                        i = b * 4 + (k & 3)
-                        nc = n * c
-                        s1[i] += nc
-                        s2[i] += nc * c
-                        if e is not None:
-                            e[i] += n * n * g * g * max(p, 0.0)
-                        if q1 is not None:
-                            q1[i] += n * nc
-                        if q2 is not None:
-                            q2[i] += n * nc * c
                     continue
                 rejected += 1
-                _reject(k, b, n, p, c, g, recompute, state, removed, changed, flagged, s1, s2, e, q1, q2)
+                _reject(k, b, img, pix, counts, factor, dark, state, removed, changed, flagged, s1, s2, e, q1, q2)
         return rejected
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _nb_scan_stream(img, pix, bins, counts, factor, dark, mean, limit, scan,  # type: ignore[no-untyped-def]
+                        state, removed, changed, flagged, s1, s2, e, q1, q2):  # pragma: no cover
+        # The same scan streaming all entries in memory order (when many bins need it).
+        rejected = 0
+        for k in range(pix.size):
+            if state[k]:
+                continue
+            b = np.int64(bins[k])
+            if not scan[b]:
+                continue
+            p, c, g = _value(img, pix[k], factor, dark)
+            if abs(c - mean[b]) <= limit[b]:
+                continue
+            rejected += 1
+            _reject(k, b, img, pix, counts, factor, dark, state, removed, changed, flagged, s1, s2, e, q1, q2)
+        return rejected
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _nb_readd(img, pix, counts, factor, dark, redo_bins, order, starts, state,  # type: ignore[no-untyped-def]
+                  s1, s2, e, q1, q2):  # pragma: no cover
+        # Re-accumulate the running sums of flagged bins from their kept entries.
+        for a in range(redo_bins.size):
+            b = np.int64(redo_bins[a])
+            for o in range(starts[b], starts[b + 1]):
+                k = np.int64(order[o])
+                if state[k] == 0:
+                    _add(k, b, 1.0, img, pix, counts, factor, dark, s1, s2, e, q1, q2)
 
     def _bin_index(op: BinningOperator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Entries per bin, and the entries in bin-major order with each bin's start
-        (built once per operator, on the first cycle that needs it)."""
+        (built once per operator, the first time a bin has to be scanned)."""
         cache = op.__dict__.setdefault("_sigma_clip_cache", {})
         if "order" not in cache:
             per_bin = np.bincount(op.bins, minlength=op.n_bins)
@@ -401,60 +485,80 @@ try:  # pragma: no branch - depends on the environment
                     dummy_value: float | None) -> tuple[_Sums, int]:
         nb = op.n_bins
         size = nb * _LANES
-        s1, s2 = np.zeros(size), np.zeros(size)
-        e = np.zeros(size) if mode == 1 else None
-        q1 = np.zeros(size) if mode == 2 else None
-        q2 = np.zeros(size) if mode == 2 else None
-        lanes = (s1, s2, e, q1, q2)
-        removed = np.zeros(2 * nb)  # per bin: Σ n and Σ n² of unusable and rejected entries
-        state = np.zeros(op.bins.size, dtype=np.uint8)  # 0 kept, 1 rejected, 2 unusable
-        pix = op.entry_pixels
-        _nb_first(flat, pix, op.bins, op.counts, factor, dark, mask_negative, dummy_value,
-                  state, removed, *lanes)
-        zero = np.zeros(nb)
 
-        def total(a: np.ndarray | None) -> np.ndarray:
-            return zero if a is None else np.asarray(a.reshape(nb, _LANES).sum(axis=1))
+        def lanes(wanted: bool) -> np.ndarray | None:
+            return np.zeros(size) if wanted else None
+
+        running = (np.zeros(size), np.zeros(size), lanes(mode == 1), lanes(mode == 2), lanes(mode == 2))
+        s1, s2, e, q1, q2 = running
+        top, bot = np.full(nb * _K, -np.inf), np.full(nb * _K, np.inf)
+        topk, botk = np.full(nb * _K, -1, dtype=np.int64), np.full(nb * _K, -1, dtype=np.int64)
+        removed = np.zeros(2 * nb)  # per bin: Σ n and Σ n² of unusable and rejected entries
+        state = np.zeros(op.bins.size, dtype=np.uint8)
+        pix = op.entry_pixels
+        _nb_first(flat, pix, op.bins, op.counts, factor, dark, mask_negative, dummy_value is not None,
+                  0.0 if dummy_value is None else dummy_value, state, removed, top, topk, bot, botk, *running)
+        zero = np.zeros(nb)
+        slot_bin = np.repeat(np.arange(nb), _K)
 
         def sums() -> _Sums:
-            gone = removed.reshape(nb, 2)
-            return _Sums(op.bin_counts - gone[:, 0], total(s1), total(s2), total(e if mode == 1 else q1),
-                         _squared_counts(op) - gone[:, 1] if mode == 2 else zero, total(q2))
+            def total(a: np.ndarray | None) -> np.ndarray:
+                return zero if a is None else np.asarray(a.reshape(nb, _LANES).sum(axis=1))
 
-        def run(active: np.ndarray, recompute: np.ndarray, mean: np.ndarray, limit: np.ndarray,
-                changed: np.ndarray, flagged: np.ndarray) -> int:
-            redo = recompute.astype(bool)
-            if redo.any():
-                for a in lanes:
-                    if a is not None:
-                        a.reshape(nb, _LANES)[redo] = 0.0
-            active_bins = np.flatnonzero(active)
-            per_bin, order, starts = _bin_index(op)
-            if per_bin[active_bins].sum() < _GATHER_FRACTION * op.bins.size:
-                return int(_nb_gather(flat, pix, op.counts, factor, dark, mean, limit, active_bins, order, starts,
-                                      recompute, state, removed, changed, flagged, *lanes))
-            return int(_nb_stream(flat, pix, op.bins, op.counts, factor, dark, mean, limit, active, recompute,
-                                  state, removed, changed, flagged, *lanes))
+            # The held entries (the K largest of each bin, while kept), added to the lanes.
+            held = (topk >= 0) & (state[np.maximum(topk, 0)] == _HELD)
+            k = topk[held]
+            b = slot_bin[held]
+            n = op.counts[k].astype(np.float64)
+            c = top[held]
+
+            def plus(a: np.ndarray | None, weights: np.ndarray) -> np.ndarray:
+                return total(a) + np.bincount(b, weights=weights, minlength=nb)
+
+            gone = removed.reshape(nb, 2)
+            if mode == 1:
+                j = pix[k]
+                g = factor[j] if factor is not None else 1.0
+                e_sum = plus(e, n * n * g * g * np.maximum(flat[j].astype(np.float64), 0.0))
+            elif mode == 2:
+                e_sum = plus(q1, n * n * c)
+            else:
+                e_sum = zero
+            return _Sums(op.bin_counts - gone[:, 0], plus(s1, n * c), plus(s2, n * c * c), e_sum,
+                         _squared_counts(op) - gone[:, 1] if mode == 2 else zero,
+                         plus(q2, n * n * c * c) if mode == 2 else zero)
 
         current = sums()
         active = (current.w > 0).astype(np.uint8)
-        recompute = np.zeros(nb, dtype=np.uint8)
+        flagged = np.zeros(nb, dtype=np.uint8)
         rejected = 0
         for _ in range(cycles):
             mean, _, limit = _statistics(current, op.subpixels, sigma)
             changed = np.zeros(nb, dtype=np.uint8)
-            flagged = np.zeros(nb, dtype=np.uint8)
-            n_reject = run(active, recompute, mean, limit, changed, flagged)
-            recompute = flagged
-            current = sums()
+            scan = np.zeros(nb, dtype=np.uint8)
+            n_reject = int(_nb_extremes(flat, pix, op.counts, factor, dark, mean, limit, active, state, removed,
+                                        changed, flagged, scan, top, topk, bot, botk, *running))
+            scan_bins = np.flatnonzero(scan)
+            if scan_bins.size:
+                per_bin, order, starts = _bin_index(op)
+                if per_bin[scan_bins].sum() > _STREAM_FRACTION * op.bins.size:
+                    n_reject += int(_nb_scan_stream(flat, pix, op.bins, op.counts, factor, dark, mean, limit, scan,
+                                                    state, removed, changed, flagged, *running))
+                else:
+                    n_reject += int(_nb_scan_gather(flat, pix, op.counts, factor, dark, mean, limit, scan_bins,
+                                                    order, starts, state, removed, changed, flagged, *running))
             rejected += n_reject
             if n_reject == 0:
                 break
+            current = sums()
             active = changed  # unchanged bins keep their statistics: nothing new to reject
-        if recompute.any():
-            # Bins flagged in the last cycle: re-accumulate them (an infinite limit rejects nothing).
-            inf = np.full(nb, np.inf)
-            run(recompute, recompute, inf, inf, np.zeros(nb, dtype=np.uint8), np.zeros(nb, dtype=np.uint8))
+        redo = np.flatnonzero(flagged)
+        if redo.size:
+            for a in running:
+                if a is not None:
+                    a.reshape(nb, _LANES)[redo] = 0.0
+            _, order, starts = _bin_index(op)
+            _nb_readd(flat, pix, op.counts, factor, dark, redo, order, starts, state, *running)
             current = sums()
         return current, rejected
 
