@@ -242,7 +242,7 @@ try:  # pragma: no branch - depends on the environment
     import numba
 
     _LANES = 4
-    #: Extreme entries remembered per bin and side (the K largest and the K smallest).
+    #: Largest entries remembered per bin.
     _K = 4
     #: Above this fraction of all entries in the bins to scan, a scan streams all entries
     #: instead of visiting those bins through the bin-major index.
@@ -251,12 +251,13 @@ try:  # pragma: no branch - depends on the environment
     _KEPT, _REJECTED, _UNUSABLE, _HELD = 0, 1, 2, 3
 
     # How the numba kernel avoids streaming the image once per cycle.  The first pass
-    # accumulates the sums and remembers, per bin, the K largest and K smallest values with
-    # their entries.  Every entry not remembered lies between the bin's K-th smallest and
-    # K-th largest value, so a cycle only tests the remembered entries of a changed bin,
-    # provided its new band still covers those two bounds (checked with the very expression
-    # of the rejection test, which is monotonic in the value, so this is exact); otherwise
-    # that bin alone is scanned.  The K largest values are *held* out of the running sums
+    # accumulates the sums and remembers, per bin, the K largest values with their entries
+    # and the smallest value (a branch-free minimum: low outliers are rare here).  Every
+    # entry not remembered lies between the bin's minimum and its K-th largest value, so a
+    # cycle only tests the remembered entries of a changed bin, provided its new band still
+    # covers those two bounds (checked with the very expression of the rejection test,
+    # which is monotonic in the value, so this is exact); otherwise that bin alone is
+    # scanned.  The K largest values are *held* out of the running sums
     # (state _HELD) and added per cycle: a zinger never enters a running sum, whose rounding
     # it would otherwise dominate.  An entry subtracted from a running sum that is larger
     # than the rest of it (more than K zingers in one bin) flags the bin, which is then
@@ -297,11 +298,10 @@ try:  # pragma: no branch - depends on the environment
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_first(img, pix, bins, counts, factor, dark, mask_negative, use_dummy, dummy,  # type: ignore[no-untyped-def]
-                  state, removed, top, topk, bot, botk, s1, s2, e, q1, q2):  # pragma: no cover
+                  state, removed, top, topk, low, s1, s2, e, q1, q2):  # pragma: no cover
         # First pass: every usable entry into the running sums (four interleaved lanes per
         # bin, as kernels.py, to break the dependency on a running sum) or held among its
-        # bin's K largest, and into the bin's K smallest.  Lists are sorted with slot 0 the
-        # next to drop.  Unusable entries (NaN, negative, dummy) get their own state and
+        # bin's K largest (sorted, slot 0 the next to drop), and into the lane's minimum.  Unusable entries (NaN, negative, dummy) get their own state and
         # their counts go to `removed`: the weights need no accumulator (W = counts − removed).
         for k in range(pix.size):
             p, c, g = _value(img, pix[k], factor, dark)
@@ -348,14 +348,8 @@ try:  # pragma: no branch - depends on the environment
                     q1[i] += n * nc
                 if q2 is not None:
                     q2[i] += n * nc * c
-            if c < bot[base]:
-                r = 0
-                while r + 1 < _K and bot[base + r + 1] > c:
-                    bot[base + r] = bot[base + r + 1]
-                    botk[base + r] = botk[base + r + 1]
-                    r += 1
-                bot[base + r] = c
-                botk[base + r] = k
+            i = b * 4 + (k & 3)
+            low[i] = min(low[i], c)
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _reject(k, b, img, pix, counts, factor, dark, state, removed, changed, flagged,  # type: ignore[no-untyped-def]
@@ -382,7 +376,7 @@ try:  # pragma: no branch - depends on the environment
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_extremes(img, pix, counts, factor, dark, mean, limit, active, state, removed, changed, flagged,  # type: ignore[no-untyped-def]  # noqa: E501
-                     scan, top, topk, bot, botk, s1, s2, e, q1, q2):  # pragma: no cover
+                     scan, top, topk, low, s1, s2, e, q1, q2):  # pragma: no cover
         # One cycle on the remembered extremes of every changed bin; bins whose band no
         # longer covers the bounds of the other entries are marked for a scan.
         rejected = 0
@@ -392,18 +386,14 @@ try:  # pragma: no branch - depends on the environment
             m = mean[b]
             lim = limit[b]
             base = b * _K
-            # Slot 0 holds the bound: every entry not remembered lies within
-            # [bot[base], top[base]] (±inf while the bin has fewer than K entries).
-            if (top[base] != -np.inf and not (abs(top[base] - m) <= lim)) or \
-                    (bot[base] != np.inf and not (abs(bot[base] - m) <= lim)):
+            # Every entry not remembered lies within [minimum, top[base]] (slot 0; −inf
+            # while the bin has fewer than K entries).
+            lowest = min(min(low[4 * b], low[4 * b + 1]), min(low[4 * b + 2], low[4 * b + 3]))
+            if (top[base] != -np.inf and not (abs(top[base] - m) <= lim)) or not (abs(lowest - m) <= lim):
                 scan[b] = 1
-            for r in range(2 * _K):
-                if r < _K:
-                    k = topk[base + r]
-                    c = top[base + r]
-                else:
-                    k = botk[base + r - _K]
-                    c = bot[base + r - _K]
+            for r in range(_K):
+                k = topk[base + r]
+                c = top[base + r]
                 if k < 0 or state[k] == 1:
                     continue
                 if not (abs(c - m) <= lim):
@@ -461,6 +451,44 @@ try:  # pragma: no branch - depends on the environment
                 if state[k] == 0:
                     _add(k, b, 1.0, img, pix, counts, factor, dark, s1, s2, e, q1, q2)
 
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _nb_fold(img, pix, counts, factor, dark, state, top, topk, out, s1, s2, e, q1, q2):  # type: ignore[no-untyped-def]  # noqa: E501  # pragma: no cover
+        # Per-bin totals: the four lanes plus the held entries (rows of `out`: Σ n c,
+        # Σ n c², Σ n² g² p or Σ n² c, Σ n² c²).
+        for b in range(out.shape[1]):
+            t1 = 0.0
+            t2 = 0.0
+            t3 = 0.0
+            t4 = 0.0
+            for r in range(_K):
+                k = topk[b * _K + r]
+                if k < 0 or state[k] != 3:
+                    continue
+                p, c, g = _value(img, pix[k], factor, dark)
+                n = np.float64(counts[k])
+                t1 += n * c
+                t2 += n * c * c
+                if e is not None:
+                    t3 += n * n * g * g * max(p, 0.0)
+                if q1 is not None:
+                    t3 += n * n * c
+                if q2 is not None:
+                    t4 += n * n * c * c
+            for lane in range(4):
+                i = 4 * b + lane
+                t1 += s1[i]
+                t2 += s2[i]
+                if e is not None:
+                    t3 += e[i]
+                if q1 is not None:
+                    t3 += q1[i]
+                if q2 is not None:
+                    t4 += q2[i]
+            out[0, b] = t1
+            out[1, b] = t2
+            out[2, b] = t3
+            out[3, b] = t4
+
     def _bin_index(op: BinningOperator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Entries per bin, and the entries in bin-major order with each bin's start
         (built once per operator, the first time a bin has to be scanned)."""
@@ -491,42 +519,21 @@ try:  # pragma: no branch - depends on the environment
 
         running = (np.zeros(size), np.zeros(size), lanes(mode == 1), lanes(mode == 2), lanes(mode == 2))
         s1, s2, e, q1, q2 = running
-        top, bot = np.full(nb * _K, -np.inf), np.full(nb * _K, np.inf)
-        topk, botk = np.full(nb * _K, -1, dtype=np.int64), np.full(nb * _K, -1, dtype=np.int64)
+        top, topk = np.full(nb * _K, -np.inf), np.full(nb * _K, -1, dtype=np.int64)
+        low = np.full(size, np.inf)
         removed = np.zeros(2 * nb)  # per bin: Σ n and Σ n² of unusable and rejected entries
         state = np.zeros(op.bins.size, dtype=np.uint8)
         pix = op.entry_pixels
         _nb_first(flat, pix, op.bins, op.counts, factor, dark, mask_negative, dummy_value is not None,
-                  0.0 if dummy_value is None else dummy_value, state, removed, top, topk, bot, botk, *running)
+                  0.0 if dummy_value is None else dummy_value, state, removed, top, topk, low, *running)
         zero = np.zeros(nb)
-        slot_bin = np.repeat(np.arange(nb), _K)
 
         def sums() -> _Sums:
-            def total(a: np.ndarray | None) -> np.ndarray:
-                return zero if a is None else np.asarray(a.reshape(nb, _LANES).sum(axis=1))
-
-            # The held entries (the K largest of each bin, while kept), added to the lanes.
-            held = (topk >= 0) & (state[np.maximum(topk, 0)] == _HELD)
-            k = topk[held]
-            b = slot_bin[held]
-            n = op.counts[k].astype(np.float64)
-            c = top[held]
-
-            def plus(a: np.ndarray | None, weights: np.ndarray) -> np.ndarray:
-                return total(a) + np.bincount(b, weights=weights, minlength=nb)
-
+            out = np.zeros((4, nb))
+            _nb_fold(flat, pix, op.counts, factor, dark, state, top, topk, out, *running)
             gone = removed.reshape(nb, 2)
-            if mode == 1:
-                j = pix[k]
-                g = factor[j] if factor is not None else 1.0
-                e_sum = plus(e, n * n * g * g * np.maximum(flat[j].astype(np.float64), 0.0))
-            elif mode == 2:
-                e_sum = plus(q1, n * n * c)
-            else:
-                e_sum = zero
-            return _Sums(op.bin_counts - gone[:, 0], plus(s1, n * c), plus(s2, n * c * c), e_sum,
-                         _squared_counts(op) - gone[:, 1] if mode == 2 else zero,
-                         plus(q2, n * n * c * c) if mode == 2 else zero)
+            return _Sums(op.bin_counts - gone[:, 0], out[0], out[1], out[2],
+                         _squared_counts(op) - gone[:, 1] if mode == 2 else zero, out[3])
 
         current = sums()
         active = (current.w > 0).astype(np.uint8)
@@ -537,7 +544,7 @@ try:  # pragma: no branch - depends on the environment
             changed = np.zeros(nb, dtype=np.uint8)
             scan = np.zeros(nb, dtype=np.uint8)
             n_reject = int(_nb_extremes(flat, pix, op.counts, factor, dark, mean, limit, active, state, removed,
-                                        changed, flagged, scan, top, topk, bot, botk, *running))
+                                        changed, flagged, scan, top, topk, low, *running))
             scan_bins = np.flatnonzero(scan)
             if scan_bins.size:
                 per_bin, order, starts = _bin_index(op)
