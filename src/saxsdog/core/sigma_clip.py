@@ -68,14 +68,16 @@ Two kernels, selected by name (``SAXSDOG_KERNEL`` chooses as for plain integrati
     The NumPy reference: every cycle tests all kept entries and recomputes every bin's
     sums from the kept ones.
 ``"numba"``
-    One streaming pass over the entries in memory order accumulates the sums and
-    remembers each bin's few most extreme values.  A cycle then tests only the remembered
-    entries of the bins whose statistics changed, and subtracts the ones it rejects; a
-    bin is scanned entry by entry only when its new band no longer covers the bounds of
-    the entries it did not remember (rare: several outliers in one bin).  The largest
-    values are held out of the running sums, so that subtracting a 10⁶-count zinger does
-    not cost the remaining sum its precision; bins where that could still happen are
-    re-accumulated.  It agrees with the reference to rounding (1e-12, tested).
+    One streaming pass over the entries in memory order accumulates the sums and holds
+    aside the outliers: the entries outside 90 % of the band each bin had at the end of
+    the previous call on the operator (the first call tracks each bin's extreme values
+    instead).  A cycle then tests only the held entries of the bins whose statistics
+    changed, which is exact as long as the new band covers the window the others lie in;
+    a bin where it does not (or with more outliers than it can hold) is scanned entry by
+    entry.  Held entries never enter the running sums, so removing a 10⁶-count zinger
+    does not cost the remaining sum its precision; bins where a large value had to be
+    subtracted are re-accumulated.  The results never depend on the previous call, only
+    the speed does; they agree with the reference to rounding (1e-12, tested).
 
 Pure NumPy: no I/O here.
 """
@@ -242,8 +244,10 @@ try:  # pragma: no branch - depends on the environment
     import numba
 
     _LANES = 4
-    #: Largest entries remembered per bin.
-    _K = 4
+    #: Outliers held out of the running sums per bin (more: the bin is scanned).
+    _K = 16
+    #: The next call's window, as a fraction of this call's final band.
+    _HOLD_AT = 0.9
     #: Above this fraction of all entries in the bins to scan, a scan streams all entries
     #: instead of visiting those bins through the bin-major index.
     _STREAM_FRACTION = 0.15
@@ -251,17 +255,18 @@ try:  # pragma: no branch - depends on the environment
     _KEPT, _REJECTED, _UNUSABLE, _HELD = 0, 1, 2, 3
 
     # How the numba kernel avoids streaming the image once per cycle.  The first pass
-    # accumulates the sums and remembers, per bin, the K largest values with their entries
-    # and the smallest value (a branch-free minimum: low outliers are rare here).  Every
-    # entry not remembered lies between the bin's minimum and its K-th largest value, so a
-    # cycle only tests the remembered entries of a changed bin, provided its new band still
-    # covers those two bounds (checked with the very expression of the rejection test,
-    # which is monotonic in the value, so this is exact); otherwise that bin alone is
-    # scanned.  The K largest values are *held* out of the running sums
-    # (state _HELD) and added per cycle: a zinger never enters a running sum, whose rounding
-    # it would otherwise dominate.  An entry subtracted from a running sum that is larger
-    # than the rest of it (more than K zingers in one bin) flags the bin, which is then
-    # re-accumulated from scratch at the end.
+    # accumulates the sums; entries outside a per-bin window are not added but *held* (up to
+    # K per bin, with their entry).  The window is the band of the previous call on this
+    # operator narrowed to 90 %, so the held entries are the outliers, and every entry not
+    # held lies within the window.  (On the first call there is no window: the pass tracks
+    # each lane's smallest and largest value instead, branch-free, as the bounds.)  A cycle
+    # then only tests the held entries of a changed bin, provided its new band still covers
+    # both bounds (checked with the very expression of the rejection test, which is
+    # monotonic in the value, so this is exact); otherwise that bin alone is scanned.  The
+    # results never depend on the window, only the speed does.  Holding
+    # the outliers out of the running sums keeps a zinger from dominating their rounding;
+    # an entry subtracted from a running sum that is larger than the rest of it (a zinger
+    # that was not held) flags the bin, which is then re-accumulated from scratch.
     #
     # Running sums are arrays of n_bins * 4 lanes: s1 Σ n c, s2 Σ n c², and e (poisson:
     # Σ n² g² p) or q1 Σ n² c and q2 Σ n² c² (azimuthal); unused ones are None, pruned by
@@ -297,59 +302,47 @@ try:  # pragma: no branch - depends on the environment
             q2[i] += n * nc * c
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _nb_first(img, pix, bins, counts, factor, dark, mask_negative, use_dummy, dummy,  # type: ignore[no-untyped-def]
-                  state, removed, top, topk, low, s1, s2, e, q1, q2):  # pragma: no cover
+    def _nb_first(img, pix, bins, counts, factor, dark, floor, dummy,  # type: ignore[no-untyped-def]
+                  lower, upper, state, removed, held_n, overflow, top, topk, low, high,  # pragma: no cover
+                  s1, s2, e, q1, q2):
         # First pass: every usable entry into the running sums (four interleaved lanes per
-        # bin, as kernels.py, to break the dependency on a running sum) or held among its
-        # bin's K largest (sorted, slot 0 the next to drop), and into the lane's minimum.  Unusable entries (NaN, negative, dummy) get their own state and
-        # their counts go to `removed`: the weights need no accumulator (W = counts − removed).
+        # bin, as kernels.py, to break the dependency on a running sum), or held.  Unusable entries (NaN, negative, dummy) get their own state
+        # and their counts go to `removed`: the weights need no accumulator (W = counts −
+        # removed).  Unusable is `not p >= floor` (floor 0 with MaskNegative, else −inf: NaN
+        # always fails) or `p == dummy` (NaN without a dummy value: never true); bitwise
+        # `|` keeps each test a single, well-predicted branch.
         for k in range(pix.size):
             p, c, g = _value(img, pix[k], factor, dark)
             b = np.int64(bins[k])
             n = np.float64(counts[k])
-            if (p != p) or (mask_negative and p < 0) or (use_dummy and p == dummy):
+            if (not (p >= floor)) | (p == dummy):
                 state[k] = 2
                 removed[2 * b] += n
                 removed[2 * b + 1] += n * n
                 continue
-            base = b * _K
-            if c > top[base]:
-                dropped = topk[base]
-                if dropped >= 0:  # leaves the held K largest: into the running sums
-                    state[dropped] = 0
-                    p0, c0, g0 = _value(img, pix[dropped], factor, dark)
-                    n0 = np.float64(counts[dropped])
-                    i0 = b * 4 + (dropped & 3)
-                    nc0 = n0 * c0
-                    s1[i0] += nc0
-                    s2[i0] += nc0 * c0
-                    if e is not None:
-                        e[i0] += n0 * n0 * g0 * g0 * max(p0, 0.0)
-                    if q1 is not None:
-                        q1[i0] += n0 * nc0
-                    if q2 is not None:
-                        q2[i0] += n0 * nc0 * c0
-                r = 0
-                while r + 1 < _K and top[base + r + 1] < c:
-                    top[base + r] = top[base + r + 1]
-                    topk[base + r] = topk[base + r + 1]
-                    r += 1
-                top[base + r] = c
-                topk[base + r] = k
-                state[k] = 3
-            else:
-                i = b * 4 + (k & 3)
-                nc = n * c
-                s1[i] += nc
-                s2[i] += nc * c
-                if e is not None:
-                    e[i] += n * n * g * g * max(p, 0.0)
-                if q1 is not None:
-                    q1[i] += n * nc
-                if q2 is not None:
-                    q2[i] += n * nc * c
+            if (c > upper[b]) | (c < lower[b]):
+                if held_n[b] < _K:
+                    slot = b * _K + held_n[b]
+                    top[slot] = c
+                    topk[slot] = k
+                    held_n[b] += 1
+                    state[k] = 3
+                    continue
+                overflow[b] = 1
             i = b * 4 + (k & 3)
-            low[i] = min(low[i], c)
+            nc = n * c
+            s1[i] += nc
+            s2[i] += nc * c
+            if e is not None:
+                e[i] += n * n * g * g * max(p, 0.0)
+            if q1 is not None:
+                q1[i] += n * nc
+            if q2 is not None:
+                q2[i] += n * nc * c
+            if low is not None:
+                low[i] = min(low[i], c)
+            if high is not None:
+                high[i] = max(high[i], c)
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _reject(k, b, img, pix, counts, factor, dark, state, removed, changed, flagged,  # type: ignore[no-untyped-def]
@@ -376,7 +369,7 @@ try:  # pragma: no branch - depends on the environment
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_extremes(img, pix, counts, factor, dark, mean, limit, active, state, removed, changed, flagged,  # type: ignore[no-untyped-def]  # noqa: E501
-                     scan, top, topk, low, s1, s2, e, q1, q2):  # pragma: no cover
+                     scan, held_n, top, topk, lower, upper, overflow, low, high, s1, s2, e, q1, q2):  # pragma: no cover
         # One cycle on the remembered extremes of every changed bin; bins whose band no
         # longer covers the bounds of the other entries are marked for a scan.
         rejected = 0
@@ -386,15 +379,23 @@ try:  # pragma: no branch - depends on the environment
             m = mean[b]
             lim = limit[b]
             base = b * _K
-            # Every entry not remembered lies within [minimum, top[base]] (slot 0; −inf
-            # while the bin has fewer than K entries).
-            lowest = min(min(low[4 * b], low[4 * b + 1]), min(low[4 * b + 2], low[4 * b + 3]))
-            if (top[base] != -np.inf and not (abs(top[base] - m) <= lim)) or not (abs(lowest - m) <= lim):
+            # Every entry not held lies within [lowest, highest]: the window, or the tracked
+            # extremes (±inf when the lanes saw no entry).
+            if low is not None and high is not None:
+                lowest = min(min(low[4 * b], low[4 * b + 1]), min(low[4 * b + 2], low[4 * b + 3]))
+                highest = max(max(high[4 * b], high[4 * b + 1]), max(high[4 * b + 2], high[4 * b + 3]))
+            else:
+                lowest = lower[b]
+                highest = upper[b]
+                if overflow[b]:
+                    scan[b] = 1
+            if (lowest != np.inf and not (abs(lowest - m) <= lim)) or \
+                    (highest != -np.inf and not (abs(highest - m) <= lim)):
                 scan[b] = 1
-            for r in range(_K):
+            for r in range(held_n[b]):
                 k = topk[base + r]
                 c = top[base + r]
-                if k < 0 or state[k] == 1:
+                if state[k] == 1:
                     continue
                 if not (abs(c - m) <= lim):
                     rejected += 1
@@ -452,7 +453,7 @@ try:  # pragma: no branch - depends on the environment
                     _add(k, b, 1.0, img, pix, counts, factor, dark, s1, s2, e, q1, q2)
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _nb_fold(img, pix, counts, factor, dark, state, top, topk, out, s1, s2, e, q1, q2):  # type: ignore[no-untyped-def]  # noqa: E501  # pragma: no cover
+    def _nb_fold(img, pix, counts, factor, dark, state, held_n, top, topk, out, s1, s2, e, q1, q2):  # type: ignore[no-untyped-def]  # noqa: E501  # pragma: no cover
         # Per-bin totals: the four lanes plus the held entries (rows of `out`: Σ n c,
         # Σ n c², Σ n² g² p or Σ n² c, Σ n² c²).
         for b in range(out.shape[1]):
@@ -460,9 +461,9 @@ try:  # pragma: no branch - depends on the environment
             t2 = 0.0
             t3 = 0.0
             t4 = 0.0
-            for r in range(_K):
+            for r in range(held_n[b]):
                 k = topk[b * _K + r]
-                if k < 0 or state[k] != 3:
+                if state[k] != 3:
                     continue
                 p, c, g = _value(img, pix[k], factor, dark)
                 n = np.float64(counts[k])
@@ -519,18 +520,30 @@ try:  # pragma: no branch - depends on the environment
 
         running = (np.zeros(size), np.zeros(size), lanes(mode == 1), lanes(mode == 2), lanes(mode == 2))
         s1, s2, e, q1, q2 = running
-        top, topk = np.full(nb * _K, -np.inf), np.full(nb * _K, -1, dtype=np.int64)
-        low = np.full(size, np.inf)
+        # Zero-filled: only the pages of slots in use are ever touched (cake operators have
+        # many bins).
+        top, topk = np.zeros(nb * _K), np.zeros(nb * _K, dtype=np.int64)
+        held_n = np.zeros(nb, dtype=np.int64)
+        overflow = np.zeros(nb, dtype=np.uint8)
+        cache = op.__dict__.setdefault("_sigma_clip_cache", {})
+        window = cache.get("window")
+        low = high = None
+        if window is None:
+            lower, upper = np.full(nb, -np.inf), np.full(nb, np.inf)
+            low, high = np.full(size, np.inf), np.full(size, -np.inf)
+        else:
+            lower, upper = window
         removed = np.zeros(2 * nb)  # per bin: Σ n and Σ n² of unusable and rejected entries
         state = np.zeros(op.bins.size, dtype=np.uint8)
         pix = op.entry_pixels
-        _nb_first(flat, pix, op.bins, op.counts, factor, dark, mask_negative, dummy_value is not None,
-                  0.0 if dummy_value is None else dummy_value, state, removed, top, topk, low, *running)
+        _nb_first(flat, pix, op.bins, op.counts, factor, dark, 0.0 if mask_negative else -np.inf,
+                  np.nan if dummy_value is None else dummy_value, lower, upper, state, removed, held_n, overflow,
+                  top, topk, low, high, *running)
         zero = np.zeros(nb)
 
         def sums() -> _Sums:
             out = np.zeros((4, nb))
-            _nb_fold(flat, pix, op.counts, factor, dark, state, top, topk, out, *running)
+            _nb_fold(flat, pix, op.counts, factor, dark, state, held_n, top, topk, out, *running)
             gone = removed.reshape(nb, 2)
             return _Sums(op.bin_counts - gone[:, 0], out[0], out[1], out[2],
                          _squared_counts(op) - gone[:, 1] if mode == 2 else zero, out[3])
@@ -544,7 +557,8 @@ try:  # pragma: no branch - depends on the environment
             changed = np.zeros(nb, dtype=np.uint8)
             scan = np.zeros(nb, dtype=np.uint8)
             n_reject = int(_nb_extremes(flat, pix, op.counts, factor, dark, mean, limit, active, state, removed,
-                                        changed, flagged, scan, top, topk, low, *running))
+                                        changed, flagged, scan, held_n, top, topk, lower, upper, overflow, low, high,
+                                        *running))
             scan_bins = np.flatnonzero(scan)
             if scan_bins.size:
                 per_bin, order, starts = _bin_index(op)
@@ -567,6 +581,10 @@ try:  # pragma: no branch - depends on the environment
             _, order, starts = _bin_index(op)
             _nb_readd(flat, pix, op.counts, factor, dark, redo, order, starts, state, *running)
             current = sums()
+        mean, _, limit = _statistics(current, op.subpixels, sigma)
+        # Replaced, never modified in place: a concurrent call may be reading the old one.
+        has = current.w > 0
+        cache["window"] = (np.where(has, mean - _HOLD_AT * limit, -np.inf), np.where(has, mean + _HOLD_AT * limit, np.inf))
         return current, rejected
 
     _REGISTRY["numba"] = _numba_clip
