@@ -450,7 +450,38 @@ try:  # pragma: no branch - depends on the environment
             for o in range(starts[b], starts[b + 1]):
                 k = np.int64(order[o])
                 if state[k] == 0:
-                    _add(k, b, 1.0, img, pix, counts, factor, dark, s1, s2, e, q1, q2)
+                    p, c, g = _value(img, pix[k], factor, dark)
+                    n = np.float64(counts[k])
+                    i = b * 4 + (k & 3)
+                    nc = n * c
+                    s1[i] += nc
+                    s2[i] += nc * c
+                    if e is not None:
+                        e[i] += n * n * g * g * max(p, 0.0)
+                    if q1 is not None:
+                        q1[i] += n * nc
+                    if q2 is not None:
+                        q2[i] += n * nc * c
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _nb_readd_stream(img, pix, bins, counts, factor, dark, redo, state, s1, s2, e, q1, q2):  # type: ignore[no-untyped-def]  # noqa: E501  # pragma: no cover
+        # The same in memory order (when many bins are flagged).
+        for k in range(pix.size):
+            if state[k] == 0:
+                b = np.int64(bins[k])
+                if redo[b]:
+                    p, c, g = _value(img, pix[k], factor, dark)
+                    n = np.float64(counts[k])
+                    i = b * 4 + (k & 3)
+                    nc = n * c
+                    s1[i] += nc
+                    s2[i] += nc * c
+                    if e is not None:
+                        e[i] += n * n * g * g * max(p, 0.0)
+                    if q1 is not None:
+                        q1[i] += n * nc
+                    if q2 is not None:
+                        q2[i] += n * nc * c
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_fold(img, pix, counts, factor, dark, state, held_n, top, topk, out, s1, s2, e, q1, q2):  # type: ignore[no-untyped-def]  # noqa: E501  # pragma: no cover
@@ -578,8 +609,11 @@ try:  # pragma: no branch - depends on the environment
             for a in running:
                 if a is not None:
                     a.reshape(nb, _LANES)[redo] = 0.0
-            _, order, starts = _bin_index(op)
-            _nb_readd(flat, pix, op.counts, factor, dark, redo, order, starts, state, *running)
+            per_bin, order, starts = _bin_index(op)
+            if per_bin[redo].sum() > _STREAM_FRACTION * op.bins.size:
+                _nb_readd_stream(flat, pix, op.bins, op.counts, factor, dark, flagged, state, *running)
+            else:
+                _nb_readd(flat, pix, op.counts, factor, dark, redo, order, starts, state, *running)
             current = sums()
         mean, _, limit = _statistics(current, op.subpixels, sigma)
         # Replaced, never modified in place: a concurrent call may be reading the old one.
