@@ -313,3 +313,15 @@ def test_real_image_reference_and_numba_agree(real_calibration, real_image):
         results = [clip(op, zingers, pixel_factor=factor, dark=dark, error_model=model, method=m)
                    for m in ("scipy", "numba")]
         assert_same(*results)
+
+
+def test_kernel_choice_follows_saxsdog_kernel(monkeypatch):
+    from saxsdog.core.sigma_clip import default_method
+
+    monkeypatch.delenv("SAXSDOG_KERNEL", raising=False)
+    assert default_method() == available_methods()[0]
+    monkeypatch.setenv("SAXSDOG_KERNEL", "scipy")
+    assert default_method() == "scipy"
+    monkeypatch.setenv("SAXSDOG_KERNEL", "cuda")
+    with pytest.raises(ValueError, match="SAXSDOG_KERNEL='cuda'"):
+        default_method()
