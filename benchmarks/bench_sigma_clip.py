@@ -68,14 +68,19 @@ def main() -> None:
     op = cal.integrators[0].operator
     plain = Integrator(op, method="numba" if "numba" in available_methods() else None)
 
+    rng = np.random.default_rng(1)
+    factor = 1.0 + 0.05 * rng.random(img.size)  # a flat field and solid angle folded into g_j
+    dark = rng.random(img.size)
+
     def clipped(image: np.ndarray, method: str, cycles: int = 3, model: str = "poisson",
-                fresh: bool = False) -> Callable[[], object]:
+                fresh: bool = False, corrected: bool = False) -> Callable[[], object]:
         flat = image.ravel()
+        g, d = (factor, dark) if corrected else (None, None)
 
         def run() -> object:
             if fresh:  # forget the previous frame's bands, as on the first frame of a run
                 op.__dict__.get("_sigma_clip_cache", {}).pop("window", None)
-            return clip_accumulate(op, flat, pixel_factor=None, dark=None, sigma=4.0, cycles=cycles,
+            return clip_accumulate(op, flat, pixel_factor=g, dark=d, sigma=4.0, cycles=cycles,
                                    error_model=model, method=method)
         return run
 
@@ -89,6 +94,8 @@ def main() -> None:
         calls[f"clip {m}: Sigma 4 Cycles 3, 500 zingers"] = clipped(zingers, m)
         calls[f"clip {m}: Sigma 4 Cycles 3, 500 zingers, azimuthal"] = clipped(zingers, m, model="azimuthal")
         if m == "numba":
+            calls[f"clip {m}: Sigma 4 Cycles 3, 500 zingers, pixel factor + dark"] = clipped(zingers, m,
+                                                                                          corrected=True)
             calls[f"clip {m}: Sigma 4 Cycles 3, 500 zingers, first frame"] = clipped(zingers, m, fresh=True)
 
     pyfai_version = None
