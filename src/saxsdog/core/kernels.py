@@ -320,7 +320,8 @@ try:  # pragma: no branch - depends on the environment
             return None
         if _lane_shift(n_bins) == 0:
             return lanes
-        return lanes.reshape(n_bins, 4).sum(axis=1)
+        folded: np.ndarray = lanes.reshape(n_bins, 4).sum(axis=1)
+        return folded
 
     def _numba_corrected(op: BinningOperator, flat: np.ndarray, factor: np.ndarray | None,
                          dark_inline: np.ndarray | None, dark_removed: np.ndarray | None, dark_scale: float,
