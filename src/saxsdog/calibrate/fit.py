@@ -342,8 +342,8 @@ def _assign_orders(radii: np.ndarray, prominence: np.ndarray, line_tth: np.ndarr
     tan_lines = np.tan(line_tth[lines])
     best: tuple[float, float, np.ndarray] | None = None
     weights = prominence / prominence.max()
-    for i, r in enumerate(radii):
-        for k, t in zip(lines[:60], tan_lines[:60]):
+    for r in radii:
+        for t in tan_lines[:60]:
             distance = r * pixel_mm / t
             if distance_guess_mm is not None and not (distance_guess_mm / 1.6 < distance < distance_guess_mm * 1.6):
                 continue
