@@ -91,14 +91,20 @@ class CalibrationFit:
     def rings_used(self) -> int:
         return len(self.rings)
 
-    def summary(self) -> dict[str, Any]:
-        """The fitted parameters, their uncertainties and quality figures (JSON-ready)."""
+    def summary(self, points: bool = False) -> dict[str, Any]:
+        """The fitted parameters, their uncertainties and quality figures (JSON-ready).
+
+        ``points``: also the control points (``row``, ``col``: continuous coordinates from the
+        top/left edges, pixel centres at +0.5; ``line``: calibrant line), for a page to draw.
+        """
         g = self.geometry
         return {"calibrant": self.calibrant, "BeamCenter": [g.beam_center[0], g.beam_center[1]],
                 "DetectorDistanceMM": g.distance_mm, "TiltAngleDeg": g.tilt_deg, "TiltRotDeg": g.tilt_rotation_deg,
                 "Wavelength": g.wavelength_A, "uncertainties": dict(self.uncertainties), "rms_px": self.rms_px,
                 "rings": [r.__dict__.copy() for r in self.rings], "points": int(self.points_row.size),
-                "elapsed_s": self.elapsed_s, "warnings": list(self.warnings)}
+                "elapsed_s": self.elapsed_s, "warnings": list(self.warnings), "consistency": self.consistency,
+                **({"control_points": {"row": self.points_row.tolist(), "col": self.points_col.tolist(),
+                                       "line": self.points_line.astype(int).tolist()}} if points else {})}
 
 
 # ----------------------------------------------------------------------------- model

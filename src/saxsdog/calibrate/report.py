@@ -115,7 +115,7 @@ def save_picture(fit: CalibrationFit, image: np.ndarray, path: str | os.PathLike
         ax.contour(np.arange(g.shape[1]), np.arange(g.shape[0]), tth, levels=levels, colors="red",
                    linewidths=0.7)
     # control points: continuous coordinates, pixel centres at +0.5 (imshow puts them at integers)
-    ax.scatter(fit.points_col - 0.5, fit.points_row - 0.5, s=1.5, c="white", linewidths=0)
+    ax.scatter(fit.points_col - 0.5, fit.points_row - 0.5, s=2.0, c="magenta", linewidths=0)
     ax.plot([g.beam_center[1] - 0.5], [g.shape[0] - g.beam_center[0] - 0.5], "r+", ms=12)
     ax.set_xlim(-0.5, g.shape[1] - 0.5)
     ax.set_ylim(g.shape[0] - 0.5, -0.5)
