@@ -335,18 +335,20 @@ def _ring_radii(rows: np.ndarray, cols: np.ndarray, strength: np.ndarray, valid:
 
 
 def _assign_orders(radii: np.ndarray, prominence: np.ndarray, line_tth: np.ndarray, pixel_mm: float,
-                   r_lo: float, r_hi: float, distance_guess_mm: float | None) -> tuple[float, np.ndarray] | None:
+                   r_lo: float, r_hi: float, distance_guess_mm: float | None, rel_tol: float = 0.015,
+                   count: int = 2) -> list[tuple[float, np.ndarray]]:
     """Distance (mm) and calibrant line of each ring radius that best explain the radii.
 
     Every pairing of a found radius with a calibrant line implies a distance; the one whose
     predicted rings match the most radii (weighted by prominence), with the fewest predicted
-    rings missing between the first and the last matched, wins.  ``None`` when no distance
-    matches at least two radii.
+    rings missing between the first and the last matched, wins.  Returns the ``count`` best
+    (distance, assignment) pairs with distinct distances, best first; empty when no distance
+    matches at least two radii within ``rel_tol`` (relative) + 2 px.
     """
     good = np.isfinite(line_tth) & (line_tth < math.radians(89))
     lines = np.nonzero(good)[0]
     tan_lines = np.tan(line_tth[lines])
-    best: tuple[float, float, np.ndarray] | None = None
+    found: list[tuple[float, float, np.ndarray]] = []
     weights = prominence / prominence.max()
     for r in radii:
         for t in tan_lines[:60]:
@@ -360,7 +362,7 @@ def _assign_orders(radii: np.ndarray, prominence: np.ndarray, line_tth: np.ndarr
             hi = np.clip(idx, 0, predicted.size - 1)
             nearest = np.where(np.abs(predicted[lo] - radii) < np.abs(predicted[hi] - radii), lo, hi)
             error = np.abs(predicted[nearest] - radii)
-            tol = 2.0 + 0.015 * radii
+            tol = 2.0 + rel_tol * radii
             matched = error < tol
             if matched.sum() < 2:
                 continue
@@ -369,20 +371,22 @@ def _assign_orders(radii: np.ndarray, prominence: np.ndarray, line_tth: np.ndarr
                       & (predicted < r_hi))
             # predicted rings between the first and the last matched that no radius explains
             gaps = np.min(np.abs(predicted[inside][:, None] - radii[None, :]), axis=1)
-            missing = int(np.sum(gaps > 2.0 + 0.015 * predicted[inside]))
+            missing = int(np.sum(gaps > 2.0 + rel_tol * predicted[inside]))
             score = float(weights[matched].sum()) + matched.sum() - 1.0 * missing
             score -= 0.5 * float(np.mean(error[matched] / tol[matched]))
-            if best is None or score > best[0] + 1e-9:
-                assignment = np.where(matched, lines[nearest], -1)
-                best = (score, distance, assignment)
-    if best is None:
-        return None
-    # least-squares distance from the matched radii
-    _, distance, assignment = best
-    m = assignment >= 0
-    t = np.tan(line_tth[assignment[m]])
-    distance = float(np.sum(radii[m] * pixel_mm * t) / np.sum(t * t))
-    return distance, assignment
+            found.append((score, distance, np.where(matched, lines[nearest], -1)))
+    found.sort(key=lambda item: -item[0])
+    out: list[tuple[float, np.ndarray]] = []
+    for _, distance, assignment in found:
+        # least-squares distance from the matched radii
+        m = assignment >= 0
+        t = np.tan(line_tth[assignment[m]])
+        distance = float(np.sum(radii[m] * pixel_mm * t) / np.sum(t * t))
+        if all(abs(distance / d - 1) > 0.02 for d, _ in out):
+            out.append((distance, assignment))
+        if len(out) >= count:
+            break
+    return out
 
 
 # ----------------------------------------------------------------------------- control points
@@ -644,7 +648,6 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
         raise NoRingsError("no rings found: fewer than 1000 valid pixels on the image")
     data = np.where(valid, image, 0).astype(np.float64)
     line_tth = _line_two_theta(d_spacings, wavelength_A)
-    warnings: list[str] = []
 
     # 2-3: ridge pixels and the beam centre
     rows, cols, n_r, n_c, strength = _ridge_points(data, valid)
@@ -660,12 +663,37 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
         raise NoRingsError(f"no rings found: {radii.size} ring(s) around the centre (row {centre[0]:.0f}, "
                            f"column {centre[1]:.0f}); at least 2 are needed")
     px = 0.5 * (pixel_mm[0] + pixel_mm[1])
-    assigned = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm)
-    if assigned is None:
+    tight = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.015, 2)
+    # rings at wide angles on a tilted detector stray further from a circle: looser matches too
+    loose = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.05, 2)
+    candidates: list[tuple[float, np.ndarray]] = []
+    for candidate in [c for pair in zip(tight + [None] * 2, loose + [None] * 2) for c in pair if c is not None]:
+        if all(abs(candidate[0] / d - 1) > 0.02 for d, _ in candidates):
+            candidates.append(candidate)
+    if not candidates:
         raise NoRingsError(f"no rings found that match {calibrant or 'the calibrant'} at {wavelength_A} Å: "
                            f"{radii.size} rings at radii {', '.join(f'{r:.0f}' for r in radii[:8])} px "
                            "(wrong calibrant, wavelength or pixel size?)")
-    distance, assignment = assigned
+    first_error: CalibrationFitError | None = None
+    for distance, assignment in candidates[:3]:
+        try:
+            return _fit_from(data, valid, centre, distance, assignment, radii, rows, cols, d_spacings, wavelength_A,
+                             pixel_size_um, pixel_mm, calibrant, refine_wavelength, max_rms_px, max_inconsistency,
+                             t0)
+        except CalibrationFitError as exc:  # the next most likely order assignment
+            first_error = first_error or exc
+    assert first_error is not None
+    raise first_error
+
+
+def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], distance: float,
+              assignment: np.ndarray, radii: np.ndarray, rows: np.ndarray, cols: np.ndarray, d_spacings: np.ndarray,
+              wavelength_A: float, pixel_size_um: tuple[float, float], pixel_mm: tuple[float, float], calibrant: str,
+              refine_wavelength: bool, max_rms_px: float, max_inconsistency: float, t0: float) -> CalibrationFit:
+    """Refine from one order assignment and check the result (see :func:`fit_calibrant`)."""
+    nrows, ncols = data.shape
+    line_tth = _line_two_theta(d_spacings, wavelength_A)
+    warnings: list[str] = []
     # continuous coordinates: index + 0.5
     p = np.array([nrows - (centre[0] + 0.5), centre[1] + 0.5, distance, 0.0, 0.0, wavelength_A])
 
@@ -761,6 +789,16 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
         raise PoorFitError(f"poor fit: {len(unexplained)} of the {radii.size} rings on the image (at "
                            f"{', '.join(f'{r:.0f}' for r in unexplained[:6])} px, as radii at the fitted distance) are no lines of "
                            f"{calibrant or 'the calibrant'} at {p[5]:.5g} Å: wrong calibrant or wavelength?")
+    # calibrant lines on valid pixels between the first and the last ring found, without points
+    used = np.asarray([r.line for r in rings])
+    between = _predicted_lines(p, line_tth, valid, pixel_mm)
+    between = between[(between > used.min()) & (between < used.max())]
+    missing = np.setdiff1d(between, used)
+    if missing.size and missing.size >= 0.25 * (between.size + 2):
+        raise PoorFitError(f"poor fit: the calibrant lines {', '.join(str(k + 1) for k in missing[:8])} of "
+                           f"{calibrant or 'the calibrant'} lie between the rings found (lines "
+                           f"{', '.join(str(k + 1) for k in used[:8])}) but show no ring: wrong calibrant or "
+                           "wavelength?")
     found = len(rings)
     expected = _predicted_lines(p, line_tth, valid, pixel_mm).size
     if expected and found < 0.3 * expected:
@@ -787,7 +825,7 @@ def _ring_by_ring_rms(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: n
 
 def _unexplained_rings(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, valid: np.ndarray,
                        used_lines: np.ndarray, line_tth: np.ndarray, pixel_mm: tuple[float, float]) -> list[float]:
-    """Clear rings of ridge pixels, from near the first ring used outwards, that the fitted
+    """Clear rings of ridge pixels, 40 px or more from the centre, that the fitted
     geometry puts on no calibrant line; as radii (px) at the fitted distance.
 
     With the fitted geometry every ridge pixel gets its 2θ, written as the radius
@@ -812,9 +850,9 @@ def _unexplained_rings(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, valid:
     peaks, props = signal.find_peaks(fraction, prominence=max(0.3 * float(fraction.max()), 0.1 * top, 0.01),
                                      distance=3)
     line_r = to_radius * np.tan(line_tth[np.isfinite(line_tth) & (line_tth < math.radians(89))])
-    used_r = to_radius * np.tan(line_tth[used_lines])
-    # from a little inside the first ring used (not the beamstop's edge) outwards
-    lo, hi = max(0.6 * float(used_r.min()), 40.0), np.inf
+    del used_lines  # every ring counts, not only those between the rings used
+    # beyond the edge of a round beamstop (which makes a ring of its own)
+    lo, hi = 40.0, np.inf
     out = []
     for b in peaks:
         r = (b + 0.5) * bin_px
