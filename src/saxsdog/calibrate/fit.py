@@ -784,7 +784,7 @@ def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], 
                            f"alone allows): the rings do not share one geometry at {p[5]:.5g} Å; wrong "
                            "wavelength or calibrant?")
     # rings on the image that no calibrant line explains: a wrong calibrant (or wavelength)
-    unexplained = _unexplained_rings(p, rows, cols, valid, np.asarray([r.line for r in rings]), line_tth, pixel_mm)
+    unexplained = _unexplained_rings(p, rows, cols, valid, line_tth, pixel_mm)
     if len(unexplained) >= max(2, 0.3 * radii.size):
         raise PoorFitError(f"poor fit: {len(unexplained)} of the {radii.size} rings on the image (at "
                            f"{', '.join(f'{r:.0f}' for r in unexplained[:6])} px, as radii at the fitted distance) are no lines of "
@@ -824,7 +824,7 @@ def _ring_by_ring_rms(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: n
 
 
 def _unexplained_rings(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, valid: np.ndarray,
-                       used_lines: np.ndarray, line_tth: np.ndarray, pixel_mm: tuple[float, float]) -> list[float]:
+                       line_tth: np.ndarray, pixel_mm: tuple[float, float]) -> list[float]:
     """Clear rings of ridge pixels, 40 px or more from the centre, that the fitted
     geometry puts on no calibrant line; as radii (px) at the fitted distance.
 
@@ -850,7 +850,6 @@ def _unexplained_rings(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, valid:
     peaks, props = signal.find_peaks(fraction, prominence=max(0.3 * float(fraction.max()), 0.1 * top, 0.01),
                                      distance=3)
     line_r = to_radius * np.tan(line_tth[np.isfinite(line_tth) & (line_tth < math.radians(89))])
-    del used_lines  # every ring counts, not only those between the rings used
     # beyond the edge of a round beamstop (which makes a ring of its own)
     lo, hi = 40.0, np.inf
     out = []
