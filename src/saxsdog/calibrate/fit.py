@@ -9,19 +9,30 @@ The steps, none of which needs a click or a hand-tuned guess:
    ridge; its normal points along the radius of the ring it lies on.
 3. **Beam centre**: the ridge normals all pass (nearly) through the beam centre; their robust
    least-squares intersection gives it, also when it lies off the detector.  Beamstop edges,
-   gap edges and parasitic streaks are outliers of that fit.
+   gap edges and parasitic streaks are outliers of that fit; it is then moved to where the
+   innermost rings (least shifted by a tilt) are sharpest.
 4. **Rings and orders**: around that centre, the fraction of each radius' pixels that are
    ridge pixels peaks at the rings.  Each pairing of a ring with a calibrant line implies a
-   distance; the distance whose predicted rings match the most rings found, with the fewest
-   predicted rings missing, assigns the orders.
+   distance; the distances whose predicted rings match the most rings found, with the fewest
+   predicted rings missing, are the candidate order assignments (matched tightly, and
+   loosely for wide-angle rings on a tilted detector, which stray further from circles).
 5. **Control points and refinement**: along rays from the beam centre, each predicted ring
-   gives a control point (the centroid of its crest above half maximum); distance, beam
-   centre, tilt and tilt rotation (and optionally the wavelength) are refined by least
-   squares on the points' 2θ residuals, rejecting outliers; rings are re-extracted with the
-   refined geometry until it no longer changes.
+   gives a control point (the centroid of its crest above half maximum, over a straight
+   baseline); distance, beam centre, tilt and tilt rotation (and optionally the wavelength)
+   are refined by least squares on the points' 2θ residuals, rejecting outliers, starting
+   with the innermost rings and widening to every ring on the detector.  At small angles a
+   tilt and its opposite bend the rings almost alike, so both are tried.
+6. **Checks**: the RMS residual; the ratio to the residual when every ring is fitted with a
+   geometry of its own (one geometry forced onto rings that do not share it: a wavelength
+   far too long, a wrong calibrant); rings of ridge pixels that no calibrant line explains;
+   calibrant lines between the rings found that show no ring.  A candidate failing them
+   passes to the next one; when all fail, the first one's reason is raised.
 
 A result whose residuals are large, or that rests on too few rings, is an error
-(:class:`PoorFitError`), never a confident wrong geometry.
+(:class:`PoorFitError`), never a confident wrong geometry.  One limit is physics: at small
+angles the wavelength and the distance are almost degenerate, so a wavelength too *short*
+(by up to a few times) is absorbed by a longer distance and a tilt; ``saxsdog calibrate``
+warns when the wavelength given differs from the image header's.
 """
 
 from __future__ import annotations
