@@ -298,7 +298,7 @@ def _sharpen_centre(rows: np.ndarray, cols: np.ndarray, centre: tuple[float, flo
         h = np.bincount((np.hypot(rows - r0, cols - c0) / bin_px).astype(np.int64))
         return float(np.sum(h.astype(np.float64) ** 2))
 
-    for span, step, bin_px in ((24.0, 4.0, 4.0), (6.0, 1.0, 1.5), (1.5, 0.25, 1.0)):
+    for span, step, bin_px in ((48.0, 6.0, 6.0), (9.0, 1.5, 2.0), (2.0, 0.5, 1.0), (0.5, 0.125, 1.0)):
         offsets = np.arange(-span, span + step / 2, step)
         best = (score(cr, cc, bin_px), cr, cc)
         for dr in offsets:
