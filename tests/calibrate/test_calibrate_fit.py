@@ -202,3 +202,15 @@ def test_other_geometries_are_recovered_or_refused(index, detector_gaps):
     except CalibrationFitError:
         return
     _check_recovered(scenario, fit)
+
+
+def test_distance_guess_limits_the_order_assignment(detector_gaps):
+    """A rough distance (within 1.6×) leaves the answer unchanged; one far off finds no
+    matching rings instead of forcing a geometry."""
+    scenario = SCENARIOS[18]
+    g = scenario.geometry
+    image = fake_calibrant_image(g, d_spacings("AgBh")[1], gaps=detector_gaps, seed=18)
+    fit = calibrate_image(image, "AgBh", g.wavelength_A, g.pixel_size_um, distance_guess_mm=1.3 * g.distance_mm)
+    _check_recovered(scenario, fit)
+    with pytest.raises(NoRingsError, match="no rings found that match AgBh"):
+        calibrate_image(image, "AgBh", g.wavelength_A, g.pixel_size_um, distance_guess_mm=5 * g.distance_mm)
