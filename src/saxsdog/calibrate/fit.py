@@ -97,6 +97,9 @@ class CalibrationFit:
     warnings: list[str] = field(default_factory=list)
     #: RMS of the fit over the RMS when every ring is fitted with a geometry of its own (≈ 1: consistent)
     consistency: float = 1.0
+    #: correlation of neighbouring control points' residuals; the uncertainties are inflated by
+    #: sqrt((1 + ρ)/(1 − ρ)) for it
+    residual_correlation: float = 0.0
 
     @property
     def rings_used(self) -> int:
@@ -114,6 +117,7 @@ class CalibrationFit:
                 "Wavelength": g.wavelength_A, "uncertainties": dict(self.uncertainties), "rms_px": self.rms_px,
                 "rings": [r.__dict__.copy() for r in self.rings], "points": int(self.points_row.size),
                 "elapsed_s": self.elapsed_s, "warnings": list(self.warnings), "consistency": self.consistency,
+                "residual_correlation": self.residual_correlation,
                 **({"control_points": {"row": self.points_row.tolist(), "col": self.points_col.tolist(),
                                        "line": self.points_line.astype(int).tolist()}} if points else {})}
 
@@ -772,10 +776,15 @@ def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], 
     geometry = Geometry(shape=(nrows, ncols), beam_center=(float(p[0]), float(p[1])), distance_mm=float(p[2]),
                         pixel_size_um=(float(pixel_size_um[0]), float(pixel_size_um[-1])),
                         wavelength_A=float(p[5]), tilt_deg=tilt, tilt_rotation_deg=rot)
-    uncertainties = _uncertainties(p, cov, refine_wavelength)
+    # neighbouring control points share pixels and systematic errors: their residuals are
+    # correlated, so the points count less than their number; inflate the uncertainties as
+    # for a first-order autoregressive series
+    rho = _neighbour_correlation(p, rows_k, cols_k, line_k, res_px, nrows)
+    inflation = math.sqrt((1 + rho) / (1 - rho))
+    uncertainties = {k: v * inflation for k, v in _uncertainties(p, cov, refine_wavelength).items()}
     elapsed = time.perf_counter() - t0
     fit = CalibrationFit(geometry, calibrant, d_spacings, uncertainties, rings, rows_k, cols_k, line_k, rms,
-                         refine_wavelength, elapsed, warnings)
+                         refine_wavelength, elapsed, warnings, residual_correlation=rho)
     if len(rings) < 2:
         raise PoorFitError(f"poor fit: only {len(rings)} ring(s) with enough control points; at least 2 are "
                            "needed (is the calibrant right?)")
@@ -815,6 +824,22 @@ def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], 
     if expected and found < 0.3 * expected:
         warnings.append(f"only {found} of the {expected} calibrant rings expected on the detector were found")
     return fit
+
+
+def _neighbour_correlation(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: np.ndarray, res_px: np.ndarray,
+                           nrows: int) -> float:
+    """Correlation of the residuals of neighbouring control points along each ring (0–0.95)."""
+    psi = np.arctan2((nrows - rows) - p[0], cols - p[1])
+    num = den = 0.0
+    for k in np.unique(line):
+        sel = line == k
+        order = np.argsort(psi[sel])
+        e = res_px[sel][order]
+        e = e - e.mean()
+        adjacent = np.diff(psi[sel][order]) < 0.05
+        num += float(np.sum((e[1:] * e[:-1])[adjacent]))
+        den += float(np.sum(e * e))
+    return float(np.clip(num / den, 0.0, 0.95)) if den > 0 else 0.0
 
 
 def _ring_by_ring_rms(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: np.ndarray, d_spacings: np.ndarray,
