@@ -56,8 +56,8 @@ def main() -> None:
     for i, scenario in enumerate(random_scenarios(20)[:args.synthetic]):
         truth = scenario.geometry
         image = fake_calibrant_image(truth, d_spacings(scenario.calibrant)[1], gaps=gaps, seed=i)
-        best, median, fit = _time(lambda: calibrate_image(image, scenario.calibrant, truth.wavelength_A,
-                                                          truth.pixel_size_um), args.repeat)
+        best, median, fit = _time(lambda image=image, name=scenario.calibrant, truth=truth: calibrate_image(
+            image, name, truth.wavelength_A, truth.pixel_size_um), args.repeat)
         worst = max(worst, median)
         f = fit.geometry
         centre = max(abs(f.beam_center[0] - truth.beam_center[0]), abs(f.beam_center[1] - truth.beam_center[1]))

@@ -99,3 +99,34 @@ def test_synthetic_image_through_the_command(tmp_path, detector_gaps):
     assert written["Geometry"]["BeamCenter"] == pytest.approx(list(g.beam_center), abs=0.1)
     assert written["Geometry"]["DedectorDistanceMM"] == pytest.approx(g.distance_mm, rel=1e-3)
     assert "Residuals per ring" in run.stdout
+
+
+@pytest.mark.slow
+def test_without_pyfai_the_command_names_the_extra(tmp_path):
+    """Where pyFAI is not installed, one line says which extra brings it (exit 2)."""
+    blocker = (
+        "import sys\n"
+        "class _NoPyFAI:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] == 'pyFAI':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, _NoPyFAI())\n"
+        "sys.argv[0] = 'saxsdog'\n"
+        "from saxsdog.cli.entry import saxsdog\n"
+        "sys.exit(saxsdog())\n")
+    run = subprocess.run([sys.executable, "-c", blocker, "calibrate", str(tmp_path / "x.tif"), "--calibrant", "AgBh",
+                          "-o", str(tmp_path / "c.json")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "pip install 'saxsdog[calibrate]'" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_summary_carries_the_control_points_for_a_page(detector_gaps):
+    from saxsdog.calibrate import calibrate_image, d_spacings
+    from saxsdog.calibrate.synthetic import fake_calibrant_image, random_scenarios
+
+    g = random_scenarios(20)[18].geometry
+    fit = calibrate_image(fake_calibrant_image(g, d_spacings("AgBh")[1], gaps=detector_gaps, seed=4), "AgBh",
+                          g.wavelength_A, g.pixel_size_um)
+    summary = json.loads(json.dumps(fit.summary(points=True)))
+    assert len(summary["control_points"]["row"]) == fit.points_row.size > 100
+    assert summary["rings"][0]["points"] > 0 and "BeamCenterX" in summary["uncertainties"]

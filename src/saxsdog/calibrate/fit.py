@@ -9,19 +9,30 @@ The steps, none of which needs a click or a hand-tuned guess:
    ridge; its normal points along the radius of the ring it lies on.
 3. **Beam centre**: the ridge normals all pass (nearly) through the beam centre; their robust
    least-squares intersection gives it, also when it lies off the detector.  Beamstop edges,
-   gap edges and parasitic streaks are outliers of that fit.
+   gap edges and parasitic streaks are outliers of that fit; it is then moved to where the
+   innermost rings (least shifted by a tilt) are sharpest.
 4. **Rings and orders**: around that centre, the fraction of each radius' pixels that are
    ridge pixels peaks at the rings.  Each pairing of a ring with a calibrant line implies a
-   distance; the distance whose predicted rings match the most rings found, with the fewest
-   predicted rings missing, assigns the orders.
+   distance; the distances whose predicted rings match the most rings found, with the fewest
+   predicted rings missing, are the candidate order assignments (matched tightly, and
+   loosely for wide-angle rings on a tilted detector, which stray further from circles).
 5. **Control points and refinement**: along rays from the beam centre, each predicted ring
-   gives a control point (the centroid of its crest above half maximum); distance, beam
-   centre, tilt and tilt rotation (and optionally the wavelength) are refined by least
-   squares on the points' 2θ residuals, rejecting outliers; rings are re-extracted with the
-   refined geometry until it no longer changes.
+   gives a control point (the centroid of its crest above half maximum, over a straight
+   baseline); distance, beam centre, tilt and tilt rotation (and optionally the wavelength)
+   are refined by least squares on the points' 2θ residuals, rejecting outliers, starting
+   with the innermost rings and widening to every ring on the detector.  At small angles a
+   tilt and its opposite bend the rings almost alike, so both are tried.
+6. **Checks**: the RMS residual; the ratio to the residual when every ring is fitted with a
+   geometry of its own (one geometry forced onto rings that do not share it: a wavelength
+   far too long, a wrong calibrant); rings of ridge pixels that no calibrant line explains;
+   calibrant lines between the rings found that show no ring.  A candidate failing them
+   passes to the next one; when all fail, the first one's reason is raised.
 
 A result whose residuals are large, or that rests on too few rings, is an error
-(:class:`PoorFitError`), never a confident wrong geometry.
+(:class:`PoorFitError`), never a confident wrong geometry.  One limit is physics: at small
+angles the wavelength and the distance are almost degenerate, so a wavelength too *short*
+(by up to a few times) is absorbed by a longer distance and a tilt; ``saxsdog calibrate``
+warns when the wavelength given differs from the image header's.
 """
 
 from __future__ import annotations
@@ -86,19 +97,29 @@ class CalibrationFit:
     warnings: list[str] = field(default_factory=list)
     #: RMS of the fit over the RMS when every ring is fitted with a geometry of its own (≈ 1: consistent)
     consistency: float = 1.0
+    #: correlation of neighbouring control points' residuals; the uncertainties are inflated by
+    #: sqrt((1 + ρ)/(1 − ρ)) for it
+    residual_correlation: float = 0.0
 
     @property
     def rings_used(self) -> int:
         return len(self.rings)
 
-    def summary(self) -> dict[str, Any]:
-        """The fitted parameters, their uncertainties and quality figures (JSON-ready)."""
+    def summary(self, points: bool = False) -> dict[str, Any]:
+        """The fitted parameters, their uncertainties and quality figures (JSON-ready).
+
+        ``points``: also the control points (``row``, ``col``: continuous coordinates from the
+        top/left edges, pixel centres at +0.5; ``line``: calibrant line), for a page to draw.
+        """
         g = self.geometry
         return {"calibrant": self.calibrant, "BeamCenter": [g.beam_center[0], g.beam_center[1]],
                 "DetectorDistanceMM": g.distance_mm, "TiltAngleDeg": g.tilt_deg, "TiltRotDeg": g.tilt_rotation_deg,
                 "Wavelength": g.wavelength_A, "uncertainties": dict(self.uncertainties), "rms_px": self.rms_px,
                 "rings": [r.__dict__.copy() for r in self.rings], "points": int(self.points_row.size),
-                "elapsed_s": self.elapsed_s, "warnings": list(self.warnings)}
+                "elapsed_s": self.elapsed_s, "warnings": list(self.warnings), "consistency": self.consistency,
+                "residual_correlation": self.residual_correlation,
+                **({"control_points": {"row": self.points_row.tolist(), "col": self.points_col.tolist(),
+                                       "line": self.points_line.astype(int).tolist()}} if points else {})}
 
 
 # ----------------------------------------------------------------------------- model
@@ -281,7 +302,7 @@ def _sharpen_centre(rows: np.ndarray, cols: np.ndarray, centre: tuple[float, flo
         h = np.bincount((np.hypot(rows - r0, cols - c0) / bin_px).astype(np.int64))
         return float(np.sum(h.astype(np.float64) ** 2))
 
-    for span, step, bin_px in ((24.0, 4.0, 4.0), (6.0, 1.0, 1.5), (1.5, 0.25, 1.0)):
+    for span, step, bin_px in ((48.0, 6.0, 6.0), (9.0, 1.5, 2.0), (2.0, 0.5, 1.0), (0.5, 0.125, 1.0)):
         offsets = np.arange(-span, span + step / 2, step)
         best = (score(cr, cc, bin_px), cr, cc)
         for dr in offsets:
@@ -329,21 +350,23 @@ def _ring_radii(rows: np.ndarray, cols: np.ndarray, strength: np.ndarray, valid:
 
 
 def _assign_orders(radii: np.ndarray, prominence: np.ndarray, line_tth: np.ndarray, pixel_mm: float,
-                   r_lo: float, r_hi: float, distance_guess_mm: float | None) -> tuple[float, np.ndarray] | None:
+                   r_lo: float, r_hi: float, distance_guess_mm: float | None, rel_tol: float = 0.015,
+                   count: int = 2) -> list[tuple[float, np.ndarray]]:
     """Distance (mm) and calibrant line of each ring radius that best explain the radii.
 
     Every pairing of a found radius with a calibrant line implies a distance; the one whose
     predicted rings match the most radii (weighted by prominence), with the fewest predicted
-    rings missing between the first and the last matched, wins.  ``None`` when no distance
-    matches at least two radii.
+    rings missing between the first and the last matched, wins.  Returns the ``count`` best
+    (distance, assignment) pairs with distinct distances, best first; empty when no distance
+    matches at least two radii within ``rel_tol`` (relative) + 2 px.
     """
     good = np.isfinite(line_tth) & (line_tth < math.radians(89))
     lines = np.nonzero(good)[0]
     tan_lines = np.tan(line_tth[lines])
-    best: tuple[float, float, np.ndarray] | None = None
+    found: list[tuple[float, float, np.ndarray]] = []
     weights = prominence / prominence.max()
-    for i, r in enumerate(radii):
-        for k, t in zip(lines[:60], tan_lines[:60]):
+    for r in radii:
+        for t in tan_lines[:60]:
             distance = r * pixel_mm / t
             if distance_guess_mm is not None and not (distance_guess_mm / 1.6 < distance < distance_guess_mm * 1.6):
                 continue
@@ -354,7 +377,7 @@ def _assign_orders(radii: np.ndarray, prominence: np.ndarray, line_tth: np.ndarr
             hi = np.clip(idx, 0, predicted.size - 1)
             nearest = np.where(np.abs(predicted[lo] - radii) < np.abs(predicted[hi] - radii), lo, hi)
             error = np.abs(predicted[nearest] - radii)
-            tol = 2.0 + 0.015 * radii
+            tol = 2.0 + rel_tol * radii
             matched = error < tol
             if matched.sum() < 2:
                 continue
@@ -363,20 +386,22 @@ def _assign_orders(radii: np.ndarray, prominence: np.ndarray, line_tth: np.ndarr
                       & (predicted < r_hi))
             # predicted rings between the first and the last matched that no radius explains
             gaps = np.min(np.abs(predicted[inside][:, None] - radii[None, :]), axis=1)
-            missing = int(np.sum(gaps > 2.0 + 0.015 * predicted[inside]))
+            missing = int(np.sum(gaps > 2.0 + rel_tol * predicted[inside]))
             score = float(weights[matched].sum()) + matched.sum() - 1.0 * missing
             score -= 0.5 * float(np.mean(error[matched] / tol[matched]))
-            if best is None or score > best[0] + 1e-9:
-                assignment = np.where(matched, lines[nearest], -1)
-                best = (score, distance, assignment)
-    if best is None:
-        return None
-    # least-squares distance from the matched radii
-    _, distance, assignment = best
-    m = assignment >= 0
-    t = np.tan(line_tth[assignment[m]])
-    distance = float(np.sum(radii[m] * pixel_mm * t) / np.sum(t * t))
-    return distance, assignment
+            found.append((score, distance, np.where(matched, lines[nearest], -1)))
+    found.sort(key=lambda item: -item[0])
+    out: list[tuple[float, np.ndarray]] = []
+    for _, distance, assignment in found:
+        # least-squares distance from the matched radii
+        m = assignment >= 0
+        t = np.tan(line_tth[assignment[m]])
+        distance = float(np.sum(radii[m] * pixel_mm * t) / np.sum(t * t))
+        if all(abs(distance / d - 1) > 0.02 for d, _ in out):
+            out.append((distance, assignment))
+        if len(out) >= count:
+            break
+    return out
 
 
 # ----------------------------------------------------------------------------- control points
@@ -638,7 +663,6 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
         raise NoRingsError("no rings found: fewer than 1000 valid pixels on the image")
     data = np.where(valid, image, 0).astype(np.float64)
     line_tth = _line_two_theta(d_spacings, wavelength_A)
-    warnings: list[str] = []
 
     # 2-3: ridge pixels and the beam centre
     rows, cols, n_r, n_c, strength = _ridge_points(data, valid)
@@ -654,12 +678,37 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
         raise NoRingsError(f"no rings found: {radii.size} ring(s) around the centre (row {centre[0]:.0f}, "
                            f"column {centre[1]:.0f}); at least 2 are needed")
     px = 0.5 * (pixel_mm[0] + pixel_mm[1])
-    assigned = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm)
-    if assigned is None:
+    tight = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.015, 2)
+    # rings at wide angles on a tilted detector stray further from a circle: looser matches too
+    loose = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.05, 2)
+    candidates: list[tuple[float, np.ndarray]] = []
+    for candidate in [c for pair in zip(tight + [None] * 2, loose + [None] * 2) for c in pair if c is not None]:
+        if all(abs(candidate[0] / d - 1) > 0.02 for d, _ in candidates):
+            candidates.append(candidate)
+    if not candidates:
         raise NoRingsError(f"no rings found that match {calibrant or 'the calibrant'} at {wavelength_A} Å: "
                            f"{radii.size} rings at radii {', '.join(f'{r:.0f}' for r in radii[:8])} px "
                            "(wrong calibrant, wavelength or pixel size?)")
-    distance, assignment = assigned
+    first_error: CalibrationFitError | None = None
+    for distance, assignment in candidates[:3]:
+        try:
+            return _fit_from(data, valid, centre, distance, assignment, radii, rows, cols, d_spacings, wavelength_A,
+                             pixel_size_um, pixel_mm, calibrant, refine_wavelength, max_rms_px, max_inconsistency,
+                             t0)
+        except CalibrationFitError as exc:  # the next most likely order assignment
+            first_error = first_error or exc
+    assert first_error is not None
+    raise first_error
+
+
+def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], distance: float,
+              assignment: np.ndarray, radii: np.ndarray, rows: np.ndarray, cols: np.ndarray, d_spacings: np.ndarray,
+              wavelength_A: float, pixel_size_um: tuple[float, float], pixel_mm: tuple[float, float], calibrant: str,
+              refine_wavelength: bool, max_rms_px: float, max_inconsistency: float, t0: float) -> CalibrationFit:
+    """Refine from one order assignment and check the result (see :func:`fit_calibrant`)."""
+    nrows, ncols = data.shape
+    line_tth = _line_two_theta(d_spacings, wavelength_A)
+    warnings: list[str] = []
     # continuous coordinates: index + 0.5
     p = np.array([nrows - (centre[0] + 0.5), centre[1] + 0.5, distance, 0.0, 0.0, wavelength_A])
 
@@ -727,10 +776,15 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
     geometry = Geometry(shape=(nrows, ncols), beam_center=(float(p[0]), float(p[1])), distance_mm=float(p[2]),
                         pixel_size_um=(float(pixel_size_um[0]), float(pixel_size_um[-1])),
                         wavelength_A=float(p[5]), tilt_deg=tilt, tilt_rotation_deg=rot)
-    uncertainties = _uncertainties(p, cov, refine_wavelength)
+    # neighbouring control points share pixels and systematic errors: their residuals are
+    # correlated, so the points count less than their number; inflate the uncertainties as
+    # for a first-order autoregressive series
+    rho = _neighbour_correlation(p, rows_k, cols_k, line_k, res_px, nrows)
+    inflation = math.sqrt((1 + rho) / (1 - rho))
+    uncertainties = {k: v * inflation for k, v in _uncertainties(p, cov, refine_wavelength).items()}
     elapsed = time.perf_counter() - t0
     fit = CalibrationFit(geometry, calibrant, d_spacings, uncertainties, rings, rows_k, cols_k, line_k, rms,
-                         refine_wavelength, elapsed, warnings)
+                         refine_wavelength, elapsed, warnings, residual_correlation=rho)
     if len(rings) < 2:
         raise PoorFitError(f"poor fit: only {len(rings)} ring(s) with enough control points; at least 2 are "
                            "needed (is the calibrant right?)")
@@ -750,16 +804,42 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
                            f"alone allows): the rings do not share one geometry at {p[5]:.5g} Å; wrong "
                            "wavelength or calibrant?")
     # rings on the image that no calibrant line explains: a wrong calibrant (or wavelength)
-    unexplained = _unexplained_rings(p, rows, cols, valid, np.asarray([r.line for r in rings]), line_tth, pixel_mm)
+    unexplained = _unexplained_rings(p, rows, cols, valid, line_tth, pixel_mm)
     if len(unexplained) >= max(2, 0.3 * radii.size):
         raise PoorFitError(f"poor fit: {len(unexplained)} of the {radii.size} rings on the image (at "
                            f"{', '.join(f'{r:.0f}' for r in unexplained[:6])} px, as radii at the fitted distance) are no lines of "
                            f"{calibrant or 'the calibrant'} at {p[5]:.5g} Å: wrong calibrant or wavelength?")
+    # calibrant lines on valid pixels between the first and the last ring found, without points
+    used = np.asarray([r.line for r in rings])
+    between = _predicted_lines(p, line_tth, valid, pixel_mm)
+    between = between[(between > used.min()) & (between < used.max())]
+    missing = np.setdiff1d(between, used)
+    if missing.size and missing.size >= 0.25 * (between.size + 2):
+        raise PoorFitError(f"poor fit: the calibrant lines {', '.join(str(k + 1) for k in missing[:8])} of "
+                           f"{calibrant or 'the calibrant'} lie between the rings found (lines "
+                           f"{', '.join(str(k + 1) for k in used[:8])}) but show no ring: wrong calibrant or "
+                           "wavelength?")
     found = len(rings)
     expected = _predicted_lines(p, line_tth, valid, pixel_mm).size
     if expected and found < 0.3 * expected:
         warnings.append(f"only {found} of the {expected} calibrant rings expected on the detector were found")
     return fit
+
+
+def _neighbour_correlation(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: np.ndarray, res_px: np.ndarray,
+                           nrows: int) -> float:
+    """Correlation of the residuals of neighbouring control points along each ring (0–0.95)."""
+    psi = np.arctan2((nrows - rows) - p[0], cols - p[1])
+    num = den = 0.0
+    for k in np.unique(line):
+        sel = line == k
+        order = np.argsort(psi[sel])
+        e = res_px[sel][order]
+        e = e - e.mean()
+        adjacent = np.diff(psi[sel][order]) < 0.05
+        num += float(np.sum((e[1:] * e[:-1])[adjacent]))
+        den += float(np.sum(e * e))
+    return float(np.clip(num / den, 0.0, 0.95)) if den > 0 else 0.0
 
 
 def _ring_by_ring_rms(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: np.ndarray, d_spacings: np.ndarray,
@@ -780,8 +860,8 @@ def _ring_by_ring_rms(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: n
 
 
 def _unexplained_rings(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, valid: np.ndarray,
-                       used_lines: np.ndarray, line_tth: np.ndarray, pixel_mm: tuple[float, float]) -> list[float]:
-    """Clear rings of ridge pixels, from near the first ring used outwards, that the fitted
+                       line_tth: np.ndarray, pixel_mm: tuple[float, float]) -> list[float]:
+    """Clear rings of ridge pixels, 40 px or more from the centre, that the fitted
     geometry puts on no calibrant line; as radii (px) at the fitted distance.
 
     With the fitted geometry every ridge pixel gets its 2θ, written as the radius
@@ -806,9 +886,8 @@ def _unexplained_rings(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, valid:
     peaks, props = signal.find_peaks(fraction, prominence=max(0.3 * float(fraction.max()), 0.1 * top, 0.01),
                                      distance=3)
     line_r = to_radius * np.tan(line_tth[np.isfinite(line_tth) & (line_tth < math.radians(89))])
-    used_r = to_radius * np.tan(line_tth[used_lines])
-    # from a little inside the first ring used (not the beamstop's edge) outwards
-    lo, hi = max(0.6 * float(used_r.min()), 40.0), np.inf
+    # beyond the edge of a round beamstop (which makes a ring of its own)
+    lo, hi = 40.0, np.inf
     out = []
     for b in peaks:
         r = (b + 0.5) * bin_px

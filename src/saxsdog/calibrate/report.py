@@ -62,7 +62,9 @@ def report_text(fit: CalibrationFit, image_name: str = "") -> str:
     g = fit.geometry
     u = fit.uncertainties
     lines = [f"saxsdog calibrate: {fit.calibrant}" + (f" on {image_name}" if image_name else ""), ""]
-    lines.append("Geometry (FIT2D convention; BeamCenter Y from the bottom edge, X from the left), ± one sigma:")
+    lines.append("Geometry (FIT2D convention; BeamCenter Y from the bottom edge, X from the left), ± one sigma")
+    lines.append(f"(from the least-squares Jacobian, inflated {math.sqrt((1 + fit.residual_correlation) / (1 - fit.residual_correlation)):.2f}x "
+                 f"for the correlation {fit.residual_correlation:.2f} of neighbouring points' residuals):")
     lines.append(f"  BeamCenter Y        {g.beam_center[0]:12.4f} ± {u['BeamCenterY']:.4f} px")
     lines.append(f"  BeamCenter X        {g.beam_center[1]:12.4f} ± {u['BeamCenterX']:.4f} px")
     lines.append(f"  Distance            {g.distance_mm:12.4f} ± {u['DetectorDistanceMM']:.4f} mm")
@@ -76,7 +78,8 @@ def report_text(fit: CalibrationFit, image_name: str = "") -> str:
         lines.append(f"  Wavelength          {g.wavelength_A:12.6f} Å (fixed)")
     lines.append(f"  Pixel size          {g.pixel_size_um[0]:g} x {g.pixel_size_um[1]:g} µm")
     lines.append("")
-    lines.append(f"Residuals per ring ({fit.points_row.size} control points, RMS {fit.rms_px:.3f} px):")
+    lines.append(f"Residuals per ring ({fit.points_row.size} control points, RMS {fit.rms_px:.3f} px; "
+                 f"{fit.consistency:.2f} times the RMS of each ring fitted alone):")
     lines.append("  line   d [Å]      2θ [deg]  q [1/nm]   points  RMS [px]  mean [px]")
     qf = 4 * math.pi / (g.wavelength_A * 0.1)
     for r in fit.rings:
@@ -115,7 +118,7 @@ def save_picture(fit: CalibrationFit, image: np.ndarray, path: str | os.PathLike
         ax.contour(np.arange(g.shape[1]), np.arange(g.shape[0]), tth, levels=levels, colors="red",
                    linewidths=0.7)
     # control points: continuous coordinates, pixel centres at +0.5 (imshow puts them at integers)
-    ax.scatter(fit.points_col - 0.5, fit.points_row - 0.5, s=1.5, c="white", linewidths=0)
+    ax.scatter(fit.points_col - 0.5, fit.points_row - 0.5, s=2.0, c="magenta", linewidths=0)
     ax.plot([g.beam_center[1] - 0.5], [g.shape[0] - g.beam_center[0] - 0.5], "r+", ms=12)
     ax.set_xlim(-0.5, g.shape[1] - 0.5)
     ax.set_ylim(g.shape[0] - 0.5, -0.5)
