@@ -149,6 +149,7 @@ class Calibration:
         self._masks: dict[int, np.ndarray | None] = {}
         self._formatters: list[ChiFormatter] | None = None
         self.integrators: list[Integrator] = self._build_integrators()
+        self.classifiers = self._build_classifiers()
 
     # -- configuration ---------------------------------------------------------------
     def _geometry(self) -> Geometry:
@@ -248,6 +249,19 @@ class Calibration:
                                    "$.Masks", self.raw.get("Masks"), "at least one mask or slice")
         return integrators
 
+    def _build_classifiers(self):
+        """The ``Classifiers`` (see :mod:`saxsdog.classifiers`); the integral parameters always."""
+        from .classifiers import ClassifierContext, build_classifiers
+
+        radial = next((it for it in self.integrators if it.kind == "Radial"), None)
+        nrows = self.shape[0]
+        y_c, x_c = self.geometry.beam_center
+        context = ClassifierContext(self.shape, q=None if radial is None else np.asarray(radial.x),
+                                    q_map=self.geometry.q, base_dir=self.base_dir,
+                                    # the beam centre as (row, column) array indices
+                                    extra={"beam_center_rc": (nrows - y_c - 0.5, x_c - 0.5)})
+        return build_classifiers(self.config.get("Classifiers"), context)
+
     # -- the original's API, in snake_case -------------------------------------------
     @property
     def radial(self) -> Integrator:
@@ -279,12 +293,15 @@ class Calibration:
         return integral_parameters(self.radial.x, intensity, float(entry.get("qStart", 0.0)),
                                    entry.get("qStop"))
 
-    def curves(self, image: np.ndarray, stddev: bool = True) -> list[Curve]:
+    def curves(self, image: np.ndarray, stddev: bool = True, metadata: Mapping | None = None) -> list[Curve]:
         """All integrators' curves (with errors and classifiers) for one image.
 
         ``stddev=False`` skips the standard deviation, which the output files do not store.
+        ``metadata`` (the frame's) is given to the image classifiers (e.g. the count cutoff).
         """
-        return [it.curve(image, stddev) for it in self.integrators]
+        curves = [it.curve(image, stddev) for it in self.integrators]
+        self.classifiers.apply(curves, self.integrators, image, metadata)
+        return curves
 
     def output_suffixes(self) -> list[str]:
         """File-name suffix of each integrator's output (``""`` for the first)."""

@@ -40,6 +40,8 @@ EXTRAS: dict[str, Extra] = {
                   {"dask[distributed]": "distributed"}),
     "pyfai": Extra("PONI import and export through pyFAI",
                    {"pyFAI": "pyFAI"}),
+    "classify": Extra("the Guinier, Rambo-Tainer and CorMap classifiers (Rg, I(0), mass, frame similarity)",
+                      {"freesas": "freesas"}),
 }
 
 
