@@ -29,6 +29,7 @@ from .history import History
 from .naming import in_directories, output_key, output_root, results_dir
 from .options import OUTPUT_FORMATS, QueueOptions
 from .pool import PREFETCH
+from .classify_sink import ClassifySink, needs_classify_sink
 from .sinks import CallbackSink, HistorySink, LiveFileList, RunSink, Sink, TrackerSink
 from .sources import DirectoryWatcher, walk_images
 from .state import (
@@ -191,6 +192,11 @@ class ImageQueue:
         # the order matters: the run file sets the outputs the others record
         self._tracker_sink = TrackerSink(tracker) if tracker is not None else None
         self.sinks: list[Sink] = [s for s in (self._sink, self._tracker_sink, self.filelist) if s is not None]
+        self.classify_sink: ClassifySink | None = None
+        if needs_classify_sink(calibration):  # first: the others record the values it adds
+            self.classify_sink = ClassifySink(calibration, results_dir(self.root, self.options),
+                                              confine_to=self.options.confine_to)
+            self.sinks.insert(0, self.classify_sink)
         self.sinks += [HistorySink(self.history), CallbackSink(self._callbacks)]
 
     def _run_name(self) -> str:
@@ -411,6 +417,8 @@ class ImageQueue:
             "last_sink_error": st.last_sink_error,
             "outputs_renamed": st.renamed_outputs,
             "ignored_after_close": st.ignored_after_close,
+            "alarms": h.alarms,
+            "latest_alarm": self.classify_sink.latest_alarms if self.classify_sink is not None else None,
         }
 
     # -- the dispatcher: events in, instructions out ---------------------------------

@@ -71,6 +71,9 @@ class ImageProcessor:
         self.chi_index = (list(range(len(kinds))) if self.format == "chi"
                           else [i for i, k in enumerate(kinds) if k == "Phi"])
         self._last_curves = -1e9
+        from .classify_sink import needs_classify_sink
+
+        self._coordinator_classifies = needs_classify_sink(calibration)
 
     def outputs_for(self, task: ImageTask, frame: int | None) -> list[Path]:
         """All output files of one frame (``frame=None`` for single-frame files).
@@ -172,7 +175,7 @@ class ImageProcessor:
         now = time.monotonic()
         live = self.options.keep_curves and now - self._last_curves >= self.options.curve_interval
         # The standard deviation is only shown in live plots; no output stores it.
-        curves = self.calibration.curves(frame.data, stddev=live)
+        curves = self.calibration.curves(frame.data, stddev=live, metadata=frame.metadata)
         meta = dict(frame.metadata)
         scalars = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}
         contents: list[bytes] = []
@@ -222,7 +225,8 @@ class ImageProcessor:
                 image_time = None
         parameters = {k: c.parameters for k, c in zip(self.keys, curves) if c.parameters}
         graphs = None
-        every_frame = self.format == "nxcansas-run"  # the coordinator writes them all
+        # the coordinator writes them all (run files) or classifies them in frame order (CorMap, Average)
+        every_frame = self.format == "nxcansas-run" or self._coordinator_classifies
         if every_frame or live:
             # a live plot needs only the latest curves: they are sent at a bounded rate
             if live:

@@ -452,7 +452,7 @@ class CommandHandler:
             return {"time interval": now - self.started, "queue length": 0, "frames per sec": 0.0,
                     "images processed": 0, "pics": 0, "images failed": 0, "time": now,
                     "start time": self.started, "mergecount": 0, "job": job,
-                    "closing queue length": closing}
+                    "closing queue length": closing, "alarms": 0}
         st = s.queue.stats()
         s.tracker.commit()  # report only what is durable (a full disk: what is, the queue retries)
         counts = self.ledger.counts(s.queue_id)
@@ -473,6 +473,8 @@ class CommandHandler:
             "closing queue length": closing,
             "error": s.error,  # the backend is gone, or the queue directory is refused
             "feeder events rejected": s.events_rejected,
+            "alarms": st.get("alarms", 0),  # frames whose classifiers left their Alarm range
+            "latest alarm": st.get("latest_alarm"),
             "time": now,
             "start time": s.started,
             "mergecount": 0,

@@ -1,0 +1,190 @@
+"""The coordinator's classifiers: CorMap and the other stateful ones, averaging, and alarms.
+
+The workers run the stateless classifiers (:meth:`saxsdog.calibration.Calibration.curves`);
+what needs the frames in the order they were taken runs here, once, in the dispatcher
+thread, before the other sinks see the record (so history, the ledger, the file list and the
+run files get the values).
+
+Order: frames arrive in the order workers finish them.  Each frame is compared with the
+frame taken just before it among those already seen (by image time, then name), not with
+whichever arrived last; a frame overtaken by its successor is still compared with its own
+predecessor when that one arrived first (the usual case, since frames are submitted in order).
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import logging
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ..calibration import Calibration
+from ..classifiers.average import Averager, AverageResult
+from .naming import make_output_folder, write_output_bytes
+from .state import Record
+from .tasks import ImageResult
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ClassifySink", "needs_classify_sink"]
+
+#: Curves kept per integrator to find a late frame's predecessor.
+KEEP_PREVIOUS = 64
+
+
+def needs_classify_sink(calibration: Calibration) -> bool:
+    """Whether the calibration has stateful classifiers, alarms or an ``Average`` block."""
+    cs = getattr(calibration, "classifiers", None)
+    return bool(cs is not None and (cs.stateful or cs.alarms)) or bool(calibration.config.get("Average"))
+
+
+def _curve(graph: dict[str, Any]) -> SimpleNamespace:
+    """A curve-like object (x, intensity, poisson, has_data) from a result's graph."""
+    x, intensity, error = (np.asarray(a, dtype=np.float64) for a in graph["array"][:3])
+    return SimpleNamespace(x=x, intensity=intensity, poisson=error, parameters={},
+                           has_data=(error > 0) | (intensity != 0))
+
+
+class ClassifySink:
+    """Runs the stateful classifiers, the averaging and the alarms on each frame's result.
+
+    Parameters
+    ----------
+    calibration
+        The calibration (its :attr:`~saxsdog.calibration.Calibration.classifiers` and ``Average``).
+    results
+        Folder of the averaged curves (``<results>/averages/<group>.chi``).
+    confine_to
+        The server's base directory (outputs must resolve inside it).
+
+    Attributes
+    ----------
+    alarms
+        Frames that raised an alarm so far.
+    latest_alarms
+        The messages of the latest frame in alarm (with its name), for the page's banner.
+    averages
+        The latest merged curve of each group (:class:`~saxsdog.classifiers.average.AverageResult`).
+    """
+
+    name = "classifiers"
+
+    def __init__(self, calibration: Calibration, results: Path | None = None, confine_to: Path | None = None):
+        self.calibration = calibration
+        self.set = calibration.classifiers
+        self.results = Path(results) if results is not None else None
+        self.confine_to = confine_to
+        self.radial = [k for k, it in enumerate(calibration.integrators) if it.kind == "Radial"]
+        self.keys = [f"{it.kind[0]}{i}" for i, it in enumerate(calibration.integrators)]
+        # one copy of each stateful classifier per radial integrator (their own reference)
+        self.stateful: dict[int, list[Any]] = {k: [copy.copy(c) for c in self.set.stateful] for k in self.radial}
+        for clones in self.stateful.values():
+            for c in clones:
+                c.reset()
+        self._seen: dict[int, list[tuple[tuple, SimpleNamespace]]] = {k: [] for k in self.radial}
+        spec = calibration.config.get("Average")
+        self.averager = Averager(spec) if spec else None
+        self.alarms = 0
+        self.latest_alarms: dict[str, Any] | None = None
+        self.averages: dict[str, AverageResult] = {}
+        self._pending: list[AverageResult] = []  # merged curves not written yet (a full disk)
+
+    # -- the Sink protocol ------------------------------------------------------------
+    def record(self, rec: Record) -> None:
+        if rec.state not in ("done", "failed", "partial"):
+            return
+        for r in rec.results:
+            self.add(r)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the averaged curves waiting (raises ``OSError`` while the disk is full)."""
+        while self._pending:
+            self._write(self._pending[0])
+            self._pending.pop(0)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except OSError as exc:
+            log.error("cannot write %d averaged curve(s): %s", len(self._pending), exc)
+
+    # -- per frame --------------------------------------------------------------------
+    @staticmethod
+    def order_key(result: ImageResult) -> tuple:
+        """Acquisition order: image time, then name (frames without a time sort last)."""
+        t = result.image_time
+        return (t if t is not None else float("inf"), result.name or result.path, result.frame)
+
+    def add(self, result: ImageResult) -> None:
+        """Classify one frame's result (in place: its parameters and alarms)."""
+        if result.error is not None or result.skipped:
+            return
+        curves = result.curves
+        if curves and (self.set.stateful or self.averager is not None):
+            key = self.order_key(result)
+            for k in self.radial:
+                if k >= len(curves):
+                    continue
+                curve = _curve(curves[k])
+                if self.set.stateful:
+                    params = result.parameters.setdefault(self.keys[k], {})
+                    previous = self._previous(k, key)
+                    for c in self.stateful[k]:
+                        params.update(c(curve, {"previous": previous}))
+                    self._remember(k, key, curve)
+                if self.averager is not None and k == self.radial[0]:
+                    merged = self.averager.add(result.name or Path(result.path).name, curve.x,
+                                               curve.intensity, curve.poisson)
+                    if merged is not None:
+                        self.averages[merged.group] = merged
+                        self._pending = [p for p in self._pending if p.group != merged.group] + [merged]
+        if self.set.alarms:
+            messages: list[str] = []
+            for params in result.parameters.values():
+                if isinstance(params, dict):
+                    messages += self.set.check_alarms(params)
+            result.alarms = messages
+            first = result.parameters.get(self.keys[0])
+            if isinstance(first, dict):
+                first["alarms"] = "; ".join(messages)
+            if messages:
+                self.alarms += 1
+                self.latest_alarms = {"name": result.name or result.path, "alarms": messages,
+                                      "image_time": result.image_time}
+
+    def _previous(self, k: int, key: tuple) -> SimpleNamespace | None:
+        seen = self._seen[k]
+        i = bisect.bisect_left(seen, key, key=lambda e: e[0])
+        return seen[i - 1][1] if i > 0 else None
+
+    def _remember(self, k: int, key: tuple, curve: SimpleNamespace) -> None:
+        seen = self._seen[k]
+        bisect.insort(seen, (key, curve), key=lambda e: e[0])
+        if len(seen) > KEEP_PREVIOUS:
+            del seen[0]
+
+    # -- averaged curves --------------------------------------------------------------
+    def path_of(self, group: str) -> Path | None:
+        """Where a group's averaged curve is written."""
+        if self.results is None:
+            return None
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", group).strip("._") or "group"
+        return self.results / "averages" / f"{safe}.chi"
+
+    def _write(self, merged: AverageResult) -> None:
+        from ..io.chi import format_chi
+
+        path = self.path_of(merged.group)
+        if path is None:
+            return
+        make_output_folder(path.parent, self.confine_to)
+        it = self.calibration.integrators[self.radial[0]] if self.radial else self.calibration.integrators[0]
+        content = format_chi([merged.q, merged.intensity, merged.error], self.calibration.raw,
+                             merged.summary(), [it.x_label, "Intensity (Count/Pixel)", "Error Margin"])
+        write_output_bytes(path, content, self.confine_to)
