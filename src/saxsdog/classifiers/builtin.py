@@ -282,12 +282,11 @@ class CorMap(Classifier):
         if not p.is_absolute() and self.context.base_dir is not None:
             p = Path(self.context.base_dir) / p
         try:
-            columns = read_chi(p).columns
+            chi = read_chi(p)
         except (OSError, ValueError) as exc:
             raise CalibrationError(f"cannot read the background curve: {exc}", f"{path}.File", name,
                                    "a readable .chi file") from None
-        arr = np.asarray(columns, dtype=np.float64)
-        return arr if arr.shape[0] != 3 else arr.T
+        return np.column_stack((chi.x, chi.intensity)).astype(np.float64)
 
     def reset(self) -> None:
         self.first: np.ndarray | None = None
