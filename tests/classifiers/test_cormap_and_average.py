@@ -113,3 +113,15 @@ def test_average_frames_keeps_identical_frames():
     i = np.tile(MODEL, (3, 1))
     mean, err, kept, probs = average_frames(i, np.sqrt(i))
     assert kept == [0, 1, 2]
+
+
+def test_every_n_groups_by_frame_number_even_when_the_first_frame_arrives_second():
+    rng = np.random.default_rng(8)
+    avg = Averager({"Every": 2})
+    f = [_frame(rng) for _ in range(4)]
+    first = avg.add("img_00002.tif", f[0].x, f[0].intensity, f[0].poisson)  # overtook img_00001
+    assert first.group == "frames_000002"
+    r = avg.add("img_00001.tif", f[1].x, f[1].intensity, f[1].poisson)
+    assert avg.dropped == ["frames_000002"]  # renamed: its output is removed
+    assert r.group == "frames_000001" and r.complete and sorted(r.kept) == ["img_00001.tif", "img_00002.tif"]
+    assert avg.add("img_00003.tif", f[2].x, f[2].intensity, f[2].poisson).group == "frames_000003"

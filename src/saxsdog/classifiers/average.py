@@ -23,6 +23,8 @@ from ..errors import CalibrationError
 
 __all__ = ["Averager", "AverageResult", "average_frames"]
 
+_LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
 
 @dataclass
 class AverageResult:
@@ -114,12 +116,27 @@ class Averager:
                 raise CalibrationError(f"not a regular expression: {exc}", f"{path}.Pattern",
                                        self.spec["Pattern"], "a Python regular expression") from None
         self._seen = 0
+        self._offset: int | None = None
+        self._completed = False
+        #: Groups that no longer exist (renamed when the start moved back): their outputs go.
+        self.dropped: list[str] = []
         self._groups: dict[str, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]] = {}
 
     def group_of(self, name: str) -> str | None:
-        """The group a frame (by name) belongs to, or ``None`` when it is not averaged."""
+        """The group a frame (by name) belongs to, or ``None`` when it is not averaged.
+
+        ``Every``: frames are counted by the last number in their name (the detector's frame
+        number, counted from the first frame's, so frames finished out of order by the
+        workers still fall in their own group), else in the order they arrive.
+        """
         if self.mode == "Every":
-            return f"frames_{(self._seen // self.every) * self.every + 1:06d}"
+            m = _LAST_NUMBER.search(name)
+            if m is not None:
+                position = int(m.group(1)) - (self._offset or 0)
+            else:
+                position = self._seen
+            start = (position // self.every) * self.every
+            return f"frames_{start + (self._offset if self._offset is not None else 1):06d}"
         if self.mode == "Pattern":
             assert self.pattern is not None
             m = self.pattern.search(name)
@@ -131,6 +148,19 @@ class Averager:
 
     def add(self, name: str, q: np.ndarray, intensity: np.ndarray, error: np.ndarray) -> AverageResult | None:
         """Add one frame; returns its group's merged curve (``None``: the frame is not averaged)."""
+        if self.mode == "Every":
+            m = _LAST_NUMBER.search(name)
+            number = int(m.group(1)) if m is not None else None
+            if number is not None and (self._offset is None or (number < self._offset and not self._completed)):
+                # the first frame so far: the groups count from it (a frame overtaken by the
+                # next one at the start of the run moves the start back)
+                self._offset = number
+                frames = [f for group in self._groups.values() for f in group]
+                old = set(self._groups)
+                self._groups.clear()
+                for f in frames:
+                    self._groups.setdefault(self.group_of(f[0]) or "", []).append(f)
+                self.dropped += sorted(old - set(self._groups))
         group = self.group_of(name)
         if self.mode == "Every":
             self._seen += 1
@@ -142,6 +172,7 @@ class Averager:
         result = self.merge(group)
         if self.mode == "Every" and len(frames) >= self.every:
             result.complete = True
+            self._completed = True
             del self._groups[group]  # done: memory stays bounded on long runs
         return result
 

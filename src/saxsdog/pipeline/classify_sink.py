@@ -9,6 +9,9 @@ Order: frames arrive in the order workers finish them.  Each frame is compared w
 frame taken just before it among those already seen (by image time, then name), not with
 whichever arrived last; a frame overtaken by its successor is still compared with its own
 predecessor when that one arrived first (the usual case, since frames are submitted in order).
+When the predecessor arrives after it, the frame is compared again and its values (and
+alarms) are updated in place: history, ``plotdata`` and the ``stat`` count show the
+corrected values; the ledger row and a run file may keep the first ones.
 """
 
 from __future__ import annotations
@@ -86,13 +89,14 @@ class ClassifySink:
         for clones in self.stateful.values():
             for c in clones:
                 c.reset()
-        self._seen: dict[int, list[tuple[tuple, SimpleNamespace]]] = {k: [] for k in self.radial}
+        self._seen: dict[int, list[tuple[tuple, SimpleNamespace, ImageResult]]] = {k: [] for k in self.radial}
         spec = calibration.config.get("Average")
         self.averager = Averager(spec) if spec else None
         self.alarms = 0
         self.latest_alarms: dict[str, Any] | None = None
         self.averages: dict[str, AverageResult] = {}
         self._pending: list[AverageResult] = []  # merged curves not written yet (a full disk)
+        self._written: set[str] = set()  # groups whose file this sink wrote
 
     # -- the Sink protocol ------------------------------------------------------------
     def record(self, rec: Record) -> None:
@@ -137,39 +141,70 @@ class ClassifySink:
                     previous = self._previous(k, key)
                     for c in self.stateful[k]:
                         params.update(c(curve, {"previous": previous}))
-                    self._remember(k, key, curve)
+                    self._remember(k, key, curve, result)
                 if self.averager is not None and k == self.radial[0]:
                     merged = self.averager.add(result.name or Path(result.path).name, curve.x,
                                                curve.intensity, curve.poisson)
+                    for gone in self.averager.dropped:  # renamed: its earlier output is wrong now
+                        self._forget_group(gone)
+                    self.averager.dropped.clear()
                     if merged is not None:
                         self.averages[merged.group] = merged
                         self._pending = [p for p in self._pending if p.group != merged.group] + [merged]
-        if self.set.alarms:
-            messages: list[str] = []
-            for params in result.parameters.values():
-                if isinstance(params, dict):
-                    messages += self.set.check_alarms(params)
-            result.alarms = messages
-            first = result.parameters.get(self.keys[0])
-            if isinstance(first, dict):
-                first["alarms"] = "; ".join(messages)
-            if messages:
-                self.alarms += 1
-                self.latest_alarms = {"name": result.name or result.path, "alarms": messages,
-                                      "image_time": result.image_time}
+        self._check_alarms(result)
+
+    def _check_alarms(self, result: ImageResult) -> None:
+        if not self.set.alarms:
+            return
+        messages: list[str] = []
+        for params in result.parameters.values():
+            if isinstance(params, dict):
+                messages += self.set.check_alarms(params)
+        was = bool(result.alarms)
+        result.alarms[:] = messages  # in place: the history's record holds this list
+        first = result.parameters.get(self.keys[0])
+        if isinstance(first, dict):
+            first["alarms"] = "; ".join(messages)
+        self.alarms += bool(messages) - was
+        if messages:
+            self.latest_alarms = {"name": result.name or result.path, "alarms": messages,
+                                  "image_time": result.image_time}
 
     def _previous(self, k: int, key: tuple) -> SimpleNamespace | None:
         seen = self._seen[k]
         i = bisect.bisect_left(seen, key, key=lambda e: e[0])
         return seen[i - 1][1] if i > 0 else None
 
-    def _remember(self, k: int, key: tuple, curve: SimpleNamespace) -> None:
+    def _remember(self, k: int, key: tuple, curve: SimpleNamespace, result: ImageResult) -> None:
+        """Keep the frame's curve; a frame that arrived after its successor becomes that one's previous."""
         seen = self._seen[k]
-        bisect.insort(seen, (key, curve), key=lambda e: e[0])
+        bisect.insort(seen, (key, curve, result), key=lambda e: e[0])
+        i = bisect.bisect_left(seen, key, key=lambda e: e[0])
+        if i + 1 < len(seen):  # its successor was compared with an older frame (or none): again
+            _, later, later_result = seen[i + 1]
+            params = later_result.parameters.setdefault(self.keys[k], {})
+            for c in self.stateful[k]:
+                if getattr(c, "reference", None) == "previous":
+                    q, intensity = c.select(later)
+                    ref_q, ref_i = c.select(curve)
+                    fields = c.compare(q, intensity, ref_q, ref_i, c.comparisons or max(c.tested, 1))
+                    params.update({c.key(f): v for f, v in fields.items()})
+            self._check_alarms(later_result)
         if len(seen) > KEEP_PREVIOUS:
             del seen[0]
 
     # -- averaged curves --------------------------------------------------------------
+    def _forget_group(self, group: str) -> None:
+        self.averages.pop(group, None)
+        self._pending = [p for p in self._pending if p.group != group]
+        path = self.path_of(group)
+        if path is not None and group in self._written:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+            self._written.discard(group)
+
     def path_of(self, group: str) -> Path | None:
         """Where a group's averaged curve is written."""
         if self.results is None:
@@ -188,3 +223,4 @@ class ClassifySink:
         content = format_chi([merged.q, merged.intensity, merged.error], self.calibration.raw,
                              merged.summary(), [it.x_label, "Intensity (Count/Pixel)", "Error Margin"])
         write_output_bytes(path, content, self.confine_to)
+        self._written.add(merged.group)

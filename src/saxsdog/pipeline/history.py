@@ -36,8 +36,6 @@ class History:
         self.max_records = max_records
         self.latest: ImageResult | None = None
         self.latest_curves: ImageResult | None = None
-        #: Frames that raised a classifier alarm.
-        self.alarms = 0
 
     def add(self, result: ImageResult) -> None:
         """Record one frame's result."""
@@ -57,8 +55,6 @@ class History:
                     self._stage_sum[s] += result.timings.get(s, 0.0)
                 self._stage_n += 1
                 self.latest = result
-                if result.alarms:
-                    self.alarms += 1
                 if result.curves and result.live:
                     self.latest_curves = result
             if len(self.records) < self.max_records:
@@ -66,7 +62,7 @@ class History:
                     "path": result.path, "frame": result.frame, "outputs": result.outputs,
                     "parameters": result.parameters, "image_time": result.image_time,
                     "processed_at": result.processed_at, "timings": result.timings,
-                    "error": result.error, "skipped": result.skipped, "alarms": list(result.alarms),
+                    "error": result.error, "skipped": result.skipped, "alarms": result.alarms,
                 })
 
     def frames_per_second(self) -> float:

@@ -417,7 +417,7 @@ class ImageQueue:
             "last_sink_error": st.last_sink_error,
             "outputs_renamed": st.renamed_outputs,
             "ignored_after_close": st.ignored_after_close,
-            "alarms": h.alarms,
+            "alarms": self.classify_sink.alarms if self.classify_sink is not None else 0,
             "latest_alarm": self.classify_sink.latest_alarms if self.classify_sink is not None else None,
         }
 
