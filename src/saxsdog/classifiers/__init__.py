@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CalibrationError
+from . import builtin  # noqa: F401  (registers the built-in kinds)
 from .base import COMMON_FIELDS, ENTRY_POINT_GROUP, Classifier, ClassifierContext, classifier_class, known_kinds, \
     register, registry
 

@@ -250,9 +250,11 @@ def _load_entry_points() -> None:
 
 
 def registry() -> dict[str, type[Classifier]]:
-    """Every registered classifier class by kind (built-ins and entry points)."""
-    from . import builtin  # noqa: F401  (registers the built-ins)
+    """Every registered classifier class by kind (built-ins and entry points).
 
+    The built-ins register themselves when :mod:`saxsdog.classifiers` (the package, which
+    any import of this module runs first) imports :mod:`saxsdog.classifiers.builtin`.
+    """
     _load_entry_points()
     return dict(_REGISTRY)
 
