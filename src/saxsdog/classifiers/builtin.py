@@ -521,7 +521,8 @@ class ROI(Classifier):
         total = float(v.sum())
         n = int(np.count_nonzero(good))
         if total > 0:
-            row, col = float(v @ self.rows / total), float(v @ self.cols / total)
+            # elementwise then sum: a BLAS dot here can stall on its thread pool (ms on a busy machine)
+            row, col = float(np.sum(v * self.rows) / total), float(np.sum(v * self.cols) / total)
         else:
             row = col = None
         return {"sum": total, "pixels": n, "mean": total / n if n else None, "centroid_row": row,
