@@ -126,9 +126,11 @@ def pipeline_part(data: Path, frames: int, workers: int) -> None:
             if not q.wait_until_idle(600):
                 raise RuntimeError("the run did not finish within 10 minutes")
             dt = time.perf_counter() - t
+            stages = q.stats()["stage_seconds"]
             q.stop()
             rates[label] = frames / dt
-            print(f"pipeline classifiers {label:>9}: {rates[label]:7.1f} frames/s ({workers} workers)")
+            print(f"pipeline classifiers {label:>9}: {rates[label]:7.1f} frames/s ({workers} workers); per frame "
+                  + ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in stages.items()))
         on = (rates["on"] + rates["on again"]) / 2
         off = (rates["off"] + rates["off again"]) / 2
         print(f"pipeline: with classifiers {100 * on / off:.1f} % of the frames/s without (target >= 90 %)")

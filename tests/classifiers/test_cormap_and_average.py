@@ -7,7 +7,7 @@ import pytest
 
 from saxsdog.classifiers.average import Averager, average_frames
 
-from .helpers import classifier, curve, sphere
+from classifier_helpers import classifier, curve, sphere
 
 Q = np.linspace(0.02, 3.0, 1003)
 MODEL = 1e5 * sphere(Q, 4.0) + 50.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .helpers import classifier, curve, debye_bueche, debye_chain, sphere
+from classifier_helpers import classifier, curve, debye_bueche, debye_chain, sphere
 
 Q = np.linspace(0.02, 3.0, 1003)
 

@@ -7,7 +7,7 @@ import pytest
 
 from saxsdog.errors import CalibrationError
 
-from .helpers import classifier
+from classifier_helpers import classifier
 
 SHAPE = (1043, 981)
 

@@ -14,7 +14,7 @@ from saxsdog.classifiers import Classifier, ClassifierContext, build_classifiers
 from saxsdog.errors import CalibrationError
 from saxsdog.extras import MissingExtraError
 
-from .helpers import curve
+from classifier_helpers import curve
 
 
 def _cal(shared_data, classifiers=None, **more):

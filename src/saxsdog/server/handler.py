@@ -69,6 +69,11 @@ MAX_ERROR_CHARS = 1000
 _DEFAULT: Any = object()
 
 
+#: The plotdata history's columns that every row fills itself.
+_PLOT_FIXED = frozenset(("path", "frame", "time", "processed", "I0", "I1", "I2", "invariant", "correlation_length",
+                         "error"))
+
+
 class CommandError(SaxsdogError):
     """A command cannot be carried out (the message goes back to the client)."""
 
@@ -561,6 +566,15 @@ class CommandHandler:
             for k in ("I0", "I1", "I2", "invariant", "correlation_length"):
                 history[k].append(p.get(k))
             history["error"].append(r["error"])
+            # the classifiers' values ("Guinier.Rg", "CorMap.P", "alarms" ...), one column each
+            for k, v in p.items():
+                if k not in history:
+                    history[k] = [None] * (len(history["path"]) - 1)
+                if k not in _PLOT_FIXED:
+                    history[k].append(v)
+            for k in history:
+                if len(history[k]) < len(history["path"]):
+                    history[k].append(None)
         last = rows[-1]["updated"] if rows else since
         return {"history": history, "stat": self.stat(), "until": last}
 
