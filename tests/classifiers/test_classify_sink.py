@@ -53,6 +53,18 @@ def test_cormap_alarms_and_averages_in_a_queue(tmp_path):
     for path in averages:
         head = read_chi(path).parameters
         assert head["kept"] == 4 and head["rejected"] == 0 and head["complete"] is True
+    # results/filelist.txt: a column per classifier value, after the original's
+    lines = (tmp_path / "out" / "results" / "filelist.txt").read_text().splitlines()
+    header = lines[0].split("\t")
+    assert header[:6] == ["file", "output", "I0", "I1", "I2", "image_time"]
+    assert "CorMap.P_adjusted" in header and "ImageStats.total" in header and header[-1] == "alarms"
+    rows = {r.split("\t")[0].rsplit("/", 1)[-1]: dict(zip(header, r.split("\t"))) for r in lines[1:]}
+    assert rows["img_00008.tif"]["CorMap.similar"] == "False" and rows["img_00008.tif"]["alarms"]
+    assert rows["img_00000.tif"]["CorMap.P"] == "" and rows["img_00009.tif"]["alarms"] == ""
+    from saxsdog.merge import read_filelist
+
+    table = read_filelist(tmp_path / "out" / "results" / "filelist.txt")
+    assert len(table) == 12 and table["ImageStats.total"].min() > 0
 
 
 def _result(name, t, intensity):
@@ -64,7 +76,8 @@ def _result(name, t, intensity):
 
 def test_a_frame_overtaken_by_its_successor_is_compared_with_its_own_predecessor():
     cal = Calibration(small_calibration(Classifiers=[{"Kind": "CorMap"}]), cache=False)
-    sink = ClassifySink(cal)
+    updated = []
+    sink = ClassifySink(cal, on_update=updated.append)
     rng = np.random.default_rng(3)
     base = np.full(200, 1e4)
     first, second, third = (_result(f"f{i}", float(i), rng.poisson(base * s).astype(float))
@@ -73,6 +86,7 @@ def test_a_frame_overtaken_by_its_successor_is_compared_with_its_own_predecessor
         sink.record(Record(r.path, "done", (r,)))
     assert second.parameters["R0"]["CorMap.similar"] is True  # compared with the first, not the third
     assert third.parameters["R0"]["CorMap.similar"] is False
+    assert updated == [third]  # compared again with the second once it came: the file list's row is replaced
 
 
 def test_failed_and_skipped_results_are_left_alone():
@@ -81,3 +95,26 @@ def test_failed_and_skipped_results_are_left_alone():
     bad = ImageResult(path="/x/a", error="unreadable")
     sink.record(Record(bad.path, "failed", (bad,)))
     assert bad.alarms == [] and sink.alarms == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["nxcansas", "nxcansas-run"])
+def test_classifier_values_reach_nxcansas_files(tmp_path, fmt):
+    from saxsdog.io.nxcansas import read_nxcansas
+
+    data = tmp_path / "data"
+    _images(data, n=4, changed_from=3)
+    cal = Calibration(small_calibration(Classifiers=[{"Kind": "Guinier"}, {"Kind": "CorMap"}, {"Kind": "ImageStats"}]),
+                      cache=False)
+    run_queue(cal, data, workers=1, out_dir=tmp_path / "out", output_format=fmt)
+    files = sorted((tmp_path / "out").rglob("*.h5"))
+    frames = sorted((fr for path in files for fr in read_nxcansas(path)), key=lambda fr: fr["name"])
+    assert len(frames) == 4
+    for fr in frames:
+        p = fr["parameters"]
+        assert p["I0"] > 0 and isinstance(p["Guinier.status"], str) and p["ImageStats.max"] > 0
+        if fmt == "nxcansas":  # written by the workers: the stateful values are not known there
+            assert "CorMap.P" not in p
+    if fmt == "nxcansas-run":  # the coordinator's run file has CorMap too (NaN when not compared)
+        assert np.isnan(frames[0]["parameters"]["CorMap.P"])
+        assert [bool(fr["parameters"]["CorMap.similar"]) for fr in frames[1:]] == [True, True, False]

@@ -10,8 +10,8 @@ frame taken just before it among those already seen (by image time, then name), 
 whichever arrived last; a frame overtaken by its successor is still compared with its own
 predecessor when that one arrived first (the usual case, since frames are submitted in order).
 When the predecessor arrives after it, the frame is compared again and its values (and
-alarms) are updated in place: history, ``plotdata`` and the ``stat`` count show the
-corrected values; the ledger row and a run file may keep the first ones.
+alarms) are updated in place: history, the file list, ``plotdata``'s next rows and the
+``stat`` count show the corrected values; the ledger row and a run file may keep the first ones.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import bisect
 import copy
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -64,6 +65,9 @@ class ClassifySink:
         Folder of the averaged curves (``<results>/averages/<group>.chi``).
     confine_to
         The server's base directory (outputs must resolve inside it).
+    on_update
+        Called with an earlier frame's result whose values changed (its predecessor arrived
+        late), e.g. the file list's ``add``, which replaces the frame's row.
 
     Attributes
     ----------
@@ -77,8 +81,10 @@ class ClassifySink:
 
     name = "classifiers"
 
-    def __init__(self, calibration: Calibration, results: Path | None = None, confine_to: Path | None = None):
+    def __init__(self, calibration: Calibration, results: Path | None = None, confine_to: Path | None = None,
+                 on_update: Callable[[ImageResult], None] | None = None):
         self.calibration = calibration
+        self.on_update = on_update
         self.set = calibration.classifiers
         self.results = Path(results) if results is not None else None
         self.confine_to = confine_to
@@ -190,6 +196,11 @@ class ClassifySink:
                     fields = c.compare(q, intensity, ref_q, ref_i, c.comparisons or max(c.tested, 1))
                     params.update({c.key(f): v for f, v in fields.items()})
             self._check_alarms(later_result)
+            if self.on_update is not None:
+                try:
+                    self.on_update(later_result)
+                except Exception:  # the row is rewritten at the file list's next write anyway
+                    log.exception("cannot update the results of %s", later_result.name or later_result.path)
         if len(seen) > KEEP_PREVIOUS:
             del seen[0]
 

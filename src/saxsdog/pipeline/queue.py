@@ -187,15 +187,20 @@ class ImageQueue:
         self._shipped: dict[str, ImageTask] = {}  # path -> original task, while its payload is in the arena
         self.filelist: LiveFileList | None = None
         if self.options.live_filelist:
+            cs = calibration.classifiers  # their values get a column each (none by default)
+            extra = [] if cs.default else [k for k in cs.keys() if k not in ("I0", "I1", "I2", "invariant",
+                                                                           "correlation_length")]
             self.filelist = LiveFileList(results_dir(self.root, self.options) / "filelist.txt",
-                                         confine_to=self.options.confine_to)
+                                         confine_to=self.options.confine_to,
+                                         columns=extra + (["alarms"] if cs.alarms else []))
         # the order matters: the run file sets the outputs the others record
         self._tracker_sink = TrackerSink(tracker) if tracker is not None else None
         self.sinks: list[Sink] = [s for s in (self._sink, self._tracker_sink, self.filelist) if s is not None]
         self.classify_sink: ClassifySink | None = None
         if needs_classify_sink(calibration):  # first: the others record the values it adds
             self.classify_sink = ClassifySink(calibration, results_dir(self.root, self.options),
-                                              confine_to=self.options.confine_to)
+                                              confine_to=self.options.confine_to,
+                                              on_update=self.filelist.add if self.filelist is not None else None)
             self.sinks.insert(0, self.classify_sink)
         self.sinks += [HistorySink(self.history), CallbackSink(self._callbacks)]
 
