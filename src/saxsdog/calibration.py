@@ -260,7 +260,17 @@ class Calibration:
                                     q_map=self.geometry.q, base_dir=self.base_dir,
                                     # the beam centre as (row, column) array indices
                                     extra={"beam_center_rc": (nrows - y_c - 0.5, x_c - 0.5)})
-        return build_classifiers(self.config.get("Classifiers"), context)
+        classifiers = build_classifiers(self.config.get("Classifiers"), context)
+        # the coordinator builds these when a queue starts; checked here, when the calibration loads
+        if self.config.get("Average"):
+            from .classifiers.average import Averager
+
+            Averager(self.config["Average"])
+        if self.config.get("Scan"):
+            from .classifiers.scan import ScanMap
+
+            ScanMap(self.config["Scan"], classifiers.keys())
+        return classifiers
 
     # -- the original's API, in snake_case -------------------------------------------
     @property

@@ -20,6 +20,7 @@ import bisect
 import copy
 import logging
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +30,7 @@ import numpy as np
 
 from ..calibration import Calibration
 from ..classifiers.average import Averager, AverageResult
+from ..classifiers.scan import ScanMap
 from .naming import make_output_folder, write_output_bytes
 from .state import Record
 from .tasks import ImageResult
@@ -39,12 +41,15 @@ __all__ = ["ClassifySink", "needs_classify_sink"]
 
 #: Curves kept per integrator to find a late frame's predecessor.
 KEEP_PREVIOUS = 64
+#: Seconds between two writes of the scan maps while frames come (and once at the end).
+SCAN_WRITE_INTERVAL = 2.0
 
 
 def needs_classify_sink(calibration: Calibration) -> bool:
     """Whether the calibration has stateful classifiers, alarms or an ``Average`` block."""
     cs = getattr(calibration, "classifiers", None)
-    return bool(cs is not None and (cs.stateful or cs.alarms)) or bool(calibration.config.get("Average"))
+    return bool(cs is not None and (cs.stateful or cs.alarms)) or bool(calibration.config.get("Average")) \
+        or bool(calibration.config.get("Scan"))
 
 
 def _curve(graph: dict[str, Any]) -> SimpleNamespace:
@@ -98,6 +103,10 @@ class ClassifySink:
         self._seen: dict[int, list[tuple[tuple, SimpleNamespace, ImageResult]]] = {k: [] for k in self.radial}
         spec = calibration.config.get("Average")
         self.averager = Averager(spec) if spec else None
+        scan = calibration.config.get("Scan")
+        self.scan = ScanMap(scan, self.set.keys()) if scan else None
+        self._scan_written = 0.0  # monotonic time of the last write of the maps
+        self._scan_dirty = False
         self.alarms = 0
         self.latest_alarms: dict[str, Any] | None = None
         self.averages: dict[str, AverageResult] = {}
@@ -112,17 +121,20 @@ class ClassifySink:
             self.add(r)
         self.flush()
 
-    def flush(self) -> None:
-        """Write the averaged curves waiting (raises ``OSError`` while the disk is full)."""
+    def flush(self, final: bool = False) -> None:
+        """Write the averaged curves waiting, and the scan maps at most every
+        :data:`SCAN_WRITE_INTERVAL` seconds (raises ``OSError`` while the disk is full)."""
         while self._pending:
             self._write(self._pending[0])
             self._pending.pop(0)
+        if self._scan_dirty and (final or time.monotonic() - self._scan_written >= SCAN_WRITE_INTERVAL):
+            self._write_scan()
 
     def close(self) -> None:
         try:
-            self.flush()
+            self.flush(final=True)
         except OSError as exc:
-            log.error("cannot write %d averaged curve(s): %s", len(self._pending), exc)
+            log.error("cannot write %d averaged curve(s) or the scan maps: %s", len(self._pending), exc)
 
     # -- per frame --------------------------------------------------------------------
     @staticmethod
@@ -158,6 +170,13 @@ class ClassifySink:
                         self.averages[merged.group] = merged
                         self._pending = [p for p in self._pending if p.group != merged.group] + [merged]
         self._check_alarms(result)
+        if self.scan is not None:
+            merged: dict[str, Any] = {}
+            for params in result.parameters.values():
+                if isinstance(params, dict):
+                    merged = {**params, **merged}  # the first integrator's value wins
+            if self.scan.add(result.name or Path(result.path).name, merged):
+                self._scan_dirty = True
 
     def _check_alarms(self, result: ImageResult) -> None:
         if not self.set.alarms:
@@ -203,6 +222,22 @@ class ClassifySink:
                     log.exception("cannot update the results of %s", later_result.name or later_result.path)
         if len(seen) > KEEP_PREVIOUS:
             del seen[0]
+
+    # -- scan maps --------------------------------------------------------------------
+    def scan_path(self) -> Path | None:
+        """Where the scan maps are written (``<results>/scan_maps.h5``)."""
+        return None if self.results is None or self.scan is None else self.results / "scan_maps.h5"
+
+    def _write_scan(self) -> None:
+        path = self.scan_path()
+        if path is None or self.scan is None:
+            self._scan_dirty = False
+            return
+        make_output_folder(path.parent, self.confine_to)
+        write_output_bytes(path, self.scan.nexus_bytes(str(self.calibration.config.get("Title") or "scan")),
+                           self.confine_to)
+        self._scan_written = time.monotonic()
+        self._scan_dirty = False
 
     # -- averaged curves --------------------------------------------------------------
     def _forget_group(self, group: str) -> None:
