@@ -152,3 +152,28 @@ def test_q_range_outside_the_curve_and_roi_outside_the_detector(shared_data):
     with pytest.raises(CalibrationError) as info:
         _cal(shared_data, [{"Kind": "Guinier", "Alarm": {"Above": "big"}}])
     assert info.value.path == "$.Classifiers[0].Alarm.Above"
+
+
+def test_every_builtin_pickles(shared_data):
+    """Calibrations travel to Dask workers by pickle: the classifiers must too."""
+    import pickle
+
+    cal = _cal(shared_data, [{"Kind": "Guinier"}, {"Kind": "Porod"}, {"Kind": "RamboTainer"}, {"Kind": "CorMap"},
+                             {"Kind": "ImageStats"}, {"Kind": "Zingers"}, {"Kind": "ROI", "QRange": [0.5, 1.0]}])
+    for c in cal.classifiers.all:
+        assert type(pickle.loads(pickle.dumps(c))) is type(c)
+
+
+def test_an_alarm_on_rg():
+    from classifier_helpers import sphere
+
+    q = np.linspace(0.02, 3.0, 1003)
+    cs = build_classifiers([{"Kind": "Guinier", "Alarm": {"Above": 5.0}}], ClassifierContext((10, 10), q=q))
+    assert cs.alarms[0].key == "Guinier.Rg"  # the primary field
+    small, large = curve(q, 1e5 * sphere(q, 3.0) + 1), curve(q, 1e5 * sphere(q, 8.0) + 1)
+    it = types.SimpleNamespace(kind="Radial")
+    cs.apply([small, large], [it, it], None)
+    assert cs.check_alarms(small.parameters) == []
+    assert cs.check_alarms(large.parameters)[0].startswith("Guinier.Rg=6.")  # √(3/5)·8 = 6.2 nm
+    with pytest.raises(CalibrationError, match="Guinier has no field 'Radius'"):
+        build_classifiers([{"Kind": "Guinier", "Alarm": {"Above": 1, "Key": "Radius"}}], ClassifierContext((10, 10)))

@@ -135,7 +135,7 @@ class RamboTainer(Classifier):
     def __init__(self, spec: Mapping[str, Any], context: ClassifierContext, path: str = "$.Classifiers[0]"):
         super().__init__(spec, context, path)
         self.q_max = self.number("QMax", minimum=0.0)
-        self._invariants = freesas("freesas.invariants")
+        self._rambo_tainer = freesas("freesas.invariants").calc_Rambo_Tainer  # a function: picklable (Dask)
         self._guinier = Guinier({"Kind": "Guinier"}, context, path)
 
     def compute(self, data: Any, metadata: Mapping[str, Any] | None = None, integrator: Any = None) -> dict[str, Any]:
@@ -151,7 +151,7 @@ class RamboTainer(Classifier):
         import logging
 
         logging.getLogger("freesas.invariants").disabled = True  # it logs an error per frame otherwise
-        rt = self._invariants.calc_Rambo_Tainer(arr, result, qmax=self.q_max)
+        rt = self._rambo_tainer(arr, result, qmax=self.q_max)
         if rt is None:
             return self.empty("failed: Guinier range starts beyond QMax")
         return {"Vc": rt.Vc, "Vc_error": rt.sigma_Vc, "Qr": rt.Qr, "mass": rt.mass, "mass_error": rt.sigma_mass,
