@@ -42,6 +42,33 @@ def per_frame_ms(fn, frames: list, repeat: int = 3) -> float:
     return float(best)
 
 
+def measure(label: str, frames: list, cs, it) -> None:
+    """Print the per-frame cost of each curve classifier and of all of them on ``frames``."""
+    integral = cs.all[0]
+    stateless = [c for c in cs.all[1:] if not c.stateful]
+    cormap = cs.stateful[0]
+    previous = {"previous": None}
+
+    def with_previous(f):
+        cormap(f, previous)
+        previous["previous"] = f
+
+    timings = {"IntegralParameters": per_frame_ms(lambda f: integral(f, None, it), frames)}
+    for c in stateless:
+        timings[c.kind] = per_frame_ms(lambda f, c=c: c(f), frames)
+    timings["CorMap (previous)"] = per_frame_ms(with_previous, frames)
+
+    def everything(f):
+        f.parameters = {}
+        cs.apply([f], [it], None)
+        with_previous(f)
+
+    timings["all four"] = per_frame_ms(everything, frames)
+    for name, ms in timings.items():
+        print(f"{label:>8} {name:>22} {ms:10.3f}")
+    print(f"{label:>8} {'(Guinier status)':>22} {frames[-1].parameters.get('Guinier.status')}")
+
+
 def curve_part(data: Path, n: int) -> None:
     from saxsdog import Calibration
     from saxsdog.classifiers import ClassifierContext, build_classifiers
@@ -71,32 +98,7 @@ def curve_part(data: Path, n: int) -> None:
     print(f"curve: {q.size} points, {n} frames per measurement, one core")
     print(f"{'curve':>8} {'classifier':>22} {'ms/frame':>10}")
     for label, intensity in (("buf1", ref.intensity), ("sphere", sphere)):
-        frames = realizations(intensity)
-        cs = build_classifiers(CURVE_CLASSIFIERS, context)
-        integral = cs.all[0]
-        stateless = [c for c in cs.all[1:] if not c.stateful]
-        cormap = cs.stateful[0]
-        previous = {"previous": None}
-
-        def with_previous(f):
-            cormap(f, previous)
-            previous["previous"] = f
-
-        timings = {"IntegralParameters": per_frame_ms(lambda f: integral(f, None, it), frames)}
-        for c in stateless:
-            timings[c.kind] = per_frame_ms(lambda f, c=c: c(f), frames)
-        timings["CorMap (previous)"] = per_frame_ms(with_previous, frames)
-
-        def everything(f):
-            f.parameters = {}
-            cs.apply([f], [it], None)
-            with_previous(f)
-
-        timings["all four"] = per_frame_ms(everything, frames)
-        for name, ms in timings.items():
-            print(f"{label:>8} {name:>22} {ms:10.3f}")
-        status = frames[-1].parameters.get("Guinier.status")
-        print(f"{label:>8} {'(Guinier status)':>22} {status}")
+        measure(label, realizations(intensity), build_classifiers(CURVE_CLASSIFIERS, context), it)
     cs = build_classifiers([{"Kind": "ImageStats"}, {"Kind": "Zingers"},
                             {"Kind": "ROI", "Rectangle": [100, 399, 250, 520]}], context)
     for c in cs.image:

@@ -190,13 +190,15 @@ class Classifier:
         value = self.settings.get(name)
         where = f"{self.path}.{name}"
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if ok and integer and int(value) != value:
-            ok = False
-        if ok and minimum is not None and value < minimum:
-            ok = False
-        if ok and maximum is not None and value > maximum:
-            ok = False
-        if not ok:
+        if ok:
+            assert isinstance(value, (int, float))
+            if integer and int(value) != value:
+                ok = False
+            elif minimum is not None and value < minimum:
+                ok = False
+            elif maximum is not None and value > maximum:
+                ok = False
+        if not ok or not isinstance(value, (int, float)):
             bounds = "" if minimum is None else f" ≥ {minimum}"
             bounds += "" if maximum is None else f" ≤ {maximum}"
             raise CalibrationError("invalid value", where, value, ("an integer" if integer else "a number") + bounds)

@@ -214,8 +214,7 @@ class Porod(Classifier):
             out["exponent_error"] = float(np.sqrt(max(chi2, 1.0) / sxx))
             amp = float(np.exp(ym - slope * xm))
             out["constant"] = float(np.mean(intensity[sel] * q[sel] ** 4))
-        measured = float(np.trapezoid(intensity * q * q, q)) if hasattr(np, "trapezoid") else \
-            float(np.trapz(intensity * q * q, q))
+        measured = float(np.trapezoid(intensity * q * q, q))
         out["invariant_measured"] = measured
         low = _low_q_part(q[0], intensity[0], getattr(data, "_classifier_scratch", None))
         if slope is not None and amp is not None and slope < -3.0:
@@ -261,8 +260,8 @@ class CorMap(Classifier):
         self.reference = self.choice("Reference", ("previous", "first", "background"))
         self.range = self.q_range("QRange", None)
         self.alpha = self.number("Alpha", minimum=0.0, maximum=1.0)
-        self.comparisons = None if self.settings["Comparisons"] is None else \
-            self.number("Comparisons", minimum=1, integer=True)
+        self.comparisons: int | None = None if self.settings["Comparisons"] is None else \
+            int(self.number("Comparisons", minimum=1, integer=True))
         self._gof = freesas("freesas.cormap").gof
         self.background: np.ndarray | None = None
         if self.reference == "background":
@@ -306,8 +305,8 @@ class CorMap(Classifier):
         if intensity.size < 3:
             return self.empty("failed: fewer than 3 common bins")
         g = self._gof(np.ascontiguousarray(ref_i), np.ascontiguousarray(intensity))
-        m = m or self.comparisons or 1
-        p_adj = min(1.0, float(g.P) * m)
+        tests = m or self.comparisons or 1
+        p_adj = min(1.0, float(g.P) * tests)
         return {"P": float(g.P), "P_adjusted": p_adj, "C": int(g.c), "n": int(g.n),
                 "similar": bool(p_adj >= self.alpha), "status": "ok"}
 
@@ -520,10 +519,10 @@ class ROI(Classifier):
             v = np.where(good, v, 0.0)
         total = float(v.sum())
         n = int(np.count_nonzero(good))
+        row: float | None = None
+        col: float | None = None
         if total > 0:
             # elementwise then sum: a BLAS dot here can stall on its thread pool (ms on a busy machine)
             row, col = float(np.sum(v * self.rows) / total), float(np.sum(v * self.cols) / total)
-        else:
-            row = col = None
         return {"sum": total, "pixels": n, "mean": total / n if n else None, "centroid_row": row,
                 "centroid_col": col}

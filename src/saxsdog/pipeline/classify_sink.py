@@ -161,14 +161,14 @@ class ClassifySink:
                         params.update(c(curve, {"previous": previous}))
                     self._remember(k, key, curve, result)
                 if self.averager is not None and k == self.radial[0]:
-                    merged = self.averager.add(result.name or Path(result.path).name, curve.x,
-                                               curve.intensity, curve.poisson)
+                    average = self.averager.add(result.name or Path(result.path).name, curve.x,
+                                                curve.intensity, curve.poisson)
                     for gone in self.averager.dropped:  # renamed: its earlier output is wrong now
                         self._forget_group(gone)
                     self.averager.dropped.clear()
-                    if merged is not None:
-                        self.averages[merged.group] = merged
-                        self._pending = [p for p in self._pending if p.group != merged.group] + [merged]
+                    if average is not None:
+                        self.averages[average.group] = average
+                        self._pending = [p for p in self._pending if p.group != average.group] + [average]
         self._check_alarms(result)
         if self.scan is not None:
             merged: dict[str, Any] = {}
