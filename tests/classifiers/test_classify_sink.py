@@ -77,7 +77,7 @@ def _result(name, t, intensity):
 def test_a_frame_overtaken_by_its_successor_is_compared_with_its_own_predecessor():
     cal = Calibration(small_calibration(Classifiers=[{"Kind": "CorMap"}]), cache=False)
     updated = []
-    sink = ClassifySink(cal, on_update=updated.append)
+    sink = ClassifySink(cal, on_update=lambda result, signature: updated.append(result))
     rng = np.random.default_rng(3)
     base = np.full(200, 1e4)
     first, second, third = (_result(f"f{i}", float(i), rng.poisson(base * s).astype(float))

@@ -10,8 +10,8 @@ frame taken just before it among those already seen (by image time, then name), 
 whichever arrived last; a frame overtaken by its successor is still compared with its own
 predecessor when that one arrived first (the usual case, since frames are submitted in order).
 When the predecessor arrives after it, the frame is compared again and its values (and
-alarms) are updated in place: history, the file list, ``plotdata``'s next rows and the
-``stat`` count show the corrected values; the ledger row and a run file may keep the first ones.
+alarms) are updated in place: history, the file list, the ledger (so ``plotdata`` sends the
+row again) and the ``stat`` count show the corrected values; a run file keeps the first ones.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class ClassifySink:
         The server's base directory (outputs must resolve inside it).
     on_update
         Called with an earlier frame's result whose values changed (its predecessor arrived
-        late), e.g. the file list's ``add``, which replaces the frame's row.
+        late) and its record's signature: the queue rewrites the frame's file-list row and
+        ledger row.
 
     Attributes
     ----------
@@ -87,7 +88,7 @@ class ClassifySink:
     name = "classifiers"
 
     def __init__(self, calibration: Calibration, results: Path | None = None, confine_to: Path | None = None,
-                 on_update: Callable[[ImageResult], None] | None = None):
+                 on_update: Callable[[ImageResult, Any], None] | None = None):
         self.calibration = calibration
         self.on_update = on_update
         self.set = calibration.classifiers
@@ -100,7 +101,7 @@ class ClassifySink:
         for clones in self.stateful.values():
             for c in clones:
                 c.reset()
-        self._seen: dict[int, list[tuple[tuple, SimpleNamespace, ImageResult]]] = {k: [] for k in self.radial}
+        self._seen: dict[int, list[tuple[tuple, SimpleNamespace, ImageResult, Any]]] = {k: [] for k in self.radial}
         spec = calibration.config.get("Average")
         self.averager = Averager(spec) if spec else None
         scan = calibration.config.get("Scan")
@@ -118,7 +119,7 @@ class ClassifySink:
         if rec.state not in ("done", "failed", "partial"):
             return
         for r in rec.results:
-            self.add(r)
+            self.add(r, rec.signature)
         self.flush()
 
     def flush(self, final: bool = False) -> None:
@@ -143,7 +144,7 @@ class ClassifySink:
         t = result.image_time
         return (t if t is not None else float("inf"), result.name or result.path, result.frame)
 
-    def add(self, result: ImageResult) -> None:
+    def add(self, result: ImageResult, signature: Any = None) -> None:
         """Classify one frame's result (in place: its parameters and alarms)."""
         if result.error is not None or result.skipped:
             return
@@ -159,7 +160,7 @@ class ClassifySink:
                     previous = self._previous(k, key)
                     for c in self.stateful[k]:
                         params.update(c(curve, {"previous": previous}))
-                    self._remember(k, key, curve, result)
+                    self._remember(k, key, curve, result, signature)
                 if self.averager is not None and k == self.radial[0]:
                     average = self.averager.add(result.name or Path(result.path).name, curve.x,
                                                 curve.intensity, curve.poisson)
@@ -200,13 +201,13 @@ class ClassifySink:
         i = bisect.bisect_left(seen, key, key=lambda e: e[0])
         return seen[i - 1][1] if i > 0 else None
 
-    def _remember(self, k: int, key: tuple, curve: SimpleNamespace, result: ImageResult) -> None:
+    def _remember(self, k: int, key: tuple, curve: SimpleNamespace, result: ImageResult, signature: Any) -> None:
         """Keep the frame's curve; a frame that arrived after its successor becomes that one's previous."""
         seen = self._seen[k]
-        bisect.insort(seen, (key, curve, result), key=lambda e: e[0])
+        bisect.insort(seen, (key, curve, result, signature), key=lambda e: e[0])
         i = bisect.bisect_left(seen, key, key=lambda e: e[0])
         if i + 1 < len(seen):  # its successor was compared with an older frame (or none): again
-            _, later, later_result = seen[i + 1]
+            _, later, later_result, later_signature = seen[i + 1]
             params = later_result.parameters.setdefault(self.keys[k], {})
             for c in self.stateful[k]:
                 if getattr(c, "reference", None) == "previous":
@@ -217,7 +218,7 @@ class ClassifySink:
             self._check_alarms(later_result)
             if self.on_update is not None:
                 try:
-                    self.on_update(later_result)
+                    self.on_update(later_result, later_signature)
                 except Exception:  # the row is rewritten at the file list's next write anyway
                     log.exception("cannot update the results of %s", later_result.name or later_result.path)
         if len(seen) > KEEP_PREVIOUS:

@@ -199,10 +199,16 @@ class ImageQueue:
         self.classify_sink: ClassifySink | None = None
         if needs_classify_sink(calibration):  # first: the others record the values it adds
             self.classify_sink = ClassifySink(calibration, results_dir(self.root, self.options),
-                                              confine_to=self.options.confine_to,
-                                              on_update=self.filelist.add if self.filelist is not None else None)
+                                              confine_to=self.options.confine_to, on_update=self._classified_again)
             self.sinks.insert(0, self.classify_sink)
         self.sinks += [HistorySink(self.history), CallbackSink(self._callbacks)]
+
+    def _classified_again(self, result: ImageResult, signature: Any) -> None:
+        """A frame's classifier values changed after it was recorded: rewrite its file-list and ledger rows."""
+        if self.filelist is not None:
+            self.filelist.add(result)
+        if self.tracker is not None:
+            self.tracker.finished(result.path, [result], signature)
 
     def _run_name(self) -> str:
         return self.options.run_name or Path(self.root).name
