@@ -118,3 +118,17 @@ def test_classifier_values_reach_nxcansas_files(tmp_path, fmt):
     if fmt == "nxcansas-run":  # the coordinator's run file has CorMap too (NaN when not compared)
         assert np.isnan(frames[0]["parameters"]["CorMap.P"])
         assert [bool(fr["parameters"]["CorMap.similar"]) for fr in frames[1:]] == [True, True, False]
+
+
+@pytest.mark.slow
+def test_alarms_of_stateless_classifiers_need_no_curves_from_the_workers(tmp_path):
+    from saxsdog.pipeline.classify_sink import needs_classify_sink, needs_curves
+
+    data = tmp_path / "data"
+    _images(data, n=3)
+    cal = Calibration(small_calibration(Classifiers=[{"Kind": "ImageStats", "Alarm": {"Above": 0.0}}]), cache=False)
+    assert needs_classify_sink(cal) and not needs_curves(cal)
+    queue = run_queue(cal, data, workers=1, out_dir=tmp_path / "out")
+    records = queue.history.snapshot()
+    assert all(r["alarms"] and r["alarms"][0].startswith("ImageStats.max=") for r in records)
+    assert queue.stats()["alarms"] == 3

@@ -29,14 +29,25 @@ def freesas(module: str = "freesas") -> Any:
 
 
 def curve_data(curve: Any, q_range: tuple[float, float] | None = None) -> np.ndarray:
-    """``(n, 3)`` array of q, I, error over the bins that hold data (and lie in ``q_range``)."""
+    """``(n, 3)`` array of q, I, error over the bins that hold data (and lie in ``q_range``).
+
+    Computed once per curve for the classifiers that use the whole curve (kept in the
+    curve's scratch space while :meth:`ClassifierSet.apply` runs).
+    """
+    shared = getattr(curve, "_classifier_scratch", None) if q_range is None else None
+    if shared is not None and "data" in shared:
+        cached: np.ndarray = shared["data"]
+        return cached
     q = np.asarray(curve.x, dtype=np.float64)
     intensity = np.asarray(curve.intensity, dtype=np.float64)
     error = np.asarray(curve.poisson, dtype=np.float64)
     keep = np.asarray(curve.has_data, dtype=bool) & (error > 0) & np.isfinite(intensity)
     if q_range is not None:
         keep &= (q >= q_range[0]) & (q <= q_range[1])
-    return np.column_stack((q[keep], intensity[keep], error[keep]))
+    data = np.column_stack((q[keep], intensity[keep], error[keep]))
+    if shared is not None:
+        shared["data"] = data
+    return data
 
 
 @register

@@ -37,7 +37,7 @@ from .tasks import ImageResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClassifySink", "needs_classify_sink"]
+__all__ = ["ClassifySink", "needs_classify_sink", "needs_curves"]
 
 #: Curves kept per integrator to find a late frame's predecessor.
 KEEP_PREVIOUS = 64
@@ -50,6 +50,12 @@ def needs_classify_sink(calibration: Calibration) -> bool:
     cs = getattr(calibration, "classifiers", None)
     return bool(cs is not None and (cs.stateful or cs.alarms)) or bool(calibration.config.get("Average")) \
         or bool(calibration.config.get("Scan"))
+
+
+def needs_curves(calibration: Calibration) -> bool:
+    """Whether the coordinator needs every frame's curves (stateful classifiers, ``Average``)."""
+    cs = getattr(calibration, "classifiers", None)
+    return bool(cs is not None and cs.stateful) or bool(calibration.config.get("Average"))
 
 
 def _curve(graph: dict[str, Any]) -> SimpleNamespace:

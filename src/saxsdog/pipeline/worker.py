@@ -13,6 +13,7 @@ import numpy as np
 from ..calibration import Calibration
 from ..errors import CorruptImageError, ImageError, ImageShapeError
 from ..io.images import Frame, inside, iter_frames
+from .classify_sink import needs_curves
 from .naming import OutputRefused, frame_name, make_output_folder, output_base, write_output_bytes
 from .options import OUTPUT_FORMATS, QueueOptions
 from .pool import heartbeat
@@ -71,9 +72,7 @@ class ImageProcessor:
         self.chi_index = (list(range(len(kinds))) if self.format == "chi"
                           else [i for i, k in enumerate(kinds) if k == "Phi"])
         self._last_curves = -1e9
-        from .classify_sink import needs_classify_sink
-
-        self._coordinator_classifies = needs_classify_sink(calibration)
+        self._coordinator_classifies = needs_curves(calibration)
 
     def outputs_for(self, task: ImageTask, frame: int | None) -> list[Path]:
         """All output files of one frame (``frame=None`` for single-frame files).
