@@ -88,3 +88,12 @@ def test_extrapolated_invariant_of_debye_bueche_within_one_percent():
     analytic = amplitude * np.pi / (4.0 * xi**3)
     assert out["Porod.invariant"] == pytest.approx(analytic, rel=0.01)
     assert out["Porod.invariant_measured"] < out["Porod.invariant"]  # the truncated one is short
+
+
+def test_auto_gpa_option():
+    out = classifier({"Kind": "Guinier", "AutoGPA": True}, Q)(curve(Q, 1e5 * sphere(Q, 5.0) + 1.0))
+    assert out["Guinier.status"] == "ok" and out["Guinier.Rg"] == pytest.approx(np.sqrt(3 / 5) * 5.0, rel=0.05)
+    from saxsdog.errors import CalibrationError
+
+    with pytest.raises(CalibrationError, match=r"\$\.Classifiers\[0\]\.AutoGPA"):
+        classifier({"Kind": "Guinier", "AutoGPA": "yes"}, Q)
