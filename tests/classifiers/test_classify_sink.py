@@ -47,6 +47,9 @@ def test_cormap_alarms_and_averages_in_a_queue(tmp_path):
     assert records[8]["alarms"] and "CorMap.P_adjusted" in records[8]["alarms"][0]
     assert params[8]["alarms"].startswith("CorMap.P_adjusted=")
     assert queue.stats()["alarms"] == 1 and queue.stats()["latest_alarm"]["name"] == "img_00008.tif"
+    groups = queue.stats()["averages"]
+    assert sorted(groups) == ["frames_000000", "frames_000004", "frames_000008"]
+    assert all(g["kept"] == 4 and g["rejected"] == 0 for g in groups.values())
     # three groups of four: the third (frames 8-11) all changed, the second has none changed
     averages = sorted((tmp_path / "out" / "results" / "averages").glob("*.chi"))
     assert [p.name for p in averages] == ["frames_000000.chi", "frames_000004.chi", "frames_000008.chi"]

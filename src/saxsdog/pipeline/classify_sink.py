@@ -41,6 +41,8 @@ __all__ = ["ClassifySink", "needs_classify_sink", "needs_curves"]
 
 #: Curves kept per integrator to find a late frame's predecessor.
 KEEP_PREVIOUS = 64
+#: Merged curves kept in memory (the latest groups; the files hold them all).
+KEEP_AVERAGES = 100
 #: Seconds between two writes of the scan maps while frames come (and once at the end).
 SCAN_WRITE_INTERVAL = 2.0
 
@@ -88,7 +90,8 @@ class ClassifySink:
     latest_alarms
         The messages of the latest frame in alarm (with its name), for the page's banner.
     averages
-        The latest merged curve of each group (:class:`~saxsdog.classifiers.average.AverageResult`).
+        The latest merged curve of each of the last :data:`KEEP_AVERAGES` groups updated
+        (:class:`~saxsdog.classifiers.average.AverageResult`), the most recent last.
     """
 
     name = "classifiers"
@@ -174,7 +177,10 @@ class ClassifySink:
                         self._forget_group(gone)
                     self.averager.dropped.clear()
                     if average is not None:
+                        self.averages.pop(average.group, None)  # the latest updated last
                         self.averages[average.group] = average
+                        while len(self.averages) > KEEP_AVERAGES:
+                            del self.averages[next(iter(self.averages))]
                         self._pending = [p for p in self._pending if p.group != average.group] + [average]
         self._check_alarms(result)
         if self.scan is not None:

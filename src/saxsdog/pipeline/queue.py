@@ -430,6 +430,9 @@ class ImageQueue:
             "ignored_after_close": st.ignored_after_close,
             "alarms": self.classify_sink.alarms if self.classify_sink is not None else 0,
             "latest_alarm": self.classify_sink.latest_alarms if self.classify_sink is not None else None,
+            # the Average block's latest groups: frames, kept, rejected (and which)
+            "averages": ({g: a.summary() for g, a in list(self.classify_sink.averages.items())[-10:]}
+                         if self.classify_sink is not None else {}),
         }
 
     # -- the dispatcher: events in, instructions out ---------------------------------

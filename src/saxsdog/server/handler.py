@@ -480,6 +480,7 @@ class CommandHandler:
             "feeder events rejected": s.events_rejected,
             "alarms": st.get("alarms", 0),  # frames whose classifiers left their Alarm range
             "latest alarm": st.get("latest_alarm"),
+            "averages": st.get("averages", {}),
             "time": now,
             "start time": s.started,
             "mergecount": 0,
