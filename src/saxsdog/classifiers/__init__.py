@@ -17,16 +17,33 @@ The integral parameters are always the first classifier (``IntegralParameters``,
 ``I0`` ... ``correlation_length``): a calibration without ``Classifiers`` gives exactly the
 parameters, and the bytes, of before.
 
-Where they run
---------------
+Where they run, where the values go
+-----------------------------------
 Curve and image classifiers run in the workers, in :meth:`saxsdog.calibration.Calibration.curves`,
-so their values are in every output of the frame: the ``.chi`` header's parameters line,
-NXcanSAS, ``plotdata``/history, the ledger, the merge tables.  Curve classifiers run on every
-radial (q) integrator's curve; image classifiers add their keys to the first integrator's.
-*Stateful* classifiers (CorMap) and ``Average`` need the frames in the order they were taken;
-they run once, in the coordinator (:class:`saxsdog.pipeline.classify_sink.ClassifySink`), and
-their values reach history, the ledger, ``plotdata`` and NXcanSAS run files, but not the
-per-frame ``.chi``/``.h5`` files, which the workers wrote already.
+so their values are in every output of the frame: the ``.chi`` header's parameters line (and
+so the merge tables), NXcanSAS (per frame and run files, ``parameters`` collection), history,
+the ledger and ``plotdata`` (one column per key), and ``results/filelist.txt`` (one column per
+key after the original's six).  Curve classifiers run on every radial (q) integrator's curve;
+image classifiers add their keys to the first integrator's.
+
+*Stateful* classifiers (CorMap), ``Average``, ``Scan`` and the alarms run once, in the
+coordinator (:class:`saxsdog.pipeline.classify_sink.ClassifySink`), in the order the frames
+were taken; their values reach history, the ledger, ``plotdata``, the file list and NXcanSAS
+run files, but not the per-frame ``.chi``/``.h5`` files, which the workers wrote already.
+Frames in alarm carry ``alarms`` (a text, ``""`` when none, in the first integrator's
+parameters, whenever an ``Alarm`` is configured), are counted in ``stat``'s ``alarms`` and shown
+by the page (banner, red points).  ``Average`` writes ``results/averages/<group>.chi``
+(see :mod:`saxsdog.classifiers.average`), ``Scan`` ``results/scan_maps.h5``
+(see :mod:`saxsdog.classifiers.scan`).
+
+Writing a classifier
+--------------------
+Subclass :class:`Classifier`, set ``kind``, ``description``, ``units`` (field → unit),
+``primary``, ``options`` (field → default) and ``input`` (``"curve"`` or ``"image"``), and
+implement ``compute(data, metadata, integrator)`` returning the fields (``None`` and a
+``status`` for what cannot be computed).  Register it with :func:`register`, in the
+``saxsdog.classifiers`` entry point group of your package (``Kind`` = the entry point's name),
+or name it ``"package.module:Class"`` in the calibration.
 """
 
 from __future__ import annotations
