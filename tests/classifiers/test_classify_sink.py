@@ -135,3 +135,18 @@ def test_alarms_of_stateless_classifiers_need_no_curves_from_the_workers(tmp_pat
     records = queue.history.snapshot()
     assert all(r["alarms"] and r["alarms"][0].startswith("ImageStats.max=") for r in records)
     assert queue.stats()["alarms"] == 3
+
+
+def test_the_first_frame_is_per_run():
+    cal = Calibration(small_calibration(Classifiers=[{"Kind": "CorMap", "Reference": "first"}]), cache=False)
+    sink = ClassifySink(cal)
+    rng = np.random.default_rng(1)
+    base = np.full(200, 1e4)
+    a0, a1 = (_result(f"a{i}", float(i), rng.poisson(base).astype(float)) for i in range(2))
+    b0, b1 = (_result(f"b{i}", float(10 + i), rng.poisson(base * 1.2).astype(float)) for i in range(2))
+    sink.record(Record(a0.path, "done", (a0,), run="series_1"))
+    sink.record(Record(b0.path, "done", (b0,), run="series_2"))
+    sink.record(Record(a1.path, "done", (a1,), run="series_1"))
+    sink.record(Record(b1.path, "done", (b1,), run="series_2"))
+    assert b0.parameters["R0"]["CorMap.status"] == "reference: first frame"  # series 2 starts afresh
+    assert a1.parameters["R0"]["CorMap.similar"] is True and b1.parameters["R0"]["CorMap.similar"] is True

@@ -41,6 +41,8 @@ __all__ = ["ClassifySink", "needs_classify_sink", "needs_curves"]
 
 #: Curves kept per integrator to find a late frame's predecessor.
 KEEP_PREVIOUS = 64
+#: Runs whose CorMap state is kept (frames of an older run coming back start afresh).
+KEEP_RUNS = 8
 #: Merged curves kept in memory (the latest groups; the files hold them all).
 KEEP_AVERAGES = 100
 #: Seconds between two writes of the scan maps while frames come (and once at the end).
@@ -105,12 +107,9 @@ class ClassifySink:
         self.confine_to = confine_to
         self.radial = [k for k, it in enumerate(calibration.integrators) if it.kind == "Radial"]
         self.keys = [f"{it.kind[0]}{i}" for i, it in enumerate(calibration.integrators)]
-        # one copy of each stateful classifier per radial integrator (their own reference)
-        self.stateful: dict[int, list[Any]] = {k: [copy.copy(c) for c in self.set.stateful] for k in self.radial}
-        for clones in self.stateful.values():
-            for c in clones:
-                c.reset()
-        self._seen: dict[int, list[tuple[tuple, SimpleNamespace, ImageResult, Any]]] = {k: [] for k in self.radial}
+        # per run (a detector stream's series is a run of its own): a copy of each stateful
+        # classifier per radial integrator (their own "first" frame) and the frames seen
+        self._runs: dict[str | None, tuple[dict[int, list[Any]], dict[int, list[tuple]]]] = {}
         spec = calibration.config.get("Average")
         self.averager = Averager(spec) if spec else None
         scan = calibration.config.get("Scan")
@@ -128,7 +127,7 @@ class ClassifySink:
         if rec.state not in ("done", "failed", "partial"):
             return
         for r in rec.results:
-            self.add(r, rec.signature)
+            self.add(r, rec.signature, rec.run)
         self.flush()
 
     def flush(self, final: bool = False) -> None:
@@ -153,23 +152,39 @@ class ClassifySink:
         t = result.image_time
         return (t if t is not None else float("inf"), result.name or result.path, result.frame)
 
-    def add(self, result: ImageResult, signature: Any = None) -> None:
-        """Classify one frame's result (in place: its parameters and alarms)."""
+    def _state(self, run: str | None) -> tuple[dict[int, list[Any]], dict[int, list[tuple]]]:
+        """The stateful classifiers and frames seen of one run (the last :data:`KEEP_RUNS` runs)."""
+        state = self._runs.pop(run, None)
+        if state is None:
+            clones = {k: [copy.copy(c) for c in self.set.stateful] for k in self.radial}
+            for cs in clones.values():
+                for c in cs:
+                    c.reset()
+            state = (clones, {k: [] for k in self.radial})
+        self._runs[run] = state  # the latest used last
+        while len(self._runs) > KEEP_RUNS:
+            del self._runs[next(iter(self._runs))]
+        return state
+
+    def add(self, result: ImageResult, signature: Any = None, run: str | None = None) -> None:
+        """Classify one frame's result (in place: its parameters and alarms); ``run`` names
+        its run when not the queue's own (a stream's series: CorMap's first frame is per run)."""
         if result.error is not None or result.skipped:
             return
         curves = result.curves
         if curves and (self.set.stateful or self.averager is not None):
             key = self.order_key(result)
+            stateful, seen = self._state(run) if self.set.stateful else ({}, {})
             for k in self.radial:
                 if k >= len(curves):
                     continue
                 curve = _curve(curves[k])
                 if self.set.stateful:
                     params = result.parameters.setdefault(self.keys[k], {})
-                    previous = self._previous(k, key)
-                    for c in self.stateful[k]:
+                    previous = self._previous(seen[k], key)
+                    for c in stateful[k]:
                         params.update(c(curve, {"previous": previous}))
-                    self._remember(k, key, curve, result, signature)
+                    self._remember(seen[k], stateful[k], k, key, curve, result, signature)
                 if self.averager is not None and k == self.radial[0]:
                     average = self.averager.add(result.name or Path(result.path).name, curve.x,
                                                 curve.intensity, curve.poisson)
@@ -208,20 +223,20 @@ class ClassifySink:
             self.latest_alarms = {"name": result.name or result.path, "alarms": messages,
                                   "image_time": result.image_time}
 
-    def _previous(self, k: int, key: tuple) -> SimpleNamespace | None:
-        seen = self._seen[k]
+    @staticmethod
+    def _previous(seen: list[tuple], key: tuple) -> SimpleNamespace | None:
         i = bisect.bisect_left(seen, key, key=lambda e: e[0])
         return seen[i - 1][1] if i > 0 else None
 
-    def _remember(self, k: int, key: tuple, curve: SimpleNamespace, result: ImageResult, signature: Any) -> None:
+    def _remember(self, seen: list[tuple], stateful: list[Any], k: int, key: tuple, curve: SimpleNamespace,
+                  result: ImageResult, signature: Any) -> None:
         """Keep the frame's curve; a frame that arrived after its successor becomes that one's previous."""
-        seen = self._seen[k]
         bisect.insort(seen, (key, curve, result, signature), key=lambda e: e[0])
         i = bisect.bisect_left(seen, key, key=lambda e: e[0])
         if i + 1 < len(seen):  # its successor was compared with an older frame (or none): again
             _, later, later_result, later_signature = seen[i + 1]
             params = later_result.parameters.setdefault(self.keys[k], {})
-            for c in self.stateful[k]:
+            for c in stateful:
                 if getattr(c, "reference", None) == "previous":
                     q, intensity = c.select(later)
                     ref_q, ref_i = c.select(curve)
