@@ -177,3 +177,17 @@ def test_an_alarm_on_rg():
     assert cs.check_alarms(large.parameters)[0].startswith("Guinier.Rg=6.")  # √(3/5)·8 = 6.2 nm
     with pytest.raises(CalibrationError, match="Guinier has no field 'Radius'"):
         build_classifiers([{"Kind": "Guinier", "Alarm": {"Above": 1, "Key": "Radius"}}], ClassifierContext((10, 10)))
+
+
+def test_curve_classifiers_use_the_background_subtracted_curve():
+    from classifier_helpers import sphere
+
+    q = np.linspace(0.02, 3.0, 1003)
+    cs = build_classifiers([{"Kind": "Guinier"}], ClassifierContext((10, 10), q=q))
+    sample = curve(q, 1e5 * sphere(q, 5.0) + 1e4)  # a large flat background hides the particles' Rg
+    sample.subtracted = curve(q, 1e5 * sphere(q, 5.0), np.sqrt(1e5 * sphere(q, 5.0) + 2e4))
+    it = types.SimpleNamespace(kind="Radial", parameters=lambda i: {"I0": float(i.sum())})
+    cs.apply([sample], [it], None)
+    assert sample.parameters["Guinier.Rg"] == pytest.approx(np.sqrt(3 / 5) * 5.0, rel=0.03)
+    assert sample.parameters["I0"] == float(sample.intensity.sum())  # the original's curve
+    assert not hasattr(sample, "_classifier_scratch") and not hasattr(sample.subtracted, "_classifier_scratch")

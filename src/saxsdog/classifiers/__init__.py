@@ -23,8 +23,10 @@ Curve and image classifiers run in the workers, in :meth:`saxsdog.calibration.Ca
 so their values are in every output of the frame: the ``.chi`` header's parameters line (and
 so the merge tables), NXcanSAS (per frame and run files, ``parameters`` collection), history,
 the ledger and ``plotdata`` (one column per key), and ``results/filelist.txt`` (one column per
-key after the original's six).  Curve classifiers run on every radial (q) integrator's curve;
-image classifiers add their keys to the first integrator's.
+key after the original's six).  Curve classifiers run on every radial (q) integrator's curve
+(on its background-subtracted curve, :attr:`Curve.subtracted`, when the calibration subtracts a
+background; the integral parameters stay on the original's curve); image classifiers add their
+keys to the first integrator's.
 
 *Stateful* classifiers (CorMap), ``Average``, ``Scan`` and the alarms run once, in the
 coordinator (:class:`saxsdog.pipeline.classify_sink.ClassifySink`), in the order the frames
@@ -143,14 +145,20 @@ class ClassifierSet:
         for curve, it in zip(curves, integrators):
             if getattr(it, "kind", "") != "Radial":
                 continue
-            curve._classifier_scratch = {}
+            # the sample's own scattering when a background is subtracted (Rg of the particles)
+            subtracted = getattr(curve, "subtracted", None)
+            targets = [curve] if subtracted is None else [curve, subtracted]
+            for t in targets:
+                t._classifier_scratch = {}
             try:
                 params: dict[str, Any] = {}
                 for c in self.curve:
-                    params.update(c(curve, metadata, it))
+                    source = subtracted if subtracted is not None and c.uses_subtracted else curve
+                    params.update(c(source, metadata, it))
                 curve.parameters = params
             finally:
-                del curve._classifier_scratch
+                for t in targets:
+                    del t._classifier_scratch
         if self.image and image is not None and curves:
             target = curves[0].parameters
             for c in self.image:

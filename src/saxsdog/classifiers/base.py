@@ -111,6 +111,9 @@ class Classifier:
     options: ClassVar[dict[str, Any]] = {}
     #: Keys stored without the ``Name.`` prefix (only the integral parameters).
     bare_keys: ClassVar[bool] = False
+    #: Computed on the background-subtracted curve when the calibration subtracts one
+    #: (:attr:`Curve.subtracted`); the integral parameters keep the original's curve.
+    uses_subtracted: ClassVar[bool] = True
 
     def __init__(self, spec: Mapping[str, Any], context: ClassifierContext, path: str = "$.Classifiers[0]"):
         self.spec = dict(spec)

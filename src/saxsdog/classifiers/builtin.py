@@ -60,6 +60,7 @@ class IntegralParameters(Classifier):
     units = {"I0": "I·nm⁻¹", "I1": "I·nm⁻²", "I2": "I·nm⁻³", "invariant": "I·nm⁻³", "correlation_length": "nm"}
     primary = "I0"
     bare_keys = True
+    uses_subtracted = False
 
     def compute(self, data: Any, metadata: Mapping[str, Any] | None = None, integrator: Any = None) -> dict[str, Any]:
         if "I0" in data.parameters:  # the integrator computed them already (the original's numbers)
