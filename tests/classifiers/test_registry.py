@@ -191,3 +191,16 @@ def test_curve_classifiers_use_the_background_subtracted_curve():
     assert sample.parameters["Guinier.Rg"] == pytest.approx(np.sqrt(3 / 5) * 5.0, rel=0.03)
     assert sample.parameters["I0"] == float(sample.intensity.sum())  # the original's curve
     assert not hasattr(sample, "_classifier_scratch") and not hasattr(sample.subtracted, "_classifier_scratch")
+
+
+def test_values_are_json_scalars_whatever_a_classifier_returns():
+    class Odd(Classifier):
+        kind = "Odd"
+        units = {"a": "", "b": "", "c": "", "d": ""}
+
+        def compute(self, data, metadata=None, integrator=None):
+            return {"a": np.float32(np.nan), "b": np.int64(3), "c": np.arange(2), "d": np.bool_(True)}
+
+    out = Odd({"Kind": "Odd"}, ClassifierContext((1, 1)))(None)
+    assert out == {"Odd.a": None, "Odd.b": 3, "Odd.c": "[0 1]", "Odd.d": True}
+    assert json.loads(json.dumps(out, allow_nan=False)) == out

@@ -216,7 +216,13 @@ class Classifier:
 
 
 def _clean(value: Any) -> Any:
-    """Plain Python scalars for JSON; a non-finite float becomes ``None`` (never a number)."""
+    """Plain Python scalars for JSON; a non-finite float becomes ``None`` (never a number).
+
+    Anything else a (user's) classifier returns (an array, a list) becomes its text: every
+    destination (a ``.chi`` header, NXcanSAS, the ledger, the page) takes scalars only.
+    """
+    if value is None or isinstance(value, str):
+        return value
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -224,7 +230,7 @@ def _clean(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         v = float(value)
         return v if math.isfinite(v) else None
-    return value
+    return str(value)
 
 
 def register(cls: type[Classifier] | None = None, *, kind: str | None = None):
