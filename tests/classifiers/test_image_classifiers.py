@@ -76,6 +76,7 @@ def test_zinger_count_matches_injected_zingers(real_image):
         image[r, c] += 5000
     after = {tuple(p) for p in z.positions(image)}
     assert after - before == set(chosen)
+    assert {tuple(p) for p in z.positions_numpy(image)} == after  # the compiled pass and NumPy agree
     assert z(image)["Zingers.count"] == len(before) + 50
 
 

@@ -398,7 +398,8 @@ class Zingers(Classifier):
 
     A pixel p counts when ``p − median₃ₓ₃ > Threshold·√(median₃ₓ₃ + 1)`` and ``p ≥ MinCounts``
     (a selective median filter: the median is taken only where ``p`` exceeds its smallest
-    neighbour by the same margin, a necessary condition, so a frame costs a few array passes).
+    neighbour by the same margin, a necessary condition; one compiled pass over the frame,
+    a few milliseconds for a Pilatus 1M, with NumPy as the fallback).
     Negative pixels are treated as 0.
     """
 
@@ -415,8 +416,16 @@ class Zingers(Classifier):
         self.min_counts = self.number("MinCounts", minimum=0.0)
 
     def positions(self, image: np.ndarray) -> np.ndarray:
-        """``(n, 2)`` row, column of the zingers."""
-        img = np.maximum(np.asarray(image, dtype=np.float32), 0.0)
+        """``(n, 2)`` row, column of the zingers (a compiled single pass when numba is there)."""
+        image = np.asarray(image)
+        if _zinger_kernel is not None and image.ndim == 2 and image.dtype.kind in "iuf":
+            found = _zinger_kernel(np.ascontiguousarray(image), float(self.threshold), float(self.min_counts))
+            return found
+        return self.positions_numpy(image)
+
+    def positions_numpy(self, image: np.ndarray) -> np.ndarray:
+        """:meth:`positions` in NumPy (without numba)."""
+        img = np.maximum(np.asarray(image, dtype=np.float64), 0.0)
         pad = np.pad(img, 1, mode="edge")
         rows, cols = img.shape
         low = None
@@ -439,6 +448,48 @@ class Zingers(Classifier):
 
     def compute(self, data: Any, metadata: Mapping[str, Any] | None = None, integrator: Any = None) -> dict[str, Any]:
         return {"count": int(len(self.positions(data))), "status": "ok"}
+
+
+try:  # pragma: no branch - numba is a dependency, but stay usable without it
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def _zinger_kernel(img, threshold, min_counts):  # type: ignore[no-untyped-def]  # pragma: no cover
+        rows, cols = img.shape
+        found = []
+        patch = np.empty(9)
+        for r in range(rows):
+            for c in range(cols):
+                p = max(np.float64(img[r, c]), 0.0)
+                if p < min_counts:
+                    continue
+                low = np.inf  # the smallest neighbour: the median is no smaller (a cheap test first)
+                for dr in range(-1, 2):
+                    rr = min(max(r + dr, 0), rows - 1)
+                    for dc in range(-1, 2):
+                        if dr == 0 and dc == 0:
+                            continue
+                        cc = min(max(c + dc, 0), cols - 1)
+                        low = min(low, max(np.float64(img[rr, cc]), 0.0))
+                if p - low <= threshold * np.sqrt(low + 1.0):
+                    continue
+                k = 0
+                for dr in range(-1, 2):
+                    rr = min(max(r + dr, 0), rows - 1)
+                    for dc in range(-1, 2):
+                        cc = min(max(c + dc, 0), cols - 1)
+                        patch[k] = max(np.float64(img[rr, cc]), 0.0)
+                        k += 1
+                med = np.sort(patch)[4]
+                if p - med > threshold * np.sqrt(med + 1.0):
+                    found.append((r, c))
+        out = np.empty((len(found), 2), dtype=np.int64)
+        for i in range(len(found)):
+            out[i, 0] = found[i][0]
+            out[i, 1] = found[i][1]
+        return out
+except ImportError:  # pragma: no cover
+    _zinger_kernel = None  # type: ignore[assignment]
 
 
 @register
