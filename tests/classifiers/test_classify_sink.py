@@ -150,3 +150,17 @@ def test_the_first_frame_is_per_run():
     sink.record(Record(b1.path, "done", (b1,), run="series_2"))
     assert b0.parameters["R0"]["CorMap.status"] == "reference: first frame"  # series 2 starts afresh
     assert a1.parameters["R0"]["CorMap.similar"] is True and b1.parameters["R0"]["CorMap.similar"] is True
+
+
+@pytest.mark.slow
+def test_classifier_values_reach_the_merge_table(tmp_path):
+    from saxsdog.merge import image_table
+
+    data = tmp_path / "data"
+    _images(data, n=3)
+    cal = Calibration(small_calibration(Classifiers=[{"Kind": "Porod"}, {"Kind": "ImageStats"}]), cache=False)
+    run_queue(cal, data, workers=1, out_dir=tmp_path / "out")
+    table = image_table(directory=data, chi_directory=tmp_path / "out",
+                        filelist=tmp_path / "out" / "results" / "filelist.txt")
+    assert len(table) == 3 and (table["ImageStats.total"] > 0).all() and table["Porod.exponent"].notna().all()
+    assert (table["I0"] > 0).all()
