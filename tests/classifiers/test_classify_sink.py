@@ -164,3 +164,27 @@ def test_classifier_values_reach_the_merge_table(tmp_path):
                         filelist=tmp_path / "out" / "results" / "filelist.txt")
     assert len(table) == 3 and (table["ImageStats.total"] > 0).all() and table["Porod.exponent"].notna().all()
     assert (table["I0"] > 0).all()
+
+
+def test_a_frame_processed_again_replaces_itself():
+    cal = Calibration(small_calibration(Classifiers=[{"Kind": "CorMap"}], Average={"Every": 3}), cache=False)
+    sink = ClassifySink(cal)
+    rng = np.random.default_rng(4)
+    base = np.full(200, 1e4)
+    f0, f1 = (_result(f"f_{i}", float(i), rng.poisson(base).astype(float)) for i in range(2))
+    again = _result("f_1", 1.0, rng.poisson(base * 1.3).astype(float))  # a rerun, the sample changed
+    for r in (f0, f1, again):
+        sink.record(Record(r.path, "done", (r,)))
+    assert again.parameters["R0"]["CorMap.similar"] is False  # against f_0, not against its old self
+    assert len(sink._state(None)[1][0]) == 2
+    merged = sink.averages["frames_000000"]
+    assert sorted(merged.kept + merged.rejected) == ["f_0", "f_1"]
+
+
+def test_a_failing_stateful_plugin_does_not_stop_the_frames(monkeypatch, caplog):
+    cal = Calibration(small_calibration(Classifiers=[{"Kind": "CorMap"}]), cache=False)
+    sink = ClassifySink(cal)
+    monkeypatch.setattr(sink, "_add", lambda *a: 1 / 0)
+    r = _result("x_0", 0.0, np.full(200, 10.0))
+    sink.record(Record(r.path, "done", (r,)))  # no exception
+    assert "failed on x_0" in caplog.text

@@ -167,6 +167,7 @@ class Averager:
         if group is None:
             return None
         frames = self._groups.setdefault(group, [])
+        frames[:] = [f for f in frames if f[0] != name]  # a frame processed again replaces itself
         frames.append((name, np.asarray(q, dtype=np.float64), np.asarray(intensity, dtype=np.float64),
                        np.asarray(error, dtype=np.float64)))
         result = self.merge(group)

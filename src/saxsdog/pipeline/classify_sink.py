@@ -121,6 +121,7 @@ class ClassifySink:
         self.averages: dict[str, AverageResult] = {}
         self._pending: list[AverageResult] = []  # merged curves not written yet (a full disk)
         self._written: set[str] = set()  # groups whose file this sink wrote
+        self._failed_once = False
 
     # -- the Sink protocol ------------------------------------------------------------
     def record(self, rec: Record) -> None:
@@ -168,9 +169,23 @@ class ClassifySink:
 
     def add(self, result: ImageResult, signature: Any = None, run: str | None = None) -> None:
         """Classify one frame's result (in place: its parameters and alarms); ``run`` names
-        its run when not the queue's own (a stream's series: CorMap's first frame is per run)."""
+        its run when not the queue's own (a stream's series: CorMap's first frame is per run).
+
+        Never raises: a classifier, the averaging or the map that fails on a frame is logged
+        (once) and the frame goes on to the other sinks; only writing (:meth:`flush`) may raise.
+        """
         if result.error is not None or result.skipped:
             return
+        try:
+            self._add(result, signature, run)
+        except Exception as exc:  # e.g. a broken stateful plug-in: never stop the queue for it
+            if not self._failed_once:
+                log.exception("the coordinator's classifiers failed on %s", result.name or result.path)
+                self._failed_once = True
+            else:
+                log.debug("the coordinator's classifiers failed on %s: %s", result.name or result.path, exc)
+
+    def _add(self, result: ImageResult, signature: Any, run: str | None) -> None:
         curves = result.curves
         if curves and (self.set.stateful or self.averager is not None):
             key = self.order_key(result)
@@ -231,8 +246,10 @@ class ClassifySink:
     def _remember(self, seen: list[tuple], stateful: list[Any], k: int, key: tuple, curve: SimpleNamespace,
                   result: ImageResult, signature: Any) -> None:
         """Keep the frame's curve; a frame that arrived after its successor becomes that one's previous."""
-        bisect.insort(seen, (key, curve, result, signature), key=lambda e: e[0])
         i = bisect.bisect_left(seen, key, key=lambda e: e[0])
+        while i < len(seen) and seen[i][0] == key:  # the same frame processed again: the new one counts
+            del seen[i]
+        seen.insert(i, (key, curve, result, signature))
         if i + 1 < len(seen):  # its successor was compared with an older frame (or none): again
             _, later, later_result, later_signature = seen[i + 1]
             params = later_result.parameters.setdefault(self.keys[k], {})
