@@ -171,6 +171,7 @@ class Calibration:
         self.pixel_corrections: Any = self._pixel_corrections()
         self.integrators: list[Integrator] = self._build_integrators()
         self._setup_reduction()
+        self.classifiers = self._build_classifiers()
 
     # -- configuration ---------------------------------------------------------------
     def _geometry(self) -> Geometry:
@@ -310,6 +311,29 @@ class Calibration:
         except BinningError as exc:
             raise CalibrationError(str(exc), f"$.Masks[{i}].{exc.field}", exc.value, exc.expected) from None
 
+    def _build_classifiers(self):
+        """The ``Classifiers`` (see :mod:`saxsdog.classifiers`); the integral parameters always."""
+        from .classifiers import ClassifierContext, build_classifiers
+
+        radial = next((it for it in self.integrators if it.kind == "Radial"), None)
+        nrows = self.shape[0]
+        y_c, x_c = self.geometry.beam_center
+        context = ClassifierContext(self.shape, q=None if radial is None else np.asarray(radial.x),
+                                    q_map=self.geometry.q, base_dir=self.base_dir,
+                                    # the beam centre as (row, column) array indices
+                                    extra={"beam_center_rc": (nrows - y_c - 0.5, x_c - 0.5)})
+        classifiers = build_classifiers(self.config.get("Classifiers"), context)
+        # the coordinator builds these when a queue starts; checked here, when the calibration loads
+        if self.config.get("Average"):
+            from .classifiers.average import Averager
+
+            Averager(self.config["Average"])
+        if self.config.get("Scan"):
+            from .classifiers.scan import ScanMap
+
+            ScanMap(self.config["Scan"], classifiers.keys())
+        return classifiers
+
     # -- the original's API, in snake_case -------------------------------------------
     @property
     def radial(self) -> Integrator:
@@ -348,6 +372,8 @@ class Calibration:
         """All integrators' curves (with errors and classifiers) for one image.
 
         ``stddev=False`` skips the standard deviation, which the output files do not store.
+        The ``Classifiers`` run last, on the normalized (and subtracted) curves; the image
+        classifiers get ``metadata`` too (e.g. the count cutoff).
         ``metadata`` is the frame's (:attr:`saxsdog.io.images.Frame.metadata`): the
         ``Normalization`` reads its exposure time and header fields, and the dark is
         scaled by the frame's exposure time over the dark's.  Each curve is multiplied by
@@ -364,7 +390,9 @@ class Calibration:
             a positive number): an :class:`~saxsdog.errors.ImageError` of this image only.
         """
         if self._plain:  # nothing to normalize, no dark, no background: today's path
-            return [it.curve(image, stddev) for it in self.integrators]
+            curves = [it.curve(image, stddev) for it in self.integrators]
+            self.classifiers.apply(curves, self.integrators, image, metadata)
+            return curves
         from .reduction.normalization import normalization, unit
 
         block = self.config.get("Normalization") or {}
@@ -386,6 +414,8 @@ class Calibration:
             for it, curve, bg in zip(self.integrators, out, self._background):
                 if bg is not None:
                     curve.subtracted = subtract(curve, *bg, parameters=it.parameters)
+        # last: the classifiers see the normalized (and background-subtracted) curves
+        self.classifiers.apply(out, self.integrators, image, metadata)
         return out
 
     # -- corrections, normalization, background (calibration format version 2) ------

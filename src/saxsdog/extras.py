@@ -42,6 +42,8 @@ EXTRAS: dict[str, Extra] = {
                    {"pyFAI": "pyFAI"}),
     "calibrate": Extra("saxsdog calibrate (calibrant d-spacings from pyFAI, the picture with matplotlib)",
                        {"pyFAI": "pyFAI", "matplotlib": "matplotlib"}),
+    "classify": Extra("the Guinier, Rambo-Tainer and CorMap classifiers (Rg, I(0), mass, frame similarity)",
+                      {"freesas": "freesas"}),
 }
 
 

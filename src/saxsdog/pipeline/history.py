@@ -71,7 +71,7 @@ class History:
                     "path": result.path, "frame": result.frame, "outputs": result.outputs,
                     "parameters": result.parameters, "image_time": result.image_time,
                     "processed_at": result.processed_at, "timings": result.timings,
-                    "error": result.error, "skipped": result.skipped,
+                    "error": result.error, "skipped": result.skipped, "alarms": result.alarms,
                 })
                 self.records[-1]["dummy_pixels"] = dummy_pixels(result)
 

@@ -29,6 +29,7 @@ from .history import History
 from .naming import in_directories, output_key, output_root, results_dir
 from .options import OUTPUT_FORMATS, QueueOptions
 from .pool import PREFETCH
+from .classify_sink import ClassifySink, needs_classify_sink
 from .sinks import CallbackSink, HistorySink, LiveFileList, RunSink, Sink, TrackerSink
 from .sources import DirectoryWatcher, walk_images
 from .state import (
@@ -186,12 +187,28 @@ class ImageQueue:
         self._shipped: dict[str, ImageTask] = {}  # path -> original task, while its payload is in the arena
         self.filelist: LiveFileList | None = None
         if self.options.live_filelist:
+            cs = calibration.classifiers  # their values get a column each (none by default)
+            extra = [] if cs.default else [k for k in cs.keys() if k not in ("I0", "I1", "I2", "invariant",
+                                                                           "correlation_length")]
             self.filelist = LiveFileList(results_dir(self.root, self.options) / "filelist.txt",
-                                         confine_to=self.options.confine_to)
+                                         confine_to=self.options.confine_to,
+                                         columns=extra + (["alarms"] if cs.alarms else []))
         # the order matters: the run file sets the outputs the others record
         self._tracker_sink = TrackerSink(tracker) if tracker is not None else None
         self.sinks: list[Sink] = [s for s in (self._sink, self._tracker_sink, self.filelist) if s is not None]
+        self.classify_sink: ClassifySink | None = None
+        if needs_classify_sink(calibration):  # first: the others record the values it adds
+            self.classify_sink = ClassifySink(calibration, results_dir(self.root, self.options),
+                                              confine_to=self.options.confine_to, on_update=self._classified_again)
+            self.sinks.insert(0, self.classify_sink)
         self.sinks += [HistorySink(self.history), CallbackSink(self._callbacks)]
+
+    def _classified_again(self, result: ImageResult, signature: Any) -> None:
+        """A frame's classifier values changed after it was recorded: rewrite its file-list and ledger rows."""
+        if self.filelist is not None:
+            self.filelist.add(result)
+        if self.tracker is not None:
+            self.tracker.finished(result.path, [result], signature)
 
     def _run_name(self) -> str:
         return self.options.run_name or Path(self.root).name
@@ -411,6 +428,11 @@ class ImageQueue:
             "last_sink_error": st.last_sink_error,
             "outputs_renamed": st.renamed_outputs,
             "ignored_after_close": st.ignored_after_close,
+            "alarms": self.classify_sink.alarms if self.classify_sink is not None else 0,
+            "latest_alarm": self.classify_sink.latest_alarms if self.classify_sink is not None else None,
+            # the Average block's latest groups: frames, kept, rejected (and which)
+            "averages": ({g: a.summary() for g, a in list(self.classify_sink.averages.items())[-10:]}
+                         if self.classify_sink is not None else {}),
         }
 
     # -- the dispatcher: events in, instructions out ---------------------------------

@@ -139,14 +139,19 @@ class LiveFileList:
     it, and a symbolic link at the file's name is refused (:class:`~saxsdog.pipeline.naming.OutputRefused`,
     naming the link), not appended through: the queue does not start, and starts once the
     link is removed.  Rewrites replace the name with a regular file.
+
+    ``columns`` are further parameters (the classifiers' keys, ``Guinier.Rg`` ...) written
+    after ``image_time``; a file that exists already keeps the columns its header names.
     """
 
     HEADER = "file\toutput\tI0\tI1\tI2\timage_time\n"
     name = "file list"
 
-    def __init__(self, path: Path, confine_to: Path | None = None):
+    def __init__(self, path: Path, confine_to: Path | None = None, columns: list[str] | tuple[str, ...] = ()):
         self.path = path
         self.confine_to = confine_to
+        self.columns = [c for c in columns if "\t" not in c and "\n" not in c]
+        self.header = self.HEADER[:-1] + "".join("\t" + c for c in self.columns) + "\n"
         make_output_folder(path.parent, confine_to)
         self._rows: dict[str, int] = {}  # key -> hash of its line
         self._waiting: list[str] = []  # lines not written yet (disk full)
@@ -165,12 +170,17 @@ class LiveFileList:
         lines = data.decode("utf-8", "replace").splitlines(keepends=True)
         if not lines:
             try:
-                self._write(self.HEADER)
+                self._write(self.header)
             except OSError as exc:
                 if not _no_space(exc):
                     raise
-                self._waiting.append(self.HEADER)  # a full disk at start: flush() writes it first
+                self._waiting.append(self.header)  # a full disk at start: flush() writes it first
             return
+        if lines[0] != self.header:  # an earlier run's file: its rows keep its columns
+            names = lines[0].rstrip("\n").split("\t")
+            base = self.HEADER.rstrip("\n").split("\t")
+            self.columns = names[len(base):] if names[:len(base)] == base else []
+            self.header = lines[0]
         for line in lines[1:]:
             key = line.split("\t", 1)[0]
             self._rows[key] = hash(line)
@@ -189,12 +199,13 @@ class LiveFileList:
                 pass
             raise
 
-    @staticmethod
-    def _line(result: ImageResult) -> tuple[str, str]:
+    def _line(self, result: ImageResult) -> tuple[str, str]:
         params: dict[str, Any] = next(iter(result.parameters.values()), {})
         vals = [params.get(k, "") for k in ("I0", "I1", "I2")]
         key = result.path if result.frame == 0 else f"{result.path}#{result.frame}"
-        return key, "\t".join([key, result.outputs[0], *map(str, vals), str(result.image_time or "")]) + "\n"
+        extra = ["" if params.get(c) is None else str(params[c]).replace("\t", " ").replace("\n", " ")
+                 for c in self.columns]
+        return key, "\t".join([key, result.outputs[0], *map(str, vals), str(result.image_time or ""), *extra]) + "\n"
 
     def add(self, result: ImageResult) -> None:
         """Add (or update) the row of one frame's result."""
@@ -230,7 +241,7 @@ class LiveFileList:
         with open(self._fd, "rb", closefd=False) as fh:
             fh.seek(0)
             lines = fh.read().decode("utf-8", "replace").splitlines(keepends=True)
-        out = [lines[0] if lines else self.HEADER]
+        out = [lines[0] if lines else self.header]
         for line in lines[1:]:
             key = line.split("\t", 1)[0]
             out.append(self._replaced.get(key, line))

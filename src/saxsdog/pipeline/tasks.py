@@ -116,6 +116,9 @@ class ImageResult:
         The frame's name in run files and plots: the image path relative to the queue's
         directory (``sub/img_00001.tif``), ``#<index>`` appended for frames of multi-frame
         files, or ``<series>_<frame:06d>`` for streamed frames.
+    alarms
+        The classifier alarms the frame raised (``"Guinier.Rg=7.1 above 5"``), set by the
+        coordinator (:mod:`saxsdog.pipeline.classify_sink`).
     """
 
     path: str
@@ -133,6 +136,7 @@ class ImageResult:
     curves: list[dict[str, Any]] | None = None
     live: bool = False
     name: str = ""
+    alarms: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -13,6 +13,7 @@ import numpy as np
 from ..calibration import Calibration
 from ..errors import CorruptImageError, ImageError, ImageShapeError
 from ..io.images import Frame, inside, iter_frames
+from .classify_sink import needs_curves
 from .naming import (OutputRefused, frame_name, make_output_folder, output_base, subtracted_path,
                      write_output_bytes)
 from .options import OUTPUT_FORMATS, QueueOptions
@@ -84,6 +85,7 @@ class ImageProcessor:
         #: Cake integrators: one ``<stem><suffix>_cake.h5`` per frame (saxsdog.io.cake), in every format.
         self.cake_index = [i for i, k in enumerate(kinds) if k == "Cake"]
         self._last_curves = -1e9
+        self._coordinator_classifies = needs_curves(calibration)
 
     def outputs_for(self, task: ImageTask, frame: int | None) -> list[Path]:
         """All output files of one frame (``frame=None`` for single-frame files).
@@ -277,7 +279,8 @@ class ImageProcessor:
         parameters.update({f"{k}_sub": _frame_parameters(c.subtracted) for k, c in zip(self.keys, curves)
                            if c.subtracted is not None and c.subtracted.parameters})  # after the integrators'
         graphs = None
-        every_frame = self.format == "nxcansas-run"  # the coordinator writes them all
+        # the coordinator writes them all (run files) or classifies them in frame order (CorMap, Average)
+        every_frame = self.format == "nxcansas-run" or self._coordinator_classifies
         if every_frame or live:
             # a live plot needs only the latest curves: they are sent at a bounded rate
             if live:

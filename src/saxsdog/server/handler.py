@@ -69,6 +69,11 @@ MAX_ERROR_CHARS = 1000
 _DEFAULT: Any = object()
 
 
+#: The plotdata history's columns that every row fills itself.
+_PLOT_FIXED = frozenset(("path", "frame", "time", "processed", "I0", "I1", "I2", "invariant", "correlation_length",
+                         "error"))
+
+
 class CommandError(SaxsdogError):
     """A command cannot be carried out (the message goes back to the client)."""
 
@@ -452,7 +457,7 @@ class CommandHandler:
             return {"time interval": now - self.started, "queue length": 0, "frames per sec": 0.0,
                     "images processed": 0, "pics": 0, "images failed": 0, "time": now,
                     "start time": self.started, "mergecount": 0, "job": job,
-                    "closing queue length": closing}
+                    "closing queue length": closing, "alarms": 0}
         st = s.queue.stats()
         s.tracker.commit()  # report only what is durable (a full disk: what is, the queue retries)
         counts = self.ledger.counts(s.queue_id)
@@ -473,6 +478,9 @@ class CommandHandler:
             "closing queue length": closing,
             "error": s.error,  # the backend is gone, or the queue directory is refused
             "feeder events rejected": s.events_rejected,
+            "alarms": st.get("alarms", 0),  # frames whose classifiers left their Alarm range
+            "latest alarm": st.get("latest_alarm"),
+            "averages": st.get("averages", {}),
             "time": now,
             "start time": s.started,
             "mergecount": 0,
@@ -560,6 +568,15 @@ class CommandHandler:
             for k in ("I0", "I1", "I2", "invariant", "correlation_length", "dummy_pixels"):
                 history[k].append(p.get(k))
             history["error"].append(r["error"])
+            # the classifiers' values ("Guinier.Rg", "CorMap.P", "alarms" ...), one column each
+            for k, v in p.items():
+                if k not in history:
+                    history[k] = [None] * (len(history["path"]) - 1)
+                if k not in _PLOT_FIXED:
+                    history[k].append(v)
+            for k in history:
+                if len(history[k]) < len(history["path"]):
+                    history[k].append(None)
         last = rows[-1]["updated"] if rows else since
         return {"history": history, "stat": self.stat(), "until": last}
 

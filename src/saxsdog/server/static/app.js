@@ -3,6 +3,7 @@
 // logs in, keeps the live connection, shows the connection state and wires the tabs.
 
 import { computeAbsolute, showStandardFields, useLatestCurve } from "./absolute.js";
+import { alarmBanner } from "./alarms.js";
 import { api, command, commandTable, getToken, health, onApi, queue, setCommandTable, setToken, settings } from "./api.js";
 import { INSECURE_CONTEXT, challengeAnswer, launchCode, loginFailure } from "./auth.js";
 import {
@@ -92,6 +93,9 @@ function onStat(msg) {
     queue: st["queue length"] || 0 });
   if (S.statSamples.length > 3600) S.statSamples.shift();
   renderStat(st);
+  const banner = alarmBanner(st);  // classifier alarms: visible on every tab
+  $("#alarm-banner").hidden = banner === null;
+  $("#alarm-banner").textContent = banner || "";
   const key = S.running ? String(st["start time"]) : null;
   if (key !== null && key !== history.key) resetHistory(key);  // a closed queue's history stays shown
   if (S.running && st["images processed"] !== history.lastCount) refreshHistory();
@@ -226,6 +230,7 @@ function wire() {
   $("#plot-refresh").addEventListener("click", () => { S.latest = null; refreshPlot(); });
   $("#hist-dir").addEventListener("change", drawHistory);
   $("#hist-x").addEventListener("change", drawHistory);
+  $("#hist-classifier").addEventListener("change", drawHistory);
   $("#hist-refresh").addEventListener("click", () => { resetHistory(history.key); refreshHistory(true); });
   $("#srv-new").addEventListener("click", () => startQueue("#srv-msg"));
   $("#srv-close").addEventListener("click", () => serverCommand("close"));

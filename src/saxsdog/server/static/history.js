@@ -2,6 +2,7 @@
 // fetched incrementally with `plotdata {since}` and merged by image (a re-processed image
 // replaces its row).
 
+import { classifierKeys, rowValues } from "./alarms.js";
 import { command } from "./api.js";
 import { $, $$, el } from "./dom.js";
 import { COLORS, plotConf } from "./plots.js";
@@ -24,6 +25,7 @@ export function mergeHistory(h, data) {
     h.rows.set(d.path[i] + "#" + d.frame[i], {
       path: d.path[i], frame: d.frame[i], time: d.time[i], processed: d.processed[i],
       I0: d.I0[i], I2: d.I2[i], invariant: d.invariant[i], corr: d.correlation_length[i], error: d.error[i],
+      ...rowValues(d, i),  // the classifiers' values and the frame's alarm text
     });
     // pixels excluded as dummies in this frame (servers before issue 13 do not send the column)
     h.rows.get(d.path[i] + "#" + d.frame[i]).dummies = d.dummy_pixels ? d.dummy_pixels[i] ?? null : null;
@@ -158,4 +160,29 @@ export function drawHistory() {
   one("hist-i0", "I0", "Integral intensity I0", COLORS[0], "I0");
   one("hist-i2", "invariant", "Invariant I2", COLORS[2], "I2");
   one("hist-corr", "corr", "Correlation length", COLORS[3], "π·I1/I2 [nm]");
+  drawClassifier(rows, x, text, byIndex);
+}
+
+/** The chosen classifier's values, frames in alarm highlighted. */
+function drawClassifier(rows, x, text, byIndex) {
+  const sel = $("#hist-classifier");
+  if (!sel) return;
+  const keys = classifierKeys(rows);
+  const have = $$("option", sel).map(o => o.value);
+  for (const k of keys) if (!have.includes(k)) sel.append(el("option", { value: k, text: k }));
+  const key = sel.value || keys[0];
+  const div = $("#hist-classifier-plot");
+  div.hidden = !key;
+  if (!key) return;
+  const alarm = rows.map(r => !!r.alarm);
+  Plotly.react("hist-classifier-plot", [{
+    x, y: rows.map(r => r.values[key] ?? null), text: rows.map((r, i) => text[i] + (r.alarm ? "<br>⚠ " + r.alarm : "")),
+    mode: "markers+lines", line: { width: 1, color: COLORS[1] },
+    marker: { size: alarm.map(a => a ? 9 : 4), color: alarm.map(a => a ? "#c62828" : COLORS[1]) },
+    hovertemplate: "%{text}<br>%{y}<extra></extra>",
+  }], {
+    title: { text: key, font: { size: 14 } }, margin: { l: 70, r: 20, t: 36, b: 44 },
+    xaxis: { title: { text: byIndex ? "image number" : "image time" }, type: byIndex ? "linear" : "date" },
+    uirevision: "hist-classifier",
+  }, plotConf());
 }

@@ -1,0 +1,36 @@
+// Classifier columns and the alarm banner (static/alarms.js) and their merge into the history.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { alarmBanner, classifierKeys, rowValues } from "../../../src/saxsdog/server/static/alarms.js";
+import { historyRows, mergeHistory, newHistory } from "../../../src/saxsdog/server/static/history.js";
+
+test("no alarm, no banner; otherwise the count and the latest frame's alarms", () => {
+  assert.equal(alarmBanner({ alarms: 0 }), null);
+  assert.equal(alarmBanner({}), null);
+  assert.equal(alarmBanner({ alarms: 1, "latest alarm": { name: "run/a.tif", alarms: ["Guinier.Rg=7.1 above 5"] } }),
+    "⚠ 1 frame in alarm: run/a.tif: Guinier.Rg=7.1 above 5");
+  assert.equal(alarmBanner({ alarms: 3 }), "⚠ 3 frames in alarm");
+});
+
+test("classifier columns travel with their row; only numeric ones are offered for plotting", () => {
+  const d = { path: ["a", "b"], frame: [0, 0], time: [1, 2], processed: [1, 2], I0: [1, 1], I1: [1, 1], I2: [1, 1],
+    invariant: [1, 1], correlation_length: [1, 1], error: [null, null], alarms: ["", "Guinier.Rg=7 above 5"],
+    "Guinier.Rg": [3.1, 7.0], "Guinier.status": ["ok", "ok"], "CorMap.P": [null, 0.5] };
+  assert.deepEqual(rowValues(d, 1), { values: { "Guinier.Rg": 7.0, "Guinier.status": "ok", "CorMap.P": 0.5 },
+    alarm: "Guinier.Rg=7 above 5" });
+  const h = newHistory("t");
+  mergeHistory(h, { history: d, until: 3, stat: { "images processed": 2 } });
+  const rows = historyRows(h);
+  assert.equal(rows[1].alarm, "Guinier.Rg=7 above 5");
+  assert.equal(rows[0].values["Guinier.Rg"], 3.1);
+  assert.deepEqual(classifierKeys(rows), ["CorMap.P", "Guinier.Rg"]);
+});
+
+test("an answer of a server without classifiers still merges", () => {
+  const h = newHistory("t");
+  mergeHistory(h, { history: { path: ["a"], frame: [0], time: [1], processed: [1], I0: [2], I1: [1], I2: [1],
+    invariant: [1], correlation_length: [1], error: [null] }, until: 1 });
+  assert.deepEqual(historyRows(h)[0].values, {});
+  assert.equal(historyRows(h)[0].alarm, "");
+});
