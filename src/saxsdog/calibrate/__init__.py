@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .calibrants import CalibrantError, calibrant_names, d_spacings
+from .calibrants import DETECTOR_PIXELS_UM, CalibrantError, calibrant_names, d_spacings
 from .fit import (CalibrationFit, CalibrationFitError, NoRingsError, PoorFitError, RingStats, fit_calibrant,
                   valid_pixels)
 from .report import calibration_from_fit, report_text, save_picture
 
-__all__ = ["CalibrantError", "CalibrationFit", "CalibrationFitError", "NoRingsError", "PoorFitError", "RingStats",
+__all__ = ["DETECTOR_PIXELS_UM", "CalibrantError", "CalibrationFit", "CalibrationFitError", "NoRingsError", "PoorFitError", "RingStats",
            "calibrant_names", "calibrate_image", "calibration_from_fit", "d_spacings", "fit_calibrant",
            "report_text", "save_picture", "valid_pixels"]
 

@@ -63,3 +63,8 @@ def d_spacings(name: str) -> tuple[str, np.ndarray]:
     if d.size == 0:
         raise CalibrantError(f"calibrant {resolved!r} has no d-spacings in pyFAI's library")
     return resolved, d
+
+
+#: Pixel sizes (µm) of detector families, recognised in an image header's detector name
+#: (for ``saxsdog calibrate`` and the page's calibration when no pixel size is given).
+DETECTOR_PIXELS_UM = {"PILATUS": 172.0, "EIGER": 75.0}

@@ -16,14 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from saxsdog.calibrate.calibrants import DETECTOR_PIXELS_UM
 from saxsdog.cli import report_error
 from saxsdog.errors import SaxsdogError
 
 PROG = "saxsdog calibrate"
 EXIT_OK, EXIT_FIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-#: Pixel sizes (µm) of detector families, recognised in the image header's detector name.
-DETECTOR_PIXELS_UM = {"PILATUS": 172.0, "EIGER": 75.0}
 
 
 def build_parser() -> argparse.ArgumentParser:

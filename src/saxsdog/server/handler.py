@@ -832,7 +832,7 @@ class CommandHandler:
             raise CommandError("the wavelength is unknown (not in the image header): give it")
         pixel = arg.get("pixel") or (geometry or {}).get("PixelSizeMicroM")
         if not pixel:  # as saxsdog calibrate: from the detector the header names
-            from ..cli.calibrate import DETECTOR_PIXELS_UM
+            from ..calibrate.calibrants import DETECTOR_PIXELS_UM
 
             detector = str(frame.metadata.get("detector", "")).upper()
             pixel = next(([size] for family, size in DETECTOR_PIXELS_UM.items() if family in detector), None)
