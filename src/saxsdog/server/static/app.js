@@ -14,6 +14,8 @@ import { D, onDetectorResult, showDetector, wireDetector } from "./detector.js";
 import { $, $$, setBadge } from "./dom.js";
 import { drawHistory, drawProgress, history, refreshHistory, resetHistory } from "./history.js";
 import { MERGE_EXAMPLE, mergeGet, mergeRun } from "./merge.js";
+import { setSpellings } from "./geometry.js";
+import { exclusiveGroups } from "./schemaform.js";
 import { drawPlot, onResult, refreshPlot } from "./plots.js";
 import { filesMaybeChanged, refreshFiles, renderStat, serverCommand } from "./server.js";
 import { S } from "./state.js";
@@ -178,7 +180,10 @@ async function enterApp() {
   const sess = await api("/api/session");
   if (!sess.ok) { showLogin(); return; }
   $("#server-name").textContent = sess.basedir ? "base directory: " + sess.basedir : "";
-  if (!S.schema) S.schema = await api("/api/schema/calibration");
+  if (!S.schema) {
+    S.schema = await api("/api/schema/calibration");
+    setSpellings(exclusiveGroups(S.schema.properties.Geometry));
+  }
   if (!commandTable.size) setCommandTable((await command("commands")).data.commands);  // names and deadlines
   if (!S.cal) {
     S.cal = defaultCalibration();

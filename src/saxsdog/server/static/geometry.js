@@ -28,6 +28,28 @@ function pair(value, path) {
   return [num(value[0], `${path}[0]`), num(value[value.length - 1], `${path}[${value.length - 1}]`)];
 }
 
+// Alternative names of one field (the original's spelling and saxsdog's), as the calibration
+// schema lists them (schemaform.exclusiveGroups of its Geometry): the page sets them when the
+// schema arrives, so no spelling is written here.
+let SPELLINGS = [];
+
+/** Set the groups of alternative field names (from the calibration schema). */
+export function setSpellings(groups) { SPELLINGS = Array.isArray(groups) ? groups : []; }
+
+function alternatives(name) { return SPELLINGS.find(g => g.includes(name)) || [name]; }
+
+/** The value of field `name` in `obj`, under whichever of its spellings `obj` uses. */
+function field(obj, name) {
+  for (const k of alternatives(name)) if (k in obj) return obj[k];
+  return undefined;
+}
+
+/** The key `obj` uses for field `name` (the schema's first spelling when it has none). */
+function keyIn(obj, name) {
+  const alts = alternatives(name);
+  return alts.find(k => k in obj) ?? alts[0];
+}
+
 /**
  * The geometry of a calibration object (either spelling of the distance and image size).
  * Throws an Error naming the missing or bad field.
@@ -35,8 +57,8 @@ function pair(value, path) {
 export function geometryFromCalibration(cal) {
   const g = cal && cal.Geometry;
   if (!g || typeof g !== "object") throw new Error("$.Geometry is missing");
-  const dist = g.DetectorDistanceMM ?? g.DedectorDistanceMM;
-  const size = g.ImageSize ?? g.Imagesize;
+  const dist = field(g, "DetectorDistanceMM");
+  const size = field(g, "ImageSize");
   const tilt = g.Tilt || {};
   const geo = {
     shape: size === undefined ? null : pair(size, "$.Geometry.ImageSize").map(Math.round),
@@ -136,10 +158,8 @@ export function applyFit(cal, geometry) {
   const out = JSON.parse(JSON.stringify(cal || {}));
   const g = out.Geometry && typeof out.Geometry === "object" ? out.Geometry : (out.Geometry = {});
   g.BeamCenter = [geometry.BeamCenter[0], geometry.BeamCenter[1]];
-  const distKey = "DetectorDistanceMM" in g ? "DetectorDistanceMM" : "DedectorDistanceMM";
-  g[distKey] = geometry.DetectorDistanceMM;
-  const sizeKey = "ImageSize" in g ? "ImageSize" : "Imagesize";
-  g[sizeKey] = [geometry.ImageSize[0], geometry.ImageSize[1]];
+  g[keyIn(g, "DetectorDistanceMM")] = geometry.DetectorDistanceMM;
+  g[keyIn(g, "ImageSize")] = [geometry.ImageSize[0], geometry.ImageSize[1]];
   g.PixelSizeMicroM = [geometry.PixelSizeMicroM[0], geometry.PixelSizeMicroM[1]];
   g.Tilt = { ...(g.Tilt || {}), TiltAngleDeg: geometry.TiltAngleDeg, TiltRotDeg: geometry.TiltRotDeg };
   out.Wavelength = geometry.Wavelength;
