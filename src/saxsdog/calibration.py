@@ -47,7 +47,7 @@ import numpy as np
 
 from .config import CALIBRATION
 from .core.geometry import Geometry
-from .core.binning import BinningError
+from .core.binning import BinningError, radial_axis
 from .core.integrators import (CakeIntegrator, Curve, Integrator, PhiIntegrator, RadialIntegrator,
                                SliceIntegrator, integral_parameters)
 from .core.operator import (BinningOperator, build_cake_operator, build_phi_operator, build_radial_operator,
@@ -287,6 +287,9 @@ class Calibration:
                 return CakeIntegrator(op, dict(entry), name, self.method, **self._integrator_kwargs())
             if entry.get("Phi-mode", False):
                 if rrange_t is not None:
+                    # checked as a radial axis's range, so an empty, inverted or off-detector
+                    # RadialRange names RadialRange (not qStop) and is not silently empty
+                    radial_axis(self.geometry, unit, "linear", 1.0, None, rrange_t)
                     q_range = rrange_t
                 else:
                     q_stop = float(entry["qStop"]) if entry["qStop"] > 0 else np.inf

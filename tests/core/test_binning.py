@@ -275,6 +275,13 @@ def _cal(**mask_fields):
     ({"Cake": {"RadialBins": 10000, "AzimuthBins": 10000}}, "$.Masks[0].Cake", "bins"),
     ({"Cake": {"RadialBins": 10, "AzimuthBins": 10}, "Phi-mode": True}, "$.Masks[0].Cake", "exclude"),
     ({"Phi-mode": True, "qStart": 1.0, "qStop": 0.5}, "$.Masks[0].qStop", "inverted"),
+    ({"Phi-mode": True, "RadialRange": [1.0, 0.5]}, "$.Masks[0].RadialRange", "inverted"),
+    ({"Phi-mode": True, "RadialRange": [50.0, 60.0]}, "$.Masks[0].RadialRange", "outside"),
+    ({"Cake": {"RadialBins": 10, "AzimuthBins": 10}, "RadialRange": [1.0, 0.5]}, "$.Masks[0].RadialRange",
+     "inverted"),
+    ({"Cake": {"RadialBins": 10, "AzimuthBins": 10}, "AzimuthRange": [10, 10.01]}, "$.Masks[0].AzimuthRange",
+     "narrower than one pixel"),
+    ({"Cake": {"RadialBins": 100_000, "AzimuthBins": 1000}}, "$.Masks[0].Cake", "bins"),
 ])
 def test_bad_mode_input_is_a_calibration_error_naming_the_field(fields, path, text):
     with pytest.raises(CalibrationError, match=text) as info:
