@@ -122,3 +122,36 @@ def test_radial_curves_in_another_unit_keep_chi_files_in_nxcansas(tmp_path: Path
     chi = (out / "img_0_cR1.chi").read_text()
     assert "2$\\\\theta$ [deg]" in chi or "theta" in chi
     assert np.allclose(read_chi(out / "img_0_cR1.chi").q, c.integrators[1].x)
+
+
+@pytest.mark.parametrize("fmt", ["nxcansas", "nxcansas-run"])
+def test_curves_in_inverse_angstrom_go_into_nxcansas_with_their_units(tmp_path: Path, image, fmt):
+    """NXcanSAS units follow the entry's Unit: q in Å⁻¹ is a Q (``Q@units = 1/angstrom``), written
+    beside the nm⁻¹ curve of the same frame; 2θ is not a Q and keeps its .chi file."""
+    from saxsdog.io.nxcansas import read_nxcansas
+
+    cal = small_calibration()
+    radial = dict(cal["Masks"][0])
+    cal["Masks"] = [radial, {**radial, "Unit": "q_A^-1"}, {**radial, "Unit": "2th_deg"}]
+    c = Calibration(cal, cache=False)
+    root = tmp_path / "data"
+    root.mkdir()
+    tifffile.imwrite(root / "img_0.tif", image)
+    q = run_queue(c, root, output_format=fmt, live_filelist=False)
+    assert not q.history.failures, q.history.failures
+    out = tmp_path / "work"
+    if fmt == "nxcansas":
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith("img_")) == ["img_0.h5", "img_0_cR2.chi"]
+        frames = read_nxcansas(out / "img_0.h5")
+        assert len(frames) == 2
+    else:
+        files = sorted(p for p in out.rglob("*.h5"))
+        frames = [f for p in files for f in read_nxcansas(p)]
+        assert len(frames) == 2, [p.name for p in files]
+    units = sorted(f["q_units"] for f in frames)
+    assert units == ["1/angstrom", "1/nm"]
+    by_unit = {f["q_units"]: f for f in frames}
+    for k, unit in ((0, "1/nm"), (1, "1/angstrom")):
+        valid = c.integrators[k].operator.area > 0
+        assert np.allclose(by_unit[unit]["q"], c.integrators[k].x[valid], rtol=1e-12)
+    assert np.allclose(by_unit["1/angstrom"]["q"] * 10, by_unit["1/nm"]["q"], rtol=1e-9)

@@ -168,14 +168,16 @@ class ImageProcessor:
             c = curves[i]
             title = name if i == 0 else f"{name} [{self.suffixes[i].lstrip('_') or i}]"
             frames.append({"name": title, "q": c.x, "I": c.intensity, "Idev": c.poisson, "valid": _with_data(c),
-                           "unit": c.unit, "metadata": meta, "parameters": _frame_parameters(c)})
+                           "unit": c.unit, "metadata": meta, "parameters": _frame_parameters(c),
+                           "q_units": nx_q_units(self.calibration.integrators[i])})
         for i in self.nx_index:  # the background-subtracted curves after the unsubtracted ones
             s = curves[i].subtracted
             if s is not None:
                 tag = (self.suffixes[i] + "_sub").lstrip("_")
                 frames.append({"name": f"{name} [{tag}]", "q": s.x, "I": s.intensity, "Idev": s.poisson,
                                "valid": _with_data(s), "unit": s.unit, "metadata": meta,
-                               "parameters": _frame_parameters(s)})
+                               "parameters": _frame_parameters(s),
+                               "q_units": nx_q_units(self.calibration.integrators[i])})
         write_nxcansas(path, frames, self.calibration.raw, title=name)
 
     def _chi_of(self, i: int, curve) -> bytes:
@@ -297,10 +299,18 @@ class ImageProcessor:
         )
 
 
+#: ``Q@units`` in NXcanSAS of the radial units that are a q (the others keep ``.chi`` files).
+NX_Q_UNITS = {"q_nm^-1": "1/nm", "q_A^-1": "1/angstrom"}
+
+
 def nxcansas_curve(integrator) -> bool:
-    """Whether an integrator's curves go into NXcanSAS files: I(q) with q in nm⁻¹."""
-    return (integrator.kind not in ("Phi", "Cake")
-            and integrator.operator.meta.get("unit", "q_nm^-1") == "q_nm^-1")
+    """Whether an integrator's curves go into NXcanSAS files: I(q), q in nm⁻¹ or Å⁻¹."""
+    return integrator.kind not in ("Phi", "Cake") and nx_q_units(integrator) is not None
+
+
+def nx_q_units(integrator) -> str | None:
+    """NXcanSAS ``Q@units`` of an integrator's x (``None``: its x is not a q)."""
+    return NX_Q_UNITS.get(integrator.operator.meta.get("unit", "q_nm^-1"))
 
 
 def _cake_graph(integrator, curve, suffix: str, labels: list[str]) -> dict[str, Any]:
