@@ -155,3 +155,26 @@ def test_curves_in_inverse_angstrom_go_into_nxcansas_with_their_units(tmp_path: 
         valid = c.integrators[k].operator.area > 0
         assert np.allclose(by_unit[unit]["q"], c.integrators[k].x[valid], rtol=1e-12)
     assert np.allclose(by_unit["1/angstrom"]["q"] * 10, by_unit["1/nm"]["q"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("first", [{"Cake": {"RadialBins": 20, "AzimuthBins": 12}}, {"Unit": "2th_deg"},
+                                   {"Phi-mode": True, "PhiBins": 36}])
+def test_curve_plot_of_the_first_entry_in_any_mode(tmp_path: Path, image, first):
+    """The -s plot shows the first entry's curve over its own x axis: a cake first gave an
+    IndexError (its M·R intensities against R radial centres) and lost the frame, and every
+    plot said q [nm⁻¹]."""
+    pytest.importorskip("matplotlib")
+    cal = small_calibration()
+    radial = dict(cal["Masks"][0])
+    cal["Masks"] = [{**radial, **first}, radial]
+    c = Calibration(cal, cache=False)
+    root = tmp_path / "data"
+    root.mkdir()
+    tifffile.imwrite(root / "img_0.tif", image)
+    q = run_queue(c, root, write_svg=True, live_filelist=False)
+    assert not q.history.failures, q.history.failures
+    svg = (tmp_path / "work" / "img_0.svg").read_text()
+    label = c.integrators[0].x_label
+    assert label in svg, label
+    if "Unit" in first or "Phi-mode" in first:
+        assert "nm^{-1}" not in svg

@@ -253,12 +253,13 @@ class ImageProcessor:
             make_output_folder(base.parent, confine)
             if self.options.write_svg:
                 svg = base.with_name(base.name + ".svg")
+                first, x_label = _plotted_curve(self.calibration.integrators[0], curves[0])
                 if confine is None:
                     from .plots import write_curve_plot
 
-                    write_curve_plot(curves[0], svg, title=Path(task.path).name, unit=curves[0].unit)
+                    write_curve_plot(first, svg, title=Path(task.path).name, unit=first.unit, x_label=x_label)
                 else:  # rendered in memory, written like the .chi files (checked at the write)
-                    write_output_bytes(svg, _curve_svg(curves[0], Path(task.path).name), confine)
+                    write_output_bytes(svg, _curve_svg(first, Path(task.path).name, x_label), confine)
             if self.options.write_png:
                 png = base.with_name(base.name + ".png")
                 if confine is None:
@@ -323,7 +324,21 @@ def _cake_graph(integrator, curve, suffix: str, labels: list[str]) -> dict[str, 
             "cake": cake_preview(integrator, curve)}
 
 
-def _curve_svg(curve, title: str) -> bytes:
+def _plotted_curve(integrator, curve) -> tuple[Any, str]:
+    """The curve a plot of an integrator's result shows and its x label: the curve itself, or
+    for a cake its azimuthal average (as the live plots show it), over the radial centres."""
+    if integrator.kind != "Cake":
+        return curve, integrator.x_label
+    import dataclasses
+
+    from ..io.cake import azimuthal_profile
+
+    intensity, error = azimuthal_profile(integrator, curve)
+    return dataclasses.replace(curve, x=integrator.x, intensity=intensity, poisson=error, stddev=None,
+                               valid=intensity != 0, subtracted=None), integrator.x_label
+
+
+def _curve_svg(curve, title: str, x_label: str | None = None) -> bytes:
     """The SVG of :func:`~saxsdog.pipeline.plots.write_curve_plot`, in memory."""
     import io
 
@@ -333,7 +348,7 @@ def _curve_svg(curve, title: str) -> bytes:
 
     sub = curve.subtracted
     fig = curve_figure(curve.x, curve.intensity, curve.poisson, title, unit=curve.unit,
-                       subtracted=None if sub is None else (sub.x, sub.intensity, sub.poisson))
+                       subtracted=None if sub is None else (sub.x, sub.intensity, sub.poisson), x_label=x_label)
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="svg")
