@@ -391,3 +391,15 @@ def test_slice_reference_from_the_calibration():
     with pytest.raises(CalibrationError) as info:
         Calibration(small_calibration(Slices=[{**slices[0], "Reference": "sample"}]), cache=False)
     assert info.value.path == "$.Slices[0].Reference"
+
+
+def test_phi_mode_q_start_and_stop_stay_in_inverse_nm_whatever_the_unit():
+    """Unit only says what RadialRange is in: a Phi-mode ring from qStart/qStop (nm⁻¹) is the
+    same ring with "Unit": "2th_deg" (qStart/qStop were read as degrees of 2θ)."""
+    cal = small_calibration()
+    phi = {**cal["Masks"][0], "Phi-mode": True, "qStart": 0.5, "qStop": 1.0, "PhiBins": 12}
+    cal["Masks"] = [phi, {**phi, "Unit": "2th_deg"}, {**phi, "Unit": "q_A^-1"}]
+    c = Calibration(cal, cache=False)
+    counts = [it.operator.bin_counts for it in c.integrators]
+    assert counts[0].sum() > 0
+    assert np.array_equal(counts[0], counts[1]) and np.array_equal(counts[0], counts[2])
