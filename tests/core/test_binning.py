@@ -361,7 +361,24 @@ def test_plots_tell_the_units_apart():
     from saxsdog.cli.plotchi import _x_kind
 
     assert _x_kind(UNITS["2th_deg"].label) == "2theta" and _x_kind(UNITS["r_mm"].label) == "r"
-    assert _x_kind(UNITS["q_nm^-1"].label) == "q" and _x_kind(UNITS["q_A^-1"].label) == "q"
+    # q in Å⁻¹ and in nm⁻¹ differ by 10: curves of both on one axis get the warning too
+    assert _x_kind(UNITS["q_nm^-1"].label) == "q" and _x_kind(UNITS["q_A^-1"].label) == "q_A"
+    assert _x_kind("q [1/angstrom]") == "q_A" and _x_kind("q [nm^-1]") == "q"
+
+
+def test_plotchi_keeps_each_units_axis_label(tmp_path):
+    """saxsplotchi labels a curve's axis with its own unit: a q_A^-1 file was relabelled q [nm⁻¹]."""
+    from saxsdog.cli.plotchi import X_LABEL, axis_labels
+    from saxsdog.io.chi import read_chi
+
+    cal = small_calibration()
+    radial = dict(cal["Masks"][0])
+    cal["Masks"] = [radial, {**radial, "Unit": "q_A^-1"}, {**radial, "Unit": "2th_deg"}]
+    c = Calibration(cal, cache=False)
+    paths = c.write_chi(np.ones(c.geometry.shape), tmp_path / "img.chi")
+    labels = [axis_labels(read_chi(p))[0] for p in paths]
+    assert labels[0] == X_LABEL
+    assert labels[1] == UNITS["q_A^-1"].label and labels[2] == UNITS["2th_deg"].label
 
 
 def test_phi_mode_ring_in_another_unit_is_the_same_ring(geometry):
