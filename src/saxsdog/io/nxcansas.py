@@ -17,7 +17,7 @@ Every frame is one ``SASentry`` with one ``SASdata`` holding a 1-D curve::
         run        = run title
         sasdata01                   @NX_class=NXdata @canSAS_class=SASdata @signal="I"
                                     @I_axes="Q" @Q_indices=[0] @timestamp=ISO-8601 (if known)
-            Q    (nQ)   @units="1/nm"
+            Q    (nQ)   @units="1/nm" ("1/angstrom" for a calibration entry in q_A^-1)
             I    (nQ)   @units="arbitrary" | "1/cm" | "1/m"  @uncertainties="Idev"
                         @saxsdog_unit="counts/pixel" (the curve's own unit, see below)
             Idev (nQ)   @units as I (the error column of the calibration's error model)
