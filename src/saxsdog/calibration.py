@@ -47,7 +47,7 @@ import numpy as np
 
 from .config import CALIBRATION
 from .core.geometry import Geometry
-from .core.binning import BinningError
+from .core.binning import BinningError, radial_axis
 from .core.integrators import (CakeIntegrator, Curve, Integrator, PhiIntegrator, RadialIntegrator,
                                SliceIntegrator, integral_parameters)
 from .core.operator import (BinningOperator, build_cake_operator, build_phi_operator, build_radial_operator,
@@ -288,17 +288,20 @@ class Calibration:
                 return CakeIntegrator(op, dict(entry), name, self.method, **self._integrator_kwargs())
             if entry.get("Phi-mode", False):
                 if rrange_t is not None:
-                    q_range = rrange_t
-                else:
+                    # checked as a radial axis's range, so an empty, inverted or off-detector
+                    # RadialRange names RadialRange (not qStop) and is not silently empty
+                    radial_axis(self.geometry, unit, "linear", 1.0, None, rrange_t)
+                    q_range, range_unit = rrange_t, unit
+                else:  # qStart and qStop are in nm⁻¹ whatever the Unit (the schema says so)
                     q_stop = float(entry["qStop"]) if entry["qStop"] > 0 else np.inf
-                    q_range = (float(entry["qStart"]), q_stop)
+                    q_range, range_unit = (float(entry["qStart"]), q_stop), "q_nm^-1"
                 n_phi = int(entry.get("PhiBins", 360))
                 params = {"kind": "Phi", **gparams, "ov": ov, "q_range": [q_range[0], str(q_range[1])],
-                          "pol": pol, "unit": unit, "azimuth_range": arange, "phi_bins": n_phi,
+                          "pol": pol, "unit": range_unit, "azimuth_range": arange, "phi_bins": n_phi,
                           "chi": "clockwise"}
                 op = self._cached(params, mask, functools.partial(
                     build_phi_operator, self.geometry, mask, ov, q_range, n_phi, pol,
-                    azimuth_range=arange_t, unit=unit))
+                    azimuth_range=arange_t, unit=range_unit))
                 return PhiIntegrator(op, dict(entry), name, self.method, **self._integrator_kwargs())
             ppre = float(entry["PixelPerRadialElement"])
             params = {"kind": "Radial", **gparams, "ov": ov, "ppre": ppre, "pol": pol}

@@ -366,3 +366,17 @@ def test_new_against_a_slow_server_prints_the_final_answer(real_server, capsys, 
                          "--network", net, "--timeout", "5")
     assert code == 0, err
     assert out.splitlines()[0] == "new queue" and handler.session is not None
+
+
+def test_plot_labels_the_x_axis_with_the_curves_unit():
+    """saxsleash plot labels x with the latest curve's column label (2θ, r, χ ...), not always q."""
+    pytest.importorskip("matplotlib")
+    from saxsdog.cli.leash import curve_figure, x_axis_label
+
+    graph = {"kind": "Radial", "columnLabels": ["Scattering Angle  2$\\theta$ [deg]", "Intensity (Count/Pixel)"],
+             "array": [[0.1, 0.2, 0.3], [3.0, 2.0, 1.0], [0.1, 0.1, 0.1]]}
+    resp = {"data": {"graphs": [graph], "array": graph["array"], "filename": "img.tif"}}
+    assert x_axis_label(resp) == "Scattering Angle  2$\\theta$ [deg]"
+    fig = curve_figure(resp)
+    assert fig.axes[0].get_xlabel() == "Scattering Angle  2$\\theta$ [deg]"
+    assert x_axis_label({"data": {"array": [[1.0], [2.0]]}}) == "q [nm$^{-1}$]"  # the original's responses

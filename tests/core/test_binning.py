@@ -275,6 +275,13 @@ def _cal(**mask_fields):
     ({"Cake": {"RadialBins": 10000, "AzimuthBins": 10000}}, "$.Masks[0].Cake", "bins"),
     ({"Cake": {"RadialBins": 10, "AzimuthBins": 10}, "Phi-mode": True}, "$.Masks[0].Cake", "exclude"),
     ({"Phi-mode": True, "qStart": 1.0, "qStop": 0.5}, "$.Masks[0].qStop", "inverted"),
+    ({"Phi-mode": True, "RadialRange": [1.0, 0.5]}, "$.Masks[0].RadialRange", "inverted"),
+    ({"Phi-mode": True, "RadialRange": [50.0, 60.0]}, "$.Masks[0].RadialRange", "outside"),
+    ({"Cake": {"RadialBins": 10, "AzimuthBins": 10}, "RadialRange": [1.0, 0.5]}, "$.Masks[0].RadialRange",
+     "inverted"),
+    ({"Cake": {"RadialBins": 10, "AzimuthBins": 10}, "AzimuthRange": [10, 10.01]}, "$.Masks[0].AzimuthRange",
+     "narrower than one pixel"),
+    ({"Cake": {"RadialBins": 100_000, "AzimuthBins": 1000}}, "$.Masks[0].Cake", "bins"),
 ])
 def test_bad_mode_input_is_a_calibration_error_naming_the_field(fields, path, text):
     with pytest.raises(CalibrationError, match=text) as info:
@@ -354,7 +361,24 @@ def test_plots_tell_the_units_apart():
     from saxsdog.cli.plotchi import _x_kind
 
     assert _x_kind(UNITS["2th_deg"].label) == "2theta" and _x_kind(UNITS["r_mm"].label) == "r"
-    assert _x_kind(UNITS["q_nm^-1"].label) == "q" and _x_kind(UNITS["q_A^-1"].label) == "q"
+    # q in Å⁻¹ and in nm⁻¹ differ by 10: curves of both on one axis get the warning too
+    assert _x_kind(UNITS["q_nm^-1"].label) == "q" and _x_kind(UNITS["q_A^-1"].label) == "q_A"
+    assert _x_kind("q [1/angstrom]") == "q_A" and _x_kind("q [nm^-1]") == "q"
+
+
+def test_plotchi_keeps_each_units_axis_label(tmp_path):
+    """saxsplotchi labels a curve's axis with its own unit: a q_A^-1 file was relabelled q [nm⁻¹]."""
+    from saxsdog.cli.plotchi import X_LABEL, axis_labels
+    from saxsdog.io.chi import read_chi
+
+    cal = small_calibration()
+    radial = dict(cal["Masks"][0])
+    cal["Masks"] = [radial, {**radial, "Unit": "q_A^-1"}, {**radial, "Unit": "2th_deg"}]
+    c = Calibration(cal, cache=False)
+    paths = c.write_chi(np.ones(c.geometry.shape), tmp_path / "img.chi")
+    labels = [axis_labels(read_chi(p))[0] for p in paths]
+    assert labels[0] == X_LABEL
+    assert labels[1] == UNITS["q_A^-1"].label and labels[2] == UNITS["2th_deg"].label
 
 
 def test_phi_mode_ring_in_another_unit_is_the_same_ring(geometry):
@@ -384,3 +408,15 @@ def test_slice_reference_from_the_calibration():
     with pytest.raises(CalibrationError) as info:
         Calibration(small_calibration(Slices=[{**slices[0], "Reference": "sample"}]), cache=False)
     assert info.value.path == "$.Slices[0].Reference"
+
+
+def test_phi_mode_q_start_and_stop_stay_in_inverse_nm_whatever_the_unit():
+    """Unit only says what RadialRange is in: a Phi-mode ring from qStart/qStop (nm⁻¹) is the
+    same ring with "Unit": "2th_deg" (qStart/qStop were read as degrees of 2θ)."""
+    cal = small_calibration()
+    phi = {**cal["Masks"][0], "Phi-mode": True, "qStart": 0.5, "qStop": 1.0, "PhiBins": 12}
+    cal["Masks"] = [phi, {**phi, "Unit": "2th_deg"}, {**phi, "Unit": "q_A^-1"}]
+    c = Calibration(cal, cache=False)
+    counts = [it.operator.bin_counts for it in c.integrators]
+    assert counts[0].sum() > 0
+    assert np.array_equal(counts[0], counts[1]) and np.array_equal(counts[0], counts[2])

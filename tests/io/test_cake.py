@@ -122,3 +122,59 @@ def test_radial_curves_in_another_unit_keep_chi_files_in_nxcansas(tmp_path: Path
     chi = (out / "img_0_cR1.chi").read_text()
     assert "2$\\\\theta$ [deg]" in chi or "theta" in chi
     assert np.allclose(read_chi(out / "img_0_cR1.chi").q, c.integrators[1].x)
+
+
+@pytest.mark.parametrize("fmt", ["nxcansas", "nxcansas-run"])
+def test_curves_in_inverse_angstrom_go_into_nxcansas_with_their_units(tmp_path: Path, image, fmt):
+    """NXcanSAS units follow the entry's Unit: q in Å⁻¹ is a Q (``Q@units = 1/angstrom``), written
+    beside the nm⁻¹ curve of the same frame; 2θ is not a Q and keeps its .chi file."""
+    from saxsdog.io.nxcansas import read_nxcansas
+
+    cal = small_calibration()
+    radial = dict(cal["Masks"][0])
+    cal["Masks"] = [radial, {**radial, "Unit": "q_A^-1"}, {**radial, "Unit": "2th_deg"}]
+    c = Calibration(cal, cache=False)
+    root = tmp_path / "data"
+    root.mkdir()
+    tifffile.imwrite(root / "img_0.tif", image)
+    q = run_queue(c, root, output_format=fmt, live_filelist=False)
+    assert not q.history.failures, q.history.failures
+    out = tmp_path / "work"
+    if fmt == "nxcansas":
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith("img_")) == ["img_0.h5", "img_0_cR2.chi"]
+        frames = read_nxcansas(out / "img_0.h5")
+        assert len(frames) == 2
+    else:
+        files = sorted(p for p in out.rglob("*.h5"))
+        frames = [f for p in files for f in read_nxcansas(p)]
+        assert len(frames) == 2, [p.name for p in files]
+    units = sorted(f["q_units"] for f in frames)
+    assert units == ["1/angstrom", "1/nm"]
+    by_unit = {f["q_units"]: f for f in frames}
+    for k, unit in ((0, "1/nm"), (1, "1/angstrom")):
+        valid = c.integrators[k].operator.area > 0
+        assert np.allclose(by_unit[unit]["q"], c.integrators[k].x[valid], rtol=1e-12)
+    assert np.allclose(by_unit["1/angstrom"]["q"] * 10, by_unit["1/nm"]["q"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("first", [{"Cake": {"RadialBins": 20, "AzimuthBins": 12}}, {"Unit": "2th_deg"},
+                                   {"Phi-mode": True, "PhiBins": 36}])
+def test_curve_plot_of_the_first_entry_in_any_mode(tmp_path: Path, image, first):
+    """The -s plot shows the first entry's curve over its own x axis: a cake first gave an
+    IndexError (its M·R intensities against R radial centres) and lost the frame, and every
+    plot said q [nm⁻¹]."""
+    pytest.importorskip("matplotlib")
+    cal = small_calibration()
+    radial = dict(cal["Masks"][0])
+    cal["Masks"] = [{**radial, **first}, radial]
+    c = Calibration(cal, cache=False)
+    root = tmp_path / "data"
+    root.mkdir()
+    tifffile.imwrite(root / "img_0.tif", image)
+    q = run_queue(c, root, write_svg=True, live_filelist=False)
+    assert not q.history.failures, q.history.failures
+    svg = (tmp_path / "work" / "img_0.svg").read_text()
+    label = c.integrators[0].x_label
+    assert label in svg, label
+    if "Unit" in first or "Phi-mode" in first:
+        assert "nm^{-1}" not in svg

@@ -550,3 +550,17 @@ def test_nxprocess_holds_one_note_per_correction_and_sasdata_still_reads_the_fil
         assert_same_curve(data, fr)
     terms = loaded[0].process[0].term
     assert len(terms) == 11 and terms[7].startswith("error_model: ")
+
+
+def test_q_in_inverse_angstrom_has_its_units(tmp_path):
+    """A frame of an entry in q_A^-1 stores Q@units 1/angstrom (beside a 1/nm frame in the same
+    file); SasView's loader reads both as the same Q."""
+    nm, ang = make_frames(2)
+    ang = {**ang, "q": np.asarray(nm["q"]) / 10.0, "q_units": "1/angstrom"}
+    path = write_nxcansas(tmp_path / "two_units.h5", [nm, ang], CAL, title="units")
+    back = read_nxcansas(path)
+    assert [f["q_units"] for f in back] == ["1/nm", "1/angstrom"]
+    np.testing.assert_allclose(back[1]["q"], ang["q"], rtol=1e-15)
+    loaded = sasdata_load(path)
+    np.testing.assert_allclose(to_per_nm(loaded[1]), nm["q"], rtol=1e-12)
+    np.testing.assert_allclose(to_per_nm(loaded[0]), nm["q"], rtol=1e-12)

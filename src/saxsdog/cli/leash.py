@@ -243,6 +243,18 @@ def extract_curve(resp: Mapping[str, Any]) -> tuple[list[float], list[float], li
     return x, y, err
 
 
+def x_axis_label(resp: Mapping[str, Any]) -> str:
+    """The x label of the latest curve in a "plot data" response: its first column label
+    (the radial unit of its calibration entry, χ for Phi-mode), else q in nm⁻¹."""
+    data = resp.get("data") or {}
+    labels = data.get("columnLabels")
+    if not labels and data.get("graphs") and isinstance(data["graphs"][0], Mapping):
+        labels = data["graphs"][0].get("columnLabels")
+    if isinstance(labels, list) and labels and isinstance(labels[0], str) and labels[0].strip():
+        return labels[0]
+    return "q [nm$^{-1}$]"
+
+
 def curve_figure(resp: Mapping[str, Any], skip: int = 0, clip: int = 0, xscale: str = "linear",
                  yscale: str = "log", fig=None):
     """Draw the response's curve (with its error band) into ``fig`` (a new Figure if None)."""
@@ -269,7 +281,7 @@ def curve_figure(resp: Mapping[str, Any], skip: int = 0, clip: int = 0, xscale: 
     ax.plot(x, y, lw=1.2, label="I")
     ax.set_xscale(xscale)
     ax.set_yscale(yscale)
-    ax.set_xlabel("q [nm$^{-1}$]")
+    ax.set_xlabel(x_axis_label(resp))
     ax.set_ylabel("Intensity [counts/pixel]")
     ax.set_title(os.path.basename(str((resp.get("data") or {}).get("filename", ""))) or "latest curve")
     ax.grid(True, which="both", alpha=0.3)

@@ -148,6 +148,8 @@ def _x_kind(label: str) -> str:
         return "2theta"
     if "radius" in text or "[mm]" in text:  # Unit r_mm
         return "r"
+    if "\\aa" in text or "å" in text or "angstrom" in text:  # Unit q_A^-1: 10 × smaller than nm⁻¹
+        return "q_A"
     return "q"
 
 

@@ -375,7 +375,8 @@ def _show_latest(monitor, latest) -> None:
     dummies = first.get("dummy_pixels") or 0
     title = os.path.basename(latest.path) + (f" ({dummies:,} dummy pixels)" if dummies else "")
     monitor.update(x, intensity, error, title, unit=first.get("unit"),
-                   subtracted=None if sub is None else tuple(sub["array"][:3]))
+                   subtracted=None if sub is None else tuple(sub["array"][:3]),
+                   x_label=(first.get("columnLabels") or [None])[0])
 
 
 def _run_stream(args, out) -> int:

@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the build algorithm changes, so cached operators are rebuilt.
-OPERATOR_FORMAT_VERSION = 1
+OPERATOR_FORMAT_VERSION = 2  # 2: the polarization angle is an angle of χ (lab frame)
 
 #: Sub-pixels processed per block while building (bounds memory for large detectors).
 _BLOCK_SUBPIXELS = 4_000_000
@@ -281,15 +281,22 @@ def _check_mask(valid_mask: np.ndarray | None, shape: tuple[int, int]) -> np.nda
 def polarization_factor(geometry: Geometry, fraction: float, angle_deg: float) -> np.ndarray:
     """Polarization factor P per pixel (the original SAXSDOG manual, §5.4).
 
-    ``P = F (1 − cos²(φ − A) sin²2θ) + (1 − F)(1 − sin²(φ − A) sin²2θ)`` where φ is the
-    azimuth measured clockwise from the horizontal axis as the image is displayed (the
-    original's convention), ``A`` the angle of the polarization plane and ``F`` the
-    fraction polarized in that plane.  Measured intensities are divided by ``P``.
+    ``P = F (1 − cos²(χ − A) sin²2θ) + (1 − F)(1 − sin²(χ − A) sin²2θ)`` where χ is the
+    package's azimuth (:func:`saxsdog.core.binning.chi_degrees`: clockwise from 3 o'clock
+    on the image as read, in the laboratory frame perpendicular to the beam, as pyFAI's χ,
+    so a tilted detector gives pyFAI's factor too), ``A`` the angle of the polarization
+    plane and ``F`` the fraction polarized in that plane.  Measured intensities are
+    divided by ``P``.  In pyFAI's terms: ``polarization_factor = 2F − 1``,
+    ``axis_offset = −A``.
     """
     tth = geometry.two_theta(1)
-    phi_cw = -geometry.azimuth(1)
+    rc, cc = geometry.pixel_centers(1)
+    dx, dy = geometry._offsets_mm(rc[:, None], cc[None, :])
+    # the plane of polarization is perpendicular to the beam: its angle is an angle of χ,
+    # not of the detector plane (the two differ on a tilted detector)
+    chi = np.radians(chi_degrees(geometry, dx, dy))
     s2 = np.sin(tth) ** 2
-    a = phi_cw - np.radians(angle_deg)
+    a = chi - np.radians(angle_deg)
     factor: np.ndarray = fraction * (1.0 - np.cos(a) ** 2 * s2) + (1.0 - fraction) * (1.0 - np.sin(a) ** 2 * s2)
     return factor
 

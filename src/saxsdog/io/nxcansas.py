@@ -17,7 +17,7 @@ Every frame is one ``SASentry`` with one ``SASdata`` holding a 1-D curve::
         run        = run title
         sasdata01                   @NX_class=NXdata @canSAS_class=SASdata @signal="I"
                                     @I_axes="Q" @Q_indices=[0] @timestamp=ISO-8601 (if known)
-            Q    (nQ)   @units="1/nm"
+            Q    (nQ)   @units="1/nm" ("1/angstrom" for a calibration entry in q_A^-1)
             I    (nQ)   @units="arbitrary" | "1/cm" | "1/m"  @uncertainties="Idev"
                         @saxsdog_unit="counts/pixel" (the curve's own unit, see below)
             Idev (nQ)   @units as I (the error column of the calibration's error model)
@@ -732,7 +732,8 @@ class NXcanSASRunWriter:
 
     def __init__(self, path: _PathLike, q: Iterable[float] | np.ndarray,
                  calibration: Mapping[str, Any] | None = None, title: str = "",
-                 flush_every: int = 64, flush_interval: float = 1.0, unit: str = DEFAULT_UNIT):
+                 flush_every: int = 64, flush_interval: float = 1.0, unit: str = DEFAULT_UNIT,
+                 q_units: str = Q_UNITS):
         h5py = _h5()
         self.path = Path(path)
         self.q = np.ascontiguousarray(np.asarray(q, dtype=np.float64).ravel())
@@ -741,6 +742,9 @@ class NXcanSASRunWriter:
         self.flush_every = max(1, int(flush_every))
         self.flush_interval = float(flush_interval)
         self.unit = unit or DEFAULT_UNIT
+        #: ``Q@units`` of the run's q grid (``1/nm``, or ``1/angstrom`` for a calibration entry
+        #: with ``"Unit": "q_A^-1"``).
+        self.q_units = q_units or Q_UNITS
         #: Frames written to the file so far (buffered ones not counted).
         self.count = 0
         self._buffer: list[tuple] = []
@@ -750,7 +754,7 @@ class NXcanSASRunWriter:
         self._templates: dict[tuple, _Template] = {}
         self._q_path: bytes | None = None
         #: The last frame's own q (one with bins omitted, or another grid) and where it is stored.
-        self._own_q: tuple[np.ndarray, bytes] | None = None
+        self._own_q: tuple[np.ndarray, bytes, str] | None = None
         self._shared_paths: tuple[bytes, bytes] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temporary_name(self.path)
@@ -779,7 +783,8 @@ class NXcanSASRunWriter:
                metadata: Mapping[str, Any] | None = None,
                parameters: Mapping[str, Any] | None = None,
                q: Iterable[float] | np.ndarray | None = None,
-               valid: Iterable[bool] | np.ndarray | None = None, unit: str | None = None) -> None:
+               valid: Iterable[bool] | np.ndarray | None = None, unit: str | None = None,
+               q_units: str | None = None) -> None:
         """Add one frame (cheap: the frame is buffered and written in blocks).
 
         Parameters
@@ -803,6 +808,8 @@ class NXcanSASRunWriter:
             an empty curve in it).
         unit
             saxsdog's unit of I and Idev (default: the writer's ``unit``).
+        q_units
+            ``Q@units`` of this frame's q (default: the writer's ``q_units``).
 
         Raises
         ------
@@ -826,12 +833,15 @@ class NXcanSASRunWriter:
             # them all: an empty SASdata makes sasdata refuse the whole file.
             if keep.any() and not keep.all():
                 qq, ii, dd = np.ascontiguousarray(qq[keep]), ii[keep], dd[keep]
-        if qq is not self.q and qq.shape == self.q.shape and np.array_equal(qq, self.q):
+        qu = str(q_units or self.q_units)
+        if qu != self.q_units:  # another unit: never the run's grid (an own Q with its units)
+            qq = qq.copy() if qq is self.q else qq
+        elif qq is not self.q and qq.shape == self.q.shape and np.array_equal(qq, self.q):
             qq = self.q
         if not self._buffer:
             self._buffer_since = time.monotonic()
         self._buffer.append((str(name), ii, dd, dict(metadata or {}), dict(parameters or {}), qq,
-                             str(unit or self.unit)))
+                             str(unit or self.unit), qu))
         if (len(self._buffer) >= self.flush_every
                 or time.monotonic() - self._buffer_since >= self.flush_interval):
             try:
@@ -976,7 +986,8 @@ class NXcanSASRunWriter:
         return tmpl
 
     def _write_frame(self, name: str, I: np.ndarray, Idev: np.ndarray, metadata: dict,
-                     parameters: dict, q: np.ndarray, unit: str = DEFAULT_UNIT) -> None:
+                     parameters: dict, q: np.ndarray, unit: str = DEFAULT_UNIT,
+                     q_units: str = Q_UNITS) -> None:
         from h5py import h5g, h5o
 
         timestamp = metadata.get("date")
@@ -992,13 +1003,14 @@ class NXcanSASRunWriter:
         link_to: bytes | None = None
         if not own_q:
             link_to = self._q_path
-        elif self._own_q is not None and self._own_q[0].shape == q.shape and np.array_equal(self._own_q[0], q):
+        elif (self._own_q is not None and self._own_q[2] == q_units and self._own_q[0].shape == q.shape
+              and np.array_equal(self._own_q[0], q)):
             link_to = self._own_q[1]  # the same bins left out as in the frame before
         if link_to is None:
             ds = self._file[entry_name.decode()][_DATA_NAME].create_dataset("Q", data=q)
-            _set_attr(ds, "units", Q_UNITS)
+            _set_attr(ds, "units", q_units)
             if own_q:
-                self._own_q = (q, q_path)
+                self._own_q = (q, q_path, q_units)
             else:
                 self._q_path = q_path
         else:
@@ -1103,7 +1115,8 @@ def write_nxcansas(path: _PathLike, frames: Sequence[Mapping[str, Any]],
     frames
         Dicts with ``name`` (str), ``q`` (nm⁻¹), ``I``, ``Idev`` and optionally
         ``metadata`` and ``parameters`` (dicts of scalars), ``valid`` (bool per bin: the
-        others are left out) and ``unit`` (saxsdog's unit of I).  Frames may have different
+        others are left out), ``unit`` (saxsdog's unit of I) and ``q_units`` (``Q@units``,
+        default ``1/nm``; ``1/angstrom`` for q in Å⁻¹).  Frames may have different
         q grids.
     calibration
         Calibration dict (stored as JSON and mapped onto the instrument fields).
@@ -1127,12 +1140,13 @@ def write_nxcansas(path: _PathLike, frames: Sequence[Mapping[str, Any]],
             if key not in fr:
                 raise ValueError(f"frame {k} ({fr.get('name', '?')!r}) has no {key!r}")
     writer = NXcanSASRunWriter(path, frames[0]["q"], calibration, title,
-                               flush_every=max(1, len(frames)), flush_interval=math.inf)
+                               flush_every=max(1, len(frames)), flush_interval=math.inf,
+                               q_units=frames[0].get("q_units") or Q_UNITS)
     try:
         for k, fr in enumerate(frames):
             writer.append(str(fr.get("name", f"frame{k}")), fr["I"], fr["Idev"],
                           fr.get("metadata"), fr.get("parameters"), q=fr["q"], valid=fr.get("valid"),
-                          unit=fr.get("unit"))
+                          unit=fr.get("unit"), q_units=fr.get("q_units"))
     except BaseException:
         writer.abort()
         raise

@@ -31,7 +31,8 @@ def intensity_axis_label(unit: str | None) -> str:
 
 def curve_figure(x: np.ndarray, intensity: np.ndarray, error: np.ndarray | None = None,
                  title: str = "", fig=None, unit: str | None = None,
-                 subtracted: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None):
+                 subtracted: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+                 x_label: str | None = None):
     """A log-intensity plot of a curve with its error band (empty bins left out).
 
     Parameters
@@ -47,6 +48,9 @@ def curve_figure(x: np.ndarray, intensity: np.ndarray, error: np.ndarray | None 
     subtracted
         ``(x, intensity, error)`` of the background-subtracted curve, drawn as a second
         trace (dashed) when given.
+    x_label
+        The x axis label (the integrator's column label: its radial unit, or χ for Phi-mode);
+        default q in nm⁻¹.
     """
     import_optional("matplotlib", "plot", "curve plots (-s)")
     from matplotlib.figure import Figure
@@ -67,7 +71,7 @@ def curve_figure(x: np.ndarray, intensity: np.ndarray, error: np.ndarray | None 
         ax.plot(sx[snz], si[snz], lw=1.2, ls="--", label="I - background")
         ax.legend(loc="upper right", fontsize=8)
     ax.set_yscale("log")
-    ax.set_xlabel("q [nm$^{-1}$]")
+    ax.set_xlabel(x_label or "q [nm$^{-1}$]")
     ax.set_ylabel(intensity_axis_label(unit))
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
@@ -83,15 +87,17 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, format=path.suffix.lstrip("."))
 
 
-def write_curve_plot(curve, path: str | os.PathLike[str], title: str = "", unit: str | None = None) -> None:
+def write_curve_plot(curve, path: str | os.PathLike[str], title: str = "", unit: str | None = None,
+                     x_label: str | None = None) -> None:
     """Write a curve (a :class:`~saxsdog.core.integrators.Curve`) as SVG/PNG by suffix.
 
     Its background-subtracted curve, if it has one, is drawn too; ``unit`` defaults to the
-    curve's own.
+    curve's own; ``x_label`` labels the x axis (default q in nm⁻¹).
     """
     sub = curve.subtracted
     _save(curve_figure(curve.x, curve.intensity, curve.poisson, title, unit=unit or curve.unit,
-                       subtracted=None if sub is None else (sub.x, sub.intensity, sub.poisson)), Path(path))
+                       subtracted=None if sub is None else (sub.x, sub.intensity, sub.poisson),
+                       x_label=x_label), Path(path))
 
 
 def write_image_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
@@ -218,13 +224,17 @@ class PlotMonitor:
 
     def update(self, x: Sequence[float], intensity: Sequence[float], error: Sequence[float] | None,
                title: str, unit: str | None = None,
-               subtracted: tuple[Sequence[float], Sequence[float], Sequence[float] | None] | None = None) -> None:
-        """Show a curve (``unit`` on the axis, a background-subtracted curve as a second trace)."""
+               subtracted: tuple[Sequence[float], Sequence[float], Sequence[float] | None] | None = None,
+               x_label: str | None = None) -> None:
+        """Show a curve (``unit`` on the axis, a background-subtracted curve as a second trace,
+        ``x_label`` the x column's label)."""
         sub = None if subtracted is None else (np.asarray(subtracted[0]), np.asarray(subtracted[1]), None)
         err = None if error is None else np.asarray(error)
         if self.interactive and self._plt is not None:
-            curve_figure(np.asarray(x), np.asarray(intensity), err, title, fig=self._fig, unit=unit, subtracted=sub)
+            curve_figure(np.asarray(x), np.asarray(intensity), err, title, fig=self._fig, unit=unit, subtracted=sub,
+                         x_label=x_label)
             self._plt.pause(0.001)
         else:
             self.png.parent.mkdir(parents=True, exist_ok=True)
-            _save(curve_figure(np.asarray(x), np.asarray(intensity), err, title, unit=unit, subtracted=sub), self.png)
+            _save(curve_figure(np.asarray(x), np.asarray(intensity), err, title, unit=unit, subtracted=sub,
+                               x_label=x_label), self.png)

@@ -422,6 +422,7 @@ class RunSink:
             return
         if not run.writers:
             from ..io.nxcansas import NXcanSASRunWriter
+            from .worker import nx_q_units
 
             make_output_folder(self.folder, self.confine_to)
             if self.confine_to is not None:
@@ -431,8 +432,9 @@ class RunSink:
             sources = run.sources or [(k, False) for k, _ in self.integrators]
             try:
                 for (k, _), path in zip(sources, run.paths):
-                    writers.append(NXcanSASRunWriter(path, self.calibration.integrators[k].x,
-                                                     self.calibration.raw, title=run.name))
+                    it = self.calibration.integrators[k]
+                    writers.append(NXcanSASRunWriter(path, it.x, self.calibration.raw, title=run.name,
+                                                     q_units=nx_q_units(it) or "1/nm"))
             except BaseException:
                 for w in writers:
                     w.abort()

@@ -170,14 +170,16 @@ class ImageProcessor:
             c = curves[i]
             title = name if i == 0 else f"{name} [{self.suffixes[i].lstrip('_') or i}]"
             frames.append({"name": title, "q": c.x, "I": c.intensity, "Idev": c.poisson, "valid": _with_data(c),
-                           "unit": c.unit, "metadata": meta, "parameters": _frame_parameters(c)})
+                           "unit": c.unit, "metadata": meta, "parameters": _frame_parameters(c),
+                           "q_units": nx_q_units(self.calibration.integrators[i])})
         for i in self.nx_index:  # the background-subtracted curves after the unsubtracted ones
             s = curves[i].subtracted
             if s is not None:
                 tag = (self.suffixes[i] + "_sub").lstrip("_")
                 frames.append({"name": f"{name} [{tag}]", "q": s.x, "I": s.intensity, "Idev": s.poisson,
                                "valid": _with_data(s), "unit": s.unit, "metadata": meta,
-                               "parameters": _frame_parameters(s)})
+                               "parameters": _frame_parameters(s),
+                               "q_units": nx_q_units(self.calibration.integrators[i])})
         write_nxcansas(path, frames, self.calibration.raw, title=name)
 
     def _chi_of(self, i: int, curve) -> bytes:
@@ -253,12 +255,13 @@ class ImageProcessor:
             make_output_folder(base.parent, confine)
             if self.options.write_svg:
                 svg = base.with_name(base.name + ".svg")
+                first, x_label = _plotted_curve(self.calibration.integrators[0], curves[0])
                 if confine is None:
                     from .plots import write_curve_plot
 
-                    write_curve_plot(curves[0], svg, title=Path(task.path).name, unit=curves[0].unit)
+                    write_curve_plot(first, svg, title=Path(task.path).name, unit=first.unit, x_label=x_label)
                 else:  # rendered in memory, written like the .chi files (checked at the write)
-                    write_output_bytes(svg, _curve_svg(curves[0], Path(task.path).name), confine)
+                    write_output_bytes(svg, _curve_svg(first, Path(task.path).name, x_label), confine)
             if self.options.write_png:
                 png = base.with_name(base.name + ".png")
                 if confine is None:
@@ -300,10 +303,18 @@ class ImageProcessor:
         )
 
 
+#: ``Q@units`` in NXcanSAS of the radial units that are a q (the others keep ``.chi`` files).
+NX_Q_UNITS = {"q_nm^-1": "1/nm", "q_A^-1": "1/angstrom"}
+
+
 def nxcansas_curve(integrator) -> bool:
-    """Whether an integrator's curves go into NXcanSAS files: I(q) with q in nm⁻¹."""
-    return (integrator.kind not in ("Phi", "Cake")
-            and integrator.operator.meta.get("unit", "q_nm^-1") == "q_nm^-1")
+    """Whether an integrator's curves go into NXcanSAS files: I(q), q in nm⁻¹ or Å⁻¹."""
+    return integrator.kind not in ("Phi", "Cake") and nx_q_units(integrator) is not None
+
+
+def nx_q_units(integrator) -> str | None:
+    """NXcanSAS ``Q@units`` of an integrator's x (``None``: its x is not a q)."""
+    return NX_Q_UNITS.get(integrator.operator.meta.get("unit", "q_nm^-1"))
 
 
 def _cake_graph(integrator, curve, suffix: str, labels: list[str]) -> dict[str, Any]:
@@ -316,7 +327,21 @@ def _cake_graph(integrator, curve, suffix: str, labels: list[str]) -> dict[str, 
             "cake": cake_preview(integrator, curve)}
 
 
-def _curve_svg(curve, title: str) -> bytes:
+def _plotted_curve(integrator, curve) -> tuple[Any, str]:
+    """The curve a plot of an integrator's result shows and its x label: the curve itself, or
+    for a cake its azimuthal average (as the live plots show it), over the radial centres."""
+    if integrator.kind != "Cake":
+        return curve, integrator.x_label
+    import dataclasses
+
+    from ..io.cake import azimuthal_profile
+
+    intensity, error = azimuthal_profile(integrator, curve)
+    return dataclasses.replace(curve, x=integrator.x, intensity=intensity, poisson=error, stddev=None,
+                               valid=intensity != 0, subtracted=None), integrator.x_label
+
+
+def _curve_svg(curve, title: str, x_label: str | None = None) -> bytes:
     """The SVG of :func:`~saxsdog.pipeline.plots.write_curve_plot`, in memory."""
     import io
 
@@ -326,7 +351,7 @@ def _curve_svg(curve, title: str) -> bytes:
 
     sub = curve.subtracted
     fig = curve_figure(curve.x, curve.intensity, curve.poisson, title, unit=curve.unit,
-                       subtracted=None if sub is None else (sub.x, sub.intensity, sub.poisson))
+                       subtracted=None if sub is None else (sub.x, sub.intensity, sub.poisson), x_label=x_label)
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="svg")

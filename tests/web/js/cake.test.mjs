@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { cakeFigure } from "../../../src/saxsdog/server/static/cake.js";
+import { cakeFigure, continuousChi } from "../../../src/saxsdog/server/static/cake.js";
 
 const graph = {
   kind: "Cake", conf: { Name: "map" }, columnLabels: ["Scattering Vector  q [$nm^{-1}$]", "Intensity (Count/Pixel)"],
@@ -25,4 +25,12 @@ test("cake heatmap: axes, labels, gaps", () => {
 test("cake heatmap: log scale leaves out what a log cannot show", () => {
   const { trace } = cakeFigure(graph, true);
   assert.deepEqual(trace.z, [[0, 1, null], [2, null, 3]]);
+});
+
+test("cake heatmap: a wrap-around sector keeps its rows in order", () => {
+  // AzimuthRange [170, -170]: the χ centres wrap through 180° (pyFAI's range); the image's axis runs on
+  assert.deepEqual(continuousChi([172.5, 177.5, -177.5, -172.5]), [172.5, 177.5, 182.5, 187.5]);
+  assert.deepEqual(continuousChi([-90, 90]), [-90, 90]);
+  const { trace } = cakeFigure({ ...graph, cake: { ...graph.cake, chi: [175, -175] } });
+  assert.deepEqual(trace.y, [175, 185]);
 });

@@ -6,14 +6,27 @@
 import { $, el } from "./dom.js";
 import { plainLabel } from "./plots.js";
 
+/** χ centres of a sector as a continuous axis: a wrap-around sector ([170, -170]: centres
+ * 172.5 … 177.5, -177.5 … -172.5) runs on past 180° so the rows stay in order (pure). */
+export function continuousChi(chi) {
+  const out = [];
+  let turn = 0;
+  chi.forEach((v, i) => {
+    if (i > 0 && v + turn < out[i - 1]) turn += 360;  // bins grow clockwise: a drop is the wrap
+    out.push(v + turn);
+  });
+  return out;
+}
+
 /** Plotly heatmap trace and layout of one cake graph (pure: unit-tested). */
 export function cakeFigure(g, logz = false) {
   const c = g.cake;
   const z = c.z.map(row => row.map(v => (v === null || (logz && !(v > 0))) ? null : (logz ? Math.log10(v) : v)));
+  const chi = continuousChi(c.chi);
   const xlabel = g.columnLabels && g.columnLabels[0] ? plainLabel(g.columnLabels[0]) : c.unit;
   const name = (g.conf && g.conf.Name) ? ` (${g.conf.Name})` : "";
   return {
-    trace: { type: "heatmap", x: c.radial, y: c.chi, z, colorscale: "Viridis", hoverongaps: false,
+    trace: { type: "heatmap", x: c.radial, y: chi, z, colorscale: "Viridis", hoverongaps: false,
       colorbar: { title: { text: logz ? "log₁₀ I" : "I" }, thickness: 10 } },
     layout: {
       title: { text: `cake ${c.shape[0]} × ${c.shape[1]}${name}`, font: { size: 12 } },
