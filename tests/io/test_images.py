@@ -549,6 +549,31 @@ def test_eiger_data_is_bitshuffle_lz4(eiger, tmp_path):
         assert "32008" in f["entry/data/data"]._filters  # bitshuffle filter id
 
 
+def _open_files_under(folder) -> list[str]:
+    import os
+
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            names.append(target)
+    return names
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to list open files")
+def test_eiger_files_are_closed_after_reading_while_frames_are_kept(eiger, tmp_path):
+    # The frames' header fields keep their source; the files it opened (the master and
+    # the data files its external links name) must still be closed, or workers forked
+    # later share the HDF5 library's open file and their reads fail.
+    master, stack = eiger
+    kept = list(iter_frames(master, expected_shape=(64, 48)))
+    assert _open_files_under(tmp_path) == []
+    assert len(kept) == 5 and kept[0].metadata["header"] is not None
+
+
 def test_eiger_master_reads_all_frames(eiger):
     master, stack = eiger
     assert count_frames(master) == 5

@@ -122,6 +122,11 @@ class H5Source(SourceBase):
             except Exception:  # noqa: BLE001
                 pass
             self.file = None
+        # The image datasets of an Eiger master live in the files its external links name:
+        # dropping them closes those files too, even while a frame's LazyHeaderFields keeps
+        # this source (an HDF5 file left open in a process that then forks workers is
+        # shared with them by the HDF5 library, and their reads of it fail).
+        self.segments = []
 
     # -- opening ------------------------------------------------------------ #
     def _open(self) -> None:
