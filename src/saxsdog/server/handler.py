@@ -71,7 +71,7 @@ _DEFAULT: Any = object()
 
 #: The plotdata history's columns that every row fills itself.
 _PLOT_FIXED = frozenset(("path", "frame", "time", "processed", "I0", "I1", "I2", "invariant", "correlation_length",
-                         "error"))
+                         "dummy_pixels", "error"))
 
 
 class CommandError(SaxsdogError):
