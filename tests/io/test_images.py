@@ -280,6 +280,30 @@ def test_big_endian_tiff_is_returned_native(tmp_path):
     np.testing.assert_array_equal(frame.data, data)
 
 
+def test_frames_are_read_into_a_reused_buffer(tmp_path):
+    """iter_frames(buffer=...) fills one array frame after frame (no new 4 MB array each
+    time), little- and big-endian alike, with the same pixels as a plain read."""
+    from saxsdog.io.images import ReadBuffer
+
+    buf = ReadBuffer()
+    first = _pattern()
+    second = first[::-1].copy() * 3
+    p1 = _write_tiff(tmp_path / "a.tif", first)
+    p2 = _write_tiff(tmp_path / "b.tif", second, byteorder=">")
+    (f1,) = iter_frames(p1, buffer=buf)
+    np.testing.assert_array_equal(f1.data, first)
+    address = f1.data.__array_interface__["data"][0]
+    (f1_again,) = iter_frames(p1, buffer=buf)
+    assert f1_again.data.__array_interface__["data"][0] == address  # the same memory, reused
+    (f2,) = iter_frames(p2, buffer=buf)  # another byte order: its own array, swapped in place
+    assert f2.data.dtype.isnative
+    np.testing.assert_array_equal(f2.data, second)
+    (f2_again,) = iter_frames(p2, buffer=buf)
+    assert f2_again.data.__array_interface__["data"][0] == f2.data.__array_interface__["data"][0]
+    np.testing.assert_array_equal(f2_again.data, second)
+    np.testing.assert_array_equal(read_image(p2).data, second)  # without a buffer: unchanged
+
+
 def test_multistrip_tiff(tmp_path):
     data = _pattern(shape=(100, 30))
     p = _write_tiff(tmp_path / "ms.tif", data, rowsperstrip=7)
