@@ -218,10 +218,7 @@ class ImageQueue:
         """Fork the workers and start dispatching."""
         if self._thread is not None:
             return self
-        # Compile the kernels in the parent so forked workers inherit them.
-        import numpy as np
-
-        self.calibration.curves(np.zeros(self.calibration.shape, dtype=np.int32))
+        self._warm_up()
         if self._pool_factory is local_pool:
             self._arena = PayloadArena(max(1, self.options.workers) * PREFETCH + 2)
             self._pool = local_pool(self.calibration, self.options, self._arena)
@@ -230,6 +227,27 @@ class ImageQueue:
         self._thread = threading.Thread(target=self._run, name="saxsdog-dispatcher", daemon=True)
         self._thread.start()
         return self
+
+    def _warm_up(self) -> None:
+        """Load every compiled function a frame needs in the parent, so forked workers inherit them.
+
+        The integration kernels, the ``.chi`` formatter and the stream decoder's block
+        scanner: each loads from numba's cache in milliseconds to a few hundred (the
+        first one pays for numba's own start), which every worker (and every replacement
+        of a lost one) would otherwise pay on its first frame.
+        """
+        import numpy as np
+
+        curves = self.calibration.curves(np.zeros(self.calibration.shape, dtype=np.int32))
+        try:
+            self.calibration.chi_bytes(curves)
+            from ..io.codecs import _block_scanner
+
+            scan = _block_scanner()
+            if scan is not None:
+                scan(np.zeros(8, dtype=np.uint8), 0, 8, 0)
+        except Exception:  # a warm-up only: the workers load what failed here themselves
+            log.debug("warm-up of the formatter or decoder failed", exc_info=True)
 
     def push(self, path: str | os.PathLike[str], force: bool = False) -> None:
         """Queue an image file (thread-safe; duplicates are merged).
