@@ -218,7 +218,8 @@ class ImageQueue:
         """Fork the workers and start dispatching."""
         if self._thread is not None:
             return self
-        self._warm_up()
+        if getattr(self._pool_factory, "forks_workers", True):
+            self._warm_up()  # forked workers inherit it (a Dask cluster's workers load their own)
         if self._pool_factory is local_pool:
             self._arena = PayloadArena(max(1, self.options.workers) * PREFETCH + 2)
             self._pool = local_pool(self.calibration, self.options, self._arena)
