@@ -58,6 +58,13 @@ _PR_SET_PDEATHSIG = 1
 _HEARTBEAT: mmap.mmap | None = None
 
 
+def _readable_now(fd: int) -> bool:
+    """Whether ``fd`` has data (or EOF) to read right now (poll: any descriptor number)."""
+    p = select.poll()
+    p.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(p.poll(0))
+
+
 class TaskProcessor(Protocol):
     """What a worker's processor factory makes: one call per task, results in a list."""
 
@@ -440,12 +447,15 @@ class WorkerPool:
             if obj in conns:
                 w = conns[obj]
                 try:
-                    while w.conn.poll():
+                    while True:
                         task_id, results = w.conn.recv()
                         task = w.inflight.pop(task_id, None)
                         w.busy_since = time.monotonic() if w.inflight else None
                         if task is not None:
                             done.append((task, results))
+                        # more already there? (Connection.poll would build a selector each time)
+                        if not _readable_now(obj):
+                            break
                 except (EOFError, OSError):
                     dead.add(w)
             else:
