@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import queue as _queue
+import sys
 import threading
 import time
 import weakref
@@ -232,8 +233,8 @@ class ImageQueue:
     def _warm_up(self) -> None:
         """Load every compiled function a frame needs in the parent, so forked workers inherit them.
 
-        The integration kernels, the ``.chi`` formatter and the stream decoder's block
-        scanner: each loads from numba's cache in milliseconds to a few hundred (the
+        The integration kernels, the ``.chi`` formatter and, when a stream source is
+        loaded, the stream decoder's block scanner: each loads from numba's cache in milliseconds to a few hundred (the
         first one pays for numba's own start), which every worker (and every replacement
         of a lost one) would otherwise pay on its first frame.
         """
@@ -242,11 +243,12 @@ class ImageQueue:
         curves = self.calibration.curves(np.zeros(self.calibration.shape, dtype=np.int32))
         try:
             self.calibration.chi_bytes(curves)
-            from ..io.codecs import _block_scanner
+            if "saxsdog.io.codecs" in sys.modules:  # a stream source is in use (files need no decoder)
+                from ..io.codecs import _block_scanner
 
-            scan = _block_scanner()
-            if scan is not None:
-                scan(np.zeros(8, dtype=np.uint8), 0, 8, 0)
+                scan = _block_scanner()
+                if scan is not None:
+                    scan(np.zeros(8, dtype=np.uint8), 0, 8, 0)
         except Exception:  # a warm-up only: the workers load what failed here themselves
             log.debug("warm-up of the formatter or decoder failed", exc_info=True)
 
