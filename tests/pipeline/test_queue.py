@@ -323,3 +323,24 @@ def test_worker_frame_names_are_the_run_file_names(cal, tmp_path):
     for image, top in cases:
         for index, n in ((0, 1), (3, 10)):
             assert proc._frame_name(str(image), str(top), index, n) == frame_name(image, top, index, n)
+
+
+def test_the_parent_warms_up_only_for_workers_it_forks(cal, tmp_path, monkeypatch):
+    """The kernels and the .chi formatter are loaded before forking (the workers inherit them);
+    a backend whose workers are not forked from the queue's process (a Dask cluster) skips it."""
+    from saxsdog.io import fastfloat
+    from saxsdog.pipeline.backends import InlineBackend
+    from saxsdog.pipeline.dask_pool import dask_pool_factory
+
+    assert dask_pool_factory("tcp://127.0.0.1:1").forks_workers is False
+    q = ImageQueue(cal, tmp_path, QueueOptions(), pool_factory=InlineBackend.factory()).start()
+    q.stop()
+    assert fastfloat._table_into.signatures  # the formatter's compiled code is loaded in the parent
+    calls = []
+    monkeypatch.setattr(ImageQueue, "_warm_up", lambda self: calls.append(1))
+    not_forked = InlineBackend.factory()
+    not_forked.forks_workers = False
+    ImageQueue(cal, tmp_path, QueueOptions(), pool_factory=not_forked).start().stop()
+    assert calls == []
+    ImageQueue(cal, tmp_path, QueueOptions(), pool_factory=InlineBackend.factory()).start().stop()
+    assert calls == [1]
