@@ -97,6 +97,10 @@ def main() -> None:
         report.add("operator build, cold", (time.perf_counter() - t) * 1e3, "ms", key="build_cold_ms")
 
         report.section("the saxsdog command (start-up included, operator cached)")
+        link_images(args.data / "buf1_00000.tif", tmp / "two", 2)
+        startup = min(run_command(cal_path, tmp / "two", tmp / f"out_two{k}", args.workers, "chi") for k in range(3))
+        report.add("start-up: the command on 2 images, best of 3", startup * 1e3, "ms", key="command_startup_ms",
+                   note="imports, calibration, kernel warm-up, fork, 2 frames, exit")
         wall = run_command(cal_path, tmp / "run", tmp / "out_chi", args.workers, "chi")
         chi_fps = args.images / wall
         report.add(".chi per image", chi_fps, "frames/s", ">= 900", key="command_chi_fps")
