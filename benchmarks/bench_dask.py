@@ -1,156 +1,173 @@
-"""Benchmark: the local worker pool versus the Dask backend on the same images, in one run.
+"""Benchmark: the whole ``saxsdog --scheduler ADDRESS`` command on a running Dask cluster
+versus the same command with its local pool, on the same images, in one run.
 
 Usage::
 
-    python benchmarks/bench_dask.py [--data ../shared/data] [-n 1000] [--workers 2]
-                                    [--batch-size 8] [--repeat 2]
+    python benchmarks/bench_dask.py [--images 1000] [--workers 2] [--repeat 3] [--json out.json] [--quick]
 
-Processes N hard links of the real Pilatus 1M image ``buf1_00000.tif`` (one copy, so it is
-read from the page cache) with ``cal.json``, writing .chi files to a temporary folder, once
-with the local pool and once on a ``LocalCluster`` of single-threaded worker processes.
-Startup (forking workers, starting the cluster, shipping the operator) is timed apart; the
-rates cover queueing the directory until the last result is in the history.  Prints one
-table: frames/s of both, their ratio (target >= 85 %), and the Dask per-task overhead,
-measured two ways: the round trip of an empty batch, and the extra wall time per dask task
-compared with the local pool.
+The benchmark starts a cluster on this machine as a user would (``dask scheduler`` and
+``dask worker --nworkers WORKERS --nthreads 1``, separate processes), waits for its workers,
+then runs, alternating, ``saxsdog -c CAL -t WORKERS -o OUT -S FOLDER`` (local pool) and
+``saxsdog -c CAL --scheduler ADDRESS -o OUT -S FOLDER`` on N hard links of the real Pilatus
+1M image (page cache).  Wall time covers the whole command, start-up included (for Dask:
+connecting, shipping the calibration to the workers); the best of ``--repeat`` runs of each
+is kept (the machine may be shared).  Every run's outputs are checked: N ``.chi`` files, the
+first one byte-identical between both backends.  Also reported: the CPU time of the cluster's
+processes per image (from /proc, before and after the Dask runs) and the round trip of an
+empty Dask task (the per-task overhead).  ``--quick``: a few images, one run each.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def cpu_seconds() -> tuple[float, dict[int, float]]:
-    """CPU seconds of this process (coordinator, and the in-process Dask scheduler), and of
-    each live descendant process (workers, nannies) by pid."""
+from _harness import Report, cpu_seconds, parser  # noqa: E402
+
+
+def start_cluster(tmp: Path, workers: int) -> tuple[str, list[subprocess.Popen]]:
+    """``dask scheduler`` + ``dask worker`` processes; returns (address, processes) once the workers are up."""
+    from distributed import Client
+
+    sched_file = tmp / "scheduler.json"
+    bindir = Path(sys.executable).parent
+    dask_cmd = [str(bindir / "dask")]  # the dask command of this environment
+    env = os.environ.copy()
+    log = open(tmp / "cluster.log", "wb")  # noqa: SIM115 - closed with the processes
+    procs = [subprocess.Popen([*dask_cmd, "scheduler", "--scheduler-file", str(sched_file), "--port", "0",
+                               "--no-dashboard", "--host", "127.0.0.1"], stdout=log, stderr=log, env=env)]
+    deadline = time.monotonic() + 120
+    while not sched_file.exists():
+        if time.monotonic() > deadline or procs[0].poll() is not None:
+            raise RuntimeError(f"dask scheduler did not start: {(tmp / 'cluster.log').read_text()[-2000:]}")
+        time.sleep(0.1)  # polling for a file another process writes
+    procs.append(subprocess.Popen([*dask_cmd, "worker", "--scheduler-file", str(sched_file), "--nworkers",
+                                   str(workers), "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+                                  stdout=log, stderr=log, env=env))
+    with Client(scheduler_file=str(sched_file), timeout=60) as client:
+        client.wait_for_workers(workers, timeout=120)
+        address = client.scheduler.address
+    return address, procs
+
+
+def stop_cluster(procs: list[subprocess.Popen]) -> None:
+    for p in reversed(procs):
+        p.terminate()
+    for p in reversed(procs):
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def descendants(pid: int) -> list[int]:
     import psutil
 
-    me = psutil.Process()
-    t = me.cpu_times()
-    children = {}
-    for p in me.children(recursive=True):
-        try:
-            c = p.cpu_times()
-            children[p.pid] = c.user + c.system
-        except psutil.Error:
-            pass
-    return t.user + t.system, children
-
-
-def timed_run(cal, root: Path, out: Path, workers: int, pool_factory=None) -> dict[str, float]:
-    """Startup and processing seconds, frames, and CPU seconds of one queue run."""
-    from saxsdog.pipeline import QueueOptions
-    from saxsdog.pipeline.queue import ImageQueue
-
-    t0 = time.perf_counter()
-    q = ImageQueue(cal, root, QueueOptions(workers=workers, out_dir=out), pool_factory=pool_factory).start()
-    t1 = time.perf_counter()
-    cpu0, kids0 = cpu_seconds()
-    q.fill_from_directory()
-    if not q.wait_until_idle(600):
-        raise RuntimeError("the run did not finish within 10 minutes")
-    t2 = time.perf_counter()
-    cpu1, kids1 = cpu_seconds()  # before stop(): local workers still alive
-    q.stop()
-    if q.history.failures:
-        raise RuntimeError(f"{len(q.history.failures)} image(s) failed, e.g. {next(iter(q.history.failures.items()))}")
-    return {"startup": t1 - t0, "time": t2 - t1, "frames": q.history.processed, "coordinator_cpu": cpu1 - cpu0,
-            "worker_cpu": sum(v - kids0.get(pid, 0.0) for pid, v in kids1.items())}
-
-
-def empty_batch_round_trip(cal, address: str, repeat: int = 200) -> float:
-    """Median seconds to submit an empty batch and gather its (empty) result."""
-    from saxsdog.pipeline import QueueOptions
-    from saxsdog.pipeline.dask_pool import DaskPool, process_batch
-
-    pool = DaskPool(cal, QueueOptions(), address)
     try:
+        return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of the reaped child processes so far (and theirs)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_command(cal: Path, src: Path, out: Path, extra: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and its workers) of one ``saxsdog`` run, start-up included."""
+    if out.exists():
+        shutil.rmtree(out)
+    cmd = [sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(cal), "-o", str(out), "-S", *extra, str(src)]
+    cpu0 = children_cpu()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"saxsdog {' '.join(extra)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return elapsed, children_cpu() - cpu0
+
+
+def empty_task_round_trip(address: str, repeat: int) -> float:
+    """Median seconds to submit a task that does nothing and gather its result."""
+    from distributed import Client
+
+    with Client(address, timeout=60) as client:
         times = []
         for _ in range(repeat):
             t = time.perf_counter()
-            pool.client.submit(process_batch, pool.token, [], pure=False).result()
+            client.submit(len, [], pure=False).result()
             times.append(time.perf_counter() - t)
-        return statistics.median(times)
-    finally:
-        pool.close()
+    return statistics.median(times)
 
 
 def main() -> None:
-    here = Path(__file__).resolve().parent
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=here.parent / ".." / "shared" / "data",
-                    help="folder with buf1_00000.tif and cal.json")
-    ap.add_argument("-n", "--images", type=int, default=1000, help="images per run (default 1000)")
-    ap.add_argument("--workers", type=int, default=2, help="worker processes of both backends")
-    ap.add_argument("--batch-size", type=int, default=None, help="images per dask task (default: the pool's)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per backend, alternating; best is kept")
+    ap = parser(__doc__)
+    ap.add_argument("--images", "-n", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per backend, alternating; the best is kept")
     args = ap.parse_args()
-
-    from distributed import LocalCluster
+    if args.quick:
+        args.images, args.repeat = 12, 1
 
     from saxsdog import Calibration
-    from saxsdog.pipeline.dask_pool import DEFAULT_BATCH_SIZE, dask_pool_factory
+    from saxsdog.testing import link_images
 
-    batch = args.batch_size or DEFAULT_BATCH_SIZE
     n = args.images
-    with tempfile.TemporaryDirectory(prefix="saxsdog-bench-") as tmp:
-        tmp = Path(tmp)
-        cal = Calibration(args.data / "cal.json", cache=tmp / "cache")
-        from saxsdog.testing import link_images
-
+    report = Report(f"saxsdog command: Dask cluster vs local pool, {args.workers} workers, {n} images", args)
+    with tempfile.TemporaryDirectory(prefix="saxsdog-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ["SAXSDOG_CACHE_DIR"] = str(tmp / "cache")
+        cal_path = args.data / "cal.json"
+        Calibration(cal_path)  # fills the operator cache both backends read
         link_images(args.data / "buf1_00000.tif", tmp / "run", n)
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0")
+        address, procs = start_cluster(tmp, args.workers)
+        report.context["cluster"] = f"dask scheduler + dask worker --nworkers {args.workers} --nthreads 1 at {address}"
         try:
-            factory = dask_pool_factory(cluster.scheduler_address, batch_size=batch)
-            local, dask = [], []
-            for r in range(args.repeat):
-                local.append(timed_run(cal, tmp / "run", tmp / f"local{r}", args.workers))
-                dask.append(timed_run(cal, tmp / "run", tmp / f"dask{r}", args.workers, factory))
-                for d in (tmp / f"local{r}", tmp / f"dask{r}"):
-                    shutil.rmtree(d)
-            rtt = empty_batch_round_trip(cal, cluster.scheduler_address)
+            local: list[float] = []
+            dask: list[float] = []
+            local_cpu: list[float] = []
+            dask_cpu: list[float] = []  # the command's own and the cluster's processes'
+            for _ in range(args.repeat):
+                wall, cpu = run_command(cal_path, tmp / "run", tmp / "out_local", ["-t", str(args.workers)])
+                local.append(wall)
+                local_cpu.append(cpu)
+                pids = [q for p in procs for q in descendants(p.pid)]
+                before = sum(cpu_seconds(p) for p in pids)
+                wall, cpu = run_command(cal_path, tmp / "run", tmp / "out_dask", ["--scheduler", address])
+                dask.append(wall)
+                dask_cpu.append(cpu + sum(cpu_seconds(p) for p in pids) - before)
+                for out in ("out_local", "out_dask"):
+                    written = sorted((tmp / out).glob("*.chi"))
+                    report.check(len(written) == n, f"{out}: {len(written)} .chi files for {n} images")
+                report.check((tmp / "out_local" / written[0].name).read_bytes() == written[0].read_bytes(),
+                             "the Dask run's .chi differs from the local pool's")
+            rtt = empty_task_round_trip(address, 20 if args.quick else 200)
         finally:
-            cluster.close()
-
-    lb = min(local, key=lambda r: r["time"])
-    db = min(dask, key=lambda r: r["time"])
-    assert lb["frames"] == db["frames"] == n, (lb["frames"], db["frames"], n)
-    l_fps, d_fps = n / lb["time"], n / db["time"]
-    tasks = -(-n // batch)
-    extra = db["time"] - lb["time"]
-    l_cpu = lb["coordinator_cpu"] + lb["worker_cpu"]
-    d_cpu = db["coordinator_cpu"] + db["worker_cpu"]
-    extra_cpu = d_cpu - l_cpu
-
-    def cpu_note(r: dict[str, float]) -> str:
-        return (f"startup {r['startup']:5.2f} s; CPU/image: coordinator {r['coordinator_cpu'] / n * 1e3:.2f} ms,"
-                f" workers {r['worker_cpu'] / n * 1e3:.2f} ms")
-
-    rows = [
-        ("local pool (forked workers)", f"{l_fps:8.1f} frames/s", cpu_note(lb)),
-        (f"Dask LocalCluster ({args.workers}x1 thread, batch {batch})", f"{d_fps:8.1f} frames/s", cpu_note(db)),
-        ("ratio Dask / local", f"{100 * d_fps / l_fps:8.1f} %", "target >= 85 % (wall time: sensitive to other load)"),
-        ("CPU efficiency local / Dask", f"{100 * l_cpu / d_cpu:8.1f} %", "CPU per image of all processes"),
-        ("empty batch round trip (submit + gather)", f"{rtt * 1e3:8.2f} ms", "latency per dask task, unloaded"),
-        ("(Dask - local) wall time per dask task", f"{extra / tasks * 1e3:8.2f} ms",
-         f"{tasks} tasks; per image {extra / n * 1e3:.2f} ms"),
-        ("(Dask - local) CPU time per dask task", f"{extra_cpu / tasks * 1e3:8.2f} ms",
-         f"all processes; per image {extra_cpu / n * 1e3:.2f} ms"),
-    ]
-    print(f"\n{n} Pilatus 1M images (hard links, page cache), {args.workers} workers, "
-          f"{os.cpu_count()} cores; best of {args.repeat} runs each (load average {os.getloadavg()[0]:.1f})")
-    w = max(len(r[0]) for r in rows)
-    print(f"{'measurement':<{w}}  {'value':>17}  note")
-    print("-" * (w + 90))
-    for name, value, note in rows:
-        print(f"{name:<{w}}  {value:>17}  {note}")
+            stop_cluster(procs)
+    l_fps, d_fps = n / min(local), n / min(dask)
+    report.add("local pool: saxsdog -t WORKERS", l_fps, "frames/s", key="local_fps",
+               note=f"median {n / statistics.median(local):.0f}")
+    report.add("Dask: saxsdog --scheduler ADDRESS", d_fps, "frames/s", key="dask_fps",
+               note=f"median {n / statistics.median(dask):.0f}")
+    report.add("Dask / local", 100 * d_fps / l_fps, "%", ">= 90", key="dask_ratio")
+    report.add("local pool: CPU per image, all processes", min(local_cpu) / n * 1e3, "ms", key="local_cpu_ms",
+               note="the command and its workers, start-up included")
+    report.add("Dask: CPU per image, all processes", min(dask_cpu) / n * 1e3, "ms", key="dask_cpu_ms",
+               note="the command, the scheduler, nannies and workers")
+    report.add("Dask: empty task round trip", rtt * 1e3, "ms", key="dask_rtt_ms")
+    report.finish()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_soak.py [--rate 200] [--duration 60] [--workers 2]
+    python benchmarks/bench_soak.py [--rate 200] [--duration 60] [--workers 2] [--json out.json] [--quick]
 
 A ``saxsdogserver`` subprocess (as users run it) gets ``new`` with the real calibration and
 mask.  A detector is simulated by making each image appear (a hard link of the real
@@ -18,12 +18,13 @@ Pilatus 1M image) right before the feeder announces it, at ``--rate`` events/s f
 
 At the end every announced image must have exactly one whole ``.chi`` output and one row in
 ``results/filelist.txt``.  The table gives images lost, processed twice, the restart time
-and the event-to-result latency.
+and the event-to-result latency; a lost image, one processed twice, an incomplete output or
+a worker left alive fails the benchmark (also in ``--quick``: 240 events at 40/s, every fault
+still struck, timings meaningless).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -39,6 +40,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _harness import Report, parser  # noqa: E402
 
 
 def _mount_tmpfs(folder: Path, size_mb: int) -> bool:
@@ -112,13 +116,14 @@ class ServerProcess:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=HERE.parent / ".." / "shared" / "data")
+    ap = parser(__doc__)
     ap.add_argument("--rate", type=float, default=200.0, help="events per second")
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of announcements")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--task-timeout", type=float, default=10.0, help="the server's stalled-task deadline (s)")
     args = ap.parse_args()
+    if args.quick:
+        args.rate, args.duration = 40.0, 6.0
 
     from saxsdog.feeder import Feeder
     from saxsdog.protocol.client import LeashClient, build_new_request
@@ -163,7 +168,7 @@ def main() -> None:
             filler = base / "filler.bin"
             schedule = {int(n * 0.15): "kill worker", int(n * 0.30): "stop worker",
                         int(n * 0.50): "kill server", int(n * 0.70): "fill disk",
-                        int(n * 0.70) + int(args.rate * 5): "free disk"}
+                        min(n - 1, int(n * 0.70) + int(args.rate * 5)): "free disk"}
             with Feeder(f"tcp://127.0.0.1:{fport}") as feeder:
                 assert feeder.wait_for_subscriber(10)
                 time.sleep(0.5)
@@ -208,6 +213,8 @@ def main() -> None:
                     announced[str(image)] = time.time()
                     feeder.announce(image)
                 send_time = time.perf_counter() - t0
+            if filler.exists():  # never leave the disk full
+                filler.unlink()
             deadline = time.monotonic() + 300
             st: dict[str, object] = {}
             with LeashClient(url, secret, timeout=60) as c:
@@ -241,25 +248,28 @@ def main() -> None:
     lost = len(expected - set(outputs))
     twice = sum(1 for k, v in listed.items() if v > 1)
     lat = np.array([done_rows[Path(p).stem] - t for p, t in announced.items() if Path(p).stem in done_rows]) * 1e3
-    print(f"\nSoak: saxsdogserver, {args.workers} workers, feeder at {args.rate:.0f} events/s for "
-          f"{args.duration:.0f} s ({n} Pilatus 1M images, real calibration and mask)")
+    report = Report(f"Soak: saxsdogserver, {args.workers} workers, feeder at {args.rate:.0f} events/s for "
+                    f"{args.duration:.0f} s ({n} Pilatus 1M images, real calibration and mask)", args)
     for name, what in faults:
-        print(f"  fault: {name:<12} {what}")
+        report.context[f"fault: {name}"] = what
     if not on_tmpfs:
-        print("  (disk-full phase skipped: not root, or tmpfs could not be mounted)")
-    print(f"{'measurement':<46} {'value':>12}  target")
-    print("-" * 68)
-    print(f"{'events announced':<46} {n:>12d}")
-    print(f"{'actual announce rate (events/s)':<46} {n / send_time:>12.1f}")
-    print(f"{'images with a whole .chi output':<46} {whole:>12d}  {n}")
-    print(f"{'images lost':<46} {lost:>12d}  0")
-    print(f"{'images listed twice in filelist.txt':<46} {twice:>12d}  0")
-    print(f"{'workers left alive after the server kill':<46} {len(orphans):>12d}  0")
-    print(f"{'server restart to serving (s)':<46} {restart_s:>12.2f}  < 5")
+        report.context["disk full"] = "phase skipped: not root, or tmpfs could not be mounted"
+    report.add("events announced", n, key="events")
+    report.add("actual announce rate", n / send_time, "events/s", key="announce_rate")
+    report.add("images with a whole .chi output", whole, target=str(n), key="whole_outputs")
+    report.add("images lost", lost, target="0", key="lost")
+    report.add("images listed twice in filelist.txt", twice, target="0", key="listed_twice")
+    report.add("workers left alive after the server kill", len(orphans), target="0", key="orphans")
+    report.add("server restart to serving", restart_s, "s", "< 5", key="restart_s")
     if lat.size:
-        print(f"{'latency event -> done, p50 (ms)':<46} {np.percentile(lat, 50):>12.1f}")
-        print(f"{'latency event -> done, p99 (ms)':<46} {np.percentile(lat, 99):>12.1f}")
-    print("final stat:", st)
+        report.add("latency event -> done, p50", float(np.percentile(lat, 50)), "ms", key="latency_p50_ms")
+        report.add("latency event -> done, p99", float(np.percentile(lat, 99)), "ms", key="latency_p99_ms")
+    report.context["final stat"] = st
+    report.finish()  # the table first, then what is wrong with it
+    report.check(lost == 0, f"{lost} image(s) lost")
+    report.check(twice == 0, f"{twice} image(s) listed twice")
+    report.check(whole == n, f"{whole} whole .chi outputs for {n} images")
+    report.check(not orphans, f"workers {orphans} outlived the killed server")
 
 
 if __name__ == "__main__":

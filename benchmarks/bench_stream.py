@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_stream.py [--frames 2000] [--workers 2]
+    python benchmarks/bench_stream.py [--frames 2000] [--workers 2] [--json out.json] [--quick]
 
 A sender process plays the detector: it binds a PUSH socket on 127.0.0.1 and sends a series
 of Pilatus 1M frames (1043 × 981; made from the real ``buf1_00000.tif``, int32 → uint32 as
@@ -12,18 +12,23 @@ the workers decode and integrate them (errors and integral parameters), and the 
 to an NXcanSAS run file; optionally the raw frames are also kept (NeXus master + data
 files).  The last row sends the same frames as stream v2 (one CBOR message each, DECTRIS
 ``bslz4`` compression).  Reported: frames/s from the first frame sent to the run file
-closed, and the mean per-frame times of the workers' stages.
+closed, and the mean per-frame times of the workers' stages; a separate row times the
+bitshuffle-LZ4 decode of one frame alone (the library's path, into a reused buffer).
+``--quick``: a few frames per row, every result checked, timings meaningless.
 """
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import Report, parser, per_call  # noqa: E402
 
 
 def make_blobs(data: Path, n_distinct: int) -> tuple[list[bytes], tuple[int, int]]:
@@ -89,45 +94,48 @@ def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt:
 
 
 def main() -> None:
-    here = Path(__file__).resolve().parent
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=here.parent / ".." / "shared" / "data")
+    ap = parser(__doc__)
     ap.add_argument("--frames", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--distinct", type=int, default=16, help="different frames cycled by the sender")
     args = ap.parse_args()
+    if args.quick:
+        args.frames, args.distinct = 12, 3
 
     from saxsdog import Calibration
+    from saxsdog.io.codecs import decode_frame
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    report = Report(f"Stream ingest, Pilatus 1M bitshuffle-LZ4, {args.workers} workers, {args.frames} frames", args)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         os.environ.setdefault("SAXSDOG_CACHE_DIR", str(tmp / "cache"))
         cal = Calibration(args.data / "cal.json")
         blobs, shape = make_blobs(args.data, args.distinct)
         mean_blob = sum(map(len, blobs)) / len(blobs)
-        print(f"bench_stream: {args.frames} frames {shape[0]}x{shape[1]} uint32 bs32-lz4< "
-              f"({mean_blob / 1e6:.2f} MB each, {4 * shape[0] * shape[1] / mean_blob:.1f}x compressed), "
-              f"{args.workers} workers, {os.cpu_count()} cores", flush=True)
-        rows = []
-        for label, fmt, keep, protocol in (("NXcanSAS run file", "nxcansas-run", False, "v1"),
-                                           ("NXcanSAS run file + raw frames kept", "nxcansas-run", True, "v1"),
-                                           (".chi per frame", "chi", False, "v1"),
-                                           ("NXcanSAS run file, stream v2 (CBOR)", "nxcansas-run", False, "v2")):
+        report.context["frames"] = (f"{shape[0]}x{shape[1]} uint32 bs32-lz4< ({mean_blob / 1e6:.2f} MB each, "
+                                    f"{4 * shape[0] * shape[1] / mean_blob:.1f}x compressed)")
+        report.section("decode alone, one core")
+        decoded = decode_frame(blobs[0], "uint32", shape, "bs32-lz4<")
+        report.check(decoded.shape == tuple(shape) and int(decoded.max()) > 0, "the decoded frame is wrong")
+        report.add("bitshuffle-LZ4 decode of one frame",
+                   per_call(lambda: decode_frame(blobs[0], "uint32", shape, "bs32-lz4<"), 5 if args.quick else 200)
+                   * 1e3, "ms", key="decode_ms")
+        report.section("end to end, first frame sent to run file closed")
+        for label, key, fmt, keep, protocol, target in (
+                ("NXcanSAS run file, stream v1", "v1_run_fps", "nxcansas-run", False, "v1", ">= 800"),
+                ("NXcanSAS run file + raw frames kept", "v1_run_raw_fps", "nxcansas-run", True, "v1", ""),
+                (".chi per frame, stream v1", "v1_chi_fps", "chi", False, "v1", ""),
+                ("NXcanSAS run file, stream v2 (CBOR)", "v2_run_fps", "nxcansas-run", False, "v2", ">= 800")):
             r = run(cal, blobs, shape, args.frames, args.workers, tmp, keep, fmt, protocol)
-            rows.append((label, r))
-            print(f"  {label}: {r['fps']:.0f} frames/s{'' if r['ok'] else '  (INCOMPLETE)'}", flush=True)
-        print()
-        print(f"{'output':<38} {'frames/s':>9} {'decode+read ms':>15} {'integrate ms':>13} {'write ms':>9}"
-              f" {'raw MB':>8}")
-        for label, r in rows:
+            report.check(r["ok"], f"{label}: {r['frames']} of {args.frames} frames processed")
+            if fmt == "nxcansas-run":
+                report.check(bool(r["run"]) and all(Path(p).is_file() for p in r["run"]), f"{label}: no run file")
             s = r["stages"]
-            print(f"{label:<38} {r['fps']:>9.0f} {s['read'] * 1e3:>15.2f} {s['integrate'] * 1e3:>13.2f} "
-                  f"{s['write'] * 1e3:>9.2f} {r['raw_mb']:>8.0f}")
-        target = rows[0][1]["fps"]
-        print(f"\ntarget (SPEC §9, NXcanSAS run files): >= 400 frames/s -> "
-              f"{'met' if target >= 400 else 'NOT met'} ({target:.0f})")
-        if not all(r["ok"] for _, r in rows):
-            sys.exit(1)
+            report.add(label, r["fps"], "frames/s", target, key=key,
+                       note=f"decode+read {s['read'] * 1e3:.2f}, integrate {s['integrate'] * 1e3:.2f}, "
+                            f"write {s['write'] * 1e3:.2f} ms/frame"
+                            + (f"; raw {r['raw_mb']:.0f} MB" if keep else ""))
+    report.finish()
 
 
 if __name__ == "__main__":

@@ -87,6 +87,32 @@ def test_cached_formatter_gives_the_same_bytes():
         assert f.render(i, e, par) == format_chi([q, i, e], {"Title": "t"}, par, RADIAL_LABELS)
 
 
+def test_formatter_bytes_equal_savetxt_on_awkward_values():
+    """The formatter writes through saxsdog.io.fastfloat: subnormals, negative zero, powers of
+    ten, halfway-looking values, huge and tiny numbers must still be savetxt's bytes."""
+    from saxsdog.io import fastfloat
+
+    assert fastfloat.available()
+    rng = np.random.default_rng(17)
+    n = 2000
+    q = np.sort(rng.random(n)) * 5
+    awkward = np.array([0.0, -0.0, 5e-324, -2.2250738585072014e-308, 1e-300, 1e300, 1e22, 1e23, 0.5,
+                        2.5, 1.0000000000000000005, 9.9999999999999999995e7, 123456789012345678.5,
+                        np.nan, np.inf, -np.inf])
+    i = rng.standard_normal(n) * 10.0 ** rng.integers(-30, 30, n)
+    e = np.abs(rng.standard_normal(n)) * 10.0 ** rng.integers(-300, 300, n)
+    i[:awkward.size] = awkward
+    e[-awkward.size:] = awkward
+    f = ChiFormatter(q, {"Title": "t"}, RADIAL_LABELS)
+    par = {"I0": 1.0}
+    ours = f.render(i, e, par)
+    clean = [np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0) for c in (q, i, e)]
+    assert ours == original_writer(clean, {"Title": "t"}, par, RADIAL_LABELS)
+    keep = rng.random(n) > 0.3
+    assert f.render(i, e, par, keep=keep) == original_writer([c[keep] for c in clean], {"Title": "t"}, par,
+                                                             RADIAL_LABELS)
+
+
 def test_formatter_drops_empty_bins_only_when_asked(tmp_path):
     """Empty bins stay 0 rows (the original's layout) unless ``keep`` drops them; the dropped
     file is what format_chi writes for the kept rows, and read_chi reads it."""

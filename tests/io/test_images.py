@@ -280,6 +280,30 @@ def test_big_endian_tiff_is_returned_native(tmp_path):
     np.testing.assert_array_equal(frame.data, data)
 
 
+def test_frames_are_read_into_a_reused_buffer(tmp_path):
+    """iter_frames(buffer=...) fills one array frame after frame (no new 4 MB array each
+    time), little- and big-endian alike, with the same pixels as a plain read."""
+    from saxsdog.io.images import ReadBuffer
+
+    buf = ReadBuffer()
+    first = _pattern()
+    second = first[::-1].copy() * 3
+    p1 = _write_tiff(tmp_path / "a.tif", first)
+    p2 = _write_tiff(tmp_path / "b.tif", second, byteorder=">")
+    (f1,) = iter_frames(p1, buffer=buf)
+    np.testing.assert_array_equal(f1.data, first)
+    address = f1.data.__array_interface__["data"][0]
+    (f1_again,) = iter_frames(p1, buffer=buf)
+    assert f1_again.data.__array_interface__["data"][0] == address  # the same memory, reused
+    (f2,) = iter_frames(p2, buffer=buf)  # another byte order: its own array, swapped in place
+    assert f2.data.dtype.isnative
+    np.testing.assert_array_equal(f2.data, second)
+    (f2_again,) = iter_frames(p2, buffer=buf)
+    assert f2_again.data.__array_interface__["data"][0] == f2.data.__array_interface__["data"][0]
+    np.testing.assert_array_equal(f2_again.data, second)
+    np.testing.assert_array_equal(read_image(p2).data, second)  # without a buffer: unchanged
+
+
 def test_multistrip_tiff(tmp_path):
     data = _pattern(shape=(100, 30))
     p = _write_tiff(tmp_path / "ms.tif", data, rowsperstrip=7)
@@ -443,6 +467,52 @@ def test_edf_roundtrip(tmp_path, dtype):
     assert count_frames(p) == 1
     with pytest.raises(ImageShapeError):
         read_image(p, expected_shape=(90, 120))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.float32, np.float64, np.int8, np.uint32])
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_plain_edf_is_read_without_fabio_as_fabio_reads_it(tmp_path, monkeypatch, dtype, byteorder):
+    """A plain single-frame EDF is read with one preadv (into a reused buffer when given): the
+    same pixels, dtype and metadata as through fabio."""
+    from fabio.edfimage import EdfImage
+
+    from saxsdog.io.images import ReadBuffer, edf
+
+    from fabio.edfimage import NUMPY_EDF_DTYPE
+
+    data = _pattern(shape=(120, 90), dtype=dtype)
+    stored = data.astype(np.dtype(dtype).newbyteorder(byteorder))
+    lines = [f"ByteOrder = {'LowByteFirst' if byteorder == '<' else 'HighByteFirst'} ;",
+             f"DataType = {NUMPY_EDF_DTYPE[str(np.dtype(dtype))]} ;", "Dim_1 = 90 ;", "Dim_2 = 120 ;",
+             f"Size = {stored.nbytes} ;", "ExposureTime = 2.5 ;", "Title = x = y ;", "Monitor =  12  ;",
+             "WaveLength = 1.0332e-10 ;"]
+    text = "{\n" + "\n".join(lines) + "\n"
+    header = (text + " " * (512 - len(text) - 2) + "}\n").encode("ascii")  # blocks of 512 bytes, as EDF has
+    p = tmp_path / "a.edf"
+    p.write_bytes(header + stored.tobytes())
+    import fabio
+
+    from saxsdog.io.images._base import metadata_from_keys
+
+    img = fabio.open(str(p))  # what the fabio path made of it
+    ref_data, ref_meta = img.data, metadata_from_keys(dict(img.header))
+    np.testing.assert_array_equal(ref_data, data)
+
+    def no_fabio(*a, **k):
+        raise AssertionError("a plain EDF must not go through fabio")
+
+    monkeypatch.setattr(EdfImage, "read", no_fabio)
+    fast = read_image(p, expected_shape=(120, 90))
+    buf = ReadBuffer()
+    (into,) = iter_frames(p, buffer=buf)
+    for frame in (fast, into):
+        assert frame.data.dtype == np.dtype(dtype) and frame.data.dtype.isnative and frame.data.flags.c_contiguous
+        np.testing.assert_array_equal(frame.data, ref_data)
+        assert frame.metadata == ref_meta
+    assert count_frames(p) == 1
+    monkeypatch.undo()
+    assert edf.plain_edf(p.read_bytes()[:8192], p.stat().st_size) is not None
+    assert edf.plain_edf(p.read_bytes()[:8192], p.stat().st_size + 1) is None  # more data: fabio decides
 
 
 def test_edf_gz_and_bz2(tmp_path):

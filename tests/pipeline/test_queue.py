@@ -270,3 +270,77 @@ def test_abort_kills_workers_even_with_a_parent_sigterm_handler(cal, data_dir, t
                 os.kill(pid, 0)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_push_many_queues_each_image_once(cal, data_dir, tmp_path):
+    """push_many (one inbox message for a folder) merges duplicates like push, in order."""
+    root = tmp_path / "run"
+    imgs = link_images(data_dir / "buf1_00000.tif", root, 4)
+    q = ImageQueue(cal, root, QueueOptions(out_dir=tmp_path / "out")).start()
+    q.push_many([*imgs, imgs[0], imgs[2]])
+    assert q.wait_until_idle(60)
+    q.push_many(imgs)  # unchanged files: not processed again
+    assert q.wait_until_idle(60)
+    q.stop()
+    assert q.history.processed == 4
+    assert len(list((tmp_path / "out").glob("*.chi"))) == 4
+
+
+def test_output_folder_removed_during_a_run_is_made_again(cal, data_dir, tmp_path):
+    """The worker makes each output folder once; one removed between frames is made again
+    (the write is repeated), never a failed frame."""
+    from saxsdog.pipeline.tasks import ImageTask
+    from saxsdog.pipeline.worker import ImageProcessor
+
+    root = tmp_path / "run"
+    a, b = link_images(data_dir / "buf1_00000.tif", root, 2)
+    out = tmp_path / "out"
+    proc = ImageProcessor(cal, QueueOptions(out_dir=out))
+    (first,) = proc.process(ImageTask(str(a), str(root)))
+    assert first.error is None and Path(first.outputs[0]).is_file()
+    shutil.rmtree(out)
+    (second,) = proc.process(ImageTask(str(b), str(root)))
+    assert second.error is None and Path(second.outputs[0]).is_file()
+
+
+def test_worker_frame_names_are_the_run_file_names(cal, tmp_path):
+    """The worker's frame name (root resolved once) is naming.frame_name's, also through links
+    and for images outside the root."""
+    from saxsdog.pipeline.naming import frame_name
+    from saxsdog.pipeline.worker import ImageProcessor
+
+    root = tmp_path / "run"
+    (root / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (root / "sub" / "x.tif").write_bytes(b"")
+    (tmp_path / "elsewhere" / "y.tif").write_bytes(b"")
+    os.symlink(root, tmp_path / "link")
+    os.symlink(tmp_path / "elsewhere" / "y.tif", root / "to_outside.tif")
+    proc = ImageProcessor(cal, QueueOptions())
+    cases = [(root / "sub" / "x.tif", root), (tmp_path / "link" / "sub" / "x.tif", tmp_path / "link"),
+             (tmp_path / "link" / "sub" / "x.tif", root), (tmp_path / "elsewhere" / "y.tif", root),
+             (root / "to_outside.tif", root), (root, root)]
+    for image, top in cases:
+        for index, n in ((0, 1), (3, 10)):
+            assert proc._frame_name(str(image), str(top), index, n) == frame_name(image, top, index, n)
+
+
+def test_the_parent_warms_up_only_for_workers_it_forks(cal, tmp_path, monkeypatch):
+    """The kernels and the .chi formatter are loaded before forking (the workers inherit them);
+    a backend whose workers are not forked from the queue's process (a Dask cluster) skips it."""
+    from saxsdog.io import fastfloat
+    from saxsdog.pipeline.backends import InlineBackend
+    from saxsdog.pipeline.dask_pool import dask_pool_factory
+
+    assert dask_pool_factory("tcp://127.0.0.1:1").forks_workers is False
+    q = ImageQueue(cal, tmp_path, QueueOptions(), pool_factory=InlineBackend.factory()).start()
+    q.stop()
+    assert fastfloat._table_into.signatures  # the formatter's compiled code is loaded in the parent
+    calls = []
+    monkeypatch.setattr(ImageQueue, "_warm_up", lambda self: calls.append(1))
+    not_forked = InlineBackend.factory()
+    not_forked.forks_workers = False
+    ImageQueue(cal, tmp_path, QueueOptions(), pool_factory=not_forked).start().stop()
+    assert calls == []
+    ImageQueue(cal, tmp_path, QueueOptions(), pool_factory=InlineBackend.factory()).start().stop()
+    assert calls == [1]

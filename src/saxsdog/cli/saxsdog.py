@@ -330,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"saxsdog: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     queue.ignored_files += ignored
-    for image in images:
-        queue.push(image)
+    queue.push_many(images)  # one message for the dispatcher, not one per image
     total = len(images)
     if args.watch:
         queue.watch()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from itertools import chain
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write_bytes
+from .fastfloat import format_table_bytes
 
 __all__ = ["ChiData", "ChiFormatter", "format_chi", "write_chi", "read_chi", "drop_empty_bins"]
 
@@ -124,12 +124,13 @@ class ChiFormatter:
     """
 
     def __init__(self, x: np.ndarray, calibration: dict[str, Any] | None, labels: Sequence[str]):
-        x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        self._x = [f"{v:.18e}" for v in x.tolist()]
-        self._row = "%s %.18e %.18e\n " * len(self._x)
-        self._calibration = json.dumps(calibration if calibration is not None else {}) + "\n"
+        self._xcol = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        self._calibration = (json.dumps(calibration if calibration is not None else {}) + "\n").encode("latin-1")
         self._labels = json.dumps(list(labels)) + "\n"
-        self._tail = self._labels + "   " + str(len(self._x)) + "\n "
+        self._tail = self._row_count(self._xcol.size)
+
+    def _row_count(self, nrows: int) -> bytes:
+        return (self._labels + "   " + str(nrows) + "\n ").encode("latin-1")
 
     def render(self, intensity: np.ndarray, error: np.ndarray, parameters: dict[str, Any] | None,
                keep: np.ndarray | None = None) -> bytes:
@@ -146,20 +147,19 @@ class ChiFormatter:
             :func:`drop_empty_bins`); the row count of the header follows.  ``None``: every
             row, the original's layout (empty bins as 0 rows).
         """
-        cols = np.nan_to_num(np.column_stack([intensity, error]).astype(np.float64), nan=0.0,
-                             posinf=0.0, neginf=0.0)
+        # The numbers go through saxsdog.io.fastfloat: exactly the bytes of '%.18e' % value
+        # (Python's formatting, which numpy.savetxt uses), about ten times faster.
+        intensity = np.nan_to_num(np.asarray(intensity, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        error = np.nan_to_num(np.asarray(error, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        x = self._xcol
+        tail = self._tail
         if keep is not None and not np.all(keep):
-            rows = np.flatnonzero(np.asarray(keep, dtype=bool))
-            xs = [self._x[i] for i in rows.tolist()]
-            cols = cols[rows]
-            row_fmt = "%s %.18e %.18e\n " * len(xs)
-            tail = self._labels + "   " + str(len(xs)) + "\n "
-        else:
-            xs, row_fmt, tail = self._x, self._row, self._tail
-        values = chain.from_iterable(zip(xs, cols[:, 0].tolist(), cols[:, 1].tolist()))
-        body = row_fmt % tuple(values)
-        head = self._calibration + json.dumps(parameters if parameters is not None else {}) + "\n" + tail
-        return (head + body).encode("latin-1")
+            rows = np.asarray(keep, dtype=bool)
+            x, intensity, error = x[rows], intensity[rows], error[rows]
+            tail = self._row_count(x.size)
+        body = format_table_bytes([x, intensity, error], " ", "\n ")
+        params = (json.dumps(parameters if parameters is not None else {}) + "\n").encode("latin-1")
+        return b"".join((self._calibration, params, tail, body))
 
 
 def drop_empty_bins(columns: Sequence[np.ndarray], has_data: np.ndarray) -> list[np.ndarray]:

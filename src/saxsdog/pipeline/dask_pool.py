@@ -185,8 +185,9 @@ def _install(token: str, payload: _Payload) -> ImageProcessor:
             if payload.tune_malloc:
                 _MALLOC_TUNED[0] = _tune_malloc()
             proc = ImageProcessor(payload.calibration, payload.options)
-            # load/compile the kernels now rather than in the first batch
-            payload.calibration.curves(np.zeros(payload.calibration.shape, dtype=np.int32))
+            # load/compile the kernels and the .chi formatter now rather than in the first batch
+            curves = payload.calibration.curves(np.zeros(payload.calibration.shape, dtype=np.int32))
+            payload.calibration.chi_bytes(curves)
             _PROCESSORS[token] = proc
         return proc
 
@@ -534,4 +535,7 @@ def dask_pool_factory(address: str, **kwargs: Any) -> Callable[[Calibration, Que
     def factory(calibration: Calibration, options: QueueOptions) -> DaskPool:
         return DaskPool(calibration, options, address, **kwargs)
 
+    # The workers are not forked from the queue's process: it need not load the kernels
+    # before starting them (each worker does in its plugin's setup, in parallel).
+    factory.forks_workers = False  # type: ignore[attr-defined]
     return factory

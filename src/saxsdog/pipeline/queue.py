@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import queue as _queue
+import sys
 import threading
 import time
 import weakref
@@ -107,6 +108,13 @@ def _close_when_space(sink: Sink) -> None:
             continue
         log.info("closed the %s: the disk has space again", sink.name)
         return
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    """Inbox message: several ``(path, force)`` pushes (:meth:`ImageQueue.push_many`)."""
+
+    pushes: list[tuple[str, bool]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,10 +236,8 @@ class ImageQueue:
         """Fork the workers and start dispatching."""
         if self._thread is not None:
             return self
-        # Compile the kernels in the parent so forked workers inherit them.
-        import numpy as np
-
-        self.calibration.curves(np.zeros(self.calibration.shape, dtype=np.int32))
+        if getattr(self._pool_factory, "forks_workers", True):
+            self._warm_up()  # forked workers inherit it (a Dask cluster's workers load their own)
         if self._pool_factory is local_pool:
             self._arena = PayloadArena(max(1, self.options.workers) * PREFETCH + 2)
             self._pool = local_pool(self.calibration, self.options, self._arena)
@@ -241,12 +247,44 @@ class ImageQueue:
         self._thread.start()
         return self
 
+    def _warm_up(self) -> None:
+        """Load every compiled function a frame needs in the parent, so forked workers inherit them.
+
+        The integration kernels, the ``.chi`` formatter and, when a stream source is
+        loaded, the stream decoder's block scanner: each loads from numba's cache in milliseconds to a few hundred (the
+        first one pays for numba's own start), which every worker (and every replacement
+        of a lost one) would otherwise pay on its first frame.
+        """
+        import numpy as np
+
+        curves = self.calibration.curves(np.zeros(self.calibration.shape, dtype=np.int32))
+        try:
+            self.calibration.chi_bytes(curves)
+            if "saxsdog.io.codecs" in sys.modules:  # a stream source is in use (files need no decoder)
+                from ..io.codecs import _block_scanner
+
+                scan = _block_scanner()
+                if scan is not None:
+                    scan(np.zeros(8, dtype=np.uint8), 0, 8, 0)
+        except Exception:  # a warm-up only: the workers load what failed here themselves
+            log.debug("warm-up of the formatter or decoder failed", exc_info=True)
+
     def push(self, path: str | os.PathLike[str], force: bool = False) -> None:
         """Queue an image file (thread-safe; duplicates are merged).
 
         ``force`` processes it again even if it was processed already (``readdir``).
         """
         self._post((os.path.abspath(path), force))
+
+    def push_many(self, paths, force: bool = False) -> None:
+        """Queue many image files at once (thread-safe): :meth:`push` for each, in order.
+
+        One message and one wake-up for all of them: queueing a folder of thousands of
+        images costs the dispatcher one round instead of one per image.
+        """
+        batch = [(os.path.abspath(p), force) for p in paths]
+        if batch:
+            self._post(_Batch(batch))
 
     def push_task(self, task: ImageTask) -> None:
         """Queue an in-memory frame (``task.payload``; thread-safe).
@@ -316,8 +354,7 @@ class ImageQueue:
         images, ignored = walk_images(self.root, self.options.directories, in_threads,
                                       confine_to=self.options.confine_to)
         self.ignored_files += ignored
-        for p in images:
-            self.push(p, force)
+        self.push_many(images, force)
         return len(images)
 
     def watch(self) -> None:
@@ -546,6 +583,11 @@ class ImageQueue:
                 return
             if isinstance(item, _Control):
                 self._apply(item.event)
+                continue
+            if isinstance(item, _Batch):
+                events = [ev for push in item.pushes if (ev := self._push_event(*push)) is not None]
+                if events:
+                    self._apply(*events)
                 continue
             ev = self._task_event(item) if isinstance(item, ImageTask) else self._push_event(*item)
             if ev is not None:

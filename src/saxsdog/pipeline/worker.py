@@ -12,9 +12,10 @@ import numpy as np
 
 from ..calibration import Calibration
 from ..errors import CorruptImageError, ImageError, ImageShapeError
-from ..io.images import Frame, inside, iter_frames
+from ..io.atomic import atomic_write_bytes
+from ..io.images import Frame, ReadBuffer, inside, iter_frames
 from .classify_sink import needs_curves
-from .naming import (OutputRefused, frame_name, make_output_folder, output_base, subtracted_path,
+from .naming import (OutputRefused, make_output_folder, output_base, subtracted_path,
                      write_output_bytes)
 from .options import OUTPUT_FORMATS, QueueOptions
 from .pool import heartbeat
@@ -86,6 +87,12 @@ class ImageProcessor:
         self.cake_index = [i for i, k in enumerate(kinds) if k == "Cake"]
         self._last_curves = -1e9
         self._coordinator_classifies = needs_curves(calibration)
+        #: ``root -> its real path``: a frame's name needs only the image resolved.
+        self._real_roots: dict[str, str] = {}
+        #: Output folders this worker made or found (unconfined outputs only): one mkdir each.
+        self._known_folders: set[Path] = set()
+        #: The frame buffer the readers fill, reused from frame to frame.
+        self._buffer = ReadBuffer()
 
     def outputs_for(self, task: ImageTask, frame: int | None) -> list[Path]:
         """All output files of one frame (``frame=None`` for single-frame files).
@@ -112,7 +119,7 @@ class ImageProcessor:
             if base is not None and not inside(task.path, base):
                 raise ImageError(task.path, f"its real path {os.path.realpath(task.path)} is outside the "
                                             f"server's base directory {os.path.realpath(base)}: not read")
-            yield from iter_frames(task.path, expected_shape=self.calibration.shape)
+            yield from iter_frames(task.path, expected_shape=self.calibration.shape, buffer=self._buffer)
             return
         from ..io.codecs import FrameDecodeError, decode_frame
 
@@ -129,6 +136,45 @@ class ImageProcessor:
             raise CorruptImageError(task.path, str(exc)) from None
         yield Frame(data=data, path=task.path, index=0, nframes=1, metadata=dict(p.metadata))
 
+    def _frame_name(self, path: str, root: str, index: int, nframes: int) -> str:
+        """:func:`~saxsdog.pipeline.naming.frame_name`, with ``root`` resolved once per worker."""
+        real_root = self._real_roots.get(root)
+        if real_root is None:
+            real_root = self._real_roots[root] = os.path.realpath(root)
+        real = os.path.realpath(path)
+        prefix = real_root if real_root.endswith(os.sep) else real_root + os.sep
+        if real == real_root:
+            rel = "."
+        elif real.startswith(prefix):
+            rel = real[len(prefix):].replace(os.sep, "/")
+        else:
+            rel = Path(path).name
+        return f"{rel}#{index}" if nframes > 1 else rel
+
+    def _output_folder(self, folder: Path, confine: str | os.PathLike[str] | None) -> None:
+        """Make the output folder (confined: checked every time; else once per worker)."""
+        if confine is not None:
+            make_output_folder(folder, confine)
+        elif folder not in self._known_folders:
+            make_output_folder(folder)
+            self._known_folders.add(folder)
+
+    def _write(self, path: Path, content: bytes, confine: str | os.PathLike[str] | None) -> None:
+        """Write one output atomically (:func:`~saxsdog.pipeline.naming.write_output_bytes`).
+
+        Unconfined, into a folder made before: when it was removed meanwhile, it is made
+        again and the write repeated.
+        """
+        if confine is not None:
+            write_output_bytes(path, content, confine)
+            return
+        try:
+            atomic_write_bytes(path, content)
+        except FileNotFoundError:
+            self._known_folders.discard(path.parent)
+            write_output_bytes(path, content)  # makes the folder
+            self._known_folders.add(path.parent)
+
     def process(self, task: ImageTask) -> list[ImageResult]:
         """Process every frame of the task's file; errors become failed results."""
         results: list[ImageResult] = []
@@ -143,7 +189,7 @@ class ImageProcessor:
                 if task.payload is not None:
                     name = Path(task.path).name
                 else:
-                    name = frame_name(task.path, task.root, frame.index, frame.nframes)
+                    name = self._frame_name(task.path, task.root, frame.index, frame.nframes)
                 if frame.index in task.skip_frames or (skip_existing and self._existing(outputs)):
                     results.append(ImageResult(task.path, frame.index, [str(p) for p in outputs],
                                                skipped=True, processed_at=time.time(), worker=os.getpid(),
@@ -230,7 +276,7 @@ class ImageProcessor:
             sub_chi = [(subtracted_path(by_index[i]), self._chi_of(i, curves[i].subtracted)) for i in with_sub]
         confine = self.options.confine_to
         if outputs:
-            make_output_folder(outputs[0].parent, confine)
+            self._output_folder(outputs[0].parent, confine)
         chi_outputs = outputs
         if self.format == "nxcansas" and self.nx_index:
             if confine is None:
@@ -240,14 +286,14 @@ class ImageProcessor:
                                    confine)
             chi_outputs = outputs[1:]
         for path, content in sub_chi:  # the subtracted curves' files first: the originals say "done"
-            write_output_bytes(path, content, confine)
+            self._write(path, content, confine)
         for path, content in zip(chi_outputs, contents):
-            write_output_bytes(path, content, confine)
+            self._write(path, content, confine)
         if self.cake_index:  # the cake files are the last outputs
             from ..io.cake import cake_bytes
 
             for path, i in zip(outputs[len(outputs) - len(self.cake_index):], self.cake_index):
-                write_output_bytes(path, cake_bytes(self.calibration.integrators[i], curves[i], name, scalars),
+                self._write(path, cake_bytes(self.calibration.integrators[i], curves[i], name, scalars),
                                    confine)
         if self.options.write_svg or self.options.write_png:
             base = output_base(task.path, task.root, self.options,

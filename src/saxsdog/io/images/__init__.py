@@ -73,7 +73,7 @@ from contextlib import contextmanager
 
 from saxsdog.errors import ImageError, IncompleteImageError
 
-from ._base import HEAD_BYTES, Frame, PathLike, Shape, SourceBase, open_regular
+from ._base import HEAD_BYTES, Frame, PathLike, ReadBuffer, Shape, SourceBase, open_regular
 from .discovery import file_signature, inside, iter_images
 from .registry import (
     FORMATS,
@@ -91,6 +91,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "FormatReader",
     "Frame",
+    "ReadBuffer",
     "count_frames",
     "format_by_name",
     "inside",
@@ -215,12 +216,17 @@ def read_image(
         f.close()
 
 
-def iter_frames(path: PathLike, expected_shape: tuple[int, int] | None = None) -> Iterator[Frame]:
+def iter_frames(path: PathLike, expected_shape: tuple[int, int] | None = None,
+                buffer: ReadBuffer | None = None) -> Iterator[Frame]:
     """Yield every frame of a file in order.
 
     TIFF, CBF and EDF files usually hold one frame; HDF5 stacks ``(N, H, W)``
     yield ``N`` frames. The file is opened once and closed when the iterator is
     exhausted or closed.
+
+    With ``buffer`` (a :class:`ReadBuffer`), readers that can read in place (uncompressed
+    TIFF) fill it instead of a new array: each frame is then valid only until the next one
+    is read with that buffer.
 
     Raises
     ------
@@ -228,6 +234,8 @@ def iter_frames(path: PathLike, expected_shape: tuple[int, int] | None = None) -
         As :func:`read_image`.
     """
     with open_image(path, expected_shape) as src:
+        if buffer is not None and hasattr(src, "buffer"):
+            src.buffer = buffer
         for i in range(src.nframes):
             yield src.frame(i)
 

@@ -1,5 +1,9 @@
 """EDF (ESRF data format), plain or ``.gz`` / ``.bz2``: fabio, behind size checks.
 
+A plain (uncompressed) EDF of exactly one frame in one simple header block is read without
+fabio: its header parsed as fabio parses it, its pixels with one ``preadv`` (into the
+caller's reused buffer when given), in the dtype of fabio's own table.
+
 The first header block is parsed here: ``Dim_1`` × ``Dim_2`` (columns × rows), the
 data type and ``Size`` are checked against the expected image before fabio reads
 anything, and a compressed file is expanded (with a cap of what the image can need)
@@ -8,15 +12,20 @@ into memory for fabio, so a small file declaring gigabytes is refused at once.
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from saxsdog.errors import CorruptImageError, IncompleteImageError
+import numpy as np
+
+from saxsdog.errors import CorruptImageError, ImageError, IncompleteImageError
 
 from ._base import (
     HEADER_SLACK,
     MAX_IMAGE_BYTES,
     Frame,
+    ReadBuffer,
     Shape,
     SourceBase,
     byte_budget,
@@ -64,6 +73,70 @@ def first_header(path: str, head: bytes, complete: bool, lower: bool = True) -> 
     return {k.lower(): v for k, v in pairs.items()} if lower else pairs
 
 
+_WHITESPACE = b" \t\n\r\x0b\x0c\x00"  # what fabio strips around keys and values (NUL too)
+
+
+def fabio_header(block: bytes) -> dict[str, str] | None:
+    """The header dict fabio makes of one ``{ ... }`` block's inside (``key = value ;`` split
+    at ``;`` then at the first ``=``, stripped), or ``None`` when fabio would drop or warn
+    about something (a non-ASCII or duplicate key): then only fabio reads the file."""
+    header: dict[str, str] = {}
+    for line in block.split(b";"):
+        if b"=" not in line:
+            continue
+        key, val = line.split(b"=", 1)
+        try:
+            k, v = key.strip(_WHITESPACE).decode("ascii"), val.strip(_WHITESPACE).decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        if k in header:
+            return None
+        header[k] = v
+    return header
+
+
+@dataclass
+class _FastEdf:
+    """Where the pixels of a plain single-frame EDF are: read straight into an array."""
+
+    offset: int
+    shape: tuple[int, int]
+    dtype: np.dtype
+    header: dict[str, str]
+
+
+def plain_edf(buf: bytes, size: int) -> _FastEdf | None:
+    """The layout of an uncompressed EDF holding exactly one frame in one plain header block,
+    or ``None`` for anything else (multi-frame, general blocks, compression, 3-D, odd types,
+    a file longer or shorter than its header says: fabio reads those as before)."""
+    start = buf.find(b"{")
+    m = _RE_CLOSE.search(buf, start + 1) if start >= 0 else None
+    if m is None:
+        return None
+    header = fabio_header(buf[start + 1:m.start()])
+    if header is None or any(k in header for k in ("EDF_DataFormatVersion", "Dim_3", "Compression")):
+        return None
+    from fabio.edfimage import DATA_TYPES  # fabio's own table: the same dtype as its reader
+
+    kind = DATA_TYPES.get(header.get("DataType", ""))
+    order = {"LowByteFirst": "<", "HighByteFirst": ">"}.get(header.get("ByteOrder", ""))
+    try:
+        cols, rows = int(header["Dim_1"]), int(header["Dim_2"])
+    except (KeyError, ValueError):
+        return None
+    if kind is None or order is None or cols <= 0 or rows <= 0:
+        return None
+    dtype = np.dtype(kind).newbyteorder(order)
+    nbytes = rows * cols * dtype.itemsize
+    for key in ("Size", "EDF_BinarySize"):
+        if key in header and header[key].strip() != str(nbytes):
+            return None
+    offset = m.end()
+    if size != offset + nbytes:
+        return None
+    return _FastEdf(offset, (rows, cols), dtype, header)
+
+
 def check_edf_header(path: str, keys: dict[str, str], expected_shape: Shape | None) -> None:
     """Refuse before reading an EDF whose first header declares the wrong or a huge image."""
     try:
@@ -90,6 +163,11 @@ class EdfSource(SourceBase):
         self.path, self._expected = path, expected_shape
         self._f, self._kind = f, compression_of(head)
         self._stream: BoundedStream | None = None
+        #: A plain single-frame EDF read without fabio (see :func:`plain_edf`).
+        self._fast: _FastEdf | None = None
+        #: Set by :func:`saxsdog.io.images.iter_frames`: read into this reused array.
+        self.buffer: ReadBuffer | None = None
+        self._size = size
         if self._kind is None:
             buf = head
             if b"}" not in head and size > len(head):
@@ -104,6 +182,8 @@ class EdfSource(SourceBase):
         #: The first header's keys as written (``raw_keys``) and lower-cased (``keys``).
         self.keys = {k.lower(): v for k, v in self.raw_keys.items()}
         check_edf_header(path, self.keys, expected_shape)
+        if self._kind is None:
+            self._fast = plain_edf(buf, size)
         self._img: Any = None  # fabio's image, loaded when pixels or frame counts are needed
         self._n = 1
 
@@ -142,8 +222,32 @@ class EdfSource(SourceBase):
 
     @property
     def nframes(self) -> int:
+        if self._fast is not None:
+            return 1
         self._loaded()
         return self._n
+
+    def _fast_frame(self, fast: _FastEdf) -> Frame:
+        """The pixels read with one ``preadv`` into a (reused) array, swapped in place if needed."""
+        check_shape(self.path, fast.shape, self._expected, "header declares")
+        data = np.empty(fast.shape, fast.dtype) if self.buffer is None else self.buffer.array(fast.shape, fast.dtype)
+        view = memoryview(data).cast("B")  # type: ignore[arg-type]
+        nbytes = view.nbytes
+        got = 0
+        try:
+            while got < nbytes:
+                n = os.preadv(self._f.fileno(), [view[got:]], fast.offset + got)
+                if not n:
+                    break
+                got += n
+        except OSError as exc:
+            raise ImageError(self.path, f"cannot read file: {exc.strerror or exc}") from None
+        if got < nbytes:
+            raise IncompleteImageError(self.path, f"file is truncated: got {got} of {nbytes} bytes of pixel data")
+        if not fast.dtype.isnative and fast.dtype.itemsize > 1:
+            data.byteswap(inplace=True)
+            data = data.view(fast.dtype.newbyteorder("="))
+        return Frame(data=data, path=self.path, index=0, nframes=1, metadata=metadata_from_keys(dict(fast.header)))
 
     def _frame_image(self, index: int):
         img = self._loaded()
@@ -151,6 +255,9 @@ class EdfSource(SourceBase):
         return img if index == 0 else img.getframe(index)
 
     def frame(self, index: int) -> Frame:
+        if self._fast is not None:
+            check_frame_index(self.path, index, 1)
+            return self._fast_frame(self._fast)
         return with_errors(self.path, lambda: self._frame(index))
 
     def _frame(self, index: int) -> Frame:

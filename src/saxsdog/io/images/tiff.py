@@ -21,6 +21,7 @@ from saxsdog.errors import CorruptImageError, ImageError, IncompleteImageError
 
 from ._base import (
     Frame,
+    ReadBuffer,
     Shape,
     SourceBase,
     check_declared,
@@ -197,13 +198,18 @@ def tiff_metadata(info: TiffInfo) -> dict:
     return meta
 
 
-def read_tiff_fast(path: str, info: TiffInfo, expected_shape: Shape | None, f) -> Frame:
+def read_tiff_fast(path: str, info: TiffInfo, expected_shape: Shape | None, f,
+                   buffer: ReadBuffer | None = None) -> Frame:
     """Read the pixel block described by *info* (whose declared shape
-    :func:`parse_tiff` checked) from the open raw file *f*."""
+    :func:`parse_tiff` checked) from the open raw file *f*.
+
+    With ``buffer`` the pixels are read straight into its array (reused: the frame is valid
+    until the buffer's next use); a file in the other byte order is swapped in place.
+    """
     shape = (info.height, info.width)
     dtype = info.dtype
     assert dtype is not None  # set by parse_tiff for fast-path files
-    data = np.empty(shape, dtype=dtype)
+    data = np.empty(shape, dtype=dtype) if buffer is None else buffer.array(shape, dtype)
     buf = memoryview(data).cast("B")  # type: ignore[arg-type]
     try:
         fd = f.fileno()
@@ -220,7 +226,8 @@ def read_tiff_fast(path: str, info: TiffInfo, expected_shape: Shape | None, f) -
             path, f"short read: got {got} of {info.nbytes} bytes of pixel data"
         )
     if not dtype.isnative and dtype.itemsize > 1:
-        data = data.byteswap().view(dtype.newbyteorder("="))
+        data.byteswap(inplace=True)  # no second array
+        data = data.view(dtype.newbyteorder("="))
     return Frame(data=data, path=path, index=0, nframes=1, metadata=tiff_metadata(info))
 
 
@@ -229,6 +236,8 @@ class FastTiffSource(SourceBase):
 
     def __init__(self, path: str, f, info: TiffInfo, expected_shape: Shape | None):
         self.path, self._f, self.info, self._expected = path, f, info, expected_shape
+        #: Set by :func:`saxsdog.io.images.iter_frames`: read into this reused array.
+        self.buffer: ReadBuffer | None = None
 
     @property
     def nframes(self) -> int:
@@ -236,7 +245,7 @@ class FastTiffSource(SourceBase):
 
     def frame(self, index: int) -> Frame:
         check_frame_index(self.path, index, 1)
-        return read_tiff_fast(self.path, self.info, self._expected, self._f)
+        return read_tiff_fast(self.path, self.info, self._expected, self._f, self.buffer)
 
     def header(self, index: int = 0) -> dict:
         return tiff_metadata(self.info)
