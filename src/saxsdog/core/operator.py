@@ -51,6 +51,7 @@ __all__ = [
     "build_slice_operator",
     "polarization_factor",
     "radial_bins",
+    "StreamLayout",
     "OPERATOR_FORMAT_VERSION",
 ]
 
@@ -134,6 +135,11 @@ class BinningOperator:
         return np.repeat(np.arange(self.entries_per_pixel.size, dtype=np.int32),
                          self.entries_per_pixel.astype(np.int64))
 
+    @cached_property
+    def streams(self) -> StreamLayout:
+        """The entries regrouped by shape for the fast kernels (derived once, not cached on disk)."""
+        return StreamLayout.of(self)
+
     @property
     def nbytes(self) -> int:
         """Memory held by the operator arrays."""
@@ -157,6 +163,72 @@ class BinningOperator:
         m = sp.coo_matrix((weights, (self.bins.astype(np.int64), self.entry_pixels)),
                           shape=(self.n_bins, n_pix))
         return m.tocsr()
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """The operator's entries regrouped in three homogeneous streams (for the numba kernels).
+
+    Most pixels fall either wholly into one bin or into two adjacent bins (at
+    Oversampling 3 and one pixel per radial element, 13 % and 87 % of the used pixels of
+    the example calibration).  A kernel streaming them pixel by pixel then loads and
+    corrects each pixel value once, and needs no per-entry pixel index, but a loop over
+    "this pixel's entries" costs a mispredicted branch per pixel (its trip count is 1 or 2
+    at random).  Splitting the pixels by shape gives three branch-free loops:
+
+    ``whole``
+        Pixels with one entry: pixel index, bin, sub-pixel count.
+    ``pair``
+        Pixels with two entries in adjacent bins ``b`` and ``b + 1``: pixel index, ``b``,
+        both counts (8 bytes for two entries instead of 14).
+    ``rest``
+        Every other entry (three or more bins, non-adjacent bins): pixel, bin, count.
+
+    Each stream keeps pixel order, so the image is still read forward.
+    """
+
+    whole_pixels: np.ndarray
+    whole_bins: np.ndarray
+    whole_counts: np.ndarray
+    pair_pixels: np.ndarray
+    pair_bins: np.ndarray
+    pair_counts: np.ndarray
+    rest_pixels: np.ndarray
+    rest_bins: np.ndarray
+    rest_counts: np.ndarray
+
+    @classmethod
+    def of(cls, op: BinningOperator) -> StreamLayout:
+        """Regroup ``op``'s entries (pure NumPy, O(entries))."""
+        epp = op.entries_per_pixel
+        n_entries = op.bins.size
+        first = np.zeros(epp.size, dtype=np.int64)
+        np.cumsum(epp[:-1], out=first[1:], dtype=np.int64)
+        whole = np.flatnonzero(epp == 1)
+        two = np.flatnonzero(epp == 2)
+        k2 = first[two]
+        adjacent = op.bins[k2 + 1].astype(np.int64) == op.bins[k2].astype(np.int64) + 1 if two.size else \
+            np.zeros(0, dtype=bool)
+        pair = two[adjacent]
+        kp = k2[adjacent]
+        in_rest = np.ones(n_entries, dtype=bool)
+        in_rest[first[whole]] = False
+        in_rest[kp] = False
+        in_rest[kp + 1] = False
+        rest = np.flatnonzero(in_rest)
+        pair_counts = np.empty((pair.size, 2), dtype=op.counts.dtype)
+        pair_counts[:, 0] = op.counts[kp]
+        pair_counts[:, 1] = op.counts[kp + 1]
+        # the pixel of entry k is the first whose entries end after k
+        rest_pixels = np.searchsorted(first + epp, rest, side="right")
+        return cls(whole.astype(np.int32), op.bins[first[whole]], op.counts[first[whole]],
+                   pair.astype(np.int32), op.bins[kp], pair_counts,
+                   rest_pixels.astype(np.int32), op.bins[rest], op.counts[rest])
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the streams."""
+        return sum(int(getattr(self, f).nbytes) for f in self.__dataclass_fields__)
 
 
 # -- shared building blocks ----------------------------------------------------------
