@@ -88,9 +88,9 @@ def child_saxsdog(cal_path: Path, repeat: int, check: bool) -> dict[str, Any]:
     from saxsdog import Calibration
     from saxsdog.core.corrections import PixelCorrections
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     cal = Calibration(cal_path)
-    build = time.perf_counter() - t
+    build, build_cpu = time.perf_counter() - t, time.process_time() - c
     build_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     op = cal.radial.operator
     img = frame(op.shape)
@@ -102,7 +102,7 @@ def child_saxsdog(cal_path: Path, repeat: int, check: bool) -> dict[str, Any]:
                                   geometry=cal.geometry),
         "chain": lambda m: kind(op, cal.radial.config, method=m, corrections=chain, geometry=cal.geometry),
     }
-    out: dict[str, Any] = {"build_s": build, "build_rss_gb": build_rss, "bins": int(op.n_bins),
+    out: dict[str, Any] = {"build_s": build, "build_cpu_s": build_cpu, "build_rss_gb": build_rss, "bins": int(op.n_bins),
                            "operator_mb": op.nbytes / 1e6, "mismatch": []}
     t = time.perf_counter()
     streams = op.streams if hasattr(op, "streams") else None
@@ -183,7 +183,8 @@ def main() -> None:
     rep.context["operator"] = (f"{s['bins']} bins, {s['operator_mb']:.0f} MB; stream layout "
                                f"{s['streams_mb']:.0f} MB, derived in {s['layout_s']:.2f} s")
     rep.context["timing"] = "saxsdog: thread CPU time, best frame; pyFAI: wall clock, mean"
-    rep.add("saxsdog operator build (no cache)", s["build_s"], "s", "<= 8", key="build_s")
+    rep.add("saxsdog operator build (no cache), wall", s["build_s"], "s", "<= 8", key="build_s")
+    rep.add("saxsdog operator build, CPU time of the process", s["build_cpu_s"], "s", key="build_cpu_s")
     rep.add("saxsdog peak RSS after the build", s["build_rss_gb"], "GB", "<= 2", key="build_rss_gb")
     rep.add("saxsdog peak RSS (build + integration)", s["peak_rss_gb"], "GB", key="peak_rss_gb")
     rep.add("saxsdog curve, no corrections", s["plain_ms"], "ms", "<= 15", key="plain_ms")

@@ -80,7 +80,12 @@ def test_empty_operator_has_empty_streams():
 @pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
 @pytest.mark.parametrize("name", sorted(OPERATORS))
 @pytest.mark.parametrize("variant", ["plain", "factor", "inline_dark", "removed_dark", "dummy_value"])
-def test_numba_agrees_with_scipy(name, variant):
+@pytest.mark.parametrize("prescan", [True, False])
+def test_numba_agrees_with_scipy(name, variant, prescan, monkeypatch):
+    """Both ways of finding dummies: a scan first (frames that fit in the cache) or in the pass."""
+    import saxsdog.core.kernels as kernels
+
+    monkeypatch.setattr(kernels, "_PRESCAN_PIXELS", 10 ** 9 if prescan else 0)
     op = OPERATORS[name]()
     rng = np.random.default_rng(11)
     img = rng.poisson(50.0, SHAPE).astype(np.int32)
