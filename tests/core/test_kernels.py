@@ -12,6 +12,7 @@ from saxsdog.core.operator import (StreamLayout, build_cake_operator, build_phi_
 
 SHAPE = (90, 77)
 GEOMETRY = Geometry(SHAPE, (50.3, 30.8), 150.0, (172.0, 172.0), 1.54, -3.0, 40.0)
+LARGE = Geometry((310, 270), (150.3, 130.8), 400.0, (172.0, 172.0), 1.54, -3.0, 40.0)
 
 
 def _mask() -> np.ndarray:
@@ -32,6 +33,9 @@ OPERATORS = {
     # a cake: neighbours in azimuth are R bins apart (rest), more bins than one lane's limit
     "cake": lambda: build_cake_operator(GEOMETRY, _mask(), 3, 400, 120),
     "slice": lambda: build_slice_operator(GEOMETRY, _mask(), "x", "InPlane", 40, 3),
+    # more pixels than one block of the 16-bit pixel indices (2**16)
+    "radial_blocks": lambda: build_radial_operator(LARGE, np.random.default_rng(5).random(LARGE.shape) > 0.05,
+                                                   2, 0.7),
 }
 
 
@@ -62,6 +66,17 @@ def test_streams_hold_every_entry_once(name):
     assert s.whole_bins.dtype == op.bins.dtype and s.pair_bins.dtype == op.bins.dtype
 
 
+def test_the_kernel_knows_the_block_size():
+    import inspect
+
+    import saxsdog.core.kernels as kernels
+    from saxsdog.core.operator import STREAM_BLOCK_BITS
+
+    assert f"bits = np.uint64({STREAM_BLOCK_BITS})" in inspect.getsource(kernels)
+    s = OPERATORS["radial_blocks"]().streams
+    assert s.whole_blocks.size > 2 and s.pair_blocks.size > 2  # several blocks in use
+
+
 def test_the_test_operators_use_every_stream():
     radial, narrow = OPERATORS["radial"]().streams, OPERATORS["radial_narrow"]().streams
     assert radial.whole_pixels.size > 0 and radial.pair_pixels.size > 0
@@ -88,8 +103,9 @@ def test_numba_agrees_with_scipy(name, variant, prescan, monkeypatch):
     monkeypatch.setattr(kernels, "_PRESCAN_PIXELS", 10 ** 9 if prescan else 0)
     op = OPERATORS[name]()
     rng = np.random.default_rng(11)
-    img = rng.poisson(50.0, SHAPE).astype(np.int32)
-    img[rng.random(SHAPE) < 0.02] = -1  # dead pixels, some where the operator uses pixels
+    shape = op.shape
+    img = rng.poisson(50.0, shape).astype(np.int32)
+    img[rng.random(shape) < 0.02] = -1  # dead pixels, some where the operator uses pixels
     img[5, 5:9] = 7  # a dummy value
     factor = 1.0 + 0.2 * rng.random(img.size)
     dark = rng.random(img.size)
@@ -120,7 +136,7 @@ def test_plain_sums_equal_the_corrected_kernel_without_corrections(name):
     """accumulate (the operator's own correction) and accumulate_corrected with that
     correction as its factor run the same arithmetic in the same order: the same bytes."""
     op = OPERATORS[name]()
-    img = np.random.default_rng(2).poisson(30.0, SHAPE).astype(np.float32)
+    img = np.random.default_rng(2).poisson(30.0, op.shape).astype(np.float32)
     op.correction = 1.0 + 0.1 * np.random.default_rng(4).random(img.size)
     s1, s2 = accumulate(op, img, squares=True, method="numba")
     c = accumulate_corrected(op, img, factor=op.correction, squares=True, method="numba")

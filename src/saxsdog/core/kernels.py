@@ -236,7 +236,7 @@ try:  # pragma: no branch - depends on the environment
         return gd
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _nb_streams(img, wp, wb, wc, pp, pb, pc, rp, rb, rc,  # type: ignore[no-untyped-def]
+    def _nb_streams(img, wl, wk, wb, wc, pl, pk, pb, pc, rl, rk, rb, rc,  # type: ignore[no-untyped-def]
                     g, dark_inline, dark_removed, dark_scale, out, out2, outvar,
                     removed, removed_dark, dummy, has_dummy, shift):  # pragma: no cover
         # Returns the number of dummy pixels met (0 unless ``removed`` is given).
@@ -254,42 +254,49 @@ try:  # pragma: no branch - depends on the environment
         lane_mask = (np.uint64(1) << shift) - np.uint64(1)
         want_var = outvar is not None
         n_dummy = 0
-        for tt in range(wp.size):
-            t = np.uint64(tt)
-            j = np.uint64(wp[t])
-            p, v, var = _nb_value(img, j, g, dark_inline, dark_scale, want_var)
-            if removed is not None:
-                if p < 0.0 or (has_dummy and p == dummy):
-                    _nb_drop(removed, removed_dark, wb[t], wc[t], _nb_dummy_dark(j, g, dark_removed))
-                    n_dummy += 1
-                    continue
-            _nb_add(out, out2, outvar, (np.uint64(wb[t]) << shift) + (t & lane_mask), wc[t], v, var)
-        for tt in range(pp.size):
-            t = np.uint64(tt)
-            j = np.uint64(pp[t])
-            p, v, var = _nb_value(img, j, g, dark_inline, dark_scale, want_var)
-            b = np.uint64(pb[t])
-            if removed is not None:
-                if p < 0.0 or (has_dummy and p == dummy):
-                    gd = _nb_dummy_dark(j, g, dark_removed)
-                    _nb_drop(removed, removed_dark, b, pc[t, 0], gd)
-                    _nb_drop(removed, removed_dark, b + np.uint64(1), pc[t, 1], gd)
-                    n_dummy += 1
-                    continue
-            i = (b << shift) + (t & lane_mask)
-            _nb_add(out, out2, outvar, i, pc[t, 0], v, var)
-            _nb_add(out, out2, outvar, i + (np.uint64(1) << shift), pc[t, 1], v, var)
-        for tt in range(rp.size):
-            t = np.uint64(tt)
-            j = np.uint64(rp[t])
-            p, v, var = _nb_value(img, j, g, dark_inline, dark_scale, want_var)
-            if removed is not None:
-                if p < 0.0 or (has_dummy and p == dummy):
-                    _nb_drop(removed, removed_dark, rb[t], rc[t], _nb_dummy_dark(j, g, dark_removed))
-                    # a pixel's entries are consecutive in this stream: count it once
-                    n_dummy += tt == 0 or rp[t - np.uint64(1)] != rp[t]
-                    continue
-            _nb_add(out, out2, outvar, (np.uint64(rb[t]) << shift) + (t & lane_mask), rc[t], v, var)
+        bits = np.uint64(16)  # STREAM_BLOCK_BITS: pixel = block << 16 | low
+        for blk in range(wk.size - 1):
+            base = np.uint64(blk) << bits
+            for tt in range(wk[blk], wk[blk + 1]):
+                t = np.uint64(tt)
+                j = base + np.uint64(wl[t])
+                p, v, var = _nb_value(img, j, g, dark_inline, dark_scale, want_var)
+                if removed is not None:
+                    if p < 0.0 or (has_dummy and p == dummy):
+                        _nb_drop(removed, removed_dark, wb[t], wc[t], _nb_dummy_dark(j, g, dark_removed))
+                        n_dummy += 1
+                        continue
+                _nb_add(out, out2, outvar, (np.uint64(wb[t]) << shift) + (t & lane_mask), wc[t], v, var)
+        for blk in range(pk.size - 1):
+            base = np.uint64(blk) << bits
+            for tt in range(pk[blk], pk[blk + 1]):
+                t = np.uint64(tt)
+                j = base + np.uint64(pl[t])
+                p, v, var = _nb_value(img, j, g, dark_inline, dark_scale, want_var)
+                b = np.uint64(pb[t])
+                if removed is not None:
+                    if p < 0.0 or (has_dummy and p == dummy):
+                        gd = _nb_dummy_dark(j, g, dark_removed)
+                        _nb_drop(removed, removed_dark, b, pc[t, 0], gd)
+                        _nb_drop(removed, removed_dark, b + np.uint64(1), pc[t, 1], gd)
+                        n_dummy += 1
+                        continue
+                i = (b << shift) + (t & lane_mask)
+                _nb_add(out, out2, outvar, i, pc[t, 0], v, var)
+                _nb_add(out, out2, outvar, i + (np.uint64(1) << shift), pc[t, 1], v, var)
+        for blk in range(rk.size - 1):
+            base = np.uint64(blk) << bits
+            for tt in range(rk[blk], rk[blk + 1]):
+                t = np.uint64(tt)
+                j = base + np.uint64(rl[t])
+                p, v, var = _nb_value(img, j, g, dark_inline, dark_scale, want_var)
+                if removed is not None:
+                    if p < 0.0 or (has_dummy and p == dummy):
+                        _nb_drop(removed, removed_dark, rb[t], rc[t], _nb_dummy_dark(j, g, dark_removed))
+                        # a pixel's entries are consecutive in this stream: count it once
+                        n_dummy += tt == rk[blk] or rl[t - np.uint64(1)] != rl[t]
+                        continue
+                _nb_add(out, out2, outvar, (np.uint64(rb[t]) << shift) + (t & lane_mask), rc[t], v, var)
         return n_dummy
 
     def _run_streams(op: BinningOperator, flat: np.ndarray, g: np.ndarray | None, dark_inline: np.ndarray | None,
@@ -297,8 +304,9 @@ try:  # pragma: no branch - depends on the environment
                      outvar: np.ndarray | None, removed: np.ndarray | None, removed_dark: np.ndarray | None,
                      dummy: float, has_dummy: bool) -> int:
         s = op.streams
-        return int(_nb_streams(flat, s.whole_pixels, s.whole_bins, s.whole_counts, s.pair_pixels, s.pair_bins, s.pair_counts,
-                    s.rest_pixels, s.rest_bins, s.rest_counts, g, dark_inline, dark_removed, float(dark_scale),
+        return int(_nb_streams(flat, s.whole_low, s.whole_blocks, s.whole_bins, s.whole_counts,
+                    s.pair_low, s.pair_blocks, s.pair_bins, s.pair_counts,
+                    s.rest_low, s.rest_blocks, s.rest_bins, s.rest_counts, g, dark_inline, dark_removed, float(dark_scale),
                     out, out2, outvar, removed, removed_dark, dummy, has_dummy, np.uint64(_lane_shift(op.n_bins))))
 
     def _numba_accumulate(op: BinningOperator, flat: np.ndarray,
