@@ -142,3 +142,16 @@ def test_plain_sums_equal_the_corrected_kernel_without_corrections(name):
     c = accumulate_corrected(op, img, factor=op.correction, squares=True, method="numba")
     assert s1.tobytes() == c.signal.tobytes()
     assert s2 is not None and c.squares is not None and s2.tobytes() == c.squares.tobytes()
+
+
+def test_pickled_operator_leaves_the_derived_streams_behind():
+    import pickle
+
+    op = OPERATORS["radial"]()
+    img = np.random.default_rng(8).poisson(20.0, op.shape).astype(np.int32)
+    before = accumulate(op, img)[0]
+    assert "streams" in op.__dict__ or "numba" not in available_methods()
+    copy = pickle.loads(pickle.dumps(op))
+    assert "streams" not in copy.__dict__ and "entry_pixels" not in copy.__dict__
+    np.testing.assert_array_equal(accumulate(copy, img)[0], before)
+    assert copy.n_bins == op.n_bins and copy.kind == op.kind

@@ -135,6 +135,16 @@ class BinningOperator:
         return np.repeat(np.arange(self.entries_per_pixel.size, dtype=np.int32),
                          self.entries_per_pixel.astype(np.int64))
 
+    #: Derived data re-computed on first use: not pickled (a worker or a Dask task gets the
+    #: operator's own arrays only, not twice their size).
+    _DERIVED = ("streams", "entry_pixels", "_scipy_cache")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     @cached_property
     def streams(self) -> StreamLayout:
         """The entries regrouped by shape for the fast kernels (derived once, not cached on disk)."""
