@@ -239,8 +239,31 @@ class Integrator:
         return {}
 
     def poisson_error(self, intensity: np.ndarray) -> np.ndarray:
-        """``√(I·A)/A`` per bin, 0 for empty bins (the legacy error model)."""
-        return self._legacy_error(intensity, self.operator.area)
+        """``√(I·A)/A`` per bin, 0 for empty bins (the legacy error model).
+
+        The same bytes as :meth:`_legacy_error` with the operator's area, from arrays
+        computed once per integrator (three array passes a frame instead of eight).
+        """
+        area, safe_area, empty = self._legacy_area
+        with np.errstate(invalid="ignore"):
+            err: np.ndarray = intensity * area
+        np.maximum(err, 0.0, out=err)
+        np.sqrt(err, out=err)
+        err /= safe_area
+        err[empty] = 0.0
+        return err
+
+    @cached_property
+    def _legacy_area(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The operator's area, the area with 1 for empty bins, and the empty bins' indices."""
+        area = self.operator.area
+        return area, np.where(area > 0, area, 1.0), np.flatnonzero(~(area > 0))
+
+    @cached_property
+    def _has_area(self) -> np.ndarray:
+        """Bins with some operator weight (the ``valid`` of curves without dummies)."""
+        has: np.ndarray = self.operator.area > 0
+        return has
 
     def curve(self, image: np.ndarray, stddev: bool = True, *, scale: float = 1.0,
               dark_scale: float = 1.0) -> Curve:
@@ -270,7 +293,7 @@ class Integrator:
             else:
                 intensity = self.integrate(image)
                 std, poisson = None, self.poisson_error(intensity)
-            valid, n_dummy = self.operator.area > 0, 0
+            valid, n_dummy = self._has_area.copy(), 0
         elif self.corrections.sigma_clip is not None:
             intensity, std, poisson, valid, n_dummy = self._clipped(image, stddev, dark_scale)
         else:

@@ -51,6 +51,7 @@ __all__ = [
     "build_slice_operator",
     "polarization_factor",
     "radial_bins",
+    "StreamLayout",
     "OPERATOR_FORMAT_VERSION",
 ]
 
@@ -134,6 +135,21 @@ class BinningOperator:
         return np.repeat(np.arange(self.entries_per_pixel.size, dtype=np.int32),
                          self.entries_per_pixel.astype(np.int64))
 
+    #: Derived data re-computed on first use: not pickled (a worker or a Dask task gets the
+    #: operator's own arrays only, not twice their size).
+    _DERIVED = ("streams", "entry_pixels", "_scipy_cache")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    @cached_property
+    def streams(self) -> StreamLayout:
+        """The entries regrouped by shape for the fast kernels (derived once, not cached on disk)."""
+        return StreamLayout.of(self)
+
     @property
     def nbytes(self) -> int:
         """Memory held by the operator arrays."""
@@ -157,6 +173,112 @@ class BinningOperator:
         m = sp.coo_matrix((weights, (self.bins.astype(np.int64), self.entry_pixels)),
                           shape=(self.n_bins, n_pix))
         return m.tocsr()
+
+
+#: Pixels per block of a :class:`StreamLayout` (its pixel indices are 16-bit within a block).
+STREAM_BLOCK_BITS = 16
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """The operator's entries regrouped in three homogeneous streams (for the numba kernels).
+
+    Most pixels fall either wholly into one bin or into two adjacent bins (at
+    Oversampling 3 and one pixel per radial element, 13 % and 87 % of the used pixels of
+    the example calibration and of an Eiger 16M at 3 m).  A kernel streaming them pixel
+    by pixel then loads and corrects each pixel value once, but a loop over "this pixel's
+    entries" costs a mispredicted branch per pixel (its trip count is 1 or 2 at random).
+    Splitting the pixels by shape gives three branch-free loops:
+
+    ``whole``
+        Pixels with one entry: pixel, bin, sub-pixel count.
+    ``pair``
+        Pixels with two entries in adjacent bins ``b`` and ``b + 1``: pixel, ``b``, both
+        counts.
+    ``rest``
+        Every other entry (three or more bins, non-adjacent bins): pixel, bin, count.
+
+    Each stream keeps pixel order, so the image is still read forward.  Pixel indices
+    are stored as their low 16 bits (``*_low``) with, per block of 2¹⁶ pixels, the
+    stream position where the block starts (``*_blocks``, length blocks + 1): 2 bytes a
+    pixel instead of 4 (a pair is 6 bytes for two entries instead of the 14 of the
+    entry layout with its per-entry pixel index).
+    """
+
+    whole_low: np.ndarray
+    whole_blocks: np.ndarray
+    whole_bins: np.ndarray
+    whole_counts: np.ndarray
+    pair_low: np.ndarray
+    pair_blocks: np.ndarray
+    pair_bins: np.ndarray
+    pair_counts: np.ndarray
+    rest_low: np.ndarray
+    rest_blocks: np.ndarray
+    rest_bins: np.ndarray
+    rest_counts: np.ndarray
+
+    @classmethod
+    def of(cls, op: BinningOperator) -> StreamLayout:
+        """Regroup ``op``'s entries (pure NumPy, O(entries))."""
+        epp = op.entries_per_pixel
+        n_entries = op.bins.size
+        first = np.zeros(epp.size, dtype=np.int64)
+        np.cumsum(epp[:-1], out=first[1:], dtype=np.int64)
+        whole = np.flatnonzero(epp == 1)
+        two = np.flatnonzero(epp == 2)
+        k2 = first[two]
+        adjacent = op.bins[k2 + 1].astype(np.int64) == op.bins[k2].astype(np.int64) + 1 if two.size else \
+            np.zeros(0, dtype=bool)
+        pair = two[adjacent]
+        kp = k2[adjacent]
+        in_rest = np.ones(n_entries, dtype=bool)
+        in_rest[first[whole]] = False
+        in_rest[kp] = False
+        in_rest[kp + 1] = False
+        rest = np.flatnonzero(in_rest)
+        pair_counts = np.empty((pair.size, 2), dtype=op.counts.dtype)
+        pair_counts[:, 0] = op.counts[kp]
+        pair_counts[:, 1] = op.counts[kp + 1]
+        # the pixel of entry k is the first whose entries end after k
+        rest_pixels = np.searchsorted(first + epp, rest, side="right")
+        n_blocks = (epp.size >> STREAM_BLOCK_BITS) + 1
+        starts = np.arange(n_blocks + 1, dtype=np.int64) << STREAM_BLOCK_BITS
+
+        def split(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            low = (pixels & ((1 << STREAM_BLOCK_BITS) - 1)).astype(np.uint16)
+            return low, np.searchsorted(pixels, starts).astype(np.int64)
+
+        return cls(*split(whole), op.bins[first[whole]], op.counts[first[whole]],
+                   *split(pair), op.bins[kp], pair_counts,
+                   *split(rest_pixels), op.bins[rest], op.counts[rest])
+
+    @staticmethod
+    def pixels(low: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+        """Full pixel indices (int64) of a stream from its ``*_low`` and ``*_blocks``."""
+        block = np.repeat(np.arange(blocks.size - 1, dtype=np.int64), np.diff(blocks))
+        full: np.ndarray = (block << STREAM_BLOCK_BITS) + low.astype(np.int64)
+        return full
+
+    @property
+    def whole_pixels(self) -> np.ndarray:
+        """Pixel indices of the whole pixels."""
+        return self.pixels(self.whole_low, self.whole_blocks)
+
+    @property
+    def pair_pixels(self) -> np.ndarray:
+        """Pixel indices of the adjacent pairs."""
+        return self.pixels(self.pair_low, self.pair_blocks)
+
+    @property
+    def rest_pixels(self) -> np.ndarray:
+        """Pixel index of each remaining entry."""
+        return self.pixels(self.rest_low, self.rest_blocks)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the streams."""
+        return sum(int(getattr(self, f).nbytes) for f in self.__dataclass_fields__)
 
 
 # -- shared building blocks ----------------------------------------------------------
