@@ -33,10 +33,20 @@ import numpy as np
 
 from .atomic import atomic_write_bytes
 
-__all__ = ["ChiData", "ChiFormatter", "format_chi", "write_chi", "read_chi", "drop_empty_bins"]
+__all__ = ["ChiData", "ChiFormatter", "format_chi", "write_chi", "read_chi", "drop_empty_bins",
+           "intensity_label"]
 
 #: Column labels of a radial curve, as the original wrote them.
 RADIAL_LABELS = ["Scattering Vector  q [$nm^{-1}$]", "Intensity (Count/Pixel)", "Error Margin"]
+
+
+def intensity_label(unit: str) -> str:
+    """The intensity column's label: the original's for counts per pixel, else with the unit.
+
+    >>> intensity_label("counts/pixel"), intensity_label("1/cm/sr")
+    ('Intensity (Count/Pixel)', 'Intensity (1/cm/sr)')
+    """
+    return RADIAL_LABELS[1] if unit in ("counts/pixel", "") else f"Intensity ({unit})"
 
 
 @dataclass
@@ -128,11 +138,12 @@ class ChiFormatter:
         self._x = [f"{v:.18e}" for v in x.tolist()]
         self._row = "%s %.18e %.18e\n " * len(self._x)
         self._calibration = json.dumps(calibration if calibration is not None else {}) + "\n"
-        self._labels = json.dumps(list(labels)) + "\n"
+        self._label_list = list(labels)
+        self._labels = json.dumps(self._label_list) + "\n"
         self._tail = self._labels + "   " + str(len(self._x)) + "\n "
 
     def render(self, intensity: np.ndarray, error: np.ndarray, parameters: dict[str, Any] | None,
-               keep: np.ndarray | None = None) -> bytes:
+               keep: np.ndarray | None = None, unit: str | None = None) -> bytes:
         """The ``.chi`` bytes of one curve.
 
         Parameters
@@ -145,7 +156,16 @@ class ChiFormatter:
             Bool per bin: write only these rows (dropping empty bins, see
             :func:`drop_empty_bins`); the row count of the header follows.  ``None``: every
             row, the original's layout (empty bins as 0 rows).
+        unit
+            The curve's :attr:`~saxsdog.core.integrators.Curve.unit`: an intensity label
+            other than the formatter's second one is written for units other than counts
+            per pixel (:func:`intensity_label`); ``None`` keeps the formatter's labels.
         """
+        labels_line = self._labels
+        if unit is not None and len(self._label_list) > 1 and intensity_label(unit) != self._label_list[1]:
+            relabelled = list(self._label_list)
+            relabelled[1] = intensity_label(unit)
+            labels_line = json.dumps(relabelled) + "\n"
         cols = np.nan_to_num(np.column_stack([intensity, error]).astype(np.float64), nan=0.0,
                              posinf=0.0, neginf=0.0)
         if keep is not None and not np.all(keep):
@@ -153,7 +173,9 @@ class ChiFormatter:
             xs = [self._x[i] for i in rows.tolist()]
             cols = cols[rows]
             row_fmt = "%s %.18e %.18e\n " * len(xs)
-            tail = self._labels + "   " + str(len(xs)) + "\n "
+            tail = labels_line + "   " + str(len(xs)) + "\n "
+        elif labels_line is not self._labels:
+            xs, row_fmt, tail = self._x, self._row, labels_line + "   " + str(len(self._x)) + "\n "
         else:
             xs, row_fmt, tail = self._x, self._row, self._tail
         values = chain.from_iterable(zip(xs, cols[:, 0].tolist(), cols[:, 1].tolist()))

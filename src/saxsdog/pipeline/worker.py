@@ -12,6 +12,7 @@ import numpy as np
 
 from ..calibration import Calibration
 from ..errors import CorruptImageError, ImageError, ImageShapeError
+from ..io.chi import intensity_label
 from ..io.images import Frame, inside, iter_frames
 from .naming import (OutputRefused, frame_name, make_output_folder, output_base, subtracted_path,
                      write_output_bytes)
@@ -190,7 +191,8 @@ class ImageProcessor:
             self._formatters = [ChiFormatter(it.x, self.calibration.raw, [it.x_label, *RADIAL_LABELS[1:]])
                                 for it in self.calibration.integrators]
         keep = curve.has_data if self.options.chi_drop_empty else None
-        return self._formatters[i].render(curve.intensity, curve.poisson, curve.parameters, keep=keep)
+        return self._formatters[i].render(curve.intensity, curve.poisson, curve.parameters, keep=keep,
+                                          unit=curve.unit)
 
     def _nxcansas_bytes(self, file_name: str, name: str, curves: list, meta: dict[str, Any]) -> bytes:
         """The NXcanSAS file of one frame, built where nobody else can write (a 0700 temporary folder)."""
@@ -340,11 +342,6 @@ def _image_png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     matplotlib.image.imsave(buf, data, cmap="viridis", origin="upper", format="png")
     return buf.getvalue()
-
-
-def intensity_label(unit: str) -> str:
-    """The intensity column's label: the original's for counts per pixel, else with the unit."""
-    return "Intensity (Count/Pixel)" if unit in ("counts/pixel", "") else f"Intensity ({unit})"
 
 
 def _with_data(curve) -> np.ndarray:
