@@ -27,3 +27,34 @@ def test_chi_intensity_label_follows_the_unit() -> None:
     # the rows are those of the plain file divided by 10 s (only the label and header differ)
     rows = np.loadtxt(chi.decode("latin-1").split("\n")[4:])
     assert np.allclose(rows[:, 1] * 10.0, plain.curves(image)[0].intensity, rtol=1e-12, atol=0)
+
+
+def test_a_frame_of_a_multi_frame_file_without_its_monitor_fails_alone(tmp_path) -> None:
+    """Frame 1 of three has a zero monitor: frames 0 and 2 are written, the file is failed
+    with frame 1's error naming the field."""
+    import h5py
+
+    from saxsdog.testing import run_queue
+
+    root = tmp_path / "run"
+    root.mkdir()
+    rng = np.random.default_rng(3)
+    stack = rng.poisson(80.0, (3, 64, 48)).astype(np.int32)
+    with h5py.File(root / "series.h5", "w") as f:
+        f.create_dataset("entry/data/data", data=stack)
+        f["entry/instrument/monitor/flux"] = np.array([1000.0, 0.0, 2000.0])
+    cal = Calibration(small_calibration(Version=2, Corrections={"SolidAngle": False},
+                                        Normalization={"Monitor": {"Header": "flux"}}), cache=False)
+    out = tmp_path / "out"
+    queue = run_queue(cal, root, out_dir=out)
+    failures = list(queue.history.failures.values())
+    assert len(failures) == 1 and "$.Normalization.Monitor" in failures[0], failures
+    assert failures[0].startswith("frame 1: ")
+    written = sorted(p.name for p in out.rglob("*.chi"))
+    assert len(written) == 2, written
+    plain = Calibration(small_calibration(), cache=False)
+    from saxsdog.io.chi import read_chi
+
+    for path, k, monitor in zip(sorted(out.rglob("*.chi")), (0, 2), (1000.0, 2000.0)):
+        np.testing.assert_allclose(read_chi(path).intensity, plain.curves(stack[k].astype(float))[0].intensity
+                                   / monitor, rtol=1e-12)

@@ -148,7 +148,16 @@ class ImageProcessor:
                                                skipped=True, processed_at=time.time(), worker=os.getpid(),
                                                name=name))
                 else:
-                    results.append(self._integrate_frame(task, frame, outputs, read_s, name))
+                    try:
+                        results.append(self._integrate_frame(task, frame, outputs, read_s, name))
+                    except ImageError as exc:
+                        if exc.retryable:
+                            raise
+                        # this frame's own problem (a header field its normalization needs): the
+                        # file's other frames are still integrated
+                        where = f"frame {frame.index}: " if frame.nframes > 1 else ""
+                        results.append(ImageResult(task.path, frame.index, error=where + exc.reason,
+                                                   processed_at=time.time(), worker=os.getpid(), name=name))
                 t_read = time.perf_counter()
         except ImageError as exc:
             results.append(ImageResult(task.path, len(results), error=exc.reason, retryable=exc.retryable,
