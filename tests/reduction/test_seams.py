@@ -58,3 +58,28 @@ def test_a_frame_of_a_multi_frame_file_without_its_monitor_fails_alone(tmp_path)
     for path, k, monitor in zip(sorted(out.rglob("*.chi")), (0, 2), (1000.0, 2000.0)):
         np.testing.assert_allclose(read_chi(path).intensity, plain.curves(stack[k].astype(float))[0].intensity
                                    / monitor, rtol=1e-12)
+
+
+def test_sigma_clipping_reports_the_rejected_pixels_per_frame(tmp_path) -> None:
+    """ClipResult.rejected reaches the curve, the frame's results and the live graphs."""
+    import tifffile
+
+    from saxsdog.testing import run_queue
+
+    rng = np.random.default_rng(5)
+    image = rng.poisson(100.0, (64, 48)).astype(np.int32)
+    rows, cols = rng.integers(0, 64, 20), rng.integers(0, 48, 20)
+    image[rows, cols] = 1_000_000
+    clip = Calibration(small_calibration(Version=2, Corrections={"SigmaClip": {"Sigma": 4, "Cycles": 3}}),
+                       cache=False)
+    curve = clip.curves(image.astype(np.float64), metadata={})[0]
+    assert curve.rejected_pixels is not None and curve.rejected_pixels >= len(set(zip(rows, cols))) // 2
+    assert Calibration(small_calibration(), cache=False).curves(image.astype(float))[0].rejected_pixels is None
+    root = tmp_path / "run"
+    root.mkdir()
+    tifffile.imwrite(root / "z_00001.tif", image)
+    queue = run_queue(clip, root, out_dir=tmp_path / "out", keep_curves=True, curve_interval=0.0)
+    record = queue.history.records[0]
+    assert record["error"] is None
+    assert record["parameters"]["R0"]["rejected_pixels"] == curve.rejected_pixels
+    assert queue.history.latest_curves.curves[0]["rejected_pixels"] == curve.rejected_pixels

@@ -361,19 +361,26 @@ def _with_data(curve) -> np.ndarray:
 
 def _frame_parameters(curve) -> dict[str, Any]:
     """A curve's parameters as results, history and run files carry them: with the frame's
-    dummy-pixel count (the .chi header keeps the curve's own parameters)."""
-    return {**curve.parameters, "dummy_pixels": int(curve.dummy_pixels)}
+    dummy-pixel count and, with sigma clipping, the count of rejected pixel entries (the .chi
+    header keeps the curve's own parameters)."""
+    out = {**curve.parameters, "dummy_pixels": int(curve.dummy_pixels)}
+    rejected = getattr(curve, "rejected_pixels", None)
+    if rejected is not None:
+        out["rejected_pixels"] = int(rejected)
+    return out
 
 
 def _with_reduction(graph: dict[str, Any], curve) -> dict[str, Any]:
     """A graph object with what the run files and plots need of its curve, besides the original's keys.
 
     ``unit`` (saxsdog's unit of I, also in the intensity column's label), ``dummy_pixels``
-    (the frame's count) and ``valid`` (bool per bin, a list, only when some bin is empty).
+    (the frame's count), ``rejected_pixels`` (with sigma clipping) and ``valid`` (bool per bin, a list, only when some bin is empty).
     """
     graph["columnLabels"][1] = intensity_label(curve.unit)
     graph["unit"] = curve.unit
     graph["dummy_pixels"] = int(curve.dummy_pixels)
+    if getattr(curve, "rejected_pixels", None) is not None:
+        graph["rejected_pixels"] = int(curve.rejected_pixels)
     has_data = _with_data(curve)
     if not has_data.all() and has_data.size == len(graph["array"][0]):  # (a cake's graph is its profile)
         graph["valid"] = has_data.tolist()
