@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from saxsdog.calibration import Calibration
 from saxsdog.testing import small_calibration
@@ -83,3 +84,47 @@ def test_sigma_clipping_reports_the_rejected_pixels_per_frame(tmp_path) -> None:
     assert record["error"] is None
     assert record["parameters"]["R0"]["rejected_pixels"] == curve.rejected_pixels
     assert queue.history.latest_curves.curves[0]["rejected_pixels"] == curve.rejected_pixels
+
+
+def test_the_command_reports_dummy_and_clipped_counts() -> None:
+    from saxsdog.cli.saxsdog import reduction_report
+
+    records = [{"error": None, "skipped": False, "dummy_pixels": 73671,
+                "parameters": {"R0": {"dummy_pixels": 73671, "rejected_pixels": 12}}},
+               {"error": None, "skipped": False, "dummy_pixels": 73675,
+                "parameters": {"R0": {"dummy_pixels": 73675, "rejected_pixels": 30}}},
+               {"error": "bad", "skipped": False, "dummy_pixels": None, "parameters": {}}]
+    assert reduction_report(records) == [
+        "saxsdog: 73,671–73,675 dummy pixels (negative or DummyValue) excluded per frame (2 frame(s) had any)",
+        "saxsdog: 12–30 pixel entries rejected by SigmaClip per frame"]
+    assert reduction_report([{"error": None, "dummy_pixels": 0, "parameters": {"R0": {"dummy_pixels": 0}}}]) == []
+
+
+@pytest.mark.slow
+def test_real_image_without_a_mask_reports_73671_dummy_pixels(data_dir, tmp_path) -> None:
+    """As a user runs it: cal.json with an empty MaskFile on the real image; the summary
+    names the count, and the curve is the one with the gap pixels masked."""
+    import subprocess
+    import sys
+
+    from saxsdog.io.chi import read_chi
+    from saxsdog.io.images import read_image
+
+    raw = json.loads((data_dir / "cal.json").read_text())
+    raw["Masks"][0]["MaskFile"] = ""
+    (tmp_path / "cal.json").write_text(json.dumps(raw))
+    r = subprocess.run([sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(tmp_path / "cal.json"), "-S",
+                        "-o", str(tmp_path / "out"), str(data_dir / "buf1_00000.tif")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "saxsdog: 73,671 dummy pixels (negative or DummyValue) excluded per frame" in r.stdout, r.stdout
+    got = read_chi(tmp_path / "out" / "buf1_00000.chi")
+    image = read_image(data_dir / "buf1_00000.tif").data
+    gaps = image >= 0
+    masked = Calibration({**raw, "Corrections": {"MaskNegative": False}}, cache=False)
+    from saxsdog.core.integrators import RadialIntegrator
+    from saxsdog.core.operator import build_radial_operator
+
+    op = build_radial_operator(masked.geometry, gaps, 3, 1.0)
+    want = RadialIntegrator(op).curve(image.astype(np.float64))
+    np.testing.assert_allclose(got.intensity, want.intensity, rtol=1e-12, atol=1e-12)
