@@ -512,7 +512,7 @@ class Calibration:
             r, c = (int(v[0]) for v in np.nonzero(bad))
             raise CalibrationError(
                 f"the flat field is zero, negative or not finite on {int(bad.sum()):,} pixels the masks use "
-                f"(first at row {r}, column {c}: {flat[r, c]!r})", "$.Corrections.FlatFile", name,
+                f"(first at row {r}, column {c}: {float(flat[r, c]):g})", "$.Corrections.FlatFile", name,
                 "a flat field > 0 on every unmasked pixel (mask the others)")
 
     def _integrator_kwargs(self, polarization: bool = True) -> dict[str, Any]:

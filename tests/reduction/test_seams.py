@@ -128,3 +128,17 @@ def test_real_image_without_a_mask_reports_73671_dummy_pixels(data_dir, tmp_path
     op = build_radial_operator(masked.geometry, gaps, 3, 1.0)
     want = RadialIntegrator(op).curve(image.astype(np.float64))
     np.testing.assert_allclose(got.intensity, want.intensity, rtol=1e-12, atol=1e-12)
+
+
+def test_a_flat_with_a_zero_names_field_pixel_and_value_plainly(tmp_path) -> None:
+    from saxsdog.errors import CalibrationError
+
+    flat = np.ones((64, 48))
+    flat[10, 7] = 0.0
+    np.save(tmp_path / "flat.npy", flat)
+    with pytest.raises(CalibrationError) as info:
+        Calibration(small_calibration(Version=2, Corrections={"FlatFile": "flat.npy"}), base_dir=tmp_path,
+                    cache=False)
+    message = str(info.value)
+    assert "$.Corrections.FlatFile" in message and "row 10, column 7: 0)" in message, message
+    assert "np.float64" not in message
