@@ -142,3 +142,56 @@ def test_a_flat_with_a_zero_names_field_pixel_and_value_plainly(tmp_path) -> Non
     message = str(info.value)
     assert "$.Corrections.FlatFile" in message and "row 10, column 7: 0)" in message, message
     assert "np.float64" not in message
+
+
+@pytest.mark.slow
+def test_the_command_agrees_with_pyfai_with_dark_flat_solid_angle_and_polarization(data_dir, tmp_path) -> None:
+    """As a user runs it: a version-2 calibration beside the real image with a dark TIFF (its
+    header says 5 s, the image's 10 s: the dark is doubled), a smooth flat as .npy, solid angle
+    and polarization; the .chi file agrees with pyFAI integrate1d given the same to 1e-3."""
+    import shutil
+    import subprocess
+    import sys
+    from datetime import datetime
+
+    pytest.importorskip("pyFAI")
+    from scipy.ndimage import gaussian_filter
+
+    from saxsdog.io.chi import read_chi
+    from saxsdog.io.images import read_image
+    from saxsdog.io.masks import read_mask
+    from saxsdog.io.poni import calibration_to_integrator
+    from saxsdog.testing import write_pilatus_tiff
+
+    (tmp_path / "img").mkdir()
+    shutil.copy(data_dir / "buf1_00000.tif", tmp_path / "img")
+    shutil.copy(data_dir / "AAA_integ.msk", tmp_path)
+    frame = read_image(tmp_path / "img" / "buf1_00000.tif")
+    shape = frame.data.shape
+    rng = np.random.default_rng(21)
+    dark = rng.uniform(0, 1.5, shape).astype(np.float32)
+    write_pilatus_tiff(tmp_path / "dark.tif", dark, datetime(2026, 1, 1), exposure=5.0)
+    field = gaussian_filter(rng.standard_normal(shape), sigma=min(shape) / 12, mode="wrap")
+    flat = 1.0 + 0.03 * field / np.abs(field).max()
+    np.save(tmp_path / "flat.npy", flat)
+    raw = json.loads((data_dir / "cal.json").read_text())
+    fraction, angle = 0.95, 20.0
+    cal = {**raw, "Version": 2, "PolarizationCorrection": {"Fraction": fraction, "Angle": angle},
+           "Corrections": {"SolidAngle": True, "DarkFile": "dark.tif", "FlatFile": "flat.npy"}}
+    (tmp_path / "cal2.json").write_text(json.dumps(cal))
+    r = subprocess.run([sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(tmp_path / "cal2.json"), "-S",
+                        "-o", str(tmp_path / "out"), str(tmp_path / "img")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    chi = read_chi(tmp_path / "out" / "buf1_00000.chi")
+    ai = calibration_to_integrator(raw)
+    mask = ~read_mask(tmp_path / "AAA_integ.msk", shape, "mask") | (frame.data < 0)
+    n, dq = len(chi.q), chi.q[1] - chi.q[0]
+    res = ai.integrate1d(frame.data.astype(np.float64), n, unit="q_nm^-1", radial_range=(0, n * dq),
+                         method=("full", "csr", "cython"), mask=mask,
+                         dark=2.0 * read_image(tmp_path / "dark.tif").data.astype(np.float64), flat=flat,
+                         correctSolidAngle=True, polarization_factor=[2 * fraction - 1, -np.radians(angle)])
+    assert np.allclose(res.radial, chi.q, rtol=1e-6)
+    sel = (chi.intensity > 0) & (res.intensity > 0)
+    assert sel.sum() > 500
+    assert np.median(np.abs(chi.intensity[sel] / res.intensity[sel] - 1)) <= 1e-3
