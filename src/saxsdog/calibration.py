@@ -545,7 +545,7 @@ class Calibration:
             r, c = (int(v[0]) for v in np.nonzero(bad))
             raise CalibrationError(
                 f"the flat field is zero, negative or not finite on {int(bad.sum()):,} pixels the masks use "
-                f"(first at row {r}, column {c}: {flat[r, c]!r})", "$.Corrections.FlatFile", name,
+                f"(first at row {r}, column {c}: {float(flat[r, c]):g})", "$.Corrections.FlatFile", name,
                 "a flat field > 0 on every unmasked pixel (mask the others)")
 
     def _integrator_kwargs(self, polarization: bool = True) -> dict[str, Any]:
@@ -656,11 +656,15 @@ class Calibration:
         return [_output_suffix(it.kind, i) for i, it in enumerate(self.integrators)]
 
     def chi_bytes(self, curves: list[Curve]) -> list[bytes]:
-        """Render curves as ``.chi`` file contents (x, I, Poisson error)."""
+        """Render curves as ``.chi`` file contents (x, I, error).
+
+        The intensity label is the original's ``Intensity (Count/Pixel)`` for curves in
+        counts per pixel and names the curve's unit otherwise (``Intensity (1/cm/sr)``).
+        """
         if self._formatters is None:  # a cake is no curve: its file is <stem>_cake.h5 (b"" here)
             self._formatters = [ChiFormatter(it.x, self.raw, [it.x_label, "Intensity (Count/Pixel)", "Error Margin"])
                                 if it.kind != "Cake" else None for it in self.integrators]
-        return [f.render(c.intensity, c.poisson, c.parameters) if f is not None else b""
+        return [f.render(c.intensity, c.poisson, c.parameters, unit=c.unit) if f is not None else b""
                 for f, c in zip(self._formatters, curves)]
 
     def write_chi(self, image: np.ndarray, path: str | os.PathLike[str],

@@ -202,3 +202,32 @@ def test_thickness_of_an_imaged_standard(tmp_path: Path, cal_file: Path) -> None
                           "-o", str(out)]) == 0
     assert _load(out).config["Normalization"]["AbsoluteScale"] == pytest.approx(
         WATER_20C_PER_CM * 0.15 / level, rel=0.005)
+
+
+def test_imaged_water_with_a_normalizing_calibration_then_samples_in_1_per_cm(tmp_path: Path) -> None:
+    """A version-2 calibration with solid angle, header exposure time, transmission and
+    thickness: the factor from the imaged water puts the water's own curve, reduced with
+    the calibration written, at 0.01632 1/cm (in 1/cm/sr in the .chi label)."""
+    from datetime import datetime
+
+    from saxsdog.calibration import Calibration
+    from saxsdog.io.chi import read_chi
+    from saxsdog.testing import write_pilatus_tiff
+
+    raw = small_calibration(Version=2, Corrections={"SolidAngle": True},
+                            Normalization={"ExposureTime": "header", "Transmission": 0.5, "ThicknessMM": 1.0})
+    cal_path = tmp_path / "cal.json"
+    cal_path.write_text(json.dumps(raw))
+    omega = Calibration(raw, cache=False).geometry.solid_angle()
+    level = 4000.0  # counts per pixel at normal incidence in 10 s
+    image = np.random.default_rng(4).poisson(level * omega).astype(np.int32)
+    tif = write_pilatus_tiff(tmp_path / "img" / "water.tif", image, datetime(2026, 1, 1), exposure=10.0)
+    out = tmp_path / "cal_abs.json"
+    assert absolute.main([str(tif), "--standard", "water", "-c", str(cal_path), "-o", str(out)]) == 0
+    scale = _load(out).config["Normalization"]["AbsoluteScale"]
+    assert scale == pytest.approx(WATER_20C_PER_CM / (level / (10.0 * 0.5 * 0.1)), rel=0.005)
+    assert saxsdog_main(["-c", str(out), "-S", "-o", str(tmp_path / "work"), str(tif)]) == 0
+    curve = read_chi(tmp_path / "work" / "water.chi")
+    assert curve.labels is not None and curve.labels[1] == "Intensity (1/cm/sr)"
+    keep = curve.intensity > 0
+    assert np.median(curve.intensity[keep]) == pytest.approx(WATER_20C_PER_CM, rel=0.005)

@@ -423,3 +423,24 @@ def test_real_server_refuses_links_planted_after_new(tmp_path, base, outside, da
         assert not (tmp_path / "work").exists()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("block,field", [("Corrections", "DarkFile"), ("Corrections", "FlatFile"),
+                                         ("Background", "File")])
+def test_dark_flat_and_background_files_outside_the_base_are_refused(base, outside, data_dir, block, field):
+    """The version-2 calibration's files are read by the server as the mask is: never outside
+    the base directory (absolute or through '..'), refused naming the field."""
+    import numpy as np
+
+    np.save(outside / "dark.npy", np.zeros((1043, 981)))
+    h = make_handler(base)
+    try:
+        for name in (str(outside / "dark.npy"), "../../outside/dark.npy"):
+            arg, att = new_request(data_dir)
+            arg["calibration"].update({"Version": 2, block: {field: name}})
+            r = h.execute("new", arg, att)
+            assert r["result"] == "Error", r
+            assert f"$.{block}.{field}" in r["data"]["Error"] and "outside" in r["data"]["Error"], r
+        assert h.session is None
+    finally:
+        h.shutdown()

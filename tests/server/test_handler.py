@@ -230,3 +230,48 @@ def test_mask_attachment_format_from_filenames_and_empty_frame(base, data_dir, t
         assert h.session.calibration.mask(0) is None
     finally:
         h.shutdown()
+
+
+@pytest.mark.slow
+def test_a_version_2_calibration_through_the_server(base, data_dir):
+    """As a user runs it on the server: a dark beside the images, no mask (the real image's
+    gaps are dummy pixels), sigma clipping, exposure time from the headers and a background
+    image; the history, the plot and the files carry unit, counts and subtracted curves."""
+    import numpy as np
+
+    from saxsdog.io.chi import read_chi
+    from saxsdog.io.images import read_image
+
+    np.save(base / "run" / "dark.npy", np.full((1043, 981), 0.5))
+    h = make_handler(base)
+    try:
+        arg, _ = new_request(data_dir)
+        arg["calibration"]["Masks"][0]["MaskFile"] = ""
+        arg["calibration"].update({
+            "Version": 2,
+            "Corrections": {"SolidAngle": True, "DarkFile": "dark.npy", "SigmaClip": {"Sigma": 4, "Cycles": 2}},
+            "Normalization": {"ExposureTime": "header"},
+            "Background": {"File": "../template.tif", "Scale": 0.5}})
+        r = h.execute("new", arg, [])
+        assert r["result"] == "new queue", r
+        for p in add_images(base, 3):
+            assert h.session.feeder_event(str(p)) is None
+        assert wait_for(lambda: h.stat()["images processed"] == 3)
+        assert h.stat()["images failed"] == 0
+        hist = h.execute("plotdata")["data"]["history"]
+        assert hist["dummy_pixels"] == [73671] * 3
+        assert all(isinstance(n, int) and n >= 0 for n in hist["rejected_pixels"])
+        graphs = h.execute("plot")["data"]["graphs"]
+        assert [g["conf"].get("subtracted", False) for g in graphs] == [False, True]
+        assert graphs[0]["unit"] == "counts/pixel/s" and graphs[0]["columnLabels"][1] == "Intensity (counts/pixel/s)"
+        assert graphs[0]["dummy_pixels"] == 73671 and "rejected_pixels" in graphs[0]
+        chi = read_chi(base / "work" / "img_00000.chi")
+        sub = read_chi(base / "work" / "img_00000_sub.chi")
+        assert chi.labels[1] == "Intensity (counts/pixel/s)"
+        keep = chi.intensity != 0
+        # the background is the same image: the subtracted curve is half the curve
+        np.testing.assert_allclose(sub.intensity[keep], 0.5 * chi.intensity[keep], rtol=1e-9)
+        # the dark, scaled by 1 (a .npy has no exposure time), and the 10 s of the header
+        assert read_image(base / "template.tif").metadata["header"]["Exposure_time"].startswith("10.")
+    finally:
+        h.shutdown()

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -730,6 +731,34 @@ def _remove_partials(root: Path, options) -> None:
             remove_stale_partials(folder)
 
 
+def _count_range(values: list[int], what: str) -> str:
+    lo, hi = min(values), max(values)
+    span = f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
+    return f"saxsdog: {span} {what} per frame"
+
+
+def reduction_report(records: list[dict[str, Any]]) -> list[str]:
+    """Summary lines of what the corrections excluded: the dummy pixels (negative or
+    ``DummyValue``, ``Corrections.MaskNegative``) and the sigma-clipped pixel entries per
+    frame, over the frames that had any (the first integrator's counts)."""
+    dummies, rejected = [], []
+    for r in records:
+        if r.get("error") is not None or r.get("skipped"):
+            continue
+        if r.get("dummy_pixels"):
+            dummies.append(int(r["dummy_pixels"]))
+        first = next(iter((r.get("parameters") or {}).values()), None)
+        if isinstance(first, dict) and first.get("rejected_pixels") is not None:
+            rejected.append(int(first["rejected_pixels"]))
+    lines = []
+    if dummies:
+        lines.append(_count_range(dummies, "dummy pixels (negative or DummyValue) excluded")
+                     + f" ({len(dummies)} frame(s) had any)")
+    if rejected:
+        lines.append(_count_range(rejected, "pixel entries rejected by SigmaClip"))
+    return lines
+
+
 def _summary(queue, interrupted: bool, args, out, workdir) -> int:
     st = queue.stats()
     h = queue.history
@@ -746,6 +775,8 @@ def _summary(queue, interrupted: bool, args, out, workdir) -> int:
               file=out)
     for path in queue.run_files:
         print(f"saxsdog: run file {path}", file=out)
+    for line in reduction_report(h.records):
+        print(line, file=out)
     for line in failure_report(h.failures, queue.calibration):
         print(line, file=out)
     if queue.error is not None:  # e.g. the Dask scheduler became unreachable (message says -r)

@@ -228,7 +228,7 @@ def pixel_factor(corrections: PixelCorrections, shape: tuple[int, int], geometry
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             raise ValueError(f"FlatFile: {int(bad.sum())} used pixels are zero, negative or not finite "
-                             f"(first at row {k // shape[1]}, column {k % shape[1]}: {flat[k]!r})")
+                             f"(first at row {k // shape[1]}, column {k % shape[1]}: {float(flat[k]):g})")
         divisor = np.where(where, flat, 1.0)
     if corrections.solid_angle:
         assert geometry is not None

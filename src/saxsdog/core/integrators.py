@@ -58,6 +58,10 @@ class Curve:
     subtracted
         The background-subtracted curve (same bins, errors propagated), when the
         calibration has a ``Background``; else ``None``.
+    rejected_pixels
+        With ``Corrections.SigmaClip``: the pixel entries of this frame the clipping
+        rejected (zingers, hot pixels; :attr:`saxsdog.core.sigma_clip.ClipResult.rejected`);
+        ``None`` without clipping.
     """
 
     x: np.ndarray
@@ -69,6 +73,7 @@ class Curve:
     dummy_pixels: int = 0
     unit: str = "counts/pixel"
     subtracted: Curve | None = None
+    rejected_pixels: int | None = None
 
     @property
     def has_data(self) -> np.ndarray:
@@ -287,6 +292,7 @@ class Integrator:
         Curve
             With ``valid`` (bins keeping some pixel weight) and ``dummy_pixels`` set.
         """
+        rejected: int | None = None
         if self.corrections is None:
             if stddev:
                 intensity, std, poisson = self.integrate_with_errors(image)
@@ -295,7 +301,7 @@ class Integrator:
                 std, poisson = None, self.poisson_error(intensity)
             valid, n_dummy = self._has_area.copy(), 0
         elif self.corrections.sigma_clip is not None:
-            intensity, std, poisson, valid, n_dummy = self._clipped(image, stddev, dark_scale)
+            intensity, std, poisson, valid, n_dummy, rejected = self._clipped(image, stddev, dark_scale)
         else:
             intensity, std, poisson, valid, n_dummy = self._corrected(image, stddev, dark_scale=dark_scale)
         if scale != 1.0:
@@ -303,7 +309,7 @@ class Integrator:
             poisson = poisson * scale
             std = None if std is None else std * scale
         return Curve(self.x, intensity, std, poisson, self.parameters(intensity), valid=valid,
-                     dummy_pixels=n_dummy)
+                     dummy_pixels=n_dummy, rejected_pixels=rejected)
 
     # -- the corrected paths ---------------------------------------------------------
     def _corrected(self, image: np.ndarray, stddev: bool, error: bool = True,
@@ -360,8 +366,9 @@ class Integrator:
         return intensity, std, err, weight > 0, sums.dummy_pixels
 
     def _clipped(self, image: np.ndarray, stddev: bool,
-                 dark_scale: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, int]:
-        """The sigma-clipped robust mean (``saxsdog.core.sigma_clip``) of one frame."""
+                 dark_scale: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, int, int]:
+        """The sigma-clipped robust mean (``saxsdog.core.sigma_clip``) of one frame (with the
+        rejected entries' count last)."""
         from .sigma_clip import clip_accumulate
 
         corr = self.corrections
@@ -382,7 +389,7 @@ class Integrator:
             n_dummy = int(np.count_nonzero(bad & (op.entries_per_pixel > 0)))
         weight = np.asarray(res.weight, dtype=np.float64)
         return (np.asarray(res.intensity, dtype=np.float64), (np.asarray(res.stddev) if stddev else None),
-                np.asarray(res.error, dtype=np.float64), weight > 0, n_dummy)
+                np.asarray(res.error, dtype=np.float64), weight > 0, n_dummy, int(res.rejected))
 
     @staticmethod
     def _legacy_error(intensity: np.ndarray, area: np.ndarray) -> np.ndarray:

@@ -33,10 +33,20 @@ import numpy as np
 from .atomic import atomic_write_bytes
 from .fastfloat import format_table_bytes
 
-__all__ = ["ChiData", "ChiFormatter", "format_chi", "write_chi", "read_chi", "drop_empty_bins"]
+__all__ = ["ChiData", "ChiFormatter", "format_chi", "write_chi", "read_chi", "drop_empty_bins",
+           "intensity_label"]
 
 #: Column labels of a radial curve, as the original wrote them.
 RADIAL_LABELS = ["Scattering Vector  q [$nm^{-1}$]", "Intensity (Count/Pixel)", "Error Margin"]
+
+
+def intensity_label(unit: str) -> str:
+    """The intensity column's label: the original's for counts per pixel, else with the unit.
+
+    >>> intensity_label("counts/pixel"), intensity_label("1/cm/sr")
+    ('Intensity (Count/Pixel)', 'Intensity (1/cm/sr)')
+    """
+    return RADIAL_LABELS[1] if unit in ("counts/pixel", "") else f"Intensity ({unit})"
 
 
 @dataclass
@@ -126,14 +136,15 @@ class ChiFormatter:
     def __init__(self, x: np.ndarray, calibration: dict[str, Any] | None, labels: Sequence[str]):
         self._xcol = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         self._calibration = (json.dumps(calibration if calibration is not None else {}) + "\n").encode("latin-1")
-        self._labels = json.dumps(list(labels)) + "\n"
+        self._label_list = list(labels)
+        self._labels = json.dumps(self._label_list) + "\n"
         self._tail = self._row_count(self._xcol.size)
 
-    def _row_count(self, nrows: int) -> bytes:
-        return (self._labels + "   " + str(nrows) + "\n ").encode("latin-1")
+    def _row_count(self, nrows: int, labels: str | None = None) -> bytes:
+        return ((self._labels if labels is None else labels) + "   " + str(nrows) + "\n ").encode("latin-1")
 
     def render(self, intensity: np.ndarray, error: np.ndarray, parameters: dict[str, Any] | None,
-               keep: np.ndarray | None = None) -> bytes:
+               keep: np.ndarray | None = None, unit: str | None = None) -> bytes:
         """The ``.chi`` bytes of one curve.
 
         Parameters
@@ -146,17 +157,26 @@ class ChiFormatter:
             Bool per bin: write only these rows (dropping empty bins, see
             :func:`drop_empty_bins`); the row count of the header follows.  ``None``: every
             row, the original's layout (empty bins as 0 rows).
+        unit
+            The curve's :attr:`~saxsdog.core.integrators.Curve.unit`: an intensity label
+            other than the formatter's second one is written for units other than counts
+            per pixel (:func:`intensity_label`); ``None`` keeps the formatter's labels.
         """
         # The numbers go through saxsdog.io.fastfloat: exactly the bytes of '%.18e' % value
         # (Python's formatting, which numpy.savetxt uses), about ten times faster.
         intensity = np.nan_to_num(np.asarray(intensity, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         error = np.nan_to_num(np.asarray(error, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        labels_line = None  # the intensity label follows the unit (counts/pixel keeps the original's)
+        if unit is not None and len(self._label_list) > 1 and intensity_label(unit) != self._label_list[1]:
+            relabelled = list(self._label_list)
+            relabelled[1] = intensity_label(unit)
+            labels_line = json.dumps(relabelled) + "\n"
         x = self._xcol
-        tail = self._tail
+        tail = self._tail if labels_line is None else self._row_count(x.size, labels_line)
         if keep is not None and not np.all(keep):
             rows = np.asarray(keep, dtype=bool)
             x, intensity, error = x[rows], intensity[rows], error[rows]
-            tail = self._row_count(x.size)
+            tail = self._row_count(x.size, labels_line)
         body = format_table_bytes([x, intensity, error], " ", "\n ")
         params = (json.dumps(parameters if parameters is not None else {}) + "\n").encode("latin-1")
         return b"".join((self._calibration, params, tail, body))

@@ -33,6 +33,9 @@ class History:
         self._lock = threading.Lock()
         self.records: list[dict[str, Any]] = []
         self.failures: dict[str, str] = {}
+        #: The frame each entry of ``failures`` is about: only that frame's later success
+        #: (a retry) clears it, not another frame of the same file.
+        self._failed_frame: dict[str, int] = {}
         self.window = window
         self._recent: deque[float] = deque()
         self._stage_sum = dict.fromkeys(_STAGES, 0.0)
@@ -52,11 +55,14 @@ class History:
         with self._lock:
             if result.error is not None:
                 self.failures[result.path] = result.error
+                self._failed_frame[result.path] = result.frame
             elif result.skipped:
                 self.skipped += 1
             else:
                 self.processed += 1
-                self.failures.pop(result.path, None)
+                if self._failed_frame.get(result.path, result.frame) == result.frame:
+                    self.failures.pop(result.path, None)
+                    self._failed_frame.pop(result.path, None)
                 self._recent.append(now)
                 self.first_result = self.first_result or now
                 self.last_result = now

@@ -13,6 +13,7 @@ import numpy as np
 from ..calibration import Calibration
 from ..errors import CorruptImageError, ImageError, ImageShapeError
 from ..io.atomic import atomic_write_bytes
+from ..io.chi import intensity_label
 from ..io.images import Frame, ReadBuffer, inside, iter_frames
 from .classify_sink import needs_curves
 from .naming import (OutputRefused, make_output_folder, output_base, subtracted_path,
@@ -195,7 +196,16 @@ class ImageProcessor:
                                                skipped=True, processed_at=time.time(), worker=os.getpid(),
                                                name=name))
                 else:
-                    results.append(self._integrate_frame(task, frame, outputs, read_s, name))
+                    try:
+                        results.append(self._integrate_frame(task, frame, outputs, read_s, name))
+                    except ImageError as exc:
+                        if exc.retryable:
+                            raise
+                        # this frame's own problem (a header field its normalization needs): the
+                        # file's other frames are still integrated
+                        where = f"frame {frame.index}: " if frame.nframes > 1 else ""
+                        results.append(ImageResult(task.path, frame.index, error=where + exc.reason,
+                                                   processed_at=time.time(), worker=os.getpid(), name=name))
                 t_read = time.perf_counter()
         except ImageError as exc:
             results.append(ImageResult(task.path, len(results), error=exc.reason, retryable=exc.retryable,
@@ -240,7 +250,8 @@ class ImageProcessor:
             self._formatters = [ChiFormatter(it.x, self.calibration.raw, [it.x_label, *RADIAL_LABELS[1:]])
                                 for it in self.calibration.integrators]
         keep = curve.has_data if self.options.chi_drop_empty else None
-        return self._formatters[i].render(curve.intensity, curve.poisson, curve.parameters, keep=keep)
+        return self._formatters[i].render(curve.intensity, curve.poisson, curve.parameters, keep=keep,
+                                          unit=curve.unit)
 
     def _nxcansas_bytes(self, file_name: str, name: str, curves: list, meta: dict[str, Any]) -> bytes:
         """The NXcanSAS file of one frame, built where nobody else can write (a 0700 temporary folder)."""
@@ -416,11 +427,6 @@ def _image_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def intensity_label(unit: str) -> str:
-    """The intensity column's label: the original's for counts per pixel, else with the unit."""
-    return "Intensity (Count/Pixel)" if unit in ("counts/pixel", "") else f"Intensity ({unit})"
-
-
 def _with_data(curve) -> np.ndarray:
     """The bins NXcanSAS files keep: with data, and with a finite value and error."""
     return (np.asarray(curve.has_data, dtype=bool) & np.isfinite(curve.intensity)
@@ -429,19 +435,26 @@ def _with_data(curve) -> np.ndarray:
 
 def _frame_parameters(curve) -> dict[str, Any]:
     """A curve's parameters as results, history and run files carry them: with the frame's
-    dummy-pixel count (the .chi header keeps the curve's own parameters)."""
-    return {**curve.parameters, "dummy_pixels": int(curve.dummy_pixels)}
+    dummy-pixel count and, with sigma clipping, the count of rejected pixel entries (the .chi
+    header keeps the curve's own parameters)."""
+    out = {**curve.parameters, "dummy_pixels": int(curve.dummy_pixels)}
+    rejected = getattr(curve, "rejected_pixels", None)
+    if rejected is not None:
+        out["rejected_pixels"] = int(rejected)
+    return out
 
 
 def _with_reduction(graph: dict[str, Any], curve) -> dict[str, Any]:
     """A graph object with what the run files and plots need of its curve, besides the original's keys.
 
     ``unit`` (saxsdog's unit of I, also in the intensity column's label), ``dummy_pixels``
-    (the frame's count) and ``valid`` (bool per bin, a list, only when some bin is empty).
+    (the frame's count), ``rejected_pixels`` (with sigma clipping) and ``valid`` (bool per bin, a list, only when some bin is empty).
     """
     graph["columnLabels"][1] = intensity_label(curve.unit)
     graph["unit"] = curve.unit
     graph["dummy_pixels"] = int(curve.dummy_pixels)
+    if getattr(curve, "rejected_pixels", None) is not None:
+        graph["rejected_pixels"] = int(curve.rejected_pixels)
     has_data = _with_data(curve)
     if not has_data.all() and has_data.size == len(graph["array"][0]):  # (a cake's graph is its profile)
         graph["valid"] = has_data.tolist()

@@ -558,14 +558,14 @@ class CommandHandler:
         rows = self.ledger.history(s.queue_id, since=since)
         history: dict[str, list] = {"path": [], "frame": [], "time": [], "processed": [], "I0": [], "I1": [],
                                     "I2": [], "invariant": [], "correlation_length": [], "dummy_pixels": [],
-                                    "error": []}
+                                    "rejected_pixels": [], "error": []}
         for r in rows:
             p: dict[str, Any] = next(iter(r["parameters"].values()), {}) if r["parameters"] else {}
             history["path"].append(relative_to_base(self.basedir, r["path"]))
             history["frame"].append(r["frame"])
             history["time"].append(r["image_time"])
             history["processed"].append(r["processed_at"])
-            for k in ("I0", "I1", "I2", "invariant", "correlation_length", "dummy_pixels"):
+            for k in ("I0", "I1", "I2", "invariant", "correlation_length", "dummy_pixels", "rejected_pixels"):
                 history[k].append(p.get(k))
             history["error"].append(r["error"])
             # the classifiers' values ("Guinier.Rg", "CorMap.P", "alarms" ...), one column each

@@ -293,7 +293,8 @@ class QueueSession:
         return walk_images(self.directory, self.options.directories, confine_to=self.basedir)[0]
 
     def _check_mask_paths(self) -> None:
-        """Mask files not sent as attachments must lie inside the base directory."""
+        """Mask files not sent as attachments, and the dark, flat and background files, must lie
+        inside the base directory."""
         masks = self.calibration_raw.get("Masks", []) if isinstance(self.calibration_raw, dict) else []
         for i, m in enumerate(masks if isinstance(masks, list) else []):
             name = m.get("MaskFile", "") if isinstance(m, dict) else ""
@@ -305,6 +306,19 @@ class QueueSession:
             except PathOutsideBase:
                 raise CalibrationError("mask file outside the server's base directory; send it as an attachment",
                                        f"$.Masks[{i}].MaskFile", name, "a path inside the base directory") from None
+        # the files of the version-2 blocks (dark, flat, background) are read by the server too
+        raw = self.calibration_raw if isinstance(self.calibration_raw, dict) else {}
+        for block, field in (("Corrections", "DarkFile"), ("Corrections", "FlatFile"), ("Background", "File")):
+            entry = raw.get(block)
+            name = entry.get(field, "") if isinstance(entry, dict) else ""
+            if not isinstance(name, str) or name == "":
+                continue
+            p = Path(name) if os.path.isabs(name) else self.directory / name
+            try:
+                resolve_inside(self.basedir, p)
+            except PathOutsideBase:
+                raise CalibrationError("file outside the server's base directory", f"$.{block}.{field}", name,
+                                       "a path inside the base directory") from None
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self, watch: bool = False, rescan_interval: float = 30.0) -> None:
