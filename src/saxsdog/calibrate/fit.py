@@ -49,7 +49,7 @@ from saxsdog.core.geometry import Geometry
 from saxsdog.errors import SaxsdogError
 
 __all__ = ["CalibrationFitError", "NoRingsError", "PoorFitError", "RingStats", "CalibrationFit",
-           "valid_pixels", "fit_calibrant"]
+           "valid_pixels", "hidden_ring_fraction", "fit_calibrant"]
 
 
 class CalibrationFitError(SaxsdogError, ValueError):
@@ -174,6 +174,23 @@ def valid_pixels(image: np.ndarray, mask: np.ndarray | None = None, dummy_value:
     if mask is not None:
         valid &= np.asarray(mask, dtype=bool)
     return valid
+
+
+def hidden_ring_fraction(image: np.ndarray, mask: np.ndarray, dummy_value: float | None = None) -> float:
+    """Fraction of the ring (ridge) pixels of ``image`` that ``mask`` hides.
+
+    The ridge pixels are found with only the image's own dead, gap and dummy pixels
+    excluded.  A template calibration's mask drawn for another beamstop position, or for
+    a sector, can hide half of every ring: fitted on the rest, distance, centre and tilt
+    trade off against each other and come out wrong by more than the integration allows.
+    ``mask`` is saxsdog's validity map (``True`` = pixel used).  Returns 0 without rings.
+    """
+    valid = valid_pixels(image, None, dummy_value)
+    rows, cols, _, _, _ = _ridge_points(np.where(valid, image, 0).astype(np.float64), valid)
+    if rows.size == 0:
+        return 0.0
+    used = np.asarray(mask, dtype=bool)[rows.astype(np.int64), cols.astype(np.int64)]
+    return float(1.0 - used.mean())
 
 
 def _smooth(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:

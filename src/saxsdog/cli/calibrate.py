@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,9 @@ from saxsdog.errors import SaxsdogError
 
 PROG = "saxsdog calibrate"
 EXIT_OK, EXIT_FIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: A template's mask hiding more of the image's ring pixels than this is not used for the fit.
+MAX_HIDDEN_RING_FRACTION = 0.25
 
 #: Pixel sizes (µm) of detector families, recognised in the image header's detector name.
 DETECTOR_PIXELS_UM = {"PILATUS": 172.0, "EIGER": 75.0}
@@ -59,9 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel", type=float, nargs="+", metavar="µm",
                    help="pixel size in µm (one value, or vertical and horizontal)")
     p.add_argument("-t", "--template", metavar="FILE",
-                   help="calibration whose other fields (masks, slices, ...) the result keeps; its first "
-                        "mask is used for the fit")
-    p.add_argument("--mask", metavar="FILE", help="mask for the fit instead of the template's (non-zero = masked)")
+                   help="calibration whose other fields (masks, slices, ...) the result keeps (relative "
+                        "file names rewritten to resolve from the output's folder); its first mask is used "
+                        "for the fit unless it hides more than a quarter of the rings (a mask drawn for an "
+                        "old beamstop position): then the fit uses the image's own dead and gap pixels "
+                        "only, with a warning")
+    p.add_argument("--mask", metavar="FILE", help="mask for the fit instead of the template's (non-zero = masked); "
+                                                  "always used")
     p.add_argument("-o", "--output", metavar="FILE", help="the calibration to write (JSON)")
     p.add_argument("--report", metavar="FILE", help="also write the text report to FILE ('-': standard output)")
     p.add_argument("--picture", metavar="FILE", help="also draw the image with the fitted rings and control "
@@ -102,6 +110,26 @@ def _wavelength(args: argparse.Namespace, template: dict[str, Any] | None, metad
     raise ValueError("the wavelength is unknown (not in the image header): give --wavelength Å")
 
 
+def _rebase_file_names(calibration: dict[str, Any], template_dir: Path, output_dir: Path) -> None:
+    """Rewrite the relative file names the template took from its folder (masks, dark, flat,
+    background) so that they name the same files from the output's folder."""
+    def rebase(name: str) -> str:
+        if not name or Path(name).is_absolute() or template_dir == output_dir:
+            return name
+        target = os.path.normpath(template_dir / name)
+        if os.path.commonpath([target, str(output_dir)]) == os.path.sep:
+            return target  # no folder in common: a relative name would climb to the root
+        return os.path.relpath(target, output_dir)
+
+    for entry in calibration.get("Masks", []):
+        if isinstance(entry.get("MaskFile"), str):
+            entry["MaskFile"] = rebase(entry["MaskFile"])
+    for block, key in (("Corrections", "DarkFile"), ("Corrections", "FlatFile"), ("Background", "File")):
+        section = calibration.get(block)
+        if isinstance(section, dict) and isinstance(section.get(key), str):
+            section[key] = rebase(section[key])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from saxsdog import calibrate as cal_fit
@@ -128,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         metadata = dict(frame.metadata)
         template = raw_template = None
         mask = None
+        template_mask_note = ""
         if args.template:
             raw_template = json.loads(Path(args.template).read_text())
             template = CALIBRATION.load(raw_template)
@@ -141,15 +170,30 @@ def main(argv: list[str] | None = None) -> int:
                 if not path.is_absolute():
                     path = Path(args.template).resolve().parent / path
                 mask = read_mask(path, image.shape)
+                hidden = cal_fit.hidden_ring_fraction(image, mask)
+                if hidden > MAX_HIDDEN_RING_FRACTION:
+                    # the mask serves integration and was drawn for another beamstop or sector:
+                    # fitted on what it leaves, centre, distance and tilt trade off and come out wrong
+                    template_mask_note = (f"the template's mask {mask_file} hides {hidden:.0%} of the rings on "
+                                          f"{Path(args.image).name} (drawn for another beamstop position?): the "
+                                          "fit used the image's own dead and gap pixels instead; the calibration "
+                                          "written keeps that mask: check it (or give --mask)")
+                    mask = None
         if args.mask:
             mask = read_mask(args.mask, image.shape, "--mask")
         pixel = _pixel_size(args, template, metadata)
         wavelength = _wavelength(args, template, metadata)
+        for option, target in (("-o", args.output), ("--report", args.report), ("--picture", args.picture)):
+            # checked before the fit, and named: the atomic writer would only name its temporary file
+            if target and target != "-" and not Path(target).resolve().parent.is_dir():
+                raise ValueError(f"{option} {target}: the folder {Path(target).resolve().parent} does not exist")
         if args.distance_mm is not None and not args.distance_mm > 0:
             raise ValueError(f"--distance-mm must be positive, got {args.distance_mm}")
     except (OSError, ValueError, SaxsdogError) as exc:
         report_error(PROG, exc)
         return EXIT_USAGE
+    if template_mask_note:
+        print(f"{PROG}: warning: {template_mask_note}", file=sys.stderr)
     header_wavelength = metadata.get("wavelength")
     mismatch = None
     if header_wavelength and abs(wavelength / float(header_wavelength) - 1) > 0.01:
@@ -167,8 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FIT_FAILED
     if mismatch:
         fit.warnings.append(mismatch)
+    if template_mask_note:
+        fit.warnings.append(template_mask_note)
     title = f"{name} calibration from {Path(args.image).name}"
     calibration = cal_fit.calibration_from_fit(fit, raw_template, title=title)
+    if args.template:
+        _rebase_file_names(calibration, Path(args.template).resolve().parent, Path(args.output).resolve().parent)
     fit.elapsed_s = time.perf_counter() - t0
     report = cal_fit.report_text(fit, Path(args.image).name)
     try:
@@ -191,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
           f"tilt {g.tilt_deg:.4f}° at {g.tilt_rotation_deg:.2f}°; wrote {args.output} "
           f"({fit.elapsed_s:.1f} s)", file=sys.stderr)
     for warning in fit.warnings:
-        if warning != mismatch:
+        if warning not in (mismatch, template_mask_note):
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
