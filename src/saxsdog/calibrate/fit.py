@@ -49,7 +49,7 @@ from saxsdog.core.geometry import Geometry
 from saxsdog.errors import SaxsdogError
 
 __all__ = ["CalibrationFitError", "NoRingsError", "PoorFitError", "RingStats", "CalibrationFit",
-           "valid_pixels", "hidden_ring_fraction", "fit_calibrant"]
+           "valid_pixels", "hidden_ring_fraction", "wavelength_mismatch", "fit_calibrant"]
 
 
 class CalibrationFitError(SaxsdogError, ValueError):
@@ -191,6 +191,24 @@ def hidden_ring_fraction(image: np.ndarray, mask: np.ndarray, dummy_value: float
         return 0.0
     used = np.asarray(mask, dtype=bool)[rows.astype(np.int64), cols.astype(np.int64)]
     return float(1.0 - used.mean())
+
+
+def wavelength_mismatch(wavelength_A: float, header_wavelength_A: float | None, tolerance: float = 0.01) -> str:
+    """A warning when the wavelength used differs from the image header's by more than ``tolerance``.
+
+    At the small angles of most calibrant images the wavelength and the distance are almost
+    degenerate: a wavelength too short by up to a few times fits as well with a longer distance
+    and a few degrees of tilt, so the fit alone cannot refuse it.  Empty when they agree or the
+    header has none.
+    """
+    if not header_wavelength_A or not header_wavelength_A > 0:
+        return ""
+    off = wavelength_A / float(header_wavelength_A) - 1
+    if abs(off) <= tolerance:
+        return ""
+    return (f"the wavelength {wavelength_A:g} Å differs from the image header's {float(header_wavelength_A):g} Å "
+            f"by {abs(off):.0%}: at these small angles the fit cannot tell, and the distance comes out "
+            f"scaled by about {float(header_wavelength_A) / wavelength_A:.3g} (check which wavelength is right)")
 
 
 def _smooth(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:

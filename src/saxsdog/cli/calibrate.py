@@ -194,13 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if template_mask_note:
         print(f"{PROG}: warning: {template_mask_note}", file=sys.stderr)
-    header_wavelength = metadata.get("wavelength")
-    mismatch = None
-    if header_wavelength and abs(wavelength / float(header_wavelength) - 1) > 0.01:
-        # at small angles a wrong wavelength mostly rescales the distance, so the fit alone
-        # may not notice: say it
-        mismatch = (f"the wavelength {wavelength:g} Å differs from the image header's {float(header_wavelength):g} Å "
-                    f"by {abs(wavelength / float(header_wavelength) - 1):.0%}")
+    mismatch = cal_fit.wavelength_mismatch(wavelength, metadata.get("wavelength"))
+    if mismatch:
         print(f"{PROG}: warning: {mismatch}", file=sys.stderr)
     try:
         fit = cal_fit.fit_calibrant(image, d, wavelength, pixel, calibrant=name, mask=mask,
