@@ -214,3 +214,16 @@ def test_distance_guess_limits_the_order_assignment(detector_gaps):
     _check_recovered(scenario, fit)
     with pytest.raises(NoRingsError, match="no rings found that match AgBh"):
         calibrate_image(image, "AgBh", g.wavelength_A, g.pixel_size_um, distance_guess_mm=5 * g.distance_mm)
+
+
+@pytest.mark.slow
+def test_wavelength_far_too_short_is_warned_about(agbeh_image):
+    """Half the right wavelength fits agbeh2_1M.tif with a longer distance and a tilt of a few
+    degrees (at these small angles wavelength and distance are nearly degenerate): the result
+    is not refused, but it carries a warning naming the wavelength; the right one carries none."""
+    wavelength = agbeh_image.metadata["wavelength"]
+    short = calibrate_image(agbeh_image.data, "AgBh", wavelength * 0.5, (172.0, 172.0))
+    assert any("check the wavelength" in w for w in short.warnings), short.warnings
+    assert "check the wavelength" in report_text(short)
+    right = calibrate_image(agbeh_image.data, "AgBh", wavelength, (172.0, 172.0))
+    assert not any("check the wavelength" in w for w in right.warnings), right.warnings
