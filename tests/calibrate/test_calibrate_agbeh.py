@@ -113,3 +113,37 @@ def test_command_warns_when_the_wavelength_differs_from_the_header(shared_data, 
     assert "differs from the image header's 1.54987 Å by 50%" in run.stderr
     if run.returncode == 0:
         assert "differs from the image header" in report.read_text()
+
+
+def _calibrate(shared_data, tmp_path, *options):
+    return subprocess.run([sys.executable, "-m", "saxsdog.cli.saxsdog", "calibrate", str(shared_data / "agbeh2_1M.tif"),
+                           "--calibrant", "AgBh", "-o", str(tmp_path / "c.json"), *options],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_command_warns_when_the_pixel_size_is_not_the_detectors(shared_data, tmp_path):
+    """The distance scales with the pixel size exactly: a --pixel that is not the Pilatus' 172 µm
+    the header names is fitted (it may be a binned detector) but said."""
+    run = _calibrate(shared_data, tmp_path, "--pixel", "75", "--report", "-")
+    assert run.returncode == 0, run.stderr
+    assert "pixel size 75 x 75 µm is not that of the Pilatus the image header names (172 µm)" in run.stderr
+    assert "is not that of the Pilatus" in run.stdout  # in the report too
+    assert "pixel size" not in _calibrate(shared_data, tmp_path, "--pixel", "172").stderr
+
+
+@pytest.mark.slow
+def test_a_distance_guess_that_ruled_out_the_right_orders_is_named(shared_data, tmp_path):
+    run = _calibrate(shared_data, tmp_path, "--distance-mm", "500")
+    assert run.returncode == 1
+    assert "with --distance-mm 500, only distances between 312 and 800 mm were tried" in run.stderr
+    assert not (tmp_path / "c.json").exists()
+    assert _calibrate(shared_data, tmp_path, "--distance-mm", "800").returncode == 0
+
+
+@pytest.mark.slow
+def test_a_wavelength_that_cannot_be_refined_says_where_it_ran(shared_data, tmp_path):
+    run = _calibrate(shared_data, tmp_path, "--refine-wavelength")
+    assert run.returncode == 1
+    assert "the wavelength cannot be refined from these rings (it ran to" in run.stderr
+    assert "from 1.5499 Å" in run.stderr

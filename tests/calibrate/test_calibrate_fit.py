@@ -227,3 +227,17 @@ def test_wavelength_far_too_short_is_warned_about(agbeh_image):
     assert "check the wavelength" in report_text(short)
     right = calibrate_image(agbeh_image.data, "AgBh", wavelength, (172.0, 172.0))
     assert not any("check the wavelength" in w for w in right.warnings), right.warnings
+
+
+@pytest.mark.slow
+def test_wavelength_is_refined_from_wide_angle_rings(detector_gaps):
+    """LaB6 at 400 mm reaches wide angles: started 1 % off, the wavelength is refined to the
+    one the image was made with, and the geometry recovered."""
+    scenario = SCENARIOS[16]
+    g = scenario.geometry
+    _, d = d_spacings(scenario.calibrant)
+    image = fake_calibrant_image(g, d, gaps=detector_gaps, seed=16)
+    fit = calibrate_image(image, scenario.calibrant, g.wavelength_A * 1.01, g.pixel_size_um, refine_wavelength=True)
+    assert fit.geometry.wavelength_A == pytest.approx(g.wavelength_A, rel=1e-4)
+    assert fit.uncertainties["WavelengthA"] < 1e-4 * g.wavelength_A
+    _check_recovered(scenario, fit)

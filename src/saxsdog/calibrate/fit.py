@@ -782,6 +782,10 @@ def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], 
         # almost degenerate with the distance, and freed early it runs away
         free_wavelength = refine_wavelength and widest and stage >= 3
         p, keep, cov = _refine(p, pts[0], pts[1], pts[2], d_spacings, nrows, pixel_mm, free_wavelength)
+        if free_wavelength and not 0.8 < p[5] / wavelength_A < 1.25:
+            # run away along the distance–wavelength degeneracy: no later stage brings it back
+            raise PoorFitError(f"poor fit: the wavelength cannot be refined from these rings (it ran to {p[5]:.4g} "
+                               f"Å from {wavelength_A:.5g} Å): they are at too small angles; fix it instead")
         if not widest and math.hypot(p[3], p[4]) > math.sin(math.radians(0.2)):
             # at small angles a tilt and its opposite bend the rings almost alike: try the other
             mirrored = p.copy()
@@ -833,8 +837,9 @@ def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], 
         raise PoorFitError(f"poor fit (residual {rms:.2f} px RMS, more than {max_rms_px:g} px): wrong calibrant, "
                            f"wavelength ({wavelength_A} Å) or pixel size?")
     if refine_wavelength and not (uncertainties["WavelengthA"] < 0.01 * p[5] and 0.8 < p[5] / wavelength_A < 1.25):
-        raise PoorFitError(f"poor fit: the wavelength cannot be refined from these rings (±"
-                           f"{uncertainties['WavelengthA']:.3g} Å): they are at too small angles; fix it instead")
+        raise PoorFitError(f"poor fit: the wavelength cannot be refined from these rings (it ran to {p[5]:.4g} Å "
+                           f"from {wavelength_A:.5g} Å, ± {uncertainties['WavelengthA']:.3g} Å): they are at too "
+                           "small angles; fix it instead")
     # each ring alone, with a cone section of its own, is the best any geometry can do; a global
     # fit much worse than that forces one geometry on rings that belong to another (wrong
     # wavelength or calibrant), bending them with a tilt

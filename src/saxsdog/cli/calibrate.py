@@ -98,6 +98,17 @@ def _pixel_size(args: argparse.Namespace, template: dict[str, Any] | None,
     raise ValueError("the pixel size is unknown (the image header names no known detector): give --pixel µm")
 
 
+def _pixel_mismatch(pixel: tuple[float, float], metadata: dict[str, Any]) -> str:
+    """A warning when the pixel size used is not that of the detector the header names: the
+    distance scales with the pixel size exactly, so the rings cannot tell."""
+    detector = str(metadata.get("detector", "")).upper()
+    for family, size in DETECTOR_PIXELS_UM.items():
+        if family in detector and any(abs(p / size - 1) > 0.01 for p in pixel):
+            return (f"the pixel size {pixel[0]:g} x {pixel[1]:g} µm is not that of the {family.title()} the image "
+                    f"header names ({size:g} µm): the distance scales with it (check which is right)")
+    return ""
+
+
 def _wavelength(args: argparse.Namespace, template: dict[str, Any] | None, metadata: dict[str, Any]) -> float:
     if args.wavelength is not None:
         if not args.wavelength > 0:
@@ -197,17 +208,27 @@ def main(argv: list[str] | None = None) -> int:
     mismatch = cal_fit.wavelength_mismatch(wavelength, metadata.get("wavelength"))
     if mismatch:
         print(f"{PROG}: warning: {mismatch}", file=sys.stderr)
+    pixel_note = _pixel_mismatch(pixel, metadata)
+    if pixel_note:
+        print(f"{PROG}: warning: {pixel_note}", file=sys.stderr)
     try:
         fit = cal_fit.fit_calibrant(image, d, wavelength, pixel, calibrant=name, mask=mask,
                                     distance_guess_mm=args.distance_mm, refine_wavelength=args.refine_wavelength,
                                     max_rms_px=args.max_rms)
     except cal_fit.CalibrationFitError as exc:
+        if args.distance_mm is not None:
+            # the guess rules out order assignments: it may be what ruled out the right one
+            exc = cal_fit.CalibrationFitError(f"{exc} (with --distance-mm {args.distance_mm:g}, only distances "
+                                              f"between {args.distance_mm / 1.6:.0f} and {args.distance_mm * 1.6:.0f} "
+                                              "mm were tried: check it, or leave it out)")
         report_error(PROG, exc)
         return EXIT_FIT_FAILED
     if mismatch:
         fit.warnings.append(mismatch)
     if template_mask_note:
         fit.warnings.append(template_mask_note)
+    if pixel_note:
+        fit.warnings.append(pixel_note)
     title = f"{name} calibration from {Path(args.image).name}"
     calibration = cal_fit.calibration_from_fit(fit, raw_template, title=title)
     if args.template:
@@ -234,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
           f"tilt {g.tilt_deg:.4f}° at {g.tilt_rotation_deg:.2f}°; wrote {args.output} "
           f"({fit.elapsed_s:.1f} s)", file=sys.stderr)
     for warning in fit.warnings:
-        if warning not in (mismatch, template_mask_note):
+        if warning not in (mismatch, template_mask_note, pixel_note):
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
