@@ -202,3 +202,12 @@ def test_missing_output_folder_is_named_before_the_fit(tmp_path, detector_gaps):
     assert run.returncode == 2
     assert f"the folder {tmp_path / 'nowhere'} does not exist" in run.stderr
     assert ".part" not in run.stderr
+
+
+def test_unknown_picture_format_is_named_before_the_fit(tmp_path, detector_gaps):
+    tif, g = _synthetic_tif(tmp_path, detector_gaps)
+    run = _run(str(tif), "--calibrant", "AgBh", "--wavelength", "1.5", "--pixel", "172",
+               "-o", str(tmp_path / "cal.json"), "--picture", str(tmp_path / "rings.xyz"))
+    assert run.returncode == 2
+    assert "--picture" in run.stderr and ".png" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "cal.json").exists()

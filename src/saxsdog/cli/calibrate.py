@@ -26,6 +26,9 @@ EXIT_OK, EXIT_FIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: A template's mask hiding more of the image's ring pixels than this is not used for the fit.
 MAX_HIDDEN_RING_FRACTION = 0.25
 
+#: Picture formats matplotlib writes, by file name ending.
+PICTURE_FORMATS = frozenset({"png", "svg", "svgz", "pdf", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp"})
+
 #: Pixel sizes (µm) of detector families, recognised in the image header's detector name.
 DETECTOR_PIXELS_UM = {"PILATUS": 172.0, "EIGER": 75.0}
 
@@ -198,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             # checked before the fit, and named: the atomic writer would only name its temporary file
             if target and target != "-" and not Path(target).resolve().parent.is_dir():
                 raise ValueError(f"{option} {target}: the folder {Path(target).resolve().parent} does not exist")
+        if args.picture and Path(args.picture).suffix.lower().lstrip(".") not in PICTURE_FORMATS:
+            raise ValueError(f"--picture {args.picture}: give a file ending in "
+                             f"{', '.join('.' + f for f in sorted(PICTURE_FORMATS))}")
         if args.distance_mm is not None and not args.distance_mm > 0:
             raise ValueError(f"--distance-mm must be positive, got {args.distance_mm}")
     except (OSError, ValueError, SaxsdogError) as exc:
