@@ -211,3 +211,15 @@ def test_unknown_picture_format_is_named_before_the_fit(tmp_path, detector_gaps)
     assert run.returncode == 2
     assert "--picture" in run.stderr and ".png" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "cal.json").exists()
+
+
+def test_the_report_goes_to_standard_output_unless_a_file_is_named(tmp_path, detector_gaps):
+    """Residuals per ring and the uncertainties are shown without asking; --report FILE moves them."""
+    tif, g = _synthetic_tif(tmp_path, detector_gaps)
+    common = [str(tif), "--calibrant", "AgBh", "--wavelength", repr(g.wavelength_A), "--pixel", "172"]
+    plain = _run(*common, "-o", str(tmp_path / "a.json"))
+    assert plain.returncode == 0, plain.stderr
+    assert "Residuals per ring" in plain.stdout and "± " in plain.stdout
+    to_file = _run(*common, "-o", str(tmp_path / "b.json"), "--report", str(tmp_path / "r.txt"))
+    assert to_file.returncode == 0 and to_file.stdout == ""
+    assert "Residuals per ring" in (tmp_path / "r.txt").read_text()

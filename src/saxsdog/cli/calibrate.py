@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", metavar="FILE", help="mask for the fit instead of the template's (non-zero = masked); "
                                                   "always used")
     p.add_argument("-o", "--output", metavar="FILE", help="the calibration to write (JSON)")
-    p.add_argument("--report", metavar="FILE", help="also write the text report to FILE ('-': standard output)")
+    p.add_argument("--report", metavar="FILE", help="write the text report (residuals per ring, uncertainties) to FILE instead of "
+                        "standard output")
     p.add_argument("--picture", metavar="FILE", help="also draw the image with the fitted rings and control "
                                                      "points (PNG, SVG, PDF; needs matplotlib)")
     p.add_argument("--refine-wavelength", action="store_true",
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         from saxsdog.io.atomic import atomic_write_bytes, atomic_write_text
 
         atomic_write_bytes(args.output, (json.dumps(calibration, indent=4) + "\n").encode("utf-8"))
-        if args.report == "-":
+        if not args.report or args.report == "-":
             sys.stdout.write(report)
         elif args.report:
             atomic_write_text(args.report, report)
