@@ -223,3 +223,22 @@ def test_the_report_goes_to_standard_output_unless_a_file_is_named(tmp_path, det
     to_file = _run(*common, "-o", str(tmp_path / "b.json"), "--report", str(tmp_path / "r.txt"))
     assert to_file.returncode == 0 and to_file.stdout == ""
     assert "Residuals per ring" in (tmp_path / "r.txt").read_text()
+
+
+def test_template_file_names_are_rebased_to_the_output_folder(tmp_path):
+    """Mask, dark, flat and background of the template name the same files from the output's
+    folder: relative where the folders share a parent, absolute otherwise, unchanged when absolute."""
+    cal = {"Masks": [{"MaskFile": "m.msk"}, {"MaskFile": ""}, {"MaskFile": "/abs/m.tif"}],
+           "Corrections": {"DarkFile": "darks/d.tif", "FlatFile": ""},
+           "Background": {"File": "../bg.chi"}}
+    cli._rebase_file_names(cal, tmp_path / "t", tmp_path / "out" / "run1")
+    assert cal["Masks"][0]["MaskFile"] == "../../t/m.msk"
+    assert cal["Masks"][1]["MaskFile"] == "" and cal["Masks"][2]["MaskFile"] == "/abs/m.tif"
+    assert cal["Corrections"] == {"DarkFile": "../../t/darks/d.tif", "FlatFile": ""}
+    assert cal["Background"]["File"] == "../../bg.chi"
+    same = {"Masks": [{"MaskFile": "m.msk"}]}
+    cli._rebase_file_names(same, tmp_path, tmp_path)
+    assert same["Masks"][0]["MaskFile"] == "m.msk"
+    apart = {"Masks": [{"MaskFile": "m.msk"}]}
+    cli._rebase_file_names(apart, Path("/work/shared/data"), tmp_path)
+    assert apart["Masks"][0]["MaskFile"] == "/work/shared/data/m.msk"
