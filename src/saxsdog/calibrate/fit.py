@@ -52,6 +52,9 @@ __all__ = ["CalibrationFitError", "NoRingsError", "PoorFitError", "RingStats", "
            "valid_pixels", "hidden_ring_fraction", "wavelength_mismatch", "fit_calibrant"]
 
 
+#: Smoothing scales (px) of the ridge search, finest first: coarser ones only when it finds no rings.
+RIDGE_SCALES_PX = (1.5, 3.0, 6.0)
+
 #: A fit whose RMS is more than this many times the RMS of each ring fitted alone is reported
 #: with a warning (on the real silver-behenate image: 1.28 at the header's wavelength, 1.55 at
 #: half of it; ideal synthetic images 1.0-1.2).
@@ -705,41 +708,54 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
     data = np.where(valid, image, 0).astype(np.float64)
     line_tth = _line_two_theta(d_spacings, wavelength_A)
 
-    # 2-3: ridge pixels and the beam centre
-    rows, cols, n_r, n_c, strength = _ridge_points(data, valid)
-    if rows.size < 50:
-        raise NoRingsError("no rings found: the image shows no ring-like ridges")
-    centre = _centre_from_normals(rows, cols, n_r, n_c, image.shape)
-    if centre is None:
-        raise NoRingsError("no rings found: the ridges on the image do not share a centre")
-    centre = _sharpen_centre(rows, cols, centre)
-    # 4: rings and orders
-    radii, prominence, r_lo, r_hi = _ring_radii(rows, cols, strength, valid, centre)
-    if radii.size < 2:
-        raise NoRingsError(f"no rings found: {radii.size} ring(s) around the centre (row {centre[0]:.0f}, "
-                           f"column {centre[1]:.0f}); at least 2 are needed")
-    px = 0.5 * (pixel_mm[0] + pixel_mm[1])
-    tight = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.015, 2)
-    # rings at wide angles on a tilted detector stray further from a circle: looser matches too
-    loose = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.05, 2)
-    candidates: list[tuple[float, np.ndarray]] = []
-    for candidate in [c for pair in zip(tight + [None] * 2, loose + [None] * 2) for c in pair if c is not None]:
-        if all(abs(candidate[0] / d - 1) > 0.02 for d, _ in candidates):
-            candidates.append(candidate)
-    if not candidates:
-        raise NoRingsError(f"no rings found that match {calibrant or 'the calibrant'} at {wavelength_A} Å: "
-                           f"{radii.size} rings at radii {', '.join(f'{r:.0f}' for r in radii[:8])} px "
-                           "(wrong calibrant, wavelength or pixel size?)")
-    first_error: CalibrationFitError | None = None
-    for distance, assignment in candidates[:3]:
+    def at_scale(sigma: float) -> CalibrationFit:
+        # 2-3: ridge pixels and the beam centre
+        rows, cols, n_r, n_c, strength = _ridge_points(data, valid, sigma)
+        if rows.size < 50:
+            raise NoRingsError("no rings found: the image shows no ring-like ridges")
+        centre = _centre_from_normals(rows, cols, n_r, n_c, image.shape)
+        if centre is None:
+            raise NoRingsError("no rings found: the ridges on the image do not share a centre")
+        centre = _sharpen_centre(rows, cols, centre)
+        # 4: rings and orders
+        radii, prominence, r_lo, r_hi = _ring_radii(rows, cols, strength, valid, centre)
+        if radii.size < 2:
+            raise NoRingsError(f"no rings found: {radii.size} ring(s) around the centre (row {centre[0]:.0f}, "
+                               f"column {centre[1]:.0f}); at least 2 are needed")
+        px = 0.5 * (pixel_mm[0] + pixel_mm[1])
+        tight = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.015, 2)
+        # rings at wide angles on a tilted detector stray further from a circle: looser matches too
+        loose = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.05, 2)
+        candidates: list[tuple[float, np.ndarray]] = []
+        for candidate in [c for pair in zip(tight + [None] * 2, loose + [None] * 2) for c in pair if c is not None]:
+            if all(abs(candidate[0] / d - 1) > 0.02 for d, _ in candidates):
+                candidates.append(candidate)
+        if not candidates:
+            raise NoRingsError(f"no rings found that match {calibrant or 'the calibrant'} at {wavelength_A} Å: "
+                               f"{radii.size} rings at radii {', '.join(f'{r:.0f}' for r in radii[:8])} px "
+                               "(wrong calibrant, wavelength or pixel size?)")
+        first_error: CalibrationFitError | None = None
+        for distance, assignment in candidates[:3]:
+            try:
+                return _fit_from(data, valid, centre, distance, assignment, radii, rows, cols, d_spacings, wavelength_A,
+                                 pixel_size_um, pixel_mm, calibrant, refine_wavelength, max_rms_px, max_inconsistency,
+                                 t0)
+            except CalibrationFitError as exc:  # the next most likely order assignment
+                first_error = first_error or exc
+        assert first_error is not None
+        raise first_error
+
+    # broad rings (a long distance, a wide beam or a fine powder's size broadening: 10 px and
+    # more) curve too gently for the fine scale against the noise of the background: when the
+    # fine scale finds no rings, coarser ones are tried; the fine scale's reason is the one told
+    no_rings: NoRingsError | None = None
+    for sigma in RIDGE_SCALES_PX:
         try:
-            return _fit_from(data, valid, centre, distance, assignment, radii, rows, cols, d_spacings, wavelength_A,
-                             pixel_size_um, pixel_mm, calibrant, refine_wavelength, max_rms_px, max_inconsistency,
-                             t0)
-        except CalibrationFitError as exc:  # the next most likely order assignment
-            first_error = first_error or exc
-    assert first_error is not None
-    raise first_error
+            return at_scale(sigma)
+        except NoRingsError as exc:
+            no_rings = no_rings or exc
+    assert no_rings is not None
+    raise no_rings
 
 
 def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], distance: float,
