@@ -6,7 +6,8 @@ The steps, none of which needs a click or a hand-tuned guess:
    mask are excluded, with a margin, so detector gaps and their edges never look like rings.
 2. **Ridge pixels**: on the logarithm of the image (so faint outer rings count as much as the
    bright inner ones) the Hessian of a smoothed copy finds pixels on the crest of a line-like
-   ridge; its normal points along the radius of the ring it lies on.
+   ridge; its normal points along the radius of the ring it lies on.  When this finds no
+   rings (broad ones, 10 px and more), coarser smoothing is tried.
 3. **Beam centre**: the ridge normals all pass (nearly) through the beam centre; their robust
    least-squares intersection gives it, also when it lies off the detector.  Beamstop edges,
    gap edges and parasitic streaks are outliers of that fit; it is then moved to where the
