@@ -63,8 +63,11 @@ def test_agbeh_orders_1_to_7_at_their_q(agbeh_image, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_command_on_agbeh_with_template_report_and_picture(shared_data, tmp_path):
-    """``saxsdog calibrate`` with cal.json as template: its mask is used, its other fields
-    kept; the report and the picture are written."""
+    """``saxsdog calibrate`` with cal.json as template, as a user passes last week's calibration:
+    its mask, drawn for the old beamstop, hides about half of the rings, so the fit does not
+    use it (and warns); its other fields are kept, the mask under a name that resolves from
+    the output's folder; the report and the picture are written.  Integrated through the
+    ``saxsdog`` command, the AgBh orders 1–7 land within 2e-3 of 2πn/5.8380 nm⁻¹."""
     out = tmp_path / "cal.json"
     report = tmp_path / "report.txt"
     picture = tmp_path / "rings.png"
@@ -75,7 +78,11 @@ def test_command_on_agbeh_with_template_report_and_picture(shared_data, tmp_path
     assert run.returncode == 0, run.stderr
     written = json.loads(out.read_text())
     template = json.loads((shared_data / "cal.json").read_text())
-    assert written["Masks"] == template["Masks"] and written["Title"] == template["Title"]
+    assert written["Title"] == template["Title"]
+    for entry, old_entry in zip(written["Masks"], template["Masks"], strict=True):
+        assert (out.parent / entry.pop("MaskFile")).resolve() == (shared_data / old_entry.pop("MaskFile")).resolve()
+        assert entry == old_entry
+    assert "the template's mask AAA_integ.msk hides" in run.stderr
     assert written["Wavelength"] == pytest.approx(1.54987)  # from the header, not the template's 1.54
     assert 800 < written["Geometry"]["DedectorDistanceMM"] < 860
     assert written["Geometry"]["BeamCenter"] != template["Geometry"]["BeamCenter"]
@@ -83,6 +90,16 @@ def test_command_on_agbeh_with_template_report_and_picture(shared_data, tmp_path
     assert "Residuals per ring" in text and "Run time" in text
     assert picture.read_bytes()[:4] == b"\x89PNG"
     assert "AgBh, 7 rings" in run.stderr
+    integrated = subprocess.run([sys.executable, "-m", "saxsdog.cli.saxsdog", "-c", str(out), "-o",
+                                 str(tmp_path / "out"), str(shared_data / "agbeh2_1M.tif")],
+                                capture_output=True, text=True, timeout=300)
+    assert integrated.returncode == 0, integrated.stderr
+    lines = (tmp_path / "out" / "agbeh2_1M.chi").read_text().splitlines()
+    start = next(k for k, line in enumerate(lines) if line.strip().isdigit()) + 1
+    q, intensity = np.loadtxt(lines[start:]).T[:2]
+    for n in range(1, 8):
+        q0 = 2 * np.pi * n / AGBH_PERIOD_NM
+        assert abs(_peak_q(q, intensity, q0) / q0 - 1) < 2e-3, n
 
 
 @pytest.mark.slow
@@ -96,3 +113,37 @@ def test_command_warns_when_the_wavelength_differs_from_the_header(shared_data, 
     assert "differs from the image header's 1.54987 Å by 50%" in run.stderr
     if run.returncode == 0:
         assert "differs from the image header" in report.read_text()
+
+
+def _calibrate(shared_data, tmp_path, *options):
+    return subprocess.run([sys.executable, "-m", "saxsdog.cli.saxsdog", "calibrate", str(shared_data / "agbeh2_1M.tif"),
+                           "--calibrant", "AgBh", "-o", str(tmp_path / "c.json"), *options],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_command_warns_when_the_pixel_size_is_not_the_detectors(shared_data, tmp_path):
+    """The distance scales with the pixel size exactly: a --pixel that is not the Pilatus' 172 µm
+    the header names is fitted (it may be a binned detector) but said."""
+    run = _calibrate(shared_data, tmp_path, "--pixel", "75", "--report", "-")
+    assert run.returncode == 0, run.stderr
+    assert "pixel size 75 x 75 µm is not that of the Pilatus the image header names (172 µm)" in run.stderr
+    assert "is not that of the Pilatus" in run.stdout  # in the report too
+    assert "pixel size" not in _calibrate(shared_data, tmp_path, "--pixel", "172").stderr
+
+
+@pytest.mark.slow
+def test_a_distance_guess_that_ruled_out_the_right_orders_is_named(shared_data, tmp_path):
+    run = _calibrate(shared_data, tmp_path, "--distance-mm", "500")
+    assert run.returncode == 1
+    assert "with --distance-mm 500, only distances between 312 and 800 mm were tried" in run.stderr
+    assert not (tmp_path / "c.json").exists()
+    assert _calibrate(shared_data, tmp_path, "--distance-mm", "800").returncode == 0
+
+
+@pytest.mark.slow
+def test_a_wavelength_that_cannot_be_refined_says_where_it_ran(shared_data, tmp_path):
+    run = _calibrate(shared_data, tmp_path, "--refine-wavelength")
+    assert run.returncode == 1
+    assert "the wavelength cannot be refined from these rings (it ran to" in run.stderr
+    assert "from 1.5499 Å" in run.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,114 @@ def test_summary_carries_the_control_points_for_a_page(detector_gaps):
     summary = json.loads(json.dumps(fit.summary(points=True)))
     assert len(summary["control_points"]["row"]) == fit.points_row.size > 100
     assert summary["rings"][0]["points"] > 0 and "BeamCenterX" in summary["uncertainties"]
+
+
+def _synthetic_tif(tmp_path, detector_gaps):
+    import tifffile
+
+    from saxsdog.calibrate import d_spacings
+    from saxsdog.calibrate.synthetic import fake_calibrant_image, random_scenarios
+
+    g = random_scenarios(20)[18].geometry
+    tif = tmp_path / "agbh.tif"
+    tifffile.imwrite(tif, fake_calibrant_image(g, d_spacings("AgBh")[1], gaps=detector_gaps, seed=2))
+    return tif, g
+
+
+def _template_with_mask(folder, shared_data, masked: np.ndarray):
+    """cal.json with its mask replaced by ``masked`` (True = masked), saved beside it as NPY."""
+    folder.mkdir()
+    np.save(folder / "old_beamstop.npy", masked.astype(np.uint8))
+    template = json.loads((shared_data / "cal.json").read_text())
+    template["Masks"][0]["MaskFile"] = "old_beamstop.npy"
+    (folder / "old.json").write_text(json.dumps(template))
+    return folder / "old.json"
+
+
+def test_template_mask_hiding_most_rings_is_not_used_for_the_fit(tmp_path, detector_gaps, shared_data):
+    """A user passes last week's calibration as template: its mask, drawn for another beamstop
+    position, hides the top half of the rings.  The fit uses the image's own gap pixels and
+    says so; the calibration written keeps the template's mask, under a name that still
+    resolves from the output's folder."""
+    from saxsdog.calibration import Calibration
+
+    tif, g = _synthetic_tif(tmp_path, detector_gaps)
+    masked = np.zeros(g.shape, bool)
+    masked[: g.shape[0] // 2] = True
+    template = _template_with_mask(tmp_path / "beamtime1", shared_data, masked)
+    (tmp_path / "beamtime2").mkdir()
+    out = tmp_path / "beamtime2" / "cal.json"
+    run = _run(str(tif), "--calibrant", "AgBh", "--wavelength", repr(g.wavelength_A), "-t", str(template),
+               "-o", str(out), "--report", "-")
+    assert run.returncode == 0, run.stderr
+    assert "the template's mask old_beamstop.npy hides" in run.stderr
+    assert "fit used the image's own dead and gap pixels" in run.stdout  # the report repeats it
+    written = json.loads(out.read_text())
+    assert written["Geometry"]["BeamCenter"] == pytest.approx(list(g.beam_center), abs=0.1)
+    assert written["Geometry"]["DedectorDistanceMM"] == pytest.approx(g.distance_mm, rel=1e-3)
+    # the mask is kept and found from the new folder
+    assert Path(out.parent / written["Masks"][0]["MaskFile"]).resolve() == (template.parent / "old_beamstop.npy")
+    assert not Calibration(out, cache=False).mask(0)[: g.shape[0] // 2].any()
+
+
+def test_template_mask_hiding_little_is_used_for_the_fit(tmp_path, detector_gaps, shared_data):
+    """A template mask that hides a corner (a beamstop, a bad module) is honoured by the fit."""
+    tif, g = _synthetic_tif(tmp_path, detector_gaps)
+    masked = np.zeros(g.shape, bool)
+    masked[:250, :250] = True
+    template = _template_with_mask(tmp_path / "t", shared_data, masked)
+    run = _run(str(tif), "--calibrant", "AgBh", "--wavelength", repr(g.wavelength_A), "-t", str(template),
+               "-o", str(tmp_path / "t" / "cal.json"))
+    assert run.returncode == 0, run.stderr
+    assert "hides" not in run.stderr
+    written = json.loads((tmp_path / "t" / "cal.json").read_text())
+    assert written["Masks"][0]["MaskFile"] == "old_beamstop.npy"  # same folder: the name unchanged
+
+
+def test_missing_output_folder_is_named_before_the_fit(tmp_path, detector_gaps):
+    tif, g = _synthetic_tif(tmp_path, detector_gaps)
+    run = _run(str(tif), "--calibrant", "AgBh", "--wavelength", "1.5", "--pixel", "172",
+               "-o", str(tmp_path / "nowhere" / "cal.json"))
+    assert run.returncode == 2
+    assert f"the folder {tmp_path / 'nowhere'} does not exist" in run.stderr
+    assert ".part" not in run.stderr
+
+
+def test_unknown_picture_format_is_named_before_the_fit(tmp_path, detector_gaps):
+    tif, g = _synthetic_tif(tmp_path, detector_gaps)
+    run = _run(str(tif), "--calibrant", "AgBh", "--wavelength", "1.5", "--pixel", "172",
+               "-o", str(tmp_path / "cal.json"), "--picture", str(tmp_path / "rings.xyz"))
+    assert run.returncode == 2
+    assert "--picture" in run.stderr and ".png" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "cal.json").exists()
+
+
+def test_the_report_goes_to_standard_output_unless_a_file_is_named(tmp_path, detector_gaps):
+    """Residuals per ring and the uncertainties are shown without asking; --report FILE moves them."""
+    tif, g = _synthetic_tif(tmp_path, detector_gaps)
+    common = [str(tif), "--calibrant", "AgBh", "--wavelength", repr(g.wavelength_A), "--pixel", "172"]
+    plain = _run(*common, "-o", str(tmp_path / "a.json"))
+    assert plain.returncode == 0, plain.stderr
+    assert "Residuals per ring" in plain.stdout and "± " in plain.stdout
+    to_file = _run(*common, "-o", str(tmp_path / "b.json"), "--report", str(tmp_path / "r.txt"))
+    assert to_file.returncode == 0 and to_file.stdout == ""
+    assert "Residuals per ring" in (tmp_path / "r.txt").read_text()
+
+
+def test_template_file_names_are_rebased_to_the_output_folder(tmp_path):
+    """Mask, dark, flat and background of the template name the same files from the output's
+    folder: relative where the folders share a parent, absolute otherwise, unchanged when absolute."""
+    cal = {"Masks": [{"MaskFile": "m.msk"}, {"MaskFile": ""}, {"MaskFile": "/abs/m.tif"}],
+           "Corrections": {"DarkFile": "darks/d.tif", "FlatFile": ""},
+           "Background": {"File": "../bg.chi"}}
+    cli._rebase_file_names(cal, tmp_path / "t", tmp_path / "out" / "run1")
+    assert cal["Masks"][0]["MaskFile"] == "../../t/m.msk"
+    assert cal["Masks"][1]["MaskFile"] == "" and cal["Masks"][2]["MaskFile"] == "/abs/m.tif"
+    assert cal["Corrections"] == {"DarkFile": "../../t/darks/d.tif", "FlatFile": ""}
+    assert cal["Background"]["File"] == "../../bg.chi"
+    same = {"Masks": [{"MaskFile": "m.msk"}]}
+    cli._rebase_file_names(same, tmp_path, tmp_path)
+    assert same["Masks"][0]["MaskFile"] == "m.msk"
+    apart = {"Masks": [{"MaskFile": "m.msk"}]}
+    cli._rebase_file_names(apart, Path("/work/shared/data"), tmp_path)
+    assert apart["Masks"][0]["MaskFile"] == "/work/shared/data/m.msk"

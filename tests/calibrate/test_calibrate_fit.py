@@ -214,3 +214,55 @@ def test_distance_guess_limits_the_order_assignment(detector_gaps):
     _check_recovered(scenario, fit)
     with pytest.raises(NoRingsError, match="no rings found that match AgBh"):
         calibrate_image(image, "AgBh", g.wavelength_A, g.pixel_size_um, distance_guess_mm=5 * g.distance_mm)
+
+
+@pytest.mark.slow
+def test_wavelength_far_too_short_is_warned_about(agbeh_image):
+    """Half the right wavelength fits agbeh2_1M.tif with a longer distance and a tilt of a few
+    degrees (at these small angles wavelength and distance are nearly degenerate): the result
+    is not refused, but it carries a warning naming the wavelength; the right one carries none."""
+    wavelength = agbeh_image.metadata["wavelength"]
+    short = calibrate_image(agbeh_image.data, "AgBh", wavelength * 0.5, (172.0, 172.0))
+    assert any("check the wavelength" in w for w in short.warnings), short.warnings
+    assert "check the wavelength" in report_text(short)
+    right = calibrate_image(agbeh_image.data, "AgBh", wavelength, (172.0, 172.0))
+    assert not any("check the wavelength" in w for w in right.warnings), right.warnings
+
+
+@pytest.mark.slow
+def test_wavelength_is_refined_from_wide_angle_rings(detector_gaps):
+    """LaB6 at 400 mm reaches wide angles: started 1 % off, the wavelength is refined to the
+    one the image was made with, and the geometry recovered."""
+    scenario = SCENARIOS[16]
+    g = scenario.geometry
+    _, d = d_spacings(scenario.calibrant)
+    image = fake_calibrant_image(g, d, gaps=detector_gaps, seed=16)
+    fit = calibrate_image(image, scenario.calibrant, g.wavelength_A * 1.01, g.pixel_size_um, refine_wavelength=True)
+    assert fit.geometry.wavelength_A == pytest.approx(g.wavelength_A, rel=1e-4)
+    assert fit.uncertainties["WavelengthA"] < 1e-4 * g.wavelength_A
+    _check_recovered(scenario, fit)
+
+
+def test_broad_rings_of_pyfais_default_resolution_are_found(detector_gaps):
+    """pyFAI's calibrant image at its default resolution (0.1° FWHM: 10 px at 937 mm) with a
+    beamstop: rings too broad for the fine ridge scale are found at a coarser one, and the
+    geometry is recovered (it was "no ring-like ridges")."""
+    from pyFAI.calibrant import get_calibrant
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    rows, cols = detector_gaps.shape
+    y_bottom, x, distance, tilt, rot, wavelength = 348.0, 555.0, 937.0, 3.8, 40.0, 1.01
+    ai = AzimuthalIntegrator(detector="Pilatus1M")
+    ai.setFit2D(directDist=distance, centerX=x, centerY=rows - y_bottom, tilt=tilt, tiltPlanRotation=-rot,
+                pixelX=172, pixelY=172)
+    ai.wavelength = wavelength * 1e-10
+    calibrant = get_calibrant("AgBh")
+    calibrant.wavelength = wavelength * 1e-10
+    rng = np.random.default_rng(1)
+    image = rng.poisson(calibrant.fake_calibration_image(ai, Imax=2000)[:rows, :cols] + 20).astype(np.int32)
+    yy, xx = np.mgrid[:rows, :cols]
+    image[(yy - (rows - y_bottom)) ** 2 + (xx - x) ** 2 < 25 ** 2] = 3  # the beamstop's shadow
+    image[detector_gaps] = -1
+    g = calibrate_image(image, "AgBh", wavelength, (172.0, 172.0)).geometry
+    assert abs(g.beam_center[0] - y_bottom) < 0.1 and abs(g.beam_center[1] - x) < 0.1
+    assert abs(g.distance_mm / distance - 1) < 1e-3 and abs(g.tilt_deg - tilt) < 0.05

@@ -181,6 +181,8 @@ def test_calibrate_with_a_mask_and_bad_input(client, base, data_dir):
     ok = command(client, "calibrateimage", {"image": "agbeh.tif", "calibrant": "AgBh", "pixel": [172], "mask": True},
                  [masked.tobytes()])
     assert ok["result"] == "calibrated", ok
+    # the old beamstop's mask hides about half of the rings: used, as the user asked, but said
+    assert any("the mask hides" in w for w in ok["data"]["warnings"]), ok["data"]["warnings"]
     # a flat image: no rings, said so instead of a confident geometry
     from datetime import datetime
 
@@ -204,3 +206,17 @@ def test_calibrate_with_a_mask_and_bad_input(client, base, data_dir):
     assert outside["result"] == "Error" and "outside" in outside["data"]["Error"]
     neither = command(client, "calibrateimage", {"calibrant": "AgBh"})
     assert neither["result"] == "Error" and "name an image" in neither["data"]["Error"]
+
+
+def test_calibrate_warns_when_the_wavelength_is_not_the_headers(client, base, data_dir):
+    """A wavelength typed into the page that is not the image header's: at the small angles of
+    agbeh2_1M.tif a too short one fits with a longer distance, so the page says so with the fit."""
+    pytest.importorskip("pyFAI")
+    login(client)
+    shutil.copy(data_dir / "agbeh2_1M.tif", base / "agbeh.tif")
+    answer = command(client, "calibrateimage", {"image": "agbeh.tif", "calibrant": "AgBh", "wavelength": 1.2})
+    assert answer["result"] == "calibrated", answer
+    assert any("differs from the image header's 1.54987 Å by 23%" in w for w in answer["data"]["warnings"])
+    assert "differs from the image header" in answer["data"]["report"]
+    same = command(client, "calibrateimage", {"image": "agbeh.tif", "calibrant": "AgBh"})
+    assert not any("differs" in w for w in same["data"]["warnings"])

@@ -18,12 +18,13 @@ import numpy as np
 
 from .calibrants import DETECTOR_PIXELS_UM, CalibrantError, calibrant_names, d_spacings
 from .fit import (CalibrationFit, CalibrationFitError, NoRingsError, PoorFitError, RingStats, fit_calibrant,
-                  valid_pixels)
+                  hidden_ring_fraction, valid_pixels, wavelength_mismatch)
 from .report import calibration_from_fit, report_text, save_picture
 
 __all__ = ["DETECTOR_PIXELS_UM", "CalibrantError", "CalibrationFit", "CalibrationFitError", "NoRingsError", "PoorFitError", "RingStats",
            "calibrant_names", "calibrate_image", "calibration_from_fit", "d_spacings", "fit_calibrant",
-           "report_text", "save_picture", "valid_pixels"]
+           "hidden_ring_fraction", "report_text", "save_picture", "valid_pixels",
+           "wavelength_mismatch"]
 
 
 def calibrate_image(image: np.ndarray, calibrant: str, wavelength_A: float, pixel_size_um: tuple[float, float],

@@ -6,7 +6,8 @@ The steps, none of which needs a click or a hand-tuned guess:
    mask are excluded, with a margin, so detector gaps and their edges never look like rings.
 2. **Ridge pixels**: on the logarithm of the image (so faint outer rings count as much as the
    bright inner ones) the Hessian of a smoothed copy finds pixels on the crest of a line-like
-   ridge; its normal points along the radius of the ring it lies on.
+   ridge; its normal points along the radius of the ring it lies on.  When this finds no
+   rings (broad ones, 10 px and more), coarser smoothing is tried.
 3. **Beam centre**: the ridge normals all pass (nearly) through the beam centre; their robust
    least-squares intersection gives it, also when it lies off the detector.  Beamstop edges,
    gap edges and parasitic streaks are outliers of that fit; it is then moved to where the
@@ -49,7 +50,16 @@ from saxsdog.core.geometry import Geometry
 from saxsdog.errors import SaxsdogError
 
 __all__ = ["CalibrationFitError", "NoRingsError", "PoorFitError", "RingStats", "CalibrationFit",
-           "valid_pixels", "fit_calibrant"]
+           "valid_pixels", "hidden_ring_fraction", "wavelength_mismatch", "fit_calibrant"]
+
+
+#: Smoothing scales (px) of the ridge search, finest first: coarser ones only when it finds no rings.
+RIDGE_SCALES_PX = (1.5, 3.0, 6.0)
+
+#: A fit whose RMS is more than this many times the RMS of each ring fitted alone is reported
+#: with a warning (on the real silver-behenate image: 1.28 at the header's wavelength, 1.55 at
+#: half of it; ideal synthetic images 1.0-1.2).
+WARN_INCONSISTENCY = 1.45
 
 
 class CalibrationFitError(SaxsdogError, ValueError):
@@ -174,6 +184,41 @@ def valid_pixels(image: np.ndarray, mask: np.ndarray | None = None, dummy_value:
     if mask is not None:
         valid &= np.asarray(mask, dtype=bool)
     return valid
+
+
+def hidden_ring_fraction(image: np.ndarray, mask: np.ndarray, dummy_value: float | None = None) -> float:
+    """Fraction of the ring (ridge) pixels of ``image`` that ``mask`` hides.
+
+    The ridge pixels are found with only the image's own dead, gap and dummy pixels
+    excluded.  A template calibration's mask drawn for another beamstop position, or for
+    a sector, can hide half of every ring: fitted on the rest, distance, centre and tilt
+    trade off against each other and come out wrong by more than the integration allows.
+    ``mask`` is saxsdog's validity map (``True`` = pixel used).  Returns 0 without rings.
+    """
+    valid = valid_pixels(image, None, dummy_value)
+    rows, cols, _, _, _ = _ridge_points(np.where(valid, image, 0).astype(np.float64), valid)
+    if rows.size == 0:
+        return 0.0
+    used = np.asarray(mask, dtype=bool)[rows.astype(np.int64), cols.astype(np.int64)]
+    return float(1.0 - used.mean())
+
+
+def wavelength_mismatch(wavelength_A: float, header_wavelength_A: float | None, tolerance: float = 0.01) -> str:
+    """A warning when the wavelength used differs from the image header's by more than ``tolerance``.
+
+    At the small angles of most calibrant images the wavelength and the distance are almost
+    degenerate: a wavelength too short by up to a few times fits as well with a longer distance
+    and a few degrees of tilt, so the fit alone cannot refuse it.  Empty when they agree or the
+    header has none.
+    """
+    if not header_wavelength_A or not header_wavelength_A > 0:
+        return ""
+    off = wavelength_A / float(header_wavelength_A) - 1
+    if abs(off) <= tolerance:
+        return ""
+    return (f"the wavelength {wavelength_A:g} Å differs from the image header's {float(header_wavelength_A):g} Å "
+            f"by {abs(off):.0%}: at these small angles the fit cannot tell, and the distance comes out "
+            f"scaled by about {float(header_wavelength_A) / wavelength_A:.3g} (check which wavelength is right)")
 
 
 def _smooth(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
@@ -664,41 +709,54 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
     data = np.where(valid, image, 0).astype(np.float64)
     line_tth = _line_two_theta(d_spacings, wavelength_A)
 
-    # 2-3: ridge pixels and the beam centre
-    rows, cols, n_r, n_c, strength = _ridge_points(data, valid)
-    if rows.size < 50:
-        raise NoRingsError("no rings found: the image shows no ring-like ridges")
-    centre = _centre_from_normals(rows, cols, n_r, n_c, image.shape)
-    if centre is None:
-        raise NoRingsError("no rings found: the ridges on the image do not share a centre")
-    centre = _sharpen_centre(rows, cols, centre)
-    # 4: rings and orders
-    radii, prominence, r_lo, r_hi = _ring_radii(rows, cols, strength, valid, centre)
-    if radii.size < 2:
-        raise NoRingsError(f"no rings found: {radii.size} ring(s) around the centre (row {centre[0]:.0f}, "
-                           f"column {centre[1]:.0f}); at least 2 are needed")
-    px = 0.5 * (pixel_mm[0] + pixel_mm[1])
-    tight = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.015, 2)
-    # rings at wide angles on a tilted detector stray further from a circle: looser matches too
-    loose = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.05, 2)
-    candidates: list[tuple[float, np.ndarray]] = []
-    for candidate in [c for pair in zip(tight + [None] * 2, loose + [None] * 2) for c in pair if c is not None]:
-        if all(abs(candidate[0] / d - 1) > 0.02 for d, _ in candidates):
-            candidates.append(candidate)
-    if not candidates:
-        raise NoRingsError(f"no rings found that match {calibrant or 'the calibrant'} at {wavelength_A} Å: "
-                           f"{radii.size} rings at radii {', '.join(f'{r:.0f}' for r in radii[:8])} px "
-                           "(wrong calibrant, wavelength or pixel size?)")
-    first_error: CalibrationFitError | None = None
-    for distance, assignment in candidates[:3]:
+    def at_scale(sigma: float) -> CalibrationFit:
+        # 2-3: ridge pixels and the beam centre
+        rows, cols, n_r, n_c, strength = _ridge_points(data, valid, sigma)
+        if rows.size < 50:
+            raise NoRingsError("no rings found: the image shows no ring-like ridges")
+        centre = _centre_from_normals(rows, cols, n_r, n_c, image.shape)
+        if centre is None:
+            raise NoRingsError("no rings found: the ridges on the image do not share a centre")
+        centre = _sharpen_centre(rows, cols, centre)
+        # 4: rings and orders
+        radii, prominence, r_lo, r_hi = _ring_radii(rows, cols, strength, valid, centre)
+        if radii.size < 2:
+            raise NoRingsError(f"no rings found: {radii.size} ring(s) around the centre (row {centre[0]:.0f}, "
+                               f"column {centre[1]:.0f}); at least 2 are needed")
+        px = 0.5 * (pixel_mm[0] + pixel_mm[1])
+        tight = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.015, 2)
+        # rings at wide angles on a tilted detector stray further from a circle: looser matches too
+        loose = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.05, 2)
+        candidates: list[tuple[float, np.ndarray]] = []
+        for candidate in [c for pair in zip(tight + [None] * 2, loose + [None] * 2) for c in pair if c is not None]:
+            if all(abs(candidate[0] / d - 1) > 0.02 for d, _ in candidates):
+                candidates.append(candidate)
+        if not candidates:
+            raise NoRingsError(f"no rings found that match {calibrant or 'the calibrant'} at {wavelength_A} Å: "
+                               f"{radii.size} rings at radii {', '.join(f'{r:.0f}' for r in radii[:8])} px "
+                               "(wrong calibrant, wavelength or pixel size?)")
+        first_error: CalibrationFitError | None = None
+        for distance, assignment in candidates[:3]:
+            try:
+                return _fit_from(data, valid, centre, distance, assignment, radii, rows, cols, d_spacings, wavelength_A,
+                                 pixel_size_um, pixel_mm, calibrant, refine_wavelength, max_rms_px, max_inconsistency,
+                                 t0)
+            except CalibrationFitError as exc:  # the next most likely order assignment
+                first_error = first_error or exc
+        assert first_error is not None
+        raise first_error
+
+    # broad rings (a long distance, a wide beam or a fine powder's size broadening: 10 px and
+    # more) curve too gently for the fine scale against the noise of the background: when the
+    # fine scale finds no rings, coarser ones are tried; the fine scale's reason is the one told
+    no_rings: NoRingsError | None = None
+    for sigma in RIDGE_SCALES_PX:
         try:
-            return _fit_from(data, valid, centre, distance, assignment, radii, rows, cols, d_spacings, wavelength_A,
-                             pixel_size_um, pixel_mm, calibrant, refine_wavelength, max_rms_px, max_inconsistency,
-                             t0)
-        except CalibrationFitError as exc:  # the next most likely order assignment
-            first_error = first_error or exc
-    assert first_error is not None
-    raise first_error
+            return at_scale(sigma)
+        except NoRingsError as exc:
+            no_rings = no_rings or exc
+    assert no_rings is not None
+    raise no_rings
 
 
 def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], distance: float,
@@ -741,6 +799,10 @@ def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], 
         # almost degenerate with the distance, and freed early it runs away
         free_wavelength = refine_wavelength and widest and stage >= 3
         p, keep, cov = _refine(p, pts[0], pts[1], pts[2], d_spacings, nrows, pixel_mm, free_wavelength)
+        if free_wavelength and not 0.8 < p[5] / wavelength_A < 1.25:
+            # run away along the distance–wavelength degeneracy: no later stage brings it back
+            raise PoorFitError(f"poor fit: the wavelength cannot be refined from these rings (it ran to {p[5]:.4g} "
+                               f"Å from {wavelength_A:.5g} Å): they are at too small angles; fix it instead")
         if not widest and math.hypot(p[3], p[4]) > math.sin(math.radians(0.2)):
             # at small angles a tilt and its opposite bend the rings almost alike: try the other
             mirrored = p.copy()
@@ -792,8 +854,9 @@ def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], 
         raise PoorFitError(f"poor fit (residual {rms:.2f} px RMS, more than {max_rms_px:g} px): wrong calibrant, "
                            f"wavelength ({wavelength_A} Å) or pixel size?")
     if refine_wavelength and not (uncertainties["WavelengthA"] < 0.01 * p[5] and 0.8 < p[5] / wavelength_A < 1.25):
-        raise PoorFitError(f"poor fit: the wavelength cannot be refined from these rings (±"
-                           f"{uncertainties['WavelengthA']:.3g} Å): they are at too small angles; fix it instead")
+        raise PoorFitError(f"poor fit: the wavelength cannot be refined from these rings (it ran to {p[5]:.4g} Å "
+                           f"from {wavelength_A:.5g} Å, ± {uncertainties['WavelengthA']:.3g} Å): they are at too "
+                           "small angles; fix it instead")
     # each ring alone, with a cone section of its own, is the best any geometry can do; a global
     # fit much worse than that forces one geometry on rings that belong to another (wrong
     # wavelength or calibrant), bending them with a tilt
@@ -803,6 +866,13 @@ def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], 
         raise PoorFitError(f"poor fit (residual {rms:.2f} px RMS, {fit.consistency:.2f} times what each ring "
                            f"alone allows): the rings do not share one geometry at {p[5]:.5g} Å; wrong "
                            "wavelength or calibrant?")
+    if fit.consistency > WARN_INCONSISTENCY:
+        # short of a refusal, but not a confident result: a wavelength too short (or a mask that
+        # hides half of every ring) is absorbed by a longer distance and a tilt, at a price
+        warnings.append(f"the rings share one geometry {fit.consistency:.2f} times worse than each ring alone "
+                        f"allows (about 1.0-1.3 for a right wavelength): check the wavelength ({p[5]:.5g} Å; "
+                        f"one too short fits with a longer distance and a tilt, here {tilt:.2f}°), the calibrant "
+                        "and the mask")
     # rings on the image that no calibrant line explains: a wrong calibrant (or wavelength)
     unexplained = _unexplained_rings(p, rows, cols, valid, line_tth, pixel_mm)
     if len(unexplained) >= max(2, 0.3 * radii.size):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,11 @@ from saxsdog.errors import SaxsdogError
 PROG = "saxsdog calibrate"
 EXIT_OK, EXIT_FIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+#: A template's mask hiding more of the image's ring pixels than this is not used for the fit.
+MAX_HIDDEN_RING_FRACTION = 0.25
+
+#: Picture formats matplotlib writes, by file name ending.
+PICTURE_FORMATS = frozenset({"png", "svg", "svgz", "pdf", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,11 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel", type=float, nargs="+", metavar="µm",
                    help="pixel size in µm (one value, or vertical and horizontal)")
     p.add_argument("-t", "--template", metavar="FILE",
-                   help="calibration whose other fields (masks, slices, ...) the result keeps; its first "
-                        "mask is used for the fit")
-    p.add_argument("--mask", metavar="FILE", help="mask for the fit instead of the template's (non-zero = masked)")
+                   help="calibration whose other fields (masks, slices, ...) the result keeps (relative "
+                        "file names rewritten to resolve from the output's folder); its first mask is used "
+                        "for the fit unless it hides more than a quarter of the rings (a mask drawn for an "
+                        "old beamstop position): then the fit uses the image's own dead and gap pixels "
+                        "only, with a warning")
+    p.add_argument("--mask", metavar="FILE", help="mask for the fit instead of the template's (non-zero = masked); "
+                                                  "always used")
     p.add_argument("-o", "--output", metavar="FILE", help="the calibration to write (JSON)")
-    p.add_argument("--report", metavar="FILE", help="also write the text report to FILE ('-': standard output)")
+    p.add_argument("--report", metavar="FILE", help="write the text report (residuals per ring, uncertainties) to FILE instead of "
+                        "standard output")
     p.add_argument("--picture", metavar="FILE", help="also draw the image with the fitted rings and control "
                                                      "points (PNG, SVG, PDF; needs matplotlib)")
     p.add_argument("--refine-wavelength", action="store_true",
@@ -89,6 +100,17 @@ def _pixel_size(args: argparse.Namespace, template: dict[str, Any] | None,
     raise ValueError("the pixel size is unknown (the image header names no known detector): give --pixel µm")
 
 
+def _pixel_mismatch(pixel: tuple[float, float], metadata: dict[str, Any]) -> str:
+    """A warning when the pixel size used is not that of the detector the header names: the
+    distance scales with the pixel size exactly, so the rings cannot tell."""
+    detector = str(metadata.get("detector", "")).upper()
+    for family, size in DETECTOR_PIXELS_UM.items():
+        if family in detector and any(abs(p / size - 1) > 0.01 for p in pixel):
+            return (f"the pixel size {pixel[0]:g} x {pixel[1]:g} µm is not that of the {family.title()} the image "
+                    f"header names ({size:g} µm): the distance scales with it (check which is right)")
+    return ""
+
+
 def _wavelength(args: argparse.Namespace, template: dict[str, Any] | None, metadata: dict[str, Any]) -> float:
     if args.wavelength is not None:
         if not args.wavelength > 0:
@@ -99,6 +121,26 @@ def _wavelength(args: argparse.Namespace, template: dict[str, Any] | None, metad
     if template is not None:
         return float(template["Wavelength"])
     raise ValueError("the wavelength is unknown (not in the image header): give --wavelength Å")
+
+
+def _rebase_file_names(calibration: dict[str, Any], template_dir: Path, output_dir: Path) -> None:
+    """Rewrite the relative file names the template took from its folder (masks, dark, flat,
+    background) so that they name the same files from the output's folder."""
+    def rebase(name: str) -> str:
+        if not name or Path(name).is_absolute() or template_dir == output_dir:
+            return name
+        target = os.path.normpath(template_dir / name)
+        if os.path.commonpath([target, str(output_dir)]) == os.path.sep:
+            return target  # no folder in common: a relative name would climb to the root
+        return os.path.relpath(target, output_dir)
+
+    for entry in calibration.get("Masks", []):
+        if isinstance(entry.get("MaskFile"), str):
+            entry["MaskFile"] = rebase(entry["MaskFile"])
+    for block, key in (("Corrections", "DarkFile"), ("Corrections", "FlatFile"), ("Background", "File")):
+        section = calibration.get(block)
+        if isinstance(section, dict) and isinstance(section.get(key), str):
+            section[key] = rebase(section[key])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         metadata = dict(frame.metadata)
         template = raw_template = None
         mask = None
+        template_mask_note = ""
         if args.template:
             raw_template = json.loads(Path(args.template).read_text())
             template = CALIBRATION.load(raw_template)
@@ -140,41 +183,68 @@ def main(argv: list[str] | None = None) -> int:
                 if not path.is_absolute():
                     path = Path(args.template).resolve().parent / path
                 mask = read_mask(path, image.shape)
+                hidden = cal_fit.hidden_ring_fraction(image, mask)
+                if hidden > MAX_HIDDEN_RING_FRACTION:
+                    # the mask serves integration and was drawn for another beamstop or sector:
+                    # fitted on what it leaves, centre, distance and tilt trade off and come out wrong
+                    template_mask_note = (f"the template's mask {mask_file} hides {hidden:.0%} of the rings on "
+                                          f"{Path(args.image).name} (drawn for another beamstop position?): the "
+                                          "fit used the image's own dead and gap pixels instead; the calibration "
+                                          "written keeps that mask: check it (or give --mask)")
+                    mask = None
         if args.mask:
             mask = read_mask(args.mask, image.shape, "--mask")
         pixel = _pixel_size(args, template, metadata)
         wavelength = _wavelength(args, template, metadata)
+        for option, target in (("-o", args.output), ("--report", args.report), ("--picture", args.picture)):
+            # checked before the fit, and named: the atomic writer would only name its temporary file
+            if target and target != "-" and not Path(target).resolve().parent.is_dir():
+                raise ValueError(f"{option} {target}: the folder {Path(target).resolve().parent} does not exist")
+        if args.picture and Path(args.picture).suffix.lower().lstrip(".") not in PICTURE_FORMATS:
+            raise ValueError(f"--picture {args.picture}: give a file ending in "
+                             f"{', '.join('.' + f for f in sorted(PICTURE_FORMATS))}")
         if args.distance_mm is not None and not args.distance_mm > 0:
             raise ValueError(f"--distance-mm must be positive, got {args.distance_mm}")
     except (OSError, ValueError, SaxsdogError) as exc:
         report_error(PROG, exc)
         return EXIT_USAGE
-    header_wavelength = metadata.get("wavelength")
-    mismatch = None
-    if header_wavelength and abs(wavelength / float(header_wavelength) - 1) > 0.01:
-        # at small angles a wrong wavelength mostly rescales the distance, so the fit alone
-        # may not notice: say it
-        mismatch = (f"the wavelength {wavelength:g} Å differs from the image header's {float(header_wavelength):g} Å "
-                    f"by {abs(wavelength / float(header_wavelength) - 1):.0%}")
+    if template_mask_note:
+        print(f"{PROG}: warning: {template_mask_note}", file=sys.stderr)
+    mismatch = cal_fit.wavelength_mismatch(wavelength, metadata.get("wavelength"))
+    if mismatch:
         print(f"{PROG}: warning: {mismatch}", file=sys.stderr)
+    pixel_note = _pixel_mismatch(pixel, metadata)
+    if pixel_note:
+        print(f"{PROG}: warning: {pixel_note}", file=sys.stderr)
     try:
         fit = cal_fit.fit_calibrant(image, d, wavelength, pixel, calibrant=name, mask=mask,
                                     distance_guess_mm=args.distance_mm, refine_wavelength=args.refine_wavelength,
                                     max_rms_px=args.max_rms)
     except cal_fit.CalibrationFitError as exc:
+        if args.distance_mm is not None:
+            # the guess rules out order assignments: it may be what ruled out the right one
+            exc = cal_fit.CalibrationFitError(f"{exc} (with --distance-mm {args.distance_mm:g}, only distances "
+                                              f"between {args.distance_mm / 1.6:.0f} and {args.distance_mm * 1.6:.0f} "
+                                              "mm were tried: check it, or leave it out)")
         report_error(PROG, exc)
         return EXIT_FIT_FAILED
     if mismatch:
         fit.warnings.append(mismatch)
+    if template_mask_note:
+        fit.warnings.append(template_mask_note)
+    if pixel_note:
+        fit.warnings.append(pixel_note)
     title = f"{name} calibration from {Path(args.image).name}"
     calibration = cal_fit.calibration_from_fit(fit, raw_template, title=title)
+    if args.template:
+        _rebase_file_names(calibration, Path(args.template).resolve().parent, Path(args.output).resolve().parent)
     fit.elapsed_s = time.perf_counter() - t0
     report = cal_fit.report_text(fit, Path(args.image).name)
     try:
         from saxsdog.io.atomic import atomic_write_bytes, atomic_write_text
 
         atomic_write_bytes(args.output, (json.dumps(calibration, indent=4) + "\n").encode("utf-8"))
-        if args.report == "-":
+        if not args.report or args.report == "-":
             sys.stdout.write(report)
         elif args.report:
             atomic_write_text(args.report, report)
@@ -190,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
           f"tilt {g.tilt_deg:.4f}° at {g.tilt_rotation_deg:.2f}°; wrote {args.output} "
           f"({fit.elapsed_s:.1f} s)", file=sys.stderr)
     for warning in fit.warnings:
-        if warning != mismatch:
+        if warning not in (mismatch, template_mask_note, pixel_note):
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 

@@ -162,8 +162,13 @@ def calibrant_rings(name: str) -> dict[str, Any]:
 def calibrate(image: np.ndarray, *, calibrant: str, wavelength_A: float, pixel_size_um: tuple[float, float],
               template: dict[str, Any] | None = None, mask: np.ndarray | None = None,
               distance_guess_mm: float | None = None, refine_wavelength: bool = False,
-              max_rms_px: float = 1.0, image_name: str = "", max_points: int = 3000) -> dict[str, Any]:
+              max_rms_px: float = 1.0, image_name: str = "", max_points: int = 3000,
+              header_wavelength_A: float | None = None) -> dict[str, Any]:
     """The fit of ``saxsdog calibrate`` on ``image``, as the page shows it.
+
+    As the command does, it warns when ``wavelength_A`` is not the image header's
+    (``header_wavelength_A``), and when the mask given hides more than a quarter of the
+    rings (used all the same: the page's mask is the user's choice).
 
     Returns
     -------
@@ -181,6 +186,17 @@ def calibrate(image: np.ndarray, *, calibrant: str, wavelength_A: float, pixel_s
                                    mask=None if mask is None else mask == 0,
                                    distance_guess_mm=distance_guess_mm, refine_wavelength=refine_wavelength,
                                    max_rms_px=max_rms_px)
+    mismatch = fit_module.wavelength_mismatch(wavelength_A, header_wavelength_A)
+    if mismatch:
+        fit.warnings.append(mismatch)
+    if mask is not None:
+        from ..cli.calibrate import MAX_HIDDEN_RING_FRACTION
+
+        hidden = fit_module.hidden_ring_fraction(image, mask == 0)
+        if hidden > MAX_HIDDEN_RING_FRACTION:
+            fit.warnings.append(f"the mask hides {hidden:.0%} of the rings on the image (drawn for another beamstop "
+                                "position?): fitted on the rest, centre, distance and tilt trade off; fit without it "
+                                "or redraw it")
     calibration = fit_module.calibration_from_fit(fit, template, title=f"{name} calibration from {image_name}")
     g = fit.geometry
     n = len(fit.points_row)

@@ -844,7 +844,8 @@ class CommandHandler:
                              pixel_size_um=(float(pixel[0]), float(pixel[-1])), template=template, mask=mask,
                              distance_guess_mm=arg.get("distance") or None,
                              refine_wavelength=bool(arg.get("refine_wavelength", False)),
-                             max_rms_px=float(arg.get("max_rms", 1.0)), image_name=os.path.basename(name))
+                             max_rms_px=float(arg.get("max_rms", 1.0)), image_name=os.path.basename(name),
+                             header_wavelength_A=frame.metadata.get("wavelength"))
         except (fit_module.CalibrationFitError, fit_module.CalibrantError) as exc:
             raise CommandError(str(exc)) from None
 
