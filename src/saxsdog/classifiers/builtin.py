@@ -6,6 +6,7 @@ hold data and have a positive error are used.  Image classifiers get the raw fra
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from ..errors import CalibrationError
 from .base import Classifier, ClassifierContext, register
 
 __all__ = ["IntegralParameters", "Guinier", "Porod", "RamboTainer", "CorMap", "ImageStats", "Zingers", "ROI",
-           "curve_data", "freesas"]
+           "ScanPosition", "curve_data", "freesas", "header_number"]
 
 _FREESAS_FOR = "the Guinier, RamboTainer and CorMap classifiers"
 
@@ -589,3 +590,53 @@ class ROI(Classifier):
             row, col = float(np.sum(v * self.rows) / total), float(np.sum(v * self.cols) / total)
         return {"sum": total, "pixels": n, "mean": total / n if n else None, "centroid_row": row,
                 "centroid_col": col}
+
+
+_FIRST_NUMBER = re.compile(r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?")
+
+
+def header_number(metadata: Mapping[str, Any] | None, key: str | None) -> float | None:
+    """The first number of the image header's field ``key`` (``None`` when absent or not a number)."""
+    if not key or not metadata:
+        return None
+    header = metadata.get("header") or {}
+    value = header.get(key) if hasattr(header, "get") else None
+    if value is None:
+        value = metadata.get(key)  # a field the reader parsed itself
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    m = _FIRST_NUMBER.search(str(value)) if value is not None else None
+    return float(m.group(0)) if m else None
+
+
+@register
+class ScanPosition(Classifier):
+    """The frame's position in a raster scan, read from its image header.
+
+    ``RowKey`` and ``ColumnKey`` name header fields holding the row and column index (from
+    0), ``IndexKey`` one holding the point number; the first number of the field's text is
+    taken.  The ``Scan`` block adds this classifier itself when it names header fields.
+    """
+
+    kind = "ScanPosition"
+    input = "image"
+    description = "row, column or point number of a raster scan, from the image header"
+    units = {"row": "", "column": "", "index": ""}
+    primary = "index"
+    options = {"RowKey": None, "ColumnKey": None, "IndexKey": None}
+
+    def __init__(self, spec: Mapping[str, Any], context: ClassifierContext, path: str = "$.Classifiers[0]"):
+        super().__init__(spec, context, path)
+        for name in self.options:
+            v = self.settings[name]
+            if v is not None and (not isinstance(v, str) or not v):
+                raise CalibrationError("not a header field name", f"{path}.{name}", v, "the name of a header field")
+        if all(self.settings[n] is None for n in self.options):
+            raise CalibrationError("a scan position needs a header field", path, None, "RowKey and ColumnKey, or IndexKey")
+
+    def compute(self, data: Any, metadata: Mapping[str, Any] | None = None, integrator: Any = None) -> dict[str, Any]:
+        return {"row": header_number(metadata, self.settings["RowKey"]),
+                "column": header_number(metadata, self.settings["ColumnKey"]),
+                "index": header_number(metadata, self.settings["IndexKey"])}
