@@ -46,9 +46,13 @@ def test_a_raster_of_frames_gives_a_roi_map(tmp_path):
                            start + timedelta(seconds=i))
     cal = Calibration(small_calibration(Classifiers=[{"Kind": "ROI", "Rectangle": [0, 9, 0, 9]}],
                                         Scan={"Shape": [2, 3], "Keys": ["ROI.sum"]}), cache=False)
-    run_queue(cal, data, workers=2, out_dir=tmp_path / "out")
+    queue = run_queue(cal, data, workers=2, out_dir=tmp_path / "out")
     with h5py.File(tmp_path / "out" / "results" / "scan_maps.h5", "r") as f:
         np.testing.assert_array_equal(f["entry/ROI.sum/data"][()], 100.0 * np.array([[1, 2, 3], [4, 5, 6]]))
+    # each frame's place in the map travels with its values (history, plotdata: the page's map)
+    placed = sorted((r["path"], r["parameters"]["R0"]["Scan.row"], r["parameters"]["R0"]["Scan.column"])
+                    for r in queue.history.snapshot())
+    assert [(row, col) for _, row, col in placed] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
 
 
 def test_a_bad_scan_block_is_refused_when_the_calibration_loads():
@@ -84,6 +88,7 @@ def test_scan_indices_from_the_image_header_place_the_frames(tmp_path):
     queue = run_queue(cal, data, workers=2, out_dir=tmp_path / "out")
     rows = [r["parameters"]["R0"] for r in queue.history.snapshot()]
     assert sorted((p["ScanPosition.row"], p["ScanPosition.column"]) for p in rows) == points
+    assert all((p["Scan.row"], p["Scan.column"]) == (p["ScanPosition.row"], p["ScanPosition.column"]) for p in rows)
     with h5py.File(tmp_path / "out" / "results" / "scan_maps.h5", "r") as f:
         np.testing.assert_array_equal(f["entry/ROI.sum/data"][()], 100.0 * np.array([[1, 2, 3], [11, 12, 13]]))
 

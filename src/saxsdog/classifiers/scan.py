@@ -68,9 +68,15 @@ class ScanMap:
         self.start: int | None = start
         self._values: dict[int, dict[str, float]] = {}
         self._placed: dict[tuple[int, int], dict[str, float]] = {}  # by the header's row and column
+        self.last_position: tuple[int, int] | None = None
 
     def add(self, name: str, parameters: Mapping[str, Any]) -> bool:
-        """Record one frame's values; ``False`` when neither its header nor its name places it."""
+        """Record one frame's values; ``False`` when neither its header nor its name places it.
+
+        :attr:`last_position` is then the frame's (row, column) in the map as far as known now
+        (``None`` outside it): the page draws the map from these.
+        """
+        self.last_position: tuple[int, int] | None = None
         values = {k: _number(parameters.get(k)) for k in self.keys}
         row, col = _index(parameters.get("ScanPosition.row")), _index(parameters.get("ScanPosition.column"))
         if row is not None and col is not None:
@@ -79,6 +85,7 @@ class ScanMap:
             self._placed[(row, col)] = values
             if not self.fixed_shape:
                 self.shape = (max(self.shape[0], row + 1), max(self.shape[1], col + 1))
+            self.last_position = (row, col)
             return True
         index = _index(parameters.get("ScanPosition.index"))
         if index is None:
@@ -89,6 +96,7 @@ class ScanMap:
         if not self.fixed_shape:  # placed by row and column only: a frame without them is left out
             return False
         self._values[index] = values
+        self.last_position = self.position(index - (self.start if self.start is not None else min(self._values)))
         return True
 
     def position(self, index: int) -> tuple[int, int] | None:
