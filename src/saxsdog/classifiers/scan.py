@@ -76,7 +76,7 @@ class ScanMap:
         :attr:`last_position` is then the frame's (row, column) in the map as far as known now
         (``None`` outside it): the page draws the map from these.
         """
-        self.last_position: tuple[int, int] | None = None
+        self.last_position = None
         values = {k: _number(parameters.get(k)) for k in self.keys}
         row, col = _index(parameters.get("ScanPosition.row")), _index(parameters.get("ScanPosition.column"))
         if row is not None and col is not None:
@@ -112,9 +112,9 @@ class ScanMap:
     def maps(self) -> dict[str, np.ndarray]:
         """One ``shape`` float array per key (NaN where no frame is)."""
         out = {k: np.full(self.shape, np.nan) for k in self.keys}
-        for pos, values in self._placed.items():
-            for k, v in values.items():
-                out[k][pos] = v
+        for place, placed_values in self._placed.items():
+            for k, v in placed_values.items():
+                out[k][place] = v
         if not self._values:
             return out
         start = self.start if self.start is not None else min(self._values)
