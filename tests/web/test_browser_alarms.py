@@ -33,10 +33,11 @@ def test_an_alarm_shows_as_a_banner_and_highlighted_points(page, server, handler
 
 
 @pytest.mark.slow
-def test_a_classifier_as_a_scan_map_and_in_the_plots_table(page, server, handler, base, data_dir, tmp_path):  # noqa: F811
+def test_a_classifier_as_a_scan_map_the_averages_and_the_plots_table(page, server, handler, base, data_dir, tmp_path):  # noqa: F811
     arg, att = calibration_request(data_dir)
     arg["calibration"]["Classifiers"] = [{"Kind": "ROI", "Rectangle": [0, 99, 0, 99]}]
     arg["calibration"]["Scan"] = {"Shape": [2, 3], "Keys": ["ROI.sum"]}
+    arg["calibration"]["Average"] = {"Every": 3}
     log_in(page, server.url)
     assert handler.execute("new", arg, att)["result"] == "new queue"
     for p in add_images(base, 6):
@@ -47,6 +48,7 @@ def test_a_classifier_as_a_scan_map_and_in_the_plots_table(page, server, handler
     assert "ROI.sum" in page.text_content("#plot-classifiers")
     page.click('.tabs button[data-tab="history"]')
     page.wait_for_function("() => document.querySelector('#hist-count').textContent.startsWith('6 image')")
+    page.wait_for_function("() => document.querySelector('#hist-averages').textContent.includes('3 kept, 0 rejected')")
     page.select_option("#hist-classifier", "ROI.sum")
     page.wait_for_selector("#hist-scan-map", state="visible")
     page.wait_for_function("() => { const d = document.querySelector('#hist-scan-map').data;"

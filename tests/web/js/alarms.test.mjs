@@ -57,3 +57,14 @@ test("the Plots tab lists the latest frame's classifier values beside the integr
     ["R1", "Porod.exponent", -4], ["R1", "alarms", "Porod.exponent=-4 below 0"]]);
   assert.deepEqual(classifierTableRows(undefined), []);
 });
+
+test("the live averaging's line: kept and rejected frames of the latest groups", async () => {
+  const { averagesText } = await import("../../../src/saxsdog/server/static/alarms.js");
+  assert.equal(averagesText({}), null);
+  assert.equal(averagesText({ averages: {} }), null);
+  const stat = { averages: {
+    frames_000000: { group: "frames_000000", kept: 17, rejected: 3, complete: true },
+    frames_000020: { group: "frames_000020", kept: 2, rejected: 0, complete: false } } };
+  assert.equal(averagesText(stat), "Averages (results/averages/): frames_000020: 2 kept, 0 rejected (so far) · "
+    + "frames_000000: 17 kept, 3 rejected");
+});

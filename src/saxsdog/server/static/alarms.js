@@ -70,3 +70,15 @@ export function classifierTableRows(parameters) {
   }
   return out;
 }
+
+/**
+ * The live averaging's line for a `stat` answer (the latest groups, most recent first:
+ * kept and rejected frames of each), or `null` when the calibration averages nothing.
+ */
+export function averagesText(stat, most = 5) {
+  const groups = Object.values((stat && stat.averages) || {});
+  if (!groups.length) return null;
+  const parts = groups.slice(-most).reverse().map(g =>
+    `${g.group}: ${g.kept} kept, ${g.rejected} rejected${g.complete ? "" : " (so far)"}`);
+  return `Averages (results/averages/): ${parts.join(" · ")}`;
+}
