@@ -399,3 +399,26 @@ def test_sync_plot_png(beamline):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 5000
+
+
+def test_classifier_columns_of_the_filelist_reach_the_merge_table(tmp_path):
+    """The coordinator's values (CorMap, alarms) are only in results/filelist.txt, not in the
+    workers' .chi headers: the merge takes every column of the file list, not just I0-I2."""
+    results = tmp_path / "results"
+    results.mkdir()
+    header = "file\toutput\tI0\tI1\tI2\timage_time\tGuinier.Rg\tGuinier.status\tCorMap.P_adjusted\tCorMap.similar\talarms\n"
+    rows = ["/data/run/img_00000.tif\t/nowhere/a.chi\t1.0\t2.0\t3.0\t100.0\t2.5\tok\t\t\t\n",
+            "/data/run/img_00001.tif\t/nowhere/b.chi\t1.1\t2.1\t3.1\t101.0\t\tfailed: no Guinier region\t0.001\tFalse\t"
+            "CorMap.P_adjusted=0.001 below 0.01\n"]
+    (results / "filelist.txt").write_text(header + "".join(rows))
+    from saxsdog.merge import image_table, read_filelist
+
+    fl = read_filelist(results / "filelist.txt")
+    assert fl["Guinier.Rg"].iloc[0] == 2.5 and math.isnan(fl["Guinier.Rg"].iloc[1])
+    assert fl["CorMap.similar"].iloc[1] == 0.0 and math.isnan(fl["CorMap.similar"].iloc[0])
+    df = image_table(filelist=results / "filelist.txt")
+    assert list(df["I0"]) == [1.0, 1.1]
+    assert df.loc[0, "Guinier.Rg"] == 2.5 and math.isnan(df.loc[1, "Guinier.Rg"])
+    assert df.loc[1, "CorMap.P_adjusted"] == 0.001 and df.loc[1, "CorMap.similar"] == 0.0
+    assert df.loc[1, "Guinier.status"] == "failed: no Guinier region"
+    assert df.loc[1, "alarms"].startswith("CorMap.P_adjusted=")

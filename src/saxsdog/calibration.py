@@ -324,8 +324,20 @@ class Calibration:
         context = ClassifierContext(self.shape, q=None if radial is None else np.asarray(radial.x),
                                     q_map=self.geometry.q, base_dir=self.base_dir,
                                     # the beam centre as (row, column) array indices
-                                    extra={"beam_center_rc": (nrows - y_c - 0.5, x_c - 0.5)})
-        classifiers = build_classifiers(self.config.get("Classifiers"), context)
+                                    extra={"beam_center_rc": (nrows - y_c - 0.5, x_c - 0.5),
+                                           # the cake maps' axes (Masks index -> radial, chi centres)
+                                           "cakes": {i: (np.asarray(it.x), it.azimuth)
+                                                     for i, it in enumerate(self.integrators)
+                                                     if isinstance(it, CakeIntegrator)}})
+        entries = list(self.config.get("Classifiers") or [])
+        scan = self.config.get("Scan")
+        if isinstance(scan, dict) and not any(isinstance(e, dict) and e.get("Kind") == "ScanPosition" for e in entries):
+            from .classifiers.scan import header_keys
+
+            keys = header_keys(scan)
+            if keys:  # the scan's indices are in the image headers: read them in the workers
+                entries.append({"Kind": "ScanPosition", **keys})
+        classifiers = build_classifiers(entries, context)
         # the coordinator builds these when a queue starts; checked here, when the calibration loads
         if self.config.get("Average"):
             from .classifiers.average import Averager

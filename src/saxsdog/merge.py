@@ -366,19 +366,30 @@ def read_filelist(path: _PathLike):
     -------
     pandas.DataFrame
         Columns ``file`` (as written, ``path#frame`` for frames of stacks), ``output``,
-        ``I0``, ``I1``, ``I2``, ``image_time`` (floats; empty → NaN).
+        ``I0``, ``I1``, ``I2``, ``image_time`` (floats; empty → NaN), then the classifiers'
+        columns (``Guinier.Rg``, ``CorMap.P_adjusted`` ...): numbers as floats, ``True``/``False``
+        as 1.0/0.0, text columns (``Guinier.status``, ``alarms``) as text.
     """
     import pandas as pd
 
     try:
-        df = pd.read_csv(path, sep="\t", dtype={"file": str, "output": str})
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise MergeError(f"file list not found: {path}") from None
     except Exception as exc:  # noqa: BLE001
         raise MergeError(f"file list {path} cannot be read: {exc}") from None
-    for c in ("I0", "I1", "I2", "image_time"):
-        if c in df.columns:
-            df[c] = pd.to_numeric(df[c], errors="coerce")
+    for c in df.columns:
+        if c in ("file", "output"):
+            continue
+        text = df[c].str.strip()
+        if c in ("I0", "I1", "I2", "image_time"):
+            df[c] = pd.to_numeric(text, errors="coerce")
+            continue
+        given = text[text != ""]
+        if given.isin(["True", "False"]).all() and len(given):
+            df[c] = text.map({"True": 1.0, "False": 0.0})  # empty -> NaN
+        elif pd.to_numeric(given, errors="coerce").notna().all():
+            df[c] = pd.to_numeric(text, errors="coerce")  # a number column (empty -> NaN)
     return df
 
 
@@ -452,6 +463,10 @@ def _key(path: str) -> str:
     return os.path.normcase(os.path.abspath(s)) + frame
 
 
+#: ``file output I0 I1 I2 image_time``: the original's columns of results/filelist.txt.
+_FILELIST_BASE_COLUMNS = 6
+
+
 def _add_parameters(rows: list[dict[str, Any]], filelist, chi_dir: Path | None) -> None:
     """Fill I0/I1/I2 (and more) from the file list and the .chi headers."""
     import pandas as pd
@@ -471,6 +486,15 @@ def _add_parameters(rows: list[dict[str, Any]], filelist, chi_dir: Path | None) 
             for c in ("I0", "I1", "I2"):
                 if c in rec and not pd.isna(rec[c]):
                     row.setdefault(c, float(rec[c]))
+            # the classifiers' columns: the file list also has the coordinator's values
+            # (CorMap, averaging, alarms) that the workers' .chi headers cannot have
+            for c in list(rec)[_FILELIST_BASE_COLUMNS:]:
+                v = rec[c]
+                if isinstance(v, (int, float)):
+                    if not pd.isna(v):
+                        row.setdefault(c, float(v))
+                elif isinstance(v, str) and v != "":
+                    row.setdefault(c, v)
             out = rec.get("output")
             if isinstance(out, str) and out.endswith(".chi"):
                 row.setdefault("chi_file", out)

@@ -304,3 +304,21 @@ def test_warns_of_inverted_mask_and_header_wavelength(data_dir, tmp_path):
     # The shipped FIT2D mask (a set bit = masked) gives no mask warning.
     r = run(["-c", data_dir / "cal.json", "-S", "-o", tmp_path / "out2", tmp_path / "run"])
     assert r.returncode == 0 and "masks" not in r.stderr and "1.54987" in r.stderr
+
+
+def test_the_summary_counts_the_frames_in_alarm(tmp_path):
+    import json
+    from datetime import datetime
+
+    import numpy as np
+
+    from saxsdog.testing import small_calibration, write_pilatus_tiff
+
+    cal = small_calibration(Classifiers=[{"Kind": "ImageStats", "Alarm": {"Above": 50.0}}])
+    (tmp_path / "cal.json").write_text(json.dumps(cal))
+    for i, level in enumerate((10, 100)):
+        write_pilatus_tiff(tmp_path / "run" / f"a_{i:05d}.tif", np.full((64, 48), level, dtype=np.int32),
+                           datetime(2026, 1, 1, 12, 0, i))
+    r = run(["-c", str(tmp_path / "cal.json"), "-o", str(tmp_path / "out"), "-S", str(tmp_path / "run")])
+    assert r.returncode == 0, r.stderr
+    assert "1 frame(s) in alarm; the latest: a_00001.tif: ImageStats.max=100 above 50" in r.stdout + r.stderr

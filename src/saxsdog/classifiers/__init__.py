@@ -25,8 +25,8 @@ so the merge tables), NXcanSAS (per frame and run files, ``parameters`` collecti
 the ledger and ``plotdata`` (one column per key), and ``results/filelist.txt`` (one column per
 key after the original's six).  Curve classifiers run on every radial (q) integrator's curve
 (on its background-subtracted curve, :attr:`Curve.subtracted`, when the calibration subtracts a
-background; the integral parameters stay on the original's curve); image classifiers add their
-keys to the first integrator's.
+background; the integral parameters stay on the original's curve); image classifiers, and the
+``cake`` ones (``CakeROI``, on a ``Cake`` entry's map), add their keys to the first integrator's.
 
 *Stateful* classifiers (CorMap), ``Average``, ``Scan`` and the alarms run once, in the
 coordinator (:class:`saxsdog.pipeline.classify_sink.ClassifySink`), in the order the frames
@@ -41,7 +41,7 @@ by the page (banner, red points).  ``Average`` writes ``results/averages/<group>
 Writing a classifier
 --------------------
 Subclass :class:`Classifier`, set ``kind``, ``description``, ``units`` (field → unit),
-``primary``, ``options`` (field → default) and ``input`` (``"curve"`` or ``"image"``), and
+``primary``, ``options`` (field → default) and ``input`` (``"curve"``, ``"image"`` or ``"cake"``), and
 implement ``compute(data, metadata, integrator)`` returning the fields (``None`` and a
 ``status`` for what cannot be computed).  Register it with :func:`register`, in the
 ``saxsdog.classifiers`` entry point group of your package (``Kind`` = the entry point's name),
@@ -112,8 +112,9 @@ class ClassifierSet:
 
     Attributes
     ----------
-    curve, image
-        Stateless classifiers run by the workers (on each radial curve, on the raw frame).
+    curve, image, cake
+        Stateless classifiers run by the workers (on each radial curve, on the raw frame, on
+        a cake map).
     stateful
         Classifiers run by the coordinator in frame order.
     alarms
@@ -124,6 +125,7 @@ class ClassifierSet:
         self.all = list(classifiers)
         self.curve = [c for c in self.all if c.input == "curve" and not c.stateful]
         self.image = [c for c in self.all if c.input == "image" and not c.stateful]
+        self.cake = [c for c in self.all if c.input == "cake" and not c.stateful]
         self.stateful = [c for c in self.all if c.stateful]
         self.alarms = list(alarms)
         #: Only the integral parameters: the integrators' own parameters are the result.
@@ -163,6 +165,12 @@ class ClassifierSet:
             target = curves[0].parameters
             for c in self.image:
                 target.update(c(image, metadata))
+        if self.cake and curves:  # regions of a cake map: to the first integrator's, as the image's
+            target = curves[0].parameters
+            for c in self.cake:
+                index = getattr(c, "mask", None)
+                if index is not None and index < len(curves):
+                    target.update(c(curves[index], metadata, integrators[index]))
 
     def check_alarms(self, parameters: Mapping[str, Any]) -> list[str]:
         """The messages of the alarms these parameters raise."""

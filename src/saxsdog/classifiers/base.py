@@ -88,7 +88,8 @@ class Classifier:
         Registry name (``"Guinier"``).
     input
         ``"curve"`` (gets a :class:`~saxsdog.core.integrators.Curve` of each radial
-        integrator) or ``"image"`` (gets the raw frame and its metadata).
+        integrator), ``"image"`` (gets the raw frame and its metadata) or ``"cake"`` (gets the
+        curve of the ``Cake`` entry it names, with its :class:`~saxsdog.core.integrators.CakeIntegrator`).
     stateful
         Needs the frames in acquisition order (e.g. compares with the previous frame): runs
         once in the coordinator, not in the workers.

@@ -6,6 +6,7 @@ hold data and have a positive error are used.  Image classifiers get the raw fra
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from ..errors import CalibrationError
 from .base import Classifier, ClassifierContext, register
 
 __all__ = ["IntegralParameters", "Guinier", "Porod", "RamboTainer", "CorMap", "ImageStats", "Zingers", "ROI",
-           "curve_data", "freesas"]
+           "ScanPosition", "CakeROI", "curve_data", "freesas", "header_number"]
 
 _FREESAS_FOR = "the Guinier, RamboTainer and CorMap classifiers"
 
@@ -589,3 +590,136 @@ class ROI(Classifier):
             row, col = float(np.sum(v * self.rows) / total), float(np.sum(v * self.cols) / total)
         return {"sum": total, "pixels": n, "mean": total / n if n else None, "centroid_row": row,
                 "centroid_col": col}
+
+
+_FIRST_NUMBER = re.compile(r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?")
+
+
+def header_number(metadata: Mapping[str, Any] | None, key: str | None) -> float | None:
+    """The first number of the image header's field ``key`` (``None`` when absent or not a number)."""
+    if not key or not metadata:
+        return None
+    header = metadata.get("header") or {}
+    value = header.get(key) if hasattr(header, "get") else None
+    if value is None:
+        value = metadata.get(key)  # a field the reader parsed itself
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    m = _FIRST_NUMBER.search(str(value)) if value is not None else None
+    return float(m.group(0)) if m else None
+
+
+@register
+class ScanPosition(Classifier):
+    """The frame's position in a raster scan, read from its image header.
+
+    ``RowKey`` and ``ColumnKey`` name header fields holding the row and column index (from
+    0), ``IndexKey`` one holding the point number; the first number of the field's text is
+    taken.  The ``Scan`` block adds this classifier itself when it names header fields.
+    """
+
+    kind = "ScanPosition"
+    input = "image"
+    description = "row, column or point number of a raster scan, from the image header"
+    units = {"row": "", "column": "", "index": ""}
+    primary = "index"
+    options = {"RowKey": None, "ColumnKey": None, "IndexKey": None}
+
+    def __init__(self, spec: Mapping[str, Any], context: ClassifierContext, path: str = "$.Classifiers[0]"):
+        super().__init__(spec, context, path)
+        for name in self.options:
+            v = self.settings[name]
+            if v is not None and (not isinstance(v, str) or not v):
+                raise CalibrationError("not a header field name", f"{path}.{name}", v, "the name of a header field")
+        if all(self.settings[n] is None for n in self.options):
+            raise CalibrationError("a scan position needs a header field", path, None, "RowKey and ColumnKey, or IndexKey")
+
+    def compute(self, data: Any, metadata: Mapping[str, Any] | None = None, integrator: Any = None) -> dict[str, Any]:
+        return {"row": header_number(metadata, self.settings["RowKey"]),
+                "column": header_number(metadata, self.settings["ColumnKey"]),
+                "index": header_number(metadata, self.settings["IndexKey"])}
+
+
+@register
+class CakeROI(Classifier):
+    """Sum, mean and intensity-weighted centroid of a region of a cake map I(radial, χ).
+
+    ``Mask``: the index of the calibration's ``Masks`` entry with the ``Cake`` (default the
+    first one); ``RadialRange``: ``[min, max]`` in that entry's ``Unit``; ``ChiRange``:
+    ``[start, stop]`` degrees (χ as the cake's, a range with stop < start wraps through 180°);
+    both default to the whole map.  The region is the cake bins whose centres lie inside.
+    ``sum`` is Σ I·A over those bins (A: the pixels in a bin; the counts, before
+    normalization), ``mean`` = sum / ΣA, the centroid weighs each bin by I·A.  The values go
+    to the first integrator's parameters, as the image classifiers'.
+    """
+
+    kind = "CakeROI"
+    input = "cake"
+    description = "sum and centroid in a radial × chi region of a cake map"
+    units = {"sum": "I·pixels", "pixels": "pixels", "mean": "I", "bins": "", "centroid_radial": "Unit",
+             "centroid_chi": "°"}
+    primary = "sum"
+    options = {"Mask": None, "RadialRange": None, "ChiRange": None}
+
+    def __init__(self, spec: Mapping[str, Any], context: ClassifierContext, path: str = "$.Classifiers[0]"):
+        super().__init__(spec, context, path)
+        cakes: dict[int, Any] = context.extra.get("cakes") or {}
+        mask = self.settings["Mask"]
+        if mask is None:
+            if not cakes:
+                raise CalibrationError("a CakeROI needs a Masks entry with a Cake", f"{path}.Kind", self.kind,
+                                       'a Masks entry with "Cake": {"RadialBins": ..., "AzimuthBins": ...}')
+            mask = min(cakes)
+        if isinstance(mask, bool) or not isinstance(mask, int) or mask not in cakes:
+            raise CalibrationError("not the index of a Masks entry with a Cake", f"{path}.Mask", mask,
+                                   f"one of {sorted(cakes)}" if cakes else "a Masks entry with a Cake")
+        self.mask = int(mask)
+        radial, chi = (np.asarray(a, dtype=np.float64) for a in cakes[self.mask])
+        r_sel = self._range("RadialRange", radial, lambda v, lo, hi: (v >= lo) & (v <= hi), "the cake's radial axis")
+        c_sel = self._range("ChiRange", chi, _in_chi_range, "the cake's chi (degrees)")
+        sel = c_sel[:, None] & r_sel[None, :]
+        if not sel.any():
+            raise CalibrationError("the region holds no bin of the cake", path, [self.settings["RadialRange"],
+                                   self.settings["ChiRange"]], "ranges that cross on the map")
+        self.index = np.flatnonzero(sel)
+        self.radial = np.broadcast_to(radial[None, :], sel.shape).reshape(-1)[self.index]
+        self.chi = np.broadcast_to(chi[:, None], sel.shape).reshape(-1)[self.index]
+
+    def _range(self, name: str, axis: np.ndarray, inside: Any, what: str) -> np.ndarray:
+        value = self.settings[name]
+        if value is None:
+            return np.ones(axis.size, dtype=bool)
+        where = f"{self.path}.{name}"
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                or (name == "RadialRange" and not value[0] < value[1])):
+            raise CalibrationError("not a range", where, value, "[min, max]" if name == "RadialRange" else
+                                   "[start, stop] degrees")
+        sel: np.ndarray = inside(axis, float(value[0]), float(value[1]))
+        if not sel.any():
+            raise CalibrationError(f"the range lies outside {what} ({axis.min():.4g} to {axis.max():.4g})", where,
+                                   value, f"a range overlapping [{axis.min():.4g}, {axis.max():.4g}]")
+        return sel
+
+    def compute(self, data: Any, metadata: Mapping[str, Any] | None = None, integrator: Any = None) -> dict[str, Any]:
+        intensity = np.asarray(data.intensity, dtype=np.float64).reshape(-1)[self.index]
+        area = np.asarray(integrator.operator.area, dtype=np.float64).reshape(-1)[self.index]
+        good = (area > 0) & np.isfinite(intensity)
+        weight = np.where(good, intensity * area, 0.0)
+        total = float(weight.sum())
+        pixels = float(area[good].sum())
+        centroid_r = centroid_c = None
+        if total > 0:
+            centroid_r = float(np.sum(weight * self.radial) / total)
+            centroid_c = float(np.sum(weight * self.chi) / total)
+        return {"sum": total, "pixels": pixels, "mean": total / pixels if pixels else None,
+                "bins": int(np.count_nonzero(good)), "centroid_radial": centroid_r, "centroid_chi": centroid_c}
+
+
+def _in_chi_range(chi: np.ndarray, start: float, stop: float) -> np.ndarray:
+    """χ (degrees) within [start, stop], going up from start (through 180° when stop < start)."""
+    span = (stop - start) % 360.0 or (360.0 if stop != start else 0.0)
+    sel: np.ndarray = ((chi - start) % 360.0) <= span + 1e-9
+    return sel

@@ -766,6 +766,10 @@ def _summary(queue, interrupted: bool, args, out, workdir) -> int:
           f"{st['images_failed']} failed; {st['overall_frames_per_second']:.1f} frames/s", file=out)
     if queue.ignored_files:
         print(f"saxsdog: {queue.ignored_files} file(s) ignored (not images)", file=out)
+    if st.get("alarms"):  # the classifiers' Alarm ranges: say so where the scientist looks
+        latest = st.get("latest_alarm") or {}
+        print(f"saxsdog: {st['alarms']} frame(s) in alarm; the latest: {latest.get('name', '?')}: "
+              f"{'; '.join(latest.get('alarms', []))} (the file list's alarms column has them all)", file=out)
     if st["worker_restarts"]:
         print(f"saxsdog: {st['worker_restarts']} worker(s) died and were replaced; their images were redone",
               file=out)

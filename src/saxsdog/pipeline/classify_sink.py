@@ -220,6 +220,10 @@ class ClassifySink:
                     merged = {**params, **merged}  # the first integrator's value wins
             if self.scan.add(result.name or Path(result.path).name, merged):
                 self._scan_dirty = True
+                first = result.parameters.get(self.keys[0])
+                if isinstance(first, dict) and self.scan.last_position is not None:
+                    # the frame's place in the map, for history and the page's map
+                    first["Scan.row"], first["Scan.column"] = self.scan.last_position
 
     def _check_alarms(self, result: ImageResult) -> None:
         if not self.set.alarms:

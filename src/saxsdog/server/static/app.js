@@ -3,7 +3,7 @@
 // logs in, keeps the live connection, shows the connection state and wires the tabs.
 
 import { computeAbsolute, showStandardFields, useLatestCurve } from "./absolute.js";
-import { alarmBanner } from "./alarms.js";
+import { alarmBanner, averagesText } from "./alarms.js";
 import { api, command, commandTable, getToken, health, onApi, queue, setCommandTable, setToken, settings } from "./api.js";
 import { INSECURE_CONTEXT, challengeAnswer, launchCode, loginFailure } from "./auth.js";
 import {
@@ -98,6 +98,9 @@ function onStat(msg) {
   const banner = alarmBanner(st);  // classifier alarms: visible on every tab
   $("#alarm-banner").hidden = banner === null;
   $("#alarm-banner").textContent = banner || "";
+  const averages = averagesText(st);  // the Average block's merged groups, live
+  $("#hist-averages").hidden = averages === null;
+  $("#hist-averages").textContent = averages || "";
   const key = S.running ? String(st["start time"]) : null;
   if (key !== null && key !== history.key) resetHistory(key);  // a closed queue's history stays shown
   if (S.running && st["images processed"] !== history.lastCount) refreshHistory();

@@ -2,7 +2,7 @@
 // fetched incrementally with `plotdata {since}` and merged by image (a re-processed image
 // replaces its row).
 
-import { classifierKeys, rowValues } from "./alarms.js";
+import { classifierKeys, rowValues, scanGrid } from "./alarms.js";
 import { command } from "./api.js";
 import { $, $$, el } from "./dom.js";
 import { COLORS, plotConf } from "./plots.js";
@@ -173,6 +173,7 @@ function drawClassifier(rows, x, text, byIndex) {
   const key = sel.value || keys[0];
   const div = $("#hist-classifier-plot");
   div.hidden = !key;
+  drawScanMap(rows, key);
   if (!key) return;
   const alarm = rows.map(r => !!r.alarm);
   Plotly.react("hist-classifier-plot", [{
@@ -184,5 +185,27 @@ function drawClassifier(rows, x, text, byIndex) {
     title: { text: key, font: { size: 14 } }, margin: { l: 70, r: 20, t: 36, b: 44 },
     xaxis: { title: { text: byIndex ? "image number" : "image time" }, type: byIndex ? "linear" : "date" },
     uirevision: "hist-classifier",
+  }, plotConf());
+}
+
+/** The chosen classifier as a 2-D map of the raster scan (when the calibration has a Scan block). */
+function drawScanMap(rows, key) {
+  const div = $("#hist-scan-map");
+  if (!div) return;
+  const grid = key ? scanGrid(rows, key) : null;
+  div.hidden = !grid;
+  if (!grid) return;
+  const marks = [];
+  grid.alarm.forEach((line, r) => line.forEach((a, c) => { if (a) marks.push([c, r]); }));
+  Plotly.react("hist-scan-map", [
+    { z: grid.z, type: "heatmap", colorscale: "Viridis", colorbar: { title: { text: key } },
+      hovertemplate: "row %{y}, column %{x}<br>%{z}<extra></extra>" },
+    { x: marks.map(m => m[0]), y: marks.map(m => m[1]), mode: "markers", name: "alarm", showlegend: false,
+      marker: { symbol: "x", size: 10, color: "#c62828" }, hoverinfo: "skip" },
+  ], {
+    title: { text: `${key}: scan map (${grid.rows} × ${grid.cols})`, font: { size: 14 } },
+    margin: { l: 60, r: 20, t: 36, b: 44 },
+    xaxis: { title: { text: "column" } }, yaxis: { title: { text: "row" }, autorange: "reversed", scaleanchor: "x" },
+    uirevision: "hist-scan-map",
   }, plotConf());
 }

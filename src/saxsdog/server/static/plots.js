@@ -1,5 +1,6 @@
 // The Plots tab: the latest curve with its error bands, and number formatting shared by the tabs.
 
+import { classifierTableRows } from "./alarms.js";
 import { command } from "./api.js";
 import { drawCakes } from "./cake.js";
 import { $, el } from "./dom.js";
@@ -132,6 +133,15 @@ function updatePlotInfo() {
   $("#plot-params").replaceChildren(
     el("tr", {}, el("th", { text: "integrator" }), keys.map(k => el("th", { text: k === "I2" ? "I2 (invariant)" : k.replace("_", " ") }))),
     ...Object.entries(params).map(([name, p]) => el("tr", {}, el("td", { text: name }), keys.map(k => el("td", { text: fmtNum(p && p[k]) })))));
+  // the classifiers' values of this frame (Guinier.Rg, CorMap.P_adjusted, its alarms ...)
+  const extra = classifierTableRows(params);
+  const table = $("#plot-classifiers");
+  if (!table) return;
+  table.hidden = !extra.length;
+  table.replaceChildren(
+    el("tr", {}, el("th", { text: "integrator" }), el("th", { text: "classifier value" }), el("th", { text: "" })),
+    ...extra.map(([name, k, v]) => el("tr", { class: k === "alarms" ? "alarm" : "" },
+      el("td", { text: name }), el("td", { text: k }), el("td", { text: fmtNum(v) }))));
 }
 
 export function drawPlot() {
