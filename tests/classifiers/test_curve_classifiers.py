@@ -97,3 +97,49 @@ def test_auto_gpa_option():
 
     with pytest.raises(CalibrationError, match=r"\$\.Classifiers\[0\]\.AutoGPA"):
         classifier({"Kind": "Guinier", "AutoGPA": "yes"}, Q)
+
+
+def test_a_zero_error_from_freesas_is_replaced_by_the_weighted_fit_error():
+    # freesas' autoRg sometimes reports sigma_Rg = sigma_I0 = 0 for a valid Rg (short
+    # regions); an error bar of 0 claims certainty, so the weighted fit's error is reported
+    from types import SimpleNamespace
+
+    g = classifier({"Kind": "Guinier"}, Q)
+    rng = np.random.default_rng(11)
+    radius = 5.0
+    expected = 1e4 * sphere(Q, radius) + 1.0
+    fits, regions = [], []
+    for _ in range(300):
+        counts = rng.poisson(expected).astype(np.float64)
+        c = curve(Q, counts)
+        real = g(c)
+        assert real["Guinier.Rg_error"] > 0
+        fits.append(real["Guinier.Rg"])
+        regions.append(real["Guinier.points"])
+    # the same curves with freesas' errors zeroed: the errors come from the region's fit
+    from saxsdog.classifiers import builtin
+
+    data = builtin.curve_data(curve(Q, rng.poisson(expected).astype(np.float64)))
+    first = int(np.searchsorted(data[:, 0], 0.0))
+    result = SimpleNamespace(Rg=np.sqrt(3 / 5) * radius, I0=1e4 + 1.0, start_point=first,
+                             end_point=first + int(np.median(regions)))
+    rg_error, i0_error = builtin._guinier_errors(data, result.start_point, result.end_point, result.Rg, result.I0)
+    assert rg_error is not None and rg_error > 0 and i0_error > 0
+    # of the order of the scatter of Rg over realizations (freesas' regions start elsewhere)
+    assert 0.3 < rg_error / np.std(fits) < 3
+    assert builtin._guinier_errors(data, 2, 3, 1.0, 1.0) == (None, None)  # too short a region
+
+
+def test_guinier_zero_errors_are_never_reported(monkeypatch):
+    from types import SimpleNamespace
+
+    from saxsdog.classifiers import builtin
+
+    g = classifier({"Kind": "Guinier"}, Q)
+    counts = 1e4 * sphere(Q, 5.0) + 1.0
+    real = g(curve(Q, counts))
+    fake = SimpleNamespace(Rg=real["Guinier.Rg"], I0=real["Guinier.I0"], sigma_Rg=0.0, sigma_I0=0.0,
+                           start_point=2, end_point=40, quality=0.9, aggregated=0)
+    monkeypatch.setattr(builtin.Guinier, "fit", lambda self, data: (fake, "ok"))
+    out = classifier({"Kind": "Guinier"}, Q)(curve(Q, counts))
+    assert out["Guinier.Rg_error"] > 0 and out["Guinier.I0_error"] > 0

@@ -79,6 +79,39 @@ def _fit_range(data: np.ndarray, start: int, end: int) -> tuple[float | None, fl
     return float(data[start, 0]), float(data[end - 1, 0])
 
 
+def _positive(value: Any) -> bool:
+    try:
+        return bool(np.isfinite(value) and value > 0)
+    except TypeError:
+        return False
+
+
+def _guinier_errors(data: np.ndarray, start: int | None, end: int | None, rg: float,
+                    i0: float) -> tuple[float | None, float | None]:
+    """Errors of Rg and I(0) from a weighted least-squares fit of ln I = ln I0 − q² Rg²/3
+    over ``data[start:end]`` (σ of ln I = σ_I / I: the curve's errors propagated, as freesas
+    does); ``(None, None)`` when the region cannot give them."""
+    if start is None or end is None or end - start < 3:
+        return None, None
+    q, intensity, sigma = data[start:end, 0], data[start:end, 1], data[start:end, 2]
+    ok = (intensity > 0) & (sigma > 0)
+    if ok.sum() < 3:
+        return None, None
+    x, y, s = q[ok] ** 2, np.log(intensity[ok]), sigma[ok] / intensity[ok]
+    w = 1.0 / s ** 2
+    design = np.column_stack([np.ones_like(x), x])
+    normal = design.T @ (design * w[:, None])
+    try:
+        cov = np.linalg.inv(normal)
+    except np.linalg.LinAlgError:
+        return None, None
+    sigma_a, sigma_b = float(np.sqrt(cov[0, 0])), float(np.sqrt(cov[1, 1]))
+    if not rg > 0:
+        return None, None
+    # Rg = sqrt(−3b): σ_Rg = 3 σ_b / (2 Rg);  I0 = exp(a): σ_I0 = I0 σ_a
+    return 3.0 * sigma_b / (2.0 * rg), abs(i0) * sigma_a
+
+
 @register
 class Guinier(Classifier):
     """Radius of gyration and I(0) from freesas' automatic Guinier analysis (``autoRg``), or its
@@ -126,7 +159,12 @@ class Guinier(Classifier):
         if result is None:
             return self.empty(status)
         q_min, q_max = _fit_range(arr, result.start_point, result.end_point)
-        return {"Rg": result.Rg, "Rg_error": result.sigma_Rg, "I0": result.I0, "I0_error": result.sigma_I0,
+        rg_error, i0_error = result.sigma_Rg, result.sigma_I0
+        if not (_positive(rg_error) and _positive(i0_error)):
+            # freesas sometimes reports an error of 0 for a valid Rg (short regions): an error
+            # bar of 0 claims certainty, so take them from the weighted Guinier fit of its region
+            rg_error, i0_error = _guinier_errors(arr, result.start_point, result.end_point, result.Rg, result.I0)
+        return {"Rg": result.Rg, "Rg_error": rg_error, "I0": result.I0, "I0_error": i0_error,
                 "q_min": q_min, "q_max": q_max,
                 "points": int(result.end_point - result.start_point) if result.end_point is not None else None,
                 "quality": result.quality,
