@@ -97,7 +97,7 @@ def _guinier_errors(data: np.ndarray, start: int | None, end: int | None, rg: fl
     ok = (intensity > 0) & (sigma > 0)
     if ok.sum() < 3:
         return None, None
-    x, y, s = q[ok] ** 2, np.log(intensity[ok]), sigma[ok] / intensity[ok]
+    x, s = q[ok] ** 2, sigma[ok] / intensity[ok]
     w = 1.0 / s ** 2
     design = np.column_stack([np.ones_like(x), x])
     normal = design.T @ (design * w[:, None])
