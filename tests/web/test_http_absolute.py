@@ -6,22 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from webleash_helpers import login
+from webleash_helpers import command, login
 
 from saxsdog.io.chi import write_chi
 from saxsdog.reduction.absolute import water_cross_section
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
-
-
-def command(client, name, argument=None):
-    body = {"command": name, "attachments": []}
-    if argument is not None:
-        body["argument"] = argument
-    r = client.post("/api/command", json=body)
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 @pytest.fixture

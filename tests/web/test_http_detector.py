@@ -12,19 +12,10 @@ import shutil
 import numpy as np
 import pytest
 
-from webleash_helpers import add_images, calibration_request, login
+from webleash_helpers import add_images, calibration_request, command, login
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
-
-
-def command(client, name, argument=None, attachments=()):
-    body = {"command": name, "attachments": [base64.b64encode(a).decode() for a in attachments]}
-    if argument is not None:
-        body["argument"] = argument
-    r = client.post("/api/command", json=body)
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def pixels(answer) -> np.ndarray:

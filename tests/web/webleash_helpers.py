@@ -101,3 +101,15 @@ def login(client, secret: str = SECRET) -> str:
 def calibration_request(data_dir: Path) -> tuple[dict, list[bytes]]:
     cal = json.loads((data_dir / "cal.json").read_text())
     return {"calibration": cal, "directory": ["run"]}, [(data_dir / "AAA_integ.msk").read_bytes()]
+
+
+def command(client, name, argument=None, attachments=()):
+    """POST a command with its argument and attachments; the JSON answer (status 200 asserted)."""
+    import base64
+
+    body = {"command": name, "attachments": [base64.b64encode(a).decode() for a in attachments]}
+    if argument is not None:
+        body["argument"] = argument
+    r = client.post("/api/command", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()

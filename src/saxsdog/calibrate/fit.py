@@ -186,6 +186,11 @@ def valid_pixels(image: np.ndarray, mask: np.ndarray | None = None, dummy_value:
     return valid
 
 
+#: A mask hiding more of the image's ring pixels than this is not used for the fit (the
+#: command and the page: an old calibration's mask drawn for another beamstop).
+MAX_HIDDEN_RING_FRACTION = 0.25
+
+
 def hidden_ring_fraction(image: np.ndarray, mask: np.ndarray, dummy_value: float | None = None) -> float:
     """Fraction of the ring (ridge) pixels of ``image`` that ``mask`` hides.
 

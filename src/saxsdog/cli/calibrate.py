@@ -18,14 +18,12 @@ from typing import Any
 import numpy as np
 
 from saxsdog.calibrate.calibrants import DETECTOR_PIXELS_UM
+from saxsdog.calibrate.fit import MAX_HIDDEN_RING_FRACTION
 from saxsdog.cli import report_error
 from saxsdog.errors import SaxsdogError
 
 PROG = "saxsdog calibrate"
 EXIT_OK, EXIT_FIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-#: A template's mask hiding more of the image's ring pixels than this is not used for the fit.
-MAX_HIDDEN_RING_FRACTION = 0.25
 
 #: Picture formats matplotlib writes, by file name ending.
 PICTURE_FORMATS = frozenset({"png", "svg", "svgz", "pdf", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp"})

@@ -23,7 +23,7 @@ model.  The scipy versions are the references the numba kernels are tested again
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -414,19 +414,31 @@ except ImportError:  # pragma: no cover - numba is a dependency, but stay usable
     pass
 
 
+def registered_methods(registry: Mapping[str, object]) -> list[str]:
+    """Names of the kernels in ``registry`` (one per implementation), fastest first."""
+    return [m for m in ("numba", "scipy") if m in registry]
+
+
+def chosen_method(registry: Mapping[str, object]) -> str:
+    """The kernel of ``registry`` used unless one is asked for (``SAXSDOG_KERNEL`` overrides,
+    for every family of kernels alike)."""
+    wanted = os.environ.get("SAXSDOG_KERNEL")
+    if wanted:
+        if wanted not in registry:
+            raise ValueError(f"SAXSDOG_KERNEL={wanted!r} is not available; choose from "
+                             f"{registered_methods(registry)}")
+        return wanted
+    return registered_methods(registry)[0]
+
+
 def available_methods() -> list[str]:
     """Names of the kernels usable in this environment, fastest first."""
-    return [m for m in ("numba", "scipy") if m in _REGISTRY]
+    return registered_methods(_REGISTRY)
 
 
 def default_method() -> str:
     """The kernel used unless one is asked for (``SAXSDOG_KERNEL`` overrides)."""
-    wanted = os.environ.get("SAXSDOG_KERNEL")
-    if wanted:
-        if wanted not in _REGISTRY:
-            raise ValueError(f"SAXSDOG_KERNEL={wanted!r} is not available; choose from {available_methods()}")
-        return wanted
-    return available_methods()[0]
+    return chosen_method(_REGISTRY)
 
 
 def accumulate(op: BinningOperator, image: np.ndarray, squares: bool = False,

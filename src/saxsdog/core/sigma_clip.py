@@ -88,12 +88,12 @@ Pure NumPy: no I/O here.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from .kernels import chosen_method, registered_methods
 from .operator import BinningOperator
 
 __all__ = ["ClipResult", "clip_accumulate", "available_methods", "default_method", "ERROR_MODELS"]
@@ -631,18 +631,13 @@ except ImportError:  # pragma: no cover - numba is a dependency, but stay usable
 
 def available_methods() -> list[str]:
     """Names of the clipping kernels usable here, fastest first."""
-    return [m for m in ("numba", "scipy") if m in _REGISTRY]
+    return registered_methods(_REGISTRY)
 
 
 def default_method() -> str:
     """The kernel used unless one is asked for (``SAXSDOG_KERNEL`` overrides, as for plain
     integration)."""
-    wanted = os.environ.get("SAXSDOG_KERNEL")
-    if wanted:
-        if wanted not in _REGISTRY:
-            raise ValueError(f"SAXSDOG_KERNEL={wanted!r} is not available; choose from {available_methods()}")
-        return wanted
-    return available_methods()[0]
+    return chosen_method(_REGISTRY)
 
 
 def _per_pixel(name: str, values: np.ndarray | None, n_pix: int) -> np.ndarray | None:

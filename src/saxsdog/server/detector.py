@@ -190,7 +190,7 @@ def calibrate(image: np.ndarray, *, calibrant: str, wavelength_A: float, pixel_s
     if mismatch:
         fit.warnings.append(mismatch)
     if mask is not None:
-        from ..cli.calibrate import MAX_HIDDEN_RING_FRACTION
+        from ..calibrate.fit import MAX_HIDDEN_RING_FRACTION
 
         hidden = fit_module.hidden_ring_fraction(image, mask == 0)
         if hidden > MAX_HIDDEN_RING_FRACTION:
