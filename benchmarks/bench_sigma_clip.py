@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/bench_sigma_clip.py [--data ../shared/data] [--repeat 100]
+    python benchmarks/bench_sigma_clip.py [--data ../shared/data] [--repeat 100] [--no-pyfai]
+                                          [--quick] [--json PATH]
 
 The real Pilatus 1M image ``buf1_00000.tif`` with ``cal.json`` (Oversampling 3), clean and
 with 500 zingers (10⁶ counts) at random pixels; ``SigmaClip`` Sigma 4, Cycles 3.  saxsdog's
@@ -12,18 +13,23 @@ Timings are the best of interleaved rounds, wall clock and CPU time of the calli
 disturbed still), so each ratio compares figures taken side by side.  saxsdog's numba clipping kernel uses each bin's band from the previous frame
 to hold that frame's outliers aside (speed only: results do not depend on it); the "first
 frame" row forgets it before every call.
+
+Every result is checked whatever the mode: each kernel's clipped curve against the scipy
+reference kernel's (1e-9 relative), and the 500 zingers rejected (the clipped curve of the
+image with zingers within 1e-3 median of the clean image's, its rejected entries at least
+500).  ``--quick`` runs a few frames and skips pyFAI (timings meaningless).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+
+from _harness import Report, parser
 
 
 def best_times(calls: dict[str, Callable[[], object]], repeat: int) -> dict[str, tuple[float, float]]:
@@ -47,13 +53,11 @@ def best_times(calls: dict[str, Callable[[], object]], repeat: int) -> dict[str,
 
 
 def main() -> None:
-    here = Path(__file__).resolve().parent
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=here.parent / ".." / "shared" / "data",
-                    help="folder with buf1_00000.tif and cal.json")
+    ap = parser(__doc__)
     ap.add_argument("--repeat", type=int, default=100, help="frames per timing")
     ap.add_argument("--no-pyfai", action="store_true", help="skip pyFAI")
     args = ap.parse_args()
+    repeat = 7 if args.quick else args.repeat
 
     import fabio
 
@@ -84,6 +88,25 @@ def main() -> None:
                                    error_model=model, method=method)
         return run
 
+    rep = Report("bench_sigma_clip: sigma-clipped integration, Pilatus 1M", args)
+    # results first: every kernel against the scipy reference, and the zingers rejected
+    reference = {(name, model): clipped(image, "scipy", model=model)()
+                 for name, image in (("clean", img), ("zingers", zingers)) for model in ("poisson", "azimuthal")}
+    for m in available_methods():
+        for (name, model), ref in reference.items():
+            got = clipped(img if name == "clean" else zingers, m, model=model)()
+            rep.check(all(np.allclose(getattr(got, f), getattr(ref, f), rtol=1e-9,
+                                      atol=1e-9 * float(np.max(np.abs(getattr(ref, f)), initial=1.0)))
+                          for f in ("intensity", "error", "stddev", "weight")),
+                      f"clip {m} differs from the scipy reference ({name} image, {model})")
+    clean, dirty = reference[("clean", "poisson")], reference[("zingers", "poisson")]
+    sel = clean.intensity > 0
+    dev = float(np.median(np.abs(dirty.intensity[sel] / clean.intensity[sel] - 1)))
+    rep.check(dev <= 1e-3, f"with 500 zingers the clipped curve deviates by {dev:.2e} (median) from the clean one")
+    rep.check(int(np.sum(dirty.rejected)) >= 500, f"only {int(np.sum(dirty.rejected))} entries rejected")
+    rep.context["zingers"] = (f"clipped curve with 500 zingers vs clean: median relative deviation {dev:.1e}, "
+                              f"{int(np.sum(dirty.rejected))} entries rejected")
+
     calls: dict[str, Callable[[], object]] = {
         "plain: I only (Integrator.integrate)": lambda: plain.integrate(img),
         "plain: I, stddev, error (integrate_with_errors)": lambda: plain.integrate_with_errors(img),
@@ -99,7 +122,7 @@ def main() -> None:
             calls[f"clip {m}: Sigma 4 Cycles 3, 500 zingers, first frame"] = clipped(zingers, m, fresh=True)
 
     pyfai_version = None
-    if not args.no_pyfai:
+    if not args.no_pyfai and not args.quick:
         try:
             import pyFAI
 
@@ -127,17 +150,17 @@ def main() -> None:
         except ImportError:
             pass
 
-    times = best_times(calls, args.repeat)
+    times = best_times(calls, repeat)
     base_wall, base_cpu = times["plain: I, stddev, error (integrate_with_errors)"]
-    width = max(len(name) for name in times)
-    print(f"\nPilatus 1M {img.shape[0]}x{img.shape[1]}, {op.n_bins} bins, {op.bins.size} operator entries "
-          f"(Oversampling {int(round(op.subpixels ** 0.5))}), {os.cpu_count()} cores")
-    print(f"{'measurement':<{width}}  {'wall ms':>8}  {'x plain':>7}  {'CPU ms':>8}  {'x plain':>7}  target")
-    print("-" * (width + 48))
+    rep.context["image"] = (f"Pilatus 1M {img.shape[0]}x{img.shape[1]}, {op.n_bins} bins, {op.bins.size} operator "
+                            f"entries (Oversampling {int(round(op.subpixels ** 0.5))}), {os.cpu_count()} cores")
+    rep.context["timing"] = ("best of interleaved rounds; value: wall clock; note: x integrate_with_errors, "
+                             "and the calling thread's CPU time")
     for name, (wall, cpu) in times.items():
-        target = "<= 3x" if name.startswith("clip numba: Sigma") else ""
-        print(f"{name:<{width}}  {wall * 1e3:8.3f}  {wall / base_wall:7.2f}  {cpu * 1e3:8.3f}  {cpu / base_cpu:7.2f}  "
-              f"{target}")
+        target = "<= 3x plain" if name.startswith("clip numba: Sigma") else ""
+        rep.add(name, wall * 1e3, "ms", target,
+                note=f"{wall / base_wall:.2f}x plain; CPU {cpu * 1e3:.3f} ms, {cpu / base_cpu:.2f}x plain")
+    rep.finish()
 
 
 if __name__ == "__main__":

@@ -59,3 +59,18 @@ def test_quick_lists_the_scripts_built_on_the_harness():
 
     names = [p.name for p in quick.quick_scripts()]
     assert "bench_pipeline.py" in names
+    # every benchmark script is on the harness, so CI's quick run exercises and checks all of them
+    every = sorted(p.name for p in BENCH.glob("bench_*.py"))
+    assert names == every
+    for name in ("bench_calibrate.py", "bench_classifiers.py", "bench_modes.py", "bench_sigma_clip.py",
+                 "bench_server.py", "bench_integrate.py", "bench_large.py", "bench_stream.py", "bench_dask.py",
+                 "bench_soak.py"):
+        assert name in names
+
+
+@pytest.mark.parametrize("name", ["bench_calibrate.py", "bench_classifiers.py", "bench_modes.py",
+                                  "bench_sigma_clip.py", "bench_server.py"])
+def test_converted_scripts_offer_quick_and_json(name):
+    run = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "--quick" in run.stdout and "--json" in run.stdout and "--data" in run.stdout
