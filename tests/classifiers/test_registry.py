@@ -204,3 +204,14 @@ def test_values_are_json_scalars_whatever_a_classifier_returns():
     out = Odd({"Kind": "Odd"}, ClassifierContext((1, 1)))(None)
     assert out == {"Odd.a": None, "Odd.b": 3, "Odd.c": "[0 1]", "Odd.d": True}
     assert json.loads(json.dumps(out, allow_nan=False)) == out
+
+
+def test_a_classifier_must_implement_compute():
+    from saxsdog.classifiers.base import Classifier
+
+    class Incomplete(Classifier):
+        kind = "Incomplete"
+        units = {"x": ""}
+
+    with pytest.raises(TypeError, match="compute"):
+        Incomplete({"Kind": "Incomplete"}, None)  # type: ignore[abstract]

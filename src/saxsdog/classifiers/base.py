@@ -18,6 +18,7 @@ number, and the classifier's ``<Name>.status`` says why (``"ok"`` when it worked
 
 from __future__ import annotations
 
+import abc
 import importlib
 import logging
 import math
@@ -66,7 +67,7 @@ class ClassifierContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Classifier:
+class Classifier(abc.ABC):
     """One classifier: a curve (or image) in, named scalars out.
 
     Subclasses set the class attributes and implement :meth:`compute`.  They are built once
@@ -150,10 +151,11 @@ class Classifier:
             out["status"] = status
         return out
 
+    @abc.abstractmethod
     def compute(self, data: Any, metadata: Mapping[str, Any] | None = None,
                 integrator: Any = None) -> dict[str, Any]:
-        """The fields (without the ``Name.`` prefix) for one curve or image."""
-        raise NotImplementedError
+        """The fields (without the ``Name.`` prefix) for one curve or image (every
+        classifier implements it)."""
 
     def __call__(self, data: Any, metadata: Mapping[str, Any] | None = None,
                  integrator: Any = None) -> dict[str, Any]:
