@@ -169,7 +169,7 @@ class Classifier(abc.ABC):
             fields = self.empty(f"failed: {type(exc).__name__}: {exc}")
         return {self.key(k): _clean(v) for k, v in fields.items()}
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 - deliberately empty: stateless classifiers keep nothing
         """Forget the state kept between frames (a new run)."""
 
     # -- option helpers -----------------------------------------------------------
