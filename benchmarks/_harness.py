@@ -101,6 +101,17 @@ def per_call(fn: Callable[[], Any], repeat: int, batches: int = 5) -> float:
     return statistics.median(times)
 
 
+def format_value(v: float) -> str:
+    """A measurement for a table: three significant digits or more, whole numbers as such
+    (a count of 0 or 12,000), small ratios in scientific notation (4.6e-04, not 0.000)."""
+    if float(v).is_integer() and abs(v) < 1e15:
+        return f"{int(v):,}"
+    if abs(v) < 0.01:
+        return f"{v:.2e}"
+    digits = 0 if abs(v) >= 100 else (1 if abs(v) >= 10 else (2 if abs(v) >= 1 else 3))
+    return f"{v:,.{digits}f}"
+
+
 @dataclass
 class Row:
     """One measurement."""
@@ -115,9 +126,7 @@ class Row:
     def formatted(self) -> str:
         if self.value is None:
             return "n/a"
-        v = self.value
-        digits = 0 if abs(v) >= 100 else (1 if abs(v) >= 10 else (2 if abs(v) >= 1 else 3))
-        return f"{v:,.{digits}f} {self.unit}".strip()
+        return f"{format_value(self.value)} {self.unit}".strip()
 
 
 @dataclass

@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _harness import format_value  # noqa: E402
 START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
 
 
@@ -38,8 +41,7 @@ def render(reports: list[dict]) -> str:
             if value is None:
                 shown = "n/a"
             else:
-                digits = 0 if abs(value) >= 100 else (1 if abs(value) >= 10 else (2 if abs(value) >= 1 else 3))
-                shown = f"{value:,.{digits}f} {row['unit']}".strip()
+                shown = f"{format_value(value)} {row['unit']}".strip()
             lines.append(f"| {row['name'].strip()} | {shown} | {row.get('target', '')} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

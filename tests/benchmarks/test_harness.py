@@ -74,3 +74,9 @@ def test_converted_scripts_offer_quick_and_json(name):
     run = subprocess.run([sys.executable, str(BENCH / name), "--help"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "--quick" in run.stdout and "--json" in run.stdout and "--data" in run.stdout
+
+
+def test_values_keep_their_significant_digits():
+    assert _harness.format_value(4.56e-4) == "4.56e-04"
+    assert _harness.format_value(0.0) == "0" and _harness.format_value(12000.0) == "12,000"
+    assert _harness.format_value(0.599) == "0.599" and _harness.format_value(912.3) == "912"
