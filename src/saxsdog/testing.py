@@ -133,6 +133,35 @@ def run_queue(calibration: Any, root: str | os.PathLike[str], timeout: float = 1
     return queue
 
 
+def run_queue_through_full_disk(calibration: Any, root: str | os.PathLike[str], images: list[Path],
+                                disk: str | os.PathLike[str], timeout: float = 60.0,
+                                **options: Any) -> Any:
+    """Push ``images`` into a queue of ``QueueOptions(**options)`` (its outputs on the small
+    filesystem ``disk``) after filling ``disk``: wait until the queue pauses with no image
+    failed, free the space, wait until it is idle and stop it; returns the (stopped) queue.
+
+    Raises
+    ------
+    AssertionError
+        The queue did not pause, failed an image while the disk was full, or did not finish.
+    """
+    from .pipeline import QueueOptions
+    from .pipeline.queue import ImageQueue
+
+    queue = ImageQueue(calibration, root, QueueOptions(**options)).start()
+    try:
+        filler = fill_disk(disk)
+        for path in images:
+            queue.push(path)
+        assert wait_for(lambda: queue.stats()["paused"] is not None, timeout), queue.stats()
+        assert queue.stats()["images_failed"] == 0, queue.stats()
+        filler.unlink()
+        assert queue.wait_until_idle(timeout), queue.stats()
+    finally:
+        queue.stop()
+    return queue
+
+
 def small_calibration(**fields: Any) -> dict[str, Any]:
     """A valid calibration of a 64 × 48 detector (tilted, no mask file), in the original's
     spellings; ``fields`` replace its top-level fields.  Quick to build: for unit tests."""

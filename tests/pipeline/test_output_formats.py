@@ -514,23 +514,14 @@ def test_nxcansas_leaves_out_bins_without_a_finite_value(require_data_dir, base_
 def test_subtracted_run_files_on_a_full_disk_keep_every_frame(reduced3, data_dir, tmp_path, small_tmpfs):
     """A full disk under the run files of the subtracted curves too: the queue pauses, nothing
     fails, and once space is freed all four run files hold every frame exactly once."""
-    from saxsdog.testing import fill_disk, wait_for
+    from saxsdog.testing import run_queue_through_full_disk
 
     root = tmp_path / "run"
     images = link_images(data_dir / "buf1_00000.tif", root, 4)
     out = small_tmpfs / "out"
-    q = ImageQueue(reduced3, root, QueueOptions(out_dir=out, output_format="nxcansas-run")).start()
-    try:
-        filler = fill_disk(small_tmpfs)
-        for p in images:
-            q.push(p)
-        assert wait_for(lambda: q.stats()["paused"] is not None, 60), q.stats()
-        assert q.stats()["images_failed"] == 0
-        filler.unlink()
-        assert q.wait_until_idle(60), q.stats()
-        st = q.stats()
-    finally:
-        q.stop()
+    q = run_queue_through_full_disk(reduced3, root, images, small_tmpfs, out_dir=out,
+                                    output_format="nxcansas-run")
+    st = q.stats()
     assert st["images_failed"] == 0 and st["images_processed"] == 4
     names = ["run.h5", "run_cR1.h5", "run_sub.h5", "run_cR1_sub.h5"]
     assert sorted(p.name for p in q.run_files) == sorted(names)

@@ -312,22 +312,13 @@ def test_full_disk_under_per_image_nxcansas_files_holds_the_images_until_space_i
     """``--format nxcansas`` (one file per image, written by the workers) on a full disk:
     held, not failed, no temporary file left behind, every file complete once space is back."""
     from saxsdog.io.nxcansas import read_nxcansas
+    from saxsdog.testing import run_queue_through_full_disk
 
     root = tmp_path / "run"
     images = link_images(data_dir / "buf1_00000.tif", root, 4)
     out = small_tmpfs / "out"
-    q = ImageQueue(cal, root, QueueOptions(out_dir=out, output_format="nxcansas")).start()
-    try:
-        filler = fill_disk(small_tmpfs)
-        for p in images:
-            q.push(p)
-        assert wait_for(lambda: q.stats()["paused"] is not None, 60), q.stats()
-        assert q.stats()["images_failed"] == 0
-        filler.unlink()
-        assert q.wait_until_idle(60), q.stats()
-    finally:
-        q.stop()
-    assert q.stats()["images_processed"] == 4 and q.stats()["images_failed"] == 0
+    st = run_queue_through_full_disk(cal, root, images, small_tmpfs, out_dir=out, output_format="nxcansas").stats()
+    assert st["images_processed"] == 4 and st["images_failed"] == 0
     assert sorted(p.name for p in out.glob("*.h5")) == sorted(p.stem + ".h5" for p in images)
     for p in images:
         assert [f["name"] for f in read_nxcansas(out / f"{p.stem}.h5")] == [p.name]
