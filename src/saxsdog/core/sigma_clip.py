@@ -444,22 +444,6 @@ try:  # pragma: no branch - depends on the environment
             _reject(k, b, img, pix, counts, factor, dark, state, removed, changed, flagged, s1, s2, e, q1, q2)
         return rejected
 
-    @numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
-    def _add_entry(k, b, img, pix, counts, factor, dark, s1, s2, e, q1, q2):  # type: ignore[no-untyped-def]  # pragma: no cover
-        # Entry k's share of the running sums of bin b (its lane k & 3).
-        p, c, g = _value(img, pix[k], factor, dark)
-        n = np.float64(counts[k])
-        i = b * 4 + (k & 3)
-        nc = n * c
-        s1[i] += nc
-        s2[i] += nc * c
-        if e is not None:
-            e[i] += n * n * g * g * max(p, 0.0)
-        if q1 is not None:
-            q1[i] += n * nc
-        if q2 is not None:
-            q2[i] += n * nc * c
-
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_readd(img, pix, counts, factor, dark, redo_bins, order, starts, state,  # type: ignore[no-untyped-def]
                   s1, s2, e, q1, q2):  # pragma: no cover
@@ -469,7 +453,7 @@ try:  # pragma: no branch - depends on the environment
             for o in range(starts[b], starts[b + 1]):
                 k = np.int64(order[o])
                 if state[k] == 0:
-                    _add_entry(k, b, img, pix, counts, factor, dark, s1, s2, e, q1, q2)
+                    _add(k, b, 1.0, img, pix, counts, factor, dark, s1, s2, e, q1, q2)
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_readd_stream(img, pix, bins, counts, factor, dark, redo, state, s1, s2, e, q1, q2):  # type: ignore[no-untyped-def]  # noqa: E501  # pragma: no cover
@@ -478,7 +462,7 @@ try:  # pragma: no branch - depends on the environment
             if state[k] == 0:
                 b = np.int64(bins[k])
                 if redo[b]:
-                    _add_entry(k, b, img, pix, counts, factor, dark, s1, s2, e, q1, q2)
+                    _add(k, b, 1.0, img, pix, counts, factor, dark, s1, s2, e, q1, q2)
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_fold(img, pix, counts, factor, dark, state, held_n, top, topk, out, s1, s2, e, q1, q2):  # type: ignore[no-untyped-def]  # noqa: E501  # pragma: no cover
