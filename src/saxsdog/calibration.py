@@ -27,9 +27,15 @@ Format version 2 adds three blocks (see the schema's descriptions and
 * ``Background`` (:mod:`saxsdog.reduction.background`): read or integrated once, then each
   curve carries its background-subtracted curve in ``Curve.subtracted``.
 
+:meth:`Calibration.integrate` gives the curve the pipeline writes (corrected and
+normalized, from the frame's metadata); ``normalize=False`` the corrected curve before
+the normalization.
+
 >>> cal = Calibration("cal.json")                      # doctest: +SKIP
->>> q, I = cal.integrate(image)                         # doctest: +SKIP
->>> I, stddev, poisson = cal.integrate_with_errors(image)   # doctest: +SKIP
+>>> frame = saxsdog.read_image("img.tif")               # doctest: +SKIP
+>>> q, I = cal.integrate(frame)                         # doctest: +SKIP
+>>> q, I = cal.integrate(frame.data, frame.metadata)    # doctest: +SKIP
+>>> I, stddev, error = cal.integrate_with_errors(frame)     # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -94,6 +100,16 @@ def calibration_for_file(config: Mapping[str, Any]) -> dict[str, Any]:
 def _output_suffix(kind: str, index: int) -> str:
     """File-name suffix of the index-th integrator (the original's naming)."""
     return "" if index == 0 else f"_c{kind[0]}{index}"
+
+
+def _frame_parts(image: Any, metadata: Mapping[str, Any] | None) -> tuple[np.ndarray, Mapping[str, Any] | None]:
+    """The pixels and metadata of an array or a :class:`saxsdog.io.images.Frame` (its
+    metadata unless ``metadata`` is given)."""
+    data = getattr(image, "data", None)
+    if isinstance(data, np.ndarray) and not isinstance(image, np.ndarray):
+        frame_meta = getattr(image, "metadata", None)
+        return data, metadata if metadata is not None else (frame_meta if isinstance(frame_meta, Mapping) else {})
+    return image, metadata
 
 
 class Calibration:
@@ -360,19 +376,138 @@ class Calibration:
         """Bin centres of the first integrator."""
         return self.radial.x
 
-    def integrate(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Integrate an image with the first integrator.
+    def integrate(self, image: Any, metadata: Mapping[str, Any] | None = None, *,
+                  normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Integrate an image with the first integrator: the curve the pipeline writes.
+
+        The pixel corrections (dark, flat, solid angle, polarization, dummy pixels, sigma
+        clipping) and, with ``normalize``, the ``Normalization`` (divided by t·M·T·d,
+        multiplied by ``AbsoluteScale``) are applied as :meth:`curves` applies them, so the
+        result equals column 2 of the ``.chi`` file ``saxsdog -c`` writes for the frame.
+
+        Parameters
+        ----------
+        image
+            The frame's pixels, or a :class:`saxsdog.io.images.Frame` (what
+            :func:`saxsdog.read_image` returns), whose metadata is then used.
+        metadata
+            The frame's metadata (``Frame.metadata``), needed when the normalization reads
+            header fields (``"ExposureTime": "header"``, ``{"Header": "KEY"}``) or the dark
+            is scaled by the frame's exposure time; ``{}`` is a frame whose header has
+            nothing.
+        normalize
+            ``False``: the corrected curve before the normalization (counts/pixel), e.g. to
+            normalize by hand; the pixel corrections are applied all the same.
 
         Returns
         -------
         (q, I)
-            Bin centres (nm⁻¹) and mean intensity (counts/pixel).
-        """
-        return self.radial.x, self.radial.integrate(image)
+            Bin centres (nm⁻¹ unless the entry's ``Unit`` says otherwise) and the mean
+            corrected intensity, in :attr:`unit` (``counts/pixel`` without a
+            normalization, or with ``normalize=False``).
 
-    def integrate_with_errors(self, image: np.ndarray) -> np.ndarray:
-        """Intensity, standard deviation and Poisson error, as rows of one array."""
-        return np.array(self.radial.integrate_with_errors(image))
+        Raises
+        ------
+        ValueError
+            The result depends on the frame's header and no metadata is given (naming
+            the field); a bare array cannot tell its exposure time.
+        saxsdog.reduction.normalization.FrameNormalizationError
+            The metadata lacks a header field the normalization reads, or it is ≤ 0.
+
+        See Also
+        --------
+        curve : the whole curve (errors, unit, background-subtracted curve).
+        """
+        data, meta = _frame_parts(image, metadata)
+        if self._plain and not self._clipping():  # today's path, byte for byte (version-1 files)
+            return self.radial.x, self.radial.integrate(data)
+        c = self.curve(data, meta, normalize=normalize, stddev=False)
+        return c.x, c.intensity
+
+    def integrate_with_errors(self, image: Any, metadata: Mapping[str, Any] | None = None, *,
+                              normalize: bool = True) -> np.ndarray:
+        """Intensity, standard deviation and error of the first integrator, as rows of one array.
+
+        The error is the calibration's ``ErrorModel`` (the ``.chi`` file's third column);
+        corrections, normalization and the arguments as for :meth:`integrate`.
+        """
+        data, meta = _frame_parts(image, metadata)
+        if self._plain and not self._clipping():
+            return np.array(self.radial.integrate_with_errors(data))
+        c = self.curve(data, meta, normalize=normalize, stddev=True)
+        assert c.stddev is not None
+        return np.array((c.intensity, c.stddev, c.poisson))
+
+    def curve(self, image: Any, metadata: Mapping[str, Any] | None = None, *, index: int = 0,
+              normalize: bool = True, stddev: bool = True) -> Curve:
+        """One integrator's whole curve for an image, as the pipeline computes it.
+
+        Intensity, error (``poisson``, the calibration's error model), standard deviation,
+        :attr:`~saxsdog.core.integrators.Curve.unit`, dummy and sigma-clip rejected pixel
+        counts and, with a ``Background`` (and ``normalize``), the subtracted curve in
+        ``subtracted``.  The classifiers are not run (:meth:`curves` runs them).
+
+        Parameters
+        ----------
+        image, metadata, normalize
+            As for :meth:`integrate`.
+        index
+            Which integrator (the order of :attr:`integrators`: masks, then slices).
+        stddev
+            ``False`` skips the standard deviation.
+
+        Raises
+        ------
+        ValueError, FrameNormalizationError
+            As :meth:`integrate`.
+        """
+        from .reduction.normalization import normalization
+
+        data, meta = _frame_parts(image, metadata)
+        it = self.integrators[index]
+        self._check_metadata(meta, normalize)
+        block = (self.config.get("Normalization") or {}) if normalize else {}
+        factor = normalization(block, meta).factor if normalize else 1.0
+        out = self._integrator_curve(it, data, stddev, factor, self._dark_scale(meta))
+        out.unit = self.unit if normalize else "counts/pixel"
+        bg = self._background[index] if normalize and self._background else None
+        if bg is not None:
+            from .reduction.background import subtract
+
+            out.subtracted = subtract(out, *bg, parameters=it.parameters)
+        return out
+
+    def _clipping(self) -> bool:
+        """Whether the corrections clip (the plain integrate path would not)."""
+        return self.pixel_corrections is not None and self.pixel_corrections.sigma_clip is not None
+
+    def _check_metadata(self, metadata: Mapping[str, Any] | None, normalize: bool, raw_hint: bool = True) -> None:
+        """Refuse a bare array when the curve depends on the frame's header.
+
+        Raises
+        ------
+        ValueError
+            Naming the calibration field that reads the header.
+        """
+        if metadata is not None:
+            return
+        from .reduction.normalization import FIELDS
+
+        block = self.config.get("Normalization") or {}
+        hint = ("pass the frame's metadata (metadata=frame.metadata, or the Frame that saxsdog.read_image "
+                "returns)")
+        if normalize:
+            for name in FIELDS:
+                spec = block.get(name)
+                if isinstance(spec, (str, Mapping)):
+                    shown = json.dumps(spec)
+                    raise ValueError(f"$.Normalization.{name} = {shown} reads the frame's header: {hint}"
+                                     + (", or normalize=False for the curve before the normalization"
+                                        if raw_hint else ""))
+        if self.dark_exposure and not isinstance(block.get("ExposureTime"), (int, float)):
+            raise ValueError(f"$.Corrections.DarkFile: the dark ({self.dark_exposure:g} s) is scaled by the "
+                             f"frame's exposure time from its header: {hint}, or metadata={{}} for a frame "
+                             "taken like the dark")
 
     def integral_parameters(self, intensity: np.ndarray) -> dict[str, float | None]:
         """I0, I1, I2, invariant and correlation length of a curve of the first integrator."""
@@ -679,18 +814,23 @@ class Calibration:
         return [f.render(c.intensity, c.poisson, c.parameters, unit=c.unit) if f is not None else b""
                 for f, c in zip(self._formatters, curves)]
 
-    def write_chi(self, image: np.ndarray, path: str | os.PathLike[str],
+    def write_chi(self, image: Any, path: str | os.PathLike[str],
                   metadata: Mapping[str, Any] | None = None) -> list[Path]:
         """Integrate an image and write every integrator's ``.chi`` file atomically.
 
         The first integrator writes ``path``; later ones add ``_c<kind letter><n>`` before
-        the extension, as the original.  ``metadata`` is the frame's, as for :meth:`curves`.
+        the extension, as the original.  ``image`` is the pixels or a
+        :class:`saxsdog.io.images.Frame`; ``metadata`` the frame's, as for :meth:`integrate`
+        (a bare array is refused when the normalization or the dark's scaling reads the
+        frame's header, rather than written without it).
 
         Returns
         -------
         list of Path
             The files written.
         """
+        image, metadata = _frame_parts(image, metadata)
+        self._check_metadata(metadata, True, raw_hint=False)
         path = Path(path)
         stem = path.name[:-4] if path.name.endswith(".chi") else path.name
         written = []
