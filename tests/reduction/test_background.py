@@ -39,12 +39,13 @@ def _write_chi(path, x, intensity, error):
 def test_subtract_is_the_analytic_difference_with_errors_in_quadrature():
     x = np.linspace(0.1, 1.0, 10)
     curve = Curve(x, np.full(10, 5.0), None, np.full(10, 0.3), {}, valid=np.array([True] * 9 + [False]),
-                  unit="counts/pixel/s", dummy_pixels=4)
+                  unit="counts/pixel/s", dummy_pixels=4, rejected_pixels=7)
     sub = subtract(curve, np.full(10, 2.0), np.full(10, 0.4), valid=np.array([False] + [True] * 9))
     np.testing.assert_allclose(sub.intensity[1:9], 3.0)
     np.testing.assert_allclose(sub.poisson[1:9], 0.5)
     assert sub.intensity[0] == sub.intensity[9] == 0 and list(sub.valid) == [False] + [True] * 8 + [False]
     assert sub.unit == "counts/pixel/s" and sub.dummy_pixels == 4
+    assert sub.rejected_pixels == 7  # the same frame's pixels: the subtracted curve reports its counts too
 
 
 def test_curve_background_from_chi_subtracts_the_normalized_scaled_background(tmp_path):

@@ -261,6 +261,11 @@ def test_a_version_2_calibration_through_the_server(base, data_dir):
         hist = h.execute("plotdata")["data"]["history"]
         assert hist["dummy_pixels"] == [73671] * 3
         assert all(isinstance(n, int) and n >= 0 for n in hist["rejected_pixels"])
+        # one value per row in every column (rejected_pixels was appended twice per row)
+        assert {k: len(v) for k, v in hist.items()} == {k: 3 for k in hist}
+        # the subtracted curve's integral parameters, for the History tab's dashed traces
+        assert all(v > 0 for v in hist["I0_sub"]) and len(hist["invariant_sub"]) == 3
+        np.testing.assert_allclose(hist["I0_sub"], 0.5 * np.asarray(hist["I0"]), rtol=1e-6)
         graphs = h.execute("plot")["data"]["graphs"]
         assert [g["conf"].get("subtracted", False) for g in graphs] == [False, True]
         assert graphs[0]["unit"] == "counts/pixel/s" and graphs[0]["columnLabels"][1] == "Intensity (counts/pixel/s)"

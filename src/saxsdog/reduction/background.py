@@ -234,7 +234,8 @@ def subtract(curve: Curve, intensity: np.ndarray, error: np.ndarray, valid: np.n
     err = np.where(ok, np.sqrt(np.square(curve.poisson) + np.square(error)), 0.0)
     std = None if curve.stddev is None else np.where(ok, curve.stddev, 0.0)
     params = parameters(sub) if parameters is not None else {}
-    return Curve(curve.x, sub, std, err, params, valid=ok, dummy_pixels=curve.dummy_pixels, unit=curve.unit)
+    return Curve(curve.x, sub, std, err, params, valid=ok, dummy_pixels=curve.dummy_pixels, unit=curve.unit,
+                 rejected_pixels=curve.rejected_pixels)
 
 
 def mean_curve(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -71,7 +71,9 @@ _DEFAULT: Any = object()
 
 #: The plotdata history's columns that every row fills itself.
 _PLOT_FIXED = frozenset(("path", "frame", "time", "processed", "I0", "I1", "I2", "invariant", "correlation_length",
-                         "dummy_pixels", "error"))
+                         "dummy_pixels", "rejected_pixels", "error"))
+#: The integral parameters of the first integrator's background-subtracted curve, as ``<key>_sub``.
+_PLOT_SUBTRACTED = ("I0", "I1", "I2", "invariant", "correlation_length")
 
 
 class CommandError(SaxsdogError):
@@ -561,6 +563,12 @@ class CommandHandler:
                                     "rejected_pixels": [], "error": []}
         for r in rows:
             p: dict[str, Any] = next(iter(r["parameters"].values()), {}) if r["parameters"] else {}
+            first = next(iter(r["parameters"]), None) if r["parameters"] else None
+            subtracted = r["parameters"].get(f"{first}_sub") if first is not None else None
+            if isinstance(subtracted, dict):  # with a Background: the subtracted curve's, in <key>_sub columns
+                for k in _PLOT_SUBTRACTED:
+                    history.setdefault(f"{k}_sub", [None] * (len(history["path"])))
+                    history[f"{k}_sub"].append(subtracted.get(k))
             history["path"].append(relative_to_base(self.basedir, r["path"]))
             history["frame"].append(r["frame"])
             history["time"].append(r["image_time"])

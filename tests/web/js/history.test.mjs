@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { countText, dirOf, dummySummary, historyDirs, historyRows, mergeHistory, newHistory }
+import { countText, dirOf, dummySummary, hasSubtracted, historyDirs, historyRows, mergeHistory, newHistory,
+  rejectedSummary }
   from "../../../src/saxsdog/server/static/history.js";
 
 function answer(rows, until, processed) {
@@ -68,4 +69,43 @@ test("an answer without the dummy column (an older server) has no count", () => 
   assert.equal(historyRows(h)[0].dummies, null);
   assert.equal(dummySummary(historyRows(h)), null);
   assert.equal(countText(historyRows(h)), "1 image(s)");
+});
+
+test("sigma clipping's rejected-pixel count per frame is kept and summed up in the count line", () => {
+  const h = newHistory();
+  const a = answer([{ path: "run/a.tif", time: 1 }, { path: "run/b.tif", time: 2 }], 5, 2);
+  a.history.dummy_pixels = [73671, 73671];
+  a.history.rejected_pixels = [12, 40];
+  mergeHistory(h, a);
+  const rows = historyRows(h);
+  assert.deepEqual(rows.map(r => r.rejected), [12, 40]);
+  assert.deepEqual(rejectedSummary(rows), { min: 12, max: 40, frames: 2 });
+  assert.match(countText(rows), /73,671 dummy pixel\(s\) per frame · 12–40 pixel\(s\) rejected by sigma clipping per frame$/);
+  // the counts are not offered as classifier values
+  assert.deepEqual(Object.keys(rows[0].values), []);
+});
+
+test("without sigma clipping there is no rejected count (the server sends nulls)", () => {
+  const h = newHistory();
+  const a = answer([{ path: "run/a.tif", time: 1 }], 5, 1);
+  a.history.rejected_pixels = [null];
+  mergeHistory(h, a);
+  assert.equal(historyRows(h)[0].rejected, null);
+  assert.equal(rejectedSummary(historyRows(h)), null);
+  assert.equal(countText(historyRows(h)), "1 image(s)");
+});
+
+test("the background-subtracted curve's parameters are kept for the dashed traces", () => {
+  const h = newHistory();
+  const a = answer([{ path: "run/a.tif", time: 1 }, { path: "run/b.tif", time: 2 }], 5, 2);
+  Object.assign(a.history, { I0_sub: [0.5, 0.25], I1_sub: [1, 1], I2_sub: [1, 1], invariant_sub: [1.5, 1.25],
+    correlation_length_sub: [2.5, 2.25] });
+  mergeHistory(h, a);
+  const rows = historyRows(h);
+  assert.ok(hasSubtracted(rows));
+  assert.deepEqual(rows.map(r => r.sub), [{ I0: 0.5, invariant: 1.5, corr: 2.5 }, { I0: 0.25, invariant: 1.25, corr: 2.25 }]);
+  assert.deepEqual(Object.keys(rows[0].values), []);
+  const plain = newHistory();
+  mergeHistory(plain, answer([{ path: "run/a.tif", time: 1 }], 5, 1));
+  assert.ok(!hasSubtracted(historyRows(plain)));
 });

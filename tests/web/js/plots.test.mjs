@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { buildTraces, COLORS, dummyCount, graphName, integratorIndex, intensityLabel, isSubtracted }
+import { buildTraces, COLORS, dummyCount, graphName, integratorIndex, intensityLabel, isSubtracted,
+  paramText, rejectedCount }
   from "../../../src/saxsdog/server/static/plots.js";
 
 const q = [0.1, 0.2, 0.3, 0.4];
@@ -49,4 +50,19 @@ test("the dummy-pixel count comes from the first graph, else from the parameters
   assert.equal(dummyCount({ graphs: [second], IntegralParameters: { R0: { I0: 1, dummy_pixels: 12 } } }), 12);
   assert.equal(dummyCount({ graphs: [second], IntegralParameters: { R0: { I0: 1 } } }), null);
   assert.equal(dummyCount(null), null);
+});
+
+test("sigma clipping's rejected count comes from the first graph, else from the parameters; null without clipping", () => {
+  assert.equal(rejectedCount({ graphs: [{ ...main, rejected_pixels: 37 }] }), 37);
+  assert.equal(rejectedCount({ graphs: [second], IntegralParameters: { R0: { I0: 1, rejected_pixels: 0 } } }), 0);
+  assert.equal(rejectedCount({ graphs: [main], IntegralParameters: { R0: { I0: 1, dummy_pixels: 3 } } }), null);
+  assert.equal(rejectedCount(null), null);
+});
+
+test("pixel counts in the parameters' table are whole numbers, not rounded to four digits", () => {
+  assert.equal(paramText("dummy_pixels", 73671), (73671).toLocaleString());
+  assert.notEqual(paramText("dummy_pixels", 73671), "73670");
+  assert.equal(paramText("rejected_pixels", 0), "0");
+  assert.equal(paramText("I0", 36.8123), "36.81");
+  assert.equal(paramText("rejected_pixels", undefined), "–");
 });

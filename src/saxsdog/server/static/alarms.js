@@ -2,7 +2,9 @@
 
 /** Keys of `plotdata`'s history that every answer has; the rest are classifier columns. */
 export const BASE_KEYS = new Set(["path", "frame", "time", "processed", "I0", "I1", "I2", "invariant",
-  "correlation_length", "error", "alarms"]);
+  "correlation_length", "error", "alarms", "dummy_pixels", "rejected_pixels",
+  // the first integrator's background-subtracted curve (drawn dashed on the History tab's plots)
+  "I0_sub", "I1_sub", "I2_sub", "invariant_sub", "correlation_length_sub"]);
 
 /** The banner for a `stat` answer: `null` when no frame raised an alarm. */
 export function alarmBanner(stat) {
@@ -52,7 +54,8 @@ export function scanGrid(rows, key) {
 }
 
 /** Keys of a frame's parameters shown in the integral parameters' own table columns. */
-export const INTEGRAL_KEYS = new Set(["I0", "I1", "I2", "invariant", "correlation_length", "dummy_pixels"]);
+export const INTEGRAL_KEYS = new Set(["I0", "I1", "I2", "invariant", "correlation_length", "dummy_pixels",
+  "rejected_pixels"]);
 
 /**
  * The classifier values of the latest curve's parameters (`{integrator: {key: value}}`), as

@@ -1,4 +1,5 @@
-// The History tab: integral parameters and the dummy-pixel count of every image of the queue,
+// The History tab: integral parameters (and, with a Background, those of the subtracted curve),
+// the dummy-pixel count and sigma clipping's rejected-pixel count of every image of the queue,
 // fetched incrementally with `plotdata {since}` and merged by image (a re-processed image
 // replaces its row).
 
@@ -27,8 +28,14 @@ export function mergeHistory(h, data) {
       I0: d.I0[i], I2: d.I2[i], invariant: d.invariant[i], corr: d.correlation_length[i], error: d.error[i],
       ...rowValues(d, i),  // the classifiers' values and the frame's alarm text
     });
+    const row = h.rows.get(d.path[i] + "#" + d.frame[i]);
     // pixels excluded as dummies in this frame (servers before issue 13 do not send the column)
-    h.rows.get(d.path[i] + "#" + d.frame[i]).dummies = d.dummy_pixels ? d.dummy_pixels[i] ?? null : null;
+    row.dummies = d.dummy_pixels ? d.dummy_pixels[i] ?? null : null;
+    // pixel entries sigma clipping rejected (null without Corrections.SigmaClip)
+    row.rejected = d.rejected_pixels ? d.rejected_pixels[i] ?? null : null;
+    // the background-subtracted curve's parameters (only with a Background)
+    row.sub = d.I0_sub ? { I0: d.I0_sub[i] ?? null, invariant: d.invariant_sub ? d.invariant_sub[i] ?? null : null,
+      corr: d.correlation_length_sub ? d.correlation_length_sub[i] ?? null : null } : null;
   }
   h.until = data.until || h.until;
   h.lastCount = data.stat ? data.stat["images processed"] : h.rows.size;
@@ -47,19 +54,41 @@ export function historyRows(h, dir = "") {
   return rows;
 }
 
-/** The dummy-pixel counts of `rows`: `{ min, max, frames }` (frames with any), or null when none is known. */
-export function dummySummary(rows) {
-  const counts = rows.map(r => r.dummies).filter(v => Number.isFinite(v));
+/** The counts `rows[i][key]` (`dummies`, `rejected`): `{ min, max, frames }` (frames with any), or null when none is known. */
+export function countSummary(rows, key) {
+  const counts = rows.map(r => r[key]).filter(v => Number.isFinite(v));
   if (!counts.length) return null;
   return { min: Math.min(...counts), max: Math.max(...counts), frames: counts.filter(v => v > 0).length };
 }
 
-/** The count line of the tab: images (of a directory) and, when known, the dummy-pixel range. */
+/** The dummy-pixel counts of `rows`: `{ min, max, frames }` (frames with any), or null when none is known. */
+export function dummySummary(rows) {
+  return countSummary(rows, "dummies");
+}
+
+/** Sigma clipping's rejected-pixel counts of `rows`, as {@link dummySummary}; null without clipping. */
+export function rejectedSummary(rows) {
+  return countSummary(rows, "rejected");
+}
+
+/** Whether some row has the background-subtracted curve's parameters. */
+export function hasSubtracted(rows) {
+  return rows.some(r => r.sub && Number.isFinite(r.sub.I0));
+}
+
+function rangeText(s, what) {
+  return s.min === s.max ? ` · ${s.min.toLocaleString()} ${what} per frame`
+    : ` · ${s.min.toLocaleString()}–${s.max.toLocaleString()} ${what} per frame`;
+}
+
+/** The count line of the tab: images (of a directory) and, when known, the dummy-pixel and rejected-pixel ranges. */
 export function countText(rows, dir = "") {
   let text = `${rows.length} image(s)` + (dir ? ` in ${dir}` : "");
   const d = dummySummary(rows);
   if (d) text += d.min === d.max ? ` · ${d.min.toLocaleString()} dummy pixel(s) per frame`
     : ` · ${d.min.toLocaleString()}–${d.max.toLocaleString()} dummy pixels per frame`;
+  const r = rejectedSummary(rows);
+  if (r) text += rangeText(r, "pixel(s) rejected by sigma clipping");
   return text;
 }
 
@@ -110,14 +139,20 @@ function updateDirChoices() {
   for (const d of historyDirs(history)) if (!have.has(d)) sel.append(el("option", { value: d, text: d }));
 }
 
+/** A plot div made after `after` the first time it is needed (the counts' plots). */
+function extraPlot(id, after) {
+  if (!document.getElementById(id)) $("#" + after).after(el("div", { id, class: "plot" }));
+  return id;
+}
+
 /** The plot of the dummy-pixel counts, made below the others the first time a count is known. */
 function dummyPlot() {
-  let div = document.getElementById("hist-dummies");
-  if (!div) {
-    div = el("div", { id: "hist-dummies", class: "plot" });
-    $("#hist-corr").after(div);
-  }
-  return "hist-dummies";
+  return extraPlot("hist-dummies", "hist-corr");
+}
+
+/** The plot of sigma clipping's rejected-pixel counts, after the dummy-pixel plot. */
+function rejectedPlot() {
+  return extraPlot("hist-rejected", document.getElementById("hist-dummies") ? "hist-dummies" : "hist-corr");
 }
 
 export function drawProgress() {
@@ -148,18 +183,30 @@ export function drawHistory() {
   const byIndex = $("#hist-x").value === "index";
   const x = byIndex ? rows.map((_, i) => i) : rows.map(r => r.time !== null ? new Date(r.time * 1000) : null);
   const text = rows.map(r => r.path + (r.frame ? "#" + r.frame : ""));
-  const one = (div, key, title, color, ytitle) => Plotly.react(div, [{
-    x, y: rows.map(r => r[key]), text, mode: "markers+lines", marker: { size: 4, color }, line: { width: 1, color },
-    hovertemplate: "%{text}<br>%{y}<extra></extra>",
-  }], {
-    title: { text: title, font: { size: 14 } }, margin: { l: 70, r: 20, t: 36, b: 44 },
-    xaxis: { title: { text: byIndex ? "image number" : "image time" }, type: byIndex ? "linear" : "date" },
-    yaxis: { title: { text: ytitle }, exponentformat: "power" }, uirevision: div,
-  }, plotConf());
+  const subtracted = hasSubtracted(rows);
+  const one = (div, key, title, color, ytitle, withSub = false) => {
+    const traces = [{
+      x, y: rows.map(r => r[key]), text, mode: "markers+lines", marker: { size: 4, color }, line: { width: 1, color },
+      hovertemplate: "%{text}<br>%{y}<extra></extra>", name: withSub ? "curve" : key,
+    }];
+    // the background-subtracted curve's value, dashed as in the Plots tab
+    if (withSub) traces.push({
+      x, y: rows.map(r => (r.sub ? r.sub[key] : null)), text, mode: "markers+lines", name: "− background",
+      marker: { size: 4, color }, line: { width: 1, color, dash: "dash" }, hovertemplate: "%{text}<br>%{y} (− background)<extra></extra>",
+    });
+    Plotly.react(div, traces, {
+      title: { text: title, font: { size: 14 } }, margin: { l: 70, r: 20, t: 36, b: 44 },
+      xaxis: { title: { text: byIndex ? "image number" : "image time" }, type: byIndex ? "linear" : "date" },
+      yaxis: { title: { text: ytitle }, exponentformat: "power" }, uirevision: div, showlegend: withSub,
+      legend: { x: 1, xanchor: "right", y: 1, bgcolor: "rgba(255,255,255,0.6)" },
+    }, plotConf());
+  };
   if (dummySummary(rows)) one(dummyPlot(), "dummies", "Dummy pixels per frame", COLORS[1], "pixels excluded");
-  one("hist-i0", "I0", "Integral intensity I0", COLORS[0], "I0");
-  one("hist-i2", "invariant", "Invariant I2", COLORS[2], "I2");
-  one("hist-corr", "corr", "Correlation length", COLORS[3], "π·I1/I2 [nm]");
+  if (rejectedSummary(rows)) one(rejectedPlot(), "rejected", "Pixels rejected by sigma clipping per frame", COLORS[4],
+    "pixel entries rejected");
+  one("hist-i0", "I0", "Integral intensity I0", COLORS[0], "I0", subtracted);
+  one("hist-i2", "invariant", "Invariant I2", COLORS[2], "I2", subtracted);
+  one("hist-corr", "corr", "Correlation length", COLORS[3], "π·I1/I2 [nm]", subtracted);
   drawClassifier(rows, x, text, byIndex);
 }
 

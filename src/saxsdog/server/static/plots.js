@@ -28,6 +28,14 @@ export function fmtNum(v, digits = 4) {
   return Number(v.toPrecision(digits)).toString();
 }
 
+/** Pixel counts of a frame's parameters: whole numbers, never rounded to significant digits. */
+const COUNT_KEYS = new Set(["dummy_pixels", "rejected_pixels"]);
+
+/** A parameter's table text: a count in full (73,671, not 73670), other values by {@link fmtNum}. */
+export function paramText(key, v) {
+  return COUNT_KEYS.has(key) && Number.isInteger(v) ? v.toLocaleString() : fmtNum(v);
+}
+
 /** A .chi column label in matplotlib mathtext (`q [$nm^{-1}$]`) as plain text (`q [nm⁻¹]`). */
 export function plainLabel(text) {
   const sup = { "-": "⁻", "0": "⁰", "1": "¹", "2": "²", "3": "³", "4": "⁴", "5": "⁵", "6": "⁶", "7": "⁷", "8": "⁸", "9": "⁹" };
@@ -66,6 +74,14 @@ export function dummyCount(msg) {
   if (g && Number.isFinite(g.dummy_pixels)) return g.dummy_pixels;
   const first = msg && msg.IntegralParameters ? Object.values(msg.IntegralParameters)[0] : null;
   return first && Number.isFinite(first.dummy_pixels) ? first.dummy_pixels : null;
+}
+
+/** The frame's count of pixel entries sigma clipping rejected (first integrator); null without clipping. */
+export function rejectedCount(msg) {
+  const g = msg && msg.graphs && msg.graphs[0];
+  if (g && Number.isFinite(g.rejected_pixels)) return g.rejected_pixels;
+  const first = msg && msg.IntegralParameters ? Object.values(msg.IntegralParameters)[0] : null;
+  return first && Number.isFinite(first.rejected_pixels) ? first.rejected_pixels : null;
 }
 
 /**
@@ -127,12 +143,16 @@ function updatePlotInfo() {
     (m.processed_at ? ` · processed ${fmtTime(m.processed_at)}` : "");
   const dummies = dummyCount(m);
   if (dummies) $("#plot-time").textContent += ` · ${dummies.toLocaleString()} dummy pixel(s) excluded`;
+  const rejected = rejectedCount(m);
+  if (rejected !== null) $("#plot-time").textContent += ` · ${rejected.toLocaleString()} pixel(s) rejected by sigma clipping`;
   const params = m.IntegralParameters || {};
   const keys = ["I0", "I1", "I2", "correlation_length"];
   if (Object.values(params).some(p => p && p.dummy_pixels !== undefined)) keys.push("dummy_pixels");
+  if (Object.values(params).some(p => p && p.rejected_pixels !== undefined)) keys.push("rejected_pixels");
   $("#plot-params").replaceChildren(
     el("tr", {}, el("th", { text: "integrator" }), keys.map(k => el("th", { text: k === "I2" ? "I2 (invariant)" : k.replace("_", " ") }))),
-    ...Object.entries(params).map(([name, p]) => el("tr", {}, el("td", { text: name }), keys.map(k => el("td", { text: fmtNum(p && p[k]) })))));
+    ...Object.entries(params).map(([name, p]) => el("tr", {}, el("td", { text: name }),
+      keys.map(k => el("td", { text: paramText(k, p && p[k]) })))));
   // the classifiers' values of this frame (Guinier.Rg, CorMap.P_adjusted, its alarms ...)
   const extra = classifierTableRows(params);
   const table = $("#plot-classifiers");
