@@ -778,11 +778,13 @@ class Calibration:
             curve = bgmod.read_background_curve(p)
             f = k * normalization(block, None, overrides=specs).factor
             out: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
-            for it in self.integrators:
+            for j, it in enumerate(self.integrators):
                 if it.kind != "Radial":
                     out.append(None)  # azimuth or slice axes: a q curve does not apply
                     continue
-                intensity, error, valid = bgmod.on_grid(curve, it.x, f"integrator {it.kind} {it.name!r}".strip())
+                # radial integrators are the masks', in order: name the calibration entry
+                label = f"$.Masks[{j}] integrator" + (f" ({it.name})" if it.name else "")
+                intensity, error, valid = bgmod.on_grid(curve, it.x, label)
                 out.append((f * intensity, f * error, valid))
             return out
         per_integrator: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in self.integrators]

@@ -200,3 +200,17 @@ def test_a_background_image_lacking_a_header_field_is_refused_at_load(tmp_path):
     # its own number instead: fine
     Calibration(_cal(Normalization={"ExposureTime": "header"}, Background={"File": "empty.tif", "ExposureTime": 1}),
                 base_dir=tmp_path, cache=False)
+
+
+def test_a_background_off_the_q_range_names_the_mask_entry(tmp_path, caplog):
+    """The message names the calibration entry, not a Python repr of an empty name
+    (it said "the integrator Radial '''s 0.1..1 nm^-1")."""
+    x = Calibration(_cal(), cache=False).integrators[0].x
+    _write_chi(tmp_path / "far.chi", x + 100, np.ones_like(x), np.full_like(x, 0.1))
+    _write_chi(tmp_path / "half.chi", x[: x.size // 2] * 1.001, np.ones(x.size // 2), np.full(x.size // 2, 0.1))
+    with pytest.raises(CalibrationError) as info:
+        Calibration(_cal(Background={"File": "far.chi"}), base_dir=tmp_path, cache=False)
+    assert "the $.Masks[0] integrator's" in str(info.value) and "''" not in str(info.value)
+    with caplog.at_level(logging.WARNING, logger="saxsdog.reduction.background"):
+        Calibration(_cal(Background={"File": "half.chi"}), base_dir=tmp_path, cache=False)
+    assert "another q grid than the $.Masks[0] integrator (" in caplog.text and "''" not in caplog.text

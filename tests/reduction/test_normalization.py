@@ -65,6 +65,9 @@ def test_exposure_from_header_fields_when_the_reader_gave_none():
     ({"Transmission": {"Header": "T"}}, {"header": {"T": "0"}}, "$.Normalization.Transmission", "must be > 0"),
     ({"Transmission": {"Header": "T"}}, {"header": {"T": "-0.3"}}, "$.Normalization.Transmission",
      "must be > 0"),
+    # a header giving the transmission in per cent: refused, not divided by 42
+    ({"Transmission": {"Header": "T"}}, {"header": {"T": "42"}}, "$.Normalization.Transmission",
+     "at most 1"),
     ({"Monitor": {"Header": "I0"}}, {"header": {"I0": "n/a"}}, "$.Normalization.Monitor", "not a number"),
     ({"ExposureTime": "header"}, {"header": {"Flux": "1"}}, "$.Normalization.ExposureTime",
      "no exposure time"),
@@ -205,3 +208,26 @@ def test_a_frame_without_the_header_key_fails_alone_and_the_queue_goes_on(tmp_pa
     assert "$.Normalization.ExposureTime" in failures["a_00003.tif"]
     assert "no exposure time" in failures["a_00003.tif"] and "Flux" in failures["a_00003.tif"]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.chi")) == ["a_00001.chi", "a_00002.chi"]
+
+
+def test_a_frame_whose_header_transmission_is_not_in_0_1_fails_alone_and_the_queue_goes_on(tmp_path):
+    """Through the queue: T = 0, T < 0 and T in per cent (42) from a header each fail that frame
+    with the field named; the frames with a valid T are written."""
+    import tifffile
+
+    from saxsdog.testing import run_queue
+
+    root = tmp_path / "run"
+    root.mkdir()
+    for name, t in (("a_00001.tif", "0.5"), ("a_00002.tif", "0"), ("a_00003.tif", "-0.2"), ("a_00004.tif", "42"),
+                    ("a_00005.tif", "1")):
+        tifffile.imwrite(root / name, _image(1), description=f"# Exposure_time 1.0 s\r\n# Trans {t}\r\n",
+                         metadata=None)
+    cal = Calibration(_v2(Transmission={"Header": "Trans"}), cache=False)
+    queue = run_queue(cal, root, out_dir=tmp_path / "out")
+    failures = {Path(p).name: error for p, error in queue.history.failures.items()}
+    assert sorted(failures) == ["a_00002.tif", "a_00003.tif", "a_00004.tif"]
+    assert all("$.Normalization.Transmission" in e for e in failures.values()), failures
+    assert "must be > 0" in failures["a_00002.tif"] and "-0.2" in failures["a_00003.tif"]
+    assert "at most 1" in failures["a_00004.tif"] and "42" in failures["a_00004.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.chi")) == ["a_00001.chi", "a_00005.chi"]

@@ -188,10 +188,14 @@ def _value(spec: Any, metadata: Mapping[str, Any] | None, field: str, *, time: b
     else:
         raise CalibrationError("not a valid setting", field, spec,
                                "a number, {\"Header\": KEY}" + (", \"header\"" if time else "") + " or null")
+    where = "" if isinstance(spec, (int, float)) else f" (from the frame's header, {_spec_text(spec)})"
+    header_key = spec.get("Header") if isinstance(spec, Mapping) else None
     if not value > 0:
-        where = "" if isinstance(spec, (int, float)) else f" (from the frame's header, {_spec_text(spec)})"
         raise FrameNormalizationError(f"{field.rsplit('.', 1)[-1]} is {value:g}{where}: it must be > 0 "
-                                      f"({field})", field, spec.get("Header") if isinstance(spec, Mapping) else None)
+                                      f"({field})", field, header_key)
+    if field.endswith(".Transmission") and value > 1:  # e.g. a header giving it in per cent
+        raise FrameNormalizationError(f"Transmission is {value:g}{where}: a transmission is at most 1 "
+                                      f"({field})", field, header_key)
     return value
 
 
