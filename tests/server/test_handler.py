@@ -280,3 +280,49 @@ def test_a_version_2_calibration_through_the_server(base, data_dir):
         assert read_image(base / "template.tif").metadata["header"]["Exposure_time"].startswith("10.")
     finally:
         h.shutdown()
+
+
+@pytest.mark.slow
+def test_a_refused_calibration_leaves_the_running_queue_running(base, data_dir):
+    """Bad input through the server: a ``new`` whose calibration is refused (a dark or flat of
+    the wrong size, a flat with zeros or negatives, a transmission <= 0, a background off the
+    q range, a file outside the base) names the field, and the queue that was running goes on
+    with the images that arrive.  Before, the running queue was stopped first and nothing ran."""
+    import numpy as np
+
+    np.save(base / "run" / "small.npy", np.zeros((10, 10)))
+    flat = np.ones((1043, 981))
+    flat[500, 500], flat[600, 600] = 0.0, -1.0
+    np.save(base / "run" / "flat0.npy", flat)
+    q = np.linspace(50.0, 60.0, 20)
+    (base / "run" / "far.chi").write_text("far\n\n\n20\n" + "".join(f"{x} 1.0 0.1\n" for x in q))
+    h = make_handler(base)
+    try:
+        assert h.execute("new", *new_request(data_dir))["result"] == "new queue"
+        running = h.session
+        for p in add_images(base, 2):
+            assert h.session.feeder_event(str(p)) is None
+        assert wait_for(lambda: h.stat()["images processed"] == 2)
+        for blocks, field, fragment in (
+                ({"Corrections": {"DarkFile": "small.npy"}}, "$.Corrections.DarkFile", "10×10"),
+                ({"Corrections": {"FlatFile": "small.npy"}}, "$.Corrections.FlatFile", "10×10"),
+                ({"Corrections": {"FlatFile": "flat0.npy"}}, "$.Corrections.FlatFile", "row 500, column 500"),
+                ({"Normalization": {"Transmission": 0}}, "$.Normalization.Transmission", "0"),
+                ({"Normalization": {"Transmission": -0.5}}, "$.Normalization.Transmission", "-0.5"),
+                ({"Background": {"File": "far.chi"}}, "$.Background.File", "does not overlap"),
+                ({"Background": {"File": "/etc/passwd"}}, "$.Background.File", "outside")):
+            arg, att = new_request(data_dir)
+            arg["calibration"].update({"Version": 2, **blocks})
+            r = h.execute("new", arg, att)
+            assert r["result"] == "Error", (blocks, r)
+            assert field in r["data"]["Error"] and fragment in r["data"]["Error"], (blocks, r)
+            assert h.session is running, blocks
+        for p in add_images(base, 2, start=2):
+            assert h.session.feeder_event(str(p)) is None
+        assert wait_for(lambda: h.stat()["images processed"] == 4)
+        assert h.stat()["images failed"] == 0
+        # a good calibration still replaces the queue
+        assert h.execute("new", *new_request(data_dir))["result"] == "new queue"
+        assert h.session is not running and h.session is not None
+    finally:
+        h.shutdown()

@@ -281,13 +281,16 @@ class CommandHandler:
             closing.stop()  # still draining: the rest resumes after a restart
         self.ledger.close()
 
-    def _start_session(self, directory, calibration, attachments, queue_id=None, names=None) -> QueueSession:
-        """Build and start a queue (slow: calibration operators, directory walk), then make it current."""
+    def _start_session(self, directory, calibration, attachments, queue_id=None, names=None,
+                       prepared=None) -> QueueSession:
+        """Build and start a queue (slow: calibration operators, directory walk), then make it current.
+
+        ``prepared``: its calibration, already built (:meth:`QueueSession.checked_calibration`)."""
         if self._closing:
             raise CommandError("the server is shutting down")
         session = QueueSession(self.basedir, self.state_dir, self.ledger, directory, calibration, attachments,
                                self.options, queue_id=queue_id, pool_factory=self.pool_factory,
-                               attachment_names=names)
+                               attachment_names=names, prepared=prepared)
         for fn in self.listeners:
             session.queue.add_callback(fn)
         session.start(watch=self.watch, rescan_interval=self.rescan_interval)
@@ -500,13 +503,18 @@ class CommandHandler:
         filenames = arg.get("filenames") or []
         names = {i: os.path.basename(n) for i, n in enumerate(filenames) if isinstance(n, str) and n and i in att}
         old = self.session
-        if old is not None:  # stopped before the new one is built: one queue at a time
+        prepared = None
+        if old is not None:  # stopped before the new one starts: one queue at a time
+            # but a calibration the new queue refuses (bad dark, flat, background, path ...)
+            # must not end the running one: built and checked first
+            prepared = QueueSession.checked_calibration(self.basedir, directory, arg["calibration"], att,
+                                                        self.options, names)
             old.stop()
             old.forget()
             with self._lock:
                 if self.session is old:
                     self.session = None
-        session = self._start_session(directory, arg["calibration"], att, names=names)
+        session = self._start_session(directory, arg["calibration"], att, names=names, prepared=prepared)
         return {"directory": session.directory_arg, "threads": self.options.workers}
 
     def _end_session(self, abort: bool) -> dict[str, Any]:

@@ -200,26 +200,17 @@ class QueueSession:
 
     def __init__(self, basedir: Path, state_dir: Path, ledger: Ledger, directory, calibration: dict[str, Any],
                  attachments: dict[int, bytes], options: QueueOptions, queue_id: str | None = None,
-                 pool_factory: Callable | None = None, attachment_names: dict[int, str] | None = None):
-        self.basedir = Path(os.path.realpath(basedir))
+                 pool_factory: Callable | None = None, attachment_names: dict[int, str] | None = None,
+                 prepared: Calibration | None = None):
         self.state_dir = state_dir
         self.ledger = ledger
-        self.directory_arg = directory
-        self.directory = resolve_inside(self.basedir, directory)
-        if not self.directory.is_dir():
-            raise PathOutsideBase(f"{directory!r} is not a directory inside the base directory")
-        self.calibration_raw = calibration
-        self.attachments = attachments
-        self.options = dataclasses.replace(options, confine_to=self.basedir)
-        #: Why the queue directory is refused now (replaced by a link since ``new``), or ``None``.
-        self.directory_error: str | None = None
-        self._check_output_location()
+        self._check(basedir, directory, calibration, attachments, options)
         self.restored = queue_id is not None
         self.queue_id = queue_id or uuid.uuid4().hex
-        self._check_mask_paths()
         self.attachment_names = dict(attachment_names or {})
-        self.calibration = Calibration(calibration, base_dir=self.directory, attachments=attachments,
-                                       attachment_names=self.attachment_names)
+        # ``prepared``: this calibration, already built by :meth:`checked_calibration`
+        self.calibration = prepared if prepared is not None else Calibration(
+            calibration, base_dir=self.directory, attachments=attachments, attachment_names=self.attachment_names)
         self.tracker = LedgerTracker(ledger, self.queue_id)
         self.queue = ImageQueue(self.calibration, self.directory, self.options, tracker=self.tracker,
                                 pool_factory=pool_factory)
@@ -232,6 +223,42 @@ class QueueSession:
         self.closing = False
         self.stopped = False
         self.events_rejected = 0
+
+    def _check(self, basedir: Path, directory, calibration: dict[str, Any], attachments: dict[int, bytes],
+               options: QueueOptions) -> None:
+        """Set and check what the queue may touch: its directory, outputs and the calibration's files."""
+        self.basedir = Path(os.path.realpath(basedir))
+        self.directory_arg = directory
+        self.directory = resolve_inside(self.basedir, directory)
+        if not self.directory.is_dir():
+            raise PathOutsideBase(f"{directory!r} is not a directory inside the base directory")
+        self.calibration_raw = calibration
+        self.attachments = attachments
+        self.options = dataclasses.replace(options, confine_to=self.basedir)
+        #: Why the queue directory is refused now (replaced by a link since ``new``), or ``None``.
+        self.directory_error: str | None = None
+        self._check_output_location()
+        self._check_mask_paths()
+
+    @classmethod
+    def checked_calibration(cls, basedir: Path, directory, calibration: dict[str, Any],
+                            attachments: dict[int, bytes], options: QueueOptions,
+                            attachment_names: dict[int, str] | None = None) -> Calibration:
+        """The calibration a new queue would have, built after the same checks, without a queue.
+
+        ``new`` calls it while the running queue goes on, so that a refused calibration (a
+        dark of the wrong size, a flat with zeros, a file outside the base ...) leaves that
+        queue running; the result is handed to the new session as ``prepared``.
+
+        Raises
+        ------
+        PathOutsideBase, CalibrationError
+            As the constructor.
+        """
+        probe = cls.__new__(cls)
+        probe._check(basedir, directory, calibration, attachments, options)
+        return Calibration(calibration, base_dir=probe.directory, attachments=attachments,
+                           attachment_names=dict(attachment_names or {}))
 
     def _check_output_location(self) -> None:
         """The outputs of the queue directory's own images (the shallowest) must go inside the base.
