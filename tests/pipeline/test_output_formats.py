@@ -482,6 +482,11 @@ def test_live_monitor_of_the_saxsdog_command_gets_unit_subtracted_curve_and_dumm
     _show_latest(Monitor(), SimpleNamespace(path="/d/img.tif", curves=[{"array": [x, [1, 1], [0, 0]]}]))
     (args, kw), = calls
     assert args[3] == "img.tif" and kw["unit"] is None and kw["subtracted"] is None
+    # with sigma clipping the live plot's title gives its rejected count too
+    calls.clear()
+    graphs[0]["rejected_pixels"] = 1768
+    _show_latest(Monitor(), SimpleNamespace(path="/d/img.tif", curves=graphs))
+    assert calls[0][0][3] == "img.tif (73,671 dummy pixels, 1,768 rejected by sigma clipping)"
 
 
 class NaNBinCalibration(Calibration):

@@ -373,7 +373,10 @@ def _show_latest(monitor, latest) -> None:
     sub = next((g for g in latest.curves if (g.get("conf") or {}).get("subtracted") and g["conf"].get("of") == 0),
                None)
     dummies = first.get("dummy_pixels") or 0
-    title = os.path.basename(latest.path) + (f" ({dummies:,} dummy pixels)" if dummies else "")
+    rejected = first.get("rejected_pixels")  # with sigma clipping only
+    counts = ([f"{dummies:,} dummy pixels"] if dummies else []) + \
+        ([f"{rejected:,} rejected by sigma clipping"] if isinstance(rejected, int) else [])
+    title = os.path.basename(latest.path) + (f" ({', '.join(counts)})" if counts else "")
     monitor.update(x, intensity, error, title, unit=first.get("unit"),
                    subtracted=None if sub is None else tuple(sub["array"][:3]),
                    x_label=(first.get("columnLabels") or [None])[0])
