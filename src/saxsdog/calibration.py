@@ -774,9 +774,12 @@ class Calibration:
         check_block({k: v for k, (v, _) in specs.items()}, "$.Background")
         k = float(bg.get("Scale", 1.0))
         if bgmod.is_curve_file(p):
-            bgmod.check_curve_specs(specs)
             curve = bgmod.read_background_curve(p)
-            f = k * normalization(block, None, overrides=specs).factor
+            if bgmod.normalized_like(curve, self.unit, bg):  # e.g. reduced with this calibration
+                f = k
+            else:
+                bgmod.check_curve_specs(specs)
+                f = k * normalization(block, None, overrides=specs).factor
             out: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
             for j, it in enumerate(self.integrators):
                 if it.kind != "Radial":

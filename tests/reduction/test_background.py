@@ -214,3 +214,85 @@ def test_a_background_off_the_q_range_names_the_mask_entry(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="saxsdog.reduction.background"):
         Calibration(_cal(Background={"File": "half.chi"}), base_dir=tmp_path, cache=False)
     assert "another q grid than the $.Masks[0] integrator (" in caplog.text and "''" not in caplog.text
+
+
+# --------------------------------------------------------------------------- a background already normalized
+
+_ABSOLUTE = {"ExposureTime": "header", "ThicknessMM": 1.5, "AbsoluteScale": 2.0e-3}
+
+
+def test_a_background_reduced_with_the_same_calibration_is_subtracted_as_it_is(tmp_path):
+    """The empty cell reduced with the samples' calibration (its .chi and NXcanSAS files in
+    1/cm/sr) is subtracted as it is.  Before, it was multiplied by AbsoluteScale/d a second
+    time (here ×2e-3/0.15): the subtracted curve was the sample's almost unchanged."""
+    from datetime import datetime
+
+    from saxsdog import read_image
+    from saxsdog.testing import run_queue, write_pilatus_tiff
+
+    cal = Calibration(_cal(Normalization=_ABSOLUTE), cache=False)
+    empty = (np.random.default_rng(5).poisson(20.0, SHAPE)).astype(np.int32)
+    sample = (np.random.default_rng(6).poisson(60.0, SHAPE)).astype(np.int32)
+    when = datetime(2026, 1, 1)
+    write_pilatus_tiff(tmp_path / "empty" / "empty.tif", empty, when, exposure=4.0)
+    write_pilatus_tiff(tmp_path / "sample.tif", sample, when, exposure=2.0)
+    for fmt in ("chi", "nxcansas"):  # the empty cell reduced as a user does, with the samples' calibration
+        run_queue(cal, tmp_path / "empty", out_dir=tmp_path / fmt, output_format=fmt)
+    expected_bg = cal.curve(read_image(tmp_path / "empty" / "empty.tif"))
+    sample_curve = cal.curve(read_image(tmp_path / "sample.tif"))
+    assert expected_bg.unit == "1/cm/sr"
+    for name in ("chi/empty.chi", "nxcansas/empty.h5"):
+        bg = read_background_curve(tmp_path / name)
+        assert bg.unit == "1/cm/sr", name
+        with_bg = Calibration(_cal(Normalization=_ABSOLUTE, Background={"File": name, "Scale": 0.5}),
+                              base_dir=tmp_path, cache=False)
+        got = with_bg.curve(read_image(tmp_path / "sample.tif")).subtracted
+        assert got is not None and got.unit == "1/cm/sr"
+        has = expected_bg.has_data & sample_curve.has_data
+        np.testing.assert_allclose(got.intensity[has], sample_curve.intensity[has] - 0.5 * expected_bg.intensity[has],
+                                   rtol=1e-9, err_msg=name)
+        np.testing.assert_allclose(got.poisson[has], np.hypot(sample_curve.poisson[has], 0.5 * expected_bg.poisson[has]),
+                                   rtol=1e-9, err_msg=name)
+
+
+def test_an_nxcansas_background_without_its_empty_bins_is_on_the_same_grid(caplog):
+    x = np.linspace(0.1, 1.0, 10)
+    keep = np.array([False, True, True, False, True, True, True, True, True, False])
+    bg = BackgroundCurve(x[keep] * (1 + 1e-12), np.arange(keep.sum()) + 1.0, np.full(keep.sum(), 0.1),
+                         np.ones(keep.sum(), dtype=bool), "bg.h5")
+    with caplog.at_level(logging.WARNING, logger="saxsdog.reduction.background"):
+        intensity, error, valid = on_grid(bg, x)
+    assert "another q grid" not in caplog.text
+    assert list(valid) == list(keep)
+    np.testing.assert_array_equal(intensity[keep], np.arange(keep.sum()) + 1.0)
+    assert np.all(intensity[~keep] == 0) and np.all(error[~keep] == 0)
+
+
+def test_a_normalized_background_in_another_unit_or_with_its_own_exposure_is_refused(tmp_path):
+    x = Calibration(_cal(), cache=False).integrators[0].x
+    (tmp_path / "per_s.chi").write_bytes(format_chi([x, np.ones_like(x), np.full_like(x, 0.1)],
+                                                    labels=["q", "Intensity (counts/pixel/s)", "Error Margin"]))
+    with pytest.raises(CalibrationError) as info:
+        Calibration(_cal(Normalization=_ABSOLUTE, Background={"File": "per_s.chi"}), base_dir=tmp_path, cache=False)
+    assert info.value.path == "$.Background.File"
+    assert "counts/pixel/s" in str(info.value) and "1/cm/sr" in str(info.value)
+    with pytest.raises(CalibrationError) as info:
+        Calibration(_cal(Normalization={"ExposureTime": 2.0}, Background={"File": "per_s.chi", "ExposureTime": 3.0}),
+                    base_dir=tmp_path, cache=False)
+    assert info.value.path == "$.Background.ExposureTime" and "second time" in str(info.value)
+    # the same unit as the curves: as it is (the inherited exposure time is not applied again)
+    cal = Calibration(_cal(Normalization={"ExposureTime": 2.0}, Background={"File": "per_s.chi"}),
+                      base_dir=tmp_path, cache=False)
+    c = cal.curve(np.full(SHAPE, 8.0))
+    has = c.subtracted.has_data
+    np.testing.assert_allclose(c.subtracted.intensity[has], 4.0 - 1.0, rtol=1e-12)
+
+
+def test_chi_and_nxcansas_units():
+    from saxsdog.reduction.background import chi_unit, nxcansas_unit
+
+    assert chi_unit(["q", "Intensity (1/cm/sr)", "Error Margin"]) == "1/cm/sr"
+    assert chi_unit(["q", "Intensity (Count/Pixel)", "Error Margin"]) == "counts/pixel"
+    assert chi_unit(["q [nm^-1]", "Intensity"]) is None and chi_unit(None) is None
+    assert nxcansas_unit("counts/pixel/s", "arbitrary") == "counts/pixel/s"
+    assert nxcansas_unit(None, "1/cm") == "1/cm/sr" and nxcansas_unit(None, "arbitrary") is None

@@ -27,8 +27,19 @@ background.  A curve has no image header: a header setting (``"header"``,
 ``{"Header": KEY}``), given or inherited, is refused for it with a message naming the
 field; give the background's number (or ``null`` when the curve is already normalized).
 
+**A curve already normalized.**  A curve whose file states the unit of the calibration's
+curves (other than counts/pixel: a saxsdog ``.chi`` label ``Intensity (1/cm/sr)``, NXcanSAS
+``I@saxsdog_unit``, or canSAS ``I@units = 1/cm`` for 1/cm/sr), e.g. the empty cell reduced
+with the same calibration, is subtracted as it is, times ``Scale``: neither its exposure,
+monitor and transmission nor the sample's thickness and absolute scale are applied again
+(header settings inherited from ``Normalization`` do not matter then; the background's own
+are refused).  A curve stating another unit is refused.  A curve in counts/pixel, or one
+that does not state its unit (the original's files), is normalized as above.
+
 **Another q grid.**  A background curve on the integrator's own grid (same number of
-bins, centres equal to 1e-6 of a bin width) is used as it is.  On another grid it is
+bins, centres equal to 1e-6 of a bin width) is used as it is, and so is one on that grid
+without its empty bins (an NXcanSAS file saxsdog wrote: the bins it left out have no
+background).  On another grid it is
 **interpolated** linearly (errors propagated with the interpolation weights) within its
 own q range, and a warning is logged once; the sample's bins outside that range have no
 background, so the subtracted curve marks them empty (``Curve.valid`` false, written as
@@ -40,6 +51,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +63,7 @@ from ..core.integrators import Curve
 from ..errors import CalibrationError
 
 __all__ = ["CURVE_SUFFIXES", "BackgroundCurve", "read_background_curve", "is_curve_file", "on_grid",
-           "subtract", "mean_curve"]
+           "subtract", "mean_curve", "chi_unit", "nxcansas_unit", "normalized_like"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +82,9 @@ class BackgroundCurve:
     error: np.ndarray
     valid: np.ndarray
     source: str = ""
+    #: The intensity's unit as the file states it (a saxsdog ``.chi`` label, NXcanSAS
+    #: ``I@saxsdog_unit`` or ``I@units``), ``None`` when the file does not say.
+    unit: str | None = None
 
 
 def _is_nxcansas(path: Path) -> bool:
@@ -150,7 +165,9 @@ def read_background_curve(path: str | Path) -> BackgroundCurve:
         except (OSError, ValueError) as exc:
             raise CalibrationError(f"cannot read the background curve: {exc}", _FIELD, str(p),
                                    "a .chi file") from None
-        return _curve_arrays(chi.x, chi.intensity, chi.error, str(p))
+        curve = _curve_arrays(chi.x, chi.intensity, chi.error, str(p))
+        curve.unit = chi_unit(chi.labels)
+        return curve
     from ..io.nxcansas import read_nxcansas
 
     try:
@@ -166,7 +183,63 @@ def read_background_curve(path: str | Path) -> BackgroundCurve:
     if units not in _Q_UNITS_TO_NM:
         raise CalibrationError(f"background curve {p}: unknown Q unit {fr.get('q_units')!r}", _FIELD, str(p),
                                "Q in 1/nm or 1/angstrom")
-    return _curve_arrays(np.asarray(fr["q"]) * _Q_UNITS_TO_NM[units], fr["I"], fr.get("Idev"), str(p))
+    curve = _curve_arrays(np.asarray(fr["q"]) * _Q_UNITS_TO_NM[units], fr["I"], fr.get("Idev"), str(p))
+    curve.unit = nxcansas_unit(fr.get("unit"), fr.get("I_units"))
+    return curve
+
+
+_CHI_INTENSITY = re.compile(r"^\s*Intensity\s*\((.+)\)\s*$")
+
+
+def chi_unit(labels: Any) -> str | None:
+    """The intensity unit a ``.chi`` file's column labels state (``Intensity (1/cm/sr)``;
+    the original's ``Intensity (Count/Pixel)`` is counts/pixel), ``None`` when they do not."""
+    if not isinstance(labels, (list, tuple)) or len(labels) < 2 or not isinstance(labels[1], str):
+        return None
+    m = _CHI_INTENSITY.match(labels[1])
+    if m is None:
+        return None
+    unit = m.group(1).strip()
+    return "counts/pixel" if unit.lower() == "count/pixel" else unit
+
+
+def nxcansas_unit(saxsdog_unit: Any, units: Any) -> str | None:
+    """The intensity unit of an NXcanSAS curve: saxsdog's own (``I@saxsdog_unit``), else
+    absolute ``I@units`` (canSAS ``1/cm`` is dΣ/dΩ, saxsdog's ``1/cm/sr``); ``None`` for
+    ``arbitrary`` or none."""
+    if isinstance(saxsdog_unit, str) and saxsdog_unit.strip():
+        return saxsdog_unit.strip()
+    if isinstance(units, str) and units.strip().lower().replace(" ", "") in ("1/cm", "cm^-1", "cm-1"):
+        return "1/cm/sr"
+    return None
+
+
+def normalized_like(curve: BackgroundCurve, unit: str, background: Mapping[str, Any]) -> bool:
+    """Whether a background curve is already normalized as the calibration's curves are
+    (its file states their unit, other than counts/pixel), so it is subtracted as it is
+    (times ``Scale``) instead of being normalized a second time.
+
+    Raises
+    ------
+    CalibrationError
+        The file states another unit (it cannot be put on the curves' scale), or the
+        background gives its own ExposureTime/Monitor/Transmission for a curve that is
+        already normalized (it would be divided twice).
+    """
+    if curve.unit is None or curve.unit == "counts/pixel":
+        return False  # counts per pixel (or unknown): normalized here
+    if curve.unit != unit:
+        raise CalibrationError(
+            f"background curve {curve.source} is in {curve.unit}, the curves of this calibration in {unit}: "
+            "reduce the background with this calibration (or give it in counts/pixel with its own "
+            "ExposureTime, Monitor and Transmission)", _FIELD, curve.source, f"a curve in {unit} or counts/pixel")
+    for name in ("ExposureTime", "Monitor", "Transmission"):
+        if background.get(name) is not None:
+            raise CalibrationError(
+                f"background curve {curve.source} is already normalized ({curve.unit}, the unit of this "
+                f"calibration's curves): its own {name} would divide it a second time; leave "
+                f"$.Background.{name} out (or null)", f"$.Background.{name}", background.get(name), "null")
+    return True
 
 
 def on_grid(background: BackgroundCurve, x: np.ndarray, what: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -187,6 +260,13 @@ def on_grid(background: BackgroundCurve, x: np.ndarray, what: str = "") -> tuple
         return background.intensity.copy(), background.error.copy(), background.valid.copy()
     keep = background.valid
     kx, ki, ke = bx[keep], background.intensity[keep], background.error[keep]
+    # the same grid without its empty bins (as NXcanSAS files are written): bin for bin
+    pos = np.clip(np.searchsorted(x, kx), 0, x.size - 1)
+    near = np.where(np.abs(x[pos] - kx) <= np.abs(x[np.maximum(pos - 1, 0)] - kx), pos, np.maximum(pos - 1, 0))
+    if x.size and np.all(np.abs(x[near] - kx) <= 1e-6 * max(width, 1e-300)) and np.unique(near).size == near.size:
+        intensity, error, valid = np.zeros_like(x), np.zeros_like(x), np.zeros(x.size, dtype=bool)
+        intensity[near], error[near], valid[near] = ki, ke, True
+        return intensity, error, valid
     inside = (x >= kx[0]) & (x <= kx[-1])
     if not inside.any():
         raise CalibrationError(
