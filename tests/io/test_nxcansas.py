@@ -519,6 +519,8 @@ def test_process_notes_of_a_version_2_calibration_list_every_correction_with_its
     assert notes["normalization"]["parameters"] == {"ExposureTime": "header", "Monitor": {"Header": "Flux"},
                                                     "Transmission": 0.8, "ThicknessMM": 1.5}
     assert notes["absolute_scale"]["parameters"] == {"AbsoluteScale": 12.5}
+    # the divisor takes the thickness in cm (ThicknessMM / 10): the note said "in mm"
+    assert "thickness in cm" in notes["normalization"]["description"]
     assert "-2" in notes["dummy_pixels"]["description"]
     off = dict(V2_CAL, Corrections={"MaskNegative": False, "ErrorModel": "legacy"}, Normalization={},
                Background={"File": None})

@@ -356,7 +356,7 @@ def process_notes(calibration: Mapping[str, Any] | None) -> list[dict[str, Any]]
     used = {k: norm.get(k) for k in norm_keys if _present(norm.get(k))}
     if used:
         names = {"ExposureTime": ("t", "exposure time"), "Monitor": ("M", "monitor"),
-                 "Transmission": ("T", "transmission"), "ThicknessMM": ("d", "thickness in mm")}
+                 "Transmission": ("T", "transmission"), "ThicknessMM": ("d", "thickness in cm, ThicknessMM / 10")}
         from_header = any(isinstance(v, (str, Mapping)) for v in used.values())
         add("normalization", "divided by " + " * ".join(names[k][0] for k in used) + " ("
             + ", ".join(f"{names[k][0]}: {names[k][1]}" for k in used)
