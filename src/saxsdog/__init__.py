@@ -4,7 +4,7 @@ Quick start
 -----------
 >>> import saxsdog
 >>> cal = saxsdog.Calibration("cal.json")            # doctest: +SKIP
->>> q, I = cal.integrate(saxsdog.read_image("img.tif").data)   # doctest: +SKIP
+>>> q, I = cal.integrate(saxsdog.read_image("img.tif"))   # doctest: +SKIP
 """
 
 from __future__ import annotations
