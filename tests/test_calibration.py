@@ -384,3 +384,30 @@ def test_a_dark_with_header_exposures_and_no_frame_metadata_uses_the_dark_as_it_
     np.testing.assert_allclose(curve.intensity[ok], 8.0, rtol=1e-12)
     with pytest.raises(ImageError):
         cal.curves(image, metadata={})  # a frame whose header has no exposure time
+
+
+@pytest.mark.parametrize("field,fill", [("FlatFile", 2.0), ("DarkFile", 0.5)])
+def test_nan_in_a_dark_or_flat_is_accepted_under_the_mask_and_refused_inside_it(tmp_path, field, fill):
+    """Flats and darks often hold NaN in the detector gaps, which the mask covers: accepted
+    there (they were refused wherever they were), refused on a used pixel naming it."""
+    pytest.importorskip("saxsdog.core.corrections")
+    image = np.full(SMALL, fill)
+    image[10, 7] = np.nan
+    _write(tmp_path, "corr.npy", image)
+    mask = np.zeros(SMALL, np.uint8)
+    mask[10, 7] = 1  # masked
+    np.save(tmp_path / "mask.npy", mask)
+    raw = _v2(tmp_path, **{field: "corr.npy"})
+    raw["Masks"][0]["MaskFile"] = "mask.npy"
+    cal = Calibration(raw, base_dir=tmp_path, cache=False)
+    frame = np.full(SMALL, 10.0)
+    curve = cal.curve(frame, {})
+    assert np.isfinite(curve.intensity).all() and np.isfinite(curve.poisson).all()
+    has = curve.has_data
+    expected = 10.0 / 2.0 if field == "FlatFile" else 10.0 - 0.5
+    without_solid_angle = Calibration(_v2(tmp_path), base_dir=tmp_path, cache=False).curve(np.full(SMALL, 1.0), {})
+    np.testing.assert_allclose(curve.intensity[has], expected * without_solid_angle.intensity[has], rtol=1e-9)
+    raw["Masks"][0]["MaskFile"] = ""
+    with pytest.raises(CalibrationError) as info:
+        Calibration(raw, base_dir=tmp_path, cache=False)
+    assert info.value.path == f"$.Corrections.{field}" and "row 10, column 7" in str(info.value), str(info.value)

@@ -588,6 +588,7 @@ class Calibration:
         dark = flat = None
         if dark_file is not None:
             dark, self.dark_exposure = dark_file
+            self._check_dark(dark, block["DarkFile"])
         if flat_file is not None:
             flat = flat_file[0]
             self._check_flat(flat, block["FlatFile"])
@@ -660,9 +661,8 @@ class Calibration:
             return None
         frames = self._image_frames(name, field)
         data = frames[0][0] if len(frames) == 1 else np.mean([d for d, _ in frames], axis=0)
-        if not np.all(np.isfinite(data)):
-            bad = int((~np.isfinite(data)).sum())
-            raise CalibrationError(f"{bad:,} pixels are not finite numbers", field, name, "finite pixel values")
+        # NaN or inf are refused only where the masks use the pixel (_check_dark, _check_flat):
+        # flats and darks often hold NaN in the detector gaps, which the mask covers
         t = frames[0][1].get("exposure_time")
         exposure = float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 else None
         return data, exposure
@@ -685,6 +685,15 @@ class Calibration:
                 return np.ones(self.shape, dtype=bool)
             used |= m
         return used
+
+    def _check_dark(self, dark: np.ndarray, name: str) -> None:
+        bad = self._used_pixels() & ~np.isfinite(dark)
+        if bad.any():
+            r, c = (int(v[0]) for v in np.nonzero(bad))
+            raise CalibrationError(
+                f"the dark is not a finite number on {int(bad.sum()):,} pixels the masks use (first at row {r}, "
+                f"column {c}: {float(dark[r, c]):g})", "$.Corrections.DarkFile", name,
+                "finite dark values on every unmasked pixel (mask the others)")
 
     def _check_flat(self, flat: np.ndarray, name: str) -> None:
         bad = self._used_pixels() & ~(np.isfinite(flat) & (flat > 0))
