@@ -284,6 +284,7 @@ def test_dark_or_flat_of_the_wrong_size_is_refused(tmp_path, field):
             Calibration(_v2(tmp_path, **{field: name}), base_dir=tmp_path, cache=False)
         assert info.value.path == f"$.Corrections.{field}" and info.value.value == name
         assert "64×48" in str(info.value)
+        assert name in str(info.value)  # the message names the file, not only the field
 
 
 @pytest.mark.parametrize("field", ["DarkFile", "FlatFile"])

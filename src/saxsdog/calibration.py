@@ -645,12 +645,12 @@ class Calibration:
                 for frame in iter_frames(p, expected_shape=self.shape):
                     frames.append((np.asarray(frame.data, dtype=np.float64), frame.metadata))
             except ImageError as exc:
-                raise CalibrationError(exc.reason, field, name, expected) from None
+                raise CalibrationError(f"{p}: {exc.reason}", field, name, expected) from None
         if not frames:
             raise CalibrationError(f"{p} holds no frame", field, name, expected)
         shape = frames[0][0].shape
         if shape != tuple(self.shape):
-            raise CalibrationError(f"image of shape {'×'.join(map(str, shape))} pixels, the detector has "
+            raise CalibrationError(f"{p}: image of shape {'×'.join(map(str, shape))} pixels, the detector has "
                                    f"{self.shape[0]}×{self.shape[1]}", field, name, expected)
         return frames
 
