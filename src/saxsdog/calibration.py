@@ -47,7 +47,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -65,6 +65,12 @@ from .io.masks import read_mask, read_mask_bytes
 from .io.operator_cache import OperatorCache, default_cache_dir, operator_key
 # The web page's translator imports these two; saxsdog.config.calibration_problems replaces it.
 from .schemas import expected_text as _expected, json_path as _json_path  # noqa: F401
+
+if TYPE_CHECKING:
+    from .io.images import Frame
+
+#: What the integrate methods take: the pixels, or a frame with its metadata.
+ImageLike = Union[np.ndarray, "Frame"]
 
 __all__ = ["Calibration", "Slice", "load_schema", "validate_calibration", "calibration_for_file"]
 
@@ -102,14 +108,14 @@ def _output_suffix(kind: str, index: int) -> str:
     return "" if index == 0 else f"_c{kind[0]}{index}"
 
 
-def _frame_parts(image: Any, metadata: Mapping[str, Any] | None) -> tuple[np.ndarray, Mapping[str, Any] | None]:
+def _frame_parts(image: ImageLike, metadata: Mapping[str, Any] | None) -> tuple[np.ndarray, Mapping[str, Any] | None]:
     """The pixels and metadata of an array or a :class:`saxsdog.io.images.Frame` (its
     metadata unless ``metadata`` is given)."""
     data = getattr(image, "data", None)
     if isinstance(data, np.ndarray) and not isinstance(image, np.ndarray):
         frame_meta = getattr(image, "metadata", None)
         return data, metadata if metadata is not None else (frame_meta if isinstance(frame_meta, Mapping) else {})
-    return image, metadata
+    return np.asarray(image), metadata
 
 
 class Calibration:
@@ -376,7 +382,7 @@ class Calibration:
         """Bin centres of the first integrator."""
         return self.radial.x
 
-    def integrate(self, image: Any, metadata: Mapping[str, Any] | None = None, *,
+    def integrate(self, image: ImageLike, metadata: Mapping[str, Any] | None = None, *,
                   normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Integrate an image with the first integrator: the curve the pipeline writes.
 
@@ -424,7 +430,7 @@ class Calibration:
         c = self.curve(data, meta, normalize=normalize, stddev=False)
         return c.x, c.intensity
 
-    def integrate_with_errors(self, image: Any, metadata: Mapping[str, Any] | None = None, *,
+    def integrate_with_errors(self, image: ImageLike, metadata: Mapping[str, Any] | None = None, *,
                               normalize: bool = True) -> np.ndarray:
         """Intensity, standard deviation and error of the first integrator, as rows of one array.
 
@@ -438,7 +444,7 @@ class Calibration:
         assert c.stddev is not None
         return np.array((c.intensity, c.stddev, c.poisson))
 
-    def curve(self, image: Any, metadata: Mapping[str, Any] | None = None, *, index: int = 0,
+    def curve(self, image: ImageLike, metadata: Mapping[str, Any] | None = None, *, index: int = 0,
               normalize: bool = True, stddev: bool = True) -> Curve:
         """One integrator's whole curve for an image, as the pipeline computes it.
 
@@ -828,7 +834,7 @@ class Calibration:
         return [f.render(c.intensity, c.poisson, c.parameters, unit=c.unit) if f is not None else b""
                 for f, c in zip(self._formatters, curves)]
 
-    def write_chi(self, image: Any, path: str | os.PathLike[str],
+    def write_chi(self, image: ImageLike, path: str | os.PathLike[str],
                   metadata: Mapping[str, Any] | None = None) -> list[Path]:
         """Integrate an image and write every integrator's ``.chi`` file atomically.
 
