@@ -758,6 +758,23 @@ class Calibration:
         t = self._frame_exposure(metadata)
         return 1.0 if t is None else t / self.dark_exposure
 
+    def _background_dark_scale(self, exposure: float | None, metadata: Mapping[str, Any]) -> float:
+        """t_background / t_dark for a background image: its exposure time as its normalization
+        took it (``Background.ExposureTime``, or the inherited setting), else its header's;
+        1 when either is unknown.  Never an error: a background image whose exposure time
+        comes from ``Background.ExposureTime`` needs no header (the frames' setting would
+        look for one there)."""
+        from .reduction.normalization import FrameNormalizationError, normalization
+
+        if self.pixel_corrections is None or self.pixel_corrections.dark is None or not self.dark_exposure:
+            return 1.0
+        if exposure is None:
+            try:
+                exposure = normalization({"ExposureTime": "header"}, metadata).exposure_time
+            except FrameNormalizationError:
+                return 1.0
+        return 1.0 if exposure is None else exposure / self.dark_exposure
+
     def _setup_reduction(self) -> None:
         """Normalization unit, the plain-path flag and the background (once per calibration)."""
         from .reduction.normalization import check_block, is_identity, unit
@@ -808,11 +825,12 @@ class Calibration:
         per_integrator: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in self.integrators]
         for data, meta in self._image_frames(name, "$.Background.File"):
             try:
-                f = k * normalization(block, meta, overrides=specs).factor
+                norm = normalization(block, meta, overrides=specs)
             except FrameNormalizationError as exc:
                 raise CalibrationError(f"background image {p.name}: {exc.reason}", exc.field.split(" ")[0],
                                        name, "a header with that field") from None
-            dark_scale = self._dark_scale(meta)
+            f = k * norm.factor
+            dark_scale = self._background_dark_scale(norm.exposure_time, meta)
             for j, it in enumerate(self.integrators):
                 c = self._integrator_curve(it, data, False, 1.0, dark_scale)
                 per_integrator[j].append((f * c.intensity, f * c.poisson, np.asarray(c.has_data)))

@@ -296,3 +296,26 @@ def test_chi_and_nxcansas_units():
     assert chi_unit(["q [nm^-1]", "Intensity"]) is None and chi_unit(None) is None
     assert nxcansas_unit("counts/pixel/s", "arbitrary") == "counts/pixel/s"
     assert nxcansas_unit(None, "1/cm") == "1/cm/sr" and nxcansas_unit(None, "arbitrary") is None
+
+
+def test_a_background_image_without_a_header_takes_its_own_exposure_for_the_dark(tmp_path):
+    """Normalization.ExposureTime "header", a dark with its own exposure time (10 s), and a
+    background image without a header whose exposure is given as Background.ExposureTime
+    (30 s): the dark is scaled by 30/10 for it.  Before, the calibration failed to load with
+    an uncaught FrameNormalizationError traceback (the frames' "header" was looked for in the
+    background image)."""
+    import tifffile
+    from datetime import datetime
+
+    from saxsdog.testing import write_pilatus_tiff
+
+    write_pilatus_tiff(tmp_path / "dark.tif", np.full(SHAPE, 2, np.int32), datetime(2026, 1, 1), exposure=10.0)
+    tifffile.imwrite(tmp_path / "bg.tif", np.full(SHAPE, 9, np.int32), metadata=None)
+    raw = _cal(Normalization={"ExposureTime": "header"}, Background={"File": "bg.tif", "ExposureTime": 30.0})
+    raw["Corrections"]["DarkFile"] = "dark.tif"
+    cal = Calibration(raw, base_dir=tmp_path, cache=False)
+    c = cal.curve(np.full(SHAPE, 14.0), {"exposure_time": 5.0})
+    has = c.subtracted.has_data
+    # sample (14 − 2·5/10)/5 = 2.6; background (9 − 2·30/10)/30 = 0.1
+    np.testing.assert_allclose(c.intensity[has], 2.6, rtol=1e-12)
+    np.testing.assert_allclose(c.subtracted.intensity[has], 2.6 - 0.1, rtol=1e-12)
