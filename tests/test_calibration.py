@@ -412,3 +412,13 @@ def test_nan_in_a_dark_or_flat_is_accepted_under_the_mask_and_refused_inside_it(
     with pytest.raises(CalibrationError) as info:
         Calibration(raw, base_dir=tmp_path, cache=False)
     assert info.value.path == f"$.Corrections.{field}" and "row 10, column 7" in str(info.value), str(info.value)
+
+
+def test_a_dummy_value_with_mask_negative_off_is_refused_not_ignored(tmp_path):
+    """MaskNegative false keeps every pixel, DummyValue too: refused naming the field (it was
+    silently ignored, the dummy value averaged into the curve)."""
+    with pytest.raises(CalibrationError) as info:
+        Calibration(_v2(tmp_path, MaskNegative=False, DummyValue=77), cache=False)
+    assert info.value.path == "$.Corrections.DummyValue" and "MaskNegative" in str(info.value)
+    Calibration(_v2(tmp_path, MaskNegative=False, DummyValue=None), cache=False)
+    Calibration(_v2(tmp_path, MaskNegative=True, DummyValue=77), cache=False)

@@ -587,6 +587,12 @@ class Calibration:
             corrections module.
         """
         block = self.config.get("Corrections") or {}
+        if block.get("DummyValue") is not None and not block.get("MaskNegative", True):
+            # the exclusion of dummies is one switch: a DummyValue would be silently ignored
+            raise CalibrationError(
+                f"DummyValue {block['DummyValue']:g} would have no effect: MaskNegative is false, which keeps every "
+                "pixel (set MaskNegative true to exclude negative pixels and DummyValue, or DummyValue null)",
+                "$.Corrections.DummyValue", block["DummyValue"], "null when MaskNegative is false")
         dark_file = self._correction_image(block.get("DarkFile", ""), "$.Corrections.DarkFile")
         flat_file = self._correction_image(block.get("FlatFile", ""), "$.Corrections.FlatFile")
         #: Exposure time of the dark (s) from its header, ``None`` when unknown or no dark.
