@@ -136,8 +136,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], content: bytes, mode: int |
         return
     final = os.fspath(path)
     folder, name = os.path.split(final)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.part")
-    fd = os.open(tmp, _WRITE_FLAGS, 0o666)
+    part = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.part")
+    fd = os.open(part, _WRITE_FLAGS, 0o666)
     try:
         try:
             view = memoryview(content)
@@ -145,10 +145,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], content: bytes, mode: int |
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        os.replace(tmp, final)
+        os.replace(part, final)
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(part)
         except OSError:
             pass
         raise
