@@ -34,3 +34,18 @@ def test_the_console_script_exits_with_the_command_s_status(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "calibration file not found" in proc.stderr
+
+
+def test_an_idle_thread_pool_does_not_keep_the_command_from_ending():
+    """A thread pool left open (its idle threads are not daemons) is told to finish, as at a
+    normal exit, instead of being waited for forever."""
+    code = textwrap.dedent("""
+        from concurrent.futures import ThreadPoolExecutor
+        from saxsdog.cli.saxsdog import exit_without_teardown
+        pool = ThreadPoolExecutor(2)
+        print(pool.submit(lambda: 41 + 1).result())
+        exit_without_teardown(0)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "42\n"

@@ -807,14 +807,20 @@ def exit_without_teardown(code: int) -> NoReturn:
 
     With numba and the calibration loaded, freeing every module's objects one by one takes
     a few tenths of a second after the work is done (about as long as a thousand frames).
-    What a normal exit does first is done here too: the other non-daemon threads are waited
-    for (a run file's close retried after a full disk), the exit handlers run (logging's,
-    the finalizers'), the output is flushed; then the process ends with ``os._exit``.
+    What a normal exit does first is done here too, in the interpreter's order: the other
+    non-daemon threads are waited for (``threading``'s own exit step, which first tells
+    thread pools to finish; a run file's close retried after a full disk), the exit
+    handlers run (logging's, the finalizers'), the output is flushed; then the process ends
+    with ``os._exit``.
     """
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
+    shutdown = getattr(threading, "_shutdown", None)  # what the interpreter calls at exit
+    if shutdown is not None:
+        shutdown()
+    else:  # pragma: no cover - another Python implementation
+        current = threading.current_thread()
+        for thread in threading.enumerate():
+            if thread is not current and not thread.daemon:
+                thread.join()
     try:
         atexit._run_exitfuncs()
     finally:
