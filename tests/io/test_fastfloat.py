@@ -147,3 +147,20 @@ def test_table_bytes_rows_lead_and_non_finite_as_zero():
     expected = python_table(np.column_stack([x, clean])[rows])
     assert table_bytes(table, rows=rows, lead=lead_column(x), zero_nonfinite=True) == expected
     assert table_bytes(table, zero_nonfinite=False) == python_table(table)
+
+
+def test_table_bytes_without_numba_are_the_same(monkeypatch):
+    """The pure-Python fallback (numba missing) writes the same bytes, lead, rows and zeros too."""
+    from saxsdog.io import fastfloat
+
+    rng = np.random.default_rng(21)
+    x = np.linspace(0.01, 5, 30)
+    table = rng.lognormal(0, 5, (30, 2))
+    table[[3, 4], 1] = [np.nan, -np.inf]
+    lead = fastfloat.lead_column(x)
+    rows = np.array([0, 3, 4, 29, 7])
+    fast = [fastfloat.table_bytes(table, rows=rows, lead=lead, zero_nonfinite=True),
+            fastfloat.table_bytes(table, ",", "\n")]
+    monkeypatch.setattr(fastfloat, "_AVAILABLE", False)
+    assert fastfloat.table_bytes(table, rows=rows, lead=lead, zero_nonfinite=True) == fast[0]
+    assert fastfloat.table_bytes(table, ",", "\n") == fast[1]
