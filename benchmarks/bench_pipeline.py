@@ -69,6 +69,46 @@ def run_command(cal: Path, src: Path, out: Path, workers: int, fmt: str) -> floa
     return elapsed
 
 
+#: The command's start-up phase by phase, in a fresh interpreter (what the command does in
+#: that order): its imports, the calibration (operator from the cache), the kernels' warm-up
+#: (numba's one-time start and the cached kernels), forking the workers, 2 images, the stop.
+STARTUP_PHASES = """
+import json, sys, time
+t0 = time.perf_counter()
+import saxsdog.cli.saxsdog
+from saxsdog.pipeline import QueueOptions
+from saxsdog.pipeline.queue import ImageQueue
+from saxsdog.calibration import Calibration
+t1 = time.perf_counter()
+cal = Calibration(sys.argv[1])
+t2 = time.perf_counter()
+q = ImageQueue(cal, sys.argv[2], QueueOptions(workers=int(sys.argv[4]), out_dir=sys.argv[3]))
+q._warm_up()
+t3 = time.perf_counter()
+q._warm_up = lambda: None  # done: start() only forks the workers and starts the dispatcher
+q.start()
+t4 = time.perf_counter()
+q.fill_from_directory()
+q.wait_until_idle(60)
+t5 = time.perf_counter()
+q.stop()
+t6 = time.perf_counter()
+print(json.dumps({"imports": t1 - t0, "calibration": t2 - t1, "warm_up": t3 - t2, "fork": t4 - t3,
+                  "two_images": t5 - t4, "stop": t6 - t5,
+                  "processed": q.stats()["images_processed"]}))
+"""
+
+
+def startup_phases(cal: Path, src: Path, out: Path, workers: int) -> dict:
+    """Seconds of each start-up phase (:data:`STARTUP_PHASES`), one fresh interpreter."""
+    proc = subprocess.run([sys.executable, "-c", STARTUP_PHASES, str(cal), str(src), str(out), str(workers)],
+                          capture_output=True, text=True, env=os.environ.copy())
+    if proc.returncode != 0:
+        raise RuntimeError(f"start-up phases failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    result: dict = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
 def in_process(cal, tmp: Path, args, fmt: str) -> dict:
     """One run of the queue in this process: frames/s, CPU per frame of the coordinator (this
     process) and of the workers (from /proc), their peak memory, the queue's stats."""
@@ -130,6 +170,15 @@ def main() -> None:
         startup = min(run_command(cal_path, tmp / "two", tmp / f"out_two{k}", args.workers, "chi") for k in range(3))
         report.add("start-up: the command on 2 images, best of 3", startup * 1e3, "ms", key="command_startup_ms",
                    note="imports, calibration, kernel warm-up, fork, 2 frames, exit")
+        runs = [startup_phases(cal_path, tmp / "two", tmp / f"out_phases{k}", args.workers) for k in range(3)]
+        report.check(all(r["processed"] == 2 for r in runs), "the start-up phases' run did not process its 2 images")
+        for phase, label in (("imports", "imports (the command's modules)"),
+                             ("calibration", "calibration (operator from the cache)"),
+                             ("warm_up", "kernel warm-up (numba's start, cached kernels)"),
+                             ("fork", "fork the workers, start the dispatcher"),
+                             ("two_images", "2 images"), ("stop", "stop (workers exit)")):
+            report.add(f"  start-up: {label}, best of 3", min(r[phase] for r in runs) * 1e3, "ms",
+                       key=f"startup_{phase}_ms")
         wall = run_command(cal_path, tmp / "run", tmp / "out_chi", args.workers, "chi")
         chi_fps = args.images / wall
         report.add(".chi per image", chi_fps, "frames/s", ">= 900", key="command_chi_fps")

@@ -55,6 +55,42 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
 
+def test_a_disk_full_in_the_middle_of_the_content_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    """The plain path of atomic_write_bytes (no mode, no fsync: every .chi file) writes with
+    os.write: a full disk after part of the content keeps the old file and removes the part."""
+    target = tmp_path / "out.chi"
+    target.write_bytes(b"old")
+    real_write = os.write
+    calls = []
+
+    def half_then_full(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space"):
+        atomic_write_bytes(str(target), b"new content " * 1000)
+    assert len(calls) == 2  # the rest of a short write is written on
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.chi"]
+
+
+def test_the_plain_path_renames_the_shared_temporary_name(tmp_path, monkeypatch):
+    """The temporary file is the one temporary_name gives (stale-file cleanup knows it), a
+    stale one of this writer is overwritten, and the content arrives whole."""
+    target = tmp_path / "x.chi"
+    atomic.temporary_name(target).write_text("stale and longer than the content")
+    renamed = []
+    real_replace = os.replace
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (renamed.append((a, b)), real_replace(a, b)))
+    atomic_write_bytes(target, b"fresh")
+    assert renamed == [(str(atomic.temporary_name(target)), str(target))]
+    assert target.read_bytes() == b"fresh"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.chi"]
+
+
 def test_mode_is_set_before_content_is_written(tmp_path):
     old = os.umask(0)
     try:

@@ -996,3 +996,24 @@ def test_hdf5_header_fields_are_read_when_first_looked_at_even_after_close(tmp_p
     assert pickle.loads(pickle.dumps(header)) == dict(header)
     assert type(pickle.loads(pickle.dumps(frame.metadata))["header"]) is dict
     assert read_header(p) == read_image(p).metadata
+
+
+def test_header_lines_are_parsed_once_and_the_memory_of_them_is_bounded():
+    """A worker remembers the header lines it has parsed (a series repeats them): the fields
+    are the same on the second frame, a changed line is parsed anew, and a header of many
+    distinct or very long lines cannot grow the memory without bound."""
+    from saxsdog.io.images import _base
+
+    first = "# Detector: PILATUS 1M\n# 2013-06-06T17:57:26.675\n# Exposure_time 10.0 s\n# Tau = 0 s\n"
+    second = first.replace("10.0 s", "20.0 s")
+    expected = {"Detector": "PILATUS 1M", "Exposure_time": "10.0 s", "Tau": "0 s"}
+    assert _base.pilatus_header_fields(first) == expected
+    assert _base.pilatus_header_fields(first) == expected
+    assert _base.pilatus_header_fields(second) == {**expected, "Exposure_time": "20.0 s"}
+    many = "\n".join(f"# Key{i} {i}" for i in range(_base._KNOWN_LINES + 100))
+    fields = _base.pilatus_header_fields(many)
+    assert len(fields) == _base.MAX_HEADER_FIELDS and fields["Key7"] == "7"
+    assert len(_base._HEADER_LINES) <= _base._KNOWN_LINES
+    long_line = "# Long " + "x" * 2 * _base._KNOWN_LINE_LENGTH
+    assert _base.pilatus_header_fields(long_line) == {"Long": "x" * 2 * _base._KNOWN_LINE_LENGTH}
+    assert long_line not in _base._HEADER_LINES

@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from saxsdog.extras import EXTRAS, MissingExtraError, extra_of, missing_extra_message
 
@@ -91,7 +92,15 @@ def _script(prog: str, module: str, extra: str | None = None, needs: Sequence[st
     return entry
 
 
-saxsdog = _script("saxsdog", "saxsdog.cli.saxsdog")
+def saxsdog() -> NoReturn:
+    """The ``saxsdog`` console script (saxsdog.cli.saxsdog.main), ended without the interpreter's
+    teardown (:func:`saxsdog.cli.saxsdog.exit_without_teardown`)."""
+    code = run("saxsdog", "saxsdog.cli.saxsdog")
+    from saxsdog.cli.saxsdog import exit_without_teardown
+
+    exit_without_teardown(code)
+
+
 saxsconverter = _script("saxsconverter", "saxsdog.cli.converter", "pyfai")
 saxsnetconf = _script("saxsnetconf", "saxsdog.cli.netconf")
 plotchi = _script("plotchi", "saxsdog.cli.plotchi", "plot", needs=("matplotlib",))

@@ -26,7 +26,7 @@ from .kernels import accumulate, accumulate_corrected, accumulate_spread, flat_i
 from .operator import BinningOperator
 
 __all__ = ["Curve", "Integrator", "RadialIntegrator", "PhiIntegrator", "SliceIntegrator",
-           "CakeIntegrator", "integral_parameters"]
+           "CakeIntegrator", "IntegralParameters", "integral_parameters"]
 
 
 @dataclass
@@ -111,32 +111,67 @@ def integral_parameters(q: np.ndarray, intensity: np.ndarray, q_start: float = 0
         ``I0``, ``I1``, ``I2``, ``invariant`` (= I2) and ``correlation_length``
         (``None`` when I2 is 0).
     """
-    q = np.asarray(q, dtype=np.float64)
-    intensity = np.asarray(intensity, dtype=np.float64)
-    hi = np.inf if (q_stop is None or q_stop <= 0) else q_stop
-    sel = (q >= q_start) & (q <= hi)
-    iq = np.where(np.isfinite(intensity[sel]), intensity[sel], 0.0)
-    if edges is None:
-        dq = float(q[1] - q[0]) if q.size > 1 else 0.0
-        qs = q[sel]
-        i0 = float(np.sum(iq) * dq)
-        i1 = float(np.sum(iq * qs) * dq)
-        i2 = float(np.sum(iq * qs * qs) * dq)
-    else:
-        e = np.asarray(edges, dtype=np.float64)
-        if e.shape != (q.size + 1,):
-            raise ValueError(f"{e.size} edges for {q.size} bins (expected {q.size + 1})")
-        e0, e1 = e[:-1][sel], e[1:][sel]
-        i0 = float(np.sum(iq * (e1 - e0)))
-        i1 = float(np.sum(iq * (e1 * e1 - e0 * e0)) / 2.0)
-        i2 = float(np.sum(iq * (e1 ** 3 - e0 ** 3)) / 3.0)
-    return {
-        "I0": i0,
-        "I1": i1,
-        "I2": i2,
-        "invariant": i2,
-        "correlation_length": (float(np.pi * i1 / i2) if i2 != 0 else None),
-    }
+    return IntegralParameters(q, q_start, q_stop, edges)(intensity)
+
+
+class IntegralParameters:
+    """:func:`integral_parameters` of one q axis and range, prepared once for many curves.
+
+    The bins in range, their q (or their edges' powers) are found once; a curve then costs
+    three sums.  The values are the function's to the last bit: the same products summed
+    in the same order.
+    """
+
+    def __init__(self, q: np.ndarray, q_start: float = 0.0, q_stop: float | None = None,
+                 edges: np.ndarray | None = None):
+        q = np.asarray(q, dtype=np.float64)
+        hi = np.inf if (q_stop is None or q_stop <= 0) else q_stop
+        sel = (q >= q_start) & (q <= hi)
+        self.size = q.size
+        where = np.flatnonzero(sel)
+        # a range of bins (sorted q: always) is a slice, a view of the curve; else an index array
+        self._bins: slice | np.ndarray = where
+        if where.size == 0:
+            self._bins = slice(0, 0)
+        elif where[-1] - where[0] + 1 == where.size:
+            self._bins = slice(int(where[0]), int(where[-1]) + 1)
+        self._uniform = edges is None
+        if edges is None:
+            self._dq = float(q[1] - q[0]) if q.size > 1 else 0.0
+            self._q = q[sel]
+        else:
+            e = np.asarray(edges, dtype=np.float64)
+            if e.shape != (q.size + 1,):
+                raise ValueError(f"{e.size} edges for {q.size} bins (expected {q.size + 1})")
+            e0, e1 = e[:-1][sel], e[1:][sel]
+            self._widths = (e1 - e0, e1 * e1 - e0 * e0, e1 ** 3 - e0 ** 3)
+
+    def __call__(self, intensity: np.ndarray) -> dict[str, float | None]:
+        """The parameters of one curve (see :func:`integral_parameters`)."""
+        intensity = np.asarray(intensity, dtype=np.float64)
+        if intensity.shape != (self.size,):
+            raise ValueError(f"a curve of {intensity.size} bins for an axis of {self.size}")
+        iq = intensity[self._bins]
+        if not np.isfinite(iq).all():
+            iq = np.where(np.isfinite(iq), iq, 0.0)
+        if self._uniform:
+            dq, qs = self._dq, self._q
+            iq_q = iq * qs
+            i0 = float(np.sum(iq) * dq)
+            i1 = float(np.sum(iq_q) * dq)
+            i2 = float(np.sum(iq_q * qs) * dq)
+        else:
+            w0, w1, w2 = self._widths
+            i0 = float(np.sum(iq * w0))
+            i1 = float(np.sum(iq * w1) / 2.0)
+            i2 = float(np.sum(iq * w2) / 3.0)
+        return {
+            "I0": i0,
+            "I1": i1,
+            "I2": i2,
+            "invariant": i2,
+            "correlation_length": (float(np.pi * i1 / i2) if i2 != 0 else None),
+        }
 
 
 class Integrator:
@@ -411,9 +446,13 @@ class RadialIntegrator(Integrator):
         Bins in another unit, log bins or a radial range integrate over their own edges
         converted to q; today's uniform q bins keep the midpoint rule.
         """
+        return self._integral_parameters(intensity)
+
+    @cached_property
+    def _integral_parameters(self) -> IntegralParameters:
+        """The q axis and range of :meth:`parameters`, prepared once."""
         q, edges = _q_axis(self.operator)
-        return integral_parameters(q, intensity, float(self.config.get("qStart", 0.0)),
-                                   self.config.get("qStop"), edges=edges)
+        return IntegralParameters(q, float(self.config.get("qStart", 0.0)), self.config.get("qStop"), edges=edges)
 
 
 def _q_axis(operator: BinningOperator) -> tuple[np.ndarray, np.ndarray | None]:

@@ -117,11 +117,41 @@ def atomic_output(path: str | os.PathLike[str], mode: int | None = None,
         raise
 
 
+#: Flags of the temporary file :func:`atomic_write_bytes` writes (``open(tmp, "wb")``'s).
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], content: bytes, mode: int | None = None,
                        fsync: bool = False) -> None:
-    """Write ``content`` to ``path`` atomically."""
-    with atomic_output(path, mode, fsync) as tmp, open(tmp, "wb") as fh:
-        fh.write(content)
+    """Write ``content`` to ``path`` atomically.
+
+    Without ``mode`` and ``fsync`` (every ``.chi`` file) the temporary file is written with
+    plain system calls on its name as text: the same steps as :func:`atomic_output` (the
+    same temporary name, removed on any error, then one rename), without the
+    :class:`~pathlib.Path` objects and the buffered file of the general path.
+    """
+    if mode is not None or fsync:
+        with atomic_output(path, mode, fsync) as tmp, open(tmp, "wb") as fh:
+            fh.write(content)
+        return
+    final = os.fspath(path)
+    folder, name = os.path.split(final)
+    part = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.part")
+    fd = os.open(part, _WRITE_FLAGS, 0o666)
+    try:
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(part, final)
+    except BaseException:
+        try:
+            os.unlink(part)
+        except OSError:
+            pass
+        raise
 
 
 def atomic_write_bytes_at(dir_fd: int, name: str, content: bytes) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .fastfloat import format_table_bytes
+from .fastfloat import lead_column, table_bytes
 
 __all__ = ["ChiData", "ChiFormatter", "format_chi", "write_chi", "read_chi", "drop_empty_bins",
            "intensity_label"]
@@ -135,6 +135,8 @@ class ChiFormatter:
 
     def __init__(self, x: np.ndarray, calibration: dict[str, Any] | None, labels: Sequence[str]):
         self._xcol = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        #: The x column's text, row by row (:func:`saxsdog.io.fastfloat.lead_column`).
+        self._xtext = lead_column(self._xcol)
         self._calibration = (json.dumps(calibration if calibration is not None else {}) + "\n").encode("latin-1")
         self._label_list = list(labels)
         self._labels = json.dumps(self._label_list) + "\n"
@@ -163,21 +165,26 @@ class ChiFormatter:
             per pixel (:func:`intensity_label`); ``None`` keeps the formatter's labels.
         """
         # The numbers go through saxsdog.io.fastfloat: exactly the bytes of '%.18e' % value
-        # (Python's formatting, which numpy.savetxt uses), about ten times faster.
-        intensity = np.nan_to_num(np.asarray(intensity, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        error = np.nan_to_num(np.asarray(error, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        # (Python's formatting, which numpy.savetxt uses), about ten times faster; NaN and
+        # infinities are written as 0 there (what numpy.nan_to_num would make of them).
+        n = self._xcol.size
+        if np.shape(intensity) != (n,) or np.shape(error) != (n,):
+            raise ValueError(f"a curve of {np.size(intensity)} intensities and {np.size(error)} errors for "
+                             f"{n} bins")
+        table = np.empty((n, 2), dtype=np.float64)
+        table[:, 0] = intensity
+        table[:, 1] = error
         labels_line = None  # the intensity label follows the unit (counts/pixel keeps the original's)
         if unit is not None and len(self._label_list) > 1 and intensity_label(unit) != self._label_list[1]:
             relabelled = list(self._label_list)
             relabelled[1] = intensity_label(unit)
             labels_line = json.dumps(relabelled) + "\n"
-        x = self._xcol
-        tail = self._tail if labels_line is None else self._row_count(x.size, labels_line)
+        tail = self._tail if labels_line is None else self._row_count(n, labels_line)
+        rows = None
         if keep is not None and not np.all(keep):
-            rows = np.asarray(keep, dtype=bool)
-            x, intensity, error = x[rows], intensity[rows], error[rows]
-            tail = self._row_count(x.size, labels_line)
-        body = format_table_bytes([x, intensity, error], " ", "\n ")
+            rows = np.flatnonzero(np.asarray(keep, dtype=bool))
+            tail = self._row_count(rows.size, labels_line)
+        body = table_bytes(table, " ", "\n ", rows=rows, lead=self._xtext, zero_nonfinite=True)
         params = (json.dumps(parameters if parameters is not None else {}) + "\n").encode("latin-1")
         return b"".join((self._calibration, params, tail, body))
 

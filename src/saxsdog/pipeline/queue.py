@@ -124,6 +124,42 @@ class _Control:
     event: Any
 
 
+def _load_blas_for_numba() -> None:
+    """Load SciPy's ``cython_blas`` extension alone, before numba's first compile or cache load.
+
+    numba's one-time start (its first compiled function) checks that
+    ``scipy.linalg.cython_blas`` imports (for ``np.dot`` in compiled code); imported by name,
+    it runs ``scipy.linalg``'s own imports first: about 0.2 s of the command's start-up, for
+    a module the kernels never call.  The extension module alone loads in milliseconds and
+    is the same module a later ``import scipy.linalg`` uses.  Nothing happens when numba has
+    started or ``scipy.linalg`` is imported already; on any failure numba checks as usual.
+    """
+    name = "scipy.linalg.cython_blas"
+    if name in sys.modules or "scipy.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:
+        return
+    try:
+        import importlib.machinery
+        import importlib.util
+
+        scipy_spec = importlib.util.find_spec("scipy")
+        if scipy_spec is None or not scipy_spec.submodule_search_locations:
+            return
+        folder = Path(list(scipy_spec.submodule_search_locations)[0]) / "linalg"
+        found = [folder / f"cython_blas{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                 if (folder / f"cython_blas{suffix}").is_file()]
+        if not found:
+            return
+        spec = importlib.util.spec_from_file_location(name, found[0])
+        if spec is None or spec.loader is None:
+            return
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    except Exception:  # numba's own check imports it the usual way
+        sys.modules.pop(name, None)
+        log.debug("loading %s alone failed", name, exc_info=True)
+
+
 class ImageQueue:
     """Process the images of a directory with a pool of worker processes.
 
@@ -257,6 +293,7 @@ class ImageQueue:
         """
         import numpy as np
 
+        _load_blas_for_numba()
         curves = self.calibration.curves(np.zeros(self.calibration.shape, dtype=np.int32))
         try:
             self.calibration.chi_bytes(curves)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from pathlib import Path
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from ..calibration import Calibration
 from ..errors import CorruptImageError, ImageError, ImageShapeError
 from ..io.atomic import atomic_write_bytes
 from ..io.chi import intensity_label
-from ..io.images import Frame, ReadBuffer, inside, iter_frames
+from ..io.images import Frame, ReadBuffer, inside, iter_frames, strip_image_suffix
 from .classify_sink import needs_curves
 from .naming import (OutputRefused, make_output_folder, output_base, subtracted_path,
                      write_output_bytes)
@@ -90,6 +91,10 @@ class ImageProcessor:
         self._coordinator_classifies = needs_curves(calibration)
         #: ``root -> its real path``: a frame's name needs only the image resolved.
         self._real_roots: dict[str, str] = {}
+        #: ``image folder -> its real path`` (see :meth:`_real_path`).
+        self._real_folders: dict[str, str] = {}
+        #: ``(image folder, root) -> (output folder, name prefix)`` (see :meth:`_output_base`).
+        self._output_folders: dict[tuple[str, str], tuple[Path, str]] = {}
         #: Output folders this worker made or found (unconfined outputs only): one mkdir each.
         self._known_folders: set[Path] = set()
         #: The frame buffer the readers fill, reused from frame to frame.
@@ -104,12 +109,37 @@ class ImageProcessor:
         h5 = self.format == "nxcansas" and bool(self.nx_index)
         if not self.chi_index and not h5 and not self.cake_index:
             return []  # nxcansas-run without Phi-mode integrators: nothing per frame
-        base = output_base(task.path, task.root, self.options, frame, stem=task.output_stem)
-        outputs = [base.with_name(base.name + self.suffixes[i] + ".chi") for i in self.chi_index]
-        outputs += [base.with_name(base.name + self.suffixes[i] + "_cake.h5") for i in self.cake_index]
+        folder, name = self._output_base(task, frame)
+        outputs = [folder / (name + self.suffixes[i] + ".chi") for i in self.chi_index]
+        outputs += [folder / (name + self.suffixes[i] + "_cake.h5") for i in self.cake_index]
         if h5:
-            outputs.insert(0, base.with_name(base.name + ".h5"))
+            outputs.insert(0, folder / (name + ".h5"))
         return outputs
+
+    def _output_base(self, task: ImageTask, frame: int | None) -> tuple[Path, str]:
+        """:func:`~saxsdog.pipeline.naming.output_base` as (folder, name), folder by folder.
+
+        Every image of a folder gets the same output folder and name prefix (the folder's
+        parts with ``-o``): they are found once per image folder, the name is the prefix
+        and the image's stem.  Renamed images (``output_stem``) and frames of multi-frame
+        files take the general path.
+        """
+        if task.output_stem is not None or frame is not None:
+            base = output_base(task.path, task.root, self.options, frame, stem=task.output_stem)
+            return base.parent, base.name
+        image_folder, image_name = os.path.split(task.path)
+        key = (image_folder, task.root)
+        known = self._output_folders.get(key)
+        stem = strip_image_suffix(image_name)
+        if known is None:
+            base = output_base(task.path, task.root, self.options)
+            if not base.name.endswith(stem):  # not prefix + stem: no shortcut for this folder
+                return base.parent, base.name
+            known = (base.parent, base.name[: len(base.name) - len(stem)])
+            if len(self._output_folders) >= 4096:
+                self._output_folders.clear()
+            self._output_folders[key] = known
+        return known[0], known[1] + stem
 
     def _existing(self, outputs: list[Path]) -> bool:
         return bool(outputs) and all(p.is_file() for p in outputs)
@@ -142,7 +172,7 @@ class ImageProcessor:
         real_root = self._real_roots.get(root)
         if real_root is None:
             real_root = self._real_roots[root] = os.path.realpath(root)
-        real = os.path.realpath(path)
+        real = self._real_path(path)
         prefix = real_root if real_root.endswith(os.sep) else real_root + os.sep
         if real == real_root:
             rel = "."
@@ -151,6 +181,24 @@ class ImageProcessor:
         else:
             rel = Path(path).name
         return f"{rel}#{index}" if nframes > 1 else rel
+
+    def _real_path(self, path: str) -> str:
+        """``os.path.realpath(path)`` with the image's folder resolved once per worker: one
+        ``lstat`` of the image itself instead of one per component of its path."""
+        folder, name = os.path.split(path)
+        if not name or name in (".", ".."):
+            return os.path.realpath(path)
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return os.path.realpath(path)
+        except OSError:
+            return os.path.realpath(path)
+        real_folder = self._real_folders.get(folder)
+        if real_folder is None:
+            if len(self._real_folders) >= 4096:
+                self._real_folders.clear()
+            real_folder = self._real_folders[folder] = os.path.realpath(folder or os.curdir)
+        return os.path.join(real_folder, name)
 
     def _output_folder(self, folder: Path, confine: str | os.PathLike[str] | None) -> None:
         """Make the output folder (confined: checked every time; else once per worker)."""

@@ -465,13 +465,30 @@ def pilatus_header_fields(text: str) -> dict[str, str]:
     line of a repeated key wins.
     """
     fields: dict[str, str] = {}
+    known = _HEADER_LINES
     for line in text.splitlines():
-        m = _RE_HEADER_LINE.match(line.strip())
-        if m and m.group(1) not in fields:
-            fields[m.group(1)] = m.group(2)[:MAX_HEADER_VALUE]
+        field = known.get(line, _UNSEEN)
+        if field is _UNSEEN:
+            m = _RE_HEADER_LINE.match(line.strip())
+            field = (m.group(1), m.group(2)[:MAX_HEADER_VALUE]) if m else None
+            if len(line) <= _KNOWN_LINE_LENGTH:
+                if len(known) >= _KNOWN_LINES:
+                    known.clear()
+                known[line] = field
+        if field is not None and field[0] not in fields:
+            fields[field[0]] = field[1]
             if len(fields) >= MAX_HEADER_FIELDS:
                 break
     return fields
+
+
+#: Header lines seen before and their ``(key, value)`` (``None``: not a field): a series'
+#: frames repeat nearly every line of their headers (only the date and a counter change), so
+#: a worker parses each line once.  Bounded: cleared when full.
+_HEADER_LINES: dict[str, tuple[str, str] | None] = {}
+_KNOWN_LINES = 4096
+_KNOWN_LINE_LENGTH = 512
+_UNSEEN: Any = object()
 
 
 def header_text(value: Any) -> str | None:

@@ -45,6 +45,8 @@ _TIFF_TYPES = {
     13: ("I", 4),
 }
 _SAMPLE_KIND = {1: "u", 2: "i", 3: "f"}
+#: One IFD entry (tag, type, count, value or offset) in each byte order.
+_IFD_ENTRY = {"<": struct.Struct("<HHI4s"), ">": struct.Struct(">HHI4s")}
 _TILE_TAGS = (322, 323, 324, 325)
 
 
@@ -102,10 +104,10 @@ def parse_tiff(path: str, f, size: int, head: bytes, expected_shape: Shape | Non
     entries = get(ifd + 2, 12 * n + 4)
     tags: dict[int, tuple[int, int, bytes]] = {}
     descriptions: list[tuple[int, int, bytes]] = []  # tifffile may write two
-    for k in range(n):
-        tag, typ, count = struct.unpack_from(bo + "HHI", entries, 12 * k)
-        entry = (typ, count, entries[12 * k + 8 : 12 * k + 12])
-        tags.setdefault(tag, entry)
+    for tag, typ, count, field_ in _IFD_ENTRY[bo].iter_unpack(memoryview(entries)[: 12 * n]):
+        entry = (typ, count, field_)
+        if tag not in tags:
+            tags[tag] = entry
         if tag == 270:
             descriptions.append(entry)
     (next_ifd,) = struct.unpack_from(bo + "I", entries, 12 * n)
