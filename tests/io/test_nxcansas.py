@@ -564,3 +564,30 @@ def test_q_in_inverse_angstrom_has_its_units(tmp_path):
     loaded = sasdata_load(path)
     np.testing.assert_allclose(to_per_nm(loaded[1]), nm["q"], rtol=1e-12)
     np.testing.assert_allclose(to_per_nm(loaded[0]), nm["q"], rtol=1e-12)
+
+
+def test_values_repeated_changed_and_signed_zero_read_back_per_frame(tmp_path):
+    """The writer skips rewriting a value its template holds from the frame before: every
+    frame must still read back its own values (a change after repeats, 0.0 after -0.0, NaN,
+    strings, ints, bools), also when the frames' value types change the template."""
+    seq = [("PILATUS 1M", 0.5, 3, True, -0.0), ("PILATUS 1M", 0.5, 3, True, 0.0),
+           ("PILATUS 1M", 0.5, 3, True, 0.0), ("EIGER", 0.5, 4, False, float("nan")),
+           ("EIGER", 1.5, 4, False, -0.0), ("PILATUS 1M", 0.5, 3, True, -0.0)]
+    frames = make_frames(len(seq), nq=20)
+    for fr, (det, exp, n, flag, zero) in zip(frames, seq):
+        fr["metadata"] = {"detector": det, "exposure_time": exp, "frame": n, "flag": flag}
+        fr["parameters"] = {"I0": zero, "I1": 1.0}
+    frames.append(dict(frames[0], name="other_types", metadata={"detector": 7, "exposure_time": "long",
+                                                                 "frame": 3, "flag": True}))
+    path = write_nxcansas(tmp_path / "repeat.h5", frames, CAL)
+    back = read_nxcansas(path)
+    assert len(back) == len(frames)
+    for fr, b in zip(frames, back):
+        assert b["name"] == fr["name"]
+        assert b["metadata"] == fr["metadata"]
+        got, want = b["parameters"]["I0"], fr["parameters"]["I0"]
+        if math.isnan(want):
+            assert math.isnan(got)
+        else:
+            assert got == want and math.copysign(1.0, got) == math.copysign(1.0, want)
+        np.testing.assert_array_equal(b["I"], fr["I"])

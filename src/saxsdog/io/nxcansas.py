@@ -420,8 +420,15 @@ def _scalar_value(value: Any, kind: str) -> Any:
         return str(value)
 
 
+#: :func:`_scalar_kind` of the types frames bring, looked up by exact type (the ``numbers``
+#: ABC checks cost microseconds a value, on the coordinator, for every value of every frame).
+_KIND_OF_TYPE: dict[type, str] = {bool: "b", np.bool_: "b", int: "i", np.int64: "i", np.int32: "i",
+                                  float: "f", np.float64: "f", np.float32: "f", type(None): "f", str: "s"}
+
+
 def _signature(values: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple((str(k), _scalar_kind(v)) for k, v in values.items())
+    kinds = _KIND_OF_TYPE
+    return tuple((k if type(k) is str else str(k), kinds.get(type(v)) or _scalar_kind(v)) for k, v in values.items())
 
 
 def _create_value(group, name: str, kind: str, units: str | None) -> None:
@@ -620,6 +627,9 @@ class _HeldWritesFile(io.RawIOBase):
 # --------------------------------------------------------------------------- #
 
 
+_UNSET = object()  # a template slot not written yet
+
+
 class _Template:
     """An entry skeleton in the in-memory template file, with its value slots kept open.
 
@@ -629,7 +639,7 @@ class _Template:
 
     def __init__(self, tfile, name: str, title: str, n: int, meta_sig: tuple, param_sig: tuple,
                  has_time: bool, unit: str = DEFAULT_UNIT):
-        from h5py import h5a, h5d, h5g
+        from h5py import h5a, h5d, h5g, h5t
 
         h5py = _h5()
         self.name = name.encode()
@@ -662,7 +672,12 @@ class _Template:
         _set_attr(e, "units", nx_units)
         _set_attr(e, "saxsdog_unit", unit)
         _set_attr(e, "long_name", f"uncertainty of I ({unit}; see sasprocess/error_model)")
-        self.slots: list[tuple[Any, str]] = []
+        self._vlen = h5py.string_dtype()
+        self._vlen_type = h5t.py_create(self._vlen)
+        self._f64_type = h5t.py_create(np.dtype(np.float64))
+        mtypes = {"b": h5t.py_create(np.dtype(np.bool_)), "i": h5t.py_create(np.dtype(np.int64)),
+                  "f": self._f64_type, "s": self._vlen_type}
+        self.slots: list[tuple[Any, str, Any]] = []
         for group_name, sig, units in (("image", meta_sig, _META_UNITS),
                                        ("parameters", param_sig, _PARAM_UNITS)):
             c = g.create_group(group_name)
@@ -670,7 +685,9 @@ class _Template:
             _set_attr(c, "canSAS_class", "SASnote")
             for key_name, kind in sig:
                 _create_value(c, key_name, kind, units.get(key_name))
-                self.slots.append((h5d.open(c.id, key_name.encode()), kind))
+                self.slots.append((h5d.open(c.id, key_name.encode()), kind, mtypes[kind]))
+        #: What each slot holds now (written by the frame before), to skip rewriting it.
+        self._last: list[Any] = [_UNSET] * len(self.slots)
         self.title = h5d.open(g.id, b"title")
         self.I = h5d.open(d.id, b"I")
         self.Idev = h5d.open(d.id, b"Idev")
@@ -678,19 +695,30 @@ class _Template:
 
     def fill(self, name: str, I: np.ndarray, Idev: np.ndarray, meta: Mapping[str, Any],
              parameters: Mapping[str, Any], timestamp: str | None) -> None:
+        """Write one frame's values into the skeleton.
+
+        The memory types are made once (h5py would build one per write), and a value equal
+        to the one the slot holds from the frame before is not written again (exposure time,
+        wavelength, detector: the same in most frames of a run).
+        """
         from h5py import h5s
 
-        vlen = _h5().string_dtype()
-        label = np.array(name, dtype=vlen)
-        self.title.write(h5s.ALL, h5s.ALL, label)
-        self.I.write(h5s.ALL, h5s.ALL, I)
-        self.Idev.write(h5s.ALL, h5s.ALL, Idev)
+        ALL = h5s.ALL
+        label = np.array(name, dtype=self._vlen)
+        self.title.write(ALL, ALL, label, self._vlen_type)
+        self.I.write(ALL, ALL, np.ascontiguousarray(I, dtype=np.float64), self._f64_type)
+        self.Idev.write(ALL, ALL, np.ascontiguousarray(Idev, dtype=np.float64), self._f64_type)
         if self.timestamp is not None:
-            self.timestamp.write(np.array(timestamp or "", dtype=vlen))
+            self.timestamp.write(np.array(timestamp or "", dtype=self._vlen), self._vlen_type)
         values = [meta[k] for k, _ in self.meta_sig] + [parameters[k] for k, _ in self.param_sig]
-        for (dsid, kind), value in zip(self.slots, values):
+        last = self._last
+        for j, ((dsid, kind, mtype), value) in enumerate(zip(self.slots, values)):
             v = _scalar_value(value, kind)
-            dsid.write(h5s.ALL, h5s.ALL, np.array(v, dtype=vlen) if kind == "s" else np.asarray(v))
+            old = last[j]
+            if old is not _UNSET and type(old) is type(v) and old == v and (kind != "f" or v != 0):
+                continue  # the slot holds it already (NaN is never equal, nor is 0 to -0 here: rewritten)
+            dsid.write(ALL, ALL, np.array(v, dtype=self._vlen) if kind == "s" else np.asarray(v), mtype)
+            last[j] = v
 
 
 class NXcanSASRunWriter:
