@@ -75,11 +75,16 @@ def _recv(conn: Connection) -> Any:
     return pickle.loads(conn.recv_bytes())
 
 
-def _readable_now(fd: int) -> bool:
-    """Whether ``fd`` has data (or EOF) to read right now (poll: any descriptor number)."""
-    p = select.poll()
-    p.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-    return bool(p.poll(0))
+def _readable_now(fd: int, poller: Any = None) -> bool:
+    """Whether ``fd`` has data (or EOF) to read right now (poll: any descriptor number).
+
+    ``poller``: a ``select.poll`` object with only ``fd`` registered, kept by the caller
+    (making one costs more than the check).
+    """
+    if poller is None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 class TaskProcessor(Protocol):
@@ -343,6 +348,9 @@ class _Worker:
                 name=f"saxsdog-worker-{number}"))
         finally:
             child.close()
+        #: Polls only this worker's pipe (is another result there already?).
+        self.pipe_poller = select.poll()
+        self.pipe_poller.register(parent.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
         self.inflight: dict[int, ImageTask] = {}
         #: When the worker started its oldest task (monotonic), ``None`` when idle.
         self.busy_since: float | None = None
@@ -471,7 +479,7 @@ class WorkerPool:
                         if task is not None:
                             done.append((task, results))
                         # more already there? (Connection.poll would build a selector each time)
-                        if not _readable_now(obj):
+                        if not _readable_now(obj, w.pipe_poller):
                             break
                 except (EOFError, OSError):
                     dead.add(w)
