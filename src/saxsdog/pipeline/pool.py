@@ -489,7 +489,9 @@ class WorkerPool:
             if w.process.is_alive():
                 continue
             self._replace(w, f"died with exit code {w.process.exitcode}", False, done, orphaned)
-        if self.task_timeout is not None:
+        # a worker can be past the deadline only once the earliest one has passed (progress
+        # only moves a worker's deadline later): no per-worker check on most polls
+        if self.task_timeout is not None and deadline is not None and time.monotonic() > deadline:
             now = time.monotonic()
             for w in list(self.workers):
                 last = w.last_progress() if w.inflight else None
@@ -508,7 +510,7 @@ class WorkerPool:
         selector on every poll (what ``multiprocessing.connection.wait`` does) cost the
         coordinator tens of microseconds per result, on the cores the workers need.
         """
-        key = (wakeup, tuple((w.number, w.conn.fileno(), w.process.sentinel) for w in self.workers))
+        key = (wakeup, tuple([w.number for w in self.workers]))  # a worker's pipe and sentinel are its own for life
         if self._poll_cache is None or self._poll_cache[0] != key:
             poller = select.poll()
             events = select.POLLIN | select.POLLERR | select.POLLHUP
