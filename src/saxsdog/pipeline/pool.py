@@ -71,8 +71,31 @@ def _send(conn: Connection, obj: Any) -> None:
 
 
 def _recv(conn: Connection) -> Any:
-    """Receive what :func:`_send` sent."""
+    """Receive what :func:`_send` sent (in a worker: blocking)."""
     return pickle.loads(conn.recv_bytes())
+
+
+def _take_messages(buffer: bytearray) -> list[Any]:
+    """Unpickle the whole messages at the start of ``buffer`` and remove them from it.
+
+    The framing is ``Connection.send_bytes``'s: a 4-byte big-endian length, or ``-1`` and an
+    8-byte one.  A message not yet complete stays in the buffer.
+    """
+    out = []
+    while len(buffer) >= 4:
+        (size,) = struct.unpack_from("!i", buffer)
+        head = 4
+        if size == -1:
+            if len(buffer) < 12:
+                break
+            (size,) = struct.unpack_from("!Q", buffer, 4)
+            head = 12
+        end = head + size
+        if len(buffer) < end:
+            break
+        out.append(pickle.loads(bytes(buffer[head:end])))
+        del buffer[:end]
+    return out
 
 
 def _readable_now(fd: int, poller: Any = None) -> bool:
@@ -351,6 +374,8 @@ class _Worker:
         #: Polls only this worker's pipe (is another result there already?).
         self.pipe_poller = select.poll()
         self.pipe_poller.register(parent.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        #: Bytes of results received from the worker, not yet a whole message.
+        self.received = bytearray()
         self.inflight: dict[int, ImageTask] = {}
         #: When the worker started its oldest task (monotonic), ``None`` when idle.
         self.busy_since: float | None = None
@@ -471,18 +496,26 @@ class WorkerPool:
                 continue
             if obj in conns:
                 w = conns[obj]
+                # Read what is there, never more: a worker stopped (SIGSTOP) in the middle of
+                # sending a large result (header and body are two writes) must not block the
+                # coordinator waiting for the rest; the partial message waits in its buffer
+                # (and goes with it, should the worker be replaced).
                 try:
                     while True:
-                        task_id, results = _recv(w.conn)
-                        task = w.inflight.pop(task_id, None)
-                        w.busy_since = time.monotonic() if w.inflight else None
-                        if task is not None:
-                            done.append((task, results))
+                        chunk = os.read(obj, 1 << 20)
+                        if not chunk:
+                            raise EOFError
+                        w.received += chunk
                         # more already there? (Connection.poll would build a selector each time)
                         if not _readable_now(obj, w.pipe_poller):
                             break
                 except (EOFError, OSError):
                     dead.add(w)
+                for task_id, results in _take_messages(w.received):
+                    task = w.inflight.pop(task_id, None)
+                    w.busy_since = time.monotonic() if w.inflight else None
+                    if task is not None:
+                        done.append((task, results))
             else:
                 dead.add(sentinels[obj])
         for w in dead:
