@@ -75,27 +75,29 @@ def _recv(conn: Connection) -> Any:
     return pickle.loads(conn.recv_bytes())
 
 
-def _take_messages(buffer: bytearray) -> list[Any]:
-    """Unpickle the whole messages at the start of ``buffer`` and remove them from it.
+def _take_messages(data: bytes) -> tuple[list[Any], bytes]:
+    """Unpickle the whole messages at the start of ``data``; returns them and the rest.
 
     The framing is ``Connection.send_bytes``'s: a 4-byte big-endian length, or ``-1`` and an
-    8-byte one.  A message not yet complete stays in the buffer.
+    8-byte one.  The rest is a message not complete yet (usually nothing).
     """
     out = []
-    while len(buffer) >= 4:
-        (size,) = struct.unpack_from("!i", buffer)
+    view = memoryview(data)
+    pos, n = 0, len(data)
+    while n - pos >= 4:
+        (size,) = struct.unpack_from("!i", data, pos)
         head = 4
         if size == -1:
-            if len(buffer) < 12:
+            if n - pos < 12:
                 break
-            (size,) = struct.unpack_from("!Q", buffer, 4)
+            (size,) = struct.unpack_from("!Q", data, pos + 4)
             head = 12
-        end = head + size
-        if len(buffer) < end:
+        end = pos + head + size
+        if n < end:
             break
-        out.append(pickle.loads(bytes(buffer[head:end])))
-        del buffer[:end]
-    return out
+        out.append(pickle.loads(view[pos + head:end]))  # no copy: data is immutable
+        pos = end
+    return out, data[pos:] if pos < n else b""
 
 
 def _readable_now(fd: int, poller: Any = None) -> bool:
@@ -374,8 +376,8 @@ class _Worker:
         #: Polls only this worker's pipe (is another result there already?).
         self.pipe_poller = select.poll()
         self.pipe_poller.register(parent.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
-        #: Bytes of results received from the worker, not yet a whole message.
-        self.received = bytearray()
+        #: Bytes of a result received from the worker, not yet a whole message.
+        self.received = b""
         self.inflight: dict[int, ImageTask] = {}
         #: When the worker started its oldest task (monotonic), ``None`` when idle.
         self.busy_since: float | None = None
@@ -500,18 +502,20 @@ class WorkerPool:
                 # sending a large result (header and body are two writes) must not block the
                 # coordinator waiting for the rest; the partial message waits in its buffer
                 # (and goes with it, should the worker be replaced).
+                chunks = [w.received] if w.received else []
                 try:
                     while True:
-                        chunk = os.read(obj, 1 << 20)
+                        chunk = os.read(obj, 1 << 16)  # (a larger read buffer is an mmap: slower)
                         if not chunk:
                             raise EOFError
-                        w.received += chunk
+                        chunks.append(chunk)
                         # more already there? (Connection.poll would build a selector each time)
                         if not _readable_now(obj, w.pipe_poller):
                             break
                 except (EOFError, OSError):
                     dead.add(w)
-                for task_id, results in _take_messages(w.received):
+                messages, w.received = _take_messages(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                for task_id, results in messages:
                     task = w.inflight.pop(task_id, None)
                     w.busy_since = time.monotonic() if w.inflight else None
                     if task is not None:
