@@ -117,7 +117,9 @@ def in_process(cal, tmp: Path, args, fmt: str) -> dict:
 
     opts = QueueOptions(workers=args.workers, out_dir=tmp / f"out_stage_{fmt}", live_filelist=True,
                         output_format=fmt)
-    q = ImageQueue(cal, tmp / "run", opts).start()
+    q = ImageQueue(cal, tmp / "run", opts)
+    q.coordinator_cpu = {}  # the dispatcher's CPU per stage (coordinator_rows)
+    q.start()
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     q.fill_from_directory()
@@ -136,7 +138,38 @@ def in_process(cal, tmp: Path, args, fmt: str) -> dict:
     q.stop()
     return {"fps": args.images / elapsed, "coordinator_cpu": coordinator_cpu / args.images,
             "worker_cpu": sum(worker_cpu.values()) / args.images, "rss": peak_rss, "pss": peak_pss,
-            "stats": stats}
+            "stats": stats, "coordinator_stages": dict(q.coordinator_cpu or {})}
+
+
+#: The dispatcher's stages (``ImageQueue.coordinator_cpu``) as the table names them.
+COORDINATOR_STAGES = (
+    ("results", "results: wait, receive, unpickle, take in"),
+    ("submit", "tasks: pickle, send"),
+    ("pushes", "new images: signature, output name"),
+    ("rules", "queue rules (state)"),
+    ("ledger tick", "ledger tick"),
+)
+
+
+def coordinator_rows(report, r: dict, images: int, prefix: str) -> None:
+    """Rows of the coordinator's (dispatcher thread's) CPU per frame, split by stage and sink."""
+    cpu = r.get("coordinator_stages") or {}
+    if not cpu:
+        return
+    total = cpu.get("total", 0.0)
+    report.add("  coordinator dispatcher thread: CPU", total / images * 1e3, "ms/frame",
+               key=f"{prefix}dispatcher_cpu_ms")
+    named = dict(COORDINATOR_STAGES)
+    sinks = sorted(k for k in cpu if k.startswith("sink: "))
+    counted = 0.0
+    for stage in [*named, *sinks]:
+        if stage not in cpu:
+            continue
+        counted += cpu[stage]
+        label = named.get(stage, stage)
+        report.add(f"    {label}", cpu[stage] / images * 1e3, "ms/frame",
+                   key=f"{prefix}coord_{stage.replace('sink: ', 'sink_').replace(' ', '_')}_ms")
+    report.add("    the loop itself", (total - counted) / images * 1e3, "ms/frame", key=f"{prefix}coord_loop_ms")
 
 
 def main() -> None:
@@ -203,6 +236,7 @@ def main() -> None:
         report.add("  worker: write", st["write"] * 1e3, "ms/frame", key="stage_write_ms")
         report.add("  worker: CPU", r["worker_cpu"] * 1e3, "ms/frame", key="worker_cpu_ms")
         report.add("  coordinator: CPU", r["coordinator_cpu"] * 1e3, "ms/frame", key="coordinator_cpu_ms")
+        coordinator_rows(report, r, args.images, "")
         report.add(f"  worker memory, {args.workers} workers, RSS", r["rss"] / 1024, "MiB", "< 1024",
                    key="worker_rss_mib", note=f"PSS {r['pss'] / 1024:.0f} MiB")
         report.section("per stage, in process, NXcanSAS run file (the coordinator appends every frame)")
@@ -211,6 +245,7 @@ def main() -> None:
         report.add("queue in process, run file", r["fps"], "frames/s", key="run_queue_fps")
         report.add("  worker: CPU", r["worker_cpu"] * 1e3, "ms/frame", key="run_worker_cpu_ms")
         report.add("  coordinator: CPU", r["coordinator_cpu"] * 1e3, "ms/frame", key="run_coordinator_cpu_ms")
+        coordinator_rows(report, r, args.images, "run_")
 
         report.section(f"pyFAI in {args.workers} processes of one thread, same files and corrections")
         try:

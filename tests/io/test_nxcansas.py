@@ -566,3 +566,54 @@ def test_q_in_inverse_angstrom_has_its_units(tmp_path):
     loaded = sasdata_load(path)
     np.testing.assert_allclose(to_per_nm(loaded[1]), nm["q"], rtol=1e-12)
     np.testing.assert_allclose(to_per_nm(loaded[0]), nm["q"], rtol=1e-12)
+
+
+def test_values_repeated_changed_and_signed_zero_read_back_per_frame(tmp_path):
+    """The writer skips rewriting a value its template holds from the frame before: every
+    frame must still read back its own values (a change after repeats, 0.0 after -0.0, NaN,
+    strings, ints, bools), also when the frames' value types change the template."""
+    seq = [("PILATUS 1M", 0.5, 3, True, -0.0), ("PILATUS 1M", 0.5, 3, True, 0.0),
+           ("PILATUS 1M", 0.5, 3, True, 0.0), ("EIGER", 0.5, 4, False, float("nan")),
+           ("EIGER", 1.5, 4, False, -0.0), ("PILATUS 1M", 0.5, 3, True, -0.0)]
+    frames = make_frames(len(seq), nq=20)
+    for fr, (det, exp, n, flag, zero) in zip(frames, seq):
+        fr["metadata"] = {"detector": det, "exposure_time": exp, "frame": n, "flag": flag}
+        fr["parameters"] = {"I0": zero, "I1": 1.0}
+    frames.append(dict(frames[0], name="other_types", metadata={"detector": 7, "exposure_time": "long",
+                                                                 "frame": 3, "flag": True}))
+    path = write_nxcansas(tmp_path / "repeat.h5", frames, CAL)
+    back = read_nxcansas(path)
+    assert len(back) == len(frames)
+    for fr, b in zip(frames, back):
+        assert b["name"] == fr["name"]
+        assert b["metadata"] == fr["metadata"]
+        got, want = b["parameters"]["I0"], fr["parameters"]["I0"]
+        if math.isnan(want):
+            assert math.isnan(got)
+        else:
+            assert got == want and math.copysign(1.0, got) == math.copysign(1.0, want)
+        np.testing.assert_array_equal(b["I"], fr["I"])
+
+
+def test_valid_lists_of_frames_with_the_same_or_other_bins(tmp_path):
+    """``valid`` as the workers send it (a list of bools): a frame with the bins of the frame
+    before reuses its Q (one dataset, hard-linked), any other pattern gets its own, and every
+    frame reads back with exactly its own bins."""
+    frames = make_frames(6, nq=40)
+    a = [k % 7 != 0 for k in range(40)]
+    b = [k % 5 != 0 for k in range(40)]
+    patterns = [a, list(a), b, a, None, a]
+    final = tmp_path / "lists.h5"
+    with NXcanSASRunWriter(final, frames[0]["q"], CAL, "lists") as w:
+        for fr, valid in zip(frames, patterns):
+            w.append(fr["name"], fr["I"], fr["Idev"], fr["metadata"], fr["parameters"], valid=valid)
+    back = read_nxcansas(final)
+    for fr, valid, got in zip(frames, patterns, back):
+        keep = np.ones(40, dtype=bool) if valid is None else np.array(valid)
+        np.testing.assert_array_equal(got["q"], fr["q"][keep])
+        np.testing.assert_array_equal(got["I"], fr["I"][keep])
+        np.testing.assert_array_equal(got["Idev"], fr["Idev"][keep])
+    with h5py.File(final, "r") as f:
+        addr = [h5py.h5o.get_info(f[f"sasentry0{i}/sasdata01/Q"].id).addr for i in range(1, 7)]
+    assert addr[0] == addr[1]  # the same bins: one Q
+    assert len({addr[0], addr[2], addr[3], addr[4]}) == 4 and addr[5] == addr[3]

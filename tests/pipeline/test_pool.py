@@ -189,3 +189,61 @@ def test_workers_die_with_their_parent_killed_alone(tmp_path, mode):
         except ProcessLookupError:
             pass
         proc.stdout.close()
+
+
+class _HalfSent:
+    """Sends the header of a large result and then SIGSTOPs itself (the first time: a marker
+    file), as a worker stopped between the two writes of a result over 16 kB would."""
+
+    def process(self, task: ImageTask) -> list[ImageResult]:
+        marker = task.path + ".stopped"
+        if "half" in os.path.basename(task.path) and not os.path.exists(marker):
+            open(marker, "w").close()
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    target = os.readlink(f"/proc/self/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:"):  # its one pipe to the pool
+                    os.write(int(fd), (100_000).to_bytes(4, "big") + b"\0" * 1000)
+                    break
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return [ImageResult(task.path, 0, outputs=[task.path + ".out"], worker=os.getpid())]
+
+
+def test_a_worker_stopped_in_the_middle_of_a_result_does_not_block_the_pool(tmp_path):
+    """The coordinator reads only what has arrived: half a message from a stopped worker
+    neither blocks it (the other worker's results still come in) nor is taken for a result;
+    the stalled worker is replaced and its tasks are done by the others, each once."""
+    import threading
+
+    pool = WorkerPool(_HalfSent, 2, task_timeout=1.0)
+    tasks = [ImageTask(str(tmp_path / name), str(tmp_path), 0, time.monotonic())
+             for name in ("half_a", "b", "c", "d", "e", "f")]
+    box: dict = {}
+
+    def run():
+        pending = list(tasks)
+        done = []
+        deadline = time.monotonic() + 20
+        while len(done) < len(tasks) and time.monotonic() < deadline:
+            while pending and pool.capacity > 0:
+                if not pool.submit(pending[0]):
+                    break
+                pending.pop(0)
+            d, orphaned = pool.poll(0.05)
+            done += d
+            pending = list(orphaned) + pending
+        box["done"] = done
+
+    try:
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        t.join(30)
+        assert not t.is_alive(), "the pool blocked reading half a message"
+        done = box["done"]
+        assert sorted(task.path for task, _ in done) == sorted(task.path for task in tasks)
+        assert all(r.error is None and r.outputs == [r.path + ".out"] for _, rs in done for r in rs)
+        assert pool.stalls == 1
+    finally:
+        pool.close()

@@ -344,3 +344,75 @@ def test_the_parent_warms_up_only_for_workers_it_forks(cal, tmp_path, monkeypatc
     assert calls == []
     ImageQueue(cal, tmp_path, QueueOptions(), pool_factory=InlineBackend.factory()).start().stop()
     assert calls == [1]
+
+
+def test_slots_freed_by_results_get_new_tasks_before_the_results_are_recorded(cal, tmp_path):
+    """The dispatcher hands the next task to a worker before it records a result (a run file's
+    group of frames takes milliseconds: the workers must not wait for it); every image is still
+    processed and recorded once."""
+    from saxsdog.pipeline.tasks import ImageResult
+
+    log: list[tuple[str, str]] = []
+
+    class TwoSlots:
+        """A backend whose every poll finishes its oldest task."""
+
+        restarts = 0
+
+        def __init__(self):
+            self.tasks = []
+
+        @property
+        def capacity(self):
+            return 2 - len(self.tasks)
+
+        @property
+        def inflight(self):
+            return len(self.tasks)
+
+        def submit(self, task):
+            if len(self.tasks) >= 2:
+                return False
+            self.tasks.append(task)
+            log.append(("submit", Path(task.path).name))
+            return True
+
+        def poll(self, timeout, wakeup=None):
+            if not self.tasks:
+                time.sleep(min(timeout, 0.005))
+                return [], []
+            task = self.tasks.pop(0)
+            return [(task, [ImageResult(task.path, outputs=[task.path + ".chi"], processed_at=time.time())])], []
+
+        def pids(self):
+            return []
+
+        def close(self):
+            pass
+
+        def terminate(self):
+            pass
+
+    def factory(calibration, options):
+        return TwoSlots()
+
+    factory.forks_workers = False
+    paths = []
+    for k in range(5):
+        p = tmp_path / f"img_{k}.tif"
+        p.write_bytes(b"x")
+        paths.append(p)
+    q = ImageQueue(cal, tmp_path, QueueOptions(), pool_factory=factory,
+                   on_result=lambda r: log.append(("record", Path(r.path).name)))
+    q.start()
+    try:
+        q.push_many(paths)
+        deadline = time.monotonic() + 30
+        while sum(1 for e in log if e[0] == "record") < 5 and time.monotonic() < deadline:
+            q.wait_until_idle(0.05)
+    finally:
+        q.stop()
+    assert sorted(n for e, n in log if e == "record") == [p.name for p in paths]
+    assert sorted(n for e, n in log if e == "submit") == [p.name for p in paths]
+    for k in range(3):  # img_{k+2} went out when img_k's result came in, before it was recorded
+        assert log.index(("submit", f"img_{k + 2}.tif")) < log.index(("record", f"img_{k}.tif"))

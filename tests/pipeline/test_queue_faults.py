@@ -404,3 +404,35 @@ def test_saxsdog_run_file_on_a_disk_full_from_the_start_waits_and_completes(data
     assert sorted(sasdata_titles(out / "run.h5")) == sorted(p.name for p in images)
     assert len(filelist_rows(out / "results" / "filelist.txt")) == 6
     assert not list(out.glob(".*.part"))
+
+
+def test_file_list_short_write_is_cut_back_and_written_by_flush(tmp_path, monkeypatch):
+    """A write the disk takes only part of (a filling disk) leaves no partial line: the part
+    is cut off, the row waits, and flush writes it whole once the disk takes it."""
+    import errno
+
+    from saxsdog.pipeline import sinks
+    from saxsdog.pipeline.sinks import LiveFileList
+    from saxsdog.pipeline.tasks import ImageResult
+
+    path = tmp_path / "filelist.txt"
+    fl = LiveFileList(path)
+    fl.add(ImageResult("/r/a.tif", outputs=["/w/a.chi"], parameters={"R0": {"I0": 1.0}}))
+    real_write = os.write
+
+    def half_write(fd, data):
+        return real_write(fd, bytes(data)[: len(data) // 2])
+
+    monkeypatch.setattr(sinks.os, "write", half_write)
+    with pytest.raises(OSError) as err:
+        fl.add(ImageResult("/r/b.tif", outputs=["/w/b.chi"], parameters={"R0": {"I0": 2.0}}))
+    assert err.value.errno == errno.ENOSPC
+    assert path.read_text().endswith("\n") and len(filelist_rows(path)) == 1  # no partial row
+    with pytest.raises(OSError):
+        fl.flush()  # still only half
+    assert len(filelist_rows(path)) == 1
+    monkeypatch.setattr(sinks.os, "write", real_write)
+    fl.flush()
+    fl.close()
+    assert [r.split("\t")[:3] for r in filelist_rows(path)] == [["/r/a.tif", "/w/a.chi", "1.0"],
+                                                                 ["/r/b.tif", "/w/b.chi", "2.0"]]

@@ -79,11 +79,17 @@ its curve.
 
 Writing speed
 -------------
-The coordinator appends up to a few hundred frames per second.  :meth:`append` only copies
-the arrays into a buffer; every ``flush_every`` frames (or ``flush_interval`` seconds) the
-buffer is written.  Each entry is cloned with one ``H5Ocopy`` from a prepared template kept
-in an in-memory HDF5 file (so its groups, attributes and datasets are created in C, not one
-by one from Python), then its values are written with low-level calls.
+The coordinator appends up to a few hundred frames per second, on the cores the workers
+need.  :meth:`append` keeps the frame; every ``write_every`` frames (8) their entries are
+written (into HDF5's metadata cache and page buffer: memory, mostly), and every
+``flush_every`` frames (64, or ``flush_interval`` seconds) the file is flushed to disk.
+Writing a few frames in a row costs less than one at a time (HDF5's code and caches stay
+warm), yet a group is short enough (a few milliseconds) that the workers, who hold two tasks
+each, do not run dry while the coordinator writes it.  Each entry is cloned
+with one ``H5Ocopy`` from a prepared template kept in an in-memory HDF5 file (so its groups,
+attributes and datasets are created in C, not one by one from Python), then its values are
+written with low-level calls, with memory types made once, and only the values that differ
+from the frame before written into the template.
 
 Atomicity
 ---------
@@ -420,8 +426,15 @@ def _scalar_value(value: Any, kind: str) -> Any:
         return str(value)
 
 
+#: :func:`_scalar_kind` of the types frames bring, looked up by exact type (the ``numbers``
+#: ABC checks cost microseconds a value, on the coordinator, for every value of every frame).
+_KIND_OF_TYPE: dict[type, str] = {bool: "b", np.bool_: "b", int: "i", np.int64: "i", np.int32: "i",
+                                  float: "f", np.float64: "f", np.float32: "f", type(None): "f", str: "s"}
+
+
 def _signature(values: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple((str(k), _scalar_kind(v)) for k, v in values.items())
+    kinds = _KIND_OF_TYPE
+    return tuple((k if type(k) is str else str(k), kinds.get(type(v)) or _scalar_kind(v)) for k, v in values.items())
 
 
 def _create_value(group, name: str, kind: str, units: str | None) -> None:
@@ -620,6 +633,9 @@ class _HeldWritesFile(io.RawIOBase):
 # --------------------------------------------------------------------------- #
 
 
+_UNSET = object()  # a template slot not written yet
+
+
 class _Template:
     """An entry skeleton in the in-memory template file, with its value slots kept open.
 
@@ -629,7 +645,7 @@ class _Template:
 
     def __init__(self, tfile, name: str, title: str, n: int, meta_sig: tuple, param_sig: tuple,
                  has_time: bool, unit: str = DEFAULT_UNIT):
-        from h5py import h5a, h5d, h5g
+        from h5py import h5a, h5d, h5g, h5t
 
         h5py = _h5()
         self.name = name.encode()
@@ -662,7 +678,12 @@ class _Template:
         _set_attr(e, "units", nx_units)
         _set_attr(e, "saxsdog_unit", unit)
         _set_attr(e, "long_name", f"uncertainty of I ({unit}; see sasprocess/error_model)")
-        self.slots: list[tuple[Any, str]] = []
+        self._vlen = h5py.string_dtype()
+        self._vlen_type = h5t.py_create(self._vlen)
+        self._f64_type = h5t.py_create(np.dtype(np.float64))
+        mtypes = {"b": h5t.py_create(np.dtype(np.bool_)), "i": h5t.py_create(np.dtype(np.int64)),
+                  "f": self._f64_type, "s": self._vlen_type}
+        self.slots: list[tuple[Any, str, Any]] = []
         for group_name, sig, units in (("image", meta_sig, _META_UNITS),
                                        ("parameters", param_sig, _PARAM_UNITS)):
             c = g.create_group(group_name)
@@ -670,7 +691,9 @@ class _Template:
             _set_attr(c, "canSAS_class", "SASnote")
             for key_name, kind in sig:
                 _create_value(c, key_name, kind, units.get(key_name))
-                self.slots.append((h5d.open(c.id, key_name.encode()), kind))
+                self.slots.append((h5d.open(c.id, key_name.encode()), kind, mtypes[kind]))
+        #: What each slot holds now (written by the frame before), to skip rewriting it.
+        self._last: list[Any] = [_UNSET] * len(self.slots)
         self.title = h5d.open(g.id, b"title")
         self.I = h5d.open(d.id, b"I")
         self.Idev = h5d.open(d.id, b"Idev")
@@ -678,19 +701,30 @@ class _Template:
 
     def fill(self, name: str, I: np.ndarray, Idev: np.ndarray, meta: Mapping[str, Any],
              parameters: Mapping[str, Any], timestamp: str | None) -> None:
+        """Write one frame's values into the skeleton.
+
+        The memory types are made once (h5py would build one per write), and a value equal
+        to the one the slot holds from the frame before is not written again (exposure time,
+        wavelength, detector: the same in most frames of a run).
+        """
         from h5py import h5s
 
-        vlen = _h5().string_dtype()
-        label = np.array(name, dtype=vlen)
-        self.title.write(h5s.ALL, h5s.ALL, label)
-        self.I.write(h5s.ALL, h5s.ALL, I)
-        self.Idev.write(h5s.ALL, h5s.ALL, Idev)
+        ALL = h5s.ALL
+        label = np.array(name, dtype=self._vlen)
+        self.title.write(ALL, ALL, label, self._vlen_type)
+        self.I.write(ALL, ALL, np.ascontiguousarray(I, dtype=np.float64), self._f64_type)
+        self.Idev.write(ALL, ALL, np.ascontiguousarray(Idev, dtype=np.float64), self._f64_type)
         if self.timestamp is not None:
-            self.timestamp.write(np.array(timestamp or "", dtype=vlen))
+            self.timestamp.write(np.array(timestamp or "", dtype=self._vlen), self._vlen_type)
         values = [meta[k] for k, _ in self.meta_sig] + [parameters[k] for k, _ in self.param_sig]
-        for (dsid, kind), value in zip(self.slots, values):
+        last = self._last
+        for j, ((dsid, kind, mtype), value) in enumerate(zip(self.slots, values)):
             v = _scalar_value(value, kind)
-            dsid.write(h5s.ALL, h5s.ALL, np.array(v, dtype=vlen) if kind == "s" else np.asarray(v))
+            old = last[j]
+            if old is not _UNSET and type(old) is type(v) and old == v and (kind != "f" or v != 0):
+                continue  # the slot holds it already (NaN is never equal, nor is 0 to -0 here: rewritten)
+            dsid.write(ALL, ALL, np.array(v, dtype=self._vlen) if kind == "s" else np.asarray(v), mtype)
+            last[j] = v
 
 
 class NXcanSASRunWriter:
@@ -709,10 +743,13 @@ class NXcanSASRunWriter:
     title
         Run title, written into every entry's ``run`` field (default: the file's stem).
     flush_every
-        Write buffered frames to the file after this many frames.
+        Flush the file to disk after this many frames.
     flush_interval
-        ... or when the oldest buffered frame is older than this many seconds (checked at
+        ... or when the oldest frame not flushed is older than this many seconds (checked at
         each :meth:`append`).
+    write_every
+        Write the appended frames' entries into the file in groups of this many (at most
+        ``flush_every``; see the module's "Writing speed").
     unit
         saxsdog's unit of the frames' intensities (:attr:`saxsdog.core.integrators.Curve.unit`),
         unless a frame brings its own in :meth:`append`.
@@ -725,36 +762,44 @@ class NXcanSASRunWriter:
     says so, :meth:`flush` and :meth:`close` raise ``OSError`` (``ENOSPC``) until the disk
     takes the file, and may simply be called again.
     Not thread-safe: meant to be driven by one thread of one process.  Cost measured on the
-    2-core development VM (busy): about 0.5 ms per frame of 1000 q bins with six metadata
-    values (0.35-0.4 ms with HDF5 writing the file itself, without the full-disk safety); a
-    full disk holds about 24 kB per such frame in memory until it has space again.
+    2-core development VM (busy, CPU time): about 0.4 ms per frame of 1000 q bins with five
+    metadata values and six parameters appended in a loop (0.57 ms before the value slots were
+    written only when changed, with memory types made once), 0.5-0.6 ms in the running queue,
+    whose other work between frames leaves HDF5's caches cold (about 1 ms when each frame is
+    written on its own: hence ``write_every``); of it, the entry's ``H5Ocopy`` is about 0.25 ms.
+    A full disk holds about 24 kB per such frame in memory until it has space again.
     """
 
     def __init__(self, path: _PathLike, q: Iterable[float] | np.ndarray,
                  calibration: Mapping[str, Any] | None = None, title: str = "",
                  flush_every: int = 64, flush_interval: float = 1.0, unit: str = DEFAULT_UNIT,
-                 q_units: str = Q_UNITS):
+                 q_units: str = Q_UNITS, write_every: int = 8):
         h5py = _h5()
         self.path = Path(path)
         self.q = np.ascontiguousarray(np.asarray(q, dtype=np.float64).ravel())
         self.calibration = dict(calibration) if calibration else None
         self.title = title or self.path.stem
         self.flush_every = max(1, int(flush_every))
+        self.write_every = max(1, min(int(write_every), self.flush_every))
         self.flush_interval = float(flush_interval)
         self.unit = unit or DEFAULT_UNIT
         #: ``Q@units`` of the run's q grid (``1/nm``, or ``1/angstrom`` for a calibration entry
         #: with ``"Unit": "q_A^-1"``).
         self.q_units = q_units or Q_UNITS
-        #: Frames written to the file so far (buffered ones not counted).
+        #: Frames written to the file so far.
         self.count = 0
-        self._buffer: list[tuple] = []
-        self._buffer_since = 0.0
+        self._buffer: list[tuple] = []  # frames appended, not written yet (at most write_every)
+        self._unflushed = 0  # frames written since the last flush to disk
+        self._unflushed_since = 0.0  # when the oldest frame not flushed was appended
         self._closed = False
         self._h5_closed = False  # close() got as far as closing HDF5 (the rest waits for space)
         self._templates: dict[tuple, _Template] = {}
         self._q_path: bytes | None = None
         #: The last frame's own q (one with bins omitted, or another grid) and where it is stored.
         self._own_q: tuple[np.ndarray, bytes, str] | None = None
+        #: The last ``valid`` list (a copy), its mask and the run's q masked by it: frames with
+        #: the same bins reuse them (``valid`` arrives as a list of bools, one per bin).
+        self._last_valid: tuple[list, np.ndarray, np.ndarray | None] | None = None
         self._shared_paths: tuple[bytes, bytes] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temporary_name(self.path)
@@ -785,7 +830,7 @@ class NXcanSASRunWriter:
                q: Iterable[float] | np.ndarray | None = None,
                valid: Iterable[bool] | np.ndarray | None = None, unit: str | None = None,
                q_units: str | None = None) -> None:
-        """Add one frame (cheap: the frame is buffered and written in blocks).
+        """Add one frame (cheap: frames are written in small groups, flushed to disk in blocks).
 
         Parameters
         ----------
@@ -825,25 +870,35 @@ class NXcanSASRunWriter:
             raise ValueError(f"frame {name!r}: I ({ii.size}), Idev ({dd.size}) and q ({qq.size}) "
                              "must have the same length")
         if valid is not None:
-            keep = np.asarray(valid, dtype=bool).ravel()
-            if keep.shape != qq.shape:
-                raise ValueError(f"frame {name!r}: valid ({keep.size}) and q ({qq.size}) must have the "
-                                 "same length")
-            # bins without data are left out: Q stays increasing.  A frame without any keeps
-            # them all: an empty SASdata makes sasdata refuse the whole file.
-            if keep.any() and not keep.all():
-                qq, ii, dd = np.ascontiguousarray(qq[keep]), ii[keep], dd[keep]
+            last = self._last_valid
+            if last is not None and qq is self.q and type(valid) is list and valid == last[0]:
+                # the bins of the frame before (the usual case: a mask's gaps): the same Q
+                # object, so _write_frame links it without comparing
+                keep, masked_q = last[1], last[2]
+            else:
+                keep = np.asarray(valid, dtype=bool).ravel()
+                if keep.shape != qq.shape:
+                    raise ValueError(f"frame {name!r}: valid ({keep.size}) and q ({qq.size}) must have the "
+                                     "same length")
+                # bins without data are left out: Q stays increasing.  A frame without any keeps
+                # them all: an empty SASdata makes sasdata refuse the whole file.
+                masked_q = np.ascontiguousarray(qq[keep]) if keep.any() and not keep.all() else None
+                self._last_valid = (list(valid), keep, masked_q) if qq is self.q and type(valid) is list else None
+            if masked_q is not None:
+                qq, ii, dd = (masked_q if qq is self.q else np.ascontiguousarray(qq[keep])), ii[keep], dd[keep]
         qu = str(q_units or self.q_units)
         if qu != self.q_units:  # another unit: never the run's grid (an own Q with its units)
             qq = qq.copy() if qq is self.q else qq
         elif qq is not self.q and qq.shape == self.q.shape and np.array_equal(qq, self.q):
             qq = self.q
-        if not self._buffer:
-            self._buffer_since = time.monotonic()
+        if not self._buffer and not self._unflushed:
+            self._unflushed_since = time.monotonic()
         self._buffer.append((str(name), ii, dd, dict(metadata or {}), dict(parameters or {}), qq,
                              str(unit or self.unit), qu))
-        if (len(self._buffer) >= self.flush_every
-                or time.monotonic() - self._buffer_since >= self.flush_interval):
+        if len(self._buffer) >= self.write_every:
+            self._write_buffered()
+        if (self._unflushed + len(self._buffer) >= self.flush_every
+                or time.monotonic() - self._unflushed_since >= self.flush_interval):
             try:
                 self.flush()
             except OSError as exc:
@@ -863,7 +918,7 @@ class NXcanSASRunWriter:
         return self._io.held_bytes if self._io is not None and not self._closed else 0
 
     def flush(self) -> None:
-        """Write the buffered frames and flush the file to disk (still under its temp name).
+        """Write the frames appended so far and flush the file to disk (still under its temporary name).
 
         Raises
         ------
@@ -873,15 +928,14 @@ class NXcanSASRunWriter:
         if self._closed:
             return
         if not self._h5_closed:
-            buffered, self._buffer = self._buffer, []
-            for item in buffered:
-                self._write_frame(*item)
+            self._write_buffered()
             self._file.flush()
+            self._unflushed = 0
         assert self._io is not None
         self._io.drain()
 
     def close(self) -> Path:
-        """Write what is buffered, close the file and rename it onto its final name.
+        """Write what is appended, close the file and rename it onto its final name.
 
         Returns
         -------
@@ -900,9 +954,7 @@ class NXcanSASRunWriter:
         assert self._io is not None
         try:
             if not self._h5_closed:
-                buffered, self._buffer = self._buffer, []
-                for item in buffered:
-                    self._write_frame(*item)
+                self._write_buffered()
                 self._file.attrs["frames"] = np.int64(self.count)
                 _set_attr(self._file, "file_update_time", _now_iso())
                 self._templates.clear()
@@ -963,6 +1015,14 @@ class NXcanSASRunWriter:
         except FileNotFoundError:
             pass
 
+    def _write_buffered(self) -> None:
+        """Write the frames appended since the last write (each taken off first: a frame HDF5
+        refuses is dropped, the others stay and are written)."""
+        buffer = self._buffer
+        while buffer:
+            self._write_frame(*buffer.pop(0))
+            self._unflushed += 1
+
     def _write_root(self) -> None:
         h5py = _h5()
         f = self._file
@@ -1003,8 +1063,8 @@ class NXcanSASRunWriter:
         link_to: bytes | None = None
         if not own_q:
             link_to = self._q_path
-        elif (self._own_q is not None and self._own_q[2] == q_units and self._own_q[0].shape == q.shape
-              and np.array_equal(self._own_q[0], q)):
+        elif (self._own_q is not None and self._own_q[2] == q_units
+              and (self._own_q[0] is q or (self._own_q[0].shape == q.shape and np.array_equal(self._own_q[0], q)))):
             link_to = self._own_q[1]  # the same bins left out as in the frame before
         if link_to is None:
             ds = self._file[entry_name.decode()][_DATA_NAME].create_dataset("Q", data=q)

@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import mmap
 import os
+import pickle
 import queue as _queue
 import select
 import signal
@@ -58,11 +59,57 @@ _PR_SET_PDEATHSIG = 1
 _HEARTBEAT: mmap.mmap | None = None
 
 
-def _readable_now(fd: int) -> bool:
-    """Whether ``fd`` has data (or EOF) to read right now (poll: any descriptor number)."""
-    p = select.poll()
-    p.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-    return bool(p.poll(0))
+def _send(conn: Connection, obj: Any) -> None:
+    """Send ``obj`` through a pool pipe, pickled with the plain pickler.
+
+    ``Connection.send`` pickles with multiprocessing's ``ForkingPickler``, which builds a
+    pickler with a copied dispatch table for every message (for sockets and connections,
+    which tasks and results never hold): a few microseconds per frame, both ways, on the
+    cores the workers need.
+    """
+    conn.send_bytes(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+
+
+def _recv(conn: Connection) -> Any:
+    """Receive what :func:`_send` sent (in a worker: blocking)."""
+    return pickle.loads(conn.recv_bytes())
+
+
+def _take_messages(data: bytes) -> tuple[list[Any], bytes]:
+    """Unpickle the whole messages at the start of ``data``; returns them and the rest.
+
+    The framing is ``Connection.send_bytes``'s: a 4-byte big-endian length, or ``-1`` and an
+    8-byte one.  The rest is a message not complete yet (usually nothing).
+    """
+    out = []
+    view = memoryview(data)
+    pos, n = 0, len(data)
+    while n - pos >= 4:
+        (size,) = struct.unpack_from("!i", data, pos)
+        head = 4
+        if size == -1:
+            if n - pos < 12:
+                break
+            (size,) = struct.unpack_from("!Q", data, pos + 4)
+            head = 12
+        end = pos + head + size
+        if n < end:
+            break
+        out.append(pickle.loads(view[pos + head:end]))  # no copy: data is immutable
+        pos = end
+    return out, data[pos:] if pos < n else b""
+
+
+def _readable_now(fd: int, poller: Any = None) -> bool:
+    """Whether ``fd`` has data (or EOF) to read right now (poll: any descriptor number).
+
+    ``poller``: a ``select.poll`` object with only ``fd`` registered, kept by the caller
+    (making one costs more than the check).
+    """
+    if poller is None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 class TaskProcessor(Protocol):
@@ -274,7 +321,7 @@ def _worker_main(conn: Connection, processor_factory: Callable[[], TaskProcessor
     processor = processor_factory()
     while True:
         try:
-            msg = conn.recv()
+            msg = _recv(conn)
         except (EOFError, OSError):
             return
         if msg is None:
@@ -282,7 +329,7 @@ def _worker_main(conn: Connection, processor_factory: Callable[[], TaskProcessor
         task_id, task = msg
         results = processor.process(task)
         try:
-            conn.send((task_id, results))
+            _send(conn, (task_id, results))
         except (BrokenPipeError, OSError):
             return
 
@@ -326,6 +373,11 @@ class _Worker:
                 name=f"saxsdog-worker-{number}"))
         finally:
             child.close()
+        #: Polls only this worker's pipe (is another result there already?).
+        self.pipe_poller = select.poll()
+        self.pipe_poller.register(parent.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        #: Bytes of a result received from the worker, not yet a whole message.
+        self.received = b""
         self.inflight: dict[int, ImageTask] = {}
         #: When the worker started its oldest task (monotonic), ``None`` when idle.
         self.busy_since: float | None = None
@@ -405,7 +457,7 @@ class WorkerPool:
         task_id = self._next_id
         self._next_id += 1
         try:
-            w.conn.send((task_id, task))
+            _send(w.conn, (task_id, task))
         except (BrokenPipeError, OSError):
             return False  # the dead worker is noticed in poll()
         if not w.inflight:
@@ -446,25 +498,37 @@ class WorkerPool:
                 continue
             if obj in conns:
                 w = conns[obj]
+                # Read what is there, never more: a worker stopped (SIGSTOP) in the middle of
+                # sending a large result (header and body are two writes) must not block the
+                # coordinator waiting for the rest; the partial message waits in its buffer
+                # (and goes with it, should the worker be replaced).
+                chunks = [w.received] if w.received else []
                 try:
                     while True:
-                        task_id, results = w.conn.recv()
-                        task = w.inflight.pop(task_id, None)
-                        w.busy_since = time.monotonic() if w.inflight else None
-                        if task is not None:
-                            done.append((task, results))
+                        chunk = os.read(obj, 1 << 16)  # (a larger read buffer is an mmap: slower)
+                        if not chunk:
+                            raise EOFError
+                        chunks.append(chunk)
                         # more already there? (Connection.poll would build a selector each time)
-                        if not _readable_now(obj):
+                        if not _readable_now(obj, w.pipe_poller):
                             break
                 except (EOFError, OSError):
                     dead.add(w)
+                messages, w.received = _take_messages(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                for task_id, results in messages:
+                    task = w.inflight.pop(task_id, None)
+                    w.busy_since = time.monotonic() if w.inflight else None
+                    if task is not None:
+                        done.append((task, results))
             else:
                 dead.add(sentinels[obj])
         for w in dead:
             if w.process.is_alive():
                 continue
             self._replace(w, f"died with exit code {w.process.exitcode}", False, done, orphaned)
-        if self.task_timeout is not None:
+        # a worker can be past the deadline only once the earliest one has passed (progress
+        # only moves a worker's deadline later): no per-worker check on most polls
+        if self.task_timeout is not None and deadline is not None and time.monotonic() > deadline:
             now = time.monotonic()
             for w in list(self.workers):
                 last = w.last_progress() if w.inflight else None
@@ -483,7 +547,7 @@ class WorkerPool:
         selector on every poll (what ``multiprocessing.connection.wait`` does) cost the
         coordinator tens of microseconds per result, on the cores the workers need.
         """
-        key = (wakeup, tuple((w.number, w.conn.fileno(), w.process.sentinel) for w in self.workers))
+        key = (wakeup, tuple([w.number for w in self.workers]))  # a worker's pipe and sentinel are its own for life
         if self._poll_cache is None or self._poll_cache[0] != key:
             poller = select.poll()
             events = select.POLLIN | select.POLLERR | select.POLLHUP
@@ -534,7 +598,7 @@ class WorkerPool:
         """
         for w in self.workers:
             try:
-                w.conn.send(None)
+                _send(w.conn, None)
             except (BrokenPipeError, OSError):
                 pass
         end = time.monotonic() + timeout

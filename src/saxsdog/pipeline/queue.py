@@ -76,6 +76,11 @@ __all__ = [
 ]
 
 
+def _add_cpu(cpu: dict[str, float], stage: str, since: float) -> None:
+    """Add this thread's CPU seconds since ``since`` to ``cpu[stage]`` (:attr:`ImageQueue.coordinator_cpu`)."""
+    cpu[stage] = cpu.get(stage, 0.0) + time.thread_time() - since
+
+
 def _close_fds(*fds: int) -> None:
     for fd in fds:
         try:
@@ -213,6 +218,14 @@ class ImageQueue:
         #: Why dispatching stopped on its own (e.g. the Dask scheduler became unreachable).
         self.error: SaxsdogError | None = None
         self.tracker = tracker
+        #: Set it to ``{}`` before :meth:`start` to have the dispatcher add up its own CPU
+        #: seconds per stage there (``time.thread_time``; benchmarks): ``total``, ``results``
+        #: (waiting for, unpickling and taking in the workers' results), ``submit`` (pickling and sending
+        #: tasks), ``rules`` (:class:`~saxsdog.pipeline.state.QueueState`), ``pushes`` (new
+        #: images: their signature, ledger look-up, output name), ``ledger tick`` and
+        #: ``sink: <name>`` per sink; the stages do not overlap (``total`` minus their sum is
+        #: the loop itself).  ``None``: not measured (nothing is spent on it).
+        self.coordinator_cpu: dict[str, float] | None = None
         self.ignored_files = 0
         self._restarts_before = 0
         self._wakeup_at: float | None = None
@@ -540,19 +553,26 @@ class ImageQueue:
     def _execute(self, instructions: list) -> list:
         """Carry out instructions; returns the events they produced (refusals, sink failures)."""
         events: list = []
+        cpu = self.coordinator_cpu
         for ins in instructions:
             if isinstance(ins, Submit):
+                t0 = time.thread_time() if cpu is not None else 0.0
                 sent = self._ship(ins.task)
                 if not self._pool.submit(sent):
                     self._unship(sent)
                     events.append(SubmitRefused(ins.task))
+                if cpu is not None:
+                    _add_cpu(cpu, "submit", t0)
             elif isinstance(ins, Record):
                 for sink in self.sinks:
+                    t0 = time.thread_time() if cpu is not None else 0.0
                     try:
                         sink.record(ins)
                     except Exception as exc:  # a full disk: the sink keeps it, the queue pauses
                         (log.debug if self.state.sink_broken else log.error)("cannot write %s of %s to the %s: %s", ins.state, ins.path, sink.name, exc)
                         events.append(SinkFailed(sink.name, str(exc), time.monotonic()))
+                    if cpu is not None:
+                        _add_cpu(cpu, "sink: " + sink.name, t0)
             elif isinstance(ins, RetryAt):
                 self._wakeup_at = ins.when if self._wakeup_at is None else min(self._wakeup_at, ins.when)
             elif isinstance(ins, Flush):
@@ -578,11 +598,26 @@ class ImageQueue:
                 self._closed.set()
         return events
 
-    def _apply(self, *events) -> None:
-        """Hand events to the rules and carry out the result (and what that produces)."""
+    def _apply(self, *events, submit_first: bool = False) -> None:
+        """Hand events to the rules and carry out the result (and what that produces).
+
+        ``submit_first``: the new tasks the events produce are handed to the workers before
+        the results are written to the sinks (a run file's group of frames takes a few
+        milliseconds: the workers keep working meanwhile instead of waiting for it).
+        """
         pending = list(events)
+        cpu = self.coordinator_cpu
         while pending:
-            pending = self._execute(self.state.handle(*pending))
+            t0 = time.thread_time() if cpu is not None else 0.0
+            instructions = self.state.handle(*pending)
+            if cpu is not None:
+                _add_cpu(cpu, "rules", t0)
+            if submit_first:
+                submits = [ins for ins in instructions if isinstance(ins, Submit)]
+                if submits and len(submits) < len(instructions):
+                    instructions = submits + [ins for ins in instructions if not isinstance(ins, Submit)]
+                submit_first = False
+            pending = self._execute(instructions)
 
     def _ship(self, task: ImageTask) -> ImageTask:
         """The task as sent to a worker: its frame's bytes in the arena, or as bytes."""
@@ -621,19 +656,37 @@ class ImageQueue:
             if isinstance(item, _Control):
                 self._apply(item.event)
                 continue
+            cpu = self.coordinator_cpu
+            t0 = time.thread_time() if cpu is not None else 0.0
             if isinstance(item, _Batch):
                 events = [ev for push in item.pushes if (ev := self._push_event(*push)) is not None]
+                if cpu is not None:
+                    _add_cpu(cpu, "pushes", t0)
                 if events:
                     self._apply(*events)
                 continue
             ev = self._task_event(item) if isinstance(item, ImageTask) else self._push_event(*item)
+            if cpu is not None:
+                _add_cpu(cpu, "pushes", t0)
             if ev is not None:
                 self._apply(ev)
 
     def _dispatch(self) -> None:
+        cpu = self.coordinator_cpu
+        if cpu is None:
+            self._dispatch_loop()
+            return
+        t0 = time.thread_time()
+        try:
+            self._dispatch_loop()
+        finally:
+            _add_cpu(cpu, "total", t0)
+
+    def _dispatch_loop(self) -> None:
         pool = self._pool
         assert pool is not None
         state = self.state
+        cpu = self.coordinator_cpu
         while True:
             self._drain_inbox()
             if state.finished:
@@ -642,16 +695,20 @@ class ImageQueue:
             self._wakeup_at = None
             self._apply(Tick(now, pool.capacity))
             if self._tracker_sink is not None and not state.sink_broken:
+                t0 = time.thread_time() if cpu is not None else 0.0
                 try:
                     self._tracker_sink.tick()
                 except Exception as exc:
                     self._apply(SinkFailed("ledger", str(exc), time.monotonic()))
+                if cpu is not None:
+                    _add_cpu(cpu, "ledger tick", t0)
             if not state.busy and self._inbox.empty():
                 self._idle.set()
             timeout = 0.05
             wake = state.next_wakeup()
             if wake is not None:
                 timeout = max(0.0, min(timeout, wake - time.monotonic()))
+            t0 = time.thread_time() if cpu is not None else 0.0
             polled = pool.poll(timeout, wakeup=self._wake_r)
             done, orphaned = polled[0], polled[1]
             stalled = polled[2] if len(polled) > 2 else ()  # a backend that tells stalls apart
@@ -669,5 +726,9 @@ class ImageQueue:
                 events.append(WorkerLost(self._unship(task), time.monotonic(), time.time()))
             for task in stalled:  # their worker hung and was replaced
                 events.append(WorkerStalled(self._unship(task), time.monotonic(), time.time()))
+            if cpu is not None:
+                _add_cpu(cpu, "results", t0)
             if events:
-                self._apply(*events)
+                # with a tick: the slots the results freed get new tasks before the results
+                # are recorded (submit_first)
+                self._apply(*events, Tick(time.monotonic(), pool.capacity), submit_first=True)

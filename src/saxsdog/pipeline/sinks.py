@@ -186,18 +186,14 @@ class LiveFileList:
             self._rows[key] = hash(line)
 
     def _write(self, text: str) -> None:
-        size = os.fstat(self._fd).st_size
         data = text.encode()
-        try:
-            n = os.write(self._fd, data)
-            if n != len(data):
-                raise OSError(28, "short write (no space left on device?)")
-        except OSError:
-            try:
-                os.ftruncate(self._fd, size)  # never leave a partial line
+        n = os.write(self._fd, data)  # a refused write (ENOSPC) wrote nothing: it just raises
+        if n != len(data):
+            try:  # never leave a partial line: cut off the n bytes this write added
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - n)
             except OSError:
                 pass
-            raise
+            raise OSError(28, "short write (no space left on device?)")
 
     def _line(self, result: ImageResult) -> tuple[str, str]:
         params: dict[str, Any] = next(iter(result.parameters.values()), {})
