@@ -184,6 +184,8 @@ def _pixel_values(flat: np.ndarray, factor: np.ndarray | None, dark: np.ndarray 
                   mask_negative: bool, dummy_value: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw values (float64), corrected values and the usable-pixel mask, per pixel."""
     raw = flat.astype(np.float64)
+    if factor is not None:  # a stored float32 factor: compute in float64 as the numba kernel
+        factor = np.asarray(factor, dtype=np.float64)
     usable = ~np.isnan(raw)
     if mask_negative:
         usable &= raw >= 0
@@ -205,6 +207,8 @@ def _scipy_clip(op: BinningOperator, flat: np.ndarray, factor: np.ndarray | None
     c = corrected[pix]
     kept = usable[pix]
     g2p = None
+    if factor is not None:
+        factor = np.asarray(factor, dtype=np.float64)
     if mode == 1:
         g = factor[pix] if factor is not None else np.ones(pix.size)
         g2p = g * g * np.maximum(raw[pix], 0.0)
@@ -284,7 +288,7 @@ try:  # pragma: no branch - depends on the environment
             c -= dark[j]
         g = 1.0
         if factor is not None:
-            g = factor[j]
+            g = np.float64(factor[j])  # a stored float32 factor too: products in float64
             c *= g
         return p, c, g
 
@@ -621,7 +625,11 @@ def default_method() -> str:
 def _per_pixel(name: str, values: np.ndarray | None, n_pix: int) -> np.ndarray | None:
     if values is None:
         return None
-    arr = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    values = np.asarray(values)
+    # a stored float32 factor (saxsdog.core.corrections.pixel_factor) is used as it is: the
+    # kernels compute in float64 from it, and a float64 copy would cost 8 MB a frame
+    arr = np.ascontiguousarray(values, dtype=values.dtype if values.dtype in (np.float32, np.float64)
+                               else np.float64).reshape(-1)
     if arr.size != n_pix:
         raise ValueError(f"{name} has {arr.size} values, the image {n_pix} pixels")
     return arr
