@@ -270,6 +270,31 @@ try:  # pragma: no branch - depends on the environment
     _acc2 = _vector_accumulate(2)
     _acc4 = _vector_accumulate(4)
 
+    @_intrinsic
+    def vector_add4(typingctx, acc, slot, x0, x1, x2, x3):  # type: ignore[no-untyped-def]  # pragma: no cover
+        """``acc[4 slot : 4 slot + 4] += (x0, x1, x2, x3)`` as one vector read-modify-write
+        (float64 ``acc``; for kernels that add several sums of one entry at once)."""
+        sig = _types.void(acc, slot, _types.float64, _types.float64, _types.float64, _types.float64)
+
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            arr = context.make_array(signature.args[0])(context, builder, args[0])
+            vec_t = _ir.VectorType(_ir.DoubleType(), 4)
+            i64 = _ir.IntType(64)
+            index = args[1]
+            index = builder.zext(index, i64) if index.type.width < 64 else index
+            target = builder.bitcast(builder.gep(arr.data, [builder.shl(index, _ir.Constant(i64, 2))]),
+                                     vec_t.as_pointer())
+            values = _ir.Constant(vec_t, _ir.Undefined)
+            for k in range(4):
+                values = builder.insert_element(values, args[2 + k], _ir.Constant(_ir.IntType(32), k))
+            old = builder.load(target)
+            old.align = 8
+            store = builder.store(builder.fadd(old, values), target)
+            store.align = 8
+            return context.get_dummy_value()
+
+        return sig, codegen
+
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_drop(removed, removed_dark, b, c, gd):  # type: ignore[no-untyped-def]  # pragma: no cover
         removed[b] += c

@@ -250,6 +250,8 @@ _REGISTRY["scipy"] = _scipy_clip
 try:  # pragma: no branch - depends on the environment
     import numba
 
+    from .kernels import vector_add4
+
     _LANES = 4
     #: Outliers held out of the running sums per bin (more: the bin is scanned).
     _K = 16
@@ -311,9 +313,13 @@ try:  # pragma: no branch - depends on the environment
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_first(img, pix, bins, counts, factor, dark, floor, dummy,  # type: ignore[no-untyped-def]
                   lower, upper, state, removed, held_n, overflow, top, topk, low, high,  # pragma: no cover
-                  s1, s2, e, q1, q2):
+                  slots, e, q1, q2):
         # First pass: every usable entry into the running sums (four interleaved lanes per
-        # bin, as kernels.py, to break the dependency on a running sum), or held.  Unusable entries (NaN, negative, dummy) get their own state
+        # bin, as kernels.py, to break the dependency on a running sum), or held.  An
+        # entry's sums (Σ n c, Σ n c², and Σ n² g² p or Σ n² c and Σ n² c²) go to its lane's
+        # slot of 4 numbers in `slots` in one vector add (kernels.vector_add4); the caller
+        # then spreads them into the lane arrays s1, s2, e, q1, q2 the cycles work on
+        # (`e`, `q1`, `q2` here only say which sums are wanted).  Unusable entries (NaN, negative, dummy) get their own state
         # and their counts go to `removed`: the weights need no accumulator (W = counts −
         # removed).  Unusable is `not p >= floor` (floor 0 with MaskNegative, else −inf: NaN
         # always fails) or `p == dummy` (NaN without a dummy value: never true); bitwise
@@ -338,14 +344,15 @@ try:  # pragma: no branch - depends on the environment
                 overflow[b] = 1
             i = b * 4 + (k & 3)
             nc = n * c
-            s1[i] += nc
-            s2[i] += nc * c
+            x2 = 0.0
+            x3 = 0.0
             if e is not None:
-                e[i] += n * n * g * g * max(p, 0.0)
+                x2 = n * n * g * g * max(p, 0.0)
             if q1 is not None:
-                q1[i] += n * nc
+                x2 = n * nc
             if q2 is not None:
-                q2[i] += n * nc * c
+                x3 = n * nc * c
+            vector_add4(slots, i, nc, nc * c, x2, x3)
             if low is not None:
                 low[i] = min(low[i], c)
             if high is not None:
@@ -412,8 +419,12 @@ try:  # pragma: no branch - depends on the environment
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_scan_gather(img, pix, counts, factor, dark, mean, limit, scan_bins, order, starts,  # type: ignore[no-untyped-def]  # noqa: E501
-                        state, removed, changed, flagged, s1, s2, e, q1, q2):  # pragma: no cover
+                        state, removed, changed, flagged, low, high, s1, s2, e, q1, q2):  # pragma: no cover
         # Test the kept, not remembered entries of the bins to scan (bin-major index).
+        # With tracked extremes (`low`, `high`: the first call on an operator, reset by the
+        # caller for the scanned bins), the entries that stay kept give their bin's new
+        # extremes in lane 0: the next cycle then tests the bin's bounds without the
+        # entries just rejected, instead of scanning it again for them.
         rejected = 0
         for a in range(scan_bins.size):
             b = np.int64(scan_bins[a])
@@ -425,6 +436,9 @@ try:  # pragma: no branch - depends on the environment
                     continue
                 p, c, g = _value(img, pix[k], factor, dark)
                 if abs(c - m) <= lim:
+                    if low is not None and high is not None:
+                        low[4 * b] = min(low[4 * b], c)
+                        high[4 * b] = max(high[4 * b], c)
                     continue
                 rejected += 1
                 _reject(k, b, img, pix, counts, factor, dark, state, removed, changed, flagged, s1, s2, e, q1, q2)
@@ -432,7 +446,7 @@ try:  # pragma: no branch - depends on the environment
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_scan_stream(img, pix, bins, counts, factor, dark, mean, limit, scan,  # type: ignore[no-untyped-def]
-                        state, removed, changed, flagged, s1, s2, e, q1, q2):  # pragma: no cover
+                        state, removed, changed, flagged, low, high, s1, s2, e, q1, q2):  # pragma: no cover
         # The same scan streaming all entries in memory order (when many bins need it).
         rejected = 0
         for k in range(pix.size):
@@ -443,6 +457,9 @@ try:  # pragma: no branch - depends on the environment
                 continue
             p, c, g = _value(img, pix[k], factor, dark)
             if abs(c - mean[b]) <= limit[b]:
+                if low is not None and high is not None:
+                    low[4 * b] = min(low[4 * b], c)
+                    high[4 * b] = max(high[4 * b], c)
                 continue
             rejected += 1
             _reject(k, b, img, pix, counts, factor, dark, state, removed, changed, flagged, s1, s2, e, q1, q2)
@@ -552,9 +569,17 @@ try:  # pragma: no branch - depends on the environment
         removed = np.zeros(2 * nb)  # per bin: Σ n and Σ n² of unusable and rejected entries
         state = np.zeros(op.bins.size, dtype=np.uint8)
         pix = op.entry_pixels
+        slots = np.zeros(4 * size)
         _nb_first(flat, pix, op.bins, op.counts, factor, dark, 0.0 if mask_negative else -np.inf,
                   np.nan if dummy_value is None else dummy_value, lower, upper, state, removed, held_n, overflow,
-                  top, topk, low, high, *running)
+                  top, topk, low, high, slots, e, q1, q2)
+        s1[:] = slots[0::4]
+        s2[:] = slots[1::4]
+        if e is not None:
+            e[:] = slots[2::4]
+        if q1 is not None and q2 is not None:
+            q1[:] = slots[2::4]
+            q2[:] = slots[3::4]
         zero = np.zeros(nb)
 
         def sums() -> _Sums:
@@ -577,13 +602,17 @@ try:  # pragma: no branch - depends on the environment
                                         *running))
             scan_bins = np.flatnonzero(scan)
             if scan_bins.size:
+                if low is not None and high is not None:  # the scan gives these bins new extremes
+                    low.reshape(nb, _LANES)[scan_bins] = np.inf
+                    high.reshape(nb, _LANES)[scan_bins] = -np.inf
                 per_bin, order, starts = _bin_index(op)
                 if per_bin[scan_bins].sum() > _STREAM_FRACTION * op.bins.size:
                     n_reject += int(_nb_scan_stream(flat, pix, op.bins, op.counts, factor, dark, mean, limit, scan,
-                                                    state, removed, changed, flagged, *running))
+                                                    state, removed, changed, flagged, low, high, *running))
                 else:
                     n_reject += int(_nb_scan_gather(flat, pix, op.counts, factor, dark, mean, limit, scan_bins,
-                                                    order, starts, state, removed, changed, flagged, *running))
+                                                    order, starts, state, removed, changed, flagged, low, high,
+                                                    *running))
             rejected += n_reject
             if n_reject == 0:
                 break
