@@ -352,7 +352,7 @@ try:  # pragma: no branch - depends on the environment
                 x2 = n * nc
             if q2 is not None:
                 x3 = n * nc * c
-            vector_add4(slots, i, nc, nc * c, x2, x3)
+            vector_add4(slots, i, nc, nc * c, x2, x3)  # type: ignore[call-arg]  # (an intrinsic)
             if low is not None:
                 low[i] = min(low[i], c)
             if high is not None:
