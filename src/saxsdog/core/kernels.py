@@ -6,8 +6,9 @@ Two implementations, selected by name:
     The reference: a ``scipy.sparse`` CSR matrix–vector product.  Always available.
 ``"numba"``
     One streaming pass over the image in memory order, scattering into the (small,
-    cache-resident) bin arrays; integer sub-pixel counts, float64 accumulation.
-    Registered only if numba imports.
+    cache-resident) bin arrays; integer sub-pixel counts, float64 accumulation, the sums
+    of one pixel added as one vector (see ``_nb_streams``).  Registered only if numba
+    imports.
 
 Both return count-weighted sums ``Σ_j n_bj c_j`` (and ``Σ_j n_bj c_j²``) where ``c_j`` is
 the corrected pixel value; callers normalise by the bin counts.
@@ -127,11 +128,13 @@ _REGISTRY["scipy"] = _scipy_accumulate
 #: Above this many bins (cake maps) the numba kernel accumulates in one lane, not four.
 _ONE_LANE_BINS = 32768
 #: With MaskNegative, frames up to this many pixels are first integrated as if they had no
-#: dummy pixel, counting the dummies met without a branch; only a frame that has some
+#: dummy pixel, keeping only their smallest value (no branch); only a frame that has some
 #: (where the operator uses pixels) is integrated again, testing each pixel.  The operator
-#: remembers whether its previous frame had dummies and then tests at once.  Larger
-#: frames are always tested in the pass (a second pass over a frame that does not fit in
-#: the cache would cost more than the test).
+#: remembers whether its previous frame had dummies and then tests at once, so a run pays
+#: the second pass about once.  Larger frames are always tested in the pass; no limit by
+#: default.  Measured (thread CPU time, interleaved, Pilatus 1M, exact errors): the test
+#: in the pass costs 0.15 ms a frame, the earlier scan for dummies before the pass 0.14 ms
+#: (more in a worker, where the frame has left the cache), the smallest value 0.05 ms.
 _PRESCAN_PIXELS = 1 << 62
 
 def _scipy_corrected(op: BinningOperator, flat: np.ndarray, factor: np.ndarray | None,
