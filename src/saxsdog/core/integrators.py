@@ -265,6 +265,12 @@ class Integrator:
         return area, np.where(area > 0, area, 1.0), np.flatnonzero(~(area > 0))
 
     @cached_property
+    def _used_pixels(self) -> np.ndarray:
+        """Boolean per pixel (flat): the operator uses it (for the dummy count of clipped frames)."""
+        used: np.ndarray = self.operator.entries_per_pixel > 0
+        return used
+
+    @cached_property
     def _has_area(self) -> np.ndarray:
         """Bins with some operator weight (the ``valid`` of curves without dummies)."""
         has: np.ndarray = self.operator.area > 0
@@ -376,17 +382,23 @@ class Integrator:
         op = self.operator
         flat = flat_image(op, image)
         sigma, cycles = corr.sigma_clip
-        res = clip_accumulate(op, flat, pixel_factor=self._factor,
-                              dark=None if self._dark is None else self._dark * dark_scale,
+        dark = self._dark
+        if dark is not None and dark_scale != 1.0:  # (× 1.0 is the same numbers: no 8 MB copy a frame)
+            dark = dark * dark_scale
+        # self._factor already holds the operator's own correction (pixel_factor's base):
+        # clip_accumulate must not multiply it in again (the keyword matters only then)
+        once: dict[str, bool] = {"operator_correction": False} if op.correction is not None else {}
+        res = clip_accumulate(op, flat, pixel_factor=self._factor, dark=dark,
                               sigma=float(sigma), cycles=int(cycles), error_model=corr.error_model,
-                              mask_negative=corr.mask_negative, dummy_value=corr.dummy_value, method=self.method)
+                              mask_negative=corr.mask_negative, dummy_value=corr.dummy_value, method=self.method,
+                              **once)
         n_dummy = 0
         if corr.mask_negative:
             with np.errstate(invalid="ignore"):
                 bad = flat < 0
                 if corr.dummy_value is not None:
                     bad |= flat == corr.dummy_value
-            n_dummy = int(np.count_nonzero(bad & (op.entries_per_pixel > 0)))
+            n_dummy = int(np.count_nonzero(bad & self._used_pixels))
         weight = np.asarray(res.weight, dtype=np.float64)
         return (np.asarray(res.intensity, dtype=np.float64), (np.asarray(res.stddev) if stddev else None),
                 np.asarray(res.error, dtype=np.float64), weight > 0, n_dummy, int(res.rejected))

@@ -667,7 +667,7 @@ def _per_pixel(name: str, values: np.ndarray | None, n_pix: int) -> np.ndarray |
 def clip_accumulate(op: BinningOperator, flat_image: np.ndarray, *, pixel_factor: np.ndarray | None,
                     dark: np.ndarray | None, sigma: float, cycles: int, error_model: str = "poisson",
                     mask_negative: bool = True, dummy_value: float | None = None,
-                    method: str | None = None) -> ClipResult:
+                    method: str | None = None, operator_correction: bool = True) -> ClipResult:
     """Sigma-clipped mean, error and spread per bin (definitions in the module docstring).
 
     Parameters
@@ -694,6 +694,10 @@ def clip_accumulate(op: BinningOperator, flat_image: np.ndarray, *, pixel_factor
         Exclude pixels equal to this value too (``None``: none).
     method
         Kernel name (see :func:`available_methods`); default :func:`default_method`.
+    operator_correction
+        Multiply ``pixel_factor`` by the operator's own ``correction``; ``False`` when the
+        factor already holds it (an integrator's, from
+        :func:`saxsdog.core.corrections.pixel_factor` with ``base=``).
 
     Returns
     -------
@@ -724,7 +728,7 @@ def clip_accumulate(op: BinningOperator, flat_image: np.ndarray, *, pixel_factor
     elif flat.dtype.kind not in "iuf":
         raise TypeError(f"cannot integrate an image of dtype {image.dtype}")
     factor = _per_pixel("pixel_factor", pixel_factor, n_pix)
-    if op.correction is not None:
+    if op.correction is not None and operator_correction:
         factor = op.correction.astype(np.float64) if factor is None else factor * op.correction
     dark_arr = _per_pixel("dark", dark, n_pix)
     mode = _MODE[error_model]
