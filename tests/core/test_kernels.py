@@ -227,3 +227,35 @@ def test_a_dummy_value_that_is_not_negative_is_tested_in_the_pass():
     for m in available_methods():
         got = accumulate_corrected(op, img, method=m, mask_negative=True, dummy_value=7.0)
         assert got.dummy_pixels == np.count_nonzero(img.reshape(-1)[used] == 7)
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_a_packed_factor_gives_the_sums_of_the_factor_per_pixel(name):
+    """pack_factor: the factor of the used pixels in stream order, read by the numba kernel in
+    order; the sums equal those with the factor read at each pixel (the same numbers, the
+    same order) and the reference's."""
+    from saxsdog.core.kernels import pack_factor
+
+    op = OPERATORS[name]()
+    rng = np.random.default_rng(23)
+    img = rng.poisson(50.0, op.shape).astype(np.int32)
+    img[rng.random(op.shape) < 0.02] = -1
+    factor = 1.0 + 0.2 * rng.random(img.size)
+    dark = rng.random(img.size)
+    packed = pack_factor(op, factor)
+    assert packed is not None and packed.size == op.bins.size - op.streams.pair_low.size
+    for kw in ({"poisson": True}, {"squares": True, "poisson": True, "mask_negative": True, "dark_removed": dark},
+               {"squares": True, "dark_inline": dark, "dark_scale": 0.5, "mask_negative": True}):
+        ref = accumulate_corrected(op, img, factor=factor, method="scipy", **kw)
+        per_pixel = accumulate_corrected(op, img, factor=factor, method="numba", **kw)
+        got = accumulate_corrected(op, img, factor=factor, packed_factor=packed, method="numba", **kw)
+        for field in ("signal", "squares", "variance", "removed", "removed_dark"):
+            a, b, c = getattr(ref, field), getattr(per_pixel, field), getattr(got, field)
+            assert (a is None) == (c is None), field
+            if a is not None:
+                assert c.tobytes() == b.tobytes(), field
+                np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-9, err_msg=field)
+        assert got.dummy_pixels == ref.dummy_pixels
+    with pytest.raises(ValueError, match="packed"):
+        accumulate_corrected(op, img, factor=factor, packed_factor=packed[:-1], method="numba")
