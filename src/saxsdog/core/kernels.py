@@ -319,7 +319,7 @@ try:  # pragma: no branch - depends on the environment
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_streams(img, wl, wk, wb, wc, pl, pk, pb, pc, rl, rk, rb, rc,  # type: ignore[no-untyped-def]
                     whole_table, pair_table, gw, gp, gr, per_stream, dark_inline, dark_removed, dark_scale, acc,
-                    out2, with_var, removed, removed_dark, detected, dummy, shift):  # pragma: no cover
+                    out2, with_var, square_slots, removed, removed_dark, detected, dummy, shift):  # pragma: no cover
         # Returns the number of dummy pixels met (0 unless ``removed`` or ``detected`` is given).
         # One pass over the image in three pixel-ordered streams (see StreamLayout): whole
         # pixels, pixels split over two adjacent bins (one count stored, the other is
@@ -349,7 +349,10 @@ try:  # pragma: no branch - depends on the environment
         # Indices are unsigned: numba then skips the negative-index wraparound.
         lane_mask = (np.uint64(1) << shift) - np.uint64(1)
         want_var = with_var is not None
-        width = np.uint64(4) if want_var else np.uint64(2)
+        # ``square_slots`` (squares without the variance): the slots' second half holds
+        # (n_b v², n_b+1 v²) instead, from tables of (n, ov² − n, n, ov² − n)
+        want_sq = square_slots is not None and not want_var
+        width = np.uint64(4) if (want_var or want_sq) else np.uint64(2)
         n_dummy = 0
         lowest = np.inf  # the smallest value met (NaN never: p < lowest is false)
         bits = np.uint64(16)  # STREAM_BLOCK_BITS: pixel = block << 16 | low
@@ -370,6 +373,8 @@ try:  # pragma: no branch - depends on the environment
                 i = (np.uint64(wb[t]) << shift) + (t & lane_mask)
                 if want_var:
                     _acc4(acc, i, whole_table, wc[t], v, var)
+                elif want_sq:
+                    _acc4(acc, i, whole_table, wc[t], v, v * v)
                 else:
                     _acc2(acc, i, whole_table, wc[t], v, var)
                 if out2 is not None:
@@ -395,6 +400,8 @@ try:  # pragma: no branch - depends on the environment
                 i = (b << shift) + (t & lane_mask)
                 if want_var:
                     _acc4(acc, i, pair_table, pc[t], v, var)
+                elif want_sq:
+                    _acc4(acc, i, pair_table, pc[t], v, v * v)
                 else:
                     _acc2(acc, i, pair_table, pc[t], v, var)
                 if out2 is not None:
@@ -421,6 +428,8 @@ try:  # pragma: no branch - depends on the environment
                 acc[i * width] += c * v
                 if want_var:
                     acc[i * width + np.uint64(2)] += c * c * var
+                elif want_sq:
+                    acc[i * width + np.uint64(2)] += c * v * v
                 if out2 is not None:
                     out2[i] += c * v * v
         if detected is not None and lowest < 0.0:
@@ -430,17 +439,19 @@ try:  # pragma: no branch - depends on the environment
     #: Passed as ``detected`` (or ``with_var``) to switch a feature on: numba compiles the
     #: kernel once with it and once with None, so the switch costs nothing in the loop.
     _ON = np.zeros(1, dtype=np.uint8)
-    _TABLES: dict[tuple[int, int, bool], np.ndarray] = {}
+    _TABLES: dict[tuple[int, int, bool, bool], np.ndarray] = {}
 
-    def _weights(subpixels: int, width: int, pair: bool) -> np.ndarray:
+    def _weights(subpixels: int, width: int, pair: bool, squares: bool = False) -> np.ndarray:
         """Per count n (0..255): (n, ov² − n[, n², (ov² − n)²]) for pairs, (n, 0[, n², 0]) for
         whole pixels, float64, flat (the weights of one vector add)."""
-        key = (subpixels, width, pair)
+        key = (subpixels, width, pair, squares)
         table = _TABLES.get(key)
         if table is None:
             n = np.arange(256, dtype=np.float64)
             second = subpixels - n if pair else np.zeros(256)
-            columns = [n, second] + ([n * n, second * second] if width == 4 else [])
+            columns = [n, second]
+            if width == 4:
+                columns += [n, second] if squares else [n * n, second * second]
             table = np.ascontiguousarray(np.stack(columns, axis=1)).reshape(-1)
             _TABLES[key] = table
         return table
@@ -453,12 +464,20 @@ try:  # pragma: no branch - depends on the environment
         width: int
         acc: np.ndarray
         out2: np.ndarray | None
+        #: The squares are in the slots' second half (asked for without the variance).
+        square_slots: bool = False
 
         @classmethod
         def new(cls, n_bins: int, var: bool, squares: bool) -> _Accumulators:
-            width = 4 if var else 2
+            in_slots = squares and not var
+            width = 4 if (var or in_slots) else 2
             lanes = 1 << _lane_shift(n_bins)
-            return cls(n_bins, width, _aligned_zeros(n_bins * lanes * width), _lanes(n_bins, squares))
+            return cls(n_bins, width, _aligned_zeros(n_bins * lanes * width),
+                       _lanes(n_bins, squares and not in_slots), in_slots)
+
+        def squares(self) -> np.ndarray | None:
+            """Bin sums of the squares, or None when not asked for."""
+            return self.sums(2) if self.square_slots else _fold(self.out2, self.n_bins)
 
         def sums(self, component: int) -> np.ndarray:
             """Bin sums of the signal (component 0) or the variance (2): a slot's first
@@ -490,7 +509,7 @@ try:  # pragma: no branch - depends on the environment
                      removed: np.ndarray | None, removed_dark: np.ndarray | None,
                      detect: bool, dummy: float, packed: bool = False) -> int:
         s = op.streams
-        var = acc.width == 4
+        var = acc.width == 4 and not acc.square_slots
         # A factor per pixel is read at the pixel; a packed one (pack_factor: the used
         # pixels' only, in stream order) at the position in each stream, in order.
         per_stream = packed and g is not None
@@ -498,9 +517,10 @@ try:  # pragma: no branch - depends on the environment
         return int(_nb_streams(flat, s.whole_low, s.whole_blocks, s.whole_bins, s.whole_counts,
                    s.pair_low, s.pair_blocks, s.pair_bins, s.pair_first,
                    s.rest_low, s.rest_blocks, s.rest_bins, s.rest_counts,
-                   _weights(s.subpixels, acc.width, False), _weights(s.subpixels, acc.width, True),
+                   _weights(s.subpixels, acc.width, False, acc.square_slots),
+                   _weights(s.subpixels, acc.width, True, acc.square_slots),
                    *gs, _ON if per_stream else None, dark_inline, dark_removed, float(dark_scale), acc.acc, acc.out2,
-                   _ON if var else None,
+                   _ON if var else None, _ON if acc.square_slots else None,
                    removed, removed_dark, _ON if detect else None, float(dummy),
                    np.uint64(_lane_shift(op.n_bins))))
 
@@ -509,7 +529,7 @@ try:  # pragma: no branch - depends on the environment
         # the plain sums are the corrected kernel's with g = the operator's own correction
         acc = _Accumulators.new(op.n_bins, False, squares)
         _run_streams(op, flat, op.correction, None, None, 1.0, acc, None, None, False, -1.0)
-        return acc.sums(0), _fold(acc.out2, op.n_bins)
+        return acc.sums(0), acc.squares()
 
     _REGISTRY["numba"] = _numba_accumulate
 
@@ -580,7 +600,7 @@ try:  # pragma: no branch - depends on the environment
             if not (detect and n_dummy):
                 break
             detect = False  # dummies met: the sums hold them, integrate again excluding them
-        return CorrectedSums(acc.sums(0), _fold(acc.out2, n), acc.sums(2) if poisson else None, removed,
+        return CorrectedSums(acc.sums(0), acc.squares(), acc.sums(2) if poisson else None, removed,
                              removed_dark, n_dummy)
 
     def _numba_spread(op: BinningOperator, flat: np.ndarray, mean: np.ndarray, factor: np.ndarray | None,
