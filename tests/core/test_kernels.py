@@ -155,3 +155,107 @@ def test_pickled_operator_leaves_the_derived_streams_behind():
     assert "streams" not in copy.__dict__ and "entry_pixels" not in copy.__dict__
     np.testing.assert_array_equal(accumulate(copy, img)[0], before)
     assert copy.n_bins == op.n_bins and copy.kind == op.kind
+
+
+def test_pairs_that_lost_subpixels_go_to_the_rest_stream():
+    """A pair stores one count (the other is ov² minus it): a pixel over two adjacent bins
+    whose counts do not add up to ov² (cut by the edge of a sector) must be in the rest
+    stream, and the kernels still agree with the reference."""
+    op = build_radial_operator(GEOMETRY, _mask(), 3, 1.0, azimuth_range=(10.0, 100.0))
+    pix = op.entry_pixels.astype(np.int64)
+    first = np.flatnonzero(np.r_[True, pix[1:] != pix[:-1]])
+    epp = op.entries_per_pixel[pix[first]]
+    two = first[epp == 2]
+    adjacent = op.bins[two + 1].astype(np.int64) == op.bins[two].astype(np.int64) + 1
+    short = two[adjacent & (op.counts[two].astype(np.int64) + op.counts[two + 1] < op.subpixels)]
+    assert short.size > 0  # the test operator has such pixels
+    s = op.streams
+    assert not np.isin(pix[short], s.pair_pixels).any()
+    assert np.isin(pix[short], s.rest_pixels).all()
+    np.testing.assert_array_equal(_sorted(_from_streams(s)), _sorted(_entries(op)))
+    assert np.all(s.pair_counts.sum(axis=1) == op.subpixels)
+    img = np.random.default_rng(9).poisson(40.0, op.shape).astype(np.int32)
+    factor = 1.0 + 0.1 * np.random.default_rng(10).random(img.size)
+    for kw in ({}, {"squares": True, "poisson": True, "factor": factor}):
+        ref = accumulate_corrected(op, img, method="scipy", **kw)
+        for m in available_methods():
+            got = accumulate_corrected(op, img, method=m, **kw)
+            for field in ("signal", "squares", "variance"):
+                a, b = getattr(ref, field), getattr(got, field)
+                assert (a is None) == (b is None)
+                if a is not None:
+                    np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-9, err_msg=f"{m} {field}")
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+def test_dummies_found_by_the_unchecked_pass_are_integrated_again():
+    """With MaskNegative a frame is first integrated without the per-pixel test (only its
+    smallest value kept); a frame with dummies where the operator uses pixels is integrated
+    again, testing them, and the operator remembers it for the next frame.  The sums never
+    depend on that: every frame agrees with the reference, whatever came before."""
+    op = OPERATORS["radial"]()
+    rng = np.random.default_rng(21)
+    clean = rng.poisson(50.0, op.shape).astype(np.int32)
+    outside = clean.copy()
+    outside[~(op.entries_per_pixel > 0).reshape(op.shape)] = -1  # dummies only where nothing is used
+    dirty = clean.copy()
+    dirty[rng.random(op.shape) < 0.02] = -2
+    factor = 1.0 + 0.2 * rng.random(clean.size)
+    dark = rng.random(clean.size)
+    kw = {"factor": factor, "dark_removed": dark, "poisson": True, "mask_negative": True}
+    hints = []
+    for img in (clean, outside, dirty, dirty, clean, outside, dirty):
+        ref = accumulate_corrected(op, img, method="scipy", **kw)
+        got = accumulate_corrected(op, img, method="numba", **kw)
+        hints.append(op.__dict__.get("_dummy_hint"))
+        for field in ("signal", "variance", "removed", "removed_dark"):
+            np.testing.assert_allclose(getattr(got, field), getattr(ref, field), rtol=1e-12, atol=1e-9,
+                                       err_msg=field)
+        assert got.dummy_pixels == ref.dummy_pixels
+        assert (got.dummy_pixels > 0) == (img is dirty)
+    assert hints == [False, False, True, True, False, False, True]
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+def test_a_dummy_value_that_is_not_negative_is_tested_in_the_pass():
+    """The unchecked pass only sees negative values: a DummyValue >= 0 is always tested."""
+    op = OPERATORS["radial"]()
+    img = np.random.default_rng(22).poisson(50.0, op.shape).astype(np.int32)
+    used = np.flatnonzero(op.entries_per_pixel > 0)
+    img.reshape(-1)[used[:5]] = 7
+    op.__dict__.pop("_dummy_hint", None)
+    for m in available_methods():
+        got = accumulate_corrected(op, img, method=m, mask_negative=True, dummy_value=7.0)
+        assert got.dummy_pixels == np.count_nonzero(img.reshape(-1)[used] == 7)
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_a_packed_factor_gives_the_sums_of_the_factor_per_pixel(name):
+    """pack_factor: the factor of the used pixels in stream order, read by the numba kernel in
+    order; the sums equal those with the factor read at each pixel (the same numbers, the
+    same order) and the reference's."""
+    from saxsdog.core.kernels import pack_factor
+
+    op = OPERATORS[name]()
+    rng = np.random.default_rng(23)
+    img = rng.poisson(50.0, op.shape).astype(np.int32)
+    img[rng.random(op.shape) < 0.02] = -1
+    factor = 1.0 + 0.2 * rng.random(img.size)
+    dark = rng.random(img.size)
+    packed = pack_factor(op, factor)
+    assert packed is not None and packed.size == op.bins.size - op.streams.pair_low.size
+    for kw in ({"poisson": True}, {"squares": True, "poisson": True, "mask_negative": True, "dark_removed": dark},
+               {"squares": True, "dark_inline": dark, "dark_scale": 0.5, "mask_negative": True}):
+        ref = accumulate_corrected(op, img, factor=factor, method="scipy", **kw)
+        per_pixel = accumulate_corrected(op, img, factor=factor, method="numba", **kw)
+        got = accumulate_corrected(op, img, factor=factor, packed_factor=packed, method="numba", **kw)
+        for field in ("signal", "squares", "variance", "removed", "removed_dark"):
+            a, b, c = getattr(ref, field), getattr(per_pixel, field), getattr(got, field)
+            assert (a is None) == (c is None), field
+            if a is not None:
+                assert c.tobytes() == b.tobytes(), field
+                np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-9, err_msg=field)
+        assert got.dummy_pixels == ref.dummy_pixels
+    with pytest.raises(ValueError, match="packed"):
+        accumulate_corrected(op, img, factor=factor, packed_factor=packed[:-1], method="numba")

@@ -325,3 +325,24 @@ def test_kernel_choice_follows_saxsdog_kernel(monkeypatch):
     monkeypatch.setenv("SAXSDOG_KERNEL", "cuda")
     with pytest.raises(ValueError, match="SAXSDOG_KERNEL='cuda'"):
         default_method()
+
+
+def test_an_operator_polarization_is_applied_once_when_an_integrator_clips(geometry, mask):
+    """An integrator's factor already holds the operator's own correction (pixel_factor with
+    base=): clipping through the integrator must not multiply it in a second time, so an
+    operator built with polarization and one given the polarization as a correction clip alike."""
+    from saxsdog.core.corrections import PixelCorrections
+    from saxsdog.core.integrators import RadialIntegrator
+
+    pol = (0.9, 10.0)
+    img = np.random.default_rng(31).poisson(50.0, SHAPE).astype(np.int32)
+    img.flat[np.random.default_rng(32).choice(img.size, 20, replace=False)] = 10 ** 6
+    on_operator = build_radial_operator(geometry, mask, 3, 1.0, polarization=pol)
+    bare = build_radial_operator(geometry, mask, 3, 1.0)
+    for m in available_methods():
+        a = RadialIntegrator(on_operator, method=m, corrections=PixelCorrections(sigma_clip=(4.0, 3))).curve(img)
+        b = RadialIntegrator(bare, method=m, geometry=geometry,
+                             corrections=PixelCorrections(polarization=pol, sigma_clip=(4.0, 3))).curve(img)
+        np.testing.assert_allclose(a.intensity, b.intensity, rtol=1e-12, atol=1e-12, err_msg=m)
+        np.testing.assert_allclose(a.poisson, b.poisson, rtol=1e-12, atol=1e-12, err_msg=m)
+        assert a.rejected_pixels == b.rejected_pixels

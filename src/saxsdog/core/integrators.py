@@ -22,7 +22,7 @@ import numpy as np
 
 from .corrections import PixelCorrections, check_frame_image, pixel_factor
 from .geometry import Geometry
-from .kernels import accumulate, accumulate_corrected, accumulate_spread, flat_image
+from .kernels import accumulate, accumulate_corrected, accumulate_spread, default_method, flat_image, pack_factor
 from .operator import BinningOperator
 
 __all__ = ["Curve", "Integrator", "RadialIntegrator", "PhiIntegrator", "SliceIntegrator",
@@ -214,6 +214,7 @@ class Integrator:
         #: Per-pixel factor g (flat float64) or None; the dark (flat float64) or None;
         #: the dark's constant bin sums Σ n g d.
         self._factor: np.ndarray | None = None
+        self._packed_factor: np.ndarray | None = None
         self._dark: np.ndarray | None = None
         self._dark_sums: np.ndarray | None = None
         if corrections is not None:
@@ -224,6 +225,8 @@ class Integrator:
         op = self.operator
         used = op.entries_per_pixel > 0
         self._factor = pixel_factor(corrections, op.shape, self.geometry, base=op.correction, used=used)
+        # the factor as the numba kernel streams it (used pixels only, in stream order)
+        self._packed_factor = pack_factor(op, self._factor) if self.method in (None, "numba") else None
         if corrections.dark is not None:
             dark = check_frame_image("DarkFile", corrections.dark, op.shape)
             if not np.isfinite(dark[used]).all():
@@ -300,6 +303,12 @@ class Integrator:
         return area, np.where(area > 0, area, 1.0), np.flatnonzero(~(area > 0))
 
     @cached_property
+    def _used_pixels(self) -> np.ndarray:
+        """Boolean per pixel (flat): the operator uses it (for the dummy count of clipped frames)."""
+        used: np.ndarray = self.operator.entries_per_pixel > 0
+        return used
+
+    @cached_property
     def _has_area(self) -> np.ndarray:
         """Bins with some operator weight (the ``valid`` of curves without dummies)."""
         has: np.ndarray = self.operator.area > 0
@@ -367,7 +376,8 @@ class Integrator:
             op, flat, factor=self._factor, dark_inline=dark if inline else None,
             dark_removed=dark if (dark is not None and not inline and corr.mask_negative) else None,
             dark_scale=dark_scale, squares=stddev, poisson=(model == "poisson"),
-            mask_negative=corr.mask_negative, dummy_value=corr.dummy_value, method=self.method)
+            mask_negative=corr.mask_negative, dummy_value=corr.dummy_value, method=self.method,
+            packed_factor=self._packed_factor if (self.method or default_method()) == "numba" else None)
         weight, inv = op.bin_counts, op.inverse_counts
         if sums.removed is not None and sums.dummy_pixels:
             weight = op.bin_counts - sums.removed
@@ -411,17 +421,23 @@ class Integrator:
         op = self.operator
         flat = flat_image(op, image)
         sigma, cycles = corr.sigma_clip
-        res = clip_accumulate(op, flat, pixel_factor=self._factor,
-                              dark=None if self._dark is None else self._dark * dark_scale,
+        dark = self._dark
+        if dark is not None and dark_scale != 1.0:  # (× 1.0 is the same numbers: no 8 MB copy a frame)
+            dark = dark * dark_scale
+        # self._factor already holds the operator's own correction (pixel_factor's base):
+        # clip_accumulate must not multiply it in again (the keyword matters only then)
+        once: dict[str, bool] = {"operator_correction": False} if op.correction is not None else {}
+        res = clip_accumulate(op, flat, pixel_factor=self._factor, dark=dark,
                               sigma=float(sigma), cycles=int(cycles), error_model=corr.error_model,
-                              mask_negative=corr.mask_negative, dummy_value=corr.dummy_value, method=self.method)
+                              mask_negative=corr.mask_negative, dummy_value=corr.dummy_value, method=self.method,
+                              **once)
         n_dummy = 0
         if corr.mask_negative:
             with np.errstate(invalid="ignore"):
                 bad = flat < 0
                 if corr.dummy_value is not None:
                     bad |= flat == corr.dummy_value
-            n_dummy = int(np.count_nonzero(bad & (op.entries_per_pixel > 0)))
+            n_dummy = int(np.count_nonzero(bad & self._used_pixels))
         weight = np.asarray(res.weight, dtype=np.float64)
         return (np.asarray(res.intensity, dtype=np.float64), (np.asarray(res.stddev) if stddev else None),
                 np.asarray(res.error, dtype=np.float64), weight > 0, n_dummy, int(res.rejected))

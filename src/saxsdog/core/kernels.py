@@ -6,8 +6,9 @@ Two implementations, selected by name:
     The reference: a ``scipy.sparse`` CSR matrix–vector product.  Always available.
 ``"numba"``
     One streaming pass over the image in memory order, scattering into the (small,
-    cache-resident) bin arrays; integer sub-pixel counts, float64 accumulation.
-    Registered only if numba imports.
+    cache-resident) bin arrays; integer sub-pixel counts, float64 accumulation, the sums
+    of one pixel added as one vector (see ``_nb_streams``).  Registered only if numba
+    imports.
 
 Both return count-weighted sums ``Σ_j n_bj c_j`` (and ``Σ_j n_bj c_j²``) where ``c_j`` is
 the corrected pixel value; callers normalise by the bin counts.
@@ -32,7 +33,7 @@ import numpy as np
 from .operator import BinningOperator
 
 __all__ = ["available_methods", "default_method", "accumulate", "accumulate_corrected",
-           "accumulate_spread", "CorrectedSums"]
+           "accumulate_spread", "pack_factor", "CorrectedSums"]
 
 _Kernel = Callable[[BinningOperator, np.ndarray, bool], tuple[np.ndarray, np.ndarray | None]]
 _REGISTRY: dict[str, _Kernel] = {}
@@ -106,6 +107,12 @@ def _dummies(flat: np.ndarray, mask_negative: bool, dummy_value: float | None) -
     return bad if bad.any() else None
 
 
+def _as_float64(factor: np.ndarray | None) -> np.ndarray | None:
+    """A stored (float32 or float64) factor in float64: the numba kernels compute in float64
+    from the stored values, so the reference must too (``g²`` in float32 would not)."""
+    return None if factor is None else np.asarray(factor, dtype=np.float64)
+
+
 def _scipy_accumulate(op: BinningOperator, flat: np.ndarray, squares: bool) -> tuple[np.ndarray, np.ndarray | None]:
     m = _counts_csr(op)
     values = flat.astype(np.float64)
@@ -120,18 +127,23 @@ _REGISTRY["scipy"] = _scipy_accumulate
 
 #: Above this many bins (cake maps) the numba kernel accumulates in one lane, not four.
 _ONE_LANE_BINS = 32768
-#: Up to this many pixels a frame is first scanned for dummies (the main pass then tests
-#: none when there are none); larger frames are tested in the main pass, once.  Measured
-#: (thread CPU time, interleaved): the scan saves 7 % of the exact-error pass on a Pilatus
-#: 1M (frame and operator stay in the last-level cache) and costs 12 % on an Eiger 16M (a
-#: second read of 90 MB from memory).
-_PRESCAN_PIXELS = 4_000_000
+#: With MaskNegative, frames up to this many pixels are first integrated as if they had no
+#: dummy pixel, keeping only their smallest value (no branch); only a frame that has some
+#: (where the operator uses pixels) is integrated again, testing each pixel.  The operator
+#: remembers whether its previous frame had dummies and then tests at once, so a run pays
+#: the second pass about once.  Larger frames are always tested in the pass; no limit by
+#: default.  Measured (thread CPU time, interleaved, Pilatus 1M, exact errors): the test
+#: in the pass costs 0.15 ms a frame, the earlier scan for dummies before the pass 0.14 ms
+#: (more in a worker, where the frame has left the cache), the smallest value 0.05 ms.
+_PRESCAN_PIXELS = 1 << 62
 
 def _scipy_corrected(op: BinningOperator, flat: np.ndarray, factor: np.ndarray | None,
                      dark_inline: np.ndarray | None, dark_removed: np.ndarray | None, dark_scale: float,
                      squares: bool, poisson: bool, mask_negative: bool,
-                     dummy_value: float | None) -> CorrectedSums:
+                     dummy_value: float | None, packed_factor: np.ndarray | None = None) -> CorrectedSums:
+    del packed_factor  # the reference reads `factor` at each pixel
     m = _counts_csr(op)
+    factor = _as_float64(factor)
     raw = flat.astype(np.float64)
     values = raw
     if dark_inline is not None:
@@ -167,6 +179,7 @@ def _scipy_corrected(op: BinningOperator, flat: np.ndarray, factor: np.ndarray |
 def _scipy_spread(op: BinningOperator, flat: np.ndarray, mean: np.ndarray, factor: np.ndarray | None,
                   dark: np.ndarray | None, dark_scale: float, mask_negative: bool,
                   dummy_value: float | None) -> np.ndarray:
+    factor = _as_float64(factor)
     values = flat.astype(np.float64)
     if dark is not None:
         values = values - dark_scale * dark
@@ -189,36 +202,104 @@ try:  # pragma: no branch - depends on the environment
     import numba
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _nb_value(img, j, g, dark_inline, dark_scale, want_var):  # type: ignore[no-untyped-def]  # pragma: no cover
+    def _nb_value(img, j, g, gi, dark_inline, dark_scale, want_var):  # type: ignore[no-untyped-def]  # pragma: no cover
         # The corrected value v = g (p − s d) of pixel j and its Poisson variance term
         # g² max(p, 0) (= max(g v, 0) without an inline dark, since g > 0: one product less).
+        # g may be stored in float32: every product is taken in float64.  g[gi] is the
+        # pixel's factor (gi = j for a factor per pixel, the stream position for a factor
+        # per stream, see _run_streams).
         p = np.float64(img[j])
         v = p
         if dark_inline is not None:
             v = p - dark_scale * dark_inline[j]
+        gj = 1.0
         if g is not None:
-            v *= g[j]
+            gj = np.float64(g[gi])
+            v *= gj
         var = 0.0
         if want_var:
             if dark_inline is None:
                 gv = v
                 if g is not None:
-                    gv = v * g[j]
+                    gv = v * gj
                 var = max(gv, 0.0)
             else:
                 var = max(p, 0.0)
                 if g is not None:
-                    var *= g[j] * g[j]
+                    var *= gj * gj
         return p, v, var
 
-    @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _nb_add(out, out2, outvar, i, c, v, var):  # type: ignore[no-untyped-def]  # pragma: no cover
-        out[i] += c * v
-        if out2 is not None:
-            out2[i] += c * v * v
-        if outvar is not None:
-            w = np.float64(c)
-            outvar[i] += w * w * var
+    from llvmlite import ir as _ir
+    from numba.core import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    def _vector_accumulate(width: int) -> Any:
+        """An intrinsic ``acc_add(acc, slot, table, c, v, u)``: one ``width``-wide vector
+        read-modify-write ``acc[slot] += table[c] * (v, v, u, u)`` (``(v, v)`` for width 2).
+
+        numba does not vectorise the scattered adds of the stream kernel (its SLP pass is
+        off), so they are written here as LLVM vector operations: the 2 or 4 sums of a
+        pixel take one load, one multiply, one add and one store.
+        """
+        @_intrinsic
+        def acc_add(typingctx, acc, slot, table, c, v, u):  # type: ignore[no-untyped-def]  # pragma: no cover
+            sig = _types.void(acc, slot, table, c, v, u)
+
+            def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+                acc_v, slot_v, table_v, c_v, v_v, u_v = args
+                arr = context.make_array(signature.args[0])(context, builder, acc_v)
+                tab = context.make_array(signature.args[2])(context, builder, table_v)
+                vec_t = _ir.VectorType(_ir.DoubleType(), width)
+                i64 = _ir.IntType(64)
+                shift = _ir.Constant(i64, width.bit_length() - 1)
+
+                def element(data: Any, index: Any) -> Any:
+                    index = builder.zext(index, i64) if index.type.width < 64 else index
+                    return builder.bitcast(builder.gep(data, [builder.shl(index, shift)]), vec_t.as_pointer())
+
+                weights = builder.load(element(tab.data, c_v))
+                weights.align = 8
+                values = _ir.Constant(vec_t, _ir.Undefined)
+                for k in range(width):
+                    values = builder.insert_element(values, v_v if k < 2 else u_v, _ir.Constant(_ir.IntType(32), k))
+                target = element(arr.data, slot_v)
+                old = builder.load(target)
+                old.align = 8
+                store = builder.store(builder.fadd(old, builder.fmul(weights, values)), target)
+                store.align = 8
+                return context.get_dummy_value()
+
+            return sig, codegen
+
+        return acc_add
+
+    _acc2 = _vector_accumulate(2)
+    _acc4 = _vector_accumulate(4)
+
+    @_intrinsic
+    def vector_add4(typingctx, acc, slot, x0, x1, x2, x3):  # type: ignore[no-untyped-def]  # pragma: no cover
+        """``acc[4 slot : 4 slot + 4] += (x0, x1, x2, x3)`` as one vector read-modify-write
+        (float64 ``acc``; for kernels that add several sums of one entry at once)."""
+        sig = _types.void(acc, slot, _types.float64, _types.float64, _types.float64, _types.float64)
+
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            arr = context.make_array(signature.args[0])(context, builder, args[0])
+            vec_t = _ir.VectorType(_ir.DoubleType(), 4)
+            i64 = _ir.IntType(64)
+            index = args[1]
+            index = builder.zext(index, i64) if index.type.width < 64 else index
+            target = builder.bitcast(builder.gep(arr.data, [builder.shl(index, _ir.Constant(i64, 2))]),
+                                     vec_t.as_pointer())
+            values = _ir.Constant(vec_t, _ir.Undefined)
+            for k in range(4):
+                values = builder.insert_element(values, args[2 + k], _ir.Constant(_ir.IntType(32), k))
+            old = builder.load(target)
+            old.align = 8
+            store = builder.store(builder.fadd(old, values), target)
+            store.align = 8
+            return context.get_dummy_value()
+
+        return sig, codegen
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_drop(removed, removed_dark, b, c, gd):  # type: ignore[no-untyped-def]  # pragma: no cover
@@ -227,113 +308,230 @@ try:  # pragma: no branch - depends on the environment
             removed_dark[b] += c * gd
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _nb_dummy_dark(j, g, dark_removed):  # type: ignore[no-untyped-def]  # pragma: no cover
+    def _nb_dummy_dark(j, g, gi, dark_removed):  # type: ignore[no-untyped-def]  # pragma: no cover
         gd = 0.0
         if dark_removed is not None:
-            gd = dark_removed[j]
+            gd = np.float64(dark_removed[j])
             if g is not None:
-                gd *= g[j]
+                gd *= np.float64(g[gi])
         return gd
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_streams(img, wl, wk, wb, wc, pl, pk, pb, pc, rl, rk, rb, rc,  # type: ignore[no-untyped-def]
-                    g, dark_inline, dark_removed, dark_scale, out, out2, outvar,
-                    removed, removed_dark, dummy, has_dummy, shift):  # pragma: no cover
-        # Returns the number of dummy pixels met (0 unless ``removed`` is given).
+                    whole_table, pair_table, gw, gp, gr, per_stream, dark_inline, dark_removed, dark_scale, acc,
+                    out2, with_var, square_slots, removed, removed_dark, detected, dummy, shift):  # pragma: no cover
+        # Returns the number of dummy pixels met (0 unless ``removed`` or ``detected`` is given).
         # One pass over the image in three pixel-ordered streams (see StreamLayout): whole
-        # pixels, pixels split over two adjacent bins, the rest.  A pixel's corrected value
-        # (and variance term) is computed once for all its entries.  2**shift interleaved
-        # accumulator lanes per bin (4; 1 for cake maps, see _ONE_LANE_BINS), chosen by the
-        # position in the stream, break the store-to-load dependency on out[b] when
-        # consecutive pixels hit the same bin.  Every optional array is pruned at compile
-        # time when None.  With ``removed`` (MaskNegative) each pixel is tested here, once,
-        # on the value just loaded (a separate scan for dummies first would read the image
-        # twice: 20 % of the pass on a 16-Mpixel frame that does not fit in the cache);
-        # dummies only add their weight (and dark share) to the small `removed` vectors.
+        # pixels, pixels split over two adjacent bins (one count stored, the other is
+        # subpixels minus it), the rest.  A pixel's corrected value v (and variance term u)
+        # is computed once for all its entries.
+        #
+        # The sums go to slots of `acc`, 2 numbers a slot (4 ``with_var``): a pair pixel
+        # over bins b, b + 1 adds (n_b v, n_b+1 v[, n_b² u, n_b+1² u]) to slot b in one
+        # vector operation (the weights come from `pair_table`, indexed by n_b; a whole
+        # pixel's from `whole_table`: (n, 0[, n², 0])), and _fold adds each slot's second
+        # number to the next bin.  A slot is always read and written whole, so a pixel
+        # never overlaps part of the slot an earlier one is still writing (which would
+        # stall the forwarding from store to load).  2**shift interleaved slots per bin
+        # (4; 1 for cake maps, see _ONE_LANE_BINS), chosen by the position in the stream,
+        # break the store-to-load dependency when consecutive pixels hit the same bin.
+        # The rest stream and the squares (`out2`, same lanes, one number) add scalars.
+        # Every optional array is pruned at compile time when None.
+        #
+        # A pixel is a dummy when p < 0 or p == dummy (dummy is −1 without a DummyValue:
+        # no other value).  Two ways to meet them:
+        # * ``removed`` given (MaskNegative, dummies expected): each pixel is tested on the
+        #   value just loaded; dummies only add their weight (and dark share) to the small
+        #   `removed` vectors.  The test and its branch cost 10-20 % of the pass.
+        # * ``detected`` given (MaskNegative, no dummy expected, no DummyValue ≥ 0): every
+        #   pixel is summed and only the smallest value is kept (a select, no branch);
+        #   returns 1 when it is negative, and the caller repeats the pass the first way.
         # Indices are unsigned: numba then skips the negative-index wraparound.
         lane_mask = (np.uint64(1) << shift) - np.uint64(1)
-        want_var = outvar is not None
+        want_var = with_var is not None
+        # ``square_slots`` (squares without the variance): the slots' second half holds
+        # (n_b v², n_b+1 v²) instead, from tables of (n, ov² − n, n, ov² − n)
+        want_sq = square_slots is not None and not want_var
+        width = np.uint64(4) if (want_var or want_sq) else np.uint64(2)
         n_dummy = 0
+        lowest = np.inf  # the smallest value met (NaN never: p < lowest is false)
         bits = np.uint64(16)  # STREAM_BLOCK_BITS: pixel = block << 16 | low
         for blk in range(wk.size - 1):
             base = np.uint64(blk) << bits
             for tt in range(wk[blk], wk[blk + 1]):
                 t = np.uint64(tt)
                 j = base + np.uint64(wl[t])
-                p, v, var = _nb_value(img, j, g, dark_inline, dark_scale, want_var)
+                gi = t if per_stream is not None else j
+                p, v, var = _nb_value(img, j, gw, gi, dark_inline, dark_scale, want_var)
+                if detected is not None:
+                    lowest = p if p < lowest else lowest
                 if removed is not None:
-                    if p < 0.0 or (has_dummy and p == dummy):
-                        _nb_drop(removed, removed_dark, wb[t], wc[t], _nb_dummy_dark(j, g, dark_removed))
+                    if p < 0.0 or p == dummy:
+                        _nb_drop(removed, removed_dark, wb[t], wc[t], _nb_dummy_dark(j, gw, gi, dark_removed))
                         n_dummy += 1
                         continue
-                _nb_add(out, out2, outvar, (np.uint64(wb[t]) << shift) + (t & lane_mask), wc[t], v, var)
+                i = (np.uint64(wb[t]) << shift) + (t & lane_mask)
+                if want_var:
+                    _acc4(acc, i, whole_table, wc[t], v, var)
+                elif want_sq:
+                    _acc4(acc, i, whole_table, wc[t], v, v * v)
+                else:
+                    _acc2(acc, i, whole_table, wc[t], v, var)
+                if out2 is not None:
+                    out2[i] += wc[t] * v * v
         for blk in range(pk.size - 1):
             base = np.uint64(blk) << bits
             for tt in range(pk[blk], pk[blk + 1]):
                 t = np.uint64(tt)
                 j = base + np.uint64(pl[t])
-                p, v, var = _nb_value(img, j, g, dark_inline, dark_scale, want_var)
+                gi = t if per_stream is not None else j
+                p, v, var = _nb_value(img, j, gp, gi, dark_inline, dark_scale, want_var)
                 b = np.uint64(pb[t])
+                if detected is not None:
+                    lowest = p if p < lowest else lowest
                 if removed is not None:
-                    if p < 0.0 or (has_dummy and p == dummy):
-                        gd = _nb_dummy_dark(j, g, dark_removed)
-                        _nb_drop(removed, removed_dark, b, pc[t, 0], gd)
-                        _nb_drop(removed, removed_dark, b + np.uint64(1), pc[t, 1], gd)
+                    if p < 0.0 or p == dummy:
+                        gd = _nb_dummy_dark(j, gp, gi, dark_removed)
+                        c0 = pair_table[np.uint64(pc[t]) * width]
+                        _nb_drop(removed, removed_dark, b, c0, gd)
+                        _nb_drop(removed, removed_dark, b + np.uint64(1), pair_table[np.uint64(pc[t]) * width + 1], gd)
                         n_dummy += 1
                         continue
                 i = (b << shift) + (t & lane_mask)
-                _nb_add(out, out2, outvar, i, pc[t, 0], v, var)
-                _nb_add(out, out2, outvar, i + (np.uint64(1) << shift), pc[t, 1], v, var)
+                if want_var:
+                    _acc4(acc, i, pair_table, pc[t], v, var)
+                elif want_sq:
+                    _acc4(acc, i, pair_table, pc[t], v, v * v)
+                else:
+                    _acc2(acc, i, pair_table, pc[t], v, var)
+                if out2 is not None:
+                    vv = v * v
+                    out2[i] += pair_table[np.uint64(pc[t]) * width] * vv
+                    out2[i + (np.uint64(1) << shift)] += pair_table[np.uint64(pc[t]) * width + 1] * vv
         for blk in range(rk.size - 1):
             base = np.uint64(blk) << bits
             for tt in range(rk[blk], rk[blk + 1]):
                 t = np.uint64(tt)
                 j = base + np.uint64(rl[t])
-                p, v, var = _nb_value(img, j, g, dark_inline, dark_scale, want_var)
+                gi = t if per_stream is not None else j
+                p, v, var = _nb_value(img, j, gr, gi, dark_inline, dark_scale, want_var)
+                if detected is not None:
+                    lowest = p if p < lowest else lowest
                 if removed is not None:
-                    if p < 0.0 or (has_dummy and p == dummy):
-                        _nb_drop(removed, removed_dark, rb[t], rc[t], _nb_dummy_dark(j, g, dark_removed))
+                    if p < 0.0 or p == dummy:
+                        _nb_drop(removed, removed_dark, rb[t], rc[t], _nb_dummy_dark(j, gr, gi, dark_removed))
                         # a pixel's entries are consecutive in this stream: count it once
                         n_dummy += tt == rk[blk] or rl[t - np.uint64(1)] != rl[t]
                         continue
-                _nb_add(out, out2, outvar, (np.uint64(rb[t]) << shift) + (t & lane_mask), rc[t], v, var)
+                i = (np.uint64(rb[t]) << shift) + (t & lane_mask)
+                c = np.float64(rc[t])
+                acc[i * width] += c * v
+                if want_var:
+                    acc[i * width + np.uint64(2)] += c * c * var
+                elif want_sq:
+                    acc[i * width + np.uint64(2)] += c * v * v
+                if out2 is not None:
+                    out2[i] += c * v * v
+        if detected is not None and lowest < 0.0:
+            return 1  # some dummy: the caller integrates again, counting them
         return n_dummy
 
-    def _run_streams(op: BinningOperator, flat: np.ndarray, g: np.ndarray | None, dark_inline: np.ndarray | None,
-                     dark_removed: np.ndarray | None, dark_scale: float, out: np.ndarray, out2: np.ndarray | None,
-                     outvar: np.ndarray | None, removed: np.ndarray | None, removed_dark: np.ndarray | None,
-                     dummy: float, has_dummy: bool) -> int:
+    #: Passed as ``detected`` (or ``with_var``) to switch a feature on: numba compiles the
+    #: kernel once with it and once with None, so the switch costs nothing in the loop.
+    _ON = np.zeros(1, dtype=np.uint8)
+    _TABLES: dict[tuple[int, int, bool, bool], np.ndarray] = {}
+
+    def _weights(subpixels: int, width: int, pair: bool, squares: bool = False) -> np.ndarray:
+        """Per count n (0..255): (n, ov² − n[, n², (ov² − n)²]) for pairs, (n, 0[, n², 0]) for
+        whole pixels, float64, flat (the weights of one vector add)."""
+        key = (subpixels, width, pair, squares)
+        table = _TABLES.get(key)
+        if table is None:
+            n = np.arange(256, dtype=np.float64)
+            second = subpixels - n if pair else np.zeros(256)
+            columns = [n, second]
+            if width == 4:
+                columns += [n, second] if squares else [n * n, second * second]
+            table = np.ascontiguousarray(np.stack(columns, axis=1)).reshape(-1)
+            _TABLES[key] = table
+        return table
+
+    @dataclass
+    class _Accumulators:
+        """The kernel's output slots (see _nb_streams) and how to fold them into bin sums."""
+
+        n_bins: int
+        width: int
+        acc: np.ndarray
+        out2: np.ndarray | None
+        #: The squares are in the slots' second half (asked for without the variance).
+        square_slots: bool = False
+
+        @classmethod
+        def new(cls, n_bins: int, var: bool, squares: bool) -> _Accumulators:
+            in_slots = squares and not var
+            width = 4 if (var or in_slots) else 2
+            lanes = 1 << _lane_shift(n_bins)
+            return cls(n_bins, width, _aligned_zeros(n_bins * lanes * width),
+                       _lanes(n_bins, squares and not in_slots), in_slots)
+
+        def squares(self) -> np.ndarray | None:
+            """Bin sums of the squares, or None when not asked for."""
+            return self.sums(2) if self.square_slots else _fold(self.out2, self.n_bins)
+
+        def sums(self, component: int) -> np.ndarray:
+            """Bin sums of the signal (component 0) or the variance (2): a slot's first
+            number plus the previous bin's second."""
+            first = _fold(self.acc[component::self.width], self.n_bins)
+            second = _fold(self.acc[component + 1::self.width], self.n_bins)
+            assert first is not None and second is not None
+            total: np.ndarray = np.array(first)  # a copy: with one lane _fold returns the view
+            total[1:] += second[:-1]
+            return total
+
+    def _aligned_zeros(size: int) -> np.ndarray:
+        """float64 zeros starting on a 64-byte boundary (a slot never straddles a cache line)."""
+        raw = np.zeros(size + 8)
+        offset = (-raw.ctypes.data % 64) // 8
+        aligned: np.ndarray = raw[offset:offset + size]
+        return aligned
+
+    def _factor_streams(op: BinningOperator, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The three per-stream slices of a factor packed by :func:`pack_factor`."""
         s = op.streams
+        n_whole, n_pair = s.whole_low.size, s.pair_low.size
+        if packed.size != n_whole + n_pair + s.rest_low.size:
+            raise ValueError(f"a packed factor of {packed.size} values does not match the operator's streams")
+        return packed[:n_whole], packed[n_whole:n_whole + n_pair], packed[n_whole + n_pair:]
+
+    def _run_streams(op: BinningOperator, flat: np.ndarray, g: np.ndarray | None, dark_inline: np.ndarray | None,
+                     dark_removed: np.ndarray | None, dark_scale: float, acc: _Accumulators,
+                     removed: np.ndarray | None, removed_dark: np.ndarray | None,
+                     detect: bool, dummy: float, packed: bool = False) -> int:
+        s = op.streams
+        var = acc.width == 4 and not acc.square_slots
+        # A factor per pixel is read at the pixel; a packed one (pack_factor: the used
+        # pixels' only, in stream order) at the position in each stream, in order.
+        per_stream = packed and g is not None
+        gs = _factor_streams(op, g) if (per_stream and g is not None) else (g, g, g)
         return int(_nb_streams(flat, s.whole_low, s.whole_blocks, s.whole_bins, s.whole_counts,
-                    s.pair_low, s.pair_blocks, s.pair_bins, s.pair_counts,
-                    s.rest_low, s.rest_blocks, s.rest_bins, s.rest_counts, g, dark_inline, dark_removed, float(dark_scale),
-                    out, out2, outvar, removed, removed_dark, dummy, has_dummy, np.uint64(_lane_shift(op.n_bins))))
+                   s.pair_low, s.pair_blocks, s.pair_bins, s.pair_first,
+                   s.rest_low, s.rest_blocks, s.rest_bins, s.rest_counts,
+                   _weights(s.subpixels, acc.width, False, acc.square_slots),
+                   _weights(s.subpixels, acc.width, True, acc.square_slots),
+                   *gs, _ON if per_stream else None, dark_inline, dark_removed, float(dark_scale), acc.acc, acc.out2,
+                   _ON if var else None, _ON if acc.square_slots else None,
+                   removed, removed_dark, _ON if detect else None, float(dummy),
+                   np.uint64(_lane_shift(op.n_bins))))
 
     def _numba_accumulate(op: BinningOperator, flat: np.ndarray,
                           squares: bool) -> tuple[np.ndarray, np.ndarray | None]:
         # the plain sums are the corrected kernel's with g = the operator's own correction
-        out, out2 = _lanes(op.n_bins, True), _lanes(op.n_bins, squares)
-        assert out is not None
-        _run_streams(op, flat, op.correction, None, None, 1.0, out, out2, None, None, None, 0.0, False)
-        s1 = _fold(out, op.n_bins)
-        assert s1 is not None
-        return s1, _fold(out2, op.n_bins)
+        acc = _Accumulators.new(op.n_bins, False, squares)
+        _run_streams(op, flat, op.correction, None, None, 1.0, acc, None, None, False, -1.0)
+        return acc.sums(0), acc.squares()
 
     _REGISTRY["numba"] = _numba_accumulate
-
-    @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _nb_count_dummies(img, entries_per_pixel, dummy, has_dummy):  # type: ignore[no-untyped-def]  # pragma: no cover
-        # A quick scan (~0.1 ms per megapixel): most frames have no dummy pixel the
-        # operator uses (the mask covers the gaps), and then the main pass needs no test
-        # at all.  Only for frames that stay in the cache (see _PRESCAN_PIXELS).
-        n = 0
-        for j in range(img.size):
-            p = img[np.uint64(j)]
-            bad = p < 0
-            if has_dummy:
-                bad = bad or p == dummy
-            n += bad and entries_per_pixel[np.uint64(j)] > 0
-        return n
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_spread(img, pix, bins, counts, mean, g, dark, dark_scale,  # type: ignore[no-untyped-def]
@@ -378,23 +576,32 @@ try:  # pragma: no branch - depends on the environment
     def _numba_corrected(op: BinningOperator, flat: np.ndarray, factor: np.ndarray | None,
                          dark_inline: np.ndarray | None, dark_removed: np.ndarray | None, dark_scale: float,
                          squares: bool, poisson: bool, mask_negative: bool,
-                         dummy_value: float | None) -> CorrectedSums:
+                         dummy_value: float | None, packed_factor: np.ndarray | None = None) -> CorrectedSums:
         n = op.n_bins
-        out, out2, outvar = _lanes(n, True), _lanes(n, squares), _lanes(n, poisson)
-        dummy = float(dummy_value) if dummy_value is not None else 0.0
+        packed = packed_factor is not None
+        if packed:
+            factor = packed_factor
+        # −1 stands for "no DummyValue": p == −1 is already a dummy by p < 0
+        dummy = float(dummy_value) if dummy_value is not None else -1.0
         removed = np.zeros(n) if mask_negative else None
         removed_dark = np.zeros(n) if (mask_negative and dark_removed is not None) else None
-        check = mask_negative
-        if mask_negative and flat.size <= _PRESCAN_PIXELS:
-            check = int(_nb_count_dummies(flat, op.entries_per_pixel, dummy, dummy_value is not None)) > 0
-        assert out is not None
-        n_dummy = int(_run_streams(op, flat, factor, dark_inline,
-                                   dark_removed if (check and removed_dark is not None) else None,
-                                   dark_scale, out, out2, outvar, removed if check else None,
-                                   removed_dark if check else None, dummy, dummy_value is not None))
-        signal = _fold(out, n)
-        assert signal is not None
-        return CorrectedSums(signal, _fold(out2, n), _fold(outvar, n), removed, removed_dark, n_dummy)
+        # The pass that only counts dummies first, unless the previous frame on this
+        # operator had some (speed only: the sums never depend on the hint).
+        detect = (mask_negative and dummy < 0.0 and flat.size <= _PRESCAN_PIXELS
+                  and not op.__dict__.get("_dummy_hint", False))
+        while True:
+            acc = _Accumulators.new(n, poisson, squares)
+            check = mask_negative and not detect
+            n_dummy = int(_run_streams(op, flat, factor, dark_inline, dark_removed if check else None, dark_scale,
+                                       acc, removed if check else None, removed_dark if check else None,
+                                       detect, dummy, packed))
+            if mask_negative:
+                op.__dict__["_dummy_hint"] = n_dummy > 0
+            if not (detect and n_dummy):
+                break
+            detect = False  # dummies met: the sums hold them, integrate again excluding them
+        return CorrectedSums(acc.sums(0), acc.squares(), acc.sums(2) if poisson else None, removed,
+                             removed_dark, n_dummy)
 
     def _numba_spread(op: BinningOperator, flat: np.ndarray, mean: np.ndarray, factor: np.ndarray | None,
                       dark: np.ndarray | None, dark_scale: float, mask_negative: bool,
@@ -491,7 +698,7 @@ def accumulate_corrected(op: BinningOperator, image: np.ndarray, *, factor: np.n
                          dark_inline: np.ndarray | None = None, dark_removed: np.ndarray | None = None,
                          dark_scale: float = 1.0, squares: bool = False, poisson: bool = False,
                          mask_negative: bool = False, dummy_value: float | None = None,
-                         method: str | None = None) -> CorrectedSums:
+                         method: str | None = None, packed_factor: np.ndarray | None = None) -> CorrectedSums:
     """Bin sums of a corrected frame, in one streaming pass.
 
     Parameters
@@ -518,6 +725,11 @@ def accumulate_corrected(op: BinningOperator, image: np.ndarray, *, factor: np.n
         Exclude pixels ``< 0`` (and ``== dummy_value``) of this frame.
     method
         Kernel name.
+    packed_factor
+        ``pack_factor(op, factor)``, kept by the caller: the numba kernel then reads the
+        factor in stream order and only for the used pixels (in a worker, where the
+        factor has left the cache between frames, a third fewer bytes read, in order);
+        the scipy reference reads ``factor``.
 
     Returns
     -------
@@ -527,8 +739,23 @@ def accumulate_corrected(op: BinningOperator, image: np.ndarray, *, factor: np.n
     if flat.size != op.shape[0] * op.shape[1]:
         raise ValueError(f"image of {flat.size} pixels differs from the calibration's {tuple(op.shape)}")
     kernel = _CORRECTED[method or default_method()]
+    if packed_factor is not None and factor is None:
+        raise ValueError("packed_factor needs the factor it was packed from")
     return kernel(op, flat, factor, dark_inline, dark_removed, dark_scale, squares, poisson, mask_negative,
-                  dummy_value)
+                  dummy_value, packed_factor=packed_factor)
+
+
+def pack_factor(op: BinningOperator, factor: np.ndarray | None) -> np.ndarray | None:
+    """A per-pixel factor as the numba kernel streams it (see ``accumulate_corrected``):
+    the values at the whole pixels, the adjacent pairs and the other entries of
+    ``op.streams``, one after the other (``None`` without numba or without a factor)."""
+    if factor is None or "numba" not in _CORRECTED:
+        return None
+    s = op.streams
+    flat = np.asarray(factor).reshape(-1)
+    packed: np.ndarray = np.ascontiguousarray(np.concatenate([flat[s.whole_pixels], flat[s.pair_pixels],
+                                                             flat[s.rest_pixels]]))
+    return packed
 
 
 def accumulate_spread(op: BinningOperator, image: np.ndarray, mean: np.ndarray, *,

@@ -137,7 +137,7 @@ class BinningOperator:
 
     #: Derived data re-computed on first use: not pickled (a worker or a Dask task gets the
     #: operator's own arrays only, not twice their size).
-    _DERIVED = ("streams", "entry_pixels", "_scipy_cache")
+    _DERIVED = ("streams", "entry_pixels", "_scipy_cache", "_dummy_hint")
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
@@ -193,15 +193,18 @@ class StreamLayout:
     ``whole``
         Pixels with one entry: pixel, bin, sub-pixel count.
     ``pair``
-        Pixels with two entries in adjacent bins ``b`` and ``b + 1``: pixel, ``b``, both
-        counts.
+        Pixels with two entries in adjacent bins ``b`` and ``b + 1`` whose counts add up
+        to the sub-pixels of a pixel (``n_b + n_b+1 = ov²``: every sub-pixel falls in one
+        of the two bins): pixel, ``b`` and the first count only (``pair_first``); the
+        second is ``subpixels − n_b``.
     ``rest``
-        Every other entry (three or more bins, non-adjacent bins): pixel, bin, count.
+        Every other entry (three or more bins, non-adjacent bins, or a pair that lost
+        sub-pixels at the edge of the binned range): pixel, bin, count.
 
     Each stream keeps pixel order, so the image is still read forward.  Pixel indices
     are stored as their low 16 bits (``*_low``) with, per block of 2¹⁶ pixels, the
     stream position where the block starts (``*_blocks``, length blocks + 1): 2 bytes a
-    pixel instead of 4 (a pair is 6 bytes for two entries instead of the 14 of the
+    pixel instead of 4 (a pair is 5 bytes for two entries instead of the 14 of the
     entry layout with its per-entry pixel index).
     """
 
@@ -212,11 +215,13 @@ class StreamLayout:
     pair_low: np.ndarray
     pair_blocks: np.ndarray
     pair_bins: np.ndarray
-    pair_counts: np.ndarray
+    pair_first: np.ndarray
     rest_low: np.ndarray
     rest_blocks: np.ndarray
     rest_bins: np.ndarray
     rest_counts: np.ndarray
+    #: Sub-pixels per pixel (``ov²``): a pair's second count is ``subpixels − pair_first``.
+    subpixels: int = 1
 
     @classmethod
     def of(cls, op: BinningOperator) -> StreamLayout:
@@ -230,6 +235,8 @@ class StreamLayout:
         k2 = first[two]
         adjacent = op.bins[k2 + 1].astype(np.int64) == op.bins[k2].astype(np.int64) + 1 if two.size else \
             np.zeros(0, dtype=bool)
+        # one count suffices only when the pixel's sub-pixels all lie in the two bins
+        adjacent &= op.counts[k2].astype(np.int64) + op.counts[k2 + 1].astype(np.int64) == op.subpixels
         pair = two[adjacent]
         kp = k2[adjacent]
         in_rest = np.ones(n_entries, dtype=bool)
@@ -237,9 +244,6 @@ class StreamLayout:
         in_rest[kp] = False
         in_rest[kp + 1] = False
         rest = np.flatnonzero(in_rest)
-        pair_counts = np.empty((pair.size, 2), dtype=op.counts.dtype)
-        pair_counts[:, 0] = op.counts[kp]
-        pair_counts[:, 1] = op.counts[kp + 1]
         # the pixel of entry k is the first whose entries end after k
         rest_pixels = np.searchsorted(first + epp, rest, side="right")
         n_blocks = (epp.size >> STREAM_BLOCK_BITS) + 1
@@ -250,8 +254,8 @@ class StreamLayout:
             return low, np.searchsorted(pixels, starts).astype(np.int64)
 
         return cls(*split(whole), op.bins[first[whole]], op.counts[first[whole]],
-                   *split(pair), op.bins[kp], pair_counts,
-                   *split(rest_pixels), op.bins[rest], op.counts[rest])
+                   *split(pair), op.bins[kp], op.counts[kp],
+                   *split(rest_pixels), op.bins[rest], op.counts[rest], int(op.subpixels))
 
     @staticmethod
     def pixels(low: np.ndarray, blocks: np.ndarray) -> np.ndarray:
@@ -276,9 +280,18 @@ class StreamLayout:
         return self.pixels(self.rest_low, self.rest_blocks)
 
     @property
+    def pair_counts(self) -> np.ndarray:
+        """Both counts of each adjacent pair, shape ``(pairs, 2)`` (derived from ``pair_first``)."""
+        counts = np.empty((self.pair_first.size, 2), dtype=self.pair_first.dtype)
+        counts[:, 0] = self.pair_first
+        counts[:, 1] = self.subpixels - self.pair_first.astype(np.int64)
+        return counts
+
+    @property
     def nbytes(self) -> int:
         """Memory held by the streams."""
-        return sum(int(getattr(self, f).nbytes) for f in self.__dataclass_fields__)
+        return sum(int(a.nbytes) for a in (getattr(self, f) for f in self.__dataclass_fields__)
+                   if isinstance(a, np.ndarray))
 
 
 # -- shared building blocks ----------------------------------------------------------

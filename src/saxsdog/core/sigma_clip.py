@@ -184,6 +184,8 @@ def _pixel_values(flat: np.ndarray, factor: np.ndarray | None, dark: np.ndarray 
                   mask_negative: bool, dummy_value: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw values (float64), corrected values and the usable-pixel mask, per pixel."""
     raw = flat.astype(np.float64)
+    if factor is not None:  # a stored float32 factor: compute in float64 as the numba kernel
+        factor = np.asarray(factor, dtype=np.float64)
     usable = ~np.isnan(raw)
     if mask_negative:
         usable &= raw >= 0
@@ -205,6 +207,8 @@ def _scipy_clip(op: BinningOperator, flat: np.ndarray, factor: np.ndarray | None
     c = corrected[pix]
     kept = usable[pix]
     g2p = None
+    if factor is not None:
+        factor = np.asarray(factor, dtype=np.float64)
     if mode == 1:
         g = factor[pix] if factor is not None else np.ones(pix.size)
         g2p = g * g * np.maximum(raw[pix], 0.0)
@@ -246,6 +250,8 @@ _REGISTRY["scipy"] = _scipy_clip
 try:  # pragma: no branch - depends on the environment
     import numba
 
+    from .kernels import vector_add4
+
     _LANES = 4
     #: Outliers held out of the running sums per bin (more: the bin is scanned).
     _K = 16
@@ -284,7 +290,7 @@ try:  # pragma: no branch - depends on the environment
             c -= dark[j]
         g = 1.0
         if factor is not None:
-            g = factor[j]
+            g = np.float64(factor[j])  # a stored float32 factor too: products in float64
             c *= g
         return p, c, g
 
@@ -307,9 +313,13 @@ try:  # pragma: no branch - depends on the environment
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_first(img, pix, bins, counts, factor, dark, floor, dummy,  # type: ignore[no-untyped-def]
                   lower, upper, state, removed, held_n, overflow, top, topk, low, high,  # pragma: no cover
-                  s1, s2, e, q1, q2):
+                  slots, e, q1, q2):
         # First pass: every usable entry into the running sums (four interleaved lanes per
-        # bin, as kernels.py, to break the dependency on a running sum), or held.  Unusable entries (NaN, negative, dummy) get their own state
+        # bin, as kernels.py, to break the dependency on a running sum), or held.  An
+        # entry's sums (Σ n c, Σ n c², and Σ n² g² p or Σ n² c and Σ n² c²) go to its lane's
+        # slot of 4 numbers in `slots` in one vector add (kernels.vector_add4); the caller
+        # then spreads them into the lane arrays s1, s2, e, q1, q2 the cycles work on
+        # (`e`, `q1`, `q2` here only say which sums are wanted).  Unusable entries (NaN, negative, dummy) get their own state
         # and their counts go to `removed`: the weights need no accumulator (W = counts −
         # removed).  Unusable is `not p >= floor` (floor 0 with MaskNegative, else −inf: NaN
         # always fails) or `p == dummy` (NaN without a dummy value: never true); bitwise
@@ -334,14 +344,15 @@ try:  # pragma: no branch - depends on the environment
                 overflow[b] = 1
             i = b * 4 + (k & 3)
             nc = n * c
-            s1[i] += nc
-            s2[i] += nc * c
+            x2 = 0.0
+            x3 = 0.0
             if e is not None:
-                e[i] += n * n * g * g * max(p, 0.0)
+                x2 = n * n * g * g * max(p, 0.0)
             if q1 is not None:
-                q1[i] += n * nc
+                x2 = n * nc
             if q2 is not None:
-                q2[i] += n * nc * c
+                x3 = n * nc * c
+            vector_add4(slots, i, nc, nc * c, x2, x3)  # type: ignore[call-arg]  # (an intrinsic)
             if low is not None:
                 low[i] = min(low[i], c)
             if high is not None:
@@ -408,8 +419,12 @@ try:  # pragma: no branch - depends on the environment
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_scan_gather(img, pix, counts, factor, dark, mean, limit, scan_bins, order, starts,  # type: ignore[no-untyped-def]  # noqa: E501
-                        state, removed, changed, flagged, s1, s2, e, q1, q2):  # pragma: no cover
+                        state, removed, changed, flagged, low, high, s1, s2, e, q1, q2):  # pragma: no cover
         # Test the kept, not remembered entries of the bins to scan (bin-major index).
+        # With tracked extremes (`low`, `high`: the first call on an operator, reset by the
+        # caller for the scanned bins), the entries that stay kept give their bin's new
+        # extremes in lane 0: the next cycle then tests the bin's bounds without the
+        # entries just rejected, instead of scanning it again for them.
         rejected = 0
         for a in range(scan_bins.size):
             b = np.int64(scan_bins[a])
@@ -421,6 +436,9 @@ try:  # pragma: no branch - depends on the environment
                     continue
                 p, c, g = _value(img, pix[k], factor, dark)
                 if abs(c - m) <= lim:
+                    if low is not None and high is not None:
+                        low[4 * b] = min(low[4 * b], c)
+                        high[4 * b] = max(high[4 * b], c)
                     continue
                 rejected += 1
                 _reject(k, b, img, pix, counts, factor, dark, state, removed, changed, flagged, s1, s2, e, q1, q2)
@@ -428,7 +446,7 @@ try:  # pragma: no branch - depends on the environment
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_scan_stream(img, pix, bins, counts, factor, dark, mean, limit, scan,  # type: ignore[no-untyped-def]
-                        state, removed, changed, flagged, s1, s2, e, q1, q2):  # pragma: no cover
+                        state, removed, changed, flagged, low, high, s1, s2, e, q1, q2):  # pragma: no cover
         # The same scan streaming all entries in memory order (when many bins need it).
         rejected = 0
         for k in range(pix.size):
@@ -439,6 +457,9 @@ try:  # pragma: no branch - depends on the environment
                 continue
             p, c, g = _value(img, pix[k], factor, dark)
             if abs(c - mean[b]) <= limit[b]:
+                if low is not None and high is not None:
+                    low[4 * b] = min(low[4 * b], c)
+                    high[4 * b] = max(high[4 * b], c)
                 continue
             rejected += 1
             _reject(k, b, img, pix, counts, factor, dark, state, removed, changed, flagged, s1, s2, e, q1, q2)
@@ -548,9 +569,17 @@ try:  # pragma: no branch - depends on the environment
         removed = np.zeros(2 * nb)  # per bin: Σ n and Σ n² of unusable and rejected entries
         state = np.zeros(op.bins.size, dtype=np.uint8)
         pix = op.entry_pixels
+        slots = np.zeros(4 * size)
         _nb_first(flat, pix, op.bins, op.counts, factor, dark, 0.0 if mask_negative else -np.inf,
                   np.nan if dummy_value is None else dummy_value, lower, upper, state, removed, held_n, overflow,
-                  top, topk, low, high, *running)
+                  top, topk, low, high, slots, e, q1, q2)
+        s1[:] = slots[0::4]
+        s2[:] = slots[1::4]
+        if e is not None:
+            e[:] = slots[2::4]
+        if q1 is not None and q2 is not None:
+            q1[:] = slots[2::4]
+            q2[:] = slots[3::4]
         zero = np.zeros(nb)
 
         def sums() -> _Sums:
@@ -573,13 +602,17 @@ try:  # pragma: no branch - depends on the environment
                                         *running))
             scan_bins = np.flatnonzero(scan)
             if scan_bins.size:
+                if low is not None and high is not None:  # the scan gives these bins new extremes
+                    low.reshape(nb, _LANES)[scan_bins] = np.inf
+                    high.reshape(nb, _LANES)[scan_bins] = -np.inf
                 per_bin, order, starts = _bin_index(op)
                 if per_bin[scan_bins].sum() > _STREAM_FRACTION * op.bins.size:
                     n_reject += int(_nb_scan_stream(flat, pix, op.bins, op.counts, factor, dark, mean, limit, scan,
-                                                    state, removed, changed, flagged, *running))
+                                                    state, removed, changed, flagged, low, high, *running))
                 else:
                     n_reject += int(_nb_scan_gather(flat, pix, op.counts, factor, dark, mean, limit, scan_bins,
-                                                    order, starts, state, removed, changed, flagged, *running))
+                                                    order, starts, state, removed, changed, flagged, low, high,
+                                                    *running))
             rejected += n_reject
             if n_reject == 0:
                 break
@@ -621,7 +654,11 @@ def default_method() -> str:
 def _per_pixel(name: str, values: np.ndarray | None, n_pix: int) -> np.ndarray | None:
     if values is None:
         return None
-    arr = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    values = np.asarray(values)
+    # a stored float32 factor (saxsdog.core.corrections.pixel_factor) is used as it is: the
+    # kernels compute in float64 from it, and a float64 copy would cost 8 MB a frame
+    arr = np.ascontiguousarray(values, dtype=values.dtype if values.dtype in (np.float32, np.float64)
+                               else np.float64).reshape(-1)
     if arr.size != n_pix:
         raise ValueError(f"{name} has {arr.size} values, the image {n_pix} pixels")
     return arr
@@ -630,7 +667,7 @@ def _per_pixel(name: str, values: np.ndarray | None, n_pix: int) -> np.ndarray |
 def clip_accumulate(op: BinningOperator, flat_image: np.ndarray, *, pixel_factor: np.ndarray | None,
                     dark: np.ndarray | None, sigma: float, cycles: int, error_model: str = "poisson",
                     mask_negative: bool = True, dummy_value: float | None = None,
-                    method: str | None = None) -> ClipResult:
+                    method: str | None = None, operator_correction: bool = True) -> ClipResult:
     """Sigma-clipped mean, error and spread per bin (definitions in the module docstring).
 
     Parameters
@@ -657,6 +694,10 @@ def clip_accumulate(op: BinningOperator, flat_image: np.ndarray, *, pixel_factor
         Exclude pixels equal to this value too (``None``: none).
     method
         Kernel name (see :func:`available_methods`); default :func:`default_method`.
+    operator_correction
+        Multiply ``pixel_factor`` by the operator's own ``correction``; ``False`` when the
+        factor already holds it (an integrator's, from
+        :func:`saxsdog.core.corrections.pixel_factor` with ``base=``).
 
     Returns
     -------
@@ -687,7 +728,7 @@ def clip_accumulate(op: BinningOperator, flat_image: np.ndarray, *, pixel_factor
     elif flat.dtype.kind not in "iuf":
         raise TypeError(f"cannot integrate an image of dtype {image.dtype}")
     factor = _per_pixel("pixel_factor", pixel_factor, n_pix)
-    if op.correction is not None:
+    if op.correction is not None and operator_correction:
         factor = op.correction.astype(np.float64) if factor is None else factor * op.correction
     dark_arr = _per_pixel("dark", dark, n_pix)
     mode = _MODE[error_model]
