@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import queue as _queue
+import select
 import threading
 import time
 import uuid
@@ -59,6 +61,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ..calibration import Calibration
 from ..errors import SaxsdogError
+from .dask_task import run_batch
 from .options import QueueOptions
 from .tasks import ImageResult, ImageTask
 from .worker import ImageProcessor
@@ -296,6 +299,10 @@ class DaskPool:
         except (OSError, TimeoutError) as exc:
             self._close_cluster()
             raise SchedulerUnreachable(self.address, f"no answer within {connect_timeout:g} s ({exc})") from exc
+        # finished batches wake poll through this pipe (with the queue's own wake-up fd)
+        self._done_r, self._done_w = os.pipe()
+        os.set_blocking(self._done_r, False)
+        os.set_blocking(self._done_w, False)
         try:
             self._plugin = SaxsdogPlugin(self.token, calibration, options, tune_malloc)
             self.client.register_plugin(self._plugin)
@@ -377,11 +384,20 @@ class DaskPool:
         tasks, self._batch = self._batch, []
         self._n += 1
         key = f"saxsdog-batch-{self.token}-{self._n}"
-        fut = self.client.submit(process_batch, self.token, tasks, key=key, pure=False,
-                                 retries=self.retries)
+        # the batch as bytes through a light module: the scheduler neither imports saxsdog
+        # nor unpickles the image tasks (see saxsdog.pipeline.dask_task)
+        blob = pickle.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL)
+        fut = self.client.submit(run_batch, self.token, blob, key=key, pure=False, retries=self.retries)
         self._futures[key] = (fut, tasks)
-        # runs in dask's callback thread: only hand the key over
-        fut.add_done_callback(lambda f, key=key: self._finished.put(key))
+        # runs in dask's callback thread: only hand the key over (and wake poll)
+        fut.add_done_callback(lambda f, key=key: self._batch_done(key))
+
+    def _batch_done(self, key: str) -> None:
+        self._finished.put(key)
+        try:
+            os.write(self._done_w, b"\0")
+        except (BlockingIOError, OSError, TypeError):  # the pipe is full (poll is awake anyway) or closed
+            pass
 
     def poll(self, timeout: float, wakeup: int | None = None
              ) -> tuple[list[tuple[ImageTask, list[ImageResult]]], list[ImageTask]]:
@@ -401,13 +417,19 @@ class DaskPool:
         self._check_connected()
         self._flush()
         keys: list[str] = []
-        if self._futures:
+        if self._finished.empty() and timeout > 0:
+            # a batch finishing or the queue's wake-up (new images, stop) ends the wait: no
+            # polling sleep between an image's arrival and its submission
+            fds = [self._done_r] + ([wakeup] if wakeup is not None else [])
             try:
-                keys.append(self._finished.get(timeout=max(0.0, timeout)))
-            except _queue.Empty:
+                select.select(fds, [], [], timeout)
+            except (OSError, ValueError):  # a closed wake-up fd: just wait on our own
+                select.select([self._done_r], [], [], timeout)
+        try:
+            while os.read(self._done_r, 4096):
                 pass
-        elif timeout > 0:
-            time.sleep(timeout)  # nothing in flight: do not spin
+        except (BlockingIOError, OSError):
+            pass
         while True:
             try:
                 keys.append(self._finished.get_nowait())
@@ -511,6 +533,14 @@ class DaskPool:
             except Exception as exc:
                 log.debug("while closing the Dask client: %s", exc)
         self._close_cluster()
+        for name in ("_done_r", "_done_w"):  # after the client: its callbacks may still write
+            fd = getattr(self, name, None)
+            if fd is not None:
+                setattr(self, name, None)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def _close_cluster(self) -> None:
         if self._cluster is not None:
