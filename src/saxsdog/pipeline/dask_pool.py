@@ -11,7 +11,10 @@ Design
 ------
 * The calibration (its built operators are several MB of numpy arrays) travels to each
   worker **once**, inside a :class:`distributed.WorkerPlugin`; the scheduler also hands it
-  to workers that join (or are restarted) later.  Tasks carry only a token and file paths.
+  to workers that join (or are restarted) later.  Tasks carry only a token and file paths,
+  pickled into one byte string for :func:`saxsdog.pipeline.dask_task.run_batch`: the
+  scheduler unpickles every task, and so handles bytes and a standard-library module
+  instead of importing the integration stack and re-pickling every batch.
 * Image tasks are grouped into batches (one dask task per ``batch_size`` images) so the
   per-task cost (~0.6 ms of scheduler/client CPU, ~10 ms round-trip latency) is small
   against the work (~5 ms per image and core); two batches per worker thread are in flight
@@ -45,7 +48,6 @@ import os
 import pickle
 import queue as _queue
 import select
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -61,7 +63,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ..calibration import Calibration
 from ..errors import SaxsdogError
-from .dask_task import run_batch
+from .dask_task import INSTALL_LOCK, PROCESSORS, processor, run_batch
 from .options import QueueOptions
 from .tasks import ImageResult, ImageTask
 from .worker import ImageProcessor
@@ -105,12 +107,12 @@ class SchedulerUnreachable(SaxsdogError):
 
 
 # -- worker side ---------------------------------------------------------------------------
-#: The processors installed on this worker process, by pool token.
-_PROCESSORS: dict[str, ImageProcessor] = {}
+#: The processors installed on this worker process, by pool token (shared with the task's module).
+_PROCESSORS: dict[str, ImageProcessor] = PROCESSORS
 #: How many times this process unpickled each pool's calibration (diagnostics and tests:
 #: it must stay 1 per worker process, whatever the number of tasks).
 _CALIBRATION_LOADS: dict[str, int] = {}
-_INSTALL_LOCK = threading.Lock()
+_INSTALL_LOCK = INSTALL_LOCK
 #: Whether :func:`_tune_malloc` took effect in this process.
 _MALLOC_TUNED = [False]
 
@@ -196,17 +198,8 @@ def _install(token: str, payload: _Payload) -> ImageProcessor:
 
 
 def _processor(token: str) -> ImageProcessor:
-    proc = _PROCESSORS.get(token)
-    if proc is not None:
-        return proc
-    # The plugin's setup normally ran when the worker registered; should a task win that
-    # race, install from the plugin object the worker already holds (not a new copy).
-    from distributed import get_worker
-
-    plugin = get_worker().plugins.get(f"saxsdog-{token}")
-    if not isinstance(plugin, SaxsdogPlugin):
-        raise RuntimeError(f"saxsdog calibration {token} is not installed on this worker")
-    return _install(token, plugin.payload)
+    proc: ImageProcessor = processor(token)
+    return proc
 
 
 def process_batch(token: str, tasks: list[ImageTask]) -> list[list[ImageResult]]:
@@ -418,9 +411,11 @@ class DaskPool:
         self._flush()
         keys: list[str] = []
         if self._finished.empty() and timeout > 0:
-            # a batch finishing or the queue's wake-up (new images, stop) ends the wait: no
-            # polling sleep between an image's arrival and its submission
-            fds = [self._done_r] + ([wakeup] if wakeup is not None else [])
+            # a batch finishing ends the wait; with nothing in flight the queue's wake-up (new
+            # images, stop) too, instead of a polling sleep before the first image is sent.
+            # With batches in flight new images wait for one to finish (or the timeout) and
+            # fill the next batch meanwhile, as before.
+            fds = [self._done_r] + ([wakeup] if wakeup is not None and not self._futures else [])
             try:
                 select.select(fds, [], [], timeout)
             except (OSError, ValueError):  # a closed wake-up fd: just wait on our own
