@@ -117,3 +117,26 @@ def test_results_without_a_held_frame_cost_no_wake_up(monkeypatch):
         queue.backlog += 1
         queue.result()
     assert len(queue.pushed) == 5 and not woken
+
+
+def test_the_held_receiver_is_woken_once_a_quarter_of_the_backlog_is_done(no_sleep, monkeypatch):
+    """One wake-up per run of results, not per result: the dispatcher pays for each."""
+    queue = FullQueue(backlog=8)
+    src = DectrisStreamSource("tcp://127.0.0.1:1", queue, max_backlog=8)
+    queue.add_callback(src._result_arrived)
+    woken: list[int] = []
+    monkeypatch.setattr(src, "_wake", lambda: woken.append(queue.backlog))
+    src._holding = True  # as while _on_message waits
+    queue.result()  # 7 left
+    assert not woken
+    queue.result()  # 6 left: three quarters of 8
+    assert woken == [6]
+
+
+def test_a_stream_v2_frame_is_a_view_so_it_travels_in_shared_memory():
+    """Bytes payloads are pickled through the worker's pipe; views are copied into the arena."""
+    from saxsdog.streams import stream2
+
+    msg = stream2.encode_image(1, 0, bytes(64), (4, 4), "uint32", "<")
+    frame = stream2.parse_message_v2(msg)
+    assert isinstance(frame.data, memoryview) and frame.data.nbytes == 64
