@@ -13,8 +13,10 @@ then runs, alternating, ``saxsdog -c CAL -t WORKERS -o OUT -S FOLDER`` (local po
 connecting, shipping the calibration to the workers); the best of ``--repeat`` runs of each
 is kept (the machine may be shared).  Every run's outputs are checked: N ``.chi`` files, the
 first one byte-identical between both backends.  Also reported: the CPU time of the cluster's
-processes per image (from /proc, before and after the Dask runs) and the round trip of an
-empty Dask task (the per-task overhead).  ``--quick``: a few images, one run each.
+processes per image (from /proc, before and after the Dask runs), split into the command, the
+scheduler, the nannies and the workers (the cluster's own background work, heartbeats and
+monitors, grows with the run's wall time), and the round trip of an empty Dask task (the
+per-task overhead).  ``--quick``: a few images, one run each.
 """
 
 from __future__ import annotations
@@ -79,6 +81,13 @@ def descendants(pid: int) -> list[int]:
         return []
 
 
+def cluster_processes(procs: list[subprocess.Popen]) -> dict[str, list[int]]:
+    """The cluster's pids by kind: the scheduler, the ``dask worker`` process (it runs the
+    nannies) and the worker processes the nannies started (and anything they started)."""
+    workers = [q for q in descendants(procs[1].pid) if q != procs[1].pid]
+    return {"scheduler": descendants(procs[0].pid), "nannies": [procs[1].pid], "workers": workers}
+
+
 def children_cpu() -> float:
     """User + system CPU seconds of the reaped child processes so far (and theirs)."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -139,15 +148,18 @@ def main() -> None:
             dask: list[float] = []
             local_cpu: list[float] = []
             dask_cpu: list[float] = []  # the command's own and the cluster's processes'
+            parts: list[dict[str, float]] = []  # per Dask run: CPU seconds of each kind of process
             for _ in range(args.repeat):
                 wall, cpu = run_command(cal_path, tmp / "run", tmp / "out_local", ["-t", str(args.workers)])
                 local.append(wall)
                 local_cpu.append(cpu)
-                pids = [q for p in procs for q in descendants(p.pid)]
-                before = sum(cpu_seconds(p) for p in pids)
+                groups = cluster_processes(procs)
+                before = {k: sum(cpu_seconds(p) for p in v) for k, v in groups.items()}
                 wall, cpu = run_command(cal_path, tmp / "run", tmp / "out_dask", ["--scheduler", address])
                 dask.append(wall)
-                dask_cpu.append(cpu + sum(cpu_seconds(p) for p in pids) - before)
+                parts.append({"command": cpu, **{k: sum(cpu_seconds(p) for p in v) - before[k]
+                                                 for k, v in groups.items()}})
+                dask_cpu.append(sum(parts[-1].values()))
                 for out in ("out_local", "out_dask"):
                     written = sorted((tmp / out).glob("*.chi"))
                     report.check(len(written) == n, f"{out}: {len(written)} .chi files for {n} images")
@@ -166,6 +178,12 @@ def main() -> None:
                note="the command and its workers, start-up included")
     report.add("Dask: CPU per image, all processes", min(dask_cpu) / n * 1e3, "ms", key="dask_cpu_ms",
                note="the command, the scheduler, nannies and workers")
+    best = parts[dask_cpu.index(min(dask_cpu))]
+    for kind, what in (("command", "the saxsdog command (client, dispatcher, run start-up)"),
+                       ("scheduler", "dask scheduler"), ("nannies", "dask worker: its nannies' process"),
+                       ("workers", "the worker processes")):
+        report.add(f"  Dask CPU per image: {kind}", best[kind] / n * 1e3, "ms", key=f"dask_cpu_{kind}_ms",
+                   note=what)
     report.add("Dask: empty task round trip", rtt * 1e3, "ms", key="dask_rtt_ms")
     report.finish()
 

@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/bench_soak.py [--rate 200] [--duration 60] [--workers 2] [--json out.json] [--quick]
+    python benchmarks/bench_soak.py --frames 100000 [--sample-every 5000] [--workers 2]
 
 A ``saxsdogserver`` subprocess (as users run it) gets ``new`` with the real calibration and
 mask.  A detector is simulated by making each image appear (a hard link of the real
@@ -21,6 +22,16 @@ At the end every announced image must have exactly one whole ``.chi`` output and
 and the event-to-result latency; a lost image, one processed twice, an incomplete output or
 a worker left alive fails the benchmark (also in ``--quick``: 240 events at 40/s, every fault
 still struck, timings meaningless).
+
+``--frames N`` runs the memory soak instead: no faults, N images announced as fast as the
+server takes them (at most ``--ahead`` images ahead of the results, so the backlog stays
+bounded and any growth is the coordinator's own), the server's (coordinator's) RSS and the
+workers' RSS sampled every ``--sample-every`` results, and a straight line fitted through
+the coordinator's samples after the first 10 % (start-up and caches warming): its slope, in
+MiB per 10,000 frames, is the figure (flat means no growth).  The ``.chi`` outputs are
+counted and removed as they arrive (a 100,000-frame run would otherwise leave 8 GB); every
+image must still have exactly one output and one row in ``filelist.txt``.  ``--quick`` also
+runs a short memory soak (400 frames, sampled every 100).
 """
 
 from __future__ import annotations
@@ -115,13 +126,179 @@ class ServerProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+def _start_server(tmp: Path, args, extra: list[str]) -> tuple[ServerProcess, str, str, int, Path, Path]:
+    """A ``saxsdogserver`` on free ports with a ``new`` queue of the real calibration and mask.
+
+    Returns (server, command url, secret, feeder port, base dir, run dir with ``.source.tif``).
+    """
+    from saxsdog.protocol.client import LeashClient, build_new_request
+    from saxsdog.testing import free_port
+
+    base = tmp / "base"
+    base.mkdir(exist_ok=True)
+    run = base / "run"
+    run.mkdir()
+    shutil.copy(args.data / "buf1_00000.tif", run / ".source.tif")  # hidden: never an image of the run
+    port, fport = free_port(), free_port()
+    network = tmp / "network.json"
+    subprocess.run([sys.executable, "-m", "saxsdog.cli.netconf", "--server", f"tcp://127.0.0.1:{port}",
+                    "--feeder", f"tcp://127.0.0.1:{fport}", "--network", str(network),
+                    "--non-interactive", "--replace"], check=True, capture_output=True)
+    secret = json.loads(network.read_text())[0]["Secret"]
+    env = {**os.environ, "SAXSDOG_CACHE_DIR": str(tmp / "cache")}
+    server_args = [sys.executable, "-m", "saxsdog.cli.server", str(base), "--network", str(network),
+                   "-t", str(args.workers), "--no-http", *extra]
+    server = ServerProcess(server_args, env, tmp / "server.log")
+    server.start()
+    url = f"tcp://127.0.0.1:{port}"
+    arg, att = build_new_request(str(args.data / "cal.json"), str(args.data / "AAA_integ.msk"), "run")
+    with LeashClient(url, secret, timeout=60) as c:
+        r = c.request("new", arg, att)
+        assert r["result"] == "new queue", r
+    return server, url, secret, fport, base, run
+
+
+#: Hard links per copy of the source image (ext4 allows 65,000 links to a file).
+LINKS_PER_SOURCE = 50_000
+
+
+def _slope_per_10k(frames: list[int], mib: list[float]) -> float:
+    """Least-squares slope of RSS over frames after the first 10 % of the run, MiB per 10k frames."""
+    if len(frames) < 2:
+        return float("nan")
+    x, y = np.asarray(frames, dtype=float), np.asarray(mib, dtype=float)
+    keep = x >= 0.1 * x[-1]
+    if keep.sum() >= 2:
+        x, y = x[keep], y[keep]
+    return float(np.polyfit(x, y, 1)[0] * 10_000)
+
+
+def memory_soak(args, report: Report | None = None) -> Report:
+    """The memory soak (``--frames``): see the module docstring."""
+    import psutil
+
+    from saxsdog.feeder import Feeder
+    from saxsdog.protocol.client import LeashClient
+
+    n, every = args.frames, max(1, args.sample_every)
+    samples: list[tuple[int, float, float, float]] = []  # results, coordinator MiB, workers MiB, s
+    counted: set[str] = set()
+    broken: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        server, url, secret, fport, base, run = _start_server(tmp, args, [])
+        work = base / "work"
+        assert server.proc is not None
+        proc = psutil.Process(server.proc.pid)
+
+        def source_for(i: int) -> Path:  # a file system allows some 65,000 links to one file
+            src = run / f".source_{i // LINKS_PER_SOURCE}.tif"
+            if not src.exists():
+                shutil.copy(run / ".source.tif", src)
+            return src
+
+        def collect() -> None:  # count and remove the outputs so far (a sample checked whole)
+            if not work.is_dir():
+                return
+            for p in work.glob("img_*.chi"):
+                if p.stem in counted:
+                    continue
+                if len(counted) % 97 == 0 and not _whole_chi(p):
+                    broken.append(p.name)
+                counted.add(p.stem)
+                p.unlink()
+
+        def sample(done: int) -> None:
+            workers = sum(c.memory_info().rss for c in proc.children(recursive=True))
+            samples.append((done, proc.memory_info().rss / 2**20, workers / 2**20, time.perf_counter() - t0))
+            print(f"memory soak: {done} results, coordinator {samples[-1][1]:.1f} MiB, workers "
+                  f"{samples[-1][2]:.0f} MiB, {samples[-1][3]:.0f} s", file=sys.stderr, flush=True)
+
+        st: dict[str, object] = {}
+        try:
+            with LeashClient(url, secret, timeout=60) as c, Feeder(f"tcp://127.0.0.1:{fport}") as feeder:
+                assert feeder.wait_for_subscriber(10)
+                time.sleep(0.5)
+
+                def done_now() -> int:
+                    nonlocal st
+                    st = c.request("stat")["data"]["stat"]
+                    return int(st.get("pics") or 0)
+
+                t0 = time.perf_counter()
+                sample(0)
+                announced, done, next_sample = 0, 0, every
+                deadline = time.monotonic() + max(600.0, n * 0.1)
+                while done < n and time.monotonic() < deadline:
+                    # keep at most --ahead images in flight: the queue's backlog is not the coordinator's growth
+                    while announced < n and announced - done < args.ahead:
+                        image = run / f"img_{announced:06d}.tif"
+                        os.link(source_for(announced), image)
+                        feeder.announce(image)
+                        announced += 1
+                    time.sleep(0.05)
+                    done = done_now()
+                    if done >= next_sample:
+                        sample(done)
+                        collect()
+                        next_sample = (done // every + 1) * every
+                elapsed = time.perf_counter() - t0
+                while time.monotonic() < deadline and st.get("queue length") != 0:
+                    time.sleep(0.2)
+                    done_now()
+        finally:
+            server.stop()
+        collect()
+        listed: Counter[str] = Counter()
+        for filelist in (work / "results" / "filelist.txt", base / "results" / "filelist.txt"):
+            if filelist.exists():
+                for line in filelist.read_text().splitlines():
+                    name = line.split("\t", 1)[0].strip()
+                    if "img_" in name:
+                        listed[Path(name).stem] += 1
+                break
+    expected = {f"img_{i:06d}" for i in range(n)}
+    lost = len(expected - counted)
+    twice = sum(1 for v in listed.values() if v > 1)
+    frames = [s[0] for s in samples]
+    coord = [s[1] for s in samples]
+    workers = [s[2] for s in samples]
+    if report is None:
+        report = Report(f"Memory soak: saxsdogserver, {args.workers} workers, {n} Pilatus 1M images "
+                        "(.chi, real calibration and mask), no faults", args)
+    report.context["memory samples (results: coordinator MiB / workers MiB / s)"] = "; ".join(
+        f"{f}: {c:.1f}/{w:.0f}/{t:.0f}" for f, c, w, t in samples)
+    report.section(f"memory soak, {n} frames, RSS sampled every {every} results")
+    report.add("frames processed", len(counted), target=str(n), key="mem_frames")
+    report.add("rate", n / elapsed if elapsed > 0 else float("nan"), "frames/s", key="mem_fps")
+    report.add("coordinator RSS at the first sample after 10 %",
+               next((c for f, c in zip(frames, coord) if f >= 0.1 * n), coord[-1]), "MiB", key="mem_coord_start_mib")
+    report.add("coordinator RSS at the end", coord[-1], "MiB", key="mem_coord_end_mib")
+    report.add("coordinator RSS slope", _slope_per_10k(frames, coord), "MiB/10k frames", "~ 0 (flat)",
+               key="mem_coord_slope_mib_per_10k")
+    report.add("workers RSS, max over the run", max(workers), "MiB", "< 1024", key="mem_workers_max_mib")
+    report.add("images lost (memory soak)", lost, target="0", key="mem_lost")
+    report.add("images listed twice (memory soak)", twice, target="0", key="mem_listed_twice")
+    report.check(lost == 0, f"memory soak: {lost} image(s) without an output")
+    report.check(twice == 0, f"memory soak: {twice} image(s) listed twice")
+    report.check(not broken, f"memory soak: incomplete outputs {broken[:5]}")
+    return report
+
+
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--rate", type=float, default=200.0, help="events per second")
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of announcements")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--task-timeout", type=float, default=10.0, help="the server's stalled-task deadline (s)")
+    ap.add_argument("--frames", type=int, default=0,
+                    help="run the memory soak on this many frames instead of the fault soak (e.g. 100000)")
+    ap.add_argument("--sample-every", type=int, default=5000, help="memory soak: results between RSS samples")
+    ap.add_argument("--ahead", type=int, default=400, help="memory soak: images announced ahead of the results")
     args = ap.parse_args()
+    if args.frames:
+        memory_soak(args).finish()
+        return
     if args.quick:
         args.rate, args.duration = 40.0, 6.0
 
@@ -265,6 +442,9 @@ def main() -> None:
         report.add("latency event -> done, p50", float(np.percentile(lat, 50)), "ms", key="latency_p50_ms")
         report.add("latency event -> done, p99", float(np.percentile(lat, 99)), "ms", key="latency_p99_ms")
     report.context["final stat"] = st
+    if args.quick:  # the memory soak's code path too, on a few frames
+        args.frames, args.sample_every = 400, 100
+        memory_soak(args, report)
     report.finish()  # the table first, then what is wrong with it
     report.check(lost == 0, f"{lost} image(s) lost")
     report.check(twice == 0, f"{twice} image(s) listed twice")

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_stream.py [--frames 2000] [--workers 2] [--json out.json] [--quick]
+    python benchmarks/bench_stream.py [--frames 2000] [--workers 2] [--rate 200] [--json out.json] [--quick]
 
 A sender process plays the detector: it binds a PUSH socket on 127.0.0.1 and sends a series
 of Pilatus 1M frames (1043 × 981; made from the real ``buf1_00000.tif``, int32 → uint32 as
@@ -12,8 +12,14 @@ the workers decode and integrate them (errors and integral parameters), and the 
 to an NXcanSAS run file; optionally the raw frames are also kept (NeXus master + data
 files).  The last row sends the same frames as stream v2 (one CBOR message each, DECTRIS
 ``bslz4`` compression).  Reported: frames/s from the first frame sent to the run file
-closed, and the mean per-frame times of the workers' stages; a separate row times the
-bitshuffle-LZ4 decode of one frame alone (the library's path, into a reused buffer).
+closed, the mean per-frame times of the workers' stages, and the CPU time per frame of each
+process (the sender, saxsdog's coordinator, its workers: on a shared machine the CPU
+figures are the ones to compare); a separate row times the bitshuffle-LZ4 decode of one
+frame alone (the library's path, into a reused buffer).  The latency rows send frames at
+``--rate`` Hz (the detector's frame clock, 200 Hz by default) and give the time from each
+frame's send to its result reaching the coordinator (median and 95th percentile; the note
+also gives them after the first second, without the start: each worker's first frame is
+slow and the frames queued meanwhile wait).
 ``--quick``: a few frames per row, every result checked, timings meaningless.
 """
 
@@ -25,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -43,54 +51,93 @@ def make_blobs(data: Path, n_distinct: int) -> tuple[list[bytes], tuple[int, int
     return blobs, base.shape
 
 
-def sender(endpoint_q, go, blobs: list[bytes], shape, n: int, series: int, protocol: str = "v1") -> None:
+def sender(endpoint_q, go, blobs: list[bytes], shape, n: int, series: int, protocol: str = "v1",
+           rate: float = 0.0) -> None:
+    """The detector: ``n`` frames as fast as they are taken, or paced at ``rate`` Hz.
+
+    Puts on ``endpoint_q``: the endpoint, the time of the first send, then (after the
+    series end) the send time of every frame and this process's CPU seconds.
+    """
+    import resource
+
     from saxsdog.streams import stream2
     from saxsdog.streams.dectris import DectrisSender
 
     config = {"count_time": 0.002, "frame_time": 0.0025}
+    sent = [0.0] * n
     with DectrisSender(sndhwm=64) as snd:
         endpoint_q.put(snd.endpoint)
         go.wait(60)
-        endpoint_q.put(time.time())
+        t0 = time.time()
+        endpoint_q.put(t0)
+        p0 = time.perf_counter()
         if protocol == "v2":  # one CBOR message per frame
             snd.send_parts([stream2.encode_start(series, {**config, "incident_wavelength": 1.54})], timeout=60)
-            for k in range(n):
+        else:
+            snd.send_header(series, {**config, "wavelength": 1.54, "description": "bench sender"}, timeout=60)
+        for k in range(n):
+            if rate:
+                delay = p0 + k / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)  # the detector's frame clock (the sender's, not saxsdog's)
+            sent[k] = time.time()
+            if protocol == "v2":
                 snd.send_parts([stream2.encode_image(series, k, blobs[k % len(blobs)], shape, "uint32",
                                                      "bs32-lz4<")], timeout=60)
+            else:
+                snd.send_frame(series, k, blobs[k % len(blobs)], shape, "uint32", "bs32-lz4<", timeout=60)
+        if protocol == "v2":
             snd.send_parts([stream2.encode_end(series)], timeout=60)
-            return
-        snd.send_header(series, {**config, "wavelength": 1.54, "description": "bench sender"}, timeout=60)
-        for k in range(n):
-            snd.send_frame(series, k, blobs[k % len(blobs)], shape, "uint32", "bs32-lz4<", timeout=60)
-        snd.send_end(series, timeout=60)
+        else:
+            snd.send_end(series, timeout=60)
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    endpoint_q.put((sent, ru.ru_utime + ru.ru_stime))
 
 
 def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt: str,
-        protocol: str = "v1") -> dict:
+        protocol: str = "v1", rate: float = 0.0) -> dict:
+    """One stream into a queue; frames/s, CPU per frame of each process and result latencies."""
+    import resource
+
+    from _harness import cpu_seconds
+
     from saxsdog.pipeline import QueueOptions
     from saxsdog.pipeline.queue import ImageQueue
     from saxsdog.streams.dectris import DectrisStreamSource
 
-    out = tmp / f"out_{fmt}_{int(keep_raw)}_{protocol}"
+    out = tmp / f"out_{fmt}_{int(keep_raw)}_{protocol}_{int(rate)}"
     ctx = mp.get_context("fork")
     endpoint_q, go = ctx.Queue(), ctx.Event()
-    proc = ctx.Process(target=sender, args=(endpoint_q, go, blobs, shape, n, 1, protocol), daemon=True)
+    proc = ctx.Process(target=sender, args=(endpoint_q, go, blobs, shape, n, 1, protocol, rate), daemon=True)
     proc.start()
     endpoint = endpoint_q.get(timeout=60)
     q = ImageQueue(cal, out, QueueOptions(workers=workers, out_dir=out, output_format=fmt)).start()
+    arrived: dict[int, float] = {}  # frame -> when its result reached the coordinator
+    q.add_callback(lambda r: arrived.setdefault(int(Path(r.path).name.rsplit("_", 1)[-1]), time.time()))
     src = DectrisStreamSource(endpoint, q, keep_raw=(tmp / f"raw_{fmt}_{protocol}") if keep_raw else None).start()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    pids = list(q._pool.pids())
+    w0 = sum(cpu_seconds(p) for p in pids)
     go.set()
     t_sent = endpoint_q.get(timeout=60)
     ok = src.ended.wait(600) and q.wait_until_idle(600)
+    w1 = sum(cpu_seconds(p) for p in pids)
     src.stop()
     q.stop()  # closes (renames) the run file
     elapsed = time.time() - t_sent
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    sent, sender_cpu = endpoint_q.get(timeout=60)
     proc.join(30)
     st = q.stats()
     raw_bytes = sum(p.stat().st_size for p in src.raw_files)
-    return {"ok": ok and st["images_processed"] == n and not q.history.failures,
+    lat = np.array([arrived[k] - sent[k] for k in range(n) if k in arrived]) * 1e3
+    return {"ok": ok and st["images_processed"] == n and not q.history.failures and len(lat) == n,
             "fps": n / elapsed, "frames": st["images_processed"], "stages": st["stage_seconds"],
-            "run": q.run_files, "raw_mb": raw_bytes / 1e6}
+            "run": q.run_files, "raw_mb": raw_bytes / 1e6,
+            "cpu_ms": {"sender": sender_cpu / n * 1e3,
+                       "coordinator": (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / n * 1e3,
+                       "workers": (w1 - w0) / n * 1e3},
+            "latency_ms": lat}
 
 
 def main() -> None:
@@ -98,9 +145,11 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--distinct", type=int, default=16, help="different frames cycled by the sender")
+    ap.add_argument("--rate", type=float, default=200.0, help="frame rate of the latency rows (Hz)")
+    ap.add_argument("--latency-frames", type=int, default=1000, help="frames of each latency row")
     args = ap.parse_args()
     if args.quick:
-        args.frames, args.distinct = 12, 3
+        args.frames, args.distinct, args.latency_frames = 12, 3, 20
 
     from saxsdog import Calibration
     from saxsdog.io.codecs import decode_frame
@@ -130,11 +179,29 @@ def main() -> None:
             report.check(r["ok"], f"{label}: {r['frames']} of {args.frames} frames processed")
             if fmt == "nxcansas-run":
                 report.check(bool(r["run"]) and all(Path(p).is_file() for p in r["run"]), f"{label}: no run file")
-            s = r["stages"]
+            s, c = r["stages"], r["cpu_ms"]
             report.add(label, r["fps"], "frames/s", target, key=key,
                        note=f"decode+read {s['read'] * 1e3:.2f}, integrate {s['integrate'] * 1e3:.2f}, "
                             f"write {s['write'] * 1e3:.2f} ms/frame"
                             + (f"; raw {r['raw_mb']:.0f} MB" if keep else ""))
+            report.add("  CPU per frame: sender / coordinator / workers", c["sender"] + c["coordinator"]
+                       + c["workers"], "ms", key=key.replace("_fps", "_cpu_ms"),
+                       note=f"{c['sender']:.2f} / {c['coordinator']:.2f} / {c['workers']:.2f}")
+        report.section(f"latency, frame sent to its result in the coordinator, {args.rate:g} Hz, "
+                       f"{args.latency_frames} frames")
+        for label, key, protocol in (("stream v1", "v1_latency", "v1"), ("stream v2", "v2_latency", "v2")):
+            r = run(cal, blobs, shape, args.latency_frames, args.workers, tmp, False, "nxcansas-run", protocol,
+                    rate=args.rate)
+            report.check(r["ok"], f"latency {label}: {r['frames']} of {args.latency_frames} frames processed")
+            lat = r["latency_ms"]
+            report.add(f"{label}, NXcanSAS run file: p50", float(np.percentile(lat, 50)), "ms", "<= 5",
+                       key=f"{key}_p50_ms")
+            settled = lat[int(args.rate):] if lat.size > 2 * int(args.rate) else lat  # after the first second
+            report.add(f"{label}: p95", float(np.percentile(lat, 95)), "ms", key=f"{key}_p95_ms",
+                       note=f"max {lat.max():.1f} ms; after the first second p50 {np.percentile(settled, 50):.1f}, "
+                            f"p95 {np.percentile(settled, 95):.1f} ms; CPU per frame sender / coordinator / workers "
+                            f"{r['cpu_ms']['sender']:.2f} / {r['cpu_ms']['coordinator']:.2f} / "
+                            f"{r['cpu_ms']['workers']:.2f} ms")
     report.finish()
 
 

@@ -279,3 +279,78 @@ def test_hung_scheduler_is_detected_and_stop_does_not_hang(real_calibration, ima
             if proc is not None:
                 proc.kill()
                 proc.wait(30)
+
+
+#: Run on the scheduler (as text: a function of this test module cannot be unpickled there):
+#: the heavy modules it has loaded.
+HEAVY_LOADED = ("sorted(m for m in __import__('sys').modules if m in ('numba', 'numpy', 'saxsdog.calibration', "
+                "'saxsdog.pipeline.dask_pool', 'saxsdog.pipeline.worker'))")
+
+
+def test_the_scheduler_handles_batches_as_bytes_without_importing_the_pipeline(real_calibration, images, tmp_path):
+    """A batch was pickled image tasks for ``dask_pool.process_batch``: the scheduler, which
+    unpickles every task, imported saxsdog's integration stack (numba, ~60 MB) and unpickled
+    and re-pickled each batch.  Now the batch is bytes for a function of a module that imports
+    only the standard library."""
+    root, paths = images
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", str(port), "--no-dashboard"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        _wait_for_port(port)
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                                   "--no-dashboard", "--no-nanny"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_workers(address, 1)
+        pool = DaskPool(real_calibration, QueueOptions(out_dir=tmp_path / "out"), address, batch_size=3)
+        try:
+            pending = [ImageTask(str(p), str(root)) for p in paths[:12]]
+            done: list = []
+            deadline = time.monotonic() + 120
+            while (pending or pool.inflight) and time.monotonic() < deadline:
+                while pending and pool.submit(pending[0]):
+                    pending.pop(0)
+                done.extend(pool.poll(0.1)[0])
+            assert sorted(t.path for t, _ in done) == sorted(map(str, paths[:12]))
+            assert all(rs[0].ok for _, rs in done)
+            with Client(address, set_as_default=False) as c:
+                # numpy: the scheduler's own (distributed imports it), not saxsdog's
+                assert set(c.run_on_scheduler(eval, HEAVY_LOADED)) <= {"numpy"}
+        finally:
+            pool.close()
+    finally:
+        for p in (worker, scheduler):
+            if p is not None:
+                p.terminate()
+                p.wait(30)
+
+
+def test_poll_wakes_at_once_on_the_queue_wakeup(real_calibration, cluster, images, tmp_path):
+    """With nothing in flight ``poll`` slept its whole timeout, deaf to new images; now the
+    queue's wake-up fd (and a finished batch) end its wait."""
+    root, paths = images
+    pool = DaskPool(real_calibration, QueueOptions(out_dir=tmp_path / "out"), cluster.scheduler_address,
+                    batch_size=1)
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    try:
+        os.write(w, b"\0")  # the queue has news (an image was pushed)
+        t0 = time.monotonic()
+        assert pool.poll(5.0, wakeup=r) == ([], [])
+        assert time.monotonic() - t0 < 2.0
+        os.read(r, 16)
+        assert pool.submit(ImageTask(str(paths[0]), str(root)))
+        done: list = []
+        deadline = time.monotonic() + 60
+        while not done and time.monotonic() < deadline:
+            d, orphaned = pool.poll(5.0, wakeup=r)
+            assert not orphaned
+            done.extend(d)
+        assert [t.path for t, _ in done] == [str(paths[0])] and done[0][1][0].ok
+    finally:
+        pool.close()
+        os.close(r)
+        os.close(w)

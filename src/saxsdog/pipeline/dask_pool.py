@@ -11,7 +11,10 @@ Design
 ------
 * The calibration (its built operators are several MB of numpy arrays) travels to each
   worker **once**, inside a :class:`distributed.WorkerPlugin`; the scheduler also hands it
-  to workers that join (or are restarted) later.  Tasks carry only a token and file paths.
+  to workers that join (or are restarted) later.  Tasks carry only a token and file paths,
+  pickled into one byte string for :func:`saxsdog.pipeline.dask_task.run_batch`: the
+  scheduler unpickles every task, and so handles bytes and a standard-library module
+  instead of importing the integration stack and re-pickling every batch.
 * Image tasks are grouped into batches (one dask task per ``batch_size`` images) so the
   per-task cost (~0.6 ms of scheduler/client CPU, ~10 ms round-trip latency) is small
   against the work (~5 ms per image and core); two batches per worker thread are in flight
@@ -42,8 +45,9 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import queue as _queue
-import threading
+import select
 import time
 import uuid
 from collections.abc import Callable
@@ -59,6 +63,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ..calibration import Calibration
 from ..errors import SaxsdogError
+from .dask_task import INSTALL_LOCK, PROCESSORS, processor, run_batch
 from .options import QueueOptions
 from .tasks import ImageResult, ImageTask
 from .worker import ImageProcessor
@@ -102,12 +107,12 @@ class SchedulerUnreachable(SaxsdogError):
 
 
 # -- worker side ---------------------------------------------------------------------------
-#: The processors installed on this worker process, by pool token.
-_PROCESSORS: dict[str, ImageProcessor] = {}
+#: The processors installed on this worker process, by pool token (shared with the task's module).
+_PROCESSORS: dict[str, ImageProcessor] = PROCESSORS
 #: How many times this process unpickled each pool's calibration (diagnostics and tests:
 #: it must stay 1 per worker process, whatever the number of tasks).
 _CALIBRATION_LOADS: dict[str, int] = {}
-_INSTALL_LOCK = threading.Lock()
+_INSTALL_LOCK = INSTALL_LOCK
 #: Whether :func:`_tune_malloc` took effect in this process.
 _MALLOC_TUNED = [False]
 
@@ -193,17 +198,8 @@ def _install(token: str, payload: _Payload) -> ImageProcessor:
 
 
 def _processor(token: str) -> ImageProcessor:
-    proc = _PROCESSORS.get(token)
-    if proc is not None:
-        return proc
-    # The plugin's setup normally ran when the worker registered; should a task win that
-    # race, install from the plugin object the worker already holds (not a new copy).
-    from distributed import get_worker
-
-    plugin = get_worker().plugins.get(f"saxsdog-{token}")
-    if not isinstance(plugin, SaxsdogPlugin):
-        raise RuntimeError(f"saxsdog calibration {token} is not installed on this worker")
-    return _install(token, plugin.payload)
+    proc: ImageProcessor = processor(token)
+    return proc
 
 
 def process_batch(token: str, tasks: list[ImageTask]) -> list[list[ImageResult]]:
@@ -296,6 +292,10 @@ class DaskPool:
         except (OSError, TimeoutError) as exc:
             self._close_cluster()
             raise SchedulerUnreachable(self.address, f"no answer within {connect_timeout:g} s ({exc})") from exc
+        # finished batches wake poll through this pipe (with the queue's own wake-up fd)
+        self._done_r, self._done_w = os.pipe()
+        os.set_blocking(self._done_r, False)
+        os.set_blocking(self._done_w, False)
         try:
             self._plugin = SaxsdogPlugin(self.token, calibration, options, tune_malloc)
             self.client.register_plugin(self._plugin)
@@ -377,11 +377,20 @@ class DaskPool:
         tasks, self._batch = self._batch, []
         self._n += 1
         key = f"saxsdog-batch-{self.token}-{self._n}"
-        fut = self.client.submit(process_batch, self.token, tasks, key=key, pure=False,
-                                 retries=self.retries)
+        # the batch as bytes through a light module: the scheduler neither imports saxsdog
+        # nor unpickles the image tasks (see saxsdog.pipeline.dask_task)
+        blob = pickle.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL)
+        fut = self.client.submit(run_batch, self.token, blob, key=key, pure=False, retries=self.retries)
         self._futures[key] = (fut, tasks)
-        # runs in dask's callback thread: only hand the key over
-        fut.add_done_callback(lambda f, key=key: self._finished.put(key))
+        # runs in dask's callback thread: only hand the key over (and wake poll)
+        fut.add_done_callback(lambda f, key=key: self._batch_done(key))
+
+    def _batch_done(self, key: str) -> None:
+        self._finished.put(key)
+        try:
+            os.write(self._done_w, b"\0")
+        except (BlockingIOError, OSError, TypeError):  # the pipe is full (poll is awake anyway) or closed
+            pass
 
     def poll(self, timeout: float, wakeup: int | None = None
              ) -> tuple[list[tuple[ImageTask, list[ImageResult]]], list[ImageTask]]:
@@ -401,13 +410,21 @@ class DaskPool:
         self._check_connected()
         self._flush()
         keys: list[str] = []
-        if self._futures:
+        if self._finished.empty() and timeout > 0:
+            # a batch finishing ends the wait; with nothing in flight the queue's wake-up (new
+            # images, stop) too, instead of a polling sleep before the first image is sent.
+            # With batches in flight new images wait for one to finish (or the timeout) and
+            # fill the next batch meanwhile, as before.
+            fds = [self._done_r] + ([wakeup] if wakeup is not None and not self._futures else [])
             try:
-                keys.append(self._finished.get(timeout=max(0.0, timeout)))
-            except _queue.Empty:
+                select.select(fds, [], [], timeout)
+            except (OSError, ValueError):  # a closed wake-up fd: just wait on our own
+                select.select([self._done_r], [], [], timeout)
+        try:
+            while os.read(self._done_r, 4096):
                 pass
-        elif timeout > 0:
-            time.sleep(timeout)  # nothing in flight: do not spin
+        except (BlockingIOError, OSError):
+            pass
         while True:
             try:
                 keys.append(self._finished.get_nowait())
@@ -511,6 +528,14 @@ class DaskPool:
             except Exception as exc:
                 log.debug("while closing the Dask client: %s", exc)
         self._close_cluster()
+        for name in ("_done_r", "_done_w"):  # after the client: its callbacks may still write
+            fd = getattr(self, name, None)
+            if fd is not None:
+                setattr(self, name, None)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def _close_cluster(self) -> None:
         if self._cluster is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -25,13 +26,14 @@ class History:
     """Per-image records and queue statistics (thread-safe).
 
     Each record: path, frame, outputs, parameters, image_time, processed_at, timings,
-    error, skipped and dummy_pixels (:func:`dummy_pixels`).  Statistics: frames/s over the
-    last ``window`` seconds and overall, images processed, failures, per-stage mean timings.
+    error, skipped and dummy_pixels (:func:`dummy_pixels`); the latest ``max_records`` are
+    kept (a bounded memory over a long run).  Statistics: frames/s over the last ``window``
+    seconds and overall, images processed, failures, per-stage mean timings.
     """
 
     def __init__(self, window: float = 5.0, max_records: int = 1_000_000):
         self._lock = threading.Lock()
-        self.records: list[dict[str, Any]] = []
+        self.records: deque[dict[str, Any]] = deque(maxlen=max(0, int(max_records)))
         self.failures: dict[str, str] = {}
         #: The frame each entry of ``failures`` is about: only that frame's later success
         #: (a retry) clears it, not another frame of the same file.
@@ -45,7 +47,6 @@ class History:
         self.started = time.time()
         self.first_result: float | None = None
         self.last_result: float | None = None
-        self.max_records = max_records
         self.latest: ImageResult | None = None
         self.latest_curves: ImageResult | None = None
 
@@ -72,7 +73,7 @@ class History:
                 self.latest = result
                 if result.curves and result.live:
                     self.latest_curves = result
-            if len(self.records) < self.max_records:
+            if self.records.maxlen:
                 self.records.append({
                     "path": result.path, "frame": result.frame, "outputs": result.outputs,
                     "parameters": result.parameters, "image_time": result.image_time,
@@ -80,6 +81,16 @@ class History:
                     "error": result.error, "skipped": result.skipped, "alarms": result.alarms,
                 })
                 self.records[-1]["dummy_pixels"] = dummy_pixels(result)
+
+    @property
+    def max_records(self) -> int:
+        """How many of the latest records are kept."""
+        return self.records.maxlen or 0
+
+    @max_records.setter
+    def max_records(self, n: int) -> None:
+        with self._lock:
+            self.records = deque(self.records, maxlen=max(0, int(n)))
 
     def frames_per_second(self) -> float:
         """Rate over the last ``window`` seconds."""
@@ -108,4 +119,4 @@ class History:
     def snapshot(self, since: int = 0) -> list[dict[str, Any]]:
         """Records from index ``since`` on."""
         with self._lock:
-            return list(self.records[since:])
+            return list(itertools.islice(self.records, since, None))

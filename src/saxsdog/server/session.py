@@ -42,6 +42,9 @@ from .ledger import Ledger, rebuild_from_outputs
 from .paths import PathOutsideBase, resolve_inside
 
 log = logging.getLogger(__name__)
+#: Per-image records a queue keeps in memory (the latest; the ledger keeps them all), so the
+#: server's memory stays flat over a run of any length.
+HISTORY_RECORDS = 10_000
 
 #: A ledger write failed: SQLite's own errors, or the ledger's (which rolled back and names the file).
 _LEDGER_ERRORS = (sqlite3.Error, LedgerError)
@@ -214,6 +217,8 @@ class QueueSession:
         self.tracker = LedgerTracker(ledger, self.queue_id)
         self.queue = ImageQueue(self.calibration, self.directory, self.options, tracker=self.tracker,
                                 pool_factory=pool_factory)
+        # the ledger holds every image's record (plots, file lists): memory keeps the latest only
+        self.queue.history.max_records = HISTORY_RECORDS
         self.started = time.time()
         self._rescan_stop = threading.Event()
         self._rescan_thread: threading.Thread | None = None

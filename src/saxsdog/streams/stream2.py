@@ -15,8 +15,8 @@ Messages are CBOR maps with a ``type``:
 ``end`` (disarm)
     ``series_id``.
 
-Parsing keeps the pixels compressed: the frame's blob and its encoding (``bs32-lz4<``,
-``h5lz4<``, ``<`` ...) go to the workers exactly as with stream v1.  Images carry every
+Parsing keeps the pixels compressed: the frame's blob (a memoryview) and its encoding
+(``bs32-lz4<``, ``h5lz4<``, ``<`` ...) go to the workers exactly as with stream v1.  Images carry every
 active channel; the first one (in the start message's ``channels`` order) is integrated.
 """
 
@@ -206,7 +206,9 @@ def parse_message_v2(raw: bytes | bytearray | memoryview) -> SeriesHeader | Stre
         encoding, blob = typed.order, content
     times = {k: t for k in ("start_time", "stop_time", "real_time") if (t := _ns(msg.get(k))) is not None}
     appendix = msg.get("user_data")
-    return StreamFrame(series, frame, (rows, cols), typed.dtype, encoding, blob, "", times,
+    # a view, like a stream v1 blob: the queue copies views into the workers' shared memory,
+    # while bytes would be pickled through the worker's pipe (two more copies of the frame)
+    return StreamFrame(series, frame, (rows, cols), typed.dtype, encoding, memoryview(blob), "", times,
                        str(appendix) if appendix is not None else None)
 
 
