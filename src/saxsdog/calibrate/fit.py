@@ -53,6 +53,13 @@ __all__ = ["CalibrationFitError", "NoRingsError", "PoorFitError", "RingStats", "
            "valid_pixels", "hidden_ring_fraction", "wavelength_mismatch", "fit_calibrant"]
 
 
+#: Largest tilt (degrees, along each axis) the refinement considers; the issue's range is 15°.
+MAX_TILT_DEG = 30.0
+
+#: A fitted distance below this (mm) is refused: no calibrant image is taken so close, and a
+#: fit that ends there has made a geometry up for a couple of ridges.
+MIN_DISTANCE_MM = 20.0
+
 #: Smoothing scales (px) of the ridge search, finest first: coarser ones only when it finds no rings.
 RIDGE_SCALES_PX = (1.5, 3.0, 6.0)
 
@@ -698,13 +705,20 @@ def _refine(params: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: np.nda
     # 2θ per pixel at the rings, to express a pixel tolerance in 2θ
     px = 0.5 * (pixel_mm[0] + pixel_mm[1])
     cov = np.zeros((6, 6))
+    # a tilt within ±MAX_TILT_DEG along each axis: short arcs of rings far from the beam centre
+    # bend alike under a distance, a centre and a tilt of 50° or more, a minimum no detector
+    # is set up at (the refinement ran there from a start of 3° off)
+    limit = math.sin(math.radians(MAX_TILT_DEG))
+    lower = np.array([-np.inf, -np.inf, 1e-3, -limit, -limit, 1e-3])[free]
+    upper = np.array([np.inf, np.inf, np.inf, limit, limit, np.inf])[free]
+    p[free] = np.clip(p[free], lower + 1e-9, upper - 1e-9)
     for it in range(4):
         sel = keep
         if sel.sum() < free.sum() + 3:
             break
         rad_per_px = px / p[2] * np.cos(_two_theta(p, rows[sel], cols[sel], nrows, pixel_mm)) ** 2
         scale = float(np.median(rad_per_px))
-        result = optimize.least_squares(residual, p[free], args=(sel,), method="trf",
+        result = optimize.least_squares(residual, p[free], args=(sel,), method="trf", bounds=(lower, upper),
                                         loss="soft_l1" if it == 0 else "linear", f_scale=scale,
                                         x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=200)
         p[free] = result.x
@@ -901,7 +915,7 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
         # ellipses (or short arcs of them) that no circle centre makes sharp; search for the
         # tilt that does, then assign orders and refine again.  When that fails too, the
         # reason told is the untilted one (the image's plainest reading)
-        guesses = sorted({round(d) for d in distances[:2]} | {200, 600, 2000})
+        guesses = sorted({round(d) for d in distances[:2] if d > MIN_DISTANCE_MM} | {200, 600, 2000})
         try:
             return fit_around(_tilt_search(rows, cols, untilted, nrows, pixel_mm, [float(d) for d in guesses]),
                               polish=True)
@@ -1056,6 +1070,15 @@ def _fit_from(data: np.ndarray, valid: np.ndarray, start: np.ndarray, assignment
                            "wavelength?")
     found = len(rings)
     expected = _predicted_lines(p, line_tth, valid, pixel_mm).size
+    if expected and found < 0.3 * expected and found < 4:
+        # two or three rings of the many the geometry puts on the detector: a geometry made up
+        # for a couple of ridges (a beamstop's edge, a gap's), not the calibrant's rings
+        raise PoorFitError(f"poor fit: only {found} of the {expected} rings of {calibrant or 'the calibrant'} the "
+                           f"fitted geometry ({p[2]:.1f} mm) puts on the detector are on the image: wrong calibrant "
+                           "or wavelength, or too few rings?")
+    if p[2] < MIN_DISTANCE_MM:
+        raise PoorFitError(f"poor fit: the fitted distance {p[2]:.2f} mm is implausible (less than "
+                           f"{MIN_DISTANCE_MM:g} mm): wrong calibrant or wavelength?")
     if expected and found < 0.3 * expected:
         warnings.append(f"only {found} of the {expected} calibrant rings expected on the detector were found")
     return fit
