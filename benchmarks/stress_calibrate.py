@@ -8,9 +8,9 @@ Usage::
 Each case draws a calibrant (AgBh, LaB6, CeO2), a distance 150–5000 mm (log-uniform or
 uniform), a tilt uniform in 0–15° at any rotation and a beam centre uniform over the
 detector (half the cases) or over a box reaching half a detector width beyond every edge (the
-other half), and makes a synthetic Pilatus 1M image (the real detector's gaps from
-``buf1_00000.tif``, a beamstop, Poisson noise) with
-:func:`saxsdog.calibrate.synthetic.fake_calibrant_image`.  The wavelength:
+other half) (:func:`saxsdog.calibrate.synthetic.reviewer_scenarios`), and makes a synthetic
+Pilatus 1M image (the real detector's gaps from ``buf1_00000.tif``, a beamstop, Poisson
+noise) with :func:`saxsdog.calibrate.synthetic.fake_calibrant_image`.  The wavelength:
 
 * ``issue``: chosen so that the first line falls 60–250 px (AgBh) or 150–350 px (LaB6, CeO2)
   from the beam centre, as the acceptance test's geometries (else LaB6 5 m away shows no ring
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -44,67 +43,23 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
 SHAPE = (1043, 981)
-PIXEL_UM = 172.0
-FIRST_LINE_A = {"AgBh": 58.38, "LaB6": 4.156826, "CeO2": 3.12441816}
 
 
-def draw(rng: np.random.Generator, family: str, distance_law: str) -> dict:
-    """One random case: calibrant, geometry parameters and wavelength."""
-    rows, cols = SHAPE
-    calibrant = str(rng.choice(["AgBh", "LaB6", "CeO2"]))
-    if distance_law == "log":
-        distance = float(np.exp(rng.uniform(math.log(150.0), math.log(5000.0))))
-    else:
-        distance = float(rng.uniform(150.0, 5000.0))
-    tilt = float(rng.uniform(0.0, 15.0))
-    rotation = float(rng.uniform(-180.0, 180.0))
-    if rng.random() < 0.5:
-        x_c, y_c = float(rng.uniform(0, cols)), float(rng.uniform(0, rows))
-    else:
-        x_c, y_c = float(rng.uniform(-0.5 * cols, 1.5 * cols)), float(rng.uniform(-0.5 * rows, 1.5 * rows))
-    if family == "issue":
-        r1_px = rng.uniform(*((60.0, 250.0) if calibrant == "AgBh" else (150.0, 350.0)))
-        two_theta_1 = math.atan(r1_px * PIXEL_UM * 1e-3 / distance)
-        wavelength = 2 * FIRST_LINE_A[calibrant] * math.sin(two_theta_1 / 2)
-    else:
-        wavelength = float(rng.uniform(0.5, 1.6))
-    return {"calibrant": calibrant, "distance_mm": distance, "tilt_deg": tilt, "rotation_deg": rotation,
-            "beam_center": [y_c, x_c], "wavelength_A": wavelength, "family": family, "distance_law": distance_law}
-
-
-def visible_rings(geometry, d_spacings: np.ndarray, valid: np.ndarray, width_px: float = 1.2,
-                  beamstop_px: float = 25.0) -> int:
-    """Calibrant rings with at least 300 valid pixels within ±2σ of their crest (outside the beamstop)."""
-    tth = geometry.two_theta()
-    sigma = width_px * geometry.pixel_size_um[1] * 1e-3 / geometry.distance_mm
-    rows, cols = geometry.shape
-    y_c, x_c = geometry.beam_center
-    rr, cc = np.ogrid[:rows, :cols]
-    usable = valid & ((rr + 0.5 - (rows - y_c)) ** 2 + (cc + 0.5 - x_c) ** 2 >= (beamstop_px + 3) ** 2)
-    t = tth[usable]
-    x = geometry.wavelength_A / (2 * d_spacings)
-    lines = 2 * np.arcsin(x[x < 1])
-    lines = lines[(lines > t.min()) & (lines < t.max())]
-    t.sort()
-    counts = np.searchsorted(t, lines + 2 * sigma) - np.searchsorted(t, lines - 2 * sigma)
-    return int(np.sum(counts >= 300))
-
-
-def run_case(case: dict, gaps: np.ndarray, seed: int) -> dict:
+def run_case(scenario, gaps: np.ndarray, seed: int) -> dict:
+    """Make the image, fit it and classify the result (see the module's docstring)."""
     from saxsdog.calibrate import CalibrationFitError, calibrate_image, d_spacings
-    from saxsdog.calibrate.synthetic import fake_calibrant_image
-    from saxsdog.core.geometry import Geometry
+    from saxsdog.calibrate.synthetic import fake_calibrant_image, visible_rings
 
-    truth = Geometry(shape=SHAPE, beam_center=tuple(case["beam_center"]), distance_mm=case["distance_mm"],
-                     pixel_size_um=(PIXEL_UM, PIXEL_UM), wavelength_A=case["wavelength_A"],
-                     tilt_deg=case["tilt_deg"], tilt_rotation_deg=case["rotation_deg"])
-    _, d = d_spacings(case["calibrant"])
+    truth = scenario.geometry
+    _, d = d_spacings(scenario.calibrant)
     image = fake_calibrant_image(truth, d, gaps=gaps, seed=seed)
-    out = dict(case)
-    out["visible_rings"] = visible_rings(truth, d, ~gaps)
+    out = {"calibrant": scenario.calibrant, "distance_mm": truth.distance_mm, "tilt_deg": truth.tilt_deg,
+           "rotation_deg": truth.tilt_rotation_deg, "beam_center": list(truth.beam_center),
+           "wavelength_A": truth.wavelength_A, "visible_rings": visible_rings(truth, d, ~gaps)}
+    case = scenario
     t0 = time.process_time()
     try:
-        fit = calibrate_image(image, case["calibrant"], truth.wavelength_A, truth.pixel_size_um)
+        fit = calibrate_image(image, case.calibrant, truth.wavelength_A, truth.pixel_size_um)
     except CalibrationFitError as exc:
         out.update(outcome="refused", message=str(exc)[:300])
     except Exception as exc:  # noqa: BLE001 - a crash is an outcome of its own here
@@ -149,6 +104,7 @@ def main() -> int:
     ap.add_argument("--jsonl", type=Path, help="append one JSON line per case")
     ap.add_argument("--quick", action="store_true", help="6 cases")
     args = ap.parse_args()
+    from saxsdog.calibrate.synthetic import reviewer_scenarios
     from saxsdog.io.images import read_image
 
     gaps = read_image(args.data / "buf1_00000.tif").data < 0
@@ -158,14 +114,11 @@ def main() -> int:
     results = []
     for family in families:
         for law in laws:
-            rng = np.random.default_rng([args.seed, families.index(family) if args.family == "both" else
-                                         ["issue", "realistic"].index(family), ["log", "uniform"].index(law)])
-            cases = [draw(rng, family, law) for _ in range(n)]
-            for i, case in enumerate(cases):
+            for i, scenario in enumerate(reviewer_scenarios(n, args.seed, family, law)):
                 if i < args.start:
                     continue
-                case["id"] = f"{family}/{law}/{args.seed}/{i}"
-                result = run_case(case, gaps, seed=i)
+                result = run_case(scenario, gaps, seed=i)
+                result.update(id=f"{family}/{law}/{args.seed}/{i}", family=family, distance_law=law)
                 results.append(result)
                 print(f"{result['id']:>22} {result['calibrant']:5} {result['distance_mm']:7.1f} mm tilt "
                       f"{result['tilt_deg']:5.2f} rot {result['rotation_deg']:7.1f} centre "

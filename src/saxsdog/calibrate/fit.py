@@ -50,7 +50,7 @@ from saxsdog.core.geometry import Geometry
 from saxsdog.errors import SaxsdogError
 
 __all__ = ["CalibrationFitError", "NoRingsError", "PoorFitError", "RingStats", "CalibrationFit",
-           "valid_pixels", "hidden_ring_fraction", "wavelength_mismatch", "fit_calibrant"]
+           "valid_pixels", "hidden_ring_fraction", "wavelength_mismatch", "distance_mismatch", "fit_calibrant"]
 
 
 #: Largest tilt (degrees, along each axis) the refinement considers; the issue's range is 15°.
@@ -231,6 +231,33 @@ def wavelength_mismatch(wavelength_A: float, header_wavelength_A: float | None, 
     return (f"the wavelength {wavelength_A:g} Å differs from the image header's {float(header_wavelength_A):g} Å "
             f"by {abs(off):.0%}: at these small angles the fit cannot tell, and the distance comes out "
             f"scaled by about {float(header_wavelength_A) / wavelength_A:.3g} (check which wavelength is right)")
+
+
+#: A fitted distance further than this (relative) from a distance the user or the header gives
+#: is reported with the wavelength that would reconcile them.
+DISTANCE_MISMATCH = 0.2
+
+
+def distance_mismatch(fitted_mm: float, reference_mm: float | None, source: str, wavelength_A: float,
+                      tolerance: float = DISTANCE_MISMATCH) -> str:
+    """A warning when the fitted distance is more than ``tolerance`` (relative) from ``reference_mm``.
+
+    At small angles ``D tan 2θ ≈ D λ / d``: the rings fix the product of distance and
+    wavelength, not each, so a wavelength too short by a factor fits as well at a distance
+    longer by about that factor (and a few degrees of tilt).  A distance known otherwise (a
+    rough ``--distance-mm``, a header's) tells which is wrong.  ``source`` names it
+    ("--distance-mm", "the image header").  Empty when they agree or no reference is known.
+    """
+    if not reference_mm or not reference_mm > 0 or not fitted_mm > 0:
+        return ""
+    off = fitted_mm / float(reference_mm) - 1
+    if abs(off) <= tolerance:
+        return ""
+    implied = wavelength_A * fitted_mm / float(reference_mm)
+    return (f"the wavelength looks wrong: the fitted distance {fitted_mm:.1f} mm is {abs(off):.0%} from "
+            f"{source}'s {float(reference_mm):g} mm; the rings fix distance times wavelength, and at "
+            f"{float(reference_mm):g} mm they need about {implied:.4g} Å, not {wavelength_A:g} Å (check the "
+            "wavelength, or the distance)")
 
 
 def _smooth(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
