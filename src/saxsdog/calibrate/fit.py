@@ -23,17 +23,24 @@ The steps, none of which needs a click or a hand-tuned guess:
    are refined by least squares on the points' 2θ residuals, rejecting outliers, starting
    with the innermost rings and widening to every ring on the detector.  At small angles a
    tilt and its opposite bend the rings almost alike, so both are tried.
+   When this reading of the rings as circles gives no fit (a strong tilt at a short
+   distance makes them ellipses whose centres drift with their size; a centre far off the
+   detector leaves short arcs of them), steps 4–5 are repeated from the tilt, centre and
+   rough distance under which the ridge pixels' radii are sharpest (a simplex search from
+   several tilts, :func:`_tilt_search`), refined first on the ridge pixels themselves.
 6. **Checks**: the RMS residual; the ratio to the residual when every ring is fitted with a
    geometry of its own (one geometry forced onto rings that do not share it: a wavelength
    far too long, a wrong calibrant); rings of ridge pixels that no calibrant line explains;
-   calibrant lines between the rings found that show no ring.  A candidate failing them
-   passes to the next one; when all fail, the first one's reason is raised.
+   calibrant lines between the rings found that show no ring; only two or three of the many
+   rings the geometry puts on the detector found; a distance under 20 mm.  A candidate
+   failing them passes to the next one; when all fail, the first one's reason is raised.
 
 A result whose residuals are large, or that rests on too few rings, is an error
 (:class:`PoorFitError`), never a confident wrong geometry.  One limit is physics: at small
 angles the wavelength and the distance are almost degenerate, so a wavelength too *short*
 (by up to a few times) is absorbed by a longer distance and a tilt; ``saxsdog calibrate``
-warns when the wavelength given differs from the image header's.
+warns when the wavelength given differs from the image header's, and says the wavelength
+looks wrong when the fitted distance is far from ``--distance-mm`` (:func:`distance_mismatch`).
 """
 
 from __future__ import annotations
