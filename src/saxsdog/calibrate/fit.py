@@ -460,7 +460,7 @@ def _ring_radii(rows: np.ndarray, cols: np.ndarray, strength: np.ndarray, valid:
 
 
 def _tilt_search(rows: np.ndarray, cols: np.ndarray, p0: np.ndarray, nrows: int, pixel_mm: tuple[float, float],
-                 distances_mm: list[float]) -> np.ndarray:
+                 distances_mm: list[float], count: int = 1) -> list[np.ndarray]:
     """The geometry [Y, X, d, a, b] near ``p0``'s centre under which the ridge pixels'
     equivalent radii are most concentrated (sharpest rings), searched from several tilts.
 
@@ -470,8 +470,9 @@ def _tilt_search(rows: np.ndarray, cols: np.ndarray, p0: np.ndarray, nrows: int,
     smeared or missed.  This needs no calibrant: from each of ``distances_mm`` it starts with
     no tilt and with 5°, 10° and 15° in eight directions, and moves the centre, the distance
     and the tilt (as tilt over distance, the combination that bends the rings at small angles)
-    by a simplex search, on coarse and then finer bins, from the most promising starts.  The
-    distance found is a rough one: the calibrant's lines fix it.
+    by a simplex search, on coarse and then finer bins, from the most promising starts; returns
+    the ``count`` best geometries found, best first.  The distance found is a rough one: the
+    calibrant's lines fix it.
     """
     rng = np.random.default_rng(3)
     if rows.size > 6000:
@@ -518,14 +519,12 @@ def _tilt_search(rows: np.ndarray, cols: np.ndarray, p0: np.ndarray, nrows: int,
     # the most promising starts (by their own cost) on coarse bins, the best of those finer
     promising = sorted(starts, key=lambda start: cost(start[0], start[1], 4.0))[:10]
     coarse = sorted((simplex(x, d0, 4.0, 1.0, 200) for x, d0 in promising), key=lambda item: item[0])
-    best: tuple[float, np.ndarray, float] | None = None
+    fine = []
     for _, x, d0 in coarse[:3]:
         _, x, _ = simplex(x, d0, 2.0, 0.5, 300)
-        found = simplex(x, d0, 1.0, 0.2, 300)
-        if best is None or found[0] < best[0]:
-            best = found
-    assert best is not None
-    return params(best[1], best[2])
+        fine.append(simplex(x, d0, 1.0, 0.2, 300))
+    fine.sort(key=lambda item: item[0])
+    return [params(x, d0) for _, x, d0 in fine[:count]]
 
 
 def _assign_orders(radii: np.ndarray, prominence: np.ndarray, line_tth: np.ndarray, pixel_mm: float,
@@ -949,12 +948,27 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
         # ellipses (or short arcs of them) that no circle centre makes sharp; search for the
         # tilt that does, then assign orders and refine again.  When that fails too, the
         # reason told is the untilted one (the image's plainest reading)
-        guesses = sorted({round(d) for d in distances[:2] if d > MIN_DISTANCE_MM} | {200, 600, 2000})
-        try:
-            return fit_around(_tilt_search(rows, cols, untilted, nrows, pixel_mm, [float(d) for d in guesses]),
-                              polish=True)
-        except CalibrationFitError:
-            raise untilted_error from None
+        guesses = [float(d) for d in sorted({round(d) for d in distances[:2] if d > MIN_DISTANCE_MM} | {200, 600, 2000})]
+        starts = [untilted]
+        # seen from far off the detector the rings are short arcs, and moving the centre towards
+        # or away from them changes every radius alike: their sharpness hardly tells where along
+        # that line the centre is, so starts along it are tried too
+        outside = max(-untilted[1], untilted[1] - ncols, -untilted[0], untilted[0] - nrows)
+        if outside > 50:
+            towards = np.array([untilted[0] - nrows / 2, untilted[1] - ncols / 2])
+            towards /= np.hypot(*towards)
+            for shift in (-120.0, 120.0, -240.0, 240.0):
+                shifted = untilted.copy()
+                shifted[:2] += shift * towards
+                starts.append(shifted)
+        for k, start in enumerate(starts):
+            # the two best geometries from the centre found, the best from the others
+            for searched in _tilt_search(rows, cols, start, nrows, pixel_mm, guesses, 2 if k == 0 else 1):
+                try:
+                    return fit_around(searched, polish=True)
+                except CalibrationFitError:
+                    pass
+        raise untilted_error from None
 
     # broad rings (a long distance, a wide beam or a fine powder's size broadening: 10 px and
     # more) curve too gently for the fine scale against the noise of the background: when the
