@@ -147,3 +147,19 @@ def test_a_wavelength_that_cannot_be_refined_says_where_it_ran(shared_data, tmp_
     assert run.returncode == 1
     assert "the wavelength cannot be refined from these rings (it ran to" in run.stderr
     assert "from 1.5499 Å" in run.stderr
+
+
+@pytest.mark.slow
+def test_command_says_the_wavelength_looks_wrong_when_the_distance_disagrees(shared_data, tmp_path):
+    """0.77 of the right wavelength, no header to compare with (a TIFF without one is what
+    --wavelength overrides), and the rough distance the user knows: the calibration is
+    written (the rings alone cannot tell), and the warning, on stderr and first in the
+    report, says the wavelength looks wrong and names the one that fits 830 mm."""
+    run = _calibrate(shared_data, tmp_path, "--wavelength", "1.1934", "--distance-mm", "830", "--report", "-")
+    assert run.returncode == 0, run.stderr
+    assert "warning: the wavelength looks wrong: the fitted distance" in run.stderr
+    assert "from --distance-mm's 830 mm" in run.stderr and "need about 1.55" in run.stderr
+    report = run.stdout
+    assert report.index("the wavelength looks wrong") < report.index("Residuals per ring")
+    right = _calibrate(shared_data, tmp_path, "--distance-mm", "830")
+    assert right.returncode == 0 and "looks wrong" not in right.stderr

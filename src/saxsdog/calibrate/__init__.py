@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from .calibrants import DETECTOR_PIXELS_UM, CalibrantError, calibrant_names, d_spacings
-from .fit import (CalibrationFit, CalibrationFitError, NoRingsError, PoorFitError, RingStats, fit_calibrant,
-                  hidden_ring_fraction, valid_pixels, wavelength_mismatch)
+from .fit import (CalibrationFit, CalibrationFitError, NoRingsError, PoorFitError, RingStats, distance_mismatch,
+                  fit_calibrant, hidden_ring_fraction, valid_pixels, wavelength_mismatch)
 from .report import calibration_from_fit, report_text, save_picture
 
 __all__ = ["DETECTOR_PIXELS_UM", "CalibrantError", "CalibrationFit", "CalibrationFitError", "NoRingsError", "PoorFitError", "RingStats",
-           "calibrant_names", "calibrate_image", "calibration_from_fit", "d_spacings", "fit_calibrant",
+           "calibrant_names", "calibrate_image", "calibration_from_fit", "d_spacings", "distance_mismatch", "fit_calibrant",
            "hidden_ring_fraction", "report_text", "save_picture", "valid_pixels",
            "wavelength_mismatch"]
 

@@ -23,17 +23,24 @@ The steps, none of which needs a click or a hand-tuned guess:
    are refined by least squares on the points' 2θ residuals, rejecting outliers, starting
    with the innermost rings and widening to every ring on the detector.  At small angles a
    tilt and its opposite bend the rings almost alike, so both are tried.
+   When this reading of the rings as circles gives no fit (a strong tilt at a short
+   distance makes them ellipses whose centres drift with their size; a centre far off the
+   detector leaves short arcs of them), steps 4–5 are repeated from the tilt, centre and
+   rough distance under which the ridge pixels' radii are sharpest (a simplex search from
+   several tilts, :func:`_tilt_search`), refined first on the ridge pixels themselves.
 6. **Checks**: the RMS residual; the ratio to the residual when every ring is fitted with a
    geometry of its own (one geometry forced onto rings that do not share it: a wavelength
    far too long, a wrong calibrant); rings of ridge pixels that no calibrant line explains;
-   calibrant lines between the rings found that show no ring.  A candidate failing them
-   passes to the next one; when all fail, the first one's reason is raised.
+   calibrant lines between the rings found that show no ring; only two or three of the many
+   rings the geometry puts on the detector found; a distance under 20 mm.  A candidate
+   failing them passes to the next one; when all fail, the first one's reason is raised.
 
 A result whose residuals are large, or that rests on too few rings, is an error
 (:class:`PoorFitError`), never a confident wrong geometry.  One limit is physics: at small
 angles the wavelength and the distance are almost degenerate, so a wavelength too *short*
 (by up to a few times) is absorbed by a longer distance and a tilt; ``saxsdog calibrate``
-warns when the wavelength given differs from the image header's.
+warns when the wavelength given differs from the image header's, and says the wavelength
+looks wrong when the fitted distance is far from ``--distance-mm`` (:func:`distance_mismatch`).
 """
 
 from __future__ import annotations
@@ -50,8 +57,15 @@ from saxsdog.core.geometry import Geometry
 from saxsdog.errors import SaxsdogError
 
 __all__ = ["CalibrationFitError", "NoRingsError", "PoorFitError", "RingStats", "CalibrationFit",
-           "valid_pixels", "hidden_ring_fraction", "wavelength_mismatch", "fit_calibrant"]
+           "valid_pixels", "hidden_ring_fraction", "wavelength_mismatch", "distance_mismatch", "fit_calibrant"]
 
+
+#: Largest tilt (degrees, along each axis) the refinement considers; the issue's range is 15°.
+MAX_TILT_DEG = 30.0
+
+#: A fitted distance below this (mm) is refused: no calibrant image is taken so close, and a
+#: fit that ends there has made a geometry up for a couple of ridges.
+MIN_DISTANCE_MM = 20.0
 
 #: Smoothing scales (px) of the ridge search, finest first: coarser ones only when it finds no rings.
 RIDGE_SCALES_PX = (1.5, 3.0, 6.0)
@@ -226,6 +240,33 @@ def wavelength_mismatch(wavelength_A: float, header_wavelength_A: float | None, 
             f"scaled by about {float(header_wavelength_A) / wavelength_A:.3g} (check which wavelength is right)")
 
 
+#: A fitted distance further than this (relative) from a distance the user or the header gives
+#: is reported with the wavelength that would reconcile them.
+DISTANCE_MISMATCH = 0.2
+
+
+def distance_mismatch(fitted_mm: float, reference_mm: float | None, source: str, wavelength_A: float,
+                      tolerance: float = DISTANCE_MISMATCH) -> str:
+    """A warning when the fitted distance is more than ``tolerance`` (relative) from ``reference_mm``.
+
+    At small angles ``D tan 2θ ≈ D λ / d``: the rings fix the product of distance and
+    wavelength, not each, so a wavelength too short by a factor fits as well at a distance
+    longer by about that factor (and a few degrees of tilt).  A distance known otherwise (a
+    rough ``--distance-mm``, a header's) tells which is wrong.  ``source`` names it
+    ("--distance-mm", "the image header").  Empty when they agree or no reference is known.
+    """
+    if not reference_mm or not reference_mm > 0 or not fitted_mm > 0:
+        return ""
+    off = fitted_mm / float(reference_mm) - 1
+    if abs(off) <= tolerance:
+        return ""
+    implied = wavelength_A * fitted_mm / float(reference_mm)
+    return (f"the wavelength looks wrong: the fitted distance {fitted_mm:.1f} mm is {abs(off):.0%} from "
+            f"{source}'s {float(reference_mm):g} mm; the rings fix distance times wavelength, and at "
+            f"{float(reference_mm):g} mm they need about {implied:.4g} Å, not {wavelength_A:g} Å (check the "
+            "wavelength, or the distance)")
+
+
 def _smooth(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian smoothing that ignores pixels of zero weight (normalized convolution)."""
     num = ndimage.gaussian_filter(values * weights, sigma, mode="nearest")
@@ -364,21 +405,40 @@ def _sharpen_centre(rows: np.ndarray, cols: np.ndarray, centre: tuple[float, flo
     return float(cr), float(cc)
 
 
-def _ring_radii(rows: np.ndarray, cols: np.ndarray, strength: np.ndarray, valid: np.ndarray,
-                centre: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Radii (px) of rings around ``centre`` (index coordinates) and their prominence.
+def _equivalent_radius(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, nrows: int,
+                       pixel_mm: tuple[float, float]) -> np.ndarray:
+    """Radius (px) the points (continuous coordinates) would have at their 2θ on an untilted
+    detector at distance ``p[2]``: ``D tan 2θ / pixel``.  Without tilt, their distance from the
+    centre.  Points beyond 80° of 2θ are NaN."""
+    px = 0.5 * (pixel_mm[0] + pixel_mm[1])
+    tth = _two_theta(p, rows, cols, nrows, pixel_mm)
+    out: np.ndarray = np.where(tth < math.radians(80), p[2] * np.tan(np.minimum(tth, math.radians(80))) / px,
+                               np.nan)
+    return out
 
-    The fraction of the valid pixels at each radius that are ridge pixels peaks at rings,
-    whatever their intensity.  Returns radii, prominences and the covered radius range.
+
+def _ring_radii(rows: np.ndarray, cols: np.ndarray, strength: np.ndarray, valid: np.ndarray,
+                p: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Radii (px) of rings for the geometry ``p`` = [Y, X, d, a, b] and their prominence.
+
+    The radii are equivalent radii (:func:`_equivalent_radius`): without tilt, the distance of
+    the ridge pixels (index coordinates ``rows``, ``cols``) from the centre.  The fraction of
+    the valid pixels at each radius that are ridge pixels peaks at rings, whatever their
+    intensity.  Returns radii, prominences and the covered radius range.
     """
-    cr, cc = centre
+    nrows = valid.shape[0]
     vr, vc = np.nonzero(valid[::2, ::2])
-    r_valid = np.hypot(vr * 2.0 - cr, vc * 2.0 - cc)
-    r_ridge = np.hypot(rows - cr, cols - cc)
+    r_valid = _equivalent_radius(p, vr * 2.0 + 0.5, vc * 2.0 + 0.5, nrows, pixel_mm)
+    r_valid = r_valid[np.isfinite(r_valid)]
+    r_ridge = _equivalent_radius(p, rows + 0.5, cols + 0.5, nrows, pixel_mm)
+    r_ridge = r_ridge[np.isfinite(r_ridge)]
+    if r_valid.size == 0 or r_ridge.size == 0:
+        return np.zeros(0), np.zeros(0), 0.0, 0.0
     bin_px = 2.0
-    n_bins = int(r_valid.max() / bin_px) + 2
-    coverage = np.bincount((r_valid / bin_px).astype(int), minlength=n_bins)[:n_bins] * 4.0
-    ridge = np.bincount((r_ridge / bin_px).astype(int), minlength=n_bins)[:n_bins].astype(np.float64)
+    n_bins = int(min(float(r_valid.max()), 1e5) / bin_px) + 2
+    coverage = np.bincount(np.minimum(r_valid / bin_px, n_bins - 1).astype(int), minlength=n_bins)[:n_bins] * 4.0
+    ridge = np.bincount(np.minimum(r_ridge / bin_px, n_bins - 1).astype(int),
+                        minlength=n_bins)[:n_bins].astype(np.float64)
     enough = coverage >= 60
     fraction = np.where(enough, ridge / np.maximum(coverage, 1), 0.0)
     fraction = ndimage.gaussian_filter1d(fraction, 1.0)
@@ -392,11 +452,79 @@ def _ring_radii(rows: np.ndarray, cols: np.ndarray, strength: np.ndarray, valid:
     r_lo, r_hi = covered[0] * bin_px, (covered[-1] + 1) * bin_px
     # refine each peak position by a centroid of the ridge radii near it
     radii = []
-    for p in peaks:
-        r0 = (p + 0.5) * bin_px
+    for peak in peaks:
+        r0 = (peak + 0.5) * bin_px
         near = np.abs(r_ridge - r0) < 2 * bin_px
         radii.append(float(np.median(r_ridge[near])) if near.sum() >= 3 else r0)
     return np.asarray(radii), np.asarray(props["prominences"]), r_lo, r_hi
+
+
+def _tilt_search(rows: np.ndarray, cols: np.ndarray, p0: np.ndarray, nrows: int, pixel_mm: tuple[float, float],
+                 distances_mm: list[float], count: int = 1) -> list[np.ndarray]:
+    """The geometry [Y, X, d, a, b] near ``p0``'s centre under which the ridge pixels'
+    equivalent radii are most concentrated (sharpest rings), searched from several tilts.
+
+    A strong tilt at a short distance (or a centre far off the detector, where the rings are
+    short arcs) turns the rings into ellipses whose centres drift with their size: no one
+    centre makes their radii sharp, and the rings found around the best circle centre are
+    smeared or missed.  This needs no calibrant: from each of ``distances_mm`` it starts with
+    no tilt and with 5°, 10° and 15° in eight directions, and moves the centre, the distance
+    and the tilt (as tilt over distance, the combination that bends the rings at small angles)
+    by a simplex search, on coarse and then finer bins, from the most promising starts; returns
+    the ``count`` best geometries found, best first.  The distance found is a rough one: the
+    calibrant's lines fix it.
+    """
+    rng = np.random.default_rng(3)
+    if rows.size > 6000:
+        pick = rng.choice(rows.size, 6000, replace=False)
+        rows, cols = rows[pick], cols[pick]
+    r_cont, c_cont = rows + 0.5, cols + 0.5
+
+    def params(x: np.ndarray, d0: float) -> np.ndarray:
+        d = d0 * math.exp(float(np.clip(x[2], -1.6, 1.6)))
+        return np.array([x[0], x[1], d, x[3] * d / d0, x[4] * d / d0])
+
+    def cost(x: np.ndarray, d0: float, bin_px: float) -> float:
+        p = params(x, d0)
+        # within a tilt of 20°, the distance within 5 times and the centre within 300 px of the
+        # start: far beyond, a centre thousands of pixels away squeezes every radius into a few bins
+        if (math.hypot(p[3], p[4]) > math.sin(math.radians(20)) or abs(x[2]) > 1.6
+                or max(abs(x[0] - p0[0]), abs(x[1] - p0[1])) > 300):
+            return 0.0
+        r = _equivalent_radius(p, r_cont, c_cont, nrows, pixel_mm) / bin_px
+        r = r[np.isfinite(r) & (r < 50000)]
+        if r.size < 10:
+            return 0.0
+        h = ndimage.gaussian_filter1d(np.bincount(r.astype(np.int64)).astype(np.float64), 1.0)
+        # times the spread of the radii, so that a geometry that only shrinks all radii alike
+        # (sharper rings, in fewer bins) gains nothing
+        return -float(np.sum(h * h)) / rows.size ** 2 * float(np.std(r))
+
+    starts: list[tuple[np.ndarray, float]] = []
+    for d0 in distances_mm:
+        starts.append((np.array([p0[0], p0[1], 0.0, 0.0, 0.0]), d0))
+        for tilt in (5.0, 10.0, 15.0):
+            for rot in range(-180, 180, 45):
+                a, b = _ab_from_tilt(tilt, rot)
+                starts.append((np.array([p0[0], p0[1], 0.0, a, b]), d0))
+    steps = np.array([8.0, 8.0, 0.15, 0.04, 0.04])
+
+    def simplex(x: np.ndarray, d0: float, bin_px: float, scale: float, maxfev: int) -> tuple[float, np.ndarray, float]:
+        initial = np.vstack([x] + [x + np.eye(5)[k] * steps[k] * scale for k in range(5)])
+        result = optimize.minimize(cost, x, args=(d0, bin_px), method="Nelder-Mead",
+                                   options={"initial_simplex": initial, "maxfev": maxfev, "xatol": 1e-3,
+                                            "fatol": 1e-9})
+        return float(result.fun), np.asarray(result.x), d0
+
+    # the most promising starts (by their own cost) on coarse bins, the best of those finer
+    promising = sorted(starts, key=lambda start: cost(start[0], start[1], 4.0))[:10]
+    coarse = sorted((simplex(x, d0, 4.0, 1.0, 200) for x, d0 in promising), key=lambda item: item[0])
+    fine = []
+    for _, x, d0 in coarse[:3]:
+        _, x, _ = simplex(x, d0, 2.0, 0.5, 300)
+        fine.append(simplex(x, d0, 1.0, 0.2, 300))
+    fine.sort(key=lambda item: item[0])
+    return [params(x, d0) for _, x, d0 in fine[:count]]
 
 
 def _assign_orders(radii: np.ndarray, prominence: np.ndarray, line_tth: np.ndarray, pixel_mm: float,
@@ -452,6 +580,45 @@ def _assign_orders(radii: np.ndarray, prominence: np.ndarray, line_tth: np.ndarr
         if len(out) >= count:
             break
     return out
+
+
+def _ridge_refine(p: np.ndarray, rows: np.ndarray, cols: np.ndarray, d_spacings: np.ndarray, wavelength_A: float,
+                  nrows: int, pixel_mm: tuple[float, float]) -> np.ndarray:
+    """Refine a rough geometry [Y, X, d, a, b] on the ridge pixels themselves.
+
+    Each ridge pixel is given the calibrant line nearest to its equivalent radius, if close
+    enough, and the geometry is refined on them; then again with a tighter tolerance.  From
+    a start a few degrees of tilt and tens of pixels off (the tilt search's), this brings the
+    predicted rings close enough for the control points' search windows.
+    """
+    if rows.size > 20000:
+        pick = np.random.default_rng(4).choice(rows.size, 20000, replace=False)
+        rows, cols = rows[pick], cols[pick]
+    r_cont, c_cont = rows + 0.5, cols + 0.5
+    line_tth = _line_two_theta(d_spacings, wavelength_A)
+    lines = np.nonzero(np.isfinite(line_tth) & (line_tth < math.radians(80)))[0]
+    px = 0.5 * (pixel_mm[0] + pixel_mm[1])
+    q = np.array([*p[:5], wavelength_A])
+    for tolerance_px in (8.0, 4.0, 2.0):
+        r_eq = _equivalent_radius(q, r_cont, c_cont, nrows, pixel_mm)
+        line_r = q[2] * np.tan(line_tth[lines]) / px
+        ok = np.isfinite(r_eq)
+        idx = np.clip(np.searchsorted(line_r, r_eq[ok]), 1, max(line_r.size - 1, 1))
+        lo = np.clip(idx - 1, 0, line_r.size - 1)
+        hi = np.clip(idx, 0, line_r.size - 1)
+        nearest = np.where(np.abs(line_r[lo] - r_eq[ok]) <= np.abs(line_r[hi] - r_eq[ok]), lo, hi)
+        distance = np.abs(line_r[nearest] - r_eq[ok])
+        # unambiguous: well within the tolerance and nearer its line than a third of the way to the next
+        spacing = np.maximum(np.abs(line_r[hi] - line_r[lo]), 1.0)
+        close = (distance < tolerance_px) & (distance < spacing / 3)
+        if close.sum() < 50 or np.unique(nearest[close]).size < 2:
+            break
+        sel_rows, sel_cols = r_cont[ok][close], c_cont[ok][close]
+        q, _, _ = _refine(q, sel_rows, sel_cols, lines[nearest[close]], d_spacings, nrows, pixel_mm, False,
+                          covariance=False)
+        if math.hypot(q[3], q[4]) > 0.5 or not q[2] > 0:
+            break
+    return q[:5]
 
 
 # ----------------------------------------------------------------------------- control points
@@ -571,13 +738,20 @@ def _refine(params: np.ndarray, rows: np.ndarray, cols: np.ndarray, line: np.nda
     # 2θ per pixel at the rings, to express a pixel tolerance in 2θ
     px = 0.5 * (pixel_mm[0] + pixel_mm[1])
     cov = np.zeros((6, 6))
+    # a tilt within ±MAX_TILT_DEG along each axis: short arcs of rings far from the beam centre
+    # bend alike under a distance, a centre and a tilt of 50° or more, a minimum no detector
+    # is set up at (the refinement ran there from a start of 3° off)
+    limit = math.sin(math.radians(MAX_TILT_DEG))
+    lower = np.array([-np.inf, -np.inf, 1e-3, -limit, -limit, 1e-3])[free]
+    upper = np.array([np.inf, np.inf, np.inf, limit, limit, np.inf])[free]
+    p[free] = np.clip(p[free], lower + 1e-9, upper - 1e-9)
     for it in range(4):
         sel = keep
         if sel.sum() < free.sum() + 3:
             break
         rad_per_px = px / p[2] * np.cos(_two_theta(p, rows[sel], cols[sel], nrows, pixel_mm)) ** 2
         scale = float(np.median(rad_per_px))
-        result = optimize.least_squares(residual, p[free], args=(sel,), method="trf",
+        result = optimize.least_squares(residual, p[free], args=(sel,), method="trf", bounds=(lower, upper),
                                         loss="soft_l1" if it == 0 else "linear", f_scale=scale,
                                         x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=200)
         p[free] = result.x
@@ -723,33 +897,78 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
         if centre is None:
             raise NoRingsError("no rings found: the ridges on the image do not share a centre")
         centre = _sharpen_centre(rows, cols, centre)
-        # 4: rings and orders
-        radii, prominence, r_lo, r_hi = _ring_radii(rows, cols, strength, valid, centre)
-        if radii.size < 2:
-            raise NoRingsError(f"no rings found: {radii.size} ring(s) around the centre (row {centre[0]:.0f}, "
-                               f"column {centre[1]:.0f}); at least 2 are needed")
         px = 0.5 * (pixel_mm[0] + pixel_mm[1])
-        tight = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.015, 2)
-        # rings at wide angles on a tilted detector stray further from a circle: looser matches too
-        loose = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.05, 2)
-        candidates: list[tuple[float, np.ndarray]] = []
-        for candidate in [c for pair in zip(tight + [None] * 2, loose + [None] * 2) for c in pair if c is not None]:
-            if all(abs(candidate[0] / d - 1) > 0.02 for d, _ in candidates):
-                candidates.append(candidate)
-        if not candidates:
-            raise NoRingsError(f"no rings found that match {calibrant or 'the calibrant'} at {wavelength_A} Å: "
-                               f"{radii.size} rings at radii {', '.join(f'{r:.0f}' for r in radii[:8])} px "
-                               "(wrong calibrant, wavelength or pixel size?)")
-        first_error: CalibrationFitError | None = None
-        for distance, assignment in candidates[:3]:
-            try:
-                return _fit_from(data, valid, centre, distance, assignment, radii, rows, cols, d_spacings, wavelength_A,
-                                 pixel_size_um, pixel_mm, calibrant, refine_wavelength, max_rms_px, max_inconsistency,
-                                 t0)
-            except CalibrationFitError as exc:  # the next most likely order assignment
-                first_error = first_error or exc
-        assert first_error is not None
-        raise first_error
+        # continuous coordinates (index + 0.5), no tilt; the distance is a placeholder until
+        # the rings' orders fix it
+        untilted = np.array([nrows - (centre[0] + 0.5), centre[1] + 0.5, 1000.0, 0.0, 0.0])
+        distances: list[float] = []
+
+        def fit_around(start: np.ndarray, polish: bool = False) -> CalibrationFit:
+            # 4: rings and orders
+            radii, prominence, r_lo, r_hi = _ring_radii(rows, cols, strength, valid, start, pixel_mm)
+            if radii.size < 2:
+                raise NoRingsError(f"no rings found: {radii.size} ring(s) around the centre (row "
+                                   f"{nrows - start[0]:.0f}, column {start[1]:.0f}); at least 2 are needed")
+            tight = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.015, 2)
+            # rings at wide angles on a tilted detector stray further from a circle: looser matches too
+            loose = _assign_orders(radii, prominence, line_tth, px, r_lo, r_hi, distance_guess_mm, 0.05, 2)
+            candidates: list[tuple[float, np.ndarray]] = []
+            for candidate in [c for pair in zip(tight + [None] * 2, loose + [None] * 2) for c in pair
+                              if c is not None]:
+                if all(abs(candidate[0] / d - 1) > 0.02 for d, _ in candidates):
+                    candidates.append(candidate)
+            if not candidates:
+                raise NoRingsError(f"no rings found that match {calibrant or 'the calibrant'} at {wavelength_A} Å: "
+                                   f"{radii.size} rings at radii {', '.join(f'{r:.0f}' for r in radii[:8])} px "
+                                   "(wrong calibrant, wavelength or pixel size?)")
+            distances.extend(d for d, _ in candidates)
+            first_error: CalibrationFitError | None = None
+            for distance, assignment in candidates[:3]:
+                # the tilt found as tilt over distance (what bends the rings) at the distance of the orders
+                p_start = np.array([start[0], start[1], distance, *(start[3:5] * distance / start[2])])
+                tilt = math.hypot(p_start[3], p_start[4])
+                if tilt > 0.5:
+                    p_start[3:5] *= 0.5 / tilt
+                if polish:
+                    p_start = _ridge_refine(p_start, rows, cols, d_spacings, wavelength_A, nrows, pixel_mm)
+                try:
+                    return _fit_from(data, valid, p_start, assignment, radii, d_spacings, wavelength_A,
+                                     pixel_size_um, pixel_mm, calibrant, refine_wavelength, max_rms_px,
+                                     max_inconsistency, rows, cols, t0)
+                except CalibrationFitError as exc:  # the next most likely order assignment
+                    first_error = first_error or exc
+            assert first_error is not None
+            raise first_error
+
+        try:
+            return fit_around(untilted)
+        except CalibrationFitError as exc:
+            untilted_error = exc
+        # a strong tilt at a short distance, or a centre far off the detector: the rings are
+        # ellipses (or short arcs of them) that no circle centre makes sharp; search for the
+        # tilt that does, then assign orders and refine again.  When that fails too, the
+        # reason told is the untilted one (the image's plainest reading)
+        guesses = [float(d) for d in sorted({round(d) for d in distances[:2] if d > MIN_DISTANCE_MM} | {200, 600, 2000})]
+        starts = [untilted]
+        # seen from far off the detector the rings are short arcs, and moving the centre towards
+        # or away from them changes every radius alike: their sharpness hardly tells where along
+        # that line the centre is, so starts along it are tried too
+        outside = max(-untilted[1], untilted[1] - ncols, -untilted[0], untilted[0] - nrows)
+        if outside > 50:
+            towards = np.array([untilted[0] - nrows / 2, untilted[1] - ncols / 2])
+            towards /= np.hypot(*towards)
+            for shift in (-120.0, 120.0, -240.0, 240.0):
+                shifted = untilted.copy()
+                shifted[:2] += shift * towards
+                starts.append(shifted)
+        for k, start in enumerate(starts):
+            # the two best geometries from the centre found, the best from the others
+            for searched in _tilt_search(rows, cols, start, nrows, pixel_mm, guesses, 2 if k == 0 else 1):
+                try:
+                    return fit_around(searched, polish=True)
+                except CalibrationFitError:
+                    pass
+        raise untilted_error from None
 
     # broad rings (a long distance, a wide beam or a fine powder's size broadening: 10 px and
     # more) curve too gently for the fine scale against the noise of the background: when the
@@ -764,22 +983,24 @@ def fit_calibrant(image: np.ndarray, d_spacings: np.ndarray, wavelength_A: float
     raise no_rings
 
 
-def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], distance: float,
-              assignment: np.ndarray, radii: np.ndarray, rows: np.ndarray, cols: np.ndarray, d_spacings: np.ndarray,
-              wavelength_A: float, pixel_size_um: tuple[float, float], pixel_mm: tuple[float, float], calibrant: str,
-              refine_wavelength: bool, max_rms_px: float, max_inconsistency: float, t0: float) -> CalibrationFit:
+def _fit_from(data: np.ndarray, valid: np.ndarray, start: np.ndarray, assignment: np.ndarray, radii: np.ndarray,
+              d_spacings: np.ndarray, wavelength_A: float, pixel_size_um: tuple[float, float],
+              pixel_mm: tuple[float, float], calibrant: str, refine_wavelength: bool, max_rms_px: float,
+              max_inconsistency: float, rows: np.ndarray, cols: np.ndarray, t0: float) -> CalibrationFit:
     """Refine from one order assignment and check the result (see :func:`fit_calibrant`)."""
     nrows, ncols = data.shape
     line_tth = _line_two_theta(d_spacings, wavelength_A)
     warnings: list[str] = []
-    # continuous coordinates: index + 0.5
-    p = np.array([nrows - (centre[0] + 0.5), centre[1] + 0.5, distance, 0.0, 0.0, wavelength_A])
+    # start: [Y, X, d, a, b] in continuous coordinates (index + 0.5)
+    p = np.array([*start[:5], wavelength_A])
 
     # 5: control points and refinement, widening from the rings found to every ring on the detector
     matched_lines = np.unique(assignment[assignment >= 0])
     # start with the innermost rings (least distorted by a tilt), then widen step by step
     tth_limit = float(line_tth[matched_lines[min(2, matched_lines.size - 1)]]) * 1.02
     pts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    # the points the last refinement used (``keep`` refers to them, not to a later stage's)
+    fitted: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
     keep = np.zeros(0, bool)
     cov = np.zeros((6, 6))
     max_window = max(8.0, 0.04 * float(radii.max()))
@@ -804,6 +1025,7 @@ def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], 
         # almost degenerate with the distance, and freed early it runs away
         free_wavelength = refine_wavelength and widest and stage >= 3
         p, keep, cov = _refine(p, pts[0], pts[1], pts[2], d_spacings, nrows, pixel_mm, free_wavelength)
+        fitted = pts
         if free_wavelength and not 0.8 < p[5] / wavelength_A < 1.25:
             # run away along the distance–wavelength degeneracy: no later stage brings it back
             raise PoorFitError(f"poor fit: the wavelength cannot be refined from these rings (it ran to {p[5]:.4g} "
@@ -828,9 +1050,9 @@ def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], 
         if not widest:
             tth_limit *= 1.4
             widest = tth_limit > math.pi
-    if pts is None or keep.sum() < 12:
+    if fitted is None or keep.sum() < 12:
         raise NoRingsError(f"no rings found: too few control points on the rings of {calibrant or 'the calibrant'}")
-    rows_k, cols_k, line_k = pts[0][keep], pts[1][keep], pts[2][keep]
+    rows_k, cols_k, line_k = fitted[0][keep], fitted[1][keep], fitted[2][keep]
     res_px = _radial_residual_px(p, rows_k, cols_k, line_k, d_spacings, nrows, pixel_mm)
     rms = float(np.sqrt(np.mean(res_px ** 2)))
     rings = []
@@ -896,6 +1118,15 @@ def _fit_from(data: np.ndarray, valid: np.ndarray, centre: tuple[float, float], 
                            "wavelength?")
     found = len(rings)
     expected = _predicted_lines(p, line_tth, valid, pixel_mm).size
+    if expected and found < 0.3 * expected and found < 4:
+        # two or three rings of the many the geometry puts on the detector: a geometry made up
+        # for a couple of ridges (a beamstop's edge, a gap's), not the calibrant's rings
+        raise PoorFitError(f"poor fit: only {found} of the {expected} rings of {calibrant or 'the calibrant'} the "
+                           f"fitted geometry ({p[2]:.1f} mm) puts on the detector are on the image: wrong calibrant "
+                           "or wavelength, or too few rings?")
+    if p[2] < MIN_DISTANCE_MM:
+        raise PoorFitError(f"poor fit: the fitted distance {p[2]:.2f} mm is implausible (less than "
+                           f"{MIN_DISTANCE_MM:g} mm): wrong calibrant or wavelength?")
     if expected and found < 0.3 * expected:
         warnings.append(f"only {found} of the {expected} calibrant rings expected on the detector were found")
     return fit

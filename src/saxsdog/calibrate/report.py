@@ -62,6 +62,11 @@ def report_text(fit: CalibrationFit, image_name: str = "") -> str:
     g = fit.geometry
     u = fit.uncertainties
     lines = [f"saxsdog calibrate: {fit.calibrant}" + (f" on {image_name}" if image_name else ""), ""]
+    # first, where they are read: a warning may mean the numbers below are not to be used
+    for w in fit.warnings:
+        lines.append(f"Warning: {w}")
+    if fit.warnings:
+        lines.append("")
     lines.append("Geometry (FIT2D convention; BeamCenter Y from the bottom edge, X from the left), ± one sigma")
     lines.append(f"(from the least-squares Jacobian, inflated {math.sqrt((1 + fit.residual_correlation) / (1 - fit.residual_correlation)):.2f}x "
                  f"for the correlation {fit.residual_correlation:.2f} of neighbouring points' residuals):")
@@ -88,8 +93,6 @@ def report_text(fit: CalibrationFit, image_name: str = "") -> str:
                      f"{r.rms_px:8.3f}  {r.mean_px:+9.3f}")
     lines.append("")
     lines.append(f"Run time: {fit.elapsed_s:.2f} s")
-    for w in fit.warnings:
-        lines.append(f"Warning: {w}")
     return "\n".join(lines) + "\n"
 
 

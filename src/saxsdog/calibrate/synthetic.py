@@ -13,7 +13,7 @@ import numpy as np
 
 from saxsdog.core.geometry import Geometry
 
-__all__ = ["Scenario", "fake_calibrant_image", "random_scenarios"]
+__all__ = ["Scenario", "fake_calibrant_image", "random_scenarios", "reviewer_scenarios", "visible_rings"]
 
 
 def fake_calibrant_image(geometry: Geometry, d_spacings: np.ndarray, *, width_px: float = 1.2,
@@ -113,3 +113,67 @@ def random_scenarios(n: int, seed: int = 2026, shape: tuple[int, int] = (1043, 9
                             tilt_deg=float(rng.uniform(0.0, 15.0)), tilt_rotation_deg=float(rng.uniform(-180, 180)))
         out.append(Scenario(calibrant, geometry))
     return out
+
+
+#: The calibrants' largest d-spacings (Å), pyFAI's values.
+FIRST_LINES_A = {"AgBh": 58.38, "LaB6": 4.156826, "CeO2": 3.12441816}
+
+
+def reviewer_scenarios(n: int, seed: int = 1, family: str = "issue", distance_law: str = "log",
+                       shape: tuple[int, int] = (1043, 981), pixel_um: float = 172.0) -> list[Scenario]:
+    """``n`` random geometries drawn as a reviewer of the acceptance range would draw them.
+
+    A random calibrant (AgBh, LaB6, CeO2); the distance 150–5000 mm, log-uniform
+    (``distance_law="log"``) or uniform (``"uniform"``); the tilt uniform in 0–15° at a
+    uniform rotation; the beam centre uniform over the detector (half the cases) or over a box
+    reaching half a detector width beyond every edge.  The wavelength: for ``family="issue"``
+    such that the first line falls 60–250 px (AgBh) or 150–350 px (LaB6, CeO2) from the
+    centre, as :func:`random_scenarios`; for ``"realistic"`` uniform in 0.5–1.6 Å, whatever
+    that leaves on the detector (see :func:`visible_rings`).  The same ``(seed, family,
+    distance_law)`` always gives the same list; a longer list starts with the shorter one.
+    """
+    rows, cols = shape
+    rng = np.random.default_rng([seed, ["issue", "realistic"].index(family), ["log", "uniform"].index(distance_law)])
+    out = []
+    for _ in range(n):
+        calibrant = str(rng.choice(["AgBh", "LaB6", "CeO2"]))
+        if distance_law == "log":
+            distance = float(np.exp(rng.uniform(np.log(150.0), np.log(5000.0))))
+        else:
+            distance = float(rng.uniform(150.0, 5000.0))
+        tilt = float(rng.uniform(0.0, 15.0))
+        rotation = float(rng.uniform(-180.0, 180.0))
+        if rng.random() < 0.5:
+            x_c, y_c = float(rng.uniform(0, cols)), float(rng.uniform(0, rows))
+        else:
+            x_c, y_c = float(rng.uniform(-0.5 * cols, 1.5 * cols)), float(rng.uniform(-0.5 * rows, 1.5 * rows))
+        if family == "issue":
+            r1_px = rng.uniform(*((60.0, 250.0) if calibrant == "AgBh" else (150.0, 350.0)))
+            two_theta_1 = np.arctan(r1_px * pixel_um * 1e-3 / distance)
+            wavelength = float(2 * FIRST_LINES_A[calibrant] * np.sin(two_theta_1 / 2))
+        else:
+            wavelength = float(rng.uniform(0.5, 1.6))
+        geometry = Geometry(shape=shape, beam_center=(y_c, x_c), distance_mm=distance,
+                            pixel_size_um=(pixel_um, pixel_um), wavelength_A=wavelength, tilt_deg=tilt,
+                            tilt_rotation_deg=rotation)
+        out.append(Scenario(calibrant, geometry))
+    return out
+
+
+def visible_rings(geometry: Geometry, d_spacings: np.ndarray, valid: np.ndarray, width_px: float = 1.2,
+                  beamstop_px: float = 25.0) -> int:
+    """How many calibrant rings have at least 300 valid pixels within ±2σ of their crest,
+    outside the beamstop (as :func:`fake_calibrant_image` draws them): fewer than two, and a
+    refusal is the right answer."""
+    tth = geometry.two_theta()
+    sigma = width_px * geometry.pixel_size_um[1] * 1e-3 / geometry.distance_mm
+    rows, cols = geometry.shape
+    y_c, x_c = geometry.beam_center
+    rr, cc = np.ogrid[:rows, :cols]
+    usable = valid & ((rr + 0.5 - (rows - y_c)) ** 2 + (cc + 0.5 - x_c) ** 2 >= (beamstop_px + 3) ** 2)
+    t = np.sort(tth[usable])
+    x = geometry.wavelength_A / (2 * np.asarray(d_spacings, dtype=np.float64))
+    lines = 2 * np.arcsin(x[x < 1])
+    lines = lines[(lines > t[0]) & (lines < t[-1])] if t.size else lines[:0]
+    counts = np.searchsorted(t, lines + 2 * sigma) - np.searchsorted(t, lines - 2 * sigma)
+    return int(np.sum(counts >= 300))

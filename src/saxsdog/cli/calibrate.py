@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                "--calibrant list shows them all).\n"
                "Wavelength: --wavelength, else the image header's, else the template's.\n"
                "Pixel size: --pixel, else the template's, else from the detector named in the header.\n"
+               "Wavelength far off: too long, the rings cannot share one geometry (poor fit, exit 1);\n"
+               "too short, at small angles it fits as well at a longer distance (distance times\n"
+               "wavelength is what the rings fix): the result is written, with a warning when the\n"
+               "wavelength is not the header's, or the distance is over 20% from --distance-mm.\n"
                "Exit codes: 0 calibration written; 1 no rings found or poor fit (nothing written);\n"
                "2 usage or input error.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibrant name as pyFAI spells it (AgBh, LaB6, CeO2, Si, ...); 'list' to list them")
     p.add_argument("--wavelength", type=float, metavar="Å", help="X-ray wavelength in Å")
     p.add_argument("--distance-mm", type=float, metavar="MM",
-                   help="rough sample–detector distance, to rule out order assignments far from it")
+                   help="rough sample–detector distance, to rule out order assignments more than 1.6 times "
+                        "from it; a fitted distance more than 20%% from it is warned about with the "
+                        "wavelength that would fit it (a wrong wavelength shows as a wrong distance)")
     p.add_argument("--pixel", type=float, nargs="+", metavar="µm",
                    help="pixel size in µm (one value, or vertical and horizontal)")
     p.add_argument("-t", "--template", metavar="FILE",
@@ -119,6 +125,15 @@ def _wavelength(args: argparse.Namespace, template: dict[str, Any] | None, metad
     if template is not None:
         return float(template["Wavelength"])
     raise ValueError("the wavelength is unknown (not in the image header): give --wavelength Å")
+
+
+def _header_distance(metadata: dict[str, Any]) -> float | None:
+    """The sample–detector distance (mm) an image header gives, if any."""
+    for key in ("distance_mm", "detector_distance_mm"):
+        value = metadata.get(key)
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value)
+    return None
 
 
 def _rebase_file_names(calibration: dict[str, Any], template_dir: Path, output_dir: Path) -> None:
@@ -228,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FIT_FAILED
     if mismatch:
         fit.warnings.append(mismatch)
+    # the rings fix distance times wavelength: a distance known otherwise tells a wrong wavelength
+    distance_notes = [note for note in (
+        cal_fit.distance_mismatch(fit.geometry.distance_mm, args.distance_mm, "--distance-mm", wavelength),
+        cal_fit.distance_mismatch(fit.geometry.distance_mm, _header_distance(metadata), "the image header",
+                                  wavelength)) if note]
+    fit.warnings.extend(distance_notes[:1])
     if template_mask_note:
         fit.warnings.append(template_mask_note)
     if pixel_note:
