@@ -211,3 +211,18 @@ def test_calibrate_warns_when_the_wavelength_is_not_the_headers(client, base, da
     assert "differs from the image header" in answer["data"]["report"]
     same = command(client, "calibrateimage", {"image": "agbeh.tif", "calibrant": "AgBh"})
     assert not any("differs" in w for w in same["data"]["warnings"])
+
+
+def test_calibrate_says_the_wavelength_looks_wrong_when_the_distance_guess_disagrees(client, base, data_dir):
+    """The page's distance guess plays the command's --distance-mm: a fit far from it names the
+    wavelength that would fit (the rings fix distance times wavelength)."""
+    pytest.importorskip("pyFAI")
+    login(client)
+    shutil.copy(data_dir / "agbeh2_1M.tif", base / "agbeh.tif")
+    # a 0.77x too short wavelength fits at about 1080 mm; the user knows the camera is at ~830 mm
+    answer = command(client, "calibrateimage", {"image": "agbeh.tif", "calibrant": "AgBh", "wavelength": 1.19,
+                                                "distance": 830})
+    assert answer["result"] == "calibrated", answer
+    assert any("the wavelength looks wrong" in w and "the distance guess" in w for w in answer["data"]["warnings"])
+    right = command(client, "calibrateimage", {"image": "agbeh.tif", "calibrant": "AgBh", "distance": 830})
+    assert not any("looks wrong" in w for w in right["data"]["warnings"])

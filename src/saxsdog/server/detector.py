@@ -189,6 +189,11 @@ def calibrate(image: np.ndarray, *, calibrant: str, wavelength_A: float, pixel_s
     mismatch = fit_module.wavelength_mismatch(wavelength_A, header_wavelength_A)
     if mismatch:
         fit.warnings.append(mismatch)
+    # the rings fix distance times wavelength: the page's distance guess tells a wrong wavelength
+    distance_note = fit_module.distance_mismatch(fit.geometry.distance_mm, distance_guess_mm, "the distance guess",
+                                                 wavelength_A)
+    if distance_note:
+        fit.warnings.append(distance_note)
     if mask is not None:
         from ..calibrate.fit import MAX_HIDDEN_RING_FRACTION
 
