@@ -434,11 +434,13 @@ class ImageQueue:
             self._thread.join(timeout)
             self._thread = None
         if self._pool is not None:
-            self._restarts_before += self._pool.restarts
             if abort:
                 self._pool.terminate()
             else:
                 self._pool.close()
+            # after closing: a pool may learn of a lost worker only then (a Dask pool's last
+            # look at the scheduler's worker list)
+            self._restarts_before += self._pool.restarts
             self._pool = None
         for sink in self.sinks:
             # also after an abort: the frames processed so far are real results
