@@ -126,6 +126,23 @@ try:
         out[pos + 8] = _PAIRS[2 * e + 1]
 
     @numba.njit(cache=True, nogil=True)
+    def _exponent_into(k, out, pos):  # type: ignore[no-untyped-def]  # pragma: no cover
+        """``e±dd`` (three digits from 100 on) of the decimal exponent ``k`` at ``out[pos:]``;
+        returns the position after it."""
+        out[pos] = 101  # 'e'
+        out[pos + 1] = 43 if k >= 0 else 45
+        pos += 2
+        ek = abs(k)
+        if ek >= 100:
+            out[pos] = 48 + ek // 100
+            out[pos + 1] = 48 + (ek // 10) % 10
+            out[pos + 2] = 48 + ek % 10
+            return pos + 3
+        out[pos] = 48 + ek // 10
+        out[pos + 1] = 48 + ek % 10
+        return pos + 2
+
+    @numba.njit(cache=True, nogil=True)
     def _write_one(x, hi, lo, out, pos):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
         """Write ``'%.18e' % x`` at ``out[pos:]``; return the new position, or -1 for Python's cases."""
         if not (x == x) or abs(x) == np.inf:
@@ -174,19 +191,7 @@ try:
         out[pos + 1] = 46  # '.'
         _nine_digits(upper, out, pos + 2)
         _nine_digits(lower, out, pos + 11)
-        pos += 20
-        out[pos] = 101  # 'e'
-        out[pos + 1] = 43 if k >= 0 else 45
-        pos += 2
-        ek = abs(k)
-        if ek >= 100:
-            out[pos] = 48 + ek // 100
-            out[pos + 1] = 48 + (ek // 10) % 10
-            out[pos + 2] = 48 + ek % 10
-            return pos + 3
-        out[pos] = 48 + ek // 10
-        out[pos + 1] = 48 + ek % 10
-        return pos + 2
+        return _exponent_into(k, out, pos + 20)
 
     @numba.njit(cache=True, nogil=True)
     def _format_into(values, hi, lo, out, starts, slow):  # type: ignore[no-untyped-def]  # pragma: no cover
@@ -257,19 +262,7 @@ try:
         upper = q // np.uint64(1000000000)
         _nine_digits(upper, out, pos + 2)
         _nine_digits(q - upper * np.uint64(1000000000), out, pos + 11)
-        pos += 20
-        out[pos] = 101  # 'e'
-        out[pos + 1] = 43 if k >= 0 else 45
-        pos += 2
-        ek = abs(k)
-        if ek >= 100:
-            out[pos] = 48 + ek // 100
-            out[pos + 1] = 48 + (ek // 10) % 10
-            out[pos + 2] = 48 + ek % 10
-            return pos + 3
-        out[pos] = 48 + ek // 10
-        out[pos + 1] = 48 + ek % 10
-        return pos + 2
+        return _exponent_into(k, out, pos + 20)
 
     @numba.njit(cache=True, nogil=True)
     def _table_into(table, rows, lead, lead_at, zero_nonfinite, hi, lo, out, sep, line_end,  # type: ignore[no-untyped-def]  # pragma: no cover
