@@ -126,6 +126,16 @@ try:
         out[pos + 8] = _PAIRS[2 * e + 1]
 
     @numba.njit(cache=True, nogil=True)
+    def _digits_near(ax, k, hi, lo):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+        """:func:`_digits` at the exponents beside ``k`` (``k + 1``, then ``k − 1``): log10 may
+        be off by one near powers of ten.  Returns ``(q, carry, ok, exponent used)``."""
+        q, carry, ok = _digits(ax, k + 1, hi, lo)
+        if ok:
+            return q, carry, ok, k + 1
+        q, carry, ok = _digits(ax, k - 1, hi, lo)
+        return q, carry, ok, k - 1 if ok else k
+
+    @numba.njit(cache=True, nogil=True)
     def _exponent_into(k, out, pos):  # type: ignore[no-untyped-def]  # pragma: no cover
         """``e±dd`` (three digits from 100 on) of the decimal exponent ``k`` at ``out[pos:]``;
         returns the position after it."""
@@ -167,14 +177,7 @@ try:
         k = int(np.floor(np.log10(ax)))
         q, carry, ok = _digits(ax, k, hi, lo)
         if not ok:
-            # log10 may be off by one near powers of ten: try the neighbours once
-            q, carry, ok = _digits(ax, k + 1, hi, lo)
-            if ok:
-                k += 1
-            else:
-                q, carry, ok = _digits(ax, k - 1, hi, lo)
-                if ok:
-                    k -= 1
+            q, carry, ok, k = _digits_near(ax, k, hi, lo)
         if not ok:
             return -1
         k += carry
@@ -232,14 +235,7 @@ try:
         """:func:`_decompose` for kind 5: log10 may be off by one near powers of ten, so the
         neighbouring exponents are tried once each; kind 4 when neither fits (or Python must
         decide)."""
-        ax = abs(x)
-        q, carry, ok = _digits(ax, k + 1, hi, lo)
-        if ok:
-            k += 1
-        else:
-            q, carry, ok = _digits(ax, k - 1, hi, lo)
-            if ok:
-                k -= 1
+        q, carry, ok, k = _digits_near(abs(x), k, hi, lo)
         if not ok:
             return 4, np.uint64(0), 0
         return (1 if x < 0 else 0), q, k + carry
