@@ -6,6 +6,7 @@ without a real cluster).  Skipped only when ``dask.distributed`` is not installe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -233,10 +235,10 @@ def _wait_for_port(port: int, timeout: float = 60.0) -> None:
     raise AssertionError(f"nothing listens on port {port} after {timeout:g} s")
 
 
-def test_hung_scheduler_is_detected_and_stop_does_not_hang(real_calibration, images, tmp_path):
-    """A scheduler that keeps its connection but stops answering (SIGSTOP) ends the run with
-    a clear error instead of an endless wait; what was written is complete."""
-    root, paths = images
+@contextlib.contextmanager
+def _scheduler_with_one_worker() -> Iterator[tuple[str, subprocess.Popen]]:
+    """A ``dask scheduler`` and one ``dask worker --no-nanny`` as real processes: yields the
+    scheduler's address and process (to stop it), and kills both afterwards."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
@@ -249,6 +251,20 @@ def test_hung_scheduler_is_detected_and_stop_does_not_hang(real_calibration, ima
                                    "--no-dashboard", "--no-nanny"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for_workers(address, 1)
+        yield address, scheduler
+    finally:
+        os.kill(scheduler.pid, signal.SIGCONT)  # a test may have stopped it
+        for proc in (worker, scheduler):
+            if proc is not None:
+                proc.kill()
+                proc.wait(30)
+
+
+def test_hung_scheduler_is_detected_and_stop_does_not_hang(real_calibration, images, tmp_path):
+    """A scheduler that keeps its connection but stops answering (SIGSTOP) ends the run with
+    a clear error instead of an endless wait; what was written is complete."""
+    root, paths = images
+    with _scheduler_with_one_worker() as (address, scheduler):
         out = tmp_path / "out"
         q = ImageQueue(real_calibration, root, QueueOptions(out_dir=out),
                        pool_factory=dask_pool_factory(address, unresponsive_timeout=3.0)).start()
@@ -273,12 +289,6 @@ def test_hung_scheduler_is_detected_and_stop_does_not_hang(real_calibration, ima
         assert len(reference) > 0
         # every output present is complete (written atomically), none half-written
         assert all(o.read_bytes() == reference for o in out.glob("*.chi"))
-    finally:
-        os.kill(scheduler.pid, signal.SIGCONT)
-        for proc in (worker, scheduler):
-            if proc is not None:
-                proc.kill()
-                proc.wait(30)
 
 
 #: Run on the scheduler (as text: a function of this test module cannot be unpickled there):
@@ -293,18 +303,7 @@ def test_the_scheduler_handles_batches_as_bytes_without_importing_the_pipeline(r
     and re-pickled each batch.  Now the batch is bytes for a function of a module that imports
     only the standard library."""
     root, paths = images
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                                  "--port", str(port), "--no-dashboard"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = None
-    try:
-        _wait_for_port(port)
-        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                                   "--no-dashboard", "--no-nanny"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for_workers(address, 1)
+    with _scheduler_with_one_worker() as (address, _):
         pool = DaskPool(real_calibration, QueueOptions(out_dir=tmp_path / "out"), address, batch_size=3)
         try:
             pending = [ImageTask(str(p), str(root)) for p in paths[:12]]
@@ -321,11 +320,6 @@ def test_the_scheduler_handles_batches_as_bytes_without_importing_the_pipeline(r
                 assert set(c.run_on_scheduler(eval, HEAVY_LOADED)) <= {"numpy"}
         finally:
             pool.close()
-    finally:
-        for p in (worker, scheduler):
-            if p is not None:
-                p.terminate()
-                p.wait(30)
 
 
 def test_poll_wakes_at_once_on_the_queue_wakeup(real_calibration, cluster, images, tmp_path):
