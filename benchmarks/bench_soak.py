@@ -126,15 +126,17 @@ class ServerProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def _start_server(tmp: Path, args, extra: list[str]) -> tuple[ServerProcess, str, str, int, Path, Path]:
+def _start_server(tmp: Path, args, extra: list[str],
+                  base: Path | None = None) -> tuple[ServerProcess, str, str, int, Path, Path]:
     """A ``saxsdogserver`` on free ports with a ``new`` queue of the real calibration and mask.
 
+    ``base`` is its base directory (default ``tmp/base``), ``extra`` more server options.
     Returns (server, command url, secret, feeder port, base dir, run dir with ``.source.tif``).
     """
     from saxsdog.protocol.client import LeashClient, build_new_request
     from saxsdog.testing import free_port
 
-    base = tmp / "base"
+    base = base if base is not None else tmp / "base"
     base.mkdir(exist_ok=True)
     run = base / "run"
     run.mkdir()
@@ -303,8 +305,7 @@ def main() -> None:
         args.rate, args.duration = 40.0, 6.0
 
     from saxsdog.feeder import Feeder
-    from saxsdog.protocol.client import LeashClient, build_new_request
-    from saxsdog.testing import free_port
+    from saxsdog.protocol.client import LeashClient
 
     n = int(args.rate * args.duration)
     faults: list[tuple[str, str]] = []
@@ -316,29 +317,13 @@ def main() -> None:
         # only while the filler is there.
         on_tmpfs = _mount_tmpfs(base, size_mb=n * 100 // 1000 + 256)
         try:
-            run = base / "run"
-            run.mkdir()
-            source = run / ".source.tif"  # hidden: never an image of the run itself
-            shutil.copy(args.data / "buf1_00000.tif", source)
-            port, fport = free_port(), free_port()
-            network = tmp / "network.json"
-            subprocess.run([sys.executable, "-m", "saxsdog.cli.netconf", "--server", f"tcp://127.0.0.1:{port}",
-                            "--feeder", f"tcp://127.0.0.1:{fport}", "--network", str(network),
-                            "--non-interactive", "--replace"], check=True, capture_output=True)
-            secret = json.loads(network.read_text())[0]["Secret"]
-            env = {**os.environ, "SAXSDOG_CACHE_DIR": str(tmp / "cache")}
-            server_args = [sys.executable, "-m", "saxsdog.cli.server", str(base), "--network", str(network),
-                           "-t", str(args.workers), "--rescan", "5", "--no-http"]
-            helptext = subprocess.run(server_args[:3] + ["--help"], capture_output=True, text=True).stdout
+            extra = ["--rescan", "5"]
+            helptext = subprocess.run([sys.executable, "-m", "saxsdog.cli.server", "--help"], capture_output=True,
+                                      text=True).stdout
             if "--task-timeout" in helptext:
-                server_args += ["--task-timeout", str(args.task_timeout)]
-            server = ServerProcess(server_args, env, tmp / "server.log")
-            server.start()
-            url = f"tcp://127.0.0.1:{port}"
-            arg, att = build_new_request(str(args.data / "cal.json"), str(args.data / "AAA_integ.msk"), "run")
-            with LeashClient(url, secret, timeout=60) as c:
-                r = c.request("new", arg, att)
-                assert r["result"] == "new queue", r
+                extra += ["--task-timeout", str(args.task_timeout)]
+            server, url, secret, fport, base, run = _start_server(tmp, args, extra, base=base)
+            source = run / ".source.tif"  # hidden: never an image of the run itself
             announced: dict[str, float] = {}
             restart_s = float("nan")
             orphans: list[int] = []
