@@ -145,3 +145,60 @@ def test_compiled_framing_check_agrees_with_the_python_walk():
         assert fast_ok == python_ok
         accepted += python_ok
     assert 0 < accepted < len(variants)  # both outcomes were exercised
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("encoding", ["bs32-lz4<", "bs32-lz4>", "lz4<", "<", ">", "h5lz4<"])
+def test_decoding_into_a_reused_array_gives_the_same_pixels(implementation, encoding):
+    """``out=``: the frame lands in the caller's array (a worker's buffer), for every encoding."""
+    out = np.full((200, 150), 7, dtype=np.uint32)
+    for seed in (4, 5):  # the second frame overwrites the first one completely
+        a = frame((200, 150), np.uint32, seed=seed)
+        blob = encode_frame(a, encoding)
+        got = decode_frame(blob, "uint32", a.shape, encoding, implementation=implementation, out=out)
+        assert got is out
+        np.testing.assert_array_equal(out, a)
+
+
+def test_decoding_into_a_read_buffer_reuses_its_array():
+    from saxsdog.io.images import ReadBuffer
+
+    buffer = ReadBuffer()
+    a, b = frame((120, 130), np.uint32, seed=1), frame((120, 130), np.uint32, seed=2)
+    first = decode_frame(encode_frame(a, "bs32-lz4<"), "uint32", a.shape, "bs32-lz4<", buffer=buffer)
+    np.testing.assert_array_equal(first, a)
+    second = decode_frame(encode_frame(b, "bs32-lz4<"), "uint32", b.shape, "bs32-lz4<", buffer=buffer)
+    assert second is first  # one array per worker, not one per frame
+    np.testing.assert_array_equal(second, b)
+
+
+def test_an_array_that_does_not_fit_is_refused_before_decoding():
+    a = frame((50, 60), np.uint32)
+    blob = encode_frame(a, "bs32-lz4<")
+    for bad in (np.empty((60, 50), np.uint32), np.empty((50, 60), np.int32), np.empty((50, 60), ">u4"),
+                np.empty((60, 100), np.uint32)[:50, :60], np.empty((50, 60), np.uint32)[::-1]):
+        with pytest.raises(ValueError, match="cannot decode a 50×60 uint32 frame"):
+            decode_frame(blob, "uint32", a.shape, "bs32-lz4<", out=bad)
+
+
+@pytest.mark.skipif(not bitshuffle_available(), reason="the bitshuffle package is not installed")
+def test_the_c_decoder_reports_corrupt_lz4_inside_a_valid_framing():
+    """The C entry point's error codes become FrameDecodeError; the target may be garbage but the
+    process lives."""
+    from saxsdog.io import codecs
+
+    assert codecs._c_decompress_lz4() is not None  # the wheel exports bshuf_decompress_lz4
+    a = frame((300, 301))
+    blob = bytearray(hdf5plugin_bslz4(a))
+    blob[16:80] = bytes(range(64))  # the first block's LZ4 data, its size field kept
+    with pytest.raises(FrameDecodeError, match="do not decode"):
+        decode_frame(bytes(blob), "uint32", a.shape, "bs32-lz4<", out=np.empty(a.shape, np.uint32))
+
+
+def test_warm_up_and_the_simd_path():
+    from saxsdog.io import codecs
+
+    codecs.warm_up()
+    assert codecs.simd_path() in ("AVX512", "AVX2", "SSE2", "NEON", "scalar", "numpy")
+    if bitshuffle_available():
+        assert codecs.simd_path() != "numpy"

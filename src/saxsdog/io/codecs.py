@@ -54,6 +54,8 @@ __all__ = [
     "default_block_size",
     "hdf5plugin_bslz4",
     "hdf5plugin_h5lz4",
+    "simd_path",
+    "warm_up",
 ]
 
 #: Pixel types a Dectris stream may announce.
@@ -158,15 +160,9 @@ def _dtype(dtype: Any, order: str) -> np.dtype:
     return dt.newbyteorder(order) if dt.itemsize > 1 else dt
 
 
-def _native(a: np.ndarray) -> np.ndarray:
-    # ``isnative``: an explicit "<" on a little-endian machine is native (no 4 MB copy)
-    if not a.dtype.isnative:
-        a = a.astype(a.dtype.newbyteorder("="))
-    return np.ascontiguousarray(a)
-
-
 def decode_frame(data: bytes | bytearray | memoryview, dtype: Any, shape: tuple[int, int],
-                 encoding: str | None, implementation: str = "auto") -> np.ndarray:
+                 encoding: str | None, implementation: str = "auto", out: np.ndarray | None = None,
+                 buffer: Any = None) -> np.ndarray:
     """Decode one frame's data blob into a 2-D array.
 
     Parameters
@@ -182,16 +178,26 @@ def decode_frame(data: bytes | bytearray | memoryview, dtype: Any, shape: tuple[
     implementation
         For bitshuffle-LZ4: ``"bitshuffle"`` (the C package), ``"numpy"`` (``lz4`` + NumPy)
         or ``"auto"`` (the package when installed).
+    out
+        The array to decode into (C-contiguous, writeable, ``shape``, the native-order
+        ``dtype``): bitshuffle-LZ4 is decoded straight into it, without a new 4 MB array
+        per frame.  Returned.
+    buffer
+        Instead of ``out``: an object whose ``array(shape, dtype)`` gives that array (a
+        worker's :class:`~saxsdog.io.images.ReadBuffer`, reused from frame to frame).
 
     Returns
     -------
     numpy.ndarray
-        C-contiguous, native byte order, the given dtype and shape (writeable).
+        C-contiguous, native byte order, the given dtype and shape (writeable); ``out``
+        (or the buffer's array) when given.
 
     Raises
     ------
     FrameDecodeError
         The blob does not decode to exactly ``rows × columns`` pixels of that type.
+    ValueError
+        ``out`` does not have the frame's shape and native dtype.
     """
     kind, bits, order = parse_encoding(encoding)
     dt = _dtype(dtype, order)
@@ -203,26 +209,41 @@ def decode_frame(data: bytes | bytearray | memoryview, dtype: Any, shape: tuple[
         raise FrameDecodeError(f"bad frame shape {shape!r}")
     n = rows * cols
     nbytes = n * dt.itemsize
+    native = dt.newbyteorder("=")
+    if out is None and buffer is not None:
+        out = buffer.array((rows, cols), native)
+    if out is not None and not (isinstance(out, np.ndarray) and out.shape == (rows, cols)
+                                and out.dtype == native and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"cannot decode a {rows}×{cols} {native.name} frame into "
+                         f"{getattr(out, 'shape', None)} {getattr(out, 'dtype', type(out).__name__)}")
     buf = memoryview(data).cast("B")
     if kind == "raw":
         if buf.nbytes != nbytes:
             raise FrameDecodeError(f"raw frame of {buf.nbytes} bytes, expected {nbytes} "
                                    f"({rows}×{cols} {dt.name})")
-        out = np.frombuffer(buf, dtype=dt).reshape(rows, cols)
-        return _native(out).copy() if out.dtype.isnative else _native(out)
+        return _into(np.frombuffer(buf, dtype=dt).reshape(rows, cols), out)
     if kind == "h5lz4":
-        out = np.frombuffer(_h5lz4_decompress(buf, nbytes), dtype=dt).reshape(rows, cols)
-        return out.copy() if out.dtype.isnative else _native(out)
+        return _into(np.frombuffer(_h5lz4_decompress(buf, nbytes), dtype=dt).reshape(rows, cols), out)
     if kind == "lz4":
-        raw = _lz4_decompress(buf, nbytes)
-        out = np.frombuffer(raw, dtype=dt).reshape(rows, cols)
-        return out.copy() if out.dtype.isnative else _native(out)
+        return _into(np.frombuffer(_lz4_decompress(buf, nbytes), dtype=dt).reshape(rows, cols), out)
     assert bits is not None
     if bits != dt.itemsize * 8:
         raise FrameDecodeError(f"encoding {encoding!r} is for {bits}-bit elements, but the pixel type "
                                f"{dt.name} has {dt.itemsize * 8} bits")
-    out = _bslz4_decode(buf, dt, n, implementation)
-    return _native(out.reshape(rows, cols))
+    if out is None:
+        out = np.empty((rows, cols), dtype=native)
+    _bslz4_decode(buf, dt, n, implementation, out.reshape(-1).view(np.uint8))
+    if not dt.isnative:  # the bytes of big-endian pixels: swapped in place, no second array
+        out.byteswap(inplace=True)
+    return out
+
+
+def _into(pixels: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``pixels`` (a read-only view, any byte order) as a new native array, or copied into ``out``."""
+    if out is None:
+        return pixels.astype(pixels.dtype.newbyteorder("="))  # always a copy: writeable, contiguous
+    np.copyto(out, pixels)
+    return out
 
 
 def _lz4_decompress(buf: memoryview, size: int) -> bytes:
@@ -396,7 +417,11 @@ def bitunshuffle(raw: np.ndarray, itemsize: int) -> np.ndarray:
     return out.reshape(nblocks, m * itemsize)
 
 
-def _bslz4_decode(buf: memoryview, dt: np.dtype, n: int, implementation: str) -> np.ndarray:
+def _bslz4_decode(buf: memoryview, dt: np.dtype, n: int, implementation: str, target: np.ndarray) -> None:
+    """Decode a bitshuffle-LZ4 blob of ``n`` elements of ``dt`` into ``target`` (``uint8``, ``n × itemsize``).
+
+    The bytes land as the blob holds them (the caller swaps big-endian pixels).
+    """
     if implementation not in ("auto", "bitshuffle", "numpy"):
         raise ValueError(f"unknown implementation {implementation!r}")
     bs = _bitshuffle_module() if implementation != "numpy" else None
@@ -404,15 +429,25 @@ def _bslz4_decode(buf: memoryview, dt: np.dtype, n: int, implementation: str) ->
         raise ImportError("the bitshuffle package is not installed")
     offset, block, blocks = _bslz4_layout(buf, dt.itemsize, n, want_blocks=bs is None)
     if bs is not None:
-        body = np.frombuffer(buf, dtype=np.uint8, offset=offset)
-        try:
-            return bs.decompress_lz4(body, (n,), dt, block)
-        except Exception as exc:  # noqa: BLE001 - the C decoder reports bad LZ4 data as errors
-            raise FrameDecodeError(f"bitshuffle-LZ4 data do not decode: {exc}") from exc
+        body = np.frombuffer(buf, dtype=np.uint8)
+        decompress = _c_decompress_lz4()
+        if decompress is None:  # pragma: no cover - a bitshuffle build without the C symbol
+            try:
+                target[:] = bs.decompress_lz4(body[offset:], (n,), dt, block).view(np.uint8)
+            except Exception as exc:  # noqa: BLE001 - the C decoder reports bad LZ4 data as errors
+                raise FrameDecodeError(f"bitshuffle-LZ4 data do not decode: {exc}") from exc
+            return
+        # straight into the target, the GIL released (the framing was checked above: the C
+        # decoder trusts the block sizes)
+        consumed = decompress(body.ctypes.data + offset, target.ctypes.data, n, dt.itemsize, block)
+        if consumed != buf.nbytes - offset:
+            raise FrameDecodeError("bitshuffle-LZ4 data do not decode" + (
+                f" (error {consumed})" if consumed < 0 else f": {consumed} of {buf.nbytes - offset} bytes used"))
+        return
     import lz4.block  # noqa: PLC0415
 
     itemsize = dt.itemsize
-    out = np.empty(n * itemsize, dtype=np.uint8)
+    out = target
     full = [b for b in blocks if b[2] == block]
     try:
         if full:
@@ -437,7 +472,53 @@ def _bslz4_decode(buf: memoryview, dt: np.dtype, n: int, implementation: str) ->
     leftover = n * itemsize - pos
     if leftover:
         out[pos:] = np.frombuffer(buf, dtype=np.uint8, offset=buf.nbytes - leftover)
-    return out.view(dt)
+
+
+@functools.cache
+def _c_decompress_lz4():
+    """bitshuffle's own C entry point ``bshuf_decompress_lz4`` (its SIMD build), or ``None``.
+
+    The Python wrapper ``bitshuffle.decompress_lz4`` allocates a new array per call;
+    the C function writes into memory we give it: the worker's reused frame buffer.
+    ``bshuf_decompress_lz4(in, out, elements, element size, block size)`` returns the
+    bytes of ``in`` it used, or a negative error code.
+    """
+    bs = _bitshuffle_module()
+    if bs is None:
+        return None
+    try:
+        fn = ctypes.CDLL(bs.ext.__file__).bshuf_decompress_lz4
+    except (OSError, AttributeError):  # pragma: no cover - depends on the build
+        return None
+    fn.restype = ctypes.c_int64
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]
+    return fn
+
+
+def simd_path() -> str:
+    """The bit-transpose instructions the installed bitshuffle uses (``AVX512``, ``AVX2``,
+    ``SSE2``, ``NEON``), ``scalar``, or ``numpy`` without the package."""
+    bs = _bitshuffle_module()
+    if bs is None:
+        return "numpy"
+    for name in ("AVX512", "AVX2", "SSE2", "NEON"):
+        check = getattr(bs, f"using_{name}", None)
+        if check is not None and check():
+            return name
+    return "scalar"
+
+
+def warm_up() -> None:
+    """Load the decoder and its compiled framing check for every argument type a frame
+    brings (a read-only blob, a blob in writeable shared memory), so that the first
+    frame of a process does not pay for it (tens of milliseconds)."""
+    a = np.arange(64, dtype=np.uint32).reshape(8, 8)
+    blob = encode_frame(a, "bs32-lz4<") if bitshuffle_available() else None
+    if blob is None:
+        return
+    out = np.empty_like(a)
+    for data in (blob, bytearray(blob)):  # read-only and writeable: two compiled framing checks
+        decode_frame(data, "uint32", a.shape, "bs32-lz4<", out=out)
 
 
 # --------------------------------------------------------------------------- #

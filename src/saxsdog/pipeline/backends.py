@@ -14,6 +14,7 @@ import functools
 import mmap
 import select
 import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -104,7 +105,12 @@ def _worker_processor(calibration: Calibration, options: QueueOptions,
     """Runs first in a new worker, after it restored SIGTERM's default action."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a pending one kills it now
-    return ImageProcessor(calibration, options, arena)
+    processor = ImageProcessor(calibration, options, arena)
+    if "saxsdog.io.codecs" in sys.modules:  # a stream source: ready for its frames before the first one
+        from ..streams.warmup import warm_up_worker
+
+        warm_up_worker(processor)
+    return processor
 
 
 def local_pool(calibration: Calibration, options: QueueOptions,

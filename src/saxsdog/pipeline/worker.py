@@ -162,7 +162,7 @@ class ImageProcessor:
         if isinstance(blob, ArenaRef):
             blob = self.arena.view(blob)  # the coordinator frees the slot once the result is back
         try:
-            data = decode_frame(blob, p.dtype, p.shape, p.encoding)
+            data = decode_frame(blob, p.dtype, p.shape, p.encoding, buffer=self._buffer)  # reused array
         except FrameDecodeError as exc:
             raise CorruptImageError(task.path, str(exc)) from None
         yield Frame(data=data, path=task.path, index=0, nframes=1, metadata=dict(p.metadata))
