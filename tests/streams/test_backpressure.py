@@ -140,3 +140,72 @@ def test_a_stream_v2_frame_is_a_view_so_it_travels_in_shared_memory():
     msg = stream2.encode_image(1, 0, bytes(64), (4, 4), "uint32", "<")
     frame = stream2.parse_message_v2(msg)
     assert isinstance(frame.data, memoryview) and frame.data.nbytes == 64
+
+
+class NeverDone(FullQueue):
+    """Frames go in, no result ever comes back: the backlog is every frame pushed."""
+
+    def __init__(self):
+        super().__init__(0)
+
+    @property
+    def backlog(self) -> int:
+        return len(self.pushed)
+
+    @backlog.setter
+    def backlog(self, value: int) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_a_detector_faster_than_the_workers_waits_in_the_detector_not_in_the_coordinator():
+    """A stalled queue takes ``MAX_BACKLOG`` frames and ZeroMQ ``RECEIVE_BUFFER`` more; then the
+    detector's sends block.  With the old bounds (256 queued, 1000 in ZeroMQ) all 200 frames of
+    a megabyte went into the coordinator's memory (a gigabyte for a long series)."""
+    zmq = pytest.importorskip("zmq")
+    from saxsdog.streams.dectris import MAX_BACKLOG, RECEIVE_BUFFER, DectrisSender
+
+    assert MAX_BACKLOG <= 64 and RECEIVE_BUFFER <= 64
+    queue = NeverDone()
+    blob = bytes(1 << 20)
+    with DectrisSender(sndhwm=1) as snd:
+        src = DectrisStreamSource(snd.endpoint, queue).start()
+        assert (src.max_backlog, src.receiver.rcvhwm) == (MAX_BACKLOG, RECEIVE_BUFFER)
+        try:
+            sent = 0
+            with pytest.raises(zmq.Again):
+                for k in range(200):
+                    snd.send_frame(1, k, blob, (1024, 256), "uint32", "<", timeout=1.0)
+                    sent += 1
+            deadline = time.monotonic() + 10
+            while len(queue.pushed) < MAX_BACKLOG and time.monotonic() < deadline:
+                threading.Event().wait(0.01)
+            assert len(queue.pushed) == MAX_BACKLOG  # the receiver holds the next one back
+            # the rest waits in ZeroMQ's buffers (bounded) and the kernel's socket buffers
+            assert sent < MAX_BACKLOG + RECEIVE_BUFFER + 40
+        finally:
+            src.stop()
+
+
+@pytest.mark.slow
+def test_a_source_for_run_files_loads_the_hdf5_library_before_the_first_frame():
+    """The series' first result opens its run file in the dispatcher: h5py is loaded at start,
+    not then (about 0.1 s in front of that frame and every frame queued behind it)."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from types import SimpleNamespace\n"
+              "from saxsdog.streams.dectris import DectrisStreamSource\n"
+              "class Q:\n"
+              "    root = '/s'; backlog = 0\n"
+              "    options = SimpleNamespace(run_name=None, output_format=sys.argv[1])\n"
+              "    def add_callback(self, fn): pass\n"
+              "assert 'h5py' not in sys.modules\n"
+              "src = DectrisStreamSource('tcp://127.0.0.1:1', Q()).start()\n"
+              "src.stop()\n"
+              "print('h5py' in sys.modules, 'saxsdog.io.nxcansas' in sys.modules)\n")
+    for fmt, loaded in (("nxcansas-run", "True True"), ("chi", "False False")):
+        run = subprocess.run([sys.executable, "-c", script, fmt], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split("\n")[-2] == loaded
