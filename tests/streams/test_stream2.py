@@ -8,6 +8,8 @@ filters, the same bytes a detector puts into its HDF5 chunks.
 from __future__ import annotations
 
 import datetime
+import json
+from collections.abc import Mapping
 
 import h5py
 import numpy as np
@@ -128,3 +130,97 @@ def test_stream_v2_frames_give_the_files_results(cal, frames, tmp_path, encoding
     assert len(kept) == len(frames)
     for got, a in zip(kept, frames):
         np.testing.assert_array_equal(got, a)
+
+
+def _random_item(rng, depth=0):
+    kinds = ["int", "neg", "big", "float", "half", "text", "bytes", "bool", "none"] + (["list", "map"] if depth < 3 else [])
+    kind = kinds[int(rng.integers(len(kinds)))]
+    if kind == "int":
+        return int(rng.integers(0, 2**16)) if rng.random() < 0.5 else int(rng.integers(0, 2**63))
+    if kind == "neg":
+        return -int(rng.integers(1, 2**62))
+    if kind == "big":
+        return 2**64 - 1
+    if kind == "float":
+        return float(rng.normal() * 10 ** int(rng.integers(-30, 30)))
+    if kind == "half":
+        return float(rng.choice([0.5, 1.0, -2.0, 65504.0, float("inf")]))
+    if kind == "text":
+        return "".join(chr(int(c)) for c in rng.integers(32, 0x3000, size=int(rng.integers(0, 30))))
+    if kind == "bytes":
+        return rng.bytes(int(rng.choice([0, 5, 23, 24, 255, 256, 70000])))
+    if kind == "bool":
+        return bool(rng.random() < 0.5)
+    if kind == "none":
+        return None
+    if kind == "list":
+        return [_random_item(rng, depth + 1) for _ in range(int(rng.integers(0, 6)))]
+    return {f"k{i}": _random_item(rng, depth + 1) for i in range(int(rng.integers(0, 6)))}
+
+
+def test_the_fast_reader_gives_what_cbor2_gives():
+    """Our CBOR reader against cbor2 on random messages (all of CBOR that stream v2 uses)."""
+    from saxsdog.streams import stream2
+
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        item = {"type": "image", "payload": _random_item(rng)}
+        raw = cbor2.dumps(CBORTag(55799, item), canonical=bool(rng.random() < 0.5))
+        buf = memoryview(raw)
+        value, pos = stream2._read(buf, 0)
+        assert pos == len(raw)
+        assert stream2._plain(value) == _mutable(cbor2.loads(raw))
+
+
+def _mutable(value):
+    """cbor2 gives the items under the self-describe tag as frozendicts and tuples."""
+    if isinstance(value, (list, tuple)):
+        return [_mutable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _mutable(v) for k, v in value.items()}
+    return value
+
+
+def test_the_fast_reader_leaves_what_it_does_not_know_to_cbor2():
+    from saxsdog.streams import stream2
+
+    indefinite = b"\xa1\x64type\x7f\x63ima\x62ge\xff"  # {"type": "image"} with an indefinite text string
+    with pytest.raises(stream2._NotOurs):
+        stream2._read(memoryview(indefinite), 0)
+    assert stream2._loads(indefinite) == {"type": "image"}
+    dated = cbor2.dumps({"arm_date": datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)})
+    assert stream2._loads(dated)["arm_date"].year == 2026  # tag 0, parsed by cbor2
+
+
+def test_truncated_or_broken_v2_messages_are_reported_not_crashing():
+    a = np.arange(40 * 30, dtype=np.uint32).reshape(40, 30)
+    raw = encode_image(1, 0, encode_frame(a, "bs32-lz4<"), a.shape, "uint32", "bs32-lz4<")
+    for cut in (5, 40, len(raw) // 2, len(raw) - 1):
+        with pytest.raises(StreamFormatError):
+            parse_message([raw[:cut]])
+    broken_text = cbor2.dumps({"type": "image", "x": "é"}).replace("é".encode(), b"\xff\xfe")
+    with pytest.raises(StreamFormatError, match="not a stream v2 message"):
+        parse_message([broken_text])
+
+
+def test_a_v2_frame_is_a_view_of_the_received_message_not_a_copy():
+    """cbor2 copied the frame's bytes (a megabyte per Pilatus frame) in the receiving thread."""
+    a = np.arange(100 * 90, dtype=np.uint32).reshape(100, 90)
+    blob = encode_frame(a, "bs32-lz4<")
+    raw = bytearray(encode_image(3, 7, blob, a.shape, "uint32", "bs32-lz4<"))
+    msg = parse_message([memoryview(raw)])
+    assert isinstance(msg.data, memoryview) and msg.data.obj is raw
+    assert bytes(msg.data) == blob
+    np.testing.assert_array_equal(decode_frame(msg.data, msg.dtype, msg.shape, msg.encoding), a)
+
+
+
+def test_a_v2_user_data_map_becomes_json_header_fields():
+    a = np.arange(10 * 9, dtype=np.uint32).reshape(10, 9)
+    msg = {"type": "image", "series_id": 1, "image_id": 0, "user_data": {"monitor": 1234.5, "raw": b"ab"},
+           "data": {"t": CBORTag(40, [[10, 9], CBORTag(70, a.tobytes())])}}
+    frame = parse_message([cbor2.dumps(CBORTag(55799, msg))])
+    assert frame.appendix is not None and json.loads(frame.appendix)["monitor"] == 1234.5
+    assert DectrisStreamSource._appendix_fields(frame.appendix)["monitor"] == "1234.5"
+    msg["user_data"] = "free text"
+    assert parse_message([cbor2.dumps(msg)]).appendix == "free text"
