@@ -36,7 +36,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import Report, parser, per_call  # noqa: E402
+from _harness import Report, parser  # noqa: E402
+
+
+def thread_per_call(fn, repeat: int, batches: int = 5) -> float:
+    """Seconds of this thread's CPU per call: the best of ``batches`` batches, after one warm-up
+    (CPU time, not wall time: other processes on a shared machine do not count)."""
+    fn()
+    n = max(1, repeat // batches)
+    best = float("inf")
+    for _ in range(batches):
+        t = time.thread_time()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.thread_time() - t) / n)
+    return best
 
 
 def make_blobs(data: Path, n_distinct: int) -> tuple[list[bytes], tuple[int, int]]:
@@ -51,12 +65,13 @@ def make_blobs(data: Path, n_distinct: int) -> tuple[list[bytes], tuple[int, int
     return blobs, base.shape
 
 
-def sender(endpoint_q, go, blobs: list[bytes], shape, n: int, series: int, protocol: str = "v1",
+def sender(endpoint_q, go, finished, blobs: list[bytes], shape, n: int, series: int, protocol: str = "v1",
            rate: float = 0.0) -> None:
     """The detector: ``n`` frames as fast as they are taken, or paced at ``rate`` Hz.
 
     Puts on ``endpoint_q``: the endpoint, the time of the first send, then (after the
-    series end) the send time of every frame and this process's CPU seconds.
+    series end) the send time of every frame, this process's CPU seconds and each of its
+    threads' (from the first send on: the messages are encoded before).
     """
     import resource
 
@@ -67,7 +82,15 @@ def sender(endpoint_q, go, blobs: list[bytes], shape, n: int, series: int, proto
     sent = [0.0] * n
     with DectrisSender(sndhwm=64) as snd:
         endpoint_q.put(snd.endpoint)
+        if protocol == "v2":
+            # every message encoded before the series (a detector does not pay Python's CBOR
+            # encoder either): a ring of them, each re-sent once ZeroMQ is done with it
+            ring = [stream2.ImageTemplate(series, blobs[k % len(blobs)], shape, "uint32", "bs32-lz4<")
+                    for k in range(len(blobs) * max(1, -(-96 // len(blobs))))]
+            trackers: list = [None] * len(ring)
+            snd.socket.setsockopt(snd._zmq.SNDTIMEO, 60_000)
         go.wait(60)
+        ru0, threads0 = resource.getrusage(resource.RUSAGE_SELF), thread_cpu()  # the series only, not the set-up
         t0 = time.time()
         endpoint_q.put(t0)
         p0 = time.perf_counter()
@@ -82,16 +105,39 @@ def sender(endpoint_q, go, blobs: list[bytes], shape, n: int, series: int, proto
                     time.sleep(delay)  # the detector's frame clock (the sender's, not saxsdog's)
             sent[k] = time.time()
             if protocol == "v2":
-                snd.send_parts([stream2.encode_image(series, k, blobs[k % len(blobs)], shape, "uint32",
-                                                     "bs32-lz4<")], timeout=60)
+                slot = k % len(ring)
+                if trackers[slot] is not None:
+                    trackers[slot].wait(60)  # its previous message has left
+                trackers[slot] = snd.socket.send(ring[slot].message(k), copy=False, track=True)
             else:
                 snd.send_frame(series, k, blobs[k % len(blobs)], shape, "uint32", "bs32-lz4<", timeout=60)
         if protocol == "v2":
             snd.send_parts([stream2.encode_end(series)], timeout=60)
         else:
             snd.send_end(series, timeout=60)
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    endpoint_q.put((sent, ru.ru_utime + ru.ru_stime))
+        finished.wait(600)  # everything received: ZeroMQ's sending thread is still there to measure
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        threads = thread_cpu()
+    endpoint_q.put((sent, ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime,
+                    {k: v - threads0.get(k, 0.0) for k, v in threads.items()}))
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each live thread of this process, by name (Python's, else the OS's:
+    ZeroMQ's ``ZMQbg/IO/0``); threads of one name are summed."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            name = names.get(int(tid)) or Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+        except (OSError, IndexError, ValueError):
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt: str,
@@ -107,8 +153,9 @@ def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt:
 
     out = tmp / f"out_{fmt}_{int(keep_raw)}_{protocol}_{int(rate)}"
     ctx = mp.get_context("fork")
-    endpoint_q, go = ctx.Queue(), ctx.Event()
-    proc = ctx.Process(target=sender, args=(endpoint_q, go, blobs, shape, n, 1, protocol, rate), daemon=True)
+    endpoint_q, go, finished = ctx.Queue(), ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=sender, args=(endpoint_q, go, finished, blobs, shape, n, 1, protocol, rate),
+                       daemon=True)
     proc.start()
     endpoint = endpoint_q.get(timeout=60)
     q = ImageQueue(cal, out, QueueOptions(workers=workers, out_dir=out, output_format=fmt)).start()
@@ -118,15 +165,18 @@ def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt:
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     pids = list(q._pool.pids())
     w0 = sum(cpu_seconds(p) for p in pids)
+    threads0 = thread_cpu()
     go.set()
     t_sent = endpoint_q.get(timeout=60)
     ok = src.ended.wait(600) and q.wait_until_idle(600)
     w1 = sum(cpu_seconds(p) for p in pids)
+    threads1 = thread_cpu()  # before the receiver thread ends
+    finished.set()
     src.stop()
     q.stop()  # closes (renames) the run file
     elapsed = time.time() - t_sent
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
-    sent, sender_cpu = endpoint_q.get(timeout=60)
+    sent, sender_cpu, sender_threads = endpoint_q.get(timeout=60)
     proc.join(30)
     st = q.stats()
     raw_bytes = sum(p.stat().st_size for p in src.raw_files)
@@ -137,7 +187,19 @@ def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt:
             "cpu_ms": {"sender": sender_cpu / n * 1e3,
                        "coordinator": (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / n * 1e3,
                        "workers": (w1 - w0) / n * 1e3},
+            "threads_ms": {"coordinator": _per_frame(threads1, threads0, n),
+                           "sender": _per_frame(sender_threads, {}, n)},
             "latency_ms": lat}
+
+
+def _per_frame(after: dict[str, float], before: dict[str, float], n: int) -> dict[str, float]:
+    """ms of CPU per frame of each thread that used at least 0.01 ms per frame."""
+    shown = {k: (v - before.get(k, 0.0)) / n * 1e3 for k, v in after.items()}
+    return {k: v for k, v in sorted(shown.items(), key=lambda kv: -kv[1]) if v >= 0.01}
+
+
+def _threads_note(threads: dict[str, float]) -> str:
+    return ", ".join(f"{name.removeprefix('saxsdog-')} {ms:.2f}" for name, ms in threads.items())
 
 
 def main() -> None:
@@ -152,7 +214,7 @@ def main() -> None:
         args.frames, args.distinct, args.latency_frames = 12, 3, 20
 
     from saxsdog import Calibration
-    from saxsdog.io.codecs import decode_frame
+    from saxsdog.io.codecs import decode_frame, simd_path
 
     report = Report(f"Stream ingest, Pilatus 1M bitshuffle-LZ4, {args.workers} workers, {args.frames} frames", args)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -166,9 +228,12 @@ def main() -> None:
         report.section("decode alone, one core")
         decoded = decode_frame(blobs[0], "uint32", shape, "bs32-lz4<")
         report.check(decoded.shape == tuple(shape) and int(decoded.max()) > 0, "the decoded frame is wrong")
-        report.add("bitshuffle-LZ4 decode of one frame",
-                   per_call(lambda: decode_frame(blobs[0], "uint32", shape, "bs32-lz4<"), 5 if args.quick else 200)
-                   * 1e3, "ms", key="decode_ms")
+        into = np.empty(shape, dtype=np.uint32)  # a worker's reused frame buffer
+        report.add("bitshuffle-LZ4 decode of one frame, into a reused buffer",
+                   thread_per_call(lambda: decode_frame(blobs[0], "uint32", shape, "bs32-lz4<", out=into),
+                                   5 if args.quick else 200) * 1e3, "ms", key="decode_ms",
+                   note=f"thread CPU, best of 5 batches; bitshuffle's {simd_path()} path; "
+                        f"a new array per frame: {thread_per_call(lambda: decode_frame(blobs[0], 'uint32', shape, 'bs32-lz4<'), 5 if args.quick else 200) * 1e3:.2f} ms")
         report.section("end to end, first frame sent to run file closed")
         for label, key, fmt, keep, protocol, target in (
                 ("NXcanSAS run file, stream v1", "v1_run_fps", "nxcansas-run", False, "v1", ">= 800"),
@@ -187,6 +252,10 @@ def main() -> None:
             report.add("  CPU per frame: sender / coordinator / workers", c["sender"] + c["coordinator"]
                        + c["workers"], "ms", key=key.replace("_fps", "_cpu_ms"),
                        note=f"{c['sender']:.2f} / {c['coordinator']:.2f} / {c['workers']:.2f}")
+            report.add("    coordinator's threads, ms per frame", c["coordinator"], "ms",
+                       key=key.replace("_fps", "_coordinator_ms"), note=_threads_note(r["threads_ms"]["coordinator"]))
+            report.add("    sender's threads (main: encoding and sending)", c["sender"], "ms",
+                       key=key.replace("_fps", "_sender_ms"), note=_threads_note(r["threads_ms"]["sender"]))
         report.section(f"latency, frame sent to its result in the coordinator, {args.rate:g} Hz, "
                        f"{args.latency_frames} frames")
         for label, key, protocol in (("stream v1", "v1_latency", "v1"), ("stream v2", "v2_latency", "v2")):

@@ -343,3 +343,23 @@ def test_series_needs_stream():
     from saxsdog.cli.saxsdog import main
 
     assert main(["--series", "3", "-c", "x.json", "somewhere"]) == 2
+
+
+def test_the_sender_encodes_the_constant_parts_once_and_sends_the_published_format():
+    """Parts 2 and 4 are cached per shape, type, encoding and size; the bytes are the format's."""
+    with DectrisSender() as snd:
+        sent: list = []
+        snd.send_parts = lambda parts, timeout=30.0: sent.append(parts)  # type: ignore[method-assign]
+        snd.send_frame(3, 0, b"x" * 10, (4, 5), "uint32", "bs32-lz4<")
+        snd.send_frame(3, 1, b"y" * 10, (4, 5), "uint32", "bs32-lz4<")
+        snd.send_frame(3, 2, b"z" * 12, (4, 5), "uint32", "bs32-lz4<", times={"start_time": 7})
+    assert sent[0][1] is sent[1][1]  # encoded once
+    for parts, (frame, blob) in zip(sent, ((0, b"x" * 10), (1, b"y" * 10), (2, b"z" * 12))):
+        assert json.loads(parts[0]) == {"htype": "dimage-1.0", "series": 3, "frame": frame, "hash": ""}
+        assert json.loads(parts[1]) == {"htype": "dimage_d-1.0", "shape": [5, 4], "type": "uint32",
+                                        "encoding": "bs32-lz4<", "size": len(blob)}
+        assert parts[2] == blob
+    assert json.loads(sent[0][3]) == {"htype": "dconfig-1.0", "start_time": 0, "stop_time": 0, "real_time": 0}
+    assert json.loads(sent[2][3]) == {"htype": "dconfig-1.0", "start_time": 7}
+    msg = parse_message(sent[2])
+    assert (msg.frame, msg.shape, msg.times) == (2, (4, 5), {"start_time": 7})

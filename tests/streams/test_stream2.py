@@ -224,3 +224,18 @@ def test_a_v2_user_data_map_becomes_json_header_fields():
     assert DectrisStreamSource._appendix_fields(frame.appendix)["monitor"] == "1234.5"
     msg["user_data"] = "free text"
     assert parse_message([cbor2.dumps(msg)]).appendix == "free text"
+
+
+def test_an_image_template_is_the_encoded_message_under_any_image_number():
+    from saxsdog.streams.stream2 import ImageTemplate
+
+    a = np.arange(30 * 20, dtype=np.uint32).reshape(30, 20)
+    blob = encode_frame(a, "bs32-lz4<")
+    template = ImageTemplate(4, blob, a.shape, "uint32", "bs32-lz4<")
+    for image in (0, 1, 23, 24, 65535, 70000, 2**32 - 1):
+        raw = bytes(template.message(image))
+        msg = parse_message([raw])
+        assert (msg.series, msg.frame, msg.shape, msg.encoding) == (4, image, a.shape, "bs32-lz4<")
+        assert bytes(msg.data) == blob
+        assert cbor2.loads(raw)["image_id"] == image  # valid CBOR for any reader
+    assert template.message(5) is template.message(6)  # one buffer, changed in place

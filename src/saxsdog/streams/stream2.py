@@ -36,7 +36,7 @@ from typing import Any
 
 from .messages import SeriesEnd, SeriesHeader, StreamFormatError, StreamFrame
 
-__all__ = ["parse_message_v2", "encode_start", "encode_image", "encode_end", "is_v2"]
+__all__ = ["parse_message_v2", "encode_start", "encode_image", "encode_end", "is_v2", "ImageTemplate"]
 
 #: RFC 8746 typed-array tags: tag → (NumPy type name, byte order).
 TYPED_ARRAY_TAGS = {
@@ -390,6 +390,36 @@ def encode_image(series: int, image: int, blob: bytes, shape: tuple[int, int], d
            "real_time": [0, 1_000_000_000],
            "data": {channel: CBORTag(MULTI_DIM_ROW_MAJOR, [[int(shape[0]), int(shape[1])], CBORTag(tag, content)])}}
     return cbor2.dumps(CBORTag(SELF_DESCRIBE_TAG, msg))
+
+
+class ImageTemplate:
+    """One frame's ``image`` message, encoded once and re-sent under other image numbers.
+
+    The image number is written as a 4-byte CBOR integer (valid CBOR, not the shortest
+    form), so :meth:`message` only overwrites those 4 bytes of the encoded message: a
+    replay or a benchmark's detector sends a megabyte frame without encoding or copying it.
+
+    Parameters
+    ----------
+    series, blob, shape, dtype, encoding
+        As for :func:`encode_image`.
+    """
+
+    _PLACEHOLDER = 0xFFFFFFFF  # encodes as 0x1a + 4 bytes: the slot the image number goes into
+
+    def __init__(self, series: int, blob: bytes, shape: tuple[int, int], dtype: str, encoding: str):
+        self.data = bytearray(encode_image(series, self._PLACEHOLDER, blob, shape, dtype, encoding))
+        head = b"\x68image_id\x1a\xff\xff\xff\xff"  # the key (text of 8) and the 4-byte placeholder
+        at = self.data.find(head)
+        if at < 0 or self.data.find(head, at + 1) >= 0:  # pragma: no cover - the encoder's layout changed
+            raise ValueError("cannot find the image number in the encoded message")
+        self._offset = at + len(head) - 4
+
+    def message(self, image: int) -> bytearray:
+        """The message of image number ``image`` (< 2**32): the template's own buffer, changed
+        in place; wait until the previous send of it is done before calling again."""
+        struct.pack_into(">I", self.data, self._offset, image)
+        return self.data
 
 
 def encode_end(series: int) -> bytes:
