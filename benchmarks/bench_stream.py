@@ -14,8 +14,14 @@ files).  The last row sends the same frames as stream v2 (one CBOR message each,
 ``bslz4`` compression).  Reported: frames/s from the first frame sent to the run file
 closed, the mean per-frame times of the workers' stages, and the CPU time per frame of each
 process (the sender, saxsdog's coordinator, its workers: on a shared machine the CPU
-figures are the ones to compare); a separate row times the bitshuffle-LZ4 decode of one
-frame alone (the library's path, into a reused buffer).  The latency rows send frames at
+figures are the ones to compare) and of each thread of the coordinator (the queue's
+dispatcher, ZeroMQ's receiving thread, the stream receiver) and of the sender.  The
+sender is the detector on the same machine, so its CPU is the benchmark's load: it sends
+messages encoded before the series (stream v1: the blobs and constant parts; stream v2: a
+ring of encoded messages whose image number is patched, sent without a copy), as a
+detector's own sender would.  A separate row gives the bitshuffle-LZ4 decode of one frame
+alone, as thread CPU, into a reused buffer as the workers do (and the SIMD path of the
+installed bitshuffle).  The latency rows send frames at
 ``--rate`` Hz (the detector's frame clock, 200 Hz by default) and give the time from each
 frame's send to its result reaching the coordinator (median and 95th percentile; the note
 also gives them after the first second, without the start: each worker's first frame is
