@@ -202,3 +202,32 @@ def test_warm_up_and_the_simd_path():
     assert codecs.simd_path() in ("AVX512", "AVX2", "SSE2", "NEON", "scalar", "numpy")
     if bitshuffle_available():
         assert codecs.simd_path() != "numpy"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not bitshuffle_available(), reason="the bitshuffle package is not installed")
+def test_corrupted_blobs_into_a_buffer_fail_cleanly_or_agree_with_the_numpy_decoder():
+    """Random byte flips and cuts: the C decoder writing into the caller's buffer never crashes,
+    and whatever it accepts, the reference decoder accepts with the same pixels."""
+    a = frame((300, 301))
+    blob = hdf5plugin_bslz4(a)
+    rng = np.random.default_rng(7)
+    out = np.empty(a.shape, np.uint32)
+    outcomes = set()
+    for _ in range(100):
+        bad = bytearray(blob)
+        for pos in rng.integers(0, len(bad), size=int(rng.integers(1, 4))):
+            bad[int(pos)] = int(rng.integers(0, 256))
+        if rng.random() < 0.2:
+            bad = bad[: int(rng.integers(0, len(bad)))]
+        try:
+            got = decode_frame(bytes(bad), "uint32", a.shape, "bs32-lz4<", out=out).copy()
+        except FrameDecodeError:
+            with pytest.raises(FrameDecodeError):
+                decode_frame(bytes(bad), "uint32", a.shape, "bs32-lz4<", implementation="numpy")
+            outcomes.add("refused")
+            continue
+        np.testing.assert_array_equal(got, decode_frame(bytes(bad), "uint32", a.shape, "bs32-lz4<",
+                                                        implementation="numpy"))
+        outcomes.add("decoded")
+    assert outcomes == {"refused", "decoded"}
