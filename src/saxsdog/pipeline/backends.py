@@ -104,7 +104,7 @@ def _worker_processor(calibration: Calibration, options: QueueOptions,
     """Runs first in a new worker, after it restored SIGTERM's default action."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a pending one kills it now
-    return ImageProcessor(calibration, options, arena)
+    return ImageProcessor(calibration, options, arena, map_images=True)  # a lost worker is replaced
 
 
 def local_pool(calibration: Calibration, options: QueueOptions,
