@@ -35,8 +35,9 @@ import numpy as np
 
 __all__ = ["available", "format_e18", "format_rows", "format_table_bytes", "lead_column", "table_bytes"]
 
-#: Powers 10^n held as double-double for n in [_NMIN, _NMAX].
-_NMIN, _NMAX = -280, 308
+#: Powers 10^n held as double-double for n in [_NMIN, _NMAX]: the scales 10^(18−k) of the
+#: exponents k in [−290, 290] and the powers 10^(k+1) that decide k (:func:`_exponent_of`).
+_NMIN, _NMAX = -290, 308
 #: |fraction − ½| below this goes to Python (the product is good to ~1e-12 absolute).
 _AMBIGUOUS = 1e-9
 
@@ -78,35 +79,48 @@ try:
 
         ``ok`` is False when k is not ax's decimal exponent or when Python must decide;
         the carry is 1 when rounding up reached 10^19 (9.99…95e7 → 1.000…e8).
+
+        Without branches on the value (the fraction, its sign and the round-up are as good
+        as random: mispredicted branches cost more than the arithmetic), the checks folded
+        into ``ok``.
         """
         n = 18 - k
-        i = n + 280  # the table starts at 10^-280 (_NMIN)
+        i = n - _NMIN  # the table starts at 10^_NMIN
         p, e = _two_product(ax, hi[i])
         e += ax * lo[i]
         # normalise (p, e) so that p is the double nearest the sum
         s = p + e
         e = e - (s - p)
         p = s
-        if p < 9e17 or p >= 1.1e19:
-            return np.uint64(0), 0, False
-        # p is an integer (spacing >= 128 above 2^60); the fraction lives in e
-        ip = np.uint64(p)
+        ok = (p >= 9e17) & (p < 1.1e19)
+        # p is an integer (spacing >= 128 above 2^59), so p/2 is exact and below 2^63: an
+        # int64 conversion (one instruction; uint64's is a branch); clamped, so that a p far
+        # out of range (wrong k) converts to something defined before it is refused
+        ip = np.uint64(np.int64(min(max(p, 0.0), 1.1e19) * 0.5)) << np.uint64(1)
+        # the fraction lives in e (|e| <= 1024): floor it and add it, wrapping (negative too)
         fl = np.floor(e)
         frac = e - fl
-        # a fraction near 0 or 1 rounds to the same integer whichever side it is on
-        if abs(frac - 0.5) < 1e-9:
-            return np.uint64(0), 0, False
-        if fl >= 0:
-            q = ip + np.uint64(fl)
-        else:
-            q = ip - np.uint64(-fl)
-        if q < np.uint64(1000000000000000000) or q >= np.uint64(10000000000000000000):
-            return np.uint64(0), 0, False  # the floor is outside [10^18, 10^19): wrong k
-        if frac > 0.5:
-            q += np.uint64(1)
-            if q == np.uint64(10000000000000000000):
-                return np.uint64(1000000000000000000), 1, True
-        return q, 0, True
+        q = ip + np.uint64(np.int64(fl))
+        # a fraction near 0 or 1 rounds to the same integer whichever side it is on; near
+        # one half Python decides; the floor must be in [10^18, 10^19), else k was wrong
+        ok = ok & (abs(frac - 0.5) >= 1e-9) & (q >= np.uint64(1000000000000000000)) & (
+            q < np.uint64(10000000000000000000))
+        q += np.uint64(frac > 0.5)
+        carry = q == np.uint64(10000000000000000000)
+        if carry:
+            q = np.uint64(1000000000000000000)
+        return q, 1 if carry else 0, ok
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _exponent_of(ax, bits, hi):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+        """floor(log10(ax)) for a normal ``ax`` (``bits`` its IEEE bits) in the table's range,
+        without a logarithm: the binary exponent times log10(2) (78913 / 2^18, exact over
+        this range) is the decimal one or one less, and the power above decides.  Where the
+        table's power is not exactly 10^n the answer may be one off, which :func:`_digits`
+        refuses (the neighbouring exponent is then tried)."""
+        e2 = np.int64((bits >> np.uint64(52)) & np.uint64(0x7FF)) - 1023
+        k = (e2 * 78913) >> 18
+        return k + np.int64(ax >= hi[k + 1 - _NMIN])
 
     @numba.njit(cache=True, nogil=True, inline="always")
     def _nine_digits(v, out, pos):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
@@ -213,7 +227,7 @@ try:
     _POSITIVE, _NEGATIVE, _ZERO, _NEGATIVE_ZERO, _PYTHON = 0, 1, 2, 3, 4
 
     @numba.njit(cache=True, nogil=True)
-    def _decompose(x, zero_nonfinite, hi, lo):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    def _decompose(x, bits, zero_nonfinite, hi, lo):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
         """(kind, 19 digits, decimal exponent) of ``'%.18e' % x`` (kinds: 0 positive, 1 negative,
         2 zero, 3 negative zero, 4 Python must format it, 5 log10's exponent was wrong: see
         :func:`_decompose_again`)."""
@@ -224,7 +238,7 @@ try:
         ax = abs(x)
         if ax < 1e-290 or ax > 1e290:
             return 4, np.uint64(0), 0
-        k = int(np.floor(np.log10(ax)))
+        k = _exponent_of(ax, bits, hi)
         q, carry, ok = _digits(ax, k, hi, lo)
         if not ok:  # rare: kept out of this loop-hot function (one call here is much faster)
             return 5, np.uint64(0), k
@@ -261,10 +275,11 @@ try:
         return _exponent_into(k, out, pos + 20)
 
     @numba.njit(cache=True, nogil=True)
-    def _table_into(table, rows, lead, lead_at, zero_nonfinite, hi, lo, out, sep, line_end,  # type: ignore[no-untyped-def]  # pragma: no cover
+    def _table_into(table, bits, rows, lead, lead_at, zero_nonfinite, hi, lo, out, sep, line_end,  # type: ignore[no-untyped-def]  # pragma: no cover
                     slow_at):
         """The rows ``rows`` of ``table`` (2-D, any layout), each after its pre-rendered lead text
-        ``lead[lead_at[r]:lead_at[r + 1]]`` (none when ``lead`` is empty), with separators and
+        ``lead[lead_at[r]:lead_at[r + 1]]`` (none when ``lead`` is empty; ``bits`` is ``table``
+        viewed as uint64), with separators and
         line ends; non-finite values as 0 with ``zero_nonfinite``.  Python's cases are left
         out, their (flat index in ``table``, byte position) recorded in ``slow_at``.
 
@@ -283,7 +298,7 @@ try:
             src = rows[r]
             for c in range(ncols):
                 i = r * ncols + c
-                kind, q, k = _decompose(table[src, c], zero_nonfinite, hi, lo)
+                kind, q, k = _decompose(table[src, c], bits[src, c], zero_nonfinite, hi, lo)
                 kinds[i] = kind
                 digits[i] = q
                 exponents[i] = k
@@ -293,9 +308,9 @@ try:
         for r in range(nrows):
             src = rows[r]
             if has_lead:
-                for j in range(lead_at[src], lead_at[src + 1]):
-                    out[pos] = lead[j]
-                    pos += 1
+                a, b = lead_at[src], lead_at[src + 1]
+                out[pos:pos + (b - a)] = lead[a:b]
+                pos += b - a
             for c in range(ncols):
                 if c > 0 or has_lead:
                     for b in sep:
@@ -421,7 +436,7 @@ def table_bytes(table: np.ndarray, separator: str = " ", line_end: str = "\n ",
         ncols * (27 + sep.size) + end_bytes.size)
     out = np.empty(size, dtype=np.uint8)
     slow_at = np.empty((len(rows) * ncols, 2), dtype=np.int64)
-    used, nslow = _table_into(table, rows, lead_text, lead_at, zero_nonfinite, hi, lo, out, sep, end_bytes,
+    used, nslow = _table_into(table, table.view(np.uint64), rows, lead_text, lead_at, zero_nonfinite, hi, lo, out, sep, end_bytes,
                               slow_at)
     if nslow == 0:
         return out[:used].tobytes()
