@@ -166,6 +166,10 @@ def test_the_table_kernel_s_exponent_without_a_logarithm_is_log10_s_or_refused()
     assert 0 < off <= powers.size  # (the inexact powers themselves and a few neighbours)
     table = values[: values.size - values.size % 2].reshape(-1, 2)
     assert table_bytes(table) == python_table(table)
+    # the ends of the table's range, where a neighbouring exponent leaves the power table
+    edges = np.array([np.nextafter(1e-290, 1.0), 1.0000001e-290, 1.5e-290, 9.999999e-290, 1e-289,
+                      np.nextafter(1e290, 0.0), 9.9e289, 1.0000001e289, -1.5e-290, -9.9e289]).reshape(-1, 2)
+    assert table_bytes(edges) == python_table(edges)
 
 
 def test_table_bytes_rows_lead_and_non_finite_as_zero():

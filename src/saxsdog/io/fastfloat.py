@@ -85,7 +85,9 @@ try:
         into ``ok``.
         """
         n = 18 - k
-        i = n - _NMIN  # the table starts at 10^_NMIN
+        i = np.uint64(n - _NMIN)  # the table starts at 10^_NMIN
+        if i >= hi.size:  # a neighbour of the smallest exponents (|x| near 1e-290): Python's
+            return np.uint64(0), 0, False
         p, e = _two_product(ax, hi[i])
         e += ax * lo[i]
         # normalise (p, e) so that p is the double nearest the sum
@@ -120,24 +122,32 @@ try:
         refuses (the neighbouring exponent is then tried)."""
         e2 = np.int64((bits >> np.uint64(52)) & np.uint64(0x7FF)) - 1023
         k = (e2 * 78913) >> 18
-        return k + np.int64(ax >= hi[k + 1 - _NMIN])
+        return k + np.int64(ax >= hi[np.uint64(k + 1 - _NMIN)])
+
+    # The text writers index with unsigned integers: numba checks every signed index for a
+    # negative value (Python's wraparound), a compare and a branch per byte that also keeps
+    # LLVM from vectorizing copies (unsigned: the .chi text about twice as fast).  Mixing
+    # uint64 with a literal or an int64 gives int64 in numba, hence np.uint64(n) offsets.
 
     @numba.njit(cache=True, nogil=True, inline="always")
     def _nine_digits(v, out, pos):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
         """The 9 digits of ``v`` (< 10^9) at ``out[pos:pos + 9]``: independent divisions (no chain)."""
-        out[pos] = np.uint8(48 + v // np.uint64(100000000))
-        b = (v // np.uint64(1000000)) % np.uint64(100)
-        c = (v // np.uint64(10000)) % np.uint64(100)
-        d = (v // np.uint64(100)) % np.uint64(100)
-        e = v % np.uint64(100)
-        out[pos + 1] = _PAIRS[2 * b]
-        out[pos + 2] = _PAIRS[2 * b + 1]
-        out[pos + 3] = _PAIRS[2 * c]
-        out[pos + 4] = _PAIRS[2 * c + 1]
-        out[pos + 5] = _PAIRS[2 * d]
-        out[pos + 6] = _PAIRS[2 * d + 1]
-        out[pos + 7] = _PAIRS[2 * e]
-        out[pos + 8] = _PAIRS[2 * e + 1]
+        p = np.uint64(pos)
+        two = np.uint64(2)
+        out[p] = np.uint8(np.uint64(48) + v // np.uint64(100000000))
+        b = two * ((v // np.uint64(1000000)) % np.uint64(100))
+        c = two * ((v // np.uint64(10000)) % np.uint64(100))
+        d = two * ((v // np.uint64(100)) % np.uint64(100))
+        e = two * (v % np.uint64(100))
+        one = np.uint64(1)
+        out[p + np.uint64(1)] = _PAIRS[b]
+        out[p + np.uint64(2)] = _PAIRS[b + one]
+        out[p + np.uint64(3)] = _PAIRS[c]
+        out[p + np.uint64(4)] = _PAIRS[c + one]
+        out[p + np.uint64(5)] = _PAIRS[d]
+        out[p + np.uint64(6)] = _PAIRS[d + one]
+        out[p + np.uint64(7)] = _PAIRS[e]
+        out[p + np.uint64(8)] = _PAIRS[e + one]
 
     @numba.njit(cache=True, nogil=True)
     def _digits_near(ax, k, hi, lo):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
@@ -152,19 +162,20 @@ try:
     @numba.njit(cache=True, nogil=True)
     def _exponent_into(k, out, pos):  # type: ignore[no-untyped-def]  # pragma: no cover
         """``e±dd`` (three digits from 100 on) of the decimal exponent ``k`` at ``out[pos:]``;
-        returns the position after it."""
-        out[pos] = 101  # 'e'
-        out[pos + 1] = 43 if k >= 0 else 45
-        pos += 2
+        returns the position after it (int64)."""
+        p = np.uint64(pos)
+        out[p] = 101  # 'e'
+        out[p + np.uint64(1)] = 43 if k >= 0 else 45
+        p += np.uint64(2)
         ek = abs(k)
         if ek >= 100:
-            out[pos] = 48 + ek // 100
-            out[pos + 1] = 48 + (ek // 10) % 10
-            out[pos + 2] = 48 + ek % 10
-            return pos + 3
-        out[pos] = 48 + ek // 10
-        out[pos + 1] = 48 + ek % 10
-        return pos + 2
+            out[p] = 48 + ek // 100
+            out[p + np.uint64(1)] = 48 + (ek // 10) % 10
+            out[p + np.uint64(2)] = 48 + ek % 10
+            return np.int64(p + np.uint64(3))
+        out[p] = 48 + ek // 10
+        out[p + np.uint64(1)] = 48 + ek % 10
+        return np.int64(p + np.uint64(2))
 
     @numba.njit(cache=True, nogil=True)
     def _write_one(x, hi, lo, out, pos):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
@@ -257,22 +268,23 @@ try:
     @numba.njit(cache=True, nogil=True)
     def _emit(kind, q, k, out, pos):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
         """Write a decomposed value (kinds 0-3) at ``out[pos:]``; return the new position."""
+        p = np.uint64(pos)
         if kind == 1 or kind == 3:
-            out[pos] = 45  # '-'
-            pos += 1
+            out[p] = 45  # '-'
+            p += np.uint64(1)
         if kind >= 2:
             q = np.uint64(0)
             k = 0
-            out[pos] = 48
+            out[p] = 48
         else:
             lead = q // np.uint64(1000000000000000000)
             q -= lead * np.uint64(1000000000000000000)
-            out[pos] = np.uint8(48 + lead)
-        out[pos + 1] = 46  # '.'
+            out[p] = np.uint8(np.uint64(48) + lead)
+        out[p + np.uint64(1)] = 46  # '.'
         upper = q // np.uint64(1000000000)
-        _nine_digits(upper, out, pos + 2)
-        _nine_digits(q - upper * np.uint64(1000000000), out, pos + 11)
-        return _exponent_into(k, out, pos + 20)
+        _nine_digits(upper, out, p + np.uint64(2))
+        _nine_digits(q - upper * np.uint64(1000000000), out, p + np.uint64(11))
+        return _exponent_into(k, out, p + np.uint64(20))
 
     @numba.njit(cache=True, nogil=True)
     def _table_into(table, bits, rows, lead, lead_at, zero_nonfinite, hi, lo, out, sep, line_end,  # type: ignore[no-untyped-def]  # pragma: no cover
@@ -295,28 +307,31 @@ try:
         digits = np.empty(nrows * ncols, dtype=np.uint64)
         exponents = np.empty(nrows * ncols, dtype=np.int64)
         for r in range(nrows):
-            src = rows[r]
+            src = np.uint64(rows[r])
             for c in range(ncols):
-                i = r * ncols + c
-                kind, q, k = _decompose(table[src, c], bits[src, c], zero_nonfinite, hi, lo)
+                i = np.uint64(r * ncols + c)
+                uc = np.uint64(c)
+                kind, q, k = _decompose(table[src, uc], bits[src, uc], zero_nonfinite, hi, lo)
                 kinds[i] = kind
                 digits[i] = q
                 exponents[i] = k
         has_lead = lead.size > 0
-        pos = 0
+        pos = np.uint64(0)
         nslow = 0
+        one = np.uint64(1)
         for r in range(nrows):
             src = rows[r]
             if has_lead:
-                a, b = lead_at[src], lead_at[src + 1]
-                out[pos:pos + (b - a)] = lead[a:b]
+                a, b = np.uint64(lead_at[src]), np.uint64(lead_at[src + 1])
+                for j in range(b - a):
+                    out[pos + np.uint64(j)] = lead[a + np.uint64(j)]
                 pos += b - a
             for c in range(ncols):
                 if c > 0 or has_lead:
-                    for b in sep:
-                        out[pos] = b
-                        pos += 1
-                i = r * ncols + c
+                    for j in range(sep.size):
+                        out[pos] = sep[np.uint64(j)]
+                        pos += one
+                i = np.uint64(r * ncols + c)
                 kind = kinds[i]
                 q = digits[i]
                 k = exponents[i]
@@ -324,14 +339,14 @@ try:
                     kind, q, k = _decompose_again(table[src, c], k, hi, lo)
                 if kind == 4:
                     slow_at[nslow, 0] = src * ncols + c
-                    slow_at[nslow, 1] = pos
+                    slow_at[nslow, 1] = np.int64(pos)
                     nslow += 1
                 else:
-                    pos = _emit(kind, q, k, out, pos)
-            for b in line_end:
-                out[pos] = b
-                pos += 1
-        return pos, nslow
+                    pos = np.uint64(_emit(kind, q, k, out, pos))
+            for j in range(line_end.size):
+                out[pos] = line_end[np.uint64(j)]
+                pos += one
+        return np.int64(pos), nslow
 
     _AVAILABLE = True
 except ImportError:  # pragma: no cover - numba is a dependency
