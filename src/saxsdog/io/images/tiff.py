@@ -4,7 +4,8 @@ Uncompressed single-page TIFFs stored as one contiguous pixel block (what Pilatu
 detectors write) are read by a small IFD parser followed by one ``readinto`` of the
 pixel block straight into a NumPy array, through the file descriptor that was opened to
 sniff the format. The declared size is checked against the expected shape and the file
-size before any pixel is read. Other TIFFs (compressed, tiled, multi-page) go through
+size before any pixel is read (a worker's reader maps the pixel block instead of reading
+it: :func:`_mapped_pixels`). Other TIFFs (compressed, tiled, multi-page) go through
 tifffile.
 """
 
