@@ -86,3 +86,25 @@ def test_an_image_truncated_under_its_mapped_frame_is_processed_by_the_replaceme
         np.testing.assert_allclose(written.intensity, expected.intensity, rtol=1e-15, atol=0)
     finally:
         pool.close()
+
+
+def test_a_mapped_frame_writes_the_bytes_of_a_read_one(cal, data_dir, tmp_path):
+    """The same image through a mapping processor and a reading one: byte-identical .chi
+    files, the same parameters and metadata (the mapping changes where pixels come from,
+    never what is written)."""
+    from saxsdog.pipeline.worker import ImageProcessor
+
+    root = tmp_path / "run"
+    root.mkdir()
+    image = root / "img_00001.tif"
+    shutil.copyfile(data_dir / "buf1_00000.tif", image)
+    results = {}
+    for mapped in (True, False):
+        proc = ImageProcessor(cal, QueueOptions(out_dir=tmp_path / f"out_{mapped}"), map_images=mapped)
+        assert proc._buffer.map_files is mapped
+        (results[mapped],) = proc.process(ImageTask(str(image), str(root)))
+        assert results[mapped].error is None
+    assert results[True].parameters == results[False].parameters
+    assert results[True].metadata == results[False].metadata
+    (a,), (b,) = results[True].outputs, results[False].outputs
+    assert a != b and Path(a).read_bytes() == Path(b).read_bytes()
