@@ -132,6 +132,46 @@ def test_table_bytes_ten_million_random_doubles_match_python():
         assert table_bytes(values) == python_table(values)
 
 
+def test_the_table_kernel_s_exponent_without_a_logarithm_is_log10_s_or_refused():
+    """The table kernel's decimal exponent from the binary one (no log10) equals
+    floor(log10(|x|)) except beside powers of ten whose double is not exact, where it may
+    be one off, which the digits' check refuses (then the neighbours are tried): on every
+    power of ten of the table's range, its neighbours and random doubles, the exponent is
+    never off by more than one, only beside a power, and the text is Python's."""
+    from fractions import Fraction
+
+    from saxsdog.io import fastfloat
+    from saxsdog.io.fastfloat import table_bytes
+
+    hi, lo = fastfloat._power_table()
+    rng = np.random.default_rng(17)
+    powers = np.array([10.0 ** n for n in range(-289, 290)])
+    values = np.concatenate([powers, np.nextafter(powers, 0.0), np.nextafter(powers, np.inf),
+                             10.0 ** rng.uniform(-289, 289, 20_000)])
+    values = values[(values > 1e-290) & (values < 1e290)]
+    off = 0
+    for x in values.tolist():
+        guess = fastfloat._exponent_of(x, np.float64(x).view(np.uint64), hi)
+        exact = Fraction(x)
+        true_k = int(np.floor(np.log10(x)))
+        while Fraction(10) ** (true_k + 1) <= exact:
+            true_k += 1
+        while Fraction(10) ** true_k > exact:
+            true_k -= 1
+        assert abs(guess - true_k) <= 1, (x, guess, true_k)
+        if guess != true_k:
+            assert not fastfloat._digits(x, guess, hi, lo)[2], (x, guess)  # refused
+            assert abs(x - hi[guess - fastfloat._NMIN]) <= 2 * np.spacing(x), x  # beside a power of ten
+            off += 1
+    assert 0 < off <= powers.size  # (the inexact powers themselves and a few neighbours)
+    table = values[: values.size - values.size % 2].reshape(-1, 2)
+    assert table_bytes(table) == python_table(table)
+    # the ends of the table's range, where a neighbouring exponent leaves the power table
+    edges = np.array([np.nextafter(1e-290, 1.0), 1.0000001e-290, 1.5e-290, 9.999999e-290, 1e-289,
+                      np.nextafter(1e290, 0.0), 9.9e289, 1.0000001e289, -1.5e-290, -9.9e289]).reshape(-1, 2)
+    assert table_bytes(edges) == python_table(edges)
+
+
 def test_table_bytes_rows_lead_and_non_finite_as_zero():
     """``rows`` picks and orders rows, ``lead`` is each row's text before a separator, and
     ``zero_nonfinite`` writes NaN and infinities as numpy.nan_to_num would make them."""

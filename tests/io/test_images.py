@@ -304,6 +304,70 @@ def test_frames_are_read_into_a_reused_buffer(tmp_path):
     np.testing.assert_array_equal(read_image(p2).data, second)  # without a buffer: unchanged
 
 
+def _mappings_of(path: Path) -> int:
+    """How many mappings of ``path`` this process holds (/proc/self/maps)."""
+    name = str(path.resolve())
+    with open("/proc/self/maps") as fh:
+        return sum(1 for line in fh if line.rstrip("\n").endswith(name))
+
+
+def test_a_mapping_buffer_gives_views_of_the_file_and_releases_them(tmp_path):
+    """ReadBuffer(map_files=True): a native-order TIFF's frame is a view of the mapped file
+    (not of the buffer's array), with the pixels and metadata of a plain read and the
+    flags of a read frame (writable, aligned, C-contiguous: the compiled kernels' signature);
+    the mapping goes with the frame.  A file in the other byte order is read and swapped."""
+    import gc
+
+    from saxsdog.io.images import ReadBuffer
+
+    buf = ReadBuffer(map_files=True)
+    first = _pattern()
+    p1 = _write_tiff(tmp_path / "a.tif", first, description=PILATUS_DESCRIPTION)
+    (f1,) = iter_frames(p1, buffer=buf)
+    np.testing.assert_array_equal(f1.data, first)
+    assert f1.metadata == read_image(p1).metadata
+    assert f1.data.dtype == read_image(p1).data.dtype and f1.data.dtype.isnative
+    assert f1.data.flags.writeable and f1.data.flags.aligned and f1.data.flags.c_contiguous
+    assert buf._array is None  # nothing was read into the buffer
+    assert _mappings_of(p1) == 1
+    (f1_again,) = iter_frames(p1, buffer=buf)  # each frame its own mapping, valid while held
+    np.testing.assert_array_equal(f1.data, first)
+    del f1, f1_again
+    gc.collect()
+    assert _mappings_of(p1) == 0
+    second = first[::-1].copy() * 3
+    p2 = _write_tiff(tmp_path / "b.tif", second, byteorder=">")
+    (f2,) = iter_frames(p2, buffer=buf)  # big-endian: read into the buffer and swapped
+    assert f2.data.dtype.isnative and _mappings_of(p2) == 0
+    np.testing.assert_array_equal(f2.data, second)
+
+
+@needs_data
+def test_the_real_pilatus_image_mapped_is_the_image_read():
+    from saxsdog.io.images import ReadBuffer
+
+    (mapped,) = iter_frames(BUF1, expected_shape=PILATUS_SHAPE, buffer=ReadBuffer(map_files=True))
+    plain = read_image(BUF1, expected_shape=PILATUS_SHAPE)
+    assert mapped.data.dtype == plain.data.dtype and mapped.data.shape == PILATUS_SHAPE
+    np.testing.assert_array_equal(mapped.data, plain.data)
+    assert mapped.metadata == plain.metadata
+
+
+def test_a_file_cut_short_after_its_header_was_parsed_is_incomplete_not_mapped(tmp_path):
+    """Truncated between the header check and the mapping (its writer started it again):
+    retryable IncompleteImageError, never a mapping past the end of the file (SIGBUS)."""
+    from saxsdog.io.images import ReadBuffer, open_image
+
+    p = _write_tiff(tmp_path / "cut.tif", _pattern())
+    with open_image(p) as src:
+        with open(p, "r+b") as fh:
+            fh.truncate(1000)
+        src.buffer = ReadBuffer(map_files=True)
+        with pytest.raises(IncompleteImageError, match="truncated"):
+            src.frame(0)
+    assert _mappings_of(p) == 0
+
+
 def test_multistrip_tiff(tmp_path):
     data = _pattern(shape=(100, 30))
     p = _write_tiff(tmp_path / "ms.tif", data, rowsperstrip=7)

@@ -35,8 +35,9 @@ import numpy as np
 
 __all__ = ["available", "format_e18", "format_rows", "format_table_bytes", "lead_column", "table_bytes"]
 
-#: Powers 10^n held as double-double for n in [_NMIN, _NMAX].
-_NMIN, _NMAX = -280, 308
+#: Powers 10^n held as double-double for n in [_NMIN, _NMAX]: the scales 10^(18−k) of the
+#: exponents k in [−290, 290] and the powers 10^(k+1) that decide k (:func:`_exponent_of`).
+_NMIN, _NMAX = -290, 308
 #: |fraction − ½| below this goes to Python (the product is good to ~1e-12 absolute).
 _AMBIGUOUS = 1e-9
 
@@ -78,52 +79,75 @@ try:
 
         ``ok`` is False when k is not ax's decimal exponent or when Python must decide;
         the carry is 1 when rounding up reached 10^19 (9.99…95e7 → 1.000…e8).
+
+        Without branches on the value (the fraction, its sign and the round-up are as good
+        as random: mispredicted branches cost more than the arithmetic), the checks folded
+        into ``ok``.
         """
         n = 18 - k
-        i = n + 280  # the table starts at 10^-280 (_NMIN)
+        i = np.uint64(n - _NMIN)  # the table starts at 10^_NMIN
+        if i >= hi.size:  # a neighbour of the smallest exponents (|x| near 1e-290): Python's
+            return np.uint64(0), 0, False
         p, e = _two_product(ax, hi[i])
         e += ax * lo[i]
         # normalise (p, e) so that p is the double nearest the sum
         s = p + e
         e = e - (s - p)
         p = s
-        if p < 9e17 or p >= 1.1e19:
-            return np.uint64(0), 0, False
-        # p is an integer (spacing >= 128 above 2^60); the fraction lives in e
-        ip = np.uint64(p)
+        ok = (p >= 9e17) & (p < 1.1e19)
+        # p is an integer (spacing >= 128 above 2^59), so p/2 is exact and below 2^63: an
+        # int64 conversion (one instruction; uint64's is a branch); clamped, so that a p far
+        # out of range (wrong k) converts to something defined before it is refused
+        ip = np.uint64(np.int64(min(max(p, 0.0), 1.1e19) * 0.5)) << np.uint64(1)
+        # the fraction lives in e (|e| <= 1024): floor it and add it, wrapping (negative too)
         fl = np.floor(e)
         frac = e - fl
-        # a fraction near 0 or 1 rounds to the same integer whichever side it is on
-        if abs(frac - 0.5) < 1e-9:
-            return np.uint64(0), 0, False
-        if fl >= 0:
-            q = ip + np.uint64(fl)
-        else:
-            q = ip - np.uint64(-fl)
-        if q < np.uint64(1000000000000000000) or q >= np.uint64(10000000000000000000):
-            return np.uint64(0), 0, False  # the floor is outside [10^18, 10^19): wrong k
-        if frac > 0.5:
-            q += np.uint64(1)
-            if q == np.uint64(10000000000000000000):
-                return np.uint64(1000000000000000000), 1, True
-        return q, 0, True
+        q = ip + np.uint64(np.int64(fl))
+        # a fraction near 0 or 1 rounds to the same integer whichever side it is on; near
+        # one half Python decides; the floor must be in [10^18, 10^19), else k was wrong
+        ok = ok & (abs(frac - 0.5) >= 1e-9) & (q >= np.uint64(1000000000000000000)) & (
+            q < np.uint64(10000000000000000000))
+        q += np.uint64(frac > 0.5)
+        carry = q == np.uint64(10000000000000000000)
+        if carry:
+            q = np.uint64(1000000000000000000)
+        return q, 1 if carry else 0, ok
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _exponent_of(ax, bits, hi):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+        """floor(log10(ax)) for a normal ``ax`` (``bits`` its IEEE bits) in the table's range,
+        without a logarithm: the binary exponent times log10(2) (78913 / 2^18, exact over
+        this range) is the decimal one or one less, and the power above decides.  Where the
+        table's power is not exactly 10^n the answer may be one off, which :func:`_digits`
+        refuses (the neighbouring exponent is then tried)."""
+        e2 = np.int64((bits >> np.uint64(52)) & np.uint64(0x7FF)) - 1023
+        k = (e2 * 78913) >> 18
+        return k + np.int64(ax >= hi[np.uint64(k + 1 - _NMIN)])
+
+    # The text writers index with unsigned integers: numba checks every signed index for a
+    # negative value (Python's wraparound), a compare and a branch per byte that also keeps
+    # LLVM from vectorizing copies (unsigned: the .chi text about twice as fast).  Mixing
+    # uint64 with a literal or an int64 gives int64 in numba, hence np.uint64(n) offsets.
 
     @numba.njit(cache=True, nogil=True, inline="always")
     def _nine_digits(v, out, pos):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
         """The 9 digits of ``v`` (< 10^9) at ``out[pos:pos + 9]``: independent divisions (no chain)."""
-        out[pos] = np.uint8(48 + v // np.uint64(100000000))
-        b = (v // np.uint64(1000000)) % np.uint64(100)
-        c = (v // np.uint64(10000)) % np.uint64(100)
-        d = (v // np.uint64(100)) % np.uint64(100)
-        e = v % np.uint64(100)
-        out[pos + 1] = _PAIRS[2 * b]
-        out[pos + 2] = _PAIRS[2 * b + 1]
-        out[pos + 3] = _PAIRS[2 * c]
-        out[pos + 4] = _PAIRS[2 * c + 1]
-        out[pos + 5] = _PAIRS[2 * d]
-        out[pos + 6] = _PAIRS[2 * d + 1]
-        out[pos + 7] = _PAIRS[2 * e]
-        out[pos + 8] = _PAIRS[2 * e + 1]
+        p = np.uint64(pos)
+        two = np.uint64(2)
+        out[p] = np.uint8(np.uint64(48) + v // np.uint64(100000000))
+        b = two * ((v // np.uint64(1000000)) % np.uint64(100))
+        c = two * ((v // np.uint64(10000)) % np.uint64(100))
+        d = two * ((v // np.uint64(100)) % np.uint64(100))
+        e = two * (v % np.uint64(100))
+        one = np.uint64(1)
+        out[p + np.uint64(1)] = _PAIRS[b]
+        out[p + np.uint64(2)] = _PAIRS[b + one]
+        out[p + np.uint64(3)] = _PAIRS[c]
+        out[p + np.uint64(4)] = _PAIRS[c + one]
+        out[p + np.uint64(5)] = _PAIRS[d]
+        out[p + np.uint64(6)] = _PAIRS[d + one]
+        out[p + np.uint64(7)] = _PAIRS[e]
+        out[p + np.uint64(8)] = _PAIRS[e + one]
 
     @numba.njit(cache=True, nogil=True)
     def _digits_near(ax, k, hi, lo):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
@@ -138,19 +162,20 @@ try:
     @numba.njit(cache=True, nogil=True)
     def _exponent_into(k, out, pos):  # type: ignore[no-untyped-def]  # pragma: no cover
         """``e±dd`` (three digits from 100 on) of the decimal exponent ``k`` at ``out[pos:]``;
-        returns the position after it."""
-        out[pos] = 101  # 'e'
-        out[pos + 1] = 43 if k >= 0 else 45
-        pos += 2
+        returns the position after it (int64)."""
+        p = np.uint64(pos)
+        out[p] = 101  # 'e'
+        out[p + np.uint64(1)] = 43 if k >= 0 else 45
+        p += np.uint64(2)
         ek = abs(k)
         if ek >= 100:
-            out[pos] = 48 + ek // 100
-            out[pos + 1] = 48 + (ek // 10) % 10
-            out[pos + 2] = 48 + ek % 10
-            return pos + 3
-        out[pos] = 48 + ek // 10
-        out[pos + 1] = 48 + ek % 10
-        return pos + 2
+            out[p] = 48 + ek // 100
+            out[p + np.uint64(1)] = 48 + (ek // 10) % 10
+            out[p + np.uint64(2)] = 48 + ek % 10
+            return np.int64(p + np.uint64(3))
+        out[p] = 48 + ek // 10
+        out[p + np.uint64(1)] = 48 + ek % 10
+        return np.int64(p + np.uint64(2))
 
     @numba.njit(cache=True, nogil=True)
     def _write_one(x, hi, lo, out, pos):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
@@ -213,7 +238,7 @@ try:
     _POSITIVE, _NEGATIVE, _ZERO, _NEGATIVE_ZERO, _PYTHON = 0, 1, 2, 3, 4
 
     @numba.njit(cache=True, nogil=True)
-    def _decompose(x, zero_nonfinite, hi, lo):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    def _decompose(x, bits, zero_nonfinite, hi, lo):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
         """(kind, 19 digits, decimal exponent) of ``'%.18e' % x`` (kinds: 0 positive, 1 negative,
         2 zero, 3 negative zero, 4 Python must format it, 5 log10's exponent was wrong: see
         :func:`_decompose_again`)."""
@@ -224,7 +249,7 @@ try:
         ax = abs(x)
         if ax < 1e-290 or ax > 1e290:
             return 4, np.uint64(0), 0
-        k = int(np.floor(np.log10(ax)))
+        k = _exponent_of(ax, bits, hi)
         q, carry, ok = _digits(ax, k, hi, lo)
         if not ok:  # rare: kept out of this loop-hot function (one call here is much faster)
             return 5, np.uint64(0), k
@@ -243,28 +268,30 @@ try:
     @numba.njit(cache=True, nogil=True)
     def _emit(kind, q, k, out, pos):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
         """Write a decomposed value (kinds 0-3) at ``out[pos:]``; return the new position."""
+        p = np.uint64(pos)
         if kind == 1 or kind == 3:
-            out[pos] = 45  # '-'
-            pos += 1
+            out[p] = 45  # '-'
+            p += np.uint64(1)
         if kind >= 2:
             q = np.uint64(0)
             k = 0
-            out[pos] = 48
+            out[p] = 48
         else:
             lead = q // np.uint64(1000000000000000000)
             q -= lead * np.uint64(1000000000000000000)
-            out[pos] = np.uint8(48 + lead)
-        out[pos + 1] = 46  # '.'
+            out[p] = np.uint8(np.uint64(48) + lead)
+        out[p + np.uint64(1)] = 46  # '.'
         upper = q // np.uint64(1000000000)
-        _nine_digits(upper, out, pos + 2)
-        _nine_digits(q - upper * np.uint64(1000000000), out, pos + 11)
-        return _exponent_into(k, out, pos + 20)
+        _nine_digits(upper, out, p + np.uint64(2))
+        _nine_digits(q - upper * np.uint64(1000000000), out, p + np.uint64(11))
+        return _exponent_into(k, out, p + np.uint64(20))
 
     @numba.njit(cache=True, nogil=True)
-    def _table_into(table, rows, lead, lead_at, zero_nonfinite, hi, lo, out, sep, line_end,  # type: ignore[no-untyped-def]  # pragma: no cover
+    def _table_into(table, bits, rows, lead, lead_at, zero_nonfinite, hi, lo, out, sep, line_end,  # type: ignore[no-untyped-def]  # pragma: no cover
                     slow_at):
         """The rows ``rows`` of ``table`` (2-D, any layout), each after its pre-rendered lead text
-        ``lead[lead_at[r]:lead_at[r + 1]]`` (none when ``lead`` is empty), with separators and
+        ``lead[lead_at[r]:lead_at[r + 1]]`` (none when ``lead`` is empty; ``bits`` is ``table``
+        viewed as uint64), with separators and
         line ends; non-finite values as 0 with ``zero_nonfinite``.  Python's cases are left
         out, their (flat index in ``table``, byte position) recorded in ``slow_at``.
 
@@ -280,28 +307,31 @@ try:
         digits = np.empty(nrows * ncols, dtype=np.uint64)
         exponents = np.empty(nrows * ncols, dtype=np.int64)
         for r in range(nrows):
-            src = rows[r]
+            src = np.uint64(rows[r])
             for c in range(ncols):
-                i = r * ncols + c
-                kind, q, k = _decompose(table[src, c], zero_nonfinite, hi, lo)
+                i = np.uint64(r * ncols + c)
+                uc = np.uint64(c)
+                kind, q, k = _decompose(table[src, uc], bits[src, uc], zero_nonfinite, hi, lo)
                 kinds[i] = kind
                 digits[i] = q
                 exponents[i] = k
         has_lead = lead.size > 0
-        pos = 0
+        pos = np.uint64(0)
         nslow = 0
+        one = np.uint64(1)
         for r in range(nrows):
             src = rows[r]
             if has_lead:
-                for j in range(lead_at[src], lead_at[src + 1]):
-                    out[pos] = lead[j]
-                    pos += 1
+                a, b = np.uint64(lead_at[src]), np.uint64(lead_at[src + 1])
+                for j in range(b - a):
+                    out[pos + np.uint64(j)] = lead[a + np.uint64(j)]
+                pos += b - a
             for c in range(ncols):
                 if c > 0 or has_lead:
-                    for b in sep:
-                        out[pos] = b
-                        pos += 1
-                i = r * ncols + c
+                    for j in range(sep.size):
+                        out[pos] = sep[np.uint64(j)]
+                        pos += one
+                i = np.uint64(r * ncols + c)
                 kind = kinds[i]
                 q = digits[i]
                 k = exponents[i]
@@ -309,14 +339,14 @@ try:
                     kind, q, k = _decompose_again(table[src, c], k, hi, lo)
                 if kind == 4:
                     slow_at[nslow, 0] = src * ncols + c
-                    slow_at[nslow, 1] = pos
+                    slow_at[nslow, 1] = np.int64(pos)
                     nslow += 1
                 else:
-                    pos = _emit(kind, q, k, out, pos)
-            for b in line_end:
-                out[pos] = b
-                pos += 1
-        return pos, nslow
+                    pos = np.uint64(_emit(kind, q, k, out, pos))
+            for j in range(line_end.size):
+                out[pos] = line_end[np.uint64(j)]
+                pos += one
+        return np.int64(pos), nslow
 
     _AVAILABLE = True
 except ImportError:  # pragma: no cover - numba is a dependency
@@ -421,7 +451,7 @@ def table_bytes(table: np.ndarray, separator: str = " ", line_end: str = "\n ",
         ncols * (27 + sep.size) + end_bytes.size)
     out = np.empty(size, dtype=np.uint8)
     slow_at = np.empty((len(rows) * ncols, 2), dtype=np.int64)
-    used, nslow = _table_into(table, rows, lead_text, lead_at, zero_nonfinite, hi, lo, out, sep, end_bytes,
+    used, nslow = _table_into(table, table.view(np.uint64), rows, lead_text, lead_at, zero_nonfinite, hi, lo, out, sep, end_bytes,
                               slow_at)
     if nslow == 0:
         return out[:used].tobytes()

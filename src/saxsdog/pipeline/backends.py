@@ -105,7 +105,7 @@ def _worker_processor(calibration: Calibration, options: QueueOptions,
     """Runs first in a new worker, after it restored SIGTERM's default action."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a pending one kills it now
-    processor = ImageProcessor(calibration, options, arena)
+    processor = ImageProcessor(calibration, options, arena, map_images=True)  # a lost worker is replaced
     if "saxsdog.io.codecs" in sys.modules:  # a stream source: ready for its frames before the first one
         from ..streams.warmup import warm_up_worker
 

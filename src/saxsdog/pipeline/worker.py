@@ -35,6 +35,11 @@ class ImageProcessor:
         Queue options.
     arena
         The coordinator's shared memory for in-memory frames (forked workers only).
+    map_images
+        Map uncompressed image files instead of reading them (:class:`ReadBuffer`'s
+        ``map_files``): for processes a pool replaces when they die, since a file truncated
+        by its writer while its frame is mapped kills the process with SIGBUS (the pool
+        then retries the image); never in the coordinator's own process.
 
     Notes
     -----
@@ -67,7 +72,8 @@ class ImageProcessor:
     both failures are final (not retried) and name the path.
     """
 
-    def __init__(self, calibration: Calibration, options: QueueOptions, arena: Any = None):
+    def __init__(self, calibration: Calibration, options: QueueOptions, arena: Any = None,
+                 map_images: bool = False):
         self.arena = arena
         if options.output_format not in OUTPUT_FORMATS:
             raise ValueError(f"unknown output format {options.output_format!r} "
@@ -97,8 +103,8 @@ class ImageProcessor:
         self._output_folders: dict[tuple[str, str], tuple[Path, str]] = {}
         #: Output folders this worker made or found (unconfined outputs only): one mkdir each.
         self._known_folders: set[Path] = set()
-        #: The frame buffer the readers fill, reused from frame to frame.
-        self._buffer = ReadBuffer()
+        #: The frame buffer the readers fill, reused from frame to frame (or map files into).
+        self._buffer = ReadBuffer(map_files=map_images)
 
     def outputs_for(self, task: ImageTask, frame: int | None) -> list[Path]:
         """All output files of one frame (``frame=None`` for single-frame files).

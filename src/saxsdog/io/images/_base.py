@@ -78,10 +78,19 @@ class ReadBuffer:
     fresh memory, no allocator churn over tens of thousands of frames.  A frame read into
     it is only valid until the next frame is read with the same buffer: the caller must be
     done with ``Frame.data`` (or copy it) by then.
+
+    With ``map_files`` (what a worker asks for) such a reader maps the file instead: no copy
+    at all, the pixels are read once, by the integration, straight from the page cache.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, map_files: bool = False) -> None:
         self._array: np.ndarray | None = None
+        #: Let readers map an uncompressed file's pixels instead of copying them
+        #: (:func:`saxsdog.io.images.tiff.read_tiff_fast`): the frame is then a view of the
+        #: file's pages in the page cache, valid as long as it is referenced.  The caveat:
+        #: a file truncated by its writer while its frame is in use kills the process
+        #: with SIGBUS (a worker pool replaces the worker and retries the image).
+        self.map_files = map_files
 
     def array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """The buffer as a C-contiguous array of ``shape`` and ``dtype`` (made anew when they change)."""
