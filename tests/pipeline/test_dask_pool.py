@@ -147,6 +147,37 @@ def test_operator_is_shipped_once_per_worker(real_calibration, cluster, images, 
         assert not any(s["installed"] for s in c.run(_worker_state, pool.token).values())
 
 
+def test_workers_profiler_is_paused_while_a_pool_is_installed(real_calibration, cluster, tmp_path):
+    """Issue 17: Dask's 10 ms stack sampler is paused on each worker while saxsdog runs there,
+    and resumed when the last pool sharing the cluster closes."""
+    from saxsdog.pipeline.dask_pool import _profiler_running
+
+    with Client(cluster.scheduler_address, set_as_default=False) as c:
+        def running() -> set[bool]:
+            return set(c.run(_profiler_running).values())
+
+        assert running() == {True}  # dask's default
+        first = DaskPool(real_calibration, QueueOptions(out_dir=tmp_path / "a"), cluster.scheduler_address)
+        second = None
+        try:
+            assert running() == {False}
+            assert all(s["profiler_paused"] for s in first.worker_state().values())
+            second = DaskPool(real_calibration, QueueOptions(out_dir=tmp_path / "b"), cluster.scheduler_address)
+            first.close()
+            assert running() == {False}  # the second pool still runs there
+        finally:
+            first.close()
+            if second is not None:
+                second.close()
+        assert running() == {True}
+        loud = DaskPool(real_calibration, QueueOptions(out_dir=tmp_path / "c"), cluster.scheduler_address,
+                        quiet_workers=False)
+        try:
+            assert running() == {True}
+        finally:
+            loud.close()
+
+
 def test_killed_worker_loses_nothing(real_calibration, cluster, images, tmp_path):
     root, paths = images
     _wait_for_workers(cluster.scheduler_address)
