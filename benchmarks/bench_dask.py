@@ -16,7 +16,11 @@ first one byte-identical between both backends.  Also reported: the CPU time of 
 processes per image (from /proc, before and after the Dask runs), split into the command, the
 scheduler, the nannies and the workers (the cluster's own background work, heartbeats and
 monitors, grows with the run's wall time), and the round trip of an empty Dask task (the
-per-task overhead).  ``--quick``: a few images, one run each.
+per-task overhead).  The start-up steps the local pool does not have are timed apart: importing
+``distributed`` (CPU, in a fresh interpreter), the client's connection, and registering the
+pool's plugin (the calibration sent once to every worker, unpickled and warmed up there); with
+the pickled size of one image's results (what comes back per image).  ``--quick``: a few
+images, one run each.
 """
 
 from __future__ import annotations
@@ -121,6 +125,64 @@ def empty_task_round_trip(address: str, repeat: int) -> float:
     return statistics.median(times)
 
 
+def import_cpu_seconds(repeat: int) -> float:
+    """Median CPU seconds of ``import distributed`` in a fresh interpreter that has imported saxsdog's queue.
+
+    The Dask command pays it on top of the local pool's start-up (the local pool never imports it).
+    """
+    code = ("import time, saxsdog.pipeline.queue; t = time.process_time(); import distributed; "
+            "print(time.process_time() - t)")
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        runs.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(runs)
+
+
+def startup_phases(address: str, cal_path: Path, workers: int, repeat: int) -> dict[str, float]:
+    """Median seconds of the Dask pool's start-up steps on the running cluster, and what travels.
+
+    ``connect``: the client's connection; ``plugin``: registering the pool's plugin, i.e. the
+    calibration pickled once, through the scheduler to every worker, unpickled and its
+    kernels warmed up there (the scheduler answers once every worker has run the setup);
+    ``plugin_mb``: the plugin's pickled size; ``result_bytes``: one image's pickled results.
+    """
+    import pickle
+    import uuid
+
+    from distributed import Client
+
+    from saxsdog import Calibration
+    from saxsdog.pipeline import QueueOptions
+    from saxsdog.pipeline.dask_pool import SaxsdogPlugin
+    from saxsdog.pipeline.tasks import ImageResult
+
+    cal = Calibration(cal_path)
+    connect, plugin = [], []
+    size = 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        client = Client(address, timeout=60, set_as_default=False)
+        connect.append(time.perf_counter() - t0)
+        try:
+            client.wait_for_workers(workers, timeout=60)
+            p = SaxsdogPlugin(uuid.uuid4().hex[:12], cal, QueueOptions())
+            size = len(pickle.dumps(p, protocol=pickle.HIGHEST_PROTOCOL))
+            t0 = time.perf_counter()
+            client.register_plugin(p)
+            plugin.append(time.perf_counter() - t0)
+            client.unregister_worker_plugin(p.name)
+        finally:
+            client.close()
+    sample = [ImageResult("/data/run/img_00000.tif", 0, outputs=["/data/work/img_00000.chi"],
+                          parameters={"R0": {"I0": 498.5, "I1": 752.1, "I2": 2293.9, "invariant": 2293.9,
+                                             "correlation_length": 1.03, "dummy_pixels": 0}},
+                          image_time=1.4e9, timings={"read": 0.0008, "integrate": 0.0036, "write": 0.0005},
+                          processed_at=1.8e9, worker=1234, metadata={"exposure_time": 10.0, "wavelength": 1.55})]
+    return {"connect": statistics.median(connect), "plugin": statistics.median(plugin), "plugin_mb": size / 1e6,
+            "result_bytes": float(len(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL)))}
+
+
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--images", "-n", type=int, default=1000)
@@ -166,6 +228,8 @@ def main() -> None:
                 report.check((tmp / "out_local" / written[0].name).read_bytes() == written[0].read_bytes(),
                              "the Dask run's .chi differs from the local pool's")
             rtt = empty_task_round_trip(address, 20 if args.quick else 200)
+            phases = startup_phases(address, cal_path, args.workers, 1 if args.quick else 3)
+            import_s = import_cpu_seconds(1 if args.quick else 3)
         finally:
             stop_cluster(procs)
     l_fps, d_fps = n / min(local), n / min(dask)
@@ -185,6 +249,14 @@ def main() -> None:
         report.add(f"  Dask CPU per image: {kind}", best[kind] / n * 1e3, "ms", key=f"dask_cpu_{kind}_ms",
                    note=what)
     report.add("Dask: empty task round trip", rtt * 1e3, "ms", key="dask_rtt_ms")
+    report.section("Dask start-up (what the local pool does not pay, or pays by forking)")
+    report.add("  import distributed, CPU", import_s * 1e3, "ms", key="dask_import_cpu_ms",
+               note="in the command, after saxsdog's own imports")
+    report.add("  client connect", phases["connect"] * 1e3, "ms", key="dask_connect_ms")
+    report.add("  calibration to every worker (plugin)", phases["plugin"] * 1e3, "ms", key="dask_plugin_ms",
+               note=f"{phases['plugin_mb']:.1f} MB once per worker, not per task; includes the workers' warm-up")
+    report.add("  results per image, pickled", phases["result_bytes"], "bytes", key="dask_result_bytes",
+               note="what a batch sends back per image (the outputs are written by the workers)")
     report.finish()
 
 

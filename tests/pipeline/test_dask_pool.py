@@ -147,6 +147,40 @@ def test_operator_is_shipped_once_per_worker(real_calibration, cluster, images, 
         assert not any(s["installed"] for s in c.run(_worker_state, pool.token).values())
 
 
+def test_workers_diagnostics_are_quieted_while_a_pool_is_installed(real_calibration, cluster, tmp_path):
+    """Issue 17: Dask's 10 ms stack sampler is stopped and its loop check and system monitor slowed
+    on each worker while saxsdog runs there, and restored when the last pool sharing the cluster closes."""
+    from saxsdog.pipeline.dask_pool import _diagnostics
+
+    with Client(cluster.scheduler_address, set_as_default=False) as c:
+        def state() -> list[dict]:
+            return list(c.run(_diagnostics).values())
+
+        default = state()
+        assert all(d["profile"][0] and d["tick"][1] < 200 for d in default)  # dask's defaults
+        first = DaskPool(real_calibration, QueueOptions(out_dir=tmp_path / "a"), cluster.scheduler_address)
+        second = None
+        try:
+            quiet = state()
+            assert all(not d["profile"][0] and not d["profile-cycle"][0] and d["tick"][1] >= 200
+                       and d["monitor"][1] >= 2000 for d in quiet)
+            assert all(s["quieted"] for s in first.worker_state().values())
+            second = DaskPool(real_calibration, QueueOptions(out_dir=tmp_path / "b"), cluster.scheduler_address)
+            first.close()
+            assert state() == quiet  # the second pool still runs there
+        finally:
+            first.close()
+            if second is not None:
+                second.close()
+        assert state() == default
+        loud = DaskPool(real_calibration, QueueOptions(out_dir=tmp_path / "c"), cluster.scheduler_address,
+                        quiet_workers=False)
+        try:
+            assert state() == default
+        finally:
+            loud.close()
+
+
 def test_killed_worker_loses_nothing(real_calibration, cluster, images, tmp_path):
     root, paths = images
     _wait_for_workers(cluster.scheduler_address)

@@ -19,7 +19,7 @@ from ..calibration import Calibration
 from .history import History
 from .naming import (claim_temporary, existing_run_files, frame_name, make_output_folder, open_output,
                      run_file_path, subtracted_path, write_output_bytes)
-from .state import Record
+from .state import HashedMap, Record
 from .tasks import ImageResult
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class LiveFileList:
         self.columns = [c for c in columns if "\t" not in c and "\n" not in c]
         self.header = self.HEADER[:-1] + "".join("\t" + c for c in self.columns) + "\n"
         make_output_folder(path.parent, confine_to)
-        self._rows: dict[str, int] = {}  # key -> hash of its line
+        self._rows = HashedMap()  # key -> hash of its line (16 bytes a row: flat memory over long runs)
         self._waiting: list[str] = []  # lines not written yet (disk full)
         self._replaced: dict[str, str] = {}  # key -> new line, for the next rewrite
         self._fd = open_output(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644, confine_to)

@@ -16,6 +16,16 @@ Image states: ``pending`` (waiting for a worker), ``inflight``, ``retry`` (incom
 waiting for its back-off), ``space`` (its output could not be written because the disk is
 full; retried once space is back), ``done``, ``failed``, ``dropped`` (abort) and
 ``stopped`` (the queue stopped before it ran; it stays queued in the ledger and resumes).
+
+Memory stays flat over a run of any length: the state keeps the images that are not
+finished, and of the finished ones only the latest :data:`FINISHED_REMEMBERED` (enough for
+the duplicate events a watcher or feeder sends for a file just written).  An older image
+asks again like a new one, and the persistent record decides (the server's ledger: the
+push's ``accepted``).  Who wrote which output must be known for as long as the queue runs
+(a later image with the same output name is renamed, never allowed to replace it): for
+forgotten images that is kept as two 64-bit hashes (:class:`HashedMap`, 16 bytes an
+image instead of some 500).  Nothing is forgotten while a sink is failing (the ledger may
+not have the record yet).
 """
 
 from __future__ import annotations
@@ -23,7 +33,10 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections import deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from .tasks import FramePayload, ImageResult, ImageTask
 
@@ -36,6 +49,9 @@ SPACE_RETRY_INITIAL = 0.5
 SPACE_RETRY_MAX = 10.0
 
 ACTIVE = frozenset(("pending", "inflight", "retry", "space"))
+FINISHED = frozenset(("done", "failed"))
+#: Finished images remembered in full (de-duplication without asking the ledger); older ones are forgotten.
+FINISHED_REMEMBERED = 10_000
 
 _DISK_FULL_MARKS = ("no space left on device", "[errno 28]", "errno = 28", "disk quota exceeded",
                     "[errno 122]", "database or disk is full")
@@ -257,12 +273,76 @@ class Closed:
 Instruction = Submit | RetryAt | Record | Flush | Report | CloseRun | Closed
 
 
-@dataclass
+@dataclass(slots=True)
 class _Image:
     state: str
     signature: tuple[int, int] | None = None
     crashes: int = 0
     output_key: str | None = None
+
+
+def _key64(text: str) -> int:
+    """A nonzero 64-bit hash of ``text`` (stable within the process; 0 marks an empty slot)."""
+    return (hash(text) & 0xFFFF_FFFF_FFFF_FFFF) or 1
+
+
+class HashedMap:
+    """A map from strings to Python ints (hashes) that stores neither: 16 bytes an entry.
+
+    For per-image records that must last as long as a run but only ever answer "is it this
+    one?": who owns an output name (:class:`QueueState`), the hash of an image's line in a
+    file list.  The key is kept as its 64-bit hash in an open-addressing table (two NumPy
+    arrays, at most half full).  Two keys share a hash with a probability of about
+    n^2 / 2^65 (1e-10 for 100,000 images); such a pair would look like one key.
+
+    Values must fit in 64 signed bits (``hash()`` of anything does).
+    """
+
+    def __init__(self, capacity: int = 1024):
+        self._keys = np.zeros(capacity, dtype=np.uint64)
+        self._values = np.zeros(capacity, dtype=np.int64)
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the table holds."""
+        return self._keys.nbytes + self._values.nbytes
+
+    def _slot(self, k: int) -> int:
+        keys = self._keys
+        mask = len(keys) - 1
+        i = k & mask
+        while True:
+            s = int(keys[i])
+            if s == 0 or s == k:
+                return i
+            i = (i + 1) & mask
+
+    def get(self, key: str, default: int | None = None) -> int | None:
+        """The value of ``key``, or ``default``."""
+        i = self._slot(_key64(key))
+        return default if self._keys[i] == 0 else int(self._values[i])
+
+    def __setitem__(self, key: str, value: int) -> None:
+        if 2 * (self._n + 1) > len(self._keys):
+            used = self._keys != 0
+            old_keys, old_values = self._keys[used].tolist(), self._values[used].tolist()
+            self._keys = np.zeros(2 * len(self._keys), dtype=np.uint64)
+            self._values = np.zeros(len(self._keys), dtype=np.int64)
+            for k, v in zip(old_keys, old_values):
+                i = self._slot(k)
+                self._keys[i], self._values[i] = k, v
+        k = _key64(key)
+        i = self._slot(k)
+        if self._keys[i] == 0:
+            self._n += 1
+        self._keys[i], self._values[i] = k, value
 
 
 @dataclass
@@ -280,12 +360,18 @@ class QueueState:
 
     retry_timeout: float = 10.0
     retry_initial: float = 0.05
+    #: Finished images remembered in full (see the module docstring).
+    finished_remembered: int = FINISHED_REMEMBERED
     images: dict[str, _Image] = field(default_factory=dict)
     pending: deque[ImageTask] = field(default_factory=deque)
     retry: list[tuple[float, int, ImageTask]] = field(default_factory=list)
     inflight: dict[str, ImageTask] = field(default_factory=dict)
     space: list[ImageTask] = field(default_factory=list)  # waiting for disk space
-    owners: dict[str, str] = field(default_factory=dict)  # output key -> image path
+    owners: dict[str, str] = field(default_factory=dict)  # output key -> image path (images remembered)
+    #: Output keys of the images forgotten (and claimed before a restart): who owns them.
+    owner_archive: HashedMap = field(default_factory=HashedMap)  # output key -> hash(path)
+    #: Finished images in the order they finished (the oldest is forgotten first).
+    _finished: OrderedDict[str, None] = field(default_factory=OrderedDict)
     run_open: dict[str, int] = field(default_factory=dict)
     finishing: set[str] = field(default_factory=set)
     closing: bool = False
@@ -354,7 +440,33 @@ class QueueState:
         else:
             before, img.state = img.state, state
         self.active += (state in ACTIVE) - (before in ACTIVE)
+        if state in FINISHED:
+            self._finished[path] = None
+            self._finished.move_to_end(path)
+        elif before in FINISHED:
+            self._finished.pop(path, None)
         return img
+
+    def _owner(self, key: str) -> str | int | None:
+        """Who owns the output ``key``: a path, the hash of a forgotten one's path, or ``None``."""
+        owner = self.owners.get(key)
+        return owner if owner is not None else self.owner_archive.get(key)
+
+    @staticmethod
+    def _owned_by(owner: str | int | None, path: str) -> bool:
+        return owner == path if isinstance(owner, str) else owner == hash(path)
+
+    def _forget_finished(self) -> None:
+        """Forget the oldest finished images beyond :attr:`finished_remembered` (not while a sink fails)."""
+        if self._sink_broken:
+            return
+        while len(self._finished) > self.finished_remembered:
+            path, _ = self._finished.popitem(last=False)
+            img = self.images.pop(path)
+            key = img.output_key
+            if key is not None and self.owners.get(key) == path:
+                del self.owners[key]
+                self.owner_archive[key] = hash(path)
 
     def _claim_output(self, path: str, key: str | None, out: list[Instruction]) -> str | None:
         """Own the output ``key`` for ``path``; returns a unique stem when another image has it."""
@@ -363,18 +475,20 @@ class QueueState:
         img = self.images.get(path)
         if img is not None and img.output_key is not None:  # seen before: keep its name
             return None if img.output_key == key else img.output_key.rsplit("/", 1)[-1]
-        owner = self.owners.get(key)
-        if owner is None or owner == path:
-            self.owners[key] = path
+        owner = self._owner(key)
+        if owner is None or self._owned_by(owner, path):
+            if owner is None:
+                self.owners[key] = path
             return None
         n = 2
-        while self.owners.get(f"{key}~{n}") not in (None, path):
+        while (o := self._owner(f"{key}~{n}")) is not None and not self._owned_by(o, path):
             n += 1
         alt = f"{key}~{n}"
-        if self.owners.get(alt) is None:  # not named so before a restart (Claim)
+        if o is None:  # not named so before (a forgotten image's, or a Claim)
             self.owners[alt] = path
             self.renamed_outputs += 1
-            out.append(Report("warning", f"{path} would write the same output as {owner} ({key}.*): "
+            who = owner if isinstance(owner, str) else "an image processed before"
+            out.append(Report("warning", f"{path} would write the same output as {who} ({key}.*): "
                                          f"its outputs are named {alt.rsplit('/', 1)[-1]}.* instead"))
         return alt.rsplit("/", 1)[-1]
 
@@ -394,6 +508,7 @@ class QueueState:
         img.signature = signature if task.payload is None else None
         out.append(Record(task.path, state, tuple(results), img.signature, task.run))
         self._run_task_done(task.run, out)
+        self._forget_finished()
 
     def _requeue(self, task: ImageTask, front: bool = True) -> None:
         self._set(task.path, "pending")
@@ -438,7 +553,9 @@ class QueueState:
         self.queued_total += 1
 
     def _on_Claim(self, ev: Claim, out: list[Instruction]) -> None:
-        self.owners.setdefault(ev.output_key, ev.path)
+        # compact: a restart claims every output of the ledger's images
+        if self._owner(ev.output_key) is None:
+            self.owner_archive[ev.output_key] = hash(ev.path)
 
     def _on_FinishRun(self, ev: FinishRun, out: list[Instruction]) -> None:
         self.finishing.add(ev.run)
@@ -582,6 +699,7 @@ class QueueState:
             self._sink_due = None
             self._sink_delay = SPACE_RETRY_INITIAL
             self._maybe_resume(out)
+            self._forget_finished()
 
     def _on_Close(self, ev: Close, out: list[Instruction]) -> None:
         self.closing = True
@@ -610,6 +728,7 @@ class QueueState:
 
 
 __all__ = [
+    "FINISHED_REMEMBERED",
     "MAX_WORKER_DEATHS",
     "Abort",
     "Close",
@@ -619,6 +738,7 @@ __all__ = [
     "FinishRun",
     "Flush",
     "Instruction",
+    "HashedMap",
     "Push",
     "QueueState",
     "Record",
