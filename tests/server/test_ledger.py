@@ -141,3 +141,27 @@ def test_the_server_survives_a_lost_ledger_and_rebuilds_it_from_the_outputs(tmp_
             assert "not a readable SQLite ledger" in (base.parent / "server.log").read_text()
     finally:
         server.stop()
+
+
+def test_unknown_paths_are_found_in_chunks_without_loading_the_table(tmp_path, monkeypatch):
+    led = Ledger(tmp_path / "ledger.sqlite")
+    try:
+        for i in range(0, 1200, 2):  # every even image is known to queue q
+            led.mark_queued("q", f"/data/img_{i:05d}.tif", None)
+        led.mark_queued("other", "/data/img_00001.tif", None)  # another queue's row does not count
+        led.commit()
+        asked: list[int] = []
+        real = led._unknown_of
+
+        def counting(queue, batch):
+            asked.append(len(batch))
+            return real(queue, batch)
+
+        monkeypatch.setattr(led, "_unknown_of", counting)
+        monkeypatch.setattr(led, "known", lambda *_: pytest.fail("the whole table was loaded"))
+        paths = [f"/data/img_{i:05d}.tif" for i in range(1200)]
+        assert list(led.unknown("q", iter(paths), chunk=500)) == paths[1::2]
+        assert asked == [500, 500, 200]
+        assert list(led.unknown("q", [])) == []
+    finally:
+        led.close()

@@ -25,7 +25,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -330,6 +330,29 @@ class Ledger:
         rows = self._read("SELECT path, state, signature FROM images WHERE queue=? AND frame=0",
                           (queue,))
         return {p: (s, sig) for p, s, sig in rows}
+
+    def unknown(self, queue: str, paths: Iterable[str], chunk: int = 500) -> Iterator[str]:
+        """The paths of *paths* the queue has no row for, in their order.
+
+        Asked ``chunk`` paths at a time through the primary key, so that the reconciliation
+        scan of a folder of 10⁵ images never holds the queue's whole table in memory (its
+        peak would stay in the server's RSS: :meth:`known` builds a dict of every row).
+        """
+        batch: list[str] = []
+        for path in paths:
+            batch.append(path)
+            if len(batch) >= chunk:
+                yield from self._unknown_of(queue, batch)
+                batch = []
+        if batch:
+            yield from self._unknown_of(queue, batch)
+
+    def _unknown_of(self, queue: str, batch: list[str]) -> list[str]:
+        marks = ",".join("?" * len(batch))
+        rows = self._read(f"SELECT path FROM images WHERE queue=? AND frame=0 AND path IN ({marks})",
+                          (queue, *batch))
+        seen = {row[0] for row in rows}
+        return [p for p in batch if p not in seen]
 
     def counts(self, queue: str) -> dict[str, int]:
         """Rows per state."""

@@ -512,12 +512,10 @@ class QueueSession:
             images = self._walk()
         except PathOutsideBase:
             return 0  # logged, and shown in stat
-        known = self.ledger.known(self.queue_id)
         n = 0
-        for p in images:
-            if p not in known:
-                self.queue.push(p)
-                n += 1
+        for p in self.ledger.unknown(self.queue_id, images):
+            self.queue.push(p)
+            n += 1
         if n:
             log.info("reconciliation found %d image(s) without events", n)
         return n
