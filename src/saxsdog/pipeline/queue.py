@@ -165,6 +165,52 @@ def _load_blas_for_numba() -> None:
         log.debug("loading %s alone failed", name, exc_info=True)
 
 
+def start_numba() -> None:
+    """numba's one-time start in this process: its typing and target registries.
+
+    What the first compiled function (or first cache load) of a process does before
+    anything else, about two thirds of the kernels' warm-up.  Done in the coordinator before
+    the workers are forked, every worker (and every replacement of a lost one) inherits it;
+    loading the kernels themselves is left to the workers (:func:`warm_up_kernels`).
+    SciPy's BLAS is loaded alone first (:func:`_load_blas_for_numba`).  Nothing happens
+    when the kernels do not use numba; on any failure numba starts as usual when first used.
+    """
+    _load_blas_for_numba()
+    if "numba" not in sys.modules:  # the kernels run without numba
+        return
+    try:
+        from numba.core.registry import cpu_target
+
+        cpu_target.target_context.refresh()
+        cpu_target.typing_context.refresh()
+    except Exception:  # an internal of numba: it starts itself on first use
+        log.debug("starting numba ahead failed", exc_info=True)
+
+
+def warm_up_kernels(calibration: Calibration) -> None:
+    """Load every compiled function a frame needs: the integration kernels, the ``.chi``
+    formatter and, when a stream source is loaded, the stream decoder's block scanner.
+
+    Each loads from numba's cache in milliseconds to tens of milliseconds; run by each
+    forked worker before its first task (and by the coordinator for backends that run
+    frames in its process).  A warm-up only: a failure here is logged, and the frame that
+    needs what failed reports the error itself.
+    """
+    import numpy as np
+
+    try:
+        curves = calibration.curves(np.zeros(calibration.shape, dtype=np.int32))
+        calibration.chi_bytes(curves)
+        if "saxsdog.io.codecs" in sys.modules:  # a stream source is in use (files need no decoder)
+            from ..io.codecs import _block_scanner
+
+            scan = _block_scanner()
+            if scan is not None:
+                scan(np.zeros(8, dtype=np.uint8), 0, 8, 0)
+    except Exception:
+        log.debug("warm-up of the kernels, the formatter or the decoder failed", exc_info=True)
+
+
 class ImageQueue:
     """Process the images of a directory with a pool of worker processes.
 
@@ -282,42 +328,33 @@ class ImageQueue:
         self._callbacks.append(fn)
 
     def start(self) -> ImageQueue:
-        """Fork the workers and start dispatching."""
+        """Fork the workers and start dispatching.
+
+        With the default pool the parent does numba's one-time start (shared by every worker
+        it forks, replacements too) and each new worker loads the compiled kernels itself
+        (:func:`warm_up_kernels`), in parallel with what the caller does next (scanning the
+        directory, checking the calibration): about half of the warm-up leaves the
+        command's critical path.
+        """
         if self._thread is not None:
             return self
-        if getattr(self._pool_factory, "forks_workers", True):
-            self._warm_up()  # forked workers inherit it (a Dask cluster's workers load their own)
         if self._pool_factory is local_pool:
+            start_numba()
             self._arena = PayloadArena(max(1, self.options.workers) * PREFETCH + 2)
-            self._pool = local_pool(self.calibration, self.options, self._arena)
+            self._pool = local_pool(self.calibration, self.options, self._arena, warm_up=warm_up_kernels)
         else:
+            if getattr(self._pool_factory, "forks_workers", True):
+                self._warm_up()  # forked workers inherit it (a Dask cluster's workers load their own)
             self._pool = self._pool_factory(self.calibration, self.options)
         self._thread = threading.Thread(target=self._run, name="saxsdog-dispatcher", daemon=True)
         self._thread.start()
         return self
 
     def _warm_up(self) -> None:
-        """Load every compiled function a frame needs in the parent, so forked workers inherit them.
-
-        The integration kernels, the ``.chi`` formatter and, when a stream source is
-        loaded, the stream decoder's block scanner: each loads from numba's cache in milliseconds to a few hundred (the
-        first one pays for numba's own start), which every worker (and every replacement
-        of a lost one) would otherwise pay on its first frame.
-        """
-        import numpy as np
-
-        _load_blas_for_numba()
-        curves = self.calibration.curves(np.zeros(self.calibration.shape, dtype=np.int32))
-        try:
-            self.calibration.chi_bytes(curves)
-            if "saxsdog.io.codecs" in sys.modules:  # a stream source is in use (files need no decoder)
-                from ..io.codecs import _block_scanner
-
-                scan = _block_scanner()
-                if scan is not None:
-                    scan(np.zeros(8, dtype=np.uint8), 0, 8, 0)
-        except Exception:  # a warm-up only: the workers load what failed here themselves
-            log.debug("warm-up of the formatter or decoder failed", exc_info=True)
+        """Load every compiled function a frame needs in this process (see :func:`warm_up_kernels`),
+        for a backend that runs frames here or forks its workers from here."""
+        start_numba()
+        warm_up_kernels(self.calibration)
 
     def push(self, path: str | os.PathLike[str], force: bool = False) -> None:
         """Queue an image file (thread-safe; duplicates are merged).
