@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,12 @@ def _close_when_space(sink: Sink) -> None:
             continue
         log.info("closed the %s: the disk has space again", sink.name)
         return
+
+
+#: Pushes of one :meth:`ImageQueue.push_many` batch the dispatcher takes in per round: the
+#: first tasks go to the workers after the first of them, not after a folder's thousands
+#: (each push is a signature, an output name and a record for every sink).
+PUSH_CHUNK = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +253,9 @@ class ImageQueue:
         self.history = History()
         self._callbacks: list[ResultCallback] = [on_result] if on_result else []
         self._inbox: _queue.SimpleQueue = _queue.SimpleQueue()
+        #: The rest of a batch of pushes being taken in (dispatcher thread only): it comes
+        #: before anything posted after it, :data:`PUSH_CHUNK` pushes per round.
+        self._batch_rest: deque[tuple[str, bool]] = deque()
         # A push writes a byte here so the dispatcher wakes at once instead of at the end
         # of its poll timeout (this is what keeps event-to-result latency low).
         self._wake_r, self._wake_w = os.pipe()
@@ -434,7 +444,8 @@ class ImageQueue:
     def backlog(self) -> int:
         """Tasks queued but not finished (cheap; for sources that must not run ahead)."""
         st = self.state
-        return self._inbox.qsize() + len(st.pending) + len(st.retry) + len(st.inflight) + len(st.space)
+        return (self._inbox.qsize() + len(self._batch_rest) + len(st.pending) + len(st.retry) + len(st.inflight)
+                + len(st.space))
 
     def fill_from_directory(self, in_threads: bool = False, force: bool = False) -> int:
         """Queue every image already in the directory; returns how many."""
@@ -686,8 +697,27 @@ class ImageQueue:
             self._idle.set()  # wake wait_until_idle(); the caller checks .error
             self._closed.set()
 
+    def _take_batch_chunk(self) -> None:
+        """Take in the next :data:`PUSH_CHUNK` pushes of the batch being taken in."""
+        rest = self._batch_rest
+        cpu = self.coordinator_cpu
+        t0 = time.thread_time() if cpu is not None else 0.0
+        chunk = [rest.popleft() for _ in range(min(PUSH_CHUNK, len(rest)))]
+        events = [ev for push in chunk if (ev := self._push_event(*push)) is not None]
+        if cpu is not None:
+            _add_cpu(cpu, "pushes", t0)
+        if events:
+            self._apply(*events)
+
     def _drain_inbox(self) -> None:
+        """Take in what was posted; a large batch of pushes one chunk per call (in order:
+        nothing posted after it is taken in before its last push)."""
         while True:
+            if self._batch_rest:
+                self._take_batch_chunk()
+                if self._batch_rest:
+                    return  # the next round goes on with it, after submitting and polling
+                continue
             try:
                 item = self._inbox.get_nowait()
             except _queue.Empty:
@@ -695,15 +725,11 @@ class ImageQueue:
             if isinstance(item, _Control):
                 self._apply(item.event)
                 continue
+            if isinstance(item, _Batch):
+                self._batch_rest.extend(item.pushes)
+                continue
             cpu = self.coordinator_cpu
             t0 = time.thread_time() if cpu is not None else 0.0
-            if isinstance(item, _Batch):
-                events = [ev for push in item.pushes if (ev := self._push_event(*push)) is not None]
-                if cpu is not None:
-                    _add_cpu(cpu, "pushes", t0)
-                if events:
-                    self._apply(*events)
-                continue
             ev = self._task_event(item) if isinstance(item, ImageTask) else self._push_event(*item)
             if cpu is not None:
                 _add_cpu(cpu, "pushes", t0)
@@ -741,9 +767,9 @@ class ImageQueue:
                     self._apply(SinkFailed("ledger", str(exc), time.monotonic()))
                 if cpu is not None:
                     _add_cpu(cpu, "ledger tick", t0)
-            if not state.busy and self._inbox.empty():
+            if not state.busy and self._inbox.empty() and not self._batch_rest:
                 self._idle.set()
-            timeout = 0.05
+            timeout = 0.0 if self._batch_rest else 0.05  # more of a batch to take in: no waiting
             wake = state.next_wakeup()
             if wake is not None:
                 timeout = max(0.0, min(timeout, wake - time.monotonic()))
