@@ -279,7 +279,6 @@ def main(argv: list[str] | None = None) -> int:
         print("saxsdog: error: -w watches one DIRECTORY, not files or several folders", file=sys.stderr)
         return EXIT_USAGE
 
-    from saxsdog.errors import SaxsdogError
     from saxsdog.pipeline.naming import results_dir
     from saxsdog.pipeline.queue import ImageQueue
 
@@ -289,28 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     cal, startup = loaded
     conf = cal.config
     directories = list(conf.get("Directory", []))
-    images: list[str] = []
-    ignored = 0
-    if not args.nowalk:
-        images, ignored, why_none = collect_images(folders, files, directories, args.walkdirinthreads)
-        if not images and not args.watch:
-            print(f"saxsdog: error: {why_none}", file=sys.stderr)
-            return EXIT_FAILED
     # Files named on the command line are wanted whatever the Directory filter says (the
     # folders given were filtered by it while collecting).
     options = _queue_options(args, conf, out_dir=Path(args.out).resolve() if args.out else None,
                              relpath=args.relpath, directories=directories if single_folder else [])
-    for warning in calibration_warnings(cal, images[:1]):
-        print(f"saxsdog: warning: {warning}", file=sys.stderr)
-    if args.resume:
-        _remove_partials(root, options)
-    monitor = None
-    if args.plotmonitor:
-        from saxsdog.pipeline.plots import PlotMonitor
-
-        monitor = PlotMonitor(results_dir(root, options) / "monitor.png")
-        if not monitor.interactive:
-            print(f"saxsdog: no display for -m: the live plot is written to {monitor.png}", file=out)
     pool_factory = None
     if args.scheduler:
         try:
@@ -322,15 +303,45 @@ def main(argv: list[str] | None = None) -> int:
         if not args.verbose:  # distributed logs every connection at INFO
             logging.getLogger("distributed").setLevel(logging.WARNING)
     queue = ImageQueue(cal, root, options, pool_factory=pool_factory)
-    if not args.silent:
-        where = f"Dask scheduler {args.scheduler}" if args.scheduler else f"{options.workers} workers"
-        print(f"saxsdog: {cal!r}; {where}; calibration ready in {startup:.2f} s", file=out)
+    # Local workers are started first: they load their compiled kernels while this process
+    # scans the folders and checks the calibration (two cores: in parallel).  A Dask
+    # cluster is contacted once there is something to do.
+    started = False
+    if pool_factory is None:
+        failed = _start_queue(queue)
+        if failed is not None:
+            return failed
+        started = True
     try:
-        queue.start()
-    except SaxsdogError as exc:  # SchedulerUnreachable: nobody answers at ADDRESS
+        images: list[str] = []
+        ignored = 0
+        if not args.nowalk:
+            images, ignored, why_none = collect_images(folders, files, directories, args.walkdirinthreads)
+            if not images and not args.watch:
+                print(f"saxsdog: error: {why_none}", file=sys.stderr)
+                queue.stop()
+                return EXIT_FAILED
+        for warning in calibration_warnings(cal, images[:1]):
+            print(f"saxsdog: warning: {warning}", file=sys.stderr)
+        if args.resume:
+            _remove_partials(root, options)
+        monitor = None
+        if args.plotmonitor:
+            from saxsdog.pipeline.plots import PlotMonitor
+
+            monitor = PlotMonitor(results_dir(root, options) / "monitor.png")
+            if not monitor.interactive:
+                print(f"saxsdog: no display for -m: the live plot is written to {monitor.png}", file=out)
+        if not args.silent:
+            where = f"Dask scheduler {args.scheduler}" if args.scheduler else f"{options.workers} workers"
+            print(f"saxsdog: {cal!r}; {where}; calibration ready in {startup:.2f} s", file=out)
+    except BaseException:  # Ctrl-C or an error while scanning: the workers must not be left behind
         queue.stop()
-        print(f"saxsdog: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        raise
+    if not started:
+        failed = _start_queue(queue)
+        if failed is not None:
+            return failed
     queue.ignored_files += ignored
     queue.push_many(images)  # one message for the dispatcher, not one per image
     total = len(images)
@@ -698,6 +709,19 @@ def _queue_options(args, conf: dict, **where):
         chi_drop_empty=args.chi_drop_empty,
         **where,
     )
+
+
+def _start_queue(queue) -> int | None:
+    """Start the queue's workers; the exit code after printing the error, or ``None``."""
+    from saxsdog.errors import SaxsdogError
+
+    try:
+        queue.start()
+    except SaxsdogError as exc:  # SchedulerUnreachable: nobody answers at ADDRESS
+        queue.stop()
+        print(f"saxsdog: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return None
 
 
 def _load_calibration(path: str):

@@ -204,7 +204,8 @@ class Integrator:
 
     def __init__(self, operator: BinningOperator, config: dict[str, Any] | None = None,
                  name: str = "", method: str | None = None, *,
-                 corrections: PixelCorrections | None = None, geometry: Geometry | None = None):
+                 corrections: PixelCorrections | None = None, geometry: Geometry | None = None,
+                 factor_store: Any = None):
         self.operator = operator
         self.config = dict(config or {})
         self.name = name
@@ -218,15 +219,25 @@ class Integrator:
         self._dark: np.ndarray | None = None
         self._dark_sums: np.ndarray | None = None
         if corrections is not None:
-            self._prepare(corrections)
+            self._prepare(corrections, factor_store)
 
-    def _prepare(self, corrections: PixelCorrections) -> None:
-        """Fold the per-pixel corrections into one factor and the dark into bin sums (once)."""
+    def _prepare(self, corrections: PixelCorrections, factor_store: Any = None) -> None:
+        """Fold the per-pixel corrections into one factor and the dark into bin sums (once).
+
+        ``factor_store`` (``load() -> (factor, packed) | None``, ``save(factor, packed)``)
+        keeps the two factor arrays between runs (the calibration's operator cache).
+        """
         op = self.operator
         used = op.entries_per_pixel > 0
-        self._factor = pixel_factor(corrections, op.shape, self.geometry, base=op.correction, used=used)
-        # the factor as the numba kernel streams it (used pixels only, in stream order)
-        self._packed_factor = pack_factor(op, self._factor) if self.method in (None, "numba") else None
+        stored = factor_store.load() if factor_store is not None else None
+        if stored is not None:
+            self._factor, self._packed_factor = stored
+        else:
+            self._factor = pixel_factor(corrections, op.shape, self.geometry, base=op.correction, used=used)
+            # the factor as the numba kernel streams it (used pixels only, in stream order)
+            self._packed_factor = pack_factor(op, self._factor) if self.method in (None, "numba") else None
+            if factor_store is not None:
+                factor_store.save(self._factor, self._packed_factor)
         if corrections.dark is not None:
             dark = check_frame_image("DarkFile", corrections.dark, op.shape)
             if not np.isfinite(dark[used]).all():

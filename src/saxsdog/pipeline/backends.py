@@ -101,11 +101,14 @@ class PayloadArena:
 
 
 def _worker_processor(calibration: Calibration, options: QueueOptions,
-                      arena: PayloadArena | None = None) -> ImageProcessor:
-    """Runs first in a new worker, after it restored SIGTERM's default action."""
+                      arena: PayloadArena | None = None,
+                      warm_up: Callable[[Calibration], None] | None = None) -> ImageProcessor:
+    """Runs first in a new worker, after it restored SIGTERM's default action; then ``warm_up``."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a pending one kills it now
     processor = ImageProcessor(calibration, options, arena, map_images=True)  # a lost worker is replaced
+    if warm_up is not None:
+        warm_up(calibration)
     if "saxsdog.io.codecs" in sys.modules:  # a stream source: ready for its frames before the first one
         from ..streams.warmup import warm_up_worker
 
@@ -113,16 +116,18 @@ def _worker_processor(calibration: Calibration, options: QueueOptions,
     return processor
 
 
-def local_pool(calibration: Calibration, options: QueueOptions,
-               arena: PayloadArena | None = None) -> WorkerPool:
+def local_pool(calibration: Calibration, options: QueueOptions, arena: PayloadArena | None = None,
+               warm_up: Callable[[Calibration], None] | None = None) -> WorkerPool:
     """The default execution backend: forked local worker processes.
 
     SIGTERM is blocked while the workers are forked: a worker inherits the parent's Python
     signal handlers (the server ignores SIGTERM there to stop gracefully) until it resets
     them, and an abort right after the start would otherwise be lost in that window.  The
     worker unblocks it once its default action is back (:func:`_worker_processor`).
+    ``warm_up(calibration)`` runs in each new worker before its first task (loading the
+    compiled kernels: :func:`saxsdog.pipeline.queue.warm_up_kernels`).
     """
-    factory = functools.partial(_worker_processor, calibration, options, arena)
+    factory = functools.partial(_worker_processor, calibration, options, arena, warm_up)
     if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
         return WorkerPool(factory, options.workers, task_timeout=options.task_timeout)
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})

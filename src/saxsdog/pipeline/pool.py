@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 #: Tasks handed to a worker before it reports back (keeps it busy while results travel).
 PREFETCH = 2
 
+#: Bytes the coordinator reads from a worker's pipe at once.
+_READ_SIZE = 1 << 16
+
 #: Default per-task deadline (seconds) of :class:`WorkerPool`.
 DEFAULT_TASK_TIMEOUT = 60.0
 
@@ -505,12 +508,14 @@ class WorkerPool:
                 chunks = [w.received] if w.received else []
                 try:
                     while True:
-                        chunk = os.read(obj, 1 << 16)  # (a larger read buffer is an mmap: slower)
+                        chunk = os.read(obj, _READ_SIZE)  # (a larger read buffer is an mmap: slower)
                         if not chunk:
                             raise EOFError
                         chunks.append(chunk)
-                        # more already there? (Connection.poll would build a selector each time)
-                        if not _readable_now(obj, w.pipe_poller):
+                        # more already there? Not if this read took less than it could (a
+                        # result is a few kB: one read, no second system call); what comes
+                        # later wakes the next poll.  (Connection.poll would build a selector.)
+                        if len(chunk) < _READ_SIZE or not _readable_now(obj, w.pipe_poller):
                             break
                 except (EOFError, OSError):
                     dead.add(w)

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,12 @@ def _close_when_space(sink: Sink) -> None:
         return
 
 
+#: Pushes of one :meth:`ImageQueue.push_many` batch the dispatcher takes in per round: the
+#: first tasks go to the workers after the first of them, not after a folder's thousands
+#: (each push is a signature, an output name and a record for every sink).
+PUSH_CHUNK = 64
+
+
 @dataclasses.dataclass(frozen=True)
 class _Batch:
     """Inbox message: several ``(path, force)`` pushes (:meth:`ImageQueue.push_many`)."""
@@ -165,6 +172,52 @@ def _load_blas_for_numba() -> None:
         log.debug("loading %s alone failed", name, exc_info=True)
 
 
+def start_numba() -> None:
+    """numba's one-time start in this process: its typing and target registries.
+
+    What the first compiled function (or first cache load) of a process does before
+    anything else, about two thirds of the kernels' warm-up.  Done in the coordinator before
+    the workers are forked, every worker (and every replacement of a lost one) inherits it;
+    loading the kernels themselves is left to the workers (:func:`warm_up_kernels`).
+    SciPy's BLAS is loaded alone first (:func:`_load_blas_for_numba`).  Nothing happens
+    when the kernels do not use numba; on any failure numba starts as usual when first used.
+    """
+    _load_blas_for_numba()
+    if "numba" not in sys.modules:  # the kernels run without numba
+        return
+    try:
+        from numba.core.registry import cpu_target
+
+        cpu_target.target_context.refresh()
+        cpu_target.typing_context.refresh()
+    except Exception:  # an internal of numba: it starts itself on first use
+        log.debug("starting numba ahead failed", exc_info=True)
+
+
+def warm_up_kernels(calibration: Calibration) -> None:
+    """Load every compiled function a frame needs: the integration kernels, the ``.chi``
+    formatter and, when a stream source is loaded, the stream decoder's block scanner.
+
+    Each loads from numba's cache in milliseconds to tens of milliseconds; run by each
+    forked worker before its first task (and by the coordinator for backends that run
+    frames in its process).  A warm-up only: a failure here is logged, and the frame that
+    needs what failed reports the error itself.
+    """
+    import numpy as np
+
+    try:
+        curves = calibration.curves(np.zeros(calibration.shape, dtype=np.int32))
+        calibration.chi_bytes(curves)
+        if "saxsdog.io.codecs" in sys.modules:  # a stream source is in use (files need no decoder)
+            from ..io.codecs import _block_scanner
+
+            scan = _block_scanner()
+            if scan is not None:
+                scan(np.zeros(8, dtype=np.uint8), 0, 8, 0)
+    except Exception:
+        log.debug("warm-up of the kernels, the formatter or the decoder failed", exc_info=True)
+
+
 class ImageQueue:
     """Process the images of a directory with a pool of worker processes.
 
@@ -200,6 +253,9 @@ class ImageQueue:
         self.history = History()
         self._callbacks: list[ResultCallback] = [on_result] if on_result else []
         self._inbox: _queue.SimpleQueue = _queue.SimpleQueue()
+        #: The rest of a batch of pushes being taken in (dispatcher thread only): it comes
+        #: before anything posted after it, :data:`PUSH_CHUNK` pushes per round.
+        self._batch_rest: deque[tuple[str, bool]] = deque()
         # A push writes a byte here so the dispatcher wakes at once instead of at the end
         # of its poll timeout (this is what keeps event-to-result latency low).
         self._wake_r, self._wake_w = os.pipe()
@@ -282,42 +338,33 @@ class ImageQueue:
         self._callbacks.append(fn)
 
     def start(self) -> ImageQueue:
-        """Fork the workers and start dispatching."""
+        """Fork the workers and start dispatching.
+
+        With the default pool the parent does numba's one-time start (shared by every worker
+        it forks, replacements too) and each new worker loads the compiled kernels itself
+        (:func:`warm_up_kernels`), in parallel with what the caller does next (scanning the
+        directory, checking the calibration): about half of the warm-up leaves the
+        command's critical path.
+        """
         if self._thread is not None:
             return self
-        if getattr(self._pool_factory, "forks_workers", True):
-            self._warm_up()  # forked workers inherit it (a Dask cluster's workers load their own)
         if self._pool_factory is local_pool:
+            start_numba()
             self._arena = PayloadArena(max(1, self.options.workers) * PREFETCH + 2)
-            self._pool = local_pool(self.calibration, self.options, self._arena)
+            self._pool = local_pool(self.calibration, self.options, self._arena, warm_up=warm_up_kernels)
         else:
+            if getattr(self._pool_factory, "forks_workers", True):
+                self._warm_up()  # forked workers inherit it (a Dask cluster's workers load their own)
             self._pool = self._pool_factory(self.calibration, self.options)
         self._thread = threading.Thread(target=self._run, name="saxsdog-dispatcher", daemon=True)
         self._thread.start()
         return self
 
     def _warm_up(self) -> None:
-        """Load every compiled function a frame needs in the parent, so forked workers inherit them.
-
-        The integration kernels, the ``.chi`` formatter and, when a stream source is
-        loaded, the stream decoder's block scanner: each loads from numba's cache in milliseconds to a few hundred (the
-        first one pays for numba's own start), which every worker (and every replacement
-        of a lost one) would otherwise pay on its first frame.
-        """
-        import numpy as np
-
-        _load_blas_for_numba()
-        curves = self.calibration.curves(np.zeros(self.calibration.shape, dtype=np.int32))
-        try:
-            self.calibration.chi_bytes(curves)
-            if "saxsdog.io.codecs" in sys.modules:  # a stream source is in use (files need no decoder)
-                from ..io.codecs import _block_scanner
-
-                scan = _block_scanner()
-                if scan is not None:
-                    scan(np.zeros(8, dtype=np.uint8), 0, 8, 0)
-        except Exception:  # a warm-up only: the workers load what failed here themselves
-            log.debug("warm-up of the formatter or decoder failed", exc_info=True)
+        """Load every compiled function a frame needs in this process (see :func:`warm_up_kernels`),
+        for a backend that runs frames here or forks its workers from here."""
+        start_numba()
+        warm_up_kernels(self.calibration)
 
     def push(self, path: str | os.PathLike[str], force: bool = False) -> None:
         """Queue an image file (thread-safe; duplicates are merged).
@@ -397,7 +444,8 @@ class ImageQueue:
     def backlog(self) -> int:
         """Tasks queued but not finished (cheap; for sources that must not run ahead)."""
         st = self.state
-        return self._inbox.qsize() + len(st.pending) + len(st.retry) + len(st.inflight) + len(st.space)
+        return (self._inbox.qsize() + len(self._batch_rest) + len(st.pending) + len(st.retry) + len(st.inflight)
+                + len(st.space))
 
     def fill_from_directory(self, in_threads: bool = False, force: bool = False) -> int:
         """Queue every image already in the directory; returns how many."""
@@ -649,8 +697,27 @@ class ImageQueue:
             self._idle.set()  # wake wait_until_idle(); the caller checks .error
             self._closed.set()
 
+    def _take_batch_chunk(self) -> None:
+        """Take in the next :data:`PUSH_CHUNK` pushes of the batch being taken in."""
+        rest = self._batch_rest
+        cpu = self.coordinator_cpu
+        t0 = time.thread_time() if cpu is not None else 0.0
+        chunk = [rest.popleft() for _ in range(min(PUSH_CHUNK, len(rest)))]
+        events = [ev for push in chunk if (ev := self._push_event(*push)) is not None]
+        if cpu is not None:
+            _add_cpu(cpu, "pushes", t0)
+        if events:
+            self._apply(*events)
+
     def _drain_inbox(self) -> None:
+        """Take in what was posted; a large batch of pushes one chunk per call (in order:
+        nothing posted after it is taken in before its last push)."""
         while True:
+            if self._batch_rest:
+                self._take_batch_chunk()
+                if self._batch_rest:
+                    return  # the next round goes on with it, after submitting and polling
+                continue
             try:
                 item = self._inbox.get_nowait()
             except _queue.Empty:
@@ -658,15 +725,11 @@ class ImageQueue:
             if isinstance(item, _Control):
                 self._apply(item.event)
                 continue
+            if isinstance(item, _Batch):
+                self._batch_rest.extend(item.pushes)
+                continue
             cpu = self.coordinator_cpu
             t0 = time.thread_time() if cpu is not None else 0.0
-            if isinstance(item, _Batch):
-                events = [ev for push in item.pushes if (ev := self._push_event(*push)) is not None]
-                if cpu is not None:
-                    _add_cpu(cpu, "pushes", t0)
-                if events:
-                    self._apply(*events)
-                continue
             ev = self._task_event(item) if isinstance(item, ImageTask) else self._push_event(*item)
             if cpu is not None:
                 _add_cpu(cpu, "pushes", t0)
@@ -704,9 +767,9 @@ class ImageQueue:
                     self._apply(SinkFailed("ledger", str(exc), time.monotonic()))
                 if cpu is not None:
                     _add_cpu(cpu, "ledger tick", t0)
-            if not state.busy and self._inbox.empty():
+            if not state.busy and self._inbox.empty() and not self._batch_rest:
                 self._idle.set()
-            timeout = 0.05
+            timeout = 0.0 if self._batch_rest else 0.05  # more of a batch to take in: no waiting
             wake = state.next_wakeup()
             if wake is not None:
                 timeout = max(0.0, min(timeout, wake - time.monotonic()))
