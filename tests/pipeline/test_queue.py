@@ -416,3 +416,25 @@ def test_slots_freed_by_results_get_new_tasks_before_the_results_are_recorded(ca
     assert sorted(n for e, n in log if e == "submit") == [p.name for p in paths]
     for k in range(3):  # img_{k+2} went out when img_k's result came in, before it was recorded
         assert log.index(("submit", f"img_{k + 2}.tif")) < log.index(("record", f"img_{k}.tif"))
+
+
+def test_the_dispatcher_releases_free_memory_every_so_many_results(cal, data_dir, tmp_path, monkeypatch):
+    import saxsdog.pipeline.queue as queue_module
+
+    calls: list[float] = []
+    monkeypatch.setattr(queue_module, "TRIM_EVERY", 4)
+    monkeypatch.setattr(queue_module, "release_free_memory", lambda: calls.append(time.monotonic()) or True)
+    link_images(data_dir / "buf1_00000.tif", tmp_path / "run", 12)
+    q = run_queue(cal, tmp_path / "run", workers=2)
+    assert q.history.processed == 12
+    assert 2 <= len(calls) <= 3  # 12 results, every 4th (results come in groups)
+
+
+def test_release_free_memory_trims_glibc_s_heap():
+    import platform
+
+    from saxsdog.pipeline.queue import release_free_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    assert release_free_memory() is True
