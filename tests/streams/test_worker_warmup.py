@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent("""
     from saxsdog.pipeline.options import QueueOptions
     from saxsdog.pipeline.tasks import FramePayload, ImageTask
     from saxsdog.pipeline.worker import ImageProcessor
-    from saxsdog.streams.warmup import warm_up_worker
+    from saxsdog.pipeline.stream_warmup import warm_up_worker
 
     data, out, warm = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
     cal = Calibration(data + "/cal.json")

@@ -110,7 +110,7 @@ def _worker_processor(calibration: Calibration, options: QueueOptions,
     if warm_up is not None:
         warm_up(calibration)
     if "saxsdog.io.codecs" in sys.modules:  # a stream source: ready for its frames before the first one
-        from ..streams.warmup import warm_up_worker
+        from .stream_warmup import warm_up_worker
 
         warm_up_worker(processor)
     return processor
