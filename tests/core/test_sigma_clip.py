@@ -436,3 +436,27 @@ def test_an_integrator_clips_with_its_packed_dark_scaled_per_frame(geometry, mas
         np.testing.assert_allclose(got.intensity, ref.intensity, rtol=1e-12, atol=0)
         np.testing.assert_allclose(got.poisson, ref.error, rtol=1e-11, atol=0)
         assert got.rejected_pixels == ref.rejected > 15
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+def test_a_pickled_integrator_clips_alike(geometry, mask):
+    # A worker gets the integrator pickled: its packed corrections travel with it (still
+    # matching its operator), the kernel's derived data are rebuilt for the new operator.
+    import pickle
+
+    from saxsdog.core.corrections import PixelCorrections
+    from saxsdog.core.integrators import RadialIntegrator
+
+    op = build_radial_operator(geometry, mask, 3, 1.0)
+    rng = np.random.default_rng(71)
+    integ = RadialIntegrator(op, method="numba", geometry=geometry,
+                             corrections=PixelCorrections(flat=0.8 + 0.4 * rng.random(SHAPE), dark=rng.random(SHAPE),
+                                                          sigma_clip=(4.0, 3)))
+    img = zinger_image(72)
+    want = integ.curve(img, dark_scale=0.5)
+    copy = pickle.loads(pickle.dumps(integ))
+    assert copy._packed_clip.operator is copy.operator
+    got = copy.curve(img, dark_scale=0.5)
+    np.testing.assert_array_equal(got.intensity, want.intensity)
+    np.testing.assert_array_equal(got.poisson, want.poisson)
+    assert got.rejected_pixels == want.rejected_pixels > 15
