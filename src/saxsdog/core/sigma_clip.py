@@ -468,7 +468,9 @@ try:  # pragma: no branch - depends on the environment
             order = np.argsort(op.bins, kind="stable")  # entries are pixel-major: pixels ascend per bin
             per_bin = np.bincount(op.bins, minlength=op.n_bins)
             counts = op.counts.astype(np.float64)
-            return cls(streams, whole, pair, rest, op.entry_pixels[order].astype(np.int32), op.counts[order],
+            # each entry's pixel, not kept (op.entry_pixels would stay cached on the operator)
+            entry_pixels = np.repeat(np.arange(epp.size, dtype=np.int32), epp.astype(np.int64))
+            return cls(streams, whole, pair, rest, entry_pixels[order], op.counts[order],
                        np.concatenate([[0], np.cumsum(per_bin)]).astype(np.int64),
                        np.bincount(op.bins, weights=counts, minlength=op.n_bins),
                        np.bincount(op.bins, weights=counts * counts, minlength=op.n_bins),
