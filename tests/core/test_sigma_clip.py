@@ -346,3 +346,117 @@ def test_an_operator_polarization_is_applied_once_when_an_integrator_clips(geome
         np.testing.assert_allclose(a.intensity, b.intensity, rtol=1e-12, atol=1e-12, err_msg=m)
         np.testing.assert_allclose(a.poisson, b.poisson, rtol=1e-12, atol=1e-12, err_msg=m)
         assert a.rejected_pixels == b.rejected_pixels
+
+
+# -- corrections packed once per calibration, the frame's dark scale, dummies met late ---
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+@pytest.mark.parametrize("error_model", ["poisson", "azimuthal", "legacy"])
+@pytest.mark.parametrize("dark_scale", [1.0, 0.7])
+def test_packed_corrections_and_dark_scale_agree_with_the_reference(geometry, mask, error_model, dark_scale):
+    # The numba kernel streams a factor and dark packed once (pack_corrections) and scales
+    # the dark per frame: the reference, given the dark already scaled, agrees to 1e-12;
+    # also with an operator correction multiplied in, and without packing.
+    from saxsdog.core.sigma_clip import pack_corrections
+
+    rng = np.random.default_rng(41)
+    factor = (1.0 + 0.2 * rng.random(N_PIX)).astype(np.float32)  # a stored float32 factor
+    dark = 3.0 * rng.random(N_PIX)
+    img = zinger_image(42)
+    for op in (build_radial_operator(geometry, mask, 3, 1.0),
+               build_radial_operator(geometry, mask, 2, 1.0, polarization=(0.9, 10.0))):
+        packed = pack_corrections(op, factor, dark)
+        ref = clip(op, img, pixel_factor=factor, dark=dark * dark_scale, error_model=error_model,
+                   dummy_value=-7.5, method="scipy")
+        assert ref.rejected > 15
+        for _frame in range(3):  # the first call tracks extremes, the next ones hold outliers
+            for kw in ({"packed": packed}, {}):
+                got = clip(op, img, pixel_factor=factor, dark=dark, dark_scale=dark_scale,
+                           error_model=error_model, dummy_value=-7.5, method="numba", **kw)
+                assert_same(ref, got)
+        got = clip(op, img, pixel_factor=factor, dark=dark, dark_scale=dark_scale, error_model=error_model,
+                   dummy_value=-7.5, method="scipy", packed=packed)  # the reference ignores it
+        assert_same(ref, got)
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+def test_packed_corrections_for_other_arrays_are_refused(op3, op1):
+    from saxsdog.core.sigma_clip import pack_corrections
+
+    factor, dark = np.full(N_PIX, 1.5), np.ones(N_PIX)
+    packed = pack_corrections(op3, factor, dark)
+    assert pack_corrections(op3, None, None) is None  # nothing to pack
+    for kw in ({"pixel_factor": factor.copy(), "dark": dark}, {"pixel_factor": factor, "dark": None}):
+        with pytest.raises(ValueError, match="packed corrections were made for another"):
+            clip(op3, np.ones(SHAPE), packed=packed, **kw)
+    with pytest.raises(ValueError, match="packed corrections were made for another operator"):
+        clip(op1, np.ones(SHAPE), pixel_factor=factor, dark=dark, packed=packed)
+    with pytest.raises(ValueError, match="dark_scale"):
+        clip(op3, np.ones(SHAPE), dark=dark, dark_scale=float("nan"))
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+def test_dummies_and_nan_after_clean_frames_are_excluded(geometry, mask):
+    # The numba pass takes every pixel untested while the frames have no unusable pixel
+    # (it keeps the frame's smallest value and checks the sums for NaN); a frame with
+    # negatives or NaN among the used pixels is passed again with the test.
+    op = build_radial_operator(geometry, mask, 3, 1.0)
+    clean = np.random.default_rng(51).poisson(80.0, SHAPE).astype(np.float64)
+    clean.flat[np.random.default_rng(52).choice(N_PIX, 20, replace=False)] = 1e6
+    negative, nan = clean.copy(), clean.copy()
+    used = np.flatnonzero(op.entries_per_pixel > 0)
+    negative.flat[used[::97]] = -2.0
+    nan.flat[used[::89]] = np.nan
+    for img, mask_negative in ((clean, True), (clean, True), (negative, True), (clean, True), (nan, True),
+                               (nan, False), (negative, False), (clean, False)):
+        ref, fast = (clip(op, img, mask_negative=mask_negative, method=m) for m in ("scipy", "numba"))
+        assert_same(ref, fast)
+        if img is not clean and mask_negative:
+            assert ref.weight.sum() < op.bin_counts.sum()
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+def test_an_integrator_clips_with_its_packed_dark_scaled_per_frame(geometry, mask):
+    """The integrator packs its factor and dark once for the clip kernel and passes the
+    frame's dark scale: the curve is the reference's with the dark scaled beforehand."""
+    from saxsdog.core.corrections import PixelCorrections
+    from saxsdog.core.integrators import RadialIntegrator
+
+    op = build_radial_operator(geometry, mask, 3, 1.0, polarization=(0.9, 10.0))
+    rng = np.random.default_rng(61)
+    dark = 5.0 * rng.random(SHAPE)
+    flat = 0.8 + 0.4 * rng.random(SHAPE)
+    img = zinger_image(62)
+    integ = RadialIntegrator(op, method="numba", geometry=geometry,
+                             corrections=PixelCorrections(flat=flat, dark=dark, sigma_clip=(4.0, 3)))
+    for scale in (1.0, 0.5, 2.0):
+        got = integ.curve(img, dark_scale=scale)
+        ref = clip_accumulate(op, img.ravel(), pixel_factor=integ._factor, dark=dark.ravel() * scale, sigma=4.0,
+                              cycles=3, method="scipy", operator_correction=False)
+        np.testing.assert_allclose(got.intensity, ref.intensity, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(got.poisson, ref.error, rtol=1e-11, atol=0)
+        assert got.rejected_pixels == ref.rejected > 15
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+def test_a_pickled_integrator_clips_alike(geometry, mask):
+    # A worker gets the integrator pickled: its packed corrections travel with it (still
+    # matching its operator), the kernel's derived data are rebuilt for the new operator.
+    import pickle
+
+    from saxsdog.core.corrections import PixelCorrections
+    from saxsdog.core.integrators import RadialIntegrator
+
+    op = build_radial_operator(geometry, mask, 3, 1.0)
+    rng = np.random.default_rng(71)
+    integ = RadialIntegrator(op, method="numba", geometry=geometry,
+                             corrections=PixelCorrections(flat=0.8 + 0.4 * rng.random(SHAPE), dark=rng.random(SHAPE),
+                                                          sigma_clip=(4.0, 3)))
+    img = zinger_image(72)
+    want = integ.curve(img, dark_scale=0.5)
+    copy = pickle.loads(pickle.dumps(integ))
+    assert copy._packed_clip.operator is copy.operator
+    got = copy.curve(img, dark_scale=0.5)
+    np.testing.assert_array_equal(got.intensity, want.intensity)
+    np.testing.assert_array_equal(got.poisson, want.poisson)
+    assert got.rejected_pixels == want.rejected_pixels > 15

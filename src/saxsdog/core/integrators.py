@@ -244,6 +244,11 @@ class Integrator:
                 raise ValueError("DarkFile: the dark holds values that are not finite where pixels are used")
             self._dark = dark
             self._dark_sums = accumulate_corrected(op, dark, factor=self._factor, method=self.method).signal
+        if corrections.sigma_clip is not None and self.method in (None, "numba"):
+            from . import sigma_clip  # factor and dark packed once for the clip kernel's stream
+
+            pack = getattr(sigma_clip, "pack_corrections", None)
+            self._packed_clip = pack(op, self._factor, self._dark, operator_correction=False) if pack else None
 
     @property
     def x(self) -> np.ndarray:
@@ -433,15 +438,17 @@ class Integrator:
         flat = flat_image(op, image)
         sigma, cycles = corr.sigma_clip
         dark = self._dark
-        if dark is not None and dark_scale != 1.0:  # (× 1.0 is the same numbers: no 8 MB copy a frame)
+        packed = getattr(self, "_packed_clip", None)
+        extra: dict[str, Any] = {"packed": packed, "dark_scale": dark_scale} if packed is not None else {}
+        if dark is not None and dark_scale != 1.0 and packed is None:  # (packed: scaled by the kernel)
             dark = dark * dark_scale
         # self._factor already holds the operator's own correction (pixel_factor's base):
         # clip_accumulate must not multiply it in again (the keyword matters only then)
-        once: dict[str, bool] = {"operator_correction": False} if op.correction is not None else {}
+        once: dict[str, Any] = {"operator_correction": False} if op.correction is not None else {}
         res = clip_accumulate(op, flat, pixel_factor=self._factor, dark=dark,
                               sigma=float(sigma), cycles=int(cycles), error_model=corr.error_model,
                               mask_negative=corr.mask_negative, dummy_value=corr.dummy_value, method=self.method,
-                              **once)
+                              **once, **extra)
         n_dummy = 0
         if corr.mask_negative:
             with np.errstate(invalid="ignore"):
