@@ -45,11 +45,16 @@ def _entries(op) -> np.ndarray:
 
 
 def _from_streams(s: StreamLayout) -> np.ndarray:
-    whole = np.stack([s.whole_pixels, s.whole_bins, s.whole_counts], axis=1).astype(np.int64)
-    first = np.stack([s.pair_pixels, s.pair_bins, s.pair_counts[:, 0]], axis=1).astype(np.int64)
-    second = np.stack([s.pair_pixels, s.pair_bins.astype(np.int64) + 1, s.pair_counts[:, 1]], axis=1).astype(np.int64)
-    rest = np.stack([s.rest_pixels, s.rest_bins, s.rest_counts], axis=1).astype(np.int64)
-    return np.concatenate([whole, first, second, rest])
+    """The (pixel, bin, count) entries the streams describe: a main-stream pixel's one or
+    two entries (none for the trash bin), then the rest stream's."""
+    pix, bins, first = s.main_pixels, s.main_bins, s.main_first
+    kept = bins != s.trash
+    pix, bins, first = pix[kept], bins[kept], first[kept]
+    entries = [np.stack([pix, bins, first], axis=1)]
+    two = first < s.subpixels
+    entries.append(np.stack([pix[two], bins[two] + 1, s.subpixels - first[two]], axis=1))
+    entries.append(np.stack([s.rest_pixels, s.rest_bins, s.rest_counts], axis=1).astype(np.int64))
+    return np.concatenate(entries).astype(np.int64)
 
 
 def _sorted(rows: np.ndarray) -> np.ndarray:
@@ -61,9 +66,11 @@ def test_streams_hold_every_entry_once(name):
     op = OPERATORS[name]()
     s = op.streams
     np.testing.assert_array_equal(_sorted(_from_streams(s)), _sorted(_entries(op)))
-    for pixels in (s.whole_pixels, s.pair_pixels, s.rest_pixels):
+    for pixels in (s.main_pixels, s.rest_pixels):
         assert np.all(np.diff(pixels.astype(np.int64)) >= 0)  # each stream reads the image forward
-    assert s.whole_bins.dtype == op.bins.dtype and s.pair_bins.dtype == op.bins.dtype
+    assert s.rest_bins.dtype == op.bins.dtype
+    # the main stream: every used pixel once, in order
+    np.testing.assert_array_equal(s.main_pixels, np.flatnonzero(op.entries_per_pixel))
 
 
 def test_the_kernel_knows_the_block_size():
@@ -74,7 +81,7 @@ def test_the_kernel_knows_the_block_size():
 
     assert f"bits = np.uint64({STREAM_BLOCK_BITS})" in inspect.getsource(kernels)
     s = OPERATORS["radial_blocks"]().streams
-    assert s.whole_blocks.size > 2 and s.pair_blocks.size > 2  # several blocks in use
+    assert s.rest_blocks.size > 2 and np.unique(s.rest_pixels >> STREAM_BLOCK_BITS).size > 1  # several in use
 
 
 def test_the_test_operators_use_every_stream():
@@ -244,7 +251,8 @@ def test_a_packed_factor_gives_the_sums_of_the_factor_per_pixel(name):
     factor = 1.0 + 0.2 * rng.random(img.size)
     dark = rng.random(img.size)
     packed = pack_factor(op, factor)
-    assert packed is not None and packed.size == op.bins.size - op.streams.pair_low.size
+    # one value per used pixel (the main stream) and per rest entry
+    assert packed is not None and packed.size == np.count_nonzero(op.entries_per_pixel) + op.streams.rest_low.size
     for kw in ({"poisson": True}, {"squares": True, "poisson": True, "mask_negative": True, "dark_removed": dark},
                {"squares": True, "dark_inline": dark, "dark_scale": 0.5, "mask_negative": True}):
         ref = accumulate_corrected(op, img, factor=factor, method="scipy", **kw)
@@ -259,3 +267,17 @@ def test_a_packed_factor_gives_the_sums_of_the_factor_per_pixel(name):
         assert got.dummy_pixels == ref.dummy_pixels
     with pytest.raises(ValueError, match="packed"):
         accumulate_corrected(op, img, factor=factor, packed_factor=packed[:-1], method="numba")
+
+
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_the_compiled_layout_equals_the_numpy_layout(name):
+    """StreamLayout.of derives the layout in one compiled pass; the NumPy steps are its reference."""
+    op = OPERATORS[name]()
+    fast, slow = StreamLayout.of(op), StreamLayout.of(op, fast=False)
+    for f in fast.__dataclass_fields__:
+        a, b = getattr(fast, f), getattr(slow, f)
+        if isinstance(a, np.ndarray):
+            assert a.dtype == b.dtype, f
+            np.testing.assert_array_equal(a, b, err_msg=f)
+        else:
+            assert a == b, f
