@@ -125,6 +125,11 @@ def _scipy_accumulate(op: BinningOperator, flat: np.ndarray, squares: bool) -> t
 
 _REGISTRY["scipy"] = _scipy_accumulate
 
+#: Above this many slots (bins × 2**code_bits: 16 a bin at Oversampling 3, so 8191 bins)
+#: the signal-only pass adds weighted vectors per bin, not scalars per code (the slots,
+#: zeroed every frame, would no longer fit in the core's L2 cache).  Measured (thread CPU
+#: time, interleaved): Pilatus 1M 0.40 -> 0.30 ms, Eiger 16M 13.1 -> 12.7 ms.
+_CODE_SLOTS = 1 << 17
 #: Above this many bins (cake maps) the numba kernel accumulates in one lane, not four.
 _ONE_LANE_BINS = 32768
 #: With MaskNegative, frames up to this many pixels are first integrated as if they had no
@@ -420,6 +425,41 @@ try:  # pragma: no branch - depends on the environment
             return 1  # some dummy: the caller integrates again, counting them
         return n_dummy
 
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _nb_code_sums(img, run_pixels, run_starts, codes, code_bits, n_bins, table,  # type: ignore[no-untyped-def]
+                      g, per_stream, dark_inline, dark_scale, slots, acc, detected, shift):  # pragma: no cover
+        # The main stream's sums when only the signal is wanted (no variance, squares or
+        # dummy test): a pixel's value is added to the slot of its code, one scalar add
+        # with neither weight nor lane (a code is a bin and a split, so consecutive pixels
+        # seldom share a slot); each code's weights (row c of `table`) are applied once
+        # at the end, into lane 0 of `acc`.  Returns 1 when ``detected`` and a value < 0
+        # was met (see _nb_streams).
+        lowest = np.inf
+        for r in range(run_pixels.size):
+            t0 = np.uint64(run_starts[r])
+            offset = np.uint64(run_pixels[r]) - t0
+            for t in range(t0, np.uint64(run_starts[r + 1])):
+                j = t + offset
+                gi = t if per_stream is not None else j
+                p, v, var = _nb_value(img, j, g, gi, dark_inline, dark_scale, False)
+                if detected is not None:
+                    lowest = p if p < lowest else lowest
+                slots[np.uint64(codes[t])] += v
+        per_bin = np.uint64(1) << code_bits
+        for bb in range(n_bins):
+            b = np.uint64(bb)
+            first = 0.0
+            second = 0.0
+            for cc in range(per_bin):
+                c = np.uint64(cc)
+                x = slots[b * per_bin + c]
+                first += table[c * np.uint64(2)] * x
+                second += table[c * np.uint64(2) + np.uint64(1)] * x
+            i = (b << shift) * np.uint64(2)
+            acc[i] += first
+            acc[i + np.uint64(1)] += second
+        return 1 if (detected is not None and lowest < 0.0) else 0
+
     #: Passed as ``detected`` (or ``with_var``) to switch a feature on: numba compiles the
     #: kernel once with it and once with None, so the switch costs nothing in the loop.
     _ON = np.zeros(1, dtype=np.uint8)
@@ -506,13 +546,23 @@ try:  # pragma: no branch - depends on the environment
         # pixels' only, in stream order) at the position in each stream, in order.
         per_stream = packed and g is not None
         gs = _factor_streams(op, g) if (per_stream and g is not None) else (g, g)
-        return int(_nb_streams(flat, s.run_pixels, s.run_starts, s.codes, np.uint64(s.code_bits), np.uint64(s.trash),
+        shift = np.uint64(_lane_shift(op.n_bins))
+        runs, starts = s.run_pixels, s.run_starts
+        met = 0
+        if (acc.width == 2 and acc.out2 is None and removed is None
+                and (s.trash + 1) << s.code_bits <= _CODE_SLOTS):
+            # the signal alone: the main stream by code (_nb_code_sums), then the rest stream
+            slots = np.zeros((s.trash + 1) << s.code_bits)
+            met = int(_nb_code_sums(flat, runs, starts, s.codes, np.uint64(s.code_bits), np.uint64(op.n_bins),
+                                    _weights(s.subpixels, s.code_bits, 2), gs[0], _ON if per_stream else None,
+                                    dark_inline, float(dark_scale), slots, acc.acc, _ON if detect else None, shift))
+            runs, starts = runs[:0], starts[:1]
+        return met | int(_nb_streams(flat, runs, starts, s.codes, np.uint64(s.code_bits), np.uint64(s.trash),
                    s.rest_low, s.rest_blocks, s.rest_bins, s.rest_counts,
                    _weights(s.subpixels, s.code_bits, acc.width, acc.square_slots),
                    *gs, _ON if per_stream else None, dark_inline, dark_removed, float(dark_scale), acc.acc, acc.out2,
                    _ON if var else None, _ON if acc.square_slots else None,
-                   removed, removed_dark, _ON if detect else None, float(dummy),
-                   np.uint64(_lane_shift(op.n_bins))))
+                   removed, removed_dark, _ON if detect else None, float(dummy), shift))
 
     def _numba_accumulate(op: BinningOperator, flat: np.ndarray,
                           squares: bool) -> tuple[np.ndarray, np.ndarray | None]:
