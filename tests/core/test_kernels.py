@@ -369,20 +369,22 @@ def test_the_kernel_agrees_with_the_reference_at_run_boundaries_and_on_every_pix
 @pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
 @pytest.mark.parametrize("name", sorted(OPERATORS) + ["handmade"])
 @pytest.mark.parametrize("variant", ["plain", "factor", "packed", "clean_mask_negative", "dummies"])
-def test_the_signal_only_pass_agrees_with_the_reference(name, variant):
-    """Only the signal asked for: the main stream is summed per code (weights applied once
-    per code, _nb_code_sums) unless the slots are too many (the cake); a frame with
-    dummies is found by that pass and integrated again with the test."""
+@pytest.mark.parametrize("poisson", [False, True])
+def test_the_pass_by_code_agrees_with_the_reference(name, variant, poisson):
+    """No squares and no dummy test asked for: the main stream is summed per code (the
+    signal and the variance terms, weights applied once per code, _nb_code_sums) unless
+    the slots are too many (the cake); a frame with dummies is found by that pass and
+    integrated again with the test."""
     import saxsdog.core.kernels as kernels
     from saxsdog.core.kernels import pack_factor
 
-    op = _handmade(4096, bin_shift=4086) if name == "handmade" else OPERATORS[name]()
+    op = _handmade(2000, bin_shift=1990) if name == "handmade" else OPERATORS[name]()
     s = op.streams
-    assert ((s.trash + 1) << s.code_bits <= kernels._CODE_SLOTS) == (name != "cake")
+    assert kernels._by_code(s) == (name != "cake") == (s.codes.dtype == np.uint16)
     rng = np.random.default_rng(41)
     img = rng.poisson(50.0, op.shape).astype(np.int32)
     factor = 1.0 + 0.2 * rng.random(img.size)
-    kw: dict = {}
+    kw: dict = {"poisson": poisson}
     if variant in ("factor", "packed", "dummies"):
         kw["factor"] = factor
     if variant == "packed":
@@ -395,10 +397,12 @@ def test_the_signal_only_pass_agrees_with_the_reference(name, variant):
     ref = accumulate_corrected(op, img, method="scipy", **{k: v for k, v in kw.items() if k != "packed_factor"})
     got = accumulate_corrected(op, img, method="numba", **kw)
     np.testing.assert_allclose(got.signal, ref.signal, rtol=1e-12, atol=1e-9)
-    assert got.squares is None and got.variance is None
+    assert got.squares is None and (got.variance is None) == (not poisson)
+    if poisson:
+        np.testing.assert_allclose(got.variance, ref.variance, rtol=1e-12, atol=1e-9)
     assert got.dummy_pixels == ref.dummy_pixels
     if variant == "dummies":
         assert ref.dummy_pixels > 0
         np.testing.assert_allclose(got.removed, ref.removed, rtol=1e-12, atol=1e-9)
-    if variant == "plain":
+    if variant == "plain" and not poisson:
         np.testing.assert_allclose(accumulate(op, img, method="numba")[0], ref.signal, rtol=1e-12, atol=1e-9)

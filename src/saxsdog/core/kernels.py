@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .operator import BinningOperator
+from .operator import BinningOperator, StreamLayout
 
 __all__ = ["available_methods", "default_method", "accumulate", "accumulate_corrected",
            "accumulate_spread", "pack_factor", "CorrectedSums"]
@@ -125,11 +125,13 @@ def _scipy_accumulate(op: BinningOperator, flat: np.ndarray, squares: bool) -> t
 
 _REGISTRY["scipy"] = _scipy_accumulate
 
-#: Above this many slots (bins × 2**code_bits: 16 a bin at Oversampling 3, so 8191 bins)
-#: the signal-only pass adds weighted vectors per bin, not scalars per code (the slots,
-#: zeroed every frame, would no longer fit in the core's L2 cache).  Measured (thread CPU
-#: time, interleaved): Pilatus 1M 0.40 -> 0.30 ms, Eiger 16M 13.1 -> 12.7 ms.
-_CODE_SLOTS = 1 << 17
+#: An operator with up to this many codes (bins × 2**code_bits: 16 a bin at Oversampling
+#: 3, so 4095 bins) has its main stream summed by code (_nb_code_sums), larger ones (cake
+#: maps) by weighted vectors per bin (the code slots, zeroed every frame, would no longer
+#: fit in the core's L2 cache).  One way per operator, whatever is asked: the signal is
+#: then the same to the last bit with or without the variance or the squares.  (The same
+#: limit as 16-bit codes: trash.bit_length() + code_bits <= 16.)
+_CODE_SLOTS = 1 << 16
 #: Above this many bins (cake maps) the numba kernel accumulates in one lane, not four.
 _ONE_LANE_BINS = 32768
 #: With MaskNegative, frames up to this many pixels are first integrated as if they had no
@@ -306,6 +308,30 @@ try:  # pragma: no branch - depends on the environment
 
         return sig, codegen
 
+    @_intrinsic
+    def _vector_add2(typingctx, acc, slot, x0, x1):  # type: ignore[no-untyped-def]  # pragma: no cover
+        """``acc[2 slot : 2 slot + 2] += (x0, x1)`` as one vector read-modify-write (float64 ``acc``)."""
+        sig = _types.void(acc, slot, _types.float64, _types.float64)
+
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            arr = context.make_array(signature.args[0])(context, builder, args[0])
+            vec_t = _ir.VectorType(_ir.DoubleType(), 2)
+            i64 = _ir.IntType(64)
+            index = args[1]
+            index = builder.zext(index, i64) if index.type.width < 64 else index
+            target = builder.bitcast(builder.gep(arr.data, [builder.shl(index, _ir.Constant(i64, 1))]),
+                                     vec_t.as_pointer())
+            values = _ir.Constant(vec_t, _ir.Undefined)
+            for k in range(2):
+                values = builder.insert_element(values, args[2 + k], _ir.Constant(_ir.IntType(32), k))
+            old = builder.load(target)
+            old.align = 8
+            store = builder.store(builder.fadd(old, values), target)
+            store.align = 8
+            return context.get_dummy_value()
+
+        return sig, codegen
+
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_drop(removed, removed_dark, b, c, gd):  # type: ignore[no-untyped-def]  # pragma: no cover
         removed[b] += c
@@ -426,39 +452,94 @@ try:  # pragma: no branch - depends on the environment
         return n_dummy
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _nb_code_sums(img, run_pixels, run_starts, codes, code_bits, n_bins, table,  # type: ignore[no-untyped-def]
-                      g, per_stream, dark_inline, dark_scale, slots, acc, detected, shift):  # pragma: no cover
-        # The main stream's sums when only the signal is wanted (no variance, squares or
-        # dummy test): a pixel's value is added to the slot of its code, one scalar add
-        # with neither weight nor lane (a code is a bin and a split, so consecutive pixels
-        # seldom share a slot); each code's weights (row c of `table`) are applied once
-        # at the end, into lane 0 of `acc`.  Returns 1 when ``detected`` and a value < 0
-        # was met (see _nb_streams).
+    def _nb_code_sums(img, run_pixels, run_starts, codes, code_bits, trash, table,  # type: ignore[no-untyped-def]
+                      g, per_stream, dark_inline, dark_removed, dark_scale, slots, with_var, with_sq,
+                      removed, removed_dark, detected, dummy):  # pragma: no cover
+        # The main stream summed by code: a pixel's value v (and variance term u
+        # ``with_var``, square v² ``with_sq``) is added to the slot of its code, with
+        # neither weight nor lane (a code is a bin and a split, so consecutive pixels
+        # seldom share a slot): one scalar add, or one 2- or 4-wide vector add.  The
+        # weights (n1, n2 of row c of `table`) are applied once per code by
+        # _nb_fold_codes.  Dummies as in _nb_streams (``removed`` or ``detected``); the
+        # same return value.
+        want_var = with_var is not None
+        want_sq = with_sq is not None
+        code_mask = (np.uint64(1) << code_bits) - np.uint64(1)
+        n_dummy = 0
         lowest = np.inf
         for r in range(run_pixels.size):
             t0 = np.uint64(run_starts[r])
             offset = np.uint64(run_pixels[r]) - t0
             for t in range(t0, np.uint64(run_starts[r + 1])):
                 j = t + offset
+                code = np.uint64(codes[t])
                 gi = t if per_stream is not None else j
-                p, v, var = _nb_value(img, j, g, gi, dark_inline, dark_scale, False)
+                p, v, var = _nb_value(img, j, g, gi, dark_inline, dark_scale, want_var)
                 if detected is not None:
                     lowest = p if p < lowest else lowest
-                slots[np.uint64(codes[t])] += v
+                if removed is not None:
+                    if p < 0.0 or p == dummy:
+                        b = code >> code_bits
+                        if b != trash:  # (a trash pixel is counted in the rest stream)
+                            c = code & code_mask
+                            gd = _nb_dummy_dark(j, g, gi, dark_removed)
+                            _nb_drop(removed, removed_dark, b, table[c * np.uint64(2)], gd)
+                            if c != np.uint64(0):
+                                _nb_drop(removed, removed_dark, b + np.uint64(1), table[c * np.uint64(2) + np.uint64(1)],
+                                         gd)
+                            n_dummy += 1
+                        continue
+                if want_var and want_sq:
+                    vector_add4(slots, code, v, var, v * v, 0.0)  # type: ignore[call-arg]  # (an intrinsic)
+                elif want_var:
+                    _vector_add2(slots, code, v, var)  # type: ignore[call-arg]
+                elif want_sq:
+                    _vector_add2(slots, code, v, v * v)  # type: ignore[call-arg]
+                else:
+                    slots[code] += v
+        if detected is not None and lowest < 0.0:
+            return 1
+        return n_dummy
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _nb_fold_codes(slots, parts, code_bits, n_bins, table, acc, width, shift,  # type: ignore[no-untyped-def]
+                       with_var, with_sq, out2):  # pragma: no cover
+        # Adds the code slots of _nb_code_sums, weighted, to lane 0 of the accumulators
+        # (the layout of _nb_streams's: (n1 v, n2 v[, n1² u, n2² u | n1 v², n2 v²]) a
+        # slot, the squares in `out2` beside the variance).
         per_bin = np.uint64(1) << code_bits
+        two = np.uint64(2)
         for bb in range(n_bins):
             b = np.uint64(bb)
-            first = 0.0
-            second = 0.0
+            s1 = s2 = u1 = u2 = q1 = q2 = 0.0
             for cc in range(per_bin):
                 c = np.uint64(cc)
-                x = slots[b * per_bin + c]
-                first += table[c * np.uint64(2)] * x
-                second += table[c * np.uint64(2) + np.uint64(1)] * x
-            i = (b << shift) * np.uint64(2)
-            acc[i] += first
-            acc[i + np.uint64(1)] += second
-        return 1 if (detected is not None and lowest < 0.0) else 0
+                n1 = table[c * two]
+                n2 = table[c * two + np.uint64(1)]
+                k = (b * per_bin + c) * parts
+                x = slots[k]
+                s1 += n1 * x
+                s2 += n2 * x
+                if with_var is not None:
+                    xu = slots[k + np.uint64(1)]
+                    u1 += n1 * n1 * xu
+                    u2 += n2 * n2 * xu
+                if with_sq is not None:
+                    xq = slots[k + (two if with_var is not None else np.uint64(1))]
+                    q1 += n1 * xq
+                    q2 += n2 * xq
+            i = (b << shift) * width
+            acc[i] += s1
+            acc[i + np.uint64(1)] += s2
+            if with_var is not None:
+                acc[i + two] += u1
+                acc[i + np.uint64(3)] += u2
+            elif with_sq is not None:
+                acc[i + two] += q1
+                acc[i + np.uint64(3)] += q2
+            if out2 is not None:
+                out2[b << shift] += q1
+                out2[(b + np.uint64(1)) << shift] += q2
 
     #: Passed as ``detected`` (or ``with_var``) to switch a feature on: numba compiles the
     #: kernel once with it and once with None, so the switch costs nothing in the loop.
@@ -536,6 +617,10 @@ try:  # pragma: no branch - depends on the environment
             raise ValueError(f"a packed factor of {packed.size} values does not match the operator's streams")
         return packed[:n_main], packed[n_main:]
 
+    def _by_code(s: StreamLayout) -> bool:
+        """Whether the kernels sum the main stream of ``s`` by code (see _CODE_SLOTS)."""
+        return (s.trash + 1) << s.code_bits <= _CODE_SLOTS
+
     def _run_streams(op: BinningOperator, flat: np.ndarray, g: np.ndarray | None, dark_inline: np.ndarray | None,
                      dark_removed: np.ndarray | None, dark_scale: float, acc: _Accumulators,
                      removed: np.ndarray | None, removed_dark: np.ndarray | None,
@@ -549,20 +634,27 @@ try:  # pragma: no branch - depends on the environment
         shift = np.uint64(_lane_shift(op.n_bins))
         runs, starts = s.run_pixels, s.run_starts
         met = 0
-        if (acc.width == 2 and acc.out2 is None and removed is None
-                and (s.trash + 1) << s.code_bits <= _CODE_SLOTS):
-            # the signal alone: the main stream by code (_nb_code_sums), then the rest stream
-            slots = np.zeros((s.trash + 1) << s.code_bits)
-            met = int(_nb_code_sums(flat, runs, starts, s.codes, np.uint64(s.code_bits), np.uint64(op.n_bins),
-                                    _weights(s.subpixels, s.code_bits, 2), gs[0], _ON if per_stream else None,
-                                    dark_inline, float(dark_scale), slots, acc.acc, _ON if detect else None, shift))
+        if _by_code(s):
+            # the main stream by code (_nb_code_sums, _nb_fold_codes), then the rest stream
+            squares = acc.square_slots or acc.out2 is not None
+            parts = 4 if (var and squares) else 2 if (var or squares) else 1
+            slots = np.zeros(((s.trash + 1) << s.code_bits) * parts)
+            table = _weights(s.subpixels, s.code_bits, 2)
+            met = int(_nb_code_sums(flat, runs, starts, s.codes, np.uint64(s.code_bits), np.uint64(s.trash), table,
+                                    gs[0], _ON if per_stream else None, dark_inline, dark_removed, float(dark_scale),
+                                    slots, _ON if var else None, _ON if squares else None, removed, removed_dark,
+                                    _ON if detect else None, float(dummy)))
+            _nb_fold_codes(slots, np.uint64(parts), np.uint64(s.code_bits), np.uint64(op.n_bins), table, acc.acc,
+                           np.uint64(acc.width), shift, _ON if var else None, _ON if squares else None, acc.out2)
             runs, starts = runs[:0], starts[:1]
-        return met | int(_nb_streams(flat, runs, starts, s.codes, np.uint64(s.code_bits), np.uint64(s.trash),
+        # (a dummy count adds up; a detection flag is 0 or 1 from either stream)
+        rest = int(_nb_streams(flat, runs, starts, s.codes, np.uint64(s.code_bits), np.uint64(s.trash),
                    s.rest_low, s.rest_blocks, s.rest_bins, s.rest_counts,
                    _weights(s.subpixels, s.code_bits, acc.width, acc.square_slots),
                    *gs, _ON if per_stream else None, dark_inline, dark_removed, float(dark_scale), acc.acc, acc.out2,
                    _ON if var else None, _ON if acc.square_slots else None,
                    removed, removed_dark, _ON if detect else None, float(dummy), shift))
+        return (met | rest) if detect else met + rest
 
     def _numba_accumulate(op: BinningOperator, flat: np.ndarray,
                           squares: bool) -> tuple[np.ndarray, np.ndarray | None]:
