@@ -5,10 +5,13 @@ Two implementations, selected by name:
 ``"scipy"``
     The reference: a ``scipy.sparse`` CSR matrix–vector product.  Always available.
 ``"numba"``
-    One streaming pass over the image in memory order, scattering into the (small,
-    cache-resident) bin arrays; integer sub-pixel counts, float64 accumulation, the sums
-    of one pixel added as one vector (see ``_nb_streams``).  Registered only if numba
-    imports.
+    One streaming pass over the image in memory order (the operator's
+    :class:`~saxsdog.core.operator.StreamLayout`: 2 bytes a used pixel), scattering into
+    small, cache-resident arrays; integer sub-pixel counts, float64 accumulation.  With
+    16-bit codes (up to 4095 bins at Oversampling 3) each pixel's value is added to the
+    slot of its code, the weights applied once per code (``_nb_code_sums``); larger
+    operators add each pixel's weighted sums as one vector per bin (``_nb_streams``).
+    Registered only if numba imports.
 
 Both return count-weighted sums ``Σ_j n_bj c_j`` (and ``Σ_j n_bj c_j²``) where ``c_j`` is
 the corrected pixel value; callers normalise by the bin counts.
@@ -356,7 +359,8 @@ try:  # pragma: no branch - depends on the environment
         # stream, one code per used pixel in runs of consecutive pixels (a whole pixel or a
         # pair over two adjacent bins, or the `trash` bin for the others), and the rest
         # stream's entries.  A pixel's corrected value v (and variance term u) is computed
-        # once for all its entries.
+        # once for all its entries.  (With 16-bit codes the caller sums the main stream
+        # with _nb_code_sums and passes no runs: this kernel then does the rest stream.)
         #
         # The sums go to slots of `acc`, 2 numbers a slot (4 ``with_var``): a main-stream
         # pixel with code (b, c) adds (n1 v, n2 v[, n1² u, n2² u]) to slot b in one vector
