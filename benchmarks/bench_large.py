@@ -109,6 +109,7 @@ def child_saxsdog(cal_path: Path, repeat: int, check: bool) -> dict[str, Any]:
     streams = op.streams if hasattr(op, "streams") else None
     out["layout_s"] = time.perf_counter() - t
     out["streams_mb"] = streams.nbytes / 1e6 if streams is not None else 0.0
+    out["runs"] = int(streams.run_pixels.size) if hasattr(streams, "run_pixels") else None
     for name, make in variants.items():
         fast = make(None)
         out[f"{name}_ms"] = best_cpu(functools.partial(fast.curve, img, False), repeat) * 1e3
@@ -181,8 +182,10 @@ def main() -> None:
         p = run_child("pyfai", cal_path, repeat, check=False) if not (args.no_pyfai or args.quick) else None
     rep.check("error" not in s, f"saxsdog failed: {s.get('error')}")
     rep.check(not s["mismatch"], f"numba and scipy curves differ: {s['mismatch']}")
+    runs = f", {s['runs']} runs of used pixels" if s.get("runs") is not None else ""
     rep.context["operator"] = (f"{s['bins']} bins, {s['operator_mb']:.0f} MB; stream layout "
-                               f"{s['streams_mb']:.0f} MB, derived in {s['layout_s']:.2f} s")
+                               f"{s['streams_mb']:.0f} MB{runs}, derived in {s['layout_s']:.2f} s "
+                               "(once, at the first frame)")
     rep.context["timing"] = "saxsdog: thread CPU time, best frame; pyFAI: wall clock, mean"
     rep.add("saxsdog operator build (no cache), wall", s["build_s"], "s", "<= 8", key="build_s")
     rep.add("saxsdog operator build, CPU time of the process", s["build_cpu_s"], "s", key="build_cpu_s")

@@ -45,11 +45,16 @@ def _entries(op) -> np.ndarray:
 
 
 def _from_streams(s: StreamLayout) -> np.ndarray:
-    whole = np.stack([s.whole_pixels, s.whole_bins, s.whole_counts], axis=1).astype(np.int64)
-    first = np.stack([s.pair_pixels, s.pair_bins, s.pair_counts[:, 0]], axis=1).astype(np.int64)
-    second = np.stack([s.pair_pixels, s.pair_bins.astype(np.int64) + 1, s.pair_counts[:, 1]], axis=1).astype(np.int64)
-    rest = np.stack([s.rest_pixels, s.rest_bins, s.rest_counts], axis=1).astype(np.int64)
-    return np.concatenate([whole, first, second, rest])
+    """The (pixel, bin, count) entries the streams describe: a main-stream pixel's one or
+    two entries (none for the trash bin), then the rest stream's."""
+    pix, bins, first = s.main_pixels, s.main_bins, s.main_first
+    kept = bins != s.trash
+    pix, bins, first = pix[kept], bins[kept], first[kept]
+    entries = [np.stack([pix, bins, first], axis=1)]
+    two = first < s.subpixels
+    entries.append(np.stack([pix[two], bins[two] + 1, s.subpixels - first[two]], axis=1))
+    entries.append(np.stack([s.rest_pixels, s.rest_bins, s.rest_counts], axis=1).astype(np.int64))
+    return np.concatenate(entries).astype(np.int64)
 
 
 def _sorted(rows: np.ndarray) -> np.ndarray:
@@ -61,9 +66,11 @@ def test_streams_hold_every_entry_once(name):
     op = OPERATORS[name]()
     s = op.streams
     np.testing.assert_array_equal(_sorted(_from_streams(s)), _sorted(_entries(op)))
-    for pixels in (s.whole_pixels, s.pair_pixels, s.rest_pixels):
+    for pixels in (s.main_pixels, s.rest_pixels):
         assert np.all(np.diff(pixels.astype(np.int64)) >= 0)  # each stream reads the image forward
-    assert s.whole_bins.dtype == op.bins.dtype and s.pair_bins.dtype == op.bins.dtype
+    assert s.rest_bins.dtype == op.bins.dtype
+    # the main stream: every used pixel once, in order
+    np.testing.assert_array_equal(s.main_pixels, np.flatnonzero(op.entries_per_pixel))
 
 
 def test_the_kernel_knows_the_block_size():
@@ -74,7 +81,7 @@ def test_the_kernel_knows_the_block_size():
 
     assert f"bits = np.uint64({STREAM_BLOCK_BITS})" in inspect.getsource(kernels)
     s = OPERATORS["radial_blocks"]().streams
-    assert s.whole_blocks.size > 2 and s.pair_blocks.size > 2  # several blocks in use
+    assert s.rest_blocks.size > 2 and np.unique(s.rest_pixels >> STREAM_BLOCK_BITS).size > 1  # several in use
 
 
 def test_the_test_operators_use_every_stream():
@@ -244,7 +251,8 @@ def test_a_packed_factor_gives_the_sums_of_the_factor_per_pixel(name):
     factor = 1.0 + 0.2 * rng.random(img.size)
     dark = rng.random(img.size)
     packed = pack_factor(op, factor)
-    assert packed is not None and packed.size == op.bins.size - op.streams.pair_low.size
+    # one value per used pixel (the main stream) and per rest entry
+    assert packed is not None and packed.size == np.count_nonzero(op.entries_per_pixel) + op.streams.rest_low.size
     for kw in ({"poisson": True}, {"squares": True, "poisson": True, "mask_negative": True, "dark_removed": dark},
                {"squares": True, "dark_inline": dark, "dark_scale": 0.5, "mask_negative": True}):
         ref = accumulate_corrected(op, img, factor=factor, method="scipy", **kw)
@@ -259,3 +267,142 @@ def test_a_packed_factor_gives_the_sums_of_the_factor_per_pixel(name):
         assert got.dummy_pixels == ref.dummy_pixels
     with pytest.raises(ValueError, match="packed"):
         accumulate_corrected(op, img, factor=factor, packed_factor=packed[:-1], method="numba")
+
+
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_the_compiled_layout_equals_the_numpy_layout(name):
+    """StreamLayout.of derives the layout in one compiled pass; the NumPy steps are its reference."""
+    op = OPERATORS[name]()
+    fast, slow = StreamLayout.of(op), StreamLayout.of(op, fast=False)
+    for f in fast.__dataclass_fields__:
+        a, b = getattr(fast, f), getattr(slow, f)
+        if isinstance(a, np.ndarray):
+            assert a.dtype == b.dtype, f
+            np.testing.assert_array_equal(a, b, err_msg=f)
+        else:
+            assert a == b, f
+
+
+def _handmade(n_bins: int = 5, bin_shift: int = 0):
+    """A 2 × 8 operator (Oversampling 3) with one pixel of every kind, gaps and a run at the end:
+
+    0 whole · 1 pair · 2 unused · 3 three bins · 4 whole that lost sub-pixels · 5 pair whose
+    counts do not add up to 9 · 6 two bins that are not adjacent · 7 pair at the last two
+    bins · 8 whole in the last bin · 9-14 unused · 15 whole (the last pixel)."""
+    from saxsdog.core.operator import BinningOperator
+
+    last = n_bins - 1
+    per_pixel = {0: [(0, 9)], 1: [(1, 4), (2, 5)], 3: [(0, 3), (1, 3), (2, 3)], 4: [(3, 5)], 5: [(2, 4), (3, 4)],
+                 6: [(0, 4), (2, 5)], 7: [(last - 1, 2), (last, 7)], 8: [(last, 9)], 15: [(2, 9)]}
+    epp = np.zeros(16, np.uint8)
+    bins, counts = [], []
+    for pixel, entries in sorted(per_pixel.items()):
+        epp[pixel] = len(entries)
+        for b, c in entries:
+            bins.append(b if b >= last - 1 else b + bin_shift)
+            counts.append(c)
+    dtype = np.uint16 if n_bins <= 65536 else np.int32
+    return BinningOperator((2, 8), n_bins, epp, np.array(bins, dtype), np.array(counts, np.uint8), 9,
+                           np.arange(n_bins, dtype=np.float64))
+
+
+def test_the_main_stream_codes_whole_pixels_and_pairs_and_sends_the_others_to_the_rest_stream():
+    op = _handmade()
+    s = op.streams
+    assert (s.code_bits, s.trash, s.codes.dtype) == (4, 5, np.uint16)
+    # runs of used pixels: 0-1, 3-8, 15 (the gaps and the last pixel end them)
+    np.testing.assert_array_equal(s.run_pixels, [0, 3, 15])
+    np.testing.assert_array_equal(s.run_starts, [0, 2, 8, 9])
+    np.testing.assert_array_equal(s.main_pixels, [0, 1, 3, 4, 5, 6, 7, 8, 15])
+    trash = 5 << 4
+    np.testing.assert_array_equal(s.codes, [0 << 4 | 0, 1 << 4 | 4, trash, trash, trash, trash, 3 << 4 | 2,
+                                            4 << 4 | 0, 2 << 4 | 0])
+    np.testing.assert_array_equal(s.rest_pixels, [3, 3, 3, 4, 5, 5, 6, 6])
+    np.testing.assert_array_equal(s.rest_bins, [0, 1, 2, 3, 2, 3, 0, 2])
+    np.testing.assert_array_equal(s.rest_counts, [3, 3, 3, 5, 4, 4, 4, 5])
+    np.testing.assert_array_equal(s.whole_pixels, [0, 8, 15])
+    np.testing.assert_array_equal(s.pair_pixels, [1, 7])
+    np.testing.assert_array_equal(s.pair_counts, [[4, 5], [2, 7]])
+    np.testing.assert_array_equal(_sorted(_from_streams(s)), _sorted(_entries(op)))
+
+
+@pytest.mark.parametrize(("n_bins", "dtype"), [(4095, np.uint16), (4096, np.uint32), (70000, np.uint32)])
+def test_codes_are_16_bit_while_the_bins_fit_beside_the_count(n_bins, dtype):
+    """12 bits of bin (the trash bin n_bins included) and 4 of count at Oversampling 3."""
+    op = _handmade(n_bins, bin_shift=n_bins - 10)
+    s = op.streams
+    assert s.codes.dtype == dtype and s.trash == n_bins
+    np.testing.assert_array_equal(_sorted(_from_streams(s)), _sorted(_entries(op)))
+    assert s.main_bins.max() == n_bins  # the trash bin is representable
+    np.testing.assert_array_equal(s.main_bins[s.main_bins < n_bins], [n_bins - 10, n_bins - 9, n_bins - 2,
+                                                                      n_bins - 1, n_bins - 8])
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+@pytest.mark.parametrize("n_bins", [5, 4096])
+@pytest.mark.parametrize("dummies", [(), (0,), (3,), (15,), (8, 7), (0, 1, 3, 4, 5, 6, 7, 8, 15)])
+def test_the_kernel_agrees_with_the_reference_at_run_boundaries_and_on_every_pixel_kind(n_bins, dummies):
+    """Dummies at a run's first pixel, on a pixel of the rest stream (its trash code in the
+    main stream must not count), at the last pixel, in the last bins; every sum."""
+    op = _handmade(n_bins, bin_shift=0 if n_bins == 5 else n_bins - 10)
+    rng = np.random.default_rng(31)
+    img = rng.poisson(40.0, op.shape).astype(np.int32)
+    img.reshape(-1)[[2, 9, 10]] = -1  # dummies where nothing is used
+    img.reshape(-1)[list(dummies)] = -3
+    factor = 1.0 + 0.3 * rng.random(img.size)
+    dark = rng.random(img.size)
+    for kw in ({}, {"squares": True}, {"squares": True, "poisson": True, "factor": factor},
+               {"poisson": True, "mask_negative": True, "factor": factor, "dark_removed": dark},
+               {"squares": True, "mask_negative": True, "dark_inline": dark, "dark_scale": 0.5}):
+        op.__dict__.pop("_dummy_hint", None)
+        ref = accumulate_corrected(op, img, method="scipy", **kw)
+        got = accumulate_corrected(op, img, method="numba", **kw)
+        for field in ("signal", "squares", "variance", "removed", "removed_dark"):
+            a, b = getattr(ref, field), getattr(got, field)
+            assert (a is None) == (b is None), field
+            if a is not None:
+                assert b.shape == (n_bins,), field
+                np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-9, err_msg=f"{field} {kw}")
+        assert got.dummy_pixels == ref.dummy_pixels == (len(dummies) if kw.get("mask_negative") else 0)
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+@pytest.mark.parametrize("name", sorted(OPERATORS) + ["handmade"])
+@pytest.mark.parametrize("variant", ["plain", "factor", "packed", "clean_mask_negative", "dummies"])
+@pytest.mark.parametrize("poisson", [False, True])
+def test_the_pass_by_code_agrees_with_the_reference(name, variant, poisson):
+    """No squares and no dummy test asked for: the main stream is summed per code (the
+    signal and the variance terms, weights applied once per code, _nb_code_sums) unless
+    the slots are too many (the cake); a frame with dummies is found by that pass and
+    integrated again with the test."""
+    import saxsdog.core.kernels as kernels
+    from saxsdog.core.kernels import pack_factor
+
+    op = _handmade(2000, bin_shift=1990) if name == "handmade" else OPERATORS[name]()
+    s = op.streams
+    assert kernels._by_code(s) == (name != "cake") == (s.codes.dtype == np.uint16)
+    rng = np.random.default_rng(41)
+    img = rng.poisson(50.0, op.shape).astype(np.int32)
+    factor = 1.0 + 0.2 * rng.random(img.size)
+    kw: dict = {"poisson": poisson}
+    if variant in ("factor", "packed", "dummies"):
+        kw["factor"] = factor
+    if variant == "packed":
+        kw["packed_factor"] = pack_factor(op, factor)
+    if variant in ("clean_mask_negative", "dummies"):
+        kw["mask_negative"] = True
+    if variant == "dummies":
+        img.reshape(-1)[np.flatnonzero(op.entries_per_pixel)[::7]] = -1
+    op.__dict__.pop("_dummy_hint", None)
+    ref = accumulate_corrected(op, img, method="scipy", **{k: v for k, v in kw.items() if k != "packed_factor"})
+    got = accumulate_corrected(op, img, method="numba", **kw)
+    np.testing.assert_allclose(got.signal, ref.signal, rtol=1e-12, atol=1e-9)
+    assert got.squares is None and (got.variance is None) == (not poisson)
+    if poisson:
+        np.testing.assert_allclose(got.variance, ref.variance, rtol=1e-12, atol=1e-9)
+    assert got.dummy_pixels == ref.dummy_pixels
+    if variant == "dummies":
+        assert ref.dummy_pixels > 0
+        np.testing.assert_allclose(got.removed, ref.removed, rtol=1e-12, atol=1e-9)
+    if variant == "plain" and not poisson:
+        np.testing.assert_allclose(accumulate(op, img, method="numba")[0], ref.signal, rtol=1e-12, atol=1e-9)

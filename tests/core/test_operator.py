@@ -211,3 +211,32 @@ def test_integral_parameters_analytic():
     assert p["invariant"] == p["I2"]
     assert np.isclose(p["correlation_length"], np.pi * p["I1"] / p["I2"])
     assert integral_parameters(q, np.zeros_like(q))["correlation_length"] is None
+
+
+@pytest.mark.parametrize("kind", ["radial", "cake"])
+def test_the_operator_does_not_depend_on_the_build_blocks(kind, monkeypatch):
+    """Blocks of rows are kept compact until assembled (uint8 entries per pixel, 16-bit bins
+    where a block's bins fit, else 32-bit: a cake of more than 65,536 bins mixes both);
+    the operator is the same whatever the block size."""
+    import saxsdog.core.operator as operator_module
+    from saxsdog.core.operator import build_cake_operator
+
+    geo = Geometry((120, 110), (60.3, 50.8), 300.0, (172.0, 172.0), 1.54, -3.0, 40.0)
+    valid = np.random.default_rng(4).random(geo.shape) > 0.1
+
+    def build():
+        if kind == "cake":
+            return build_cake_operator(geo, valid, 3, radial_bins=400, azimuth_bins=200)
+        return build_radial_operator(geo, valid, 3, 1.0)
+
+    monkeypatch.setattr(operator_module, "_BLOCK_SUBPIXELS", 10 ** 9)
+    whole = build()
+    monkeypatch.setattr(operator_module, "_BLOCK_SUBPIXELS", 5 * 110 * 9)  # blocks of 5 rows
+    blocks = build()
+    assert whole.bins.dtype == blocks.bins.dtype == (np.int32 if kind == "cake" else np.uint16)
+    for f in ("entries_per_pixel", "bins", "counts"):
+        a, b = getattr(whole, f), getattr(blocks, f)
+        assert a.dtype == b.dtype, f
+        np.testing.assert_array_equal(a, b, err_msg=f)
+    if kind == "cake":  # some blocks hold only bins below 65,536
+        assert whole.bins.min() < 65536 <= whole.bins.max()

@@ -5,10 +5,13 @@ Two implementations, selected by name:
 ``"scipy"``
     The reference: a ``scipy.sparse`` CSR matrix–vector product.  Always available.
 ``"numba"``
-    One streaming pass over the image in memory order, scattering into the (small,
-    cache-resident) bin arrays; integer sub-pixel counts, float64 accumulation, the sums
-    of one pixel added as one vector (see ``_nb_streams``).  Registered only if numba
-    imports.
+    One streaming pass over the image in memory order (the operator's
+    :class:`~saxsdog.core.operator.StreamLayout`: 2 bytes a used pixel), scattering into
+    small, cache-resident arrays; integer sub-pixel counts, float64 accumulation.  With
+    16-bit codes (up to 4095 bins at Oversampling 3) each pixel's value is added to the
+    slot of its code, the weights applied once per code (``_nb_code_sums``); larger
+    operators add each pixel's weighted sums as one vector per bin (``_nb_streams``).
+    Registered only if numba imports.
 
 Both return count-weighted sums ``Σ_j n_bj c_j`` (and ``Σ_j n_bj c_j²``) where ``c_j`` is
 the corrected pixel value; callers normalise by the bin counts.
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .operator import BinningOperator
+from .operator import BinningOperator, StreamLayout
 
 __all__ = ["available_methods", "default_method", "accumulate", "accumulate_corrected",
            "accumulate_spread", "pack_factor", "CorrectedSums"]
@@ -125,6 +128,13 @@ def _scipy_accumulate(op: BinningOperator, flat: np.ndarray, squares: bool) -> t
 
 _REGISTRY["scipy"] = _scipy_accumulate
 
+#: An operator with up to this many codes (bins × 2**code_bits: 16 a bin at Oversampling
+#: 3, so 4095 bins) has its main stream summed by code (_nb_code_sums), larger ones (cake
+#: maps) by weighted vectors per bin (the code slots, zeroed every frame, would no longer
+#: fit in the core's L2 cache).  One way per operator, whatever is asked: the signal is
+#: then the same to the last bit with or without the variance or the squares.  (The same
+#: limit as 16-bit codes: trash.bit_length() + code_bits <= 16.)
+_CODE_SLOTS = 1 << 16
 #: Above this many bins (cake maps) the numba kernel accumulates in one lane, not four.
 _ONE_LANE_BINS = 32768
 #: With MaskNegative, frames up to this many pixels are first integrated as if they had no
@@ -301,6 +311,30 @@ try:  # pragma: no branch - depends on the environment
 
         return sig, codegen
 
+    @_intrinsic
+    def _vector_add2(typingctx, acc, slot, x0, x1):  # type: ignore[no-untyped-def]  # pragma: no cover
+        """``acc[2 slot : 2 slot + 2] += (x0, x1)`` as one vector read-modify-write (float64 ``acc``)."""
+        sig = _types.void(acc, slot, _types.float64, _types.float64)
+
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            arr = context.make_array(signature.args[0])(context, builder, args[0])
+            vec_t = _ir.VectorType(_ir.DoubleType(), 2)
+            i64 = _ir.IntType(64)
+            index = args[1]
+            index = builder.zext(index, i64) if index.type.width < 64 else index
+            target = builder.bitcast(builder.gep(arr.data, [builder.shl(index, _ir.Constant(i64, 1))]),
+                                     vec_t.as_pointer())
+            values = _ir.Constant(vec_t, _ir.Undefined)
+            for k in range(2):
+                values = builder.insert_element(values, args[2 + k], _ir.Constant(_ir.IntType(32), k))
+            old = builder.load(target)
+            old.align = 8
+            store = builder.store(builder.fadd(old, values), target)
+            store.align = 8
+            return context.get_dummy_value()
+
+        return sig, codegen
+
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def _nb_drop(removed, removed_dark, b, c, gd):  # type: ignore[no-untyped-def]  # pragma: no cover
         removed[b] += c
@@ -317,26 +351,29 @@ try:  # pragma: no branch - depends on the environment
         return gd
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _nb_streams(img, wl, wk, wb, wc, pl, pk, pb, pc, rl, rk, rb, rc,  # type: ignore[no-untyped-def]
-                    whole_table, pair_table, gw, gp, gr, per_stream, dark_inline, dark_removed, dark_scale, acc,
+    def _nb_streams(img, run_pixels, run_starts, codes, code_bits, trash,  # type: ignore[no-untyped-def]
+                    rl, rk, rb, rc, table, gm, gr, per_stream, dark_inline, dark_removed, dark_scale, acc,
                     out2, with_var, square_slots, removed, removed_dark, detected, dummy, shift):  # pragma: no cover
         # Returns the number of dummy pixels met (0 unless ``removed`` or ``detected`` is given).
-        # One pass over the image in three pixel-ordered streams (see StreamLayout): whole
-        # pixels, pixels split over two adjacent bins (one count stored, the other is
-        # subpixels minus it), the rest.  A pixel's corrected value v (and variance term u)
-        # is computed once for all its entries.
+        # One pass over the image in two pixel-ordered streams (see StreamLayout): the main
+        # stream, one code per used pixel in runs of consecutive pixels (a whole pixel or a
+        # pair over two adjacent bins, or the `trash` bin for the others), and the rest
+        # stream's entries.  A pixel's corrected value v (and variance term u) is computed
+        # once for all its entries.  (With 16-bit codes the caller sums the main stream
+        # with _nb_code_sums and passes no runs: this kernel then does the rest stream.)
         #
-        # The sums go to slots of `acc`, 2 numbers a slot (4 ``with_var``): a pair pixel
-        # over bins b, b + 1 adds (n_b v, n_b+1 v[, n_b² u, n_b+1² u]) to slot b in one
-        # vector operation (the weights come from `pair_table`, indexed by n_b; a whole
-        # pixel's from `whole_table`: (n, 0[, n², 0])), and _fold adds each slot's second
-        # number to the next bin.  A slot is always read and written whole, so a pixel
-        # never overlaps part of the slot an earlier one is still writing (which would
-        # stall the forwarding from store to load).  2**shift interleaved slots per bin
-        # (4; 1 for cake maps, see _ONE_LANE_BINS), chosen by the position in the stream,
-        # break the store-to-load dependency when consecutive pixels hit the same bin.
-        # The rest stream and the squares (`out2`, same lanes, one number) add scalars.
-        # Every optional array is pruned at compile time when None.
+        # The sums go to slots of `acc`, 2 numbers a slot (4 ``with_var``): a main-stream
+        # pixel with code (b, c) adds (n1 v, n2 v[, n1² u, n2² u]) to slot b in one vector
+        # operation, the weights from row c of `table` ((ov², 0) for a whole pixel,
+        # (c, ov² − c) for a pair), and _Accumulators.sums adds each slot's second number
+        # to the next bin.  The trash slot (bin n_bins) takes the rest stream's pixels
+        # without a branch and is never read.  A slot is always read and written whole,
+        # so a pixel never overlaps part of the slot an earlier one is still writing
+        # (which would stall the forwarding from store to load).  2**shift interleaved
+        # slots per bin (4; 1 for cake maps, see _ONE_LANE_BINS), chosen by the position
+        # in the stream, break the store-to-load dependency when consecutive pixels hit
+        # the same bin.  The rest stream and the squares (`out2`, same lanes, one number)
+        # add scalars.  Every optional array is pruned at compile time when None.
         #
         # A pixel is a dummy when p < 0 or p == dummy (dummy is −1 without a DummyValue:
         # no other value).  Two ways to meet them:
@@ -348,117 +385,194 @@ try:  # pragma: no branch - depends on the environment
         #   returns 1 when it is negative, and the caller repeats the pass the first way.
         # Indices are unsigned: numba then skips the negative-index wraparound.
         lane_mask = (np.uint64(1) << shift) - np.uint64(1)
+        code_mask = (np.uint64(1) << code_bits) - np.uint64(1)
         want_var = with_var is not None
         # ``square_slots`` (squares without the variance): the slots' second half holds
-        # (n_b v², n_b+1 v²) instead, from tables of (n, ov² − n, n, ov² − n)
+        # (n1 v², n2 v²) instead, from a table of (n1, n2, n1, n2)
         want_sq = square_slots is not None and not want_var
         width = np.uint64(4) if (want_var or want_sq) else np.uint64(2)
         n_dummy = 0
         lowest = np.inf  # the smallest value met (NaN never: p < lowest is false)
-        bits = np.uint64(16)  # STREAM_BLOCK_BITS: pixel = block << 16 | low
-        for blk in range(wk.size - 1):
-            base = np.uint64(blk) << bits
-            for tt in range(wk[blk], wk[blk + 1]):
-                t = np.uint64(tt)
-                j = base + np.uint64(wl[t])
+        for r in range(run_pixels.size):
+            t0 = np.uint64(run_starts[r])
+            # pixel = stream position + offset (wraps around as unsigned: the sum is right)
+            offset = np.uint64(run_pixels[r]) - t0
+            for t in range(t0, np.uint64(run_starts[r + 1])):
+                j = t + offset
+                code = np.uint64(codes[t])
+                b = code >> code_bits
+                c = code & code_mask
                 gi = t if per_stream is not None else j
-                p, v, var = _nb_value(img, j, gw, gi, dark_inline, dark_scale, want_var)
+                p, v, var = _nb_value(img, j, gm, gi, dark_inline, dark_scale, want_var)
                 if detected is not None:
                     lowest = p if p < lowest else lowest
                 if removed is not None:
                     if p < 0.0 or p == dummy:
-                        _nb_drop(removed, removed_dark, wb[t], wc[t], _nb_dummy_dark(j, gw, gi, dark_removed))
-                        n_dummy += 1
-                        continue
-                i = (np.uint64(wb[t]) << shift) + (t & lane_mask)
-                if want_var:
-                    _acc4(acc, i, whole_table, wc[t], v, var)
-                elif want_sq:
-                    _acc4(acc, i, whole_table, wc[t], v, v * v)
-                else:
-                    _acc2(acc, i, whole_table, wc[t], v, var)
-                if out2 is not None:
-                    out2[i] += wc[t] * v * v
-        for blk in range(pk.size - 1):
-            base = np.uint64(blk) << bits
-            for tt in range(pk[blk], pk[blk + 1]):
-                t = np.uint64(tt)
-                j = base + np.uint64(pl[t])
-                gi = t if per_stream is not None else j
-                p, v, var = _nb_value(img, j, gp, gi, dark_inline, dark_scale, want_var)
-                b = np.uint64(pb[t])
-                if detected is not None:
-                    lowest = p if p < lowest else lowest
-                if removed is not None:
-                    if p < 0.0 or p == dummy:
-                        gd = _nb_dummy_dark(j, gp, gi, dark_removed)
-                        c0 = pair_table[np.uint64(pc[t]) * width]
-                        _nb_drop(removed, removed_dark, b, c0, gd)
-                        _nb_drop(removed, removed_dark, b + np.uint64(1), pair_table[np.uint64(pc[t]) * width + 1], gd)
-                        n_dummy += 1
+                        if b != trash:  # (a trash pixel is counted in the rest stream)
+                            gd = _nb_dummy_dark(j, gm, gi, dark_removed)
+                            _nb_drop(removed, removed_dark, b, table[c * width], gd)
+                            if c != np.uint64(0):
+                                _nb_drop(removed, removed_dark, b + np.uint64(1), table[c * width + np.uint64(1)], gd)
+                            n_dummy += 1
                         continue
                 i = (b << shift) + (t & lane_mask)
                 if want_var:
-                    _acc4(acc, i, pair_table, pc[t], v, var)
+                    _acc4(acc, i, table, c, v, var)
                 elif want_sq:
-                    _acc4(acc, i, pair_table, pc[t], v, v * v)
+                    _acc4(acc, i, table, c, v, v * v)
                 else:
-                    _acc2(acc, i, pair_table, pc[t], v, var)
+                    _acc2(acc, i, table, c, v, var)
                 if out2 is not None:
                     vv = v * v
-                    out2[i] += pair_table[np.uint64(pc[t]) * width] * vv
-                    out2[i + (np.uint64(1) << shift)] += pair_table[np.uint64(pc[t]) * width + 1] * vv
+                    out2[i] += table[c * width] * vv
+                    out2[i + (np.uint64(1) << shift)] += table[c * width + np.uint64(1)] * vv
+        bits = np.uint64(16)  # STREAM_BLOCK_BITS: pixel = block << 16 | low
         for blk in range(rk.size - 1):
             base = np.uint64(blk) << bits
             for tt in range(rk[blk], rk[blk + 1]):
-                t = np.uint64(tt)
-                j = base + np.uint64(rl[t])
-                gi = t if per_stream is not None else j
+                pos = np.uint64(tt)
+                j = base + np.uint64(rl[pos])
+                gi = pos if per_stream is not None else j
                 p, v, var = _nb_value(img, j, gr, gi, dark_inline, dark_scale, want_var)
                 if detected is not None:
                     lowest = p if p < lowest else lowest
                 if removed is not None:
                     if p < 0.0 or p == dummy:
-                        _nb_drop(removed, removed_dark, rb[t], rc[t], _nb_dummy_dark(j, gr, gi, dark_removed))
+                        _nb_drop(removed, removed_dark, rb[pos], rc[pos], _nb_dummy_dark(j, gr, gi, dark_removed))
                         # a pixel's entries are consecutive in this stream: count it once
-                        n_dummy += tt == rk[blk] or rl[t - np.uint64(1)] != rl[t]
+                        n_dummy += tt == rk[blk] or rl[pos - np.uint64(1)] != rl[pos]
                         continue
-                i = (np.uint64(rb[t]) << shift) + (t & lane_mask)
-                c = np.float64(rc[t])
-                acc[i * width] += c * v
+                i = (np.uint64(rb[pos]) << shift) + (pos & lane_mask)
+                cr = np.float64(rc[pos])
+                acc[i * width] += cr * v
                 if want_var:
-                    acc[i * width + np.uint64(2)] += c * c * var
+                    acc[i * width + np.uint64(2)] += cr * cr * var
                 elif want_sq:
-                    acc[i * width + np.uint64(2)] += c * v * v
+                    acc[i * width + np.uint64(2)] += cr * v * v
                 if out2 is not None:
-                    out2[i] += c * v * v
+                    out2[i] += cr * v * v
         if detected is not None and lowest < 0.0:
             return 1  # some dummy: the caller integrates again, counting them
         return n_dummy
 
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _nb_code_sums(img, run_pixels, run_starts, codes, code_bits, trash, table,  # type: ignore[no-untyped-def]
+                      g, per_stream, dark_inline, dark_removed, dark_scale, slots, with_var, with_sq,
+                      removed, removed_dark, detected, dummy):  # pragma: no cover
+        # The main stream summed by code: a pixel's value v (and variance term u
+        # ``with_var``, square v² ``with_sq``) is added to the slot of its code, with
+        # neither weight nor lane (a code is a bin and a split, so consecutive pixels
+        # seldom share a slot): one scalar add, or one 2- or 4-wide vector add.  The
+        # weights (n1, n2 of row c of `table`) are applied once per code by
+        # _nb_fold_codes.  Dummies as in _nb_streams (``removed`` or ``detected``); the
+        # same return value.
+        want_var = with_var is not None
+        want_sq = with_sq is not None
+        code_mask = (np.uint64(1) << code_bits) - np.uint64(1)
+        n_dummy = 0
+        lowest = np.inf
+        for r in range(run_pixels.size):
+            t0 = np.uint64(run_starts[r])
+            offset = np.uint64(run_pixels[r]) - t0
+            for t in range(t0, np.uint64(run_starts[r + 1])):
+                j = t + offset
+                code = np.uint64(codes[t])
+                gi = t if per_stream is not None else j
+                p, v, var = _nb_value(img, j, g, gi, dark_inline, dark_scale, want_var)
+                if detected is not None:
+                    lowest = p if p < lowest else lowest
+                if removed is not None:
+                    if p < 0.0 or p == dummy:
+                        b = code >> code_bits
+                        if b != trash:  # (a trash pixel is counted in the rest stream)
+                            c = code & code_mask
+                            gd = _nb_dummy_dark(j, g, gi, dark_removed)
+                            _nb_drop(removed, removed_dark, b, table[c * np.uint64(2)], gd)
+                            if c != np.uint64(0):
+                                _nb_drop(removed, removed_dark, b + np.uint64(1), table[c * np.uint64(2) + np.uint64(1)],
+                                         gd)
+                            n_dummy += 1
+                        continue
+                if want_var and want_sq:
+                    vector_add4(slots, code, v, var, v * v, 0.0)  # type: ignore[call-arg]  # (an intrinsic)
+                elif want_var:
+                    _vector_add2(slots, code, v, var)  # type: ignore[call-arg]
+                elif want_sq:
+                    _vector_add2(slots, code, v, v * v)  # type: ignore[call-arg]
+                else:
+                    slots[code] += v
+        if detected is not None and lowest < 0.0:
+            return 1
+        return n_dummy
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _nb_fold_codes(slots, parts, code_bits, n_bins, table, acc, width, shift,  # type: ignore[no-untyped-def]
+                       with_var, with_sq, out2):  # pragma: no cover
+        # Adds the code slots of _nb_code_sums, weighted, to lane 0 of the accumulators
+        # (the layout of _nb_streams's: (n1 v, n2 v[, n1² u, n2² u | n1 v², n2 v²]) a
+        # slot, the squares in `out2` beside the variance).
+        per_bin = np.uint64(1) << code_bits
+        two = np.uint64(2)
+        for bb in range(n_bins):
+            b = np.uint64(bb)
+            s1 = s2 = u1 = u2 = q1 = q2 = 0.0
+            for cc in range(per_bin):
+                c = np.uint64(cc)
+                n1 = table[c * two]
+                n2 = table[c * two + np.uint64(1)]
+                k = (b * per_bin + c) * parts
+                x = slots[k]
+                s1 += n1 * x
+                s2 += n2 * x
+                if with_var is not None:
+                    xu = slots[k + np.uint64(1)]
+                    u1 += n1 * n1 * xu
+                    u2 += n2 * n2 * xu
+                if with_sq is not None:
+                    xq = slots[k + (two if with_var is not None else np.uint64(1))]
+                    q1 += n1 * xq
+                    q2 += n2 * xq
+            i = (b << shift) * width
+            acc[i] += s1
+            acc[i + np.uint64(1)] += s2
+            if with_var is not None:
+                acc[i + two] += u1
+                acc[i + np.uint64(3)] += u2
+            elif with_sq is not None:
+                acc[i + two] += q1
+                acc[i + np.uint64(3)] += q2
+            if out2 is not None:
+                out2[b << shift] += q1
+                out2[(b + np.uint64(1)) << shift] += q2
+
     #: Passed as ``detected`` (or ``with_var``) to switch a feature on: numba compiles the
     #: kernel once with it and once with None, so the switch costs nothing in the loop.
     _ON = np.zeros(1, dtype=np.uint8)
-    _TABLES: dict[tuple[int, int, bool, bool], np.ndarray] = {}
+    _TABLES: dict[tuple[int, int, int, bool], np.ndarray] = {}
 
-    def _weights(subpixels: int, width: int, pair: bool, squares: bool = False) -> np.ndarray:
-        """Per count n (0..255): (n, ov² − n[, n², (ov² − n)²]) for pairs, (n, 0[, n², 0]) for
-        whole pixels, float64, flat (the weights of one vector add)."""
-        key = (subpixels, width, pair, squares)
+    def _weights(subpixels: int, code_bits: int, width: int, squares: bool = False) -> np.ndarray:
+        """Per code c (0 … 2**code_bits − 1) the weights of one vector add, float64, flat:
+        (n1, n2[, n1², n2²]) with (n1, n2) = (ov², 0) for c = 0 (a whole pixel) and
+        (c, ov² − c) for a pair; (n1, n2, n1, n2) for the squares in the slots."""
+        key = (subpixels, code_bits, width, squares)
         table = _TABLES.get(key)
         if table is None:
-            n = np.arange(256, dtype=np.float64)
-            second = subpixels - n if pair else np.zeros(256)
-            columns = [n, second]
+            c = np.arange(1 << code_bits, dtype=np.float64)
+            first = np.where(c == 0, float(subpixels), c)
+            second = np.where(c == 0, 0.0, subpixels - c)
+            columns = [first, second]
             if width == 4:
-                columns += [n, second] if squares else [n * n, second * second]
+                columns += [first, second] if squares else [first * first, second * second]
             table = np.ascontiguousarray(np.stack(columns, axis=1)).reshape(-1)
             _TABLES[key] = table
         return table
 
     @dataclass
     class _Accumulators:
-        """The kernel's output slots (see _nb_streams) and how to fold them into bin sums."""
+        """The kernel's output slots (see _nb_streams) and how to fold them into bin sums.
+
+        There are ``n_bins + 2`` slots a lane: the trash bin (``n_bins``) and the bin after
+        it, where a trash pixel's second number and square go."""
 
         n_bins: int
         width: int
@@ -472,12 +586,15 @@ try:  # pragma: no branch - depends on the environment
             in_slots = squares and not var
             width = 4 if (var or in_slots) else 2
             lanes = 1 << _lane_shift(n_bins)
-            return cls(n_bins, width, _aligned_zeros(n_bins * lanes * width),
-                       _lanes(n_bins, squares and not in_slots), in_slots)
+            return cls(n_bins, width, _aligned_zeros((n_bins + 2) * lanes * width),
+                       _lanes(n_bins, squares and not in_slots, n_bins + 2), in_slots)
 
         def squares(self) -> np.ndarray | None:
             """Bin sums of the squares, or None when not asked for."""
-            return self.sums(2) if self.square_slots else _fold(self.out2, self.n_bins)
+            if self.square_slots:
+                return self.sums(2)
+            folded = _fold(self.out2, self.n_bins)
+            return None if folded is None else folded[:self.n_bins]
 
         def sums(self, component: int) -> np.ndarray:
             """Bin sums of the signal (component 0) or the variance (2): a slot's first
@@ -485,8 +602,8 @@ try:  # pragma: no branch - depends on the environment
             first = _fold(self.acc[component::self.width], self.n_bins)
             second = _fold(self.acc[component + 1::self.width], self.n_bins)
             assert first is not None and second is not None
-            total: np.ndarray = np.array(first)  # a copy: with one lane _fold returns the view
-            total[1:] += second[:-1]
+            total: np.ndarray = np.array(first[:self.n_bins])  # a copy: with one lane _fold returns the view
+            total[1:] += second[:self.n_bins - 1]
             return total
 
     def _aligned_zeros(size: int) -> np.ndarray:
@@ -496,13 +613,17 @@ try:  # pragma: no branch - depends on the environment
         aligned: np.ndarray = raw[offset:offset + size]
         return aligned
 
-    def _factor_streams(op: BinningOperator, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The three per-stream slices of a factor packed by :func:`pack_factor`."""
+    def _factor_streams(op: BinningOperator, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The main and rest stream slices of a factor packed by :func:`pack_factor`."""
         s = op.streams
-        n_whole, n_pair = s.whole_low.size, s.pair_low.size
-        if packed.size != n_whole + n_pair + s.rest_low.size:
+        n_main = s.codes.size
+        if packed.size != n_main + s.rest_low.size:
             raise ValueError(f"a packed factor of {packed.size} values does not match the operator's streams")
-        return packed[:n_whole], packed[n_whole:n_whole + n_pair], packed[n_whole + n_pair:]
+        return packed[:n_main], packed[n_main:]
+
+    def _by_code(s: StreamLayout) -> bool:
+        """Whether the kernels sum the main stream of ``s`` by code (see _CODE_SLOTS)."""
+        return (s.trash + 1) << s.code_bits <= _CODE_SLOTS
 
     def _run_streams(op: BinningOperator, flat: np.ndarray, g: np.ndarray | None, dark_inline: np.ndarray | None,
                      dark_removed: np.ndarray | None, dark_scale: float, acc: _Accumulators,
@@ -513,16 +634,31 @@ try:  # pragma: no branch - depends on the environment
         # A factor per pixel is read at the pixel; a packed one (pack_factor: the used
         # pixels' only, in stream order) at the position in each stream, in order.
         per_stream = packed and g is not None
-        gs = _factor_streams(op, g) if (per_stream and g is not None) else (g, g, g)
-        return int(_nb_streams(flat, s.whole_low, s.whole_blocks, s.whole_bins, s.whole_counts,
-                   s.pair_low, s.pair_blocks, s.pair_bins, s.pair_first,
+        gs = _factor_streams(op, g) if (per_stream and g is not None) else (g, g)
+        shift = np.uint64(_lane_shift(op.n_bins))
+        runs, starts = s.run_pixels, s.run_starts
+        met = 0
+        if _by_code(s):
+            # the main stream by code (_nb_code_sums, _nb_fold_codes), then the rest stream
+            squares = acc.square_slots or acc.out2 is not None
+            parts = 4 if (var and squares) else 2 if (var or squares) else 1
+            slots = np.zeros(((s.trash + 1) << s.code_bits) * parts)
+            table = _weights(s.subpixels, s.code_bits, 2)
+            met = int(_nb_code_sums(flat, runs, starts, s.codes, np.uint64(s.code_bits), np.uint64(s.trash), table,
+                                    gs[0], _ON if per_stream else None, dark_inline, dark_removed, float(dark_scale),
+                                    slots, _ON if var else None, _ON if squares else None, removed, removed_dark,
+                                    _ON if detect else None, float(dummy)))
+            _nb_fold_codes(slots, np.uint64(parts), np.uint64(s.code_bits), np.uint64(op.n_bins), table, acc.acc,
+                           np.uint64(acc.width), shift, _ON if var else None, _ON if squares else None, acc.out2)
+            runs, starts = runs[:0], starts[:1]
+        # (a dummy count adds up; a detection flag is 0 or 1 from either stream)
+        rest = int(_nb_streams(flat, runs, starts, s.codes, np.uint64(s.code_bits), np.uint64(s.trash),
                    s.rest_low, s.rest_blocks, s.rest_bins, s.rest_counts,
-                   _weights(s.subpixels, acc.width, False, acc.square_slots),
-                   _weights(s.subpixels, acc.width, True, acc.square_slots),
+                   _weights(s.subpixels, s.code_bits, acc.width, acc.square_slots),
                    *gs, _ON if per_stream else None, dark_inline, dark_removed, float(dark_scale), acc.acc, acc.out2,
                    _ON if var else None, _ON if acc.square_slots else None,
-                   removed, removed_dark, _ON if detect else None, float(dummy),
-                   np.uint64(_lane_shift(op.n_bins))))
+                   removed, removed_dark, _ON if detect else None, float(dummy), shift))
+        return (met | rest) if detect else met + rest
 
     def _numba_accumulate(op: BinningOperator, flat: np.ndarray,
                           squares: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -556,8 +692,10 @@ try:  # pragma: no branch - depends on the environment
         # a cake map's many bins would make them four large arrays to zero and fold
         return 0 if n_bins > _ONE_LANE_BINS else 2
 
-    def _lanes(n_bins: int, wanted: bool) -> np.ndarray | None:
-        return np.zeros(n_bins << _lane_shift(n_bins), dtype=np.float64) if wanted else None
+    def _lanes(n_bins: int, wanted: bool, slots: int | None = None) -> np.ndarray | None:
+        # ``slots`` per lane (default n_bins); the lane count is the one of n_bins
+        size = n_bins if slots is None else slots
+        return np.zeros(size << _lane_shift(n_bins), dtype=np.float64) if wanted else None
 
     def _fold(lanes: np.ndarray | None, n_bins: int) -> np.ndarray | None:
         if lanes is None:
@@ -747,14 +885,13 @@ def accumulate_corrected(op: BinningOperator, image: np.ndarray, *, factor: np.n
 
 def pack_factor(op: BinningOperator, factor: np.ndarray | None) -> np.ndarray | None:
     """A per-pixel factor as the numba kernel streams it (see ``accumulate_corrected``):
-    the values at the whole pixels, the adjacent pairs and the other entries of
-    ``op.streams``, one after the other (``None`` without numba or without a factor)."""
+    the values at the used pixels (the main stream of ``op.streams``), then at the rest
+    stream's entries (``None`` without numba or without a factor)."""
     if factor is None or "numba" not in _CORRECTED:
         return None
     s = op.streams
     flat = np.asarray(factor).reshape(-1)
-    packed: np.ndarray = np.ascontiguousarray(np.concatenate([flat[s.whole_pixels], flat[s.pair_pixels],
-                                                             flat[s.rest_pixels]]))
+    packed: np.ndarray = np.ascontiguousarray(np.concatenate([flat[s.main_pixels], flat[s.rest_pixels]]))
     return packed
 
 

@@ -22,7 +22,7 @@ dark of :class:`~saxsdog.core.corrections.PixelCorrections` are applied by the
 integrator, which folds ``correction`` into its own per-pixel factor, so one cached
 operator serves every set of corrections.
 
-Pure NumPy: no I/O here.
+No I/O here: NumPy, and numba (when installed) only to derive the kernels' stream layout.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ from .binning import (MAX_CAKE_BINS, UNITS, BinningError, RadialAxis, _lab_perpe
                       q_from_unit, radial_axis, radial_values)
 from .geometry import Geometry
 
-#: One block's entries: pixel indices, bin indices and sub-pixel counts.
-_Part = tuple[np.ndarray, np.ndarray, np.ndarray]
+#: One block's entries, compact (see :func:`_compact_part`): the block's first pixel, the
+#: entries of each of its pixels (uint8), the bins (uint16 or int32) and the counts (uint8).
+_Part = tuple[int, np.ndarray, np.ndarray, np.ndarray]
 #: ``label_fn(q, dx, dy)`` → an integer label (bin) per sub-pixel, negative for none.
 _LabelFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -175,87 +176,118 @@ class BinningOperator:
         return m.tocsr()
 
 
-#: Pixels per block of a :class:`StreamLayout` (its pixel indices are 16-bit within a block).
+#: Pixels per block of a :class:`StreamLayout`'s rest stream (its pixel indices are 16-bit
+#: within a block).
 STREAM_BLOCK_BITS = 16
 
 
 @dataclass(frozen=True)
 class StreamLayout:
-    """The operator's entries regrouped in three homogeneous streams (for the numba kernels).
+    """The operator's entries regrouped for the numba kernels: one code per used pixel.
 
     Most pixels fall either wholly into one bin or into two adjacent bins (at
     Oversampling 3 and one pixel per radial element, 13 % and 87 % of the used pixels of
-    the example calibration and of an Eiger 16M at 3 m).  A kernel streaming them pixel
-    by pixel then loads and corrects each pixel value once, but a loop over "this pixel's
-    entries" costs a mispredicted branch per pixel (its trip count is 1 or 2 at random).
-    Splitting the pixels by shape gives three branch-free loops:
+    the example calibration and of an Eiger 16M at 3 m).  Such a pixel is described by its
+    first bin ``b`` and its first count ``n_b`` alone (``n_b + n_b+1 = ov²``: every
+    sub-pixel falls in one of the two bins), and its pixel index is implied when the
+    used pixels are listed in order as runs of consecutive pixels (module gaps and masks
+    make few, long runs: 12 317 on an Eiger 16M, 997 on the example Pilatus 1M).
 
-    ``whole``
-        Pixels with one entry: pixel, bin, sub-pixel count.
-    ``pair``
-        Pixels with two entries in adjacent bins ``b`` and ``b + 1`` whose counts add up
-        to the sub-pixels of a pixel (``n_b + n_b+1 = ov²``: every sub-pixel falls in one
-        of the two bins): pixel, ``b`` and the first count only (``pair_first``); the
-        second is ``subpixels − n_b``.
+    ``main``
+        Every used pixel in pixel order, in runs: run ``r`` holds the pixels
+        ``run_pixels[r] + (0 … run_starts[r+1] − run_starts[r] − 1)`` at stream positions
+        ``run_starts[r] …``.  Each pixel has one code ``(bin << code_bits) | c``
+        (``codes``): ``c = 0`` a whole pixel, all ``ov²`` sub-pixels in ``bin``; ``c ≥ 1``
+        a pair, ``c`` sub-pixels in ``bin`` and ``ov² − c`` in ``bin + 1``.  Any other
+        pixel (three or more bins, non-adjacent bins, a pair or a whole pixel that lost
+        sub-pixels at the edge of the binned range) has the bin ``trash = n_bins``: the
+        kernel adds it to a slot past the last bin, never read (no branch), and
+        integrates its entries from the rest stream.
     ``rest``
-        Every other entry (three or more bins, non-adjacent bins, or a pair that lost
-        sub-pixels at the edge of the binned range): pixel, bin, count.
+        The entries of those other pixels: pixel, bin, count, in pixel order.  Pixel
+        indices are stored as their low 16 bits (``rest_low``) with, per block of 2¹⁶
+        pixels, the stream position where the block starts (``rest_blocks``, length
+        blocks + 1).
 
-    Each stream keeps pixel order, so the image is still read forward.  Pixel indices
-    are stored as their low 16 bits (``*_low``) with, per block of 2¹⁶ pixels, the
-    stream position where the block starts (``*_blocks``, length blocks + 1): 2 bytes a
-    pixel instead of 4 (a pair is 5 bytes for two entries instead of the 14 of the
-    entry layout with its per-entry pixel index).
+    A pixel costs 2 bytes of operator (``codes`` is ``uint16`` while the bins and
+    ``code_bits`` fit in 16 bits: up to 4095 bins at Oversampling 3 or 4, else ``uint32``)
+    instead of the entry layout's 5 or 10 (bin, count and a 2-byte index per entry); in
+    a memory-bound pass over an Eiger 16M that is most of the time.
     """
 
-    whole_low: np.ndarray
-    whole_blocks: np.ndarray
-    whole_bins: np.ndarray
-    whole_counts: np.ndarray
-    pair_low: np.ndarray
-    pair_blocks: np.ndarray
-    pair_bins: np.ndarray
-    pair_first: np.ndarray
+    run_pixels: np.ndarray
+    run_starts: np.ndarray
+    codes: np.ndarray
     rest_low: np.ndarray
     rest_blocks: np.ndarray
     rest_bins: np.ndarray
     rest_counts: np.ndarray
-    #: Sub-pixels per pixel (``ov²``): a pair's second count is ``subpixels − pair_first``.
+    #: Sub-pixels per pixel (``ov²``): a pair's second count is ``subpixels − c``.
     subpixels: int = 1
+    #: Low bits of a code holding the pair's first count (0: a whole pixel).
+    code_bits: int = 0
+    #: The bin of the pixels integrated from the rest stream (= the operator's n_bins).
+    trash: int = 0
 
     @classmethod
-    def of(cls, op: BinningOperator) -> StreamLayout:
-        """Regroup ``op``'s entries (pure NumPy, O(entries))."""
-        epp = op.entries_per_pixel
-        n_entries = op.bins.size
-        first = np.zeros(epp.size, dtype=np.int64)
-        np.cumsum(epp[:-1], out=first[1:], dtype=np.int64)
-        whole = np.flatnonzero(epp == 1)
-        two = np.flatnonzero(epp == 2)
-        k2 = first[two]
-        adjacent = op.bins[k2 + 1].astype(np.int64) == op.bins[k2].astype(np.int64) + 1 if two.size else \
-            np.zeros(0, dtype=bool)
-        # one count suffices only when the pixel's sub-pixels all lie in the two bins
-        adjacent &= op.counts[k2].astype(np.int64) + op.counts[k2 + 1].astype(np.int64) == op.subpixels
-        pair = two[adjacent]
-        kp = k2[adjacent]
-        in_rest = np.ones(n_entries, dtype=bool)
-        in_rest[first[whole]] = False
-        in_rest[kp] = False
-        in_rest[kp + 1] = False
-        rest = np.flatnonzero(in_rest)
-        # the pixel of entry k is the first whose entries end after k
-        rest_pixels = np.searchsorted(first + epp, rest, side="right")
-        n_blocks = (epp.size >> STREAM_BLOCK_BITS) + 1
+    def of(cls, op: BinningOperator, fast: bool = True) -> StreamLayout:
+        """Regroup ``op``'s entries in O(entries): in one compiled pass over the pixels when
+        numba is there (``fast``; 0.1 s for an Eiger 16M, where the NumPy steps, each a
+        pass with its temporaries, take several seconds), else with NumPy."""
+        ov2 = int(op.subpixels)
+        code_bits = max(ov2 - 1, 0).bit_length()
+        trash = int(op.n_bins)
+        bits = trash.bit_length() + code_bits
+        dtype = np.uint16 if bits <= 16 else np.uint32 if bits <= 32 else np.uint64
+        if fast and _nb_layout is not None:
+            epp = op.entries_per_pixel
+            n_used, n_runs, n_rest = _nb_layout_sizes(epp, op.bins, op.counts, ov2)
+            codes = np.empty(n_used + 1, dtype=dtype)
+            run_pixels = np.empty(n_runs, dtype=np.int64)
+            run_starts = np.empty(n_runs + 1, dtype=np.int64)
+            rest_pixels = np.empty(n_rest, dtype=np.int64)
+            rest = np.empty(n_rest, dtype=np.int64)
+            _nb_layout(epp, op.bins, op.counts, ov2, code_bits, trash, codes, run_pixels, run_starts,
+                       rest_pixels, rest)
+            codes = codes[:n_used]
+        else:
+            codes, run_pixels, run_starts, rest_pixels, rest = cls._numpy_layout(op, code_bits, trash, dtype)
+        n_blocks = (op.entries_per_pixel.size >> STREAM_BLOCK_BITS) + 1
         starts = np.arange(n_blocks + 1, dtype=np.int64) << STREAM_BLOCK_BITS
+        low = (rest_pixels & ((1 << STREAM_BLOCK_BITS) - 1)).astype(np.uint16)
+        return cls(run_pixels, run_starts, codes,
+                   low, np.searchsorted(rest_pixels, starts).astype(np.int64), op.bins[rest], op.counts[rest],
+                   ov2, code_bits, trash)
 
-        def split(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            low = (pixels & ((1 << STREAM_BLOCK_BITS) - 1)).astype(np.uint16)
-            return low, np.searchsorted(pixels, starts).astype(np.int64)
-
-        return cls(*split(whole), op.bins[first[whole]], op.counts[first[whole]],
-                   *split(pair), op.bins[kp], op.counts[kp],
-                   *split(rest_pixels), op.bins[rest], op.counts[rest], int(op.subpixels))
+    @staticmethod
+    def _numpy_layout(op: BinningOperator, code_bits: int, trash: int,
+                      dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Codes, runs and the rest's pixels and entry indices with NumPy (see :meth:`of`)."""
+        epp = op.entries_per_pixel
+        ov2 = int(op.subpixels)
+        used = np.flatnonzero(epp)
+        per_used = epp[used].astype(np.int64)
+        first = np.zeros(used.size, dtype=np.int64)  # entry index of each used pixel's first entry
+        np.cumsum(per_used[:-1], out=first[1:])
+        b0 = op.bins[first].astype(np.int64)
+        c0 = op.counts[first].astype(np.int64)
+        whole = (per_used == 1) & (c0 == ov2)
+        second = np.minimum(first + 1, max(op.bins.size - 1, 0))
+        # one count suffices only when the pixel's sub-pixels all lie in the two bins
+        pair = ((per_used == 2) & (op.bins[second].astype(np.int64) == b0 + 1)
+                & (c0 + op.counts[second].astype(np.int64) == ov2))
+        in_main = whole | pair
+        codes: np.ndarray = np.where(in_main, (b0 << code_bits) | np.where(pair, c0, 0),
+                                     trash << code_bits).astype(dtype)
+        run_first = np.flatnonzero(np.diff(used, prepend=-2) != 1)
+        run_pixels = used[run_first].astype(np.int64)
+        run_starts = np.append(run_first, used.size).astype(np.int64)
+        # the rest: every entry of the pixels not in the main stream
+        other = np.flatnonzero(~in_main)
+        rest_pixels = np.repeat(used[other], per_used[other]).astype(np.int64)
+        group_start = np.cumsum(per_used[other]) - per_used[other]
+        rest = np.repeat(first[other] - group_start, per_used[other]) + np.arange(rest_pixels.size, dtype=np.int64)
+        return codes, run_pixels, run_starts, rest_pixels, rest
 
     @staticmethod
     def pixels(low: np.ndarray, blocks: np.ndarray) -> np.ndarray:
@@ -265,14 +297,47 @@ class StreamLayout:
         return full
 
     @property
+    def main_pixels(self) -> np.ndarray:
+        """Pixel index (int64) of each code: the used pixels in order."""
+        lengths = np.diff(self.run_starts)
+        offsets = np.arange(self.codes.size, dtype=np.int64) - np.repeat(self.run_starts[:-1], lengths)
+        full: np.ndarray = np.repeat(self.run_pixels, lengths) + offsets
+        return full
+
+    @property
+    def main_bins(self) -> np.ndarray:
+        """Bin of each code (``trash`` for the pixels of the rest stream), int64."""
+        return self.codes.astype(np.int64) >> self.code_bits
+
+    @property
+    def main_first(self) -> np.ndarray:
+        """First count of each code: ``ov²`` for a whole pixel, ``c`` for a pair, int64."""
+        c = self.codes.astype(np.int64) & ((1 << self.code_bits) - 1)
+        first: np.ndarray = np.where(c == 0, self.subpixels, c)
+        return first
+
+    def _kind(self, pair: bool) -> np.ndarray:
+        c = self.codes.astype(np.int64) & ((1 << self.code_bits) - 1)
+        kind: np.ndarray = (self.main_bins != self.trash) & ((c > 0) if pair else (c == 0))
+        return kind
+
+    @property
     def whole_pixels(self) -> np.ndarray:
-        """Pixel indices of the whole pixels."""
-        return self.pixels(self.whole_low, self.whole_blocks)
+        """Pixel indices of the whole pixels (all sub-pixels in one bin)."""
+        pixels: np.ndarray = self.main_pixels[self._kind(False)]
+        return pixels
 
     @property
     def pair_pixels(self) -> np.ndarray:
         """Pixel indices of the adjacent pairs."""
-        return self.pixels(self.pair_low, self.pair_blocks)
+        pixels: np.ndarray = self.main_pixels[self._kind(True)]
+        return pixels
+
+    @property
+    def pair_counts(self) -> np.ndarray:
+        """Both counts of each adjacent pair, shape ``(pairs, 2)``."""
+        first = self.main_first[self._kind(True)]
+        return np.stack([first, self.subpixels - first], axis=1)
 
     @property
     def rest_pixels(self) -> np.ndarray:
@@ -280,18 +345,74 @@ class StreamLayout:
         return self.pixels(self.rest_low, self.rest_blocks)
 
     @property
-    def pair_counts(self) -> np.ndarray:
-        """Both counts of each adjacent pair, shape ``(pairs, 2)`` (derived from ``pair_first``)."""
-        counts = np.empty((self.pair_first.size, 2), dtype=self.pair_first.dtype)
-        counts[:, 0] = self.pair_first
-        counts[:, 1] = self.subpixels - self.pair_first.astype(np.int64)
-        return counts
-
-    @property
     def nbytes(self) -> int:
         """Memory held by the streams."""
         return sum(int(a.nbytes) for a in (getattr(self, f) for f in self.__dataclass_fields__)
                    if isinstance(a, np.ndarray))
+
+
+try:  # pragma: no branch - depends on the environment
+    import numba as _numba
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _nb_pixel_code(j, k, epp, bins, counts, ov2):  # type: ignore[no-untyped-def]  # pragma: no cover
+        # Pixel j (its first entry k): (entries, low code bits): 0 for a whole pixel, the
+        # first count for an adjacent pair whose counts add up to ov², −1 for the rest
+        # stream.  Without branches (a pixel's shape is random: a branch would be
+        # mispredicted a pixel in seven); the entries past the end are never used.
+        e = np.int64(epp[j])
+        last = bins.size - 1
+        k0 = min(k, last)
+        k1 = min(k + 1, last)
+        b0, c0 = np.int64(bins[k0]), np.int64(counts[k0])
+        b1, c1 = np.int64(bins[k1]), np.int64(counts[k1])
+        whole = (e == 1) & (c0 == ov2)
+        pair = (e == 2) & (b1 == b0 + 1) & (c0 + c1 == ov2)
+        return e, (c0 if pair else 0) if (whole | pair) else -1
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _nb_layout_sizes(epp, bins, counts, ov2):  # type: ignore[no-untyped-def]  # pragma: no cover
+        # (used pixels, runs, rest entries) of StreamLayout.of
+        n_used = n_runs = n_rest = 0
+        k = 0
+        previous = False
+        for j in range(epp.size):
+            e, c = _nb_pixel_code(j, k, epp, bins, counts, ov2)
+            used = e != 0
+            n_used += used
+            n_runs += used & (not previous)
+            previous = used
+            n_rest += e if c < 0 else 0
+            k += e
+        return n_used, n_runs, n_rest
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _nb_layout(epp, bins, counts, ov2, code_bits, trash, codes, run_pixels,  # type: ignore[no-untyped-def]
+                   run_starts, rest_pixels, rest):  # pragma: no cover
+        # Fills the arrays sized by _nb_layout_sizes (the layout of _numpy_layout);
+        # `codes` has one spare element, written by unused pixels.
+        k = u = r = q = 0
+        previous = False
+        for j in range(epp.size):
+            e, c = _nb_pixel_code(j, k, epp, bins, counts, ov2)
+            used = e != 0
+            if used and not previous:  # (rare: runs are long)
+                run_pixels[r] = j
+                run_starts[r] = u
+                r += 1
+            previous = used
+            b = np.int64(bins[min(k, bins.size - 1)]) if c >= 0 else trash
+            codes[u] = (b << code_bits) | max(c, 0)
+            if c < 0 and used:
+                for m in range(e):
+                    rest_pixels[q] = j
+                    rest[q] = k + m
+                    q += 1
+            u += used
+            k += e
+        run_starts[r] = u
+except ImportError:  # pragma: no cover - numba is a dependency, but stay usable without it
+    _nb_layout = _nb_layout_sizes = None  # type: ignore[assignment]
 
 
 # -- shared building blocks ----------------------------------------------------------
@@ -348,25 +469,41 @@ def _aggregate_block(labels: np.ndarray, ov: int, first_pixel: int, n_cols: int,
     return starts // s + first_pixel, flat[starts].astype(np.int64), counts
 
 
-def _assemble(shape: tuple[int, int], n_bins: int, parts: list[_Part], subpixels: int, x: np.ndarray,
-              kind: str, x_label: str, correction: np.ndarray | None, meta: dict[str, Any]) -> BinningOperator:
-    n_pix = shape[0] * shape[1]
-    if parts:
-        pix = np.concatenate([p[0] for p in parts])
-        bins = np.concatenate([p[1] for p in parts])
-        counts = np.concatenate([p[2] for p in parts])
-    else:
-        pix = bins = counts = np.zeros(0, dtype=np.int64)
-    per_pixel = np.bincount(pix, minlength=n_pix)
+def _compact_part(entries: tuple[np.ndarray, np.ndarray, np.ndarray], first_pixel: int, n_pixels: int) -> _Part:
+    """A block's entries from :func:`_aggregate_block` (three int64 arrays) in 4 bytes an
+    entry or less, kept until :func:`_assemble` (24 bytes an entry made most of the peak
+    memory of a large detector's build: 1.9 GB for an Eiger 16M)."""
+    pix, bins, counts = entries
+    per_pixel = np.bincount(pix - first_pixel, minlength=n_pixels)
     if per_pixel.size and per_pixel.max() > 255:
         raise ValueError("too many bins per pixel (oversampling too large)")
+    bin_dtype = np.uint16 if bins.size == 0 or bins.max() <= np.iinfo(np.uint16).max else np.int32
+    return first_pixel, per_pixel.astype(np.uint8), bins.astype(bin_dtype), counts.astype(np.uint8)
+
+
+def _assemble(shape: tuple[int, int], n_bins: int, parts: list[_Part], subpixels: int, x: np.ndarray,
+              kind: str, x_label: str, correction: np.ndarray | None, meta: dict[str, Any]) -> BinningOperator:
+    """The operator from its blocks' parts (in pixel order); empties ``parts`` as it goes."""
+    n_pix = shape[0] * shape[1]
     bin_dtype = np.uint16 if n_bins <= np.iinfo(np.uint16).max + 1 else np.int32
+    n_entries = sum(p[2].size for p in parts)
+    per_pixel = np.zeros(n_pix, dtype=np.uint8)
+    bins = np.empty(n_entries, dtype=bin_dtype)
+    counts = np.empty(n_entries, dtype=np.uint8)
+    at = 0
+    parts.reverse()
+    while parts:  # (each part freed once copied)
+        first, block_epp, block_bins, block_counts = parts.pop()
+        per_pixel[first:first + block_epp.size] = block_epp
+        bins[at:at + block_bins.size] = block_bins
+        counts[at:at + block_counts.size] = block_counts
+        at += block_bins.size
     return BinningOperator(
         shape=shape,
         n_bins=int(n_bins),
-        entries_per_pixel=per_pixel.astype(np.uint8),
-        bins=bins.astype(bin_dtype),
-        counts=counts.astype(np.uint8),
+        entries_per_pixel=per_pixel,
+        bins=bins,
+        counts=counts,
         subpixels=subpixels,
         x=np.asarray(x, dtype=np.float64),
         correction=correction,
@@ -400,7 +537,8 @@ def _label_subpixels(geometry: Geometry, valid_mask: np.ndarray | None, ov: int,
         q = geometry.q_factor * np.sqrt(geometry.sin2_theta_half(dx, dy))
         first = rows.start * ncols
         block_valid = None if valid is None else valid[first: rows.stop * ncols]
-        parts.append(_aggregate_block(label_fn(q, dx, dy), ov, first, ncols, block_valid))
+        parts.append(_compact_part(_aggregate_block(label_fn(q, dx, dy), ov, first, ncols, block_valid), first,
+                                   (rows.stop - rows.start) * ncols))
     return parts
 
 
@@ -737,7 +875,7 @@ def build_slice_operator(geometry: Geometry, valid_mask: np.ndarray | None, dire
     else:
         labels[:, lo:hi] = np.arange(nrows)[:, None]
         n_bins = nrows
-    parts = [_aggregate_block(labels, 1, 0, ncols, valid)]
+    parts = [_compact_part(_aggregate_block(labels, 1, 0, ncols, valid), 0, nrows * ncols)]
     # the centre line of the band as CutPosition gives it (before clipping to the detector)
     centre = nrows - position + 0.5 if direction == "x" else position - 0.5
     x = slice_q_scale(geometry, direction, plane, incident_angle_deg, reference, centre)
