@@ -14,6 +14,7 @@ model; the definitions (and how the bin mean differs from pyFAI's) are in
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -245,8 +246,9 @@ class Integrator:
             self._dark = dark
             self._dark_sums = accumulate_corrected(op, dark, factor=self._factor, method=self.method).signal
         if corrections.sigma_clip is not None and self.method in (None, "numba"):
-            from . import sigma_clip  # factor and dark packed once for the clip kernel's stream
-
+            # factor and dark packed once for the clip kernel's stream; the module as
+            # `from .sigma_clip import` finds it (sys.modules), not the package's attribute
+            sigma_clip = importlib.import_module(".sigma_clip", __package__)
             pack = getattr(sigma_clip, "pack_corrections", None)
             self._packed_clip = pack(op, self._factor, self._dark, operator_correction=False) if pack else None
 
