@@ -128,6 +128,7 @@ import json
 import math
 import numbers
 import os
+import struct
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -666,10 +667,13 @@ _Q_NAME = (_DATA_NAME + "/Q").encode()
 _SHARED_MEMBERS = (b"sasinstrument", b"sasprocess")
 
 
+_DOUBLE_BITS = struct.Struct("<d").pack
+
+
 def _exact(value: Any, kind: str) -> Any:
     """What a stored value is compared by: its bits for a float (0.0 is not -0.0, a NaN is
     the same NaN), else the value."""
-    return value.tobytes() if kind == "f" else value
+    return _DOUBLE_BITS(value) if kind == "f" else value
 
 
 class _Template:
@@ -1115,12 +1119,23 @@ class NXcanSASRunWriter:
         holds exactly these values (the entry links it), else ``None``; ``values`` the
         ``(value, exact)`` the entry's own group is filled with.
         """
-        sig = _signature(values)
-        kept = []
-        for v, (_, kind) in zip(values.values(), sig):
-            value = _scalar_value(v, kind)
-            kept.append((value, _exact(value, kind)))
-        exact = tuple(e for _, e in kept)
+        kinds = _KIND_OF_TYPE
+        pack = _DOUBLE_BITS
+        names: list[tuple[str, str]] = []
+        kept: list[tuple[Any, Any]] = []
+        for key, v in values.items():  # _signature, _scalar_value and _exact, inlined: every value of every frame
+            kind = kinds.get(type(v)) or _scalar_kind(v)
+            names.append((key if type(key) is str else str(key), kind))
+            if kind == "f":
+                value = math.nan if v is None else float(v)
+                kept.append((value, pack(value)))
+            elif type(v) is str:
+                kept.append((v, v))
+            else:
+                value = _scalar_value(v, kind)
+                kept.append((value, _exact(value, kind)))
+        sig = tuple(names)
+        exact = tuple([e for _, e in kept])
         stored = self._stored_groups.get(group)
         if stored is not None and stored[0] == sig and stored[1] == exact:
             return sig, exact, stored[2], kept
