@@ -673,3 +673,21 @@ def test_a_frame_with_its_own_copy_of_the_run_grid_reuses_the_bins_of_the_frame_
     with h5py.File(final, "r") as f:
         addr = {h5py.h5o.get_info(f[f"sasentry0{i}/sasdata01/Q"].id).addr for i in range(1, 5)}
     assert len(addr) == 1
+
+
+def test_inlined_value_forms_match_the_reference_functions(tmp_path):
+    """The writer classifies and converts each frame's values inline (the coordinator's hot
+    path): it must give what _signature, _scalar_value and _exact give."""
+    from saxsdog.io import nxcansas as nx
+
+    values = {"f": 1.5, "nf": np.float64(-0.0), "f32": np.float32(0.1), "none": None, "i": 3, "ni": np.int32(-7),
+              "b": True, "nb": np.bool_(False), "s": "text", "d": {"a": 1}, "by": b"raw", 7: "non-str key"}
+    with NXcanSASRunWriter(tmp_path / "forms.h5", np.arange(3.0), CAL) as w:
+        sig, exact, link, kept = w._collection("image", values)
+    assert link is None
+    assert sig == nx._signature(values)
+    for (key, kind), v, (value, e) in zip(sig, values.values(), kept):
+        want = nx._scalar_value(v, kind)
+        assert type(np.asarray(value).item()) is type(np.asarray(want).item()), key
+        assert e == nx._exact(want, kind), key
+    assert exact == tuple(e for _, e in kept)
