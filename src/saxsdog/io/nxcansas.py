@@ -476,8 +476,9 @@ _PAGE_BUFFER_BYTES = 4 << 20
 #: A run file is written once, front to back: an entry's objects are never visited again, so
 #: a large cache only holds finished entries, and every flush walks them all (HDF5 scans its
 #: whole cache to list the dirty entries).  32 kB holds the entries being written; measured
-#: on 1000-bin frames: about a third less CPU per frame than HDF5's default (8 and 16 kB
-#: evict the root group's index too often, 64 kB and more scan more at each flush).
+#: on 1000-bin frames: 0.28 instead of 0.45 ms of CPU per frame (with the templates in the
+#: run file's format; 8 and 16 kB evict the root group's index too often, 64 kB and more
+#: scan more at each flush).
 _METADATA_CACHE_BYTES = 32 << 10
 
 
@@ -805,13 +806,15 @@ class NXcanSASRunWriter:
     says so, :meth:`flush` and :meth:`close` raise ``OSError`` (``ENOSPC``) until the disk
     takes the file, and may simply be called again.
     Not thread-safe: meant to be driven by one thread of one process.  Cost measured on the
-    2-core development VM (busy, thread CPU, best of interleaved rounds): about 0.28 ms per
-    frame of 1000 q bins with five metadata values and six parameters, all but three changing
-    from frame to frame, appended in a loop as the queue's run-file sink appends them (0.45 ms
-    with HDF5's default metadata cache and version-1 templates; 0.57 ms before the value slots
-    were written only when changed); frames repeating their header values and parameters
-    (hard links of one image) cost about a third less again.  A full disk holds about 21 kB
-    per such frame in memory until it has space again.
+    2-core development VM (thread CPU, best of 8 interleaved rounds of 2000 frames): about
+    0.23 ms per frame of 1000 q bins with five metadata values and six parameters, all but
+    three changing from frame to frame, appended in a loop as the queue's run-file sink
+    appends them (its own q, ``valid`` as a list); 0.39 ms with HDF5's default metadata cache,
+    version-1 templates and the mask rebuilt per frame, 0.57 ms before the value slots were
+    written only when changed.  Frames repeating their header values and parameters (hard
+    links of one image, as in the benchmark) cost about 0.21 ms; in the running queue, whose
+    other work leaves HDF5's caches cold, about 0.34 ms (0.58 ms before).  A full disk holds
+    about 21 kB per such frame in memory until it has space again.
     """
 
     def __init__(self, path: _PathLike, q: Iterable[float] | np.ndarray,
