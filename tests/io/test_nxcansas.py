@@ -617,3 +617,77 @@ def test_valid_lists_of_frames_with_the_same_or_other_bins(tmp_path):
         addr = [h5py.h5o.get_info(f[f"sasentry0{i}/sasdata01/Q"].id).addr for i in range(1, 7)]
     assert addr[0] == addr[1]  # the same bins: one Q
     assert len({addr[0], addr[2], addr[3], addr[4]}) == 4 and addr[5] == addr[3]
+
+
+def test_frames_with_the_values_of_the_frame_before_link_its_groups(tmp_path):
+    """A frame whose header values (or parameters) are exactly those of the group stored last
+    links that group (one object, cheaper for the coordinator); any change, also 0.0 after
+    -0.0 or another type, gets its own group.  Every frame reads back its own values, and
+    SasView's loader reads every entry."""
+    frames = make_frames(6, nq=30)
+    same = {"exposure_time": 0.5, "detector": "PILATUS 1M"}
+    metas = [same, dict(same), {**same, "exposure_time": 1.0}, {**same, "exposure_time": 1.0}, dict(same),
+             {**same, "exposure_time": 1}]
+    params = [{"I0": -0.0}, {"I0": -0.0}, {"I0": 0.0}, {"I0": 0.0}, {"I0": 0.0}, {"I0": 0.0}]
+    for fr, meta, par in zip(frames, metas, params):
+        fr["metadata"], fr["parameters"] = meta, par
+    path = write_nxcansas(tmp_path / "linked.h5", frames, CAL)
+    back = read_nxcansas(path)
+    for fr, b in zip(frames, back):
+        assert b["metadata"] == fr["metadata"]
+        assert type(b["metadata"]["exposure_time"]) is type(fr["metadata"]["exposure_time"])
+        assert math.copysign(1.0, b["parameters"]["I0"]) == math.copysign(1.0, fr["parameters"]["I0"])
+        np.testing.assert_array_equal(b["I"], fr["I"])
+    with h5py.File(path, "r") as f:
+        image = [h5py.h5o.get_info(f[f"sasentry0{i}/image"].id).addr for i in range(1, 7)]
+        par = [h5py.h5o.get_info(f[f"sasentry0{i}/parameters"].id).addr for i in range(1, 7)]
+        titles = [f[f"sasentry0{i}/title"][()].decode() for i in range(1, 7)]
+    assert titles == [fr["name"] for fr in frames]
+    assert image[0] == image[1] and image[2] == image[3]
+    assert len({image[0], image[2], image[4], image[5]}) == 4  # only the group stored last is linked
+    assert par[0] == par[1] and par[2] == par[3] == par[4] == par[5] and par[0] != par[2]
+    loaded = sasdata_load(path)
+    assert len(loaded) == len(frames)
+    for data, fr in zip(loaded, frames):
+        assert_same_curve(data, fr)
+
+
+def test_a_frame_with_its_own_copy_of_the_run_grid_reuses_the_bins_of_the_frame_before(tmp_path):
+    """The queue's frames bring their q (a copy of the run's grid, unpickled) and ``valid`` as
+    a list: the writer must still see the run's grid and reuse the mask of the frame before
+    (building a mask from a list of 1000 bools costs the coordinator ~30 µs a frame), and
+    link one Q."""
+    frames = make_frames(4, nq=40)
+    valid = [k % 7 != 0 for k in range(40)]
+    final = tmp_path / "own_q.h5"
+    with NXcanSASRunWriter(final, frames[0]["q"], CAL, "own q") as w:
+        for fr in frames:
+            w.append(fr["name"], fr["I"], fr["Idev"], fr["metadata"], fr["parameters"],
+                     q=np.array(fr["q"]), valid=list(valid))
+            assert w._last_valid is not None and w._last_valid[0] == valid
+    back = read_nxcansas(final)
+    keep = np.array(valid)
+    for fr, got in zip(frames, back):
+        np.testing.assert_array_equal(got["q"], fr["q"][keep])
+        np.testing.assert_array_equal(got["I"], fr["I"][keep])
+    with h5py.File(final, "r") as f:
+        addr = {h5py.h5o.get_info(f[f"sasentry0{i}/sasdata01/Q"].id).addr for i in range(1, 5)}
+    assert len(addr) == 1
+
+
+def test_inlined_value_forms_match_the_reference_functions(tmp_path):
+    """The writer classifies and converts each frame's values inline (the coordinator's hot
+    path): it must give what _signature, _scalar_value and _exact give."""
+    from saxsdog.io import nxcansas as nx
+
+    values = {"f": 1.5, "nf": np.float64(-0.0), "f32": np.float32(0.1), "none": None, "i": 3, "ni": np.int32(-7),
+              "b": True, "nb": np.bool_(False), "s": "text", "d": {"a": 1}, "by": b"raw", 7: "non-str key"}
+    with NXcanSASRunWriter(tmp_path / "forms.h5", np.arange(3.0), CAL) as w:
+        sig, exact, link, kept = w._collection("image", values)
+    assert link is None
+    assert sig == nx._signature(values)
+    for (key, kind), v, (value, e) in zip(sig, values.values(), kept):
+        want = nx._scalar_value(v, kind)
+        assert type(np.asarray(value).item()) is type(np.asarray(want).item()), key
+        assert e == nx._exact(want, kind), key
+    assert exact == tuple(e for _, e in kept)

@@ -41,6 +41,9 @@ Every frame is one ``SASentry`` with one ``SASdata`` holding a 1-D curve::
 
 ``Q``, ``sasinstrument`` and ``sasprocess`` are stored once (in the first entry) and
 hard-linked into every further entry; a frame whose q grid differs gets its own ``Q``.
+Likewise an ``image`` or ``parameters`` group holding exactly the values (bit for bit, of
+the same types) of the one stored last is that group, hard-linked: readers see every
+entry's values in the entry, the file stores a run's repeated values once.
 
 Empty bins
 ----------
@@ -89,7 +92,11 @@ each, do not run dry while the coordinator writes it.  Each entry is cloned
 with one ``H5Ocopy`` from a prepared template kept in an in-memory HDF5 file (so its groups,
 attributes and datasets are created in C, not one by one from Python), then its values are
 written with low-level calls, with memory types made once, and only the values that differ
-from the frame before written into the template.
+from the frame before written into the template.  The templates are in the run file's format
+(object header version 2, links in the header: no symbol table per group to copy), and the
+run file's metadata cache is small and fixed (see ``_METADATA_CACHE_BYTES``).  Creating a
+dataset with low-level calls costs several times its share of an ``H5Ocopy``, and a hard link
+costs more than copying a small dataset, so only whole groups are linked.
 
 Atomicity
 ---------
@@ -121,6 +128,7 @@ import json
 import math
 import numbers
 import os
+import struct
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -464,6 +472,29 @@ def _no_space(exc: BaseException) -> bool:
 #: File-space page of run files, and the page buffer HDF5 gathers their writes in.
 _PAGE_BYTES = 16 << 10
 _PAGE_BUFFER_BYTES = 4 << 20
+#: The run file's metadata cache, fixed (HDF5's default starts at 2 MB and grows to 32 MB).
+#: A run file is written once, front to back: an entry's objects are never visited again, so
+#: a large cache only holds finished entries, and every flush walks them all (HDF5 scans its
+#: whole cache to list the dirty entries).  128 kB holds the entries being written and the
+#: root group's index; measured on 1000-bin frames: 0.24 instead of 0.39 ms of CPU per frame
+#: (with the templates in the run file's format).  256 kB and more scan more at each flush;
+#: 32 kB is as fast over 2000 frames but evicts the root group's index so often that over
+#: 30,000 frames the file grows 7 % larger and the process's memory three times faster
+#: (fragmented file space) than with HDF5's default cache; at 128 kB both are as with it.
+_METADATA_CACHE_BYTES = 128 << 10
+
+
+def _fixed_metadata_cache(fid, size: int) -> None:
+    """Give an open HDF5 file a metadata cache of a fixed ``size`` bytes (no adaptive resizing)."""
+    config = fid.get_mdc_config()
+    config.set_initial_size = True
+    config.initial_size = size
+    config.min_size = min(config.min_size, size)
+    config.max_size = size
+    config.incr_mode = 0  # H5C_incr__off
+    config.flash_incr_mode = 0  # H5C_flash_incr__off
+    config.decr_mode = 0  # H5C_decr__off
+    fid.set_mdc_config(config)
 
 
 class _HeldWritesFile(io.RawIOBase):
@@ -634,6 +665,18 @@ class _HeldWritesFile(io.RawIOBase):
 
 
 _UNSET = object()  # a template slot not written yet
+#: Where an entry's Q is, and the groups every entry shares with the first (hard links).
+_Q_NAME = (_DATA_NAME + "/Q").encode()
+_SHARED_MEMBERS = (b"sasinstrument", b"sasprocess")
+
+
+_DOUBLE_BITS = struct.Struct("<d").pack
+
+
+def _exact(value: Any, kind: str) -> Any:
+    """What a stored value is compared by: its bits for a float (0.0 is not -0.0, a NaN is
+    the same NaN), else the value."""
+    return _DOUBLE_BITS(value) if kind == "f" else value
 
 
 class _Template:
@@ -641,16 +684,21 @@ class _Template:
 
     A frame is written by filling the slots (cheap writes into memory) and cloning the whole
     skeleton into the run file with one ``H5Ocopy``.
+
+    Parameters
+    ----------
+    image, parameters
+        The ``(key, kind)`` values the skeleton's ``image`` and ``parameters`` groups hold,
+        or ``None``: the group is left out (the entry links the same group stored before, see
+        :meth:`NXcanSASRunWriter._write_frame`).
     """
 
-    def __init__(self, tfile, name: str, title: str, n: int, meta_sig: tuple, param_sig: tuple,
+    def __init__(self, tfile, name: str, title: str, n: int, image: tuple | None, parameters: tuple | None,
                  has_time: bool, unit: str = DEFAULT_UNIT):
         from h5py import h5a, h5d, h5g, h5t
 
         h5py = _h5()
         self.name = name.encode()
-        self.meta_sig = meta_sig
-        self.param_sig = param_sig
         self.has_time = has_time
         g = tfile.create_group(name)
         _set_attr(g, "NX_class", "NXentry")
@@ -684,47 +732,45 @@ class _Template:
         mtypes = {"b": h5t.py_create(np.dtype(np.bool_)), "i": h5t.py_create(np.dtype(np.int64)),
                   "f": self._f64_type, "s": self._vlen_type}
         self.slots: list[tuple[Any, str, Any]] = []
-        for group_name, sig, units in (("image", meta_sig, _META_UNITS),
-                                       ("parameters", param_sig, _PARAM_UNITS)):
+        for group_name, sig, units in (("image", image, _META_UNITS), ("parameters", parameters, _PARAM_UNITS)):
+            if sig is None:
+                continue
             c = g.create_group(group_name)
             _set_attr(c, "NX_class", "NXcollection")
             _set_attr(c, "canSAS_class", "SASnote")
             for key_name, kind in sig:
                 _create_value(c, key_name, kind, units.get(key_name))
                 self.slots.append((h5d.open(c.id, key_name.encode()), kind, mtypes[kind]))
-        #: What each slot holds now (written by the frame before), to skip rewriting it.
+        #: What each slot holds now (:func:`_exact` of the value written last), to skip rewriting it.
         self._last: list[Any] = [_UNSET] * len(self.slots)
         self.title = h5d.open(g.id, b"title")
         self.I = h5d.open(d.id, b"I")
         self.Idev = h5d.open(d.id, b"Idev")
         self.timestamp = h5a.open(h5g.open(g.id, _DATA_NAME.encode()), b"timestamp") if has_time else None
 
-    def fill(self, name: str, I: np.ndarray, Idev: np.ndarray, meta: Mapping[str, Any],
-             parameters: Mapping[str, Any], timestamp: str | None) -> None:
+    def fill(self, name: str, I: np.ndarray, Idev: np.ndarray, values: list[tuple[Any, Any]],
+             timestamp: str | None) -> None:
         """Write one frame's values into the skeleton.
 
-        The memory types are made once (h5py would build one per write), and a value equal
-        to the one the slot holds from the frame before is not written again (exposure time,
-        wavelength, detector: the same in most frames of a run).
+        ``values`` are the slots' ``(value, exact)`` (:func:`_scalar_value`, :func:`_exact`),
+        in the order of the slots.  The memory types are made once (h5py would build one per
+        write), and a slot holding the value already (from the last frame that used this
+        skeleton) is not written again.
         """
         from h5py import h5s
 
         ALL = h5s.ALL
-        label = np.array(name, dtype=self._vlen)
-        self.title.write(ALL, ALL, label, self._vlen_type)
-        self.I.write(ALL, ALL, np.ascontiguousarray(I, dtype=np.float64), self._f64_type)
-        self.Idev.write(ALL, ALL, np.ascontiguousarray(Idev, dtype=np.float64), self._f64_type)
+        self.title.write(ALL, ALL, np.array(name, dtype=self._vlen), self._vlen_type)
+        self.I.write(ALL, ALL, I, self._f64_type)
+        self.Idev.write(ALL, ALL, Idev, self._f64_type)
         if self.timestamp is not None:
             self.timestamp.write(np.array(timestamp or "", dtype=self._vlen), self._vlen_type)
-        values = [meta[k] for k, _ in self.meta_sig] + [parameters[k] for k, _ in self.param_sig]
         last = self._last
-        for j, ((dsid, kind, mtype), value) in enumerate(zip(self.slots, values)):
-            v = _scalar_value(value, kind)
-            old = last[j]
-            if old is not _UNSET and type(old) is type(v) and old == v and (kind != "f" or v != 0):
-                continue  # the slot holds it already (NaN is never equal, nor is 0 to -0 here: rewritten)
+        for j, ((dsid, kind, mtype), (v, exact)) in enumerate(zip(self.slots, values)):
+            if last[j] == exact:
+                continue  # the slot holds it already
             dsid.write(ALL, ALL, np.array(v, dtype=self._vlen) if kind == "s" else np.asarray(v), mtype)
-            last[j] = v
+            last[j] = exact
 
 
 class NXcanSASRunWriter:
@@ -762,12 +808,15 @@ class NXcanSASRunWriter:
     says so, :meth:`flush` and :meth:`close` raise ``OSError`` (``ENOSPC``) until the disk
     takes the file, and may simply be called again.
     Not thread-safe: meant to be driven by one thread of one process.  Cost measured on the
-    2-core development VM (busy, CPU time): about 0.4 ms per frame of 1000 q bins with five
-    metadata values and six parameters appended in a loop (0.57 ms before the value slots were
-    written only when changed, with memory types made once), 0.5-0.6 ms in the running queue,
-    whose other work between frames leaves HDF5's caches cold (about 1 ms when each frame is
-    written on its own: hence ``write_every``); of it, the entry's ``H5Ocopy`` is about 0.25 ms.
-    A full disk holds about 24 kB per such frame in memory until it has space again.
+    2-core development VM (thread CPU, best of 8 interleaved rounds of 2000 frames): about
+    0.23 ms per frame of 1000 q bins with five metadata values and six parameters, all but
+    three changing from frame to frame, appended in a loop as the queue's run-file sink
+    appends them (its own q, ``valid`` as a list); 0.39 ms with HDF5's default metadata cache,
+    version-1 templates and the mask rebuilt per frame, 0.57 ms before the value slots were
+    written only when changed.  Frames repeating their header values and parameters (hard
+    links of one image, as in the benchmark) cost about 0.21 ms; in the running queue, whose
+    other work leaves HDF5's caches cold, about 0.34 ms (0.58 ms before).  A full disk holds
+    about 21 kB per such frame in memory until it has space again.
     """
 
     def __init__(self, path: _PathLike, q: Iterable[float] | np.ndarray,
@@ -794,13 +843,18 @@ class NXcanSASRunWriter:
         self._closed = False
         self._h5_closed = False  # close() got as far as closing HDF5 (the rest waits for space)
         self._templates: dict[tuple, _Template] = {}
-        self._q_path: bytes | None = None
+        #: Where the run's q grid is stored: ``(entry's group id, name)``, a hard-link target.
+        self._q_at: tuple[Any, bytes] | None = None
         #: The last frame's own q (one with bins omitted, or another grid) and where it is stored.
-        self._own_q: tuple[np.ndarray, bytes, str] | None = None
+        self._own_q: tuple[np.ndarray, tuple[Any, bytes], str] | None = None
         #: The last ``valid`` list (a copy), its mask and the run's q masked by it: frames with
         #: the same bins reuse them (``valid`` arrives as a list of bools, one per bin).
         self._last_valid: tuple[list, np.ndarray, np.ndarray | None] | None = None
-        self._shared_paths: tuple[bytes, bytes] | None = None
+        #: The first entry's group id: its instrument and process are every entry's.
+        self._shared: Any = None
+        #: Per group (``image``, ``parameters``), the one stored last: ``(signature, exact values
+        #: (:func:`_exact`), (loc, name))``, the loc and name a hard-link target.
+        self._stored_groups: dict[str, tuple[tuple, tuple, tuple[Any, bytes]]] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temporary_name(self.path)
         # h5py files (untyped); None only until created, or after a failed creation.
@@ -814,8 +868,12 @@ class NXcanSASRunWriter:
             # instead of ~30 small ones per frame, each a Python call of the fileobj driver.
             self._file = h5py.File(self._io, "w", libver=("v108", "latest"), track_order=True,
                                    fs_strategy="page", fs_page_size=_PAGE_BYTES, page_buf_size=_PAGE_BUFFER_BYTES)
+            _fixed_metadata_cache(self._file.id, _METADATA_CACHE_BYTES)
+            # The templates in the file format of the run file (object header version 2, links
+            # in the header): copies of version-1 groups would each bring a symbol table (a
+            # B-tree node and a local heap) that costs more to copy and to write.
             self._tfile = h5py.File(f"saxsdog-nxcansas-templates-{id(self)}", "w", driver="core",
-                                    backing_store=False)
+                                    backing_store=False, libver=("v108", "latest"))
             self._write_root()
             # On disk at once: a full disk shows with the run's first frame (waiting_for_space).
             self._file.flush()
@@ -863,7 +921,14 @@ class NXcanSASRunWriter:
         """
         if self._closed or self._h5_closed:
             raise ValueError(f"{self.path}: the run file is closed")
-        qq = self.q if q is None else np.ascontiguousarray(np.asarray(q, dtype=np.float64).ravel())
+        if q is None:
+            qq = self.q
+        else:
+            qq = np.ascontiguousarray(np.asarray(q, dtype=np.float64).ravel())
+            if qq.shape == self.q.shape and qq.tobytes() == self.q.tobytes():
+                # the run's grid (a frame's graph brings its own copy of it): the same Q object,
+                # so that the bins of the frame before are reused and Q is linked, not compared
+                qq = self.q
         ii = np.array(I, dtype=np.float64).ravel()
         dd = np.array(Idev, dtype=np.float64).ravel()
         if not (ii.shape == dd.shape == qq.shape):
@@ -889,8 +954,8 @@ class NXcanSASRunWriter:
         qu = str(q_units or self.q_units)
         if qu != self.q_units:  # another unit: never the run's grid (an own Q with its units)
             qq = qq.copy() if qq is self.q else qq
-        elif qq is not self.q and qq.shape == self.q.shape and np.array_equal(qq, self.q):
-            qq = self.q
+        elif qq is not self.q and qq.shape == self.q.shape and qq.tobytes() == self.q.tobytes():
+            qq = self.q  # the run's grid with all its bins (an own q that is the same)
         if not self._buffer and not self._unflushed:
             self._unflushed_since = time.monotonic()
         self._buffer.append((str(name), ii, dd, dict(metadata or {}), dict(parameters or {}), qq,
@@ -957,7 +1022,7 @@ class NXcanSASRunWriter:
                 self._write_buffered()
                 self._file.attrs["frames"] = np.int64(self.count)
                 _set_attr(self._file, "file_update_time", _now_iso())
-                self._templates.clear()
+                self._forget_objects()
                 self._file.close()  # HDF5 is done: what the disk refuses is held by self._io
                 self._tfile.close()
                 self._h5_closed = True
@@ -1000,8 +1065,14 @@ class NXcanSASRunWriter:
             pass
 
     # -- internals ------------------------------------------------------------------- #
-    def _discard(self) -> None:
+    def _forget_objects(self) -> None:
+        """Drop the open templates and link targets (before the files close)."""
         self._templates.clear()
+        self._stored_groups.clear()
+        self._shared = self._q_at = self._own_q = None
+
+    def _discard(self) -> None:
+        self._forget_objects()
         for f in (self._file, self._tfile):
             try:
                 if f is not None and f.id.valid:
@@ -1035,15 +1106,45 @@ class NXcanSASRunWriter:
         _set_attr(f, "h5py_version", h5py.version.version)
         _set_attr(f, "title", self.title)
 
-    def _template(self, meta_sig: tuple, param_sig: tuple, has_time: bool, n: int,
+    def _template(self, image: tuple | None, parameters: tuple | None, has_time: bool, n: int,
                   unit: str) -> _Template:
-        key = (meta_sig, param_sig, has_time, n, unit)
+        key = (image, parameters, has_time, n, unit)
         tmpl = self._templates.get(key)
         if tmpl is None:
-            tmpl = _Template(self._tfile, f"t{len(self._templates)}", self.title, n, meta_sig,
-                             param_sig, has_time, unit)
+            tmpl = _Template(self._tfile, f"t{len(self._templates)}", self.title, n, image, parameters,
+                             has_time, unit)
             self._templates[key] = tmpl
         return tmpl
+
+    def _collection(self, group: str, values: Mapping[str, Any]) -> tuple:
+        """An entry's ``image`` or ``parameters`` group: its own, or the one stored before.
+
+        Returns ``(sig, exact, link, values)``: the values' :func:`_signature` and
+        :func:`_exact` forms; ``link`` the ``(loc, name)`` of the group stored last when it
+        holds exactly these values (the entry links it), else ``None``; ``values`` the
+        ``(value, exact)`` the entry's own group is filled with.
+        """
+        kinds = _KIND_OF_TYPE
+        pack = _DOUBLE_BITS
+        names: list[tuple[str, str]] = []
+        kept: list[tuple[Any, Any]] = []
+        for key, v in values.items():  # _signature, _scalar_value and _exact, inlined: every value of every frame
+            kind = kinds.get(type(v)) or _scalar_kind(v)
+            names.append((key if type(key) is str else str(key), kind))
+            if kind == "f":
+                value = math.nan if v is None else float(v)
+                kept.append((value, pack(value)))
+            elif type(v) is str:
+                kept.append((v, v))
+            else:
+                value = _scalar_value(v, kind)
+                kept.append((value, _exact(value, kind)))
+        sig = tuple(names)
+        exact = tuple([e for _, e in kept])
+        stored = self._stored_groups.get(group)
+        if stored is not None and stored[0] == sig and stored[1] == exact:
+            return sig, exact, stored[2], kept
+        return sig, exact, None, kept
 
     def _write_frame(self, name: str, I: np.ndarray, Idev: np.ndarray, metadata: dict,
                      parameters: dict, q: np.ndarray, unit: str = DEFAULT_UNIT,
@@ -1052,40 +1153,52 @@ class NXcanSASRunWriter:
 
         timestamp = metadata.get("date")
         has_time = isinstance(timestamp, str) and bool(timestamp)
-        tmpl = self._template(_signature(metadata), _signature(parameters), has_time, q.size, unit)
-        tmpl.fill(name, I, Idev, metadata, parameters, timestamp if has_time else None)
+        image = self._collection("image", metadata)
+        params = self._collection("parameters", parameters)
+        # a group holding the values of the group stored before is that group (a hard link):
+        # the template leaves it out
+        image_linked, params_linked = image[2] is not None, params[2] is not None
+        tmpl = self._template(None if image_linked else image[0], None if params_linked else params[0],
+                              has_time, q.size, unit)
+        tmpl.fill(name, I, Idev, ([] if image_linked else image[3]) + ([] if params_linked else params[3]),
+                  timestamp if has_time else None)
         entry_name = f"{_ENTRY_PREFIX}{self.count + 1:02d}".encode()
         h5o.copy(self._tfile.id, tmpl.name, self._file.id, entry_name)
         self.count += 1
         gid = h5g.open(self._file.id, entry_name)
+        create_hard = gid.links.create_hard
+        # Q: the run's grid, or the frame's own (stored again unless the frame before had the same)
         own_q = q is not self.q
-        q_path = b"/" + entry_name + b"/" + _DATA_NAME.encode() + b"/Q"
-        link_to: bytes | None = None
+        link_to: tuple[Any, bytes] | None = None
         if not own_q:
-            link_to = self._q_path
+            link_to = self._q_at
         elif (self._own_q is not None and self._own_q[2] == q_units
-              and (self._own_q[0] is q or (self._own_q[0].shape == q.shape and np.array_equal(self._own_q[0], q)))):
+              and (self._own_q[0] is q or (self._own_q[0].shape == q.shape and self._own_q[0].tobytes() == q.tobytes()))):
             link_to = self._own_q[1]  # the same bins left out as in the frame before
         if link_to is None:
             ds = self._file[entry_name.decode()][_DATA_NAME].create_dataset("Q", data=q)
             _set_attr(ds, "units", q_units)
             if own_q:
-                self._own_q = (q, q_path, q_units)
+                self._own_q = (q, (gid, _Q_NAME), q_units)
             else:
-                self._q_path = q_path
+                self._q_at = (gid, _Q_NAME)
         else:
             # A hard link: every entry has a real Q member, stored once.
-            gid.links.create_hard(_DATA_NAME.encode() + b"/Q", self._file.id, link_to)
-        if self._shared_paths is None:
+            create_hard(_Q_NAME, *link_to)
+        if self._shared is None:
             det = metadata.get("detector")
             self._write_shared(self._file[entry_name.decode()],
                                det if isinstance(det, str) and det else "area detector")
-            self._shared_paths = (b"/" + entry_name + b"/sasinstrument",
-                                  b"/" + entry_name + b"/sasprocess")
+            self._shared = gid
         else:
-            inst, proc = self._shared_paths
-            gid.links.create_hard(b"sasinstrument", self._file.id, inst)
-            gid.links.create_hard(b"sasprocess", self._file.id, proc)
+            first = self._shared
+            for member in _SHARED_MEMBERS:
+                create_hard(member, first, member)
+        for group, (sig, exact, link, _) in (("image", image), ("parameters", params)):
+            if link is not None:
+                create_hard(group.encode(), *link)
+            else:  # the next frames link this one while their values are the same
+                self._stored_groups[group] = (sig, exact, (gid, group.encode()))
 
     def _write_shared(self, entry, detector_name: str) -> None:
         """Instrument and process groups, created once (in the first entry) and hard-linked."""
