@@ -135,6 +135,7 @@ def test_operator_is_shipped_once_per_worker(real_calibration, cluster, images, 
         assert len(state) == 2 and set(by_worker) <= {s["pid"] for s in state.values()}
         # 20 dask tasks ran, yet each worker process unpickled the calibration exactly once
         assert all(s["installed"] and s["calibration_loads"] == 1 for s in state.values())
+        assert all(s["maps_images"] for s in state.values())  # as the local pool's workers
         assert max(by_worker.values()) > 2  # so a per-task shipment would have shown
         if sys.platform.startswith("linux"):  # the nanny's malloc trim setting was undone
             assert all(s["malloc_tuned"] for s in state.values())

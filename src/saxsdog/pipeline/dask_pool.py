@@ -249,7 +249,9 @@ def _install(token: str, payload: _Payload) -> ImageProcessor:
 
             if payload.tune_malloc:
                 _MALLOC_TUNED[0] = _tune_malloc()
-            proc = ImageProcessor(payload.calibration, payload.options)
+            # mapping files as the local pool's workers do: a worker a truncated file kills
+            # (SIGBUS) is restarted by its nanny, and its batch is submitted again
+            proc = ImageProcessor(payload.calibration, payload.options, map_images=True)
             # load/compile the kernels and the .chi formatter now rather than in the first batch
             curves = payload.calibration.curves(np.zeros(payload.calibration.shape, dtype=np.int32))
             payload.calibration.chi_bytes(curves)
@@ -273,6 +275,7 @@ def _worker_state(token: str) -> dict[str, Any]:
     the processor is installed and the malloc thresholds were tuned."""
     return {"pid": os.getpid(), "calibration_loads": _CALIBRATION_LOADS.get(token, 0),
             "installed": token in _PROCESSORS, "malloc_tuned": _MALLOC_TUNED[0],
+            "maps_images": token in _PROCESSORS and _PROCESSORS[token]._buffer.map_files,
             "quieted": token in _QUIETED_BY}
 
 

@@ -37,9 +37,10 @@ class ImageProcessor:
         The coordinator's shared memory for in-memory frames (forked workers only).
     map_images
         Map uncompressed image files instead of reading them (:class:`ReadBuffer`'s
-        ``map_files``): for processes a pool replaces when they die, since a file truncated
-        by its writer while its frame is mapped kills the process with SIGBUS (the pool
-        then retries the image); never in the coordinator's own process.
+        ``map_files``): for processes a pool replaces when they die (the local pool's
+        workers, Dask workers under their nanny), since a file truncated by its writer while
+        its frame is mapped kills the process with SIGBUS (the pool then retries the image);
+        never in the coordinator's own process.
 
     Notes
     -----
