@@ -20,6 +20,8 @@ from saxsdog.pipeline.naming import output_base, in_directories
 from saxsdog.pipeline.queue import ImageQueue
 from saxsdog.testing import link_images, run_queue
 
+from pipeline_fakes import slot_backend_factory
+
 
 def test_outputs_identical_to_library(cal, data_dir, tmp_path):
     images = link_images(data_dir / "buf1_00000.tif", tmp_path / "run", 12)
@@ -350,53 +352,10 @@ def test_slots_freed_by_results_get_new_tasks_before_the_results_are_recorded(ca
     """The dispatcher hands the next task to a worker before it records a result (a run file's
     group of frames takes milliseconds: the workers must not wait for it); every image is still
     processed and recorded once."""
-    from saxsdog.pipeline.tasks import ImageResult
 
     log: list[tuple[str, str]] = []
 
-    class TwoSlots:
-        """A backend whose every poll finishes its oldest task."""
-
-        restarts = 0
-
-        def __init__(self):
-            self.tasks = []
-
-        @property
-        def capacity(self):
-            return 2 - len(self.tasks)
-
-        @property
-        def inflight(self):
-            return len(self.tasks)
-
-        def submit(self, task):
-            if len(self.tasks) >= 2:
-                return False
-            self.tasks.append(task)
-            log.append(("submit", Path(task.path).name))
-            return True
-
-        def poll(self, timeout, wakeup=None):
-            if not self.tasks:
-                time.sleep(min(timeout, 0.005))
-                return [], []
-            task = self.tasks.pop(0)
-            return [(task, [ImageResult(task.path, outputs=[task.path + ".chi"], processed_at=time.time())])], []
-
-        def pids(self):
-            return []
-
-        def close(self):
-            pass
-
-        def terminate(self):
-            pass
-
-    def factory(calibration, options):
-        return TwoSlots()
-
-    factory.forks_workers = False
+    factory = slot_backend_factory(2, log)
     paths = []
     for k in range(5):
         p = tmp_path / f"img_{k}.tif"

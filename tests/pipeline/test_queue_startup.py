@@ -8,6 +8,8 @@ import textwrap
 
 import numpy as np
 
+from pipeline_fakes import slot_backend_factory
+
 
 def run_python(code: str) -> str:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
@@ -104,58 +106,14 @@ def test_a_large_batch_of_pushes_is_taken_in_by_chunks_the_first_tasks_going_out
     """push_many of a folder's thousands of images: the first tasks are handed to the workers
     after the first chunk of pushes, not after the last; every image is processed once, and a
     close posted after the batch still comes after all of its pushes (none is ignored)."""
-    import time
     from pathlib import Path
 
     from saxsdog.pipeline import QueueOptions
     from saxsdog.pipeline.queue import PUSH_CHUNK, ImageQueue
-    from saxsdog.pipeline.tasks import ImageResult
 
     log: list[tuple[str, str]] = []
 
-    class OneSlot:
-        """A backend whose every poll finishes its task."""
-
-        restarts = 0
-
-        def __init__(self):
-            self.tasks = []
-
-        @property
-        def capacity(self):
-            return 1 - len(self.tasks)
-
-        @property
-        def inflight(self):
-            return len(self.tasks)
-
-        def submit(self, task):
-            if self.tasks:
-                return False
-            self.tasks.append(task)
-            log.append(("submit", Path(task.path).name))
-            return True
-
-        def poll(self, timeout, wakeup=None):
-            if not self.tasks:
-                time.sleep(min(timeout, 0.005))
-                return [], []
-            task = self.tasks.pop(0)
-            return [(task, [ImageResult(task.path, outputs=[task.path + ".chi"], processed_at=time.time())])], []
-
-        def pids(self):
-            return []
-
-        def close(self):
-            pass
-
-        def terminate(self):
-            pass
-
-    def factory(calibration, options):
-        return OneSlot()
-
-    factory.forks_workers = False
+    factory = slot_backend_factory(1, log)
     n = 4 * PUSH_CHUNK
     paths = []
     for k in range(n):
