@@ -309,7 +309,7 @@ try:  # pragma: no branch - depends on the environment
     from numba.core import types as _types
     from numba.extending import intrinsic as _intrinsic
 
-    from .kernels import vector_add4
+    from .kernels import _aligned_zeros, vector_add4
 
     @_intrinsic
     def vector_add8(typingctx, acc, slot, table, n, c, cc, x, y):  # type: ignore[no-untyped-def]  # pragma: no cover
@@ -1059,13 +1059,6 @@ try:  # pragma: no branch - depends on the environment
                 window_low[b] = -np.inf
                 window_high[b] = np.inf
         return rejected
-
-    def _aligned_zeros(size: int) -> np.ndarray:
-        """float64 zeros starting on a 64-byte boundary."""
-        raw = np.zeros(size + 8)
-        offset = (-raw.ctypes.data % 64) // 8
-        aligned: np.ndarray = raw[offset:offset + size]
-        return aligned
 
     def _numba_clip(op: BinningOperator, flat: np.ndarray, factor: np.ndarray | None, dark: np.ndarray | None,
                     dark_scale: float, sigma: float, cycles: int, mode: int, mask_negative: bool,
