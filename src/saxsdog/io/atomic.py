@@ -121,6 +121,16 @@ def atomic_output(path: str | os.PathLike[str], mode: int | None = None,
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
+def _write_all_and_close(fd: int, content: bytes) -> None:
+    """Write every byte of ``content`` to ``fd`` (``os.write`` may take part of it), then close it."""
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], content: bytes, mode: int | None = None,
                        fsync: bool = False) -> None:
     """Write ``content`` to ``path`` atomically.
@@ -139,12 +149,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], content: bytes, mode: int |
     part = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.part")
     fd = os.open(part, _WRITE_FLAGS, 0o666)
     try:
-        try:
-            view = memoryview(content)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
+        _write_all_and_close(fd, content)
         os.replace(part, final)
     except BaseException:
         try:
@@ -170,12 +175,7 @@ def atomic_write_bytes_at(dir_fd: int, name: str, content: bytes) -> None:
         os.unlink(tmp, dir_fd=dir_fd)
         fd = os.open(tmp, flags, 0o666, dir_fd=dir_fd)
     try:
-        try:
-            view = memoryview(content)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
+        _write_all_and_close(fd, content)
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         try:
