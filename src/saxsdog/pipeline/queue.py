@@ -226,14 +226,19 @@ def warm_up_kernels(calibration: Calibration) -> None:
     """Load every compiled function a frame needs: the integration kernels, the ``.chi``
     formatter and, when a stream source is loaded, the stream decoder's block scanner.
 
-    Each loads from numba's cache in milliseconds to tens of milliseconds; run by each
+    Each loads from numba's cache in milliseconds to tens of milliseconds, without numba's
+    one-time start (:func:`~saxsdog.pipeline.kernel_cache.install_cache_loader`); run by each
     forked worker before its first task (and by the coordinator for backends that run
     frames in its process).  A warm-up only: a failure here is logged, and the frame that
     needs what failed reports the error itself.
     """
     import numpy as np
 
+    from .kernel_cache import install_cache_loader
+
     try:
+        _load_blas_for_numba()  # for a later compile (a function or pixel type not in the cache)
+        install_cache_loader()  # cached functions load without numba's full start
         curves = calibration.curves(np.zeros(calibration.shape, dtype=np.int32))
         calibration.chi_bytes(curves)
         if "saxsdog.io.codecs" in sys.modules:  # a stream source is in use (files need no decoder)
@@ -369,16 +374,14 @@ class ImageQueue:
     def start(self) -> ImageQueue:
         """Fork the workers and start dispatching.
 
-        With the default pool the parent does numba's one-time start (shared by every worker
-        it forks, replacements too) and each new worker loads the compiled kernels itself
-        (:func:`warm_up_kernels`), in parallel with what the caller does next (scanning the
-        directory, checking the calibration): about half of the warm-up leaves the
-        command's critical path.
+        With the default pool each new worker loads the compiled kernels itself from numba's
+        cache (:func:`warm_up_kernels`), in parallel with what the caller does next (scanning
+        the directory, checking the calibration); the parent runs no compiled code and does
+        not start numba (its 0.1 s start is not needed to load cached functions).
         """
         if self._thread is not None:
             return self
         if self._pool_factory is local_pool:
-            start_numba()
             self._arena = PayloadArena(max(1, self.options.workers) * PREFETCH + 2)
             self._pool = local_pool(self.calibration, self.options, self._arena, warm_up=warm_up_kernels)
         else:

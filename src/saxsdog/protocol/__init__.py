@@ -13,17 +13,21 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .messages import (COMMAND_ALIASES, COMMANDS, EMPTY_RESULT, ERROR_RESULT, MAX_MESSAGE_BYTES,
-                       PENDING_RESULT, RESULTS, STAT_KEYS, ProtocolError, canonical_command,
-                       decode_request, decode_response, encode_request, encode_response,
-                       error_response, ok_response, shorten, validate_argument, validate_envelope,
-                       validate_request, validate_response)
-from .netconf import (NetworkConfigError, add_network_arguments, load_network, select_server,
-                      write_network)
-from .signing import AuthError, ReplayCache, canonical_json, sign_request, verify_request
-
-_LAZY = {"LeashClient": "saxsdog.protocol.client", "ServerError": "saxsdog.protocol.client",
-         "raise_for_error": "saxsdog.protocol.client"}
+# The names are imported lazily: ``saxsdog --help`` imports ``saxsdog.protocol.netconf`` for its
+# network options, and must not pay for the messages' schemas, the command table and the
+# replay cache's sqlite3 (the command's start-up).
+_SUBMODULE_NAMES = {
+    "saxsdog.protocol.messages": (
+        "COMMAND_ALIASES", "COMMANDS", "EMPTY_RESULT", "ERROR_RESULT", "MAX_MESSAGE_BYTES", "PENDING_RESULT",
+        "RESULTS", "STAT_KEYS", "ProtocolError", "canonical_command", "decode_request", "decode_response",
+        "encode_request", "encode_response", "error_response", "ok_response", "shorten", "validate_argument",
+        "validate_envelope", "validate_request", "validate_response"),
+    "saxsdog.protocol.netconf": (
+        "NetworkConfigError", "add_network_arguments", "load_network", "select_server", "write_network"),
+    "saxsdog.protocol.signing": ("AuthError", "ReplayCache", "canonical_json", "sign_request", "verify_request"),
+    "saxsdog.protocol.client": ("LeashClient", "ServerError", "raise_for_error"),
+}
+_LAZY = {name: module for module, names in _SUBMODULE_NAMES.items() for name in names}
 
 __all__ = [
     "AuthError", "ReplayCache", "canonical_json", "sign_request", "verify_request",
@@ -33,7 +37,8 @@ __all__ = [
     "encode_response", "decode_response",
     "NetworkConfigError", "load_network", "select_server", "write_network",
     "add_network_arguments",
-] + sorted(_LAZY)
+    "LeashClient", "ServerError", "raise_for_error",
+]
 
 
 def __getattr__(name: str) -> Any:
