@@ -124,3 +124,28 @@ def test_the_cache_loader_leaves_a_process_without_numba_alone(tmp_path):
     """)
     assert out == "False False"
 
+
+
+def test_after_the_warm_up_a_worker_s_first_frame_loads_no_compiled_function(tmp_path, data_dir):
+    """The warm-up loads the kernels the frames use (a worker's curves have no standard
+    deviation unless live curves are on): the first image file loads nothing more."""
+    out = _python(f"""
+        import gc, json
+        import numpy as np
+        from numba.core.dispatcher import Dispatcher
+        from saxsdog import Calibration
+        from saxsdog.pipeline import QueueOptions
+        from saxsdog.pipeline.queue import warm_up_kernels
+        from saxsdog.pipeline.tasks import ImageTask
+        from saxsdog.pipeline.worker import ImageProcessor
+        def loaded():
+            return sum(len(d.overloads) for d in gc.get_objects() if isinstance(d, Dispatcher))
+        cal = Calibration({str(data_dir / "cal.json")!r})
+        options = QueueOptions(out_dir={str(tmp_path / "out")!r})
+        warm_up_kernels(cal, stddev=options.keep_curves)
+        before = loaded()
+        processor = ImageProcessor(cal, options, None, map_images=True)
+        results = processor.process(ImageTask(path={str(data_dir / "buf1_00000.tif")!r}, root={str(data_dir)!r}))
+        print(json.dumps([before > 0, loaded() - before, [r.error for r in results]]))
+    """)
+    assert json.loads(out) == [True, 0, [None]]

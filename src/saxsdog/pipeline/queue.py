@@ -11,6 +11,7 @@ carries out the instructions it returns: submitting tasks to the backend
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import queue as _queue
@@ -222,7 +223,7 @@ def start_numba() -> None:
         log.debug("starting numba ahead failed", exc_info=True)
 
 
-def warm_up_kernels(calibration: Calibration) -> None:
+def warm_up_kernels(calibration: Calibration, stddev: bool = True) -> None:
     """Load every compiled function a frame needs: the integration kernels, the ``.chi``
     formatter and, when a stream source is loaded, the stream decoder's block scanner.
 
@@ -231,6 +232,14 @@ def warm_up_kernels(calibration: Calibration) -> None:
     forked worker before its first task (and by the coordinator for backends that run
     frames in its process).  A warm-up only: a failure here is logged, and the frame that
     needs what failed reports the error itself.
+
+    Parameters
+    ----------
+    calibration
+        The calibration whose integrators are loaded.
+    stddev
+        Whether the frames' curves have the standard deviation (live curves): the kernels
+        differ, and the warm-up loads the ones the frames will use.
     """
     import numpy as np
 
@@ -239,7 +248,7 @@ def warm_up_kernels(calibration: Calibration) -> None:
     try:
         _load_blas_for_numba()  # for a later compile (a function or pixel type not in the cache)
         install_cache_loader()  # cached functions load without numba's full start
-        curves = calibration.curves(np.zeros(calibration.shape, dtype=np.int32))
+        curves = calibration.curves(np.zeros(calibration.shape, dtype=np.int32), stddev=stddev)
         calibration.chi_bytes(curves)
         if "saxsdog.io.codecs" in sys.modules:  # a stream source is in use (files need no decoder)
             from ..io.codecs import _block_scanner
@@ -383,7 +392,9 @@ class ImageQueue:
             return self
         if self._pool_factory is local_pool:
             self._arena = PayloadArena(max(1, self.options.workers) * PREFETCH + 2)
-            self._pool = local_pool(self.calibration, self.options, self._arena, warm_up=warm_up_kernels)
+            # the workers' curves have the standard deviation only for live curves (worker.py)
+            warm_up = functools.partial(warm_up_kernels, stddev=self.options.keep_curves)
+            self._pool = local_pool(self.calibration, self.options, self._arena, warm_up=warm_up)
         else:
             if getattr(self._pool_factory, "forks_workers", True):
                 self._warm_up()  # forked workers inherit it (a Dask cluster's workers load their own)
