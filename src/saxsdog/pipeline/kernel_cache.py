@@ -76,5 +76,5 @@ def install_cache_loader() -> bool:
                 own["refresh"] = previous
 
     load_overload._saxsdog_cache_loader = True  # type: ignore[attr-defined]
-    caching.Cache.load_overload = load_overload
+    caching.Cache.load_overload = load_overload  # type: ignore[method-assign]
     return True
