@@ -406,3 +406,150 @@ def test_the_pass_by_code_agrees_with_the_reference(name, variant, poisson):
         np.testing.assert_allclose(got.removed, ref.removed, rtol=1e-12, atol=1e-9)
     if variant == "plain" and not poisson:
         np.testing.assert_allclose(accumulate(op, img, method="numba")[0], ref.signal, rtol=1e-12, atol=1e-9)
+
+
+def _without_rest(op_name: str = "radial"):
+    """A test operator rebuilt without the pixels of its rest stream (as the example Pilatus
+    calibration, whose used pixels are all whole pixels or adjacent pairs)."""
+    op = OPERATORS[op_name]()
+    valid = _mask().reshape(-1).copy()
+    valid[op.streams.rest_pixels] = False
+    out = build_radial_operator(GEOMETRY, valid.reshape(SHAPE), 3, 1.0)
+    assert out.streams.rest_low.size == 0 and out.streams.codes.size > 100
+    return out
+
+
+def _model_by_code(op, img, g_stream, poisson):
+    """The pass by code of a rest-free operator in NumPy, pixel after pixel in stream order
+    (np.add.at adds repeated indices one after the other), then each code's weights as the
+    kernels apply them: the bits the compiled pass must give, whatever its steps."""
+    s = op.streams
+    p = img.reshape(-1)[s.main_pixels].astype(np.float64)
+    v = p if g_stream is None else p * g_stream
+    u = v if g_stream is None else v * g_stream
+    u = np.where(u < 0.0, 0.0, u)  # max(u, 0.0) as numba computes it
+    n_codes = (s.trash + 1) << s.code_bits
+    sig_slots, var_slots = np.zeros(n_codes), np.zeros(n_codes)
+    np.add.at(sig_slots, s.codes.astype(np.int64), v)
+    np.add.at(var_slots, s.codes.astype(np.int64), u)
+    signal, variance = np.zeros(op.n_bins + 1), np.zeros(op.n_bins + 1)
+    per_bin = 1 << s.code_bits
+    for b in range(op.n_bins):
+        s1 = s2 = u1 = u2 = 0.0
+        for c in range(per_bin):
+            n1 = float(s.subpixels) if c == 0 else float(c)
+            n2 = 0.0 if c == 0 else float(s.subpixels - c)
+            x, xu = sig_slots[b * per_bin + c], var_slots[b * per_bin + c]
+            s1 += n1 * x
+            s2 += n2 * x
+            u1 += n1 * n1 * xu
+            u2 += n2 * n2 * xu
+        signal[b] += s1
+        signal[b + 1] += s2
+        variance[b] += u1
+        variance[b + 1] += u2
+    return signal[:op.n_bins], (variance[:op.n_bins] if poisson else None)
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.uint32, np.int64, np.int16, np.uint8,
+                                   np.float32, np.float64])
+@pytest.mark.parametrize("factor", [None, "pixel", "packed", "packed32"])
+@pytest.mark.parametrize("poisson", [False, True])
+def test_the_pass_by_code_in_steps_of_pixels_adds_in_pixel_order(dtype, factor, poisson):
+    """The clean pass loads the image, codes and factor a few pixels at a time (_chunk_sums)
+    and finishes each run pixel by pixel: the same bits as adding every pixel in order,
+    for every image dtype and factor kind, with and without the variance."""
+    from saxsdog.core.kernels import pack_factor
+
+    op = _without_rest()
+    rng = np.random.default_rng(51)
+    img = rng.poisson(60.0, op.shape).astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        img = img + rng.random(op.shape).astype(dtype)  # not integers
+    g = 1.0 + 0.25 * rng.random(img.size)
+    kw: dict = {"poisson": poisson, "mask_negative": True}
+    g_stream = None
+    if factor is not None:
+        kw["factor"] = g
+        g_stream = g[op.streams.main_pixels]
+    if factor in ("packed", "packed32"):
+        packed = pack_factor(op, g)
+        if factor == "packed32":  # a factor stored in float32: every product still in float64
+            packed = packed.astype(np.float32)
+            g_stream = packed.astype(np.float64)
+        kw["packed_factor"] = packed
+    op.__dict__.pop("_dummy_hint", None)
+    got = accumulate_corrected(op, img, method="numba", **kw)
+    signal, variance = _model_by_code(op, img, g_stream, poisson)
+    assert got.signal.tobytes() == signal.tobytes()
+    if poisson:
+        assert got.variance is not None and got.variance.tobytes() == variance.tobytes()
+    ref = accumulate_corrected(op, img, method="scipy", **{k: v for k, v in kw.items() if k != "packed_factor"})
+    rtol = 1e-7 if factor == "packed32" else 1e-12
+    np.testing.assert_allclose(got.signal, ref.signal, rtol=rtol, atol=1e-9)
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+@pytest.mark.parametrize("where", ["first", "second step", "last step", "tail", "last"])
+def test_one_dummy_anywhere_in_a_run_is_found_by_the_clean_pass(where):
+    """A single negative pixel in a step of the clean pass (or in a run's tail) sends the
+    frame to the checked pass: it is excluded and counted."""
+    op = _without_rest()
+    s = op.streams
+    lengths = np.diff(s.run_starts)
+    r = int(np.argmax(lengths))
+    start, n = int(s.run_starts[r]), int(lengths[r])
+    assert n > 20
+    position = {"first": 0, "second step": 5, "last step": (n // 8) * 8 - 1, "tail": n - 1 - (n % 8) // 2,
+                "last": n - 1}[where]
+    if where == "tail" and n % 8 == 0:
+        position = n - 1
+    img = np.random.default_rng(52).poisson(40.0, op.shape).astype(np.int32)
+    img.reshape(-1)[s.main_pixels[start + position]] = -1
+    op.__dict__.pop("_dummy_hint", None)
+    kw = {"poisson": True, "mask_negative": True}
+    ref = accumulate_corrected(op, img, method="scipy", **kw)
+    got = accumulate_corrected(op, img, method="numba", **kw)
+    assert got.dummy_pixels == ref.dummy_pixels == 1
+    np.testing.assert_allclose(got.signal, ref.signal, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(got.variance, ref.variance, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+def test_a_strided_flat_image_and_factor_are_integrated_as_contiguous_ones():
+    """The clean pass loads contiguous vectors: a 1-D image or factor that is a strided view
+    is read as its values, not as the memory after its first element."""
+    op = _without_rest()
+    rng = np.random.default_rng(53)
+    img = rng.poisson(40.0, op.shape).astype(np.int32).reshape(-1)
+    g = 1.0 + 0.2 * rng.random(img.size)
+    wide_img, wide_g = np.zeros(2 * img.size, np.int32), np.zeros(2 * img.size)
+    wide_img[::2], wide_g[::2] = img, g
+    for kw in ({}, {"poisson": True, "factor": g}):
+        want = accumulate_corrected(op, img, method="numba", **kw)
+        strided_kw = dict(kw, factor=wide_g[::2]) if "factor" in kw else kw
+        got = accumulate_corrected(op, wide_img[::2], method="numba", **strided_kw)
+        assert got.signal.tobytes() == want.signal.tobytes()
+        if kw:
+            assert got.variance.tobytes() == want.variance.tobytes()
+
+
+@pytest.mark.skipif("numba" not in available_methods(), reason="numba not installed")
+def test_not_a_number_and_negative_zero_pass_as_in_the_reference():
+    """NaN pixels (not dummies: NaN < 0 is false) make their bins NaN in every sum, as in the
+    reference; −0.0 is no dummy either."""
+    op = _without_rest()
+    img = np.random.default_rng(54).poisson(40.0, op.shape).astype(np.float32)
+    used = op.streams.main_pixels
+    img.reshape(-1)[used[[3, 40, 41]]] = np.nan
+    img.reshape(-1)[used[[7, 90]]] = -0.0
+    kw = {"poisson": True, "mask_negative": True, "factor": 1.0 + 0.1 * np.arange(img.size) / img.size}
+    ref = accumulate_corrected(op, img, method="scipy", **kw)
+    got = accumulate_corrected(op, img, method="numba", **kw)
+    for field in ("signal", "variance"):
+        a, b = getattr(ref, field), getattr(got, field)
+        np.testing.assert_array_equal(np.isnan(b), np.isnan(a), err_msg=field)
+        assert np.isnan(a).any()
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-9, err_msg=field)
+    assert got.dummy_pixels == ref.dummy_pixels == 0

@@ -155,17 +155,18 @@ class IntegralParameters:
         iq = intensity[self._bins]
         if not np.isfinite(iq).all():
             iq = np.where(np.isfinite(iq), iq, 0.0)
+        # (the arrays' own sum(): np.sum's reduction without its Python wrapper, the same bits)
         if self._uniform:
             dq, qs = self._dq, self._q
             iq_q = iq * qs
-            i0 = float(np.sum(iq) * dq)
-            i1 = float(np.sum(iq_q) * dq)
-            i2 = float(np.sum(iq_q * qs) * dq)
+            i0 = float(iq.sum() * dq)
+            i1 = float(iq_q.sum() * dq)
+            i2 = float((iq_q * qs).sum() * dq)
         else:
             w0, w1, w2 = self._widths
-            i0 = float(np.sum(iq * w0))
-            i1 = float(np.sum(iq * w1) / 2.0)
-            i2 = float(np.sum(iq * w2) / 3.0)
+            i0 = float((iq * w0).sum())
+            i1 = float((iq * w1).sum() / 2.0)
+            i2 = float((iq * w2).sum() / 3.0)
         return {
             "I0": i0,
             "I1": i1,
