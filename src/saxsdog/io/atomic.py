@@ -18,9 +18,10 @@ process is gone (:func:`remove_stale_partials`).
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +31,7 @@ __all__ = [
     "atomic_output",
     "atomic_write_bytes",
     "atomic_write_bytes_at",
+    "atomic_write_linked",
     "atomic_write_text",
     "remove_stale_partials",
     "set_aside",
@@ -131,25 +133,44 @@ def _write_all_and_close(fd: int, content: bytes) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], content: bytes, mode: int | None = None,
-                       fsync: bool = False) -> None:
+def _writev_all_and_close(fd: int, parts: Sequence[bytes | memoryview]) -> None:
+    """Write every byte of ``parts`` (in order) to ``fd`` with ``os.writev``, then close it.
+
+    ``os.writev`` may take only part of them (a full disk, a signal): the rest is written
+    on, an error is raised as ``os.write``'s would be.
+    """
+    try:
+        _writev_all(fd, parts)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], content: bytes | Sequence[bytes | memoryview],
+                       mode: int | None = None, fsync: bool = False) -> None:
     """Write ``content`` to ``path`` atomically.
+
+    ``content`` is bytes or a sequence of buffers written one after the other (a ``.chi``
+    file's header lines and table: one ``os.writev``, no copy into one ``bytes`` first).
 
     Without ``mode`` and ``fsync`` (every ``.chi`` file) the temporary file is written with
     plain system calls on its name as text: the same steps as :func:`atomic_output` (the
     same temporary name, removed on any error, then one rename), without the
     :class:`~pathlib.Path` objects and the buffered file of the general path.
     """
+    several = isinstance(content, (list, tuple))
     if mode is not None or fsync:
         with atomic_output(path, mode, fsync) as tmp, open(tmp, "wb") as fh:
-            fh.write(content)
+            fh.write(b"".join(content) if several else content)  # type: ignore[arg-type]
         return
     final = os.fspath(path)
     folder, name = os.path.split(final)
     part = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.part")
     fd = os.open(part, _WRITE_FLAGS, 0o666)
     try:
-        _write_all_and_close(fd, content)
+        if several:
+            _writev_all_and_close(fd, content)  # type: ignore[arg-type]
+        else:
+            _write_all_and_close(fd, content)  # type: ignore[arg-type]
         os.replace(part, final)
     except BaseException:
         try:
@@ -157,6 +178,96 @@ def atomic_write_bytes(path: str | os.PathLike[str], content: bytes, mode: int |
         except OSError:
             pass
         raise
+
+
+#: ``O_TMPFILE`` (Linux): a file without a name in a folder, linked in once complete.
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+#: Folders whose file system refused ``O_TMPFILE`` (bounded): their writes take the temporary name.
+_NO_TMPFILE: set[str] = set()
+
+
+def atomic_write_linked(path: str | os.PathLike[str], content: bytes | Sequence[bytes | memoryview]) -> None:
+    """:func:`atomic_write_bytes` (no mode, no fsync) through a file that has no name until it is complete.
+
+    The content is written into an unnamed file of the output's folder (``O_TMPFILE``),
+    which is then linked in under the final name (``linkat`` of ``/proc/self/fd/N``):
+    readers and scans see the file whole or not at all, as with a rename, and a writer
+    killed half-way leaves nothing behind (not even a temporary name).  One directory
+    entry is made instead of a temporary one made, renamed and removed: less work for
+    the file system per ``.chi`` file.
+
+    When the final name exists already (rewriting an output), or where the file system or
+    the system cannot do it (no ``O_TMPFILE``, no ``/proc``), the file is written as by
+    :func:`atomic_write_bytes` (temporary name, then rename over the old file).
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder does not exist.
+    OSError
+        The write failed (a full disk): nothing is left of it, an older file at ``path``
+        is untouched.
+    """
+    final = os.fspath(path)
+    folder = os.path.dirname(final) or os.curdir
+    if not _O_TMPFILE or folder in _NO_TMPFILE:
+        atomic_write_bytes(final, content)
+        return
+    try:
+        fd = os.open(folder, os.O_WRONLY | _O_TMPFILE | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # EOPNOTSUPP, EISDIR (kernels before 3.11), EINVAL: not on this file system
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOTSUP):
+            raise
+        if len(_NO_TMPFILE) < 1024:
+            _NO_TMPFILE.add(folder)
+        atomic_write_bytes(final, content)
+        return
+    try:
+        _writev_all(fd, content if isinstance(content, (list, tuple)) else [content])
+        anonymous = f"/proc/self/fd/{fd}"
+        try:
+            # (src_dir_fd: so that os.link calls linkat, which follows the /proc link)
+            os.link(anonymous, final, src_dir_fd=fd, follow_symlinks=True)
+            return
+        except FileExistsError:  # an older output (or a link) at the name: renamed over below
+            part = os.path.join(folder, f".{os.path.basename(final)}.{os.getpid()}.{threading.get_ident()}.part")
+            try:
+                os.link(anonymous, part, src_dir_fd=fd, follow_symlinks=True)
+            except FileExistsError:  # left by a dead writer with our pid and thread id
+                os.unlink(part)
+                os.link(anonymous, part, src_dir_fd=fd, follow_symlinks=True)
+            try:
+                os.replace(part, final)
+            except BaseException:
+                try:
+                    os.unlink(part)
+                except OSError:
+                    pass
+                raise
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES):
+                raise
+            # no /proc (ENOENT) or linking refused: written again below under a temporary name
+    finally:
+        os.close(fd)
+    atomic_write_bytes(final, content)
+
+
+def _writev_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
+    """Write every byte of ``parts`` (in order) to ``fd`` with ``os.writev`` (a short write is
+    written on; an error is raised as ``os.write``'s would be)."""
+    views = [memoryview(p).cast("B") for p in parts]
+    views = [v for v in views if v.nbytes]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= views[0].nbytes:
+            written -= views[0].nbytes
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
 
 
 def atomic_write_bytes_at(dir_fd: int, name: str, content: bytes) -> None:
