@@ -225,7 +225,7 @@ def atomic_write_linked(path: str | os.PathLike[str], content: bytes | Sequence[
         atomic_write_bytes(final, content)
         return
     try:
-        _writev_all(fd, content if isinstance(content, (list, tuple)) else [content])
+        _writev_all(fd, content if isinstance(content, (list, tuple)) else [content])  # type: ignore[list-item]
         anonymous = f"/proc/self/fd/{fd}"
         try:
             # (src_dir_fd: so that os.link calls linkat, which follows the /proc link)

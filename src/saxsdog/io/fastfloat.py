@@ -476,8 +476,7 @@ def table_buffer(table: np.ndarray, separator: str = " ", line_end: str = "\n ",
     used, nslow = _table_into(table, table.view(np.uint64), rows, lead_text, lead_at, zero_nonfinite, hi, lo, out, sep, end_bytes,
                               slow_at)
     if nslow == 0:
-        view = memoryview(out[:used])
-        return view.toreadonly()
+        return memoryview(out[:used]).toreadonly()  # type: ignore[arg-type]
     pieces = []
     last = 0
     for index, position in slow_at[:nslow].tolist():
