@@ -18,7 +18,6 @@ process is gone (:func:`remove_stale_partials`).
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -31,7 +30,6 @@ __all__ = [
     "atomic_output",
     "atomic_write_bytes",
     "atomic_write_bytes_at",
-    "atomic_write_linked",
     "atomic_write_text",
     "remove_stale_partials",
     "set_aside",
@@ -178,82 +176,6 @@ def atomic_write_bytes(path: str | os.PathLike[str], content: bytes | Sequence[b
         except OSError:
             pass
         raise
-
-
-#: ``O_TMPFILE`` (Linux): a file without a name in a folder, linked in once complete.
-_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
-#: Folders whose file system refused ``O_TMPFILE`` (bounded): their writes take the temporary name.
-_NO_TMPFILE: set[str] = set()
-
-
-def atomic_write_linked(path: str | os.PathLike[str], content: bytes | Sequence[bytes | memoryview]) -> None:
-    """:func:`atomic_write_bytes` (no mode, no fsync) through a file that has no name until it is complete.
-
-    The content is written into an unnamed file of the output's folder (``O_TMPFILE``),
-    which is then linked in under the final name (``linkat`` of ``/proc/self/fd/N``):
-    readers and scans see the file whole or not at all, as with a rename, and a writer
-    killed half-way leaves nothing behind (not even a temporary name).  One directory
-    entry is made instead of a temporary one made, renamed and removed: less work for
-    the file system per ``.chi`` file.
-
-    When the final name exists already (rewriting an output), or where the file system or
-    the system cannot do it (no ``O_TMPFILE``, no ``/proc``), the file is written as by
-    :func:`atomic_write_bytes` (temporary name, then rename over the old file).
-
-    Raises
-    ------
-    FileNotFoundError
-        The folder does not exist.
-    OSError
-        The write failed (a full disk): nothing is left of it, an older file at ``path``
-        is untouched.
-    """
-    final = os.fspath(path)
-    folder = os.path.dirname(final) or os.curdir
-    if not _O_TMPFILE or folder in _NO_TMPFILE:
-        atomic_write_bytes(final, content)
-        return
-    try:
-        fd = os.open(folder, os.O_WRONLY | _O_TMPFILE | getattr(os, "O_CLOEXEC", 0), 0o666)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:  # EOPNOTSUPP, EISDIR (kernels before 3.11), EINVAL: not on this file system
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOTSUP):
-            raise
-        if len(_NO_TMPFILE) < 1024:
-            _NO_TMPFILE.add(folder)
-        atomic_write_bytes(final, content)
-        return
-    try:
-        _writev_all(fd, content if isinstance(content, (list, tuple)) else [content])  # type: ignore[list-item]
-        anonymous = f"/proc/self/fd/{fd}"
-        try:
-            # (src_dir_fd: so that os.link calls linkat, which follows the /proc link)
-            os.link(anonymous, final, src_dir_fd=fd, follow_symlinks=True)
-            return
-        except FileExistsError:  # an older output (or a link) at the name: renamed over below
-            part = os.path.join(folder, f".{os.path.basename(final)}.{os.getpid()}.{threading.get_ident()}.part")
-            try:
-                os.link(anonymous, part, src_dir_fd=fd, follow_symlinks=True)
-            except FileExistsError:  # left by a dead writer with our pid and thread id
-                os.unlink(part)
-                os.link(anonymous, part, src_dir_fd=fd, follow_symlinks=True)
-            try:
-                os.replace(part, final)
-            except BaseException:
-                try:
-                    os.unlink(part)
-                except OSError:
-                    pass
-                raise
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES):
-                raise
-            # no /proc (ENOENT) or linking refused: written again below under a temporary name
-    finally:
-        os.close(fd)
-    atomic_write_bytes(final, content)
 
 
 def _writev_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:

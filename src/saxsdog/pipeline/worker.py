@@ -13,7 +13,7 @@ import numpy as np
 
 from ..calibration import Calibration
 from ..errors import CorruptImageError, ImageError, ImageShapeError
-from ..io.atomic import atomic_write_linked
+from ..io.atomic import atomic_write_bytes
 from ..io.chi import intensity_label
 from ..io.images import Frame, ReadBuffer, inside, iter_frames, strip_image_suffix
 from .classify_sink import needs_curves
@@ -237,7 +237,7 @@ class ImageProcessor:
             write_output_bytes(path, content if isinstance(content, bytes) else b"".join(content), confine)
             return
         try:
-            atomic_write_linked(path, content)  # an unnamed file linked in whole (atomic)
+            atomic_write_bytes(path, content)  # (buffers: one os.writev)
         except FileNotFoundError:
             self._known_folders.discard(path.parent)
             write_output_bytes(path, content if isinstance(content, bytes) else b"".join(content))  # makes the folder
