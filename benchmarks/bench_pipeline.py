@@ -134,12 +134,16 @@ def in_process(cal, tmp: Path, args, fmt: str) -> dict:
     q.fill_from_directory()
     peak_rss = peak_pss = 0
     worker_cpu: dict[int, float] = {}
+    #: (frames done, the workers' CPU so far) while the queue runs: the steady state's CPU
+    #: per frame is the slope between 10 % and 90 % of the run (no warm-up, no tail)
+    progress: list[tuple[int, float]] = []
     while not q.wait_until_idle(0.05):
         pids = q.worker_pids()
         rss = [rss_kib(p) for p in pids]
         peak_rss = max(peak_rss, sum(r for r, _ in rss))
         peak_pss = max(peak_pss, sum(p for _, p in rss))
         worker_cpu.update({p: cpu_seconds(p) for p in pids})
+        progress.append((q.stats()["images_processed"], sum(worker_cpu.values())))
     worker_cpu.update({p: cpu_seconds(p) for p in q.worker_pids()})
     elapsed = time.perf_counter() - t0
     coordinator_cpu = time.process_time() - cpu0
@@ -147,7 +151,18 @@ def in_process(cal, tmp: Path, args, fmt: str) -> dict:
     q.stop()
     return {"fps": args.images / elapsed, "coordinator_cpu": coordinator_cpu / args.images,
             "worker_cpu": sum(worker_cpu.values()) / args.images, "rss": peak_rss, "pss": peak_pss,
+            "worker_cpu_steady": steady_slope(progress, args.images),
             "stats": stats, "coordinator_stages": dict(q.coordinator_cpu or {})}
+
+
+def steady_slope(progress: list[tuple[int, float]], images: int) -> float | None:
+    """CPU seconds per frame between the samples at 10 % and 90 % of ``images`` done
+    (``None`` when the run was too short to have both)."""
+    inside = [(n, cpu) for n, cpu in progress if 0.1 * images <= n <= 0.9 * images]
+    if len(inside) < 2 or inside[-1][0] - inside[0][0] < max(1, images // 10):
+        return None
+    (n0, c0), (n1, c1) = inside[0], inside[-1]
+    return (c1 - c0) / (n1 - n0)
 
 
 #: The dispatcher's stages (``ImageQueue.coordinator_cpu``) as the table names them.
@@ -247,10 +262,15 @@ def main() -> None:
         report.check(r["stats"]["images_processed"] == args.images, f"processed {r['stats']['images_processed']}")
         st = r["stats"]["stage_seconds"]
         report.add("queue in process", r["fps"], "frames/s", key="queue_fps")
-        report.add("  worker: read", st["read"] * 1e3, "ms/frame", key="stage_read_ms")
+        report.add("  worker: read", st["read"] * 1e3, "ms/frame", key="stage_read_ms",
+                   note="stages: wall time in the worker (waits for a core included); CPU: bench_worker.py")
         report.add("  worker: integrate + format", st["integrate"] * 1e3, "ms/frame", key="stage_integrate_ms")
         report.add("  worker: write", st["write"] * 1e3, "ms/frame", key="stage_write_ms")
-        report.add("  worker: CPU", r["worker_cpu"] * 1e3, "ms/frame", key="worker_cpu_ms")
+        report.add("  worker: CPU", r["worker_cpu"] * 1e3, "ms/frame", key="worker_cpu_ms",
+                   note="whole life of the workers (kernel loading included)")
+        if r["worker_cpu_steady"] is not None:
+            report.add("  worker: CPU, steady state", r["worker_cpu_steady"] * 1e3, "ms/frame", "<= 1.0",
+                       key="worker_cpu_steady_ms", note="slope between 10 % and 90 % of the run")
         report.add("  coordinator: CPU", r["coordinator_cpu"] * 1e3, "ms/frame", key="coordinator_cpu_ms")
         coordinator_rows(report, r, args.images, "")
         report.add(f"  worker memory, {args.workers} workers, RSS", r["rss"] / 1024, "MiB", "< 1024",
@@ -260,6 +280,9 @@ def main() -> None:
         report.check(r["stats"]["images_processed"] == args.images, f"processed {r['stats']['images_processed']}")
         report.add("queue in process, run file", r["fps"], "frames/s", key="run_queue_fps")
         report.add("  worker: CPU", r["worker_cpu"] * 1e3, "ms/frame", key="run_worker_cpu_ms")
+        if r["worker_cpu_steady"] is not None:
+            report.add("  worker: CPU, steady state", r["worker_cpu_steady"] * 1e3, "ms/frame",
+                       key="run_worker_cpu_steady_ms", note="slope between 10 % and 90 % of the run")
         report.add("  coordinator: CPU", r["coordinator_cpu"] * 1e3, "ms/frame", key="run_coordinator_cpu_ms")
         coordinator_rows(report, r, args.images, "run_")
 

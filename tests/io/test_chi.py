@@ -176,3 +176,28 @@ def test_partials_of_zombie_writers_are_stale(tmp_path):
         assert remove_stale_partials(tmp_path) == 1 and not stale.exists()
     finally:
         child.wait()
+
+
+def test_render_parts_are_the_rendered_bytes_in_pieces_for_every_unit_and_row_choice():
+    """render_parts (what a worker hands to one os.writev) joins to render's bytes, and these
+    are savetxt's, whichever unit labels the intensity (the labels line is kept per unit) and
+    whether empty bins are dropped; the table piece is a read-only view, not a copy."""
+    from saxsdog.io.chi import intensity_label
+
+    rng = np.random.default_rng(5)
+    q = np.linspace(0.01, 5, 120)
+    f = ChiFormatter(q, {"Title": "t"}, RADIAL_LABELS)
+    for unit in (None, "counts/pixel", "1/cm/sr", "1/cm/sr", "counts/pixel/s"):
+        i, e = rng.random(120) * 1e3, rng.random(120)
+        keep = rng.random(120) > 0.2
+        par = {"I0": float(rng.random())}
+        labels = list(RADIAL_LABELS)
+        if unit is not None:
+            labels[1] = intensity_label(unit)
+        for rows in (None, keep):
+            parts = f.render_parts(i, e, par, keep=rows, unit=unit)
+            joined = b"".join(parts)
+            assert joined == f.render(i, e, par, keep=rows, unit=unit)
+            cols = [q, i, e] if rows is None else [c[rows] for c in (q, i, e)]
+            assert joined == original_writer(cols, {"Title": "t"}, par, labels)
+            assert isinstance(parts[-1], memoryview) and parts[-1].readonly

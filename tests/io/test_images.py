@@ -1081,3 +1081,67 @@ def test_header_lines_are_parsed_once_and_the_memory_of_them_is_bounded():
     long_line = "# Long " + "x" * 2 * _base._KNOWN_LINE_LENGTH
     assert _base.pilatus_header_fields(long_line) == {"Long": "x" * 2 * _base._KNOWN_LINE_LENGTH}
     assert long_line not in _base._HEADER_LINES
+
+
+# --------------------------------------------------------------------------- #
+# The first-IFD layout decoded once per distinct IFD (tiff._LAYOUTS)
+# --------------------------------------------------------------------------- #
+
+
+def _series(tmp_path: Path, n: int = 3) -> list[tuple[Path, np.ndarray]]:
+    """Files of one series: the same IFD byte for byte, other pixels and other header text
+    (same length: a Pilatus series' headers differ in their date and counter only)."""
+    out = []
+    for i in range(n):
+        data = _pattern(seed=i)
+        desc = PILATUS_DESCRIPTION.replace("17:57:26.675", f"17:57:2{i}.675").replace("1.5499", f"1.549{i}")
+        out.append((_write_tiff(tmp_path / f"s_{i:05d}.tif", data, description=desc), data))
+    return out
+
+
+def test_a_series_decodes_its_ifd_once_and_each_file_keeps_its_own_pixels_and_header(tmp_path, monkeypatch):
+    from saxsdog.io.images import tiff
+
+    monkeypatch.setattr(tiff, "_LAYOUTS", {})
+    decoded = []
+    real = tiff._decode_layout
+    monkeypatch.setattr(tiff, "_decode_layout", lambda *a: decoded.append(a[0]) or real(*a))
+    series = _series(tmp_path)
+    for i, (p, data) in enumerate(series):
+        frame = read_image(p, expected_shape=data.shape)
+        np.testing.assert_array_equal(frame.data, data)
+        assert frame.metadata["date"] == f"2013-06-06T17:57:2{i}.675000"
+        assert frame.metadata["wavelength"] == pytest.approx(float(f"1.549{i}"))
+        assert frame.metadata == read_header(p)
+    assert decoded == [str(series[0][0])]  # the other files: the cached layout
+    assert len(tiff._LAYOUTS) == 1
+
+
+def test_a_cached_layout_still_checks_each_files_size_and_the_expected_shape(tmp_path, monkeypatch):
+    """A file of the series cut short after its header (still being written) is incomplete
+    (retryable), and a caller expecting another shape is refused, although the IFD is known."""
+    from saxsdog.io.images import tiff
+
+    monkeypatch.setattr(tiff, "_LAYOUTS", {})
+    (first, data), (second, _), (third, _) = _series(tmp_path)
+    read_image(first, expected_shape=data.shape)  # decodes and caches the layout
+    whole = second.read_bytes()
+    second.write_bytes(whole[: len(whole) - 100])
+    with pytest.raises(IncompleteImageError, match="truncated"):
+        read_image(second, expected_shape=data.shape)
+    with pytest.raises(ImageShapeError):
+        read_image(third, expected_shape=(data.shape[0] + 1, data.shape[1]))
+    second.write_bytes(whole)  # complete now: read as the others
+    assert read_image(second, expected_shape=data.shape).data.shape == data.shape
+
+
+def test_ifds_with_numbers_outside_the_entries_are_not_cached(tmp_path, monkeypatch):
+    """Strip offsets stored elsewhere in the file (several strips) may differ between files
+    whose entries are equal: such layouts are decoded for every file."""
+    from saxsdog.io.images import tiff
+
+    monkeypatch.setattr(tiff, "_LAYOUTS", {})
+    data = _pattern(shape=(100, 30))
+    p = _write_tiff(tmp_path / "ms.tif", data, rowsperstrip=7)
+    np.testing.assert_array_equal(read_image(p).data, data)
+    assert tiff._LAYOUTS == {}

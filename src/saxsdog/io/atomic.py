@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -131,25 +131,44 @@ def _write_all_and_close(fd: int, content: bytes) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], content: bytes, mode: int | None = None,
-                       fsync: bool = False) -> None:
+def _writev_all_and_close(fd: int, parts: Sequence[bytes | memoryview]) -> None:
+    """Write every byte of ``parts`` (in order) to ``fd`` with ``os.writev``, then close it.
+
+    ``os.writev`` may take only part of them (a full disk, a signal): the rest is written
+    on, an error is raised as ``os.write``'s would be.
+    """
+    try:
+        _writev_all(fd, parts)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], content: bytes | Sequence[bytes | memoryview],
+                       mode: int | None = None, fsync: bool = False) -> None:
     """Write ``content`` to ``path`` atomically.
+
+    ``content`` is bytes or a sequence of buffers written one after the other (a ``.chi``
+    file's header lines and table: one ``os.writev``, no copy into one ``bytes`` first).
 
     Without ``mode`` and ``fsync`` (every ``.chi`` file) the temporary file is written with
     plain system calls on its name as text: the same steps as :func:`atomic_output` (the
     same temporary name, removed on any error, then one rename), without the
     :class:`~pathlib.Path` objects and the buffered file of the general path.
     """
+    several = isinstance(content, (list, tuple))
     if mode is not None or fsync:
         with atomic_output(path, mode, fsync) as tmp, open(tmp, "wb") as fh:
-            fh.write(content)
+            fh.write(b"".join(content) if several else content)  # type: ignore[arg-type]
         return
     final = os.fspath(path)
     folder, name = os.path.split(final)
     part = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.part")
     fd = os.open(part, _WRITE_FLAGS, 0o666)
     try:
-        _write_all_and_close(fd, content)
+        if several:
+            _writev_all_and_close(fd, content)  # type: ignore[arg-type]
+        else:
+            _write_all_and_close(fd, content)  # type: ignore[arg-type]
         os.replace(part, final)
     except BaseException:
         try:
@@ -157,6 +176,20 @@ def atomic_write_bytes(path: str | os.PathLike[str], content: bytes, mode: int |
         except OSError:
             pass
         raise
+
+
+def _writev_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
+    """Write every byte of ``parts`` (in order) to ``fd`` with ``os.writev`` (a short write is
+    written on; an error is raised as ``os.write``'s would be)."""
+    views = [memoryview(p).cast("B") for p in parts]
+    views = [v for v in views if v.nbytes]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= views[0].nbytes:
+            written -= views[0].nbytes
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
 
 
 def atomic_write_bytes_at(dir_fd: int, name: str, content: bytes) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .fastfloat import lead_column, table_bytes
+from .fastfloat import lead_column, table_buffer
 
 __all__ = ["ChiData", "ChiFormatter", "format_chi", "write_chi", "read_chi", "drop_empty_bins",
            "intensity_label"]
@@ -141,13 +141,37 @@ class ChiFormatter:
         self._label_list = list(labels)
         self._labels = json.dumps(self._label_list) + "\n"
         self._tail = self._row_count(self._xcol.size)
+        #: ``unit -> (labels line, tail)`` (:meth:`_labels_for`): computed once per unit.
+        self._by_unit: dict[str | None, tuple[str | None, bytes]] = {}
 
     def _row_count(self, nrows: int, labels: str | None = None) -> bytes:
         return ((self._labels if labels is None else labels) + "   " + str(nrows) + "\n ").encode("latin-1")
 
+    def _labels_for(self, unit: str | None) -> tuple[str | None, bytes]:
+        """``(labels line or None for the formatter's own, label and row-count lines)`` of a unit."""
+        known = self._by_unit.get(unit)
+        if known is None:
+            labels_line = None  # the intensity label follows the unit (counts/pixel keeps the original's)
+            if unit is not None and len(self._label_list) > 1 and intensity_label(unit) != self._label_list[1]:
+                relabelled = list(self._label_list)
+                relabelled[1] = intensity_label(unit)
+                labels_line = json.dumps(relabelled) + "\n"
+            known = (labels_line, self._tail if labels_line is None else self._row_count(self._xcol.size, labels_line))
+            if len(self._by_unit) < 16:  # a calibration's curves have one or two units
+                self._by_unit[unit] = known
+        return known
+
     def render(self, intensity: np.ndarray, error: np.ndarray, parameters: dict[str, Any] | None,
                keep: np.ndarray | None = None, unit: str | None = None) -> bytes:
-        """The ``.chi`` bytes of one curve.
+        """The ``.chi`` bytes of one curve (:meth:`render_parts` joined; the same arguments)."""
+        return b"".join(self.render_parts(intensity, error, parameters, keep=keep, unit=unit))
+
+    def render_parts(self, intensity: np.ndarray, error: np.ndarray, parameters: dict[str, Any] | None,
+                     keep: np.ndarray | None = None, unit: str | None = None) -> list[bytes | memoryview]:
+        """The ``.chi`` bytes of one curve as consecutive buffers (header lines, then the table).
+
+        For writers that take several buffers at once (``os.writev``): the table is not
+        copied once more into one ``bytes``.  Joined, they are :meth:`render`'s bytes.
 
         Parameters
         ----------
@@ -174,19 +198,14 @@ class ChiFormatter:
         table = np.empty((n, 2), dtype=np.float64)
         table[:, 0] = intensity
         table[:, 1] = error
-        labels_line = None  # the intensity label follows the unit (counts/pixel keeps the original's)
-        if unit is not None and len(self._label_list) > 1 and intensity_label(unit) != self._label_list[1]:
-            relabelled = list(self._label_list)
-            relabelled[1] = intensity_label(unit)
-            labels_line = json.dumps(relabelled) + "\n"
-        tail = self._tail if labels_line is None else self._row_count(n, labels_line)
+        labels_line, tail = self._labels_for(unit)
         rows = None
         if keep is not None and not np.all(keep):
             rows = np.flatnonzero(np.asarray(keep, dtype=bool))
             tail = self._row_count(rows.size, labels_line)
-        body = table_bytes(table, " ", "\n ", rows=rows, lead=self._xtext, zero_nonfinite=True)
+        body = table_buffer(table, " ", "\n ", rows=rows, lead=self._xtext, zero_nonfinite=True)
         params = (json.dumps(parameters if parameters is not None else {}) + "\n").encode("latin-1")
-        return b"".join((self._calibration, params, tail, body))
+        return [self._calibration, params, tail, body]
 
 
 def drop_empty_bins(columns: Sequence[np.ndarray], has_data: np.ndarray) -> list[np.ndarray]:

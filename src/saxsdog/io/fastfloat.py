@@ -401,8 +401,18 @@ _NO_LEAD = np.empty(0, dtype=np.uint8)
 _NO_LEAD_AT = np.zeros(1, dtype=np.int64)
 
 
+#: Separators and line ends as the kernel takes them, by text (a worker formats the same two
+#: for every frame: no encode and array per call).
+_CODES: dict[str, np.ndarray] = {}
+
+
 def _code(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    code = _CODES.get(text)
+    if code is None:
+        code = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+        if len(_CODES) < 64:
+            _CODES[text] = code
+    return code
 
 
 def table_bytes(table: np.ndarray, separator: str = " ", line_end: str = "\n ",
@@ -425,6 +435,18 @@ def table_bytes(table: np.ndarray, separator: str = " ", line_end: str = "\n ",
     zero_nonfinite
         Write NaN and infinities as ``0.000000000000000000e+00`` (as
         ``numpy.nan_to_num`` would make them) instead of ``nan``/``inf``.
+    """
+    text = table_buffer(table, separator, line_end, rows=rows, lead=lead, zero_nonfinite=zero_nonfinite)
+    return text if isinstance(text, bytes) else text.tobytes()
+
+
+def table_buffer(table: np.ndarray, separator: str = " ", line_end: str = "\n ",
+                 rows: np.ndarray | None = None, lead: tuple[np.ndarray, np.ndarray] | None = None,
+                 zero_nonfinite: bool = False) -> bytes | memoryview:
+    """:func:`table_bytes`'s text without its last copy: a read-only view of the formatted
+    bytes (or ``bytes``), for a writer that takes buffers (``os.writev``).
+
+    The same arguments and the same bytes as :func:`table_bytes`.
     """
     table = np.asarray(table, dtype=np.float64)
     nrows, ncols = table.shape
@@ -454,7 +476,7 @@ def table_bytes(table: np.ndarray, separator: str = " ", line_end: str = "\n ",
     used, nslow = _table_into(table, table.view(np.uint64), rows, lead_text, lead_at, zero_nonfinite, hi, lo, out, sep, end_bytes,
                               slow_at)
     if nslow == 0:
-        return out[:used].tobytes()
+        return memoryview(out[:used]).toreadonly()  # type: ignore[arg-type]
     pieces = []
     last = 0
     for index, position in slow_at[:nslow].tolist():

@@ -148,8 +148,18 @@ class ImageProcessor:
             self._output_folders[key] = known
         return known[0], known[1] + stem
 
-    def _existing(self, outputs: list[Path]) -> bool:
-        return bool(outputs) and all(p.is_file() for p in outputs)
+    @staticmethod
+    def _existing(outputs: list[Path]) -> bool:
+        """Whether every output is a regular file already (one ``stat`` each, as ``Path.is_file``)."""
+        if not outputs:
+            return False
+        for p in outputs:
+            try:
+                if not stat.S_ISREG(os.stat(p).st_mode):
+                    return False
+            except (OSError, ValueError):
+                return False
+        return True
 
     def _frames(self, task: ImageTask) -> Iterator[Frame]:
         if task.payload is None:
@@ -215,20 +225,22 @@ class ImageProcessor:
             make_output_folder(folder)
             self._known_folders.add(folder)
 
-    def _write(self, path: Path, content: bytes, confine: str | os.PathLike[str] | None) -> None:
+    def _write(self, path: Path, content: bytes | list[bytes | memoryview],
+               confine: str | os.PathLike[str] | None) -> None:
         """Write one output atomically (:func:`~saxsdog.pipeline.naming.write_output_bytes`).
 
-        Unconfined, into a folder made before: when it was removed meanwhile, it is made
-        again and the write repeated.
+        ``content``: bytes, or buffers written one after the other (a ``.chi`` file's
+        header lines and table, :meth:`_chi_of`).  Unconfined, into a folder made before:
+        when it was removed meanwhile, it is made again and the write repeated.
         """
         if confine is not None:
-            write_output_bytes(path, content, confine)
+            write_output_bytes(path, content if isinstance(content, bytes) else b"".join(content), confine)
             return
         try:
-            atomic_write_bytes(path, content)
+            atomic_write_bytes(path, content)  # (buffers: one os.writev)
         except FileNotFoundError:
             self._known_folders.discard(path.parent)
-            write_output_bytes(path, content)  # makes the folder
+            write_output_bytes(path, content if isinstance(content, bytes) else b"".join(content))  # makes the folder
             self._known_folders.add(path.parent)
 
     def process(self, task: ImageTask) -> list[ImageResult]:
@@ -293,20 +305,26 @@ class ImageProcessor:
                                "q_units": nx_q_units(self.calibration.integrators[i])})
         write_nxcansas(path, frames, self.calibration.raw, title=name)
 
-    def _chi_of(self, i: int, curve) -> bytes:
-        """Integrator ``i``'s ``.chi`` bytes of ``curve`` (its own or its subtracted one, same bins).
+    def _chi_of(self, i: int, curve) -> list[bytes | memoryview]:
+        """Integrator ``i``'s ``.chi`` bytes of ``curve`` (its own or its subtracted one, same bins),
+        as the buffers :func:`~saxsdog.io.atomic.atomic_write_bytes` writes in one ``os.writev``.
 
-        The columns and header of :meth:`Calibration.chi_bytes`; with ``chi_drop_empty``
-        without the rows of the curve's empty bins.
+        The columns and header of :meth:`Calibration.chi_bytes` (the same formatter, built
+        the same way, once per worker); with ``chi_drop_empty`` without the rows of the
+        curve's empty bins.
         """
         if self._formatters is None:
+            self._formatters = [None] * len(self.calibration.integrators)
+        formatter = self._formatters[i]
+        if formatter is None:
             from ..io.chi import RADIAL_LABELS, ChiFormatter
 
-            self._formatters = [ChiFormatter(it.x, self.calibration.raw, [it.x_label, *RADIAL_LABELS[1:]])
-                                for it in self.calibration.integrators]
+            it = self.calibration.integrators[i]
+            formatter = self._formatters[i] = ChiFormatter(it.x, self.calibration.raw,
+                                                           [it.x_label, *RADIAL_LABELS[1:]])
         keep = curve.has_data if self.options.chi_drop_empty else None
-        return self._formatters[i].render(curve.intensity, curve.poisson, curve.parameters, keep=keep,
-                                          unit=curve.unit)
+        return formatter.render_parts(curve.intensity, curve.poisson, curve.parameters, keep=keep,
+                                      unit=curve.unit)
 
     def _nxcansas_bytes(self, file_name: str, name: str, curves: list, meta: dict[str, Any]) -> bytes:
         """The NXcanSAS file of one frame, built where nobody else can write (a 0700 temporary folder)."""
@@ -326,15 +344,11 @@ class ImageProcessor:
         curves = self.calibration.curves(frame.data, stddev=live, metadata=frame.metadata)
         meta = dict(frame.metadata)
         scalars = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}
-        contents: list[bytes] = []
-        if self.chi_index:
-            every = self.calibration.chi_bytes(curves)
-            contents = [every[i] for i in self.chi_index]
+        # with chi_drop_empty the same files without the empty bins' rows
+        contents = [self._chi_of(i, curves[i]) for i in self.chi_index]
         t1 = time.perf_counter()
-        if self.chi_index and self.options.chi_drop_empty:  # the same files without the empty bins' rows
-            contents = [self._chi_of(i, curves[i]) for i in self.chi_index]
         # background-subtracted twins of the .chi files: (path, content)
-        sub_chi: list[tuple[Path, bytes]] = []
+        sub_chi: list[tuple[Path, list[bytes | memoryview]]] = []
         with_sub = [i for i in self.chi_index if curves[i].subtracted is not None]
         if with_sub:
             chi_paths = outputs[1:] if self.format == "nxcansas" and self.nx_index else outputs

@@ -233,11 +233,17 @@ def iter_frames(path: PathLike, expected_shape: tuple[int, int] | None = None,
     IncompleteImageError, CorruptImageError, ImageShapeError, ImageError
         As :func:`read_image`.
     """
-    with open_image(path, expected_shape) as src:
+    f, src = _open_source(os.fspath(path), expected_shape)  # no context manager: once per frame file
+    try:
         if buffer is not None and hasattr(src, "buffer"):
             src.buffer = buffer
         for i in range(src.nframes):
             yield src.frame(i)
+    finally:
+        try:
+            src.close()
+        finally:
+            f.close()
 
 
 def count_frames(path: PathLike) -> int:

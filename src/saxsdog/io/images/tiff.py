@@ -68,6 +68,30 @@ class TiffInfo:
     fast: bool = False
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What :func:`parse_tiff` derives from a first IFD's entries alone (not its text tags)."""
+
+    height: int
+    width: int
+    itemsize: int | None
+    fast: bool
+    dtype: np.dtype | None = None
+    offset: int = 0
+    nbytes: int = 0
+    end: int = 0
+
+
+#: ``(byte order, IFD offset, the IFD's entry bytes) -> _Layout`` of files parsed before whose
+#: entries hold every number inline: a series' files repeat their first IFD byte for byte
+#: (only the text of the description changes, not where it is), so a worker decodes it once.
+#: Bounded: cleared when full.
+_LAYOUTS: dict[tuple[str, int, bytes], _Layout] = {}
+_MAX_LAYOUTS = 64
+#: The tags whose values :class:`_Layout` holds (the text tags are read for every file).
+_LAYOUT_TAGS = frozenset((256, 257, 258, 259, 273, 277, 279, 339, *_TILE_TAGS))
+
+
 def parse_tiff(path: str, f, size: int, head: bytes, expected_shape: Shape | None = None
                ) -> TiffInfo:
     """Parse the first IFD of a classic TIFF.
@@ -75,7 +99,9 @@ def parse_tiff(path: str, f, size: int, head: bytes, expected_shape: Shape | Non
     Sets ``fast`` when the image is a single page, one sample per pixel, uncompressed
     and stored as one contiguous block (Pilatus TIFFs). The declared size is checked
     against ``expected_shape`` first, then the file is checked to be long enough for
-    the pixel block.
+    the pixel block.  What the IFD's entries say (sizes, sample format, strips) is
+    decoded once per distinct IFD (:data:`_LAYOUTS`); every check against this file
+    (its expected shape, its size) and its text tags are done for every file.
     """
     bo = "<" if head[:2] == b"II" else ">"
     info = TiffInfo(byteorder=bo)
@@ -113,6 +139,10 @@ def parse_tiff(path: str, f, size: int, head: bytes, expected_shape: Shape | Non
         if tag == 270:
             descriptions.append(entry)
     (next_ifd,) = struct.unpack_from(bo + "I", entries, 12 * n)
+    key = (bo, ifd, entries)
+    layout = _LAYOUTS.get(key)
+    #: Whether every number the layout needs sits in the entries themselves (cacheable).
+    inline = [True]
 
     def value(tag: int, default=None, entry=None):
         if entry is None:
@@ -127,30 +157,66 @@ def parse_tiff(path: str, f, size: int, head: bytes, expected_shape: Shape | Non
         if nb <= 4:
             raw = field_[:nb]
         else:
+            if tag in _LAYOUT_TAGS:
+                inline[0] = False
             (off,) = struct.unpack(bo + "I", field_)
             raw = get(off, nb)
         if typ == 2:
             return raw.split(b"\x00", 1)[0].decode("utf-8", "replace")
         return struct.unpack(bo + code[0] * (count * len(code)), raw)
 
-    width = value(256)
-    height = value(257)
-    if not width or not height:
-        raise CorruptImageError(path, "invalid TIFF: ImageWidth or ImageLength tag missing")
-    info.width, info.height = int(width[0]), int(height[0])
-    bps = value(258, (1,))
-    # Before anything else is read: is this the image the caller expects?
-    check_declared(path, (info.height, info.width), expected_shape,
-                   itemsize=max(1, int(bps[0]) // 8) if bps else None)
+    if layout is not None:
+        info.width, info.height = layout.width, layout.height
+        check_declared(path, (layout.height, layout.width), expected_shape, itemsize=layout.itemsize)
+    else:
+        width = value(256)
+        height = value(257)
+        if not width or not height:
+            raise CorruptImageError(path, "invalid TIFF: ImageWidth or ImageLength tag missing")
+        info.width, info.height = int(width[0]), int(height[0])
+        bps = value(258, (1,))
+        itemsize = max(1, int(bps[0]) // 8) if bps else None
+        # Before anything else is read: is this the image the caller expects?
+        check_declared(path, (info.height, info.width), expected_shape, itemsize=itemsize)
     info.description = "\n".join(value(270, "", e) or "" for e in descriptions)
     info.model = value(272, "") or ""
     info.datetime = value(306, "") or ""
+    if layout is None:
+        layout = _decode_layout(path, info, tags, value, bps, itemsize, next_ifd)
+        if inline[0]:
+            if len(_LAYOUTS) >= _MAX_LAYOUTS:
+                _LAYOUTS.clear()
+            _LAYOUTS[key] = layout
+    if not layout.fast:
+        return info  # not fast-path material: tifffile handles it
+    if size < layout.end:
+        raise IncompleteImageError(
+            path,
+            f"file is truncated: it has {size} bytes but its TIFF header says the pixel "
+            f"data ends at byte {layout.end}; it is probably still being written",
+        )
+    info.dtype = layout.dtype
+    info.offset = layout.offset
+    info.nbytes = layout.nbytes
+    info.fast = True
+    return info
 
+
+def _decode_layout(path: str, info: TiffInfo, tags: dict, value, bps, itemsize_declared: int | None,
+                   next_ifd: int) -> _Layout:
+    """:class:`_Layout` of an IFD (:func:`parse_tiff`'s ``value`` reads its tags).
+
+    Raises
+    ------
+    CorruptImageError
+        Its strips hold fewer bytes than its image needs.
+    """
     compression = value(259, (1,))[0]
     spp = value(277, (1,))[0]
     fmt = value(339, (1,))[0]
     offsets = value(273)
     counts = value(279)
+    slow = _Layout(info.height, info.width, itemsize_declared, False)
     if (
         next_ifd != 0
         or compression != 1
@@ -164,12 +230,12 @@ def parse_tiff(path: str, f, size: int, head: bytes, expected_shape: Shape | Non
         or not counts
         or len(offsets) != len(counts)
     ):
-        return info  # not fast-path material: tifffile handles it
+        return slow
     itemsize = bps[0] // 8
     nbytes = info.width * info.height * itemsize
     for k in range(len(offsets) - 1):
         if offsets[k] + counts[k] != offsets[k + 1]:
-            return info  # scattered strips
+            return slow  # scattered strips
     if sum(counts) < nbytes:
         raise CorruptImageError(
             path,
@@ -177,17 +243,8 @@ def parse_tiff(path: str, f, size: int, head: bytes, expected_shape: Shape | Non
             f"image of {bps[0]}-bit samples needs {nbytes}",
         )
     end = max(o + c for o, c in zip(offsets, counts))
-    if size < end:
-        raise IncompleteImageError(
-            path,
-            f"file is truncated: it has {size} bytes but its TIFF header says the pixel "
-            f"data ends at byte {end}; it is probably still being written",
-        )
-    info.dtype = np.dtype(f"{bo}{_SAMPLE_KIND[fmt]}{itemsize}")
-    info.offset = offsets[0]
-    info.nbytes = nbytes
-    info.fast = True
-    return info
+    return _Layout(info.height, info.width, itemsize_declared, True,
+                   np.dtype(f"{info.byteorder}{_SAMPLE_KIND[fmt]}{itemsize}"), offsets[0], nbytes, end)
 
 
 def tiff_metadata(info: TiffInfo) -> dict:
