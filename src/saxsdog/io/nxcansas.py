@@ -406,6 +406,14 @@ def _set_attr(obj, name: str, value: Any) -> None:
         obj.attrs[name] = value
 
 
+def _fixed_string_dataset(group, name: str, value: str) -> None:
+    """A scalar string dataset of fixed length (exactly the UTF-8 bytes of ``value``)."""
+    h5py = _h5()
+    data = value.encode()
+    dtype = h5py.string_dtype(length=max(1, len(data)))
+    group.create_dataset(name, data=np.array(data, dtype=dtype), dtype=dtype)
+
+
 def _scalar_kind(value: Any) -> str:
     """Storage class of a per-frame value: ``f`` float, ``i`` int, ``b`` bool, ``s`` string."""
     if isinstance(value, (bool, np.bool_)):
@@ -694,7 +702,7 @@ class _Template:
     """
 
     def __init__(self, tfile, name: str, title: str, n: int, image: tuple | None, parameters: tuple | None,
-                 has_time: bool, unit: str = DEFAULT_UNIT):
+                 has_time: bool, unit: str = DEFAULT_UNIT, title_bytes: int = 1):
         from h5py import h5a, h5d, h5g, h5t
 
         h5py = _h5()
@@ -705,9 +713,16 @@ class _Template:
         _set_attr(g, "canSAS_class", "SASentry")
         _set_attr(g, "version", NXCANSAS_VERSION)
         _set_attr(g, "default", _DATA_NAME)
-        g.create_dataset("definition", data="NXcanSAS", dtype=h5py.string_dtype())
-        g.create_dataset("title", data="", dtype=h5py.string_dtype())
-        g.create_dataset("run", data=title, dtype=h5py.string_dtype())
+        # The entry's strings are fixed-length UTF-8 (h5py reads both kinds as bytes): a
+        # variable-length one is an object in the file's global heap, which every H5Ocopy
+        # converts and copies, and every write of the title allocates and frees.
+        _fixed_string_dataset(g, "definition", "NXcanSAS")
+        #: The frame names this skeleton's title holds: exactly this many bytes of UTF-8.
+        self.title_bytes = max(1, title_bytes)
+        self._title_dtype = h5py.string_dtype(length=self.title_bytes)
+        self._title_type = h5t.py_create(self._title_dtype)
+        g.create_dataset("title", shape=(), dtype=self._title_dtype)
+        _fixed_string_dataset(g, "run", title)
         d = g.create_group(_DATA_NAME)
         _set_attr(d, "NX_class", "NXdata")
         _set_attr(d, "canSAS_class", "SASdata")
@@ -760,7 +775,7 @@ class _Template:
         from h5py import h5s
 
         ALL = h5s.ALL
-        self.title.write(ALL, ALL, np.array(name, dtype=self._vlen), self._vlen_type)
+        self.title.write(ALL, ALL, np.array(name.encode(), dtype=self._title_dtype), self._title_type)
         self.I.write(ALL, ALL, I, self._f64_type)
         self.Idev.write(ALL, ALL, Idev, self._f64_type)
         if self.timestamp is not None:
@@ -1107,12 +1122,12 @@ class NXcanSASRunWriter:
         _set_attr(f, "title", self.title)
 
     def _template(self, image: tuple | None, parameters: tuple | None, has_time: bool, n: int,
-                  unit: str) -> _Template:
-        key = (image, parameters, has_time, n, unit)
+                  unit: str, title_bytes: int) -> _Template:
+        key = (image, parameters, has_time, n, unit, title_bytes)
         tmpl = self._templates.get(key)
         if tmpl is None:
             tmpl = _Template(self._tfile, f"t{len(self._templates)}", self.title, n, image, parameters,
-                             has_time, unit)
+                             has_time, unit, title_bytes)
             self._templates[key] = tmpl
         return tmpl
 
@@ -1159,7 +1174,7 @@ class NXcanSASRunWriter:
         # the template leaves it out
         image_linked, params_linked = image[2] is not None, params[2] is not None
         tmpl = self._template(None if image_linked else image[0], None if params_linked else params[0],
-                              has_time, q.size, unit)
+                              has_time, q.size, unit, len(name.encode()))
         tmpl.fill(name, I, Idev, ([] if image_linked else image[3]) + ([] if params_linked else params[3]),
                   timestamp if has_time else None)
         entry_name = f"{_ENTRY_PREFIX}{self.count + 1:02d}".encode()
