@@ -298,7 +298,8 @@ def _loaded(calibration: Mapping[str, Any]) -> dict[str, Any]:
         return calibration_in_saxsdog_spellings(calibration)
 
 
-def process_notes(calibration: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def process_notes(calibration: Mapping[str, Any] | None,
+                  loaded: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The corrections a calibration applies, in the order saxsdog applies them.
 
     Read from the calibration's ``Corrections``, ``Normalization`` and ``Background`` blocks
@@ -310,6 +311,11 @@ def process_notes(calibration: Mapping[str, Any] | None) -> list[dict[str, Any]]
     ----------
     calibration
         The calibration dict (either spelling).
+    loaded
+        The same calibration as saxsdog loaded it (:attr:`saxsdog.calibration.Calibration.config`),
+        when the caller has it: it is read instead of loading ``calibration`` again (a
+        check against the schema, whose package alone takes tens of milliseconds to import,
+        on the thread that appends the run's first frame).
 
     Returns
     -------
@@ -319,7 +325,7 @@ def process_notes(calibration: Mapping[str, Any] | None) -> list[dict[str, Any]]
     """
     if not calibration:
         return []
-    cal = _loaded(calibration)
+    cal = _loaded(calibration) if loaded is None else loaded
     corr: Mapping[str, Any] | None = cal["Corrections"] if isinstance(cal.get("Corrections"), Mapping) else None
     norm: Mapping[str, Any] = cal["Normalization"] if isinstance(cal.get("Normalization"), Mapping) else {}
     back: Mapping[str, Any] = cal["Background"] if isinstance(cal.get("Background"), Mapping) else {}
@@ -681,6 +687,12 @@ _SHARED_MEMBERS = (b"sasinstrument", b"sasprocess")
 _DOUBLE_BITS = struct.Struct("<d").pack
 
 
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays hold the same values, bit for bit (``tobytes``: faster than the
+    comparisons that copy less, for a q grid's size)."""
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
 def _exact(value: Any, kind: str) -> Any:
     """What a stored value is compared by: its bits for a float (0.0 is not -0.0, a NaN is
     the same NaN), else the value."""
@@ -814,6 +826,9 @@ class NXcanSASRunWriter:
     unit
         saxsdog's unit of the frames' intensities (:attr:`saxsdog.core.integrators.Curve.unit`),
         unless a frame brings its own in :meth:`append`.
+    loaded_calibration
+        ``calibration`` as saxsdog loaded it (:attr:`saxsdog.calibration.Calibration.config`),
+        if the caller has it: the process notes are read from it (see :func:`process_notes`).
 
     Notes
     -----
@@ -837,11 +852,13 @@ class NXcanSASRunWriter:
     def __init__(self, path: _PathLike, q: Iterable[float] | np.ndarray,
                  calibration: Mapping[str, Any] | None = None, title: str = "",
                  flush_every: int = 64, flush_interval: float = 1.0, unit: str = DEFAULT_UNIT,
-                 q_units: str = Q_UNITS, write_every: int = 8):
+                 q_units: str = Q_UNITS, write_every: int = 8,
+                 loaded_calibration: Mapping[str, Any] | None = None):
         h5py = _h5()
         self.path = Path(path)
         self.q = np.ascontiguousarray(np.asarray(q, dtype=np.float64).ravel())
         self.calibration = dict(calibration) if calibration else None
+        self._loaded_calibration = loaded_calibration
         self.title = title or self.path.stem
         self.flush_every = max(1, int(flush_every))
         self.write_every = max(1, min(int(write_every), self.flush_every))
@@ -1178,42 +1195,45 @@ class NXcanSASRunWriter:
         tmpl.fill(name, I, Idev, ([] if image_linked else image[3]) + ([] if params_linked else params[3]),
                   timestamp if has_time else None)
         entry_name = f"{_ENTRY_PREFIX}{self.count + 1:02d}".encode()
-        h5o.copy(self._tfile.id, tmpl.name, self._file.id, entry_name)
+        fid = self._file.id
+        h5o.copy(self._tfile.id, tmpl.name, fid, entry_name)
         self.count += 1
-        gid = h5g.open(self._file.id, entry_name)
-        create_hard = gid.links.create_hard
+        # Links are made by path from the root group: opening the new entry first (an
+        # identifier and a Python object) costs more than HDF5's lookup of its name.
+        create_hard = fid.links.create_hard
+        prefix = entry_name + b"/"
         # Q: the run's grid, or the frame's own (stored again unless the frame before had the same)
         own_q = q is not self.q
         link_to: tuple[Any, bytes] | None = None
         if not own_q:
             link_to = self._q_at
         elif (self._own_q is not None and self._own_q[2] == q_units
-              and (self._own_q[0] is q or (self._own_q[0].shape == q.shape and self._own_q[0].tobytes() == q.tobytes()))):
+              and (self._own_q[0] is q or _same_bits(self._own_q[0], q))):
             link_to = self._own_q[1]  # the same bins left out as in the frame before
         if link_to is None:
             ds = self._file[entry_name.decode()][_DATA_NAME].create_dataset("Q", data=q)
             _set_attr(ds, "units", q_units)
             if own_q:
-                self._own_q = (q, (gid, _Q_NAME), q_units)
+                self._own_q = (q, (fid, prefix + _Q_NAME), q_units)
             else:
-                self._q_at = (gid, _Q_NAME)
+                self._q_at = (fid, prefix + _Q_NAME)
         else:
             # A hard link: every entry has a real Q member, stored once.
-            create_hard(_Q_NAME, *link_to)
+            create_hard(prefix + _Q_NAME, *link_to)
         if self._shared is None:
             det = metadata.get("detector")
             self._write_shared(self._file[entry_name.decode()],
                                det if isinstance(det, str) and det else "area detector")
-            self._shared = gid
+            self._shared = h5g.open(fid, entry_name)
         else:
             first = self._shared
             for member in _SHARED_MEMBERS:
-                create_hard(member, first, member)
+                create_hard(prefix + member, first, member)
         for group, (sig, exact, link, _) in (("image", image), ("parameters", params)):
             if link is not None:
-                create_hard(group.encode(), *link)
+                create_hard(prefix + group.encode(), *link)
             else:  # the next frames link this one while their values are the same
-                self._stored_groups[group] = (sig, exact, (gid, group.encode()))
+                self._stored_groups[group] = (sig, exact, (fid, prefix + group.encode()))
 
     def _write_shared(self, entry, detector_name: str) -> None:
         """Instrument and process groups, created once (in the first entry) and hard-linked."""
@@ -1266,7 +1286,7 @@ class NXcanSASRunWriter:
     def _write_notes(self, proc) -> None:
         """One ``termNN`` line and one ``NXnote`` per correction applied (:func:`process_notes`)."""
         h5py = _h5()
-        for k, note in enumerate(process_notes(self.calibration), start=1):
+        for k, note in enumerate(process_notes(self.calibration, self._loaded_calibration), start=1):
             params = note["parameters"]
             line = note["name"] + ": " + note["description"]
             if params:
