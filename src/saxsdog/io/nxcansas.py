@@ -774,6 +774,8 @@ class _Template:
         self.I = h5d.open(d.id, b"I")
         self.Idev = h5d.open(d.id, b"Idev")
         self.timestamp = h5a.open(h5g.open(g.id, _DATA_NAME.encode()), b"timestamp") if has_time else None
+        #: The ``timestamp`` the skeleton holds (written last), to skip writing it again.
+        self._last_timestamp: str | None = ""
 
     def fill(self, name: str, I: np.ndarray, Idev: np.ndarray, values: list[tuple[Any, Any]],
              timestamp: str | None) -> None:
@@ -790,8 +792,10 @@ class _Template:
         self.title.write(ALL, ALL, np.array(name.encode(), dtype=self._title_dtype), self._title_type)
         self.I.write(ALL, ALL, I, self._f64_type)
         self.Idev.write(ALL, ALL, Idev, self._f64_type)
-        if self.timestamp is not None:
+        if self.timestamp is not None and timestamp != self._last_timestamp:
+            # (frames of one second share their date: the skeleton holds it already)
             self.timestamp.write(np.array(timestamp or "", dtype=self._vlen), self._vlen_type)
+            self._last_timestamp = timestamp
         last = self._last
         for j, ((dsid, kind, mtype), (v, exact)) in enumerate(zip(self.slots, values)):
             if last[j] == exact:
