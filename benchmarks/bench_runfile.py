@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_runfile.py [--frames 2000] [--rounds 5] [--images 2000] [--sink-only]
-                                       [--json out.json] [--quick]
+                                       [--write-every N] [--json out.json] [--quick]
 
 1. The run-file sink alone (``RunSink.record``, as the dispatcher calls it, then ``close``):
    thread CPU per frame, best of ``--rounds`` rounds of ``--frames`` frames, for frames as
@@ -77,6 +77,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2000, help="images of the in-process queue")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--sink-only", action="store_true", help="only the sink alone (1.), not the queue")
+    ap.add_argument("--write-every", type=int, default=None,
+                    help="the writers' write_every (frames written to HDF5 at once; default: the writer's)")
     args = ap.parse_args()
     if args.quick:
         args.frames, args.rounds, args.images = 40, 1, 20
@@ -88,6 +90,13 @@ def main() -> None:
     from saxsdog.io.nxcansas import read_nxcansas
     from saxsdog.testing import link_images
 
+    if args.write_every is not None:  # for measuring other group sizes on a quiet machine
+        import functools
+
+        from saxsdog.io import nxcansas
+
+        nxcansas.NXcanSASRunWriter.__init__ = functools.partialmethod(  # type: ignore[method-assign]
+            nxcansas.NXcanSASRunWriter.__init__, write_every=args.write_every)
     report = Report(f"NXcanSAS run file: the coordinator's CPU per frame ({args.frames} frames a round)", args)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
