@@ -857,8 +857,14 @@ class NXcanSASRunWriter:
     version-1 templates and the mask rebuilt per frame, 0.57 ms before the value slots were
     written only when changed.  Frames repeating their header values and parameters (hard
     links of one image, as in the benchmark) cost about 0.21 ms; in the running queue, whose
-    other work leaves HDF5's caches cold, about 0.34 ms (0.58 ms before).  A full disk holds
-    about 21 kB per such frame in memory until it has space again.
+    other work leaves HDF5's caches cold, about 0.34 ms (0.58 ms before).  With the entry's
+    strings fixed-length and its links made by path (``benchmarks/bench_runfile.py``, the
+    queue's ``RunSink`` on frames of the real Pilatus image, interleaved with the code before,
+    on a machine loaded 12-20 times over its 2 cores; best and median of 5 runs): 0.19 and
+    0.21 instead of 0.23 and 0.26 ms per frame of one image, 0.30 and 0.36 instead of 0.43
+    and 0.45 ms per frame with its own header values, and in the running queue (best of 3)
+    0.34 instead of 0.43 ms.  A full disk holds about 21 kB per such frame in
+    memory until it has space again.
     """
 
     def __init__(self, path: _PathLike, q: Iterable[float] | np.ndarray,
