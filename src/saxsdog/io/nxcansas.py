@@ -96,7 +96,15 @@ from the frame before written into the template.  The templates are in the run f
 (object header version 2, links in the header: no symbol table per group to copy), and the
 run file's metadata cache is small and fixed (see ``_METADATA_CACHE_BYTES``).  Creating a
 dataset with low-level calls costs several times its share of an ``H5Ocopy``, and a hard link
-costs more than copying a small dataset, so only whole groups are linked.
+costs more than copying a small dataset, so only whole groups are linked.  The entry's own
+strings (``definition``, ``title``, ``run``) are fixed-length UTF-8 of exactly their bytes (one
+template per title length): a variable-length string is an object in the file's global heap,
+which every ``H5Ocopy`` converts and copies and every title write allocates and frees, and
+h5py reads both kinds of string dataset as bytes.  Attributes stay variable-length (h5py
+reads those as ``str``, fixed-length ones as bytes).  Most of the rest of an entry's cost is
+HDF5's per object (its header, the root group's two indexes, about 5 µs a link and 3 µs a
+string attribute); the fileobj driver's Python calls are a few per frame (the page buffer
+gathers the writes) and cost about what the system calls they make cost.
 
 Atomicity
 ---------
@@ -298,7 +306,8 @@ def _loaded(calibration: Mapping[str, Any]) -> dict[str, Any]:
         return calibration_in_saxsdog_spellings(calibration)
 
 
-def process_notes(calibration: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def process_notes(calibration: Mapping[str, Any] | None,
+                  loaded: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The corrections a calibration applies, in the order saxsdog applies them.
 
     Read from the calibration's ``Corrections``, ``Normalization`` and ``Background`` blocks
@@ -310,6 +319,11 @@ def process_notes(calibration: Mapping[str, Any] | None) -> list[dict[str, Any]]
     ----------
     calibration
         The calibration dict (either spelling).
+    loaded
+        The same calibration as saxsdog loaded it (:attr:`saxsdog.calibration.Calibration.config`),
+        when the caller has it: it is read instead of loading ``calibration`` again (a
+        check against the schema, whose package alone takes tens of milliseconds to import,
+        on the thread that appends the run's first frame).
 
     Returns
     -------
@@ -319,7 +333,7 @@ def process_notes(calibration: Mapping[str, Any] | None) -> list[dict[str, Any]]
     """
     if not calibration:
         return []
-    cal = _loaded(calibration)
+    cal = _loaded(calibration) if loaded is None else loaded
     corr: Mapping[str, Any] | None = cal["Corrections"] if isinstance(cal.get("Corrections"), Mapping) else None
     norm: Mapping[str, Any] = cal["Normalization"] if isinstance(cal.get("Normalization"), Mapping) else {}
     back: Mapping[str, Any] = cal["Background"] if isinstance(cal.get("Background"), Mapping) else {}
@@ -404,6 +418,14 @@ def _set_attr(obj, name: str, value: Any) -> None:
         obj.attrs.create(name, value, dtype=h5py.string_dtype())
     else:
         obj.attrs[name] = value
+
+
+def _fixed_string_dataset(group, name: str, value: str) -> None:
+    """A scalar string dataset of fixed length (exactly the UTF-8 bytes of ``value``)."""
+    h5py = _h5()
+    data = value.encode()
+    dtype = h5py.string_dtype(length=max(1, len(data)))
+    group.create_dataset(name, data=np.array(data, dtype=dtype), dtype=dtype)
 
 
 def _scalar_kind(value: Any) -> str:
@@ -673,6 +695,12 @@ _SHARED_MEMBERS = (b"sasinstrument", b"sasprocess")
 _DOUBLE_BITS = struct.Struct("<d").pack
 
 
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays hold the same values, bit for bit (``tobytes``: faster than the
+    comparisons that copy less, for a q grid's size)."""
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
 def _exact(value: Any, kind: str) -> Any:
     """What a stored value is compared by: its bits for a float (0.0 is not -0.0, a NaN is
     the same NaN), else the value."""
@@ -694,7 +722,7 @@ class _Template:
     """
 
     def __init__(self, tfile, name: str, title: str, n: int, image: tuple | None, parameters: tuple | None,
-                 has_time: bool, unit: str = DEFAULT_UNIT):
+                 has_time: bool, unit: str = DEFAULT_UNIT, title_bytes: int = 1):
         from h5py import h5a, h5d, h5g, h5t
 
         h5py = _h5()
@@ -705,9 +733,16 @@ class _Template:
         _set_attr(g, "canSAS_class", "SASentry")
         _set_attr(g, "version", NXCANSAS_VERSION)
         _set_attr(g, "default", _DATA_NAME)
-        g.create_dataset("definition", data="NXcanSAS", dtype=h5py.string_dtype())
-        g.create_dataset("title", data="", dtype=h5py.string_dtype())
-        g.create_dataset("run", data=title, dtype=h5py.string_dtype())
+        # The entry's strings are fixed-length UTF-8 (h5py reads both kinds as bytes): a
+        # variable-length one is an object in the file's global heap, which every H5Ocopy
+        # converts and copies, and every write of the title allocates and frees.
+        _fixed_string_dataset(g, "definition", "NXcanSAS")
+        #: The frame names this skeleton's title holds: exactly this many bytes of UTF-8.
+        self.title_bytes = max(1, title_bytes)
+        self._title_dtype = h5py.string_dtype(length=self.title_bytes)
+        self._title_type = h5t.py_create(self._title_dtype)
+        g.create_dataset("title", shape=(), dtype=self._title_dtype)
+        _fixed_string_dataset(g, "run", title)
         d = g.create_group(_DATA_NAME)
         _set_attr(d, "NX_class", "NXdata")
         _set_attr(d, "canSAS_class", "SASdata")
@@ -747,6 +782,8 @@ class _Template:
         self.I = h5d.open(d.id, b"I")
         self.Idev = h5d.open(d.id, b"Idev")
         self.timestamp = h5a.open(h5g.open(g.id, _DATA_NAME.encode()), b"timestamp") if has_time else None
+        #: The ``timestamp`` the skeleton holds (written last), to skip writing it again.
+        self._last_timestamp: str | None = ""
 
     def fill(self, name: str, I: np.ndarray, Idev: np.ndarray, values: list[tuple[Any, Any]],
              timestamp: str | None) -> None:
@@ -760,11 +797,13 @@ class _Template:
         from h5py import h5s
 
         ALL = h5s.ALL
-        self.title.write(ALL, ALL, np.array(name, dtype=self._vlen), self._vlen_type)
+        self.title.write(ALL, ALL, np.array(name.encode(), dtype=self._title_dtype), self._title_type)
         self.I.write(ALL, ALL, I, self._f64_type)
         self.Idev.write(ALL, ALL, Idev, self._f64_type)
-        if self.timestamp is not None:
+        if self.timestamp is not None and timestamp != self._last_timestamp:
+            # (frames of one second share their date: the skeleton holds it already)
             self.timestamp.write(np.array(timestamp or "", dtype=self._vlen), self._vlen_type)
+            self._last_timestamp = timestamp
         last = self._last
         for j, ((dsid, kind, mtype), (v, exact)) in enumerate(zip(self.slots, values)):
             if last[j] == exact:
@@ -799,6 +838,9 @@ class NXcanSASRunWriter:
     unit
         saxsdog's unit of the frames' intensities (:attr:`saxsdog.core.integrators.Curve.unit`),
         unless a frame brings its own in :meth:`append`.
+    loaded_calibration
+        ``calibration`` as saxsdog loaded it (:attr:`saxsdog.calibration.Calibration.config`),
+        if the caller has it: the process notes are read from it (see :func:`process_notes`).
 
     Notes
     -----
@@ -815,18 +857,26 @@ class NXcanSASRunWriter:
     version-1 templates and the mask rebuilt per frame, 0.57 ms before the value slots were
     written only when changed.  Frames repeating their header values and parameters (hard
     links of one image, as in the benchmark) cost about 0.21 ms; in the running queue, whose
-    other work leaves HDF5's caches cold, about 0.34 ms (0.58 ms before).  A full disk holds
-    about 21 kB per such frame in memory until it has space again.
+    other work leaves HDF5's caches cold, about 0.34 ms (0.58 ms before).  With the entry's
+    strings fixed-length and its links made by path (``benchmarks/bench_runfile.py``, the
+    queue's ``RunSink`` on frames of the real Pilatus image, interleaved with the code before,
+    on a machine loaded 12-20 times over its 2 cores; best and median of 5 runs): 0.19 and
+    0.21 instead of 0.23 and 0.26 ms per frame of one image, 0.30 and 0.36 instead of 0.43
+    and 0.45 ms per frame with its own header values, and in the running queue (best of 3)
+    0.34 instead of 0.43 ms.  A full disk holds about 21 kB per such frame in
+    memory until it has space again.
     """
 
     def __init__(self, path: _PathLike, q: Iterable[float] | np.ndarray,
                  calibration: Mapping[str, Any] | None = None, title: str = "",
                  flush_every: int = 64, flush_interval: float = 1.0, unit: str = DEFAULT_UNIT,
-                 q_units: str = Q_UNITS, write_every: int = 8):
+                 q_units: str = Q_UNITS, write_every: int = 8,
+                 loaded_calibration: Mapping[str, Any] | None = None):
         h5py = _h5()
         self.path = Path(path)
         self.q = np.ascontiguousarray(np.asarray(q, dtype=np.float64).ravel())
         self.calibration = dict(calibration) if calibration else None
+        self._loaded_calibration = loaded_calibration
         self.title = title or self.path.stem
         self.flush_every = max(1, int(flush_every))
         self.write_every = max(1, min(int(write_every), self.flush_every))
@@ -1107,12 +1157,12 @@ class NXcanSASRunWriter:
         _set_attr(f, "title", self.title)
 
     def _template(self, image: tuple | None, parameters: tuple | None, has_time: bool, n: int,
-                  unit: str) -> _Template:
-        key = (image, parameters, has_time, n, unit)
+                  unit: str, title_bytes: int) -> _Template:
+        key = (image, parameters, has_time, n, unit, title_bytes)
         tmpl = self._templates.get(key)
         if tmpl is None:
             tmpl = _Template(self._tfile, f"t{len(self._templates)}", self.title, n, image, parameters,
-                             has_time, unit)
+                             has_time, unit, title_bytes)
             self._templates[key] = tmpl
         return tmpl
 
@@ -1159,46 +1209,49 @@ class NXcanSASRunWriter:
         # the template leaves it out
         image_linked, params_linked = image[2] is not None, params[2] is not None
         tmpl = self._template(None if image_linked else image[0], None if params_linked else params[0],
-                              has_time, q.size, unit)
+                              has_time, q.size, unit, len(name.encode()))
         tmpl.fill(name, I, Idev, ([] if image_linked else image[3]) + ([] if params_linked else params[3]),
                   timestamp if has_time else None)
         entry_name = f"{_ENTRY_PREFIX}{self.count + 1:02d}".encode()
-        h5o.copy(self._tfile.id, tmpl.name, self._file.id, entry_name)
+        fid = self._file.id
+        h5o.copy(self._tfile.id, tmpl.name, fid, entry_name)
         self.count += 1
-        gid = h5g.open(self._file.id, entry_name)
-        create_hard = gid.links.create_hard
+        # Links are made by path from the root group: opening the new entry first (an
+        # identifier and a Python object) costs more than HDF5's lookup of its name.
+        create_hard = fid.links.create_hard
+        prefix = entry_name + b"/"
         # Q: the run's grid, or the frame's own (stored again unless the frame before had the same)
         own_q = q is not self.q
         link_to: tuple[Any, bytes] | None = None
         if not own_q:
             link_to = self._q_at
         elif (self._own_q is not None and self._own_q[2] == q_units
-              and (self._own_q[0] is q or (self._own_q[0].shape == q.shape and self._own_q[0].tobytes() == q.tobytes()))):
+              and (self._own_q[0] is q or _same_bits(self._own_q[0], q))):
             link_to = self._own_q[1]  # the same bins left out as in the frame before
         if link_to is None:
             ds = self._file[entry_name.decode()][_DATA_NAME].create_dataset("Q", data=q)
             _set_attr(ds, "units", q_units)
             if own_q:
-                self._own_q = (q, (gid, _Q_NAME), q_units)
+                self._own_q = (q, (fid, prefix + _Q_NAME), q_units)
             else:
-                self._q_at = (gid, _Q_NAME)
+                self._q_at = (fid, prefix + _Q_NAME)
         else:
             # A hard link: every entry has a real Q member, stored once.
-            create_hard(_Q_NAME, *link_to)
+            create_hard(prefix + _Q_NAME, *link_to)
         if self._shared is None:
             det = metadata.get("detector")
             self._write_shared(self._file[entry_name.decode()],
                                det if isinstance(det, str) and det else "area detector")
-            self._shared = gid
+            self._shared = h5g.open(fid, entry_name)
         else:
             first = self._shared
             for member in _SHARED_MEMBERS:
-                create_hard(member, first, member)
+                create_hard(prefix + member, first, member)
         for group, (sig, exact, link, _) in (("image", image), ("parameters", params)):
             if link is not None:
-                create_hard(group.encode(), *link)
+                create_hard(prefix + group.encode(), *link)
             else:  # the next frames link this one while their values are the same
-                self._stored_groups[group] = (sig, exact, (gid, group.encode()))
+                self._stored_groups[group] = (sig, exact, (fid, prefix + group.encode()))
 
     def _write_shared(self, entry, detector_name: str) -> None:
         """Instrument and process groups, created once (in the first entry) and hard-linked."""
@@ -1251,7 +1304,7 @@ class NXcanSASRunWriter:
     def _write_notes(self, proc) -> None:
         """One ``termNN`` line and one ``NXnote`` per correction applied (:func:`process_notes`)."""
         h5py = _h5()
-        for k, note in enumerate(process_notes(self.calibration), start=1):
+        for k, note in enumerate(process_notes(self.calibration, self._loaded_calibration), start=1):
             params = note["parameters"]
             line = note["name"] + ": " + note["description"]
             if params:

@@ -343,6 +343,11 @@ class RunSink:
         self.closed: list[Path] = []
         self.finished = False
 
+    def _loaded_config(self) -> dict[str, Any] | None:
+        """The calibration as loaded (``Calibration.config``), if it has one."""
+        config = getattr(self.calibration, "config", None)
+        return config if isinstance(config, dict) else None
+
     @property
     def paths(self) -> list[Path]:
         """Where the open runs' files will be (after the closed ones)."""
@@ -430,7 +435,8 @@ class RunSink:
                 for (k, _), path in zip(sources, run.paths):
                     it = self.calibration.integrators[k]
                     writers.append(NXcanSASRunWriter(path, it.x, self.calibration.raw, title=run.name,
-                                                     q_units=nx_q_units(it) or "1/nm"))
+                                                     q_units=nx_q_units(it) or "1/nm",
+                                                     loaded_calibration=self._loaded_config()))
             except BaseException:
                 for w in writers:
                     w.abort()
