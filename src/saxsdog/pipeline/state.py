@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import mmap
 from collections import deque
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -281,6 +282,27 @@ class _Image:
     output_key: str | None = None
 
 
+#: Tables at least this large get their own anonymous mapping (:func:`_zeros`).
+_MAPPED_BYTES = 64 * 1024
+
+
+def _zeros(n: int, dtype: type) -> np.ndarray:
+    """A zero-filled array; a large one in its own private anonymous mapping.
+
+    A :class:`HashedMap` doubles its arrays now and then over a run.  From ``malloc`` they
+    land in the allocator's heap once its mmap threshold has risen (it does after the first
+    large block is freed), and the old arrays, freed, leave holes there that the
+    coordinator's small per-frame allocations fragment: measured, the server's heap grew by
+    about as much again as the tables themselves.  A mapping of its own is handed back to
+    the system whole when the array is freed, and its pages are only resident once written.
+    """
+    nbytes = n * np.dtype(dtype).itemsize
+    if nbytes < _MAPPED_BYTES:
+        return np.zeros(n, dtype=dtype)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(buf, dtype=dtype)  # writable; the mapping lives as long as the array
+
+
 def _key64(text: str) -> int:
     """A nonzero 64-bit hash of ``text`` (stable within the process; 0 marks an empty slot)."""
     return (hash(text) & 0xFFFF_FFFF_FFFF_FFFF) or 1
@@ -299,8 +321,8 @@ class HashedMap:
     """
 
     def __init__(self, capacity: int = 1024):
-        self._keys = np.zeros(capacity, dtype=np.uint64)
-        self._values = np.zeros(capacity, dtype=np.int64)
+        self._keys = _zeros(capacity, np.uint64)
+        self._values = _zeros(capacity, np.int64)
         self._n = 0
 
     def __len__(self) -> int:
@@ -333,8 +355,8 @@ class HashedMap:
         if 2 * (self._n + 1) > len(self._keys):
             used = self._keys != 0
             old_keys, old_values = self._keys[used].tolist(), self._values[used].tolist()
-            self._keys = np.zeros(2 * len(self._keys), dtype=np.uint64)
-            self._values = np.zeros(len(self._keys), dtype=np.int64)
+            self._keys = _zeros(2 * len(self._keys), np.uint64)
+            self._values = _zeros(len(self._keys), np.int64)
             for k, v in zip(old_keys, old_values):
                 i = self._slot(k)
                 self._keys[i], self._values[i] = k, v
