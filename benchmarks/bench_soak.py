@@ -34,8 +34,14 @@ counted and removed as they arrive (a 100,000-frame run would otherwise leave 8 
 image must still have exactly one output and one row in ``filelist.txt``.  ``--quick`` also
 runs a short memory soak (400 frames, sampled every 100).  The slope is fitted after
 :data:`WARM_UP_FRAMES` (the coordinator's bounded records fill up first), by least squares and
-by Theil-Sen (the median of pairwise slopes, robust to a sample delayed by another process);
-flat is less than :data:`FLAT_MIB_PER_10K` MiB per 10,000 frames.
+by Theil-Sen (the median of pairwise slopes, robust to a sample delayed by another process),
+with the Theil-Sen slope's 95 % confidence interval (Sen's rank interval).  The verdict
+(:func:`memory_verdict`) says ``flat`` only when the Theil-Sen slope is below
+:data:`FLAT_MIB_PER_10K` MiB per 10,000 frames and the interval either lies below that too or
+includes 0 (no growth beyond the noise); ``grows`` when the slope is that or more;
+``undecided`` otherwise (a longer run or more samples would tell).  What still grows by
+design: who wrote which output and each image's file-list row, 16 bytes an image each in
+hashed tables that double now and then (a step of a few MiB, e.g. at 16k, 32k, 65k images).
 
 ``--inprocess N`` runs the fast in-process memory soak: the server's coordinator (a
 ``CommandHandler`` with its queue rules, ledger, file list and history) in this process, with
@@ -45,10 +51,10 @@ here) and its slope fitted as above; then ``--trace-frames`` more frames run und
 ``tracemalloc`` and what they left allocated is listed by where it was allocated (bytes a
 frame): the growth sites, if any.  The images stay in the queue's folder, as in a real run;
 ``--inprocess-rescan S`` runs the server's reconciliation scan every S seconds (the server's
-``--rescan``, 30 s by default): it lists the folder and loads the ledger's rows whole, so
-its peak, and the RSS with it, grows with the run (measured: 8 MiB/10k frames with a scan
-every 2 s, 4 without).  Some 1,000-2,500 frames/s: 40,000 + 32,000 traced frames take a
-minute or two.
+``--rescan``, 30 s by default): it used to list the folder whole, so
+its peak, and the RSS with it, grew with the run (measured: 8 MiB/10k frames with a scan
+every 2 s, 4 without) until the scan streamed the folder and compared it with the ledger in
+chunks.  Some 1,000-2,500 frames/s: 40,000 + 32,000 traced frames take a minute or two.
 """
 
 from __future__ import annotations

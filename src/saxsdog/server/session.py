@@ -371,9 +371,8 @@ class QueueSession:
         self.queue.start()
         if self.restored:
             # outputs named before the restart stay theirs (a colliding newcomer is renamed)
-            for row in self.ledger.history(self.queue_id, limit=10_000_000):
-                if row["state"] == "done" and row["frame"] == 0 and row["outputs"]:
-                    self.queue.claim_output(row["path"], row["outputs"][0])
+            for path, output in self.ledger.done_outputs(self.queue_id):  # streamed, not every row at once
+                self.queue.claim_output(path, output)
             for path in self.ledger.unfinished(self.queue_id):
                 self.queue.push(path)
             saved = self.load_saved(self.state_dir)
