@@ -159,10 +159,11 @@ def _malloc_bytes() -> int | None:
     return info.uordblks + info.hblkhd
 
 
-def test_hashed_map_tables_stay_out_of_the_malloc_heap():
-    """Its arrays, doubled now and then over a run, get mappings of their own: freed, they go back
-    to the system whole instead of leaving holes in the heap that per-frame allocations fragment
-    (measured in the server: the heap grew by about as much again as the tables)."""
+def test_hashed_map_holds_16_bytes_an_entry_outside_the_malloc_heap():
+    """No slack (a doubling table held up to 64 bytes an entry just after it grew), and the
+    arrays, replaced as it grows, get mappings of their own: freed, they go back to the system
+    whole instead of leaving holes in the heap that per-frame allocations fragment (measured in
+    the server: the heap grew by about as much again as the tables)."""
     import pytest
 
     before = _malloc_bytes()
@@ -172,6 +173,8 @@ def test_hashed_map_tables_stay_out_of_the_malloc_heap():
     for i in range(150_000):
         m[f"/data/work/img_{i:06d}"] = i
     grown = _malloc_bytes() - before
-    assert m.nbytes >= 8 * 2**20  # 2^19 slots of 16 bytes
-    assert grown < 2**20, f"{grown / 2**20:.1f} MiB from malloc for {m.nbytes / 2**20:.0f} MiB of tables"
+    assert len(m) == 150_000 and m.nbytes < 150_000 * 16 + 200_000  # the arrays, and the recent entries' dict
+    assert grown < 2**20, f"{grown / 2**20:.1f} MiB from malloc for {m.nbytes / 2**20:.1f} MiB of tables"
     assert m.get("/data/work/img_000123") == 123 and m.get("/data/work/img_150000") is None
+    m["/data/work/img_000123"] = -1  # replaced in place, not added
+    assert m.get("/data/work/img_000123") == -1 and len(m) == 150_000
