@@ -104,9 +104,10 @@ class History:
             recent.popleft()
 
     def _add_failure(self, path: str, frame: int, error: str) -> None:
+        unlisted = self._failed_unlisted.get(path) if len(self._failed_unlisted) else None
         if path in self.failures:
             del self.failures[path]  # listed again as the latest
-        elif self._failed_unlisted.get(path, -1) >= 0:
+        elif unlisted is not None and unlisted >= 0:
             self._failed_unlisted[path] = -1  # counted already: listed again
         else:
             self.failed += 1
