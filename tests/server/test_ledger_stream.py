@@ -62,3 +62,26 @@ def test_done_outputs_holds_a_page_not_the_ledger(tmp_path):
         assert paged < whole / 5, (paged, whole)
     finally:
         ledger.close()
+
+
+def test_the_scan_asks_the_ledger_in_a_few_statement_shapes(tmp_path, monkeypatch):
+    """Every scan's last chunk has another length; each length was a new statement of up to 500
+    parameters kept in the connection's statement cache: lengths are padded to powers of two."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    try:
+        _fill(ledger, 20)
+        statements: set[str] = set()
+        real = ledger._read
+
+        def recording(sql, params=()):
+            statements.add(sql)
+            return real(sql, params)
+
+        monkeypatch.setattr(ledger, "_read", recording)
+        known = [f"/base/run/img_{i:06d}.tif" for i in range(20)]
+        for n in range(1, 300, 7):  # 43 scans of folders of different sizes
+            paths = known[: n % 20] + [f"/base/run/new_{i:06d}.tif" for i in range(n)]
+            assert list(ledger.unknown("q", paths, chunk=128)) == paths[n % 20:]
+        assert len(statements) <= 8, len(statements)  # 1, 2, 4 ... 128 parameters
+    finally:
+        ledger.close()

@@ -348,9 +348,14 @@ class Ledger:
             yield from self._unknown_of(queue, batch)
 
     def _unknown_of(self, queue: str, batch: list[str]) -> list[str]:
-        marks = ",".join("?" * len(batch))
+        # Padded to a power of two (the last path repeated): a handful of statements, each
+        # compiled once.  A last chunk of another length every scan was another statement of up
+        # to 500 parameters in the connection's statement cache (128 kept), growing with the run.
+        size = 1 << (len(batch) - 1).bit_length()
+        marks = ",".join("?" * size)
+        padded = batch + [batch[-1]] * (size - len(batch))
         rows = self._read(f"SELECT path FROM images WHERE queue=? AND frame=0 AND path IN ({marks})",
-                          (queue, *batch))
+                          (queue, *padded))
         seen = {row[0] for row in rows}
         return [p for p in batch if p not in seen]
 
