@@ -34,8 +34,14 @@ counted and removed as they arrive (a 100,000-frame run would otherwise leave 8 
 image must still have exactly one output and one row in ``filelist.txt``.  ``--quick`` also
 runs a short memory soak (400 frames, sampled every 100).  The slope is fitted after
 :data:`WARM_UP_FRAMES` (the coordinator's bounded records fill up first), by least squares and
-by Theil-Sen (the median of pairwise slopes, robust to a sample delayed by another process);
-flat is less than :data:`FLAT_MIB_PER_10K` MiB per 10,000 frames.
+by Theil-Sen (the median of pairwise slopes, robust to a sample delayed by another process),
+with the Theil-Sen slope's 95 % confidence interval (Sen's rank interval).  The verdict
+(:func:`memory_verdict`) says ``flat`` only when the Theil-Sen slope is below
+:data:`FLAT_MIB_PER_10K` MiB per 10,000 frames and the interval either lies below that too or
+includes 0 (no growth beyond the noise); ``grows`` when the slope is that or more;
+``undecided`` otherwise (a longer run or more samples would tell).  What still grows by
+design: who wrote which output and each image's file-list row, 16 bytes an image each in
+hashed tables that double now and then (a step of a few MiB, e.g. at 16k, 32k, 65k images).
 
 ``--inprocess N`` runs the fast in-process memory soak: the server's coordinator (a
 ``CommandHandler`` with its queue rules, ledger, file list and history) in this process, with
@@ -45,10 +51,10 @@ here) and its slope fitted as above; then ``--trace-frames`` more frames run und
 ``tracemalloc`` and what they left allocated is listed by where it was allocated (bytes a
 frame): the growth sites, if any.  The images stay in the queue's folder, as in a real run;
 ``--inprocess-rescan S`` runs the server's reconciliation scan every S seconds (the server's
-``--rescan``, 30 s by default): it lists the folder and loads the ledger's rows whole, so
-its peak, and the RSS with it, grows with the run (measured: 8 MiB/10k frames with a scan
-every 2 s, 4 without).  Some 1,000-2,500 frames/s: 40,000 + 32,000 traced frames take a
-minute or two.
+``--rescan``, 30 s by default): it used to list the folder whole, so
+its peak, and the RSS with it, grew with the run (measured: 8 MiB/10k frames with a scan
+every 2 s, 4 without) until the scan streamed the folder and compared it with the ledger in
+chunks.  Some 1,000-2,500 frames/s: 40,000 + 32,000 traced frames take a minute or two.
 """
 
 from __future__ import annotations
@@ -186,8 +192,9 @@ LINKS_PER_SOURCE = 50_000
 #: Frames before the coordinator's memory may be flat: its bounded records (the history's 10,000,
 #: the queue's 10,000 finished images) fill up first; the slope is fitted after this many.
 WARM_UP_FRAMES = 12_000
-#: The memory target: the coordinator's RSS grows by less than this per 10,000 frames (flat).
-FLAT_MIB_PER_10K = 1.0
+#: The memory target: the coordinator's RSS grows by less than this per 10,000 frames (flat);
+#: 0.5 MiB is some 50 bytes a frame.
+FLAT_MIB_PER_10K = 0.5
 
 
 def _fit_window(frames: list[int], warm_up: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -224,6 +231,74 @@ def _robust_slope_per_10k(frames: list[int], mib: list[float], warm_up: int = WA
     dx = x[j] - x[i]
     ok = dx > 0
     return float(np.median((y[j] - y[i])[ok] / dx[ok]) * 10_000) if ok.any() else float("nan")
+
+
+def _theil_sen_interval(frames: list[int], mib: list[float], warm_up: int = WARM_UP_FRAMES,
+                        z: float = 1.96) -> tuple[float, float]:
+    """The 95 % confidence interval of the Theil-Sen slope after the warm-up, MiB per 10k frames.
+
+    Sen's rank interval (as ``scipy.stats.theilslopes`` computes it): of the N sorted pairwise
+    slopes, the ones at (N -+ C) / 2 where
+    C = z * sqrt(n (n - 1) (2n + 5) / 18) (the spread of Kendall's statistic without ties).
+    Few samples give a wide interval (3 samples: the smallest to the largest slope).
+    """
+    window = _fit_window(frames, warm_up)
+    if window is None:
+        return float("nan"), float("nan")
+    x, keep = window
+    x, y = x[keep], np.asarray(mib, dtype=float)[keep]
+    i, j = np.triu_indices(x.size, k=1)
+    dx = x[j] - x[i]
+    ok = dx > 0
+    slopes = np.sort((y[j] - y[i])[ok] / dx[ok]) * 10_000
+    if not slopes.size:
+        return float("nan"), float("nan")
+    n, big_n = x.size, slopes.size
+    c = z * np.sqrt(n * (n - 1) * (2 * n + 5) / 18)
+    lo = min(max(int(np.round((big_n - c) / 2)) - 1, 0), big_n - 1)
+    hi = min(max(int(np.round((big_n + c) / 2)), 0), big_n - 1)
+    return float(slopes[lo]), float(slopes[hi])
+
+
+def memory_verdict(slope: float, interval: tuple[float, float], flat: float = FLAT_MIB_PER_10K) -> str:
+    """``flat``, ``grows`` or ``undecided`` for a Theil-Sen slope and its confidence interval.
+
+    Flat: the slope is below ``flat`` and either the whole interval is (any growth is that
+    small) or it includes 0 (no growth beyond the noise).  Grows: the slope is ``flat`` or
+    more.  Undecided: a slope below ``flat`` whose interval reaches above it and excludes 0
+    (more samples, or a longer run, would tell).
+    """
+    lo, hi = interval
+    if not np.isfinite(slope):
+        return "undecided (too few samples after the warm-up)"
+    if slope >= flat:
+        return "grows"
+    if hi < flat or lo <= 0.0:
+        return "flat"
+    return "undecided"
+
+
+def _add_slope_rows(report: Report, frames: list[int], mib: list[float], prefix: str, key: str) -> str:
+    """The least-squares and Theil-Sen slope rows, the interval and the verdict; returns the verdict."""
+    slope = _robust_slope_per_10k(frames, mib)
+    interval = _theil_sen_interval(frames, mib)
+    verdict = memory_verdict(slope, interval)
+    target = f"< {FLAT_MIB_PER_10K:g} (flat)"
+    report.add(f"{prefix} RSS slope (least squares, after warm-up)", _slope_per_10k(frames, mib),
+               "MiB/10k frames", target, key=f"{key}_slope_mib_per_10k")
+    report.add(f"{prefix} RSS slope (Theil-Sen, after warm-up)", slope, "MiB/10k frames", target,
+               key=f"{key}_robust_slope_mib_per_10k",
+               note=f"95 % interval {interval[0]:.2f} to {interval[1]:.2f}: {verdict}")
+    report.add(f"{prefix} RSS slope, 95 % interval low (Theil-Sen)", interval[0], "MiB/10k frames",
+               key=f"{key}_robust_slope_low_mib_per_10k")
+    report.add(f"{prefix} RSS slope, 95 % interval high (Theil-Sen)", interval[1], "MiB/10k frames",
+               key=f"{key}_robust_slope_high_mib_per_10k")
+    report.add(f"{prefix} RSS flat (1) or not (0): {verdict}", 1.0 if verdict == "flat" else 0.0,
+               target="1 (flat)", key=f"{key}_flat")
+    report.context[f"{prefix} RSS verdict"] = (
+        f"{verdict}: Theil-Sen slope {slope:.2f} MiB/10k frames, 95 % interval {interval[0]:.2f} to "
+        f"{interval[1]:.2f}, flat below {FLAT_MIB_PER_10K:g} with the interval below it or including 0")
+    return verdict
 
 
 class _InstantProcessor:
@@ -331,10 +406,7 @@ def inprocess_soak(args, report: Report | None = None) -> Report:
             "; ".join(f"{b:.1f} B {c:+d} {w}" for b, c, w in growth)
     report.section(f"in-process memory soak, {n} frames (+{warm} + {traced_n} traced)")
     report.add("in-process rate", n / elapsed if elapsed > 0 else float("nan"), "frames/s", key="inproc_fps")
-    report.add("in-process coordinator RSS slope (least squares)", _slope_per_10k(frames, mib),
-               "MiB/10k frames", f"< {FLAT_MIB_PER_10K:g} (flat)", key="inproc_slope_mib_per_10k")
-    report.add("in-process coordinator RSS slope (Theil-Sen)", _robust_slope_per_10k(frames, mib),
-               "MiB/10k frames", f"< {FLAT_MIB_PER_10K:g} (flat)", key="inproc_robust_slope_mib_per_10k")
+    _add_slope_rows(report, frames, mib, "in-process coordinator", "inproc")
     if traced_n:
         report.add("Python memory still held, per 10k traced frames", traced_mib * 10_000 / traced_n,
                    "MiB/10k frames", f"< {FLAT_MIB_PER_10K:g}", key="inproc_traced_mib_per_10k")
@@ -456,10 +528,7 @@ def memory_soak(args, report: Report | None = None) -> Report:
     report.add(f"coordinator RSS at the first sample after {warm} frames (warm-up)",
                next((c for f, c in zip(frames, coord) if f >= warm), coord[-1]), "MiB", key="mem_coord_start_mib")
     report.add("coordinator RSS at the end", coord[-1], "MiB", key="mem_coord_end_mib")
-    report.add("coordinator RSS slope (least squares, after warm-up)", _slope_per_10k(frames, coord),
-               "MiB/10k frames", f"< {FLAT_MIB_PER_10K:g} (flat)", key="mem_coord_slope_mib_per_10k")
-    report.add("coordinator RSS slope (Theil-Sen, after warm-up)", _robust_slope_per_10k(frames, coord),
-               "MiB/10k frames", f"< {FLAT_MIB_PER_10K:g} (flat)", key="mem_coord_robust_slope_mib_per_10k")
+    _add_slope_rows(report, frames, coord, "coordinator", "mem_coord")
     report.add("workers RSS, max over the run", max(workers), "MiB", "< 1024", key="mem_workers_max_mib")
     report.add("images lost (memory soak)", lost, target="0", key="mem_lost")
     report.add("images listed twice (memory soak)", twice, target="0", key="mem_listed_twice")

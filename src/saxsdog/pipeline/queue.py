@@ -598,7 +598,7 @@ class ImageQueue:
             "queue_length": self.queue_length,
             "images_processed": h.processed,
             "images_skipped": h.skipped,
-            "images_failed": len(h.failures),
+            "images_failed": h.failed,
             "images_queued": st.queued_total,
             "stage_seconds": h.stage_means(),
             "worker_restarts": self.worker_restarts,

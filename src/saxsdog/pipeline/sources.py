@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from ..io.images import is_image_file, iter_images
@@ -71,6 +71,22 @@ def walk_images(root: PathArg, directories: list[str] | None = None,
                 ignored += ign
     images = [p for p in images if in_directories(p, root, directories or [])]
     return images, ignored
+
+
+def stream_images(root: PathArg, directories: list[str] | None = None,
+                  confine_to: PathArg | None = None) -> Iterator[str]:
+    """The image files below ``root`` as :func:`walk_images` finds them, streamed in directory order.
+
+    Nothing is listed whole: a folder's entries come one at a time from ``scandir``, so a
+    walk of a folder of 10⁵ images holds a few entries, not the 10⁵ paths (and their sorted
+    entries) that :func:`walk_images` returns.  The server's reconciliation scan walks the
+    queue directory this way every 30 s; what it keeps (the images the ledger does not
+    know) it sorts itself.
+    """
+    root = os.path.abspath(root)
+    for path in iter_images(root, confine_to=confine_to, ordered=False):
+        if in_directories(path, root, directories or []):
+            yield path
 
 
 class DirectoryWatcher:

@@ -348,11 +348,37 @@ class Ledger:
             yield from self._unknown_of(queue, batch)
 
     def _unknown_of(self, queue: str, batch: list[str]) -> list[str]:
-        marks = ",".join("?" * len(batch))
+        # Padded to a power of two (the last path repeated): a handful of statements, each
+        # compiled once.  A last chunk of another length every scan was another statement of up
+        # to 500 parameters in the connection's statement cache (128 kept), growing with the run.
+        size = 1 << (len(batch) - 1).bit_length()
+        marks = ",".join("?" * size)
+        padded = batch + [batch[-1]] * (size - len(batch))
         rows = self._read(f"SELECT path FROM images WHERE queue=? AND frame=0 AND path IN ({marks})",
-                          (queue, *batch))
+                          (queue, *padded))
         seen = {row[0] for row in rows}
         return [p for p in batch if p not in seen]
+
+    def done_outputs(self, queue: str, chunk: int = 2000) -> Iterator[tuple[str, str]]:
+        """``(path, first output)`` of every image done (frame 0), streamed ``chunk`` rows at a time.
+
+        What a restarted queue needs to keep the names its images wrote (a colliding newcomer
+        is renamed): it read every finished row whole before, parameters and timings parsed,
+        a peak of some 100 MB for 10⁵ images that stayed in the server's RSS.  Rows come in
+        the order they were first recorded (``rowid``), a page per query, so the ledger's lock
+        is held for one page at a time.
+        """
+        last = 0
+        while True:
+            rows = self._read("SELECT rowid, path, outputs FROM images WHERE queue=? AND state='done' AND frame=0 "
+                              "AND rowid>? ORDER BY rowid LIMIT ?", (queue, last, chunk))
+            for rowid, path, outputs in rows:
+                last = rowid
+                first = json.loads(outputs or "[]")[:1]
+                if first and isinstance(first[0], str):
+                    yield path, first[0]
+            if len(rows) < chunk:
+                return
 
     def counts(self, queue: str) -> dict[str, int]:
         """Rows per state."""

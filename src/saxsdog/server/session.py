@@ -37,7 +37,7 @@ from ..io.images import file_signature, inside, is_image_file
 from ..pipeline import QueueOptions
 from ..pipeline.naming import OutputRefused, check_output_folder, make_output_folder, results_dir, write_output_bytes
 from ..pipeline.queue import ImageQueue
-from ..pipeline.sources import walk_images
+from ..pipeline.sources import stream_images, walk_images
 from .ledger import Ledger, rebuild_from_outputs
 from .paths import PathOutsideBase, resolve_inside
 
@@ -371,9 +371,8 @@ class QueueSession:
         self.queue.start()
         if self.restored:
             # outputs named before the restart stay theirs (a colliding newcomer is renamed)
-            for row in self.ledger.history(self.queue_id, limit=10_000_000):
-                if row["state"] == "done" and row["frame"] == 0 and row["outputs"]:
-                    self.queue.claim_output(row["path"], row["outputs"][0])
+            for path, output in self.ledger.done_outputs(self.queue_id):  # streamed, not every row at once
+                self.queue.claim_output(path, output)
             for path in self.ledger.unfinished(self.queue_id):
                 self.queue.push(path)
             saved = self.load_saved(self.state_dir)
@@ -509,13 +508,15 @@ class QueueSession:
         Nothing is queued while the queue directory is refused (:meth:`check_directory`).
         """
         try:
-            images = self._walk()
+            self.check_directory()
         except PathOutsideBase:
             return 0  # logged, and shown in stat
-        n = 0
-        for p in self.ledger.unknown(self.queue_id, images):
+        # streamed, compared with the ledger in chunks: the folder's listing is never held whole
+        images = stream_images(self.directory, self.options.directories, confine_to=self.basedir)
+        unknown = sorted(self.ledger.unknown(self.queue_id, images))
+        for p in unknown:
             self.queue.push(p)
-            n += 1
+        n = len(unknown)
         if n:
             log.info("reconciliation found %d image(s) without events", n)
         return n
