@@ -17,11 +17,12 @@ Design
   instead of importing the integration stack and re-pickling every batch.
 * Image tasks are grouped into batches (one dask task for up to ``batch_size`` images): each
   task costs a few ms of CPU in the scheduler, the worker's event loop and this process
-  together (measured: ~0.45 ms per image at 16 images a task, ~0.1 at 64), taken from the
-  integration on a machine whose cores run both.  Two batches per worker thread are in
-  flight so the ~10 ms round trip is hidden.  The pool keeps a backlog of its own (up to
-  as many images again as are in flight) and sizes each batch from it, *guided*: a share
-  of the backlog per in-flight slot, between ``min_batch_size`` and ``batch_size``.  A run
+  together (measured on 2 cores: 3-10 ms a task, i.e. ~0.45 ms per image at 16 images a
+  task), taken from the integration on a machine whose cores run both.  Two batches per
+  worker thread are in flight so the ~10 ms round trip is hidden.  The pool keeps a backlog
+  of its own (up to as many images again as are in flight) and sizes each batch from it,
+  *guided*: the backlog's share per worker thread, between ``min_batch_size`` and
+  ``batch_size``.  A run
   in full flow gets large batches; as the backlog drains at the end of a run the batches
   shrink, so both workers finish together instead of one idling while the other works
   through a large last batch.  Batches are sent from ``poll`` (the dispatcher calls it after
@@ -84,19 +85,20 @@ from .worker import ImageProcessor
 
 log = logging.getLogger(__name__)
 
-#: Most images per dask task by default (~150 ms of work).  Each task costs CPU in the
+#: Most images per dask task by default (~0.3 s of work).  Each task costs CPU in the
 #: scheduler, the worker's event loop and the client (measured on 2 cores, per image:
 #: scheduler 0.31 ms at 8 images a task, 0.27 at 16, 0.23 at 32, 0.125 at 64; the worker's
-#: event loop 0.29, 0.29, 0.25, 0.15), all of it taken from the integration; larger batches
-#: make a killed worker's redo coarser (the end of a run is not: see ``MIN_BATCH_SIZE``).
-DEFAULT_BATCH_SIZE = 64
+#: event loop 0.29, 0.29, 0.25, 0.15; the client's 0.34, 0.19 at 32, 0.05 at 96), all of it
+#: taken from the integration; larger batches make a killed worker's redo coarser (the end
+#: of a run is not: see ``MIN_BATCH_SIZE``).  1000 images are 13 tasks (63 at 16 a task).
+DEFAULT_BATCH_SIZE = 128
 #: Fewest images per dask task while the backlog has that many: the batches at the end of
 #: a run (guided sizing, see :meth:`DaskPool._batch_size_now`).
 MIN_BATCH_SIZE = 4
 #: Batches per worker thread kept in flight (one running, one ready to start).
 PREFETCH = 2
-#: The pool's own backlog holds up to this many times the images in flight: enough for
-#: full batches in a steady run, and the share per in-flight slot that guides the batch size.
+#: The pool's own backlog holds up to this many times the images in flight: in a steady
+#: run its share per worker thread (which guides the batch size) is more than a full batch.
 BACKLOG_FACTOR = 1
 #: Images with an in-memory frame (a stream's) held per worker thread at most: their frames
 #: travel inside the batch, megabytes each.
@@ -540,12 +542,13 @@ class DaskPool:
         return True
 
     def _batch_size_now(self) -> int:
-        """The size of the next batch: the backlog's share per in-flight slot (guided
+        """The size of the next batch: the backlog's share per worker thread (guided
         self-scheduling), at least ``min_batch_size`` (or the whole backlog, if smaller) and
-        at most ``batch_size``.  In a steady run the backlog holds a full batch per slot; as it
-        drains the batches shrink, so the last ones are small and end together."""
+        at most ``batch_size``.  In a steady run the backlog holds two full batches per thread;
+        as it drains the batches shrink, so the last ones are small and end together (a
+        model of the end of a run, with a task's cost: tests/pipeline/test_dask_batches.py)."""
         backlog = len(self._pending)
-        share = -(-backlog // (self._threads * PREFETCH))  # ceil
+        share = -(-backlog // self._threads)  # ceil
         return min(backlog, max(self.min_batch_size, min(self.batch_size, share)))
 
     def _dispatch(self) -> None:
