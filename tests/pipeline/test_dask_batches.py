@@ -151,22 +151,19 @@ def test_backlog_is_bounded_and_stream_frames_more_so():
 
 
 def test_making_the_factory_prepares_the_first_connection_in_the_background():
-    """Issue 17: a first ``Client`` computed the package versions it reports to the scheduler
-    and ran ``uname -p`` while connecting, on the command's critical path; now a thread does
-    it as soon as the factory exists (before the folder is scanned).  A fresh interpreter:
-    this one may have connected a client already."""
+    """Issue 17: a first ``Client`` ran ``uname -p`` (the processor name it reports to the
+    scheduler) while connecting, on the command's critical path; now a thread does it as
+    soon as the factory exists (before the folder is scanned).  A fresh interpreter: this
+    one may have connected a client already."""
     import subprocess
     import sys
 
     code = ("import platform\n"
-            "from distributed import versions\n"
             "from saxsdog.pipeline.dask_pool import _PREPARED, dask_pool_factory\n"
-            "assert versions._version_cached.cache_info().currsize == 0\n"
             "assert 'processor' not in platform.uname().__dict__\n"
             "dask_pool_factory('tcp://127.0.0.1:9')\n"  # nothing is contacted yet
             "_PREPARED[0].join(60)\n"
-            "print(versions._version_cached.cache_info().currsize, 'processor' in platform.uname().__dict__)\n")
+            "print('processor' in platform.uname().__dict__)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    cached, processor = out.stdout.split()
-    assert int(cached) > 5 and processor == "True"
+    assert out.stdout.split() == ["True"]

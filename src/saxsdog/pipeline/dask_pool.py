@@ -60,8 +60,10 @@ import collections
 import logging
 import os
 import pickle
+import platform
 import queue as _queue
 import select
+import subprocess  # noqa: F401 - loaded for _prepare_connection's thread
 import threading
 import time
 import uuid
@@ -749,23 +751,22 @@ _PREPARED: list[threading.Thread] = []
 
 
 def _prepare_connection() -> None:
-    """What a first ``Client`` computes while connecting, computed now: the versions of the
-    installed packages it reports to the scheduler (importlib metadata, ~12 ms of CPU) and
-    the host's processor name (``uname -p``, a subprocess: 20-40 ms of waiting).  Cached by
-    ``distributed`` for the process's lifetime."""
-    from distributed import versions
-
+    """What a first ``Client`` waits for while connecting, done now: the host's processor
+    name it reports to the scheduler (``platform.uname().processor``: a ``uname -p``
+    subprocess, 20-40 ms of waiting; cached for the process's lifetime).  It imports nothing
+    (an import in a thread may contend with the main thread's for the import locks); the
+    package versions it also reports (~12 ms of CPU, holding the GIL) gain nothing here."""
     try:
-        versions.get_versions()
-    except Exception as exc:  # pragma: no cover - the client computes it again, and reports
+        platform.uname().processor  # noqa: B018 - computed and cached
+    except Exception as exc:  # pragma: no cover - the client computes it again
         log.debug("while preparing the Dask connection: %s", exc)
 
 
 def dask_pool_factory(address: str, **kwargs: Any) -> Callable[[Calibration, QueueOptions], DaskPool]:
     """A ``pool_factory`` for :class:`~saxsdog.pipeline.queue.ImageQueue`.
 
-    Making the factory starts, in a thread, what the client's first connection would compute
-    (:func:`_prepare_connection`), while the caller goes on (scanning the folder, say).
+    Making the factory starts, in a thread, what the client's first connection would wait
+    for (:func:`_prepare_connection`), while the caller goes on (scanning the folder, say).
 
     Parameters
     ----------
