@@ -226,8 +226,11 @@ def test_batch_given_up_by_dask_is_requeued(real_calibration, images, tmp_path, 
             assert q.wait_until_idle(120)
             q.stop()
         assert any("lost with its worker" in r.getMessage() for r in caplog.records)
+        # a whole batch of several images went back to the queue (and each image is reported once)
+        assert max(r.args[1] for r in caplog.records if "lost with its worker" in r.getMessage()) > 1
         reference = (out / paths[0].with_suffix(".chi").name).read_bytes()
         assert_each_image_once(q, paths, out, reference)
+        assert len(q.history.records) == N_IMAGES  # no image recorded twice
     finally:
         c.close()
 
@@ -383,3 +386,76 @@ def test_poll_wakes_at_once_on_the_queue_wakeup(real_calibration, cluster, image
         pool.close()
         os.close(r)
         os.close(w)
+
+
+@pytest.fixture
+def thread_cluster():
+    """One in-process worker (a thread): what the test patches in this process runs there."""
+    c = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0")
+    yield c
+    c.close()
+
+
+def test_no_batch_is_sent_before_the_calibration_is_installed(real_calibration, thread_cluster, images,
+                                                               tmp_path, monkeypatch):
+    """Issue 17: the calibration travels to the workers in the background while the queue takes
+    in its first images; no batch may reach a worker before it is installed there."""
+    import threading
+
+    from saxsdog.pipeline import dask_pool
+
+    root, paths = images
+    release = threading.Event()
+    real_install = dask_pool._install
+
+    def slow_install(token, payload):
+        assert release.wait(30)
+        return real_install(token, payload)
+
+    monkeypatch.setattr(dask_pool, "_install", slow_install)
+    pool = DaskPool(real_calibration, QueueOptions(out_dir=tmp_path / "out"), thread_cluster.scheduler_address,
+                    background_install=True)
+    try:
+        for p in paths[:10]:
+            assert pool.submit(ImageTask(str(p), str(root)))
+        for _ in range(3):
+            assert pool.poll(0.1) == ([], [])
+        assert not pool.batch_sizes and pool.inflight == 10  # held back, none lost
+        release.set()
+        done: list = []
+        deadline = time.monotonic() + 60
+        while pool.inflight and time.monotonic() < deadline:
+            d, orphaned = pool.poll(0.5)
+            assert not orphaned
+            done.extend(d)
+        assert sorted(t.path for t, _ in done) == sorted(map(str, paths[:10]))
+        assert all(rs[0].ok for _, rs in done)
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_calibration_that_cannot_be_installed_is_a_clear_error(real_calibration, thread_cluster, images,
+                                                               tmp_path, monkeypatch):
+    """An error installing the calibration on the workers (in the background) ends the run with
+    an error naming the cluster, instead of tasks failing on workers that lack it."""
+    from saxsdog.pipeline import dask_pool
+    from saxsdog.pipeline.dask_pool import DaskSetupError
+
+    def broken_install(token, payload):
+        raise ValueError("calibration format 9 is newer than this saxsdog")
+
+    monkeypatch.setattr(dask_pool, "_install", broken_install)
+    root, paths = images
+    address = thread_cluster.scheduler_address
+    q = ImageQueue(real_calibration, root, QueueOptions(out_dir=tmp_path / "out"),
+                   pool_factory=dask_pool_factory(address)).start()
+    for p in paths[:5]:
+        q.push(p)
+    assert q.wait_until_idle(60)
+    t0 = time.monotonic()
+    q.stop()
+    assert time.monotonic() - t0 < 20
+    assert isinstance(q.error, DaskSetupError), q.error
+    assert address in str(q.error) and "calibration format 9" in str(q.error)
+    assert q.history.processed == 0 and not list((tmp_path / "out").glob("*.chi"))

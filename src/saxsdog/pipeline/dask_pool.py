@@ -15,11 +15,19 @@ Design
   pickled into one byte string for :func:`saxsdog.pipeline.dask_task.run_batch`: the
   scheduler unpickles every task, and so handles bytes and a standard-library module
   instead of importing the integration stack and re-pickling every batch.
-* Image tasks are grouped into batches (one dask task per ``batch_size`` images) so the
-  per-task cost (~0.6 ms of scheduler/client CPU, ~10 ms round-trip latency) is small
-  against the work (~5 ms per image and core); two batches per worker thread are in flight
-  so the latency is hidden.  ``submit`` accumulates; a batch is sent when full or at the
-  next ``poll``, so at low image rates nothing waits for a batch to fill.
+* Image tasks are grouped into batches (one dask task for up to ``batch_size`` images): each
+  task costs a few ms of CPU in the scheduler, the worker's event loop and this process
+  together (measured on 2 cores: 3-10 ms a task, i.e. ~0.45 ms per image at 16 images a
+  task), taken from the integration on a machine whose cores run both.  Two batches per
+  worker thread are in flight so the ~10 ms round trip is hidden.  The pool keeps a backlog
+  of its own (up to as many images again as are in flight) and sizes each batch from it,
+  *guided*: the backlog's share per worker thread, between ``min_batch_size`` and
+  ``batch_size``.  A run
+  in full flow gets large batches; as the backlog drains at the end of a run the batches
+  shrink, so both workers finish together instead of one idling while the other works
+  through a large last batch.  Batches are sent from ``poll`` (the dispatcher calls it after
+  each round of submissions, so the size is chosen from the whole round) and as soon as a
+  batch finishes; at low image rates nothing waits for a batch to fill.
 * Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which makes every
   image buffer page-fault afresh (reads 4x slower, half the throughput); the plugin
   restores glibc's usual thresholds in each worker (``tune_malloc``).
@@ -48,11 +56,15 @@ functions of this module) and see the image and output paths under the same name
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import pickle
+import platform
 import queue as _queue
 import select
+import subprocess  # noqa: F401 - loaded for _prepare_connection's thread
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -75,18 +87,45 @@ from .worker import ImageProcessor
 
 log = logging.getLogger(__name__)
 
-#: Images per dask task by default: ~100 ms of work per batch.  The scheduler and client
-#: spend ~0.6 ms of CPU per task in the coordinating process (measured: 0.65 s per 1000
-#: images at batch 8, 0.30 s at batch 32, versus 0.27 s for the local pool), which on a
-#: 2-core machine is taken from the workers; larger batches make the end of a run and a
-#: killed worker's redo coarser.
-DEFAULT_BATCH_SIZE = 16
+#: Most images per dask task by default (~0.3 s of work).  Each task costs CPU in the
+#: scheduler, the worker's event loop and the client (measured on 2 cores, per image:
+#: scheduler 0.31 ms at 8 images a task, 0.27 at 16, 0.23 at 32, 0.125 at 64; the worker's
+#: event loop 0.29, 0.29, 0.25, 0.15; the client's 0.34, 0.19 at 32, 0.05 at 96), all of it
+#: taken from the integration; larger batches make a killed worker's redo coarser (the end
+#: of a run is not: see ``MIN_BATCH_SIZE``).  1000 images are 13 tasks (63 at 16 a task).
+DEFAULT_BATCH_SIZE = 128
+#: Fewest images per dask task while the backlog has that many: the batches at the end of
+#: a run (guided sizing, see :meth:`DaskPool._batch_size_now`).
+MIN_BATCH_SIZE = 4
 #: Batches per worker thread kept in flight (one running, one ready to start).
 PREFETCH = 2
+#: The pool's own backlog holds up to this many times the images in flight: in a steady
+#: run its share per worker thread (which guides the batch size) is more than a full batch.
+BACKLOG_FACTOR = 1
+#: Images with an in-memory frame (a stream's) held per worker thread at most: their frames
+#: travel inside the batch, megabytes each.
+PAYLOAD_IMAGES_PER_THREAD = 16
 #: How often ``poll`` asks the scheduler for the worker list (restarts, capacity).
 WORKER_REFRESH_S = 0.5
 #: Seconds without any answer from the scheduler before it counts as lost (by default).
 UNRESPONSIVE_TIMEOUT_S = 30.0
+
+
+class DaskSetupError(SaxsdogError):
+    """The pool's calibration could not be installed on the cluster's workers.
+
+    Parameters
+    ----------
+    address
+        The scheduler address.
+    cause
+        What the workers (or the scheduler) raised.
+    """
+
+    def __init__(self, address: str, cause: BaseException):
+        self.address = address
+        super().__init__(f"could not install the calibration on the workers of the Dask cluster at {address}: "
+                         f"{type(cause).__name__}: {cause} (the same saxsdog version must be installed there)")
 
 
 class SchedulerUnreachable(SaxsdogError):
@@ -301,7 +340,10 @@ class DaskPool:
         ``LocalCluster`` of ``options.workers`` single-threaded processes owned (and closed)
         by the pool.
     batch_size
-        Images per dask task.
+        Most images per dask task.
+    min_batch_size
+        Fewest images per dask task while the pool holds that many (smaller batches at the
+        end of a run keep the workers busy to the end).
     retries
         Dask retries of a batch whose task raised (the processor itself never raises).
     max_losses
@@ -317,6 +359,12 @@ class DaskPool:
         Seconds the scheduler may go without answering the pool's periodic worker-list
         request before ``poll`` raises :class:`SchedulerUnreachable` (a hung scheduler
         keeps its connection open, so it is never "disconnected").
+    background_install
+        Install the calibration on the workers (the plugin: pickled, sent through the
+        scheduler, unpickled and warmed up on each worker, ~35 ms) in a thread, while the
+        queue takes in its first images; batches are sent once it is installed and an error
+        installing it is raised by ``poll`` (:class:`DaskSetupError`).  ``False``: in the
+        constructor, which raises it (what :func:`dask_pool_factory` does not ask for).
     quiet_workers
         Quiet each worker's diagnostics while the pool is installed (the dashboard's profile
         page stays empty, its system plots are coarser; see :func:`_quiet_worker`); restored
@@ -329,14 +377,17 @@ class DaskPool:
     """
 
     def __init__(self, calibration: Calibration, options: QueueOptions, address: str, *,
-                 batch_size: int = DEFAULT_BATCH_SIZE, retries: int = 1, max_losses: int = 3,
+                 batch_size: int = DEFAULT_BATCH_SIZE, min_batch_size: int = MIN_BATCH_SIZE,
+                 retries: int = 1, max_losses: int = 3,
                  connect_timeout: float = 5.0, tune_malloc: bool = True,
-                 unresponsive_timeout: float = UNRESPONSIVE_TIMEOUT_S, quiet_workers: bool = True):
+                 unresponsive_timeout: float = UNRESPONSIVE_TIMEOUT_S, quiet_workers: bool = True,
+                 background_install: bool = False):
         self.address = address
         self.unresponsive_timeout = float(unresponsive_timeout)
         self._answered = time.monotonic()  # when the scheduler last answered
         self._unresponsive = False
         self.batch_size = max(1, int(batch_size))
+        self.min_batch_size = max(1, min(int(min_batch_size), self.batch_size))
         self.retries = retries
         self.max_losses = max_losses
         self.restarts = 0
@@ -346,8 +397,13 @@ class DaskPool:
         self.losses: list[Any] = []
         self.token = uuid.uuid4().hex[:12]
         self._cluster: LocalCluster | None = None
-        self._batch: list[ImageTask] = []
+        #: Submitted images not yet sent to the cluster, oldest first (the pool's backlog).
+        self._pending: collections.deque[ImageTask] = collections.deque()
         self._futures: dict[str, tuple[Future, list[ImageTask]]] = {}  # key -> (future, tasks)
+        self._sent = 0  # images in self._futures
+        self._payloads = 0  # of the pending and sent images, those carrying an in-memory frame
+        #: Sizes of the batches sent (diagnostics and tests; the last few hundred).
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=512)
         self._finished: _queue.SimpleQueue[str] = _queue.SimpleQueue()
         self._losses: dict[str, int] = {}
         self._n = 0
@@ -355,6 +411,8 @@ class DaskPool:
         self._threads = 1
         self._refreshed = 0.0
         self._closed = False
+        self._installer: threading.Thread | None = None
+        self._install_error: BaseException | None = None
         if address == "local":
             # single-threaded processes: the kernels are single-threaded and hold the GIL
             # while reading/writing; any free port for the scheduler's HTTP server (a second
@@ -373,22 +431,58 @@ class DaskPool:
         os.set_blocking(self._done_w, False)
         try:
             self._plugin = SaxsdogPlugin(self.token, calibration, options, tune_malloc, quiet_workers)
-            self.client.register_plugin(self._plugin)
             self._refresh_workers(force=True)
+            if background_install:
+                self._installer = threading.Thread(target=self._install_plugin, name="saxsdog-dask-install",
+                                                   daemon=True)
+                self._installer.start()
+            else:
+                self.client.register_plugin(self._plugin)
         except BaseException:
             self.terminate()
             raise
 
+    def _install_plugin(self) -> None:
+        """The background installation of the plugin (``background_install``); wakes ``poll`` when done."""
+        try:
+            self.client.register_plugin(self._plugin)
+        except BaseException as exc:  # raised by poll, in the dispatcher
+            self._install_error = exc
+        finally:
+            self._batch_done(None)
+
+    def _installed(self, wait: bool = False, timeout: float | None = None) -> bool:
+        """Whether the calibration is installed on the workers (batches may be sent).
+
+        Raises
+        ------
+        SchedulerUnreachable, DaskSetupError
+            What went wrong installing it in the background.
+        """
+        installer = self._installer
+        if installer is None:
+            return True
+        if wait:
+            installer.join(timeout)
+        if installer.is_alive():
+            return False
+        self._installer = None
+        exc = self._install_error
+        if exc is not None:
+            self._check_connected(exc)
+            raise DaskSetupError(self.address, exc) from exc
+        return True
+
     # -- capacity --------------------------------------------------------------------------
     @property
     def capacity(self) -> int:
-        """How many more images can be handed out now."""
-        return self._threads * self.batch_size * PREFETCH - self.inflight
+        """How many more images can be handed out now (to the cluster or the pool's backlog)."""
+        return self._threads * self.batch_size * PREFETCH * (1 + BACKLOG_FACTOR) - self.inflight
 
     @property
     def inflight(self) -> int:
-        """Images submitted and not yet reported (including a batch being filled)."""
-        return len(self._batch) + sum(len(t) for _, t in self._futures.values())
+        """Images submitted and not yet reported (those in the pool's backlog too)."""
+        return len(self._pending) + self._sent
 
     def _refresh_workers(self, force: bool = False) -> None:
         """Follow the scheduler's worker list: lost workers count as restarts."""
@@ -435,22 +529,42 @@ class DaskPool:
 
     def worker_state(self) -> dict[str, dict[str, Any]]:
         """Per worker: pid, how often it received the calibration, whether it is installed."""
+        self._installed(wait=True)
         return self.client.run(_worker_state, self.token, on_error="ignore")
 
     def submit(self, task: ImageTask) -> bool:
-        """Add an image to the current batch (sent when full); ``False`` when saturated."""
+        """Add an image to the pool's backlog (sent from ``poll``); ``False`` when saturated."""
         if self.capacity <= 0:
             return False
-        self._batch.append(task)
-        if len(self._batch) >= self.batch_size:
-            self._flush()
+        if task.payload is not None:
+            if self._payloads >= self._threads * PAYLOAD_IMAGES_PER_THREAD:
+                return False
+            self._payloads += 1
+        self._pending.append(task)
         return True
 
-    def _flush(self) -> None:
-        if not self._batch:
+    def _batch_size_now(self) -> int:
+        """The size of the next batch: the backlog's share per worker thread (guided
+        self-scheduling), at least ``min_batch_size`` (or the whole backlog, if smaller) and
+        at most ``batch_size``.  In a steady run the backlog holds two full batches per thread;
+        as it drains the batches shrink, so the last ones are small and end together (a
+        model of the end of a run, with a task's cost: tests/pipeline/test_dask_batches.py)."""
+        backlog = len(self._pending)
+        share = -(-backlog // self._threads)  # ceil
+        return min(backlog, max(self.min_batch_size, min(self.batch_size, share)))
+
+    def _dispatch(self) -> None:
+        """Send batches from the backlog while fewer than ``PREFETCH`` per worker thread are in flight."""
+        if not self._pending or not self._installed():
             return
-        tasks, self._batch = self._batch, []
+        while self._pending and len(self._futures) < self._threads * PREFETCH:
+            n = self._batch_size_now()
+            self._send([self._pending.popleft() for _ in range(n)])
+
+    def _send(self, tasks: list[ImageTask]) -> None:
         self._n += 1
+        self._sent += len(tasks)
+        self.batch_sizes.append(len(tasks))
         key = f"saxsdog-batch-{self.token}-{self._n}"
         # the batch as bytes through a light module: the scheduler neither imports saxsdog
         # nor unpickles the image tasks (see saxsdog.pipeline.dask_task)
@@ -460,16 +574,23 @@ class DaskPool:
         # runs in dask's callback thread: only hand the key over (and wake poll)
         fut.add_done_callback(lambda f, key=key: self._batch_done(key))
 
-    def _batch_done(self, key: str) -> None:
-        self._finished.put(key)
+    def _batch_done(self, key: str | None) -> None:
+        if key is not None:
+            self._finished.put(key)
         try:
             os.write(self._done_w, b"\0")
         except (BlockingIOError, OSError, TypeError):  # the pipe is full (poll is awake anyway) or closed
             pass
 
+    def _forget(self, tasks: list[ImageTask]) -> None:
+        """A batch's images are reported (done or orphaned): no longer in flight."""
+        self._sent -= len(tasks)
+        if self._payloads:
+            self._payloads -= sum(1 for t in tasks if t.payload is not None)
+
     def poll(self, timeout: float, wakeup: int | None = None
              ) -> tuple[list[tuple[ImageTask, list[ImageResult]]], list[ImageTask]]:
-        """Send any partial batch, then wait up to ``timeout`` for finished batches.
+        """Send batches from the backlog, then wait up to ``timeout`` for finished batches.
 
         Returns
         -------
@@ -483,7 +604,7 @@ class DaskPool:
             When the connection to the scheduler is lost.
         """
         self._check_connected()
-        self._flush()
+        self._dispatch()
         keys: list[str] = []
         if self._finished.empty() and timeout > 0:
             # a batch finishing ends the wait; with nothing in flight the queue's wake-up (new
@@ -514,6 +635,7 @@ class DaskPool:
             if entry is None:
                 continue
             fut, tasks = entry
+            self._forget(tasks)
             if fut.status == "finished":
                 finished.append(entry)
             elif fut.status == "cancelled":
@@ -522,6 +644,8 @@ class DaskPool:
                 orphaned.extend(tasks)
             else:
                 self._lost(key, fut, tasks, done, orphaned)
+        if keys:
+            self._dispatch()  # the freed slots get their next batches before the results are fetched
         if finished:
             try:
                 values = self.client.gather([f for f, _ in finished])
@@ -575,6 +699,7 @@ class DaskPool:
         try:
             # a scheduler that stopped answering would make each request wait for it
             if self.client.status == "running" and not self._unresponsive:
+                self._installed(wait=True, timeout=timeout)  # unregister what was registered
                 self._refresh_workers(force=True)
                 self.client.unregister_worker_plugin(self._plugin.name)
         except Exception as exc:
@@ -595,7 +720,8 @@ class DaskPool:
 
     def _shutdown(self, timeout: float) -> None:
         self._futures.clear()
-        self._batch.clear()
+        self._pending.clear()
+        self._sent = self._payloads = 0
         client = getattr(self, "client", None)
         if client is not None:
             try:
@@ -621,16 +747,41 @@ class DaskPool:
             self._cluster = None
 
 
+_PREPARED: list[threading.Thread] = []
+
+
+def _prepare_connection() -> None:
+    """What a first ``Client`` waits for while connecting, done now: the host's processor
+    name it reports to the scheduler (``platform.uname().processor``: a ``uname -p``
+    subprocess, 20-40 ms of waiting; cached for the process's lifetime).  It imports nothing
+    (an import in a thread may contend with the main thread's for the import locks); the
+    package versions it also reports (~12 ms of CPU, holding the GIL) gain nothing here."""
+    try:
+        platform.uname().processor  # noqa: B018 - computed and cached
+    except Exception as exc:  # pragma: no cover - the client computes it again
+        log.debug("while preparing the Dask connection: %s", exc)
+
+
 def dask_pool_factory(address: str, **kwargs: Any) -> Callable[[Calibration, QueueOptions], DaskPool]:
     """A ``pool_factory`` for :class:`~saxsdog.pipeline.queue.ImageQueue`.
+
+    Making the factory starts, in a thread, what the client's first connection would wait
+    for (:func:`_prepare_connection`), while the caller goes on (scanning the folder, say).
 
     Parameters
     ----------
     address
         Scheduler address, or ``"local"`` for a ``LocalCluster`` owned by the pool.
     **kwargs
-        Passed to :class:`DaskPool` (``batch_size``, ``connect_timeout``, ...).
+        Passed to :class:`DaskPool` (``batch_size``, ``connect_timeout``, ...); ``background_install``
+        is ``True`` unless given.
     """
+
+    # the queue takes in its first images while the calibration travels to the workers
+    kwargs.setdefault("background_install", True)
+    if not _PREPARED:
+        _PREPARED.append(threading.Thread(target=_prepare_connection, name="saxsdog-dask-prepare", daemon=True))
+        _PREPARED[0].start()
 
     def factory(calibration: Calibration, options: QueueOptions) -> DaskPool:
         return DaskPool(calibration, options, address, **kwargs)
