@@ -164,7 +164,9 @@ def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt:
                        daemon=True)
     proc.start()
     endpoint = endpoint_q.get(timeout=60)
-    q = ImageQueue(cal, out, QueueOptions(workers=workers, out_dir=out, output_format=fmt)).start()
+    q = ImageQueue(cal, out, QueueOptions(workers=workers, out_dir=out, output_format=fmt))
+    q.coordinator_cpu = {}  # the dispatcher's CPU per stage (the stage table)
+    q.start()
     arrived: dict[int, float] = {}  # frame -> when its result reached the coordinator
     q.add_callback(lambda r: arrived.setdefault(int(Path(r.path).name.rsplit("_", 1)[-1]), time.time()))
     src = DectrisStreamSource(endpoint, q, keep_raw=(tmp / f"raw_{fmt}_{protocol}") if keep_raw else None).start()
@@ -190,18 +192,68 @@ def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt:
     return {"ok": ok and st["images_processed"] == n and not q.history.failures and len(lat) == n,
             "fps": n / elapsed, "frames": st["images_processed"], "stages": st["stage_seconds"],
             "run": q.run_files, "raw_mb": raw_bytes / 1e6,
+            "dispatcher_ms": {k: v / n * 1e3 for k, v in (q.coordinator_cpu or {}).items()},
             "cpu_ms": {"sender": sender_cpu / n * 1e3,
                        "coordinator": (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / n * 1e3,
                        "workers": (w1 - w0) / n * 1e3},
             "threads_ms": {"coordinator": _per_frame(threads1, threads0, n),
                            "sender": _per_frame(sender_threads, {}, n)},
-            "latency_ms": lat}
+            "latency_ms": lat, "arrivals": sorted(v - t_sent for v in arrived.values()), "elapsed": elapsed}
 
 
 def _per_frame(after: dict[str, float], before: dict[str, float], n: int) -> dict[str, float]:
     """ms of CPU per frame of each thread that used at least 0.01 ms per frame."""
     shown = {k: (v - before.get(k, 0.0)) / n * 1e3 for k, v in after.items()}
     return {k: v for k, v in sorted(shown.items(), key=lambda kv: -kv[1]) if v >= 0.01}
+
+
+#: The dispatcher's stages (``ImageQueue.coordinator_cpu``) as the stage table names them.
+DISPATCHER_STAGES = (
+    ("results", "results: wait, receive, unpickle, take in"),
+    ("submit", "tasks: frame to shared memory, pickle, send"),
+    ("pushes", "new frames: ledger look-up, output name"),
+    ("rules", "queue rules (state)"),
+)
+
+
+def stage_rows(report, r: dict, prefix: str) -> None:
+    """The per-stage table of one row: CPU ms per frame of every process, thread and stage.
+
+    The sender's and the coordinator's threads are CPU time (``/proc``), the dispatcher's
+    stages its own ``thread_time``; the workers' decode, integrate and write are the means
+    of their own (wall) stage timers, "the rest" is their CPU minus those (taking a task,
+    sending a result back, the pool's loop).
+    """
+    def row(label: str, ms: float, key: str, note: str = "") -> None:
+        report.add(label, ms, "ms", key=f"{prefix}_stage_{key}_ms", note=note)
+
+    c, threads = r["cpu_ms"], r["threads_ms"]
+    sender = threads["sender"]
+    row("sender: encoding, sending (its main thread)", sender.get("MainThread", 0.0), "sender_main")
+    row("sender: ZeroMQ I/O thread", sum(v for k, v in sender.items() if k.startswith("ZMQbg")), "sender_zmq")
+    coord = threads["coordinator"]
+    row("coordinator: ZeroMQ I/O thread (receiving)", sum(v for k, v in coord.items() if k.startswith("ZMQbg")),
+        "coord_zmq")
+    row("coordinator: stream thread (parse, metadata, queue)", coord.get("saxsdog-stream", 0.0), "coord_stream")
+    d = r["dispatcher_ms"]
+    row("coordinator: dispatcher thread", d.get("total", 0.0), "dispatcher")
+    counted = 0.0
+    named = dict(DISPATCHER_STAGES)
+    for stage in [*named, *sorted(k for k in d if k.startswith("sink: ")), "ledger tick"]:
+        if stage in d:
+            counted += d[stage]
+            row(f"  {named.get(stage, stage)}", d[stage], stage.replace("sink: ", "sink_").replace(" ", "_"))
+    row("  the loop itself", d.get("total", 0.0) - counted, "loop")
+    others = c["coordinator"] - sum(v for k, v in coord.items()
+                                    if k.startswith("ZMQbg") or k in ("saxsdog-stream", "saxsdog-dispatcher"))
+    row("coordinator: other threads (benchmark's callback, main)", max(0.0, others), "coord_other")
+    s = r["stages"]
+    stages = {"decode": s.get("read", 0.0) * 1e3, "integrate": s.get("integrate", 0.0) * 1e3,
+              "write": s.get("write", 0.0) * 1e3}
+    for name, ms in stages.items():
+        row(f"workers: {name} (wall, mean per frame)", ms, f"worker_{name}")
+    row("workers: the rest (task in, result out, pool loop)", max(0.0, c["workers"] - sum(stages.values())),
+        "worker_rest")
 
 
 def _threads_note(threads: dict[str, float]) -> str:
@@ -241,6 +293,7 @@ def main() -> None:
                    note=f"thread CPU, best of 5 batches; bitshuffle's {simd_path()} path; "
                         f"a new array per frame: {thread_per_call(lambda: decode_frame(blobs[0], 'uint32', shape, 'bs32-lz4<'), 5 if args.quick else 200) * 1e3:.2f} ms")
         report.section("end to end, first frame sent to run file closed")
+        staged: list[tuple[str, str, dict]] = []
         for label, key, fmt, keep, protocol, target in (
                 ("NXcanSAS run file, stream v1", "v1_run_fps", "nxcansas-run", False, "v1", ">= 800"),
                 ("NXcanSAS run file + raw frames kept", "v1_run_raw_fps", "nxcansas-run", True, "v1", ""),
@@ -262,6 +315,11 @@ def main() -> None:
                        key=key.replace("_fps", "_coordinator_ms"), note=_threads_note(r["threads_ms"]["coordinator"]))
             report.add("    sender's threads (main: encoding and sending)", c["sender"], "ms",
                        key=key.replace("_fps", "_sender_ms"), note=_threads_note(r["threads_ms"]["sender"]))
+            if key in ("v1_run_fps", "v2_run_fps"):
+                staged.append((label, key.removesuffix("_fps"), r))
+        for label, prefix, r in staged:
+            report.section(f"per-stage CPU, ms per frame: {label}")
+            stage_rows(report, r, prefix)
         report.section(f"latency, frame sent to its result in the coordinator, {args.rate:g} Hz, "
                        f"{args.latency_frames} frames")
         for label, key, protocol in (("stream v1", "v1_latency", "v1"), ("stream v2", "v2_latency", "v2")):
