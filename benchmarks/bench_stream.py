@@ -11,8 +11,10 @@ default), as fast as the receiver takes them.  saxsdog receives them in its coor
 the workers decode and integrate them (errors and integral parameters), and the results go
 to an NXcanSAS run file; optionally the raw frames are also kept (NeXus master + data
 files).  The last row sends the same frames as stream v2 (one CBOR message each, DECTRIS
-``bslz4`` compression).  Reported: frames/s from the first frame sent to the run file
-closed, the mean per-frame times of the workers' stages, and the CPU time per frame of each
+``bslz4`` compression).  The series starts once saxsdog's workers are ready (as a detector
+arms a running saxsdog; ``bench_pipeline`` measures the start-up).  Reported: frames/s from
+the first frame sent to the run file closed, the mean per-frame times of the workers' stages,
+and the CPU time per frame of each
 process (the sender, saxsdog's coordinator, its workers: on a shared machine the CPU
 figures are the ones to compare) and of each thread of the coordinator (the queue's
 dispatcher, ZeroMQ's receiving thread, the stream receiver) and of the sender.  The
@@ -26,6 +28,10 @@ installed bitshuffle).  The latency rows send frames at
 frame's send to its result reaching the coordinator (median and 95th percentile; the note
 also gives them after the first second, without the start: each worker's first frame is
 slow and the frames queued meanwhile wait).
+A per-stage table follows for the two run-file rows (v1, v2): CPU ms per frame of the sender's
+threads, of the coordinator's threads (ZeroMQ's receiving thread, the stream thread that
+parses and queues, the dispatcher split into its stages and sinks) and of the workers'
+stages (decode, integrate, write, the rest: taking tasks, sending results).
 ``--quick``: a few frames per row, every result checked, timings meaningless.
 """
 
@@ -167,11 +173,12 @@ def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt:
     q = ImageQueue(cal, out, QueueOptions(workers=workers, out_dir=out, output_format=fmt))
     q.coordinator_cpu = {}  # the dispatcher's CPU per stage (the stage table)
     q.start()
-    arrived: dict[int, float] = {}  # frame -> when its result reached the coordinator
-    q.add_callback(lambda r: arrived.setdefault(int(Path(r.path).name.rsplit("_", 1)[-1]), time.time()))
+    results: list[tuple[str, float]] = []  # (path, when its result reached the coordinator)
+    q.add_callback(lambda r: results.append((r.path, time.time())))  # cheap: counted as coordinator CPU
     src = DectrisStreamSource(endpoint, q, keep_raw=(tmp / f"raw_{fmt}_{protocol}") if keep_raw else None).start()
-    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     pids = list(q._pool.pids())
+    _wait_until_idle(pids)
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     w0 = sum(cpu_seconds(p) for p in pids)
     threads0 = thread_cpu()
     go.set()
@@ -187,6 +194,9 @@ def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt:
     sent, sender_cpu, sender_threads = endpoint_q.get(timeout=60)
     proc.join(30)
     st = q.stats()
+    arrived: dict[int, float] = {}  # frame -> when its result reached the coordinator
+    for path, when in results:
+        arrived.setdefault(int(path.rsplit("_", 1)[-1]), when)
     raw_bytes = sum(p.stat().st_size for p in src.raw_files)
     lat = np.array([arrived[k] - sent[k] for k in range(n) if k in arrived]) * 1e3
     return {"ok": ok and st["images_processed"] == n and not q.history.failures and len(lat) == n,
@@ -199,6 +209,25 @@ def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt:
             "threads_ms": {"coordinator": _per_frame(threads1, threads0, n),
                            "sender": _per_frame(sender_threads, {}, n)},
             "latency_ms": lat, "arrivals": sorted(v - t_sent for v in arrived.values()), "elapsed": elapsed}
+
+
+def _wait_until_idle(pids: list[int], timeout: float = 30.0) -> None:
+    """Wait until the new workers have warmed up (their CPU time stops growing).
+
+    saxsdog runs before a detector arms: the series starts with the workers ready, so
+    their start (loading the kernels, ~0.1 s of CPU each) is neither in the frames/s
+    nor in the workers' CPU per frame (``bench_pipeline`` measures the start-up).
+    """
+    from _harness import cpu_seconds
+
+    deadline = time.monotonic() + timeout
+    last = -1.0
+    while time.monotonic() < deadline:
+        now = sum(cpu_seconds(p) for p in pids)
+        if now == last:
+            return
+        last = now
+        time.sleep(0.1)
 
 
 def _per_frame(after: dict[str, float], before: dict[str, float], n: int) -> dict[str, float]:
