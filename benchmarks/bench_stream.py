@@ -77,6 +77,61 @@ def make_blobs(data: Path, n_distinct: int) -> tuple[list[bytes], tuple[int, int
     return blobs, base.shape
 
 
+def worker_stages(cal, data: Path, shape, n_distinct: int, repeat: int, tmp: Path) -> dict[str, float]:
+    """One worker's CPU per stream frame and stage, in this thread (stable on a shared machine).
+
+    As a forked worker gets them: ``n_distinct`` different frames in the coordinator's shared
+    memory, tasks unpickled, :meth:`ImageProcessor.process` (decode into the worker's reused
+    buffer, integrate, the result), the result pickled.  ``decode`` and ``integrate`` are the
+    two steps alone on the same frames; ``rest`` is the whole task minus them.  Milliseconds
+    per frame, the best of 5 batches.
+    """
+    import pickle
+
+    import tifffile
+
+    from saxsdog.io.codecs import decode_frame, encode_frame
+    from saxsdog.pipeline import QueueOptions
+    from saxsdog.pipeline.backends import PayloadArena
+    from saxsdog.pipeline.tasks import FramePayload, ImageTask
+    from saxsdog.pipeline.worker import ImageProcessor
+
+    base = tifffile.imread(data / "buf1_00000.tif").astype(np.int64)
+    arena = PayloadArena(n_distinct)
+    out = tmp / "worker_stages"
+    proc = ImageProcessor(cal, QueueOptions(workers=2, out_dir=out, output_format="nxcansas-run"), arena)
+    frames, tasks = [], []
+    for k in range(n_distinct):
+        blob = encode_frame(np.where(base >= 0, base + k, base).astype(np.uint32), "bs32-lz4<")
+        ref = arena.put(blob)
+        meta = {"exposure_time": 0.002, "series": 1, "frame": k, "timestamp": time.time(), "start_time": 0}
+        task = ImageTask(str(out / f"1_{k:06d}"), str(out), payload=FramePayload(ref, "uint32", tuple(shape),
+                                                                                   "bs32-lz4<", meta), run="series_1")
+        tasks.append(pickle.dumps((k, task), pickle.HIGHEST_PROTOCOL))
+        frames.append(np.where(base >= 0, base + k, base).astype(np.uint32))
+    views = [arena.view(pickle.loads(t)[1].payload.data) for t in tasks]
+    buffer = np.empty(tuple(shape), np.uint32)
+    step = iter(range(1 << 62))
+
+    def whole() -> None:
+        task_id, task = pickle.loads(tasks[next(step) % n_distinct])
+        results = proc.process(task)
+        if not results[0].ok:
+            raise RuntimeError(results[0].error)
+        pickle.dumps((task_id, results), pickle.HIGHEST_PROTOCOL)
+
+    def decode() -> None:
+        decode_frame(views[next(step) % n_distinct], "uint32", shape, "bs32-lz4<", out=buffer)
+
+    def integrate() -> None:
+        cal.curves(frames[next(step) % n_distinct])
+
+    times = {name: thread_per_call(fn, repeat) * 1e3 for name, fn in
+             (("task", whole), ("decode", decode), ("integrate", integrate))}
+    times["rest"] = max(0.0, times["task"] - times["decode"] - times["integrate"])
+    return times
+
+
 def sender(endpoint_q, go, finished, blobs: list[bytes], shape, n: int, series: int, protocol: str = "v1",
            rate: float = 0.0) -> None:
     """The detector: ``n`` frames as fast as they are taken, or paced at ``rate`` Hz.
@@ -321,6 +376,13 @@ def main() -> None:
                                    5 if args.quick else 200) * 1e3, "ms", key="decode_ms",
                    note=f"thread CPU, best of 5 batches; bitshuffle's {simd_path()} path; "
                         f"a new array per frame: {thread_per_call(lambda: decode_frame(blobs[0], 'uint32', shape, 'bs32-lz4<'), 5 if args.quick else 200) * 1e3:.2f} ms")
+        report.section("one worker's stages, thread CPU per frame (16 frames in shared memory, best of 5 batches)")
+        w = worker_stages(cal, args.data, shape, args.distinct, 10 if args.quick else 200, tmp)
+        report.add("a stream task: unpickle, decode, integrate, result, pickle", w["task"], "ms",
+                   key="worker_task_ms")
+        report.add("  decode (bitshuffle-LZ4 into the worker's buffer)", w["decode"], "ms", key="worker_decode_ms")
+        report.add("  integrate (the calibration's curves)", w["integrate"], "ms", key="worker_integrate_ms")
+        report.add("  the rest (task in, frame, result out)", w["rest"], "ms", key="worker_rest_ms")
         report.section("end to end, first frame sent to run file closed")
         staged: list[tuple[str, str, dict]] = []
         for label, key, fmt, keep, protocol, target in (
