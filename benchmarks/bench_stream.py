@@ -356,7 +356,10 @@ def main() -> None:
         args.frames, args.distinct, args.latency_frames = 12, 3, 20
 
     from saxsdog import Calibration
+    from saxsdog.io import codecs
     from saxsdog.io.codecs import decode_frame, simd_path
+
+    fused_decoder = getattr(codecs, "_fused_decoder", lambda: None)  # what the workers decode with
 
     report = Report(f"Stream ingest, Pilatus 1M bitshuffle-LZ4, {args.workers} workers, {args.frames} frames", args)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -374,7 +377,8 @@ def main() -> None:
         report.add("bitshuffle-LZ4 decode of one frame, into a reused buffer",
                    thread_per_call(lambda: decode_frame(blobs[0], "uint32", shape, "bs32-lz4<", out=into),
                                    5 if args.quick else 200) * 1e3, "ms", key="decode_ms",
-                   note=f"thread CPU, best of 5 batches; bitshuffle's {simd_path()} path; "
+                   note=f"thread CPU, best of 5 batches; bitshuffle's {simd_path()} path, the framing "
+                        f"{'checked while decoding' if fused_decoder() else 'walked before decoding'}; "
                         f"a new array per frame: {thread_per_call(lambda: decode_frame(blobs[0], 'uint32', shape, 'bs32-lz4<'), 5 if args.quick else 200) * 1e3:.2f} ms")
         report.section("one worker's stages, thread CPU per frame (16 frames in shared memory, best of 5 batches)")
         w = worker_stages(cal, args.data, shape, args.distinct, 10 if args.quick else 200, tmp)

@@ -26,9 +26,10 @@ The trailing ``<``/``>`` gives the byte order of the pixels (little-/big-endian)
 
 Decoding uses the ``bitshuffle`` package when it is installed (SIMD, fastest) and
 otherwise ``lz4`` with a NumPy bit-unshuffle (:func:`bitunshuffle`); both are tested
-against blobs made by ``hdf5plugin``'s bitshuffle filter.  Every blob's block structure is
-checked before any C decoder sees it, so malformed data raise :class:`FrameDecodeError`
-instead of crashing the process.
+against blobs made by ``hdf5plugin``'s bitshuffle filter.  Every block's size is checked
+against the end of the blob before any C decoder reads the block (with bitshuffle, in the
+same compiled pass that decodes it: :func:`_fused_decoder`), so malformed data raise
+:class:`FrameDecodeError` instead of crashing the process.
 """
 
 from __future__ import annotations
