@@ -282,3 +282,21 @@ def test_the_fused_decoder_gives_the_pixels_of_bitshuffles_own_decoder(dtype, sh
         for data in (blob, blob[12:]):  # the header-less form as the Eiger simulator sends it
             got = decode_frame(data, np.dtype(dtype).name, shape, enc, out=np.empty(shape, dtype))
             np.testing.assert_array_equal(got, a)
+
+
+@pytest.mark.skipif(not bitshuffle_available(), reason="the bitshuffle package is not installed")
+def test_without_the_fused_decoder_the_walk_and_bitshuffles_decoder_still_decode(monkeypatch):
+    """The path of builds where the fused decoder is not available (or failed its self-check)."""
+    from saxsdog.io import codecs
+
+    monkeypatch.setattr(codecs, "_fused_decoder", lambda: None)
+    a = frame((300, 301))
+    blob = hdf5plugin_bslz4(a)
+    out = np.empty(a.shape, np.uint32)
+    np.testing.assert_array_equal(decode_frame(blob, "uint32", a.shape, "bs32-lz4<", out=out), a)
+    with pytest.raises(FrameDecodeError, match="claims"):
+        decode_frame(blob[:-10], "uint32", a.shape, "bs32-lz4<", out=out)
+    corrupt = bytearray(blob)
+    corrupt[16:80] = bytes(range(64))
+    with pytest.raises(FrameDecodeError, match="do not decode"):
+        decode_frame(bytes(corrupt), "uint32", a.shape, "bs32-lz4<", out=out)
