@@ -11,8 +11,10 @@ default), as fast as the receiver takes them.  saxsdog receives them in its coor
 the workers decode and integrate them (errors and integral parameters), and the results go
 to an NXcanSAS run file; optionally the raw frames are also kept (NeXus master + data
 files).  The last row sends the same frames as stream v2 (one CBOR message each, DECTRIS
-``bslz4`` compression).  Reported: frames/s from the first frame sent to the run file
-closed, the mean per-frame times of the workers' stages, and the CPU time per frame of each
+``bslz4`` compression).  The series starts once saxsdog's workers are ready (as a detector
+arms a running saxsdog; ``bench_pipeline`` measures the start-up).  Reported: frames/s from
+the first frame sent to the run file closed, the mean per-frame times of the workers' stages,
+and the CPU time per frame of each
 process (the sender, saxsdog's coordinator, its workers: on a shared machine the CPU
 figures are the ones to compare) and of each thread of the coordinator (the queue's
 dispatcher, ZeroMQ's receiving thread, the stream receiver) and of the sender.  The
@@ -26,6 +28,10 @@ installed bitshuffle).  The latency rows send frames at
 frame's send to its result reaching the coordinator (median and 95th percentile; the note
 also gives them after the first second, without the start: each worker's first frame is
 slow and the frames queued meanwhile wait).
+A per-stage table follows for the two run-file rows (v1, v2): CPU ms per frame of the sender's
+threads, of the coordinator's threads (ZeroMQ's receiving thread, the stream thread that
+parses and queues, the dispatcher split into its stages and sinks) and of the workers'
+stages (decode, integrate, write, the rest: taking tasks, sending results).
 ``--quick``: a few frames per row, every result checked, timings meaningless.
 """
 
@@ -69,6 +75,61 @@ def make_blobs(data: Path, n_distinct: int) -> tuple[list[bytes], tuple[int, int
     blobs = [encode_frame(np.where(base >= 0, base + k, base).astype(np.uint32), "bs32-lz4<")
              for k in range(n_distinct)]
     return blobs, base.shape
+
+
+def worker_stages(cal, data: Path, shape, n_distinct: int, repeat: int, tmp: Path) -> dict[str, float]:
+    """One worker's CPU per stream frame and stage, in this thread (stable on a shared machine).
+
+    As a forked worker gets them: ``n_distinct`` different frames in the coordinator's shared
+    memory, tasks unpickled, :meth:`ImageProcessor.process` (decode into the worker's reused
+    buffer, integrate, the result), the result pickled.  ``decode`` and ``integrate`` are the
+    two steps alone on the same frames; ``rest`` is the whole task minus them.  Milliseconds
+    per frame, the best of 5 batches.
+    """
+    import pickle
+
+    import tifffile
+
+    from saxsdog.io.codecs import decode_frame, encode_frame
+    from saxsdog.pipeline import QueueOptions
+    from saxsdog.pipeline.backends import PayloadArena
+    from saxsdog.pipeline.tasks import FramePayload, ImageTask
+    from saxsdog.pipeline.worker import ImageProcessor
+
+    base = tifffile.imread(data / "buf1_00000.tif").astype(np.int64)
+    arena = PayloadArena(n_distinct)
+    out = tmp / "worker_stages"
+    proc = ImageProcessor(cal, QueueOptions(workers=2, out_dir=out, output_format="nxcansas-run"), arena)
+    frames, tasks = [], []
+    for k in range(n_distinct):
+        blob = encode_frame(np.where(base >= 0, base + k, base).astype(np.uint32), "bs32-lz4<")
+        ref = arena.put(blob)
+        meta = {"exposure_time": 0.002, "series": 1, "frame": k, "timestamp": time.time(), "start_time": 0}
+        task = ImageTask(str(out / f"1_{k:06d}"), str(out), payload=FramePayload(ref, "uint32", tuple(shape),
+                                                                                   "bs32-lz4<", meta), run="series_1")
+        tasks.append(pickle.dumps((k, task), pickle.HIGHEST_PROTOCOL))
+        frames.append(np.where(base >= 0, base + k, base).astype(np.uint32))
+    views = [arena.view(pickle.loads(t)[1].payload.data) for t in tasks]
+    buffer = np.empty(tuple(shape), np.uint32)
+    step = iter(range(1 << 62))
+
+    def whole() -> None:
+        task_id, task = pickle.loads(tasks[next(step) % n_distinct])
+        results = proc.process(task)
+        if not results[0].ok:
+            raise RuntimeError(results[0].error)
+        pickle.dumps((task_id, results), pickle.HIGHEST_PROTOCOL)
+
+    def decode() -> None:
+        decode_frame(views[next(step) % n_distinct], "uint32", shape, "bs32-lz4<", out=buffer)
+
+    def integrate() -> None:
+        cal.curves(frames[next(step) % n_distinct])
+
+    times = {name: thread_per_call(fn, repeat) * 1e3 for name, fn in
+             (("task", whole), ("decode", decode), ("integrate", integrate))}
+    times["rest"] = max(0.0, times["task"] - times["decode"] - times["integrate"])
+    return times
 
 
 def sender(endpoint_q, go, finished, blobs: list[bytes], shape, n: int, series: int, protocol: str = "v1",
@@ -164,12 +225,15 @@ def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt:
                        daemon=True)
     proc.start()
     endpoint = endpoint_q.get(timeout=60)
-    q = ImageQueue(cal, out, QueueOptions(workers=workers, out_dir=out, output_format=fmt)).start()
-    arrived: dict[int, float] = {}  # frame -> when its result reached the coordinator
-    q.add_callback(lambda r: arrived.setdefault(int(Path(r.path).name.rsplit("_", 1)[-1]), time.time()))
+    q = ImageQueue(cal, out, QueueOptions(workers=workers, out_dir=out, output_format=fmt))
+    q.coordinator_cpu = {}  # the dispatcher's CPU per stage (the stage table)
+    q.start()
+    results: list[tuple[str, float]] = []  # (path, when its result reached the coordinator)
+    q.add_callback(lambda r: results.append((r.path, time.time())))  # cheap: counted as coordinator CPU
     src = DectrisStreamSource(endpoint, q, keep_raw=(tmp / f"raw_{fmt}_{protocol}") if keep_raw else None).start()
-    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     pids = list(q._pool.pids())
+    _wait_until_idle(pids)
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     w0 = sum(cpu_seconds(p) for p in pids)
     threads0 = thread_cpu()
     go.set()
@@ -185,23 +249,95 @@ def run(cal, blobs, shape, n: int, workers: int, tmp: Path, keep_raw: bool, fmt:
     sent, sender_cpu, sender_threads = endpoint_q.get(timeout=60)
     proc.join(30)
     st = q.stats()
+    arrived: dict[int, float] = {}  # frame -> when its result reached the coordinator
+    for path, when in results:
+        arrived.setdefault(int(path.rsplit("_", 1)[-1]), when)
     raw_bytes = sum(p.stat().st_size for p in src.raw_files)
     lat = np.array([arrived[k] - sent[k] for k in range(n) if k in arrived]) * 1e3
     return {"ok": ok and st["images_processed"] == n and not q.history.failures and len(lat) == n,
             "fps": n / elapsed, "frames": st["images_processed"], "stages": st["stage_seconds"],
             "run": q.run_files, "raw_mb": raw_bytes / 1e6,
+            "dispatcher_ms": {k: v / n * 1e3 for k, v in (q.coordinator_cpu or {}).items()},
             "cpu_ms": {"sender": sender_cpu / n * 1e3,
                        "coordinator": (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / n * 1e3,
                        "workers": (w1 - w0) / n * 1e3},
             "threads_ms": {"coordinator": _per_frame(threads1, threads0, n),
                            "sender": _per_frame(sender_threads, {}, n)},
-            "latency_ms": lat}
+            "latency_ms": lat, "arrivals": sorted(v - t_sent for v in arrived.values()), "elapsed": elapsed}
+
+
+def _wait_until_idle(pids: list[int], timeout: float = 30.0) -> None:
+    """Wait until the new workers have warmed up (their CPU time stops growing).
+
+    saxsdog runs before a detector arms: the series starts with the workers ready, so
+    their start (loading the kernels, ~0.1 s of CPU each) is neither in the frames/s
+    nor in the workers' CPU per frame (``bench_pipeline`` measures the start-up).
+    """
+    from _harness import cpu_seconds
+
+    deadline = time.monotonic() + timeout
+    last = -1.0
+    while time.monotonic() < deadline:
+        now = sum(cpu_seconds(p) for p in pids)
+        if now == last:
+            return
+        last = now
+        time.sleep(0.1)
 
 
 def _per_frame(after: dict[str, float], before: dict[str, float], n: int) -> dict[str, float]:
     """ms of CPU per frame of each thread that used at least 0.01 ms per frame."""
     shown = {k: (v - before.get(k, 0.0)) / n * 1e3 for k, v in after.items()}
     return {k: v for k, v in sorted(shown.items(), key=lambda kv: -kv[1]) if v >= 0.01}
+
+
+#: The dispatcher's stages (``ImageQueue.coordinator_cpu``) as the stage table names them.
+DISPATCHER_STAGES = (
+    ("results", "results: wait, receive, unpickle, take in"),
+    ("submit", "tasks: frame to shared memory, pickle, send"),
+    ("pushes", "new frames: ledger look-up, output name"),
+    ("rules", "queue rules (state)"),
+)
+
+
+def stage_rows(report, r: dict, prefix: str) -> None:
+    """The per-stage table of one row: CPU ms per frame of every process, thread and stage.
+
+    The sender's and the coordinator's threads are CPU time (``/proc``), the dispatcher's
+    stages its own ``thread_time``; the workers' decode, integrate and write are the means
+    of their own (wall) stage timers, "the rest" is their CPU minus those (taking a task,
+    sending a result back, the pool's loop).
+    """
+    def row(label: str, ms: float, key: str, note: str = "") -> None:
+        report.add(label, ms, "ms", key=f"{prefix}_stage_{key}_ms", note=note)
+
+    c, threads = r["cpu_ms"], r["threads_ms"]
+    sender = threads["sender"]
+    row("sender: encoding, sending (its main thread)", sender.get("MainThread", 0.0), "sender_main")
+    row("sender: ZeroMQ I/O thread", sum(v for k, v in sender.items() if k.startswith("ZMQbg")), "sender_zmq")
+    coord = threads["coordinator"]
+    row("coordinator: ZeroMQ I/O thread (receiving)", sum(v for k, v in coord.items() if k.startswith("ZMQbg")),
+        "coord_zmq")
+    row("coordinator: stream thread (parse, metadata, queue)", coord.get("saxsdog-stream", 0.0), "coord_stream")
+    d = r["dispatcher_ms"]
+    row("coordinator: dispatcher thread", d.get("total", 0.0), "dispatcher")
+    counted = 0.0
+    named = dict(DISPATCHER_STAGES)
+    for stage in [*named, *sorted(k for k in d if k.startswith("sink: ")), "ledger tick"]:
+        if stage in d:
+            counted += d[stage]
+            row(f"  {named.get(stage, stage)}", d[stage], stage.replace("sink: ", "sink_").replace(" ", "_"))
+    row("  the loop itself", d.get("total", 0.0) - counted, "loop")
+    others = c["coordinator"] - sum(v for k, v in coord.items()
+                                    if k.startswith("ZMQbg") or k in ("saxsdog-stream", "saxsdog-dispatcher"))
+    row("coordinator: other threads (benchmark's callback, main)", max(0.0, others), "coord_other")
+    s = r["stages"]
+    stages = {"decode": s.get("read", 0.0) * 1e3, "integrate": s.get("integrate", 0.0) * 1e3,
+              "write": s.get("write", 0.0) * 1e3}
+    for name, ms in stages.items():
+        row(f"workers: {name} (wall, mean per frame)", ms, f"worker_{name}")
+    row("workers: the rest (task in, result out, pool loop)", max(0.0, c["workers"] - sum(stages.values())),
+        "worker_rest")
 
 
 def _threads_note(threads: dict[str, float]) -> str:
@@ -220,7 +356,10 @@ def main() -> None:
         args.frames, args.distinct, args.latency_frames = 12, 3, 20
 
     from saxsdog import Calibration
+    from saxsdog.io import codecs
     from saxsdog.io.codecs import decode_frame, simd_path
+
+    fused_decoder = getattr(codecs, "_fused_decoder", lambda: None)  # what the workers decode with
 
     report = Report(f"Stream ingest, Pilatus 1M bitshuffle-LZ4, {args.workers} workers, {args.frames} frames", args)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -238,9 +377,18 @@ def main() -> None:
         report.add("bitshuffle-LZ4 decode of one frame, into a reused buffer",
                    thread_per_call(lambda: decode_frame(blobs[0], "uint32", shape, "bs32-lz4<", out=into),
                                    5 if args.quick else 200) * 1e3, "ms", key="decode_ms",
-                   note=f"thread CPU, best of 5 batches; bitshuffle's {simd_path()} path; "
+                   note=f"thread CPU, best of 5 batches; bitshuffle's {simd_path()} path, the framing "
+                        f"{'checked while decoding' if fused_decoder() else 'walked before decoding'}; "
                         f"a new array per frame: {thread_per_call(lambda: decode_frame(blobs[0], 'uint32', shape, 'bs32-lz4<'), 5 if args.quick else 200) * 1e3:.2f} ms")
+        report.section("one worker's stages, thread CPU per frame (16 frames in shared memory, best of 5 batches)")
+        w = worker_stages(cal, args.data, shape, args.distinct, 10 if args.quick else 200, tmp)
+        report.add("a stream task: unpickle, decode, integrate, result, pickle", w["task"], "ms",
+                   key="worker_task_ms")
+        report.add("  decode (bitshuffle-LZ4 into the worker's buffer)", w["decode"], "ms", key="worker_decode_ms")
+        report.add("  integrate (the calibration's curves)", w["integrate"], "ms", key="worker_integrate_ms")
+        report.add("  the rest (task in, frame, result out)", w["rest"], "ms", key="worker_rest_ms")
         report.section("end to end, first frame sent to run file closed")
+        staged: list[tuple[str, str, dict]] = []
         for label, key, fmt, keep, protocol, target in (
                 ("NXcanSAS run file, stream v1", "v1_run_fps", "nxcansas-run", False, "v1", ">= 800"),
                 ("NXcanSAS run file + raw frames kept", "v1_run_raw_fps", "nxcansas-run", True, "v1", ""),
@@ -262,6 +410,11 @@ def main() -> None:
                        key=key.replace("_fps", "_coordinator_ms"), note=_threads_note(r["threads_ms"]["coordinator"]))
             report.add("    sender's threads (main: encoding and sending)", c["sender"], "ms",
                        key=key.replace("_fps", "_sender_ms"), note=_threads_note(r["threads_ms"]["sender"]))
+            if key in ("v1_run_fps", "v2_run_fps"):
+                staged.append((label, key.removesuffix("_fps"), r))
+        for label, prefix, r in staged:
+            report.section(f"per-stage CPU, ms per frame: {label}")
+            stage_rows(report, r, prefix)
         report.section(f"latency, frame sent to its result in the coordinator, {args.rate:g} Hz, "
                        f"{args.latency_frames} frames")
         for label, key, protocol in (("stream v1", "v1_latency", "v1"), ("stream v2", "v2_latency", "v2")):

@@ -231,3 +231,72 @@ def test_corrupted_blobs_into_a_buffer_fail_cleanly_or_agree_with_the_numpy_deco
                                                         implementation="numpy"))
         outcomes.add("decoded")
     assert outcomes == {"refused", "decoded"}
+
+
+@pytest.mark.skipif(not bitshuffle_available(), reason="the bitshuffle package is not installed")
+def test_the_framing_is_checked_while_decoding_not_in_a_walk_before(monkeypatch):
+    """The fused decoder reads the blob once: a valid frame never goes through the separate
+    framing walk (a chain of dependent reads over the whole blob before the decoder read it
+    again: 0.05-0.2 ms per Pilatus 1M frame in a worker), yet a broken framing is still
+    refused with the walk's precise message."""
+    from saxsdog.io import codecs
+
+    if codecs._fused_decoder() is None:
+        pytest.skip("no fused decoder for this bitshuffle build")
+    a = frame((300, 301))
+    blob = hdf5plugin_bslz4(a)
+    real_walk = codecs._bslz4_layout
+    walks = []
+    monkeypatch.setattr(codecs, "_bslz4_layout", lambda *args, **kw: walks.append(1) or real_walk(*args, **kw))
+    out = np.empty(a.shape, np.uint32)
+    np.testing.assert_array_equal(decode_frame(blob, "uint32", a.shape, "bs32-lz4<", out=out), a)
+    np.testing.assert_array_equal(decode_frame(bytearray(blob), "uint32", a.shape, "bs32-lz4<"), a)
+    assert walks == []
+    with pytest.raises(FrameDecodeError, match=r"block \d+ claims \d+ bytes, \d+ are left"):
+        decode_frame(blob[:-10], "uint32", a.shape, "bs32-lz4<", out=out)
+    with pytest.raises(FrameDecodeError, match=r"block 0 claims 4294967295 bytes"):
+        decode_frame(blob[:12] + b"\xff\xff\xff\xff" + blob[16:], "uint32", a.shape, "bs32-lz4<", out=out)
+    assert walks  # the errors were named by the walk
+
+
+@pytest.mark.skipif(not bitshuffle_available(), reason="the bitshuffle package is not installed")
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.uint32, np.int32, np.float32])
+@pytest.mark.parametrize("shape", [(1043, 981), (8, 8), (3, 5), (1, 2049), (37, 1231)])
+def test_the_fused_decoder_gives_the_pixels_of_bitshuffles_own_decoder(dtype, shape):
+    """Every element size, full and short last blocks and the raw left-over elements
+    (``n % 8``), with and without the 12-byte header, in both byte orders."""
+    import bitshuffle
+
+    from saxsdog.io import codecs
+
+    if codecs._fused_decoder() is None:
+        pytest.skip("no fused decoder for this bitshuffle build")
+    a = frame(shape, dtype=dtype, seed=11)
+    bits = 8 * a.dtype.itemsize
+    for order in "<>":
+        enc = f"bs{bits}-lz4{order}"
+        blob = encode_frame(a, enc)
+        want = bitshuffle.decompress_lz4(np.frombuffer(blob, np.uint8)[12:], (a.size,),
+                                         a.dtype.newbyteorder(order), default_block_size(a.dtype.itemsize))
+        np.testing.assert_array_equal(want.reshape(shape), a)
+        for data in (blob, blob[12:]):  # the header-less form as the Eiger simulator sends it
+            got = decode_frame(data, np.dtype(dtype).name, shape, enc, out=np.empty(shape, dtype))
+            np.testing.assert_array_equal(got, a)
+
+
+@pytest.mark.skipif(not bitshuffle_available(), reason="the bitshuffle package is not installed")
+def test_without_the_fused_decoder_the_walk_and_bitshuffles_decoder_still_decode(monkeypatch):
+    """The path of builds where the fused decoder is not available (or failed its self-check)."""
+    from saxsdog.io import codecs
+
+    monkeypatch.setattr(codecs, "_fused_decoder", lambda: None)
+    a = frame((300, 301))
+    blob = hdf5plugin_bslz4(a)
+    out = np.empty(a.shape, np.uint32)
+    np.testing.assert_array_equal(decode_frame(blob, "uint32", a.shape, "bs32-lz4<", out=out), a)
+    with pytest.raises(FrameDecodeError, match="claims"):
+        decode_frame(blob[:-10], "uint32", a.shape, "bs32-lz4<", out=out)
+    corrupt = bytearray(blob)
+    corrupt[16:80] = bytes(range(64))
+    with pytest.raises(FrameDecodeError, match="do not decode"):
+        decode_frame(bytes(corrupt), "uint32", a.shape, "bs32-lz4<", out=out)

@@ -164,6 +164,29 @@ def test_parse_message_checks_the_format():
         (3, 12, (2, 4), "3_000012", {"start_time": 5}, "note")
 
 
+def test_the_frame_description_is_parsed_once_per_kind_of_frame(monkeypatch):
+    """A series sends the same ``dimage_d`` part with every frame: it is parsed and checked once,
+    yet a part that changes (another shape, a broken one) is parsed and checked anew."""
+    from saxsdog.streams import dectris
+
+    parsed: list[bytes] = []
+    real_json = dectris._json
+    monkeypatch.setattr(dectris, "_json", lambda part, what: (parsed.append(what) or real_json(part, what)))
+    info = b'{"htype": "dimage_d-1.0", "shape": [4, 2], "type": "uint16", "encoding": "<", "size": 16, "x": 1}'
+    tail = b'{"htype": "dconfig-1.0", "start_time": 5}'
+    for k in range(5):
+        msg = parse_message([b'{"htype": "dimage-1.0", "series": 3, "frame": %d}' % k, info, bytes(16), tail])
+        assert (msg.frame, msg.shape, msg.dtype, msg.encoding) == (k, (2, 4), "uint16", "<")
+    assert sum(what.startswith("dimage_d") for what in parsed) == 1
+    wide = info.replace(b"[4, 2]", b"[2, 4]")
+    assert parse_message([b'{"htype": "dimage-1.0", "series": 3, "frame": 5}', wide, bytes(16), tail]).shape == (4, 2)
+    with pytest.raises(StreamFormatError, match="pixel type"):
+        parse_message([b'{"htype": "dimage-1.0", "series": 3, "frame": 6}', info.replace(b"uint16", b"complex"),
+                       bytes(16), tail])
+    with pytest.raises(StreamFormatError, match="the blob has 15 bytes"):  # the size is checked every frame
+        parse_message([b'{"htype": "dimage-1.0", "series": 3, "frame": 7}', info, bytes(15), tail])
+
+
 @pytest.mark.slow
 def test_raw_frames_are_kept_as_nexus(cal, frames, from_files, tmp_path):
     q, src = stream(cal, frames, tmp_path / "out", keep_raw=tmp_path / "raw", frames_per_file=2)

@@ -3,7 +3,7 @@
 The first frame of a fresh worker used to take 50–140 ms instead of about 1.5: the
 integration kernels are compiled per pixel type and the parent's warm-up integrates an
 ``int32`` frame (what image files give), while detector streams send ``uint32`` or
-``uint16``; the decoder's compiled framing check has one variant per kind of blob
+``uint16``; the decoder's compiled block loop has one variant per kind of blob
 (read-only bytes, writeable shared memory); and the worker's frame buffer and its share
 of the operator are touched for the first time.  Frames that arrive meanwhile wait
 behind it, so at 200 Hz every worker's start showed up in the latency's 95th percentile.

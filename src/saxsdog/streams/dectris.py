@@ -139,7 +139,38 @@ def parse_message(parts: Sequence[Any]) -> SeriesHeader | StreamFrame | SeriesEn
     frame = _int(head, "frame", "dimage")
     if len(parts) < 4:
         raise StreamFormatError(f"dimage of frame {frame} has {len(parts)} parts, expected 4 or 5")
-    info = _json(parts[1], f"dimage_d of frame {frame}")
+    shape, dtype, encoding, size = _image_info(_bytes(parts[1]), frame)
+    blob = parts[2]
+    # zero-copy: a view of the received message (copied once, into the workers' shared memory)
+    data = blob.buffer if hasattr(blob, "buffer") else _bytes(blob)
+    if size is not None and size != memoryview(data).nbytes:
+        raise StreamFormatError(f"frame {frame}: the blob has {memoryview(data).nbytes} bytes, its header "
+                                f"says {size}")
+    times: dict[str, int] = {}
+    tail = _json(parts[3], f"dconfig of frame {frame}")
+    for k in ("start_time", "stop_time", "real_time"):
+        v = tail.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            times[k] = int(v)
+    appendix = _bytes(parts[4]).decode("utf-8", "replace") if len(parts) > 4 else None
+    return StreamFrame(series, frame, (shape[1], shape[0]), dtype, encoding,
+                       data, str(head.get("hash", "")), times, appendix)
+
+
+_TYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32")
+
+#: ``dimage_d`` parts seen last (raw bytes → what :func:`_image_info` made of them): a
+#: detector sends the same part with every frame of a series, so it is parsed once.
+_INFO_CACHE: dict[bytes, tuple[list[int], str, str, Any]] = {}
+_INFO_CACHE_SIZE = 16
+
+
+def _image_info(raw: bytes, frame: int) -> tuple[list[int], str, str, Any]:
+    """A frame's ``dimage_d`` part, checked: ``(shape [x, y], pixel type, encoding, size)``."""
+    cached = _INFO_CACHE.get(raw)
+    if cached is not None:
+        return cached
+    info = _json(raw, f"dimage_d of frame {frame}")
     if not str(info.get("htype", "")).startswith("dimage_d"):
         raise StreamFormatError(f"part 2 of frame {frame} is {info.get('htype')!r}, expected 'dimage_d-1.0'")
     shape = info.get("shape")
@@ -154,25 +185,11 @@ def parse_message(parts: Sequence[Any]) -> SeriesHeader | StreamFrame | SeriesEn
         parse_encoding(encoding if isinstance(encoding, str) else None)
     except FrameDecodeError as exc:
         raise StreamFormatError(f"frame {frame}: {exc}") from None
-    blob = parts[2]
-    # zero-copy: a view of the received message (copied once, into the workers' shared memory)
-    data = blob.buffer if hasattr(blob, "buffer") else _bytes(blob)
-    size = info.get("size")
-    if size is not None and size != memoryview(data).nbytes:
-        raise StreamFormatError(f"frame {frame}: the blob has {memoryview(data).nbytes} bytes, its header "
-                                f"says {size}")
-    times: dict[str, int] = {}
-    tail = _json(parts[3], f"dconfig of frame {frame}")
-    for k in ("start_time", "stop_time", "real_time"):
-        v = tail.get(k)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            times[k] = int(v)
-    appendix = _bytes(parts[4]).decode("utf-8", "replace") if len(parts) > 4 else None
-    return StreamFrame(series, frame, (shape[1], shape[0]), dtype, encoding or "",
-                       data, str(head.get("hash", "")), times, appendix)
-
-
-_TYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32")
+    value = (shape, dtype, encoding or "", info.get("size"))
+    if len(_INFO_CACHE) >= _INFO_CACHE_SIZE:
+        _INFO_CACHE.clear()
+    _INFO_CACHE[raw] = value
+    return value
 
 #: Frames a stream source lets wait in the coordinator (queued, in flight) before it holds
 #: the detector back (see :class:`DectrisStreamSource`).
