@@ -407,7 +407,7 @@ class ImageQueue:
         """Load every compiled function a frame needs in this process (see :func:`warm_up_kernels`),
         for a backend that runs frames here or forks its workers from here."""
         start_numba()
-        warm_up_kernels(self.calibration)
+        warm_up_kernels(self.calibration, stddev=self.options.keep_curves)
 
     def push(self, path: str | os.PathLike[str], force: bool = False) -> None:
         """Queue an image file (thread-safe; duplicates are merged).
