@@ -456,11 +456,16 @@ def _model_by_code(op, img, g_stream, poisson):
                                    np.float32, np.float64])
 @pytest.mark.parametrize("factor", [None, "pixel", "packed", "packed32"])
 @pytest.mark.parametrize("poisson", [False, True])
-def test_the_pass_by_code_in_steps_of_pixels_adds_in_pixel_order(dtype, factor, poisson):
-    """The clean pass loads the image, codes and factor a few pixels at a time (_chunk_sums)
-    and finishes each run pixel by pixel: the same bits as adding every pixel in order,
-    for every image dtype and factor kind, with and without the variance."""
+@pytest.mark.parametrize("stepped", [True, False])
+def test_the_pass_by_code_in_steps_of_pixels_adds_in_pixel_order(dtype, factor, poisson, stepped, monkeypatch):
+    """The clean pass of a frame that fits in the cache loads the image, codes and factor a
+    few pixels at a time (_chunk_sums) and finishes each run pixel by pixel; a larger frame
+    goes pixel by pixel: both the same bits as adding every pixel in order, for every image
+    dtype and factor kind, with and without the variance."""
+    import saxsdog.core.kernels as kernels
     from saxsdog.core.kernels import pack_factor
+
+    monkeypatch.setattr(kernels, "_STEPPED_BYTES", 1 << 40 if stepped else 0)
 
     op = _without_rest()
     rng = np.random.default_rng(51)
