@@ -456,11 +456,16 @@ def _model_by_code(op, img, g_stream, poisson):
                                    np.float32, np.float64])
 @pytest.mark.parametrize("factor", [None, "pixel", "packed", "packed32"])
 @pytest.mark.parametrize("poisson", [False, True])
-def test_the_pass_by_code_in_steps_of_pixels_adds_in_pixel_order(dtype, factor, poisson):
-    """The clean pass loads the image, codes and factor a few pixels at a time (_chunk_sums)
-    and finishes each run pixel by pixel: the same bits as adding every pixel in order,
-    for every image dtype and factor kind, with and without the variance."""
+@pytest.mark.parametrize("stepped", [True, False])
+def test_the_pass_by_code_in_steps_of_pixels_adds_in_pixel_order(dtype, factor, poisson, stepped, monkeypatch):
+    """The clean pass of a frame that fits in the cache loads the image, codes and factor a
+    few pixels at a time (_chunk_sums) and finishes each run pixel by pixel; a larger frame
+    goes pixel by pixel: both the same bits as adding every pixel in order, for every image
+    dtype and factor kind, with and without the variance."""
+    import saxsdog.core.kernels as kernels
     from saxsdog.core.kernels import pack_factor
+
+    monkeypatch.setattr(kernels, "_STEPPED_BYTES", 1 << 40 if stepped else 0)
 
     op = _without_rest()
     rng = np.random.default_rng(51)
@@ -553,3 +558,27 @@ def test_not_a_number_and_negative_zero_pass_as_in_the_reference():
         assert np.isnan(a).any()
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-9, err_msg=field)
     assert got.dummy_pixels == ref.dummy_pixels == 0
+
+
+@pytest.mark.parametrize("size", [1, 7, 8, 33, 20000])
+def test_root_of_positive_gives_the_bytes_of_the_numpy_expression(size):
+    """A cake map's legacy error in one pass: the bytes of sqrt(maximum(v, 0) * scale) for
+    negative, −0.0, NaN, infinite and subnormal values and zero or infinite scales."""
+    from saxsdog.core.kernels import root_of_positive
+
+    rng = np.random.default_rng(size)
+    v = rng.normal(size=size) * 10.0 ** rng.integers(-300, 300, size)
+    scale = rng.random(size) * 10.0 ** rng.integers(-10, 300, size)
+    for step, value in ((7, -0.0), (11, 0.0), (13, np.nan), (17, np.inf), (19, -np.inf), (23, 5e-324),
+                        (29, -5e-324)):
+        v[::step] = value
+    scale[::5] = 0.0
+    scale[::31] = np.inf
+    with np.errstate(all="ignore"):
+        want = np.maximum(v, 0.0)
+        want *= scale
+        np.sqrt(want, out=want)
+        got = root_of_positive(v, scale)
+    assert got.dtype == np.float64 and got.tobytes() == want.tobytes()
+    with pytest.raises(ValueError, match="shape"):
+        root_of_positive(v, scale[:-1] if size > 1 else np.ones(2))

@@ -23,7 +23,8 @@ import numpy as np
 
 from .corrections import PixelCorrections, check_frame_image, pixel_factor
 from .geometry import Geometry
-from .kernels import accumulate, accumulate_corrected, accumulate_spread, default_method, flat_image, pack_factor
+from .kernels import (accumulate, accumulate_corrected, accumulate_spread, default_method, flat_image, pack_factor,
+                      root_of_positive)
 from .operator import BinningOperator
 
 __all__ = ["Curve", "Integrator", "RadialIntegrator", "PhiIntegrator", "SliceIntegrator",
@@ -565,9 +566,6 @@ class CakeIntegrator(Integrator):
         return inv
 
     def poisson_error(self, intensity: np.ndarray) -> np.ndarray:
-        """``√(I·A)/A = √(I/A)`` per bin, 0 for empty bins: the base's values in two passes over
+        """``√(I·A)/A = √(I/A)`` per bin, 0 for empty bins: the base's values in one pass over
         the map instead of seven (a 1000 × 360 map is 2.9 MB per array)."""
-        out: np.ndarray = np.maximum(intensity, 0.0)
-        out *= self._inverse_area
-        np.sqrt(out, out=out)
-        return out
+        return root_of_positive(intensity, self._inverse_area)
