@@ -1115,6 +1115,13 @@ def test_a_series_decodes_its_ifd_once_and_each_file_keeps_its_own_pixels_and_he
         assert frame.metadata == read_header(p)
     assert decoded == [str(series[0][0])]  # the other files: the cached layout
     assert len(tiff._LAYOUTS) == 1
+    for p, data in series:  # what the cached layout gives is what a fresh parse gives
+        head = p.read_bytes()[:8192]
+        with open(p, "rb") as fh:
+            cached = tiff.parse_tiff(str(p), fh, p.stat().st_size, head, data.shape)
+            tiff._LAYOUTS.clear()
+            fresh = tiff.parse_tiff(str(p), fh, p.stat().st_size, head, data.shape)
+        assert cached == fresh and cached.fast and "Exposure_time" in cached.description
 
 
 def test_a_cached_layout_still_checks_each_files_size_and_the_expected_shape(tmp_path, monkeypatch):

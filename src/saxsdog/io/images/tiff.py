@@ -11,6 +11,7 @@ tifffile.
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import os
 import struct
@@ -80,6 +81,8 @@ class _Layout:
     offset: int = 0
     nbytes: int = 0
     end: int = 0
+    #: ``(tag, entry index)`` of the IFD's text tags (descriptions, the first Model and DateTime).
+    texts: tuple[tuple[int, int], ...] = ()
 
 
 #: ``(byte order, IFD offset, the IFD's entry bytes) -> _Layout`` of files parsed before whose
@@ -130,17 +133,31 @@ def parse_tiff(path: str, f, size: int, head: bytes, expected_shape: Shape | Non
     if n == 0:
         raise CorruptImageError(path, "invalid TIFF: the first IFD has no entries")
     entries = get(ifd + 2, 12 * n + 4)
-    tags: dict[int, tuple[int, int, bytes]] = {}
-    descriptions: list[tuple[int, int, bytes]] = []  # tifffile may write two
-    for tag, typ, count, field_ in _IFD_ENTRY[bo].iter_unpack(memoryview(entries)[: 12 * n]):
-        entry = (typ, count, field_)
-        if tag not in tags:
-            tags[tag] = entry
-        if tag == 270:
-            descriptions.append(entry)
     (next_ifd,) = struct.unpack_from(bo + "I", entries, 12 * n)
     key = (bo, ifd, entries)
     layout = _LAYOUTS.get(key)
+    tags: dict[int, tuple[int, int, bytes]] = {}
+    descriptions: list[tuple[int, int, bytes]] = []  # tifffile may write two
+    #: (tag, entry index) of the text tags read below: the descriptions, the first Model and DateTime
+    texts: list[tuple[int, int]] = []
+    if layout is None:
+        for k, (tag, typ, count, field_) in enumerate(_IFD_ENTRY[bo].iter_unpack(memoryview(entries)[: 12 * n])):
+            entry = (typ, count, field_)
+            if tag not in tags:
+                tags[tag] = entry
+                if tag in (272, 306):
+                    texts.append((tag, k))
+            if tag == 270:
+                descriptions.append(entry)
+                texts.append((tag, k))
+    else:  # only the text tags' entries (where the text is, not what it says, is in the layout)
+        unpack = _IFD_ENTRY[bo].unpack_from
+        for tag, k in layout.texts:
+            entry = unpack(entries, 12 * k)[1:]
+            if tag == 270:
+                descriptions.append(entry)
+            else:
+                tags[tag] = entry
     #: Whether every number the layout needs sits in the entries themselves (cacheable).
     inline = [True]
 
@@ -182,7 +199,8 @@ def parse_tiff(path: str, f, size: int, head: bytes, expected_shape: Shape | Non
     info.model = value(272, "") or ""
     info.datetime = value(306, "") or ""
     if layout is None:
-        layout = _decode_layout(path, info, tags, value, bps, itemsize, next_ifd)
+        layout = dataclasses.replace(_decode_layout(path, info, tags, value, bps, itemsize, next_ifd),
+                                     texts=tuple(texts))
         if inline[0]:
             if len(_LAYOUTS) >= _MAX_LAYOUTS:
                 _LAYOUTS.clear()
