@@ -72,3 +72,16 @@ def test_every_entry_has_its_own_frames_timestamp(tmp_path):
         for k, date in enumerate(dates):
             attrs = f[f"sasentry{k + 1:02d}/sasdata01"].attrs
             assert attrs.get("timestamp") == (date or None)
+
+
+def test_a_name_that_is_not_utf8_fails_that_frame_only(tmp_path):
+    # a file name with undecodable bytes (os.listdir's surrogate escapes): the frame that has
+    # it is refused when appended, naming it, and the frames around it are written
+    q = np.linspace(0.1, 3.0, 30)
+    with NXcanSASRunWriter(tmp_path / "run.h5", q, write_every=4) as w:
+        w.append("a.tif", np.ones(30), np.ones(30))
+        with pytest.raises(ValueError, match="not valid UTF-8"):
+            w.append("bad\udcff.tif", np.ones(30), np.ones(30))
+        for k in range(6):
+            w.append(f"b{k}.tif", np.ones(30), np.ones(30))
+    assert [f["name"] for f in read_nxcansas(tmp_path / "run.h5")] == ["a.tif"] + [f"b{k}.tif" for k in range(6)]

@@ -785,7 +785,7 @@ class _Template:
         #: The ``timestamp`` the skeleton holds (written last), to skip writing it again.
         self._last_timestamp: str | None = ""
 
-    def fill(self, name: str, I: np.ndarray, Idev: np.ndarray, values: list[tuple[Any, Any]],
+    def fill(self, name: bytes, I: np.ndarray, Idev: np.ndarray, values: list[tuple[Any, Any]],
              timestamp: str | None) -> None:
         """Write one frame's values into the skeleton.
 
@@ -797,7 +797,7 @@ class _Template:
         from h5py import h5s
 
         ALL = h5s.ALL
-        self.title.write(ALL, ALL, np.array(name.encode(), dtype=self._title_dtype), self._title_type)
+        self.title.write(ALL, ALL, np.array(name, dtype=self._title_dtype), self._title_type)
         self.I.write(ALL, ALL, I, self._f64_type)
         self.Idev.write(ALL, ALL, Idev, self._f64_type)
         if self.timestamp is not None and timestamp != self._last_timestamp:
@@ -967,10 +967,16 @@ class NXcanSASRunWriter:
         Raises
         ------
         ValueError
-            Lengths of I, Idev, q and valid differ, or the writer is closed.
+            Lengths of I, Idev, q and valid differ, the name is not valid UTF-8 (a file name
+            with undecodable bytes), or the writer is closed.
         """
         if self._closed or self._h5_closed:
             raise ValueError(f"{self.path}: the run file is closed")
+        try:  # here, not when the group is written: the error is this frame's
+            title = str(name).encode()
+        except UnicodeEncodeError as exc:  # a file name that is not UTF-8 (surrogate escapes)
+            raise ValueError(f"frame {name!r}: its name is not valid UTF-8 ({exc.reason}); "
+                             "NXcanSAS titles are UTF-8 strings") from None
         if q is None:
             qq = self.q
         else:
@@ -1008,7 +1014,7 @@ class NXcanSASRunWriter:
             qq = self.q  # the run's grid with all its bins (an own q that is the same)
         if not self._buffer and not self._unflushed:
             self._unflushed_since = time.monotonic()
-        self._buffer.append((str(name), ii, dd, dict(metadata or {}), dict(parameters or {}), qq,
+        self._buffer.append((title, ii, dd, dict(metadata or {}), dict(parameters or {}), qq,
                              str(unit or self.unit), qu))
         if len(self._buffer) >= self.write_every:
             self._write_buffered()
@@ -1196,7 +1202,7 @@ class NXcanSASRunWriter:
             return sig, exact, stored[2], kept
         return sig, exact, None, kept
 
-    def _write_frame(self, name: str, I: np.ndarray, Idev: np.ndarray, metadata: dict,
+    def _write_frame(self, name: bytes, I: np.ndarray, Idev: np.ndarray, metadata: dict,
                      parameters: dict, q: np.ndarray, unit: str = DEFAULT_UNIT,
                      q_units: str = Q_UNITS) -> None:
         from h5py import h5g, h5o
@@ -1209,7 +1215,7 @@ class NXcanSASRunWriter:
         # the template leaves it out
         image_linked, params_linked = image[2] is not None, params[2] is not None
         tmpl = self._template(None if image_linked else image[0], None if params_linked else params[0],
-                              has_time, q.size, unit, len(name.encode()))
+                              has_time, q.size, unit, len(name))
         tmpl.fill(name, I, Idev, ([] if image_linked else image[3]) + ([] if params_linked else params[3]),
                   timestamp if has_time else None)
         entry_name = f"{_ENTRY_PREFIX}{self.count + 1:02d}".encode()
