@@ -133,10 +133,11 @@ def test_batch_size_follows_the_backlog_within_bounds():
 
 
 def test_backlog_is_bounded_and_stream_frames_more_so():
-    """The pool takes images for its own backlog up to as many again as are in flight; frames
-    held in memory (a stream's, megabytes each, sent inside the batch) far fewer."""
+    """The pool takes images for its own backlog up to a full batch per worker thread beyond
+    those in flight (a graceful stop finishes them too); frames held in memory (a stream's,
+    megabytes each, sent inside the batch) far fewer."""
     pool = _pool(threads=2, batch_size=64)
-    limit = 2 * 64 * PREFETCH * 2
+    limit = 2 * 64 * (PREFETCH + 1)
     assert pool.capacity == limit
     accepted = sum(pool.submit(ImageTask(f"/d/{i}.tif", "/d")) for i in range(limit + 10))
     assert accepted == limit and pool.capacity == 0 and pool.inflight == limit

@@ -20,12 +20,11 @@ Design
   together (measured on 2 cores: 3-10 ms a task, i.e. ~0.45 ms per image at 16 images a
   task), taken from the integration on a machine whose cores run both.  Two batches per
   worker thread are in flight so the ~10 ms round trip is hidden.  The pool keeps a backlog
-  of its own (up to as many images again as are in flight) and sizes each batch from it,
-  *guided*: the backlog's share per worker thread, between ``min_batch_size`` and
-  ``batch_size``.  A run
-  in full flow gets large batches; as the backlog drains at the end of a run the batches
-  shrink, so both workers finish together instead of one idling while the other works
-  through a large last batch.  Batches are sent from ``poll`` (the dispatcher calls it after
+  of its own (up to a full batch per worker thread beyond those in flight) and sizes each
+  batch from it, *guided*: the backlog's share per worker thread, between
+  ``min_batch_size`` and ``batch_size``.  A run in full flow gets large batches; as the
+  backlog drains at the end of a run the batches shrink, so both workers finish together
+  instead of one idling while the other works through a large last batch.  Batches are sent from ``poll`` (the dispatcher calls it after
   each round of submissions, so the size is chosen from the whole round) and as soon as a
   batch finishes; at low image rates nothing waits for a batch to fill.
 * Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which makes every
@@ -99,9 +98,11 @@ DEFAULT_BATCH_SIZE = 128
 MIN_BATCH_SIZE = 4
 #: Batches per worker thread kept in flight (one running, one ready to start).
 PREFETCH = 2
-#: The pool's own backlog holds up to this many times the images in flight: in a steady
-#: run its share per worker thread (which guides the batch size) is more than a full batch.
-BACKLOG_FACTOR = 1
+#: Full batches per worker thread the pool's own backlog holds beyond those in flight: in a
+#: steady run its share per thread (which guides the batch size) is a full batch.  Images in
+#: the backlog count as in flight, so a graceful stop finishes them too: the more, the
+#: longer a stop takes (one batch per thread: ~0.5 s at 250 frames/s a core).
+BACKLOG_BATCHES = 1
 #: Images with an in-memory frame (a stream's) held per worker thread at most: their frames
 #: travel inside the batch, megabytes each.
 PAYLOAD_IMAGES_PER_THREAD = 16
@@ -477,7 +478,7 @@ class DaskPool:
     @property
     def capacity(self) -> int:
         """How many more images can be handed out now (to the cluster or the pool's backlog)."""
-        return self._threads * self.batch_size * PREFETCH * (1 + BACKLOG_FACTOR) - self.inflight
+        return self._threads * self.batch_size * (PREFETCH + BACKLOG_BATCHES) - self.inflight
 
     @property
     def inflight(self) -> int:
