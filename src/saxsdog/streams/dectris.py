@@ -265,9 +265,11 @@ class DectrisReceiver:
             finally:
                 self._ready.set()
             while not self._stop.is_set():
-                if not sock.poll(100):
+                try:  # a message waiting (a fast detector): no poll first
+                    parts = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    sock.poll(100)  # wait for the next one (or look at the stop flag again)
                     continue
-                parts = sock.recv_multipart(copy=False)
                 self.received += 1
                 try:
                     msg = parse_message(parts)
