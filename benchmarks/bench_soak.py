@@ -283,6 +283,8 @@ def _add_slope_rows(report: Report, frames: list[int], mib: list[float], prefix:
     slope = _robust_slope_per_10k(frames, mib)
     interval = _theil_sen_interval(frames, mib)
     verdict = memory_verdict(slope, interval)
+    if frames and frames[-1] < 2 * WARM_UP_FRAMES:  # e.g. --quick: the bounded records still fill
+        verdict = f"undecided (a run shorter than twice the warm-up of {WARM_UP_FRAMES} frames)"
     target = f"< {FLAT_MIB_PER_10K:g} (flat)"
     report.add(f"{prefix} RSS slope (least squares, after warm-up)", _slope_per_10k(frames, mib),
                "MiB/10k frames", target, key=f"{key}_slope_mib_per_10k")
