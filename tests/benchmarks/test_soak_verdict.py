@@ -59,3 +59,15 @@ def test_the_interval_matches_sens_rank_interval():
     ref = stats.theilslopes(y[keep], x[keep], 0.95)
     lo, hi = bench_soak._theil_sen_interval(FRAMES, list(y))
     assert np.isclose(lo, ref.low_slope * 1e4) and np.isclose(hi, ref.high_slope * 1e4)
+
+
+def test_a_run_shorter_than_the_warm_up_is_undecided():
+    """--quick's 400 frames measure the bounded records filling up, not a growth."""
+    sys.path.insert(0, str(BENCH))
+    from _harness import Report
+
+    rep = Report("t")
+    frames = list(range(0, 401, 100))
+    verdict = bench_soak._add_slope_rows(rep, frames, [200 + f / 100 for f in frames], "coordinator", "mem_coord")
+    assert verdict.startswith("undecided") and rep.value("mem_coord_flat") == 0.0
+    assert rep.value("mem_coord_robust_slope_mib_per_10k") > 0

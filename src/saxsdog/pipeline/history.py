@@ -39,7 +39,7 @@ class History:
     ``max_failures`` of them (path -> error, oldest first), so that a run in which every
     image fails keeps a bounded memory too.  The ones no longer listed
     (:attr:`failures_not_listed`) are remembered as 16-byte hashes, enough to count their
-    later success; their reasons are in the ledger (the server) and the log.
+    later success (a server's ledger keeps every reason).
     """
 
     def __init__(self, window: float = 5.0, max_records: int = 1_000_000,
