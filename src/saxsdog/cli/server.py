@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     install_repeat_filter()  # an attack must not fill the disk through the log
     from saxsdog.errors import SaxsdogError
     from saxsdog.pipeline import QueueOptions
+    from saxsdog.pipeline.queue import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before the command service's and feeder's threads start
     from saxsdog.protocol.netconf import load_network, select_server
     from saxsdog.server.handler import CommandHandler
     from saxsdog.server.zmq_service import CommandService, FeederSubscriber
