@@ -128,7 +128,7 @@ def worker_stages(cal, data: Path, shape, n_distinct: int, repeat: int, tmp: Pat
 
     times = {name: thread_per_call(fn, repeat) * 1e3 for name, fn in
              (("task", whole), ("decode", decode), ("integrate", integrate))}
-    times["rest"] = max(0.0, times["task"] - times["decode"] - times["integrate"])
+    times["rest"] = times["task"] - times["decode"] - times["integrate"]  # < 0: see main()
     return times
 
 
@@ -351,9 +351,10 @@ def main() -> None:
     ap.add_argument("--distinct", type=int, default=16, help="different frames cycled by the sender")
     ap.add_argument("--rate", type=float, default=200.0, help="frame rate of the latency rows (Hz)")
     ap.add_argument("--latency-frames", type=int, default=1000, help="frames of each latency row")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each ingest row, the best kept")
     args = ap.parse_args()
     if args.quick:
-        args.frames, args.distinct, args.latency_frames = 12, 3, 20
+        args.frames, args.distinct, args.latency_frames, args.repeat = 12, 3, 20, 1
 
     from saxsdog import Calibration
     from saxsdog.io import codecs
@@ -386,23 +387,38 @@ def main() -> None:
                    key="worker_task_ms")
         report.add("  decode (bitshuffle-LZ4 into the worker's buffer)", w["decode"], "ms", key="worker_decode_ms")
         report.add("  integrate (the calibration's curves)", w["integrate"], "ms", key="worker_integrate_ms")
-        report.add("  the rest (task in, frame, result out)", w["rest"], "ms", key="worker_rest_ms")
+        if w["rest"] >= 0:
+            report.add("  the rest (task in, frame, result out)", w["rest"], "ms", key="worker_rest_ms")
+        else:  # the integration alone reads a frame from memory; in a task it is still in the cache
+            report.add("  the rest (task in, frame, result out)", None, "ms", key="worker_rest_ms",
+                       note=f"the parts alone add up to {-w['rest']:.2f} ms more than the whole task: in a "
+                            f"task the decoded frame is still in the cache when it is integrated")
         report.section("end to end, first frame sent to run file closed")
         staged: list[tuple[str, str, dict]] = []
-        for label, key, fmt, keep, protocol, target in (
-                ("NXcanSAS run file, stream v1", "v1_run_fps", "nxcansas-run", False, "v1", ">= 800"),
-                ("NXcanSAS run file + raw frames kept", "v1_run_raw_fps", "nxcansas-run", True, "v1", ""),
-                (".chi per frame, stream v1", "v1_chi_fps", "chi", False, "v1", ""),
-                ("NXcanSAS run file, stream v2 (CBOR)", "v2_run_fps", "nxcansas-run", False, "v2", ">= 800")):
-            r = run(cal, blobs, shape, args.frames, args.workers, tmp, keep, fmt, protocol)
-            report.check(r["ok"], f"{label}: {r['frames']} of {args.frames} frames processed")
-            if fmt == "nxcansas-run":
-                report.check(bool(r["run"]) and all(Path(p).is_file() for p in r["run"]), f"{label}: no run file")
+        configs = (("NXcanSAS run file, stream v1", "v1_run_fps", "nxcansas-run", False, "v1", ">= 800"),
+                   ("NXcanSAS run file + raw frames kept", "v1_run_raw_fps", "nxcansas-run", True, "v1", ""),
+                   (".chi per frame, stream v1", "v1_chi_fps", "chi", False, "v1", ""),
+                   ("NXcanSAS run file, stream v2 (CBOR)", "v2_run_fps", "nxcansas-run", False, "v2", ">= 800"))
+        # Rounds over every configuration, the best run of each kept (as bench_pipeline's best of
+        # 3): one run of 2000 frames lasts 2-3 s, and this VM's speed drifts by 10-15 % in that time.
+        best: dict[str, dict] = {}
+        for _ in range(args.repeat):
+            for label, key, fmt, keep, protocol, target in configs:
+                r = run(cal, blobs, shape, args.frames, args.workers, tmp, keep, fmt, protocol)
+                report.check(r["ok"], f"{label}: {r['frames']} of {args.frames} frames processed")
+                if fmt == "nxcansas-run":
+                    report.check(bool(r["run"]) and all(Path(p).is_file() for p in r["run"]),
+                                 f"{label}: no run file")
+                if key not in best or r["fps"] > best[key]["fps"]:
+                    best[key] = r
+        for label, key, fmt, keep, protocol, target in configs:
+            r = best[key]
             s, c = r["stages"], r["cpu_ms"]
             report.add(label, r["fps"], "frames/s", target, key=key,
                        note=f"decode+read {s['read'] * 1e3:.2f}, integrate {s['integrate'] * 1e3:.2f}, "
                             f"write {s['write'] * 1e3:.2f} ms/frame"
-                            + (f"; raw {r['raw_mb']:.0f} MB" if keep else ""))
+                            + (f"; raw {r['raw_mb']:.0f} MB" if keep else "")
+                            + (f"; best of {args.repeat}" if args.repeat > 1 else ""))
             report.add("  CPU per frame: sender / coordinator / workers", c["sender"] + c["coordinator"]
                        + c["workers"], "ms", key=key.replace("_fps", "_cpu_ms"),
                        note=f"{c['sender']:.2f} / {c['coordinator']:.2f} / {c['workers']:.2f}")
