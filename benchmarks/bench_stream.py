@@ -403,7 +403,7 @@ def main() -> None:
         # 3): one run of 2000 frames lasts 2-3 s, and this VM's speed drifts by 10-15 % in that time.
         best: dict[str, dict] = {}
         for _ in range(args.repeat):
-            for label, key, fmt, keep, protocol, target in configs:
+            for label, key, fmt, keep, protocol, _target in configs:
                 r = run(cal, blobs, shape, args.frames, args.workers, tmp, keep, fmt, protocol)
                 report.check(r["ok"], f"{label}: {r['frames']} of {args.frames} frames processed")
                 if fmt == "nxcansas-run":
@@ -411,7 +411,7 @@ def main() -> None:
                                  f"{label}: no run file")
                 if key not in best or r["fps"] > best[key]["fps"]:
                     best[key] = r
-        for label, key, fmt, keep, protocol, target in configs:
+        for label, key, _fmt, keep, _protocol, target in configs:
             r = best[key]
             s, c = r["stages"], r["cpu_ms"]
             report.add(label, r["fps"], "frames/s", target, key=key,
