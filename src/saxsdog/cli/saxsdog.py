@@ -811,6 +811,10 @@ def _summary(queue, interrupted: bool, args, out, workdir) -> int:
         print(line, file=out)
     for line in failure_report(h.failures, queue.calibration):
         print(line, file=out)
+    unlisted = getattr(h, "failures_not_listed", 0)
+    if unlisted:  # the history keeps the reasons of the latest failures only
+        print(f"FAILED {unlisted} more image(s): their reasons are not kept (the latest "
+              f"{len(h.failures)} are listed above)", file=out)
     if queue.error is not None:  # e.g. the Dask scheduler became unreachable (message says -r)
         print(f"saxsdog: error: {queue.error}", file=sys.stderr)
         return EXIT_FAILED
@@ -826,7 +830,7 @@ def _summary(queue, interrupted: bool, args, out, workdir) -> int:
         print(f"  outputs in {workdir}/work (the synthetic images were removed)", file=out)
         if not ok:
             return EXIT_FAILED
-    return EXIT_FAILED if h.failures else EXIT_OK
+    return EXIT_FAILED if h.failures or unlisted else EXIT_OK
 
 
 def exit_without_teardown(code: int) -> NoReturn:

@@ -165,6 +165,11 @@ class LedgerTracker:
             return True
 
 
+#: How long :meth:`QueueSession.stop` waits for a reconciliation scan under way (it asks the
+#: ledger 500 paths at a time, so it ends within a chunk of the stop on any folder).
+RESCAN_JOIN_SECONDS = 10.0
+
+
 class QueueSession:
     """A queue started by ``new``: everything the server needs to run and report on it.
 
@@ -489,6 +494,9 @@ class QueueSession:
                 return
             self.stopped = True
             self._rescan_stop.set()
+            scan = self._rescan_thread
+            if scan is not None and scan is not threading.current_thread():
+                scan.join(RESCAN_JOIN_SECONDS)  # a scan under way ends before the ledger is closed
             self.queue.stop(abort=abort)
             try:
                 self.tracker.flush()
@@ -526,6 +534,9 @@ class QueueSession:
             try:
                 self.reconcile()
             except Exception:
+                if self._rescan_stop.is_set():  # stopped under the scan: the ledger may be closed
+                    log.debug("reconciliation scan ended by the queue's stop", exc_info=True)
+                    return
                 log.exception("reconciliation scan failed")
 
     def feeder_event(self, path: str) -> str | None:
