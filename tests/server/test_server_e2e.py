@@ -111,22 +111,30 @@ def test_killed_server_resumes_exactly_once(tmp_path, base, data_dir):
 
 def test_killed_worker_loses_nothing(tmp_path, base, data_dir):
     server = Server(tmp_path, base, ["--rescan", "0"]).start()
+    n = 1000
     try:
         start_queue(server, data_dir)
-        images = link_images(data_dir / "buf1_00000.tif", base / "run", 300)
+        images = link_images(data_dir / "buf1_00000.tif", base / "run", n)
         with Feeder(f"tcp://127.0.0.1:{server.fport}") as f:
             assert f.wait_for_subscriber(10)
             time.sleep(0.2)
             for p in images:
                 f.announce(p)
-            time.sleep(0.3)
+            # kill once the run is under way (a fixed sleep was past the end of the run once
+            # 300 images took less than 0.3 s)
+            work = base / "work"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(list(work.glob("*.chi"))) < 50:
+                time.sleep(0.005)
             children = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True,
                                       text=True).stdout.split()
             assert children, "the server has worker processes"
             os.kill(int(children[0]), signal.SIGKILL)
-        st = wait_done(server, 300)
+            done_before = len(list(work.glob("*.chi")))
+        assert done_before < n, "the kill must land mid-run"
+        st = wait_done(server, n)
         assert st["worker restarts"] >= 1 and st["images failed"] == 0
-        assert_each_image_once(base, 300)
+        assert_each_image_once(base, n)
     finally:
         server.stop()
 
