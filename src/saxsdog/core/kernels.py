@@ -299,54 +299,39 @@ try:  # pragma: no branch - depends on the environment
     _acc2 = _vector_accumulate(2)
     _acc4 = _vector_accumulate(4)
 
+    def _vector_add_codegen(width: int) -> Any:
+        """The code of ``acc[width slot : width slot + width] += (x0, ..., x_width-1)``: one
+        vector read-modify-write of float64 ``acc`` (shared by the 4- and 2-wide adds)."""
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            arr = context.make_array(signature.args[0])(context, builder, args[0])
+            vec_t = _ir.VectorType(_ir.DoubleType(), width)
+            i64 = _ir.IntType(64)
+            index = args[1]
+            index = builder.zext(index, i64) if index.type.width < 64 else index
+            shift = _ir.Constant(i64, width.bit_length() - 1)
+            target = builder.bitcast(builder.gep(arr.data, [builder.shl(index, shift)]), vec_t.as_pointer())
+            values = _ir.Constant(vec_t, _ir.Undefined)
+            for k in range(width):
+                values = builder.insert_element(values, args[2 + k], _ir.Constant(_ir.IntType(32), k))
+            old = builder.load(target)
+            old.align = 8
+            store = builder.store(builder.fadd(old, values), target)
+            store.align = 8
+            return context.get_dummy_value()
+
+        return codegen
+
     @_intrinsic
     def vector_add4(typingctx, acc, slot, x0, x1, x2, x3):  # type: ignore[no-untyped-def]  # pragma: no cover
         """``acc[4 slot : 4 slot + 4] += (x0, x1, x2, x3)`` as one vector read-modify-write
         (float64 ``acc``; for kernels that add several sums of one entry at once)."""
-        sig = _types.void(acc, slot, _types.float64, _types.float64, _types.float64, _types.float64)
-
-        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-            arr = context.make_array(signature.args[0])(context, builder, args[0])
-            vec_t = _ir.VectorType(_ir.DoubleType(), 4)
-            i64 = _ir.IntType(64)
-            index = args[1]
-            index = builder.zext(index, i64) if index.type.width < 64 else index
-            target = builder.bitcast(builder.gep(arr.data, [builder.shl(index, _ir.Constant(i64, 2))]),
-                                     vec_t.as_pointer())
-            values = _ir.Constant(vec_t, _ir.Undefined)
-            for k in range(4):
-                values = builder.insert_element(values, args[2 + k], _ir.Constant(_ir.IntType(32), k))
-            old = builder.load(target)
-            old.align = 8
-            store = builder.store(builder.fadd(old, values), target)
-            store.align = 8
-            return context.get_dummy_value()
-
-        return sig, codegen
+        f64 = _types.float64
+        return _types.void(acc, slot, f64, f64, f64, f64), _vector_add_codegen(4)
 
     @_intrinsic
     def _vector_add2(typingctx, acc, slot, x0, x1):  # type: ignore[no-untyped-def]  # pragma: no cover
         """``acc[2 slot : 2 slot + 2] += (x0, x1)`` as one vector read-modify-write (float64 ``acc``)."""
-        sig = _types.void(acc, slot, _types.float64, _types.float64)
-
-        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-            arr = context.make_array(signature.args[0])(context, builder, args[0])
-            vec_t = _ir.VectorType(_ir.DoubleType(), 2)
-            i64 = _ir.IntType(64)
-            index = args[1]
-            index = builder.zext(index, i64) if index.type.width < 64 else index
-            target = builder.bitcast(builder.gep(arr.data, [builder.shl(index, _ir.Constant(i64, 1))]),
-                                     vec_t.as_pointer())
-            values = _ir.Constant(vec_t, _ir.Undefined)
-            for k in range(2):
-                values = builder.insert_element(values, args[2 + k], _ir.Constant(_ir.IntType(32), k))
-            old = builder.load(target)
-            old.align = 8
-            store = builder.store(builder.fadd(old, values), target)
-            store.align = 8
-            return context.get_dummy_value()
-
-        return sig, codegen
+        return _types.void(acc, slot, _types.float64, _types.float64), _vector_add_codegen(2)
 
     #: Pixels of one step of :func:`_code_chunk` (two steps a loop iteration).
     _CHUNK = 4

@@ -317,17 +317,7 @@ def _bslz4_layout(buf: memoryview, itemsize: int, n: int, want_blocks: bool = Tr
         ``n % 8`` left-over elements follow the last block raw.
     """
     nbytes = n * itemsize
-    offset, block = 0, default_block_size(itemsize)
-    if buf.nbytes >= 12:
-        total, block_bytes = struct.unpack_from(">QI", buf, 0)
-        if total == nbytes:
-            if block_bytes == 0 or block_bytes % itemsize:
-                raise FrameDecodeError(f"bitshuffle header gives a block size of {block_bytes} bytes, "
-                                       f"not a multiple of the {itemsize}-byte elements")
-            block = block_bytes // itemsize
-            if block % _BLOCKED_MULT:
-                raise FrameDecodeError(f"bitshuffle block size {block} is not a multiple of 8 elements")
-            offset = 12
+    offset, block = _bslz4_header(buf, itemsize, n)
     sizes = [block] * (n // block)
     last = n % block
     last -= last % _BLOCKED_MULT
