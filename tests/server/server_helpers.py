@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 from saxsdog.protocol.client import LeashClient, build_new_request
@@ -111,3 +113,14 @@ def new_request(data_dir: Path, directory: tuple[str, ...] = ("run",)) -> tuple[
     """The argument and attachments of a ``new`` with the real calibration and mask."""
     cal = json.loads((data_dir / "cal.json").read_text())
     return {"calibration": cal, "directory": list(directory)}, [(data_dir / "AAA_integ.msk").read_bytes()]
+
+
+def peak_traced_bytes(fn) -> int:
+    """The peak of Python's traced allocations while ``fn()`` runs (after a collection)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -3,11 +3,10 @@ finished row at once (a peak that grew with the run and stayed in the server's R
 
 from __future__ import annotations
 
-import gc
-import tracemalloc
 
 from saxsdog.pipeline.tasks import ImageResult
 from saxsdog.server.ledger import Ledger
+from server_helpers import peak_traced_bytes
 
 
 def _fill(ledger: Ledger, n: int) -> None:
@@ -41,23 +40,14 @@ def test_done_outputs_holds_a_page_not_the_ledger(tmp_path):
     try:
         _fill(ledger, 4000)
 
-        def peak(fn) -> int:
-            gc.collect()
-            tracemalloc.start()
-            try:
-                fn()
-                return tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
-
         count = [0]
 
         def stream():
             for _ in ledger.done_outputs("q", chunk=500):
                 count[0] += 1
 
-        whole = peak(lambda: ledger.history("q", limit=10_000_000))  # what a restart read before
-        paged = peak(stream)
+        whole = peak_traced_bytes(lambda: ledger.history("q", limit=10_000_000))  # what a restart read before
+        paged = peak_traced_bytes(stream)
         assert count[0] == 3600
         assert paged < whole / 5, (paged, whole)
     finally:

@@ -4,9 +4,7 @@ the folder's whole listing, whose peak stayed in the server's RSS and grew with 
 
 from __future__ import annotations
 
-import gc
 import os
-import tracemalloc
 import types
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from saxsdog.pipeline.backends import InlineBackend
 from saxsdog.pipeline.sources import stream_images, walk_images
 from saxsdog.server.handler import CommandHandler
 
-from server_helpers import new_request
+from server_helpers import new_request, peak_traced_bytes
 
 N_FILES = 4000
 
@@ -31,16 +29,6 @@ def _folder(root: Path, n: int) -> list[str]:
     (root / "notes.txt").touch()
     os.mkfifo(root / "fifo.tif")  # never yielded (opening a FIFO blocks)
     return paths
-
-
-def _peak_while(fn) -> int:
-    gc.collect()
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_stream_images_finds_what_walk_images_finds(tmp_path):
@@ -59,8 +47,8 @@ def test_stream_images_holds_a_few_entries_not_the_listing(tmp_path):
         for _ in stream_images(tmp_path / "run"):
             count[0] += 1
 
-    listed = _peak_while(lambda: walk_images(tmp_path / "run"))
-    streamed = _peak_while(consume)
+    listed = peak_traced_bytes(lambda: walk_images(tmp_path / "run"))
+    streamed = peak_traced_bytes(consume)
     assert count[0] == N_FILES
     # the listing of 4000 paths is some 1 MB; the stream a few kB whatever the folder's size
     assert listed > 300 * N_FILES // 4, listed
@@ -88,7 +76,7 @@ def test_reconcile_streams_the_folder_and_queues_the_unknown_in_order(base, data
         pushed: list[str] = []
         monkeypatch.setattr(session.queue, "push", lambda p, force=False: pushed.append(str(p)))
         found = [0]
-        peak = _peak_while(lambda: found.__setitem__(0, session.reconcile()))
+        peak = peak_traced_bytes(lambda: found.__setitem__(0, session.reconcile()))
         assert found[0] == len(unknown) and pushed == unknown
         # the old scan listed every path (and sorted every entry) first: ~1 MB here (25 MB at 10^5);
         # now ~0.25 MB: a chunk of 500 paths asked of the ledger at a time
